@@ -1,0 +1,2 @@
+//! `sbcd`: the SBC daemon.
+fn main() {}

@@ -1,0 +1,1 @@
+//! SIP messages for the wire path of a session border controller.

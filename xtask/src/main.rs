@@ -1,0 +1,62 @@
+//! `cargo xtask`: every task beyond `cargo build` and `cargo test`, written in Rust.
+//!
+//! Each task lives in its own module with a `run(args)` entry point. `cargo xtask ci` is exactly
+//! what `.ci/run` runs.
+
+mod bench;
+mod ci;
+mod flash;
+mod fuzz;
+mod image;
+mod press;
+mod qemu;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+/// (name, one-line help, entry point)
+type Task = (&'static str, &'static str, fn(&[String]) -> anyhow::Result<()>);
+
+const TASKS: &[Task] = &[
+    ("test", "run every test: unit, property, RFC 4475, SIPp host tests, QEMU system tests", test::run),
+    ("bench", "benchmarks: `bench` (parser vs rsip) and `bench sip` (sbcd vs Kamailio under SIPp)", bench::run),
+    ("fuzz", "bounded cargo-fuzz run of the SIP parser (`--seconds N`, default 60)", fuzz::run),
+    ("image", "build the appliance disk image (`--board qemu|apu2`)", image::run),
+    ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file]`)", flash::run),
+    ("qemu", "boot the appliance image under QEMU (`[--board qemu] [--twin]`)", qemu::run),
+    ("press", "press the panel button of a running QEMU appliance (`--hold-ms N`)", press::run),
+    ("ci", "what CI runs (.ci/run): the test task", ci::run),
+];
+
+fn usage() -> String {
+    let mut s = String::from("usage: cargo xtask <task> [args]\n\ntasks:\n");
+    for (name, help, _) in TASKS {
+        s.push_str(&format!("  {name:<8} {help}\n"));
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(first) = args.first() else {
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    if first == "--help" || first == "-h" || first == "help" {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    let Some((_, _, entry)) = TASKS.iter().find(|(name, _, _)| name == first) else {
+        eprintln!("xtask: unknown task `{first}`\n");
+        eprint!("{}", usage());
+        return ExitCode::from(2);
+    };
+    match entry(&args[1..]) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {first}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
