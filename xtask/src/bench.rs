@@ -1,5 +1,15 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench [sip]`: benchmarks, never timed assertions.
+//!
+//! - `bench` (or `bench parser`): our SIP parser and rsip on the same messages, side by side.
+//! - `bench sip`: SIPp UAC -> proxy -> SIPp UAS, through sbcd and through Kamailio, in one run.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`bench` is not built yet")
+mod bench_parser;
+mod bench_sip;
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    match args.first().map(String::as_str) {
+        None | Some("parser") => bench_parser::run(args.get(1..).unwrap_or(&[])),
+        Some("sip") => bench_sip::run(&args[1..]),
+        Some(other) => anyhow::bail!("unknown benchmark `{other}` (expected `parser` or `sip`)"),
+    }
 }
