@@ -1,1 +1,18 @@
-//! The transaction-stateful proxy core.
+//! The transaction-stateful SIP proxy core of the SBC: transactions, registration cache,
+//! dialog tracking, upstream selection and probing, and the drain rules of SPEC §2.
+//!
+//! It is sans-IO: no sockets, threads, clocks or files. The daemon feeds it received messages
+//! and the time, and takes out datagrams to send, the next deadline and events. It is not the
+//! place for name resolution, connection handling or persistence of the system state.
+
+pub mod config;
+pub mod dialogs;
+pub mod drain;
+pub mod registrations;
+pub mod timers;
+pub mod transaction;
+pub mod transport;
+pub mod upstreams;
+
+pub use config::{Config, DrainConfig, ListenerConfig, TimerConfig, UpstreamConfig};
+pub use transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};

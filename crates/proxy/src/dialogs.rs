@@ -1,0 +1,264 @@
+//! The dialog table: every INVITE session the proxy carries, early or confirmed, with what is
+//! needed to route its in-dialog requests and to end it ourselves.
+//!
+//! A session is keyed by Call-ID and the caller's From tag; forks downstream share one entry,
+//! which is what the drain counts ("active INVITE sessions"). Every change is returned as a
+//! [`DialogChange`] for events and replication.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::{Flow, Realm};
+
+/// Identifies a session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DialogId {
+    /// The Call-ID.
+    pub call_id: String,
+    /// The caller's From tag.
+    pub caller_tag: String,
+}
+
+/// The life of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialogState {
+    /// INVITE forwarded, no 2xx yet.
+    Early,
+    /// 2xx seen.
+    Confirmed,
+    /// BYE, a final failure or the guard ended it.
+    Ended,
+}
+
+/// One side of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    /// The realm this side is in.
+    pub realm: Realm,
+    /// How to reach it (for the callee: the next hop the INVITE went to).
+    pub flow: Flow,
+    /// Its identity: From URI for the caller, To URI for the callee (as sent, with brackets
+    /// removed).
+    pub uri: String,
+    /// Its tag (the callee's is known once it answers).
+    pub tag: Option<String>,
+    /// Its Contact (the remote target for requests to it).
+    pub contact: Option<String>,
+    /// The highest CSeq it has used in this dialog.
+    pub cseq: u32,
+    /// Route set beyond the proxy toward this party, nearest first.
+    pub route: Vec<String>,
+}
+
+/// A session record; also the replication record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dialog {
+    /// The key.
+    pub id: DialogId,
+    /// Where it stands.
+    pub state: DialogState,
+    /// The side that sent the INVITE.
+    pub caller: Party,
+    /// The side it went to.
+    pub callee: Party,
+    /// Whether it was admitted as a priority call.
+    pub priority: bool,
+}
+
+/// A change to the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialogChange {
+    /// Created or updated.
+    Upsert(Box<Dialog>),
+    /// Gone.
+    Remove(DialogId),
+}
+
+/// Which party of a dialog a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The INVITE's sender.
+    Caller,
+    /// The INVITE's receiver.
+    Callee,
+}
+
+/// Counts by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialogCounts {
+    /// Early.
+    pub early: usize,
+    /// Confirmed.
+    pub confirmed: usize,
+}
+
+impl DialogCounts {
+    /// Early plus confirmed: the drain's "active sessions".
+    pub fn active(&self) -> usize {
+        self.early + self.confirmed
+    }
+}
+
+/// The table.
+#[derive(Debug, Default)]
+pub struct DialogTable {
+    dialogs: HashMap<DialogId, (Dialog, Instant)>,
+}
+
+impl DialogTable {
+    /// Starts tracking a session in the early state.
+    pub fn insert(&mut self, dialog: Dialog, now: Instant) -> DialogChange {
+        let change = DialogChange::Upsert(Box::new(dialog.clone()));
+        self.dialogs.insert(dialog.id.clone(), (dialog, now));
+        change
+    }
+
+    /// The session, if tracked.
+    pub fn get(&self, id: &DialogId) -> Option<&Dialog> {
+        self.dialogs.get(id).map(|(d, _)| d)
+    }
+
+    /// Changes a session in place and returns the change record.
+    pub fn update(&mut self, id: &DialogId, f: impl FnOnce(&mut Dialog)) -> Option<DialogChange> {
+        let (dialog, _) = self.dialogs.get_mut(id)?;
+        f(dialog);
+        Some(DialogChange::Upsert(Box::new(dialog.clone())))
+    }
+
+    /// Finds the session a request belongs to from its Call-ID and tags, and which side sent it.
+    pub fn find(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(&Dialog, Side)> {
+        let as_caller = DialogId {
+            call_id: call_id.to_owned(),
+            caller_tag: from_tag.to_owned(),
+        };
+        if let Some((d, _)) = self.dialogs.get(&as_caller) {
+            return Some((d, Side::Caller));
+        }
+        let as_callee = DialogId {
+            call_id: call_id.to_owned(),
+            caller_tag: to_tag.to_owned(),
+        };
+        self.dialogs.get(&as_callee).map(|(d, _)| (d, Side::Callee))
+    }
+
+    /// Stops tracking a session.
+    pub fn remove(&mut self, id: &DialogId) -> Option<(Dialog, DialogChange)> {
+        let (mut dialog, _) = self.dialogs.remove(id)?;
+        dialog.state = DialogState::Ended;
+        Some((dialog, DialogChange::Remove(id.clone())))
+    }
+
+    /// Counts by state.
+    pub fn counts(&self) -> DialogCounts {
+        let mut counts = DialogCounts::default();
+        for (d, _) in self.dialogs.values() {
+            match d.state {
+                DialogState::Early => counts.early += 1,
+                DialogState::Confirmed => counts.confirmed += 1,
+                DialogState::Ended => {}
+            }
+        }
+        counts
+    }
+
+    /// Every session with when it started.
+    pub fn iter(&self) -> impl Iterator<Item = (&Dialog, Instant)> {
+        self.dialogs.values().map(|(d, at)| (d, *at))
+    }
+
+    /// Whether an access-side party of a live session matches `pred` (for "has an active call").
+    pub fn any_access_party(&self, mut pred: impl FnMut(&Party) -> bool) -> bool {
+        self.dialogs.values().any(|(d, _)| {
+            d.state != DialogState::Ended
+                && [&d.caller, &d.callee]
+                    .into_iter()
+                    .any(|p| p.realm == Realm::Access && pred(p))
+        })
+    }
+
+    /// Applies a change made on the twin.
+    pub fn apply(&mut self, change: DialogChange, now: Instant) {
+        match change {
+            DialogChange::Upsert(dialog) => {
+                let _ = self.insert(*dialog, now);
+            }
+            DialogChange::Remove(id) => {
+                let _ = self.remove(&id);
+            }
+        }
+    }
+
+    /// Removes every session (after the guard ended them).
+    pub fn drain_all(&mut self) -> Vec<Dialog> {
+        self.dialogs.drain().map(|(_, (d, _))| d).collect()
+    }
+
+    /// Number of sessions tracked.
+    pub fn len(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Whether none is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.dialogs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{ListenerId, Transport};
+
+    fn party(realm: Realm) -> Party {
+        Party {
+            realm,
+            flow: Flow {
+                listener: ListenerId(0),
+                transport: Transport::Udp,
+                flow: None,
+                remote: "192.0.2.1:5060".parse().unwrap(),
+            },
+            uri: "sip:a@x".to_owned(),
+            tag: None,
+            contact: None,
+            cseq: 1,
+            route: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn counts_follow_states_and_find_knows_the_side() {
+        let t0 = Instant::now();
+        let mut table = DialogTable::default();
+        let id = DialogId {
+            call_id: "c".into(),
+            caller_tag: "ft".into(),
+        };
+        table.insert(
+            Dialog {
+                id: id.clone(),
+                state: DialogState::Early,
+                caller: party(Realm::Access),
+                callee: party(Realm::Core),
+                priority: false,
+            },
+            t0,
+        );
+        assert_eq!(table.counts().early, 1);
+        table.update(&id, |d| {
+            d.state = DialogState::Confirmed;
+            d.callee.tag = Some("tt".into());
+        });
+        assert_eq!(table.counts().confirmed, 1);
+        assert_eq!(table.find("c", "ft", "tt").unwrap().1, Side::Caller);
+        assert_eq!(table.find("c", "tt", "ft").unwrap().1, Side::Callee);
+        let (_, change) = table.remove(&id).unwrap();
+        let mut twin = DialogTable::default();
+        twin.apply(change, t0);
+        assert_eq!(table.counts().active(), 0);
+    }
+}

@@ -1,0 +1,359 @@
+//! The registration cache: which contact, reached over which flow, answers for which AoR, and
+//! until when.
+//!
+//! Bindings are learned from the core registrar's 2xx, never from the REGISTER alone, so the
+//! cache holds only what the core accepted. Every change is returned as a
+//! [`BindingChange`] so it can be reported and replicated to the twin.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::Flow;
+
+/// The cache key of an AoR: `user@host`, host lower-cased, no scheme, no parameters.
+pub type AorKey = String;
+
+/// One cached binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The address of record (key form).
+    pub aor: AorKey,
+    /// The contact URI as the endpoint sent it (without header parameters).
+    pub contact: String,
+    /// When it lapses.
+    pub expires_at: Instant,
+    /// How the endpoint is reached: the flow its REGISTER came over.
+    pub flow: Flow,
+    /// The REGISTER's Call-ID, so a de-registration on its behalf matches the binding.
+    pub call_id: String,
+    /// The REGISTER's CSeq number, for the same reason.
+    pub cseq: u32,
+    /// The To URI as sent (for building a de-registration).
+    pub to_uri: String,
+    /// The registrar's request URI (for building a de-registration).
+    pub registrar_uri: String,
+}
+
+/// A binding as it travels to the twin: times are relative, since clocks differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    /// The AoR.
+    pub aor: AorKey,
+    /// The contact URI.
+    pub contact: String,
+    /// Milliseconds of validity left when the record was made.
+    pub expires_in_ms: u64,
+    /// The flow.
+    pub flow: Flow,
+    /// The REGISTER's Call-ID.
+    pub call_id: String,
+    /// The REGISTER's CSeq.
+    pub cseq: u32,
+    /// The To URI.
+    pub to_uri: String,
+    /// The registrar URI.
+    pub registrar_uri: String,
+}
+
+impl BindingRecord {
+    fn of(binding: &Binding, now: Instant) -> Self {
+        BindingRecord {
+            aor: binding.aor.clone(),
+            contact: binding.contact.clone(),
+            expires_in_ms: millis(binding.expires_at.saturating_duration_since(now)),
+            flow: binding.flow,
+            call_id: binding.call_id.clone(),
+            cseq: binding.cseq,
+            to_uri: binding.to_uri.clone(),
+            registrar_uri: binding.registrar_uri.clone(),
+        }
+    }
+
+    fn into_binding(self, now: Instant) -> Binding {
+        Binding {
+            aor: self.aor,
+            contact: self.contact,
+            expires_at: now + Duration::from_millis(self.expires_in_ms),
+            flow: self.flow,
+            call_id: self.call_id,
+            cseq: self.cseq,
+            to_uri: self.to_uri,
+            registrar_uri: self.registrar_uri,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why a binding left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalCause {
+    /// Its expiry passed.
+    Expired,
+    /// The endpoint (or the core) removed it.
+    Deregistered,
+    /// The drain removed it (SPEC §2 rules 5, 6).
+    Drain,
+    /// The guard timer expired (SPEC §2 rule 11).
+    Guard,
+    /// The twin said so.
+    Replicated,
+}
+
+/// A change to the cache, to report and to replicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingChange {
+    /// Added or refreshed.
+    Upsert(BindingRecord),
+    /// Removed.
+    Remove {
+        /// The AoR.
+        aor: AorKey,
+        /// The contact.
+        contact: String,
+        /// Why.
+        cause: RemovalCause,
+    },
+}
+
+/// What a lookup of an AoR found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// Live bindings, most recently refreshed first.
+    Found(Vec<&'a Binding>),
+    /// Known, but every binding lapsed (the proxy answers 480).
+    Expired,
+    /// Never seen (the proxy answers 404).
+    Unknown,
+}
+
+type BindingKey = (AorKey, String);
+
+/// The cache.
+#[derive(Debug, Default)]
+pub struct RegistrationCache {
+    bindings: HashMap<BindingKey, Binding>,
+    expiries: BTreeSet<(Instant, BindingKey)>,
+    /// AoRs whose last binding lapsed or was removed, with when, for 480 vs 404.
+    lapsed: HashMap<AorKey, Instant>,
+    /// Insertion order stamp, so the latest contact is preferred.
+    refreshed: HashMap<BindingKey, u64>,
+    stamp: u64,
+}
+
+impl RegistrationCache {
+    /// Adds or refreshes a binding.
+    pub fn upsert(&mut self, binding: Binding, now: Instant) -> BindingChange {
+        let key = (binding.aor.clone(), binding.contact.clone());
+        if let Some(old) = self.bindings.get(&key) {
+            self.expiries.remove(&(old.expires_at, key.clone()));
+        }
+        self.expiries.insert((binding.expires_at, key.clone()));
+        self.lapsed.remove(&binding.aor);
+        self.stamp += 1;
+        self.refreshed.insert(key.clone(), self.stamp);
+        let record = BindingRecord::of(&binding, now);
+        self.bindings.insert(key, binding);
+        BindingChange::Upsert(record)
+    }
+
+    /// Removes one binding.
+    pub fn remove(
+        &mut self,
+        aor: &str,
+        contact: &str,
+        cause: RemovalCause,
+        now: Instant,
+    ) -> Option<BindingChange> {
+        let key = (aor.to_owned(), contact.to_owned());
+        let binding = self.bindings.remove(&key)?;
+        self.expiries.remove(&(binding.expires_at, key.clone()));
+        self.refreshed.remove(&key);
+        if !self.bindings.keys().any(|(a, _)| a == aor) {
+            self.lapsed.insert(aor.to_owned(), now);
+        }
+        Some(BindingChange::Remove {
+            aor: key.0,
+            contact: key.1,
+            cause,
+        })
+    }
+
+    /// Removes every binding of `aor`.
+    pub fn remove_aor(
+        &mut self,
+        aor: &str,
+        cause: RemovalCause,
+        now: Instant,
+    ) -> Vec<BindingChange> {
+        let contacts: Vec<String> = self
+            .bindings
+            .keys()
+            .filter(|(a, _)| a == aor)
+            .map(|(_, c)| c.clone())
+            .collect();
+        contacts
+            .iter()
+            .filter_map(|c| self.remove(aor, c, cause, now))
+            .collect()
+    }
+
+    /// Finds the bindings of `aor`.
+    pub fn lookup(&self, aor: &str) -> Lookup<'_> {
+        let mut found: Vec<(&BindingKey, &Binding)> = self
+            .bindings
+            .iter()
+            .filter(|((a, _), _)| a == aor)
+            .collect();
+        if found.is_empty() {
+            return if self.lapsed.contains_key(aor) {
+                Lookup::Expired
+            } else {
+                Lookup::Unknown
+            };
+        }
+        found.sort_by_key(|(k, _)| std::cmp::Reverse(self.refreshed.get(*k).copied()));
+        Lookup::Found(found.into_iter().map(|(_, b)| b).collect())
+    }
+
+    /// The binding whose contact URI is `contact`, whatever its AoR.
+    pub fn by_contact(&self, contact: &str) -> Option<&Binding> {
+        self.bindings.values().find(|b| b.contact == contact)
+    }
+
+    /// Whether some binding's flow has this remote address.
+    pub fn has_remote(&self, remote: std::net::SocketAddr) -> bool {
+        self.bindings.values().any(|b| b.flow.remote == remote)
+    }
+
+    /// Whether `aor` has a live binding.
+    pub fn is_registered(&self, aor: &str) -> bool {
+        self.bindings.keys().any(|(a, _)| a == aor)
+    }
+
+    /// The earliest expiry.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Removes every binding whose expiry is at or before `now`, and forgets lapsed AoRs older
+    /// than `memory`.
+    pub fn expire(&mut self, now: Instant, memory: Duration) -> Vec<BindingChange> {
+        let mut changes = Vec::new();
+        while let Some((at, key)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            if let Some(change) = self.remove(&key.0, &key.1, RemovalCause::Expired, now) {
+                changes.push(change);
+            } else {
+                self.expiries.remove(&(at, key));
+            }
+        }
+        self.lapsed
+            .retain(|_, since| now.saturating_duration_since(*since) < memory);
+        changes
+    }
+
+    /// Every binding, for snapshots and the guard.
+    pub fn iter(&self) -> impl Iterator<Item = &Binding> {
+        self.bindings.values()
+    }
+
+    /// Number of live bindings (the drain's "registrations" count).
+    pub fn len(&self) -> usize {
+        self.bindings.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty()
+    }
+
+    /// Applies a change made on the twin.
+    pub fn apply(&mut self, change: BindingChange, now: Instant) {
+        match change {
+            BindingChange::Upsert(record) => {
+                let _ = self.upsert(record.into_binding(now), now);
+            }
+            BindingChange::Remove { aor, contact, .. } => {
+                let _ = self.remove(&aor, &contact, RemovalCause::Replicated, now);
+            }
+        }
+    }
+
+    /// Records of every binding, for a full sync of a twin that comes back.
+    pub fn snapshot_records(&self, now: Instant) -> Vec<BindingChange> {
+        self.bindings
+            .values()
+            .map(|b| BindingChange::Upsert(BindingRecord::of(b, now)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{ListenerId, Transport};
+
+    fn binding(aor: &str, contact: &str, expires_at: Instant) -> Binding {
+        Binding {
+            aor: aor.to_owned(),
+            contact: contact.to_owned(),
+            expires_at,
+            flow: Flow {
+                listener: ListenerId(0),
+                transport: Transport::Udp,
+                flow: None,
+                remote: "192.0.2.10:5060".parse().unwrap(),
+            },
+            call_id: "c1".to_owned(),
+            cseq: 1,
+            to_uri: format!("sip:{aor}"),
+            registrar_uri: "sip:example.com".to_owned(),
+        }
+    }
+
+    #[test]
+    fn expiry_makes_a_known_aor_expired_then_unknown() {
+        let t0 = Instant::now();
+        let mut cache = RegistrationCache::default();
+        cache.upsert(
+            binding("a@x", "sip:a@1.2.3.4", t0 + Duration::from_secs(60)),
+            t0,
+        );
+        assert!(matches!(cache.lookup("a@x"), Lookup::Found(v) if v.len() == 1));
+        assert_eq!(cache.lookup("b@x"), Lookup::Unknown);
+        assert_eq!(cache.next_expiry(), Some(t0 + Duration::from_secs(60)));
+        let t1 = t0 + Duration::from_secs(60);
+        let changes = cache.expire(t1, Duration::from_secs(3600));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(cache.lookup("a@x"), Lookup::Expired);
+        cache.expire(t1 + Duration::from_secs(3600), Duration::from_secs(3600));
+        assert_eq!(cache.lookup("a@x"), Lookup::Unknown);
+    }
+
+    #[test]
+    fn records_replay_on_another_cache() {
+        let t0 = Instant::now();
+        let mut a = RegistrationCache::default();
+        let mut b = RegistrationCache::default();
+        let add = a.upsert(
+            binding("a@x", "sip:a@1.2.3.4", t0 + Duration::from_secs(60)),
+            t0,
+        );
+        b.apply(add, t0);
+        assert!(b.is_registered("a@x"));
+        let gone = a
+            .remove("a@x", "sip:a@1.2.3.4", RemovalCause::Deregistered, t0)
+            .unwrap();
+        b.apply(gone, t0);
+        assert!(b.is_empty());
+    }
+}

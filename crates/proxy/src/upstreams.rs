@@ -1,0 +1,437 @@
+//! The core-side next hops: which one a request goes to, which are out of rotation and until
+//! when, and when each is probed (SPEC §3).
+//!
+//! Decisions: lowest priority number first, round-robin among equals; a 503 with Retry-After
+//! takes an upstream out for that long; a failed attempt without Retry-After only moves the
+//! request on. Every upstream is probed every `probe_interval` (an out-of-rotation one not
+//! before its Retry-After has passed); a 2xx to a probe puts it back. A promised return that
+//! does not happen is reported once per outage.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::UpstreamConfig;
+
+/// Index of an upstream in [`crate::Config::upstreams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UpstreamId(pub usize);
+
+/// Whether an upstream takes requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Availability {
+    InRotation,
+    Out {
+        /// When it said it would be back (or when it went quiet, if it promised nothing).
+        until: Instant,
+        /// Whether `until` came from a Retry-After.
+        promised: bool,
+        late_reported: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    config: UpstreamConfig,
+    availability: Availability,
+    next_probe: Instant,
+    probe_pending: bool,
+    attempts: u64,
+    failures: u64,
+}
+
+/// What a probe got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeResult {
+    /// A 2xx.
+    Ok,
+    /// A 503, with its Retry-After if any.
+    Unavailable(Option<Duration>),
+    /// Some other response: the server is alive but unhappy with OPTIONS.
+    OtherResponse,
+    /// No answer within the probe timeout.
+    Timeout,
+}
+
+/// Something the operator should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamChange {
+    /// Taken out of rotation until `until` (`None`: until a probe succeeds).
+    Out {
+        /// Which.
+        id: UpstreamId,
+        /// For how long it said it would be away.
+        retry_after: Option<Duration>,
+    },
+    /// Back in rotation.
+    Back(UpstreamId),
+    /// Still out after the time it gave; `overdue` is how long past it.
+    Late {
+        /// Which.
+        id: UpstreamId,
+        /// How long past the promised time.
+        overdue: Duration,
+    },
+}
+
+/// How `show upstreams` sees one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamInfo {
+    /// The configured name.
+    pub name: String,
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// Its priority.
+    pub priority: u32,
+    /// Whether it takes requests.
+    pub in_rotation: bool,
+    /// Seconds until its promised return, when out.
+    pub back_in_secs: Option<u64>,
+    /// Requests sent to it.
+    pub attempts: u64,
+    /// Attempts that failed (timeout, 503, transaction error).
+    pub failures: u64,
+}
+
+/// The upstream list.
+#[derive(Debug)]
+pub struct Upstreams {
+    entries: Vec<Entry>,
+    /// Round-robin cursor per priority.
+    cursors: HashMap<u32, usize>,
+    probe_interval: Duration,
+}
+
+/// No upstream can take the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoneAvailable {
+    /// The shortest time until an out-of-rotation one said it would be back.
+    pub retry_after: Option<Duration>,
+}
+
+impl Upstreams {
+    /// All upstreams start in rotation; the first probes go out one interval after `now`.
+    pub fn new(configs: &[UpstreamConfig], probe_interval: Duration, now: Instant) -> Self {
+        Upstreams {
+            entries: configs
+                .iter()
+                .map(|config| Entry {
+                    config: config.clone(),
+                    availability: Availability::InRotation,
+                    next_probe: now + probe_interval,
+                    probe_pending: false,
+                    attempts: 0,
+                    failures: 0,
+                })
+                .collect(),
+            cursors: HashMap::new(),
+            probe_interval,
+        }
+    }
+
+    /// The configuration of `id`.
+    pub fn config(&self, id: UpstreamId) -> Option<&UpstreamConfig> {
+        self.entries.get(id.0).map(|e| &e.config)
+    }
+
+    /// Finds the upstream with this address.
+    pub fn by_addr(&self, addr: std::net::SocketAddr) -> Option<UpstreamId> {
+        self.entries
+            .iter()
+            .position(|e| e.config.addr == addr)
+            .map(UpstreamId)
+    }
+
+    /// Picks the next upstream for a request, skipping those already `tried` for it.
+    pub fn select(
+        &mut self,
+        now: Instant,
+        tried: &[UpstreamId],
+    ) -> Result<UpstreamId, NoneAvailable> {
+        let usable = |(i, e): &(usize, &Entry)| {
+            e.availability == Availability::InRotation && !tried.contains(&UpstreamId(*i))
+        };
+        let best = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(usable)
+            .map(|(_, e)| e.config.priority)
+            .min();
+        let Some(priority) = best else {
+            return Err(NoneAvailable {
+                retry_after: self.shortest_wait(now),
+            });
+        };
+        let group: Vec<usize> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.config.priority == priority)
+            .map(|(i, _)| i)
+            .collect();
+        let cursor = self.cursors.entry(priority).or_insert(0);
+        for step in 0..group.len() {
+            let index = group[(*cursor + step) % group.len()];
+            let entry = &self.entries[index];
+            if usable(&(index, entry)) {
+                *cursor = (*cursor + step + 1) % group.len();
+                self.entries[index].attempts += 1;
+                return Ok(UpstreamId(index));
+            }
+        }
+        Err(NoneAvailable {
+            retry_after: self.shortest_wait(now),
+        })
+    }
+
+    fn shortest_wait(&self, now: Instant) -> Option<Duration> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.availability {
+                Availability::Out { until, .. } => Some(until.saturating_duration_since(now)),
+                Availability::InRotation => None,
+            })
+            .min()
+    }
+
+    /// An attempt on `id` failed without a Retry-After: counted, nothing else.
+    pub fn attempt_failed(&mut self, id: UpstreamId) {
+        if let Some(e) = self.entries.get_mut(id.0) {
+            e.failures += 1;
+        }
+    }
+
+    /// `id` answered 503 with Retry-After: out of rotation for that long.
+    pub fn take_out(
+        &mut self,
+        id: UpstreamId,
+        retry_after: Duration,
+        now: Instant,
+    ) -> Option<UpstreamChange> {
+        let entry = self.entries.get_mut(id.0)?;
+        entry.failures += 1;
+        let until = now + retry_after;
+        let was_in = entry.availability == Availability::InRotation;
+        entry.availability = Availability::Out {
+            until,
+            promised: true,
+            late_reported: false,
+        };
+        entry.next_probe = until;
+        was_in.then_some(UpstreamChange::Out {
+            id,
+            retry_after: Some(retry_after),
+        })
+    }
+
+    /// Upstreams whose probe is due at `now`; each is marked as having a probe in flight.
+    pub fn due_probes(&mut self, now: Instant) -> Vec<UpstreamId> {
+        let mut due = Vec::new();
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if !e.probe_pending && e.next_probe <= now {
+                e.probe_pending = true;
+                e.next_probe = now + self.probe_interval;
+                due.push(UpstreamId(i));
+            }
+        }
+        due
+    }
+
+    /// The result of the probe sent to `id`.
+    pub fn probe_result(
+        &mut self,
+        id: UpstreamId,
+        result: ProbeResult,
+        now: Instant,
+    ) -> Vec<UpstreamChange> {
+        let mut changes = Vec::new();
+        let Some(e) = self.entries.get_mut(id.0) else {
+            return changes;
+        };
+        e.probe_pending = false;
+        match (e.availability, result) {
+            (Availability::InRotation, ProbeResult::Unavailable(Some(wait))) => {
+                e.availability = Availability::Out {
+                    until: now + wait,
+                    promised: true,
+                    late_reported: false,
+                };
+                e.next_probe = now + wait;
+                changes.push(UpstreamChange::Out {
+                    id,
+                    retry_after: Some(wait),
+                });
+            }
+            (Availability::InRotation, ProbeResult::Timeout | ProbeResult::Unavailable(None)) => {
+                e.availability = Availability::Out {
+                    until: now,
+                    promised: false,
+                    late_reported: false,
+                };
+                changes.push(UpstreamChange::Out {
+                    id,
+                    retry_after: None,
+                });
+            }
+            (Availability::InRotation, _) => {}
+            (Availability::Out { .. }, ProbeResult::Ok) => {
+                e.availability = Availability::InRotation;
+                changes.push(UpstreamChange::Back(id));
+            }
+            (
+                Availability::Out {
+                    until,
+                    promised,
+                    late_reported,
+                },
+                other,
+            ) => {
+                let mut late_reported = late_reported;
+                if promised && !late_reported && now >= until {
+                    late_reported = true;
+                    changes.push(UpstreamChange::Late {
+                        id,
+                        overdue: now - until,
+                    });
+                }
+                let (until, promised) = match other {
+                    ProbeResult::Unavailable(Some(wait)) => {
+                        e.next_probe = e.next_probe.max(now + wait);
+                        (now + wait, promised)
+                    }
+                    _ => (until, promised),
+                };
+                e.availability = Availability::Out {
+                    until,
+                    promised,
+                    late_reported,
+                };
+            }
+        }
+        changes
+    }
+
+    /// When the next probe is due.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter(|e| !e.probe_pending)
+            .map(|e| e.next_probe)
+            .min()
+    }
+
+    /// What `show upstreams` prints.
+    pub fn snapshot(&self, now: Instant) -> Vec<UpstreamInfo> {
+        self.entries
+            .iter()
+            .map(|e| UpstreamInfo {
+                name: e.config.name.clone(),
+                addr: e.config.addr,
+                priority: e.config.priority,
+                in_rotation: e.availability == Availability::InRotation,
+                back_in_secs: match e.availability {
+                    Availability::Out { until, .. } => {
+                        Some(until.saturating_duration_since(now).as_secs())
+                    }
+                    Availability::InRotation => None,
+                },
+                attempts: e.attempts,
+                failures: e.failures,
+            })
+            .collect()
+    }
+
+    /// Number of upstreams.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Transport;
+
+    fn cfg(port: u16, priority: u32) -> UpstreamConfig {
+        UpstreamConfig {
+            name: format!("u{port}"),
+            addr: format!("192.0.2.1:{port}").parse().unwrap(),
+            transport: Transport::Udp,
+            priority,
+        }
+    }
+
+    #[test]
+    fn priority_first_then_round_robin() {
+        let t0 = Instant::now();
+        let mut u = Upstreams::new(
+            &[cfg(1, 2), cfg(2, 1), cfg(3, 1)],
+            Duration::from_secs(10),
+            t0,
+        );
+        assert_eq!(u.select(t0, &[]), Ok(UpstreamId(1)));
+        assert_eq!(u.select(t0, &[]), Ok(UpstreamId(2)));
+        assert_eq!(u.select(t0, &[]), Ok(UpstreamId(1)));
+        assert_eq!(
+            u.select(t0, &[UpstreamId(1), UpstreamId(2)]),
+            Ok(UpstreamId(0))
+        );
+    }
+
+    #[test]
+    fn out_until_retry_after_then_probe_puts_back() {
+        let t0 = Instant::now();
+        let mut u = Upstreams::new(&[cfg(1, 1)], Duration::from_secs(10), t0);
+        assert!(u
+            .take_out(UpstreamId(0), Duration::from_secs(30), t0)
+            .is_some());
+        assert_eq!(
+            u.select(t0 + Duration::from_secs(5), &[]),
+            Err(NoneAvailable {
+                retry_after: Some(Duration::from_secs(25))
+            })
+        );
+        assert_eq!(u.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(u.due_probes(t1), vec![UpstreamId(0)]);
+        let late = u.probe_result(
+            UpstreamId(0),
+            ProbeResult::Timeout,
+            t1 + Duration::from_secs(2),
+        );
+        assert!(matches!(late[..], [UpstreamChange::Late { .. }]));
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(u.due_probes(t2), vec![UpstreamId(0)]);
+        let none = u.probe_result(UpstreamId(0), ProbeResult::Timeout, t2);
+        assert!(none.is_empty(), "late is reported once per outage");
+        let t3 = t2 + Duration::from_secs(10);
+        assert_eq!(u.due_probes(t3), vec![UpstreamId(0)]);
+        let back = u.probe_result(UpstreamId(0), ProbeResult::Ok, t3);
+        assert_eq!(back, vec![UpstreamChange::Back(UpstreamId(0))]);
+        assert_eq!(u.select(t3, &[]), Ok(UpstreamId(0)));
+    }
+
+    #[test]
+    fn silent_upstream_in_rotation_is_taken_out_by_its_probe() {
+        let t0 = Instant::now();
+        let mut u = Upstreams::new(&[cfg(1, 1)], Duration::from_secs(10), t0);
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(u.due_probes(t1), vec![UpstreamId(0)]);
+        let out = u.probe_result(UpstreamId(0), ProbeResult::Timeout, t1);
+        assert_eq!(
+            out,
+            vec![UpstreamChange::Out {
+                id: UpstreamId(0),
+                retry_after: None
+            }]
+        );
+        assert!(u.select(t1, &[]).is_err());
+    }
+}
