@@ -1,1 +1,19 @@
-//! Operator command grammar.
+//! The operator's side of the appliance, without any I/O: the command grammar of SPEC §5, the
+//! line editor of the serial console, and login checks. `sbc-console` (serial line) and `sbcctl`
+//! (scripts) are the thin shells around it; neither decides anything this crate can.
+//!
+//! Not here: talking to `sbcd` (that is `control::client`), terminals and sleeping (the shells).
+//!
+//! # API in one paragraph
+//!
+//! [`parse`]`(line) -> Result<`[`Command`]`, `[`ParseError`]`>` turns one line (for `sbcctl`,
+//! its argv joined with blanks) into `Command::Request(control::Request)` to send to `sbcd`,
+//! `Command::Help(topic)` to answer locally with [`help_text`], or `Command::Exit`. Words may be
+//! abbreviated to a unique prefix (`sh sys`); a `ParseError`'s `Display` says what was wrong and
+//! suggests the nearest command. [`choices`] answers `?` and [`complete`] answers TAB for the text
+//! before the cursor. Service-affecting requests are marked by
+//! `control::Request::is_service_affecting`: front ends confirm those.
+
+pub mod grammar;
+
+pub use grammar::{choices, complete, help_text, parse, Choice, Command, Completion, ParseError};
