@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dialogs;
+pub mod msg;
 pub mod drain;
 pub mod registrations;
 pub mod timers;
