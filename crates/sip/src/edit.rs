@@ -1,0 +1,483 @@
+//! Proxy edits over a parsed message, written out without re-serialising what they do not
+//! touch (RFC 3261 §16.6: push Via, decrement Max-Forwards, add Record-Route, pop Route,
+//! rewrite the Request-URI; §16.7: drop the top Via of a response).
+//!
+//! An [`Editor`] records edits as byte ranges of the original message (a fixed table, no
+//! heap); [`Editor::write`] copies the untouched ranges verbatim around them. Content-Length is
+//! rewritten only when the body is replaced.
+
+use crate::build::{check_name, check_text, format_u32};
+use crate::error::WriteError;
+use crate::header_name::HeaderName;
+use crate::message::{HeaderIndex, Message};
+use crate::scan::ListItems;
+use crate::Error;
+
+/// Most edits one [`Editor`] records.
+pub const MAX_EDITS: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+enum Text<'e> {
+    Str(&'e str),
+    Num(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op<'e> {
+    /// Replace the range with the text.
+    Replace(Text<'e>),
+    /// Insert `name: value\r\n` at the (empty) range.
+    InsertHeader(&'e str, Text<'e>),
+    /// Remove the range.
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Edit<'e> {
+    start: u32,
+    end: u32,
+    op: Op<'e>,
+}
+
+const NO_EDIT: Edit<'static> = Edit {
+    start: 0,
+    end: 0,
+    op: Op::Delete,
+};
+
+/// Records edits to a parsed message and writes the edited message.
+///
+/// Edits address the *original* message (header indexes, item text borrowed from it), so they
+/// can be recorded in any order; two edits of the same bytes are refused at [`Editor::write`].
+/// Inserted headers at the same position come out in the order they were recorded.
+#[derive(Debug, Clone)]
+pub struct Editor<'e> {
+    msg: &'e Message<'e>,
+    edits: [Edit<'e>; MAX_EDITS],
+    len: usize,
+    overflow: bool,
+    body: Option<(Option<&'e str>, &'e [u8])>,
+}
+
+impl<'e> Editor<'e> {
+    /// An editor with no edits: writing it reproduces the message byte for byte.
+    pub fn new(msg: &'e Message<'e>) -> Self {
+        Editor {
+            msg,
+            edits: [NO_EDIT; MAX_EDITS],
+            len: 0,
+            overflow: false,
+            body: None,
+        }
+    }
+
+    fn push(&mut self, start: usize, end: usize, op: Op<'e>) -> &mut Self {
+        if self.len == MAX_EDITS {
+            self.overflow = true;
+        } else {
+            self.edits[self.len] = Edit {
+                start: start as u32,
+                end: end as u32,
+                op,
+            };
+            self.len += 1;
+        }
+        self
+    }
+
+    /// Number of edits recorded.
+    pub fn edit_count(&self) -> usize {
+        self.len
+    }
+
+    /// Inserts `name: value` as the first header line (where a new Via or Record-Route goes).
+    pub fn prepend_header(&mut self, name: &'e str, value: &'e str) -> &mut Self {
+        let at = self
+            .msg
+            .slots()
+            .first()
+            .map_or(self.headers_end(), |s| s.line_start as usize);
+        self.push(at, at, Op::InsertHeader(name, Text::Str(value)))
+    }
+
+    /// Inserts `name: value` after the last header line.
+    pub fn append_header(&mut self, name: &'e str, value: &'e str) -> &mut Self {
+        let at = self.headers_end();
+        self.push(at, at, Op::InsertHeader(name, Text::Str(value)))
+    }
+
+    /// Inserts `name: value` just before the header at `index`.
+    pub fn insert_before(
+        &mut self,
+        index: HeaderIndex,
+        name: &'e str,
+        value: &'e str,
+    ) -> &mut Self {
+        let at = self
+            .slot(index)
+            .map_or(self.headers_end(), |s| s.line_start as usize);
+        self.push(at, at, Op::InsertHeader(name, Text::Str(value)))
+    }
+
+    /// Removes the whole header line at `index` (all its comma-joined values).
+    pub fn remove_header(&mut self, index: HeaderIndex) -> &mut Self {
+        match self.slot(index) {
+            Some(s) => {
+                let (a, b) = (s.line_start as usize, s.line_end as usize);
+                self.push(a, b, Op::Delete)
+            }
+            None => self,
+        }
+    }
+
+    /// Replaces the value of the header at `index`, keeping its name as written.
+    pub fn replace_value(&mut self, index: HeaderIndex, value: &'e str) -> &mut Self {
+        match self.slot(index) {
+            Some(s) => {
+                let (a, b) = (s.value_start as usize, s.value_end as usize);
+                self.push(a, b, Op::Replace(Text::Str(value)))
+            }
+            None => self,
+        }
+    }
+
+    /// Replaces the value of the header at `index` with a number (Max-Forwards, Expires).
+    pub fn replace_value_u32(&mut self, index: HeaderIndex, value: u32) -> &mut Self {
+        match self.slot(index) {
+            Some(s) => {
+                let (a, b) = (s.value_start as usize, s.value_end as usize);
+                self.push(a, b, Op::Replace(Text::Num(value)))
+            }
+            None => self,
+        }
+    }
+
+    /// Replaces one element of a list header (a Contact among several, say). `item` must be
+    /// text borrowed from this message: the `raw()` of a Via, Contact or NameAddr, or an item
+    /// of [`Message::list_items`]. Unknown text is refused at write time.
+    pub fn replace_item(&mut self, item: &'e str, text: &'e str) -> &mut Self {
+        match self.msg.offset_of(item) {
+            Some(off) => self.push(off, off + item.len(), Op::Replace(Text::Str(text))),
+            None => self.refuse(),
+        }
+    }
+
+    /// Removes one element of a list header with its comma; removes the whole line when it was
+    /// the line's only element. `item` as for [`Editor::replace_item`].
+    pub fn remove_item(&mut self, item: &'e str) -> &mut Self {
+        let Some(off) = self.msg.offset_of(item) else {
+            return self.refuse();
+        };
+        let end = off + item.len();
+        let Some((i, slot)) = self
+            .msg
+            .slots()
+            .iter()
+            .enumerate()
+            .find(|(_, s)| (s.value_start as usize) <= off && end <= s.value_end as usize)
+        else {
+            return self.refuse();
+        };
+        let head = self.msg.head();
+        let value = head
+            .get(slot.value_start as usize..slot.value_end as usize)
+            .unwrap_or("");
+        // Find the neighbours of `item` among the line's elements.
+        let mut prev_end = None;
+        let mut next_start = None;
+        let mut seen = false;
+        for element in ListItems::new(value, true) {
+            let e_off = self.msg.offset_of(element).unwrap_or(0);
+            if e_off == off {
+                seen = true;
+            } else if !seen {
+                prev_end = Some(e_off + element.len());
+            } else {
+                next_start = Some(e_off);
+                break;
+            }
+        }
+        match (seen, prev_end, next_start) {
+            (false, _, _) => self.refuse(),
+            (true, None, None) => self.remove_header(HeaderIndex(i as u16)),
+            // Remove "item, " up to the next element.
+            (true, _, Some(next)) => self.push(off, next, Op::Delete),
+            // Last element: remove ", item" from the end of the previous one.
+            (true, Some(prev), None) => self.push(prev, end, Op::Delete),
+        }
+    }
+
+    /// Removes the topmost element of the first `name` header: the top Route of a request
+    /// (RFC 3261 §16.4) or the top Via of a response (§16.7). Returns the removed text, or
+    /// `None` when there is no such header.
+    pub fn pop_first(&mut self, name: HeaderName) -> Option<&'e str> {
+        let (_, first) = self.msg.list_items(name).next()?;
+        self.remove_item(first);
+        Some(first)
+    }
+
+    /// Replaces the Request-URI (requests only; ignored for responses).
+    pub fn set_request_uri(&mut self, uri: &'e str) -> &mut Self {
+        match self
+            .msg
+            .request_uri()
+            .and_then(|u| self.msg.offset_of(u.as_str()).map(|o| (o, u)))
+        {
+            Some((off, u)) => self.push(off, off + u.as_str().len(), Op::Replace(Text::Str(uri))),
+            None => self,
+        }
+    }
+
+    /// Max-Forwards handling of RFC 3261 §16.6 step 3: decrements it, or adds
+    /// `Max-Forwards: 70` when absent. Returns the new value, or `Ok(None)` when it is already
+    /// 0 (nothing is edited; the proxy must answer 483 Too Many Hops).
+    pub fn decrement_max_forwards(&mut self) -> Result<Option<u32>, Error> {
+        let current = self.msg.max_forwards()?;
+        match current {
+            Some(0) => Ok(None),
+            Some(n) => {
+                if let Some(h) = self.msg.headers_of(HeaderName::MaxForwards).next() {
+                    self.replace_value_u32(h.index, n - 1);
+                }
+                Ok(Some(n - 1))
+            }
+            None => {
+                let at = self.headers_end();
+                self.push(at, at, Op::InsertHeader("Max-Forwards", Text::Num(70)));
+                Ok(Some(70))
+            }
+        }
+    }
+
+    /// Replaces the body (Content-Length is rewritten, or added when absent); with
+    /// `content_type`, the Content-Type value too (added when absent).
+    pub fn set_body(&mut self, content_type: Option<&'e str>, body: &'e [u8]) -> &mut Self {
+        self.body = Some((content_type, body));
+        self
+    }
+
+    /// Length of the edited message in bytes.
+    pub fn output_len(&self) -> Result<usize, WriteError> {
+        let mut counter = Counter(0);
+        self.emit(&mut counter)?;
+        Ok(counter.0)
+    }
+
+    /// Appends the edited message to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
+        self.emit(out)
+    }
+
+    /// Writes the edited message into `out`, returning its length.
+    pub fn write_into(&self, out: &mut [u8]) -> Result<usize, WriteError> {
+        let mut sink = SliceSink {
+            out,
+            pos: 0,
+            needed: 0,
+        };
+        self.emit(&mut sink)?;
+        if sink.needed > sink.out.len() {
+            return Err(WriteError::BufferTooSmall {
+                needed: sink.needed,
+            });
+        }
+        Ok(sink.pos)
+    }
+
+    // ----- internals -----
+
+    fn refuse(&mut self) -> &mut Self {
+        // Recorded as an impossible edit (start after end) so that `write` reports it.
+        if self.len == MAX_EDITS {
+            self.overflow = true;
+        } else {
+            self.edits[self.len] = Edit {
+                start: u32::MAX,
+                end: 0,
+                op: Op::Delete,
+            };
+            self.len += 1;
+        }
+        self
+    }
+
+    fn slot(&self, index: HeaderIndex) -> Option<crate::message::Slot> {
+        self.msg.slots().get(index.get()).copied()
+    }
+
+    /// Where the empty line ending the header section starts.
+    fn headers_end(&self) -> usize {
+        self.msg
+            .slots()
+            .last()
+            .map_or(self.msg.start_line_end(), |s| s.line_end as usize)
+    }
+
+    /// Body-dependent edits: Content-Length (and Content-Type) values.
+    fn body_edits(&self, extra: &mut [Edit<'e>; 4]) -> usize {
+        let Some((ct, body)) = self.body else {
+            return 0;
+        };
+        let mut n = 0;
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
+        let at = self.headers_end();
+        match self.msg.headers_of(HeaderName::ContentLength).next() {
+            Some(h) => {
+                let s = self.msg.slots()[h.index.get()];
+                extra[n] = Edit {
+                    start: s.value_start,
+                    end: s.value_end,
+                    op: Op::Replace(Text::Num(len)),
+                };
+            }
+            None => {
+                extra[n] = Edit {
+                    start: at as u32,
+                    end: at as u32,
+                    op: Op::InsertHeader("Content-Length", Text::Num(len)),
+                }
+            }
+        }
+        n += 1;
+        if let Some(ct) = ct {
+            match self.msg.headers_of(HeaderName::ContentType).next() {
+                Some(h) => {
+                    let s = self.msg.slots()[h.index.get()];
+                    extra[n] = Edit {
+                        start: s.value_start,
+                        end: s.value_end,
+                        op: Op::Replace(Text::Str(ct)),
+                    };
+                }
+                None => {
+                    extra[n] = Edit {
+                        start: at as u32,
+                        end: at as u32,
+                        op: Op::InsertHeader("Content-Type", Text::Str(ct)),
+                    }
+                }
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn emit(&self, sink: &mut impl Sink) -> Result<(), WriteError> {
+        if self.overflow {
+            return Err(WriteError::TooManyEdits { limit: MAX_EDITS });
+        }
+        let mut extra = [NO_EDIT; 4];
+        let n_extra = self.body_edits(&mut extra);
+        // Order: by start; at equal starts, insertions before removals, then record order.
+        let total = self.len + n_extra;
+        let mut order = [0u8; MAX_EDITS + 4];
+        let edit = |i: u8| -> &Edit<'e> {
+            let i = usize::from(i);
+            if i < self.len {
+                &self.edits[i]
+            } else {
+                &extra[i - self.len]
+            }
+        };
+        let key = |e: &Edit<'_>| (e.start, !matches!(e.op, Op::InsertHeader(..)));
+        for i in 0..total {
+            order[i] = i as u8;
+            let mut j = i;
+            while j > 0 && key(edit(order[j - 1])) > key(edit(order[j])) {
+                order.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        let buf = self.msg.as_bytes();
+        let copy_end = if self.body.is_some() {
+            self.msg.body_start()
+        } else {
+            buf.len()
+        };
+        let mut cursor = 0usize;
+        for &i in &order[..total] {
+            let e = edit(i);
+            let (start, end) = (e.start as usize, e.end as usize);
+            if start > end || end > copy_end {
+                return Err(WriteError::Template(Error::BadHeader {
+                    name: "edit",
+                    why: "item text is not part of this message's header section",
+                }));
+            }
+            if start < cursor {
+                return Err(WriteError::OverlappingEdits { offset: start });
+            }
+            sink.put(&buf[cursor..start]);
+            match e.op {
+                Op::Replace(t) => put_text(sink, t, "replacement value")?,
+                Op::InsertHeader(name, t) => {
+                    check_name(name)?;
+                    sink.put(name.as_bytes());
+                    sink.put(b": ");
+                    put_text(sink, t, "header value")?;
+                    sink.put(b"\r\n");
+                }
+                Op::Delete => {}
+            }
+            cursor = end;
+        }
+        sink.put(&buf[cursor..copy_end]);
+        if let Some((_, body)) = self.body {
+            sink.put(body);
+        }
+        Ok(())
+    }
+}
+
+fn put_text(sink: &mut impl Sink, t: Text<'_>, what: &'static str) -> Result<(), WriteError> {
+    match t {
+        Text::Str(s) => {
+            check_text(s, what, true)?;
+            sink.put(s.as_bytes());
+        }
+        Text::Num(n) => {
+            let mut digits = [0u8; 10];
+            sink.put(format_u32(n, &mut digits));
+        }
+    }
+    Ok(())
+}
+
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+struct Counter(usize);
+
+impl Sink for Counter {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
+/// Writes into a fixed buffer; keeps counting past its end so the error can say how much
+/// room was needed.
+struct SliceSink<'o> {
+    out: &'o mut [u8],
+    pos: usize,
+    needed: usize,
+}
+
+impl Sink for SliceSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.needed += bytes.len();
+        if let Some(dst) = self.out.get_mut(self.pos..self.pos + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.pos += bytes.len();
+        } else {
+            // Once one piece does not fit, nothing more is written.
+            self.pos = self.out.len() + 1;
+        }
+    }
+}

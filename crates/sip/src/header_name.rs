@@ -1,0 +1,235 @@
+//! Header names the crate knows: canonical spelling, compact form, case-insensitive lookup.
+//!
+//! Names the crate does not know are still accessible by their text
+//! ([`crate::Message::headers_named`]); knowing a name only buys compact-form equivalence and a
+//! typed accessor.
+
+/// A header name the crate recognises (long or compact form, any letter case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HeaderName {
+    /// Via (compact `v`)
+    Via,
+    /// From (compact `f`)
+    From,
+    /// To (compact `t`)
+    To,
+    /// Call-ID (compact `i`)
+    CallId,
+    /// CSeq
+    CSeq,
+    /// Max-Forwards
+    MaxForwards,
+    /// Route
+    Route,
+    /// Record-Route
+    RecordRoute,
+    /// Contact (compact `m`)
+    Contact,
+    /// Expires
+    Expires,
+    /// Min-Expires
+    MinExpires,
+    /// Content-Length (compact `l`)
+    ContentLength,
+    /// Content-Type (compact `c`)
+    ContentType,
+    /// Content-Encoding (compact `e`)
+    ContentEncoding,
+    /// Retry-After
+    RetryAfter,
+    /// Resource-Priority
+    ResourcePriority,
+    /// Accept-Resource-Priority
+    AcceptResourcePriority,
+    /// Reason
+    Reason,
+    /// Supported (compact `k`)
+    Supported,
+    /// Require
+    Require,
+    /// Proxy-Require
+    ProxyRequire,
+    /// Unsupported
+    Unsupported,
+    /// Subject (compact `s`)
+    Subject,
+    /// Allow
+    Allow,
+    /// Event (compact `o`)
+    Event,
+    /// Allow-Events (compact `u`)
+    AllowEvents,
+    /// Refer-To (compact `r`)
+    ReferTo,
+    /// Referred-By (compact `b`)
+    ReferredBy,
+    /// Session-Expires (compact `x`)
+    SessionExpires,
+    /// Path
+    Path,
+    /// User-Agent
+    UserAgent,
+    /// Server
+    Server,
+    /// Timestamp
+    Timestamp,
+    /// Authorization
+    Authorization,
+    /// Proxy-Authorization
+    ProxyAuthorization,
+    /// WWW-Authenticate
+    WwwAuthenticate,
+    /// Proxy-Authenticate
+    ProxyAuthenticate,
+    /// Accept
+    Accept,
+    /// Date
+    Date,
+}
+
+/// (canonical, compact, variant) for every known name.
+const TABLE: &[(&str, Option<u8>, HeaderName)] = &[
+    ("Via", Some(b'v'), HeaderName::Via),
+    ("From", Some(b'f'), HeaderName::From),
+    ("To", Some(b't'), HeaderName::To),
+    ("Call-ID", Some(b'i'), HeaderName::CallId),
+    ("CSeq", None, HeaderName::CSeq),
+    ("Max-Forwards", None, HeaderName::MaxForwards),
+    ("Route", None, HeaderName::Route),
+    ("Record-Route", None, HeaderName::RecordRoute),
+    ("Contact", Some(b'm'), HeaderName::Contact),
+    ("Expires", None, HeaderName::Expires),
+    ("Min-Expires", None, HeaderName::MinExpires),
+    ("Content-Length", Some(b'l'), HeaderName::ContentLength),
+    ("Content-Type", Some(b'c'), HeaderName::ContentType),
+    ("Content-Encoding", Some(b'e'), HeaderName::ContentEncoding),
+    ("Retry-After", None, HeaderName::RetryAfter),
+    ("Resource-Priority", None, HeaderName::ResourcePriority),
+    (
+        "Accept-Resource-Priority",
+        None,
+        HeaderName::AcceptResourcePriority,
+    ),
+    ("Reason", None, HeaderName::Reason),
+    ("Supported", Some(b'k'), HeaderName::Supported),
+    ("Require", None, HeaderName::Require),
+    ("Proxy-Require", None, HeaderName::ProxyRequire),
+    ("Unsupported", None, HeaderName::Unsupported),
+    ("Subject", Some(b's'), HeaderName::Subject),
+    ("Allow", None, HeaderName::Allow),
+    ("Event", Some(b'o'), HeaderName::Event),
+    ("Allow-Events", Some(b'u'), HeaderName::AllowEvents),
+    ("Refer-To", Some(b'r'), HeaderName::ReferTo),
+    ("Referred-By", Some(b'b'), HeaderName::ReferredBy),
+    ("Session-Expires", Some(b'x'), HeaderName::SessionExpires),
+    ("Path", None, HeaderName::Path),
+    ("User-Agent", None, HeaderName::UserAgent),
+    ("Server", None, HeaderName::Server),
+    ("Timestamp", None, HeaderName::Timestamp),
+    ("Authorization", None, HeaderName::Authorization),
+    ("Proxy-Authorization", None, HeaderName::ProxyAuthorization),
+    ("WWW-Authenticate", None, HeaderName::WwwAuthenticate),
+    ("Proxy-Authenticate", None, HeaderName::ProxyAuthenticate),
+    ("Accept", None, HeaderName::Accept),
+    ("Date", None, HeaderName::Date),
+];
+
+impl HeaderName {
+    /// Recognises a header name in long or compact form, any case. `None` for unknown names.
+    pub fn from_bytes(name: &[u8]) -> Option<HeaderName> {
+        if name.len() == 1 {
+            let c = name[0].to_ascii_lowercase();
+            return TABLE
+                .iter()
+                .find(|(_, compact, _)| *compact == Some(c))
+                .map(|e| e.2);
+        }
+        // The first byte and the length rule out nearly every entry before the full compare.
+        let first = name.first()?.to_ascii_lowercase();
+        TABLE
+            .iter()
+            .find(|(long, _, _)| {
+                long.len() == name.len()
+                    && long.as_bytes()[0].to_ascii_lowercase() == first
+                    && long.as_bytes().eq_ignore_ascii_case(name)
+            })
+            .map(|e| e.2)
+    }
+
+    /// Same as [`HeaderName::from_bytes`] for text.
+    pub fn parse(name: &str) -> Option<HeaderName> {
+        HeaderName::from_bytes(name.as_bytes())
+    }
+
+    /// The canonical long form (`Call-ID`, `CSeq`, ...).
+    pub fn as_str(self) -> &'static str {
+        TABLE[self.index()].0
+    }
+
+    /// The compact form, when the name has one (`v` for Via).
+    pub fn compact(self) -> Option<char> {
+        TABLE[self.index()].1.map(char::from)
+    }
+
+    /// True for headers whose value is a comma-separated list the crate splits (Via, Route,
+    /// Record-Route, Contact, Supported, Require, ...). Unknown headers are never split.
+    pub fn is_list(self) -> bool {
+        matches!(
+            self,
+            HeaderName::Via
+                | HeaderName::Route
+                | HeaderName::RecordRoute
+                | HeaderName::Contact
+                | HeaderName::Supported
+                | HeaderName::Require
+                | HeaderName::ProxyRequire
+                | HeaderName::Unsupported
+                | HeaderName::Allow
+                | HeaderName::AllowEvents
+                | HeaderName::ResourcePriority
+                | HeaderName::AcceptResourcePriority
+                | HeaderName::Reason
+                | HeaderName::Path
+                | HeaderName::ContentEncoding
+        )
+    }
+
+    fn index(self) -> usize {
+        // The table lists the variants in declaration order.
+        self as usize
+    }
+}
+
+impl core::fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The variant stored at `index` of the table (the inverse of `as u8`).
+pub(crate) fn from_index(index: u8) -> Option<HeaderName> {
+    TABLE.get(usize::from(index)).map(|e| e.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_declaration_order() {
+        for (i, (_, _, name)) in TABLE.iter().enumerate() {
+            assert_eq!(*name as usize, i, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn compact_and_case() {
+        assert_eq!(HeaderName::parse("v"), Some(HeaderName::Via));
+        assert_eq!(HeaderName::parse("V"), Some(HeaderName::Via));
+        assert_eq!(HeaderName::parse("cALL-id"), Some(HeaderName::CallId));
+        assert_eq!(HeaderName::parse("l"), Some(HeaderName::ContentLength));
+        assert_eq!(HeaderName::parse("X-Foo"), None);
+        assert_eq!(HeaderName::CallId.compact(), Some('i'));
+    }
+}

@@ -1,0 +1,672 @@
+//! A parsed SIP message: the start line, a fixed table of header spans, and the body.
+//!
+//! Parsing does one pass over the header section, recording where each header's name and value
+//! are; it decodes only what framing needs (the start line and Content-Length). Everything else
+//! is parsed when asked for, from the borrowed bytes, without allocating.
+
+use crate::header_name::HeaderName;
+use crate::limits::{Framing, Limits, MAX_HEADERS};
+use crate::method::Method;
+use crate::name_addr::{Contact, NameAddr};
+use crate::scan::{is_token, is_token_str, is_ws, parse_u32, trim, ListItems};
+use crate::uri::{Scheme, Uri};
+use crate::values::{CSeq, Reason, ResourcePriority, RetryAfter};
+use crate::via::Via;
+use crate::Error;
+
+/// Position of a header line in a message (0 = first header line), stable for the message's
+/// lifetime; the [`crate::Editor`] addresses headers with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HeaderIndex(pub(crate) u16);
+
+impl HeaderIndex {
+    /// The position as a number.
+    pub fn get(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// Marker for header names the crate does not know.
+const UNKNOWN: u8 = u8::MAX;
+
+/// Where one header line lies in the buffer. Offsets are from the start of the buffer.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Slot {
+    /// Start of the name (= start of the line).
+    pub(crate) line_start: u32,
+    pub(crate) name_end: u32,
+    pub(crate) value_start: u32,
+    pub(crate) value_end: u32,
+    /// Just after the line's final line ending.
+    pub(crate) line_end: u32,
+    /// `HeaderName as u8`, or `UNKNOWN`.
+    pub(crate) id: u8,
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    /// `METHOD Request-URI SIP/2.0`
+    Request {
+        /// Method.
+        method: Method<'a>,
+        /// Request-URI.
+        uri: Uri<'a>,
+    },
+    /// `SIP/2.0 code reason`
+    Response {
+        /// Status code (100..=699).
+        status: u16,
+        /// Reason phrase (may be empty).
+        reason: &'a str,
+    },
+}
+
+/// One header line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Position in the message.
+    pub index: HeaderIndex,
+    /// The name as written (`v`, `VIA`, `Via`...).
+    pub name: &'a str,
+    /// The name, when the crate knows it (compact forms resolved).
+    pub known: Option<HeaderName>,
+    /// The value as written, trimmed; a folded value keeps its CRLF and leading whitespace
+    /// (see [`Header::value_pieces`]).
+    pub value: &'a str,
+}
+
+impl<'a> Header<'a> {
+    /// The value's line pieces with folding removed: join them with a single space to get the
+    /// unfolded value (RFC 3261 §7.3.1). One piece for an unfolded value.
+    pub fn value_pieces(&self) -> impl Iterator<Item = &'a str> + 'a {
+        self.value.split('\n').map(trim).filter(|p| !p.is_empty())
+    }
+
+    /// True when the value was folded over several lines.
+    pub fn is_folded(&self) -> bool {
+        self.value.contains('\n')
+    }
+}
+
+/// A parsed SIP message borrowing the received bytes.
+///
+/// Holds a fixed-capacity header table (no heap). Typed accessors parse on demand and return
+/// `Err` for a malformed or missing header; [`Message::validate`] runs the checks a proxy
+/// needs before acting on a request.
+#[derive(Clone)]
+pub struct Message<'a> {
+    /// The message bytes (datagram surplus beyond Content-Length excluded).
+    buf: &'a [u8],
+    /// The start line and header section as text (up to and including the empty line).
+    head: &'a str,
+    start: StartLine<'a>,
+    start_line_end: u32,
+    slots: [Slot; MAX_HEADERS],
+    count: u16,
+    body_start: u32,
+    content_length: Option<u32>,
+    max_via_hops: u16,
+}
+
+impl core::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Message")
+            .field("start", &self.start)
+            .field("headers", &self.count)
+            .field("body_len", &self.body().len())
+            .finish()
+    }
+}
+
+impl<'a> Message<'a> {
+    /// Parses a datagram with the default [`Limits`].
+    pub fn parse(buf: &'a [u8]) -> Result<Message<'a>, Error> {
+        Message::parse_with(buf, &Limits::default(), Framing::Datagram)
+    }
+
+    /// Parses one message with explicit limits and framing.
+    ///
+    /// With [`Framing::Datagram`] bytes after Content-Length are ignored (RFC 3261 §18.3); with
+    /// [`Framing::Stream`] give exactly the bytes [`crate::framing::next_frame`] delimited.
+    pub fn parse_with(
+        buf: &'a [u8],
+        limits: &Limits,
+        framing: Framing,
+    ) -> Result<Message<'a>, Error> {
+        crate::parse::parse(buf, limits, framing)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        buf: &'a [u8],
+        head: &'a str,
+        start: StartLine<'a>,
+        start_line_end: u32,
+        slots: [Slot; MAX_HEADERS],
+        count: u16,
+        body_start: u32,
+        content_length: Option<u32>,
+        max_via_hops: u16,
+    ) -> Self {
+        Message {
+            buf,
+            head,
+            start,
+            start_line_end,
+            slots,
+            count,
+            body_start,
+            content_length,
+            max_via_hops,
+        }
+    }
+
+    /// The message bytes as received (surplus after Content-Length excluded).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// The start line and header section as text, up to and including the empty line.
+    pub fn head(&self) -> &'a str {
+        self.head
+    }
+
+    /// The parsed start line.
+    pub fn start_line(&self) -> &StartLine<'a> {
+        &self.start
+    }
+
+    /// True for requests.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// True for responses.
+    pub fn is_response(&self) -> bool {
+        !self.is_request()
+    }
+
+    /// The request method (`None` for responses).
+    pub fn method(&self) -> Option<Method<'a>> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI (`None` for responses).
+    pub fn request_uri(&self) -> Option<Uri<'a>> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code (`None` for requests).
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { status, .. } => Some(status),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase (`None` for requests).
+    pub fn reason_phrase(&self) -> Option<&'a str> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(reason),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The body (empty when there is none).
+    pub fn body(&self) -> &'a [u8] {
+        self.buf.get(self.body_start as usize..).unwrap_or(&[])
+    }
+
+    /// The Content-Length value, when the header is present (checked while parsing).
+    pub fn content_length(&self) -> Option<u32> {
+        self.content_length
+    }
+
+    /// The Content-Type value, as written.
+    pub fn content_type(&self) -> Option<&'a str> {
+        self.first(HeaderName::ContentType).map(|h| h.value)
+    }
+
+    /// Number of header lines.
+    pub fn header_count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Every header line, in order.
+    pub fn headers(&self) -> Headers<'_, 'a> {
+        Headers {
+            msg: self,
+            next: 0,
+            filter: Filter::All,
+        }
+    }
+
+    /// The header at `index`.
+    pub fn header_at(&self, index: HeaderIndex) -> Option<Header<'a>> {
+        let slot = self
+            .slots
+            .get(index.get())
+            .filter(|_| index.0 < self.count)?;
+        Some(self.header_of(index.0, slot))
+    }
+
+    /// Every header line called `name` (case-insensitive; long and compact forms are the same
+    /// header when the crate knows the name).
+    pub fn headers_named<'m>(&'m self, name: &'m str) -> Headers<'m, 'a> {
+        let filter = match HeaderName::parse(name) {
+            Some(known) => Filter::Known(known as u8),
+            None => Filter::Name(name),
+        };
+        Headers {
+            msg: self,
+            next: 0,
+            filter,
+        }
+    }
+
+    /// Every header line with a known name.
+    pub fn headers_of(&self, name: HeaderName) -> Headers<'_, 'a> {
+        Headers {
+            msg: self,
+            next: 0,
+            filter: Filter::Known(name as u8),
+        }
+    }
+
+    /// The value of the first header called `name` (see [`Message::headers_named`]).
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers_named(name).next().map(|h| h.value)
+    }
+
+    /// The comma-separated elements of every `name` header, in order, with the header each
+    /// comes from. Quoted strings and `<...>` do not split.
+    pub fn list_items(&self, name: HeaderName) -> ListIter<'_, 'a> {
+        ListIter {
+            headers: self.headers_of(name),
+            current: None,
+        }
+    }
+
+    /// Every Via hop, top first, comma-joined values split. Stops with
+    /// [`Error::TooManyVias`] past the limit.
+    pub fn vias(&self) -> Parsed<'_, 'a, Via<'a>> {
+        Parsed {
+            items: self.list_items(HeaderName::Via),
+            parse: Via::parse,
+            left: usize::from(self.max_via_hops),
+            limit: usize::from(self.max_via_hops),
+            done: false,
+        }
+    }
+
+    /// The topmost Via hop.
+    pub fn top_via(&self) -> Result<Via<'a>, Error> {
+        self.vias()
+            .next()
+            .unwrap_or(Err(Error::MissingHeader("Via")))
+    }
+
+    /// The From header.
+    pub fn from_header(&self) -> Result<NameAddr<'a>, Error> {
+        NameAddr::parse(self.single(HeaderName::From)?.value, "From")
+    }
+
+    /// The To header.
+    pub fn to_header(&self) -> Result<NameAddr<'a>, Error> {
+        NameAddr::parse(self.single(HeaderName::To)?.value, "To")
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Result<&'a str, Error> {
+        let v = self.single(HeaderName::CallId)?.value;
+        if v.is_empty() || v.bytes().any(is_ws) {
+            return Err(Error::BadHeader {
+                name: "Call-ID",
+                why: "empty or contains whitespace",
+            });
+        }
+        Ok(v)
+    }
+
+    /// The CSeq.
+    pub fn cseq(&self) -> Result<CSeq<'a>, Error> {
+        CSeq::parse(self.single(HeaderName::CSeq)?.value)
+    }
+
+    /// Max-Forwards (`Ok(None)` when absent). Values above 255 are refused.
+    pub fn max_forwards(&self) -> Result<Option<u32>, Error> {
+        match self.optional_single(HeaderName::MaxForwards)? {
+            None => Ok(None),
+            Some(h) => parse_u32(h.value)
+                .filter(|n| *n <= 255)
+                .map(Some)
+                .ok_or(Error::BadHeader {
+                    name: "Max-Forwards",
+                    why: "not a number from 0 to 255",
+                }),
+        }
+    }
+
+    /// Every Route value, top first.
+    pub fn routes(&self) -> Parsed<'_, 'a, NameAddr<'a>> {
+        Parsed::new(self.list_items(HeaderName::Route), |t| {
+            NameAddr::parse(t, "Route")
+        })
+    }
+
+    /// Every Record-Route value, top first.
+    pub fn record_routes(&self) -> Parsed<'_, 'a, NameAddr<'a>> {
+        Parsed::new(self.list_items(HeaderName::RecordRoute), |t| {
+            NameAddr::parse(t, "Record-Route")
+        })
+    }
+
+    /// Every Contact value (`*` included), in order.
+    pub fn contacts(&self) -> Parsed<'_, 'a, Contact<'a>> {
+        Parsed::new(self.list_items(HeaderName::Contact), Contact::parse)
+    }
+
+    /// The Expires header (`Ok(None)` when absent).
+    pub fn expires(&self) -> Result<Option<u32>, Error> {
+        match self.optional_single(HeaderName::Expires)? {
+            None => Ok(None),
+            Some(h) => parse_u32(h.value).map(Some).ok_or(Error::BadHeader {
+                name: "Expires",
+                why: "not a 32-bit number of seconds",
+            }),
+        }
+    }
+
+    /// The Retry-After header (`Ok(None)` when absent).
+    pub fn retry_after(&self) -> Result<Option<RetryAfter<'a>>, Error> {
+        self.optional_single(HeaderName::RetryAfter)?
+            .map(|h| RetryAfter::parse(h.value))
+            .transpose()
+    }
+
+    /// Every Resource-Priority value (RFC 4412), in order.
+    pub fn resource_priorities(&self) -> Parsed<'_, 'a, ResourcePriority<'a>> {
+        Parsed::new(
+            self.list_items(HeaderName::ResourcePriority),
+            ResourcePriority::parse,
+        )
+    }
+
+    /// Every Reason value (RFC 3326), in order.
+    pub fn reasons(&self) -> Parsed<'_, 'a, Reason<'a>> {
+        Parsed::new(self.list_items(HeaderName::Reason), Reason::parse)
+    }
+
+    /// Option tags of every Supported header.
+    pub fn supported(&self) -> Tokens<'_, 'a> {
+        Tokens(self.list_items(HeaderName::Supported))
+    }
+
+    /// Option tags of every Require header.
+    pub fn require(&self) -> Tokens<'_, 'a> {
+        Tokens(self.list_items(HeaderName::Require))
+    }
+
+    /// Option tags of every Proxy-Require header.
+    pub fn proxy_require(&self) -> Tokens<'_, 'a> {
+        Tokens(self.list_items(HeaderName::ProxyRequire))
+    }
+
+    /// Checks what a proxy relies on, returning the first problem: the mandatory headers
+    /// (Via, From, To, Call-ID, CSeq) are present once and parse, the CSeq method matches the
+    /// request method, Max-Forwards, Expires, Contact, Route and Record-Route parse when
+    /// present, and the Via hop limit holds.
+    ///
+    /// Problems the RFCs leave to the proxy's policy (unknown URI scheme: 416, Proxy-Require:
+    /// 420, Max-Forwards 0: 483) are not errors here.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut hops = 0;
+        for via in self.vias() {
+            via?;
+            hops += 1;
+        }
+        if hops == 0 {
+            return Err(Error::MissingHeader("Via"));
+        }
+        self.from_header()?;
+        self.to_header()?;
+        self.call_id()?;
+        let cseq = self.cseq()?;
+        if let Some(method) = self.method() {
+            if cseq.method != method {
+                return Err(Error::CSeqMethodMismatch);
+            }
+        }
+        self.max_forwards()?;
+        self.expires()?;
+        for c in self.contacts() {
+            if let Contact::Addr(a) = c? {
+                a.expires()?;
+            }
+        }
+        for r in self.routes() {
+            r?;
+        }
+        for r in self.record_routes() {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// True when the Request-URI scheme is one a SIP proxy can route (sip, sips, tel, urn).
+    pub fn has_routable_scheme(&self) -> bool {
+        self.request_uri()
+            .is_some_and(|u| !matches!(u.scheme(), Scheme::Other(_)))
+    }
+
+    // ----- crate-internal access for the editor and builders -----
+
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots[..usize::from(self.count)]
+    }
+
+    pub(crate) fn start_line_end(&self) -> usize {
+        self.start_line_end as usize
+    }
+
+    pub(crate) fn body_start(&self) -> usize {
+        self.body_start as usize
+    }
+
+    /// Offset of `inner` in the message, when it is a sub-slice of it.
+    pub(crate) fn offset_of(&self, inner: &str) -> Option<usize> {
+        let off = crate::scan::offset_in(self.buf, inner.as_bytes());
+        (off <= self.buf.len() && off + inner.len() <= self.buf.len()).then_some(off)
+    }
+
+    fn header_of(&self, i: u16, s: &Slot) -> Header<'a> {
+        let h = self.head;
+        Header {
+            index: HeaderIndex(i),
+            name: h
+                .get(s.line_start as usize..s.name_end as usize)
+                .unwrap_or(""),
+            known: known_name(s.id),
+            value: h
+                .get(s.value_start as usize..s.value_end as usize)
+                .unwrap_or(""),
+        }
+    }
+
+    fn first(&self, name: HeaderName) -> Option<Header<'a>> {
+        self.headers_of(name).next()
+    }
+
+    /// The one header called `name`: missing and repeated are errors.
+    fn single(&self, name: HeaderName) -> Result<Header<'a>, Error> {
+        self.optional_single(name)?
+            .ok_or(Error::MissingHeader(name.as_str()))
+    }
+
+    /// The header called `name` if present; repeated is an error (RFC 4475 `multi01`).
+    fn optional_single(&self, name: HeaderName) -> Result<Option<Header<'a>>, Error> {
+        let mut it = self.headers_of(name);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(Error::DuplicateHeader(name.as_str()));
+        }
+        Ok(first)
+    }
+}
+
+fn known_name(id: u8) -> Option<HeaderName> {
+    if id == UNKNOWN {
+        None
+    } else {
+        crate::header_name::from_index(id)
+    }
+}
+
+pub(crate) fn id_of(name: &[u8]) -> u8 {
+    HeaderName::from_bytes(name)
+        .map(|n| n as u8)
+        .unwrap_or(UNKNOWN)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Filter<'m> {
+    All,
+    Known(u8),
+    Name(&'m str),
+}
+
+/// Iterator over header lines (all, or those with one name).
+#[derive(Debug, Clone)]
+pub struct Headers<'m, 'a> {
+    msg: &'m Message<'a>,
+    next: u16,
+    filter: Filter<'m>,
+}
+
+impl<'a> Iterator for Headers<'_, 'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        while self.next < self.msg.count {
+            let i = self.next;
+            self.next += 1;
+            let slot = &self.msg.slots[usize::from(i)];
+            let hit = match self.filter {
+                Filter::All => true,
+                Filter::Known(id) => slot.id == id,
+                Filter::Name(name) => {
+                    slot.id == UNKNOWN
+                        && self
+                            .msg
+                            .head
+                            .get(slot.line_start as usize..slot.name_end as usize)
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                }
+            };
+            if hit {
+                return Some(self.msg.header_of(i, slot));
+            }
+        }
+        None
+    }
+}
+
+/// Iterator over the comma-separated elements of a list header, across all its lines:
+/// `(header the element is in, element text)`.
+#[derive(Debug, Clone)]
+pub struct ListIter<'m, 'a> {
+    headers: Headers<'m, 'a>,
+    current: Option<(HeaderIndex, ListItems<'a>)>,
+}
+
+impl<'a> Iterator for ListIter<'_, 'a> {
+    type Item = (HeaderIndex, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((index, items)) = &mut self.current {
+                if let Some(item) = items.next() {
+                    return Some((*index, item));
+                }
+            }
+            let h = self.headers.next()?;
+            self.current = Some((h.index, ListItems::new(h.value, true)));
+        }
+    }
+}
+
+/// Iterator over typed list elements: each element parsed on the way.
+pub struct Parsed<'m, 'a, T> {
+    items: ListIter<'m, 'a>,
+    parse: fn(&'a str) -> Result<T, Error>,
+    left: usize,
+    limit: usize,
+    done: bool,
+}
+
+impl<'m, 'a, T> Parsed<'m, 'a, T> {
+    fn new(items: ListIter<'m, 'a>, parse: fn(&'a str) -> Result<T, Error>) -> Self {
+        Parsed {
+            items,
+            parse,
+            left: usize::MAX,
+            limit: usize::MAX,
+            done: false,
+        }
+    }
+}
+
+impl<T> core::fmt::Debug for Parsed<'_, '_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("items", &self.items)
+            .finish()
+    }
+}
+
+impl<'a, T> Iterator for Parsed<'_, 'a, T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let (_, text) = self.items.next()?;
+        if self.left == 0 {
+            self.done = true;
+            return Some(Err(Error::TooManyVias { limit: self.limit }));
+        }
+        self.left -= 1;
+        Some((self.parse)(text))
+    }
+}
+
+/// Iterator over option tags (Supported, Require, Proxy-Require); non-token elements are
+/// skipped.
+#[derive(Debug, Clone)]
+pub struct Tokens<'m, 'a>(ListIter<'m, 'a>);
+
+impl<'a> Iterator for Tokens<'_, 'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            let (_, t) = self.0.next()?;
+            if is_token_str(t) {
+                return Some(t);
+            }
+        }
+    }
+}
+
+/// True when `b` may appear in a header name.
+pub(crate) fn is_name_char(b: u8) -> bool {
+    is_token(b)
+}

@@ -1,0 +1,306 @@
+//! The one pass over a message: start line, header table, Content-Length, body.
+//!
+//! Decides what is a parse error (and so a 400/413/505/513 or a drop) and what is left to the
+//! lazy accessors. Header lines may end in CRLF or a bare LF; a line starting with SP or HT
+//! continues the previous one (folding).
+
+use memchr::memchr;
+
+use crate::header_name::HeaderName;
+use crate::limits::{Framing, Limits, MAX_HEADERS};
+use crate::message::{id_of, is_name_char, Message, Slot, StartLine};
+use crate::method::Method;
+use crate::scan::{is_token_str, starts_with_ci};
+use crate::uri::Uri;
+use crate::Error;
+
+const CONTENT_LENGTH: u8 = HeaderName::ContentLength as u8;
+
+pub(crate) fn parse<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    framing: Framing,
+) -> Result<Message<'a>, Error> {
+    let max_headers = limits.max_headers.min(MAX_HEADERS);
+    // RFC 3261 §7.5: CRLFs before the start line are ignored (stream keep-alives, sloppy
+    // senders).
+    let mut pos = 0;
+    while pos < buf.len() && matches!(buf[pos], b'\r' | b'\n' | b' ' | b'\t') {
+        pos += 1;
+    }
+    if pos == buf.len() {
+        return Err(Error::Empty);
+    }
+    let start_pos = pos;
+    let sl_nl = match memchr(b'\n', &buf[pos..]) {
+        Some(i) => pos + i,
+        None => {
+            return Err(if looks_like_sip(&buf[pos..]) {
+                Error::UnterminatedHeaders
+            } else {
+                Error::NotSip("no line ending")
+            })
+        }
+    };
+    let sl_text_end = if sl_nl > pos && buf[sl_nl - 1] == b'\r' {
+        sl_nl - 1
+    } else {
+        sl_nl
+    };
+    if !looks_like_sip(&buf[pos..sl_text_end]) {
+        return Err(Error::NotSip(
+            "start line is neither a request nor a status line",
+        ));
+    }
+    pos = sl_nl + 1;
+    if matches!(buf.get(pos), Some(b' ' | b'\t')) {
+        return Err(Error::BadHeaderLine {
+            offset: pos,
+            why: "folded start line",
+        });
+    }
+
+    // Header lines.
+    let mut slots = [Slot::default(); MAX_HEADERS];
+    let mut count: usize = 0;
+    let mut content_length: Option<u32> = None;
+    let head_end;
+    loop {
+        match buf.get(pos) {
+            None => return Err(Error::UnterminatedHeaders),
+            Some(b'\n') => {
+                head_end = pos + 1;
+                break;
+            }
+            Some(b'\r') if buf.get(pos + 1) == Some(&b'\n') => {
+                head_end = pos + 2;
+                break;
+            }
+            Some(_) => {}
+        }
+        if pos > limits.max_message_bytes {
+            return Err(Error::MessageTooLarge {
+                size: pos,
+                limit: limits.max_message_bytes,
+            });
+        }
+        let line_start = pos;
+        let mut nl = match memchr(b'\n', &buf[pos..]) {
+            Some(i) => pos + i,
+            None => return Err(Error::UnterminatedHeaders),
+        };
+        // Folding: the next line starts with whitespace.
+        while matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+            nl = match memchr(b'\n', &buf[nl + 1..]) {
+                Some(i) => nl + 1 + i,
+                None => return Err(Error::UnterminatedHeaders),
+            };
+        }
+        let line_end = nl + 1;
+        let line = &buf[line_start..nl];
+        let colon = match memchr(b':', line) {
+            Some(c) => line_start + c,
+            None => {
+                return Err(Error::BadHeaderLine {
+                    offset: line_start,
+                    why: "no colon",
+                });
+            }
+        };
+        let mut name_end = colon;
+        while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+            name_end -= 1;
+        }
+        let name = &buf[line_start..name_end];
+        if name.is_empty() || !name.iter().all(|&b| is_name_char(b)) {
+            return Err(Error::BadHeaderLine {
+                offset: line_start,
+                why: "invalid header name",
+            });
+        }
+        let mut value_end = nl;
+        while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
+            value_end -= 1;
+        }
+        let mut value_start = colon + 1;
+        while value_start < value_end && matches!(buf[value_start], b' ' | b'\t' | b'\r' | b'\n') {
+            value_start += 1;
+        }
+        if count == max_headers {
+            return Err(Error::TooManyHeaders { limit: max_headers });
+        }
+        let id = id_of(name);
+        if id == CONTENT_LENGTH {
+            let n = parse_content_length(&buf[value_start..value_end])?;
+            match content_length {
+                Some(prev) if prev != n => return Err(Error::BadContentLength),
+                _ => content_length = Some(n),
+            }
+        }
+        slots[count] = Slot {
+            line_start: line_start as u32,
+            name_end: name_end as u32,
+            value_start: value_start as u32,
+            value_end: value_end as u32,
+            line_end: line_end as u32,
+            id,
+        };
+        count += 1;
+        pos = line_end;
+    }
+
+    // Body and framing.
+    let available = buf.len() - head_end;
+    let body_len = match (content_length, framing) {
+        (Some(cl), _) => {
+            let cl = cl as usize;
+            if cl > limits.max_body_bytes {
+                return Err(Error::BodyTooLarge {
+                    size: cl,
+                    limit: limits.max_body_bytes,
+                });
+            }
+            if cl > available {
+                return Err(Error::BodyTruncated {
+                    declared: cl,
+                    present: available,
+                });
+            }
+            cl
+        }
+        (None, Framing::Stream) => return Err(Error::MissingContentLength),
+        (None, Framing::Datagram) => {
+            if available > limits.max_body_bytes {
+                return Err(Error::BodyTooLarge {
+                    size: available,
+                    limit: limits.max_body_bytes,
+                });
+            }
+            available
+        }
+    };
+    let msg_end = head_end + body_len;
+    if msg_end > limits.max_message_bytes {
+        return Err(Error::MessageTooLarge {
+            size: msg_end,
+            limit: limits.max_message_bytes,
+        });
+    }
+    let buf = &buf[..msg_end];
+    let head = core::str::from_utf8(&buf[..head_end]).map_err(|e| Error::NotUtf8 {
+        offset: e.valid_up_to(),
+    })?;
+
+    let start = parse_start_line(head.get(start_pos..sl_text_end).unwrap_or(""))?;
+    Ok(Message::from_parts(
+        buf,
+        head,
+        start,
+        (sl_nl + 1) as u32,
+        slots,
+        count as u16,
+        head_end as u32,
+        content_length,
+        limits.max_via_hops.min(usize::from(u16::MAX)) as u16,
+    ))
+}
+
+/// Content-Length: digits only (RFC 4475 `ncl` has a negative one).
+pub(crate) fn parse_content_length(v: &[u8]) -> Result<u32, Error> {
+    core::str::from_utf8(v)
+        .ok()
+        .and_then(crate::scan::parse_u32)
+        .ok_or(Error::BadContentLength)
+}
+
+/// A start line that is plausibly SIP: begins with `SIP/` (status line) or ends, after any
+/// trailing whitespace, with ` SIP/` and a version (request line). Anything else is noise.
+fn looks_like_sip(line: &[u8]) -> bool {
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        return true;
+    }
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b' ' | b'\t' | b'\r') {
+        end -= 1;
+    }
+    let line = &line[..end];
+    match line.iter().rposition(|&b| b == b' ') {
+        Some(sp) => {
+            let v = &line[sp + 1..];
+            v.len() >= 5 && v[..4].eq_ignore_ascii_case(b"SIP/") && v[4].is_ascii_digit()
+        }
+        None => false,
+    }
+}
+
+fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
+    if starts_with_ci(line, "SIP/") {
+        return parse_status_line(line);
+    }
+    let sp1 = line
+        .find(' ')
+        .ok_or(Error::BadRequestLine("no space after the method"))?;
+    let method = &line[..sp1];
+    if !is_token_str(method) {
+        return Err(Error::BadRequestLine("method is not a token"));
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = rest
+        .rfind(' ')
+        .ok_or(Error::BadRequestLine("missing SIP version"))?;
+    let uri_text = &rest[..sp2];
+    let version = &rest[sp2 + 1..];
+    if version.is_empty() {
+        return Err(Error::BadRequestLine(
+            "trailing whitespace after the SIP version",
+        ));
+    }
+    if !version.eq_ignore_ascii_case("SIP/2.0") {
+        return Err(if starts_with_ci(version, "SIP/") {
+            Error::UnsupportedVersion
+        } else {
+            Error::BadRequestLine("malformed SIP version")
+        });
+    }
+    if uri_text.is_empty() || uri_text.starts_with([' ', '\t']) {
+        return Err(Error::BadRequestLine(
+            "more than one space between elements",
+        ));
+    }
+    if uri_text.contains([' ', '\t']) {
+        return Err(Error::BadRequestUri("whitespace inside the Request-URI"));
+    }
+    let uri = Uri::parse(uri_text).map_err(|e| Error::BadRequestUri(e.0))?;
+    if uri.is_sip() && uri.headers().is_some() {
+        // RFC 3261 §19.1.1, table 1: headers are not allowed in a Request-URI (RFC 4475
+        // `escruri`).
+        return Err(Error::BadRequestUri("header part in a Request-URI"));
+    }
+    Ok(StartLine::Request {
+        method: Method::from_token(method),
+        uri,
+    })
+}
+
+fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
+    let sp1 = line
+        .find(' ')
+        .ok_or(Error::BadStatusLine("no space after the version"))?;
+    if !line[..sp1].eq_ignore_ascii_case("SIP/2.0") {
+        return Err(Error::BadStatusLine("unsupported SIP version"));
+    }
+    let rest = &line[sp1 + 1..];
+    let code_end = rest.find(' ').unwrap_or(rest.len());
+    let code = &rest[..code_end];
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::BadStatusLine("status code is not three digits"));
+    }
+    let status: u16 = code
+        .parse()
+        .map_err(|_| Error::BadStatusLine("status code"))?;
+    if !(100..=699).contains(&status) {
+        return Err(Error::BadStatusLine("status code outside 100..=699"));
+    }
+    let reason = rest.get(code_end + 1..).unwrap_or("");
+    Ok(StartLine::Response { status, reason })
+}

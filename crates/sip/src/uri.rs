@@ -1,0 +1,561 @@
+//! URIs: `sip:`/`sips:` taken apart (user, password, host, port, params, headers), `tel:` and
+//! `urn:` kept as scheme plus opaque part with params, any other absolute URI kept opaque.
+//!
+//! Parsing borrows from the message; nothing is unescaped in place. Comparison helpers
+//! ([`Uri::aor_eq`], [`Uri::aor_key`]) apply the case rules of RFC 3261 §19.1.4 without
+//! allocating (the key allocates, by design: it is what a registration cache stores).
+
+use core::fmt;
+use core::net::IpAddr;
+
+use crate::params::Params;
+use crate::scan::starts_with_ci;
+
+/// URI scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme<'a> {
+    /// `sip:`
+    Sip,
+    /// `sips:`
+    Sips,
+    /// `tel:` (RFC 3966)
+    Tel,
+    /// `urn:` (e.g. `urn:service:sos`, RFC 5031)
+    Urn,
+    /// Anything else, as written (without the colon).
+    Other(&'a str),
+}
+
+impl<'a> Scheme<'a> {
+    /// The scheme name, lower case for the known ones.
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Scheme::Sip => "sip",
+            Scheme::Sips => "sips",
+            Scheme::Tel => "tel",
+            Scheme::Urn => "urn",
+            Scheme::Other(s) => s,
+        }
+    }
+}
+
+/// The host of a SIP URI or a Via sent-by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Host<'a> {
+    /// A domain name, as written (compare case-insensitively).
+    Domain(&'a str),
+    /// A dotted IPv4 address, as written.
+    Ipv4(&'a str),
+    /// An IPv6 reference, as written but without the brackets.
+    Ipv6(&'a str),
+}
+
+impl<'a> Host<'a> {
+    /// Classifies host text; `[...]` is IPv6 (brackets removed). `None` when empty or when it
+    /// holds characters no host may contain.
+    pub fn parse(s: &'a str) -> Option<Host<'a>> {
+        let b = s.as_bytes();
+        if b.is_empty() {
+            return None;
+        }
+        if b[0] == b'[' {
+            let inner = s.strip_prefix('[')?.strip_suffix(']')?;
+            if inner.is_empty()
+                || !inner
+                    .bytes()
+                    .all(|c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
+                || !inner.contains(':')
+            {
+                return None;
+            }
+            return Some(Host::Ipv6(inner));
+        }
+        if !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.')
+        {
+            return None;
+        }
+        if b.iter().all(|c| c.is_ascii_digit() || *c == b'.')
+            && s.split('.').count() == 4
+            && s.split('.').all(|p| !p.is_empty() && p.len() <= 3)
+        {
+            return Some(Host::Ipv4(s));
+        }
+        Some(Host::Domain(s))
+    }
+
+    /// The host text (IPv6 without brackets).
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Host::Domain(s) | Host::Ipv4(s) | Host::Ipv6(s) => s,
+        }
+    }
+
+    /// The address, for IP hosts (parses the text; `None` for domains or bad literals).
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Host::Domain(_) => None,
+            Host::Ipv4(s) | Host::Ipv6(s) => s.parse().ok(),
+        }
+    }
+
+    /// Host equality per RFC 3261 §19.1.4: case-insensitive for names; IP literals compare
+    /// as addresses (so `[::1]` equals `[0:0::1]`).
+    pub fn eq_host(&self, other: &Host<'_>) -> bool {
+        match (self.ip(), other.ip()) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.as_str().eq_ignore_ascii_case(other.as_str()),
+        }
+    }
+}
+
+impl fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ipv6(s) => write!(f, "[{s}]"),
+            Host::Domain(s) | Host::Ipv4(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Why a URI did not parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UriError(pub &'static str);
+
+impl fmt::Display for UriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// A parsed URI borrowing from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    raw: &'a str,
+    scheme: Scheme<'a>,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    host: Option<Host<'a>>,
+    host_raw: &'a str,
+    port: Option<u16>,
+    params: Params<'a>,
+    headers: Option<&'a str>,
+    opaque: &'a str,
+}
+
+impl<'a> Uri<'a> {
+    /// Parses a URI (no surrounding whitespace or angle brackets).
+    ///
+    /// `sip`/`sips` must have a valid host; `tel`/`urn` and other schemes only need a
+    /// non-empty opaque part without whitespace.
+    pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
+        let colon = s.find(':').ok_or(UriError("no scheme"))?;
+        let scheme_text = &s[..colon];
+        if scheme_text.is_empty()
+            || !scheme_text.as_bytes()[0].is_ascii_alphabetic()
+            || !scheme_text
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        {
+            return Err(UriError("bad scheme"));
+        }
+        if s.bytes()
+            .any(|c| c <= b' ' || c == 0x7f || c == b'<' || c == b'>' || c == b'"')
+        {
+            return Err(UriError(
+                "whitespace, control character or delimiter in URI",
+            ));
+        }
+        let rest = &s[colon + 1..];
+        let scheme = if scheme_text.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_text.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_text.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else if scheme_text.eq_ignore_ascii_case("urn") {
+            Scheme::Urn
+        } else {
+            Scheme::Other(scheme_text)
+        };
+        match scheme {
+            Scheme::Sip | Scheme::Sips => parse_sip(s, scheme, rest),
+            _ => {
+                if rest.is_empty() {
+                    return Err(UriError("empty URI after the scheme"));
+                }
+                let (opaque, params) = match rest.find(';') {
+                    Some(i) => (&rest[..i], &rest[i..]),
+                    None => (rest, ""),
+                };
+                Ok(Uri {
+                    raw: s,
+                    scheme,
+                    user: None,
+                    password: None,
+                    host: None,
+                    host_raw: "",
+                    port: None,
+                    params: Params::new(params),
+                    headers: None,
+                    opaque,
+                })
+            }
+        }
+    }
+
+    /// The URI exactly as written.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> Scheme<'a> {
+        self.scheme
+    }
+
+    /// True for `sip:` and `sips:`.
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    /// The user part, still %-escaped, for SIP URIs (`None` when there is no `@`).
+    pub fn user(&self) -> Option<&'a str> {
+        self.user
+    }
+
+    /// The password part (after `user:`), still escaped.
+    pub fn password(&self) -> Option<&'a str> {
+        self.password
+    }
+
+    /// The host of a SIP URI (`None` for other schemes).
+    pub fn host(&self) -> Option<Host<'a>> {
+        self.host
+    }
+
+    /// The host as written (IPv6 with brackets); empty for other schemes.
+    pub fn host_raw(&self) -> &'a str {
+        self.host_raw
+    }
+
+    /// The explicit port, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// URI parameters (`;transport=tcp;lr`). For `tel:`/`urn:` these are the `;` parameters
+    /// after the opaque part.
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+
+    /// The header part after `?` (SIP URIs only), raw.
+    pub fn headers(&self) -> Option<&'a str> {
+        self.headers
+    }
+
+    /// For non-SIP schemes: the text after `scheme:` up to the first `;` (the telephone
+    /// number of a `tel:` URI, `service:sos` of an `urn:` URI). Empty for SIP URIs.
+    pub fn opaque(&self) -> &'a str {
+        self.opaque
+    }
+
+    /// The `transport` URI parameter, if any.
+    pub fn transport_param(&self) -> Option<&'a str> {
+        self.params.value("transport")
+    }
+
+    /// True when the URI carries the `lr` parameter (loose routing, RFC 3261 §19.1.1).
+    pub fn is_loose_route(&self) -> bool {
+        self.params.has("lr")
+    }
+
+    /// True for an emergency service URN (`urn:service:sos` and its sub-services, RFC 5031).
+    pub fn is_sos(&self) -> bool {
+        self.scheme == Scheme::Urn
+            && starts_with_ci(self.opaque, "service:sos")
+            && matches!(self.opaque.as_bytes().get(11), None | Some(b'.'))
+    }
+
+    /// Address-of-record equality, RFC 3261 §19.1.4 simplified to scheme, user, host and port:
+    /// scheme and host compare case-insensitively, the user case-sensitively with %-escapes
+    /// decoded, ports must both be absent or equal. Parameters and headers are ignored.
+    /// Non-SIP URIs compare scheme plus opaque part (case-insensitively for `urn:`).
+    pub fn aor_eq(&self, other: &Uri<'_>) -> bool {
+        if !self
+            .scheme
+            .as_str()
+            .eq_ignore_ascii_case(other.scheme.as_str())
+        {
+            return false;
+        }
+        if !self.is_sip() {
+            return if self.scheme == Scheme::Urn {
+                self.opaque.eq_ignore_ascii_case(other.opaque)
+            } else {
+                escaped_eq(self.opaque, other.opaque)
+            };
+        }
+        let users_equal = match (self.user, other.user) {
+            (None, None) => true,
+            (Some(a), Some(b)) => escaped_eq(a, b),
+            _ => false,
+        };
+        users_equal
+            && self.port == other.port
+            && match (self.host, other.host) {
+                (Some(a), Some(b)) => a.eq_host(&b),
+                _ => false,
+            }
+    }
+
+    /// A canonical text form of the AoR (what [`Uri::aor_eq`] compares), for use as a map key:
+    /// `scheme:user@host[:port]` with scheme and host lower-cased and the user %-decoded where
+    /// the result stays printable ASCII.
+    pub fn aor_key(&self) -> String {
+        let mut key = String::with_capacity(self.raw.len());
+        key.push_str(&self.scheme.as_str().to_ascii_lowercase());
+        key.push(':');
+        if !self.is_sip() {
+            if self.scheme == Scheme::Urn {
+                key.push_str(&self.opaque.to_ascii_lowercase());
+            } else {
+                push_decoded(&mut key, self.opaque);
+            }
+            return key;
+        }
+        if let Some(user) = self.user {
+            push_decoded(&mut key, user);
+            key.push('@');
+        }
+        match self.host {
+            Some(Host::Ipv6(h)) => {
+                key.push('[');
+                match h.parse::<core::net::Ipv6Addr>() {
+                    Ok(a) => key.push_str(&a.to_string()),
+                    Err(_) => key.push_str(&h.to_ascii_lowercase()),
+                }
+                key.push(']');
+            }
+            Some(h) => key.push_str(&h.as_str().to_ascii_lowercase()),
+            None => {}
+        }
+        if let Some(p) = self.port {
+            key.push(':');
+            key.push_str(&p.to_string());
+        }
+        key
+    }
+}
+
+impl fmt::Display for Uri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.raw)
+    }
+}
+
+fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<'a>, UriError> {
+    // user and password cannot hold an unescaped `@`, and neither can host, params or
+    // headers: the first `@` ends the userinfo.
+    let (userinfo, hostpart) = match rest.find('@') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+        None => (None, rest),
+    };
+    let (user, password) = match userinfo {
+        None => (None, None),
+        Some(ui) => {
+            let (u, p) = match ui.find(':') {
+                Some(i) => (&ui[..i], Some(&ui[i + 1..])),
+                None => (ui, None),
+            };
+            if u.is_empty() {
+                return Err(UriError("empty user part before @"));
+            }
+            if !u.bytes().all(is_user_char) || !escapes_valid(u) {
+                return Err(UriError("invalid character in user part"));
+            }
+            if let Some(p) = p {
+                if !p.bytes().all(is_password_char) || !escapes_valid(p) {
+                    return Err(UriError("invalid character in password"));
+                }
+            }
+            (Some(u), p)
+        }
+    };
+    // hostport ends at the first `;` or `?` (an IPv6 literal holds neither).
+    let hp_end = hostpart.find([';', '?']).unwrap_or(hostpart.len());
+    let hostport = &hostpart[..hp_end];
+    let after = &hostpart[hp_end..];
+    let (host_raw, port_text) = if hostport.starts_with('[') {
+        let close = hostport
+            .find(']')
+            .ok_or(UriError("unterminated IPv6 reference"))?;
+        let tail = &hostport[close + 1..];
+        let port = match tail.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if tail.is_empty() => None,
+            None => return Err(UriError("junk after IPv6 reference")),
+        };
+        (&hostport[..close + 1], port)
+    } else {
+        match hostport.rfind(':') {
+            Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
+            None => (hostport, None),
+        }
+    };
+    let host = Host::parse(host_raw).ok_or(UriError("invalid host"))?;
+    let port = match port_text {
+        None => None,
+        Some(p) => Some(parse_port(p).ok_or(UriError("invalid port"))?),
+    };
+    let (params, headers) = match after.find('?') {
+        Some(i) => (&after[..i], Some(&after[i + 1..])),
+        None => (after, None),
+    };
+    if !params
+        .bytes()
+        .all(|c| is_param_char(c) || c == b';' || c == b'=')
+        || !escapes_valid(params)
+    {
+        return Err(UriError("invalid character in URI parameters"));
+    }
+    if let Some(h) = headers {
+        if !h
+            .bytes()
+            .all(|c| is_header_char(c) || c == b'&' || c == b'=')
+            || !escapes_valid(h)
+        {
+            return Err(UriError("invalid character in URI headers"));
+        }
+    }
+    Ok(Uri {
+        raw,
+        scheme,
+        user,
+        password,
+        host: Some(host),
+        host_raw,
+        port,
+        params: Params::new(params),
+        headers,
+        opaque: "",
+    })
+}
+
+/// A port: 1 to 5 digits fitting in u16.
+pub(crate) fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok()
+}
+
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+fn is_user_char(c: u8) -> bool {
+    is_unreserved(c)
+        || matches!(
+            c,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        )
+}
+
+fn is_password_char(c: u8) -> bool {
+    is_unreserved(c) || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+fn is_param_char(c: u8) -> bool {
+    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
+}
+
+fn is_header_char(c: u8) -> bool {
+    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+}
+
+/// Every `%` is followed by two hex digits.
+fn escapes_valid(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if i + 2 >= b.len() {
+                return false;
+            }
+            if !(b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit()) {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// Iterates the bytes of `s` with `%HH` escapes decoded.
+fn decoded(s: &str) -> impl Iterator<Item = u8> + '_ {
+    let b = s.as_bytes();
+    let mut i = 0;
+    core::iter::from_fn(move || {
+        let c = *b.get(i)?;
+        if c == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                i += 3;
+                return Some(h << 4 | l);
+            }
+        }
+        i += 1;
+        Some(c)
+    })
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Equality after decoding %-escapes (case-sensitive otherwise).
+fn escaped_eq(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    decoded(a).eq(decoded(b))
+}
+
+/// Appends `s` with escapes decoded where the decoded byte is printable ASCII other than `%`
+/// and `@`, so that the key stays unambiguous text.
+fn push_decoded(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let d = h << 4 | l;
+                if d.is_ascii_graphic() && d != b'%' && d != b'@' && d != b':' {
+                    out.push(char::from(d));
+                } else {
+                    out.push('%');
+                    out.push(char::from(b[i + 1].to_ascii_uppercase()));
+                    out.push(char::from(b[i + 2].to_ascii_uppercase()));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(char::from(c));
+        i += 1;
+    }
+}

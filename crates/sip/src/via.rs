@@ -1,0 +1,285 @@
+//! One Via hop (`via-parm` of RFC 3261 §20.42): sent-protocol, sent-by and parameters.
+//!
+//! Linear whitespace (folding included) is allowed around `/`, `:`, `;` and `=`, as RFC 4475's
+//! `wsinv` exercises.
+
+use crate::params::Params;
+use crate::scan::{is_token, is_ws, trim};
+use crate::uri::{parse_port, Host};
+use crate::Error;
+
+/// The transport named in a Via hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport<'a> {
+    /// UDP
+    Udp,
+    /// TCP
+    Tcp,
+    /// TLS
+    Tls,
+    /// SCTP
+    Sctp,
+    /// TLS-SCTP
+    TlsSctp,
+    /// WS
+    Ws,
+    /// WSS
+    Wss,
+    /// Any other token, as written.
+    Other(&'a str),
+}
+
+impl<'a> Transport<'a> {
+    /// Classifies a transport token (case-insensitive).
+    pub fn from_token(t: &'a str) -> Transport<'a> {
+        const KNOWN: [(&str, Transport<'static>); 7] = [
+            ("UDP", Transport::Udp),
+            ("TCP", Transport::Tcp),
+            ("TLS", Transport::Tls),
+            ("SCTP", Transport::Sctp),
+            ("TLS-SCTP", Transport::TlsSctp),
+            ("WS", Transport::Ws),
+            ("WSS", Transport::Wss),
+        ];
+        KNOWN
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(t))
+            .map(|(_, tr)| *tr)
+            .unwrap_or(Transport::Other(t))
+    }
+
+    /// Canonical upper-case spelling (`Other` as written).
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Sctp => "SCTP",
+            Transport::TlsSctp => "TLS-SCTP",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+            Transport::Other(s) => s,
+        }
+    }
+
+    /// True for transports that run over a byte stream (framed by Content-Length).
+    pub fn is_stream(&self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// The `rport` parameter (RFC 3581).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rport {
+    /// No `rport` parameter.
+    Absent,
+    /// `rport` without value: the client asks for the source port to be filled in.
+    Requested,
+    /// `rport=N`: filled in by a server.
+    Port(u16),
+}
+
+/// One Via hop, borrowed from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    raw: &'a str,
+    protocol_name: &'a str,
+    protocol_version: &'a str,
+    transport: &'a str,
+    host: Host<'a>,
+    host_raw: &'a str,
+    port: Option<u16>,
+    params: Params<'a>,
+}
+
+/// The branch prefix of RFC 3261 transactions.
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+impl<'a> Via<'a> {
+    /// Parses one `via-parm` (one hop, no commas).
+    pub fn parse(text: &'a str) -> Result<Via<'a>, Error> {
+        let bad = |why| Error::BadHeader { name: "Via", why };
+        let raw = trim(text);
+        let mut cur = Cursor { s: raw, pos: 0 };
+        let protocol_name = cur.token().ok_or(bad("missing protocol name"))?;
+        cur.expect(b'/')
+            .ok_or(bad("missing / after protocol name"))?;
+        let protocol_version = cur.token().ok_or(bad("missing protocol version"))?;
+        cur.expect(b'/')
+            .ok_or(bad("missing / after protocol version"))?;
+        let transport = cur.token().ok_or(bad("missing transport"))?;
+        if !cur.skip_ws() {
+            return Err(bad("no whitespace between transport and sent-by"));
+        }
+        let host_raw = cur.host().ok_or(bad("missing or malformed sent-by host"))?;
+        let host = Host::parse(host_raw).ok_or(bad("malformed sent-by host"))?;
+        cur.skip_ws();
+        let port = if cur.peek() == Some(b':') {
+            cur.pos += 1;
+            cur.skip_ws();
+            let digits = cur.take_while(|c| c.is_ascii_digit());
+            Some(parse_port(digits).ok_or(bad("malformed sent-by port"))?)
+        } else {
+            None
+        };
+        cur.skip_ws();
+        let rest = &raw[cur.pos..];
+        if !rest.is_empty() && !rest.starts_with(';') {
+            return Err(bad("junk after sent-by"));
+        }
+        let params = Params::new(rest);
+        for (name, value) in params.iter() {
+            if !crate::scan::is_token_str(name) {
+                return Err(bad("malformed parameter name"));
+            }
+            if value == Some("") {
+                return Err(bad("parameter with empty value"));
+            }
+        }
+        if params.has_empty() {
+            // Empty parameters are not allowed by the grammar (RFC 4475 badinv01).
+            return Err(bad("empty parameter"));
+        }
+        Ok(Via {
+            raw,
+            protocol_name,
+            protocol_version,
+            transport,
+            host,
+            host_raw,
+            port,
+            params,
+        })
+    }
+
+    /// The hop exactly as written (one comma-separated element of a Via header).
+    pub fn raw(&self) -> &'a str {
+        self.raw
+    }
+
+    /// `SIP` normally.
+    pub fn protocol_name(&self) -> &'a str {
+        self.protocol_name
+    }
+
+    /// `2.0` normally.
+    pub fn protocol_version(&self) -> &'a str {
+        self.protocol_version
+    }
+
+    /// The transport token as written.
+    pub fn transport_str(&self) -> &'a str {
+        self.transport
+    }
+
+    /// The transport, classified.
+    pub fn transport(&self) -> Transport<'a> {
+        Transport::from_token(self.transport)
+    }
+
+    /// The sent-by host (IPv6 without brackets).
+    pub fn host(&self) -> Host<'a> {
+        self.host
+    }
+
+    /// The sent-by host as written (IPv6 with brackets).
+    pub fn host_raw(&self) -> &'a str {
+        self.host_raw
+    }
+
+    /// The sent-by port, if written.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// All parameters.
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+
+    /// The `branch` parameter.
+    pub fn branch(&self) -> Option<&'a str> {
+        self.params.value("branch")
+    }
+
+    /// True when the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
+    pub fn has_magic_cookie(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with(MAGIC_COOKIE))
+    }
+
+    /// The `received` parameter.
+    pub fn received(&self) -> Option<&'a str> {
+        self.params.value("received")
+    }
+
+    /// The `rport` parameter. A malformed `rport=` value reads as `Requested`.
+    pub fn rport(&self) -> Rport {
+        match self.params.get("rport") {
+            None => Rport::Absent,
+            Some(None) => Rport::Requested,
+            Some(Some(v)) => parse_port(v).map(Rport::Port).unwrap_or(Rport::Requested),
+        }
+    }
+
+    /// The `maddr` parameter.
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.params.value("maddr")
+    }
+}
+
+/// A tiny cursor for the Via grammar.
+struct Cursor<'a> {
+    s: &'a str,
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.as_bytes().get(self.pos).copied()
+    }
+
+    /// Skips whitespace; true when at least one byte was skipped.
+    fn skip_ws(&mut self) -> bool {
+        let start = self.pos;
+        while self.peek().is_some_and(is_ws) {
+            self.pos += 1;
+        }
+        self.pos > start
+    }
+
+    fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
+        let start = self.pos;
+        while self.peek().is_some_and(&f) {
+            self.pos += 1;
+        }
+        self.s.get(start..self.pos).unwrap_or("")
+    }
+
+    fn token(&mut self) -> Option<&'a str> {
+        self.skip_ws();
+        let t = self.take_while(is_token);
+        (!t.is_empty()).then_some(t)
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        self.skip_ws();
+        if self.peek() == Some(c) {
+            self.pos += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A host: `[...]` or a run of name characters.
+    fn host(&mut self) -> Option<&'a str> {
+        if self.peek() == Some(b'[') {
+            let start = self.pos;
+            let close = self.s[start..].find(']')?;
+            self.pos = start + close + 1;
+            return self.s.get(start..self.pos);
+        }
+        let h = self.take_while(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
+        (!h.is_empty()).then_some(h)
+    }
+}
