@@ -1,5 +1,493 @@
-//! `cargo xtask image`.
+//! `cargo xtask image [--board qemu|apu2]`: the appliance's disk image.
+//!
+//! Steps, each skipped when its inputs did not change (see `docs/image.md`):
+//! 1. `cargo build --release --workspace --bins`; the binaries in [`BINARIES`] go to /usr/bin.
+//! 2. A minimal Debian root (`image/packages`) bootstrapped once into a cached tarball.
+//! 3. The kernel from Debian's packages, only the board's modules, and a small initramfs.
+//! 4. Our files laid over the root: `image/overlay`, `image/board/<board>/overlay`, `systemd/`,
+//!    the board profile, unit links from `image/units`.
+//! 5. A GPT disk image: BIOS boot (GRUB), boot, root and data partitions.
+//!
+//! Prints the image's path, size and sha256.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`image` is not built yet")
+mod debs;
+mod disk;
+mod grub;
+mod initramfs;
+mod inputs;
+mod kernel;
+mod rootfs;
+
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use inputs::sha256_file;
+
+/// The programs the image carries, as `cargo build --release --workspace --bins` names them.
+/// The one place that lists them: the image, the units and the system test go by this list.
+pub const BINARIES: &[&str] = &["sbcd", "sbcctl", "sbc-console"];
+
+/// Boards the image can be built for (a folder `image/board/<name>` each).
+pub const BOARDS: &[&str] = &["qemu", "apu2"];
+
+/// Bumped when the assembly below changes in a way the fingerprinted inputs do not show.
+const RECIPE: &str = "image-7";
+
+/// What a build produced.
+#[derive(Debug)]
+pub struct Built {
+    pub board: String,
+    pub image: PathBuf,
+    /// The boot partition's files, also kept on the host for QEMU's direct kernel boot.
+    pub boot_dir: PathBuf,
+    /// The kernel command line GRUB passes (also in `boot_dir/cmdline`).
+    pub cmdline: String,
+    /// Entries of [`BINARIES`] the build did not produce (the image lacks them).
+    pub missing: Vec<String>,
+    pub sha256: String,
+    pub rebuilt: bool,
+}
+
+#[derive(Debug)]
+struct Args {
+    board: String,
+    cargo_build: bool,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut parsed = Args { board: "qemu".into(), cargo_build: true };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--board" => {
+                parsed.board = it.next().context("--board needs a name (qemu or apu2)")?.clone()
+            }
+            // For working on the image while the workspace does not build: use the release
+            // binaries that are already there.
+            "--no-cargo-build" => parsed.cargo_build = false,
+            other => bail!("unknown argument `{other}`; usage: cargo xtask image [--board qemu|apu2] [--no-cargo-build]"),
+        }
+    }
+    if !BOARDS.contains(&parsed.board.as_str()) {
+        bail!("unknown board `{}`; known boards: {}", parsed.board, BOARDS.join(", "));
+    }
+    Ok(parsed)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let args = parse(args)?;
+    let started = std::time::Instant::now();
+    let built = build(&args.board, args.cargo_build)?;
+    report(&built, started.elapsed())
+}
+
+fn report(built: &Built, took: std::time::Duration) -> Result<()> {
+    let meta = fs::metadata(&built.image)
+        .with_context(|| format!("reading size of {}", built.image.display()))?;
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&meta) * 512;
+    println!("image:  {}", built.image.display());
+    println!(
+        "size:   {} bytes ({} MiB; {} MiB allocated, the file is sparse)",
+        meta.len(),
+        meta.len() >> 20,
+        allocated >> 20
+    );
+    println!("sha256: {}", built.sha256);
+    eprintln!(
+        "xtask image: {} in {:.1} s",
+        if built.rebuilt { "built" } else { "unchanged, nothing to do" },
+        took.as_secs_f64()
+    );
+    if !built.missing.is_empty() {
+        eprintln!(
+            "xtask image: WARNING: the image lacks {} (not built by cargo yet)",
+            built.missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Where downloads and the bootstrapped root are cached between runs (`SBC_CACHE_DIR`, else
+/// `out/cache`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SBC_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("out/cache"))
+}
+
+/// Where one board's image and its pieces go.
+pub fn out_dir(board: &str) -> PathBuf {
+    util::root().join("out/image").join(board)
+}
+
+/// The cargo target directory holding the release binaries.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"))
+}
+
+fn ensure_host() -> Result<()> {
+    let uid = Command::new("id").arg("-u").output().context("running id -u")?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!(
+            "cargo xtask image must run as root: the root file system's files belong to root \
+             and its device nodes need mknod (run: sudo -E cargo xtask image)"
+        );
+    }
+    util::ensure_debs(&["mmdebstrap", "fdisk", "e2fsprogs", "grub-pc-bin", "kmod", "xz-utils"])
+}
+
+/// Builds the image for `board`, or finds it current.
+pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
+    ensure_host()?;
+    let root = util::root();
+    let cache = cache_dir();
+    let out = out_dir(board);
+    let board_image_dir = root.join("image/board").join(board);
+    if !board_image_dir.is_dir() {
+        bail!("{} is missing: no image recipe for board {board}", board_image_dir.display());
+    }
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+
+    if cargo_build {
+        eprintln!("xtask image: cargo build --release --workspace --bins");
+        util::run(
+            Command::new(env!("CARGO"))
+                .current_dir(&root)
+                .env("CARGO_TARGET_DIR", target_dir())
+                .args(["build", "--release", "--workspace", "--bins"]),
+        )?;
+    }
+    let release = target_dir().join("release");
+    let mut binaries = Vec::new();
+    let mut missing = Vec::new();
+    for name in BINARIES {
+        let path = release.join(name);
+        if path.is_file() {
+            binaries.push(path);
+        } else {
+            missing.push(name.to_string());
+        }
+    }
+
+    let base = rootfs::base_tarball(&root, &cache)?;
+    let kernel = kernel::Kernel::fetch(&cache)?;
+    let busybox = fetch_busybox(&cache)?;
+    let board_profile = root.join("board").join(board);
+    let cmdline = kernel_cmdline(&board_profile)?;
+
+    let mut fp = inputs::Fingerprint::new(RECIPE);
+    fp.text(board).text(&base.to_string_lossy()).text(&kernel.package).text(&cmdline);
+    fp.text(&kernel::fingerprint(&kernel)?);
+    fp.file(&busybox)?;
+    for bin in &binaries {
+        fp.text(&bin.to_string_lossy()).file(bin)?;
+    }
+    for dir in ["image/overlay", "systemd", "image/data"] {
+        fp.text(dir).tree(&root.join(dir))?;
+    }
+    fp.file(&root.join("image/units"))?;
+    fp.tree(&board_image_dir)?.tree(&board_profile)?;
+    let fingerprint = fp.hex();
+
+    let image = out.join(format!("sbc-{board}.img"));
+    let boot_dir = out.join("boot");
+    let stamp = out.join("inputs.sha256");
+    let sums = out.join("sbc.sha256");
+    if image.exists() && inputs::is_current(&stamp, &fingerprint) {
+        let sha256 = fs::read_to_string(&sums)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().map(String::from))
+            .map_or_else(|| inputs::sha256_file(&image), Ok)?;
+        return Ok(Built {
+            board: board.into(),
+            image,
+            boot_dir,
+            cmdline,
+            missing,
+            sha256,
+            rebuilt: false,
+        });
+    }
+    // A half-written image must never look current.
+    let _ = fs::remove_file(&stamp);
+
+    eprintln!("xtask image: assembling the root file system");
+    let rootdir = out.join("rootfs");
+    rootfs::unpack(&base, &rootdir)?;
+    customize_root(&root, board, &rootdir, &binaries, &board_profile)?;
+    let modules = kernel.closure(&kernel::read_list(&board_image_dir.join("modules"))?)?;
+    kernel.install_modules(&modules, &rootdir)?;
+    mark_updated(&rootdir)?;
+
+    eprintln!("xtask image: kernel {} and initramfs", kernel.release);
+    if boot_dir.exists() {
+        fs::remove_dir_all(&boot_dir)
+            .with_context(|| format!("removing old {}", boot_dir.display()))?;
+    }
+    fs::create_dir_all(&boot_dir).with_context(|| format!("creating {}", boot_dir.display()))?;
+    let initrd_modules =
+        kernel.closure(&kernel::read_list(&board_image_dir.join("initrd-modules"))?)?;
+    let flat = out.join("initrd-modules");
+    if flat.exists() {
+        fs::remove_dir_all(&flat).with_context(|| format!("removing {}", flat.display()))?;
+    }
+    let order = kernel.copy_flat(&initrd_modules, &flat)?;
+    initramfs::write(&busybox, &flat, &order, &boot_dir.join("initrd.img"))?;
+    fs::copy(kernel.vmlinuz(), boot_dir.join("vmlinuz"))
+        .with_context(|| format!("copying {}", kernel.vmlinuz().display()))?;
+    fs::write(boot_dir.join("cmdline"), format!("{cmdline}\n"))
+        .with_context(|| format!("writing {}/cmdline", boot_dir.display()))?;
+    fs::write(boot_dir.join("kernel-release"), format!("{}\n", kernel.release))
+        .with_context(|| format!("writing {}/kernel-release", boot_dir.display()))?;
+
+    let datadir = out.join("data");
+    stage_data(&root, board, &datadir)?;
+
+    eprintln!("xtask image: writing the GPT disk image");
+    disk::check_fits(&boot_dir, 1)?;
+    disk::check_fits(&rootdir, 2)?;
+    disk::check_fits(&datadir, 3)?;
+    let partial = out.join(format!("sbc-{board}.img.partial"));
+    disk::partition(&partial)?;
+    grub::install(&partial, &cmdline, &out.join("grub"))?;
+    disk::mkfs(&partial, 1, "ext2", "sbc-boot", &boot_dir)?;
+    disk::mkfs(&partial, 2, "ext4", "sbc-root", &rootdir)?;
+    disk::mkfs(&partial, 3, "ext4", "sbc-data", &datadir)?;
+    fs::rename(&partial, &image).with_context(|| format!("moving {} into place", image.display()))?;
+
+    // QEMU boots the uncompressed kernel (PVH) when it can be had: no decompression in TCG.
+    kernel::extract_vmlinux(&boot_dir.join("vmlinuz"), &out.join("vmlinux"))?;
+
+    let sha256 = inputs::sha256_file(&image)?;
+    fs::write(&sums, format!("{sha256}  {}\n", image.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())))
+        .with_context(|| format!("writing {}", sums.display()))?;
+    inputs::mark_current(&stamp, &fingerprint)?;
+    Ok(Built { board: board.into(), image, boot_dir, cmdline, missing, sha256, rebuilt: true })
+}
+
+/// The kernel command line: ours, then the board's `board/<board>/cmdline` (CPU isolation and
+/// the like), so that the board can override ours.
+fn kernel_cmdline(board_profile: &Path) -> Result<String> {
+    let mut line = String::from(
+        "console=ttyS0,115200n8 quiet loglevel=3 net.ifnames=0 panic=5 \
+         systemd.show_status=auto rd.udev.log_level=3",
+    );
+    let path = board_profile.join("cmdline");
+    if path.exists() {
+        let extra = fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        for l in extra.lines() {
+            let l = l.split('#').next().unwrap_or("").trim();
+            if !l.is_empty() {
+                line.push(' ');
+                line.push_str(l);
+            }
+        }
+    } else {
+        eprintln!("xtask image: note: {} does not exist; no board kernel arguments", path.display());
+    }
+    Ok(line)
+}
+
+fn fetch_busybox(cache: &Path) -> Result<PathBuf> {
+    let bin = cache.join("busybox/bin/busybox");
+    if !bin.exists() {
+        let deb = debs::download("busybox-static", &cache.join("debs"))?;
+        debs::unpack(&deb, &cache.join("busybox"))?;
+        // Older packages put it under /bin, newer ones under /usr/bin.
+        let alt = cache.join("busybox/usr/bin/busybox");
+        if !bin.exists() && alt.exists() {
+            return Ok(alt);
+        }
+    }
+    if !bin.exists() {
+        let alt = cache.join("busybox/usr/bin/busybox");
+        if alt.exists() {
+            return Ok(alt);
+        }
+        bail!("busybox-static unpacked into {} but has no busybox binary", cache.join("busybox").display());
+    }
+    Ok(bin)
+}
+
+/// Copies a tree over `dest`, keeping modes and symlinks; files end up owned by root.
+fn overlay(src: &Path, dest: &Path) -> Result<()> {
+    if !src.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    util::run(
+        Command::new("cp")
+            .args(["-R", "--no-dereference", "--preserve=mode,links", "-T"])
+            .arg(src)
+            .arg(dest),
+    )
+}
+
+fn customize_root(
+    root: &Path,
+    board: &str,
+    rootdir: &Path,
+    binaries: &[PathBuf],
+    board_profile: &Path,
+) -> Result<()> {
+    overlay(&root.join("image/overlay"), rootdir)?;
+    overlay(&root.join("image/board").join(board).join("overlay"), rootdir)?;
+    overlay(&root.join("systemd"), &rootdir.join("etc/systemd"))?;
+
+    let bindir = rootdir.join("usr/bin");
+    for bin in binaries {
+        let name = bin.file_name().context("binary path without a file name")?;
+        let dest = bindir.join(name);
+        fs::copy(bin, &dest)
+            .with_context(|| format!("copying {} to {}", bin.display(), dest.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting mode of {}", dest.display()))?;
+    }
+
+    // The board profile is part of the image, not of the data partition: it describes the
+    // hardware this image was built for.
+    let share = rootdir.join("usr/share/sbc");
+    if board_profile.is_dir() {
+        overlay(board_profile, &share.join("board").join(board))?;
+    } else {
+        eprintln!(
+            "xtask image: WARNING: {} does not exist; the image carries no board profile",
+            board_profile.display()
+        );
+    }
+    let factory = root.join("image/board").join(board).join("sbc.toml");
+    fs::create_dir_all(&share).with_context(|| format!("creating {}", share.display()))?;
+    fs::copy(&factory, share.join("sbc.toml"))
+        .with_context(|| format!("copying the default config {}", factory.display()))?;
+    housekeeping_affinity(board_profile, rootdir)?;
+
+    fs::write(rootdir.join("etc/hostname"), "sbc\n").context("writing /etc/hostname")?;
+    // Empty: systemd makes a machine id on the first boot of each box.
+    fs::write(rootdir.join("etc/machine-id"), "").context("writing /etc/machine-id")?;
+    for dir in ["data", "etc/sbc", "var/lib/sbc", "var/log/journal"] {
+        fs::create_dir_all(rootdir.join(dir)).with_context(|| format!("creating /{dir}"))?;
+    }
+    link_units(root, rootdir)
+}
+
+/// Writes `CPUAffinity=` for systemd from the board profile's housekeeping cores, when the
+/// profile names them (`housekeeping_cores = [..]` or `housekeeping = [..]` in any table);
+/// otherwise the default in `systemd/system.conf.d` stays.
+fn housekeeping_affinity(board_profile: &Path, rootdir: &Path) -> Result<()> {
+    let path = board_profile.join("board.toml");
+    let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
+    let value: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("parsing the board profile {}", path.display()))?;
+    fn find(t: &toml::Table) -> Option<Vec<i64>> {
+        for (k, v) in t {
+            if k == "housekeeping_cores" || k == "housekeeping" {
+                if let Some(a) = v.as_array() {
+                    return Some(a.iter().filter_map(|x| x.as_integer()).collect());
+                }
+            }
+            if let Some(sub) = v.as_table() {
+                if let Some(found) = find(sub) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    let Some(cores) = find(&value).filter(|c| !c.is_empty()) else { return Ok(()) };
+    let list: Vec<String> = cores.iter().map(i64::to_string).collect();
+    let dropin = rootdir.join("etc/systemd/system.conf.d/20-board-housekeeping.conf");
+    fs::create_dir_all(dropin.parent().unwrap_or(rootdir))
+        .with_context(|| format!("creating the directory of {}", dropin.display()))?;
+    fs::write(
+        &dropin,
+        format!(
+            "# From {}: everything but sbcd's SIP workers runs on the housekeeping cores.\n\
+             [Manager]\nCPUAffinity={}\n",
+            path.display(),
+            list.join(" ")
+        ),
+    )
+    .with_context(|| format!("writing {}", dropin.display()))
+}
+
+/// Applies `image/units`: `enable UNIT TARGET` links a unit into TARGET's wants, `mask UNIT`
+/// points it at /dev/null. Done by hand because the host may have no systemctl.
+fn link_units(root: &Path, rootdir: &Path) -> Result<()> {
+    let list = root.join("image/units");
+    let text = fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
+    let etc = rootdir.join("etc/systemd/system");
+    for (n, line) in text.lines().enumerate() {
+        let words: Vec<&str> = line.split('#').next().unwrap_or("").split_whitespace().collect();
+        let (link, target) = match words.as_slice() {
+            [] => continue,
+            ["enable", unit, wanted_by] => {
+                let template = unit.split_once('@').map(|(a, b)| {
+                    format!("{a}@{}", b.rsplit_once('.').map_or("", |(_, ext)| ext))
+                });
+                let candidates = [
+                    format!("etc/systemd/system/{unit}"),
+                    format!("usr/lib/systemd/system/{unit}"),
+                ];
+                let mut found = candidates.iter().find(|c| rootdir.join(c).exists()).cloned();
+                if found.is_none() {
+                    if let Some(t) = template {
+                        let t = t.replacen('@', "@.", 1);
+                        found = [format!("etc/systemd/system/{t}"), format!("usr/lib/systemd/system/{t}")]
+                            .into_iter()
+                            .find(|c| rootdir.join(c).exists());
+                    }
+                }
+                let Some(found) = found else {
+                    bail!("{}:{}: unit {unit} exists neither in systemd/ nor in the root", list.display(), n + 1);
+                };
+                (etc.join(format!("{wanted_by}.wants")).join(unit), PathBuf::from(format!("/{found}")))
+            }
+            ["mask", unit] => (etc.join(unit), PathBuf::from("/dev/null")),
+            _ => bail!("{}:{}: expected `enable UNIT TARGET` or `mask UNIT`, found `{line}`", list.display(), n + 1),
+        };
+        if let Some(dir) = link.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+    }
+    Ok(())
+}
+
+/// Marks /etc and /var as up to date with /usr, so that the first boot does not spend seconds
+/// on ldconfig, hwdb and catalog rebuilds (`ConditionNeedsUpdate=`): the image is built whole.
+fn mark_updated(rootdir: &Path) -> Result<()> {
+    for f in ["etc/.updated", "var/.updated"] {
+        fs::write(rootdir.join(f), "# written by cargo xtask image\n")
+            .with_context(|| format!("writing /{f}"))?;
+    }
+    Ok(())
+}
+
+/// The data partition's first content: the board's default config and empty state folders.
+fn stage_data(root: &Path, board: &str, datadir: &Path) -> Result<()> {
+    if datadir.exists() {
+        fs::remove_dir_all(datadir).with_context(|| format!("removing old {}", datadir.display()))?;
+    }
+    overlay(&root.join("image/data"), datadir)?;
+    for dir in ["etc/sbc", "var/lib/sbc", "var/log/journal"] {
+        fs::create_dir_all(datadir.join(dir)).with_context(|| format!("creating data/{dir}"))?;
+    }
+    let factory = root.join("image/board").join(board).join("sbc.toml");
+    let dest = datadir.join("etc/sbc/sbc.toml");
+    fs::copy(&factory, &dest)
+        .with_context(|| format!("copying {} to {}", factory.display(), dest.display()))?;
+    // The config may carry the console's password hash: readable by root only.
+    fs::set_permissions(datadir.join("etc/sbc"), fs::Permissions::from_mode(0o750))
+        .context("setting mode of data/etc/sbc")?;
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o640))
+        .context("setting mode of data/etc/sbc/sbc.toml")
 }

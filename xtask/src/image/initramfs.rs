@@ -1,0 +1,129 @@
+//! The small initramfs: a static busybox, the modules that mounting the root needs, and a
+//! shell `init` that loads them, finds the root partition by its GPT name and switches to it.
+//!
+//! It exists only because Debian builds virtio and SATA drivers and ext4 as modules. It is
+//! written as an uncompressed newc cpio by hand (no host cpio needed); uncompressed because
+//! decompressing a few MB in the guest costs more than loading them under TCG.
+
+use anyhow::{Context, Result};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// The guest's `/init`. `sbc.root=` names the GPT partition (default `sbc-root`).
+const INIT: &str = r#"#!/bin/sh
+# Loads the drivers the root needs, mounts the partition named sbc-root (or sbc.root=NAME)
+# read-only and hands over to systemd, which remounts it per fstab.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /etc/modules); do insmod /lib/modules/$m 2>/dev/null; done
+want=sbc-root
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in sbc.root=*) want="${arg#sbc.root=}" ;; esac
+done
+tries=0
+while :; do
+  for u in /sys/class/block/*/uevent; do
+    if grep -qx "PARTNAME=$want" "$u"; then
+      dev=$(sed -n 's/^DEVNAME=//p' "$u")
+      break 2
+    fi
+  done
+  tries=$((tries + 1))
+  if [ $tries -gt 300 ]; then
+    echo "initramfs: no partition named $want after 30 s; block devices:" >/dev/console
+    ls /sys/class/block >/dev/console
+    exec sh </dev/console >/dev/console 2>&1
+  fi
+  sleep 0.1
+done
+mount -t ext4 -o ro "/dev/$dev" /newroot || exec sh </dev/console >/dev/console 2>&1
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/init
+"#;
+
+const APPLETS: &[&str] =
+    &["sh", "mount", "umount", "insmod", "sleep", "cat", "grep", "sed", "ls", "switch_root"];
+
+/// One entry of the archive.
+enum Entry<'a> {
+    Dir(&'a str),
+    File { path: &'a str, mode: u32, data: Vec<u8> },
+    Symlink { path: &'a str, target: &'a str },
+    CharDev { path: &'a str, major: u32, minor: u32 },
+}
+
+/// Writes the initramfs: busybox from `busybox`, module files from `modules_dir` loaded in the
+/// order of `module_order`.
+pub fn write(busybox: &Path, modules_dir: &Path, module_order: &[String], dest: &Path) -> Result<()> {
+    let busybox_bin =
+        fs::read(busybox).with_context(|| format!("reading busybox {}", busybox.display()))?;
+    let mut entries = vec![
+        Entry::Dir("bin"),
+        Entry::Dir("dev"),
+        Entry::Dir("etc"),
+        Entry::Dir("lib"),
+        Entry::Dir("lib/modules"),
+        Entry::Dir("newroot"),
+        Entry::Dir("proc"),
+        Entry::Dir("sys"),
+        // The kernel opens /dev/console before init runs; without it init has no output.
+        Entry::CharDev { path: "dev/console", major: 5, minor: 1 },
+        Entry::File { path: "bin/busybox", mode: 0o755, data: busybox_bin },
+        Entry::File { path: "init", mode: 0o755, data: INIT.as_bytes().to_vec() },
+        Entry::File {
+            path: "etc/modules",
+            mode: 0o644,
+            data: module_order.join("\n").into_bytes(),
+        },
+    ];
+    let applet_paths: Vec<String> = APPLETS.iter().map(|a| format!("bin/{a}")).collect();
+    for path in &applet_paths {
+        entries.push(Entry::Symlink { path, target: "busybox" });
+    }
+    let module_paths: Vec<String> =
+        module_order.iter().map(|m| format!("lib/modules/{m}")).collect();
+    for (path, name) in module_paths.iter().zip(module_order) {
+        let src = modules_dir.join(name);
+        let data = fs::read(&src).with_context(|| format!("reading module {}", src.display()))?;
+        entries.push(Entry::File { path, mode: 0o644, data });
+    }
+    let mut out = Vec::new();
+    for (ino, entry) in entries.iter().enumerate() {
+        let (path, mode, rdev, data): (&str, u32, (u32, u32), &[u8]) = match entry {
+            Entry::Dir(p) => (p, 0o040755, (0, 0), &[]),
+            Entry::File { path, mode, data } => (path, 0o100000 | mode, (0, 0), data),
+            Entry::Symlink { path, target } => (path, 0o120777, (0, 0), target.as_bytes()),
+            Entry::CharDev { path, major, minor } => (path, 0o020600, (*major, *minor), &[]),
+        };
+        header(&mut out, ino as u32 + 1, mode, rdev, data.len(), path);
+        out.extend_from_slice(data);
+        pad4(&mut out);
+    }
+    header(&mut out, 0, 0, (0, 0), 0, "TRAILER!!!");
+    fs::write(dest, &out).with_context(|| format!("writing initramfs {}", dest.display()))?;
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("setting mode of {}", dest.display()))
+}
+
+/// A newc header: magic, 13 eight-digit hex fields, then the NUL-terminated name, padded to 4.
+fn header(out: &mut Vec<u8>, ino: u32, mode: u32, rdev: (u32, u32), size: usize, name: &str) {
+    let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+    let fields = [ino, mode, 0, 0, nlink, 0, size as u32, 0, 0, rdev.0, rdev.1];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(format!("{:08x}{:08x}", name.len() + 1, 0).as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    pad4(out);
+}
+
+fn pad4(out: &mut Vec<u8>) {
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
