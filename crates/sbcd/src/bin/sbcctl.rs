@@ -1,0 +1,187 @@
+//! `sbcctl`: the console's commands for scripts and tests.
+//!
+//! `sbcctl [--socket PATH] [--json] COMMAND...` joins its arguments into one line, reads it with
+//! the console grammar (so `sbcctl sh sys` works like the console), sends the request to `sbcd`
+//! and prints the answer. It never asks for confirmation: a script that runs it means it.
+//!
+//! Exit status: 0 success, 1 an error answer (or "not available"), 2 a usage or command error,
+//! 3 `sbcd` not running. `sbcctl watch` follows state events until interrupted.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use control::client::{Client, ClientError, DEFAULT_SOCKET};
+use control::{Reply, Request, Response};
+
+const USAGE: &str = "\
+usage: sbcctl [--socket PATH] [--json] [--timeout SECS] COMMAND...
+       sbcctl [--socket PATH] [--json] watch
+
+Runs one console command against sbcd's control socket, e.g.
+  sbcctl show system-state
+  sbcctl set-system-state offline guard 30
+  sbcctl --json show calls
+`sbcctl help` lists the commands. The socket is --socket, else $SBC_CONTROL_SOCKET,
+else /run/sbc/control.sock.
+Exit status: 0 ok, 1 error answer, 2 usage error, 3 sbcd not running.";
+
+/// How long an answer may take unless `--timeout` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Args {
+    socket: PathBuf,
+    json: bool,
+    timeout: Duration,
+    words: Vec<String>,
+}
+
+fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut socket = std::env::var_os("SBC_CONTROL_SOCKET").map(PathBuf::from);
+    let mut json = false;
+    let mut timeout = DEFAULT_TIMEOUT;
+    let mut words = Vec::new();
+    while let Some(arg) = argv.next() {
+        if !words.is_empty() {
+            // Everything after the first command word belongs to the command (`--hold-ms`).
+            words.push(arg);
+            continue;
+        }
+        match arg.as_str() {
+            "--socket" | "-s" => {
+                let path = argv.next().ok_or("--socket needs a path")?;
+                socket = Some(PathBuf::from(path));
+            }
+            "--json" | "-j" => json = true,
+            "--timeout" => {
+                let secs = argv.next().ok_or("--timeout needs a number of seconds")?;
+                let secs: u64 = secs
+                    .parse()
+                    .map_err(|_| format!("--timeout: {secs:?} is not a number of seconds"))?;
+                timeout = Duration::from_secs(secs.max(1));
+            }
+            "--help" | "-h" => return Err(String::new()),
+            other if other.starts_with("--socket=") => {
+                socket = Some(PathBuf::from(&other["--socket=".len()..]));
+            }
+            other if other.starts_with('-') && other.len() > 1 => {
+                return Err(format!("unknown option {other}"));
+            }
+            _ => words.push(arg),
+        }
+    }
+    if words.is_empty() {
+        return Err("no command given".into());
+    }
+    Ok(Args {
+        socket: socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        json,
+        timeout,
+        words,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(why) => {
+            if why.is_empty() {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("sbcctl: {why}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.words.len() == 1 && args.words[0].eq_ignore_ascii_case("watch") {
+        return watch(&args);
+    }
+    let line = args.words.join(" ");
+    let request = match console::parse(&line) {
+        Ok(console::Command::Request(request)) => request,
+        Ok(console::Command::Help(topic)) => {
+            print!("{}", console::help_text(topic.as_deref()));
+            return ExitCode::SUCCESS;
+        }
+        Ok(console::Command::Exit) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sbcctl: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let timeout = match &request {
+        // The answer comes after the simulated button is released.
+        Request::PanelPress { hold_ms } => {
+            DEFAULT_TIMEOUT.max(args.timeout) + Duration::from_millis(*hold_ms)
+        }
+        _ => args.timeout,
+    };
+    let response =
+        Client::connect(&args.socket, Some(timeout)).and_then(|mut c| c.request(&request));
+    match response {
+        Ok(response) => {
+            print_response(&response, args.json);
+            match response {
+                Response::Ok {
+                    reply: Reply::NotAvailable { .. },
+                }
+                | Response::Error { .. } => ExitCode::from(1),
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => client_failure(&e),
+    }
+}
+
+fn print_response(response: &Response, json: bool) {
+    let text = if json {
+        control::encode_response(response)
+    } else {
+        response.render_text()
+    };
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (`sbcctl ... | head -1`) is not an error worth reporting.
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn client_failure(e: &ClientError) -> ExitCode {
+    eprintln!("sbcctl: {e}");
+    match e {
+        ClientError::NotRunning { .. } => ExitCode::from(3),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Subscribes and prints every event until sbcd goes away (exit 3) or the pipe closes.
+fn watch(args: &Args) -> ExitCode {
+    let mut client = match Client::connect(&args.socket, Some(args.timeout)) {
+        Ok(c) => c,
+        Err(e) => return client_failure(&e),
+    };
+    match client.request(&Request::Subscribe) {
+        Ok(Response::Ok {
+            reply: Reply::Subscribed,
+        }) => {}
+        Ok(other) => {
+            print_response(&other, args.json);
+            return ExitCode::from(1);
+        }
+        Err(e) => return client_failure(&e),
+    }
+    if let Err(e) = client.set_timeout(None) {
+        return client_failure(&e);
+    }
+    loop {
+        match client.next_event() {
+            Ok(event) => print_response(&Response::Event { event }, args.json),
+            Err(ClientError::Closed) => {
+                eprintln!("sbcctl: sbcd closed the connection");
+                return ExitCode::from(3);
+            }
+            Err(e) => return client_failure(&e),
+        }
+    }
+}

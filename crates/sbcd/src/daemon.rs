@@ -1,0 +1,327 @@
+//! Start-up and wiring: which thread runs what, and the channels between them.
+//!
+//! - the main thread runs the control plane (a current-thread tokio runtime): the control
+//!   socket, the panel, health and log answers, signals;
+//! - `sip-engine` owns the proxy core and the system-state machine ([`crate::engine`]);
+//! - `sip-worker-N` threads (one per SIP core) run the sockets ([`crate::transport`]);
+//! - `state-persist` writes the operator's intent to disk.
+//!
+//! Everything is bound before `sbcd: listening` is logged and READY=1 is sent, so a test or
+//! systemd that waits for it finds every socket in place.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::{HealthInfo, Reply, Request, Response, ThreadPinning};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::config::Config;
+use crate::control_server::{self, Ask, Router};
+use crate::engine::{self, Engine, StateView};
+use crate::logging::Recent;
+use crate::panel;
+use crate::sip_core::SipCore;
+use crate::transport::{self, Limits};
+
+/// Depth of the queue from the workers to the engine; beyond it workers wait and the kernel's
+/// socket buffers absorb (and eventually drop) the excess, as for any overloaded UDP server.
+const INBOUND_QUEUE: usize = 8192;
+
+/// What the command line adds to the configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config_path: PathBuf,
+    /// Where board profiles live (`<dir>/<name>/board.toml`).
+    pub board_dir: Option<PathBuf>,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the {what} runtime: {source}")]
+    Runtime {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Control(#[from] control_server::BindError),
+    #[error(transparent)]
+    Transport(#[from] transport::BindError),
+    #[error(transparent)]
+    Panel(#[from] panel::PanelError),
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Config, options: Options, recent: Arc<Recent>) -> Result<(), StartError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("sbcd-control")
+        .build()
+        .map_err(|source| StartError::Runtime {
+            what: "control plane",
+            source,
+        })?;
+    runtime.block_on(serve(config, options, recent))
+}
+
+async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<(), StartError> {
+    let started = Instant::now();
+    let node = config.node.name.0.clone();
+
+    // The operator's last intent decides the start state; a first start is online.
+    std::fs::create_dir_all(&config.state.dir).map_err(|source| StartError::StateDir {
+        path: config.state.dir.clone(),
+        source,
+    })?;
+    let restored = system_state::persist::restore(&config.state.dir);
+    if let Some(problem) = &restored.problem {
+        tracing::error!(error = %problem, "saved system state unusable; starting offline");
+    }
+    let initial = restored.state;
+    tracing::info!(
+        state = %initial,
+        saved = restored.record.is_some(),
+        "system state restored"
+    );
+
+    // The control socket first: it refuses to start a second sbcd on the same configuration
+    // before that one could take SIP ports shared with SO_REUSEPORT.
+    let control_listener = control_server::bind(&config.control.socket)?;
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (serving_tx, serving_rx) = watch::channel(initial != system_state::SystemState::Offline);
+    let (events_tx, _) = broadcast::channel(256);
+    let since_unix_ms = engine::unix_ms();
+    let (view_tx, view_rx) = watch::channel(StateView {
+        state: initial,
+        since_unix_ms,
+    });
+
+    let workers = worker_count(&config);
+    let specs = transport::listener_specs(&config)?;
+    let limits = Limits {
+        max_message_bytes: config.sip.max_message_bytes.0,
+        tcp_idle_timeout: Duration::from_secs(config.sip.tcp_idle_timeout_secs.0),
+        tcp_max_connections: config.sip.tcp_max_connections.0,
+    };
+    let (shared, per_worker) =
+        transport::bind_all(specs.clone(), limits, workers, inbound_tx, serving_rx)?;
+
+    let (ask_tx, ask_rx) = mpsc::channel(64);
+    let (command_tx, command_rx) = mpsc::channel(16);
+    let persist =
+        engine::spawn_persister(config.state.dir.clone()).map_err(|source| StartError::Thread {
+            name: "state-persist".into(),
+            source,
+        })?;
+    let machine = system_state::Machine::new(
+        Instant::now(),
+        initial,
+        Duration::from_secs(config.drain.guard_secs.0),
+    );
+    let engine = Engine {
+        node: node.clone(),
+        core: SipCore::new(),
+        machine,
+        transports: Arc::clone(&shared),
+        inbound: inbound_rx,
+        asks: ask_rx,
+        commands: command_rx,
+        serving: serving_tx,
+        view: view_tx,
+        events: events_tx.clone(),
+        persist,
+        since_unix_ms,
+    };
+    spawn_engine(engine, Arc::clone(&shared))?;
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        spawn_worker(i, Arc::clone(&shared), sockets)?;
+    }
+
+    let panel_tx = panel::start(&config, options.board_dir.as_deref(), view_rx, command_tx)?;
+
+    let (local_tx, local_rx) = mpsc::channel(16);
+    tokio::spawn(answer_locally(local_rx, recent, started));
+
+    let router = Router {
+        engine: Some(ask_tx),
+        panel: panel_tx,
+        local: Some(local_tx),
+        events: events_tx,
+    };
+    tokio::spawn(control_server::serve(control_listener, router));
+
+    for spec in &specs {
+        tracing::info!(
+            listener = spec.id.0,
+            transport = spec.transport.uri_param(),
+            addr = %spec.addr,
+            "SIP listener bound"
+        );
+    }
+    tracing::info!(
+        node = %node,
+        workers,
+        control = %config.control.socket.display(),
+        state = %initial,
+        "sbcd started"
+    );
+    tracing::info!("sbcd: listening");
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    wait_for_stop().await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("sbcd: stopping");
+    let _ = std::fs::remove_file(&config.control.socket);
+    Ok(())
+}
+
+/// The `[sip] workers` override, else one per available CPU.
+fn worker_count(config: &Config) -> usize {
+    config.sip.workers.map(|w| w.0).unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    })
+}
+
+fn spawn_engine(engine: Engine, shared: Arc<transport::Shared>) -> Result<(), StartError> {
+    std::thread::Builder::new()
+        .name("sip-engine".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the engine runtime");
+                    std::process::exit(1);
+                }
+            };
+            shared.set_connect_runtime(runtime.handle().clone());
+            runtime.block_on(engine.run());
+            // The engine only returns when its inputs are gone, which is a bug: let systemd
+            // restart the daemon rather than run without an engine.
+            tracing::error!("SIP engine stopped; exiting");
+            std::process::exit(1);
+        })
+        .map(|_| ())
+        .map_err(|source| StartError::Thread {
+            name: "sip-engine".into(),
+            source,
+        })
+}
+
+fn spawn_worker(
+    index: usize,
+    shared: Arc<transport::Shared>,
+    sockets: transport::WorkerSockets,
+) -> Result<(), StartError> {
+    let name = format!("sip-worker-{index}");
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot start a worker runtime");
+                    std::process::exit(1);
+                }
+            };
+            runtime.block_on(transport::run_worker(shared, sockets));
+            tracing::error!(worker = index, "SIP worker stopped; exiting");
+            std::process::exit(1);
+        })
+        .map(|_| ())
+        .map_err(|source| StartError::Thread { name, source })
+}
+
+/// `show health` and `show log`: answered from the control plane's own knowledge.
+async fn answer_locally(mut asks: mpsc::Receiver<Ask>, recent: Arc<Recent>, started: Instant) {
+    while let Some(ask) = asks.recv().await {
+        let response = match ask.request {
+            Request::ShowHealth => Response::Ok {
+                reply: Reply::Health(HealthInfo {
+                    uptime_secs: started.elapsed().as_secs(),
+                    threads: threads(),
+                    watchdog: None,
+                    recoveries: 0,
+                }),
+            },
+            Request::ShowLog { lines } => {
+                let n = lines.map_or(20, |n| n as usize);
+                Response::Ok {
+                    reply: Reply::Log(recent.last(n)),
+                }
+            }
+            other => Response::Error {
+                message: format!("the control plane does not answer {other:?}"),
+            },
+        };
+        let _ = ask.reply.send(response);
+    }
+}
+
+/// Every thread of this process and the CPUs the kernel allows it, from /proc.
+fn threads() -> Vec<ThreadPinning> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out: Vec<ThreadPinning> = dir
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let cpus = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(str::trim)
+                .unwrap_or("?");
+            Some(ThreadPinning {
+                name: name.trim().to_string(),
+                tid,
+                cpus_allowed: cpus.to_string(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|t| t.tid);
+    out
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    let mut int = match signal(SignalKind::interrupt()) {
+        Ok(s) => s,
+        Err(_) => {
+            term.recv().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

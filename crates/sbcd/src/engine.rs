@@ -1,0 +1,297 @@
+//! The engine thread: the one owner of the SIP proxy core and the system-state machine.
+//!
+//! Why one owner fed by channels (and not a proxy behind a mutex locked by every worker): the
+//! proxy's tables (transactions, registrations, dialogs) and the system state change together —
+//! the last BYE lowers the session count, which ends the drain, which must reach the proxy
+//! before the next message is judged. With one owner that chain runs to completion inside one
+//! loop iteration, with no lock ordering to get wrong, and timers are one `sleep_until` on the
+//! earliest deadline of both machines. Workers only do socket I/O and hand messages over a
+//! bounded queue. Whether the single owner becomes the bottleneck is for the benchmark to say
+//! (docs/engine.md).
+//!
+//! Every decision is made by the cores: this loop only carries inputs in (messages, time,
+//! operator commands, button toggles) and outputs out (transmits, events to log, state changes to
+//! the transports, the panel, subscribers and the disk).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use control::{Reply, Request, Response, SystemStateInfo, TargetState};
+use system_state::{Cause, Machine, SystemState};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::control_server::Ask;
+use crate::sip_core::SipCore;
+use crate::transport::{FromTransport, Shared};
+
+/// How many queued messages the engine handles before it looks at timers and commands again.
+const BATCH: usize = 64;
+
+/// The state as the rest of the daemon follows it (panel, health).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateView {
+    pub state: SystemState,
+    pub since_unix_ms: u64,
+}
+
+/// A command that is not a control request: the panel's long press.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// A completed long press of the maintenance button.
+    Toggle { cause: Cause },
+}
+
+/// Everything the engine thread needs; built by the daemon, consumed by [`Engine::run`].
+#[derive(Debug)]
+pub struct Engine {
+    pub node: String,
+    pub core: SipCore,
+    pub machine: Machine,
+    pub transports: Arc<Shared>,
+    pub inbound: mpsc::Receiver<FromTransport>,
+    pub asks: mpsc::Receiver<Ask>,
+    pub commands: mpsc::Receiver<Command>,
+    /// True unless offline; the transports follow it (TCP refused while offline).
+    pub serving: watch::Sender<bool>,
+    /// The state for the panel and others who need only the latest value.
+    pub view: watch::Sender<StateView>,
+    /// Transitions and notices for control-socket subscribers.
+    pub events: broadcast::Sender<control::Event>,
+    /// Records to persist, in order, by the persister thread.
+    pub persist: std::sync::mpsc::Sender<system_state::persist::Record>,
+    /// Wall-clock time of entering the current state (for `since`).
+    pub since_unix_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch, for operators (never for deciding).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Engine {
+    /// Runs the loop until every input channel is closed.
+    pub async fn run(mut self) {
+        let now = Instant::now();
+        // The proxy starts in the restored state, and the machine learns the initial counts.
+        self.core.set_system_state(now, self.machine.state());
+        self.flush(now);
+        loop {
+            let deadline = [self.core.poll_timeout(), self.machine.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                // Commands first: a state change must reach the proxy before queued messages
+                // are judged.
+                ask = self.asks.recv() => match ask {
+                    Some(ask) => self.answer(ask),
+                    None => return,
+                },
+                command = self.commands.recv() => {
+                    if let Some(Command::Toggle { cause }) = command {
+                        let now = Instant::now();
+                        let _ = self.machine.toggle(now, cause);
+                        self.flush(now);
+                    }
+                },
+                message = self.inbound.recv() => match message {
+                    Some(message) => {
+                        let now = Instant::now();
+                        self.core.handle(now, message);
+                        for _ in 1..BATCH {
+                            match self.inbound.try_recv() {
+                                Ok(message) => self.core.handle(now, message),
+                                Err(_) => break,
+                            }
+                        }
+                        self.flush(now);
+                    }
+                    None => return,
+                },
+                () = sleep => {
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    self.machine.handle_timeout(now);
+                    self.flush(now);
+                }
+            }
+        }
+    }
+
+    /// Carries every output of both machines out, until neither has anything left (a state
+    /// change makes the proxy act, which changes counts, which may change the state again).
+    fn flush(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.core.poll_transmit() {
+                self.transports.send(t);
+                progressed = true;
+            }
+            if let Some((sessions, registrations)) = self.core.take_counts_changed() {
+                self.machine.set_load(now, sessions, registrations);
+                progressed = true;
+            }
+            while let Some(event) = self.machine.poll_event() {
+                progressed = true;
+                match event {
+                    system_state::Event::Transition(t) => self.transition(now, t),
+                    system_state::Event::TerminateAll { .. } => {
+                        let (sessions, registrations) = self.core.counts();
+                        tracing::warn!(
+                            sessions,
+                            registrations,
+                            "guard expired: ending remaining calls and registrations"
+                        );
+                        self.core.terminate_all(now);
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// One state change, reported everywhere (SPEC §2: journal, console, LEDs, twin).
+    fn transition(&mut self, now: Instant, t: system_state::Transition) {
+        // The proxy first: the next message must already be judged by the new state.
+        self.core.set_system_state(now, t.to);
+        self.serving.send_replace(t.to != SystemState::Offline);
+        self.since_unix_ms = unix_ms();
+        self.view.send_replace(StateView {
+            state: t.to,
+            since_unix_ms: self.since_unix_ms,
+        });
+        let (sessions, registrations) = self.core.counts();
+        tracing::info!(
+            from = %t.from,
+            to = %t.to,
+            cause = %t.cause,
+            sessions,
+            registrations,
+            "system state changed"
+        );
+        let _ = self.events.send(control::Event::StateChanged {
+            from: t.from,
+            to: t.to,
+            reason: t.cause.to_string(),
+            at_unix_ms: self.since_unix_ms,
+        });
+        let record = system_state::persist::Record::new(
+            system_state::persist::Intent::of(t.to),
+            t.cause,
+            self.since_unix_ms,
+        );
+        if self.persist.send(record).is_err() {
+            tracing::error!("state persister has stopped; the state change is not saved");
+        }
+    }
+
+    fn answer(&mut self, ask: Ask) {
+        let now = Instant::now();
+        let response = match ask.request {
+            Request::ShowSystemState => self.system_state_info(now),
+            Request::SetSystemState { target, guard_secs } => {
+                let outcome = match target {
+                    TargetState::Offline => self.machine.request_offline(
+                        now,
+                        guard_secs.map(Duration::from_secs),
+                        Cause::Operator,
+                    ),
+                    TargetState::Online => self.machine.request_online(now, Cause::Operator),
+                };
+                self.flush(now);
+                let state = self.machine.state();
+                let message = match outcome {
+                    system_state::Outcome::Changed => format!("system-state is now {state}"),
+                    system_state::Outcome::GuardChanged => {
+                        let left = self
+                            .machine
+                            .snapshot(now)
+                            .guard_remaining
+                            .map_or(0, |d| d.as_secs());
+                        format!("still draining; guard now ends in {left}s")
+                    }
+                    system_state::Outcome::Unchanged => format!("system-state already {state}"),
+                };
+                Response::Ok {
+                    reply: Reply::Done { message },
+                }
+            }
+            Request::ShowCalls => Response::Ok {
+                reply: Reply::Calls(self.core.calls(now)),
+            },
+            Request::ShowRegistrations => Response::Ok {
+                reply: Reply::Registrations(self.core.registrations(now)),
+            },
+            Request::ShowUpstreams => Response::Ok {
+                reply: Reply::Upstreams(self.core.upstreams(now)),
+            },
+            Request::ShowStats => {
+                let mut counters = self.core.stats();
+                counters.extend(self.transports.counters.snapshot().into_iter().map(
+                    |(name, value)| control::Counter {
+                        name: name.to_string(),
+                        value,
+                    },
+                ));
+                counters.push(control::Counter {
+                    name: "transport.tcp.open".into(),
+                    value: self.transports.open_connections() as u64,
+                });
+                Response::Ok {
+                    reply: Reply::Stats(counters),
+                }
+            }
+            other => Response::Error {
+                message: format!("the engine does not answer {other:?}"),
+            },
+        };
+        // The asker may have given up (client gone); nothing to do then.
+        let _ = ask.reply.send(response);
+    }
+
+    fn system_state_info(&self, now: Instant) -> Response {
+        let snap = self.machine.snapshot(now);
+        let (sessions, registrations) = self.core.counts();
+        Response::Ok {
+            reply: Reply::SystemState(SystemStateInfo {
+                node: self.node.clone(),
+                state: snap.state,
+                since_unix_ms: self.since_unix_ms,
+                guard_remaining_ms: snap
+                    .guard_remaining
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                active_sessions: sessions,
+                registrations,
+            }),
+        }
+    }
+}
+
+/// Saves state records in order on a thread of its own, so an fsync never stalls SIP.
+pub fn spawn_persister(
+    dir: std::path::PathBuf,
+) -> std::io::Result<std::sync::mpsc::Sender<system_state::persist::Record>> {
+    let (tx, rx) = std::sync::mpsc::channel::<system_state::persist::Record>();
+    std::thread::Builder::new()
+        .name("state-persist".into())
+        .spawn(move || {
+            for record in rx {
+                match system_state::persist::save(&dir, &record) {
+                    Ok(()) => tracing::debug!(intent = ?record.intent, "system state saved"),
+                    Err(e) => tracing::error!(error = %e, "system state not saved"),
+                }
+            }
+        })?;
+    Ok(tx)
+}

@@ -1,0 +1,442 @@
+//! The transport seam: SIP sockets on one side, the engine's [`FromTransport`] queue and
+//! [`Transmit`]s on the other.
+//!
+//! Sockets are bound up front ([`bind_all`]) so that configuration mistakes fail the start and
+//! `sbcd: listening` means every socket is there. Each SIP worker thread then runs its own copy
+//! of every listener: UDP sockets share the port with `SO_REUSEPORT` (the kernel spreads
+//! datagrams over the workers), TCP listeners likewise spread accepted connections.
+//!
+//! Connections (TCP now, SCTP associations later) are numbered with a [`FlowId`] from one
+//! counter and kept in one [`FlowTable`], so any thread can send on any connection: the table
+//! holds each connection's outgoing queue, not its socket. Nothing here looks inside a message
+//! beyond stream framing; what to send where is the engine's decision.
+
+pub mod framing;
+pub mod tcp;
+pub mod udp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use proxy::{FlowId, ListenerId, Transmit, Transport};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{self, Config};
+
+/// What the transports hand to the engine.
+#[derive(Debug)]
+pub enum FromTransport {
+    /// One received message (a datagram, or one framed message of a stream).
+    Message(Inbound),
+    /// A connection ended; the engine may forget what it knew about the flow.
+    Closed {
+        listener: ListenerId,
+        flow: FlowId,
+        remote: SocketAddr,
+    },
+}
+
+/// One received message with where it came from.
+#[derive(Debug)]
+pub struct Inbound {
+    pub listener: ListenerId,
+    pub flow: Option<FlowId>,
+    pub source: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// One listener of the configuration, numbered by its position in the file.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerSpec {
+    pub id: ListenerId,
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Limits of the wire path, from `[sip]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub tcp_idle_timeout: Duration,
+    pub tcp_max_connections: usize,
+}
+
+/// Counters of the transports, shown by `show stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub udp_received: AtomicU64,
+    pub udp_sent: AtomicU64,
+    pub udp_oversize_dropped: AtomicU64,
+    pub udp_send_failed: AtomicU64,
+    pub tcp_accepted: AtomicU64,
+    pub tcp_connected: AtomicU64,
+    pub tcp_refused_limit: AtomicU64,
+    pub tcp_closed_idle: AtomicU64,
+    pub tcp_framing_errors: AtomicU64,
+    pub tcp_received: AtomicU64,
+    pub tcp_sent: AtomicU64,
+    pub tcp_send_dropped: AtomicU64,
+    pub unsendable: AtomicU64,
+}
+
+impl Counters {
+    /// Name and value of every counter.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("transport.udp.received", get(&self.udp_received)),
+            ("transport.udp.sent", get(&self.udp_sent)),
+            (
+                "transport.udp.oversize_dropped",
+                get(&self.udp_oversize_dropped),
+            ),
+            ("transport.udp.send_failed", get(&self.udp_send_failed)),
+            ("transport.tcp.accepted", get(&self.tcp_accepted)),
+            ("transport.tcp.connected", get(&self.tcp_connected)),
+            ("transport.tcp.refused_limit", get(&self.tcp_refused_limit)),
+            ("transport.tcp.closed_idle", get(&self.tcp_closed_idle)),
+            (
+                "transport.tcp.framing_errors",
+                get(&self.tcp_framing_errors),
+            ),
+            ("transport.tcp.received", get(&self.tcp_received)),
+            ("transport.tcp.sent", get(&self.tcp_sent)),
+            ("transport.tcp.send_dropped", get(&self.tcp_send_dropped)),
+            ("transport.unsendable", get(&self.unsendable)),
+        ]
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A live connection as seen from outside its task: where it goes and its outgoing queue.
+#[derive(Debug)]
+struct FlowEntry {
+    listener: ListenerId,
+    remote: SocketAddr,
+    queue: mpsc::Sender<Vec<u8>>,
+}
+
+/// Every live connection, by id and by (listener, remote address) for reuse (RFC 3261 §18).
+#[derive(Debug, Default)]
+pub struct FlowTable {
+    by_id: HashMap<FlowId, FlowEntry>,
+    by_remote: HashMap<(ListenerId, SocketAddr), FlowId>,
+}
+
+impl FlowTable {
+    fn insert(&mut self, id: FlowId, entry: FlowEntry) {
+        self.by_remote.insert((entry.listener, entry.remote), id);
+        self.by_id.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: FlowId) {
+        if let Some(entry) = self.by_id.remove(&id) {
+            let key = (entry.listener, entry.remote);
+            if self.by_remote.get(&key) == Some(&id) {
+                self.by_remote.remove(&key);
+            }
+        }
+    }
+
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// What every transport task and the engine share.
+#[derive(Debug)]
+pub struct Shared {
+    pub listeners: Vec<ListenerSpec>,
+    pub limits: Limits,
+    pub counters: Counters,
+    /// Where received messages go.
+    pub to_engine: mpsc::Sender<FromTransport>,
+    /// False while the system is offline: TCP listeners close (new connections are refused)
+    /// and open connections are closed gracefully (SPEC §2, offline).
+    pub serving: watch::Receiver<bool>,
+    flows: Mutex<FlowTable>,
+    next_flow: AtomicU64,
+    /// Open connections per listener, across workers, for the connection limit.
+    open_per_listener: Vec<AtomicUsize>,
+    /// One sending handle per UDP listener (a duplicate of a worker's socket: same port).
+    udp_send: Vec<Option<std::net::UdpSocket>>,
+    /// Where outgoing connections run (the engine's runtime).
+    connect_on: Mutex<Option<tokio::runtime::Handle>>,
+}
+
+impl Shared {
+    fn flows(&self) -> MutexGuard<'_, FlowTable> {
+        // A panic while holding this lock leaves the table consistent (every change is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn new_flow_id(&self) -> FlowId {
+        FlowId(self.next_flow.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// How many connections are open right now.
+    pub fn open_connections(&self) -> usize {
+        self.flows().len()
+    }
+
+    /// Sets the runtime on which outgoing connections are opened.
+    pub fn set_connect_runtime(&self, handle: tokio::runtime::Handle) {
+        *self.connect_on.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Sends one message the engine produced. Never blocks: a full queue or a full socket
+    /// buffer drops the message (SIP over UDP retransmits; a stuck TCP peer is not waited for).
+    pub fn send(self: &Arc<Self>, t: Transmit) {
+        let Some(spec) = self.listeners.get(usize::from(t.listener.0)) else {
+            bump(&self.counters.unsendable);
+            tracing::warn!(
+                listener = t.listener.0,
+                "transmit on an unknown listener dropped"
+            );
+            return;
+        };
+        match spec.transport {
+            Transport::Udp => self.send_udp(spec, &t),
+            Transport::Tcp => self.send_tcp(spec, t),
+            Transport::Sctp => {
+                bump(&self.counters.unsendable);
+                tracing::warn!(peer = %t.destination, "SCTP is not available in this build");
+            }
+        }
+    }
+
+    fn send_udp(&self, spec: &ListenerSpec, t: &Transmit) {
+        let Some(Some(sock)) = self.udp_send.get(usize::from(spec.id.0)) else {
+            bump(&self.counters.unsendable);
+            return;
+        };
+        match sock.send_to(&t.bytes, t.destination) {
+            Ok(_) => bump(&self.counters.udp_sent),
+            Err(e) => {
+                bump(&self.counters.udp_send_failed);
+                tracing::debug!(peer = %t.destination, error = %e, "UDP send failed");
+            }
+        }
+    }
+
+    fn send_tcp(self: &Arc<Self>, spec: &ListenerSpec, t: Transmit) {
+        let mut flows = self.flows();
+        // The connection the engine named, else any connection to that peer (reuse), else a new
+        // one: RFC 3261 §18.2.2 has a response go to a new connection when the old one is gone.
+        let id = t
+            .flow
+            .filter(|id| flows.by_id.contains_key(id))
+            .or_else(|| flows.by_remote.get(&(spec.id, t.destination)).copied());
+        if let Some(entry) = id.and_then(|id| flows.by_id.get(&id)) {
+            match entry.queue.try_send(t.bytes) {
+                Ok(()) => {}
+                Err(_) => {
+                    bump(&self.counters.tcp_send_dropped);
+                    tracing::debug!(peer = %t.destination, "TCP send queue full, message dropped");
+                }
+            }
+            return;
+        }
+        let handle = self
+            .connect_on
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(handle) = handle else {
+            bump(&self.counters.unsendable);
+            return;
+        };
+        let id = self.new_flow_id();
+        let (queue, outgoing) = mpsc::channel(tcp::QUEUE_LEN);
+        // The first message waits in the queue while the connection is being set up.
+        let _ = queue.try_send(t.bytes);
+        flows.insert(
+            id,
+            FlowEntry {
+                listener: spec.id,
+                remote: t.destination,
+                queue,
+            },
+        );
+        drop(flows);
+        handle.spawn(tcp::connect(
+            Arc::clone(self),
+            *spec,
+            id,
+            t.destination,
+            outgoing,
+        ));
+    }
+
+    /// Registers an accepted or connected stream; false if the listener is at its limit.
+    fn admit_connection(&self, listener: ListenerId) -> bool {
+        let Some(open) = self.open_per_listener.get(usize::from(listener.0)) else {
+            return false;
+        };
+        let limit = self.limits.tcp_max_connections;
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+    }
+
+    fn release_connection(&self, listener: ListenerId) {
+        if let Some(open) = self.open_per_listener.get(usize::from(listener.0)) {
+            open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Sockets bound for one worker, not yet handed to its runtime.
+#[derive(Debug)]
+pub struct WorkerSockets {
+    pub udp: Vec<(ListenerSpec, std::net::UdpSocket)>,
+    pub tcp: Vec<(ListenerSpec, std::net::TcpListener)>,
+}
+
+/// Why the SIP sockets could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot bind {transport} listener {addr}: {source}")]
+    Bind {
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {addr}: SCTP is not supported by sbcd yet (use udp or tcp)")]
+    Sctp { addr: SocketAddr },
+    #[error("too many listeners ({0}); at most 65535")]
+    TooMany(usize),
+}
+
+/// The listeners of a configuration, numbered in file order.
+pub fn listener_specs(config: &Config) -> Result<Vec<ListenerSpec>, BindError> {
+    let mut specs = Vec::new();
+    for (i, l) in config.listeners().enumerate() {
+        let id = u16::try_from(i).map_err(|_| BindError::TooMany(i + 1))?;
+        specs.push(ListenerSpec {
+            id: ListenerId(id),
+            transport: match l.transport {
+                config::Transport::Udp => Transport::Udp,
+                config::Transport::Tcp => Transport::Tcp,
+                config::Transport::Sctp => return Err(BindError::Sctp { addr: l.addr }),
+            },
+            addr: l.addr,
+        });
+    }
+    Ok(specs)
+}
+
+/// Binds every listener once per worker, and builds the shared state.
+pub fn bind_all(
+    specs: Vec<ListenerSpec>,
+    limits: Limits,
+    workers: usize,
+    to_engine: mpsc::Sender<FromTransport>,
+    serving: watch::Receiver<bool>,
+) -> Result<(Arc<Shared>, Vec<WorkerSockets>), BindError> {
+    let mut per_worker = Vec::new();
+    for _ in 0..workers.max(1) {
+        let mut sockets = WorkerSockets {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+        };
+        for spec in &specs {
+            match spec.transport {
+                Transport::Udp => sockets.udp.push((*spec, bind_udp(spec.addr)?)),
+                Transport::Tcp => sockets.tcp.push((*spec, bind_tcp(spec.addr)?)),
+                Transport::Sctp => return Err(BindError::Sctp { addr: spec.addr }),
+            }
+        }
+        per_worker.push(sockets);
+    }
+    let mut udp_send: Vec<Option<std::net::UdpSocket>> = specs.iter().map(|_| None).collect();
+    if let Some(first) = per_worker.first() {
+        for (spec, sock) in &first.udp {
+            let dup = sock.try_clone().map_err(|source| BindError::Bind {
+                transport: "udp",
+                addr: spec.addr,
+                source,
+            })?;
+            udp_send[usize::from(spec.id.0)] = Some(dup);
+        }
+    }
+    let shared = Shared {
+        open_per_listener: specs.iter().map(|_| AtomicUsize::new(0)).collect(),
+        listeners: specs,
+        limits,
+        counters: Counters::default(),
+        to_engine,
+        serving,
+        flows: Mutex::new(FlowTable::default()),
+        next_flow: AtomicU64::new(1),
+        udp_send,
+        connect_on: Mutex::new(None),
+    };
+    Ok((Arc::new(shared), per_worker))
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, BindError> {
+    let err = |source| BindError::Bind {
+        transport: "udp",
+        addr,
+        source,
+    };
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    sock.set_reuse_port(true).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    // Bursts of retransmissions and registrations arrive together; a larger buffer rides them
+    // out. The kernel caps the value at net.core.rmem_max, so failure here is not fatal.
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    sock.bind(&addr.into()).map_err(err)?;
+    Ok(sock.into())
+}
+
+/// Binds a TCP listener (also used to re-open one when the system comes back online).
+pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+    let err = |source| BindError::Bind {
+        transport: "tcp",
+        addr,
+        source,
+    };
+    let sock =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    sock.set_reuse_address(true).map_err(err)?;
+    sock.set_reuse_port(true).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    sock.bind(&addr.into()).map_err(err)?;
+    sock.listen(1024).map_err(err)?;
+    Ok(sock.into())
+}
+
+/// Runs one worker's listeners until the process ends. Called inside the worker's runtime.
+pub async fn run_worker(shared: Arc<Shared>, sockets: WorkerSockets) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (spec, sock) in sockets.udp {
+        match tokio::net::UdpSocket::from_std(sock) {
+            Ok(sock) => {
+                tasks.spawn(udp::receive(Arc::clone(&shared), spec, sock));
+            }
+            Err(e) => tracing::error!(addr = %spec.addr, error = %e, "UDP socket unusable"),
+        }
+    }
+    for (spec, listener) in sockets.tcp {
+        tasks.spawn(tcp::accept_loop(Arc::clone(&shared), spec, listener));
+    }
+    while tasks.join_next().await.is_some() {}
+}
