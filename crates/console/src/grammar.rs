@@ -417,11 +417,7 @@ fn display(node: &Node) -> String {
     }
 }
 
-enum Resolved {
-    Node(&'static Node),
-}
-
-fn resolve(level: Level, word: &str, after: &str) -> Result<Resolved, ParseError> {
+fn resolve(level: Level, word: &str, after: &str) -> Result<&'static Node, ParseError> {
     let nodes = level_nodes(level);
     let lower = word.to_ascii_lowercase();
     let keys = nodes.iter().filter_map(|n| match n.word {
@@ -429,11 +425,11 @@ fn resolve(level: Level, word: &str, after: &str) -> Result<Resolved, ParseError
         _ => None,
     });
     if let Some((_, n)) = keys.clone().find(|(k, _)| *k == lower) {
-        return Ok(Resolved::Node(n));
+        return Ok(n);
     }
     let prefixed: Vec<(&str, &Node)> = keys.filter(|(k, _)| k.starts_with(&lower)).collect();
     match prefixed.as_slice() {
-        [(_, n)] => return Ok(Resolved::Node(n)),
+        [(_, n)] => return Ok(n),
         [_, _, ..] => {
             return Err(ParseError::Ambiguous {
                 word: word.to_string(),
@@ -459,7 +455,7 @@ fn resolve(level: Level, word: &str, after: &str) -> Result<Resolved, ParseError
                 if v < min || v > max {
                     return Err(bad());
                 }
-                return Ok(Resolved::Node(n));
+                return Ok(n);
             }
             Word::Key(_) => {}
         }
@@ -579,7 +575,7 @@ fn walk(tokens: &[Token<'_>]) -> Result<Walk, ParseError> {
                 after,
             });
         }
-        let Resolved::Node(n) = resolve(w.level, tok.text, &after)?;
+        let n = resolve(w.level, tok.text, &after)?;
         match n.word {
             Word::Number { .. } => {
                 if let Ok(v) = tok.text.parse() {
@@ -609,7 +605,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     }
     // `help <topic>` is parsed leniently: any topic is accepted and explained as well as
     // possible by `help_text`, since asking for help must never itself be an error.
-    if let Ok(Resolved::Node(n)) = resolve(Level::Root, tokens[0].text, "") {
+    if let Ok(n) = resolve(Level::Root, tokens[0].text, "") {
         if matches!(n.word, Word::Key("help")) {
             let topic: Vec<&str> = tokens[1..].iter().map(|t| t.text).collect();
             return Ok(Command::Help((!topic.is_empty()).then(|| topic.join(" "))));
@@ -669,6 +665,16 @@ pub fn choices(before_cursor: &str) -> Result<Vec<Choice>, ParseError> {
         }
     }
     Ok(out)
+}
+
+/// The `?` listing as the console prints it: one choice per line, help aligned.
+pub fn format_choices(choices: &[Choice]) -> String {
+    let width = choices.iter().map(|c| c.word.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for c in choices {
+        out.push_str(&format!("  {:<width$}  {}\n", c.word, c.help));
+    }
+    out
 }
 
 /// Tab completion of the word that ends at the cursor.

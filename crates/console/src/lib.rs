@@ -13,7 +13,15 @@
 //! suggests the nearest command. [`choices`] answers `?` and [`complete`] answers TAB for the text
 //! before the cursor. Service-affecting requests are marked by
 //! `control::Request::is_service_affecting`: front ends confirm those.
+//!
+//! The rest: [`Editor`] (a sans-IO line editor over raw terminal bytes, handle/poll style) and
+//! [`auth`] (Argon2 password check, hashing, the delay after failed logins).
 
+pub mod auth;
+pub mod editor;
 pub mod grammar;
 
-pub use grammar::{choices, complete, help_text, parse, Choice, Command, Completion, ParseError};
+pub use editor::{Action, Editor};
+pub use grammar::{
+    choices, complete, format_choices, help_text, parse, Choice, Command, Completion, ParseError,
+};
