@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod dialogs;
-pub mod msg;
 pub mod drain;
+mod engine;
+pub mod events;
+pub mod msg;
 pub mod registrations;
 pub mod timers;
 pub mod transaction;
@@ -16,4 +18,8 @@ pub mod transport;
 pub mod upstreams;
 
 pub use config::{Config, DrainConfig, ListenerConfig, TimerConfig, UpstreamConfig};
+pub use engine::Proxy;
+pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
+pub use system_state::SystemState;
 pub use transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
+pub use upstreams::UpstreamInfo;

@@ -99,8 +99,14 @@ pub fn name_is(name: &str, wanted: &str) -> bool {
 }
 
 fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    let lf = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
         (a, b) => a.or(b),
@@ -229,7 +235,10 @@ impl<'a> Message<'a> {
 
     /// Every Via, top first.
     pub fn vias(&self) -> Vec<Via<'_>> {
-        self.list("via").into_iter().filter_map(Via::parse).collect()
+        self.list("via")
+            .into_iter()
+            .filter_map(Via::parse)
+            .collect()
     }
 
     /// The Call-ID.
@@ -258,7 +267,8 @@ impl<'a> Message<'a> {
 
     /// Max-Forwards, if present and readable.
     pub fn max_forwards(&self) -> Option<u32> {
-        self.header("max-forwards").and_then(|v| v.trim().parse().ok())
+        self.header("max-forwards")
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Expires header, if present and readable.
@@ -734,7 +744,10 @@ l: 4\r\n\r\nbodyEXTRA";
         assert_eq!(m.method(), "INVITE");
         assert_eq!(m.vias().len(), 2);
         let via = m.top_via().unwrap();
-        assert_eq!((via.host, via.port, via.branch()), ("192.0.2.1", Some(5060), Some("z9hG4bK1")));
+        assert_eq!(
+            (via.host, via.port, via.branch()),
+            ("192.0.2.1", Some(5060), Some("z9hG4bK1"))
+        );
         assert_eq!(m.vias()[1].host, "2001:db8::1");
         assert_eq!(m.from().unwrap().tag(), Some("a1"));
         assert_eq!(m.to().unwrap().tag(), None);
@@ -783,7 +796,10 @@ l: 4\r\n\r\nbodyEXTRA";
         assert_eq!(u.aor_key(), "alice@example.com");
         assert_eq!(param(u.params, "transport"), Some("tcp"));
         let n = NameAddr::parse("<sip:a@b;lr>;expires=30").unwrap();
-        assert_eq!((n.uri, param(n.params, "expires")), ("sip:a@b;lr", Some("30")));
+        assert_eq!(
+            (n.uri, param(n.params, "expires")),
+            ("sip:a@b;lr", Some("30"))
+        );
         assert_eq!(split_list("<sip:a,b@c>, \"x,y\" <sip:d@e>").len(), 2);
     }
 }

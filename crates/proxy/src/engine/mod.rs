@@ -1,0 +1,710 @@
+//! The proxy core: owns transactions, the registration cache, the dialog table and the
+//! upstream list, and turns received messages and the passing of time into messages to send
+//! and events.
+//!
+//! Submodules split it by responsibility: `requests` (admission, routing and forwarding of
+//! requests), `responses` (matching responses to transactions and relaying them, failover),
+//! `register` (the REGISTER path and the drain's rules 4-6), `guard` (ending everything when the
+//! guard expires), `timers` (what each deadline does).
+
+mod guard;
+mod register;
+mod requests;
+mod responses;
+mod timeouts;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use system_state::SystemState;
+
+use crate::config::Config;
+use crate::dialogs::{DialogChange, DialogId, DialogTable};
+use crate::events::{CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
+use crate::msg::{self, Draft, Message, Uri};
+use crate::registrations::{AorKey, BindingChange, RegistrationCache};
+use crate::timers::TimerTable;
+use crate::transaction::{ClientTransaction, ServerTransaction, TxTimer};
+use crate::transport::{Flow, Input, ListenerId, Realm, Transmit, Transport};
+use crate::upstreams::{UpstreamId, UpstreamInfo, Upstreams};
+
+type TxId = u64;
+
+/// What a deadline in the table is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerKey {
+    /// An RFC 3261 timer of a server transaction.
+    Server(TxId, TxTimer),
+    /// An RFC 3261 timer of a client transaction.
+    Client(TxId, TxTimer),
+    /// No provisional from the upstream yet (SPEC §3 `upstream_timeout_ms`).
+    UpstreamTimeout(TxId),
+    /// Timer C of a proxied INVITE (keyed by server transaction).
+    TimerC(TxId),
+    /// An OPTIONS probe got no answer in time (keyed by client transaction).
+    ProbeTimeout(TxId),
+}
+
+const TX_TIMERS: [TxTimer; 10] = [
+    TxTimer::A,
+    TxTimer::B,
+    TxTimer::D,
+    TxTimer::E,
+    TxTimer::F,
+    TxTimer::K,
+    TxTimer::G,
+    TxTimer::H,
+    TxTimer::I,
+    TxTimer::J,
+];
+
+/// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ServerKey {
+    branch: String,
+    sent_by: String,
+    method: String,
+}
+
+/// Where a forwarded request may go.
+#[derive(Debug, Clone)]
+enum Targets {
+    /// The upstream list, skipping those already tried for this request.
+    Upstreams { tried: Vec<UpstreamId> },
+    /// One fixed next hop (a registered contact, an in-dialog peer).
+    Fixed(Flow),
+}
+
+/// What the proxy remembers about a REGISTER it forwarded, to cache the core's answer.
+#[derive(Debug, Clone)]
+struct RegisterCtx {
+    aor: AorKey,
+    to_uri: String,
+    registrar_uri: String,
+    call_id: String,
+    cseq: u32,
+    flow: Flow,
+    /// Contact URI, the expiry asked for, and the drain's lowering if any.
+    contacts: Vec<(String, u32, Option<u32>)>,
+    /// `Contact: *`.
+    wildcard: bool,
+}
+
+/// The proxying state of one server transaction.
+#[derive(Debug, Clone)]
+struct Forward {
+    /// The request as it goes out, before Record-Route and our Via.
+    base: Draft,
+    method: String,
+    targets: Targets,
+    client: Option<TxId>,
+    provisional_seen: bool,
+    cancelled: bool,
+    /// Record-Route this request (dialog-creating, out of dialog).
+    record_route: bool,
+    incoming: ListenerId,
+    dialog: Option<DialogId>,
+    priority: bool,
+    register: Option<RegisterCtx>,
+    done: bool,
+    /// Goes into our branch so the request coming back unchanged is seen as a loop.
+    loop_hash: u64,
+}
+
+#[derive(Debug)]
+struct ServerEntry {
+    tx: ServerTransaction,
+    key: ServerKey,
+    source: Flow,
+    request: Vec<u8>,
+    last_response: Option<Vec<u8>>,
+    to_tag: String,
+    forward: Option<Forward>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ClientPurpose {
+    /// Carries a request proxied for server transaction `server`.
+    Forward {
+        server: TxId,
+        upstream: Option<UpstreamId>,
+    },
+    /// An OPTIONS probe.
+    Probe(UpstreamId),
+    /// Something the proxy sent on its own behalf (CANCEL, BYE, de-registration).
+    Own,
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    tx: ClientTransaction,
+    branch: String,
+    method: String,
+    request: Vec<u8>,
+    dest: Flow,
+    purpose: ClientPurpose,
+}
+
+/// The SIP proxy core.
+///
+/// # Contract
+///
+/// - Feed every received message with [`handle_input`](Self::handle_input) and call
+///   [`handle_timeout`](Self::handle_timeout) when the time from
+///   [`poll_timeout`](Self::poll_timeout) has come. Time passed in must never go backwards.
+/// - After each `handle_*` call (and after [`set_system_state`](Self::set_system_state) or
+///   [`terminate_all`](Self::terminate_all)), drain [`poll_transmit`](Self::poll_transmit) and
+///   [`poll_event`](Self::poll_event) until they return `None`, then re-read `poll_timeout`.
+/// - The system state comes from outside (the `system-state` crate): feed each change with
+///   `set_system_state`. When draining and [`counts`](Self::counts) reach zero, the proxy emits
+///   [`Event::DrainComplete`]; the owner then moves the state to offline. When the guard
+///   expires, the owner calls `terminate_all`.
+/// - Nothing here reads a clock, opens a socket or panics on input.
+#[derive(Debug)]
+pub struct Proxy {
+    config: Config,
+    state: SystemState,
+    now: Instant,
+    node_tag: String,
+    branch_prefix: String,
+    next_id: u64,
+    timers: TimerTable<TimerKey>,
+    servers: HashMap<TxId, ServerEntry>,
+    server_index: HashMap<ServerKey, TxId>,
+    clients: HashMap<TxId, ClientEntry>,
+    client_index: HashMap<(String, String), TxId>,
+    registrations: RegistrationCache,
+    dialogs: DialogTable,
+    upstreams: Upstreams,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    last_counts: Counts,
+    drain_complete_sent: bool,
+}
+
+/// A short stable hash (FNV-1a) for tags and loop detection.
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Proxy {
+    /// A proxy that starts online at `now`.
+    pub fn new(config: Config, now: Instant) -> Self {
+        let node_tag = format!("{:06x}", fnv(&[&config.node_name]) & 0xff_ffff);
+        let upstreams = Upstreams::new(&config.upstreams, config.probe_interval, now);
+        Proxy {
+            branch_prefix: format!("z9hG4bK-{node_tag}-"),
+            node_tag,
+            config,
+            state: SystemState::Online,
+            now,
+            next_id: 1,
+            timers: TimerTable::default(),
+            servers: HashMap::new(),
+            server_index: HashMap::new(),
+            clients: HashMap::new(),
+            client_index: HashMap::new(),
+            registrations: RegistrationCache::default(),
+            dialogs: DialogTable::default(),
+            upstreams,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            last_counts: Counts::default(),
+            drain_complete_sent: false,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The system state the proxy acts on.
+    pub fn system_state(&self) -> SystemState {
+        self.state
+    }
+
+    /// Feeds a change of the system state. Going offline asks the shell to close SIP
+    /// connections; going online lets it accept them again; draining with nothing left
+    /// reports [`Event::DrainComplete`] at once.
+    pub fn set_system_state(&mut self, state: SystemState) {
+        if state == self.state {
+            return;
+        }
+        let before = self.state;
+        self.state = state;
+        self.drain_complete_sent = false;
+        match state {
+            SystemState::Offline => self.events.push_back(Event::CloseConnections),
+            SystemState::Online if before == SystemState::Offline => {
+                self.events.push_back(Event::AcceptConnections)
+            }
+            _ => {}
+        }
+        self.after_change();
+    }
+
+    /// Handles one received message at `now`.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.advance_clock(now);
+        self.stats.received += 1;
+        let Some(listener) = self
+            .config
+            .listeners
+            .get(usize::from(input.listener.0))
+            .cloned()
+        else {
+            self.malformed(input.source, "unknown listener");
+            return;
+        };
+        let flow = Flow {
+            listener: input.listener,
+            transport: listener.transport,
+            flow: input.flow,
+            remote: input.source,
+        };
+        match Message::parse(input.bytes) {
+            Ok(message) if message.is_request() => {
+                self.on_request(&message, input.bytes, flow, listener.realm)
+            }
+            Ok(message) => self.on_response(&message),
+            Err(error) => self.on_malformed(input.bytes, flow, &error.to_string()),
+        }
+        self.after_change();
+    }
+
+    /// Handles every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance_clock(now);
+        self.run_timers();
+        self.after_change();
+    }
+
+    /// The next message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.timers.next_deadline(),
+            self.registrations.next_expiry(),
+            self.upstreams.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The drain's counts (SPEC §2 rule 10).
+    pub fn counts(&self) -> Counts {
+        let dialogs = self.dialogs.counts();
+        Counts {
+            active_sessions: dialogs.active(),
+            early: dialogs.early,
+            confirmed: dialogs.confirmed,
+            registrations: self.registrations.len(),
+        }
+    }
+
+    /// Whether the shell should accept new SIP connections (not while offline).
+    pub fn accepts_connections(&self) -> bool {
+        self.state != SystemState::Offline
+    }
+
+    /// `show calls`.
+    pub fn calls(&self) -> Vec<CallInfo> {
+        let mut calls: Vec<CallInfo> = self
+            .dialogs
+            .iter()
+            .map(|(d, started)| CallInfo {
+                call_id: d.id.call_id.clone(),
+                state: d.state,
+                caller: d.caller.uri.clone(),
+                callee: d.callee.uri.clone(),
+                caller_addr: d.caller.flow.remote,
+                callee_addr: d.callee.flow.remote,
+                priority: d.priority,
+                age_secs: self.now.saturating_duration_since(started).as_secs(),
+            })
+            .collect();
+        calls.sort_by(|a, b| a.call_id.cmp(&b.call_id));
+        calls
+    }
+
+    /// `show registrations`.
+    pub fn registrations(&self) -> Vec<RegistrationInfo> {
+        let mut list: Vec<RegistrationInfo> = self
+            .registrations
+            .iter()
+            .map(|b| RegistrationInfo {
+                aor: b.aor.clone(),
+                contact: b.contact.clone(),
+                remote: b.flow.remote,
+                transport: b.flow.transport,
+                expires_in_secs: b.expires_at.saturating_duration_since(self.now).as_secs(),
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
+        list
+    }
+
+    /// `show upstreams`.
+    pub fn upstreams(&self) -> Vec<UpstreamInfo> {
+        self.upstreams.snapshot(self.now)
+    }
+
+    /// `show stats`.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Applies a change record from the twin.
+    pub fn apply_change(&mut self, now: Instant, record: ChangeRecord) {
+        self.advance_clock(now);
+        match record {
+            ChangeRecord::Binding(change) => self.registrations.apply(change, self.now),
+            ChangeRecord::Dialog(change) => self.dialogs.apply(change, self.now),
+        }
+        self.after_change();
+    }
+
+    /// Records of the whole replicated state, for a twin that (re)joins.
+    pub fn full_sync(&self) -> Vec<ChangeRecord> {
+        let mut records: Vec<ChangeRecord> = self
+            .registrations
+            .snapshot_records(self.now)
+            .into_iter()
+            .map(ChangeRecord::Binding)
+            .collect();
+        records.extend(
+            self.dialogs
+                .iter()
+                .map(|(d, _)| ChangeRecord::Dialog(DialogChange::Upsert(Box::new(d.clone())))),
+        );
+        records
+    }
+
+    // ----- shared helpers -----
+
+    fn advance_clock(&mut self, now: Instant) {
+        // Time never goes backwards; a caller that tries is clamped rather than obeyed.
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn new_branch(&mut self, loop_hash: u64) -> String {
+        let id = self.next_id();
+        format!("{}{loop_hash:x}.{id:x}", self.branch_prefix)
+    }
+
+    fn new_tag(&mut self) -> String {
+        let id = self.next_id();
+        format!("{}{id:x}", self.node_tag)
+    }
+
+    /// Whether a Via is one this node inserted.
+    fn is_own_via(&self, via: &msg::Via<'_>) -> bool {
+        via.branch()
+            .is_some_and(|b| b.starts_with(&self.branch_prefix))
+    }
+
+    /// Whether a URI (from a Route, Record-Route or request URI) points at this box.
+    fn is_own_uri(&self, uri: &str) -> bool {
+        let Some(u) = Uri::parse(uri) else {
+            return false;
+        };
+        if self
+            .config
+            .local_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(u.host))
+        {
+            return true;
+        }
+        let Ok(ip) = u.host.parse::<std::net::IpAddr>() else {
+            return false;
+        };
+        let port = u.port.unwrap_or(5060);
+        self.config
+            .listeners
+            .iter()
+            .any(|l| l.addr.ip() == ip && l.addr.port() == port)
+    }
+
+    /// The listener to use toward `realm` over `transport` (any of the realm if none matches).
+    fn listener_for(&self, realm: Realm, transport: Transport) -> Option<ListenerId> {
+        let find = |want_transport: bool| {
+            self.config
+                .listeners
+                .iter()
+                .position(|l| l.realm == realm && (!want_transport || l.transport == transport))
+        };
+        find(true)
+            .or_else(|| find(false))
+            .and_then(|i| u16::try_from(i).ok())
+            .map(ListenerId)
+    }
+
+    fn listener_addr(&self, id: ListenerId) -> Option<SocketAddr> {
+        self.config.listeners.get(usize::from(id.0)).map(|l| l.addr)
+    }
+
+    fn realm_of(&self, id: ListenerId) -> Option<Realm> {
+        self.config
+            .listeners
+            .get(usize::from(id.0))
+            .map(|l| l.realm)
+    }
+
+    /// Our Record-Route / Route URI for a listener.
+    fn own_uri(&self, id: ListenerId) -> Option<String> {
+        let l = self.config.listeners.get(usize::from(id.0))?;
+        let transport = match l.transport {
+            Transport::Udp => String::new(),
+            other => format!(";transport={}", other.uri_param()),
+        };
+        Some(format!("<sip:{}{transport};lr>", l.addr))
+    }
+
+    /// Our Via for a listener.
+    fn own_via(&self, id: ListenerId, branch: &str) -> Option<String> {
+        let l = self.config.listeners.get(usize::from(id.0))?;
+        Some(format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            l.transport.via_token(),
+            l.addr
+        ))
+    }
+
+    /// A flow to `addr` over a listener of `realm`.
+    fn flow_to(&self, realm: Realm, transport: Transport, addr: SocketAddr) -> Option<Flow> {
+        let listener = self.listener_for(realm, transport)?;
+        let transport = self
+            .config
+            .listeners
+            .get(usize::from(listener.0))
+            .map(|l| l.transport)?;
+        Some(Flow {
+            listener,
+            transport,
+            flow: None,
+            remote: addr,
+        })
+    }
+
+    fn send(&mut self, to: Flow, bytes: Vec<u8>) {
+        self.stats.sent += 1;
+        self.transmits.push_back(Transmit {
+            listener: to.listener,
+            transport: to.transport,
+            flow: to.flow,
+            destination: to.remote,
+            bytes,
+        });
+    }
+
+    fn malformed(&mut self, source: SocketAddr, reason: &str) {
+        self.stats.malformed_dropped += 1;
+        self.events.push_back(Event::MalformedDropped {
+            source,
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// Answers 400 when the message is a request we can answer, else drops it.
+    fn on_malformed(&mut self, bytes: &[u8], from: Flow, reason: &str) {
+        if let Ok(raw) = Message::parse_raw(bytes) {
+            let answerable = raw.is_request()
+                && raw.method() != "ACK"
+                && raw.top_via().is_some()
+                && raw.header("from").is_some()
+                && raw.header("to").is_some()
+                && raw.header("call-id").is_some()
+                && raw.header("cseq").is_some();
+            if answerable {
+                self.stats.bad_requests += 1;
+                let tag = self.new_tag();
+                let reply = msg::response_to(&raw, 400, Some(&tag), &[]);
+                self.send(from, reply);
+                return;
+            }
+        }
+        self.malformed(from.remote, reason);
+    }
+
+    fn emit_binding(&mut self, change: BindingChange) {
+        match &change {
+            BindingChange::Upsert(record) => self.events.push_back(Event::RegistrationAdded {
+                aor: record.aor.clone(),
+                contact: record.contact.clone(),
+                expires_secs: record.expires_in_ms / 1000,
+            }),
+            BindingChange::Remove {
+                aor,
+                contact,
+                cause,
+            } => self.events.push_back(Event::RegistrationRemoved {
+                aor: aor.clone(),
+                contact: contact.clone(),
+                cause: *cause,
+            }),
+        }
+        self.events
+            .push_back(Event::Change(ChangeRecord::Binding(change)));
+    }
+
+    fn emit_dialog(&mut self, change: DialogChange) {
+        self.events
+            .push_back(Event::Change(ChangeRecord::Dialog(change)));
+    }
+
+    /// Reports count changes and the end of a drain.
+    fn after_change(&mut self) {
+        let counts = self.counts();
+        if counts != self.last_counts {
+            self.last_counts = counts;
+            self.events.push_back(Event::CountsChanged(counts));
+        }
+        let idle = counts.active_sessions == 0 && counts.registrations == 0;
+        if self.state == SystemState::Draining && idle && !self.drain_complete_sent {
+            self.drain_complete_sent = true;
+            self.events.push_back(Event::DrainComplete);
+        }
+        if !idle {
+            self.drain_complete_sent = false;
+        }
+    }
+
+    fn sync_server_timers(&mut self, id: TxId) {
+        for t in TX_TIMERS {
+            self.timers.cancel(TimerKey::Server(id, t));
+        }
+        if let Some(entry) = self.servers.get(&id) {
+            let armed: Vec<_> = entry.tx.timers().armed().collect();
+            for (t, at) in armed {
+                self.timers.set(TimerKey::Server(id, t), at);
+            }
+        }
+    }
+
+    fn sync_client_timers(&mut self, id: TxId) {
+        for t in TX_TIMERS {
+            self.timers.cancel(TimerKey::Client(id, t));
+        }
+        if let Some(entry) = self.clients.get(&id) {
+            let armed: Vec<_> = entry.tx.timers().armed().collect();
+            for (t, at) in armed {
+                self.timers.set(TimerKey::Client(id, t), at);
+            }
+        }
+    }
+
+    fn remove_server(&mut self, id: TxId) {
+        if let Some(entry) = self.servers.remove(&id) {
+            self.server_index.remove(&entry.key);
+        }
+        for t in TX_TIMERS {
+            self.timers.cancel(TimerKey::Server(id, t));
+        }
+        self.timers.cancel(TimerKey::TimerC(id));
+    }
+
+    fn remove_client(&mut self, id: TxId) {
+        if let Some(entry) = self.clients.remove(&id) {
+            self.client_index.remove(&(entry.branch, entry.method));
+        }
+        for t in TX_TIMERS {
+            self.timers.cancel(TimerKey::Client(id, t));
+        }
+        self.timers.cancel(TimerKey::UpstreamTimeout(id));
+        self.timers.cancel(TimerKey::ProbeTimeout(id));
+    }
+
+    /// Starts a client transaction for `bytes` (which carry our Via with `branch`) and sends it.
+    fn start_client(
+        &mut self,
+        method: &str,
+        branch: String,
+        bytes: Vec<u8>,
+        dest: Flow,
+        purpose: ClientPurpose,
+    ) -> TxId {
+        let id = self.next_id();
+        let class = if method == "INVITE" {
+            crate::transaction::TxClass::Invite
+        } else {
+            crate::transaction::TxClass::NonInvite
+        };
+        let tx = ClientTransaction::new(
+            class,
+            dest.transport.is_reliable(),
+            self.config.timers,
+            self.now,
+        );
+        self.send(dest, bytes.clone());
+        self.client_index
+            .insert((branch.clone(), method.to_owned()), id);
+        self.clients.insert(
+            id,
+            ClientEntry {
+                tx,
+                branch,
+                method: method.to_owned(),
+                request: bytes,
+                dest,
+                purpose,
+            },
+        );
+        self.sync_client_timers(id);
+        id
+    }
+
+    /// Sends a request the proxy originates itself (CANCEL, BYE, de-registration, probe).
+    fn send_own_request(
+        &mut self,
+        mut draft: Draft,
+        method: &str,
+        dest: Flow,
+        purpose: ClientPurpose,
+        branch: Option<String>,
+    ) -> Option<TxId> {
+        let branch = branch.unwrap_or_else(|| self.new_branch(0));
+        let via = self.own_via(dest.listener, &branch)?;
+        draft.prepend("Via", via);
+        let bytes = draft.to_bytes();
+        Some(self.start_client(method, branch, bytes, dest, purpose))
+    }
+
+    /// Seconds for a Retry-After header: rounded up, at least 1.
+    fn retry_secs(wait: Duration) -> u64 {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        secs.max(1)
+    }
+}

@@ -1,0 +1,330 @@
+//! The REGISTER path: forwarding to the core registrar, caching bindings from its 2xx, and the
+//! drain's REGISTER rules (4: lowered expiry for endpoints with a call, 5: reject, drop and
+//! de-register the others, 6: per contact).
+
+use std::time::Duration;
+
+use crate::drain::{self, ContactFacts, ContactPlan, RegisterPlan};
+use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
+use crate::registrations::{Binding, RemovalCause};
+use crate::transport::{Flow, Realm};
+
+use super::requests::retry_after_header;
+use super::{ClientPurpose, Forward, Proxy, RegisterCtx, ServerKey, Targets};
+
+/// What a registrar grants when nobody says (RFC 3261 §10.2.1.1 leaves it to the registrar;
+/// this is what the proxy assumes it asked for).
+const DEFAULT_EXPIRES: u32 = 3600;
+
+/// Whether two contact URIs name the same binding (scheme, user, host, port).
+pub(super) fn same_contact(a: &str, b: &str) -> bool {
+    match (Uri::parse(a), Uri::parse(b)) {
+        (Some(x), Some(y)) => {
+            x.scheme.eq_ignore_ascii_case(y.scheme)
+                && x.user == y.user
+                && x.host.eq_ignore_ascii_case(y.host)
+                && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
+        }
+        _ => a == b,
+    }
+}
+
+/// `params` with `expires` set to `secs`.
+fn with_expires(params: &str, secs: u32) -> String {
+    let mut out: Vec<String> = params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            !p.split('=')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .eq_ignore_ascii_case("expires")
+        })
+        .map(str::to_owned)
+        .collect();
+    out.push(format!("expires={secs}"));
+    format!(";{}", out.join(";"))
+}
+
+impl Proxy {
+    /// Whether the endpoint behind `contact` is in a live session. With a single contact the
+    /// AoR and the source address also count, since phones rarely reuse the exact URI.
+    fn endpoint_has_call(&self, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
+        self.dialogs.any_access_party(|p| {
+            p.contact
+                .as_deref()
+                .is_some_and(|c| same_contact(c, contact))
+                || (single && (aor_of(&p.uri) == aor || p.flow.remote == from.remote))
+        })
+    }
+
+    pub(super) fn on_register(
+        &mut self,
+        m: &Message<'_>,
+        bytes: &[u8],
+        from: Flow,
+        key: ServerKey,
+    ) {
+        let Some(to) = m.to() else {
+            return;
+        };
+        let aor = aor_of(to.uri);
+        let contacts: Vec<NameAddr<'_>> = m
+            .list("contact")
+            .into_iter()
+            .filter_map(NameAddr::parse)
+            .collect();
+        let wildcard = contacts.iter().any(|c| c.uri == "*");
+        let header_expires = m.expires();
+        let single = contacts.len() == 1;
+        let mut planned = Vec::new();
+        if !wildcard {
+            for c in &contacts {
+                let asked = msg::param(c.params, "expires")
+                    .and_then(|v| v.parse().ok())
+                    .or(header_expires)
+                    .unwrap_or(DEFAULT_EXPIRES);
+                let facts = ContactFacts {
+                    asked_expires: asked,
+                    has_active_call: self.endpoint_has_call(c.uri, &aor, from, single),
+                };
+                let plan = drain::contact_plan(self.state, facts, &self.config.drain);
+                planned.push((c.clone(), asked, plan));
+            }
+        }
+        let plans: Vec<ContactPlan> = planned.iter().map(|(_, _, p)| *p).collect();
+        match drain::register_plan(&plans, &self.config.drain) {
+            RegisterPlan::RejectAndDeregister(rejection) => {
+                // Rule 5: answer here, forget the bindings, tell the core on their behalf.
+                self.stats.drain_rejected += 1;
+                let extra = retry_after_header(rejection.retry_after);
+                self.respond_local(m, bytes, from, key, rejection.code, &extra);
+                for (c, _, _) in &planned {
+                    if let Some(change) =
+                        self.registrations
+                            .remove(&aor, c.uri, RemovalCause::Drain, self.now)
+                    {
+                        self.emit_binding(change);
+                    }
+                }
+                let uris: Vec<String> = planned.iter().map(|(c, _, _)| c.uri.to_owned()).collect();
+                let cseq = m.cseq().map(|(n, _)| n).unwrap_or(1);
+                if let Some(draft) = deregistration(
+                    m.request_uri().unwrap_or_default(),
+                    m.header("from").unwrap_or_default(),
+                    m.header("to").unwrap_or_default(),
+                    m.call_id().unwrap_or_default(),
+                    cseq,
+                    &uris,
+                ) {
+                    self.send_to_registrar(draft);
+                }
+            }
+            RegisterPlan::Forward => {
+                let mut base = self.edit_for_forward(m, from);
+                let changed = plans.iter().any(|p| *p != ContactPlan::AsAsked);
+                if changed {
+                    let rewritten: Vec<String> = planned
+                        .iter()
+                        .map(|(c, _, plan)| match plan {
+                            ContactPlan::AsAsked => format!("<{}>{}", c.uri, params_of(c.params)),
+                            ContactPlan::Lower(secs) => {
+                                format!("<{}>{}", c.uri, with_expires(c.params, *secs))
+                            }
+                            ContactPlan::Remove => {
+                                format!("<{}>{}", c.uri, with_expires(c.params, 0))
+                            }
+                        })
+                        .collect();
+                    base.remove("Contact");
+                    for value in rewritten {
+                        base.push("Contact", value);
+                    }
+                }
+                for (c, _, plan) in &planned {
+                    if *plan == ContactPlan::Remove {
+                        if let Some(change) =
+                            self.registrations
+                                .remove(&aor, c.uri, RemovalCause::Drain, self.now)
+                        {
+                            self.emit_binding(change);
+                        }
+                    }
+                }
+                let ctx = RegisterCtx {
+                    aor,
+                    to_uri: to.uri.to_owned(),
+                    registrar_uri: m.request_uri().unwrap_or_default().to_owned(),
+                    call_id: m.call_id().unwrap_or_default().to_owned(),
+                    cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
+                    flow: from,
+                    contacts: planned
+                        .iter()
+                        .map(|(c, asked, plan)| {
+                            let (asked, lowered) = match plan {
+                                ContactPlan::AsAsked => (*asked, None),
+                                ContactPlan::Lower(secs) => (*asked, Some(*secs)),
+                                ContactPlan::Remove => (0, Some(0)),
+                            };
+                            (c.uri.to_owned(), asked, lowered)
+                        })
+                        .collect(),
+                    wildcard,
+                };
+                let forward = Forward {
+                    base,
+                    method: "REGISTER".to_owned(),
+                    targets: Targets::Upstreams { tried: Vec::new() },
+                    client: None,
+                    provisional_seen: false,
+                    cancelled: false,
+                    record_route: false,
+                    incoming: from.listener,
+                    dialog: None,
+                    priority: false,
+                    register: Some(ctx),
+                    done: false,
+                    loop_hash: self.loop_hash(m),
+                };
+                let sid = self.new_server(m, bytes, from, key, Some(forward));
+                self.try_next(sid);
+            }
+        }
+    }
+
+    /// The core accepted a REGISTER: cache what it granted (lowered where the drain says) and
+    /// return the response to relay, with lowered expiries written in.
+    pub(super) fn cache_from_2xx(&mut self, ctx: &RegisterCtx, m: &Message<'_>) -> Draft {
+        let now = self.now;
+        let granted_contacts: Vec<NameAddr<'_>> = m
+            .list("contact")
+            .into_iter()
+            .filter_map(NameAddr::parse)
+            .collect();
+        let header_expires = m.expires();
+        if ctx.wildcard {
+            for change in self
+                .registrations
+                .remove_aor(&ctx.aor, RemovalCause::Deregistered, now)
+            {
+                self.emit_binding(change);
+            }
+        }
+        for (uri, asked, lowered) in &ctx.contacts {
+            let granted = granted_contacts
+                .iter()
+                .find(|c| same_contact(c.uri, uri))
+                .map(|c| {
+                    msg::param(c.params, "expires")
+                        .and_then(|v| v.parse().ok())
+                        .or(header_expires)
+                        .unwrap_or(*asked)
+                })
+                .unwrap_or(0);
+            let granted = lowered.map_or(granted, |l| granted.min(l));
+            if granted == 0 {
+                let cause = if lowered == &Some(0) {
+                    RemovalCause::Drain
+                } else {
+                    RemovalCause::Deregistered
+                };
+                if let Some(change) = self.registrations.remove(&ctx.aor, uri, cause, now) {
+                    self.emit_binding(change);
+                }
+                continue;
+            }
+            let binding = Binding {
+                aor: ctx.aor.clone(),
+                contact: uri.clone(),
+                expires_at: now + Duration::from_secs(u64::from(granted)),
+                flow: ctx.flow,
+                call_id: ctx.call_id.clone(),
+                cseq: ctx.cseq,
+                to_uri: ctx.to_uri.clone(),
+                registrar_uri: ctx.registrar_uri.clone(),
+            };
+            let change = self.registrations.upsert(binding, now);
+            self.emit_binding(change);
+        }
+        let mut draft = m.to_draft();
+        let lowering: Vec<(&String, u32)> = ctx
+            .contacts
+            .iter()
+            .filter_map(|(uri, _, lowered)| lowered.filter(|l| *l > 0).map(|l| (uri, l)))
+            .collect();
+        if !lowering.is_empty() {
+            // Rule 4: the endpoint is told the lowered expiry, so it re-registers elsewhere
+            // soon after its call.
+            let rewritten: Vec<String> = granted_contacts
+                .iter()
+                .map(|c| {
+                    let given = msg::param(c.params, "expires")
+                        .and_then(|v| v.parse::<u32>().ok())
+                        .or(header_expires)
+                        .unwrap_or(DEFAULT_EXPIRES);
+                    match lowering.iter().find(|(u, _)| same_contact(u, c.uri)) {
+                        Some((_, l)) => {
+                            format!("<{}>{}", c.uri, with_expires(c.params, given.min(*l)))
+                        }
+                        None => format!("<{}>{}", c.uri, params_of(c.params)),
+                    }
+                })
+                .collect();
+            draft.remove("Contact");
+            for value in rewritten {
+                draft.push("Contact", value);
+            }
+        }
+        draft
+    }
+
+    /// Sends a REGISTER the proxy makes on an endpoint's behalf to an upstream registrar.
+    pub(super) fn send_to_registrar(&mut self, draft: Draft) {
+        let Ok(uid) = self.upstreams.select(self.now, &[]) else {
+            return;
+        };
+        let Some(cfg) = self.upstreams.config(uid).cloned() else {
+            return;
+        };
+        let Some(dest) = self.flow_to(Realm::Core, cfg.transport, cfg.addr) else {
+            return;
+        };
+        let _ = self.send_own_request(draft, "REGISTER", dest, ClientPurpose::Own, None);
+    }
+}
+
+fn params_of(params: &str) -> String {
+    if params.is_empty() {
+        String::new()
+    } else {
+        format!(";{params}")
+    }
+}
+
+/// A REGISTER removing `contacts` (Expires: 0), in the endpoint's own Call-ID and a higher
+/// CSeq so the registrar matches the bindings (RFC 3261 §10.3 step 7).
+pub(super) fn deregistration(
+    registrar_uri: &str,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    cseq: u32,
+    contacts: &[String],
+) -> Option<Draft> {
+    if registrar_uri.is_empty() || call_id.is_empty() || contacts.is_empty() {
+        return None;
+    }
+    let mut draft = Draft::new(format!("REGISTER {registrar_uri} SIP/2.0"));
+    draft.push("Max-Forwards", "70");
+    draft.push("From", from.to_owned());
+    draft.push("To", to.to_owned());
+    draft.push("Call-ID", call_id.to_owned());
+    draft.push("CSeq", format!("{} REGISTER", cseq.saturating_add(1)));
+    for c in contacts {
+        draft.push("Contact", format!("<{c}>;expires=0"));
+    }
+    draft.push("Expires", "0");
+    Some(draft)
+}

@@ -1,0 +1,802 @@
+//! Requests: matching to server transactions, admission (the drain), routing and forwarding.
+//!
+//! Decides: what is a retransmission, a CANCEL, an ACK to absorb or to pass on; whether a new
+//! request is admitted in the current system state; where it goes (upstream list for
+//! out-of-dialog requests from access, the registration cache for those from the core, the
+//! dialog's other party for in-dialog ones); and how it is edited on the way (Max-Forwards,
+//! our Route entries removed, Record-Route, received/rport, our Via).
+
+use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side};
+use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
+use crate::events::Event;
+use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
+use crate::registrations::Lookup;
+use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
+use crate::transport::{Flow, Realm, Transport};
+
+use super::{ClientPurpose, Forward, Proxy, ServerEntry, ServerKey, Targets, TimerKey, TxId};
+
+/// The other realm.
+pub(super) fn opposite(realm: Realm) -> Realm {
+    match realm {
+        Realm::Access => Realm::Core,
+        Realm::Core => Realm::Access,
+    }
+}
+
+impl Proxy {
+    pub(super) fn on_request(&mut self, m: &Message<'_>, bytes: &[u8], from: Flow, realm: Realm) {
+        let method = m.method().to_ascii_uppercase();
+        let Some(via) = m.top_via() else {
+            return;
+        };
+        let call_id = m.call_id().unwrap_or_default().to_owned();
+        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
+        let branch = via
+            .branch()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("rfc2543-{call_id}-{cseq}"));
+        let key = ServerKey {
+            branch,
+            sent_by: via.sent_by().to_ascii_lowercase(),
+            method: if method == "ACK" {
+                "INVITE".to_owned()
+            } else {
+                method.clone()
+            },
+        };
+
+        if method == "ACK" {
+            if let Some(&sid) = self.server_index.get(&key) {
+                if let Some(entry) = self.servers.get_mut(&sid) {
+                    match entry.tx.state() {
+                        ServerState::Completed | ServerState::Confirmed => {
+                            // The ACK of a non-2xx final is hop-by-hop: it ends here.
+                            let _ = entry.tx.on_ack(self.now);
+                            self.sync_server_timers(sid);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.forward_in_dialog(m, from, realm, None);
+            return;
+        }
+
+        if let Some(&sid) = self.server_index.get(&key) {
+            self.on_retransmission(sid);
+            return;
+        }
+
+        if method == "CANCEL" {
+            self.on_cancel(m, bytes, from, key);
+            return;
+        }
+
+        if m.max_forwards() == Some(0) && !(method == "OPTIONS" && self.is_to_self(m)) {
+            self.stats.too_many_hops += 1;
+            self.respond_local(m, bytes, from, key, 483, &[]);
+            return;
+        }
+
+        let loop_hash = self.loop_hash(m);
+        let looped = m.vias().iter().any(|v| {
+            self.is_own_via(v)
+                && v.branch().is_some_and(|b| {
+                    b.strip_prefix(self.branch_prefix.as_str())
+                        .and_then(|rest| rest.split('.').next())
+                        .is_some_and(|h| h == format!("{loop_hash:x}"))
+                })
+        });
+        if looped {
+            self.stats.loops += 1;
+            self.respond_local(m, bytes, from, key, 482, &[]);
+            return;
+        }
+
+        let in_dialog = m.to().and_then(|t| t.tag()).is_some();
+        if in_dialog {
+            let sid = self.new_server(m, bytes, from, key, None);
+            self.forward_in_dialog(m, from, realm, Some(sid));
+            return;
+        }
+
+        let to_self = self.is_to_self(m);
+        if method == "OPTIONS" && to_self {
+            // Rule 9: a peer's status test sees our state.
+            let answer = drain::self_options_answer(self.state, &self.config.drain);
+            if answer.code != 200 {
+                self.stats.drain_rejected += 1;
+            }
+            let extra = retry_after_header(answer.retry_after);
+            self.respond_local(m, bytes, from, key, answer.code, &extra);
+            return;
+        }
+
+        let request_uri = m.request_uri().unwrap_or_default();
+        let resource_priority = m.list("resource-priority");
+        let priority = drain::is_priority(request_uri, &resource_priority, &self.config.drain);
+        let lookup_aor = aor_of(request_uri);
+        let to_aor = m.to().map(|t| aor_of(t.uri)).unwrap_or_default();
+        let from_aor = m.from().map(|f| aor_of(f.uri)).unwrap_or_default();
+        let to_registered = self.registrations.is_registered(&lookup_aor)
+            || self.registrations.is_registered(&to_aor)
+            || self.registrations.by_contact(request_uri).is_some();
+        let from_registered = self.registrations.is_registered(&from_aor)
+            || (realm == Realm::Access && self.registrations.has_remote(from.remote));
+        let facts = RequestFacts {
+            method: match method.as_str() {
+                "INVITE" => DrainMethod::Invite,
+                "REGISTER" => DrainMethod::Register,
+                "OPTIONS" => DrainMethod::Options,
+                _ => DrainMethod::Other,
+            },
+            in_dialog: false,
+            to_registered,
+            from_registered,
+            priority,
+            to_self,
+        };
+        if let Verdict::Reject(rejection) = drain::admit(self.state, &facts, &self.config.drain) {
+            self.stats.drain_rejected += 1;
+            let extra = retry_after_header(rejection.retry_after);
+            self.respond_local(m, bytes, from, key, rejection.code, &extra);
+            return;
+        }
+
+        if method == "REGISTER" {
+            if realm == Realm::Access {
+                self.on_register(m, bytes, from, key);
+            } else {
+                self.respond_local(m, bytes, from, key, 403, &[]);
+            }
+            return;
+        }
+
+        let mut base = self.edit_for_forward(m, from);
+        let targets = match realm {
+            Realm::Access => Targets::Upstreams { tried: Vec::new() },
+            Realm::Core => {
+                let found = match self.registrations.by_contact(request_uri) {
+                    Some(b) => Some((b.flow, b.contact.clone())),
+                    None => match self.registrations.lookup(&lookup_aor) {
+                        Lookup::Found(bindings) => {
+                            bindings.first().map(|b| (b.flow, b.contact.clone()))
+                        }
+                        Lookup::Expired => {
+                            let code = self.unroutable_code(priority, 480);
+                            self.respond_local(m, bytes, from, key, code, &[]);
+                            return;
+                        }
+                        Lookup::Unknown => None,
+                    },
+                };
+                match found {
+                    Some((flow, contact)) => {
+                        base.set_request_uri(&contact);
+                        Targets::Fixed(flow)
+                    }
+                    None => {
+                        let code = self.unroutable_code(priority, 404);
+                        self.respond_local(m, bytes, from, key, code, &[]);
+                        return;
+                    }
+                }
+            }
+        };
+        let record_route = matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER");
+        let forward = Forward {
+            base,
+            method: method.clone(),
+            targets,
+            client: None,
+            provisional_seen: false,
+            cancelled: false,
+            record_route,
+            incoming: from.listener,
+            dialog: None,
+            priority,
+            register: None,
+            done: false,
+            loop_hash,
+        };
+        let sid = self.new_server(m, bytes, from, key, Some(forward));
+        if method == "INVITE" {
+            self.respond(sid, 100, &[]);
+        }
+        self.try_next(sid);
+    }
+
+    /// The code for a request from the core that has nowhere to go (rule 8: 380 for priority
+    /// calls while draining, when configured).
+    fn unroutable_code(&self, priority: bool, otherwise: u16) -> u16 {
+        if priority {
+            drain::priority_unroutable_code(self.state, &self.config.drain, otherwise)
+        } else {
+            otherwise
+        }
+    }
+
+    /// RFC 3261 §16.6 step 8 style: a hash of what identifies the request at this hop, so the
+    /// same request coming back with the same request URI is a loop and a spiral is not.
+    pub(super) fn loop_hash(&self, m: &Message<'_>) -> u64 {
+        let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
+        let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
+        let cseq = m.cseq().map(|(n, _)| n.to_string()).unwrap_or_default();
+        super::fnv(&[
+            m.request_uri().unwrap_or_default(),
+            from_tag,
+            to_tag,
+            m.call_id().unwrap_or_default(),
+            &cseq,
+        ]) & 0xffff_ffff
+    }
+
+    /// Addressed to the box: our host in the request URI, no user part, no foreign Route.
+    fn is_to_self(&self, m: &Message<'_>) -> bool {
+        let uri = m.request_uri().unwrap_or_default();
+        let no_user = Uri::parse(uri).is_some_and(|u| u.user.is_none());
+        let foreign_route = m
+            .list("route")
+            .iter()
+            .filter_map(|r| NameAddr::parse(r))
+            .any(|r| !self.is_own_uri(r.uri));
+        no_user && self.is_own_uri(uri) && !foreign_route
+    }
+
+    fn on_retransmission(&mut self, sid: TxId) {
+        let Some(entry) = self.servers.get(&sid) else {
+            return;
+        };
+        if entry.tx.on_retransmission() == ServerAction::ResendLast {
+            if let Some(last) = entry.last_response.clone() {
+                let to = entry.source;
+                self.stats.retransmissions += 1;
+                self.send(to, last);
+            }
+        }
+    }
+
+    fn on_cancel(&mut self, m: &Message<'_>, bytes: &[u8], from: Flow, key: ServerKey) {
+        let invite_key = ServerKey {
+            method: "INVITE".to_owned(),
+            ..key.clone()
+        };
+        let Some(&sid) = self.server_index.get(&invite_key) else {
+            self.respond_local(m, bytes, from, key, 481, &[]);
+            return;
+        };
+        self.respond_local(m, bytes, from, key, 200, &[]);
+        let Some(entry) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        if entry.tx.is_final() {
+            return;
+        }
+        let Some(forward) = entry.forward.as_mut() else {
+            return;
+        };
+        forward.cancelled = true;
+        match (forward.client, forward.provisional_seen) {
+            (Some(cid), true) => self.send_cancel(cid),
+            (None, _) => self.respond(sid, 487, &[]),
+            // No provisional yet: a CANCEL may not overtake it (RFC 3261 §9.1); it goes out
+            // when the provisional comes, or the attempt is abandoned at the upstream timeout.
+            (Some(_), false) => {}
+        }
+    }
+
+    /// Creates a server transaction for a request.
+    pub(super) fn new_server(
+        &mut self,
+        m: &Message<'_>,
+        bytes: &[u8],
+        from: Flow,
+        key: ServerKey,
+        forward: Option<Forward>,
+    ) -> TxId {
+        let id = self.next_id();
+        let class = if m.method().eq_ignore_ascii_case("INVITE") {
+            TxClass::Invite
+        } else {
+            TxClass::NonInvite
+        };
+        let tx = ServerTransaction::new(class, from.transport.is_reliable(), self.config.timers);
+        let to_tag = self.new_tag();
+        self.server_index.insert(key.clone(), id);
+        self.servers.insert(
+            id,
+            ServerEntry {
+                tx,
+                key,
+                source: from,
+                request: bytes.to_vec(),
+                last_response: None,
+                to_tag,
+                forward,
+            },
+        );
+        id
+    }
+
+    /// Answers a request ourselves, within a server transaction so retransmissions get the
+    /// same answer.
+    pub(super) fn respond_local(
+        &mut self,
+        m: &Message<'_>,
+        bytes: &[u8],
+        from: Flow,
+        key: ServerKey,
+        code: u16,
+        extra: &[(&str, String)],
+    ) {
+        let sid = self.new_server(m, bytes, from, key, None);
+        self.stats.local_responses += 1;
+        self.respond(sid, code, extra);
+    }
+
+    /// Sends a response of our own on server transaction `sid`.
+    pub(super) fn respond(&mut self, sid: TxId, code: u16, extra: &[(&str, String)]) {
+        let Some(entry) = self.servers.get(&sid) else {
+            return;
+        };
+        let Ok(request) = Message::parse(&entry.request) else {
+            return;
+        };
+        let bytes = msg::response_to(&request, code, Some(&entry.to_tag), extra);
+        self.send_on_server(sid, code, bytes);
+    }
+
+    /// Sends `bytes` (a response with status `code`) on server transaction `sid`.
+    pub(super) fn send_on_server(&mut self, sid: TxId, code: u16, bytes: Vec<u8>) {
+        let now = self.now;
+        let Some(entry) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        if !entry.tx.on_send(code, now) {
+            return;
+        }
+        entry.last_response = Some(bytes.clone());
+        let to = entry.source;
+        let invite = entry.tx.class() == TxClass::Invite;
+        let terminated = entry.tx.state() == ServerState::Terminated;
+        let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
+        if code >= 200 {
+            if let Some(f) = entry.forward.as_mut() {
+                f.done = true;
+            }
+            self.timers.cancel(TimerKey::TimerC(sid));
+        }
+        self.send(to, bytes);
+        if invite && code >= 300 {
+            if let Some(id) = dialog {
+                self.end_dialog_if_early(&id);
+            }
+        }
+        if terminated {
+            self.remove_server(sid);
+        } else {
+            self.sync_server_timers(sid);
+        }
+    }
+
+    /// A failed or cancelled INVITE ends its session (a confirmed one is left alone: a
+    /// re-INVITE failing does not end a call).
+    pub(super) fn end_dialog_if_early(&mut self, id: &DialogId) {
+        if self
+            .dialogs
+            .get(id)
+            .is_some_and(|d| d.state == DialogState::Early)
+        {
+            self.end_dialog(id, crate::events::CallEndCause::Failed);
+        }
+    }
+
+    pub(super) fn end_dialog(&mut self, id: &DialogId, cause: crate::events::CallEndCause) {
+        if let Some((dialog, change)) = self.dialogs.remove(id) {
+            self.emit_dialog(change);
+            self.events.push_back(Event::CallEnded {
+                call_id: dialog.id.call_id,
+                cause,
+            });
+        }
+    }
+
+    /// The request as it leaves: received/rport on the sender's Via, Max-Forwards lowered,
+    /// our own Route entries removed (and a strict-routing request URI repaired).
+    pub(super) fn edit_for_forward(&self, m: &Message<'_>, from: Flow) -> Draft {
+        let mut draft = m.to_draft();
+        if let (Some(top), Some(via)) = (draft.pop_first_of("Via"), m.top_via()) {
+            let mut value = top.clone();
+            let ip = from.remote.ip().to_string();
+            if via.host.trim_matches(['[', ']']) != ip {
+                value.push_str(&format!(";received={ip}"));
+            }
+            if msg::param(via.params, "rport").is_some() {
+                let without: Vec<&str> = value
+                    .split(';')
+                    .filter(|p| !p.trim().eq_ignore_ascii_case("rport"))
+                    .collect();
+                value = format!("{};rport={}", without.join(";"), from.remote.port());
+            }
+            draft.insert_first("Via", value);
+        }
+        let hops = m.max_forwards().map_or(70, |n| n.saturating_sub(1));
+        draft.set("Max-Forwards", hops.to_string());
+        while let Some(first) = draft
+            .get("Route")
+            .and_then(|r| msg::split_list(r).first().map(|s| s.to_string()))
+        {
+            let own = NameAddr::parse(&first).is_some_and(|n| self.is_own_uri(n.uri));
+            if !own {
+                break;
+            }
+            draft.pop_first_of("Route");
+        }
+        // A strict router before us put our URI in the request URI and the target last in
+        // Route (RFC 3261 §16.4).
+        let request_uri = m.request_uri().unwrap_or_default();
+        if self.is_own_uri(request_uri)
+            && Uri::parse(request_uri).is_some_and(|u| msg::param(u.params, "lr").is_some())
+        {
+            let mut routes: Vec<String> = draft
+                .headers
+                .iter()
+                .filter(|(n, _)| msg::name_is(n, "route"))
+                .flat_map(|(_, v)| {
+                    msg::split_list(v)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            if let Some(last) = routes.pop() {
+                if let Some(target) = NameAddr::parse(&last) {
+                    let target = target.uri.to_owned();
+                    draft.set_request_uri(&target);
+                    draft.set_list("Route", &routes);
+                }
+            }
+        }
+        draft
+    }
+
+    /// Routes a request inside a dialog (or an ACK for a 2xx): to the dialog's other party
+    /// when we track it, else by Route / request URI. `sid` is `None` for ACK (stateless).
+    fn forward_in_dialog(&mut self, m: &Message<'_>, from: Flow, realm: Realm, sid: Option<TxId>) {
+        let method = m.method().to_ascii_uppercase();
+        let call_id = m.call_id().unwrap_or_default();
+        let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
+        let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
+        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
+        let found = self
+            .dialogs
+            .find(call_id, from_tag, to_tag)
+            .map(|(d, side)| (d.id.clone(), side, d.clone()));
+        let draft = self.edit_for_forward(m, from);
+        let dest = match &found {
+            Some((_, Side::Caller, d)) => Some(d.callee.flow),
+            Some((_, Side::Callee, d)) => Some(d.caller.flow),
+            None => self.resolve_next_hop(&draft, realm),
+        };
+        if let Some((id, side, _)) = &found {
+            if method != "ACK" && method != "CANCEL" {
+                let side = *side;
+                let change = self.dialogs.update(id, |d| {
+                    let party = match side {
+                        Side::Caller => &mut d.caller,
+                        Side::Callee => &mut d.callee,
+                    };
+                    party.cseq = party.cseq.max(cseq);
+                });
+                if let Some(change) = change {
+                    self.emit_dialog(change);
+                }
+            }
+        }
+        let Some(dest) = dest else {
+            match sid {
+                Some(sid) => self.respond(sid, 481, &[]),
+                None => self.stats.stray_responses += 0,
+            }
+            return;
+        };
+        let loop_hash = self.loop_hash(m);
+        match sid {
+            None => {
+                // ACK for a 2xx: end to end, forwarded without a transaction.
+                let branch = self.new_branch(loop_hash);
+                let Some(via) = self.own_via(dest.listener, &branch) else {
+                    return;
+                };
+                let mut draft = draft;
+                draft.insert_first("Via", via);
+                self.stats.requests_forwarded += 1;
+                self.send(dest, draft.to_bytes());
+            }
+            Some(sid) => {
+                let forward = Forward {
+                    base: draft,
+                    method,
+                    targets: Targets::Fixed(dest),
+                    client: None,
+                    provisional_seen: false,
+                    cancelled: false,
+                    record_route: false,
+                    incoming: from.listener,
+                    dialog: found.map(|(id, _, _)| id),
+                    priority: false,
+                    register: None,
+                    done: false,
+                    loop_hash,
+                };
+                if let Some(entry) = self.servers.get_mut(&sid) {
+                    entry.forward = Some(forward);
+                }
+                self.try_next(sid);
+            }
+        }
+    }
+
+    /// Next hop from the first Route, else the request URI: an IP literal, over a listener of
+    /// the other realm (or the cached flow if it is a registered contact).
+    fn resolve_next_hop(&self, draft: &Draft, realm: Realm) -> Option<Flow> {
+        let start_uri = draft.start.split(' ').nth(1).unwrap_or_default().to_owned();
+        let target = draft
+            .get("Route")
+            .and_then(|r| {
+                msg::split_list(r)
+                    .first()
+                    .and_then(|s| NameAddr::parse(s))
+                    .map(|n| n.uri.to_owned())
+            })
+            .unwrap_or(start_uri);
+        if let Some(binding) = self.registrations.by_contact(&target) {
+            return Some(binding.flow);
+        }
+        let uri = Uri::parse(&target)?;
+        let ip: std::net::IpAddr = uri.host.parse().ok()?;
+        let transport = msg::param(uri.params, "transport")
+            .and_then(Transport::parse)
+            .unwrap_or(Transport::Udp);
+        let addr = std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060));
+        self.flow_to(opposite(realm), transport, addr)
+    }
+
+    /// Sends the proxied request of `sid` to its next target, or answers when none is left.
+    pub(super) fn try_next(&mut self, sid: TxId) {
+        let now = self.now;
+        let Some(entry) = self.servers.get_mut(&sid) else {
+            return;
+        };
+        let Some(forward) = entry.forward.as_mut() else {
+            return;
+        };
+        if forward.done {
+            return;
+        }
+        if forward.cancelled {
+            self.respond(sid, 487, &[]);
+            return;
+        }
+        let priority = forward.priority;
+        match &mut forward.targets {
+            Targets::Upstreams { tried } => match self.upstreams.select(now, tried) {
+                Ok(uid) => {
+                    tried.push(uid);
+                    if tried.len() > 1 {
+                        self.stats.upstream_failovers += 1;
+                    }
+                    let Some(cfg) = self.upstreams.config(uid).cloned() else {
+                        return;
+                    };
+                    match self.flow_to(Realm::Core, cfg.transport, cfg.addr) {
+                        Some(dest) => self.send_attempt(sid, dest, Some(uid)),
+                        None => self.respond(sid, 503, &[]),
+                    }
+                }
+                Err(none) => {
+                    let code = if priority {
+                        drain::priority_unroutable_code(self.state, &self.config.drain, 503)
+                    } else {
+                        503
+                    };
+                    let extra = retry_after_header(
+                        none.retry_after
+                            .map(|w| u32::try_from(Self::retry_secs(w)).unwrap_or(u32::MAX)),
+                    );
+                    self.respond(sid, code, &extra);
+                }
+            },
+            Targets::Fixed(flow) => {
+                let dest = *flow;
+                if forward.client.is_none() {
+                    self.send_attempt(sid, dest, None);
+                } else {
+                    self.respond(sid, 408, &[]);
+                }
+            }
+        }
+    }
+
+    /// One attempt: Record-Route, our Via, a client transaction.
+    fn send_attempt(
+        &mut self,
+        sid: TxId,
+        dest: Flow,
+        upstream: Option<crate::upstreams::UpstreamId>,
+    ) {
+        let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
+            return;
+        };
+        let Some(source) = self.servers.get(&sid).map(|e| e.source) else {
+            return;
+        };
+        let mut draft = forward.base.clone();
+        if forward.record_route {
+            let outgoing = self.own_uri(dest.listener);
+            let incoming = self.own_uri(forward.incoming);
+            let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
+                || self
+                    .config
+                    .listeners
+                    .get(usize::from(forward.incoming.0))
+                    .map(|l| l.transport)
+                    != Some(dest.transport);
+            if changes_side {
+                if let Some(incoming) = incoming {
+                    draft.insert_first("Record-Route", incoming);
+                }
+            }
+            if let Some(outgoing) = outgoing {
+                draft.insert_first("Record-Route", outgoing);
+            }
+        }
+        let branch = self.new_branch(forward.loop_hash);
+        let Some(via) = self.own_via(dest.listener, &branch) else {
+            return;
+        };
+        draft.insert_first("Via", via);
+        let bytes = draft.to_bytes();
+        let cid = self.start_client(
+            &forward.method,
+            branch,
+            bytes,
+            dest,
+            ClientPurpose::Forward {
+                server: sid,
+                upstream,
+            },
+        );
+        self.stats.requests_forwarded += 1;
+        if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
+            f.client = Some(cid);
+            f.provisional_seen = false;
+        }
+        if forward.method == "INVITE" {
+            if upstream.is_some() {
+                self.timers.set(
+                    TimerKey::UpstreamTimeout(cid),
+                    self.now + self.config.upstream_timeout,
+                );
+            }
+            if self.timers.get(TimerKey::TimerC(sid)).is_none() {
+                self.timers
+                    .set(TimerKey::TimerC(sid), self.now + self.config.timers.timer_c);
+            }
+            if forward.record_route {
+                self.track_invite(sid, source, dest, &forward);
+            }
+        }
+    }
+
+    /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE.
+    fn track_invite(&mut self, sid: TxId, source: Flow, dest: Flow, forward: &Forward) {
+        if let Some(id) = &forward.dialog {
+            let change = self.dialogs.update(id, |d| d.callee.flow = dest);
+            if let Some(change) = change {
+                self.emit_dialog(change);
+            }
+            return;
+        }
+        let Some(request) = self.servers.get(&sid).map(|e| e.request.clone()) else {
+            return;
+        };
+        let Ok(m) = Message::parse(&request) else {
+            return;
+        };
+        let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
+            return;
+        };
+        let Some(caller_tag) = from.tag() else {
+            return;
+        };
+        let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
+        let id = DialogId {
+            call_id: call_id.to_owned(),
+            caller_tag: caller_tag.to_owned(),
+        };
+        let dialog = Dialog {
+            id: id.clone(),
+            state: DialogState::Early,
+            caller: Party {
+                realm: caller_realm,
+                flow: source,
+                uri: from.uri.to_owned(),
+                tag: Some(caller_tag.to_owned()),
+                contact: m
+                    .list("contact")
+                    .first()
+                    .and_then(|c| NameAddr::parse(c))
+                    .map(|c| c.uri.to_owned()),
+                cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
+                route: m
+                    .list("record-route")
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            },
+            callee: Party {
+                realm: opposite(caller_realm),
+                flow: dest,
+                uri: to.uri.to_owned(),
+                tag: None,
+                contact: None,
+                cseq: 0,
+                route: Vec::new(),
+            },
+            priority: forward.priority,
+        };
+        let change = self.dialogs.insert(dialog, self.now);
+        self.emit_dialog(change);
+        self.stats.calls_started += 1;
+        self.events.push_back(Event::CallStarted {
+            call_id: id.call_id.clone(),
+            priority: forward.priority,
+        });
+        if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
+            f.dialog = Some(id);
+        }
+    }
+
+    /// Builds and sends a CANCEL for the INVITE of client transaction `cid`.
+    pub(super) fn send_cancel(&mut self, cid: TxId) {
+        let Some(entry) = self.clients.get(&cid) else {
+            return;
+        };
+        let (branch, dest) = (entry.branch.clone(), entry.dest);
+        let Ok(invite) = Message::parse(&entry.request) else {
+            return;
+        };
+        let Some(draft) = hop_request(&invite, "CANCEL", None) else {
+            return;
+        };
+        let bytes = draft.to_bytes();
+        self.start_client("CANCEL", branch, bytes, dest, ClientPurpose::Own);
+    }
+}
+
+/// A request that shares the INVITE's hop (CANCEL, or ACK for a non-2xx): same request URI,
+/// top Via and Route; To from `to` when given (the response's, with its tag).
+pub(super) fn hop_request(invite: &Message<'_>, method: &str, to: Option<&str>) -> Option<Draft> {
+    let mut draft = Draft::new(format!("{method} {} SIP/2.0", invite.request_uri()?));
+    draft.push("Via", invite.list("via").first()?.to_string());
+    for route in invite.list("route") {
+        draft.push("Route", route.to_string());
+    }
+    draft.push("Max-Forwards", "70");
+    draft.push("From", invite.header("from")?.to_owned());
+    draft.push("To", to.or(invite.header("to"))?.to_owned());
+    draft.push("Call-ID", invite.call_id()?.to_owned());
+    draft.push("CSeq", format!("{} {method}", invite.cseq()?.0));
+    Some(draft)
+}
+
+/// A Retry-After header when there is a value to give (none for 0 / unset).
+pub(super) fn retry_after_header(secs: Option<u32>) -> Vec<(&'static str, String)> {
+    match secs {
+        Some(s) if s > 0 => vec![("Retry-After", s.to_string())],
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,297 @@
+//! Responses: matching to client transactions, relaying upstream along the Via path, and the
+//! upstream failover rules of SPEC §3 (503 with or without Retry-After).
+
+use crate::dialogs::DialogState;
+use crate::events::{CallEndCause, Event};
+use crate::msg::{self, Message, NameAddr};
+use crate::transaction::ClientAction;
+use crate::upstreams::{ProbeResult, UpstreamChange, UpstreamId};
+
+use super::requests::hop_request;
+use super::{ClientPurpose, Proxy, Targets, TimerKey, TxId};
+
+impl Proxy {
+    pub(super) fn on_response(&mut self, m: &Message<'_>) {
+        let Some(via) = m.top_via() else {
+            return;
+        };
+        if !self.is_own_via(&via) {
+            self.stats.stray_responses += 1;
+            return;
+        }
+        let branch = via.branch().unwrap_or_default().to_owned();
+        let method = m.method().to_ascii_uppercase();
+        let code = m.code().unwrap_or(500);
+        let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
+            self.relay_stateless(m);
+            return;
+        };
+        let now = self.now;
+        let Some(entry) = self.clients.get_mut(&cid) else {
+            return;
+        };
+        let action = entry.tx.on_response(code, now);
+        let purpose = entry.purpose;
+        let terminated = entry.tx.state() == crate::transaction::ClientState::Terminated;
+        self.sync_client_timers(cid);
+        if matches!(action, ClientAction::PassUpAndAck | ClientAction::AckAgain) {
+            self.send_hop_ack(cid, m);
+        }
+        match purpose {
+            ClientPurpose::Probe(uid) if code >= 200 => {
+                let result = match code {
+                    200..=299 => ProbeResult::Ok,
+                    503 => ProbeResult::Unavailable(
+                        m.retry_after()
+                            .filter(|s| *s > 0)
+                            .map(|s| std::time::Duration::from_secs(u64::from(s))),
+                    ),
+                    _ => ProbeResult::OtherResponse,
+                };
+                self.remove_client(cid);
+                self.probe_done(uid, result);
+                return;
+            }
+            ClientPurpose::Probe(_) | ClientPurpose::Own => {}
+            ClientPurpose::Forward { server, upstream } => {
+                if matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) {
+                    self.on_forward_response(cid, server, upstream, m, code);
+                }
+            }
+        }
+        if terminated {
+            self.remove_client(cid);
+        }
+    }
+
+    /// Reports what a probe found.
+    pub(super) fn probe_done(&mut self, uid: UpstreamId, result: ProbeResult) {
+        let changes = self.upstreams.probe_result(uid, result, self.now);
+        self.emit_upstream_changes(changes);
+    }
+
+    pub(super) fn emit_upstream_changes(&mut self, changes: Vec<UpstreamChange>) {
+        for change in changes {
+            let event = match change {
+                UpstreamChange::Out { id, retry_after } => Event::UpstreamOut {
+                    name: self.upstream_name(id),
+                    retry_after_secs: retry_after.map(|d| d.as_secs()),
+                },
+                UpstreamChange::Back(id) => Event::UpstreamBack {
+                    name: self.upstream_name(id),
+                },
+                UpstreamChange::Late { id, overdue } => Event::UpstreamLate {
+                    name: self.upstream_name(id),
+                    overdue_secs: overdue.as_secs(),
+                },
+            };
+            self.events.push_back(event);
+        }
+    }
+
+    fn upstream_name(&self, id: UpstreamId) -> String {
+        self.upstreams
+            .config(id)
+            .map(|c| c.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// ACK for a non-2xx final, on the same hop as the INVITE.
+    fn send_hop_ack(&mut self, cid: TxId, response: &Message<'_>) {
+        let Some(entry) = self.clients.get(&cid) else {
+            return;
+        };
+        let dest = entry.dest;
+        let Ok(invite) = Message::parse(&entry.request) else {
+            return;
+        };
+        if let Some(draft) = hop_request(&invite, "ACK", response.header("to")) {
+            self.send(dest, draft.to_bytes());
+        }
+    }
+
+    fn on_forward_response(
+        &mut self,
+        cid: TxId,
+        sid: TxId,
+        upstream: Option<UpstreamId>,
+        m: &Message<'_>,
+        code: u16,
+    ) {
+        let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
+            // The server side is gone (e.g. a second 2xx from a fork): pass a 2xx on anyway.
+            if (200..300).contains(&code) {
+                self.relay_stateless(m);
+            }
+            return;
+        };
+        let current = forward.client == Some(cid);
+        if code < 200 {
+            if current {
+                self.timers.cancel(TimerKey::UpstreamTimeout(cid));
+                if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
+                    f.provisional_seen = true;
+                }
+                if forward.cancelled {
+                    self.send_cancel(cid);
+                }
+            }
+            if code == 100 {
+                return;
+            }
+            if let (Some(id), Some(tag)) = (&forward.dialog, m.to().and_then(|t| t.tag())) {
+                let tag = tag.to_owned();
+                if let Some(change) = self.dialogs.update(id, |d| {
+                    if d.state == DialogState::Early {
+                        d.callee.tag = Some(tag);
+                    }
+                }) {
+                    self.emit_dialog(change);
+                }
+            }
+            self.relay(sid, m.to_draft(), code);
+            return;
+        }
+        if code < 300 {
+            let mut draft = m.to_draft();
+            if let Some(ctx) = forward.register.clone() {
+                draft = self.cache_from_2xx(&ctx, m);
+            }
+            if forward.method == "INVITE" {
+                self.confirm_dialog(&forward, m);
+            }
+            if forward.method == "BYE" {
+                if let Some(id) = &forward.dialog {
+                    self.end_dialog(id, CallEndCause::Bye);
+                }
+            }
+            self.relay(sid, draft, code);
+            return;
+        }
+        let failover = code == 503
+            && current
+            && !forward.cancelled
+            && matches!(forward.targets, Targets::Upstreams { .. });
+        if let (true, Some(uid)) = (failover, upstream) {
+            match m.retry_after().filter(|s| *s > 0) {
+                Some(secs) => {
+                    let wait = std::time::Duration::from_secs(u64::from(secs));
+                    let change = self.upstreams.take_out(uid, wait, self.now);
+                    self.emit_upstream_changes(change.into_iter().collect());
+                }
+                None => self.upstreams.attempt_failed(uid),
+            }
+            if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
+                f.client = None;
+            }
+            self.try_next(sid);
+            return;
+        }
+        if forward.method == "BYE" {
+            if let Some(id) = &forward.dialog {
+                self.end_dialog(id, CallEndCause::Bye);
+            }
+        }
+        self.relay(sid, m.to_draft(), code);
+    }
+
+    /// Relays a response on server transaction `sid`, our Via removed.
+    fn relay(&mut self, sid: TxId, mut draft: msg::Draft, code: u16) {
+        draft.pop_first_of("Via");
+        self.stats.responses_relayed += 1;
+        self.send_on_server(sid, code, draft.to_bytes());
+    }
+
+    /// A 2xx to an INVITE confirms the session: the callee's tag, contact and route set.
+    fn confirm_dialog(&mut self, forward: &super::Forward, m: &Message<'_>) {
+        let Some(id) = &forward.dialog else {
+            return;
+        };
+        let tag = m.to().and_then(|t| t.tag()).map(str::to_owned);
+        let contact = m
+            .list("contact")
+            .first()
+            .and_then(|c| NameAddr::parse(c))
+            .map(|c| c.uri.to_owned());
+        // Record-Route entries above our own are the callee side's proxies; nearest first.
+        let rr: Vec<String> = m
+            .list("record-route")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let ours = rr
+            .iter()
+            .position(|r| NameAddr::parse(r).is_some_and(|n| self.is_own_uri(n.uri)))
+            .unwrap_or(rr.len());
+        let callee_route: Vec<String> = rr[..ours].iter().rev().cloned().collect();
+        let was_early = self
+            .dialogs
+            .get(id)
+            .is_some_and(|d| d.state == DialogState::Early);
+        if let Some(change) = self.dialogs.update(id, |d| {
+            d.state = DialogState::Confirmed;
+            if tag.is_some() {
+                d.callee.tag = tag;
+            }
+            d.callee.contact = contact;
+            d.callee.route = callee_route;
+        }) {
+            self.emit_dialog(change);
+        }
+        if was_early {
+            self.events.push_back(Event::CallAnswered {
+                call_id: id.call_id.clone(),
+            });
+        }
+    }
+
+    /// A 2xx to an INVITE with no transaction left (retransmission or fork): to the caller.
+    fn relay_stateless(&mut self, m: &Message<'_>) {
+        let code = m.code().unwrap_or_default();
+        if !(200..300).contains(&code) || !m.method().eq_ignore_ascii_case("INVITE") {
+            self.stats.stray_responses += 1;
+            return;
+        }
+        let call_id = m.call_id().unwrap_or_default();
+        let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
+        let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
+        let Some(dest) = self
+            .dialogs
+            .find(call_id, from_tag, to_tag)
+            .map(|(d, _)| d.caller.flow)
+        else {
+            self.stats.stray_responses += 1;
+            return;
+        };
+        let mut draft = m.to_draft();
+        draft.pop_first_of("Via");
+        self.stats.responses_relayed += 1;
+        self.send(dest, draft.to_bytes());
+    }
+
+    /// A forwarded request got no final response (timer B or F), or its attempt was
+    /// abandoned: move on to the next upstream or answer 408.
+    pub(super) fn forward_failed(&mut self, cid: TxId, sid: TxId, upstream: Option<UpstreamId>) {
+        let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
+            return;
+        };
+        if forward.client != Some(cid) {
+            return;
+        }
+        if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
+            f.client = None;
+        }
+        if let (Targets::Upstreams { .. }, Some(uid)) = (&forward.targets, upstream) {
+            self.upstreams.attempt_failed(uid);
+            self.try_next(sid);
+            return;
+        }
+        if forward.method == "BYE" {
+            if let Some(id) = &forward.dialog {
+                self.end_dialog(id, CallEndCause::Bye);
+            }
+        }
+        let code = if forward.cancelled { 487 } else { 408 };
+        self.respond(sid, code, &[]);
+    }
+}

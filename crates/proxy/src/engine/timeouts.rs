@@ -1,0 +1,140 @@
+//! What each deadline does: transaction timers, the upstream timeout, timer C, probe
+//! timeouts, registration expiry and the probe schedule.
+
+use crate::msg::Draft;
+use crate::transaction::{ClientAction, ClientState, ServerAction};
+use crate::transport::Realm;
+use crate::upstreams::{ProbeResult, UpstreamId};
+
+use super::{ClientPurpose, Proxy, TimerKey};
+
+impl Proxy {
+    pub(super) fn run_timers(&mut self) {
+        while let Some(key) = self.timers.pop_due(self.now) {
+            self.on_timer(key);
+        }
+        let memory = self.config.expired_aor_memory;
+        for change in self.registrations.expire(self.now, memory) {
+            self.emit_binding(change);
+        }
+        for uid in self.upstreams.due_probes(self.now) {
+            self.send_probe(uid);
+        }
+    }
+
+    fn on_timer(&mut self, key: TimerKey) {
+        let now = self.now;
+        match key {
+            TimerKey::Server(id, timer) => {
+                let Some(entry) = self.servers.get_mut(&id) else {
+                    return;
+                };
+                match entry.tx.on_timer(timer, now) {
+                    ServerAction::ResendLast => {
+                        let (to, last) = (entry.source, entry.last_response.clone());
+                        self.sync_server_timers(id);
+                        if let Some(last) = last {
+                            self.stats.retransmissions += 1;
+                            self.send(to, last);
+                        }
+                    }
+                    ServerAction::TimedOut | ServerAction::Terminate => self.remove_server(id),
+                    ServerAction::Nothing => self.sync_server_timers(id),
+                }
+            }
+            TimerKey::Client(id, timer) => {
+                let Some(entry) = self.clients.get_mut(&id) else {
+                    return;
+                };
+                let action = entry.tx.on_timer(timer, now);
+                let (purpose, dest, request) = (entry.purpose, entry.dest, entry.request.clone());
+                match action {
+                    ClientAction::Retransmit => {
+                        self.sync_client_timers(id);
+                        self.stats.retransmissions += 1;
+                        self.send(dest, request);
+                    }
+                    ClientAction::TimedOut => {
+                        match purpose {
+                            ClientPurpose::Forward { server, upstream } => {
+                                self.forward_failed(id, server, upstream)
+                            }
+                            ClientPurpose::Probe(uid) => self.probe_done(uid, ProbeResult::Timeout),
+                            ClientPurpose::Own => {}
+                        }
+                        self.remove_client(id);
+                    }
+                    ClientAction::Terminate => self.remove_client(id),
+                    _ => self.sync_client_timers(id),
+                }
+            }
+            TimerKey::UpstreamTimeout(cid) => {
+                let Some(entry) = self.clients.get(&cid) else {
+                    return;
+                };
+                if entry.tx.state() != ClientState::Calling {
+                    return;
+                }
+                if let ClientPurpose::Forward { server, upstream } = entry.purpose {
+                    // SPEC §3: no provisional in time, the next upstream gets the call. The
+                    // abandoned attempt cannot be CANCELled before a provisional; it is dropped.
+                    self.forward_failed(cid, server, upstream);
+                }
+                self.remove_client(cid);
+            }
+            TimerKey::TimerC(sid) => {
+                let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
+                    return;
+                };
+                if forward.done {
+                    return;
+                }
+                if let (Some(cid), true) = (forward.client, forward.provisional_seen) {
+                    self.send_cancel(cid);
+                }
+                self.respond(sid, 408, &[]);
+            }
+            TimerKey::ProbeTimeout(cid) => {
+                if let Some(ClientPurpose::Probe(uid)) = self.clients.get(&cid).map(|e| e.purpose) {
+                    self.remove_client(cid);
+                    self.probe_done(uid, ProbeResult::Timeout);
+                }
+            }
+        }
+    }
+
+    /// An OPTIONS "server status test" to an upstream.
+    fn send_probe(&mut self, uid: UpstreamId) {
+        let Some(cfg) = self.upstreams.config(uid).cloned() else {
+            return;
+        };
+        let Some(dest) = self.flow_to(Realm::Core, cfg.transport, cfg.addr) else {
+            return;
+        };
+        let local = self
+            .listener_addr(dest.listener)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let tag = self.new_tag();
+        let call_id = format!("probe-{}@{}", self.next_id(), self.node_tag);
+        let mut draft = Draft::new(format!("OPTIONS sip:{} SIP/2.0", cfg.addr));
+        draft.push("Max-Forwards", "70");
+        draft.push(
+            "From",
+            format!("<sip:{}@{local}>;tag={tag}", self.config.node_name),
+        );
+        draft.push("To", format!("<sip:{}>", cfg.addr));
+        draft.push("Call-ID", call_id);
+        draft.push("CSeq", "1 OPTIONS");
+        let Some(cid) =
+            self.send_own_request(draft, "OPTIONS", dest, ClientPurpose::Probe(uid), None)
+        else {
+            return;
+        };
+        self.stats.probes_sent += 1;
+        self.timers.set(
+            TimerKey::ProbeTimeout(cid),
+            self.now + self.config.probe_timeout,
+        );
+    }
+}

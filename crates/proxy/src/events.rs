@@ -1,0 +1,199 @@
+//! What the proxy tells its owner: events to log and act on, change records to replicate, and
+//! the plain snapshot structs behind `show calls`, `show registrations`, `show upstreams` and
+//! `show stats`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dialogs::{DialogChange, DialogState};
+use crate::registrations::{BindingChange, RemovalCause};
+use crate::transport::Transport;
+
+/// A change to replicated state, to hand to the twin (SPEC §7 hot standby) and apply there
+/// with [`crate::Proxy::apply_change`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeRecord {
+    /// The registration cache changed.
+    Binding(BindingChange),
+    /// The dialog table changed.
+    Dialog(DialogChange),
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallEndCause {
+    /// A BYE.
+    Bye,
+    /// The INVITE failed or was cancelled.
+    Failed,
+    /// The guard timer ended it (SPEC §2 rule 11).
+    Guard,
+}
+
+/// The two counts the drain watches (SPEC §1, §2 rule 10).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Early plus confirmed INVITE sessions.
+    pub active_sessions: usize,
+    /// Early sessions.
+    pub early: usize,
+    /// Confirmed sessions.
+    pub confirmed: usize,
+    /// Live bindings in the registration cache.
+    pub registrations: usize,
+}
+
+/// Something the owner should hear about, taken with [`crate::Proxy::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An INVITE session was forwarded.
+    CallStarted {
+        /// Its Call-ID.
+        call_id: String,
+        /// Whether it is a priority call.
+        priority: bool,
+    },
+    /// The session got its 2xx.
+    CallAnswered {
+        /// Its Call-ID.
+        call_id: String,
+    },
+    /// The session is over.
+    CallEnded {
+        /// Its Call-ID.
+        call_id: String,
+        /// Why.
+        cause: CallEndCause,
+    },
+    /// A binding was cached or refreshed.
+    RegistrationAdded {
+        /// The AoR.
+        aor: String,
+        /// The contact.
+        contact: String,
+        /// Seconds granted.
+        expires_secs: u64,
+    },
+    /// A binding left the cache.
+    RegistrationRemoved {
+        /// The AoR.
+        aor: String,
+        /// The contact.
+        contact: String,
+        /// Why.
+        cause: RemovalCause,
+    },
+    /// Replicate this to the twin.
+    Change(ChangeRecord),
+    /// An upstream left rotation.
+    UpstreamOut {
+        /// Its name.
+        name: String,
+        /// The Retry-After it gave, if any.
+        retry_after_secs: Option<u64>,
+    },
+    /// An upstream is back in rotation.
+    UpstreamBack {
+        /// Its name.
+        name: String,
+    },
+    /// An upstream is not back when it said it would be (SPEC §3): log it for the operator.
+    UpstreamLate {
+        /// Its name.
+        name: String,
+        /// How long past its promised return.
+        overdue_secs: u64,
+    },
+    /// A message could not be read and no 400 could be sent.
+    MalformedDropped {
+        /// Who sent it.
+        source: SocketAddr,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The session or registration count changed.
+    CountsChanged(Counts),
+    /// Draining, and both counts are zero: the owner may go offline (SPEC §2 rule 10).
+    DrainComplete,
+    /// Offline: the shell should shut down SIP connections and associations gracefully (SCTP
+    /// SHUTDOWN, never ABORT) and refuse new ones until online again.
+    CloseConnections,
+    /// Back online: the shell may accept SIP connections again.
+    AcceptConnections,
+}
+
+/// One line of `show calls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallInfo {
+    /// Call-ID.
+    pub call_id: String,
+    /// Early or confirmed.
+    pub state: DialogState,
+    /// The caller's URI.
+    pub caller: String,
+    /// The callee's URI.
+    pub callee: String,
+    /// Where the caller is.
+    pub caller_addr: SocketAddr,
+    /// Where the INVITE went.
+    pub callee_addr: SocketAddr,
+    /// Whether it is a priority call.
+    pub priority: bool,
+    /// Seconds since the INVITE.
+    pub age_secs: u64,
+}
+
+/// One line of `show registrations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationInfo {
+    /// The AoR.
+    pub aor: String,
+    /// The contact URI.
+    pub contact: String,
+    /// Where the endpoint is reached.
+    pub remote: SocketAddr,
+    /// Over what.
+    pub transport: Transport,
+    /// Seconds left.
+    pub expires_in_secs: u64,
+}
+
+/// `show stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Messages handed in.
+    pub received: u64,
+    /// Messages handed out.
+    pub sent: u64,
+    /// Requests forwarded.
+    pub requests_forwarded: u64,
+    /// Responses relayed.
+    pub responses_relayed: u64,
+    /// Requests answered by the proxy itself.
+    pub local_responses: u64,
+    /// Malformed messages dropped without a reply.
+    pub malformed_dropped: u64,
+    /// Malformed requests answered 400.
+    pub bad_requests: u64,
+    /// Requests turned away by the drain or offline rules.
+    pub drain_rejected: u64,
+    /// Loops detected (482).
+    pub loops: u64,
+    /// Requests out of hops (483).
+    pub too_many_hops: u64,
+    /// Times a request moved on to another upstream.
+    pub upstream_failovers: u64,
+    /// OPTIONS probes sent.
+    pub probes_sent: u64,
+    /// Retransmissions sent.
+    pub retransmissions: u64,
+    /// Responses matching no transaction, dropped.
+    pub stray_responses: u64,
+    /// INVITE sessions started.
+    pub calls_started: u64,
+    /// Sessions ended by the guard.
+    pub calls_terminated_by_guard: u64,
+}
