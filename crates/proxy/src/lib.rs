@@ -23,3 +23,6 @@ pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, Registrati
 pub use system_state::SystemState;
 pub use transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
 pub use upstreams::UpstreamInfo;
+
+#[cfg(test)]
+mod tests;

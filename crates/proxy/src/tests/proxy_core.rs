@@ -1,0 +1,328 @@
+//! The proxy core without a drain: calls, routing, registrations, upstreams, robustness.
+
+use std::time::Duration;
+
+use super::harness::*;
+use crate::events::{ChangeRecord, Event};
+use crate::msg::Message;
+use crate::transport::Realm;
+use crate::{Config, Proxy, UpstreamConfig};
+
+const PHONE: &str = "192.168.1.10:5060";
+const CORE1: &str = "10.1.0.10:5060";
+const CORE2: &str = "10.1.0.11:5060";
+
+/// The Route set a UAC builds from the Record-Route of the 2xx it got (reversed).
+fn route_set(response: &str) -> Vec<String> {
+    let m = Message::parse(response.as_bytes()).unwrap();
+    let mut rr: Vec<String> = m.list("record-route").iter().map(|s| s.to_string()).collect();
+    rr.reverse();
+    rr
+}
+
+fn two_upstreams(p1: u32, p2: u32) -> Net {
+    let mut cfg = config();
+    cfg.upstreams = vec![
+        UpstreamConfig::from_uri(&format!("sip:{CORE1}"), p1).unwrap(),
+        UpstreamConfig::from_uri(&format!("sip:{CORE2}"), p2).unwrap(),
+    ];
+    let mut net = Net::new(cfg);
+    net.add_phone(PHONE);
+    net
+}
+
+#[test]
+fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    let invite = net.call_out(PHONE, "c1");
+    let at_core = net.received(CORE1, "INVITE");
+    assert_eq!(at_core.len(), 1);
+    let rr = Message::parse(at_core[0].as_bytes()).unwrap().list("record-route").iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(rr, vec![format!("<sip:{CORE};lr>"), format!("<sip:{ACCESS};lr>")]);
+    assert_eq!(header(&at_core[0], "Max-Forwards"), Some("69"));
+    let top_via = header(&at_core[0], "Via").unwrap();
+    assert!(top_via.contains(CORE), "{top_via}");
+    assert!(at_core[0].contains("received=192.168.1.10") || at_core[0].contains("rport=5060"));
+
+    let responses = net.received(PHONE, "SIP/2.0");
+    let codes: Vec<u16> = responses.iter().map(|r| code(r)).collect();
+    assert_eq!(codes, vec![100, 180, 200]);
+    assert_eq!(net.proxy.counts().confirmed, 1);
+    let ok = responses[2].clone();
+    assert!(!header(&ok, "Via").unwrap().contains(CORE), "our Via is gone");
+
+    // ACK and BYE from the phone along the route set.
+    let to_tag = Message::parse(ok.as_bytes()).unwrap().to().unwrap().tag().unwrap().to_owned();
+    let routes = route_set(&ok);
+    let mut ack = invite.clone().method("ACK").to("sip:+15550001@example.com", Some(&to_tag)).branch("z9hG4bKack1");
+    ack.uri = format!("sip:peer@{CORE1}");
+    for r in &routes {
+        ack = ack.add_header("Route", r);
+    }
+    net.inject(Realm::Access, PHONE, &ack.bytes());
+    let acks = net.received(CORE1, "ACK");
+    assert_eq!(acks.len(), 1);
+    assert!(header(&acks[0], "Route").is_none(), "our Route entries are removed");
+
+    let mut bye = ack.clone().method("BYE").cseq(2);
+    bye.uri = format!("sip:peer@{CORE1}");
+    net.inject(Realm::Access, PHONE, &bye.bytes());
+    assert_eq!(net.received(CORE1, "BYE").len(), 1);
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
+    assert_eq!(net.proxy.counts().active_sessions, 0);
+    assert!(net.events.iter().any(|e| matches!(e, Event::CallEnded { .. })));
+}
+
+#[test]
+fn registration_is_cached_from_the_core_2xx_and_core_calls_reach_the_contact() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    let answer = net.register(PHONE, "bob", 600);
+    assert_eq!(code(&answer), 200);
+    assert_eq!(net.received(CORE1, "REGISTER").len(), 1);
+    let regs = net.proxy.registrations();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].aor, "bob@example.com");
+    assert_eq!(regs[0].expires_in_secs, 600);
+
+    let invite = Req::new("INVITE", "sip:bob@example.com", CORE1).from("sip:carol@example.net").call_id("in1");
+    net.inject(Realm::Core, CORE1, &invite.bytes());
+    let at_phone = net.received(PHONE, "INVITE");
+    assert_eq!(at_phone.len(), 1);
+    assert!(at_phone[0].starts_with(&format!("INVITE sip:bob@{PHONE} SIP/2.0")));
+    assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 200);
+}
+
+#[test]
+fn unknown_aor_gets_404_and_expired_aor_gets_480() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.register(PHONE, "bob", 60);
+    let unknown = Req::new("INVITE", "sip:nobody@example.com", CORE1).call_id("u1");
+    net.inject(Realm::Core, CORE1, &unknown.bytes());
+    assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 404);
+    net.advance(Duration::from_secs(61));
+    assert_eq!(net.proxy.counts().registrations, 0);
+    let expired = Req::new("INVITE", "sip:bob@example.com", CORE1).call_id("u2");
+    net.inject(Realm::Core, CORE1, &expired.bytes());
+    assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 480);
+}
+
+#[test]
+fn upstream_503_with_retry_after_takes_it_out_and_the_call_goes_to_the_next() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).invite = CoreInvite::Reject(503, Some(120));
+    net.call_out(PHONE, "f1");
+    assert_eq!(net.received(CORE2, "INVITE").len(), 1);
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
+    assert!(net.events.iter().any(|e| matches!(e, Event::UpstreamOut { retry_after_secs: Some(120), .. })));
+    // The next call skips CORE1 altogether.
+    net.call_out(PHONE, "f2");
+    assert_eq!(net.received(CORE1, "INVITE").len(), 1);
+    assert_eq!(net.received(CORE2, "INVITE").len(), 2);
+    assert!(!net.proxy.upstreams()[0].in_rotation);
+}
+
+#[test]
+fn upstream_503_without_retry_after_fails_that_attempt_only() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).invite = CoreInvite::Reject(503, None);
+    net.call_out(PHONE, "g1");
+    assert_eq!(net.received(CORE2, "INVITE").len(), 1);
+    assert!(net.proxy.upstreams()[0].in_rotation);
+    net.call_out(PHONE, "g2");
+    assert_eq!(net.received(CORE1, "INVITE").len(), 2);
+}
+
+#[test]
+fn no_provisional_within_upstream_timeout_tries_the_next_upstream() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).invite = CoreInvite::Silent;
+    net.call_out(PHONE, "h1");
+    assert_eq!(net.received(CORE2, "INVITE").len(), 0);
+    net.advance(Duration::from_millis(1999));
+    assert_eq!(net.received(CORE2, "INVITE").len(), 0);
+    net.advance(Duration::from_millis(1));
+    assert_eq!(net.received(CORE2, "INVITE").len(), 1);
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
+}
+
+#[test]
+fn equal_priorities_share_calls_round_robin() {
+    let mut net = two_upstreams(1, 1);
+    for i in 0..4 {
+        net.call_out(PHONE, &format!("rr{i}"));
+    }
+    assert_eq!(net.received(CORE1, "INVITE").len(), 2);
+    assert_eq!(net.received(CORE2, "INVITE").len(), 2);
+}
+
+#[test]
+fn all_upstreams_out_gives_503_with_the_shortest_wait() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).invite = CoreInvite::Reject(503, Some(300));
+    net.peer(CORE2).invite = CoreInvite::Reject(503, Some(30));
+    net.call_out(PHONE, "d1");
+    let answer = net.received(PHONE, "SIP/2.0").pop().unwrap();
+    assert_eq!(code(&answer), 503);
+    assert_eq!(header(&answer, "Retry-After"), Some("30"));
+    net.advance(Duration::from_secs(10));
+    net.call_out(PHONE, "d2");
+    let answer = net.received(PHONE, "SIP/2.0").pop().unwrap();
+    assert_eq!(header(&answer, "Retry-After"), Some("20"));
+}
+
+#[test]
+fn probes_put_an_upstream_back_and_a_late_one_is_reported() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).invite = CoreInvite::Reject(503, Some(30));
+    net.call_out(PHONE, "p1");
+    net.peer(CORE1).options = None;
+    // Probes go to everyone every probe interval (10 s).
+    net.advance(Duration::from_secs(10));
+    assert_eq!(net.received(CORE2, "OPTIONS").len(), 1);
+    assert_eq!(net.received(CORE1, "OPTIONS").len(), 0, "not before its Retry-After");
+    net.advance(Duration::from_secs(20));
+    assert_eq!(net.received(CORE1, "OPTIONS").len(), 1);
+    net.advance(Duration::from_secs(3));
+    assert!(net.events.iter().any(|e| matches!(e, Event::UpstreamLate { .. })));
+    net.peer(CORE1).options = Some(200);
+    net.advance(Duration::from_secs(10));
+    assert!(net.events.iter().any(|e| matches!(e, Event::UpstreamBack { .. })));
+    assert!(net.proxy.upstreams()[0].in_rotation);
+}
+
+#[test]
+fn a_silent_upstream_in_rotation_is_noticed_by_its_probe() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).options = None;
+    net.advance(Duration::from_secs(13));
+    assert!(!net.proxy.upstreams()[0].in_rotation);
+    net.call_out(PHONE, "s1");
+    assert_eq!(net.received(CORE1, "INVITE").len(), 0);
+    assert_eq!(net.received(CORE2, "INVITE").len(), 1);
+}
+
+#[test]
+fn max_forwards_zero_gets_483_and_a_loop_gets_482() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    let req = Req::new("INVITE", "sip:x@example.com", PHONE).call_id("mf").header("Max-Forwards", "0");
+    let text = String::from_utf8(req.bytes()).unwrap().replacen("Max-Forwards: 70\r\n", "", 1);
+    net.inject(Realm::Access, PHONE, text.as_bytes());
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 483);
+
+    // The core sends our own INVITE straight back to us.
+    net.peer(CORE1).invite = CoreInvite::Silent;
+    net.call_out(PHONE, "loop");
+    let forwarded = net.received(CORE1, "INVITE").pop().unwrap();
+    net.inject(Realm::Core, CORE1, forwarded.as_bytes());
+    assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 482);
+}
+
+#[test]
+fn cancel_before_answer_reaches_the_core_and_ends_the_session() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer(CORE1).invite = CoreInvite::Ring;
+    let invite = net.call_out(PHONE, "cx");
+    assert_eq!(net.proxy.counts().early, 1);
+    let cancel = invite.clone().method("CANCEL");
+    net.inject(Realm::Access, PHONE, &cancel.bytes());
+    assert_eq!(net.received(CORE1, "CANCEL").len(), 1);
+    // The core answers 487 to the INVITE.
+    let inv = net.received(CORE1, "INVITE").pop().unwrap();
+    let m = Message::parse(inv.as_bytes()).unwrap();
+    let r487 = crate::msg::response_to(&m, 487, Some("t"), &[]);
+    net.inject(Realm::Core, CORE1, &r487);
+    let codes: Vec<u16> = net.received(PHONE, "SIP/2.0").iter().map(|r| code(r)).collect();
+    assert!(codes.contains(&487), "{codes:?}");
+    assert_eq!(net.received(CORE1, "ACK").len(), 1, "the proxy ACKs the 487 hop by hop");
+    assert_eq!(net.proxy.counts().active_sessions, 0);
+}
+
+#[test]
+fn invite_retransmission_gets_the_last_response_and_udp_requests_are_retransmitted() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer(CORE1).invite = CoreInvite::Silent;
+    let invite = net.call_out(PHONE, "rt");
+    net.advance(Duration::from_millis(500));
+    assert_eq!(net.received(CORE1, "INVITE").len(), 2, "timer A");
+    net.inject(Realm::Access, PHONE, &invite.bytes());
+    let trying: Vec<_> = net.received(PHONE, "SIP/2.0 100").into_iter().collect();
+    assert_eq!(trying.len(), 2);
+}
+
+#[test]
+fn malformed_requests_get_400_and_garbage_is_dropped_and_counted() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    let bad = "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.10:5060;branch=z9hG4bKb\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: one INVITE\r\n\r\n";
+    net.inject(Realm::Access, PHONE, bad.as_bytes());
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 400);
+    net.inject(Realm::Access, PHONE, b"\x00\x01garbage");
+    assert_eq!(net.proxy.stats().malformed_dropped, 1);
+    assert_eq!(net.proxy.stats().bad_requests, 1);
+}
+
+#[test]
+fn no_input_makes_the_proxy_panic() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    let base = Req::new("INVITE", "sip:x@example.com", PHONE).call_id("fz").bytes();
+    // Every truncation and a spread of single-byte corruptions of a valid message.
+    for cut in 0..base.len() {
+        net.inject(Realm::Access, PHONE, &base[..cut]);
+        net.inject(Realm::Core, CORE1, &base[..cut]);
+    }
+    let mut seed: u32 = 7;
+    for i in 0..2000 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let mut bytes = base.clone();
+        let at = (seed as usize >> 4) % bytes.len();
+        bytes[at] = (seed >> 24) as u8;
+        let realm = if i % 2 == 0 { Realm::Access } else { Realm::Core };
+        net.inject(realm, PHONE, &bytes);
+    }
+    net.advance(Duration::from_secs(120));
+}
+
+#[test]
+fn change_records_serialise_and_rebuild_the_state_on_a_twin() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.register(PHONE, "bob", 600);
+    net.call_out(PHONE, "tw");
+    let records: Vec<ChangeRecord> = net
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Change(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(records.len() >= 3);
+    let wire = serde_json::to_string(&records).unwrap();
+    let back: Vec<ChangeRecord> = serde_json::from_str(&wire).unwrap();
+    let mut twin = Proxy::new(Config { node_name: "sbc-b".into(), ..config() }, net.now);
+    for r in back {
+        twin.apply_change(net.now, r);
+    }
+    assert_eq!(twin.counts(), net.proxy.counts());
+    assert_eq!(twin.registrations(), net.proxy.registrations());
+    assert_eq!(twin.calls(), net.proxy.calls());
+}
+
+#[test]
+fn snapshots_serialise() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.register(PHONE, "bob", 600);
+    net.call_out(PHONE, "sn");
+    assert!(serde_json::to_string(&net.proxy.calls()).unwrap().contains("sn"));
+    assert!(serde_json::to_string(&net.proxy.registrations()).unwrap().contains("bob"));
+    assert!(serde_json::to_string(&net.proxy.upstreams()).unwrap().contains("10.1.0.10"));
+    assert!(serde_json::to_string(&net.proxy.stats()).unwrap().contains("received"));
+}
