@@ -231,7 +231,10 @@ fn parse_allowed_list(status: &str) -> Result<CpuList, String> {
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
         .ok_or_else(|| "no Cpus_allowed_list line".to_owned())?;
-    value.trim().parse().map_err(|e: CpuListError| e.to_string())
+    value
+        .trim()
+        .parse()
+        .map_err(|e: CpuListError| e.to_string())
 }
 
 /// A cpulist file of the kernel, such as `/sys/devices/system/cpu/online` or
@@ -241,10 +244,12 @@ pub fn read_cpulist(path: &Path) -> Result<CpuList, AffinityError> {
         path: path.to_owned(),
         source,
     })?;
-    text.trim().parse().map_err(|e: CpuListError| AffinityError::Parse {
-        path: path.to_owned(),
-        why: e.to_string(),
-    })
+    text.trim()
+        .parse()
+        .map_err(|e: CpuListError| AffinityError::Parse {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })
 }
 
 /// The CPUs the kernel has online.

@@ -180,7 +180,11 @@ impl fmt::Display for PanelDriverStatus {
             f,
             "pressed:  {}{}",
             self.panel.pressed,
-            if self.panel.hold_armed { " (hold armed)" } else { "" }
+            if self.panel.hold_armed {
+                " (hold armed)"
+            } else {
+                ""
+            }
         )?;
         if self.led_write_errors + self.button_read_errors > 0 {
             write!(
@@ -273,7 +277,11 @@ impl PanelDriver {
                 let b = GpioButton::open(line)?;
                 let pressed = b.is_pressed().unwrap_or(false);
                 let how = if b.has_edges() { "edges" } else { "polled" };
-                (ButtonSource::Gpio(b), format!("gpio {line} ({how})"), pressed)
+                (
+                    ButtonSource::Gpio(b),
+                    format!("gpio {line} ({how})"),
+                    pressed,
+                )
             }
             ButtonSpec::Evdev(k) => {
                 let dev = evdev::find_device(
@@ -288,7 +296,10 @@ impl PanelDriver {
                 (ButtonSource::Evdev(key), desc, pressed)
             }
             ButtonSpec::Sim => {
-                let sim = sim.as_ref().map(SimPanel::button).unwrap_or_else(|| SimPanel::new().button());
+                let sim = sim
+                    .as_ref()
+                    .map(SimPanel::button)
+                    .unwrap_or_else(|| SimPanel::new().button());
                 (
                     ButtonSource::Sim(sim),
                     "simulated button (sbcctl panel press)".to_owned(),
@@ -297,31 +308,32 @@ impl PanelDriver {
             }
         };
 
-        let open_led = |role: LedRole, spec: &LedSpec| -> Result<(Led<AnyLed>, String), OpenError> {
-            Ok(match spec {
-                LedSpec::Gpio(line) => (
-                    Led::new(
-                        AnyLed::Gpio(gpio::open_led(line)?),
-                        Polarity::from_active_low(line.active_low),
+        let open_led =
+            |role: LedRole, spec: &LedSpec| -> Result<(Led<AnyLed>, String), OpenError> {
+                Ok(match spec {
+                    LedSpec::Gpio(line) => (
+                        Led::new(
+                            AnyLed::Gpio(gpio::open_led(line)?),
+                            Polarity::from_active_low(line.active_low),
+                        ),
+                        format!("gpio {line}"),
                     ),
-                    format!("gpio {line}"),
-                ),
-                LedSpec::Class { name } => (
-                    Led::new(
-                        AnyLed::Class(LedClassLed::open(&roots.leds_class, name)?),
-                        Polarity::ActiveHigh,
+                    LedSpec::Class { name } => (
+                        Led::new(
+                            AnyLed::Class(LedClassLed::open(&roots.leds_class, name)?),
+                            Polarity::ActiveHigh,
+                        ),
+                        format!("led-class {name}"),
                     ),
-                    format!("led-class {name}"),
-                ),
-                LedSpec::Sim => {
-                    let sim = sim.clone().unwrap_or_default();
-                    (
-                        Led::new(AnyLed::Sim(sim.led(role)), Polarity::ActiveHigh),
-                        "simulated LED".to_owned(),
-                    )
-                }
-            })
-        };
+                    LedSpec::Sim => {
+                        let sim = sim.clone().unwrap_or_default();
+                        (
+                            Led::new(AnyLed::Sim(sim.led(role)), Polarity::ActiveHigh),
+                            "simulated LED".to_owned(),
+                        )
+                    }
+                })
+            };
         let (online, online_desc) = open_led(LedRole::Online, &spec.leds.online)?;
         let (draining, draining_desc) = open_led(LedRole::Draining, &spec.leds.draining)?;
         let (offline, offline_desc) = open_led(LedRole::Offline, &spec.leds.offline)?;
@@ -394,7 +406,9 @@ impl PanelDriver {
                 .is_pressed()
                 .map(|pressed| samples.push(KeySample { at: now, pressed }))
                 .map_err(|e| e.to_string()),
-            ButtonSource::Evdev(k) => k.read_samples(now, |s| samples.push(s)).map_err(|e| e.to_string()),
+            ButtonSource::Evdev(k) => k
+                .read_samples(now, |s| samples.push(s))
+                .map_err(|e| e.to_string()),
             ButtonSource::Sim(b) => {
                 b.take_due(now, |s| samples.push(s));
                 Ok(())

@@ -212,7 +212,11 @@ fn bitmap_has(bitmap: &str, bit: usize) -> bool {
     let words: Vec<&str> = bitmap.split_whitespace().collect();
     let word_bits = usize::BITS as usize;
     let index_from_end = bit / word_bits;
-    let Some(word) = words.len().checked_sub(1 + index_from_end).map(|i| words[i]) else {
+    let Some(word) = words
+        .len()
+        .checked_sub(1 + index_from_end)
+        .map(|i| words[i])
+    else {
         return false;
     };
     u64::from_str_radix(word, 16).is_ok_and(|w| w >> (bit % word_bits) & 1 == 1)
@@ -449,7 +453,10 @@ mod tests {
     fn key_names_and_numbers() {
         assert_eq!("KEY_RESTART".parse::<KeyCode>().map(KeyCode::code), Ok(408));
         assert_eq!("KEY_F12".parse::<KeyCode>().map(KeyCode::code), Ok(88));
-        assert_eq!("0x198".parse::<KeyCode>().map(|k| k.to_string()).ok(), Some("KEY_RESTART".into()));
+        assert_eq!(
+            "0x198".parse::<KeyCode>().map(|k| k.to_string()).ok(),
+            Some("KEY_RESTART".into())
+        );
         assert_eq!("300".parse::<KeyCode>().map(KeyCode::code), Ok(300));
         assert!("KEY_NOPE".parse::<KeyCode>().is_err());
         assert!("0".parse::<KeyCode>().is_err());
@@ -470,10 +477,22 @@ mod tests {
             parse_record(&record(1, 0, EV_KEY, 88, 0), f12),
             Record::Key(KeySample { pressed: false, .. })
         ));
-        assert_eq!(parse_record(&record(1, 0, EV_KEY, 88, 2), f12), Record::Other);
-        assert_eq!(parse_record(&record(1, 0, EV_KEY, 30, 1), f12), Record::Other);
-        assert_eq!(parse_record(&record(1, 0, EV_SYN, 3, 0), f12), Record::Dropped);
-        assert_eq!(parse_record(&record(1, 0, EV_SYN, 0, 0), f12), Record::Other);
+        assert_eq!(
+            parse_record(&record(1, 0, EV_KEY, 88, 2), f12),
+            Record::Other
+        );
+        assert_eq!(
+            parse_record(&record(1, 0, EV_KEY, 30, 1), f12),
+            Record::Other
+        );
+        assert_eq!(
+            parse_record(&record(1, 0, EV_SYN, 3, 0), f12),
+            Record::Dropped
+        );
+        assert_eq!(
+            parse_record(&record(1, 0, EV_SYN, 0, 0), f12),
+            Record::Other
+        );
     }
 
     #[test]
@@ -501,7 +520,11 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}"));
         };
         add("event0", "Power Button", "10000000000000 0");
-        add("event1", "AT Translated Set 2 keyboard", "0 0 0 0 0 0 0 1000000 ffffffffffffffff");
+        add(
+            "event1",
+            "AT Translated Set 2 keyboard",
+            "0 0 0 0 0 0 0 1000000 ffffffffffffffff",
+        );
         add("event10", "gpio-keys", "1000000 0 0 0 0 0 0");
         std::fs::create_dir_all(sys.join("mouse0")).unwrap_or_else(|e| panic!("{e}"));
         let dev = Path::new("/dev/input");

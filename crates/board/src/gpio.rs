@@ -179,7 +179,10 @@ impl embedded_hal::digital::ErrorType for GpioButton {
 impl embedded_hal::digital::InputPin for GpioButton {
     /// The electrical level: the logical value with the active-low flag undone.
     fn is_high(&mut self) -> Result<bool, Self::Error> {
-        Ok(self.is_pressed().map_err(gpiocdev_embedded_hal::Error::from)? != self.active_low)
+        Ok(self
+            .is_pressed()
+            .map_err(gpiocdev_embedded_hal::Error::from)?
+            != self.active_low)
     }
 
     fn is_low(&mut self) -> Result<bool, Self::Error> {

@@ -138,7 +138,10 @@ pub fn read_brightness(class_dir: &Path, name: &str) -> Result<u32, LedClassErro
     })?;
     text.trim().parse().map_err(|_| LedClassError {
         path,
-        source: io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {text:?}")),
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a number: {text:?}"),
+        ),
     })
 }
 
@@ -168,12 +171,15 @@ mod tests {
         let led = dir.path().join("apu2:green:1");
         std::fs::create_dir_all(&led).unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(led.join("brightness"), "0\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(led.join("max_brightness"), "255\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(led.join("trigger"), "[default-on] none\n").unwrap_or_else(|e| panic!("{e}"));
+        // One digit: unlike sysfs, a plain file keeps the tail of a longer old value.
+        std::fs::write(led.join("max_brightness"), "7\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(led.join("trigger"), "[default-on] none\n")
+            .unwrap_or_else(|e| panic!("{e}"));
 
-        let mut pin = LedClassLed::open(dir.path(), "apu2:green:1").unwrap_or_else(|e| panic!("{e}"));
+        let mut pin =
+            LedClassLed::open(dir.path(), "apu2:green:1").unwrap_or_else(|e| panic!("{e}"));
         assert!(pin.set_high().is_ok());
-        assert_eq!(read_brightness(dir.path(), "apu2:green:1").ok(), Some(255));
+        assert_eq!(read_brightness(dir.path(), "apu2:green:1").ok(), Some(7));
         assert!(pin.set_low().is_ok());
         assert_eq!(read_brightness(dir.path(), "apu2:green:1").ok(), Some(0));
         assert_eq!(
@@ -194,17 +200,24 @@ mod tests {
             resolve_name(dir.path(), "input*::capslock").ok().as_deref(),
             Some("input1::capslock")
         );
-        let err = resolve_name(dir.path(), "input*::numlock").err().map(|e| e.to_string());
+        let err = resolve_name(dir.path(), "input*::numlock")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("input1::numlock, input7::numlock")));
         assert!(resolve_name(dir.path(), "input*::scrolllock").is_err());
         let led = LedClassLed::open(dir.path(), "input*::capslock").ok();
-        assert_eq!(led.as_ref().map(LedClassLed::name), Some("input1::capslock"));
+        assert_eq!(
+            led.as_ref().map(LedClassLed::name),
+            Some("input1::capslock")
+        );
     }
 
     #[test]
     fn a_missing_led_names_its_path() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let err = LedClassLed::open(dir.path(), "nope").err().map(|e| e.to_string());
+        let err = LedClassLed::open(dir.path(), "nope")
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("nope/brightness")));
     }
 }

@@ -520,8 +520,16 @@ fn plain_name(s: &str, max: usize) -> bool {
         && !s.chars().any(char::is_whitespace)
 }
 
-validated_string!(IfName, |s| plain_name(s, 15), "an interface name (at most 15 characters, no '/' or spaces)");
-validated_string!(DevName, |s| plain_name(s, 64), "a plain name (no '/' or spaces)");
+validated_string!(
+    IfName,
+    |s| plain_name(s, 15),
+    "an interface name (at most 15 characters, no '/' or spaces)"
+);
+validated_string!(
+    DevName,
+    |s| plain_name(s, 64),
+    "a plain name (no '/' or spaces)"
+);
 validated_string!(
     LedName,
     |s| plain_name(s, 64) && s.matches('*').count() <= 1,
@@ -554,7 +562,9 @@ struct Baud(u32);
 impl TryFrom<i64> for Baud {
     type Error = String;
     fn try_from(v: i64) -> Result<Self, String> {
-        const RATES: [u32; 8] = [9600, 19200, 38400, 57600, 115_200, 230_400, 460_800, 921_600];
+        const RATES: [u32; 8] = [
+            9600, 19200, 38400, 57600, 115_200, 230_400, 460_800, 921_600,
+        ];
         RATES
             .iter()
             .find(|&&r| i64::from(r) == v)
@@ -786,7 +796,13 @@ pub fn load(boards_dir: &Path, name: &str) -> Result<Profile, ProfileError> {
             path: own_path.clone(),
             key: "(profile)".into(),
         })?;
-    build(name, boards_dir.join(name), chain[1..].to_vec(), own_path, merged)
+    build(
+        name,
+        boards_dir.join(name),
+        chain[1..].to_vec(),
+        own_path,
+        merged,
+    )
 }
 
 // ---------------------------------------------------------------- merging
@@ -918,7 +934,12 @@ fn build(
         None => Kernel::default(),
         Some(k) => Kernel {
             package: k.package,
-            modules: k.modules.unwrap_or_default().into_iter().map(|m| m.0).collect(),
+            modules: k
+                .modules
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| m.0)
+                .collect(),
             cmdline: k.cmdline.map(Spanned::into_inner),
         },
     };
@@ -938,10 +959,8 @@ fn build(
                 blank_after_ms: p.blank_after_ms.map(|m| m.0),
             };
             if config.debounce_ms >= config.hold_ms {
-                return Err(origin("panel.button").error(
-                    "panel.debounce_ms",
-                    "must be shorter than panel.hold_ms",
-                ));
+                return Err(origin("panel.button")
+                    .error("panel.debounce_ms", "must be shorter than panel.hold_ms"));
             }
             let button = p.button.ok_or_else(|| missing("panel.button"))?;
             let button = build_button(button.into_inner(), &origin("panel.button"))?;
@@ -1003,7 +1022,8 @@ fn gpio_line(
     active_low: Option<bool>,
     bias: Option<Bias>,
 ) -> Result<GpioLineSpec, ProfileError> {
-    let line = line.ok_or_else(|| origin.error(&format!("{table}.line"), "backend \"gpio\" needs `line`"))?;
+    let line = line
+        .ok_or_else(|| origin.error(&format!("{table}.line"), "backend \"gpio\" needs `line`"))?;
     if matches!(line, LineRef::Offset(_)) && chip.is_none() {
         return Err(origin.error(
             &format!("{table}.chip"),
@@ -1022,7 +1042,16 @@ fn build_button(b: RawButton, origin: &Origin) -> Result<ButtonSpec, ProfileErro
     const T: &str = "panel.button";
     match b.backend {
         ButtonBackend::Gpio => {
-            refuse_unused(origin, T, "gpio", &[("key", b.key.is_some()), ("device", b.device.is_some()), ("grab", b.grab.is_some())])?;
+            refuse_unused(
+                origin,
+                T,
+                "gpio",
+                &[
+                    ("key", b.key.is_some()),
+                    ("device", b.device.is_some()),
+                    ("grab", b.grab.is_some()),
+                ],
+            )?;
             gpio_line(origin, T, b.chip, b.line, b.active_low, b.bias).map(ButtonSpec::Gpio)
         }
         ButtonBackend::Evdev => {
@@ -1037,7 +1066,9 @@ fn build_button(b: RawButton, origin: &Origin) -> Result<ButtonSpec, ProfileErro
                     ("bias", b.bias.is_some()),
                 ],
             )?;
-            let key = b.key.ok_or_else(|| origin.error("panel.button.key", "backend \"evdev\" needs `key`"))?;
+            let key = b
+                .key
+                .ok_or_else(|| origin.error("panel.button.key", "backend \"evdev\" needs `key`"))?;
             Ok(ButtonSpec::Evdev(EvdevKeySpec {
                 key,
                 device: b.device,
@@ -1082,7 +1113,10 @@ fn build_led(l: RawLed, table: &str, origin: &Origin) -> Result<LedSpec, Profile
                 ],
             )?;
             let name = l.name.ok_or_else(|| {
-                origin.error(&format!("{table}.name"), "backend \"led-class\" needs `name`")
+                origin.error(
+                    &format!("{table}.name"),
+                    "backend \"led-class\" needs `name`",
+                )
             })?;
             Ok(LedSpec::Class { name: name.0 })
         }
@@ -1136,7 +1170,9 @@ fn check_cmdline(cmdline: &str, cores: &Cores, console: Option<&Console>) -> Res
             .filter_map(|w| w.strip_prefix("console="))
             .any(|c| c.starts_with(&wanted) || c == console.device);
         if !found {
-            return Err(format!("needs console={wanted} (the [console] of this board)"));
+            return Err(format!(
+                "needs console={wanted} (the [console] of this board)"
+            ));
         }
     }
     Ok(())

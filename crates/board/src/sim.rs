@@ -242,7 +242,13 @@ mod tests {
         let mut button = sim.button();
         let mut seen = Vec::new();
         button.take_due(t(1000), |s| seen.push(s));
-        assert_eq!(seen, vec![KeySample { at: t(100), pressed: true }]);
+        assert_eq!(
+            seen,
+            vec![KeySample {
+                at: t(100),
+                pressed: true
+            }]
+        );
         assert!(sim.is_pressed_at(t(1000)));
         assert_eq!(button.next_edge(), Some(t(2600)));
         button.take_due(t(3000), |s| seen.push(s));

@@ -105,7 +105,10 @@ fn defaults_fill_what_is_left_out() {
 #[test]
 fn unknown_keys_are_named_with_their_line() {
     let b = Boards::new();
-    b.add("x", &format!("{MINIMAL}\n[panel]\nhold_ms = 2000\nhold_time = 3\n"));
+    b.add(
+        "x",
+        &format!("{MINIMAL}\n[panel]\nhold_ms = 2000\nhold_time = 3\n"),
+    );
     let (line, key, message) = b.invalid("x");
     assert_eq!(line, 7);
     assert_eq!(key, "panel.hold_time");
@@ -144,11 +147,17 @@ fn bad_values_are_named_with_their_line() {
     b.add("baud", "[console]\ndevice = \"ttyS0\"\nbaud = 115201\n");
     assert_eq!(b.invalid("baud").1, "console.baud");
 
-    b.add("backend", &format!("{MINIMAL}[panel.button]\nbackend = \"usb\"\n"));
+    b.add(
+        "backend",
+        &format!("{MINIMAL}[panel.button]\nbackend = \"usb\"\n"),
+    );
     let (line, key, _) = b.invalid("backend");
     assert_eq!((line, key.as_str()), (5, "panel.button.backend"));
 
-    b.add("led", &format!("{MINIMAL}[panel.leds.online]\nbackend = \"led-class\"\nname = \"../../etc\"\n"));
+    b.add(
+        "led",
+        &format!("{MINIMAL}[panel.leds.online]\nbackend = \"led-class\"\nname = \"../../etc\"\n"),
+    );
     assert_eq!(b.invalid("led").1, "panel.leds.online.name");
 }
 
@@ -161,21 +170,29 @@ fn backend_fields_must_fit_the_backend() {
              [panel.leds.draining]\nbackend = \"sim\"\n[panel.leds.offline]\nbackend = \"sim\"\n"
         )
     };
-    b.add("noline", &button("backend = \"gpio\"\nchip = \"gpiochip0\""));
+    b.add(
+        "noline",
+        &button("backend = \"gpio\"\nchip = \"gpiochip0\""),
+    );
     let (line, key, _) = b.invalid("noline");
     assert_eq!((line, key.as_str()), (4, "panel.button.line"));
 
     b.add("nochip", &button("backend = \"gpio\"\nline = 5"));
     assert_eq!(b.invalid("nochip").1, "panel.button.chip");
 
-    b.add("stray", &button("backend = \"gpio\"\nchip = \"gpiochip0\"\nline = 5\nkey = \"KEY_F12\""));
+    b.add(
+        "stray",
+        &button("backend = \"gpio\"\nchip = \"gpiochip0\"\nline = 5\nkey = \"KEY_F12\""),
+    );
     let (_, key, message) = b.invalid("stray");
     assert_eq!(key, "panel.button.key");
     assert!(message.contains("does not apply"), "{message}");
 
     b.add(
         "gpio",
-        &button("backend = \"gpio\"\nline = \"FRONT_BUTTON\"\nactive_low = true\nbias = \"pull-up\""),
+        &button(
+            "backend = \"gpio\"\nline = \"FRONT_BUTTON\"\nactive_low = true\nbias = \"pull-up\"",
+        ),
     );
     let p = b.load("gpio").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -188,7 +205,10 @@ fn backend_fields_must_fit_the_backend() {
         }))
     );
 
-    b.add("noleds", &format!("{MINIMAL}[panel.button]\nbackend = \"sim\"\n"));
+    b.add(
+        "noleds",
+        &format!("{MINIMAL}[panel.button]\nbackend = \"sim\"\n"),
+    );
     assert!(matches!(
         b.load("noleds"),
         Err(ProfileError::Missing { key, .. }) if key == "panel.leds"
@@ -224,7 +244,10 @@ fn a_child_overrides_its_parent() {
     let panel = p.panel.unwrap_or_else(|| panic!("panel"));
     assert_eq!(panel.config.hold_ms, 3000, "inherited");
     assert_eq!(panel.config.debounce_ms, 30, "overridden");
-    assert!(matches!(panel.button, ButtonSpec::Evdev(_)), "replaced whole");
+    assert!(
+        matches!(panel.button, ButtonSpec::Evdev(_)),
+        "replaced whole"
+    );
     assert_eq!(panel.leds.online, LedSpec::Sim, "inherited");
 }
 
@@ -234,7 +257,9 @@ fn an_error_in_a_parent_names_the_parent() {
     b.add("base", "[cores]\nhousekeeping = \"0\"\nsip = \"0-1\"\n");
     b.add("child", "inherit = \"base\"\n");
     match b.load("child") {
-        Err(ProfileError::Invalid { path, line, key, .. }) => {
+        Err(ProfileError::Invalid {
+            path, line, key, ..
+        }) => {
             assert!(path.ends_with("base/board.toml"), "{path:?}");
             assert_eq!((line, key.as_str()), (3, "cores.sip"));
         }
@@ -245,7 +270,8 @@ fn an_error_in_a_parent_names_the_parent() {
 #[test]
 fn inherit_loops_and_missing_parents_are_refused() {
     let b = Boards::new();
-    b.add("a", "inherit = \"b\"\n").add("b", "inherit = \"a\"\n");
+    b.add("a", "inherit = \"b\"\n")
+        .add("b", "inherit = \"a\"\n");
     let err = b.load("a").err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.contains("a -> b -> a"), "{err}");
 
@@ -271,7 +297,9 @@ fn the_cmdline_file_must_agree_with_cores_and_console() {
     let p = b.load("ok").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         p.kernel.cmdline.as_deref(),
-        Some("console=ttyS0,115200n8 isolcpus=managed_irq,domain,1-3 nohz_full=1-3 rcu_nocbs=1,2,3")
+        Some(
+            "console=ttyS0,115200n8 isolcpus=managed_irq,domain,1-3 nohz_full=1-3 rcu_nocbs=1,2,3"
+        )
     );
 
     b.add("drift", body).add_cmdline(
@@ -282,7 +310,8 @@ fn the_cmdline_file_must_agree_with_cores_and_console() {
     assert_eq!(key, "kernel.cmdline");
     assert!(message.contains("isolcpus=1-2"), "{message}");
 
-    b.add("noiso", body).add_cmdline("noiso", "console=ttyS0,115200\n");
+    b.add("noiso", body)
+        .add_cmdline("noiso", "console=ttyS0,115200\n");
     assert!(b.invalid("noiso").2.contains("isolcpus"));
 
     b.add("console", body).add_cmdline(
@@ -324,7 +353,10 @@ fn host_cores_resolve_to_what_is_available() {
 fn key_at_finds_table_and_key() {
     let src = "a = 1\n[panel.button]\nbackend = \"x\"\n\n[[listen]]\naddr = 2\n";
     assert_eq!(key_at(src, 0), "a");
-    assert_eq!(key_at(src, src.find("backend").unwrap_or(0) + 3), "panel.button.backend");
+    assert_eq!(
+        key_at(src, src.find("backend").unwrap_or(0) + 3),
+        "panel.button.backend"
+    );
     assert_eq!(key_at(src, src.find("[panel").unwrap_or(0)), "panel.button");
     assert_eq!(key_at(src, src.find("addr").unwrap_or(0)), "listen.addr");
 }
