@@ -183,6 +183,8 @@ impl ClientTransaction {
             (TxClass::Invite, ClientState::Calling | ClientState::Proceeding) => {
                 self.timers.clear(TxTimer::A);
                 if provisional {
+                    // Timer B only guards the Calling state; timer C (the proxy's) takes over.
+                    self.timers.clear(TxTimer::B);
                     self.state = ClientState::Proceeding;
                     ClientAction::PassUp
                 } else if code < 300 {

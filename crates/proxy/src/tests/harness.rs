@@ -33,7 +33,6 @@ pub enum CoreInvite {
 
 #[derive(Debug, Clone)]
 pub struct Peer {
-    pub realm: Realm,
     /// Core: how INVITEs are answered. Phones always answer 180 + 200 unless `ring_only`.
     pub invite: CoreInvite,
     /// OPTIONS answer code; None = silent.
@@ -201,11 +200,16 @@ impl Net {
 
     /// Registers `user` from phone `phone` (expires 3600) and returns the response it got.
     pub fn register(&mut self, phone: &str, user: &str, expires: u32) -> String {
+        self.tag_counter += 1;
         let req = Req::new("REGISTER", "sip:example.com", phone)
             .from(&format!("sip:{user}@example.com"))
             .to(&format!("sip:{user}@example.com"), None)
             .call_id(&format!("reg-{user}"))
-            .header("Contact", &format!("<sip:{user}@{phone}>;expires={expires}"));
+            .cseq(self.tag_counter)
+            .header(
+                "Contact",
+                &format!("<sip:{user}@{phone}>;expires={expires}"),
+            );
         self.inject(Realm::Access, phone, &req.bytes());
         self.received(phone, "SIP/2.0").pop().unwrap_or_default()
     }
@@ -223,7 +227,6 @@ impl Net {
 impl Peer {
     pub fn phone() -> Self {
         Peer {
-            realm: Realm::Access,
             invite: CoreInvite::Answer,
             options: Some(200),
             register: 200,
@@ -233,7 +236,6 @@ impl Peer {
 
     pub fn core() -> Self {
         Peer {
-            realm: Realm::Core,
             invite: CoreInvite::Answer,
             options: Some(200),
             register: 200,
@@ -250,14 +252,19 @@ impl Peer {
         }
         let tag = format!("peer{n}");
         let contact = ("Contact", format!("<sip:peer@{me}>"));
-        let reply = |code: u16, extra: &[(&str, String)]| msg::response_to(&m, code, Some(&tag), extra);
+        let reply =
+            |code: u16, extra: &[(&str, String)]| msg::response_to(&m, code, Some(&tag), extra);
         match m.method() {
             "ACK" => Vec::new(),
             "INVITE" => match self.invite {
-                CoreInvite::Answer => vec![reply(100, &[]), reply(180, &[]), reply(200, &[contact])],
+                CoreInvite::Answer => {
+                    vec![reply(100, &[]), reply(180, &[]), reply(200, &[contact])]
+                }
                 CoreInvite::Reject(code, ra) => {
-                    let extra: Vec<(&str, String)> =
-                        ra.map(|s| ("Retry-After", s.to_string())).into_iter().collect();
+                    let extra: Vec<(&str, String)> = ra
+                        .map(|s| ("Retry-After", s.to_string()))
+                        .into_iter()
+                        .collect();
                     vec![reply(100, &[]), reply(code, &extra)]
                 }
                 CoreInvite::Silent => Vec::new(),
@@ -369,7 +376,10 @@ impl Req {
 
     pub fn bytes(&self) -> Vec<u8> {
         let mut s = format!("{} {} SIP/2.0\r\n", self.method, self.uri);
-        s += &format!("Via: SIP/2.0/UDP {};branch={};rport\r\n", self.via, self.branch);
+        s += &format!(
+            "Via: SIP/2.0/UDP {};branch={};rport\r\n",
+            self.via, self.branch
+        );
         s += "Max-Forwards: 70\r\n";
         s += &format!("From: <{}>;tag={}\r\n", self.from, self.from_tag);
         match &self.to_tag {

@@ -15,7 +15,11 @@ const CORE2: &str = "10.1.0.11:5060";
 /// The Route set a UAC builds from the Record-Route of the 2xx it got (reversed).
 fn route_set(response: &str) -> Vec<String> {
     let m = Message::parse(response.as_bytes()).unwrap();
-    let mut rr: Vec<String> = m.list("record-route").iter().map(|s| s.to_string()).collect();
+    let mut rr: Vec<String> = m
+        .list("record-route")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     rr.reverse();
     rr
 }
@@ -38,8 +42,16 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     let invite = net.call_out(PHONE, "c1");
     let at_core = net.received(CORE1, "INVITE");
     assert_eq!(at_core.len(), 1);
-    let rr = Message::parse(at_core[0].as_bytes()).unwrap().list("record-route").iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    assert_eq!(rr, vec![format!("<sip:{CORE};lr>"), format!("<sip:{ACCESS};lr>")]);
+    let rr = Message::parse(at_core[0].as_bytes())
+        .unwrap()
+        .list("record-route")
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        rr,
+        vec![format!("<sip:{CORE};lr>"), format!("<sip:{ACCESS};lr>")]
+    );
     assert_eq!(header(&at_core[0], "Max-Forwards"), Some("69"));
     let top_via = header(&at_core[0], "Via").unwrap();
     assert!(top_via.contains(CORE), "{top_via}");
@@ -50,12 +62,25 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     assert_eq!(codes, vec![100, 180, 200]);
     assert_eq!(net.proxy.counts().confirmed, 1);
     let ok = responses[2].clone();
-    assert!(!header(&ok, "Via").unwrap().contains(CORE), "our Via is gone");
+    assert!(
+        !header(&ok, "Via").unwrap().contains(CORE),
+        "our Via is gone"
+    );
 
     // ACK and BYE from the phone along the route set.
-    let to_tag = Message::parse(ok.as_bytes()).unwrap().to().unwrap().tag().unwrap().to_owned();
+    let to_tag = Message::parse(ok.as_bytes())
+        .unwrap()
+        .to()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_owned();
     let routes = route_set(&ok);
-    let mut ack = invite.clone().method("ACK").to("sip:+15550001@example.com", Some(&to_tag)).branch("z9hG4bKack1");
+    let mut ack = invite
+        .clone()
+        .method("ACK")
+        .to("sip:+15550001@example.com", Some(&to_tag))
+        .branch("z9hG4bKack1");
     ack.uri = format!("sip:peer@{CORE1}");
     for r in &routes {
         ack = ack.add_header("Route", r);
@@ -63,7 +88,10 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     net.inject(Realm::Access, PHONE, &ack.bytes());
     let acks = net.received(CORE1, "ACK");
     assert_eq!(acks.len(), 1);
-    assert!(header(&acks[0], "Route").is_none(), "our Route entries are removed");
+    assert!(
+        header(&acks[0], "Route").is_none(),
+        "our Route entries are removed"
+    );
 
     let mut bye = ack.clone().method("BYE").cseq(2);
     bye.uri = format!("sip:peer@{CORE1}");
@@ -71,7 +99,10 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     assert_eq!(net.received(CORE1, "BYE").len(), 1);
     assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
     assert_eq!(net.proxy.counts().active_sessions, 0);
-    assert!(net.events.iter().any(|e| matches!(e, Event::CallEnded { .. })));
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::CallEnded { .. })));
 }
 
 #[test]
@@ -86,7 +117,9 @@ fn registration_is_cached_from_the_core_2xx_and_core_calls_reach_the_contact() {
     assert_eq!(regs[0].aor, "bob@example.com");
     assert_eq!(regs[0].expires_in_secs, 600);
 
-    let invite = Req::new("INVITE", "sip:bob@example.com", CORE1).from("sip:carol@example.net").call_id("in1");
+    let invite = Req::new("INVITE", "sip:bob@example.com", CORE1)
+        .from("sip:carol@example.net")
+        .call_id("in1");
     net.inject(Realm::Core, CORE1, &invite.bytes());
     let at_phone = net.received(PHONE, "INVITE");
     assert_eq!(at_phone.len(), 1);
@@ -116,7 +149,13 @@ fn upstream_503_with_retry_after_takes_it_out_and_the_call_goes_to_the_next() {
     net.call_out(PHONE, "f1");
     assert_eq!(net.received(CORE2, "INVITE").len(), 1);
     assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
-    assert!(net.events.iter().any(|e| matches!(e, Event::UpstreamOut { retry_after_secs: Some(120), .. })));
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        Event::UpstreamOut {
+            retry_after_secs: Some(120),
+            ..
+        }
+    )));
     // The next call skips CORE1 altogether.
     net.call_out(PHONE, "f2");
     assert_eq!(net.received(CORE1, "INVITE").len(), 1);
@@ -182,14 +221,24 @@ fn probes_put_an_upstream_back_and_a_late_one_is_reported() {
     // Probes go to everyone every probe interval (10 s).
     net.advance(Duration::from_secs(10));
     assert_eq!(net.received(CORE2, "OPTIONS").len(), 1);
-    assert_eq!(net.received(CORE1, "OPTIONS").len(), 0, "not before its Retry-After");
+    assert_eq!(
+        net.received(CORE1, "OPTIONS").len(),
+        0,
+        "not before its Retry-After"
+    );
     net.advance(Duration::from_secs(20));
     assert_eq!(net.received(CORE1, "OPTIONS").len(), 1);
     net.advance(Duration::from_secs(3));
-    assert!(net.events.iter().any(|e| matches!(e, Event::UpstreamLate { .. })));
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::UpstreamLate { .. })));
     net.peer(CORE1).options = Some(200);
     net.advance(Duration::from_secs(10));
-    assert!(net.events.iter().any(|e| matches!(e, Event::UpstreamBack { .. })));
+    assert!(net
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::UpstreamBack { .. })));
     assert!(net.proxy.upstreams()[0].in_rotation);
 }
 
@@ -208,8 +257,12 @@ fn a_silent_upstream_in_rotation_is_noticed_by_its_probe() {
 fn max_forwards_zero_gets_483_and_a_loop_gets_482() {
     let mut net = Net::standard();
     net.add_phone(PHONE);
-    let req = Req::new("INVITE", "sip:x@example.com", PHONE).call_id("mf").header("Max-Forwards", "0");
-    let text = String::from_utf8(req.bytes()).unwrap().replacen("Max-Forwards: 70\r\n", "", 1);
+    let req = Req::new("INVITE", "sip:x@example.com", PHONE)
+        .call_id("mf")
+        .header("Max-Forwards", "0");
+    let text = String::from_utf8(req.bytes())
+        .unwrap()
+        .replacen("Max-Forwards: 70\r\n", "", 1);
     net.inject(Realm::Access, PHONE, text.as_bytes());
     assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 483);
 
@@ -236,9 +289,17 @@ fn cancel_before_answer_reaches_the_core_and_ends_the_session() {
     let m = Message::parse(inv.as_bytes()).unwrap();
     let r487 = crate::msg::response_to(&m, 487, Some("t"), &[]);
     net.inject(Realm::Core, CORE1, &r487);
-    let codes: Vec<u16> = net.received(PHONE, "SIP/2.0").iter().map(|r| code(r)).collect();
+    let codes: Vec<u16> = net
+        .received(PHONE, "SIP/2.0")
+        .iter()
+        .map(|r| code(r))
+        .collect();
     assert!(codes.contains(&487), "{codes:?}");
-    assert_eq!(net.received(CORE1, "ACK").len(), 1, "the proxy ACKs the 487 hop by hop");
+    assert_eq!(
+        net.received(CORE1, "ACK").len(),
+        1,
+        "the proxy ACKs the 487 hop by hop"
+    );
     assert_eq!(net.proxy.counts().active_sessions, 0);
 }
 
@@ -271,7 +332,9 @@ fn malformed_requests_get_400_and_garbage_is_dropped_and_counted() {
 fn no_input_makes_the_proxy_panic() {
     let mut net = Net::standard();
     net.add_phone(PHONE);
-    let base = Req::new("INVITE", "sip:x@example.com", PHONE).call_id("fz").bytes();
+    let base = Req::new("INVITE", "sip:x@example.com", PHONE)
+        .call_id("fz")
+        .bytes();
     // Every truncation and a spread of single-byte corruptions of a valid message.
     for cut in 0..base.len() {
         net.inject(Realm::Access, PHONE, &base[..cut]);
@@ -283,7 +346,11 @@ fn no_input_makes_the_proxy_panic() {
         let mut bytes = base.clone();
         let at = (seed as usize >> 4) % bytes.len();
         bytes[at] = (seed >> 24) as u8;
-        let realm = if i % 2 == 0 { Realm::Access } else { Realm::Core };
+        let realm = if i % 2 == 0 {
+            Realm::Access
+        } else {
+            Realm::Core
+        };
         net.inject(realm, PHONE, &bytes);
     }
     net.advance(Duration::from_secs(120));
@@ -306,7 +373,13 @@ fn change_records_serialise_and_rebuild_the_state_on_a_twin() {
     assert!(records.len() >= 3);
     let wire = serde_json::to_string(&records).unwrap();
     let back: Vec<ChangeRecord> = serde_json::from_str(&wire).unwrap();
-    let mut twin = Proxy::new(Config { node_name: "sbc-b".into(), ..config() }, net.now);
+    let mut twin = Proxy::new(
+        Config {
+            node_name: "sbc-b".into(),
+            ..config()
+        },
+        net.now,
+    );
     for r in back {
         twin.apply_change(net.now, r);
     }
@@ -321,8 +394,16 @@ fn snapshots_serialise() {
     net.add_phone(PHONE);
     net.register(PHONE, "bob", 600);
     net.call_out(PHONE, "sn");
-    assert!(serde_json::to_string(&net.proxy.calls()).unwrap().contains("sn"));
-    assert!(serde_json::to_string(&net.proxy.registrations()).unwrap().contains("bob"));
-    assert!(serde_json::to_string(&net.proxy.upstreams()).unwrap().contains("10.1.0.10"));
-    assert!(serde_json::to_string(&net.proxy.stats()).unwrap().contains("received"));
+    assert!(serde_json::to_string(&net.proxy.calls())
+        .unwrap()
+        .contains("sn"));
+    assert!(serde_json::to_string(&net.proxy.registrations())
+        .unwrap()
+        .contains("bob"));
+    assert!(serde_json::to_string(&net.proxy.upstreams())
+        .unwrap()
+        .contains("10.1.0.10"));
+    assert!(serde_json::to_string(&net.proxy.stats())
+        .unwrap()
+        .contains("received"));
 }
