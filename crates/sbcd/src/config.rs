@@ -402,6 +402,8 @@ pub struct Sip {
     pub tcp_idle_timeout_secs: Secs,
     /// Accepted TCP connections per listener; further ones are refused.
     pub tcp_max_connections: Count,
+    /// Host names that mean "this box" in a request URI (besides the listener addresses).
+    pub local_names: Vec<String>,
 }
 
 impl Default for Sip {
@@ -411,6 +413,7 @@ impl Default for Sip {
             max_message_bytes: MessageSize(65_535),
             tcp_idle_timeout_secs: Secs(600),
             tcp_max_connections: Count(1024),
+            local_names: Vec::new(),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::control_server::{self, Ask, Router};
 use crate::engine::{self, Engine, StateView};
 use crate::logging::Recent;
 use crate::panel;
-use crate::sip_core::SipCore;
+use crate::sip_core::{self, SipCore};
 use crate::transport::{self, Limits};
 
 /// Depth of the queue from the workers to the engine; beyond it workers wait and the kernel's
@@ -132,7 +132,11 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     );
     let engine = Engine {
         node: node.clone(),
-        core: SipCore::new(),
+        core: SipCore::new(
+            sip_core::proxy_config(&config, &specs),
+            Instant::now(),
+            initial,
+        ),
         machine,
         transports: Arc::clone(&shared),
         inbound: inbound_rx,

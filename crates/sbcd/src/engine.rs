@@ -73,10 +73,9 @@ pub fn unix_ms() -> u64 {
 impl Engine {
     /// Runs the loop until every input channel is closed.
     pub async fn run(mut self) {
-        let now = Instant::now();
-        // The proxy starts in the restored state, and the machine learns the initial counts.
-        self.core.set_system_state(now, self.machine.state());
-        self.flush(now);
+        // The core was built in the restored state; the machine learns the initial counts.
+        self.flush(Instant::now());
+        let mut commands_open = true;
         loop {
             let deadline = [self.core.poll_timeout(), self.machine.poll_timeout()]
                 .into_iter()
@@ -96,12 +95,14 @@ impl Engine {
                     Some(ask) => self.answer(ask),
                     None => return,
                 },
-                command = self.commands.recv() => {
-                    if let Some(Command::Toggle { cause }) = command {
+                command = self.commands.recv(), if commands_open => match command {
+                    Some(Command::Toggle { cause }) => {
                         let now = Instant::now();
                         let _ = self.machine.toggle(now, cause);
                         self.flush(now);
                     }
+                    // No panel (or it stopped): the engine carries on without button presses.
+                    None => commands_open = false,
                 },
                 message = self.inbound.recv() => match message {
                     Some(message) => {
@@ -136,6 +137,9 @@ impl Engine {
                 self.transports.send(t);
                 progressed = true;
             }
+            if let Some(accept) = self.core.take_accepts_connections() {
+                self.serving.send_replace(accept);
+            }
             if let Some((sessions, registrations)) = self.core.take_counts_changed() {
                 self.machine.set_load(now, sessions, registrations);
                 progressed = true;
@@ -143,7 +147,7 @@ impl Engine {
             while let Some(event) = self.machine.poll_event() {
                 progressed = true;
                 match event {
-                    system_state::Event::Transition(t) => self.transition(now, t),
+                    system_state::Event::Transition(t) => self.transition(t),
                     system_state::Event::TerminateAll { .. } => {
                         let (sessions, registrations) = self.core.counts();
                         tracing::warn!(
@@ -162,10 +166,10 @@ impl Engine {
     }
 
     /// One state change, reported everywhere (SPEC §2: journal, console, LEDs, twin).
-    fn transition(&mut self, now: Instant, t: system_state::Transition) {
-        // The proxy first: the next message must already be judged by the new state.
-        self.core.set_system_state(now, t.to);
-        self.serving.send_replace(t.to != SystemState::Offline);
+    fn transition(&mut self, t: system_state::Transition) {
+        // The proxy first: the next message must already be judged by the new state. The
+        // transports follow the core's word on connections (flush picks it up).
+        self.core.set_system_state(t.to);
         self.since_unix_ms = unix_ms();
         self.view.send_replace(StateView {
             state: t.to,
@@ -198,6 +202,9 @@ impl Engine {
 
     fn answer(&mut self, ask: Ask) {
         let now = Instant::now();
+        // Brings the core's clock (and so ages and expiries in snapshots) up to now.
+        self.core.handle_timeout(now);
+        self.flush(now);
         let response = match ask.request {
             Request::ShowSystemState => self.system_state_info(now),
             Request::SetSystemState { target, guard_secs } => {
@@ -228,13 +235,13 @@ impl Engine {
                 }
             }
             Request::ShowCalls => Response::Ok {
-                reply: Reply::Calls(self.core.calls(now)),
+                reply: Reply::Calls(self.core.calls()),
             },
             Request::ShowRegistrations => Response::Ok {
-                reply: Reply::Registrations(self.core.registrations(now)),
+                reply: Reply::Registrations(self.core.registrations()),
             },
             Request::ShowUpstreams => Response::Ok {
-                reply: Reply::Upstreams(self.core.upstreams(now)),
+                reply: Reply::Upstreams(self.core.upstreams()),
             },
             Request::ShowStats => {
                 let mut counters = self.core.stats();

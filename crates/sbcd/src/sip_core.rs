@@ -1,98 +1,310 @@
-//! The adapter between the engine loop and the `proxy` crate's sans-IO core: it feeds messages
-//! and time in, takes transmits out, turns the core's events into log lines and counters, and
-//! converts its snapshots into the control protocol's shapes.
-//!
-//! Temporary: until `proxy::Proxy` is committed this holds no core; it drops (and counts) every
-//! message, and reports no sessions and no registrations, so the system-state wiring can be
-//! exercised end to end.
+//! The adapter between the engine loop and the `proxy` crate's sans-IO core: it builds the
+//! core's configuration from `sbc.toml`, feeds messages and time in, takes transmits out, turns
+//! the core's events into log lines, and converts its snapshots into the control protocol's
+//! shapes. It decides nothing: every SIP and drain decision is the core's.
 
-use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use proxy::Transmit;
+use proxy::{Event, Proxy, Transmit};
 use system_state::SystemState;
 
-use crate::transport::FromTransport;
+use crate::config::{self, Config};
+use crate::transport::{FromTransport, ListenerSpec};
 
 /// The SIP core as the engine sees it.
 #[derive(Debug)]
 pub struct SipCore {
-    state: SystemState,
-    counts: (u64, u64),
-    counts_changed: bool,
-    dropped: u64,
-    transmits: VecDeque<Transmit>,
+    proxy: Proxy,
+    /// Counts reported by the core and not yet given to the state machine.
+    counts_changed: Option<(u64, u64)>,
+    /// Whether SIP connections are welcome, as the core last said.
+    accepts_connections: Option<bool>,
+    /// Connection-closed notices seen (the core does not track flows; counted for `show stats`).
+    flows_closed: u64,
+}
+
+/// The core's configuration from the file's.
+pub fn proxy_config(config: &Config, listeners: &[ListenerSpec]) -> proxy::Config {
+    let realms: Vec<proxy::Realm> = config
+        .listeners()
+        .map(|l| match l.realm {
+            config::Realm::Access => proxy::Realm::Access,
+            config::Realm::Core => proxy::Realm::Core,
+        })
+        .collect();
+    let transport = |t: config::Transport| match t {
+        config::Transport::Udp => proxy::Transport::Udp,
+        config::Transport::Tcp => proxy::Transport::Tcp,
+        config::Transport::Sctp => proxy::Transport::Sctp,
+    };
+    let defaults = proxy::Config::default();
+    proxy::Config {
+        node_name: config.node.name.0.clone(),
+        listeners: listeners
+            .iter()
+            .zip(realms)
+            .map(|(spec, realm)| proxy::ListenerConfig {
+                realm,
+                transport: spec.transport,
+                addr: spec.addr,
+            })
+            .collect(),
+        upstreams: config
+            .upstreams()
+            .map(|u| proxy::UpstreamConfig {
+                name: u.uri.text.clone(),
+                addr: u.uri.addr,
+                transport: transport(u.uri.transport),
+                priority: u.priority,
+            })
+            .collect(),
+        local_names: config.sip.local_names.clone(),
+        upstream_timeout: Duration::from_millis(config.upstream_policy.upstream_timeout_ms.0),
+        probe_interval: Duration::from_secs(config.upstream_policy.probe_interval_secs.0),
+        drain: proxy::DrainConfig {
+            retry_after_secs: u32::try_from(config.drain.retry_after_secs.0).unwrap_or(u32::MAX),
+            reg_reject_code: config.drain.reg_reject_code.0,
+            priority_namespaces: config
+                .drain
+                .priority_namespaces
+                .iter()
+                .map(|n| n.0.clone())
+                .collect(),
+            answer_380: config.drain.answer_380,
+            ..defaults.drain.clone()
+        },
+        ..defaults
+    }
 }
 
 impl SipCore {
-    pub fn new() -> SipCore {
-        SipCore {
-            state: SystemState::Online,
-            counts: (0, 0),
-            // The state machine waits for a first count before it can end a drain.
-            counts_changed: true,
-            dropped: 0,
-            transmits: VecDeque::new(),
-        }
+    /// A core in `initial` state.
+    pub fn new(config: proxy::Config, now: Instant, initial: SystemState) -> SipCore {
+        let mut core = SipCore {
+            proxy: Proxy::new(config, now),
+            counts_changed: None,
+            accepts_connections: None,
+            flows_closed: 0,
+        };
+        core.proxy.set_system_state(initial);
+        let counts = core.proxy.counts();
+        // The state machine waits for a first count before it can end a drain.
+        core.counts_changed = Some((counts.active_sessions as u64, counts.registrations as u64));
+        core.pump_events();
+        core
     }
 
-    pub fn handle(&mut self, _now: Instant, input: FromTransport) {
-        if let FromTransport::Message(_) = input {
-            self.dropped += 1;
+    pub fn handle(&mut self, now: Instant, input: FromTransport) {
+        match input {
+            FromTransport::Message(m) => self.proxy.handle_input(
+                now,
+                proxy::Input {
+                    listener: m.listener,
+                    flow: m.flow,
+                    source: m.source,
+                    bytes: &m.bytes,
+                },
+            ),
+            FromTransport::Closed { flow, remote, .. } => {
+                self.flows_closed += 1;
+                tracing::debug!(flow = flow.0, peer = %remote, "connection closed");
+            }
         }
+        self.pump_events();
     }
 
-    pub fn handle_timeout(&mut self, _now: Instant) {}
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(now);
+        self.pump_events();
+    }
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        None
+        self.proxy.poll_timeout()
     }
 
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.proxy.poll_transmit()
     }
 
     /// The counts, if they changed since last asked.
     #[must_use]
     pub fn take_counts_changed(&mut self) -> Option<(u64, u64)> {
-        std::mem::take(&mut self.counts_changed).then_some(self.counts)
+        self.counts_changed.take()
+    }
+
+    /// Whether SIP connections are welcome, if the core changed its mind since last asked.
+    #[must_use]
+    pub fn take_accepts_connections(&mut self) -> Option<bool> {
+        self.accepts_connections.take()
     }
 
     /// Active sessions and registrations.
     pub fn counts(&self) -> (u64, u64) {
-        self.counts
+        let c = self.proxy.counts();
+        (c.active_sessions as u64, c.registrations as u64)
     }
 
-    pub fn set_system_state(&mut self, _now: Instant, state: SystemState) {
-        self.state = state;
+    pub fn set_system_state(&mut self, state: SystemState) {
+        self.proxy.set_system_state(state);
+        self.pump_events();
     }
 
-    pub fn terminate_all(&mut self, _now: Instant) {}
-
-    pub fn calls(&self, _now: Instant) -> Vec<control::CallInfo> {
-        Vec::new()
+    /// Rule 11: ends every dialog and drops every binding, with the configured Reason.
+    pub fn terminate_all(&mut self, now: Instant) {
+        let reason = self.proxy.config().drain.guard_reason.clone();
+        self.proxy.terminate_all(now, &reason);
+        self.pump_events();
     }
 
-    pub fn registrations(&self, _now: Instant) -> Vec<control::RegistrationInfo> {
-        Vec::new()
+    /// Logs the core's events and keeps what the engine needs from them.
+    fn pump_events(&mut self) {
+        while let Some(event) = self.proxy.poll_event() {
+            match event {
+                Event::CallStarted { call_id, priority } => {
+                    tracing::info!(call_id = %call_id, priority, state = "early", "call started");
+                }
+                Event::CallAnswered { call_id } => {
+                    tracing::info!(call_id = %call_id, state = "confirmed", "call answered");
+                }
+                Event::CallEnded { call_id, cause } => {
+                    tracing::info!(call_id = %call_id, cause = ?cause, state = "ended", "call ended");
+                }
+                Event::RegistrationAdded {
+                    aor,
+                    contact,
+                    expires_secs,
+                } => {
+                    tracing::info!(aor = %aor, contact = %contact, expires_secs, "registration cached");
+                }
+                Event::RegistrationRemoved {
+                    aor,
+                    contact,
+                    cause,
+                } => {
+                    tracing::info!(aor = %aor, contact = %contact, cause = ?cause, "registration removed");
+                }
+                // Replication goes to the twin, which this build does not have.
+                Event::Change(_) => {}
+                Event::UpstreamOut {
+                    name,
+                    retry_after_secs,
+                } => {
+                    tracing::warn!(upstream = %name, retry_after_secs, "upstream out of rotation");
+                }
+                Event::UpstreamBack { name } => {
+                    tracing::info!(upstream = %name, "upstream back in rotation");
+                }
+                Event::UpstreamLate { name, overdue_secs } => {
+                    tracing::warn!(
+                        upstream = %name,
+                        overdue_secs,
+                        "upstream not back when it said it would be"
+                    );
+                }
+                Event::MalformedDropped { source, reason } => {
+                    tracing::debug!(peer = %source, reason = %reason, "malformed message dropped");
+                }
+                Event::CountsChanged(c) => {
+                    self.counts_changed = Some((c.active_sessions as u64, c.registrations as u64));
+                }
+                // The state machine ends the drain from the counts (rule 10).
+                Event::DrainComplete => {}
+                Event::CloseConnections => self.accepts_connections = Some(false),
+                Event::AcceptConnections => self.accepts_connections = Some(true),
+            }
+        }
     }
 
-    pub fn upstreams(&self, _now: Instant) -> Vec<control::UpstreamInfo> {
-        Vec::new()
+    pub fn calls(&self) -> Vec<control::CallInfo> {
+        self.proxy
+            .calls()
+            .into_iter()
+            .map(|c| control::CallInfo {
+                call_id: c.call_id,
+                from: c.caller,
+                to: c.callee,
+                state: dialog_state(c.state).to_string(),
+                age_secs: c.age_secs,
+            })
+            .collect()
     }
 
+    pub fn registrations(&self) -> Vec<control::RegistrationInfo> {
+        let calls = self.proxy.calls();
+        self.proxy
+            .registrations()
+            .into_iter()
+            .map(|r| control::RegistrationInfo {
+                active_calls: calls
+                    .iter()
+                    .filter(|c| c.caller_addr == r.remote || c.callee_addr == r.remote)
+                    .count() as u64,
+                aor: r.aor,
+                contact: r.contact,
+                expires_in_secs: r.expires_in_secs,
+                flow: format!("{} {}", r.transport.uri_param(), r.remote),
+            })
+            .collect()
+    }
+
+    pub fn upstreams(&self) -> Vec<control::UpstreamInfo> {
+        self.proxy
+            .upstreams()
+            .into_iter()
+            .map(|u| control::UpstreamInfo {
+                status: match (u.in_rotation, u.back_in_secs) {
+                    (true, _) => "in-rotation",
+                    (false, Some(0)) => "late",
+                    (false, _) => "out",
+                }
+                .to_string(),
+                uri: u.name,
+                priority: u.priority,
+                back_in_secs: u.back_in_secs.filter(|&s| s > 0),
+                failures: u.failures,
+                last_probe: None,
+            })
+            .collect()
+    }
+
+    /// The core's counters, named `sip.<field>`.
     pub fn stats(&self) -> Vec<control::Counter> {
-        vec![control::Counter {
-            name: "sip.dropped_no_core".into(),
-            value: self.dropped,
-        }]
+        let mut out = Vec::new();
+        // Stats is a struct of plain counters; its serde form lists them by name, so new
+        // counters show up here without this shell knowing them.
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self.proxy.stats()) {
+            for (name, value) in fields {
+                if let Some(value) = value.as_u64() {
+                    out.push(control::Counter {
+                        name: format!("sip.{name}"),
+                        value,
+                    });
+                }
+            }
+        }
+        let (sessions, registrations) = self.counts();
+        out.push(control::Counter {
+            name: "sip.active_sessions".into(),
+            value: sessions,
+        });
+        out.push(control::Counter {
+            name: "sip.registrations".into(),
+            value: registrations,
+        });
+        out.push(control::Counter {
+            name: "sip.flows_closed".into(),
+            value: self.flows_closed,
+        });
+        out
     }
 }
 
-impl Default for SipCore {
-    fn default() -> Self {
-        SipCore::new()
+fn dialog_state(s: proxy::dialogs::DialogState) -> &'static str {
+    match s {
+        proxy::dialogs::DialogState::Early => "early",
+        proxy::dialogs::DialogState::Confirmed => "confirmed",
+        proxy::dialogs::DialogState::Ended => "ended",
     }
 }

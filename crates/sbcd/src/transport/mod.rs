@@ -11,7 +11,6 @@
 //! holds each connection's outgoing queue, not its socket. Nothing here looks inside a message
 //! beyond stream framing; what to send where is the engine's decision.
 
-pub mod framing;
 pub mod tcp;
 pub mod udp;
 

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
-use super::{bind_tcp, framing, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared};
+use super::{bind_tcp, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared};
 
 /// Messages waiting to be written on one connection before further ones are dropped.
 pub const QUEUE_LEN: usize = 256;
@@ -189,7 +189,10 @@ async fn run(
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let idle = shared.limits.tcp_idle_timeout;
-    let max = shared.limits.max_message_bytes;
+    let limits = sip::Limits {
+        max_message_bytes: shared.limits.max_message_bytes,
+        ..sip::Limits::default()
+    };
     let mut serving = shared.serving.clone();
     let mut watching = true;
     let mut deadline = Instant::now() + idle;
@@ -206,7 +209,7 @@ async fn run(
                 Ok(n) => {
                     deadline = Instant::now() + idle;
                     pending.extend_from_slice(&chunk[..n]);
-                    match deliver(&shared, spec, id, remote, &mut pending, max, &mut wr).await {
+                    match deliver(&shared, spec, id, remote, &mut pending, &limits, &mut wr).await {
                         Ok(()) => {}
                         Err(end) => break end,
                     }
@@ -266,26 +269,28 @@ async fn run(
         .await;
 }
 
-/// Cuts every complete message out of `pending` and hands it to the engine.
+/// Cuts every complete message out of `pending` (the `sip` crate's framer decides where they
+/// end) and hands it to the engine.
 async fn deliver(
     shared: &Shared,
     spec: ListenerSpec,
     id: FlowId,
     remote: SocketAddr,
     pending: &mut Vec<u8>,
-    max: usize,
+    limits: &sip::Limits,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
 ) -> Result<(), End> {
     loop {
-        match framing::next(pending, max) {
-            Ok(framing::Frame::Incomplete) => return Ok(()),
-            Ok(framing::Frame::KeepAlive { len, pong }) => {
+        match sip::next_frame(pending, limits) {
+            Ok(sip::Frame::Incomplete) => return Ok(()),
+            Ok(sip::Frame::KeepAlive { len, ping }) => {
                 pending.drain(..len);
-                if pong && wr.write_all(b"\r\n").await.is_err() {
+                // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single CRLF.
+                if ping && wr.write_all(b"\r\n").await.is_err() {
                     return Err(End::Error);
                 }
             }
-            Ok(framing::Frame::Message { len }) => {
+            Ok(sip::Frame::Message { len }) => {
                 let bytes: Vec<u8> = pending.drain(..len).collect();
                 shared.counters.tcp_received.fetch_add(1, Ordering::Relaxed);
                 let message = FromTransport::Message(Inbound {
@@ -299,12 +304,20 @@ async fn deliver(
                 }
             }
             Err(e) => {
-                // A stream that cannot be framed cannot be resynchronised: close it.
+                // A stream that cannot be framed cannot be resynchronised: answer the request
+                // if the parser says it deserves an answer, then close.
                 shared
                     .counters
                     .tcp_framing_errors
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(peer = %remote, error = %e, "unframeable SIP stream; closing connection");
+                if let sip::Disposition::Reply { status, reason } = e.disposition() {
+                    let mut reply = Vec::new();
+                    if sip::build::reply_to_unparsable(pending, status, reason, &mut reply).is_ok()
+                    {
+                        let _ = wr.write_all(&reply).await;
+                    }
+                }
                 return Err(End::Framing);
             }
         }
