@@ -371,9 +371,9 @@ fn rule_10_drain_complete_when_sessions_and_registrations_reach_zero() {
     net.inject(Realm::Access, ALICE, &bye.bytes());
     assert_eq!(net.proxy.counts().active_sessions, 0);
     assert_eq!(net.proxy.counts().registrations, 1);
-    assert!(!net.events.iter().any(|e| *e == Event::DrainComplete));
+    assert!(!net.events.contains(&Event::DrainComplete));
     net.advance(Duration::from_secs(59));
-    assert!(!net.events.iter().any(|e| *e == Event::DrainComplete));
+    assert!(!net.events.contains(&Event::DrainComplete));
     net.advance(Duration::from_secs(1));
     assert_eq!(net.proxy.counts(), crate::Counts::default());
     assert_eq!(

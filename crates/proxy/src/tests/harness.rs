@@ -387,11 +387,7 @@ impl Req {
             None => s += &format!("To: <{}>\r\n", self.to),
         }
         s += &format!("Call-ID: {}\r\n", self.call_id);
-        let cseq_method = if self.method == "ACK" || self.method == "CANCEL" {
-            self.method.clone()
-        } else {
-            self.method.clone()
-        };
+        let cseq_method = &self.method;
         s += &format!("CSeq: {} {cseq_method}\r\n", self.cseq);
         for (n, v) in &self.headers {
             s += &format!("{n}: {v}\r\n");
