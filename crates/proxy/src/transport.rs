@@ -92,8 +92,8 @@ pub struct Flow {
 
 /// One received message, handed to [`crate::Proxy::handle_input`].
 ///
-/// For stream transports the shell hands over exactly one framed message (see
-/// [`crate::framing::StreamFramer`]).
+/// For stream transports the shell hands over exactly one framed message (cut with
+/// `sip::next_frame`, which also recognises CRLF keep-alives).
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     /// The listener it arrived on; this fixes realm and transport.

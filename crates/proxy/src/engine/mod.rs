@@ -273,6 +273,20 @@ impl Proxy {
             flow: input.flow,
             remote: input.source,
         };
+        // The workspace parser is the judge of what is well-formed (and of the status a bad
+        // request gets); the proxy's own reader then serves the routing decisions.
+        let framing = if listener.transport.is_reliable() {
+            sip::Framing::Stream
+        } else {
+            sip::Framing::Datagram
+        };
+        let checked = sip::Message::parse_with(input.bytes, &sip::Limits::default(), framing)
+            .and_then(|m| m.validate());
+        if let Err(error) = checked {
+            self.reject_unparsable(input.bytes, flow, &error);
+            self.after_change();
+            return;
+        }
         match Message::parse(input.bytes) {
             Ok(message) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
@@ -536,6 +550,25 @@ impl Proxy {
             source,
             reason: reason.to_owned(),
         });
+    }
+
+    /// Answers what the `sip` crate says a bad request deserves (400, 413, 505, 513) when its
+    /// Via, From, To, Call-ID and CSeq can be salvaged; drops and counts everything else.
+    fn reject_unparsable(&mut self, bytes: &[u8], from: Flow, error: &sip::Error) {
+        if let sip::Disposition::Reply { status, reason } = error.disposition() {
+            let mut out = Vec::new();
+            let is_ack = bytes
+                .iter()
+                .skip_while(|b| matches!(b, b'\r' | b'\n'))
+                .take(4)
+                .eq(b"ACK ".iter());
+            if !is_ack && sip::build::reply_to_unparsable(bytes, status, reason, &mut out).is_ok() {
+                self.stats.bad_requests += 1;
+                self.send(from, out);
+                return;
+            }
+        }
+        self.malformed(from.remote, &error.to_string());
     }
 
     /// Answers 400 when the message is a request we can answer, else drops it.
