@@ -3,26 +3,120 @@
 //! Folded header values are never unfolded into a copy: every routine here treats CR and LF
 //! inside a value as whitespace, which is exactly what folding means (RFC 3261 §7.3.1).
 
+/// Character classes of RFC 3261 §25.1, one bit each, looked up in [`CLASS`].
+pub(crate) const WS: u8 = 1;
+/// `token` characters.
+pub(crate) const TOKEN: u8 = 2;
+/// `unreserved` (alphanum and mark).
+pub(crate) const UNRESERVED: u8 = 4;
+/// Extra characters of a URI user part (`user-unreserved` plus `%`).
+pub(crate) const USER: u8 = 8;
+/// Extra characters of a URI password.
+pub(crate) const PASSWORD: u8 = 16;
+/// Extra characters of URI parameters (`param-unreserved`, `%`, `;`, `=`).
+pub(crate) const PARAM: u8 = 32;
+/// Extra characters of URI headers (`hnv-unreserved`, `%`, `&`, `=`).
+pub(crate) const HEADER: u8 = 64;
+/// Host name characters (alphanum, `-`, `.`).
+pub(crate) const HOST: u8 = 128;
+
+const fn build_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        let mut v = 0;
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            v |= WS;
+        }
+        if alnum
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+        {
+            v |= TOKEN;
+        }
+        if alnum
+            || matches!(
+                b,
+                b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+            )
+        {
+            v |= UNRESERVED;
+        }
+        if matches!(
+            b,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        ) {
+            v |= USER;
+        }
+        if matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',') {
+            v |= PASSWORD;
+        }
+        if matches!(
+            b,
+            b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
+        ) {
+            v |= PARAM;
+        }
+        if matches!(
+            b,
+            b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'&' | b'='
+        ) {
+            v |= HEADER;
+        }
+        if alnum || b == b'-' || b == b'.' {
+            v |= HOST;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+}
+
+/// Class bits of every byte.
+pub(crate) static CLASS: [u8; 256] = build_classes();
+
+/// True when `b` has any of the `classes` bits.
+#[inline]
+pub(crate) fn is(b: u8, classes: u8) -> bool {
+    CLASS[usize::from(b)] & classes != 0
+}
+
+/// True when every byte of `s` has one of the `classes` bits.
+#[inline]
+pub(crate) fn all(s: &[u8], classes: u8) -> bool {
+    s.iter().all(|&b| is(b, classes))
+}
+
 /// Whitespace inside a header value, folding included.
 #[inline]
 pub(crate) fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    is(b, WS)
 }
 
 /// `token` characters of RFC 3261 §25.1.
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    is(b, TOKEN)
 }
 
 /// Trims linear whitespace (folding included) on both ends.
 #[inline]
 pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_ws(c as u8))
+    let b = s.as_bytes();
+    let mut start = 0;
+    let mut end = b.len();
+    while start < end && is_ws(b[start]) {
+        start += 1;
+    }
+    while end > start && is_ws(b[end - 1]) {
+        end -= 1;
+    }
+    // Both ends sit next to ASCII whitespace or at the ends: valid char boundaries.
+    s.get(start..end).unwrap_or("")
 }
 
 /// True when `s` is a non-empty token.

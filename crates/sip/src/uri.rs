@@ -9,7 +9,7 @@ use core::fmt;
 use core::net::IpAddr;
 
 use crate::params::Params;
-use crate::scan::starts_with_ci;
+use crate::scan::{all, is, starts_with_ci, HEADER, HOST, PARAM, PASSWORD, UNRESERVED, USER};
 
 /// URI scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,16 +70,10 @@ impl<'a> Host<'a> {
             }
             return Some(Host::Ipv6(inner));
         }
-        if !b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'.')
-        {
+        if !all(b, HOST) {
             return None;
         }
-        if b.iter().all(|c| c.is_ascii_digit() || *c == b'.')
-            && s.split('.').count() == 4
-            && s.split('.').all(|p| !p.is_empty() && p.len() <= 3)
-        {
+        if is_ipv4(b) {
             return Some(Host::Ipv4(s));
         }
         Some(Host::Domain(s))
@@ -414,19 +408,11 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
         Some(i) => (&after[..i], Some(&after[i + 1..])),
         None => (after, None),
     };
-    if !params
-        .bytes()
-        .all(|c| is_param_char(c) || c == b';' || c == b'=')
-        || !escapes_valid(params)
-    {
+    if !all(params.as_bytes(), UNRESERVED | PARAM) || !escapes_valid(params) {
         return Err(UriError("invalid character in URI parameters"));
     }
     if let Some(h) = headers {
-        if !h
-            .bytes()
-            .all(|c| is_header_char(c) || c == b'&' || c == b'=')
-            || !escapes_valid(h)
-        {
+        if !all(h.as_bytes(), UNRESERVED | HEADER) || !escapes_valid(h) {
             return Err(UriError("invalid character in URI headers"));
         }
     }
@@ -444,6 +430,26 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
     })
 }
 
+/// Four dot-separated runs of one to three digits.
+fn is_ipv4(b: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut run = 0;
+    for &c in b {
+        if c == b'.' {
+            if run == 0 {
+                return false;
+            }
+            dots += 1;
+            run = 0;
+        } else if c.is_ascii_digit() && run < 3 {
+            run += 1;
+        } else {
+            return false;
+        }
+    }
+    dots == 3 && run > 0
+}
+
 /// A port: 1 to 5 digits fitting in u16.
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
     if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
@@ -452,37 +458,20 @@ pub(crate) fn parse_port(p: &str) -> Option<u16> {
     p.parse().ok()
 }
 
-fn is_unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        )
-}
-
 fn is_user_char(c: u8) -> bool {
-    is_unreserved(c)
-        || matches!(
-            c,
-            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-        )
+    is(c, UNRESERVED | USER)
 }
 
 fn is_password_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',')
-}
-
-fn is_param_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$')
-}
-
-fn is_header_char(c: u8) -> bool {
-    is_unreserved(c) || matches!(c, b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$')
+    is(c, UNRESERVED | PASSWORD)
 }
 
 /// Every `%` is followed by two hex digits.
 fn escapes_valid(s: &str) -> bool {
     let b = s.as_bytes();
+    if memchr::memchr(b'%', b).is_none() {
+        return true;
+    }
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
