@@ -146,6 +146,8 @@ enum ButtonSource {
 pub struct PanelDriverStatus {
     /// The panel state machine's view.
     pub panel: PanelStatus,
+    /// The timing it runs with (`hold_ms` for "hold at least N ms").
+    pub config: panel::PanelConfig,
     /// How the button is connected.
     pub button: String,
     /// How each LED is connected: online, draining, offline.
@@ -367,6 +369,12 @@ impl PanelDriver {
         self.sim.clone()
     }
 
+    /// The timing the panel runs with.
+    #[must_use]
+    pub fn config(&self) -> &panel::PanelConfig {
+        self.panel.config()
+    }
+
     /// A handle that interrupts [`wait_until`](Self::wait_until).
     #[must_use]
     pub fn waker(&self) -> PanelWaker {
@@ -470,6 +478,7 @@ impl PanelDriver {
     pub fn status(&self) -> PanelDriverStatus {
         PanelDriverStatus {
             panel: self.panel.status(),
+            config: *self.panel.config(),
             button: self.button_desc.clone(),
             leds: self.led_desc.clone(),
             simulated: self.sim.is_some(),

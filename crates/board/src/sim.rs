@@ -104,6 +104,12 @@ impl SimPanel {
         Ok(())
     }
 
+    /// Whether the button is down now.
+    #[must_use]
+    pub fn is_pressed(&self) -> bool {
+        self.is_pressed_at(monotonic_now())
+    }
+
     /// Whether the button is down at `now`.
     #[must_use]
     pub fn is_pressed_at(&self, now: Instant) -> bool {

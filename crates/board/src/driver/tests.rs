@@ -74,10 +74,20 @@ fn the_sim_board_runs_lamp_test_hold_and_hint() {
     assert_eq!(sim.leds(), Leds::OFF, "1 Hz blink");
 
     let status = d.status();
+    assert_eq!(status.config.hold_ms, 2000);
+    assert_eq!(d.config().hold_ms, 2000);
     assert!(status.simulated);
     assert!(status.button.contains("simulated"));
     assert!(status.leds.iter().all(|l| l.contains("simulated")));
     assert!(status.to_string().contains("draining off (simulated LED)"));
+}
+
+#[test]
+fn the_driver_can_move_to_its_own_thread() {
+    fn send<T: Send>() {}
+    send::<PanelDriver>();
+    send::<PanelWaker>();
+    send::<SimPanel>();
 }
 
 #[test]
