@@ -59,6 +59,7 @@ pub struct Editor {
     line: Vec<char>,
     cursor: usize,
     echo: bool,
+    record_history: bool,
     max_line: usize,
     history: VecDeque<String>,
     max_history: usize,
@@ -82,6 +83,7 @@ impl Editor {
             line: Vec::new(),
             cursor: 0,
             echo: true,
+            record_history: true,
             max_line: 512,
             history: VecDeque::new(),
             max_history,
@@ -105,6 +107,11 @@ impl Editor {
     /// are ordinary characters.
     pub fn set_echo(&mut self, echo: bool) {
         self.echo = echo;
+    }
+
+    /// Whether entered lines go into history (off for answers like a login name or `y`).
+    pub fn set_history(&mut self, record: bool) {
+        self.record_history = record;
     }
 
     /// The lines entered, oldest first.
@@ -358,7 +365,11 @@ impl Editor {
     fn enter(&mut self) {
         self.out.extend_from_slice(b"\r\n");
         let line: String = self.line.iter().collect();
-        if self.echo && !line.trim().is_empty() && self.history.back() != Some(&line) {
+        if self.echo
+            && self.record_history
+            && !line.trim().is_empty()
+            && self.history.back() != Some(&line)
+        {
             if self.history.len() >= self.max_history {
                 self.history.pop_front();
             }
@@ -750,6 +761,12 @@ mod tests {
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("admin\r\nPassword: "), "{text}");
         assert_eq!(e.history().count(), 1, "the password is not in history");
+        e.set_echo(true);
+        e.set_history(false);
+        let _ = e.begin();
+        let (_, a) = run(&mut e, b"y\r");
+        assert_eq!(lines(&a), ["y"]);
+        assert_eq!(e.history().count(), 1, "nor answers with history off");
     }
 
     #[test]
