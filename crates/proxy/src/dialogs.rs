@@ -19,6 +19,10 @@ pub struct DialogId {
     pub call_id: String,
     /// The caller's From tag.
     pub caller_tag: String,
+    /// The realm the INVITE came from. A call that spirals through the core (phone to core
+    /// and back to another phone) passes twice with the same Call-ID and tags; each pass is
+    /// its own session.
+    pub caller_realm: Realm,
 }
 
 /// The life of a session.
@@ -129,18 +133,31 @@ impl DialogTable {
         Some(DialogChange::Upsert(Box::new(dialog.clone())))
     }
 
-    /// Finds the session a request belongs to from its Call-ID and tags, and which side sent it.
-    pub fn find(&self, call_id: &str, from_tag: &str, to_tag: &str) -> Option<(&Dialog, Side)> {
+    /// Finds the session a request arriving from `realm` belongs to from its Call-ID and tags,
+    /// and which side sent it.
+    pub fn find(
+        &self,
+        call_id: &str,
+        from_tag: &str,
+        to_tag: &str,
+        realm: Realm,
+    ) -> Option<(&Dialog, Side)> {
         let as_caller = DialogId {
             call_id: call_id.to_owned(),
             caller_tag: from_tag.to_owned(),
+            caller_realm: realm,
         };
         if let Some((d, _)) = self.dialogs.get(&as_caller) {
             return Some((d, Side::Caller));
         }
+        let other = match realm {
+            Realm::Access => Realm::Core,
+            Realm::Core => Realm::Access,
+        };
         let as_callee = DialogId {
             call_id: call_id.to_owned(),
             caller_tag: to_tag.to_owned(),
+            caller_realm: other,
         };
         self.dialogs.get(&as_callee).map(|(d, _)| (d, Side::Callee))
     }
@@ -237,6 +254,7 @@ mod tests {
         let id = DialogId {
             call_id: "c".into(),
             caller_tag: "ft".into(),
+            caller_realm: Realm::Access,
         };
         table.insert(
             Dialog {
@@ -254,8 +272,15 @@ mod tests {
             d.callee.tag = Some("tt".into());
         });
         assert_eq!(table.counts().confirmed, 1);
-        assert_eq!(table.find("c", "ft", "tt").unwrap().1, Side::Caller);
-        assert_eq!(table.find("c", "tt", "ft").unwrap().1, Side::Callee);
+        assert_eq!(
+            table.find("c", "ft", "tt", Realm::Access).unwrap().1,
+            Side::Caller
+        );
+        assert_eq!(
+            table.find("c", "tt", "ft", Realm::Core).unwrap().1,
+            Side::Callee
+        );
+        assert!(table.find("c", "ft", "tt", Realm::Core).is_none());
         let (_, change) = table.remove(&id).unwrap();
         let mut twin = DialogTable::default();
         twin.apply(change, t0);

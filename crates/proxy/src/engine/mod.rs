@@ -291,7 +291,7 @@ impl Proxy {
             Ok(message) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
-            Ok(message) => self.on_response(&message),
+            Ok(message) => self.on_response(&message, listener.realm),
             Err(error) => self.on_malformed(input.bytes, flow, &error.to_string()),
         }
         self.after_change();

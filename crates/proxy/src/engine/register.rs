@@ -186,7 +186,7 @@ impl Proxy {
                     priority: false,
                     register: Some(ctx),
                     done: false,
-                    loop_hash: self.loop_hash(m),
+                    loop_hash: self.loop_hash(m, from.listener),
                 };
                 let sid = self.new_server(m, bytes, from, key, Some(forward));
                 self.try_next(sid);

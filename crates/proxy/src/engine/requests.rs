@@ -80,7 +80,7 @@ impl Proxy {
             return;
         }
 
-        let loop_hash = self.loop_hash(m);
+        let loop_hash = self.loop_hash(m, from.listener);
         let looped = m.vias().iter().any(|v| {
             self.is_own_via(v)
                 && v.branch().is_some_and(|b| {
@@ -220,11 +220,15 @@ impl Proxy {
 
     /// RFC 3261 §16.6 step 8 style: a hash of what identifies the request at this hop, so the
     /// same request coming back with the same request URI is a loop and a spiral is not.
-    pub(super) fn loop_hash(&self, m: &Message<'_>) -> u64 {
+    /// The listener is part of it: the same request entering from the other side is a spiral
+    /// through the core (a call between two phones), not a loop.
+    pub(super) fn loop_hash(&self, m: &Message<'_>, listener: crate::transport::ListenerId) -> u64 {
         let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
         let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
         let cseq = m.cseq().map(|(n, _)| n.to_string()).unwrap_or_default();
+        let listener = listener.0.to_string();
         super::fnv(&[
+            &listener,
             m.request_uri().unwrap_or_default(),
             from_tag,
             to_tag,
@@ -472,7 +476,7 @@ impl Proxy {
         let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
         let found = self
             .dialogs
-            .find(call_id, from_tag, to_tag)
+            .find(call_id, from_tag, to_tag, realm)
             .map(|(d, side)| (d.id.clone(), side, d.clone()));
         let draft = self.edit_for_forward(m, from);
         let dest = match &found {
@@ -498,11 +502,12 @@ impl Proxy {
         let Some(dest) = dest else {
             match sid {
                 Some(sid) => self.respond(sid, 481, &[]),
-                None => self.stats.stray_responses += 0,
+                // An ACK with nowhere to go is dropped: it has no response.
+                None => {}
             }
             return;
         };
-        let loop_hash = self.loop_hash(m);
+        let loop_hash = self.loop_hash(m, from.listener);
         match sid {
             None => {
                 // ACK for a 2xx: end to end, forwarded without a transaction.
@@ -716,6 +721,7 @@ impl Proxy {
         let id = DialogId {
             call_id: call_id.to_owned(),
             caller_tag: caller_tag.to_owned(),
+            caller_realm,
         };
         let dialog = Dialog {
             id: id.clone(),

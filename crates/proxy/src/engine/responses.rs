@@ -11,7 +11,7 @@ use super::requests::hop_request;
 use super::{ClientPurpose, Proxy, Targets, TimerKey, TxId};
 
 impl Proxy {
-    pub(super) fn on_response(&mut self, m: &Message<'_>) {
+    pub(super) fn on_response(&mut self, m: &Message<'_>, realm: crate::transport::Realm) {
         let Some(via) = m.top_via() else {
             return;
         };
@@ -23,7 +23,7 @@ impl Proxy {
         let method = m.method().to_ascii_uppercase();
         let code = m.code().unwrap_or(500);
         let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
-            self.relay_stateless(m);
+            self.relay_stateless(m, realm);
             return;
         };
         let now = self.now;
@@ -55,7 +55,7 @@ impl Proxy {
             ClientPurpose::Probe(_) | ClientPurpose::Own => {}
             ClientPurpose::Forward { server, upstream } => {
                 if matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) {
-                    self.on_forward_response(cid, server, upstream, m, code);
+                    self.on_forward_response(cid, server, upstream, m, code, realm);
                 }
             }
         }
@@ -117,11 +117,12 @@ impl Proxy {
         upstream: Option<UpstreamId>,
         m: &Message<'_>,
         code: u16,
+        realm: crate::transport::Realm,
     ) {
         let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
             // The server side is gone (e.g. a second 2xx from a fork): pass a 2xx on anyway.
             if (200..300).contains(&code) {
-                self.relay_stateless(m);
+                self.relay_stateless(m, realm);
             }
             return;
         };
@@ -246,7 +247,7 @@ impl Proxy {
     }
 
     /// A 2xx to an INVITE with no transaction left (retransmission or fork): to the caller.
-    fn relay_stateless(&mut self, m: &Message<'_>) {
+    fn relay_stateless(&mut self, m: &Message<'_>, realm: crate::transport::Realm) {
         let code = m.code().unwrap_or_default();
         if !(200..300).contains(&code) || !m.method().eq_ignore_ascii_case("INVITE") {
             self.stats.stray_responses += 1;
@@ -257,7 +258,7 @@ impl Proxy {
         let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
         let Some(dest) = self
             .dialogs
-            .find(call_id, from_tag, to_tag)
+            .find(call_id, from_tag, to_tag, super::requests::opposite(realm))
             .map(|(d, _)| d.caller.flow)
         else {
             self.stats.stray_responses += 1;

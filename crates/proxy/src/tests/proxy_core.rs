@@ -266,12 +266,110 @@ fn max_forwards_zero_gets_483_and_a_loop_gets_482() {
     net.inject(Realm::Access, PHONE, text.as_bytes());
     assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 483);
 
-    // The core sends our own INVITE straight back to us.
+    // A misrouting network hands our own INVITE back to the side it first came in on.
     net.peer(CORE1).invite = CoreInvite::Silent;
     net.call_out(PHONE, "loop");
     let forwarded = net.received(CORE1, "INVITE").pop().unwrap();
-    net.inject(Realm::Core, CORE1, forwarded.as_bytes());
+    net.add_phone(CORE1);
+    net.inject(Realm::Access, CORE1, forwarded.as_bytes());
     assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 482);
+    assert_eq!(net.proxy.stats().loops, 1);
+}
+
+#[test]
+fn a_call_between_two_phones_spirals_through_the_core_without_a_loop() {
+    const BOB: &str = "192.168.1.20:5060";
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.add_phone(BOB);
+    net.register(BOB, "bob", 3600);
+    net.peer(CORE1).invite = CoreInvite::Silent;
+    let invite = Req::new("INVITE", "sip:bob@example.com", PHONE).call_id("spiral");
+    net.inject(Realm::Access, PHONE, &invite.bytes());
+    // The core routes it back to us for bob, same request URI, same tags.
+    let forwarded = net.received(CORE1, "INVITE").pop().unwrap();
+    net.inject(Realm::Core, CORE1, forwarded.as_bytes());
+    assert_eq!(net.received(BOB, "INVITE").len(), 1);
+    assert_eq!(net.proxy.stats().loops, 0);
+    assert_eq!(
+        net.proxy.counts().active_sessions,
+        2,
+        "one session per pass"
+    );
+    // Bob's 200 goes back to the core, which hands it to us for the first pass.
+    let ok = net
+        .received(CORE1, "SIP/2.0 200")
+        .pop()
+        .expect("bob's answer reaches the core");
+    net.inject(Realm::Core, CORE1, ok.as_bytes());
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
+    assert_eq!(net.proxy.counts().confirmed, 2);
+}
+
+#[test]
+fn tcp_flows_are_kept_for_replies_and_for_requests_to_registered_contacts() {
+    use crate::transport::{FlowId, Input, ListenerId, Transport};
+    let mut cfg = config();
+    cfg.listeners.push(crate::ListenerConfig {
+        realm: Realm::Access,
+        transport: Transport::Tcp,
+        addr: addr("10.0.0.1:5061"),
+    });
+    let mut net = Net::new(cfg);
+    let phone = addr("192.168.1.30:40000");
+    let register = Req::new("REGISTER", "sip:example.com", "192.168.1.30:40000")
+        .from("sip:dan@example.com")
+        .to("sip:dan@example.com", None)
+        .call_id("tcp-reg")
+        .header("Contact", "<sip:dan@192.168.1.30:40000;transport=tcp>");
+    let text = String::from_utf8(register.bytes())
+        .unwrap()
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    net.proxy.handle_input(
+        net.now,
+        Input {
+            listener: ListenerId(2),
+            flow: Some(FlowId(7)),
+            source: phone,
+            bytes: text.as_bytes(),
+        },
+    );
+    net.drive();
+    // The core's 200 went back on connection 7 (the harness records nothing for unknown peers).
+    let reply = net
+        .lost
+        .iter()
+        .find(|(to, _)| *to == phone)
+        .expect("a reply to the phone");
+    assert!(String::from_utf8_lossy(&reply.1).starts_with("SIP/2.0 200"));
+    assert_eq!(net.proxy.registrations()[0].transport, Transport::Tcp);
+    let invite = Req::new("INVITE", "sip:dan@example.com", CORE1).call_id("tcp-in");
+    net.proxy.handle_input(
+        net.now,
+        Input {
+            listener: ListenerId(1),
+            flow: None,
+            source: addr(CORE1),
+            bytes: &invite.bytes(),
+        },
+    );
+    let mut out = None;
+    while let Some(t) = net.proxy.poll_transmit() {
+        if t.destination == phone {
+            out = Some(t);
+        }
+    }
+    let out = out.expect("INVITE to the phone");
+    assert_eq!(
+        (out.listener, out.transport, out.flow),
+        (ListenerId(2), Transport::Tcp, Some(FlowId(7)))
+    );
+    assert!(String::from_utf8_lossy(&out.bytes).contains("SIP/2.0/TCP 10.0.0.1:5061"));
+    let rr = String::from_utf8_lossy(&out.bytes)
+        .lines()
+        .filter(|l| l.starts_with("Record-Route"))
+        .count();
+    assert_eq!(rr, 2);
 }
 
 #[test]
