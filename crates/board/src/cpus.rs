@@ -237,6 +237,65 @@ fn parse_allowed_list(status: &str) -> Result<CpuList, String> {
         .map_err(|e: CpuListError| e.to_string())
 }
 
+/// One thread of this process as the kernel schedules it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadAffinity {
+    /// Kernel thread id.
+    pub tid: i32,
+    /// Thread name (`comm`), as set with `std::thread::Builder::name`.
+    pub name: String,
+    /// `Cpus_allowed_list`.
+    pub cpus: CpuList,
+}
+
+/// Every thread of this process with the CPUs it may run on, by thread id:
+/// the pinning as the kernel sees it, for `show health`. Threads that end
+/// while being read are left out.
+pub fn process_threads() -> Result<Vec<ThreadAffinity>, AffinityError> {
+    threads_under(Path::new("/proc/self/task"))
+}
+
+fn threads_under(task_dir: &Path) -> Result<Vec<ThreadAffinity>, AffinityError> {
+    let entries = std::fs::read_dir(task_dir).map_err(|source| AffinityError::Read {
+        path: task_dir.to_owned(),
+        source,
+    })?;
+    let mut threads: Vec<ThreadAffinity> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            let name = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let cpus = status_allowed_cpus(&e.path().join("status")).ok()?;
+            Some(ThreadAffinity {
+                tid,
+                name: name.trim_end().to_owned(),
+                cpus,
+            })
+        })
+        .collect();
+    threads.sort_by_key(|t| t.tid);
+    Ok(threads)
+}
+
+/// Gives the calling thread the real-time `SCHED_FIFO` policy at `priority`
+/// (1..=99). For a SIP worker alone on an isolated core; a FIFO thread that
+/// never sleeps starves everything else on its core, per-CPU kernel threads
+/// included, so only use it where the worker blocks in the kernel when idle.
+#[allow(unsafe_code)]
+pub fn set_fifo_priority(priority: i32) -> Result<(), std::io::Error> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a live, initialised
+    // sched_param that the kernel only reads. nix offers no wrapper for this.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A cpulist file of the kernel, such as `/sys/devices/system/cpu/online` or
 /// `/sys/devices/system/cpu/isolated` (empty when nothing is isolated).
 pub fn read_cpulist(path: &Path) -> Result<CpuList, AffinityError> {
@@ -309,5 +368,19 @@ mod tests {
         // Re-pinning to the same set changes nothing and must succeed.
         assert!(pin_current_thread(&allowed).is_ok());
         assert!(pin_current_thread(&CpuList::default()).is_err());
+    }
+
+    #[test]
+    fn process_threads_include_this_one_by_name() {
+        let tid = current_tid();
+        let threads = process_threads().unwrap_or_default();
+        let me = threads.iter().find(|t| t.tid == tid);
+        assert!(me.is_some_and(|t| !t.cpus.is_empty()), "{threads:?}");
+    }
+
+    #[test]
+    fn fifo_priority_out_of_range_is_refused() {
+        // Priority 0 is never valid for SCHED_FIFO, root or not; the thread is left as it was.
+        assert!(set_fifo_priority(0).is_err());
     }
 }
