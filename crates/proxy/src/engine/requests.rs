@@ -500,10 +500,9 @@ impl Proxy {
             }
         }
         let Some(dest) = dest else {
-            match sid {
-                Some(sid) => self.respond(sid, 481, &[]),
-                // An ACK with nowhere to go is dropped: it has no response.
-                None => {}
+            // An ACK with nowhere to go is dropped: it has no response.
+            if let Some(sid) = sid {
+                self.respond(sid, 481, &[]);
             }
             return;
         };
