@@ -25,6 +25,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use debs::download as download_deb;
 pub use inputs::sha256_file;
 
 /// The programs the image carries, as `cargo build --release --workspace --bins` names them.
@@ -271,6 +272,30 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     Ok(Built { board: board.into(), image, boot_dir, cmdline, missing, sha256, rebuilt: true })
 }
 
+/// The image built before, without checking that it is current (`cargo xtask qemu --no-build`).
+pub fn existing(board: &str) -> Result<Built> {
+    let out = out_dir(board);
+    let image = out.join(format!("sbc-{board}.img"));
+    if !image.exists() {
+        bail!("{} does not exist; run cargo xtask image --board {board}", image.display());
+    }
+    let boot_dir = out.join("boot");
+    let cmdline = fs::read_to_string(boot_dir.join("cmdline"))
+        .with_context(|| format!("reading {}/cmdline", boot_dir.display()))?
+        .trim()
+        .to_string();
+    let sha256 = fs::read_to_string(out.join("sbc.sha256"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .map_or_else(|| inputs::sha256_file(&image), Ok)?;
+    let missing = BINARIES
+        .iter()
+        .filter(|b| !target_dir().join("release").join(b).is_file())
+        .map(|b| b.to_string())
+        .collect();
+    Ok(Built { board: board.into(), image, boot_dir, cmdline, missing, sha256, rebuilt: false })
+}
+
 /// The kernel command line: ours, then the board's `board/<board>/cmdline` (CPU isolation and
 /// the like), so that the board can override ours.
 fn kernel_cmdline(board_profile: &Path) -> Result<String> {
@@ -418,7 +443,7 @@ fn housekeeping_affinity(board_profile: &Path, rootdir: &Path) -> Result<()> {
 }
 
 /// Applies `image/units`: `enable UNIT TARGET` links a unit into TARGET's wants, `mask UNIT`
-/// points it at /dev/null. Done by hand because the host may have no systemctl.
+/// and `mask-generator NAME` point it at /dev/null, `default UNIT` sets the default target. Done by hand because the host may have no systemctl.
 fn link_units(root: &Path, rootdir: &Path) -> Result<()> {
     let list = root.join("image/units");
     let text = fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
@@ -450,7 +475,13 @@ fn link_units(root: &Path, rootdir: &Path) -> Result<()> {
                 (etc.join(format!("{wanted_by}.wants")).join(unit), PathBuf::from(format!("/{found}")))
             }
             ["mask", unit] => (etc.join(unit), PathBuf::from("/dev/null")),
-            _ => bail!("{}:{}: expected `enable UNIT TARGET` or `mask UNIT`, found `{line}`", list.display(), n + 1),
+            ["mask-generator", name] => {
+                (rootdir.join("etc/systemd/system-generators").join(name), PathBuf::from("/dev/null"))
+            }
+            ["default", unit] => {
+                (etc.join("default.target"), PathBuf::from(format!("/usr/lib/systemd/system/{unit}")))
+            }
+            _ => bail!("{}:{}: expected `enable UNIT TARGET`, `mask UNIT`, `mask-generator NAME` or `default UNIT`, found `{line}`", list.display(), n + 1),
         };
         if let Some(dir) = link.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -1,5 +1,342 @@
-//! `cargo xtask qemu`.
+//! `cargo xtask qemu [--board qemu] [--twin]`: boots the appliance image in QEMU.
+//!
+//! The guest gets the QEMU board's hardware: three virtio NICs (eth0 access, eth1 core, eth2
+//! cross-connect), an i6300esb watchdog that resets the machine, the PS/2 keyboard whose key
+//! stands for the panel button (see `cargo xtask press`), ttyS0 on the terminal for
+//! `sbc-console` (and the kernel's few messages; `--verbose` shows the whole boot there), and a
+//! QMP socket. SIP on the host's 127.0.0.1:5060 (UDP and TCP) is forwarded to the guest's access
+//! port; the guest reaches the host as 10.0.3.2 on its core port.
+//!
+//! The kernel is booted directly (`-kernel`/`-initrd`/`-append` with the boot partition's
+//! files, the uncompressed kernel through PVH when available): that skips SeaBIOS, GRUB and the
+//! kernel's own decompression, seconds under TCG. `--bios` boots the disk through SeaBIOS and
+//! GRUB instead, exactly as the APU2 does.
+//!
+//! Guest writes go to a qcow2 overlay per node (`out/qemu/<node>/disk.qcow2`), so the built
+//! image stays as built and the box's data survives between runs until `--fresh`;
+//! `--snapshot` throws them away at exit.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`qemu` is not built yet")
+mod install;
+pub mod qmp;
+
+use crate::image;
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use install::Qemu;
+
+#[derive(Debug, Clone)]
+struct Opts {
+    board: String,
+    twin: bool,
+    snapshot: bool,
+    fresh: bool,
+    bios: bool,
+    build: bool,
+    sip_port: u16,
+    qmp: Option<PathBuf>,
+    print_command: bool,
+    no_reboot: bool,
+    verbose: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts {
+        board: "qemu".into(),
+        twin: false,
+        snapshot: false,
+        fresh: false,
+        bios: false,
+        build: true,
+        sip_port: 5060,
+        qmp: None,
+        print_command: false,
+        no_reboot: false,
+        verbose: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--board" => o.board = value("--board")?,
+            "--twin" => o.twin = true,
+            "--snapshot" => o.snapshot = true,
+            "--fresh" => o.fresh = true,
+            "--bios" => o.bios = true,
+            "--no-build" => o.build = false,
+            "--no-reboot" => o.no_reboot = true,
+            "--verbose" => o.verbose = true,
+            "--print-command" => o.print_command = true,
+            "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
+            "--sip-port" => {
+                let v = value("--sip-port")?;
+                o.sip_port = v.parse().with_context(|| format!("--sip-port {v} is not a port number"))?;
+            }
+            other => bail!(
+                "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
+                 [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
+                 [--verbose] [--qmp PATH] [--print-command]"
+            ),
+        }
+    }
+    if o.board != "qemu" {
+        bail!("only the qemu board boots in QEMU (the {} image expects its own hardware)", o.board);
+    }
+    if o.twin && o.print_command {
+        bail!("--print-command prints one machine; leave out --twin");
+    }
+    Ok(o)
+}
+
+/// One guest of a run.
+#[derive(Debug)]
+struct Node {
+    name: &'static str,
+    dir: PathBuf,
+    sip_port: u16,
+    mac_suffix: u8,
+    twin_link: TwinLink,
+    qmp: PathBuf,
+}
+
+#[derive(Debug)]
+enum TwinLink {
+    /// No twin: the cross-connect port has a link to nowhere.
+    Alone,
+    Listen(u16),
+    Connect(u16),
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let built = if o.build {
+        let b = image::build(&o.board, true)?;
+        if !b.missing.is_empty() {
+            eprintln!("xtask qemu: WARNING: the image lacks {}", b.missing.join(", "));
+        }
+        b
+    } else {
+        image::existing(&o.board)?
+    };
+    let qemu = Qemu::get()?;
+    let accel = accel(&qemu, &built)?;
+    let base = util::root().join("out/qemu");
+    let twin_port = o.sip_port.wrapping_add(1000);
+    let mut nodes = vec![Node {
+        name: "a",
+        dir: base.join("a"),
+        sip_port: o.sip_port,
+        mac_suffix: 0x0a,
+        twin_link: if o.twin { TwinLink::Listen(twin_port) } else { TwinLink::Alone },
+        qmp: o.qmp.clone().unwrap_or_else(|| base.join("a/qmp.sock")),
+    }];
+    if o.twin {
+        nodes.push(Node {
+            name: "b",
+            dir: base.join("b"),
+            sip_port: o.sip_port.wrapping_add(100),
+            mac_suffix: 0x0b,
+            twin_link: TwinLink::Connect(twin_port),
+            qmp: base.join("b/qmp.sock"),
+        });
+    }
+    let mut commands = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let disk = prepare_disk(&built, node, &o)?;
+        commands.push(command(&qemu, &built, node, &disk, &o, &accel, i == 0)?);
+    }
+    if o.print_command {
+        print_command(&commands[0]);
+        return Ok(());
+    }
+    for node in &nodes {
+        eprintln!(
+            "xtask qemu: node {}: SIP on 127.0.0.1:{} (udp+tcp), QMP {}",
+            node.name,
+            node.sip_port,
+            node.qmp.display(),
+        );
+    }
+    if o.twin {
+        eprintln!(
+            "xtask qemu: node b's serial console: socat -,raw,echo=0 UNIX-CONNECT:{}",
+            nodes[1].dir.join("serial.sock").display()
+        );
+    }
+    eprintln!("xtask qemu: serial console of node a follows; Ctrl-A x quits QEMU");
+    let mut commands = commands.into_iter();
+    let mut a = commands.next().context("no machine to start")?;
+    // Node a listens on the twin link, so it starts first; b connects to it.
+    let mut achild = a.spawn().context("starting QEMU for node a")?;
+    let mut bchild = match commands.next() {
+        Some(mut b) => Some(b.stdin(Stdio::null()).spawn().context("starting QEMU for node b")?),
+        None => None,
+    };
+    let status = achild.wait().context("waiting for QEMU (node a)")?;
+    if let Some(b) = bchild.as_mut() {
+        // Node b has no terminal; it ends with a.
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+    if !status.success() {
+        bail!("QEMU (node a) exited with {status}");
+    }
+    Ok(())
+}
+
+/// Gives the node a disk: a qcow2 overlay over the built image, recreated when the image
+/// changed or with `--fresh`.
+fn prepare_disk(built: &image::Built, node: &Node, o: &Opts) -> Result<PathBuf> {
+    fs::create_dir_all(&node.dir).with_context(|| format!("creating {}", node.dir.display()))?;
+    let overlay = node.dir.join("disk.qcow2");
+    let stamp = node.dir.join("disk.base");
+    let current = fs::read_to_string(&stamp).map(|s| s.trim() == built.sha256).unwrap_or(false);
+    if o.fresh || !current || !overlay.exists() {
+        if !util::have("qemu-img") {
+            // Without qemu-img the guest runs on a throw-away snapshot of the image.
+            return Ok(built.image.clone());
+        }
+        let _ = fs::remove_file(&overlay);
+        util::run(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(&built.image)
+                .arg(&overlay),
+        )?;
+        fs::write(&stamp, format!("{}\n", built.sha256))
+            .with_context(|| format!("writing {}", stamp.display()))?;
+    }
+    Ok(overlay)
+}
+
+fn command(
+    qemu: &Qemu,
+    built: &image::Built,
+    node: &Node,
+    disk: &Path,
+    o: &Opts,
+    accel: &str,
+    on_terminal: bool,
+) -> Result<Command> {
+    let mut cmd = qemu.command();
+    cmd.args(["-name", &format!("sbc-{}", node.name)]);
+    cmd.args(["-machine", "pc", "-accel", accel, "-smp", "2", "-m", "512"]);
+    cmd.args(["-cpu", if accel == "kvm" { "host" } else { "max" }]);
+    cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
+    let format = if disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+    let snapshot = o.snapshot || format == "raw";
+    cmd.arg("-drive").arg(format!(
+        "file={},if=none,id=disk,format={format},cache=unsafe{}",
+        disk.display(),
+        if snapshot { ",snapshot=on" } else { "" }
+    ));
+    cmd.args(["-device", "virtio-blk-pci,drive=disk,addr=0x6"]);
+    let mac = |port: u8| format!("52:54:00:5b:{:02x}:{port:02x}", node.mac_suffix);
+    // No option ROMs: iPXE is not in the unpacked tree and the box never boots from the network.
+    cmd.arg("-netdev").arg(format!(
+        "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
+         hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
+        p = node.sip_port
+    ));
+    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=", mac(0)));
+    cmd.args(["-netdev", "user,id=core,net=10.0.3.0/24"]);
+    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=", mac(1)));
+    match node.twin_link {
+        TwinLink::Alone => cmd.args(["-netdev", "user,id=twin,net=10.0.4.0/24,restrict=on"]),
+        TwinLink::Listen(p) => cmd.arg("-netdev").arg(format!("socket,id=twin,listen=127.0.0.1:{p}")),
+        TwinLink::Connect(p) => cmd.arg("-netdev").arg(format!("socket,id=twin,connect=127.0.0.1:{p}")),
+    };
+    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=twin,mac={},addr=0x5,romfile=", mac(2)));
+    cmd.args(["-device", "i6300esb,addr=0x7", "-action", "watchdog=reset"]);
+    cmd.args(["-device", "virtio-rng-pci,addr=0x8"]);
+    if o.no_reboot {
+        cmd.arg("-no-reboot");
+    }
+    // ttyS0: the operator's console, on the terminal (node a) or a socket (node b).
+    if on_terminal {
+        cmd.args(["-serial", if o.print_command { "stdio" } else { "mon:stdio" }]);
+    } else {
+        cmd.arg("-serial").arg(format!("unix:{},server=on,wait=off", node.dir.join("serial.sock").display()));
+    }
+    let _ = fs::remove_file(&node.qmp);
+    cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", node.qmp.display()));
+    if !o.bios {
+        let out = image::out_dir(&built.board);
+        let vmlinux = out.join("vmlinux");
+        let kernel = if vmlinux.exists() { vmlinux } else { built.boot_dir.join("vmlinuz") };
+        cmd.arg("-kernel").arg(kernel);
+        cmd.arg("-initrd").arg(built.boot_dir.join("initrd.img"));
+        let verbose = if o.verbose { " loglevel=6 systemd.show_status=1" } else { "" };
+        cmd.arg("-append").arg(format!("{}{verbose} sbc.node=sbc-{}", built.cmdline, node.name));
+    }
+    Ok(cmd)
+}
+
+/// `env NAME=VALUE` and `arg VALUE` lines, for a test harness that starts QEMU itself.
+fn print_command(cmd: &Command) {
+    println!("program {}", cmd.get_program().to_string_lossy());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            println!("env {}={}", k.to_string_lossy(), v.to_string_lossy());
+        }
+    }
+    for a in cmd.get_args() {
+        println!("arg {}", a.to_string_lossy());
+    }
+}
+
+/// TCG unless KVM is proven to work: `/proc/cpuinfo` must show vmx or svm, and a probe boot of
+/// the image's kernel must reach its panic (no init on purpose) in time. Nested paravirtual
+/// KVM without those flags hangs Debian kernels.
+fn accel(qemu: &Qemu, built: &image::Built) -> Result<String> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let virt = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
+    if !virt || fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+        return Ok("tcg".into());
+    }
+    let verdict = util::root().join("out/qemu/kvm-probe");
+    let key = built.sha256.clone();
+    if let Ok(text) = fs::read_to_string(&verdict) {
+        if let Some((k, v)) = text.trim().split_once(' ') {
+            if k == key {
+                return Ok(v.to_string());
+            }
+        }
+    }
+    eprintln!("xtask qemu: probing KVM");
+    let mut cmd = qemu.command();
+    cmd.args(["-machine", "pc", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults"]);
+    cmd.args(["-display", "none", "-no-reboot", "-serial", "stdio"]);
+    cmd.arg("-kernel").arg(built.boot_dir.join("vmlinuz"));
+    cmd.args(["-append", "console=ttyS0 panic=-1 rdinit=/no-such-init init=/no-such-init"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+    let mut child = cmd.spawn().context("starting the KVM probe")?;
+    let started = Instant::now();
+    let mut works = false;
+    loop {
+        if let Some(status) = child.try_wait().context("waiting for the KVM probe")? {
+            let mut out = String::new();
+            if let Some(mut s) = child.stdout.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut out);
+            }
+            works = status.success() && out.contains("Kernel panic");
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let choice = if works { "kvm" } else { "tcg" };
+    fs::create_dir_all(util::root().join("out/qemu")).context("creating out/qemu")?;
+    fs::write(&verdict, format!("{key} {choice}\n")).context("writing the KVM probe verdict")?;
+    Ok(choice.into())
 }

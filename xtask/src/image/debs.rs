@@ -112,7 +112,8 @@ pub fn download(package: &str, dir: &Path) -> Result<PathBuf> {
     eprintln!("xtask image: downloading {package}");
     let fetch = || {
         Command::new("apt-get")
-            .args(["download", "-qq", package])
+            // Root downloads into a folder the _apt user cannot write; say so instead of warning.
+            .args(["download", "-qq", "-o", "APT::Sandbox::User=root", package])
             .current_dir(dir)
             .status()
             .map(|s| s.success())

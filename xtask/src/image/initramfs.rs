@@ -25,7 +25,7 @@ done
 tries=0
 while :; do
   for u in /sys/class/block/*/uevent; do
-    if grep -qx "PARTNAME=$want" "$u"; then
+    if grep -qx "PARTNAME=$want" "$u" 2>/dev/null; then
       dev=$(sed -n 's/^DEVNAME=//p' "$u")
       break 2
     fi
