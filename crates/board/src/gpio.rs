@@ -200,3 +200,39 @@ pub fn open_led(spec: &GpioLineSpec) -> Result<gpiocdev_embedded_hal::OutputPin,
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(chip: Option<&str>, line: LineRef) -> GpioLineSpec {
+        GpioLineSpec {
+            chip: chip.map(str::to_owned),
+            line,
+            active_low: true,
+            bias: Bias::PullUp,
+        }
+    }
+
+    #[test]
+    fn a_missing_chip_or_line_is_named_in_the_error() {
+        let s = spec(Some("gpiochip-none"), LineRef::Offset(3));
+        let err = GpioButton::open(&s).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.starts_with("gpio gpiochip-none line 3 active-low")),
+            "{err:?}"
+        );
+        let s = spec(None, LineRef::Name("NO_SUCH_LINE".into()));
+        let err = open_led(&s).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("no line named")),
+            "{err:?}"
+        );
+        let s = spec(None, LineRef::Offset(1));
+        assert!(matches!(
+            GpioButton::open(&s),
+            Err(GpioError::NotFound { .. })
+        ));
+    }
+}
