@@ -1,9 +1,12 @@
-//! A small, tolerant SIP message reader and writer, local to the proxy.
+//! The proxy's view of SIP messages: a thin layer over the workspace `sip` crate.
 //!
-//! It exists because the workspace's `sip` crate was written at the same time as this one; the
-//! proxy needs only this narrow surface (start line, header values by name with compact forms,
-//! comma lists, Via, name-addr, URI parts, tags, a re-serialiser that keeps untouched header
-//! values as they came). Swapping it for `sip` later touches this module only.
+//! `sip` tokenises and validates (zero-copy, with its limits and its judgement of what is
+//! malformed); this module adds what the proxy's routing code wants on top: header values by
+//! long or compact name with folding undone, comma lists as strings, small string-level readers
+//! for Via / name-addr / URI text (used on values the proxy builds itself, too), and [`Draft`],
+//! an owned editable copy that can be kept in a transaction and sent several times (serial
+//! forking re-sends the same request with a new Via and Record-Route per attempt). Header
+//! values that are not touched keep their text.
 //!
 //! Nothing here panics on any input: malformed input is an `Err`.
 
@@ -11,24 +14,12 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Why a message was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// No blank line ends the header section.
-    #[error("no end of headers")]
-    NoEndOfHeaders,
-    /// The header section is not UTF-8.
-    #[error("header section is not UTF-8")]
-    NotUtf8,
-    /// The first line is neither a request line nor a status line.
-    #[error("bad start line")]
-    StartLine,
-    /// A header line has no colon.
-    #[error("bad header line")]
-    HeaderLine,
-    /// Content-Length is not a number or larger than what arrived.
-    #[error("bad Content-Length")]
-    ContentLength,
-    /// Via, From, To, Call-ID or CSeq is missing or unreadable.
+    /// The `sip` crate refused it.
+    #[error(transparent)]
+    Sip(#[from] sip::Error),
+    /// Via, From, To, Call-ID or CSeq is missing or unreadable for the proxy.
     #[error("missing or bad mandatory header {0}")]
     Mandatory(&'static str),
 }
@@ -57,7 +48,7 @@ pub enum StartLine<'a> {
 pub struct Header<'a> {
     /// The name as sent.
     pub name: &'a str,
-    /// The value, trimmed.
+    /// The value, trimmed, folding undone.
     pub value: Cow<'a, str>,
 }
 
@@ -68,29 +59,16 @@ pub struct Message<'a> {
     pub start: StartLine<'a>,
     /// The headers in order.
     pub headers: Vec<Header<'a>>,
-    /// The body (as long as Content-Length says, when present).
+    /// The body (as long as Content-Length says).
     pub body: &'a [u8],
 }
 
 /// The long form of a compact header name, lower-cased for comparison.
 fn canonical(name: &str) -> Cow<'_, str> {
-    let long = match name.to_ascii_lowercase().as_str() {
-        "v" => "via",
-        "f" => "from",
-        "t" => "to",
-        "i" => "call-id",
-        "m" => "contact",
-        "l" => "content-length",
-        "c" => "content-type",
-        "k" => "supported",
-        "s" => "subject",
-        "e" => "content-encoding",
-        "o" => "event",
-        "r" => "refer-to",
-        "u" => "allow-events",
-        other => return Cow::Owned(other.to_owned()),
-    };
-    Cow::Borrowed(long)
+    match sip::HeaderName::parse(name) {
+        Some(known) => Cow::Borrowed(known.as_str()),
+        None => Cow::Borrowed(name),
+    }
 }
 
 /// Whether header `name` (as sent) is `wanted` (long form, any case).
@@ -98,69 +76,44 @@ pub fn name_is(name: &str, wanted: &str) -> bool {
     canonical(name).eq_ignore_ascii_case(wanted)
 }
 
-fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let crlf = bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, i + 4));
-    let lf = bytes
-        .windows(2)
-        .position(|w| w == b"\n\n")
-        .map(|i| (i, i + 2));
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
 impl<'a> Message<'a> {
-    /// Reads a message. Leading blank lines (keep-alives) are skipped.
+    /// Reads a datagram.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
-        let raw = Self::parse_raw(bytes)?;
-        raw.check_mandatory()?;
-        Ok(raw)
+        Self::parse_with(bytes, sip::Framing::Datagram)
     }
 
-    /// Reads start line and headers without checking mandatory headers (to answer 400).
-    pub fn parse_raw(bytes: &'a [u8]) -> Result<Self, ParseError> {
-        let skip = bytes
-            .iter()
-            .position(|b| *b != b'\r' && *b != b'\n')
-            .unwrap_or(bytes.len());
-        let bytes = &bytes[skip..];
-        let (head_end, body_start) = find_head_end(bytes).ok_or(ParseError::NoEndOfHeaders)?;
-        let head = std::str::from_utf8(&bytes[..head_end]).map_err(|_| ParseError::NotUtf8)?;
-        let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let first = lines.next().ok_or(ParseError::StartLine)?;
-        let start = parse_start(first)?;
-        let mut headers: Vec<Header<'a>> = Vec::new();
-        for line in lines {
-            if line.starts_with(' ') || line.starts_with('\t') {
-                let last = headers.last_mut().ok_or(ParseError::HeaderLine)?;
-                let joined = format!("{} {}", last.value, line.trim());
-                last.value = Cow::Owned(joined);
-                continue;
-            }
-            let (name, value) = line.split_once(':').ok_or(ParseError::HeaderLine)?;
-            let name = name.trim_end();
-            if name.is_empty() || name.contains(' ') {
-                return Err(ParseError::HeaderLine);
-            }
-            headers.push(Header {
-                name,
-                value: Cow::Borrowed(value.trim()),
-            });
-        }
-        let rest = &bytes[body_start..];
-        let mut message = Message {
+    /// Reads a message with the framing of its transport, and checks that what the proxy
+    /// relies on is there.
+    pub fn parse_with(bytes: &'a [u8], framing: sip::Framing) -> Result<Self, ParseError> {
+        let inner = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
+        inner.validate()?;
+        let start = match *inner.start_line() {
+            sip::StartLine::Request { method, uri } => StartLine::Request {
+                method: method.as_str(),
+                uri: uri.as_str(),
+            },
+            sip::StartLine::Response { status, reason } => StartLine::Response {
+                code: status,
+                reason,
+            },
+        };
+        let headers = inner
+            .headers()
+            .map(|h| Header {
+                name: h.name,
+                value: if h.is_folded() {
+                    Cow::Owned(h.value_pieces().collect::<Vec<_>>().join(" "))
+                } else {
+                    Cow::Borrowed(h.value)
+                },
+            })
+            .collect();
+        let message = Message {
             start,
             headers,
-            body: rest,
+            body: inner.body(),
         };
-        if let Some(len) = message.header("content-length") {
-            let len: usize = len.trim().parse().map_err(|_| ParseError::ContentLength)?;
-            message.body = rest.get(..len).ok_or(ParseError::ContentLength)?;
-        }
+        message.check_mandatory()?;
         Ok(message)
     }
 
@@ -174,11 +127,6 @@ impl<'a> Message<'a> {
             .ok_or(ParseError::Mandatory("To"))?;
         self.call_id().ok_or(ParseError::Mandatory("Call-ID"))?;
         self.cseq().ok_or(ParseError::Mandatory("CSeq"))?;
-        if let Some(mf) = self.header("max-forwards") {
-            mf.trim()
-                .parse::<u32>()
-                .map_err(|_| ParseError::Mandatory("Max-Forwards"))?;
-        }
         Ok(())
     }
 
@@ -298,31 +246,6 @@ impl<'a> Message<'a> {
             body: self.body.to_vec(),
         }
     }
-}
-
-fn parse_start(line: &str) -> Result<StartLine<'_>, ParseError> {
-    if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
-        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        let code: u16 = code.parse().map_err(|_| ParseError::StartLine)?;
-        if !(100..700).contains(&code) {
-            return Err(ParseError::StartLine);
-        }
-        return Ok(StartLine::Response { code, reason });
-    }
-    let mut parts = line.split(' ');
-    let (Some(method), Some(uri), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(ParseError::StartLine);
-    };
-    let token_ok = !method.is_empty()
-        && method
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
-    if !token_ok || uri.is_empty() || version != "SIP/2.0" {
-        return Err(ParseError::StartLine);
-    }
-    Ok(StartLine::Request { method, uri })
 }
 
 /// Splits a header value at commas that are outside quotes and angle brackets.

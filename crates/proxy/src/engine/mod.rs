@@ -274,25 +274,28 @@ impl Proxy {
             remote: input.source,
         };
         // The workspace parser is the judge of what is well-formed (and of the status a bad
-        // request gets); the proxy's own reader then serves the routing decisions.
+        // request gets).
         let framing = if listener.transport.is_reliable() {
             sip::Framing::Stream
         } else {
             sip::Framing::Datagram
         };
-        let checked = sip::Message::parse_with(input.bytes, &sip::Limits::default(), framing)
-            .and_then(|m| m.validate());
-        if let Err(error) = checked {
-            self.reject_unparsable(input.bytes, flow, &error);
-            self.after_change();
-            return;
-        }
-        match Message::parse(input.bytes) {
+        match Message::parse_with(input.bytes, framing) {
             Ok(message) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
             Ok(message) => self.on_response(&message, listener.realm),
-            Err(error) => self.on_malformed(input.bytes, flow, &error.to_string()),
+            Err(msg::ParseError::Sip(error)) => {
+                let disposition = error.disposition();
+                self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
+            }
+            Err(error @ msg::ParseError::Mandatory(_)) => {
+                let disposition = sip::Disposition::Reply {
+                    status: 400,
+                    reason: "Bad Request",
+                };
+                self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
+            }
         }
         self.after_change();
     }
@@ -554,8 +557,14 @@ impl Proxy {
 
     /// Answers what the `sip` crate says a bad request deserves (400, 413, 505, 513) when its
     /// Via, From, To, Call-ID and CSeq can be salvaged; drops and counts everything else.
-    fn reject_unparsable(&mut self, bytes: &[u8], from: Flow, error: &sip::Error) {
-        if let sip::Disposition::Reply { status, reason } = error.disposition() {
+    fn reject_unparsable(
+        &mut self,
+        bytes: &[u8],
+        from: Flow,
+        disposition: sip::Disposition,
+        why: &str,
+    ) {
+        if let sip::Disposition::Reply { status, reason } = disposition {
             let mut out = Vec::new();
             let is_ack = bytes
                 .iter()
@@ -568,28 +577,7 @@ impl Proxy {
                 return;
             }
         }
-        self.malformed(from.remote, &error.to_string());
-    }
-
-    /// Answers 400 when the message is a request we can answer, else drops it.
-    fn on_malformed(&mut self, bytes: &[u8], from: Flow, reason: &str) {
-        if let Ok(raw) = Message::parse_raw(bytes) {
-            let answerable = raw.is_request()
-                && raw.method() != "ACK"
-                && raw.top_via().is_some()
-                && raw.header("from").is_some()
-                && raw.header("to").is_some()
-                && raw.header("call-id").is_some()
-                && raw.header("cseq").is_some();
-            if answerable {
-                self.stats.bad_requests += 1;
-                let tag = self.new_tag();
-                let reply = msg::response_to(&raw, 400, Some(&tag), &[]);
-                self.send(from, reply);
-                return;
-            }
-        }
-        self.malformed(from.remote, reason);
+        self.malformed(from.remote, why);
     }
 
     fn emit_binding(&mut self, change: BindingChange) {
