@@ -347,15 +347,16 @@ impl Default for State {
 pub struct Panel {
     /// The board profile `board/<name>/board.toml`; `sim` is a panel in memory, `none` no panel.
     pub board: BoardName,
-    /// A hold at least this long toggles the state at release.
-    pub hold_ms: Millis,
+    /// A hold at least this long toggles the state at release; absent: the board profile's
+    /// value (2000 ms on every shipped board).
+    pub hold_ms: Option<Millis>,
 }
 
 impl Default for Panel {
     fn default() -> Self {
         Panel {
             board: BoardName("sim".into()),
-            hold_ms: Millis(2000),
+            hold_ms: None,
         }
     }
 }

@@ -108,7 +108,30 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
         since_unix_ms,
     });
 
-    let workers = worker_count(&config);
+    // The board says how many SIP workers (one per SIP core) and where they run.
+    let profile = panel::load_profile(&config, options.board_dir.as_deref())?;
+    if let Some(p) = &profile {
+        tracing::info!(board = %p.name, description = %p.description, "board profile loaded");
+    }
+    let sip_cores: Vec<usize> = panel::sip_cores(profile.as_ref())
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    if !sip_cores.is_empty() {
+        // A box with dedicated SIP cores: keep the wire path out of swap (SPEC §6).
+        if let Err(e) = board::cpus::lock_memory() {
+            tracing::warn!(error = %e, "cannot lock memory");
+        }
+    }
+    let workers = config.sip.workers.map_or_else(
+        || {
+            if sip_cores.is_empty() {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            } else {
+                sip_cores.len()
+            }
+        },
+        |w| w.0,
+    );
     let specs = transport::listener_specs(&config)?;
     let limits = Limits {
         max_message_bytes: config.sip.max_message_bytes.0,
@@ -148,12 +171,16 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
         persist,
         since_unix_ms,
     };
-    spawn_engine(engine, Arc::clone(&shared))?;
+    let engine_cpus: Option<board::cpus::CpuList> =
+        (!sip_cores.is_empty()).then(|| sip_cores.iter().copied().collect());
+    spawn_engine(engine, engine_cpus, Arc::clone(&shared))?;
     for (i, sockets) in per_worker.into_iter().enumerate() {
-        spawn_worker(i, Arc::clone(&shared), sockets)?;
+        // Round-robin over the SIP cores when there are more workers than cores.
+        let core = (!sip_cores.is_empty()).then(|| sip_cores[i % sip_cores.len()]);
+        spawn_worker(i, core, Arc::clone(&shared), sockets)?;
     }
 
-    let panel_tx = panel::start(&config, options.board_dir.as_deref(), view_rx, command_tx)?;
+    let panel_tx = panel::start(&config, profile.as_ref(), view_rx, command_tx)?;
 
     let (local_tx, local_rx) = mpsc::channel(16);
     tokio::spawn(answer_locally(local_rx, recent, started));
@@ -192,17 +219,20 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     Ok(())
 }
 
-/// The `[sip] workers` override, else one per available CPU.
-fn worker_count(config: &Config) -> usize {
-    config.sip.workers.map(|w| w.0).unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    })
-}
-
-fn spawn_engine(engine: Engine, shared: Arc<transport::Shared>) -> Result<(), StartError> {
+fn spawn_engine(
+    engine: Engine,
+    cpus: Option<board::cpus::CpuList>,
+    shared: Arc<transport::Shared>,
+) -> Result<(), StartError> {
     std::thread::Builder::new()
         .name("sip-engine".into())
         .spawn(move || {
+            // The engine is on the wire path: it belongs on the SIP cores, not with housekeeping.
+            if let Some(cpus) = cpus {
+                if let Err(e) = board::cpus::pin_current_thread(&cpus) {
+                    tracing::warn!(error = %e, "cannot pin the SIP engine");
+                }
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -229,6 +259,7 @@ fn spawn_engine(engine: Engine, shared: Arc<transport::Shared>) -> Result<(), St
 
 fn spawn_worker(
     index: usize,
+    core: Option<usize>,
     shared: Arc<transport::Shared>,
     sockets: transport::WorkerSockets,
 ) -> Result<(), StartError> {
@@ -236,6 +267,15 @@ fn spawn_worker(
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
+            if let Some(cpu) = core {
+                let cpus: board::cpus::CpuList = std::iter::once(cpu).collect();
+                match board::cpus::pin_current_thread(&cpus) {
+                    Ok(()) => tracing::info!(worker = index, cpu, "SIP worker pinned"),
+                    Err(e) => {
+                        tracing::warn!(worker = index, cpu, error = %e, "cannot pin SIP worker")
+                    }
+                }
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -35,10 +35,14 @@ pub struct StateView {
 }
 
 /// A command that is not a control request: the panel's long press.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
-    /// A completed long press of the maintenance button.
-    Toggle { cause: Cause },
+    /// A completed long press of the maintenance button; what it does was decided by the panel
+    /// at release. `reply` answers a simulated press once the state machine has acted.
+    Button {
+        action: panel::HoldAction,
+        reply: Option<tokio::sync::oneshot::Sender<Response>>,
+    },
 }
 
 /// Everything the engine thread needs; built by the daemon, consumed by [`Engine::run`].
@@ -96,11 +100,7 @@ impl Engine {
                     None => return,
                 },
                 command = self.commands.recv(), if commands_open => match command {
-                    Some(Command::Toggle { cause }) => {
-                        let now = Instant::now();
-                        let _ = self.machine.toggle(now, cause);
-                        self.flush(now);
-                    }
+                    Some(Command::Button { action, reply }) => self.button(action, reply),
                     // No panel (or it stopped): the engine carries on without button presses.
                     None => commands_open = false,
                 },
@@ -197,6 +197,31 @@ impl Engine {
         );
         if self.persist.send(record).is_err() {
             tracing::error!("state persister has stopped; the state change is not saved");
+        }
+    }
+
+    fn button(
+        &mut self,
+        action: panel::HoldAction,
+        reply: Option<tokio::sync::oneshot::Sender<Response>>,
+    ) {
+        let now = Instant::now();
+        let outcome = match action {
+            panel::HoldAction::StartDrain => self.machine.request_offline(now, None, Cause::Button),
+            panel::HoldAction::GoOnline => self.machine.request_online(now, Cause::Button),
+        };
+        self.flush(now);
+        if let Some(reply) = reply {
+            let state = self.machine.state();
+            let message = match outcome {
+                system_state::Outcome::Unchanged => {
+                    format!("button hold: system-state already {state}")
+                }
+                _ => format!("button hold: system-state is now {state}"),
+            };
+            let _ = reply.send(Response::Ok {
+                reply: Reply::Done { message },
+            });
         }
     }
 
