@@ -61,6 +61,8 @@ pub struct Message<'a> {
     pub headers: Vec<Header<'a>>,
     /// The body (as long as Content-Length says).
     pub body: &'a [u8],
+    /// The `sip` crate's view, for its builders.
+    pub sip: sip::Message<'a>,
 }
 
 /// The long form of a compact header name, lower-cased for comparison.
@@ -112,6 +114,7 @@ impl<'a> Message<'a> {
             start,
             headers,
             body: inner.body(),
+            sip: inner,
         };
         message.check_mandatory()?;
         Ok(message)
@@ -595,6 +598,18 @@ pub fn response_to(
     to_tag: Option<&str>,
     extra: &[(&str, String)],
 ) -> Vec<u8> {
+    let mut builder = sip::ResponseBuilder::new(&request.sip, code).reason(reason_phrase(code));
+    if let Some(tag) = to_tag {
+        builder = builder.to_tag(tag);
+    }
+    for (name, value) in extra {
+        builder = builder.header(name, value);
+    }
+    let mut out = Vec::new();
+    if builder.write(&mut out).is_ok() {
+        return out;
+    }
+    // The builder refused (a value it will not write); build it here instead.
     let mut draft = Draft::new(format!("SIP/2.0 {code} {}", reason_phrase(code)));
     for h in &request.headers {
         if name_is(h.name, "via") {
