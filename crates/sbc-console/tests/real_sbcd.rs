@@ -5,6 +5,9 @@
 //! it with the same `cargo` and target directory (a no-op when it is up to date). It fails, never
 //! skips, when `sbcd` cannot be built.
 
+// Test harness: a failed setup step must fail the test loudly, which is what unwrap does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::UdpSocket;
