@@ -196,4 +196,10 @@ pub struct Stats {
     pub calls_started: u64,
     /// Sessions ended by the guard.
     pub calls_terminated_by_guard: u64,
+    /// Server transactions held now.
+    pub server_transactions: u64,
+    /// Client transactions held now.
+    pub client_transactions: u64,
+    /// Deadlines armed now.
+    pub timers_armed: u64,
 }

@@ -392,7 +392,13 @@ impl Proxy {
 
     /// `show stats`.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let held = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Stats {
+            server_transactions: held(self.servers.len()),
+            client_transactions: held(self.clients.len()),
+            timers_armed: held(self.timers.len()),
+            ..self.stats
+        }
     }
 
     /// Applies a change record from the twin.

@@ -505,3 +505,95 @@ fn snapshots_serialise() {
         .unwrap()
         .contains("received"));
 }
+
+#[test]
+fn bye_from_the_core_side_reaches_the_phone_and_ends_the_call() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.call_out(PHONE, "cb");
+    let ok = net.received(PHONE, "SIP/2.0 200").pop().unwrap();
+    let m = Message::parse(ok.as_bytes()).unwrap();
+    let callee_tag = m.to().unwrap().tag().unwrap().to_owned();
+    // The callee hangs up: From carries its tag, To the caller's.
+    let mut bye = Req::new("BYE", &format!("sip:alice@{PHONE}"), CORE1)
+        .from("sip:+15550001@example.com")
+        .to("sip:alice@example.com", Some("ftag"))
+        .call_id("cb")
+        .cseq(1)
+        .header("Route", &format!("<sip:{CORE};lr>"))
+        .add_header("Route", &format!("<sip:{ACCESS};lr>"));
+    bye.from_tag = callee_tag;
+    net.inject(Realm::Core, CORE1, &bye.bytes());
+    let at_phone = net.received(PHONE, "BYE");
+    assert_eq!(at_phone.len(), 1);
+    assert!(header(&at_phone[0], "Route").is_none());
+    assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 200);
+    assert_eq!(net.proxy.counts().active_sessions, 0);
+}
+
+#[test]
+fn in_dialog_request_for_an_unknown_dialog_gets_481_and_core_register_gets_403() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    let stray = Req::new("BYE", "sip:someone@example.com", PHONE)
+        .to("sip:x@example.com", Some("nope"))
+        .call_id("none");
+    net.inject(Realm::Access, PHONE, &stray.bytes());
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 481);
+    let reg = Req::new("REGISTER", "sip:example.com", CORE1).call_id("core-reg");
+    net.inject(Realm::Core, CORE1, &reg.bytes());
+    assert_eq!(code(&net.received(CORE1, "SIP/2.0").pop().unwrap()), 403);
+}
+
+#[test]
+fn timer_c_cancels_a_call_that_rings_forever() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer(CORE1).invite = CoreInvite::Ring;
+    net.call_out(PHONE, "tc");
+    net.advance(Duration::from_secs(180));
+    assert!(net.received(CORE1, "CANCEL").is_empty());
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.received(CORE1, "CANCEL").len(), 1);
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 408);
+    assert_eq!(net.proxy.counts().active_sessions, 0);
+}
+
+#[test]
+fn unanswered_final_response_is_retransmitted_until_the_ack() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer(CORE1).invite = CoreInvite::Reject(486, None);
+    net.peer(PHONE).register = 200;
+    net.call_out(PHONE, "g");
+    assert_eq!(net.received(PHONE, "SIP/2.0 486").len(), 1);
+    // The phone never ACKs: timer G resends at 0.5, 1.5, 3.5 s...
+    net.advance(Duration::from_millis(3600));
+    assert_eq!(net.received(PHONE, "SIP/2.0 486").len(), 4);
+    // ... until timer H gives up; then nothing more.
+    net.advance(Duration::from_secs(40));
+    let total = net.received(PHONE, "SIP/2.0 486").len();
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.received(PHONE, "SIP/2.0 486").len(), total);
+}
+
+#[test]
+fn finished_work_leaves_no_transactions_behind() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.register(PHONE, "bob", 3600);
+    net.call_out(PHONE, "lk1");
+    net.peer(CORE1).invite = CoreInvite::Reject(486, None);
+    let rejected = net.call_out(PHONE, "lk2");
+    let ack = rejected.clone().method("ACK");
+    net.inject(Realm::Access, PHONE, &ack.bytes());
+    let options = Req::new("OPTIONS", &format!("sip:{ACCESS}"), PHONE).call_id("lk3");
+    net.inject(Realm::Access, PHONE, &options.bytes());
+    net.advance(Duration::from_secs(64));
+    let stats = net.proxy.stats();
+    assert_eq!(
+        (stats.server_transactions, stats.client_transactions),
+        (0, 0),
+        "{stats:?}"
+    );
+}
