@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::config::Config;
 use crate::control_server::{self, Ask, Router};
 use crate::engine::{self, Engine, StateView};
+use crate::health::{self, Heartbeats};
 use crate::logging::Recent;
 use crate::panel;
 use crate::sip_core::{self, SipCore};
@@ -173,17 +174,22 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     };
     let engine_cpus: Option<board::cpus::CpuList> =
         (!sip_cores.is_empty()).then(|| sip_cores.iter().copied().collect());
-    spawn_engine(engine, engine_cpus, Arc::clone(&shared))?;
+    let beats = Heartbeats::new(
+        std::iter::once("sip-engine".to_string())
+            .chain((0..per_worker.len()).map(|i| format!("sip-worker-{i}"))),
+    );
+    spawn_engine(engine, engine_cpus, Arc::clone(&shared), Arc::clone(&beats))?;
     for (i, sockets) in per_worker.into_iter().enumerate() {
         // Round-robin over the SIP cores when there are more workers than cores.
         let core = (!sip_cores.is_empty()).then(|| sip_cores[i % sip_cores.len()]);
-        spawn_worker(i, core, Arc::clone(&shared), sockets)?;
+        spawn_worker(i, core, Arc::clone(&shared), sockets, Arc::clone(&beats))?;
     }
+    let watchdog = health::start_watchdog(beats);
 
     let panel_tx = panel::start(&config, profile.as_ref(), view_rx, command_tx)?;
 
     let (local_tx, local_rx) = mpsc::channel(16);
-    tokio::spawn(answer_locally(local_rx, recent, started));
+    tokio::spawn(answer_locally(local_rx, recent, started, watchdog));
 
     let router = Router {
         engine: Some(ask_tx),
@@ -223,6 +229,7 @@ fn spawn_engine(
     engine: Engine,
     cpus: Option<board::cpus::CpuList>,
     shared: Arc<transport::Shared>,
+    beats: Arc<Heartbeats>,
 ) -> Result<(), StartError> {
     std::thread::Builder::new()
         .name("sip-engine".into())
@@ -244,7 +251,10 @@ fn spawn_engine(
                 }
             };
             shared.set_connect_runtime(runtime.handle().clone());
-            runtime.block_on(engine.run());
+            runtime.block_on(async move {
+                beats.spawn_beat(0);
+                engine.run().await;
+            });
             // The engine only returns when its inputs are gone, which is a bug: let systemd
             // restart the daemon rather than run without an engine.
             tracing::error!("SIP engine stopped; exiting");
@@ -262,6 +272,7 @@ fn spawn_worker(
     core: Option<usize>,
     shared: Arc<transport::Shared>,
     sockets: transport::WorkerSockets,
+    beats: Arc<Heartbeats>,
 ) -> Result<(), StartError> {
     let name = format!("sip-worker-{index}");
     std::thread::Builder::new()
@@ -286,7 +297,10 @@ fn spawn_worker(
                     std::process::exit(1);
                 }
             };
-            runtime.block_on(transport::run_worker(shared, sockets));
+            runtime.block_on(async move {
+                beats.spawn_beat(index + 1);
+                transport::run_worker(shared, sockets).await;
+            });
             tracing::error!(worker = index, "SIP worker stopped; exiting");
             std::process::exit(1);
         })
@@ -295,14 +309,19 @@ fn spawn_worker(
 }
 
 /// `show health` and `show log`: answered from the control plane's own knowledge.
-async fn answer_locally(mut asks: mpsc::Receiver<Ask>, recent: Arc<Recent>, started: Instant) {
+async fn answer_locally(
+    mut asks: mpsc::Receiver<Ask>,
+    recent: Arc<Recent>,
+    started: Instant,
+    watchdog: Option<String>,
+) {
     while let Some(ask) = asks.recv().await {
         let response = match ask.request {
             Request::ShowHealth => Response::Ok {
                 reply: Reply::Health(HealthInfo {
                     uptime_secs: started.elapsed().as_secs(),
                     threads: threads(),
-                    watchdog: None,
+                    watchdog: watchdog.clone(),
                     recoveries: 0,
                 }),
             },
