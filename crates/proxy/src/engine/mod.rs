@@ -26,7 +26,7 @@ use crate::msg::{self, Draft, Message, Uri};
 use crate::registrations::{AorKey, BindingChange, RegistrationCache};
 use crate::timers::TimerTable;
 use crate::transaction::{ClientTransaction, ServerTransaction, TxTimer};
-use crate::transport::{Flow, Input, ListenerId, Realm, Transmit, Transport};
+use crate::transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
 use crate::upstreams::{UpstreamId, UpstreamInfo, Upstreams};
 
 type TxId = u64;
@@ -399,6 +399,44 @@ impl Proxy {
             timers_armed: held(self.timers.len()),
             ..self.stats
         }
+    }
+
+    /// A connection (TCP) or association (SCTP) is gone. Bindings and sessions that were
+    /// reached over it keep their remote address but lose the connection, so the next message
+    /// to them asks the shell to open (or find) a connection to that address.
+    pub fn handle_flow_closed(&mut self, now: Instant, listener: ListenerId, flow: FlowId) {
+        self.advance_clock(now);
+        let gone = |f: &Flow| f.listener == listener && f.flow == Some(flow);
+        let bindings: Vec<_> = self
+            .registrations
+            .iter()
+            .filter(|b| gone(&b.flow))
+            .cloned()
+            .collect();
+        for mut binding in bindings {
+            binding.flow.flow = None;
+            let change = self.registrations.upsert(binding, self.now);
+            self.emit_binding(change);
+        }
+        let dialogs: Vec<DialogId> = self
+            .dialogs
+            .iter()
+            .filter(|(d, _)| gone(&d.caller.flow) || gone(&d.callee.flow))
+            .map(|(d, _)| d.id.clone())
+            .collect();
+        for id in dialogs {
+            let change = self.dialogs.update(&id, |d| {
+                for party in [&mut d.caller, &mut d.callee] {
+                    if gone(&party.flow) {
+                        party.flow.flow = None;
+                    }
+                }
+            });
+            if let Some(change) = change {
+                self.emit_dialog(change);
+            }
+        }
+        self.after_change();
     }
 
     /// Applies a change record from the twin.

@@ -370,6 +370,26 @@ fn tcp_flows_are_kept_for_replies_and_for_requests_to_registered_contacts() {
         .filter(|l| l.starts_with("Record-Route"))
         .count();
     assert_eq!(rr, 2);
+    // The connection drops: the binding stays, the next message asks for a new connection.
+    net.proxy
+        .handle_flow_closed(net.now, ListenerId(2), FlowId(7));
+    let message = Req::new("MESSAGE", "sip:dan@example.com", CORE1).call_id("tcp-msg");
+    net.proxy.handle_input(
+        net.now,
+        Input {
+            listener: ListenerId(1),
+            flow: None,
+            source: addr(CORE1),
+            bytes: &message.bytes(),
+        },
+    );
+    let mut out = None;
+    while let Some(t) = net.proxy.poll_transmit() {
+        if t.destination == phone {
+            out = Some(t);
+        }
+    }
+    assert_eq!(out.expect("MESSAGE to the phone").flow, None);
 }
 
 #[test]
