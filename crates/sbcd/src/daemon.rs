@@ -85,6 +85,7 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
         path: config.state.dir.clone(),
         source,
     })?;
+    let recoveries = health::count_recoveries(&config.state.dir);
     let restored = system_state::persist::restore(&config.state.dir);
     if let Some(problem) = &restored.problem {
         tracing::error!(error = %problem, "saved system state unusable; starting offline");
@@ -189,7 +190,9 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     let panel_tx = panel::start(&config, profile.as_ref(), view_rx, command_tx)?;
 
     let (local_tx, local_rx) = mpsc::channel(16);
-    tokio::spawn(answer_locally(local_rx, recent, started, watchdog));
+    tokio::spawn(answer_locally(
+        local_rx, recent, started, watchdog, recoveries,
+    ));
 
     let router = Router {
         engine: Some(ask_tx),
@@ -222,6 +225,7 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("sbcd: stopping");
     let _ = std::fs::remove_file(&config.control.socket);
+    health::clear_running_marker(&config.state.dir);
     Ok(())
 }
 
@@ -314,6 +318,7 @@ async fn answer_locally(
     recent: Arc<Recent>,
     started: Instant,
     watchdog: Option<String>,
+    recoveries: u64,
 ) {
     while let Some(ask) = asks.recv().await {
         let response = match ask.request {
@@ -322,7 +327,7 @@ async fn answer_locally(
                     uptime_secs: started.elapsed().as_secs(),
                     threads: threads(),
                     watchdog: watchdog.clone(),
-                    recoveries: 0,
+                    recoveries,
                 }),
             },
             Request::ShowLog { lines } => {

@@ -106,3 +106,40 @@ mod tests {
         assert_eq!(beats.stale_at(3000, 1000), ["b"]);
     }
 }
+
+/// The marker that says an sbcd is running; found at start, it means the last one did not
+/// stop cleanly (crash, kill, watchdog restart, power loss).
+const RUNNING_MARKER: &str = "sbcd.running";
+/// How many such recoveries this box has seen.
+const RECOVERIES_FILE: &str = "recoveries";
+
+/// Counts a recovery when the previous sbcd did not stop cleanly, marks this one as running,
+/// and returns the total. Failures only cost the count (logged), never the start.
+pub fn count_recoveries(state_dir: &std::path::Path) -> u64 {
+    let marker = state_dir.join(RUNNING_MARKER);
+    let counter = state_dir.join(RECOVERIES_FILE);
+    let mut count: u64 = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if marker.exists() {
+        count += 1;
+        tracing::warn!(recoveries = count, "previous sbcd did not stop cleanly");
+        // Written via a temporary and a rename so a crash now cannot leave half a number.
+        let temp = state_dir.join(".recoveries.tmp");
+        let written = std::fs::write(&temp, format!("{count}\n"))
+            .and_then(|()| std::fs::rename(&temp, &counter));
+        if let Err(e) = written {
+            tracing::warn!(path = %counter.display(), error = %e, "cannot save the recovery count");
+        }
+    }
+    if let Err(e) = std::fs::write(&marker, format!("{}\n", std::process::id())) {
+        tracing::warn!(path = %marker.display(), error = %e, "cannot write the running marker");
+    }
+    count
+}
+
+/// A clean stop: the next start is not a recovery.
+pub fn clear_running_marker(state_dir: &std::path::Path) {
+    let _ = std::fs::remove_file(state_dir.join(RUNNING_MARKER));
+}

@@ -10,22 +10,26 @@ use sbcd::config::Config;
 use sbcd::daemon::{self, Options};
 
 const USAGE: &str = "\
-usage: sbcd --config PATH [--check] [--board-dir DIR]
+usage: sbcd --config PATH [--check | --panel-alarm] [--board-dir DIR]
 
   --config PATH     the configuration file (/etc/sbc/sbc.toml on the box)
   --check           validate the configuration and exit
+  --panel-alarm     show engine-down on the board's LEDs until killed (run by systemd
+                    while sbcd is down; see docs/panel.md)
   --board-dir DIR   where board profiles live (default /usr/share/sbc/board)
 Logging: SBCD_LOG or RUST_LOG (default info); journald under systemd, else stderr.";
 
 struct Args {
     config: PathBuf,
     check: bool,
+    panel_alarm: bool,
     board_dir: Option<PathBuf>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut config = None;
     let mut check = false;
+    let mut panel_alarm = false;
     let mut board_dir = None;
     while let Some(arg) = argv.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -42,6 +46,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
             "--board-dir" => board_dir = Some(PathBuf::from(value("--board-dir")?)),
             "--check" => check = true,
+            "--panel-alarm" => panel_alarm = true,
             "--help" | "-h" => return Err(String::new()),
             "--version" | "-V" => return Err(format!("sbcd {}", env!("CARGO_PKG_VERSION"))),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -51,6 +56,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(Args {
         config,
         check,
+        panel_alarm,
         board_dir,
     })
 }
@@ -83,6 +89,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let (recent, sink) = sbcd::logging::init();
+    if args.panel_alarm {
+        return match sbcd::panel::run_alarm(&config, args.board_dir.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sbcd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     tracing::info!(config = %args.config.display(), log = ?sink, "sbcd starting");
     let options = Options {
         config_path: args.config,

@@ -326,3 +326,36 @@ fn answer(
     };
     let _ = ask.reply.send(response);
 }
+
+/// `sbcd --panel-alarm`: shows "engine down" (red, blinking fast) on the board's LEDs until
+/// killed. systemd runs it while sbcd is down or restarting (docs/panel.md): the LEDs then
+/// never claim a state that no engine is serving.
+pub fn run_alarm(config: &Config, board_dir: Option<&Path>) -> Result<(), PanelError> {
+    let Some(profile) = load_profile(config, board_dir)? else {
+        return Ok(());
+    };
+    let Some(spec) = &profile.panel else {
+        return Ok(());
+    };
+    let mut spec = spec.clone();
+    // No lamp test: the alarm must show at once, and the panel is not powering on.
+    spec.config.lamp_test_ms = 0;
+    let view = SystemView {
+        engine: panel::EngineHealth::Down,
+        ..SystemView::default()
+    };
+    let mut driver =
+        PanelDriver::open(&spec, view, monotonic_now()).map_err(|source| PanelError::Open {
+            name: profile.name.clone(),
+            source,
+        })?;
+    loop {
+        let now = monotonic_now();
+        // Presses are ignored: with no engine there is no state to change.
+        let _ = driver.step(now);
+        if let Err(e) = driver.wait_until(driver.next_wakeup(now)) {
+            tracing::error!(error = %e, "panel wait failed; alarm stopped");
+            return Ok(());
+        }
+    }
+}
