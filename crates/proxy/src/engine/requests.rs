@@ -482,7 +482,10 @@ impl Proxy {
         let dest = match &found {
             Some((_, Side::Caller, d)) => Some(d.callee.flow),
             Some((_, Side::Callee, d)) => Some(d.caller.flow),
-            None => self.resolve_next_hop(&draft, realm),
+            // Not a session we track (e.g. a SUBSCRIBE dialog): only what we Record-Routed
+            // ourselves is routed, so the box is no open relay for anything with a To tag.
+            None if self.carries_own_route(m) => self.resolve_next_hop(&draft, realm),
+            None => None,
         };
         if let Some((id, side, _)) = &found {
             if method != "ACK" && method != "CANCEL" {
@@ -541,6 +544,14 @@ impl Proxy {
                 self.try_next(sid);
             }
         }
+    }
+
+    /// Whether the top Route entry is ours (the request follows a Record-Route we inserted).
+    fn carries_own_route(&self, m: &Message<'_>) -> bool {
+        m.list("route")
+            .first()
+            .and_then(|r| NameAddr::parse(r))
+            .is_some_and(|n| self.is_own_uri(n.uri))
     }
 
     /// Next hop from the first Route, else the request URI: an IP literal, over a listener of

@@ -617,3 +617,46 @@ fn finished_work_leaves_no_transactions_behind() {
         "{stats:?}"
     );
 }
+
+#[test]
+fn subscribe_dialogs_are_routed_by_our_record_route_and_strangers_are_not_relayed() {
+    const BOB: &str = "192.168.1.20:5060";
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.add_phone(BOB);
+    net.register(BOB, "bob", 3600);
+    // A SUBSCRIBE from the core to bob is record-routed.
+    let subscribe = Req::new("SUBSCRIBE", "sip:bob@example.com", CORE1)
+        .from("sip:presence@example.com")
+        .call_id("sub1")
+        .add_header("Event", "presence");
+    net.inject(Realm::Core, CORE1, &subscribe.bytes());
+    let at_bob = net.received(BOB, "SUBSCRIBE").pop().unwrap();
+    let m = Message::parse(at_bob.as_bytes()).unwrap();
+    let routes: Vec<String> = m
+        .list("record-route")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(routes.len(), 2);
+    // Bob's NOTIFY follows the route set (UAS: Record-Route in order) back to the core.
+    let mut notify = Req::new("NOTIFY", &format!("sip:presence@{CORE1}"), BOB)
+        .from("sip:bob@example.com")
+        .to("sip:presence@example.com", Some("ftag"))
+        .call_id("sub1")
+        .add_header("Event", "presence");
+    notify.from_tag = "bobtag".into();
+    for r in &routes {
+        notify = notify.add_header("Route", r);
+    }
+    net.inject(Realm::Access, BOB, &notify.bytes());
+    assert_eq!(net.received(CORE1, "NOTIFY").len(), 1);
+    assert_eq!(code(&net.received(BOB, "SIP/2.0").pop().unwrap()), 200);
+    // A request with a To tag that we never routed is not relayed anywhere.
+    let stranger = Req::new("MESSAGE", &format!("sip:x@{CORE1}"), PHONE)
+        .to("sip:x@example.com", Some("t"))
+        .call_id("relay");
+    net.inject(Realm::Access, PHONE, &stranger.bytes());
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 481);
+    assert!(net.received(CORE1, "MESSAGE").is_empty());
+}
