@@ -94,19 +94,6 @@ pub fn start_watchdog(beats: Arc<Heartbeats>) -> Option<String> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_thread_that_stops_beating_goes_stale() {
-        let beats = Heartbeats::new(["a".to_string(), "b".to_string()]);
-        assert!(beats.stale_at(500, 1000).is_empty());
-        beats.beats[0].1.store(2500, Ordering::Relaxed);
-        assert_eq!(beats.stale_at(3000, 1000), ["b"]);
-    }
-}
-
 /// The marker that says an sbcd is running; found at start, it means the last one did not
 /// stop cleanly (crash, kill, watchdog restart, power loss).
 const RUNNING_MARKER: &str = "sbcd.running";
@@ -142,4 +129,17 @@ pub fn count_recoveries(state_dir: &std::path::Path) -> u64 {
 /// A clean stop: the next start is not a recovery.
 pub fn clear_running_marker(state_dir: &std::path::Path) {
     let _ = std::fs::remove_file(state_dir.join(RUNNING_MARKER));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_stops_beating_goes_stale() {
+        let beats = Heartbeats::new(["a".to_string(), "b".to_string()]);
+        assert!(beats.stale_at(500, 1000).is_empty());
+        beats.beats[0].1.store(2500, Ordering::Relaxed);
+        assert_eq!(beats.stale_at(3000, 1000), ["b"]);
+    }
 }
