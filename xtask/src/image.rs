@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use debs::download as download_deb;
-pub use inputs::sha256_file;
+pub use inputs::{hex, sha256_file};
 
 /// The programs the image carries, as `cargo build --release --workspace --bins` names them.
 /// The one place that lists them: the image, the units and the system test go by this list.
@@ -60,7 +60,10 @@ struct Args {
 }
 
 fn parse(args: &[String]) -> Result<Args> {
-    let mut parsed = Args { board: "qemu".into(), cargo_build: true };
+    let mut parsed = Args {
+        board: "qemu".into(),
+        cargo_build: true,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -74,7 +77,11 @@ fn parse(args: &[String]) -> Result<Args> {
         }
     }
     if !BOARDS.contains(&parsed.board.as_str()) {
-        bail!("unknown board `{}`; known boards: {}", parsed.board, BOARDS.join(", "));
+        bail!(
+            "unknown board `{}`; known boards: {}",
+            parsed.board,
+            BOARDS.join(", ")
+        );
     }
     Ok(parsed)
 }
@@ -100,7 +107,11 @@ fn report(built: &Built, took: std::time::Duration) -> Result<()> {
     println!("sha256: {}", built.sha256);
     eprintln!(
         "xtask image: {} in {:.1} s",
-        if built.rebuilt { "built" } else { "unchanged, nothing to do" },
+        if built.rebuilt {
+            "built"
+        } else {
+            "unchanged, nothing to do"
+        },
         took.as_secs_f64()
     );
     if !built.missing.is_empty() {
@@ -133,14 +144,24 @@ fn target_dir() -> PathBuf {
 }
 
 fn ensure_host() -> Result<()> {
-    let uid = Command::new("id").arg("-u").output().context("running id -u")?;
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("running id -u")?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         bail!(
             "cargo xtask image must run as root: the root file system's files belong to root \
              and its device nodes need mknod (run: sudo -E cargo xtask image)"
         );
     }
-    util::ensure_debs(&["mmdebstrap", "fdisk", "e2fsprogs", "grub-pc-bin", "kmod", "xz-utils"])
+    util::ensure_debs(&[
+        "mmdebstrap",
+        "fdisk",
+        "e2fsprogs",
+        "grub-pc-bin",
+        "kmod",
+        "xz-utils",
+    ])
 }
 
 /// Builds the image for `board`, or finds it current.
@@ -151,7 +172,10 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     let out = out_dir(board);
     let board_image_dir = root.join("image/board").join(board);
     if !board_image_dir.is_dir() {
-        bail!("{} is missing: no image recipe for board {board}", board_image_dir.display());
+        bail!(
+            "{} is missing: no image recipe for board {board}",
+            board_image_dir.display()
+        );
     }
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
@@ -183,7 +207,10 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     let cmdline = kernel_cmdline(&board_profile)?;
 
     let mut fp = inputs::Fingerprint::new(RECIPE);
-    fp.text(board).text(&base.to_string_lossy()).text(&kernel.package).text(&cmdline);
+    fp.text(board)
+        .text(&base.to_string_lossy())
+        .text(&kernel.package)
+        .text(&cmdline);
     fp.text(&kernel::fingerprint(&kernel)?);
     fp.file(&busybox)?;
     for bin in &binaries {
@@ -193,7 +220,7 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
         fp.text(dir).tree(&root.join(dir))?;
     }
     fp.file(&root.join("image/units"))?;
-    fp.tree(&board_image_dir)?.tree(&board_profile)?;
+    fp.tree(&board_image_dir)?.tree(&root.join("board"))?;
     let fingerprint = fp.hex();
 
     let image = out.join(format!("sbc-{board}.img"));
@@ -222,7 +249,9 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     let rootdir = out.join("rootfs");
     rootfs::unpack(&base, &rootdir)?;
     customize_root(&root, board, &rootdir, &binaries, &board_profile)?;
-    let modules = kernel.closure(&kernel::read_list(&board_image_dir.join("modules"))?)?;
+    let mut wanted = kernel::read_list(&board_image_dir.join("modules"))?;
+    wanted.extend(board_modules(&board_profile)?);
+    let modules = kernel.closure(&wanted)?;
     kernel.install_modules(&modules, &rootdir)?;
     mark_updated(&rootdir)?;
 
@@ -244,8 +273,11 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
         .with_context(|| format!("copying {}", kernel.vmlinuz().display()))?;
     fs::write(boot_dir.join("cmdline"), format!("{cmdline}\n"))
         .with_context(|| format!("writing {}/cmdline", boot_dir.display()))?;
-    fs::write(boot_dir.join("kernel-release"), format!("{}\n", kernel.release))
-        .with_context(|| format!("writing {}/kernel-release", boot_dir.display()))?;
+    fs::write(
+        boot_dir.join("kernel-release"),
+        format!("{}\n", kernel.release),
+    )
+    .with_context(|| format!("writing {}/kernel-release", boot_dir.display()))?;
 
     let datadir = out.join("data");
     stage_data(&root, board, &datadir)?;
@@ -260,16 +292,33 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     disk::mkfs(&partial, 1, "ext2", "sbc-boot", &boot_dir)?;
     disk::mkfs(&partial, 2, "ext4", "sbc-root", &rootdir)?;
     disk::mkfs(&partial, 3, "ext4", "sbc-data", &datadir)?;
-    fs::rename(&partial, &image).with_context(|| format!("moving {} into place", image.display()))?;
+    fs::rename(&partial, &image)
+        .with_context(|| format!("moving {} into place", image.display()))?;
 
     // QEMU boots the uncompressed kernel (PVH) when it can be had: no decompression in TCG.
     kernel::extract_vmlinux(&boot_dir.join("vmlinuz"), &out.join("vmlinux"))?;
 
     let sha256 = inputs::sha256_file(&image)?;
-    fs::write(&sums, format!("{sha256}  {}\n", image.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned())))
-        .with_context(|| format!("writing {}", sums.display()))?;
+    fs::write(
+        &sums,
+        format!(
+            "{sha256}  {}\n",
+            image
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        ),
+    )
+    .with_context(|| format!("writing {}", sums.display()))?;
     inputs::mark_current(&stamp, &fingerprint)?;
-    Ok(Built { board: board.into(), image, boot_dir, cmdline, missing, sha256, rebuilt: true })
+    Ok(Built {
+        board: board.into(),
+        image,
+        boot_dir,
+        cmdline,
+        missing,
+        sha256,
+        rebuilt: true,
+    })
 }
 
 /// The image built before, without checking that it is current (`cargo xtask qemu --no-build`).
@@ -277,7 +326,10 @@ pub fn existing(board: &str) -> Result<Built> {
     let out = out_dir(board);
     let image = out.join(format!("sbc-{board}.img"));
     if !image.exists() {
-        bail!("{} does not exist; run cargo xtask image --board {board}", image.display());
+        bail!(
+            "{} does not exist; run cargo xtask image --board {board}",
+            image.display()
+        );
     }
     let boot_dir = out.join("boot");
     let cmdline = fs::read_to_string(boot_dir.join("cmdline"))
@@ -293,7 +345,15 @@ pub fn existing(board: &str) -> Result<Built> {
         .filter(|b| !target_dir().join("release").join(b).is_file())
         .map(|b| b.to_string())
         .collect();
-    Ok(Built { board: board.into(), image, boot_dir, cmdline, missing, sha256, rebuilt: false })
+    Ok(Built {
+        board: board.into(),
+        image,
+        boot_dir,
+        cmdline,
+        missing,
+        sha256,
+        rebuilt: false,
+    })
 }
 
 /// The kernel command line: ours, then the board's `board/<board>/cmdline` (CPU isolation and
@@ -305,8 +365,8 @@ fn kernel_cmdline(board_profile: &Path) -> Result<String> {
     );
     let path = board_profile.join("cmdline");
     if path.exists() {
-        let extra = fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let extra =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         for l in extra.lines() {
             let l = l.split('#').next().unwrap_or("").trim();
             if !l.is_empty() {
@@ -315,7 +375,10 @@ fn kernel_cmdline(board_profile: &Path) -> Result<String> {
             }
         }
     } else {
-        eprintln!("xtask image: note: {} does not exist; no board kernel arguments", path.display());
+        eprintln!(
+            "xtask image: note: {} does not exist; no board kernel arguments",
+            path.display()
+        );
     }
     Ok(line)
 }
@@ -336,7 +399,10 @@ fn fetch_busybox(cache: &Path) -> Result<PathBuf> {
         if alt.exists() {
             return Ok(alt);
         }
-        bail!("busybox-static unpacked into {} but has no busybox binary", cache.join("busybox").display());
+        bail!(
+            "busybox-static unpacked into {} but has no busybox binary",
+            cache.join("busybox").display()
+        );
     }
     Ok(bin)
 }
@@ -363,7 +429,10 @@ fn customize_root(
     board_profile: &Path,
 ) -> Result<()> {
     overlay(&root.join("image/overlay"), rootdir)?;
-    overlay(&root.join("image/board").join(board).join("overlay"), rootdir)?;
+    overlay(
+        &root.join("image/board").join(board).join("overlay"),
+        rootdir,
+    )?;
     overlay(&root.join("systemd"), &rootdir.join("etc/systemd"))?;
 
     let bindir = rootdir.join("usr/bin");
@@ -378,10 +447,10 @@ fn customize_root(
 
     // The board profile is part of the image, not of the data partition: it describes the
     // hardware this image was built for.
+    // All profiles, not just this board's: a profile may inherit another.
     let share = rootdir.join("usr/share/sbc");
-    if board_profile.is_dir() {
-        overlay(board_profile, &share.join("board").join(board))?;
-    } else {
+    overlay(&root.join("board"), &share.join("board"))?;
+    if !board_profile.is_dir() {
         eprintln!(
             "xtask image: WARNING: {} does not exist; the image carries no board profile",
             board_profile.display()
@@ -402,41 +471,72 @@ fn customize_root(
     link_units(root, rootdir)
 }
 
-/// Writes `CPUAffinity=` for systemd from the board profile's housekeeping cores, when the
-/// profile names them (`housekeeping_cores = [..]` or `housekeeping = [..]` in any table);
-/// otherwise the default in `systemd/system.conf.d` stays.
-fn housekeeping_affinity(board_profile: &Path, rootdir: &Path) -> Result<()> {
+/// The board profile as plain TOML (`board/<board>/board.toml`), or `None` when the board has
+/// none yet. The image reads only the few keys it needs; `crates/board` validates the rest.
+fn board_toml(board_profile: &Path) -> Result<Option<toml::Table>> {
     let path = board_profile.join("board.toml");
-    let Ok(text) = fs::read_to_string(&path) else { return Ok(()) };
-    let value: toml::Table = toml::from_str(&text)
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let table = toml::from_str(&text)
         .with_context(|| format!("parsing the board profile {}", path.display()))?;
-    fn find(t: &toml::Table) -> Option<Vec<i64>> {
-        for (k, v) in t {
-            if k == "housekeeping_cores" || k == "housekeeping" {
-                if let Some(a) = v.as_array() {
-                    return Some(a.iter().filter_map(|x| x.as_integer()).collect());
-                }
-            }
-            if let Some(sub) = v.as_table() {
-                if let Some(found) = find(sub) {
-                    return Some(found);
-                }
-            }
-        }
-        None
+    Ok(Some(table))
+}
+
+/// `[kernel] modules` of the board profile: drivers the board's hardware needs.
+fn board_modules(board_profile: &Path) -> Result<Vec<String>> {
+    let Some(t) = board_toml(board_profile)? else {
+        return Ok(Vec::new());
+    };
+    let list = t
+        .get("kernel")
+        .and_then(|k| k.get("modules"))
+        .and_then(|m| m.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(list)
+}
+
+/// Writes `CPUAffinity=` for systemd from the board profile's `[cores] housekeeping` (a CPU list
+/// such as "0" or "0-1"); without it the default in `systemd/system.conf.d` stays.
+fn housekeeping_affinity(board_profile: &Path, rootdir: &Path) -> Result<()> {
+    let Some(t) = board_toml(board_profile)? else {
+        return Ok(());
+    };
+    let cpus = match t.get("cores").and_then(|c| c.get("housekeeping")) {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(toml::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_integer())
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Some(toml::Value::Integer(i)) => i.to_string(),
+        _ => return Ok(()),
+    };
+    if cpus.trim().is_empty()
+        || !cpus
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '-' | ',' | ' '))
+    {
+        bail!(
+            "{}: cores.housekeeping = {cpus:?} is not a CPU list like \"0\" or \"0-1\"",
+            board_profile.join("board.toml").display()
+        );
     }
-    let Some(cores) = find(&value).filter(|c| !c.is_empty()) else { return Ok(()) };
-    let list: Vec<String> = cores.iter().map(i64::to_string).collect();
     let dropin = rootdir.join("etc/systemd/system.conf.d/20-board-housekeeping.conf");
     fs::create_dir_all(dropin.parent().unwrap_or(rootdir))
         .with_context(|| format!("creating the directory of {}", dropin.display()))?;
     fs::write(
         &dropin,
         format!(
-            "# From {}: everything but sbcd's SIP workers runs on the housekeeping cores.\n\
-             [Manager]\nCPUAffinity={}\n",
-            path.display(),
-            list.join(" ")
+            "# From the board profile (cores.housekeeping): everything but sbcd's SIP workers\n\
+             # runs on the housekeeping cores.\n[Manager]\nCPUAffinity={}\n",
+            cpus.replace(',', " ")
         ),
     )
     .with_context(|| format!("writing {}", dropin.display()))
@@ -449,7 +549,12 @@ fn link_units(root: &Path, rootdir: &Path) -> Result<()> {
     let text = fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
     let etc = rootdir.join("etc/systemd/system");
     for (n, line) in text.lines().enumerate() {
-        let words: Vec<&str> = line.split('#').next().unwrap_or("").split_whitespace().collect();
+        let words: Vec<&str> = line
+            .split('#')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         let (link, target) = match words.as_slice() {
             [] => continue,
             ["enable", unit, wanted_by] => {
@@ -506,7 +611,8 @@ fn mark_updated(rootdir: &Path) -> Result<()> {
 /// The data partition's first content: the board's default config and empty state folders.
 fn stage_data(root: &Path, board: &str, datadir: &Path) -> Result<()> {
     if datadir.exists() {
-        fs::remove_dir_all(datadir).with_context(|| format!("removing old {}", datadir.display()))?;
+        fs::remove_dir_all(datadir)
+            .with_context(|| format!("removing old {}", datadir.display()))?;
     }
     overlay(&root.join("image/data"), datadir)?;
     for dir in ["etc/sbc", "var/lib/sbc", "var/log/journal"] {

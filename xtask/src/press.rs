@@ -1,5 +1,78 @@
-//! `cargo xtask press`.
+//! `cargo xtask press --hold-ms N [--node a|b] [--qmp PATH]`: presses the panel button of a
+//! running QEMU appliance.
+//!
+//! The button of the QEMU board is a key of the emulated PS/2 keyboard (`[panel.button] key` in
+//! `board/qemu/board.toml`). QMP's `input-send-event` puts key down and key up into the guest's
+//! real input path (i8042, atkbd, evdev) with the hold time kept on the host, so the guest's
+//! debouncing and hold detection see a press as a person would make it.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`press` is not built yet")
+use crate::qemu::qmp::Qmp;
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut hold_ms: Option<u64> = None;
+    let mut node = String::from("a");
+    let mut qmp_path: Option<PathBuf> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--hold-ms" => {
+                let v = value("--hold-ms")?;
+                hold_ms = Some(v.parse().with_context(|| format!("--hold-ms {v} is not a number of milliseconds"))?);
+            }
+            "--node" => node = value("--node")?,
+            "--qmp" => qmp_path = Some(PathBuf::from(value("--qmp")?)),
+            other => bail!("unknown argument `{other}`; usage: cargo xtask press --hold-ms N [--node a|b] [--qmp PATH]"),
+        }
+    }
+    let hold_ms =
+        hold_ms.context("usage: cargo xtask press --hold-ms N [--node a|b] [--qmp PATH]")?;
+    if hold_ms > 60_000 {
+        bail!("--hold-ms {hold_ms}: a press longer than a minute is surely a mistake");
+    }
+    if node != "a" && node != "b" {
+        bail!("--node {node}: the QEMU appliances are a and b");
+    }
+    let path =
+        qmp_path.unwrap_or_else(|| util::root().join("out/qemu").join(&node).join("qmp.sock"));
+    let qcode = button_qcode()?;
+    let mut qmp = Qmp::connect(&path)?;
+    qmp.key(&qcode, true)?;
+    std::thread::sleep(Duration::from_millis(hold_ms));
+    qmp.key(&qcode, false)?;
+    eprintln!("xtask press: held {qcode} for {hold_ms} ms on node {node}");
+    Ok(())
+}
+
+/// The QEMU key code of the board's button: `KEY_F12` in the profile is `f12` for QEMU.
+fn button_qcode() -> Result<String> {
+    let path = util::root().join("board/qemu/board.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let key = table
+        .get("panel")
+        .and_then(|p| p.get("button"))
+        .and_then(|b| b.get("key"))
+        .and_then(|k| k.as_str())
+        .with_context(|| format!("{} has no panel.button.key", path.display()))?;
+    let qcode = key
+        .strip_prefix("KEY_")
+        .with_context(|| {
+            format!(
+                "{}: panel.button.key {key:?} is not a KEY_ name",
+                path.display()
+            )
+        })?
+        .to_ascii_lowercase();
+    Ok(qcode)
 }

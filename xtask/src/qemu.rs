@@ -60,7 +60,11 @@ fn parse(args: &[String]) -> Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value"))
+        };
         match a.as_str() {
             "--board" => o.board = value("--board")?,
             "--twin" => o.twin = true,
@@ -74,7 +78,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
             "--sip-port" => {
                 let v = value("--sip-port")?;
-                o.sip_port = v.parse().with_context(|| format!("--sip-port {v} is not a port number"))?;
+                o.sip_port = v
+                    .parse()
+                    .with_context(|| format!("--sip-port {v} is not a port number"))?;
             }
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
@@ -84,7 +90,10 @@ fn parse(args: &[String]) -> Result<Opts> {
         }
     }
     if o.board != "qemu" {
-        bail!("only the qemu board boots in QEMU (the {} image expects its own hardware)", o.board);
+        bail!(
+            "only the qemu board boots in QEMU (the {} image expects its own hardware)",
+            o.board
+        );
     }
     if o.twin && o.print_command {
         bail!("--print-command prints one machine; leave out --twin");
@@ -116,7 +125,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let built = if o.build {
         let b = image::build(&o.board, true)?;
         if !b.missing.is_empty() {
-            eprintln!("xtask qemu: WARNING: the image lacks {}", b.missing.join(", "));
+            eprintln!(
+                "xtask qemu: WARNING: the image lacks {}",
+                b.missing.join(", ")
+            );
         }
         b
     } else {
@@ -131,7 +143,11 @@ pub fn run(args: &[String]) -> Result<()> {
         dir: base.join("a"),
         sip_port: o.sip_port,
         mac_suffix: 0x0a,
-        twin_link: if o.twin { TwinLink::Listen(twin_port) } else { TwinLink::Alone },
+        twin_link: if o.twin {
+            TwinLink::Listen(twin_port)
+        } else {
+            TwinLink::Alone
+        },
         qmp: o.qmp.clone().unwrap_or_else(|| base.join("a/qmp.sock")),
     }];
     if o.twin {
@@ -173,7 +189,11 @@ pub fn run(args: &[String]) -> Result<()> {
     // Node a listens on the twin link, so it starts first; b connects to it.
     let mut achild = a.spawn().context("starting QEMU for node a")?;
     let mut bchild = match commands.next() {
-        Some(mut b) => Some(b.stdin(Stdio::null()).spawn().context("starting QEMU for node b")?),
+        Some(mut b) => Some(
+            b.stdin(Stdio::null())
+                .spawn()
+                .context("starting QEMU for node b")?,
+        ),
         None => None,
     };
     let status = achild.wait().context("waiting for QEMU (node a)")?;
@@ -194,7 +214,9 @@ fn prepare_disk(built: &image::Built, node: &Node, o: &Opts) -> Result<PathBuf> 
     fs::create_dir_all(&node.dir).with_context(|| format!("creating {}", node.dir.display()))?;
     let overlay = node.dir.join("disk.qcow2");
     let stamp = node.dir.join("disk.base");
-    let current = fs::read_to_string(&stamp).map(|s| s.trim() == built.sha256).unwrap_or(false);
+    let current = fs::read_to_string(&stamp)
+        .map(|s| s.trim() == built.sha256)
+        .unwrap_or(false);
     if o.fresh || !current || !overlay.exists() {
         if !util::have("qemu-img") {
             // Without qemu-img the guest runs on a throw-away snapshot of the image.
@@ -226,8 +248,19 @@ fn command(
     cmd.args(["-name", &format!("sbc-{}", node.name)]);
     cmd.args(["-machine", "pc", "-accel", accel, "-smp", "2", "-m", "512"]);
     cmd.args(["-cpu", if accel == "kvm" { "host" } else { "max" }]);
-    cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
-    let format = if disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+    cmd.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+    ]);
+    let format = if disk.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
     let snapshot = o.snapshot || format == "raw";
     cmd.arg("-drive").arg(format!(
         "file={},if=none,id=disk,format={format},cache=unsafe{}",
@@ -242,15 +275,28 @@ fn command(
          hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
         p = node.sip_port
     ));
-    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=", mac(0)));
+    cmd.arg("-device").arg(format!(
+        "virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=",
+        mac(0)
+    ));
     cmd.args(["-netdev", "user,id=core,net=10.0.3.0/24"]);
-    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=", mac(1)));
+    cmd.arg("-device").arg(format!(
+        "virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=",
+        mac(1)
+    ));
     match node.twin_link {
         TwinLink::Alone => cmd.args(["-netdev", "user,id=twin,net=10.0.4.0/24,restrict=on"]),
-        TwinLink::Listen(p) => cmd.arg("-netdev").arg(format!("socket,id=twin,listen=127.0.0.1:{p}")),
-        TwinLink::Connect(p) => cmd.arg("-netdev").arg(format!("socket,id=twin,connect=127.0.0.1:{p}")),
+        TwinLink::Listen(p) => cmd
+            .arg("-netdev")
+            .arg(format!("socket,id=twin,listen=127.0.0.1:{p}")),
+        TwinLink::Connect(p) => cmd
+            .arg("-netdev")
+            .arg(format!("socket,id=twin,connect=127.0.0.1:{p}")),
     };
-    cmd.arg("-device").arg(format!("virtio-net-pci,netdev=twin,mac={},addr=0x5,romfile=", mac(2)));
+    cmd.arg("-device").arg(format!(
+        "virtio-net-pci,netdev=twin,mac={},addr=0x5,romfile=",
+        mac(2)
+    ));
     cmd.args(["-device", "i6300esb,addr=0x7", "-action", "watchdog=reset"]);
     cmd.args(["-device", "virtio-rng-pci,addr=0x8"]);
     if o.no_reboot {
@@ -258,20 +304,42 @@ fn command(
     }
     // ttyS0: the operator's console, on the terminal (node a) or a socket (node b).
     if on_terminal {
-        cmd.args(["-serial", if o.print_command { "stdio" } else { "mon:stdio" }]);
+        cmd.args([
+            "-serial",
+            if o.print_command {
+                "stdio"
+            } else {
+                "mon:stdio"
+            },
+        ]);
     } else {
-        cmd.arg("-serial").arg(format!("unix:{},server=on,wait=off", node.dir.join("serial.sock").display()));
+        cmd.arg("-serial").arg(format!(
+            "unix:{},server=on,wait=off",
+            node.dir.join("serial.sock").display()
+        ));
     }
     let _ = fs::remove_file(&node.qmp);
-    cmd.arg("-qmp").arg(format!("unix:{},server=on,wait=off", node.qmp.display()));
+    cmd.arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", node.qmp.display()));
     if !o.bios {
         let out = image::out_dir(&built.board);
         let vmlinux = out.join("vmlinux");
-        let kernel = if vmlinux.exists() { vmlinux } else { built.boot_dir.join("vmlinuz") };
+        let kernel = if vmlinux.exists() {
+            vmlinux
+        } else {
+            built.boot_dir.join("vmlinuz")
+        };
         cmd.arg("-kernel").arg(kernel);
         cmd.arg("-initrd").arg(built.boot_dir.join("initrd.img"));
-        let verbose = if o.verbose { " loglevel=6 systemd.show_status=1" } else { "" };
-        cmd.arg("-append").arg(format!("{}{verbose} sbc.node=sbc-{}", built.cmdline, node.name));
+        let verbose = if o.verbose {
+            " loglevel=6 systemd.show_status=1"
+        } else {
+            ""
+        };
+        cmd.arg("-append").arg(format!(
+            "{}{verbose} sbc.node=sbc-{}",
+            built.cmdline, node.name
+        ));
     }
     Ok(cmd)
 }
@@ -294,9 +362,18 @@ fn print_command(cmd: &Command) {
 /// KVM without those flags hangs Debian kernels.
 fn accel(qemu: &Qemu, built: &image::Built) -> Result<String> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or("");
     let virt = flags.split_whitespace().any(|f| f == "vmx" || f == "svm");
-    if !virt || fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if !virt
+        || fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_err()
+    {
         return Ok("tcg".into());
     }
     let verdict = util::root().join("out/qemu/kvm-probe");
@@ -310,11 +387,26 @@ fn accel(qemu: &Qemu, built: &image::Built) -> Result<String> {
     }
     eprintln!("xtask qemu: probing KVM");
     let mut cmd = qemu.command();
-    cmd.args(["-machine", "pc", "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults"]);
+    cmd.args([
+        "-machine",
+        "pc",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-nodefaults",
+    ]);
     cmd.args(["-display", "none", "-no-reboot", "-serial", "stdio"]);
     cmd.arg("-kernel").arg(built.boot_dir.join("vmlinuz"));
-    cmd.args(["-append", "console=ttyS0 panic=-1 rdinit=/no-such-init init=/no-such-init"]);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+    cmd.args([
+        "-append",
+        "console=ttyS0 panic=-1 rdinit=/no-such-init init=/no-such-init",
+    ]);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .stdin(Stdio::null());
     let mut child = cmd.spawn().context("starting the KVM probe")?;
     let started = Instant::now();
     let mut works = false;

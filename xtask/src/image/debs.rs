@@ -25,7 +25,9 @@ pub fn mirror_lines() -> Vec<String> {
         files.extend(extra);
     }
     for file in files {
-        let Ok(text) = fs::read_to_string(&file) else { continue };
+        let Ok(text) = fs::read_to_string(&file) else {
+            continue;
+        };
         if file.extension().is_some_and(|e| e == "sources") {
             deb822_lines(&text, &mut lines);
         } else {
@@ -52,7 +54,10 @@ fn keep(uri: &str, suite: &str, lines: &mut Vec<String>) {
 
 fn one_line_lines(text: &str, lines: &mut Vec<String>) {
     for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().filter(|w| !w.starts_with('[')).collect();
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .filter(|w| !w.starts_with('['))
+            .collect();
         if words.len() >= 4 && words[0] == "deb" && words[3..].contains(&"main") {
             keep(words[1], words[2], lines);
         }
@@ -126,8 +131,12 @@ pub fn download(package: &str, dir: &Path) -> Result<PathBuf> {
             bail!("apt-get download {package} failed (in {})", dir.display());
         }
     }
-    find_deb(package, dir)?
-        .with_context(|| format!("apt-get download {package} left no .deb in {}", dir.display()))
+    find_deb(package, dir)?.with_context(|| {
+        format!(
+            "apt-get download {package} left no .deb in {}",
+            dir.display()
+        )
+    })
 }
 
 fn find_deb(package: &str, dir: &Path) -> Result<Option<PathBuf>> {

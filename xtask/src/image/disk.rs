@@ -34,10 +34,26 @@ const BIOS_BOOT: &str = "21686148-6E69-6F74-6E65-656446494645";
 const LINUX_FS: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
 pub const PARTS: [Part; 4] = [
-    Part { name: "bios-boot", type_guid: BIOS_BOOT, size_mib: 1 },
-    Part { name: "sbc-boot", type_guid: LINUX_FS, size_mib: 48 },
-    Part { name: "sbc-root", type_guid: LINUX_FS, size_mib: 448 },
-    Part { name: "sbc-data", type_guid: LINUX_FS, size_mib: 64 },
+    Part {
+        name: "bios-boot",
+        type_guid: BIOS_BOOT,
+        size_mib: 1,
+    },
+    Part {
+        name: "sbc-boot",
+        type_guid: LINUX_FS,
+        size_mib: 48,
+    },
+    Part {
+        name: "sbc-root",
+        type_guid: LINUX_FS,
+        size_mib: 448,
+    },
+    Part {
+        name: "sbc-data",
+        type_guid: LINUX_FS,
+        size_mib: 64,
+    },
 ];
 
 /// The first partition starts at 1 MiB (alignment, room for the primary GPT); the last ends
@@ -76,7 +92,13 @@ pub fn partition(image: &Path) -> Result<()> {
         ));
     }
     let mut child = Command::new("sfdisk")
-        .args(["--quiet", "--no-reread", "--no-tell-kernel", "--wipe", "always"])
+        .args([
+            "--quiet",
+            "--no-reread",
+            "--no-tell-kernel",
+            "--wipe",
+            "always",
+        ])
         .arg(image)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -90,7 +112,10 @@ pub fn partition(image: &Path) -> Result<()> {
         .context("writing the partition script to sfdisk")?;
     let status = child.wait().context("waiting for sfdisk")?;
     if !status.success() {
-        bail!("sfdisk on {} failed ({status}) with script:\n{script}", image.display());
+        bail!(
+            "sfdisk on {} failed ({status}) with script:\n{script}",
+            image.display()
+        );
     }
     Ok(())
 }

@@ -16,8 +16,9 @@ use std::path::Path;
 use std::process::Command;
 
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
-const MODULES: &[&str] =
-    &["biosdisk", "part_gpt", "ext2", "search", "linux", "boot", "echo", "serial", "terminal"];
+const MODULES: &[&str] = &[
+    "biosdisk", "part_gpt", "ext2", "search", "linux", "boot", "echo", "serial", "terminal",
+];
 
 /// boot.img: where the LBA of core.img's first sector goes.
 const KERNEL_SECTOR_AT: usize = 0x5c;
@@ -56,7 +57,15 @@ pub fn install(image: &Path, cmdline: &str, work: &Path) -> Result<()> {
     let core = work.join("core.img");
     util::run(
         Command::new("grub-mkimage")
-            .args(["-O", "i386-pc", "-d", GRUB_DIR, "-p", "(hd0,gpt2)/grub", "-c"])
+            .args([
+                "-O",
+                "i386-pc",
+                "-d",
+                GRUB_DIR,
+                "-p",
+                "(hd0,gpt2)/grub",
+                "-c",
+            ])
             .arg(&config)
             .arg("-o")
             .arg(&core)
@@ -82,7 +91,9 @@ pub fn install(image: &Path, cmdline: &str, work: &Path) -> Result<()> {
         .open(image)
         .with_context(|| format!("opening {} to install GRUB", image.display()))?;
     let mut mbr = [0u8; 512];
-    disk_file.read_exact(&mut mbr).with_context(|| format!("reading the MBR of {}", image.display()))?;
+    disk_file
+        .read_exact(&mut mbr)
+        .with_context(|| format!("reading the MBR of {}", image.display()))?;
     let mut new_mbr = [0u8; 512];
     new_mbr.copy_from_slice(&boot_img);
     new_mbr[BPB].copy_from_slice(&mbr[BPB]);
@@ -96,9 +107,15 @@ pub fn install(image: &Path, cmdline: &str, work: &Path) -> Result<()> {
     core_patched[BLOCKLIST_START_AT..BLOCKLIST_START_AT + 8]
         .copy_from_slice(&(core_lba + 1).to_le_bytes());
 
-    disk_file.seek(SeekFrom::Start(0)).context("seeking to the MBR")?;
-    disk_file.write_all(&new_mbr).with_context(|| format!("writing the MBR of {}", image.display()))?;
-    disk_file.seek(SeekFrom::Start(part_offset)).context("seeking to the BIOS boot partition")?;
+    disk_file
+        .seek(SeekFrom::Start(0))
+        .context("seeking to the MBR")?;
+    disk_file
+        .write_all(&new_mbr)
+        .with_context(|| format!("writing the MBR of {}", image.display()))?;
+    disk_file
+        .seek(SeekFrom::Start(part_offset))
+        .context("seeking to the BIOS boot partition")?;
     disk_file
         .write_all(&core_patched)
         .with_context(|| format!("writing core.img into {}", image.display()))?;

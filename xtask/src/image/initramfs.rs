@@ -44,20 +44,46 @@ mount --move /dev /newroot/dev
 exec switch_root /newroot /sbin/init
 "#;
 
-const APPLETS: &[&str] =
-    &["sh", "mount", "umount", "insmod", "sleep", "cat", "grep", "sed", "ls", "switch_root"];
+const APPLETS: &[&str] = &[
+    "sh",
+    "mount",
+    "umount",
+    "insmod",
+    "sleep",
+    "cat",
+    "grep",
+    "sed",
+    "ls",
+    "switch_root",
+];
 
 /// One entry of the archive.
 enum Entry<'a> {
     Dir(&'a str),
-    File { path: &'a str, mode: u32, data: Vec<u8> },
-    Symlink { path: &'a str, target: &'a str },
-    CharDev { path: &'a str, major: u32, minor: u32 },
+    File {
+        path: &'a str,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: &'a str,
+        target: &'a str,
+    },
+    CharDev {
+        path: &'a str,
+        major: u32,
+        minor: u32,
+    },
 }
 
 /// Writes the initramfs: busybox from `busybox`, module files from `modules_dir` loaded in the
 /// order of `module_order`.
-pub fn write(busybox: &Path, modules_dir: &Path, module_order: &[String], dest: &Path) -> Result<()> {
+pub fn write(
+    busybox: &Path,
+    modules_dir: &Path,
+    module_order: &[String],
+    dest: &Path,
+) -> Result<()> {
     let busybox_bin =
         fs::read(busybox).with_context(|| format!("reading busybox {}", busybox.display()))?;
     let mut entries = vec![
@@ -70,9 +96,21 @@ pub fn write(busybox: &Path, modules_dir: &Path, module_order: &[String], dest: 
         Entry::Dir("proc"),
         Entry::Dir("sys"),
         // The kernel opens /dev/console before init runs; without it init has no output.
-        Entry::CharDev { path: "dev/console", major: 5, minor: 1 },
-        Entry::File { path: "bin/busybox", mode: 0o755, data: busybox_bin },
-        Entry::File { path: "init", mode: 0o755, data: INIT.as_bytes().to_vec() },
+        Entry::CharDev {
+            path: "dev/console",
+            major: 5,
+            minor: 1,
+        },
+        Entry::File {
+            path: "bin/busybox",
+            mode: 0o755,
+            data: busybox_bin,
+        },
+        Entry::File {
+            path: "init",
+            mode: 0o755,
+            data: INIT.as_bytes().to_vec(),
+        },
         Entry::File {
             path: "etc/modules",
             mode: 0o644,
@@ -81,14 +119,23 @@ pub fn write(busybox: &Path, modules_dir: &Path, module_order: &[String], dest: 
     ];
     let applet_paths: Vec<String> = APPLETS.iter().map(|a| format!("bin/{a}")).collect();
     for path in &applet_paths {
-        entries.push(Entry::Symlink { path, target: "busybox" });
+        entries.push(Entry::Symlink {
+            path,
+            target: "busybox",
+        });
     }
-    let module_paths: Vec<String> =
-        module_order.iter().map(|m| format!("lib/modules/{m}")).collect();
+    let module_paths: Vec<String> = module_order
+        .iter()
+        .map(|m| format!("lib/modules/{m}"))
+        .collect();
     for (path, name) in module_paths.iter().zip(module_order) {
         let src = modules_dir.join(name);
         let data = fs::read(&src).with_context(|| format!("reading module {}", src.display()))?;
-        entries.push(Entry::File { path, mode: 0o644, data });
+        entries.push(Entry::File {
+            path,
+            mode: 0o644,
+            data,
+        });
     }
     let mut out = Vec::new();
     for (ino, entry) in entries.iter().enumerate() {

@@ -78,7 +78,11 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     for entry in rd {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
         let path = entry.path();
-        let rel = path.strip_prefix(base).unwrap_or(&path).to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
         let ft = entry
             .file_type()
             .with_context(|| format!("reading type of {}", path.display()))?;
@@ -114,7 +118,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// True when `stamp` holds exactly `fingerprint` (the step's output is current).
 pub fn is_current(stamp: &Path, fingerprint: &str) -> bool {
-    fs::read_to_string(stamp).map(|s| s.trim() == fingerprint).unwrap_or(false)
+    fs::read_to_string(stamp)
+        .map(|s| s.trim() == fingerprint)
+        .unwrap_or(false)
 }
 
 /// Records that the step's output now matches `fingerprint`.

@@ -59,8 +59,7 @@ impl Kernel {
             debs::unpack(&deb, &tree)?;
             // The package ships no modules.dep; the postinst would run depmod on the host.
             util::run(Command::new("depmod").arg("-b").arg(&tree).arg(&release))?;
-            fs::write(&stamp, &package)
-                .with_context(|| format!("writing {}", stamp.display()))?;
+            fs::write(&stamp, &package).with_context(|| format!("writing {}", stamp.display()))?;
         }
         let moddir = tree.join("lib/modules").join(&release);
         let dep_text = fs::read_to_string(moddir.join("modules.dep"))
@@ -68,18 +67,32 @@ impl Kernel {
         let mut modules = BTreeMap::new();
         let mut deps = BTreeMap::new();
         for line in dep_text.lines() {
-            let Some((path, rest)) = line.split_once(':') else { continue };
+            let Some((path, rest)) = line.split_once(':') else {
+                continue;
+            };
             modules.insert(module_name(path), path.to_string());
-            deps.insert(path.to_string(), rest.split_whitespace().map(String::from).collect());
+            deps.insert(
+                path.to_string(),
+                rest.split_whitespace().map(String::from).collect(),
+            );
         }
         let builtin_text = fs::read_to_string(moddir.join("modules.builtin"))
             .with_context(|| format!("reading modules.builtin of {package}"))?;
         let builtin = builtin_text.lines().map(module_name).collect();
-        Ok(Kernel { package, release, tree, modules, deps, builtin })
+        Ok(Kernel {
+            package,
+            release,
+            tree,
+            modules,
+            deps,
+            builtin,
+        })
     }
 
     pub fn vmlinuz(&self) -> PathBuf {
-        self.tree.join("boot").join(format!("vmlinuz-{}", self.release))
+        self.tree
+            .join("boot")
+            .join(format!("vmlinuz-{}", self.release))
     }
 
     fn moddir(&self) -> PathBuf {
@@ -127,10 +140,19 @@ impl Kernel {
         for rel in files {
             copy_into(&self.moddir().join(rel), &dest.join(rel))?;
         }
-        for meta in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+        for meta in [
+            "modules.order",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
             copy_into(&self.moddir().join(meta), &dest.join(meta))?;
         }
-        util::run(Command::new("depmod").arg("-b").arg(root).arg(&self.release))
+        util::run(
+            Command::new("depmod")
+                .arg("-b")
+                .arg(root)
+                .arg(&self.release),
+        )
     }
 
     /// Copies module files flat into `dest` and returns their file names in load order.
@@ -166,7 +188,9 @@ fn newest_cached(cache: &Path) -> Result<String> {
         })
         .collect();
     found.sort();
-    found.pop().with_context(|| format!("no kernel cached in {}", dir.display()))
+    found
+        .pop()
+        .with_context(|| format!("no kernel cached in {}", dir.display()))
 }
 
 fn copy_into(from: &Path, to: &Path) -> Result<()> {
@@ -180,8 +204,8 @@ fn copy_into(from: &Path, to: &Path) -> Result<()> {
 
 /// Reads a module list file: one name per line, `#` comments.
 pub fn read_list(path: &Path) -> Result<Vec<String>> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("reading module list {}", path.display()))?;
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("reading module list {}", path.display()))?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -198,16 +222,22 @@ pub fn extract_vmlinux(vmlinuz: &Path, dest: &Path) -> Result<Option<PathBuf>> {
     // x86 boot protocol: setup_sects at 0x1f1, payload_offset/length at 0x248/0x24c, relative
     // to the protected-mode code that follows the setup sectors.
     let le32 = |at: usize| -> Option<usize> {
-        image.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        image
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
     let setup_sects = match image.get(0x1f1) {
         Some(0) => 4,
         Some(n) => *n as usize,
         None => return Ok(None),
     };
-    let (Some(off), Some(len)) = (le32(0x248), le32(0x24c)) else { return Ok(None) };
+    let (Some(off), Some(len)) = (le32(0x248), le32(0x24c)) else {
+        return Ok(None);
+    };
     let start = (setup_sects + 1) * 512 + off;
-    let Some(payload) = image.get(start..start + len) else { return Ok(None) };
+    let Some(payload) = image.get(start..start + len) else {
+        return Ok(None);
+    };
     if !payload.starts_with(b"\xfd7zXZ\0") {
         return Ok(None);
     }

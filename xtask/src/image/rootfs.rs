@@ -62,11 +62,18 @@ pub fn base_tarball(root: &Path, cache: &Path) -> Result<PathBuf> {
     let dir = cache.join("rootfs");
     let tarball = dir.join(format!("base-{}.tar", &key[..16]));
     if tarball.exists() {
-        eprintln!("xtask image: base root file system cached ({})", tarball.display());
+        eprintln!(
+            "xtask image: base root file system cached ({})",
+            tarball.display()
+        );
         return Ok(tarball);
     }
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    eprintln!("xtask image: bootstrapping Debian {} ({})", debs::SUITE, packages.join(", "));
+    eprintln!(
+        "xtask image: bootstrapping Debian {} ({})",
+        debs::SUITE,
+        packages.join(", ")
+    );
     let partial = dir.join(format!("base-{}.tar.partial", &key[..16]));
     let mut cmd = Command::new("mmdebstrap");
     // `essential` leaves out apt and the other "important" packages an appliance never uses.
@@ -96,7 +103,12 @@ pub fn unpack(tarball: &Path, dest: &Path) -> Result<()> {
     fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
     util::run(
         Command::new("tar")
-            .args(["--extract", "--numeric-owner", "--preserve-permissions", "--xattrs"])
+            .args([
+                "--extract",
+                "--numeric-owner",
+                "--preserve-permissions",
+                "--xattrs",
+            ])
             .arg("--file")
             .arg(tarball)
             .arg("--directory")

@@ -42,7 +42,10 @@ impl Qemu {
 
     fn library_path(&self) -> String {
         let dirs = [
-            self.tree.join("usr/lib/x86_64-linux-gnu").display().to_string(),
+            self.tree
+                .join("usr/lib/x86_64-linux-gnu")
+                .display()
+                .to_string(),
             self.tree.join("lib/x86_64-linux-gnu").display().to_string(),
         ];
         dirs.join(":")
@@ -50,9 +53,17 @@ impl Qemu {
 }
 
 fn fetch(tree: &PathBuf) -> Result<()> {
-    eprintln!("xtask qemu: fetching QEMU's packages into {}", tree.display());
+    eprintln!(
+        "xtask qemu: fetching QEMU's packages into {}",
+        tree.display()
+    );
     let sim = Command::new("apt-get")
-        .args(["install", "-s", "--no-install-recommends", "qemu-system-x86"])
+        .args([
+            "install",
+            "-s",
+            "--no-install-recommends",
+            "qemu-system-x86",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .output()
         .context("running apt-get install -s qemu-system-x86")?;

@@ -1,4 +1,4 @@
-//! A minimal QMP client: enough to press keys and to quit a guest.
+//! A minimal QMP client: enough to press the panel button.
 //!
 //! QMP is line-delimited JSON. After the greeting, `qmp_capabilities` leaves negotiation mode;
 //! every command then gets one `return` or `error` line, with asynchronous `event` lines in
@@ -18,11 +18,20 @@ pub struct Qmp {
 
 impl Qmp {
     pub fn connect(path: &Path) -> Result<Qmp> {
-        let stream = UnixStream::connect(path)
-            .with_context(|| format!("connecting to QMP socket {} (is QEMU running?)", path.display()))?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).context("setting QMP timeout")?;
+        let stream = UnixStream::connect(path).with_context(|| {
+            format!(
+                "connecting to QMP socket {} (is QEMU running?)",
+                path.display()
+            )
+        })?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .context("setting QMP timeout")?;
         let writer = stream.try_clone().context("cloning the QMP socket")?;
-        let mut qmp = Qmp { reader: BufReader::new(stream), writer };
+        let mut qmp = Qmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
         let greeting = qmp.line()?;
         if !greeting.contains("\"QMP\"") {
             bail!("{} did not greet with QMP: {greeting}", path.display());
@@ -33,7 +42,10 @@ impl Qmp {
 
     fn line(&mut self) -> Result<String> {
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).context("reading from QMP")?;
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .context("reading from QMP")?;
         if n == 0 {
             bail!("QEMU closed the QMP connection");
         }
@@ -63,9 +75,5 @@ impl Qmp {
             r#"{{"execute":"input-send-event","arguments":{{"events":[{{"type":"key","data":{{"down":{down},"key":{{"type":"qcode","data":"{qcode}"}}}}}}]}}}}"#
         ))
         .map(|_| ())
-    }
-
-    pub fn quit(&mut self) -> Result<()> {
-        self.execute(r#"{"execute":"quit"}"#).map(|_| ())
     }
 }
