@@ -325,8 +325,8 @@ impl<'e> Editor<'e> {
             Some(h) => {
                 let s = self.msg.slots()[h.index.get()];
                 extra[n] = Edit {
-                    start: s.value_start,
-                    end: s.value_end,
+                    start: u32::from(s.value_start),
+                    end: u32::from(s.value_end),
                     op: Op::Replace(Text::Num(len)),
                 };
             }
@@ -344,8 +344,8 @@ impl<'e> Editor<'e> {
                 Some(h) => {
                     let s = self.msg.slots()[h.index.get()];
                     extra[n] = Edit {
-                        start: s.value_start,
-                        end: s.value_end,
+                        start: u32::from(s.value_start),
+                        end: u32::from(s.value_end),
                         op: Op::Replace(Text::Str(ct)),
                     };
                 }

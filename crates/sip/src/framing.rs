@@ -38,6 +38,9 @@ pub enum Frame {
 
 /// Looks at the front of a stream buffer.
 pub fn next_frame(buf: &[u8], limits: &Limits) -> Result<Frame, Error> {
+    let max_message = limits
+        .max_message_bytes
+        .min(crate::limits::MAX_MESSAGE_BYTES);
     match buf {
         [] | [b'\r'] | [b'\r', b'\n', b'\r'] => return Ok(Frame::Incomplete),
         [b'\r', b'\n', b'\r', b'\n', ..] => return Ok(Frame::KeepAlive { len: 4, ping: true }),
@@ -57,10 +60,10 @@ pub fn next_frame(buf: &[u8], limits: &Limits) -> Result<Frame, Error> {
     }
     let head_end = match find_head_end(buf) {
         Some(end) => end,
-        None if buf.len() > limits.max_message_bytes => {
+        None if buf.len() > max_message => {
             return Err(Error::MessageTooLarge {
                 size: buf.len(),
-                limit: limits.max_message_bytes,
+                limit: max_message,
             })
         }
         None => return Ok(Frame::Incomplete),
@@ -100,10 +103,10 @@ pub fn next_frame(buf: &[u8], limits: &Limits) -> Result<Frame, Error> {
         });
     }
     let len = head_end + cl;
-    if len > limits.max_message_bytes {
+    if len > max_message {
         return Err(Error::MessageTooLarge {
             size: len,
-            limit: limits.max_message_bytes,
+            limit: max_message,
         });
     }
     Ok(if buf.len() < len {

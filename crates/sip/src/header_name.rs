@@ -135,25 +135,60 @@ const TABLE: &[(&str, Option<u8>, HeaderName)] = &[
     ("Date", None, HeaderName::Date),
 ];
 
+/// Number of names the crate knows.
+pub(crate) const KNOWN_NAMES: usize = TABLE.len();
+
+/// Longest known name.
+const MAX_NAME_LEN: usize = 24;
+/// Most known names sharing one length.
+const PER_LEN: usize = 6;
+const NONE: u8 = u8::MAX;
+
+/// Table indexes of the names of each length: a lookup compares against one or a few names.
+const BY_LEN: [[u8; PER_LEN]; MAX_NAME_LEN + 1] = {
+    let mut t = [[NONE; PER_LEN]; MAX_NAME_LEN + 1];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let len = TABLE[i].0.len();
+        let mut j = 0;
+        while t[len][j] != NONE {
+            j += 1;
+        }
+        t[len][j] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Table index of each compact form, by lower-case letter.
+const BY_COMPACT: [u8; 26] = {
+    let mut t = [NONE; 26];
+    let mut i = 0;
+    while i < TABLE.len() {
+        if let Some(c) = TABLE[i].1 {
+            t[(c - b'a') as usize] = i as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
 impl HeaderName {
     /// Recognises a header name in long or compact form, any case. `None` for unknown names.
     pub fn from_bytes(name: &[u8]) -> Option<HeaderName> {
         if name.len() == 1 {
             let c = name[0].to_ascii_lowercase();
-            return TABLE
-                .iter()
-                .find(|(_, compact, _)| *compact == Some(c))
-                .map(|e| e.2);
+            if !c.is_ascii_lowercase() {
+                return None;
+            }
+            return from_index(BY_COMPACT[usize::from(c - b'a')]);
         }
-        // The first byte and the length rule out nearly every entry before the full compare.
-        let first = name.first()?.to_ascii_lowercase();
-        TABLE
+        BY_LEN
+            .get(name.len())?
             .iter()
-            .find(|(long, _, _)| {
-                long.len() == name.len()
-                    && long.as_bytes()[0].to_ascii_lowercase() == first
-                    && long.as_bytes().eq_ignore_ascii_case(name)
-            })
+            .take_while(|&&i| i != NONE)
+            .map(|&i| &TABLE[usize::from(i)])
+            .find(|(long, _, _)| long.as_bytes().eq_ignore_ascii_case(name))
             .map(|e| e.2)
     }
 

@@ -6,10 +6,15 @@
 /// Capacity of the header table of a [`crate::Message`]: the hard ceiling on header lines.
 pub const MAX_HEADERS: usize = 80;
 
+/// Hard ceiling on a message's size: header offsets are 16-bit. A SIP message beyond 64 KiB
+/// is abuse for an SBC (it is the UDP maximum too).
+pub const MAX_MESSAGE_BYTES: usize = 65_535;
+
 /// Limits applied while parsing. `Limits::default()` suits a UDP/TCP SBC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest whole message accepted (start line, headers and body). Over it: 513.
+    /// Largest whole message accepted (start line, headers and body), capped at
+    /// [`MAX_MESSAGE_BYTES`]. Over it: 513.
     pub max_message_bytes: usize,
     /// Most header lines accepted (capped at [`MAX_HEADERS`]). Over it: 513.
     pub max_headers: usize,

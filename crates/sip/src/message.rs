@@ -4,7 +4,7 @@
 //! are; it decodes only what framing needs (the start line and Content-Length). Everything else
 //! is parsed when asked for, from the borrowed bytes, without allocating.
 
-use crate::header_name::HeaderName;
+use crate::header_name::{HeaderName, KNOWN_NAMES};
 use crate::limits::{Framing, Limits, MAX_HEADERS};
 use crate::method::Method;
 use crate::name_addr::{Contact, NameAddr};
@@ -29,16 +29,18 @@ impl HeaderIndex {
 /// Marker for header names the crate does not know.
 const UNKNOWN: u8 = u8::MAX;
 
-/// Where one header line lies in the buffer. Offsets are from the start of the buffer.
+/// Where one header line lies in the buffer. Offsets are from the start of the buffer; 16 bits
+/// are enough because a message is at most [`crate::limits::MAX_MESSAGE_BYTES`] long, and they
+/// halve the table a `Message` carries around.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Slot {
     /// Start of the name (= start of the line).
-    pub(crate) line_start: u32,
-    pub(crate) name_end: u32,
-    pub(crate) value_start: u32,
-    pub(crate) value_end: u32,
+    pub(crate) line_start: u16,
+    pub(crate) name_end: u16,
+    pub(crate) value_start: u16,
+    pub(crate) value_end: u16,
     /// Just after the line's final line ending.
-    pub(crate) line_end: u32,
+    pub(crate) line_end: u16,
     /// `HeaderName as u8`, or `UNKNOWN`.
     pub(crate) id: u8,
 }
@@ -104,6 +106,9 @@ pub struct Message<'a> {
     start_line_end: u32,
     slots: [Slot; MAX_HEADERS],
     count: u16,
+    /// Per known header name: 1 + index of its first line (0 = absent), and how many lines.
+    first: [u8; KNOWN_NAMES],
+    counts: [u8; KNOWN_NAMES],
     body_start: u32,
     content_length: Option<u32>,
     max_via_hops: u16,
@@ -149,6 +154,16 @@ impl<'a> Message<'a> {
         content_length: Option<u32>,
         max_via_hops: u16,
     ) -> Self {
+        let mut first = [0u8; KNOWN_NAMES];
+        let mut counts = [0u8; KNOWN_NAMES];
+        for (i, slot) in slots[..usize::from(count)].iter().enumerate() {
+            if let Some(c) = counts.get_mut(usize::from(slot.id)) {
+                if *c == 0 {
+                    first[usize::from(slot.id)] = (i + 1) as u8;
+                }
+                *c = c.saturating_add(1);
+            }
+        }
         Message {
             buf,
             head,
@@ -156,6 +171,8 @@ impl<'a> Message<'a> {
             start_line_end,
             slots,
             count,
+            first,
+            counts,
             body_start,
             content_length,
             max_via_hops,
@@ -512,12 +529,14 @@ impl<'a> Message<'a> {
 
     /// The header called `name` if present; repeated is an error (RFC 4475 `multi01`).
     fn optional_single(&self, name: HeaderName) -> Result<Option<Header<'a>>, Error> {
-        let mut it = self.headers_of(name);
-        let first = it.next();
-        if it.next().is_some() {
-            return Err(Error::DuplicateHeader(name.as_str()));
+        match self.first[name as usize] {
+            0 => Ok(None),
+            _ if self.counts[name as usize] > 1 => Err(Error::DuplicateHeader(name.as_str())),
+            f => {
+                let i = u16::from(f) - 1;
+                Ok(Some(self.header_of(i, &self.slots[usize::from(i)])))
+            }
         }
-        Ok(first)
     }
 }
 

@@ -16,6 +16,7 @@ pub struct NameAddr<'a> {
     display: Option<&'a str>,
     uri: Uri<'a>,
     params: Params<'a>,
+    tag: Option<&'a str>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -43,12 +44,13 @@ impl<'a> NameAddr<'a> {
                     return Err(bad("junk after >"));
                 }
                 let params = Params::new(rest);
-                check_params(&params).ok_or(bad("malformed parameter"))?;
+                let tag = check_params(&params).map_err(bad)?;
                 Ok(NameAddr {
                     raw,
                     display,
                     uri,
                     params,
+                    tag,
                 })
             }
             None => {
@@ -64,12 +66,13 @@ impl<'a> NameAddr<'a> {
                 }
                 let uri = Uri::parse(uri_text).map_err(|e| bad(e.0))?;
                 let params = Params::new(&raw[end..]);
-                check_params(&params).ok_or(bad("malformed parameter"))?;
+                let tag = check_params(&params).map_err(bad)?;
                 Ok(NameAddr {
                     raw,
                     display: None,
                     uri,
                     params,
+                    tag,
                 })
             }
         }
@@ -98,7 +101,7 @@ impl<'a> NameAddr<'a> {
 
     /// The `tag` parameter (From/To).
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.value("tag")
+        self.tag
     }
 
     /// The `expires` parameter of a Contact. `Err` when present but not a 32-bit number.
@@ -120,6 +123,8 @@ impl<'a> NameAddr<'a> {
 
 /// One Contact value: `*` or an address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Boxing the address would put a heap allocation on the hot path; the size is fine on the stack.
+#[allow(clippy::large_enum_variant)]
 pub enum Contact<'a> {
     /// `Contact: *` (only meaningful in a REGISTER with `Expires: 0`).
     Wildcard(&'a str),
@@ -179,12 +184,13 @@ fn parse_display(s: &str) -> Option<&str> {
         .then_some(s)
 }
 
-/// Parameter names must be tokens, and no parameter may be empty.
-fn check_params(p: &Params<'_>) -> Option<()> {
-    if p.has_empty() {
-        return None;
-    }
-    p.iter()
-        .all(|(n, _)| crate::scan::is_token_str(n))
-        .then_some(())
+/// Parameter names must be tokens and no parameter may be empty; returns the tag on the way.
+fn check_params<'a>(p: &Params<'a>) -> Result<Option<&'a str>, &'static str> {
+    let mut tag = None;
+    p.check(|name, value| {
+        if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+            tag = value;
+        }
+    })?;
+    Ok(tag)
 }

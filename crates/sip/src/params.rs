@@ -1,6 +1,6 @@
 //! `;name=value` parameter lists, as found after URIs, name-addrs and Via hops.
 
-use crate::scan::{find_unquoted, trim, unquote};
+use crate::scan::{is_token_str, trim, unquote};
 
 /// A borrowed parameter list: the raw text starting at the first `;` (or empty).
 ///
@@ -29,7 +29,11 @@ impl<'a> Params<'a> {
 
     /// Every parameter in order: `(name, value)`; `value` is `None` for a bare name.
     pub fn iter(&self) -> ParamIter<'a> {
-        ParamIter { rest: self.raw }
+        let b = self.raw.as_bytes();
+        ParamIter {
+            raw: self.raw,
+            pos: next_semi(b, 0),
+        }
     }
 
     /// The parameter named `name`: `None` when absent, `Some(None)` for a bare name,
@@ -38,20 +42,6 @@ impl<'a> Params<'a> {
         self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
-    }
-
-    /// True when the list holds an empty parameter (`;;` or a trailing `;`), which the
-    /// grammar does not allow.
-    pub(crate) fn has_empty(&self) -> bool {
-        let mut rest = self.raw;
-        while let Some(i) = find_unquoted(rest, b';', false) {
-            rest = &rest[i + 1..];
-            let end = find_unquoted(rest, b';', false).unwrap_or(rest.len());
-            if trim(&rest[..end]).is_empty() {
-                return true;
-            }
-        }
-        false
     }
 
     /// The value of `name`, when it is present with a value.
@@ -63,43 +53,86 @@ impl<'a> Params<'a> {
     pub fn has(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// One pass over the list for the parsers: calls `seen(name, value)` for every parameter;
+    /// `Err` on an empty parameter, a name that is not a token or an empty value.
+    pub(crate) fn check(
+        &self,
+        mut seen: impl FnMut(&'a str, Option<&'a str>),
+    ) -> Result<(), &'static str> {
+        let b = self.raw.as_bytes();
+        let mut pos = next_semi(b, 0);
+        while pos < b.len() {
+            let end = next_semi(b, pos + 1);
+            let (name, value) =
+                split_param(self.raw.get(pos + 1..end).unwrap_or("")).ok_or("empty parameter")?;
+            if !is_token_str(name) {
+                return Err("parameter name is not a token");
+            }
+            if value == Some("") {
+                return Err("parameter with = but no value");
+            }
+            seen(name, value);
+            pos = end;
+        }
+        Ok(())
+    }
 }
 
-/// Iterator over `(name, value)` pairs of a [`Params`].
+/// Index of the next `;` outside a quoted string at or after `from` (`b.len()` when none).
+fn next_semi(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i < b.len() {
+        match b[i] {
+            b';' => return i,
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Splits one parameter (text between two `;`) into trimmed name and unquoted value; `None`
+/// when it is empty.
+fn split_param(piece: &str) -> Option<(&str, Option<&str>)> {
+    let piece = trim(piece);
+    if piece.is_empty() {
+        return None;
+    }
+    Some(match memchr::memchr(b'=', piece.as_bytes()) {
+        Some(eq) => (trim(&piece[..eq]), Some(unquote(trim(&piece[eq + 1..])))),
+        None => (piece, None),
+    })
+}
+
+/// Iterator over `(name, value)` pairs of a [`Params`]; empty parameters are skipped.
 #[derive(Debug, Clone)]
 pub struct ParamIter<'a> {
-    rest: &'a str,
+    raw: &'a str,
+    /// Position of the `;` before the next parameter.
+    pos: usize,
 }
 
 impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a str, Option<&'a str>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.rest.is_empty() {
-                return None;
+        let b = self.raw.as_bytes();
+        while self.pos < b.len() {
+            let end = next_semi(b, self.pos + 1);
+            let piece = self.raw.get(self.pos + 1..end).unwrap_or("");
+            self.pos = end;
+            if let Some(p) = split_param(piece) {
+                return Some(p);
             }
-            // Skip to the start of a parameter.
-            let start = match find_unquoted(self.rest, b';', false) {
-                Some(i) => i + 1,
-                None => {
-                    self.rest = "";
-                    return None;
-                }
-            };
-            let after = &self.rest[start..];
-            let end = find_unquoted(after, b';', false).unwrap_or(after.len());
-            let piece = &after[..end];
-            self.rest = &after[end..];
-            let piece = trim(piece);
-            if piece.is_empty() {
-                continue;
-            }
-            return Some(match piece.find('=') {
-                Some(eq) => (trim(&piece[..eq]), Some(unquote(trim(&piece[eq + 1..])))),
-                None => (piece, None),
-            });
         }
+        None
     }
 }
 

@@ -7,7 +7,7 @@
 use memchr::memchr;
 
 use crate::header_name::HeaderName;
-use crate::limits::{Framing, Limits, MAX_HEADERS};
+use crate::limits::{Framing, Limits, MAX_HEADERS, MAX_MESSAGE_BYTES};
 use crate::message::{id_of, is_name_char, Message, Slot, StartLine};
 use crate::method::Method;
 use crate::scan::{is_token_str, starts_with_ci};
@@ -22,6 +22,7 @@ pub(crate) fn parse<'a>(
     framing: Framing,
 ) -> Result<Message<'a>, Error> {
     let max_headers = limits.max_headers.min(MAX_HEADERS);
+    let max_message = limits.max_message_bytes.min(MAX_MESSAGE_BYTES);
     // RFC 3261 §7.5: CRLFs before the start line are ignored (stream keep-alives, sloppy
     // senders).
     let mut pos = 0;
@@ -78,10 +79,10 @@ pub(crate) fn parse<'a>(
             }
             Some(_) => {}
         }
-        if pos > limits.max_message_bytes {
+        if pos > max_message {
             return Err(Error::MessageTooLarge {
                 size: pos,
-                limit: limits.max_message_bytes,
+                limit: max_message,
             });
         }
         let line_start = pos;
@@ -138,11 +139,11 @@ pub(crate) fn parse<'a>(
             }
         }
         slots[count] = Slot {
-            line_start: line_start as u32,
-            name_end: name_end as u32,
-            value_start: value_start as u32,
-            value_end: value_end as u32,
-            line_end: line_end as u32,
+            line_start: line_start as u16,
+            name_end: name_end as u16,
+            value_start: value_start as u16,
+            value_end: value_end as u16,
+            line_end: line_end as u16,
             id,
         };
         count += 1;
@@ -180,10 +181,10 @@ pub(crate) fn parse<'a>(
         }
     };
     let msg_end = head_end + body_len;
-    if msg_end > limits.max_message_bytes {
+    if msg_end > max_message {
         return Err(Error::MessageTooLarge {
             size: msg_end,
-            limit: limits.max_message_bytes,
+            limit: max_message,
         });
     }
     let buf = &buf[..msg_end];

@@ -143,32 +143,39 @@ pub(crate) fn parse_u32(s: &str) -> Option<u32> {
 /// Index of the first `needle` in `s` that is outside a quoted string (and, when `angles` is
 /// set, outside `<...>`).
 pub(crate) fn find_unquoted(s: &str, needle: u8, angles: bool) -> Option<usize> {
+    use memchr::{memchr, memchr2, memchr3};
     let b = s.as_bytes();
     let mut i = 0;
-    let mut in_quote = false;
-    let mut in_angle = false;
-    while i < b.len() {
-        let c = b[i];
-        if in_quote {
-            match c {
-                b'\\' => i += 1,
-                b'"' => in_quote = false,
-                _ => {}
-            }
-        } else if in_angle {
-            if c == b'>' {
-                in_angle = false;
-            }
-        } else if c == needle {
-            return Some(i);
-        } else if c == b'"' {
-            in_quote = true;
-        } else if angles && c == b'<' {
-            in_angle = true;
+    loop {
+        let rest = b.get(i..)?;
+        // Jump to the next byte that matters instead of walking every byte.
+        let rel = if angles {
+            memchr3(needle, b'"', b'<', rest)
+        } else {
+            memchr2(needle, b'"', rest)
+        }?;
+        let p = i + rel;
+        let c = b[p];
+        if c == needle {
+            return Some(p);
         }
-        i += 1;
+        if c == b'"' {
+            // Skip the quoted string; an unterminated one hides everything after it.
+            let mut j = p + 1;
+            loop {
+                let q = j + memchr2(b'"', b'\\', b.get(j..)?)?;
+                if b[q] == b'\\' {
+                    j = q + 2;
+                } else {
+                    i = q + 1;
+                    break;
+                }
+            }
+        } else {
+            // `<`: skip to the matching `>`.
+            i = p + 1 + memchr(b'>', b.get(p + 1..)?)? + 1;
+        }
     }
-    None
 }
 
 /// Iterator over the comma-separated elements of a list header value, each trimmed, empty

@@ -154,13 +154,6 @@ impl<'a> Uri<'a> {
         {
             return Err(UriError("bad scheme"));
         }
-        if s.bytes()
-            .any(|c| c <= b' ' || c == 0x7f || c == b'<' || c == b'>' || c == b'"')
-        {
-            return Err(UriError(
-                "whitespace, control character or delimiter in URI",
-            ));
-        }
         let rest = &s[colon + 1..];
         let scheme = if scheme_text.eq_ignore_ascii_case("sip") {
             Scheme::Sip
@@ -178,6 +171,15 @@ impl<'a> Uri<'a> {
             _ => {
                 if rest.is_empty() {
                     return Err(UriError("empty URI after the scheme"));
+                }
+                // SIP URIs are checked part by part; the others only as opaque text.
+                if rest
+                    .bytes()
+                    .any(|c| c <= b' ' || c == 0x7f || matches!(c, b'<' | b'>' | b'"'))
+                {
+                    return Err(UriError(
+                        "whitespace, control character or delimiter in URI",
+                    ));
                 }
                 let (opaque, params) = match rest.find(';') {
                     Some(i) => (&rest[..i], &rest[i..]),
@@ -379,7 +381,7 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
         }
     };
     // hostport ends at the first `;` or `?` (an IPv6 literal holds neither).
-    let hp_end = hostpart.find([';', '?']).unwrap_or(hostpart.len());
+    let hp_end = memchr::memchr2(b';', b'?', hostpart.as_bytes()).unwrap_or(hostpart.len());
     let hostport = &hostpart[..hp_end];
     let after = &hostpart[hp_end..];
     let (host_raw, port_text) = if hostport.starts_with('[') {

@@ -90,6 +90,9 @@ pub struct Via<'a> {
     host_raw: &'a str,
     port: Option<u16>,
     params: Params<'a>,
+    branch: Option<&'a str>,
+    received: Option<&'a str>,
+    rport: Rport,
 }
 
 /// The branch prefix of RFC 3261 transactions.
@@ -101,12 +104,19 @@ impl<'a> Via<'a> {
         let bad = |why| Error::BadHeader { name: "Via", why };
         let raw = trim(text);
         let mut cur = Cursor { s: raw, pos: 0 };
-        let protocol_name = cur.token().ok_or(bad("missing protocol name"))?;
-        cur.expect(b'/')
-            .ok_or(bad("missing / after protocol name"))?;
-        let protocol_version = cur.token().ok_or(bad("missing protocol version"))?;
-        cur.expect(b'/')
-            .ok_or(bad("missing / after protocol version"))?;
+        let (protocol_name, protocol_version) = if raw.starts_with("SIP/2.0/") {
+            // The form every sender uses: skip the general grammar.
+            cur.pos = 8;
+            (&raw[..3], &raw[4..7])
+        } else {
+            let name = cur.token().ok_or(bad("missing protocol name"))?;
+            cur.expect(b'/')
+                .ok_or(bad("missing / after protocol name"))?;
+            let version = cur.token().ok_or(bad("missing protocol version"))?;
+            cur.expect(b'/')
+                .ok_or(bad("missing / after protocol version"))?;
+            (name, version)
+        };
         let transport = cur.token().ok_or(bad("missing transport"))?;
         if !cur.skip_ws() {
             return Err(bad("no whitespace between transport and sent-by"));
@@ -123,23 +133,28 @@ impl<'a> Via<'a> {
             None
         };
         cur.skip_ws();
-        let rest = &raw[cur.pos..];
+        let rest = raw.get(cur.pos..).unwrap_or("");
         if !rest.is_empty() && !rest.starts_with(';') {
             return Err(bad("junk after sent-by"));
         }
         let params = Params::new(rest);
-        for (name, value) in params.iter() {
-            if !crate::scan::is_token_str(name) {
-                return Err(bad("malformed parameter name"));
-            }
-            if value == Some("") {
-                return Err(bad("parameter with empty value"));
-            }
-        }
-        if params.has_empty() {
-            // Empty parameters are not allowed by the grammar (RFC 4475 badinv01).
-            return Err(bad("empty parameter"));
-        }
+        // One pass validates the parameters (RFC 4475 badinv01 has empty ones) and keeps the
+        // ones a proxy reads for every message.
+        let (mut branch, mut received, mut rport) = (None, None, Rport::Absent);
+        params
+            .check(|name, value| {
+                if name.eq_ignore_ascii_case("branch") {
+                    branch = branch.or(value);
+                } else if name.eq_ignore_ascii_case("received") {
+                    received = received.or(value);
+                } else if name.eq_ignore_ascii_case("rport") && rport == Rport::Absent {
+                    rport = match value {
+                        None => Rport::Requested,
+                        Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Port),
+                    };
+                }
+            })
+            .map_err(bad)?;
         Ok(Via {
             raw,
             protocol_name,
@@ -149,6 +164,9 @@ impl<'a> Via<'a> {
             host_raw,
             port,
             params,
+            branch,
+            received,
+            rport,
         })
     }
 
@@ -199,7 +217,7 @@ impl<'a> Via<'a> {
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.value("branch")
+        self.branch
     }
 
     /// True when the branch starts with the RFC 3261 magic cookie `z9hG4bK`.
@@ -209,16 +227,12 @@ impl<'a> Via<'a> {
 
     /// The `received` parameter.
     pub fn received(&self) -> Option<&'a str> {
-        self.params.value("received")
+        self.received
     }
 
     /// The `rport` parameter. A malformed `rport=` value reads as `Requested`.
     pub fn rport(&self) -> Rport {
-        match self.params.get("rport") {
-            None => Rport::Absent,
-            Some(None) => Rport::Requested,
-            Some(Some(v)) => parse_port(v).map(Rport::Port).unwrap_or(Rport::Requested),
-        }
+        self.rport
     }
 
     /// The `maddr` parameter.

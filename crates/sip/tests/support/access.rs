@@ -224,12 +224,10 @@ pub fn ours_touch(bytes: &[u8]) -> usize {
     if let Some(u) = m.request_uri() {
         n += u.user().map_or(0, str::len) + u.host_raw().len();
     }
-    for v in m.vias() {
-        if let Ok(v) = v {
-            n += v.host_raw().len() + usize::from(v.port().unwrap_or(0));
-            n += v.branch().map_or(0, str::len) + v.received().map_or(0, str::len);
-            n += v.transport().as_str().len();
-        }
+    for v in m.vias().flatten() {
+        n += v.host_raw().len() + usize::from(v.port().unwrap_or(0));
+        n += v.branch().map_or(0, str::len) + v.received().map_or(0, str::len);
+        n += v.transport().as_str().len();
     }
     if let Ok(f) = m.from_header() {
         n += f.tag().map_or(0, str::len) + f.uri().host_raw().len();
