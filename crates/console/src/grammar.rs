@@ -586,12 +586,12 @@ fn walk(tokens: &[Token<'_>]) -> Result<Walk, ParseError> {
             Word::Key(_) => w.path.push(display(n)),
         }
         w.last = Some(n);
-        w.level = match n.word {
-            Word::Key("help") if w.path.len() == 1 => Level::Root,
-            _ => Level::Children(n.children),
-        };
-        if let (Word::Key("help"), Level::Root) = (&n.word, w.level) {
+        if matches!(n.word, Word::Key("help")) && w.path.len() == 1 {
+            // The topic is walked from the root, so `help sh` lists and completes like `sh`.
+            w.level = Level::Root;
             w.path.clear();
+        } else {
+            w.level = Level::Children(n.children);
         }
     }
     Ok(w)

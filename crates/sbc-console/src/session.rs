@@ -305,6 +305,8 @@ impl Session {
         }
         match console::parse(line) {
             Ok(Command::Request(request)) if request.is_service_affecting() => {
+                let text = format!("{}\n", consequence(&request));
+                self.write(&console::editor::crlf(&text));
                 self.phase = Phase::Confirm(request);
                 self.editor.set_history(false);
                 self.editor.set_prompt("Proceed? [y/N] ");
@@ -414,6 +416,29 @@ impl Session {
         // A write that fails means the terminal is gone; the reader thread reports the hang-up.
         let _ = self.out.write_all(bytes);
         let _ = self.out.flush();
+    }
+}
+
+/// What a service-affecting command will do, said before asking to proceed.
+fn consequence(request: &Request) -> String {
+    match request {
+        Request::SetSystemState {
+            target: control::TargetState::Offline,
+            guard_secs,
+        } => {
+            let guard = guard_secs.map_or("the configured guard time".to_string(), |s| {
+                format!("{s} s")
+            });
+            format!(
+                "This starts a drain: calls in progress finish, new ones are turned away, and the box goes offline when idle or after {guard}."
+            )
+        }
+        Request::SetSystemState { .. } => {
+            "This returns the box to service at once (a drain in progress is aborted).".into()
+        }
+        Request::Switchover => "This moves this node's service addresses to its twin.".into(),
+        Request::Reboot => "This restarts the appliance.".into(),
+        other => format!("{other:?} affects service."),
     }
 }
 
