@@ -17,6 +17,7 @@ mod term;
 
 use control::client::{Client, ClientError, DEFAULT_SOCKET};
 use control::{Reply, Request, Response};
+use nix::sys::signal::{SigSet, Signal};
 use session::{Input, Mode, Session, Settings};
 use std::fs::File;
 use std::io::{BufRead, Read, Write};
@@ -116,6 +117,20 @@ fn run(args: Args) -> Result<(), String> {
     let raw = term::raw_mode(&input, mode == Mode::Device)
         .map_err(|e| format!("cannot put the terminal in raw mode: {e}"))?;
     let (tx, rx) = mpsc::channel();
+    // Termination signals become inputs, so the session ends normally and the terminal is put
+    // back as it was. Blocked here, before any thread starts, so every thread inherits the mask
+    // and only the waiting thread receives them.
+    let signals = termination_signals();
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+    {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || wait_for_signals(&signals, mode, &tx))
+            .map_err(|e| e.to_string())?;
+    }
     let input_fd = input.try_clone().ok();
     {
         let tx = tx.clone();
@@ -150,6 +165,29 @@ fn dup(fd: &impl AsFd) -> Result<File, String> {
         .try_clone_to_owned()
         .map(File::from)
         .map_err(|e| format!("cannot duplicate a standard descriptor: {e}"))
+}
+
+fn termination_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    set
+}
+
+/// SIGTERM and SIGINT end the program; SIGHUP ends a session on standard input (its terminal
+/// is gone) and is ignored on a device, whose hang-ups are seen on the device itself.
+fn wait_for_signals(set: &SigSet, mode: Mode, tx: &Sender<Input>) {
+    while let Ok(signal) = set.wait() {
+        let input = match (signal, mode) {
+            (Signal::SIGHUP, Mode::Device) => continue,
+            (Signal::SIGHUP, Mode::Stdio) => Input::Hangup,
+            _ => Input::Terminate,
+        };
+        if tx.send(input).is_err() {
+            return;
+        }
+    }
 }
 
 /// Reads the terminal into the channel. On a device, a hang-up (end of file, or an error such

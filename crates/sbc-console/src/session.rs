@@ -33,6 +33,8 @@ pub enum Input {
     Event(control::Event),
     /// The subscription to `sbcd` came up (true) or went down (false).
     Link(bool),
+    /// SIGTERM or SIGINT: end the program.
+    Terminate,
 }
 
 #[derive(Debug)]
@@ -145,6 +147,7 @@ impl Session {
                 }
                 true
             }
+            Input::Terminate => false,
             Input::Link(up) => {
                 let was = self.link_up.replace(up);
                 if self.logged_in() && was.is_some() && was != Some(up) {
@@ -240,7 +243,7 @@ impl Session {
                     self.write(&bytes);
                 }
             }
-            Phase::Password { user } => self.check_login(&user, &line, rx),
+            Phase::Password { user } => return self.check_login(&user, &line, rx),
             Phase::Shell => return self.on_command(&line),
             Phase::Confirm(request) => {
                 let answer = line.trim().to_ascii_lowercase();
@@ -256,7 +259,9 @@ impl Session {
         true
     }
 
-    fn check_login(&mut self, user: &str, password: &str, rx: &Receiver<Input>) {
+    /// Checks a login; false when the program should end (a signal or end of input came during
+    /// the delay).
+    fn check_login(&mut self, user: &str, password: &str, rx: &Receiver<Input>) -> bool {
         self.editor.set_echo(true);
         let verdict = match &self.settings.account {
             Ok(account) => account
@@ -269,7 +274,7 @@ impl Session {
                 self.throttle.record_success();
                 self.welcome();
                 self.shell_prompt();
-                return;
+                return true;
             }
             Ok(false) => self.write(b"Login incorrect\r\n"),
             Err(reason) => {
@@ -287,15 +292,18 @@ impl Session {
         while let Ok(input) = rx.try_recv() {
             match input {
                 Input::Bytes(_) | Input::Event(_) => {}
+                // Hang-ups, signals and link changes still count.
                 other => {
-                    // Hang-ups and link changes still count.
-                    let _ = self.handle(other, rx);
+                    if !self.handle(other, rx) {
+                        return false;
+                    }
                 }
             }
         }
         if !matches!(self.phase, Phase::HungUp) {
             self.login_prompt();
         }
+        true
     }
 
     fn on_command(&mut self, line: &str) -> bool {

@@ -195,6 +195,30 @@ fn hangup_on_a_device_returns_to_the_login_prompt() {
 }
 
 #[test]
+fn sigterm_ends_the_program_and_restores_the_terminal() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = support::write_config(dir.path(), &socket, "");
+    let mut p = Person::on_stdio(&["--config", config.to_str().unwrap()]);
+    let tty = std::fs::File::open(&p.slave_path).unwrap();
+    let cooked = tcgetattr(&tty).unwrap();
+    assert!(cooked
+        .local_flags
+        .contains(LocalFlags::ICANON | LocalFlags::ECHO));
+    p.log_in();
+    let raw = tcgetattr(&tty).unwrap();
+    assert!(!raw
+        .local_flags
+        .intersects(LocalFlags::ICANON | LocalFlags::ECHO));
+    let pid = nix::unistd::Pid::from_raw(p.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(p.wait_exit().success());
+    let after = tcgetattr(&tty).unwrap();
+    assert_eq!(after.local_flags, cooked.local_flags, "terminal restored");
+}
+
+#[test]
 fn end_of_standard_input_ends_the_program() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");

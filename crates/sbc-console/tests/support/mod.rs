@@ -53,6 +53,8 @@ pub struct Person {
     /// On a device, the test keeps a slave open so the pty is never seen as hung up between
     /// the console's opens.
     slave: Option<File>,
+    /// The terminal the console runs on.
+    pub slave_path: PathBuf,
     screen: Arc<(Mutex<Screen>, Condvar)>,
     seen: usize,
 }
@@ -61,6 +63,7 @@ impl Person {
     /// Runs the console with the pty slave as stdin/stdout/stderr (no `--tty`).
     pub fn on_stdio(args: &[&str]) -> Person {
         let pty = nix::pty::openpty(None, None).unwrap();
+        let slave_path = nix::unistd::ttyname(&pty.slave).unwrap();
         let slave = File::from(pty.slave);
         let child = Command::new(env!("CARGO_BIN_EXE_sbc-console"))
             .args(args)
@@ -69,7 +72,9 @@ impl Person {
             .stderr(Stdio::from(slave))
             .spawn()
             .unwrap();
-        Person::watch(child, pty.master)
+        let mut person = Person::watch(child, pty.master);
+        person.slave_path = slave_path;
+        person
     }
 
     /// Runs the console on a device (`--tty` the pty slave); returns the slave's path too.
@@ -85,6 +90,7 @@ impl Person {
             .unwrap();
         let mut person = Person::watch(child, pty.master);
         person.slave = Some(File::from(pty.slave));
+        person.slave_path = slave_path.clone();
         (person, slave_path)
     }
 
@@ -112,6 +118,7 @@ impl Person {
             child,
             master,
             slave: None,
+            slave_path: PathBuf::new(),
             screen,
             seen: 0,
         }
