@@ -1,0 +1,48 @@
+//! Host integration harness: a real `sbcd` on 127.0.0.1 with SIPp playing the phones and the core.
+//!
+//! - [`net`]: free ports, a raw UDP peer for hand-written (and malformed) SIP, a silent upstream.
+//! - [`daemon`]: writes a configuration into a temporary directory, starts `sbcd`, waits for
+//!   `sbcd: listening`, asks it questions through `sbcctl --json`, follows its state events.
+//! - [`sipp`]: runs SIPp with one of our scenarios (or a built-in one) and reads back its exit
+//!   status, statistics, error trace and `<log>` lines.
+//!
+//! Nothing here sleeps for a fixed time to let something happen: every wait is for an event (a log
+//! line, a bound socket, a process exit, a control answer) with a generous bound, because CI is a
+//! loaded two-core machine. Every process started here is killed when its handle is dropped, so
+//! a failing test leaks nothing. Traffic goes to 127.0.0.1 only.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod daemon;
+pub mod net;
+pub mod sipp;
+
+use std::time::{Duration, Instant};
+
+/// How long anything that should happen "at once" may take on a loaded CI machine.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How often a condition is re-checked while waiting for it.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Re-checks `probe` until it yields a value, panicking with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Milliseconds since the Unix epoch, the unit of the control protocol's timestamps.
+pub fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

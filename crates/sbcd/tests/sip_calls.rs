@@ -1,0 +1,151 @@
+//! Calls and registrations through a real sbcd with SIPp peers: access to core, core to a
+//! registered phone, the registration cache and its expiry, CANCEL, and TCP on the access side.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::daemon::{Sbcd, SbcdConfig};
+use common::sipp::Sipp;
+use common::{wait_for, PATIENCE};
+
+/// The core answering calls (and probes, and REGISTERs) behind sbcd.
+fn core_uas() -> common::sipp::SippRun {
+    Sipp::uas("uas_answer.xml").start()
+}
+
+#[test]
+fn call_from_access_reaches_the_core() {
+    let core = core_uas();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+
+    let phones = Sipp::uac("uac_call.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "alice")
+        .calls(5)
+        .rate(10)
+        .hold_ms(200)
+        .run();
+
+    phones.assert_all_succeeded(5);
+    assert_eq!(sbcd.stat("sip.calls_started"), 5);
+    let state = sbcd.system_state();
+    assert_eq!(state.active_sessions, 0, "every call ended: {state:?}");
+    let core = core.stop();
+    core.assert_none_failed();
+    assert_eq!(core.logged("bye-reason").len(), 5, "the core saw every BYE");
+}
+
+#[test]
+fn call_from_core_reaches_registered_phone() {
+    let registrar = core_uas();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[registrar.port()]));
+    let phone_port = common::net::free_port();
+
+    Sipp::uac("register.xml", sbcd.access())
+        .on_port(phone_port)
+        .service("bob")
+        .key("expires", "60")
+        .calls(1)
+        .run()
+        .assert_all_succeeded(1);
+    let regs = sbcd.registrations();
+    assert!(
+        regs.iter().any(|r| r.aor.contains("bob@127.0.0.1")),
+        "bob is cached: {regs:?}"
+    );
+
+    // The phone now waits for calls on the address it registered.
+    let phone = Sipp::uas("uas_answer.xml").on_port(phone_port).start();
+    let caller = Sipp::uac("uac_call.xml", sbcd.core())
+        .service("bob")
+        .key("caller", "carol")
+        .calls(1)
+        .hold_ms(200)
+        .run();
+
+    caller.assert_all_succeeded(1);
+    let phone = phone.stop();
+    phone.assert_none_failed();
+    assert_eq!(
+        phone.logged("bye-reason").len(),
+        1,
+        "the phone got the call"
+    );
+    registrar.stop().assert_none_failed();
+}
+
+#[test]
+fn registration_is_cached_then_expires() {
+    let registrar = core_uas();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[registrar.port()]));
+
+    let registered_at = Instant::now();
+    Sipp::uac("register.xml", sbcd.access())
+        .service("dave")
+        .key("expires", "2")
+        .calls(1)
+        .run()
+        .assert_all_succeeded(1);
+
+    let regs = sbcd.registrations();
+    let dave = regs
+        .iter()
+        .find(|r| r.aor.contains("dave@127.0.0.1"))
+        .unwrap_or_else(|| panic!("dave is cached: {regs:?}"));
+    assert!(dave.expires_in_secs <= 2, "granted 2 s: {dave:?}");
+    assert_eq!(sbcd.system_state().registrations, 1);
+
+    wait_for("dave's binding to expire", PATIENCE, || {
+        sbcd.registrations().is_empty().then_some(())
+    });
+    let lived = registered_at.elapsed();
+    eprintln!("registration with Expires: 2 left the cache after {lived:?}");
+    assert!(
+        lived >= Duration::from_millis(1500),
+        "not before its expiry"
+    );
+    assert_eq!(sbcd.system_state().registrations, 0);
+}
+
+#[test]
+fn cancelled_call_ends_cleanly() {
+    let core = Sipp::uas("uas_ring_cancel.xml").start();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+
+    let phones = Sipp::uac("uac_cancel.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "erin")
+        .calls(3)
+        .rate(10)
+        .run();
+
+    phones.assert_all_succeeded(3);
+    wait_for("no session left after the CANCELs", PATIENCE, || {
+        (sbcd.system_state().active_sessions == 0).then_some(())
+    });
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn call_over_tcp_on_the_access_side() {
+    let core = core_uas();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+
+    let phones = Sipp::uac("uac_call.xml", sbcd.access())
+        .tcp()
+        .service("core-user")
+        .key("caller", "frank")
+        .calls(3)
+        .rate(10)
+        .hold_ms(200)
+        .run();
+
+    phones.assert_all_succeeded(3);
+    assert!(
+        sbcd.stat("transport.tcp.accepted") >= 1,
+        "calls came over TCP"
+    );
+    assert_eq!(sbcd.system_state().active_sessions, 0);
+    core.stop().assert_none_failed();
+}
