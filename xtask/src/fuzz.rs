@@ -1,5 +1,61 @@
-//! `cargo xtask fuzz`.
+//! `cargo xtask fuzz [--seconds N]`: a bounded cargo-fuzz run of the SIP parser (target
+//! `parse` in `fuzz/`), seeded with the RFC 4475 messages and the benchmark messages.
+//!
+//! Installs cargo-fuzz when it is missing. Only a stable rustc exists on these machines:
+//! `RUSTC_BOOTSTRAP=1` lets it accept the `-Z` flags cargo-fuzz passes for the sanitizer.
+//! Fails when the fuzzer finds a crash (the input is left under `fuzz/artifacts/parse/`).
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`fuzz` is not built yet")
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut seconds: u64 = 60;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--seconds" => {
+                let value = it.next().context("--seconds needs a number")?;
+                seconds = value
+                    .parse()
+                    .with_context(|| format!("--seconds: `{value}` is not a whole number"))?;
+                if seconds == 0 {
+                    bail!("--seconds must be at least 1");
+                }
+            }
+            other => bail!("unknown argument `{other}` (expected `--seconds N`)"),
+        }
+    }
+    ensure_cargo_fuzz()?;
+    let root = util::root();
+    let fuzz_dir = root.join("fuzz");
+    // libFuzzer writes new inputs to the first corpus directory and only reads the others.
+    let corpus = fuzz_dir.join("corpus").join("parse");
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("could not create {}", corpus.display()))?;
+    let seeds = [root.join("crates/sip/tests/rfc4475"), root.join("crates/sip/benches/messages")];
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(&fuzz_dir)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args(["fuzz", "run", "parse"])
+        .arg(&corpus)
+        .args(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        // A SIP message is at most 64 KiB; longer inputs only slow the search down.
+        .arg("-max_len=4096");
+    util::run(&mut cmd)
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new(env!("CARGO"))
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask fuzz: installing cargo-fuzz");
+    util::run(Command::new(env!("CARGO")).args(["install", "cargo-fuzz", "--locked"]))
 }
