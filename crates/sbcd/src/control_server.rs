@@ -265,3 +265,93 @@ fn spawn_event_forwarder(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    fn router(events: broadcast::Sender<Event>) -> Router {
+        Router {
+            engine: None,
+            panel: None,
+            local: None,
+            events,
+        }
+    }
+
+    async fn ask(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+        w: &mut tokio::net::unix::OwnedWriteHalf,
+        text: &str,
+    ) -> Response {
+        w.write_all(text.as_bytes()).await.unwrap();
+        let line = lines.next_line().await.unwrap().unwrap();
+        control::decode_response(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_every_request_and_pushes_events_after_subscribe() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/sbc/control.sock");
+        let listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let (events, _) = broadcast::channel(8);
+        tokio::spawn(serve(listener, router(events.clone())));
+
+        let (r, mut w) = UnixStream::connect(&path).await.unwrap().into_split();
+        let mut lines = BufReader::new(r).lines();
+        let calls = control::encode_request(&Request::ShowCalls);
+        assert!(matches!(
+            ask(&mut lines, &mut w, &calls).await,
+            Response::Ok {
+                reply: Reply::NotAvailable { .. }
+            }
+        ));
+        assert!(matches!(
+            ask(&mut lines, &mut w, "\u{1b}[A not json\n").await,
+            Response::Error { .. }
+        ));
+        let twin = control::encode_request(&Request::ShowTwin);
+        assert!(matches!(
+            ask(&mut lines, &mut w, &twin).await,
+            Response::Ok {
+                reply: Reply::NotAvailable { .. }
+            }
+        ));
+        let subscribe = control::encode_request(&Request::Subscribe);
+        assert_eq!(
+            ask(&mut lines, &mut w, &subscribe).await,
+            Response::Ok {
+                reply: Reply::Subscribed
+            }
+        );
+        let event = Event::Notice {
+            message: "hello".into(),
+        };
+        events.send(event.clone()).unwrap();
+        let line = lines.next_line().await.unwrap().unwrap();
+        assert_eq!(
+            control::decode_response(&line).unwrap(),
+            Response::Event { event }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_kept_and_a_stale_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let live = bind(&path).unwrap();
+        assert!(matches!(bind(&path), Err(BindError::InUse { .. })));
+        drop(live);
+        // The file is still there, but nobody answers: stale.
+        assert!(path.exists());
+        bind(&path).unwrap();
+
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(matches!(bind(&file), Err(BindError::NotASocket { .. })));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+}

@@ -439,3 +439,6 @@ pub async fn run_worker(shared: Arc<Shared>, sockets: WorkerSockets) {
     }
     while tasks.join_next().await.is_some() {}
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,8 +15,15 @@ pub async fn receive(shared: Arc<Shared>, spec: ListenerSpec, sock: tokio::net::
             Ok(got) => got,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some kernels; they say nothing
-                // about this socket's health.
+                // about this socket's health. Anything else may repeat at once: pause briefly
+                // rather than spin a core.
                 tracing::debug!(addr = %spec.addr, error = %e, "UDP receive error");
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
                 continue;
             }
         };

@@ -1,0 +1,196 @@
+//! The transports against real sockets on 127.0.0.1 (one worker, no engine: the test reads the
+//! engine's queue and sends as the engine would).
+
+use super::*;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    port
+}
+
+struct Rig {
+    shared: Arc<Shared>,
+    engine: mpsc::Receiver<FromTransport>,
+    serving: watch::Sender<bool>,
+    addr: SocketAddr,
+}
+
+fn rig(transport: Transport) -> Rig {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let specs = vec![ListenerSpec {
+        id: ListenerId(0),
+        transport,
+        addr,
+    }];
+    let limits = Limits {
+        max_message_bytes: 4096,
+        tcp_idle_timeout: Duration::from_secs(60),
+        tcp_max_connections: 8,
+    };
+    let (to_engine, engine) = mpsc::channel(64);
+    let (serving, serving_rx) = watch::channel(true);
+    let (shared, mut sockets) = bind_all(specs, limits, 1, to_engine, serving_rx).unwrap();
+    shared.set_connect_runtime(tokio::runtime::Handle::current());
+    tokio::spawn(run_worker(Arc::clone(&shared), sockets.remove(0)));
+    Rig {
+        shared,
+        engine,
+        serving,
+        addr,
+    }
+}
+
+async fn next(engine: &mut mpsc::Receiver<FromTransport>) -> FromTransport {
+    tokio::time::timeout(PATIENCE, engine.recv())
+        .await
+        .expect("the engine queue stayed empty")
+        .expect("the engine queue closed")
+}
+
+#[tokio::test]
+async fn udp_datagrams_reach_the_engine_and_transmits_leave() {
+    let mut rig = rig(Transport::Udp);
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(PATIENCE)).unwrap();
+    peer.send_to(b"OPTIONS sip:x SIP/2.0\r\n\r\n", rig.addr)
+        .unwrap();
+    let FromTransport::Message(m) = next(&mut rig.engine).await else {
+        panic!("expected a message");
+    };
+    assert_eq!(m.source, peer.local_addr().unwrap());
+    assert_eq!(m.flow, None);
+    assert_eq!(m.bytes, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+
+    rig.shared.send(Transmit {
+        listener: ListenerId(0),
+        transport: Transport::Udp,
+        flow: None,
+        destination: m.source,
+        bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
+    });
+    let mut buf = [0u8; 64];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"SIP/2.0 200 OK\r\n\r\n");
+    assert_eq!(from, rig.addr);
+
+    // Over the limit: dropped and counted, never passed on cut short.
+    peer.send_to(&[b'x'; 5000], rig.addr).unwrap();
+    peer.send_to(b"small", rig.addr).unwrap();
+    let FromTransport::Message(m) = next(&mut rig.engine).await else {
+        panic!("expected a message");
+    };
+    assert_eq!(m.bytes, b"small");
+    assert_eq!(
+        rig.shared
+            .counters
+            .udp_oversize_dropped
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn tcp_streams_are_framed_reused_and_closed_gracefully_when_offline() {
+    let mut rig = rig(Transport::Tcp);
+    let addr = rig.addr;
+    let mut peer = tokio::task::spawn_blocking(move || {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let message = b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 4\r\n\r\nbody";
+    peer.write_all(&message[..20]).unwrap();
+    peer.write_all(&message[20..]).unwrap();
+    let FromTransport::Message(m) = next(&mut rig.engine).await else {
+        panic!("expected a message");
+    };
+    assert_eq!(m.bytes, message);
+    let flow = m.flow.expect("a TCP message has a flow");
+
+    // The answer goes back on the same connection.
+    rig.shared.send(Transmit {
+        listener: ListenerId(0),
+        transport: Transport::Tcp,
+        flow: Some(flow),
+        destination: m.source,
+        bytes: b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    });
+    // An RFC 5626 ping is answered with a pong on the same connection.
+    peer.write_all(b"\r\n\r\n").unwrap();
+    let mut peer = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 128];
+        while !got.ends_with(b"\r\n\r\n\r\n") {
+            let n = peer.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed early: {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n\r\n");
+        peer
+    })
+    .await
+    .unwrap();
+
+    // Offline: the connection ends with a FIN (read returns 0, no reset) and new ones are refused.
+    rig.serving.send_replace(false);
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 16];
+        assert_eq!(peer.read(&mut buf).unwrap(), 0);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            match std::net::TcpStream::connect(addr) {
+                Err(e) => return e.kind(),
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Ok(_) => panic!("still accepting connections while offline"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused, std::io::ErrorKind::ConnectionRefused);
+    assert!(matches!(
+        next(&mut rig.engine).await,
+        FromTransport::Closed { flow: f, .. } if f == flow
+    ));
+    assert_eq!(rig.shared.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn an_unframeable_stream_is_closed() {
+    let mut rig = rig(Transport::Tcp);
+    let addr = rig.addr;
+    let got = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    })
+    .await
+    .unwrap();
+    // Whatever the parser chose to answer, the connection ended.
+    let _ = got;
+    assert!(matches!(
+        next(&mut rig.engine).await,
+        FromTransport::Closed { .. }
+    ));
+    assert_eq!(
+        rig.shared
+            .counters
+            .tcp_framing_errors
+            .load(Ordering::Relaxed),
+        1
+    );
+}
