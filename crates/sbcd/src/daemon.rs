@@ -115,6 +115,12 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     if let Some(p) = &profile {
         tracing::info!(board = %p.name, description = %p.description, "board profile loaded");
     }
+    if let Some(housekeeping) = panel::housekeeping_cores(profile.as_ref()) {
+        // Threads started from here on inherit this; the SIP threads move to their own cores.
+        if let Err(e) = board::cpus::pin_current_thread(&housekeeping) {
+            tracing::warn!(error = %e, "cannot keep the control plane on the housekeeping cores");
+        }
+    }
     let sip_cores: Vec<usize> = panel::sip_cores(profile.as_ref())
         .map(|l| l.iter().collect())
         .unwrap_or_default();
@@ -243,6 +249,7 @@ fn spawn_engine(
                 if let Err(e) = board::cpus::pin_current_thread(&cpus) {
                     tracing::warn!(error = %e, "cannot pin the SIP engine");
                 }
+                real_time("sip-engine");
             }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -290,6 +297,7 @@ fn spawn_worker(
                         tracing::warn!(worker = index, cpu, error = %e, "cannot pin SIP worker")
                     }
                 }
+                real_time(&format!("sip-worker-{index}"));
             }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -310,6 +318,16 @@ fn spawn_worker(
         })
         .map(|_| ())
         .map_err(|source| StartError::Thread { name, source })
+}
+
+/// Real-time priority for a SIP thread on an isolated core. Every SIP thread blocks in epoll
+/// when idle, so it never starves its core; below the kernel's own real-time threads (50).
+const SIP_FIFO_PRIORITY: i32 = 10;
+
+fn real_time(thread: &str) {
+    if let Err(e) = board::cpus::set_fifo_priority(SIP_FIFO_PRIORITY) {
+        tracing::warn!(thread, error = %e, "cannot give the SIP thread SCHED_FIFO");
+    }
 }
 
 /// `show health` and `show log`: answered from the control plane's own knowledge.
@@ -344,31 +362,22 @@ async fn answer_locally(
     }
 }
 
-/// Every thread of this process and the CPUs the kernel allows it, from /proc.
+/// Every thread of this process and the CPUs the kernel allows it.
 fn threads() -> Vec<ThreadPinning> {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    let mut out: Vec<ThreadPinning> = dir
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let tid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-            let cpus = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(str::trim)
-                .unwrap_or("?");
-            Some(ThreadPinning {
-                name: name.trim().to_string(),
-                tid,
-                cpus_allowed: cpus.to_string(),
+    match board::cpus::process_threads() {
+        Ok(threads) => threads
+            .into_iter()
+            .map(|t| ThreadPinning {
+                name: t.name,
+                tid: u32::try_from(t.tid).unwrap_or(0),
+                cpus_allowed: t.cpus.to_string(),
             })
-        })
-        .collect();
-    out.sort_by_key(|t| t.tid);
-    out
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list threads");
+            Vec::new()
+        }
+    }
 }
 
 async fn wait_for_stop() {

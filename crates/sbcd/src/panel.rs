@@ -94,6 +94,14 @@ pub fn sip_cores(profile: Option<&Profile>) -> Option<board::cpus::CpuList> {
     }
 }
 
+/// The housekeeping cores a profile names, when it names fixed ones.
+pub fn housekeeping_cores(profile: Option<&Profile>) -> Option<board::cpus::CpuList> {
+    match &profile?.cores.housekeeping {
+        CoreSpec::List(list) => Some(list.clone()),
+        CoreSpec::Host => None,
+    }
+}
+
 /// What the control plane sends the panel thread.
 #[derive(Debug)]
 enum ToPanel {
