@@ -182,29 +182,60 @@ impl<'e> Editor<'e> {
         let value = head
             .get(slot.value_start as usize..slot.value_end as usize)
             .unwrap_or("");
-        // Find the neighbours of `item` among the line's elements.
+        // Find the neighbours of `item` among the line's elements, and whether any other
+        // element stays (when none does, the whole line goes instead).
         let mut prev_end = None;
         let mut next_start = None;
         let mut seen = false;
+        let mut others_kept = false;
         for element in ListItems::new(value, true) {
             let e_off = self.msg.offset_of(element).unwrap_or(0);
+            let e_end = e_off + element.len();
             if e_off == off {
                 seen = true;
-            } else if !seen {
-                prev_end = Some(e_off + element.len());
-            } else {
+                continue;
+            }
+            others_kept |= !self.is_deleted(e_off, e_end);
+            if !seen {
+                prev_end = Some(e_end);
+            } else if next_start.is_none() {
                 next_start = Some(e_off);
-                break;
             }
         }
-        match (seen, prev_end, next_start) {
-            (false, _, _) => self.refuse(),
-            (true, None, None) => self.remove_header(HeaderIndex(i as u16)),
-            // Remove "item, " up to the next element.
-            (true, _, Some(next)) => self.push(off, next, Op::Delete),
-            // Last element: remove ", item" from the end of the previous one.
-            (true, Some(prev), None) => self.push(prev, end, Op::Delete),
+        if !seen {
+            return self.refuse();
         }
+        if !others_kept {
+            let (vs, ve) = (u32::from(slot.value_start), u32::from(slot.value_end));
+            self.retain(|e| !(matches!(e.op, Op::Delete) && e.start >= vs && e.end <= ve));
+            return self.remove_header(HeaderIndex(i as u16));
+        }
+        match (prev_end, next_start) {
+            // Remove "item, " up to the next element.
+            (_, Some(next)) => self.push(off, next, Op::Delete),
+            // Last element: remove ", item" from the end of the previous one.
+            (Some(prev), None) => self.push(prev, end, Op::Delete),
+            (None, None) => self.remove_header(HeaderIndex(i as u16)),
+        }
+    }
+
+    /// True when a recorded removal covers `start..end`.
+    fn is_deleted(&self, start: usize, end: usize) -> bool {
+        self.edits[..self.len].iter().any(|e| {
+            matches!(e.op, Op::Delete) && e.start as usize <= start && end <= e.end as usize
+        })
+    }
+
+    /// Keeps only the recorded edits for which `keep` holds.
+    fn retain(&mut self, keep: impl Fn(&Edit<'e>) -> bool) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            if keep(&self.edits[i]) {
+                self.edits[kept] = self.edits[i];
+                kept += 1;
+            }
+        }
+        self.len = kept;
     }
 
     /// Removes the topmost element of the first `name` header: the top Route of a request
@@ -395,6 +426,7 @@ impl<'e> Editor<'e> {
             buf.len()
         };
         let mut cursor = 0usize;
+        let mut last_was_delete = false;
         for &i in &order[..total] {
             let e = edit(i);
             let (start, end) = (e.start as usize, e.end as usize);
@@ -405,8 +437,15 @@ impl<'e> Editor<'e> {
                 }));
             }
             if start < cursor {
+                // Two removals may share bytes (the comma between two removed elements):
+                // their union is removed. Anything else overlapping is a caller's mistake.
+                if matches!(e.op, Op::Delete) && last_was_delete {
+                    cursor = cursor.max(end);
+                    continue;
+                }
                 return Err(WriteError::OverlappingEdits { offset: start });
             }
+            last_was_delete = matches!(e.op, Op::Delete);
             sink.put(&buf[cursor..start]);
             match e.op {
                 Op::Replace(t) => put_text(sink, t, "replacement value")?,

@@ -277,24 +277,33 @@ impl<'a> Message<'a> {
     /// Every header line called `name` (case-insensitive; long and compact forms are the same
     /// header when the crate knows the name).
     pub fn headers_named<'m>(&'m self, name: &'m str) -> Headers<'m, 'a> {
-        let filter = match HeaderName::parse(name) {
-            Some(known) => Filter::Known(known as u8),
-            None => Filter::Name(name),
-        };
-        Headers {
-            msg: self,
-            next: 0,
-            filter,
+        match HeaderName::parse(name) {
+            Some(known) => self.headers_of(known),
+            None => Headers {
+                msg: self,
+                next: 0,
+                filter: Filter::Name(name),
+            },
         }
     }
 
     /// Every header line with a known name.
     pub fn headers_of(&self, name: HeaderName) -> Headers<'_, 'a> {
+        // Start at the first line with that name; past the end when there is none.
+        let next = match self.first[name as usize] {
+            0 => self.count,
+            f => u16::from(f) - 1,
+        };
         Headers {
             msg: self,
-            next: 0,
+            next,
             filter: Filter::Known(name as u8),
         }
+    }
+
+    /// How many header lines carry this known name.
+    pub fn count_of(&self, name: HeaderName) -> usize {
+        usize::from(self.counts[name as usize])
     }
 
     /// The value of the first header called `name` (see [`Message::headers_named`]).
