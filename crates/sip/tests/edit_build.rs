@@ -1,5 +1,8 @@
 //! Proxy edits, builders, framing, limits and URIs, each against a hand-written expectation.
 
+// Helpers outside `#[test]` functions unwrap too: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 use sip::build::{ack_for_non_2xx, cancel_for, reply_to_unparsable};
 use sip::{
     Contact, Disposition, Editor, Error, Frame, Framing, HeaderName, Host, Limits, Message, Method,
