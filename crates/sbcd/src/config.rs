@@ -538,6 +538,20 @@ impl Config {
         for (i, l) in self.listen.iter().enumerate() {
             let earlier = &self.listen[..i];
             let this = l.get_ref();
+            // The address is advertised in Via and Record-Route: it must be one peers can reach.
+            if this.addr.ip().is_unspecified() || this.addr.port() == 0 {
+                return Err(invalid(
+                    text,
+                    path,
+                    l.span(),
+                    format!(
+                        "{} is not an address peers can reach (it goes into Via and \
+                         Record-Route): give the interface's address and a port",
+                        this.addr
+                    ),
+                ))
+                .map_err(|e| rename_key(e, "listen.addr"));
+            }
             if earlier.iter().any(|o| {
                 let o = o.get_ref();
                 o.addr == this.addr && o.transport == this.transport
@@ -763,6 +777,16 @@ socket = "/run/sbc/control.sock"
         assert_eq!(e.key(), Some("listen.addr"), "{e}");
         // The line of the duplicate entry's header.
         assert_eq!(e.line(), Some(28), "{e}");
+    }
+
+    #[test]
+    fn wildcard_and_port_zero_listeners_are_refused() {
+        for addr in ["0.0.0.0:5060", "127.0.0.1:0", "[::]:5060"] {
+            let text = MINIMAL.replace("127.0.0.1:5062", addr);
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key(), Some("listen.addr"), "{addr}: {e}");
+            assert_eq!(e.line(), Some(10), "{addr}: {e}");
+        }
     }
 
     #[test]
