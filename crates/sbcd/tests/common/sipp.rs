@@ -281,6 +281,20 @@ impl SippOutcome {
             .collect()
     }
 
+    /// The times logged as `<prefix> <secs> <usecs>` (SIPp's gettimeofday), in Unix ms.
+    pub fn logged_unix_ms(&self, prefix: &str) -> Vec<f64> {
+        self.logged(prefix)
+            .iter()
+            .filter_map(|rest| {
+                let mut parts = rest.split_whitespace().map(|p| p.parse::<f64>().ok());
+                match (parts.next().flatten(), parts.next().flatten()) {
+                    (Some(secs), Some(usecs)) => Some(secs * 1000.0 + usecs / 1000.0),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{}: {} successful={} failed={} created={}",
