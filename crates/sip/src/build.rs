@@ -185,8 +185,15 @@ pub fn reply_to_unparsable(
         }
         let line = &raw[pos..nl.min(raw.len())];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(colon) = memchr::memchr(b':', line) {
-            let name = line[..colon].trim_ascii();
+        // Only lines our own parser would accept are copied: a token name (trailing blanks
+        // allowed) and UTF-8 text, so that the reply itself always parses.
+        let usable = |colon: usize| {
+            let name = trim_blanks_end(&line[..colon]);
+            crate::scan::is_token_str(core::str::from_utf8(name).unwrap_or(""))
+                && core::str::from_utf8(line).is_ok()
+        };
+        if let Some(colon) = memchr::memchr(b':', line).filter(|&c| usable(c)) {
+            let name = trim_blanks_end(&line[..colon]);
             if let Some(h) = HeaderName::from_bytes(name) {
                 let wanted = matches!(
                     h,
@@ -488,6 +495,12 @@ fn in_transaction_request(
     out.extend_from_slice(method.as_bytes());
     out.extend_from_slice(b"\r\n");
     finish(out, None)
+}
+
+/// Strips trailing SP and HT (what may separate a header name from its colon).
+fn trim_blanks_end(b: &[u8]) -> &[u8] {
+    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(0, |i| i + 1);
+    &b[..end]
 }
 
 fn put_header(out: &mut Vec<u8>, name: &str, value: &str) {
