@@ -499,7 +499,10 @@ fn in_transaction_request(
 
 /// Strips trailing SP and HT (what may separate a header name from its colon).
 fn trim_blanks_end(b: &[u8]) -> &[u8] {
-    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(0, |i| i + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(0, |i| i + 1);
     &b[..end]
 }
 

@@ -395,9 +395,14 @@ Content-Length: nope\r\n\r\n";
     assert_eq!(r.status(), Some(400));
     assert_eq!(r.call_id().unwrap(), "c");
     // A header that is not UTF-8 is not copied (the reply must parse): here the only Via.
-    let latin1 = raw.replace("branch=z9hG4bK1", "branch=z9h\u{e7}").replace('\u{e7}', "\u{fffd}");
+    let latin1 = raw
+        .replace("branch=z9hG4bK1", "branch=z9h\u{e7}")
+        .replace('\u{e7}', "\u{fffd}");
     let mut bytes = latin1.into_bytes();
-    let at = bytes.windows(3).position(|w| w == "\u{fffd}".as_bytes()).unwrap();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == "\u{fffd}".as_bytes())
+        .unwrap();
     bytes.splice(at..at + 3, [0xe7]);
     assert!(reply_to_unparsable(&bytes, 400, "Bad Request", &mut Vec::new()).is_err());
     // Without a Call-ID there is nothing to answer.
