@@ -188,7 +188,7 @@ impl HeaderName {
             .iter()
             .take_while(|&&i| i != NONE)
             .map(|&i| &TABLE[usize::from(i)])
-            .find(|(long, _, _)| long.as_bytes().eq_ignore_ascii_case(name))
+            .find(|(long, _, _)| same_name(long.as_bytes(), name))
             .map(|e| e.2)
     }
 
@@ -242,6 +242,19 @@ impl core::fmt::Display for HeaderName {
     }
 }
 
+/// Case-insensitive equality of a known name (letters and `-` only) with any bytes of the same
+/// length. For a letter `k`, `b | 0x20 == k | 0x20` holds only for the same letter in either
+/// case; `-` must match exactly. The last byte is compared first: names of one length mostly
+/// differ there or at the start.
+fn same_name(known: &[u8], name: &[u8]) -> bool {
+    let same = |k: u8, b: u8| k == b || (k.is_ascii_alphabetic() && (k | 0x20) == (b | 0x20));
+    let n = known.len();
+    n == name.len()
+        && n > 0
+        && same(known[n - 1], name[n - 1])
+        && known.iter().zip(name).all(|(&k, &b)| same(k, b))
+}
+
 /// The variant stored at `index` of the table (the inverse of `as u8`).
 pub(crate) fn from_index(index: u8) -> Option<HeaderName> {
     TABLE.get(usize::from(index)).map(|e| e.2)
@@ -265,6 +278,13 @@ mod tests {
         assert_eq!(HeaderName::parse("cALL-id"), Some(HeaderName::CallId));
         assert_eq!(HeaderName::parse("l"), Some(HeaderName::ContentLength));
         assert_eq!(HeaderName::parse("X-Foo"), None);
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), None);
+        assert_eq!(HeaderName::from_bytes(b"Call\x0dID"), None);
+        assert_eq!(
+            HeaderName::from_bytes(b"CONTENT-length"),
+            Some(HeaderName::ContentLength)
+        );
+        assert_eq!(HeaderName::from_bytes(b"Vi\x01"), None);
         assert_eq!(HeaderName::CallId.compact(), Some('i'));
     }
 }

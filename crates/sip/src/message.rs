@@ -99,19 +99,19 @@ impl<'a> Header<'a> {
 #[derive(Clone)]
 pub struct Message<'a> {
     /// The message bytes (datagram surplus beyond Content-Length excluded).
-    buf: &'a [u8],
+    pub(crate) buf: &'a [u8],
     /// The start line and header section as text (up to and including the empty line).
-    head: &'a str,
-    start: StartLine<'a>,
-    start_line_end: u32,
-    slots: [Slot; MAX_HEADERS],
-    count: u16,
+    pub(crate) head: &'a str,
+    pub(crate) start: StartLine<'a>,
+    pub(crate) start_line_end: u32,
+    pub(crate) slots: [Slot; MAX_HEADERS],
+    pub(crate) count: u16,
     /// Per known header name: 1 + index of its first line (0 = absent), and how many lines.
-    first: [u8; KNOWN_NAMES],
-    counts: [u8; KNOWN_NAMES],
-    body_start: u32,
-    content_length: Option<u32>,
-    max_via_hops: u16,
+    pub(crate) first: [u8; KNOWN_NAMES],
+    pub(crate) counts: [u8; KNOWN_NAMES],
+    pub(crate) body_start: u32,
+    pub(crate) content_length: Option<u32>,
+    pub(crate) max_via_hops: u16,
 }
 
 impl core::fmt::Debug for Message<'_> {
@@ -142,39 +142,23 @@ impl<'a> Message<'a> {
         crate::parse::parse(buf, limits, framing)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn from_parts(
-        buf: &'a [u8],
-        head: &'a str,
-        start: StartLine<'a>,
-        start_line_end: u32,
-        slots: [Slot; MAX_HEADERS],
-        count: u16,
-        body_start: u32,
-        content_length: Option<u32>,
-        max_via_hops: u16,
-    ) -> Self {
-        let mut first = [0u8; KNOWN_NAMES];
-        let mut counts = [0u8; KNOWN_NAMES];
-        for (i, slot) in slots[..usize::from(count)].iter().enumerate() {
-            if let Some(c) = counts.get_mut(usize::from(slot.id)) {
-                if *c == 0 {
-                    first[usize::from(slot.id)] = (i + 1) as u8;
-                }
-                *c = c.saturating_add(1);
-            }
-        }
+    /// A message with no start line and no headers yet, for the parser to fill in place (a
+    /// `Message` is about a kilobyte: building it where it will live saves copies).
+    pub(crate) fn empty(buf: &'a [u8], max_via_hops: u16) -> Self {
         Message {
             buf,
-            head,
-            start,
-            start_line_end,
-            slots,
-            count,
-            first,
-            counts,
-            body_start,
-            content_length,
+            head: "",
+            start: StartLine::Response {
+                status: 0,
+                reason: "",
+            },
+            start_line_end: 0,
+            slots: [Slot::default(); MAX_HEADERS],
+            count: 0,
+            first: [0; KNOWN_NAMES],
+            counts: [0; KNOWN_NAMES],
+            body_start: 0,
+            content_length: None,
             max_via_hops,
         }
     }

@@ -62,7 +62,7 @@ pub(crate) fn parse<'a>(
     }
 
     // Header lines.
-    let mut slots = [Slot::default(); MAX_HEADERS];
+    let mut msg = Message::empty(buf, limits.max_via_hops.min(usize::from(u16::MAX)) as u16);
     let mut count: usize = 0;
     let mut content_length: Option<u32> = None;
     let head_end;
@@ -138,7 +138,7 @@ pub(crate) fn parse<'a>(
                 _ => content_length = Some(n),
             }
         }
-        slots[count] = Slot {
+        msg.slots[count] = Slot {
             line_start: line_start as u16,
             name_end: name_end as u16,
             value_start: value_start as u16,
@@ -146,6 +146,13 @@ pub(crate) fn parse<'a>(
             line_end: line_end as u16,
             id,
         };
+        // Index the first line and the count of each known name for O(1) lookups.
+        if let Some(c) = msg.counts.get_mut(usize::from(id)) {
+            if *c == 0 {
+                msg.first[usize::from(id)] = (count + 1) as u8;
+            }
+            *c = c.saturating_add(1);
+        }
         count += 1;
         pos = line_end;
     }
@@ -193,17 +200,14 @@ pub(crate) fn parse<'a>(
     })?;
 
     let start = parse_start_line(head.get(start_pos..sl_text_end).unwrap_or(""))?;
-    Ok(Message::from_parts(
-        buf,
-        head,
-        start,
-        (sl_nl + 1) as u32,
-        slots,
-        count as u16,
-        head_end as u32,
-        content_length,
-        limits.max_via_hops.min(usize::from(u16::MAX)) as u16,
-    ))
+    msg.buf = buf;
+    msg.head = head;
+    msg.start = start;
+    msg.start_line_end = (sl_nl + 1) as u32;
+    msg.count = count as u16;
+    msg.body_start = head_end as u32;
+    msg.content_length = content_length;
+    Ok(msg)
 }
 
 /// Content-Length: digits only (RFC 4475 `ncl` has a negative one).
