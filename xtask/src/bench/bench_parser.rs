@@ -1,4 +1,4 @@
-//! `cargo xtask bench [parser] [--secs N]`: our SIP parser and rsip 0.4 on the same INVITE,
+//! `cargo xtask bench [parser [--secs N]]`: our SIP parser and rsip 0.4 on the same INVITE,
 //! 200 OK and REGISTER, parse plus proxy-header access, side by side with the ratio.
 //!
 //! The measuring is done by the `parse` bench of the `sip` crate (`harness = false`); this
