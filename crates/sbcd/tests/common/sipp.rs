@@ -262,10 +262,11 @@ impl SippOutcome {
         );
     }
 
-    /// No call failed (for a UAS, which also counts the probes it answered as calls).
+    /// It exited cleanly and no call failed (for a UAS, which also counts the probes it
+    /// answered as calls).
     pub fn assert_none_failed(&self) {
         assert!(
-            self.failed() == 0,
+            self.status.success() && self.failed() == 0,
             "{}: calls failed\n{}",
             self.label,
             self.details()

@@ -1,0 +1,319 @@
+//! The drain's rules with real SIP peers (SPEC §2): registrations while draining, priority calls
+//! and calls to registered phones, OPTIONS to the box, the guard timer ending calls, aborting a
+//! drain, and the operator's state surviving a restart. The drain under load is in
+//! `drain_load.rs`.
+
+mod common;
+
+use std::time::Instant;
+
+use common::daemon::{Sbcd, SbcdConfig};
+use common::net::{free_port, header, request, status_code, UdpPeer};
+use common::sipp::{Sipp, SippOutcome, SippRun};
+use common::{unix_ms_now, wait_for, PATIENCE};
+use control::SystemState;
+
+const RETRY_AFTER_SECS: u64 = 30;
+
+/// sbcd in front of one core UAS (which is also the registrar), with a long guard.
+fn sbcd_with_core() -> (Sbcd, SippRun) {
+    let core = Sipp::uas("uas_answer.xml").start();
+    let mut config = SbcdConfig::with_upstreams(&[core.port()]);
+    config.retry_after_secs = RETRY_AFTER_SECS;
+    config.guard_secs = 60;
+    (Sbcd::start(config), core)
+}
+
+/// A phone registers `user` from `port`, asking for `expires` seconds.
+fn register(sbcd: &Sbcd, user: &str, port: u16, expires: u32) -> SippOutcome {
+    Sipp::uac("register.xml", sbcd.access())
+        .on_port(port)
+        .service(user)
+        .key("expires", &expires.to_string())
+        .calls(1)
+        .run()
+}
+
+/// A phone calls the core and holds the call for `hold_ms`.
+fn start_call(sbcd: &Sbcd, caller: &str, hold_ms: u64) -> SippRun {
+    Sipp::uac("uac_call.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", caller)
+        .calls(1)
+        .hold_ms(hold_ms)
+        .start()
+}
+
+/// A new call that must be refused with 503 and Retry-After.
+fn refused_call(sbcd: &Sbcd, caller: &str) -> SippOutcome {
+    Sipp::uac("uac_expect_503.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", caller)
+        .calls(1)
+        .run()
+}
+
+fn wait_sessions(sbcd: &Sbcd, n: u64) {
+    wait_for(&format!("{n} active sessions"), PATIENCE, || {
+        (sbcd.system_state().active_sessions == n).then_some(())
+    });
+}
+
+/// The expiry granted in a register.xml run's 200 (Contact's expires, else Expires).
+fn granted_expiry(outcome: &SippOutcome) -> Option<u64> {
+    let line = outcome.logged("granted").into_iter().next()?;
+    let (contact, expires) = line.split_once('|').unwrap_or((&line, ""));
+    contact
+        .to_ascii_lowercase()
+        .split(';')
+        .find_map(|p| {
+            p.trim()
+                .strip_prefix("expires=")?
+                .trim_end_matches('>')
+                .parse()
+                .ok()
+        })
+        .or_else(|| expires.trim().parse().ok())
+}
+
+/// OPTIONS addressed to the box itself (no user part): the status code and Retry-After.
+fn options_to_box(sbcd: &Sbcd, id: &str) -> (u16, Option<String>) {
+    let peer = UdpPeer::bind();
+    let uri = format!("sip:{}", sbcd.access());
+    peer.send(
+        sbcd.access(),
+        request("OPTIONS", &uri, peer.port(), id).as_bytes(),
+    );
+    let answer = peer
+        .recv_response_to("OPTIONS", PATIENCE)
+        .unwrap_or_else(|| panic!("no answer to OPTIONS {uri}"));
+    let code = status_code(&answer).unwrap_or(0);
+    (code, header(&answer, "Retry-After"))
+}
+
+#[test]
+fn register_refresh_without_a_call_is_refused_and_deregistered_at_the_core() {
+    let (sbcd, core) = sbcd_with_core();
+    let phone = free_port();
+    register(&sbcd, "hal", phone, 60).assert_all_succeeded(1);
+    let events = sbcd.watch();
+
+    sbcd.drain(None);
+    // The registration alone keeps the box draining.
+    assert_eq!(sbcd.system_state().state, SystemState::Draining);
+    let refresh = Sipp::uac("register_rejected.xml", sbcd.access())
+        .on_port(phone)
+        .service("hal")
+        .key("expires", "60")
+        .calls(1)
+        .run();
+
+    refresh.assert_all_succeeded(1);
+    assert_eq!(
+        refresh.logged("retry-after"),
+        vec![RETRY_AFTER_SECS.to_string()]
+    );
+    assert!(
+        sbcd.registrations().is_empty(),
+        "the binding left the cache at once"
+    );
+    let (_, reason, _) = events.wait_change_to(SystemState::Offline, PATIENCE);
+    assert_eq!(reason, "drained");
+    let core = core.stop();
+    core.assert_none_failed();
+    let registers = core.logged("register");
+    eprintln!("the core saw: {registers:?}");
+    assert_eq!(registers.len(), 2, "the registration and its removal");
+    assert!(
+        is_deregistration(&registers[1]),
+        "sbcd de-registered hal at the core: {registers:?}"
+    );
+}
+
+#[test]
+fn register_refresh_during_a_call_gets_a_lowered_expiry() {
+    let (sbcd, core) = sbcd_with_core();
+    let phone = free_port();
+    register(&sbcd, "ivy", phone, 600).assert_all_succeeded(1);
+    let call = start_call(&sbcd, "ivy", 3000);
+    wait_sessions(&sbcd, 1);
+
+    sbcd.drain(None);
+    let refresh = register(&sbcd, "ivy", phone, 600);
+
+    refresh.assert_all_succeeded(1);
+    let granted = granted_expiry(&refresh);
+    eprintln!("refresh asking 600 s during a call while draining was granted {granted:?} s");
+    assert!(
+        granted.is_some_and(|g| g <= RETRY_AFTER_SECS),
+        "expiry lowered to retry_after_secs ({RETRY_AFTER_SECS}): {:?}",
+        refresh.logged("granted")
+    );
+    let regs = sbcd.registrations();
+    assert!(
+        regs.iter()
+            .any(|r| r.aor.contains("ivy@") && r.expires_in_secs <= RETRY_AFTER_SECS),
+        "the cache holds the lowered expiry: {regs:?}"
+    );
+    call.wait().assert_all_succeeded(1);
+    assert_eq!(sbcd.system_state().state, SystemState::Draining);
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn priority_calls_and_calls_to_registered_phones_pass_while_draining() {
+    let (sbcd, core) = sbcd_with_core();
+    let phone_port = free_port();
+    register(&sbcd, "judy", phone_port, 60).assert_all_succeeded(1);
+    let phone = Sipp::uas("uas_answer.xml").on_port(phone_port).start();
+
+    sbcd.drain(None);
+    assert_eq!(sbcd.system_state().state, SystemState::Draining);
+
+    let ordinary = refused_call(&sbcd, "ordinary");
+    let priority = Sipp::uac("uac_priority_call.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "responder")
+        .key("priority", "ets.0")
+        .calls(1)
+        .hold_ms(100)
+        .run();
+    let to_registered = Sipp::uac("uac_call.xml", sbcd.core())
+        .service("judy")
+        .key("caller", "core")
+        .calls(1)
+        .hold_ms(100)
+        .run();
+
+    ordinary.assert_all_succeeded(1);
+    priority.assert_all_succeeded(1);
+    to_registered.assert_all_succeeded(1);
+    assert_eq!(
+        phone.stop().logged("bye-reason").len(),
+        1,
+        "judy got the call"
+    );
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn options_to_the_box_answers_200_online_and_503_otherwise() {
+    let (sbcd, core) = sbcd_with_core();
+    register(&sbcd, "kim", free_port(), 60).assert_all_succeeded(1);
+
+    let online = options_to_box(&sbcd, "opt-online");
+    sbcd.drain(None);
+    let draining = options_to_box(&sbcd, "opt-draining");
+    sbcd.online();
+    let back_online = options_to_box(&sbcd, "opt-back");
+    sbcd.drain(Some(1));
+    sbcd.wait_state(SystemState::Offline, PATIENCE);
+    let offline = options_to_box(&sbcd, "opt-offline");
+
+    let retry = Some(RETRY_AFTER_SECS.to_string());
+    assert_eq!(online, (200, None));
+    assert_eq!(draining, (503, retry.clone()));
+    assert_eq!(back_online, (200, None));
+    assert_eq!(offline, (503, retry));
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn guard_expiry_ends_calls_with_bye_to_both_sides() {
+    let (sbcd, core) = sbcd_with_core();
+    let events = sbcd.watch();
+    let phones = Sipp::uac("uac_call_wait_bye.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "stubborn")
+        .calls(3)
+        .rate(10)
+        .start();
+    wait_sessions(&sbcd, 3);
+
+    let guard_secs = 2;
+    let started_ms = unix_ms_now();
+    sbcd.drain(Some(guard_secs));
+    let phones = phones.wait();
+    let (_, reason, offline_at_ms) = events.wait_change_to(SystemState::Offline, PATIENCE);
+
+    let drain_ms = offline_at_ms.saturating_sub(started_ms);
+    eprintln!(
+        "GUARD: drain with guard {guard_secs} s ended after {drain_ms} ms by {reason:?}; \
+         phones got Reason {:?}",
+        phones.logged("bye-reason")
+    );
+    phones.assert_all_succeeded(3);
+    let core = core.stop();
+    core.assert_none_failed();
+    let core_reasons = core.logged("bye-reason");
+    assert_eq!(core_reasons.len(), 3, "the core got a BYE per call");
+    assert!(
+        core_reasons.iter().all(|r| !r.is_empty()),
+        "each BYE to the core has a Reason: {core_reasons:?}"
+    );
+    assert_eq!(reason, "guard-expired");
+    assert!(
+        drain_ms >= guard_secs * 1000 - 100,
+        "not before the guard: {drain_ms} ms"
+    );
+    assert_eq!(sbcd.stat("sip.calls_terminated_by_guard"), 3);
+    assert_eq!(sbcd.system_state().active_sessions, 0);
+}
+
+#[test]
+fn set_online_aborts_a_drain_at_once() {
+    let (sbcd, core) = sbcd_with_core();
+    let events = sbcd.watch();
+    let held = start_call(&sbcd, "held", 1500);
+    wait_sessions(&sbcd, 1);
+
+    sbcd.drain(None);
+    refused_call(&sbcd, "refused").assert_all_succeeded(1);
+    let asked = Instant::now();
+    sbcd.online();
+    let state = sbcd.system_state();
+    eprintln!("online again {:?} after asking", asked.elapsed());
+
+    assert_eq!(state.state, SystemState::Online, "{state:?}");
+    assert!(state.guard_remaining_ms.is_none());
+    let after_abort = start_call(&sbcd, "accepted", 100).wait();
+    after_abort.assert_all_succeeded(1);
+    held.wait().assert_all_succeeded(1);
+    assert_eq!(
+        events
+            .changes()
+            .iter()
+            .map(|(_, to, _)| *to)
+            .collect::<Vec<_>>(),
+        vec![SystemState::Draining, SystemState::Online]
+    );
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn operator_state_survives_a_restart() {
+    let (mut sbcd, core) = sbcd_with_core();
+    sbcd.drain(None);
+    sbcd.wait_state(SystemState::Offline, PATIENCE);
+
+    sbcd.restart();
+    let restored = sbcd.system_state();
+    let refused = refused_call(&sbcd, "after-restart");
+    sbcd.online();
+    sbcd.restart();
+    let back = sbcd.system_state();
+    let accepted = start_call(&sbcd, "after-online", 100).wait();
+
+    assert_eq!(restored.state, SystemState::Offline, "{restored:?}");
+    refused.assert_all_succeeded(1);
+    assert_eq!(back.state, SystemState::Online, "{back:?}");
+    accepted.assert_all_succeeded(1);
+    core.stop().assert_none_failed();
+}
+
+/// Whether a "register <Contact> | <Expires>" line seen at the core removes the binding.
+fn is_deregistration(line: &str) -> bool {
+    let (contact, expires) = line.split_once('|').unwrap_or((line, ""));
+    let contact = contact.to_ascii_lowercase().replace(' ', "");
+    contact.contains("expires=0") || contact.trim() == "*" || expires.trim() == "0"
+}
