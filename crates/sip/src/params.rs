@@ -143,3 +143,36 @@ impl<'a> IntoIterator for Params<'a> {
         self.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_values_quotes_and_whitespace() {
+        let p = Params::new(r#" ; lr ;Transport = TCP; text="a;b\"c" ;x"#);
+        let all: Vec<_> = p.iter().collect();
+        assert_eq!(
+            all,
+            [
+                ("lr", None),
+                ("Transport", Some("TCP")),
+                ("text", Some(r#"a;b\"c"#)),
+                ("x", None)
+            ]
+        );
+        assert_eq!(p.value("transport"), Some("TCP"));
+        assert!(p.has("LR"));
+        assert_eq!(p.get("missing"), None);
+        assert!(p.check(|_, _| {}).is_ok());
+    }
+
+    #[test]
+    fn empty_and_malformed_parameters_are_refused() {
+        for bad in [";;a", ";a;", ";a=", "; =b", ";a b"] {
+            assert!(Params::new(bad).check(|_, _| {}).is_err(), "{bad}");
+        }
+        assert!(Params::new("").is_empty());
+        assert!(Params::new("no-semicolon").is_empty());
+    }
+}
