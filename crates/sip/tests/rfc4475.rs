@@ -511,3 +511,45 @@ fn invalid_details() {
     let bytes = fixture("bigcode");
     assert!(sip::build::reply_to_unparsable(&bytes, 400, "Bad Request", &mut Vec::new()).is_err());
 }
+
+#[test]
+fn remaining_valid_messages_fields() {
+    let bytes = fixture("lwsdisp");
+    let m = Message::parse(&bytes).unwrap();
+    let from = m.from_header().unwrap();
+    assert_eq!(from.display_name(), Some("caller"));
+    assert_eq!(from.tag(), Some("323"));
+
+    let bytes = fixture("badbranch");
+    let m = Message::parse(&bytes).unwrap();
+    let v = m.top_via().unwrap();
+    assert_eq!(v.branch(), Some("z9hG4bK"));
+    assert!(v.has_magic_cookie());
+
+    let bytes = fixture("baddate");
+    let m = Message::parse(&bytes).unwrap();
+    assert_eq!(m.header("date"), Some("Fri, 01 Jan 2010 16:00:00 EST"));
+
+    let bytes = fixture("invut");
+    let m = Message::parse(&bytes).unwrap();
+    assert_eq!(m.content_type(), Some("application/unknownformat"));
+    assert_eq!(m.body().len(), 40);
+
+    let bytes = fixture("regaut01");
+    let m = Message::parse(&bytes).unwrap();
+    assert_eq!(
+        m.header("Authorization"),
+        Some("NoOneKnowsThisScheme opaque-data=here")
+    );
+    assert_eq!(m.content_length(), Some(0));
+
+    let bytes = fixture("sdp01");
+    let m = Message::parse(&bytes).unwrap();
+    assert_eq!(m.header("Accept"), Some("text/nobodyKnowsThis"));
+    assert_eq!(m.body().len(), 150);
+
+    let bytes = fixture("semiuri");
+    let m = Message::parse(&bytes).unwrap();
+    let accept = m.headers_named("Accept").next().unwrap();
+    assert_eq!(accept.value_pieces().count(), 3);
+}
