@@ -96,21 +96,24 @@ impl SipCore {
 
     pub fn handle(&mut self, now: Instant, input: FromTransport) {
         match input {
-            FromTransport::Message(m) => self.proxy.handle_input(
-                now,
-                proxy::Input {
-                    listener: m.listener,
-                    flow: m.flow,
-                    source: m.source,
-                    bytes: &m.bytes,
-                },
-            ),
+            FromTransport::Message(m) => {
+                self.proxy.handle_input(
+                    now,
+                    proxy::Input {
+                        listener: m.listener,
+                        flow: m.flow,
+                        source: m.source,
+                        bytes: &m.bytes,
+                    },
+                );
+                // Events from this message are logged with its sender as the peer.
+                self.pump_events_from(Some(m.source));
+            }
             FromTransport::Closed { flow, remote, .. } => {
                 self.flows_closed += 1;
                 tracing::debug!(flow = flow.0, peer = %remote, "connection closed");
             }
         }
-        self.pump_events();
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -160,23 +163,31 @@ impl SipCore {
 
     /// Logs the core's events and keeps what the engine needs from them.
     fn pump_events(&mut self) {
+        self.pump_events_from(None);
+    }
+
+    /// As [`pump_events`](Self::pump_events); `source` sent the message that caused them (none
+    /// for timers and commands).
+    fn pump_events_from(&mut self, source: Option<std::net::SocketAddr>) {
+        let peer_text = source.map(|s| s.to_string());
+        let peer = peer_text.as_deref().unwrap_or("-");
         while let Some(event) = self.proxy.poll_event() {
             match event {
                 Event::CallStarted { call_id, priority } => {
-                    tracing::info!(call_id = %call_id, priority, state = "early", "call started");
+                    tracing::info!(call_id = %call_id, peer, priority, state = "early", "call started");
                 }
                 Event::CallAnswered { call_id } => {
-                    tracing::info!(call_id = %call_id, state = "confirmed", "call answered");
+                    tracing::info!(call_id = %call_id, peer, state = "confirmed", "call answered");
                 }
                 Event::CallEnded { call_id, cause } => {
-                    tracing::info!(call_id = %call_id, cause = ?cause, state = "ended", "call ended");
+                    tracing::info!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
                 }
                 Event::RegistrationAdded {
                     aor,
                     contact,
                     expires_secs,
                 } => {
-                    tracing::info!(aor = %aor, contact = %contact, expires_secs, "registration cached");
+                    tracing::info!(aor = %aor, contact = %contact, peer, expires_secs, "registration cached");
                 }
                 Event::RegistrationRemoved {
                     aor,
