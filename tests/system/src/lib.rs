@@ -1,0 +1,233 @@
+//! Helpers for the system tests in `tests/`: running `cargo xtask`, a guest's serial console,
+//! SIPp, free ports.
+//!
+//! The tests drive the appliance as a person would: they build the image with `cargo xtask
+//! image`, boot it with the command `cargo xtask qemu --print-command` gives (so that the test
+//! owns the QEMU process and its serial line), wait for what the console prints, type, and read
+//! the answer. Nothing here sleeps for a fixed time to let something happen; waits end on the
+//! awaited text or on a generous deadline made for TCG on a busy CI machine.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors().nth(2).map(PathBuf::from).unwrap_or(here)
+}
+
+/// `cargo run -p xtask -- ARGS`, with the output captured.
+pub fn xtask(args: &[&str]) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run cargo xtask {}: {e}", args.join(" ")))
+}
+
+/// Like [`xtask`], but stderr goes to the test's own (progress of long builds stays visible).
+pub fn xtask_visible(args: &[&str]) -> Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["run", "--quiet", "--package", "xtask", "--"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("could not run cargo xtask {}: {e}", args.join(" ")))
+}
+
+/// True when `prog` is on PATH.
+pub fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
+        let port = udp.local_addr().expect("local address of a bound socket").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1");
+}
+
+/// A program with its environment, as `cargo xtask qemu --print-command` prints it.
+#[derive(Debug)]
+pub struct PrintedCommand {
+    pub program: String,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl PrintedCommand {
+    pub fn parse(text: &str) -> PrintedCommand {
+        let mut cmd = PrintedCommand { program: String::new(), env: Vec::new(), args: Vec::new() };
+        for line in text.lines() {
+            if let Some(p) = line.strip_prefix("program ") {
+                cmd.program = p.to_string();
+            } else if let Some(kv) = line.strip_prefix("env ") {
+                if let Some((k, v)) = kv.split_once('=') {
+                    cmd.env.push((k.to_string(), v.to_string()));
+                }
+            } else if let Some(a) = line.strip_prefix("arg ") {
+                cmd.args.push(a.to_string());
+            }
+        }
+        assert!(!cmd.program.is_empty(), "no program in the printed command:\n{text}");
+        cmd
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.args(&self.args);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+/// A booted guest: QEMU with its first serial port on our pipes. Killed when dropped.
+#[derive(Debug)]
+pub struct Guest {
+    child: Child,
+    input: ChildStdin,
+    output: Receiver<Vec<u8>>,
+    /// Everything the serial line has printed, for waits and for failure messages.
+    pub transcript: Vec<u8>,
+    /// Where in `transcript` the next wait starts looking.
+    seen: usize,
+    pub started: Instant,
+}
+
+impl Guest {
+    pub fn start(cmd: &PrintedCommand) -> Guest {
+        let mut child = cmd
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", cmd.program));
+        let started = Instant::now();
+        let input = child.stdin.take().expect("QEMU's stdin is piped");
+        let mut stdout = child.stdout.take().expect("QEMU's stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Guest { child, input, output: rx, transcript: Vec::new(), seen: 0, started }
+    }
+
+    /// Waits until the serial line prints `text` (after what earlier waits consumed); returns
+    /// everything printed up to and including it.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pos) = find(&self.transcript[self.seen..], text.as_bytes()) {
+                let end = self.seen + pos + text.len();
+                let got = String::from_utf8_lossy(&self.transcript[self.seen..end]).into_owned();
+                self.seen = end;
+                return Ok(got);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no {text:?} on the serial console within {timeout:?}; it printed:\n{}",
+                    self.tail()
+                ));
+            }
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.transcript.extend_from_slice(&bytes),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    return Err(format!(
+                        "QEMU ended ({status}) before {text:?}; the serial console printed:\n{}",
+                        self.tail()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Types `line` and Enter, as a person at the console would (CR, as a terminal sends).
+    pub fn type_line(&mut self, line: &str) {
+        self.input
+            .write_all(format!("{line}\r").as_bytes())
+            .and_then(|_| self.input.flush())
+            .expect("writing to the serial console");
+    }
+
+    /// The last 4 KiB of the transcript, printable.
+    pub fn tail(&self) -> String {
+        let start = self.transcript.len().saturating_sub(4096);
+        String::from_utf8_lossy(&self.transcript[start..]).into_owned()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads the list of programs the built image carries (`out/image/<board>/binaries`).
+pub fn image_binaries(board: &str) -> Vec<String> {
+    let path = workspace_root().join("out/image").join(board).join("binaries");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// A scratch folder under `out/`, emptied first.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = workspace_root().join("out/system-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// Writes `bytes` to `path`, panicking with the path on failure.
+pub fn write_file(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
