@@ -10,6 +10,7 @@
 //! systemd that waits for it finds every socket in place.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,9 @@ use crate::transport::{self, Limits};
 /// Depth of the queue from the workers to the engine; beyond it workers wait and the kernel's
 /// socket buffers absorb (and eventually drop) the excess, as for any overloaded UDP server.
 const INBOUND_QUEUE: usize = 8192;
+
+/// Set once a stop was asked for: threads that end from then on are not failures.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 /// What the command line adds to the configuration.
 #[derive(Debug, Clone)]
@@ -73,10 +77,25 @@ pub fn run(config: Config, options: Options, recent: Arc<Recent>) -> Result<(), 
             what: "control plane",
             source,
         })?;
-    runtime.block_on(serve(config, options, recent))
+    runtime.block_on(async {
+        // The control socket first: it refuses to start a second sbcd on the same
+        // configuration before that one could touch the state directory or take SIP ports
+        // shared with SO_REUSEPORT.
+        let control_listener = control_server::bind(&config.control.socket)?;
+        let socket = config.control.socket.clone();
+        let result = serve(config, options, recent, control_listener).await;
+        // Ours to remove, whether the daemon stopped or failed to start.
+        let _ = std::fs::remove_file(&socket);
+        result
+    })
 }
 
-async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<(), StartError> {
+async fn serve(
+    config: Config,
+    options: Options,
+    recent: Arc<Recent>,
+    control_listener: tokio::net::UnixListener,
+) -> Result<(), StartError> {
     let started = Instant::now();
     let node = config.node.name.0.clone();
 
@@ -96,10 +115,6 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
         saved = restored.record.is_some(),
         "system state restored"
     );
-
-    // The control socket first: it refuses to start a second sbcd on the same configuration
-    // before that one could take SIP ports shared with SO_REUSEPORT.
-    let control_listener = control_server::bind(&config.control.socket)?;
 
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let (serving_tx, serving_rx) = watch::channel(initial != system_state::SystemState::Offline);
@@ -228,9 +243,9 @@ async fn serve(config: Config, options: Options, recent: Arc<Recent>) -> Result<
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     wait_for_stop().await;
+    STOPPING.store(true, Ordering::SeqCst);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("sbcd: stopping");
-    let _ = std::fs::remove_file(&config.control.socket);
     health::clear_running_marker(&config.state.dir);
     Ok(())
 }
@@ -266,10 +281,12 @@ fn spawn_engine(
                 beats.spawn_beat(0);
                 engine.run().await;
             });
-            // The engine only returns when its inputs are gone, which is a bug: let systemd
-            // restart the daemon rather than run without an engine.
-            tracing::error!("SIP engine stopped; exiting");
-            std::process::exit(1);
+            // The engine only returns when its inputs are gone: at a stop, or by a bug; in the
+            // latter case let systemd restart the daemon rather than run without an engine.
+            if !STOPPING.load(Ordering::SeqCst) {
+                tracing::error!("SIP engine stopped; exiting");
+                std::process::exit(1);
+            }
         })
         .map(|_| ())
         .map_err(|source| StartError::Thread {
@@ -313,8 +330,10 @@ fn spawn_worker(
                 beats.spawn_beat(index + 1);
                 transport::run_worker(shared, sockets).await;
             });
-            tracing::error!(worker = index, "SIP worker stopped; exiting");
-            std::process::exit(1);
+            if !STOPPING.load(Ordering::SeqCst) {
+                tracing::error!(worker = index, "SIP worker stopped; exiting");
+                std::process::exit(1);
+            }
         })
         .map(|_| ())
         .map_err(|source| StartError::Thread { name, source })
