@@ -633,3 +633,28 @@ Max-Forwards: 3\r\nContent-Length: 0\r\n\r\n";
     assert_eq!(m.from_header().unwrap().tag(), Some("v6"));
     assert_eq!(m.cseq().unwrap().method, Method::Invite);
 }
+
+#[test]
+fn outbound_contacts_with_quoted_angle_brackets() {
+    let raw = "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.4:5060;branch=z9hG4bKo;received=[2001:db8::9]\r\n\
+From: \"Alice, A.\" <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: ob\r\nCSeq: 1 REGISTER\r\n\
+Contact: \"Alice\" <sip:alice@192.0.2.4:5060;ob>;reg-id=1;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>\";expires=600, <sip:alice@[2001:db8::4]>;expires=0\r\n\
+Content-Length: 0\r\n\r\n";
+    let m = parse(raw);
+    m.validate().unwrap();
+    assert_eq!(m.top_via().unwrap().received(), Some("[2001:db8::9]"));
+    assert_eq!(m.from_header().unwrap().display_name(), Some("Alice, A."));
+    let c: Vec<_> = m.contacts().map(|c| c.unwrap()).collect();
+    assert_eq!(c.len(), 2);
+    let a = c[0].addr().unwrap();
+    assert_eq!(
+        a.params().value("+sip.instance"),
+        Some("<urn:uuid:00000000-0000-1000-8000-AABBCCDDEEFF>")
+    );
+    assert_eq!(a.params().value("reg-id"), Some("1"));
+    assert_eq!(a.expires().unwrap(), Some(600));
+    assert!(a.uri().params().has("ob"));
+    let b = c[1].addr().unwrap();
+    assert_eq!(b.uri().host(), Some(Host::Ipv6("2001:db8::4")));
+    assert_eq!(b.expires().unwrap(), Some(0));
+}
