@@ -114,6 +114,12 @@ impl Engine {
                                 Err(_) => break,
                             }
                         }
+                        // Under sustained load this branch always wins the biased select:
+                        // run what is due here so retransmissions and the guard never starve.
+                        if deadline.is_some_and(|at| at <= now) {
+                            self.core.handle_timeout(now);
+                            self.machine.handle_timeout(now);
+                        }
                         self.flush(now);
                     }
                     None => return,
@@ -326,4 +332,163 @@ pub fn spawn_persister(
             }
         })?;
     Ok(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{self, Limits};
+    use tokio::sync::oneshot;
+
+    struct Rig {
+        asks: mpsc::Sender<Ask>,
+        commands: mpsc::Sender<Command>,
+        serving: watch::Receiver<bool>,
+        view: watch::Receiver<StateView>,
+        events: broadcast::Receiver<control::Event>,
+        persisted: std::sync::mpsc::Receiver<system_state::persist::Record>,
+        // Kept so the engine's inputs stay open.
+        _inbound: mpsc::Sender<FromTransport>,
+    }
+
+    /// An engine with no listeners, its outputs caught by the test.
+    fn rig(initial: SystemState) -> Rig {
+        let (inbound_tx, inbound) = mpsc::channel(8);
+        let (serving_tx, serving) = watch::channel(initial != SystemState::Offline);
+        let limits = Limits {
+            max_message_bytes: 65535,
+            tcp_idle_timeout: Duration::from_secs(60),
+            tcp_max_connections: 1,
+        };
+        let (shared, _) =
+            transport::bind_all(Vec::new(), limits, 1, inbound_tx.clone(), serving.clone())
+                .unwrap();
+        let (ask_tx, asks) = mpsc::channel(8);
+        let (command_tx, commands) = mpsc::channel(8);
+        let (view_tx, view) = watch::channel(StateView {
+            state: initial,
+            since_unix_ms: 0,
+        });
+        let (events_tx, events) = broadcast::channel(16);
+        let (persist, persisted) = std::sync::mpsc::channel();
+        let now = Instant::now();
+        let engine = Engine {
+            node: "test".into(),
+            core: SipCore::new(proxy::Config::default(), now, initial),
+            machine: Machine::new(now, initial, Duration::from_secs(300)),
+            transports: shared,
+            inbound,
+            asks,
+            commands,
+            serving: serving_tx,
+            view: view_tx,
+            events: events_tx,
+            persist,
+            since_unix_ms: 0,
+        };
+        tokio::spawn(engine.run());
+        Rig {
+            asks: ask_tx,
+            commands: command_tx,
+            serving,
+            view,
+            events,
+            persisted,
+            _inbound: inbound_tx,
+        }
+    }
+
+    async fn ask(rig: &Rig, request: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        rig.asks.send(Ask { request, reply }).await.unwrap();
+        answer.await.unwrap()
+    }
+
+    fn transition(event: control::Event) -> (SystemState, SystemState, String) {
+        match event {
+            control::Event::StateChanged {
+                from, to, reason, ..
+            } => (from, to, reason),
+            other => panic!("not a transition: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_drain_goes_offline_and_every_follower_hears_it() {
+        let mut rig = rig(SystemState::Online);
+        let answer = ask(
+            &rig,
+            Request::SetSystemState {
+                target: TargetState::Offline,
+                guard_secs: None,
+            },
+        )
+        .await;
+        assert!(matches!(
+            answer,
+            Response::Ok {
+                reply: Reply::Done { .. }
+            }
+        ));
+        // No calls, no registrations: the drain ends at once (rule 10).
+        let first = transition(rig.events.recv().await.unwrap());
+        let second = transition(rig.events.recv().await.unwrap());
+        assert_eq!(
+            first,
+            (
+                SystemState::Online,
+                SystemState::Draining,
+                "operator".into()
+            )
+        );
+        assert_eq!(
+            second,
+            (
+                SystemState::Draining,
+                SystemState::Offline,
+                "drained".into()
+            )
+        );
+        assert_eq!(rig.view.borrow_and_update().state, SystemState::Offline);
+        assert!(
+            !*rig.serving.borrow_and_update(),
+            "TCP is refused while offline"
+        );
+        let saved: Vec<_> = rig.persisted.try_iter().map(|r| r.intent).collect();
+        assert_eq!(saved.last(), Some(&system_state::persist::Intent::Offline));
+
+        let Response::Ok {
+            reply: Reply::SystemState(info),
+        } = ask(&rig, Request::ShowSystemState).await
+        else {
+            panic!("expected the system state");
+        };
+        assert_eq!(info.state, SystemState::Offline);
+        assert_eq!((info.active_sessions, info.registrations), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_button_hold_brings_an_offline_box_back_and_answers_the_press() {
+        let mut rig = rig(SystemState::Offline);
+        let (reply, answer) = oneshot::channel();
+        rig.commands
+            .send(Command::Button {
+                action: panel::HoldAction::GoOnline,
+                reply: Some(reply),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(
+            answer.await.unwrap(),
+            Response::Ok {
+                reply: Reply::Done { .. }
+            }
+        ));
+        let t = transition(rig.events.recv().await.unwrap());
+        assert_eq!(
+            t,
+            (SystemState::Offline, SystemState::Online, "button".into())
+        );
+        assert!(*rig.serving.borrow_and_update());
+    }
 }
