@@ -4,7 +4,6 @@
 //!   socket, the panel, health and log answers, signals;
 //! - `sip-engine` owns the proxy core and the system-state machine ([`crate::engine`]);
 //! - `sip-worker-N` threads (one per SIP core) run the sockets ([`crate::transport`]);
-//! - `state-persist` writes the operator's intent to disk.
 //!
 //! Everything is bound before `sbcd: listening` is logged and READY=1 is sent, so a test or
 //! systemd that waits for it finds every socket in place.
@@ -166,11 +165,6 @@ async fn serve(
 
     let (ask_tx, ask_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
-    let persist =
-        engine::spawn_persister(config.state.dir.clone()).map_err(|source| StartError::Thread {
-            name: "state-persist".into(),
-            source,
-        })?;
     let machine = system_state::Machine::new(
         Instant::now(),
         initial,
@@ -191,7 +185,7 @@ async fn serve(
         serving: serving_tx,
         view: view_tx,
         events: events_tx.clone(),
-        persist,
+        state_dir: config.state.dir.clone(),
         since_unix_ms,
     };
     let engine_cpus: Option<board::cpus::CpuList> =

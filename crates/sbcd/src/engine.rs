@@ -61,8 +61,8 @@ pub struct Engine {
     pub view: watch::Sender<StateView>,
     /// Transitions and notices for control-socket subscribers.
     pub events: broadcast::Sender<control::Event>,
-    /// Records to persist, in order, by the persister thread.
-    pub persist: std::sync::mpsc::Sender<system_state::persist::Record>,
+    /// Where the operator's intent is saved (`[state] dir`).
+    pub state_dir: std::path::PathBuf,
     /// Wall-clock time of entering the current state (for `since`).
     pub since_unix_ms: u64,
 }
@@ -201,8 +201,11 @@ impl Engine {
             t.cause,
             self.since_unix_ms,
         );
-        if self.persist.send(record).is_err() {
-            tracing::error!("state persister has stopped; the state change is not saved");
+        // Saved before anyone is answered: an operator told "offline" can restart the box
+        // and find it offline. Transitions are rare, so the fsync is not on the hot path.
+        match system_state::persist::save(&self.state_dir, &record) {
+            Ok(()) => tracing::debug!(intent = ?record.intent, "system state saved"),
+            Err(e) => tracing::error!(error = %e, "system state not saved"),
         }
     }
 
@@ -316,24 +319,6 @@ impl Engine {
     }
 }
 
-/// Saves state records in order on a thread of its own, so an fsync never stalls SIP.
-pub fn spawn_persister(
-    dir: std::path::PathBuf,
-) -> std::io::Result<std::sync::mpsc::Sender<system_state::persist::Record>> {
-    let (tx, rx) = std::sync::mpsc::channel::<system_state::persist::Record>();
-    std::thread::Builder::new()
-        .name("state-persist".into())
-        .spawn(move || {
-            for record in rx {
-                match system_state::persist::save(&dir, &record) {
-                    Ok(()) => tracing::debug!(intent = ?record.intent, "system state saved"),
-                    Err(e) => tracing::error!(error = %e, "system state not saved"),
-                }
-            }
-        })?;
-    Ok(tx)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,7 +331,7 @@ mod tests {
         serving: watch::Receiver<bool>,
         view: watch::Receiver<StateView>,
         events: broadcast::Receiver<control::Event>,
-        persisted: std::sync::mpsc::Receiver<system_state::persist::Record>,
+        state_dir: tempfile::TempDir,
         // Kept so the engine's inputs stay open.
         _inbound: mpsc::Sender<FromTransport>,
     }
@@ -370,7 +355,7 @@ mod tests {
             since_unix_ms: 0,
         });
         let (events_tx, events) = broadcast::channel(16);
-        let (persist, persisted) = std::sync::mpsc::channel();
+        let state_dir = tempfile::tempdir().unwrap();
         let now = Instant::now();
         let engine = Engine {
             node: "test".into(),
@@ -383,7 +368,7 @@ mod tests {
             serving: serving_tx,
             view: view_tx,
             events: events_tx,
-            persist,
+            state_dir: state_dir.path().to_path_buf(),
             since_unix_ms: 0,
         };
         tokio::spawn(engine.run());
@@ -393,7 +378,7 @@ mod tests {
             serving,
             view,
             events,
-            persisted,
+            state_dir,
             _inbound: inbound_tx,
         }
     }
@@ -454,8 +439,11 @@ mod tests {
             !*rig.serving.borrow_and_update(),
             "TCP is refused while offline"
         );
-        let saved: Vec<_> = rig.persisted.try_iter().map(|r| r.intent).collect();
-        assert_eq!(saved.last(), Some(&system_state::persist::Intent::Offline));
+        let saved = system_state::persist::load(rig.state_dir.path()).unwrap();
+        assert_eq!(
+            saved.map(|r| r.intent),
+            Some(system_state::persist::Intent::Offline)
+        );
 
         let Response::Ok {
             reply: Reply::SystemState(info),
