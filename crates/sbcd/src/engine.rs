@@ -24,7 +24,7 @@ use crate::control_server::Ask;
 use crate::sip_core::SipCore;
 use crate::transport::{FromTransport, Shared};
 
-/// How many queued messages the engine handles before it looks at timers and commands again.
+/// How many queued messages the engine handles before it looks at commands and timers again.
 const BATCH: usize = 64;
 
 /// The state as the rest of the daemon follows it (panel, health).
@@ -107,10 +107,16 @@ impl Engine {
                 message = self.inbound.recv() => match message {
                     Some(message) => {
                         let now = Instant::now();
+                        // Flushed after every message: a state change one message causes (the
+                        // last BYE ending a drain) is in force for the next one.
                         self.core.handle(now, message);
+                        self.flush(now);
                         for _ in 1..BATCH {
                             match self.inbound.try_recv() {
-                                Ok(message) => self.core.handle(now, message),
+                                Ok(message) => {
+                                    self.core.handle(now, message);
+                                    self.flush(now);
+                                }
                                 Err(_) => break,
                             }
                         }
