@@ -1,5 +1,535 @@
-//! `cargo xtask bench` part: bench_sip.
+//! `cargo xtask bench sip [--step-secs N] [--rates R1,R2,..]`: sbcd against Kamailio under SIPp.
+//!
+//! The same SIPp UAC -> proxy -> SIPp UAS call flow (INVITE, 100, 180, 200, ACK, BYE, 200, both
+//! proxies record-routing and transaction-stateful) is driven at a rising call rate, one step
+//! of `--step-secs` seconds per rate, first through a release build of sbcd and then through
+//! Kamailio 5.6 with `bench/kamailio.cfg`. A step counts when every call succeeded and SIPp
+//! reached at least 90% of the asked rate; the stepping stops at the first step that does not.
+//!
+//! Reported per proxy: the highest call rate reached with zero failed calls, and the proxy's
+//! CPU time (user + system from `/proc/PID/stat`, summed over all of Kamailio's processes)
+//! per call over the steps that counted. Both SIPp ends run on the same two cores as the proxy,
+//! so the rate is the rate of the whole bench box, and the CPU per call is the fairer figure.
+//!
+//! This is a benchmark: it prints, it never fails on a number. It installs `sip-tester` and
+//! `kamailio` when they are missing (as root), and sends only to 127.0.0.1.
 
-pub fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`bench_sip` is not built yet")
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Rates tried by default, in calls per second.
+const DEFAULT_RATES: &[u32] = &[100, 200, 400, 600, 800, 1000, 1300, 1600, 2000];
+/// How long each rate is held by default.
+const DEFAULT_STEP_SECS: u32 = 4;
+/// SIP worker processes (Kamailio `-n`) and threads (sbcd `[sip] workers`): one per core here.
+const WORKERS: u32 = 2;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let options = Options::parse(args)?;
+    util::ensure_debs(&["sip-tester", "kamailio"])?;
+    let sbcd = build_sbcd()?;
+    let work = WorkDir::create()?;
+    eprintln!(
+        "bench sip: rates {:?} calls/s, {} s per step, {WORKERS} SIP workers per proxy",
+        options.rates, options.step_secs
+    );
+
+    let sbcd_result = bench_proxy(&ProxyKind::Sbcd(sbcd), &options, &work.path)?;
+    let kamailio_result = bench_proxy(&ProxyKind::Kamailio, &options, &work.path)?;
+    report(&sbcd_result, &kamailio_result);
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Options {
+    rates: Vec<u32>,
+    step_secs: u32,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut options = Options {
+            rates: DEFAULT_RATES.to_vec(),
+            step_secs: DEFAULT_STEP_SECS,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--step-secs" => {
+                    let v = it.next().context("--step-secs needs a number of seconds")?;
+                    options.step_secs = v
+                        .parse()
+                        .ok()
+                        .filter(|s| (1..=60).contains(s))
+                        .with_context(|| format!("--step-secs: `{v}` is not 1..=60"))?;
+                }
+                "--rates" => {
+                    let v = it.next().context("--rates needs a list like 100,200,400")?;
+                    options.rates = v
+                        .split(',')
+                        .map(|r| r.trim().parse::<u32>().ok().filter(|&r| r > 0))
+                        .collect::<Option<Vec<_>>>()
+                        .with_context(|| format!("--rates: `{v}` is not a list of rates"))?;
+                }
+                other => bail!("unknown argument `{other}` (expected --step-secs N, --rates A,B)"),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A temporary directory for configs, logs and SIPp statistics, removed at the end.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    fn create() -> Result<WorkDir> {
+        let path = std::env::temp_dir().join(format!("bench-sip-{}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(WorkDir { path })
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Builds sbcd in release mode and returns the binary's path.
+fn build_sbcd() -> Result<PathBuf> {
+    util::run(Command::new(env!("CARGO")).current_dir(util::root()).args([
+        "build",
+        "--release",
+        "-p",
+        "sbcd",
+        "--bin",
+        "sbcd",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| {
+            if t.is_absolute() {
+                t
+            } else {
+                util::root().join(t)
+            }
+        })
+        .unwrap_or_else(|| util::root().join("target"));
+    let bin = target.join("release/sbcd");
+    if !bin.exists() {
+        bail!("built sbcd but found no {}", bin.display());
+    }
+    Ok(bin)
+}
+
+enum ProxyKind {
+    Sbcd(PathBuf),
+    Kamailio,
+}
+
+impl ProxyKind {
+    fn name(&self) -> &'static str {
+        match self {
+            ProxyKind::Sbcd(_) => "sbcd",
+            ProxyKind::Kamailio => "kamailio",
+        }
+    }
+}
+
+/// One rate step's outcome.
+#[derive(Debug, Clone)]
+struct Step {
+    reached: f64,
+    successful: u64,
+    cpu_ticks: u64,
+    counted: bool,
+}
+
+#[derive(Debug)]
+struct ProxyResult {
+    name: &'static str,
+    steps: Vec<Step>,
+    ticks_per_sec: f64,
+}
+
+impl ProxyResult {
+    /// The highest rate reached by a step with zero failed calls.
+    fn best_rate(&self) -> f64 {
+        self.steps
+            .iter()
+            .filter(|s| s.counted)
+            .map(|s| s.reached)
+            .fold(0.0, f64::max)
+    }
+
+    /// Proxy CPU microseconds per call over the counted steps.
+    fn cpu_us_per_call(&self) -> Option<f64> {
+        let (ticks, calls) = self
+            .steps
+            .iter()
+            .filter(|s| s.counted)
+            .fold((0u64, 0u64), |(t, c), s| {
+                (t + s.cpu_ticks, c + s.successful)
+            });
+        (calls > 0).then(|| ticks as f64 / self.ticks_per_sec * 1e6 / calls as f64)
+    }
+}
+
+fn bench_proxy(kind: &ProxyKind, options: &Options, work: &Path) -> Result<ProxyResult> {
+    let name = kind.name();
+    let dir = work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let uas_port = free_port()?;
+    let proxy_port = free_port()?;
+    let mut uas = Guard::new(
+        sipp(&dir, "uas_answer.xml", uas_port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the SIPp UAS (sipp)")?,
+    );
+    wait_bound(uas_port, &mut uas.0, "SIPp UAS")?;
+
+    let mut proxy = match kind {
+        ProxyKind::Sbcd(bin) => start_sbcd(bin, &dir, proxy_port, uas_port)?,
+        ProxyKind::Kamailio => start_kamailio(&dir, proxy_port, uas_port)?,
+    };
+    let pid = proxy.0.id();
+    let ticks_per_sec = clock_ticks_per_sec();
+
+    let mut steps = Vec::new();
+    for &rate in &options.rates {
+        let calls = u64::from(rate) * u64::from(options.step_secs);
+        let before = cpu_ticks_of_tree(pid);
+        let stats = run_uac(&dir, proxy_port, rate, calls, options.step_secs)?;
+        let cpu_ticks = cpu_ticks_of_tree(pid).saturating_sub(before);
+        if let Ok(Some(status)) = proxy.0.try_wait() {
+            bail!("{name} exited during the bench: {status}");
+        }
+        let successful = stat(&stats, "SuccessfulCall(C)");
+        let failed = stat(&stats, "FailedCall(C)");
+        let reached = stats
+            .get("CallRate(C)")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let counted = failed == 0 && successful == calls && reached >= 0.9 * f64::from(rate);
+        let step = Step {
+            reached,
+            successful,
+            cpu_ticks,
+            counted,
+        };
+        eprintln!(
+            "bench sip: {name:<8} asked {rate:>5}/s reached {reached:>7.1}/s  ok {successful:>6} \
+             failed {failed:>4}  cpu {:>6.1} us/call{}",
+            per_call_us(cpu_ticks, successful, ticks_per_sec),
+            if counted { "" } else { "  (stop)" }
+        );
+        steps.push(step);
+        if !counted {
+            break;
+        }
+    }
+    proxy.stop();
+    uas.stop();
+    Ok(ProxyResult {
+        name,
+        steps,
+        ticks_per_sec,
+    })
+}
+
+fn report(sbcd: &ProxyResult, kamailio: &ProxyResult) {
+    let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    println!();
+    println!("SIPp UAC -> proxy -> SIPp UAS, UDP on 127.0.0.1, {WORKERS} SIP workers per proxy");
+    println!(
+        "{:<34} {:>12} {:>12} {:>16}",
+        "", sbcd.name, kamailio.name, "sbcd / kamailio"
+    );
+    let (rs, rk) = (sbcd.best_rate(), kamailio.best_rate());
+    println!(
+        "{:<34} {:>12.1} {:>12.1} {:>16}",
+        "calls/s reached, zero failed",
+        rs,
+        rk,
+        show((rk > 0.0).then(|| rs / rk))
+    );
+    let (cs, ck) = (sbcd.cpu_us_per_call(), kamailio.cpu_us_per_call());
+    println!(
+        "{:<34} {:>12} {:>12} {:>16}",
+        "proxy CPU per call (us, user+sys)",
+        show(cs),
+        show(ck),
+        show(cs.zip(ck).filter(|(_, k)| *k > 0.0).map(|(s, k)| s / k))
+    );
+    let last = |r: &ProxyResult| r.steps.iter().filter(|s| s.counted).count() == r.steps.len();
+    if last(sbcd) || last(kamailio) {
+        println!("(a proxy that passed every step may go faster: try --rates with higher values)");
+    }
+}
+
+fn per_call_us(ticks: u64, calls: u64, ticks_per_sec: f64) -> f64 {
+    if calls == 0 {
+        return 0.0;
+    }
+    ticks as f64 / ticks_per_sec * 1e6 / calls as f64
+}
+
+/// A child process killed when dropped (a bench interrupted by an error leaks nothing).
+struct Guard(Child);
+
+impl Guard {
+    fn new(child: Child) -> Guard {
+        Guard(child)
+    }
+
+    /// SIGTERM (Kamailio's main process then stops its children), then wait.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+fn scenario(name: &str) -> PathBuf {
+    util::root().join("crates/sbcd/tests/scenarios").join(name)
+}
+
+fn sipp(dir: &Path, scenario_file: &str, port: u16) -> Command {
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(dir)
+        .arg("-sf")
+        .arg(scenario(scenario_file))
+        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-nostdin"])
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs one rate step and returns SIPp's final statistics row.
+fn run_uac(
+    dir: &Path,
+    proxy_port: u16,
+    rate: u32,
+    calls: u64,
+    step_secs: u32,
+) -> Result<HashMap<String, String>> {
+    let stats = dir.join(format!("uac-{rate}.csv"));
+    let limit = step_secs * 3 + 15;
+    let status = sipp(dir, "uac_call.xml", free_port()?)
+        .arg(format!("127.0.0.1:{proxy_port}"))
+        .args(["-s", "bench", "-key", "caller", "bench", "-d", "0"])
+        .args(["-r", &rate.to_string(), "-m", &calls.to_string()])
+        .args(["-l", &(rate * 2).to_string()])
+        .args(["-trace_stat", "-stf"])
+        .arg(&stats)
+        .args(["-timeout", &format!("{limit}s"), "-timeout_error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("run the SIPp UAC")?;
+    let text = std::fs::read_to_string(&stats)
+        .with_context(|| format!("SIPp ({status}) wrote no statistics"))?;
+    Ok(last_stats_row(&text))
+}
+
+fn last_stats_row(csv: &str) -> HashMap<String, String> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let (Some(header), Some(last)) = (lines.next(), lines.last()) else {
+        return HashMap::new();
+    };
+    header
+        .split(';')
+        .zip(last.split(';'))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn stat(stats: &HashMap<String, String>, name: &str) -> u64 {
+    stats
+        .get(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_sbcd(bin: &Path, dir: &Path, access_port: u16, uas_port: u16) -> Result<Guard> {
+    let core_port = free_port()?;
+    let config = dir.join("sbc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"bench\"\n\n\
+             [[listen]]\nrealm = \"access\"\ntransport = \"udp\"\naddr = \"127.0.0.1:{access_port}\"\n\n\
+             [[listen]]\nrealm = \"core\"\ntransport = \"udp\"\naddr = \"127.0.0.1:{core_port}\"\n\n\
+             [[upstream]]\nuri = \"sip:127.0.0.1:{uas_port};transport=udp\"\npriority = 1\n\n\
+             [control]\nsocket = \"{}\"\n\n[state]\ndir = \"{}\"\n\n[panel]\nboard = \"sim\"\n\n\
+             [sip]\nworkers = {WORKERS}\n",
+            dir.join("control.sock").display(),
+            dir.join("state").display(),
+        ),
+    )?;
+    let mut child = Command::new(bin)
+        .arg("--config")
+        .arg(&config)
+        // Calls are logged at info; a benchmark measures the proxy, not its logging.
+        .env("SBCD_LOG", "warn,sbcd::daemon=info")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stderr = child.stderr.take().context("sbcd stderr")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("sbcd: listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut guard = Guard::new(child);
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        let status = guard.0.try_wait().ok().flatten();
+        bail!("sbcd did not log `sbcd: listening` within 30 s (exit: {status:?})");
+    }
+    Ok(guard)
+}
+
+fn start_kamailio(dir: &Path, port: u16, uas_port: u16) -> Result<Guard> {
+    let config = util::root().join("bench/kamailio.cfg");
+    let log = std::fs::File::create(dir.join("kamailio.log"))?;
+    let mut child = Command::new("kamailio")
+        .arg("-f")
+        .arg(&config)
+        .args(["-DD", "-E", "-m", "256", "-M", "16"])
+        .args(["-n", &WORKERS.to_string()])
+        .args(["-l", &format!("udp:127.0.0.1:{port}")])
+        .args(["-A", &format!("UPSTREAM=\"sip:127.0.0.1:{uas_port}\"")])
+        .arg("-Y")
+        .arg(dir)
+        .arg("-w")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("start kamailio")?;
+    wait_bound(port, &mut child, "kamailio").map_err(|e| {
+        let log = std::fs::read_to_string(dir.join("kamailio.log")).unwrap_or_default();
+        e.context(format!("kamailio log:\n{log}"))
+    })?;
+    Ok(Guard::new(child))
+}
+
+/// Waits until something has bound UDP `port` on 127.0.0.1 (the process is up and listening).
+fn wait_bound(port: u16, child: &mut Child, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{what} exited before listening: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{what} did not bind 127.0.0.1:{port} within 30 s")
+}
+
+/// A port on 127.0.0.1 free for UDP (and TCP) right now.
+fn free_port() -> Result<u16> {
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port on 127.0.0.1")
+}
+
+/// Clock ticks per second of /proc/PID/stat's utime and stime.
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of `pid` and all its descendants (Kamailio's workers are its children).
+fn cpu_ticks_of_tree(pid: u32) -> u64 {
+    let procs = all_processes();
+    let mut total = 0;
+    let mut frontier = vec![pid];
+    while let Some(p) = frontier.pop() {
+        if let Some((_, ticks)) = procs.get(&p) {
+            total += ticks;
+        }
+        frontier.extend(
+            procs
+                .iter()
+                .filter(|(_, (ppid, _))| *ppid == p)
+                .map(|(child, _)| *child),
+        );
+    }
+    total
+}
+
+/// pid -> (ppid, utime + stime) for every process in /proc.
+fn all_processes() -> HashMap<u32, (u32, u64)> {
+    let mut out = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: the fields start after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is the state (field 3): ppid is field 4, utime 14, stime 15.
+        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(ppid), Some(utime), Some(stime)) = (num(1), num(11), num(12)) {
+            out.insert(pid, (ppid as u32, utime + stime));
+        }
+    }
+    out
 }
