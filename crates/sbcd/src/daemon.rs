@@ -1,9 +1,10 @@
 //! Start-up and wiring: which thread runs what, and the channels between them.
 //!
 //! - the main thread runs the control plane (a current-thread tokio runtime): the control
-//!   socket, the panel, health and log answers, signals;
+//!   socket, health and log answers, the watchdog, signals;
 //! - `sip-engine` owns the proxy core and the system-state machine ([`crate::engine`]);
 //! - `sip-worker-N` threads (one per SIP core) run the sockets ([`crate::transport`]);
+//! - `panel` runs the board's panel driver ([`crate::panel`]).
 //!
 //! Everything is bound before `sbcd: listening` is logged and READY=1 is sent, so a test or
 //! systemd that waits for it finds every socket in place.
@@ -82,9 +83,12 @@ pub fn run(config: Config, options: Options, recent: Arc<Recent>) -> Result<(), 
         // shared with SO_REUSEPORT.
         let control_listener = control_server::bind(&config.control.socket)?;
         let socket = config.control.socket.clone();
+        let state_dir = config.state.dir.clone();
         let result = serve(config, options, recent, control_listener).await;
-        // Ours to remove, whether the daemon stopped or failed to start.
+        // Ours to remove, whether the daemon stopped or failed to start; neither is a crash
+        // for the next start to count.
         let _ = std::fs::remove_file(&socket);
+        health::clear_running_marker(&state_dir);
         result
     })
 }
@@ -202,7 +206,15 @@ async fn serve(
     }
     let watchdog = health::start_watchdog(beats);
 
-    let panel_tx = panel::start(&config, profile.as_ref(), view_rx, command_tx)?;
+    // A panel that cannot be opened (a missing LED device, a busy GPIO line) must not keep the
+    // box from serving calls: report it and run without one.
+    let panel_tx = match panel::start(&config, profile.as_ref(), view_rx, command_tx) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "front panel unavailable; running without it");
+            None
+        }
+    };
 
     let (local_tx, local_rx) = mpsc::channel(16);
     tokio::spawn(answer_locally(
@@ -240,7 +252,6 @@ async fn serve(
     STOPPING.store(true, Ordering::SeqCst);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("sbcd: stopping");
-    health::clear_running_marker(&config.state.dir);
     Ok(())
 }
 
