@@ -310,7 +310,11 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     )
     .with_context(|| format!("writing {}", sums.display()))?;
     // What the image carries, for the system test to decide whether it can run.
-    let carried: Vec<&str> = BINARIES.iter().copied().filter(|b| !missing.iter().any(|m| m == b)).collect();
+    let carried: Vec<&str> = BINARIES
+        .iter()
+        .copied()
+        .filter(|b| !missing.iter().any(|m| m == b))
+        .collect();
     fs::write(out.join("binaries"), carried.join("\n") + "\n")
         .with_context(|| format!("writing {}/binaries", out.display()))?;
     inputs::mark_current(&stamp, &fingerprint)?;

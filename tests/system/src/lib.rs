@@ -66,7 +66,10 @@ pub fn is_root() -> bool {
 pub fn free_port() -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
-        let port = udp.local_addr().expect("local address of a bound socket").port();
+        let port = udp
+            .local_addr()
+            .expect("local address of a bound socket")
+            .port();
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -84,7 +87,11 @@ pub struct PrintedCommand {
 
 impl PrintedCommand {
     pub fn parse(text: &str) -> PrintedCommand {
-        let mut cmd = PrintedCommand { program: String::new(), env: Vec::new(), args: Vec::new() };
+        let mut cmd = PrintedCommand {
+            program: String::new(),
+            env: Vec::new(),
+            args: Vec::new(),
+        };
         for line in text.lines() {
             if let Some(p) = line.strip_prefix("program ") {
                 cmd.program = p.to_string();
@@ -96,7 +103,10 @@ impl PrintedCommand {
                 cmd.args.push(a.to_string());
             }
         }
-        assert!(!cmd.program.is_empty(), "no program in the printed command:\n{text}");
+        assert!(
+            !cmd.program.is_empty(),
+            "no program in the printed command:\n{text}"
+        );
         cmd
     }
 
@@ -144,7 +154,14 @@ impl Guest {
                 }
             }
         });
-        Guest { child, input, output: rx, transcript: Vec::new(), seen: 0, started }
+        Guest {
+            child,
+            input,
+            output: rx,
+            transcript: Vec::new(),
+            seen: 0,
+            started,
+        }
     }
 
     /// Waits until the serial line prints `text` (after what earlier waits consumed); returns
@@ -210,7 +227,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// Reads the list of programs the built image carries (`out/image/<board>/binaries`).
 pub fn image_binaries(board: &str) -> Vec<String> {
-    let path = workspace_root().join("out/image").join(board).join("binaries");
+    let path = workspace_root()
+        .join("out/image")
+        .join(board)
+        .join("binaries");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .lines()

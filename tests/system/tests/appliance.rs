@@ -45,7 +45,11 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
     // The one reason to skip: the programs under test do not exist yet.
     let present = image_binaries("qemu");
     let needed = ["sbcd", "sbc-console"];
-    let missing: Vec<&str> = needed.iter().copied().filter(|b| !present.iter().any(|p| p == b)).collect();
+    let missing: Vec<&str> = needed
+        .iter()
+        .copied()
+        .filter(|b| !present.iter().any(|p| p == b))
+        .collect();
     if !missing.is_empty() {
         // Straight to stderr, not eprintln!: the test harness captures the macros of a passing
         // test, and a skip must be seen.
@@ -111,12 +115,25 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    eprintln!("show system-state: online after {:.1} s", to_online.as_secs_f64());
+    eprintln!(
+        "show system-state: online after {:.1} s",
+        to_online.as_secs_f64()
+    );
 
     let call_started = Instant::now();
     let uas_port = UPSTREAM_PORT.to_string();
     let mut uas = Command::new("sipp")
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &uas_port, "-m", "1", "-nostdin"])
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port,
+            "-m",
+            "1",
+            "-nostdin",
+        ])
         .args(["-trace_err", "-error_file"])
         .arg(dir.join("uas-errors.log"))
         .current_dir(&dir)
@@ -125,8 +142,26 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         .expect("starting sipp (UAS)");
     let uac = Command::new("sipp")
         .arg(format!("127.0.0.1:{sip_port}"))
-        .args(["-sn", "uac", "-i", "127.0.0.1", "-m", "1", "-r", "1", "-nostdin"])
-        .args(["-s", "1000", "-timeout", "60s", "-timeout_error", "-recv_timeout", "20000"])
+        .args([
+            "-sn",
+            "uac",
+            "-i",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-r",
+            "1",
+            "-nostdin",
+        ])
+        .args([
+            "-s",
+            "1000",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-recv_timeout",
+            "20000",
+        ])
         .args(["-trace_err", "-error_file"])
         .arg(dir.join("uac-errors.log"))
         .current_dir(&dir)

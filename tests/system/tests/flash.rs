@@ -38,15 +38,38 @@ fn flash_refuses_what_it_must_and_verifies_a_file() {
     let target_s = target.to_string_lossy().into_owned();
 
     let (ok, text) = flash(&["--image", &image_s, "--device", &target_s, "--yes"]);
-    assert!(!ok && text.contains("--allow-file"), "a file without --allow-file: {text}");
+    assert!(
+        !ok && text.contains("--allow-file"),
+        "a file without --allow-file: {text}"
+    );
     write_file(&target, b"existing");
     let (ok, text) = flash(&["--image", &image_s, "--device", &target_s, "--yes"]);
-    assert!(!ok && text.contains("not a block device"), "an existing file: {text}");
+    assert!(
+        !ok && text.contains("not a block device"),
+        "an existing file: {text}"
+    );
 
-    let (ok, text) = flash(&["--image", &image_s, "--device", "/dev/null", "--yes", "--allow-file"]);
-    assert!(!ok && text.contains("neither a block device"), "a character device: {text}");
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        "/dev/null",
+        "--yes",
+        "--allow-file",
+    ]);
+    assert!(
+        !ok && text.contains("neither a block device"),
+        "a character device: {text}"
+    );
 
-    let (ok, text) = flash(&["--image", &image_s, "--device", &target_s, "--yes", "--allow-file"]);
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        &target_s,
+        "--yes",
+        "--allow-file",
+    ]);
     assert!(ok && text.contains("verified"), "writing a file: {text}");
     let written = std::fs::read(&target).expect("reading the written target");
     let wanted = std::fs::read(&image).expect("reading the stand-in image");
@@ -61,14 +84,19 @@ fn flash_refuses_what_it_must_and_verifies_a_file() {
         .filter(|d| d.starts_with("/dev/"))
     {
         let (ok, text) = flash(&["--image", &image_s, "--device", dev, "--yes"]);
-        assert!(!ok && text.contains("refusing"), "the host's root device {dev}: {text}");
+        assert!(
+            !ok && text.contains("refusing"),
+            "the host's root device {dev}: {text}"
+        );
     }
 }
 
 #[test]
 fn flash_on_loop_devices() {
     if !is_root() || !have("losetup") || !std::path::Path::new("/dev/loop-control").exists() {
-        eprintln!("no loop devices here (needs root and losetup); the file target test covers flash");
+        eprintln!(
+            "no loop devices here (needs root and losetup); the file target test covers flash"
+        );
         return;
     }
     let dir = scratch("flash-loop");
@@ -77,7 +105,11 @@ fn flash_on_loop_devices() {
     let attach = |file: &std::path::Path, bytes: u64| -> Option<LoopDev> {
         let f = std::fs::File::create(file).expect("creating a loop backing file");
         f.set_len(bytes).expect("sizing a loop backing file");
-        let out = Command::new("losetup").args(["--find", "--show"]).arg(file).output().ok()?;
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
         let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !dev.is_empty()).then_some(LoopDev(dev))
     };
@@ -88,16 +120,31 @@ fn flash_on_loop_devices() {
         return;
     };
     let (ok, text) = flash(&["--image", &image_s, "--device", &small.0, "--yes"]);
-    assert!(!ok && text.contains("the image needs"), "a too small device: {text}");
-    let (ok, text) =
-        flash(&["--image", &image_s, "--device", &small_file.to_string_lossy(), "--yes", "--allow-file"]);
-    assert!(!ok && text.contains("attached to"), "a file behind a loop device: {text}");
+    assert!(
+        !ok && text.contains("the image needs"),
+        "a too small device: {text}"
+    );
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        &small_file.to_string_lossy(),
+        "--yes",
+        "--allow-file",
+    ]);
+    assert!(
+        !ok && text.contains("attached to"),
+        "a file behind a loop device: {text}"
+    );
     drop(small);
 
     let big_file = dir.join("big.img");
     let big = attach(&big_file, (IMAGE_BYTES * 2) as u64).expect("attaching a second loop device");
     let (ok, text) = flash(&["--image", &image_s, "--device", &big.0, "--yes"]);
-    assert!(ok && text.contains("verified"), "a big enough loop device: {text}");
+    assert!(
+        ok && text.contains("verified"),
+        "a big enough loop device: {text}"
+    );
 }
 
 /// A loop device, detached when dropped.

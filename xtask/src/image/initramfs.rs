@@ -1,5 +1,6 @@
 //! The small initramfs: a static busybox, the modules that mounting the root needs, and a
-//! shell `init` that loads them, finds the root partition by its GPT name and switches to it.
+//! shell `init` that loads them, finds the root and data partitions by their GPT names, mounts
+//! them and switches to the root.
 //!
 //! It exists only because Debian builds virtio and SATA drivers and ext4 as modules. It is
 //! written as an uncompressed newc cpio by hand (no host cpio needed); uncompressed because
@@ -39,6 +40,15 @@ while :; do
   sleep 0.1
 done
 mount -t ext4 -o ro "/dev/$dev" /newroot || exec sh </dev/console >/dev/console 2>&1
+# The data partition too, so that systemd need not wait for udev to name it (seconds under
+# TCG) before the config, the state and the journal are there. Its fstab line stays the same.
+for u in /sys/class/block/*/uevent; do
+  if grep -qx "PARTNAME=sbc-data" "$u" 2>/dev/null; then
+    d=$(sed -n 's/^DEVNAME=//p' "$u")
+    mount -t ext4 -o rw,noatime,nosuid,nodev "/dev/$d" /newroot/data || echo "initramfs: /data not mounted" >/dev/console
+    break
+  fi
+done
 umount /proc /sys
 mount --move /dev /newroot/dev
 exec switch_root /newroot /sbin/init
