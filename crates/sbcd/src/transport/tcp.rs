@@ -91,7 +91,8 @@ fn admit(shared: &Arc<Shared>, spec: ListenerSpec, stream: TcpStream, remote: So
             .counters
             .tcp_refused_limit
             .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(peer = %remote, addr = %spec.addr, "TCP connection limit reached; connection refused");
+        // Debug only: a flood would flood the log too; `show stats` counts these.
+        tracing::debug!(peer = %remote, addr = %spec.addr, "TCP connection limit reached; connection refused");
         return;
     }
     shared.counters.tcp_accepted.fetch_add(1, Ordering::Relaxed);
@@ -310,7 +311,8 @@ async fn deliver(
                     .counters
                     .tcp_framing_errors
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(peer = %remote, error = %e, "unframeable SIP stream; closing connection");
+                // Debug only: a peer can cause this at will; the counter shows it in `show stats`.
+                tracing::debug!(peer = %remote, error = %e, "unframeable SIP stream; closing connection");
                 if let sip::Disposition::Reply { status, reason } = e.disposition() {
                     let mut reply = Vec::new();
                     if sip::build::reply_to_unparsable(pending, status, reason, &mut reply).is_ok()

@@ -194,3 +194,36 @@ async fn an_unframeable_stream_is_closed() {
         1
     );
 }
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_at_once() {
+    let rig = rig(Transport::Tcp);
+    let addr = rig.addr;
+    let (kept, mut extra) = tokio::task::spawn_blocking(move || {
+        // The rig allows 8; they are accepted in order, so the ninth is the one refused.
+        let kept: Vec<std::net::TcpStream> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let extra = std::net::TcpStream::connect(addr).unwrap();
+        extra.set_read_timeout(Some(PATIENCE)).unwrap();
+        (kept, extra)
+    })
+    .await
+    .unwrap();
+    let n = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 8];
+        extra.read(&mut buf).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, 0, "the ninth connection is closed");
+    assert_eq!(
+        rig.shared
+            .counters
+            .tcp_refused_limit
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(rig.shared.open_connections(), 8);
+    drop(kept);
+}
