@@ -406,11 +406,7 @@ impl Progress {
     }
 
     fn update(&mut self, done: u64) {
-        let pct = if self.total == 0 {
-            100
-        } else {
-            done * 100 / self.total
-        };
+        let pct = (done * 100).checked_div(self.total).unwrap_or(100);
         let step = if self.tty { pct } else { pct / 25 * 25 };
         if self.shown_pct == Some(step) {
             return;

@@ -65,10 +65,11 @@ pub fn is_root() -> bool {
 /// A port free for both UDP and TCP on 127.0.0.1 at the time of asking.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("binding an ephemeral UDP port");
+        let udp = UdpSocket::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("binding an ephemeral UDP port: {e}"));
         let port = udp
             .local_addr()
-            .expect("local address of a bound socket")
+            .unwrap_or_else(|e| panic!("local address of a bound socket: {e}"))
             .port();
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
@@ -143,8 +144,9 @@ impl Guest {
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", cmd.program));
         let started = Instant::now();
-        let input = child.stdin.take().expect("QEMU's stdin is piped");
-        let mut stdout = child.stdout.take().expect("QEMU's stdout is piped");
+        let (Some(input), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            panic!("QEMU's stdin and stdout were not piped");
+        };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -201,7 +203,7 @@ impl Guest {
         self.input
             .write_all(format!("{line}\r").as_bytes())
             .and_then(|_| self.input.flush())
-            .expect("writing to the serial console");
+            .unwrap_or_else(|e| panic!("writing to the serial console: {e}"));
     }
 
     /// The last 4 KiB of the transcript, printable.

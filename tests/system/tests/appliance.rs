@@ -139,7 +139,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         .current_dir(&dir)
         .stdout(Stdio::null())
         .spawn()
-        .expect("starting sipp (UAS)");
+        .unwrap_or_else(|e| panic!("starting sipp (UAS): {e}"));
     let uac = Command::new("sipp")
         .arg(format!("127.0.0.1:{sip_port}"))
         .args([
@@ -167,7 +167,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         .current_dir(&dir)
         .stdout(Stdio::null())
         .status()
-        .expect("running sipp (UAC)");
+        .unwrap_or_else(|e| panic!("running sipp (UAC): {e}"));
     let _ = uas.kill();
     let _ = uas.wait();
     let call = call_started.elapsed();

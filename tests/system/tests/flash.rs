@@ -71,8 +71,10 @@ fn flash_refuses_what_it_must_and_verifies_a_file() {
         "--allow-file",
     ]);
     assert!(ok && text.contains("verified"), "writing a file: {text}");
-    let written = std::fs::read(&target).expect("reading the written target");
-    let wanted = std::fs::read(&image).expect("reading the stand-in image");
+    let written =
+        std::fs::read(&target).unwrap_or_else(|e| panic!("reading the written target: {e}"));
+    let wanted =
+        std::fs::read(&image).unwrap_or_else(|e| panic!("reading the stand-in image: {e}"));
     assert!(written == wanted, "the target file differs from the image");
 
     // The disk the host runs from, when "/" is on a plain block device.
@@ -103,8 +105,10 @@ fn flash_on_loop_devices() {
     let image = stand_in_image(&dir);
     let image_s = image.to_string_lossy().into_owned();
     let attach = |file: &std::path::Path, bytes: u64| -> Option<LoopDev> {
-        let f = std::fs::File::create(file).expect("creating a loop backing file");
-        f.set_len(bytes).expect("sizing a loop backing file");
+        let f = std::fs::File::create(file)
+            .unwrap_or_else(|e| panic!("creating a loop backing file: {e}"));
+        f.set_len(bytes)
+            .unwrap_or_else(|e| panic!("sizing a loop backing file: {e}"));
         let out = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(file)
@@ -139,7 +143,8 @@ fn flash_on_loop_devices() {
     drop(small);
 
     let big_file = dir.join("big.img");
-    let big = attach(&big_file, (IMAGE_BYTES * 2) as u64).expect("attaching a second loop device");
+    let big = attach(&big_file, (IMAGE_BYTES * 2) as u64)
+        .unwrap_or_else(|| panic!("attaching a second loop device failed"));
     let (ok, text) = flash(&["--image", &image_s, "--device", &big.0, "--yes"]);
     assert!(
         ok && text.contains("verified"),
