@@ -336,10 +336,14 @@ fn command(
         } else {
             ""
         };
-        cmd.arg("-append").arg(format!(
-            "{}{verbose} sbc.node=sbc-{}",
-            built.cmdline, node.name
-        ));
+        // Twins boot one image: the command line names each (sbc-node-name.service).
+        let name = if o.twin {
+            format!(" sbc.node=sbc-{}", node.name)
+        } else {
+            String::new()
+        };
+        cmd.arg("-append")
+            .arg(format!("{}{verbose}{name}", built.cmdline));
     }
     Ok(cmd)
 }
