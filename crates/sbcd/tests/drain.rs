@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Instant;
 
 use common::daemon::{Sbcd, SbcdConfig};
@@ -178,6 +180,11 @@ fn priority_calls_and_calls_to_registered_phones_pass_while_draining() {
         .calls(1)
         .hold_ms(100)
         .run();
+    let emergency = Sipp::uac("uac_emergency_call.xml", sbcd.access())
+        .key("caller", "someone-in-need")
+        .calls(1)
+        .hold_ms(100)
+        .run();
     let to_registered = Sipp::uac("uac_call.xml", sbcd.core())
         .service("judy")
         .key("caller", "core")
@@ -187,6 +194,7 @@ fn priority_calls_and_calls_to_registered_phones_pass_while_draining() {
 
     ordinary.assert_all_succeeded(1);
     priority.assert_all_succeeded(1);
+    emergency.assert_all_succeeded(1);
     to_registered.assert_all_succeeded(1);
     assert_eq!(
         phone.stop().logged("bye-reason").len(),
@@ -316,4 +324,101 @@ fn is_deregistration(line: &str) -> bool {
     let (contact, expires) = line.split_once('|').unwrap_or((line, ""));
     let contact = contact.to_ascii_lowercase().replace(' ', "");
     contact.contains("expires=0") || contact.trim() == "*" || expires.trim() == "0"
+}
+
+#[test]
+fn a_ringing_call_accepted_before_the_drain_completes() {
+    let core = Sipp::uas("uas_answer.xml").hold_ms(1500).start();
+    let mut config = SbcdConfig::with_upstreams(&[core.port()]);
+    config.retry_after_secs = RETRY_AFTER_SECS;
+    let sbcd = Sbcd::start(config);
+    let events = sbcd.watch();
+    let ringing = start_call(&sbcd, "early", 200);
+    wait_for("the call to ring (early dialog)", PATIENCE, || {
+        sbcd.calls()
+            .iter()
+            .any(|c| c.state == "early")
+            .then_some(())
+    });
+
+    sbcd.drain(None);
+    let ringing = ringing.wait();
+    let (_, reason, _) = events.wait_change_to(SystemState::Offline, PATIENCE);
+
+    ringing.assert_all_succeeded(1);
+    assert_eq!(reason, "drained");
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn offline_refuses_even_priority_calls() {
+    let (sbcd, core) = sbcd_with_core();
+    sbcd.drain(None);
+    sbcd.wait_state(SystemState::Offline, PATIENCE);
+
+    let priority = Sipp::uac("uac_priority_expect_503.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "responder")
+        .key("priority", "ets.0")
+        .calls(1)
+        .run();
+
+    priority.assert_all_succeeded(1);
+    assert_eq!(
+        priority.logged("retry-after"),
+        vec![RETRY_AFTER_SECS.to_string()]
+    );
+    core.stop().assert_none_failed();
+}
+
+#[test]
+fn offline_closes_sip_tcp_connections_and_refuses_new_ones() {
+    let (sbcd, core) = sbcd_with_core();
+    let mut phone = TcpStream::connect(sbcd.access()).expect("connect over TCP while online");
+    let options = request(
+        "OPTIONS",
+        &format!("sip:{}", sbcd.access()),
+        0,
+        "tcp-online",
+    )
+    .replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    phone
+        .write_all(options.as_bytes())
+        .expect("send OPTIONS over TCP");
+    let answer = read_some(&mut phone);
+    assert_eq!(
+        status_code(&answer),
+        Some(200),
+        "online over TCP: {answer:?}"
+    );
+
+    sbcd.drain(None);
+    sbcd.wait_state(SystemState::Offline, PATIENCE);
+
+    let rest = read_some(&mut phone);
+    assert!(
+        rest.is_empty(),
+        "the connection is closed, not answered: {rest:?}"
+    );
+    match TcpStream::connect(sbcd.access()) {
+        Err(_) => {}
+        Ok(mut late) => {
+            // Accepted by the kernel's backlog at most: it must be closed without an answer.
+            let _ = late.write_all(options.as_bytes());
+            let answer = read_some(&mut late);
+            assert!(answer.is_empty(), "a new connection is refused: {answer:?}");
+        }
+    }
+    core.stop().assert_none_failed();
+}
+
+/// Reads what arrives until the peer closes or nothing more comes for a while (empty on EOF).
+fn read_some(stream: &mut TcpStream) -> String {
+    let _ = stream.set_read_timeout(Some(PATIENCE));
+    let mut buf = vec![0u8; 4096];
+    match stream.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+        Err(e) => panic!("TCP read: {e}"),
+    }
 }
