@@ -246,7 +246,8 @@ fn command(
 ) -> Result<Command> {
     let mut cmd = qemu.command();
     cmd.args(["-name", &format!("sbc-{}", node.name)]);
-    cmd.args(["-machine", "pc", "-accel", accel, "-smp", "2", "-m", "512"]);
+    let smp = cpus_for_board(&built.board)?.to_string();
+    cmd.args(["-machine", "pc", "-accel", accel, "-smp", &smp, "-m", "512"]);
     cmd.args(["-cpu", if accel == "kvm" { "host" } else { "max" }]);
     cmd.args([
         "-nodefaults",
@@ -346,6 +347,38 @@ fn command(
             .arg(format!("{}{verbose}{name}", built.cmdline));
     }
     Ok(cmd)
+}
+
+/// vCPUs for the guest: enough for every core the board profile names (`[cores] housekeeping`
+/// and `sip`, CPU lists such as "0", "0-1", "1,3"), at least 2.
+fn cpus_for_board(board: &str) -> Result<u32> {
+    let path = util::root().join("board").join(board).join("board.toml");
+    let Ok(text) = fs::read_to_string(&path) else {
+        return Ok(2);
+    };
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut highest = 1;
+    for role in ["housekeeping", "sip"] {
+        let Some(list) = table.get("cores").and_then(|c| c.get(role)) else {
+            continue;
+        };
+        let text = match list {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            _ => continue,
+        };
+        for n in text.split([',', '-', ' ']).filter(|n| !n.is_empty()) {
+            let cpu: u32 = n.trim().parse().with_context(|| {
+                format!(
+                    "{}: cores.{role} = {text:?} is not a CPU list",
+                    path.display()
+                )
+            })?;
+            highest = highest.max(cpu);
+        }
+    }
+    Ok(highest + 1)
 }
 
 /// `env NAME=VALUE` and `arg VALUE` lines, for a test harness that starts QEMU itself.
