@@ -19,7 +19,7 @@ const RETRY_AFTER_SECS: u64 = 30;
 
 /// sbcd in front of one core UAS (which is also the registrar), with a long guard.
 fn sbcd_with_core() -> (Sbcd, SippRun) {
-    let core = Sipp::uas("uas_answer.xml").start();
+    let core = Sipp::uas("uas_answer.xml").trace_messages().start();
     let mut config = SbcdConfig::with_upstreams(&[core.port()]);
     config.retry_after_secs = RETRY_AFTER_SECS;
     config.guard_secs = 60;
@@ -421,4 +421,86 @@ fn read_some(stream: &mut TcpStream) -> String {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
         Err(e) => panic!("TCP read: {e}"),
     }
+}
+
+#[test]
+fn register_with_several_contacts_keeps_only_those_in_a_call() {
+    let (sbcd, core) = sbcd_with_core();
+    let in_call_port = free_port();
+    let idle_port = free_port();
+    let contacts = format!(
+        "<sip:multi@127.0.0.1:{in_call_port};transport=UDP>, <sip:multi@127.0.0.1:{idle_port};transport=UDP>"
+    );
+    let phone = UdpPeer::bind();
+    let register = |id: &str, cseq: u32| {
+        let text = request(
+            "REGISTER",
+            &format!("sip:{}", sbcd.access()),
+            phone.port(),
+            id,
+        )
+        .replace("To: <sip:", "To: <sip:multi@")
+        .replace("From: <sip:tester@", "From: <sip:multi@")
+        .replace("CSeq: 1 REGISTER", &format!("CSeq: {cseq} REGISTER"))
+        .replace(
+            "Max-Forwards: 70\r\n",
+            &format!("Max-Forwards: 70\r\nContact: {contacts}\r\nExpires: 600\r\n"),
+        );
+        phone.send(sbcd.access(), text.as_bytes());
+        phone
+            .recv_response_to("REGISTER", PATIENCE)
+            .unwrap_or_else(|| panic!("no answer to REGISTER {id}"))
+    };
+    let first = register("multi-1", 1);
+    assert_eq!(status_code(&first), Some(200), "{first}");
+    assert_eq!(sbcd.registrations().len(), 2, "both contacts are cached");
+    let call = Sipp::uac("uac_call.xml", sbcd.access())
+        .on_port(in_call_port)
+        .service("core-user")
+        .key("caller", "multi")
+        .calls(1)
+        .hold_ms(2000)
+        .start();
+    wait_sessions(&sbcd, 1);
+
+    sbcd.drain(None);
+    let refresh = register("multi-2", 2);
+
+    let regs = sbcd.registrations();
+    eprintln!(
+        "refresh while draining answered {:?}; cache {regs:?}",
+        refresh.lines().next()
+    );
+    assert_eq!(status_code(&refresh), Some(200), "{refresh}");
+    assert_eq!(regs.len(), 1, "only the contact in a call stays: {regs:?}");
+    assert!(
+        regs[0].contact.contains(&format!(":{in_call_port}")),
+        "{regs:?}"
+    );
+    assert!(regs[0].expires_in_secs <= RETRY_AFTER_SECS, "{regs:?}");
+    call.wait().assert_all_succeeded(1);
+    let core = core.stop();
+    core.assert_none_failed();
+    let registers = core.received("REGISTER");
+    let last = registers
+        .last()
+        .map(|r| r.to_ascii_lowercase())
+        .unwrap_or_default();
+    let contact_lines: Vec<&str> = last
+        .lines()
+        .filter(|l| l.starts_with("contact:") || l.starts_with("m:"))
+        .collect();
+    eprintln!("the core saw the refresh with {contact_lines:?}");
+    assert!(
+        contact_lines
+            .iter()
+            .any(|l| l.contains(&format!(":{idle_port}")) && l.contains("expires=0")),
+        "the idle contact went to the core with expires 0: {contact_lines:?}"
+    );
+    assert!(
+        contact_lines
+            .iter()
+            .any(|l| l.contains(&format!(":{in_call_port}")) && !l.contains("expires=0")),
+        "the contact in a call was refreshed: {contact_lines:?}"
+    );
 }

@@ -96,6 +96,11 @@ impl Sipp {
         self.arg("-d").arg(&ms.to_string())
     }
 
+    /// Keep every message it receives (`-trace_msg`), for [`SippOutcome::received`].
+    pub fn trace_messages(self) -> Sipp {
+        self.arg("-trace_msg")
+    }
+
     /// TCP, one connection per call (`-t t1`).
     pub fn tcp(self) -> Sipp {
         self.arg("-t").arg("t1")
@@ -116,8 +121,12 @@ impl Sipp {
     pub fn start(self) -> SippRun {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let d = |f: &str| dir.path().join(f).display().to_string();
+        let mut args = self.args.clone();
+        if args.iter().any(|a| a == "-trace_msg") {
+            args.extend(["-message_file".to_owned(), d("messages.log")]);
+        }
         let child = Command::new("sipp")
-            .args(&self.args)
+            .args(&args)
             .args(["-i", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-nostdin", "-trace_stat", "-stf", &d("stats.csv")])
             .args(["-trace_err", "-error_file", &d("errors.log")])
@@ -203,6 +212,7 @@ impl SippRun {
             stats: parse_stats(&self.read("stats.csv")),
             errors: self.read("errors.log"),
             logs: self.read("logs.log").lines().map(str::to_owned).collect(),
+            messages: self.read("messages.log"),
         };
         eprintln!("{}", outcome.summary());
         outcome
@@ -233,6 +243,8 @@ pub struct SippOutcome {
     pub errors: String,
     /// The lines its scenario's `<log>` actions wrote.
     pub logs: Vec<String>,
+    /// Its message trace, when asked for with [`Sipp::trace_messages`].
+    pub messages: String,
 }
 
 impl SippOutcome {
@@ -292,6 +304,21 @@ impl SippOutcome {
                     (Some(secs), Some(usecs)) => Some(secs * 1000.0 + usecs / 1000.0),
                     _ => None,
                 }
+            })
+            .collect()
+    }
+
+    /// The requests with `method` it received (from its message trace), as full SIP text.
+    pub fn received(&self, method: &str) -> Vec<String> {
+        // The trace is a series of blocks, each opened by a line of dashes and a timestamp,
+        // then "<transport> message received [n] bytes :", a blank line and the message.
+        let start = format!("{method} ");
+        self.messages
+            .split("\n-----")
+            .filter(|block| block.contains("message received"))
+            .filter_map(|block| {
+                let body = block.split_once(" bytes :")?.1.trim_start();
+                body.starts_with(&start).then(|| body.trim_end().to_owned())
             })
             .collect()
     }
