@@ -504,3 +504,23 @@ fn register_with_several_contacts_keeps_only_those_in_a_call() {
         "the contact in a call was refreshed: {contact_lines:?}"
     );
 }
+
+#[test]
+#[ignore = "sbcd counts a binding's calls by source address only (sip_core.rs registrations()), \
+            while the drain rules also match the contact URI and the AoR; see docs/testing.md"]
+fn show_registrations_counts_the_call_the_drain_rules_see() {
+    let (sbcd, core) = sbcd_with_core();
+    let phone = free_port();
+    register(&sbcd, "lou", phone, 600).assert_all_succeeded(1);
+    // The call leaves from another port than the REGISTER (as a phone using a second socket
+    // would); rule 4 still counts it as lou's call.
+    let call = start_call(&sbcd, "lou", 1500);
+    wait_sessions(&sbcd, 1);
+
+    let regs = sbcd.registrations();
+
+    assert_eq!(regs.len(), 1, "{regs:?}");
+    assert_eq!(regs[0].active_calls, 1, "lou is in a call: {regs:?}");
+    call.wait().assert_all_succeeded(1);
+    core.stop().assert_none_failed();
+}
