@@ -28,6 +28,8 @@ fn drain_under_load_loses_no_call_and_goes_offline_after_the_last_bye() {
     config.retry_after_secs = RETRY_AFTER_SECS;
     let sbcd = Sbcd::start(config);
     let events = sbcd.watch();
+    // What an operator's `sbcctl watch` prints; it has the whole load's set-up to subscribe.
+    let sbcctl_watch = sbcd.sbcctl_watch();
 
     let established = Sipp::uac("uac_call.xml", sbcd.access())
         .service("core-user")
@@ -55,6 +57,9 @@ fn drain_under_load_loses_no_call_and_goes_offline_after_the_last_bye() {
     let established = established.wait();
     let (offline, reason, offline_at_ms) =
         events.wait_change_to(SystemState::Offline, Duration::from_secs(GUARD_SECS));
+    let (printed, _, _) = sbcctl_watch
+        .watch
+        .wait_change_to(SystemState::Offline, PATIENCE);
 
     // Measure before asserting, so a failure still prints the figures.
     let lost = u64::from(CALLS).saturating_sub(established.successful());
@@ -62,6 +67,7 @@ fn drain_under_load_loses_no_call_and_goes_offline_after_the_last_bye() {
     let last_bye_answered = max(&established.logged_unix_ms("bye-answered"));
     let offline_after_bye_ms = offline_at_ms as f64 - last_bye_sent;
     let seen_after_answer_ms = offline.received_unix_ms as f64 - last_bye_answered;
+    let printed_after_answer_ms = printed.received_unix_ms as f64 - last_bye_answered;
     let drain_ms = offline_at_ms.saturating_sub(drain_started_ms);
     eprintln!("DRAIN: {CALLS} calls held {HOLD_MS} ms, drain started with all of them up");
     eprintln!(
@@ -76,8 +82,12 @@ fn drain_under_load_loses_no_call_and_goes_offline_after_the_last_bye() {
     );
     eprintln!(
         "DRAIN: offline {offline_after_bye_ms:.1} ms after the last BYE was sent (state-change \
-         timestamp); the event reached sbcctl's subscriber {seen_after_answer_ms:.1} ms after \
+         timestamp); the event reached the test's control-socket subscriber {seen_after_answer_ms:.1} ms after \
          the phone got the last 200 to BYE; reason {reason:?}"
+    );
+    eprintln!(
+        "DRAIN: `sbcctl watch` printed the change to offline {printed_after_answer_ms:.1} ms \
+         after the phone got the last 200 to BYE"
     );
     eprintln!(
         "DRAIN: drain took {drain_ms} ms against a guard of {} ms",
@@ -92,6 +102,21 @@ fn drain_under_load_loses_no_call_and_goes_offline_after_the_last_bye() {
         "Retry-After is retry_after_secs"
     );
     assert_eq!(reason, "drained", "offline because the last call ended");
+    assert_eq!(
+        sbcctl_watch
+            .watch
+            .changes()
+            .iter()
+            .map(|(_, to, _)| *to)
+            .collect::<Vec<_>>(),
+        vec![SystemState::Draining, SystemState::Offline],
+        "sbcctl watch printed both changes"
+    );
+    assert!(
+        printed_after_answer_ms < 100.0,
+        "sbcctl watch shows offline within 100 ms of the last BYE's answer: \
+         {printed_after_answer_ms:.1} ms"
+    );
     assert!(
         offline_after_bye_ms < 100.0,
         "offline within 100 ms of the last BYE: {offline_after_bye_ms:.1} ms"

@@ -262,6 +262,57 @@ impl Sbcd {
     }
 }
 
+impl Sbcd {
+    /// Starts `sbcctl --json watch` and records each event it prints with when it printed it.
+    /// Unlike [`Sbcd::watch`], nothing says when its subscription is in place: start it well
+    /// before the events it should see.
+    pub fn sbcctl_watch(&self) -> SbcctlWatch {
+        let mut child = Command::new(sbcctl_path())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["--json", "watch"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run sbcctl watch");
+        let stdout = child.stdout.take().expect("sbcctl stdout is piped");
+        let events: Arc<Mutex<Vec<SeenEvent>>> = Arc::default();
+        let sink = Arc::clone(&events);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let received_unix_ms = unix_ms_now();
+                if let Ok(Response::Event { event }) = control::decode_response(&line) {
+                    sink.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(SeenEvent {
+                            received_unix_ms,
+                            event,
+                        });
+                }
+            }
+        });
+        SbcctlWatch {
+            child,
+            watch: Watch { events },
+        }
+    }
+}
+
+/// A running `sbcctl --json watch`; killed when dropped.
+#[derive(Debug)]
+pub struct SbcctlWatch {
+    child: Child,
+    pub watch: Watch,
+}
+
+impl Drop for SbcctlWatch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Sbcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
