@@ -383,7 +383,7 @@ fn run_uac(
 
 fn last_stats_row(csv: &str) -> HashMap<String, String> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-    let (Some(header), Some(last)) = (lines.next(), lines.last()) else {
+    let (Some(header), Some(last)) = (lines.next(), lines.next_back()) else {
         return HashMap::new();
     };
     header
