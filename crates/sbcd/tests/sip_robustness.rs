@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::daemon::{Sbcd, SbcdConfig};
-use common::net::{request, status_code, UdpPeer};
+use common::net::{header, request, status_code, UdpPeer};
 use common::sipp::Sipp;
 
 /// How long to listen for an answer that should come at once.
@@ -118,4 +118,87 @@ fn malformed_input_gets_400_or_is_dropped_and_calls_still_work() {
 
 fn first_line(msg: &str) -> &str {
     msg.lines().next().unwrap_or_default()
+}
+
+/// A caller that missed the 200 (it never ACKs the first) must get the callee's
+/// retransmissions through sbcd (RFC 3261 16.7: a proxy forwards 2xx retransmissions), or the
+/// call hangs on any lost datagram.
+#[test]
+fn a_retransmitted_200_reaches_a_caller_that_missed_the_first() {
+    let core = Sipp::uas("uas_answer.xml").start();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let phone = UdpPeer::bind();
+    let uri = format!("sip:core-user@{}", sbcd.access());
+    let invite = request("INVITE", &uri, phone.port(), "missed-200").replace(
+        "Max-Forwards: 70\r\n",
+        &format!(
+            "Max-Forwards: 70\r\nContact: <sip:tester@127.0.0.1:{}>\r\n",
+            phone.port()
+        ),
+    );
+    phone.send(sbcd.access(), invite.as_bytes());
+
+    let first = wait_ok(&phone, "the first 200");
+    let again = wait_ok(&phone, "the retransmitted 200");
+
+    // Now end the call properly: ACK and BYE along the Record-Route set, reversed.
+    let to = header(&again, "To").unwrap_or_default();
+    let contact = header(&again, "Contact").unwrap_or_default();
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut routes: Vec<String> = again
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("Record-Route:"))
+        .flat_map(|v| {
+            v.split(',')
+                .map(|r| r.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    routes.reverse();
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        format!(
+            "{method} {target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{branch}\r\n\
+             Route: {routes}\r\n\
+             From: <sip:tester@127.0.0.1:{port}>;tag=t-missed-200\r\n\
+             To: {to}\r\n\
+             Call-ID: missed-200\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Max-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            port = phone.port(),
+            routes = routes.join(", "),
+        )
+    };
+    phone.send(sbcd.access(), in_dialog("ACK", 1, "ack-1").as_bytes());
+    phone.send(sbcd.access(), in_dialog("BYE", 2, "bye-1").as_bytes());
+    let bye_answer = phone.recv_response_to("BYE", ANSWER);
+
+    assert_eq!(status_code(&first), Some(200));
+    assert_eq!(status_code(&again), Some(200));
+    assert_eq!(
+        bye_answer.as_deref().and_then(status_code),
+        Some(200),
+        "the call ends"
+    );
+    let core = core.stop();
+    core.assert_none_failed();
+    assert_eq!(core.logged("bye-reason").len(), 1);
+}
+
+/// The next 200 to the INVITE within two retransmission intervals (or the test fails).
+fn wait_ok(phone: &UdpPeer, what: &str) -> String {
+    loop {
+        let msg = phone
+            .recv_response_to("INVITE", Duration::from_secs(3))
+            .unwrap_or_else(|| panic!("no {what}"));
+        if status_code(&msg) == Some(200) {
+            return msg;
+        }
+    }
 }
