@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::daemon::{Sbcd, SbcdConfig};
@@ -201,4 +203,46 @@ fn wait_ok(phone: &UdpPeer, what: &str) -> String {
             return msg;
         }
     }
+}
+
+/// Noise on a SIP TCP connection cannot be framed: sbcd closes that connection (counting it)
+/// and keeps serving calls over TCP.
+#[test]
+fn garbage_on_a_tcp_connection_closes_it_and_calls_still_work() {
+    let core = Sipp::uas("uas_answer.xml").start();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let framing_before = sbcd.stat("transport.tcp.framing_errors");
+
+    let mut noisy = TcpStream::connect(sbcd.access()).expect("connect over TCP");
+    let noise: Vec<u8> = (0u8..=255).cycle().take(70_000).collect();
+    // sbcd may close the connection before it has read everything: a failed write is fine.
+    let _ = noisy.write_all(&noise);
+    let _ = noisy.write_all(b"\r\n\r\n");
+    let _ = noisy.set_read_timeout(Some(common::PATIENCE));
+    let mut buf = [0u8; 2048];
+    let answer = match noisy.read(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(_) => String::new(),
+    };
+    let framing_errors = sbcd.stat("transport.tcp.framing_errors") - framing_before;
+    eprintln!(
+        "TCP noise: answered {:?}, framing errors counted {framing_errors}",
+        first_line(&answer)
+    );
+
+    Sipp::uac("uac_call.xml", sbcd.access())
+        .tcp()
+        .service("core-user")
+        .key("caller", "after-noise")
+        .calls(1)
+        .hold_ms(100)
+        .run()
+        .assert_all_succeeded(1);
+
+    assert!(
+        answer.is_empty() || status_code(&answer) == Some(400),
+        "noise gets a closed connection (or a 400): {answer:?}"
+    );
+    assert!(framing_errors >= 1, "the bad stream is counted");
+    core.stop().assert_none_failed();
 }
