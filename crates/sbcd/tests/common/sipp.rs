@@ -218,6 +218,46 @@ impl SippRun {
         outcome
     }
 
+    /// The rest of each `<log>` line starting with `prefix` written so far.
+    pub fn logged_so_far(&self, prefix: &str) -> Vec<String> {
+        self.read("logs.log")
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(|l| l.trim().to_owned())
+            .collect()
+    }
+
+    /// Waits until the run has written a `<log>` line starting with `prefix` for which `check`
+    /// holds, and returns the rest of that line. SIPp writes its log as it goes.
+    pub fn wait_logged(&self, prefix: &str, check: impl Fn(&str) -> bool) -> String {
+        wait_for(
+            &format!("{} to log {prefix:?}", self.label),
+            PATIENCE,
+            || {
+                self.read("logs.log")
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(prefix))
+                    .map(str::trim)
+                    .find(|rest| check(rest))
+                    .map(str::to_owned)
+            },
+        )
+    }
+
+    /// Waits until the run (started with [`Sipp::trace_messages`]) has received a `method`
+    /// request for which `check` holds, and returns it.
+    pub fn wait_received(&self, method: &str, check: impl Fn(&str) -> bool) -> String {
+        wait_for(
+            &format!("{} to receive {method}", self.label),
+            PATIENCE,
+            || {
+                requests_in_trace(&self.read("messages.log"), method)
+                    .into_iter()
+                    .find(|m| check(m))
+            },
+        )
+    }
+
     fn read(&self, file: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default()
     }
@@ -310,17 +350,7 @@ impl SippOutcome {
 
     /// The requests with `method` it received (from its message trace), as full SIP text.
     pub fn received(&self, method: &str) -> Vec<String> {
-        // The trace is a series of blocks, each opened by a line of dashes and a timestamp,
-        // then "<transport> message received [n] bytes :", a blank line and the message.
-        let start = format!("{method} ");
-        self.messages
-            .split("\n-----")
-            .filter(|block| block.contains("message received"))
-            .filter_map(|block| {
-                let body = block.split_once(" bytes :")?.1.trim_start();
-                body.starts_with(&start).then(|| body.trim_end().to_owned())
-            })
-            .collect()
+        requests_in_trace(&self.messages, method)
     }
 
     pub fn summary(&self) -> String {
@@ -338,6 +368,21 @@ impl SippOutcome {
         let errors: String = self.errors.chars().take(6000).collect();
         format!("{}\nunexpected messages:\n{errors}", self.summary())
     }
+}
+
+/// The `method` requests in a SIPp message trace, as full SIP text. The trace is a series of
+/// blocks, each opened by a line of dashes and a timestamp, then "<transport> message received
+/// [n] bytes :", a blank line and the message.
+fn requests_in_trace(trace: &str, method: &str) -> Vec<String> {
+    let start = format!("{method} ");
+    trace
+        .split("\n-----")
+        .filter(|block| block.contains("message received"))
+        .filter_map(|block| {
+            let body = block.split_once(" bytes :")?.1.trim_start();
+            body.starts_with(&start).then(|| body.trim_end().to_owned())
+        })
+        .collect()
 }
 
 /// The last row of a SIPp statistics file, keyed by the header row's column names.
