@@ -261,8 +261,11 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
             .with_context(|| format!("removing old {}", boot_dir.display()))?;
     }
     fs::create_dir_all(&boot_dir).with_context(|| format!("creating {}", boot_dir.display()))?;
-    let initrd_modules =
-        kernel.closure(&kernel::read_list(&board_image_dir.join("initrd-modules"))?)?;
+    let mut initrd_wanted = kernel::read_list(&board_image_dir.join("initrd-modules"))?;
+    // The watchdog driver too: with /dev/watchdog0 there before systemd starts, PID 1 arms the
+    // hardware watchdog at once instead of whenever udev gets to the device.
+    initrd_wanted.extend(board_watchdog_module(&board_profile)?);
+    let initrd_modules = kernel.closure(&initrd_wanted)?;
     let flat = out.join("initrd-modules");
     if flat.exists() {
         fs::remove_dir_all(&flat).with_context(|| format!("removing {}", flat.display()))?;
@@ -509,42 +512,90 @@ fn board_modules(board_profile: &Path) -> Result<Vec<String>> {
     Ok(list)
 }
 
-/// Writes `CPUAffinity=` for systemd from the board profile's `[cores] housekeeping` (a CPU list
-/// such as "0" or "0-1"); without it the default in `systemd/system.conf.d` stays.
+/// `[watchdog] module` of the board profile, if any.
+fn board_watchdog_module(board_profile: &Path) -> Result<Option<String>> {
+    let Some(t) = board_toml(board_profile)? else {
+        return Ok(None);
+    };
+    Ok(t.get("watchdog")
+        .and_then(|w| w.get("module"))
+        .and_then(|m| m.as_str())
+        .map(String::from))
+}
+
+/// Writes systemd's board-specific settings from the board profile: `CPUAffinity=` from
+/// `[cores] housekeeping` (a CPU list such as "0" or "0-1"), and `RuntimeWatchdogSec=` and
+/// `WatchdogDevice=` from `[watchdog]`. What the profile does not name keeps the defaults of
+/// `systemd/system.conf.d/10-sbc.conf`.
 fn housekeeping_affinity(board_profile: &Path, rootdir: &Path) -> Result<()> {
     let Some(t) = board_toml(board_profile)? else {
         return Ok(());
     };
+    let profile = board_profile.join("board.toml");
+    let mut lines = Vec::new();
     let cpus = match t.get("cores").and_then(|c| c.get("housekeeping")) {
-        Some(toml::Value::String(s)) => s.clone(),
-        Some(toml::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_integer())
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(toml::Value::Integer(i)) => i.to_string(),
-        _ => return Ok(()),
+        Some(toml::Value::String(s)) => Some(s.clone()),
+        Some(toml::Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(|v| v.as_integer())
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Some(toml::Value::Integer(i)) => Some(i.to_string()),
+        _ => None,
     };
-    if cpus.trim().is_empty()
-        || !cpus
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '-' | ',' | ' '))
-    {
-        bail!(
-            "{}: cores.housekeeping = {cpus:?} is not a CPU list like \"0\" or \"0-1\"",
-            board_profile.join("board.toml").display()
-        );
+    if let Some(cpus) = cpus {
+        if cpus.trim().is_empty()
+            || !cpus
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '-' | ',' | ' '))
+        {
+            bail!(
+                "{}: cores.housekeeping = {cpus:?} is not a CPU list like \"0\" or \"0-1\"",
+                profile.display()
+            );
+        }
+        lines.push(format!("CPUAffinity={}", cpus.replace(',', " ")));
     }
-    let dropin = rootdir.join("etc/systemd/system.conf.d/20-board-housekeeping.conf");
+    let watchdog = t.get("watchdog");
+    if let Some(secs) = watchdog
+        .and_then(|w| w.get("runtime_secs"))
+        .and_then(|v| v.as_integer())
+    {
+        if !(1..=600).contains(&secs) {
+            bail!(
+                "{}: watchdog.runtime_secs = {secs} is not between 1 and 600",
+                profile.display()
+            );
+        }
+        lines.push(format!("RuntimeWatchdogSec={secs}s"));
+    }
+    if let Some(dev) = watchdog
+        .and_then(|w| w.get("device"))
+        .and_then(|v| v.as_str())
+    {
+        if !dev.starts_with("/dev/") || dev.contains(char::is_whitespace) {
+            bail!(
+                "{}: watchdog.device = {dev:?} is not a /dev path",
+                profile.display()
+            );
+        }
+        lines.push(format!("WatchdogDevice={dev}"));
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let dropin = rootdir.join("etc/systemd/system.conf.d/20-board.conf");
     fs::create_dir_all(dropin.parent().unwrap_or(rootdir))
         .with_context(|| format!("creating the directory of {}", dropin.display()))?;
     fs::write(
         &dropin,
         format!(
-            "# From the board profile (cores.housekeeping): everything but sbcd's SIP workers\n\
-             # runs on the housekeeping cores.\n[Manager]\nCPUAffinity={}\n",
-            cpus.replace(',', " ")
+            "# From the board profile (cores.housekeeping, watchdog): everything but sbcd's SIP\n\
+             # workers runs on the housekeeping cores; PID 1 feeds the board's hardware watchdog.\n\
+             [Manager]\n{}\n",
+            lines.join("\n")
         ),
     )
     .with_context(|| format!("writing {}", dropin.display()))
