@@ -135,3 +135,27 @@ fn no_upstream_left_gives_the_caller_503_with_retry_after() {
     );
     overloaded.stop().assert_none_failed();
 }
+
+#[test]
+fn an_upstream_not_back_when_it_said_is_reported() {
+    let overloaded = Sipp::uas("uas_503.xml").key("retry_after", "1").start();
+    let overloaded_port = overloaded.port();
+    let healthy = Sipp::uas("uas_answer.xml").start();
+    let config = SbcdConfig::with_upstreams(&[overloaded_port, healthy.port()]);
+    let sbcd = Sbcd::start(config);
+    wait_for("the first upstream in rotation", PATIENCE, || {
+        (status_of(&sbcd, overloaded_port).0 == "in-rotation").then_some(())
+    });
+    one_call(&sbcd, "eve").assert_all_succeeded(1);
+    // It said "back in 1 s", and then it is gone: the probes find nobody.
+    overloaded.stop().assert_none_failed();
+
+    sbcd.wait_log("not back when it said", PATIENCE);
+    let late = wait_for("`show upstreams` to say late", PATIENCE, || {
+        let (status, _) = status_of(&sbcd, overloaded_port);
+        (status == "late").then_some(status)
+    });
+
+    assert_eq!(late, "late");
+    healthy.stop().assert_none_failed();
+}
