@@ -1,5 +1,7 @@
-//! `cargo xtask flash --image FILE --device DEV [--yes] [--allow-file]`: writes a disk image to
-//! a disk, refusing every target that would hurt the host.
+//! `cargo xtask flash --image FILE --device DEV [--yes] [--allow-file] [--keep-data]`: writes a
+//! disk image to a disk, refusing every target that would hurt the host. `--keep-data` is an
+//! update: everything but the `sbc-data` partition is written, so config, state and journal
+//! stay (the partition must be where the image has it).
 //!
 //! Refused: a device that is mounted, used as swap or held by another driver (LVM, RAID, dm), in
 //! whole or by a partition; the disk the host runs from (its root, through dm layers); a device
@@ -8,11 +10,10 @@
 //! are shown and its name must be typed back (or `--yes`). The image is written with a progress
 //! bar and fsync, read back bypassing the page cache (O_DIRECT), and the two sha256 compared.
 
-use crate::image::sha256_file;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,11 +28,14 @@ struct Args {
     device: PathBuf,
     yes: bool,
     allow_file: bool,
+    keep_data: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
-    let usage = "usage: cargo xtask flash --image FILE --device DEV [--yes] [--allow-file]";
-    let (mut image, mut device, mut yes, mut allow_file) = (None, None, false, false);
+    let usage =
+        "usage: cargo xtask flash --image FILE --device DEV [--yes] [--allow-file] [--keep-data]";
+    let (mut image, mut device, mut yes, mut allow_file, mut keep_data) =
+        (None, None, false, false, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -41,6 +45,7 @@ fn parse(args: &[String]) -> Result<Args> {
             }
             "--yes" => yes = true,
             "--allow-file" => allow_file = true,
+            "--keep-data" => keep_data = true,
             other => bail!("unknown argument `{other}`; {usage}"),
         }
     }
@@ -49,6 +54,7 @@ fn parse(args: &[String]) -> Result<Args> {
         device: device.with_context(|| format!("--device is missing; {usage}"))?,
         yes,
         allow_file,
+        keep_data,
     })
 }
 
@@ -71,15 +77,40 @@ pub fn run(args: &[String]) -> Result<()> {
     if !args.yes {
         confirm(&target)?;
     }
-    let written = write(&args.image, &target, image_meta.len())?;
-    let read_back = read_back(&target, image_meta.len())?;
+    let len = image_meta.len();
+    // An update (--keep-data) writes everything but the data partition, which must sit at the
+    // same place on the device as in the image: config, state and journal stay.
+    let ranges = if args.keep_data {
+        let data = gpt_partition(&args.image, DATA_PARTITION)?.with_context(|| {
+            format!(
+                "{} has no partition named {DATA_PARTITION}",
+                args.image.display()
+            )
+        })?;
+        let on_device = gpt_partition(&target.path, DATA_PARTITION)?;
+        if on_device != Some(data) {
+            bail!(
+                "--keep-data: {} has no {DATA_PARTITION} partition at bytes {}..{} as the image \
+                 has (found {on_device:?}); write the whole image instead",
+                target.path.display(),
+                data.0,
+                data.1
+            );
+        }
+        eprintln!("keeping the data partition (bytes {}..{})", data.0, data.1);
+        vec![(0, data.0), (data.1, len)]
+    } else {
+        vec![(0, len)]
+    };
+    let written = write(&args.image, &target, &ranges, args.keep_data)?;
+    let read_back = read_back(&target, &ranges)?;
     if read_back != written {
         bail!(
             "verification FAILED: wrote sha256 {written}, read back {read_back} from {}",
             target.path.display()
         );
     }
-    let on_disk = sha256_file(&args.image)?;
+    let on_disk = hash_ranges(&args.image, &ranges)?;
     if on_disk != written {
         bail!(
             "{} changed while it was written (sha256 {on_disk}, written {written})",
@@ -95,9 +126,14 @@ pub fn run(args: &[String]) -> Result<()> {
             .status();
     }
     println!(
-        "verified: {} holds {} (sha256 {written})",
+        "verified: {} holds {}{} (sha256 {written})",
         target.path.display(),
-        args.image.display()
+        args.image.display(),
+        if args.keep_data {
+            " except its data partition, which was kept"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -439,8 +475,76 @@ impl Progress {
     }
 }
 
-/// Writes the image and returns the sha256 of what was written.
-fn write(image: &Path, target: &Target, len: u64) -> Result<String> {
+/// The GPT name of the partition an update keeps.
+const DATA_PARTITION: &str = "sbc-data";
+
+/// Byte range `[start, end)` of the GPT partition named `name` on a disk or image, `None` when
+/// there is no GPT or no such partition.
+fn gpt_partition(disk: &Path, name: &str) -> Result<Option<(u64, u64)>> {
+    let mut f = fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
+    let mut head = [0u8; 1024];
+    if f.read_exact(&mut head).is_err() || &head[512..520] != b"EFI PART" {
+        return Ok(None);
+    }
+    let u64_at = |b: &[u8], at: usize| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(x)
+    };
+    let u32_at = |b: &[u8], at: usize| {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(&b[at..at + 4]);
+        u32::from_le_bytes(x)
+    };
+    let hdr = &head[512..];
+    let (entries_lba, count, size) = (u64_at(hdr, 72), u32_at(hdr, 80), u32_at(hdr, 84));
+    if !(128..=4096).contains(&size) || count > 1024 {
+        bail!(
+            "{}: implausible GPT ({count} entries of {size} bytes)",
+            disk.display()
+        );
+    }
+    let mut table = vec![0u8; count as usize * size as usize];
+    f.seek(SeekFrom::Start(entries_lba * 512))
+        .and_then(|_| f.read_exact(&mut table))
+        .with_context(|| format!("reading the GPT entries of {}", disk.display()))?;
+    for entry in table.chunks(size as usize) {
+        let utf16: Vec<u16> = entry[56..128]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&c| c != 0)
+            .collect();
+        if String::from_utf16_lossy(&utf16) == name {
+            let (first, last) = (u64_at(entry, 32), u64_at(entry, 40));
+            return Ok(Some((first * 512, (last + 1) * 512)));
+        }
+    }
+    Ok(None)
+}
+
+/// The sha256 of the given byte ranges of a file, in order.
+fn hash_ranges(path: &Path, ranges: &[(u64, u64)]) -> Result<String> {
+    let mut f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    for &(start, end) in ranges {
+        f.seek(SeekFrom::Start(start))
+            .with_context(|| format!("seeking in {}", path.display()))?;
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(CHUNK);
+            f.read_exact(&mut buf[..n])
+                .with_context(|| format!("reading {} at byte {pos}", path.display()))?;
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+    }
+    Ok(crate::image::hex(&hasher.finalize()))
+}
+
+/// Writes the given ranges of the image at the same offsets and returns the sha256 of what was
+/// written.
+fn write(image: &Path, target: &Target, ranges: &[(u64, u64)], keep: bool) -> Result<String> {
     let mut src = fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let mut opts = fs::OpenOptions::new();
     opts.write(true);
@@ -448,46 +552,48 @@ fn write(image: &Path, target: &Target, len: u64) -> Result<String> {
         // O_EXCL on a block device: the kernel refuses when anything has it mounted or claimed.
         opts.custom_flags(libc::O_EXCL);
     } else {
-        opts.create(true).truncate(true);
+        // An update of an image file keeps the file (and its data partition) as it is.
+        opts.create(true).truncate(!keep);
     }
     let mut dst = opts
         .open(&target.path)
         .with_context(|| format!("opening {} for writing (in use?)", target.path.display()))?;
+    let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut done = 0u64;
-    let mut bar = Progress::new("writing  ", len);
-    loop {
-        let n = src
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", image.display()))?;
-        if n == 0 {
-            break;
+    let mut bar = Progress::new("writing  ", total);
+    for &(start, end) in ranges {
+        src.seek(SeekFrom::Start(start))
+            .with_context(|| format!("seeking in {}", image.display()))?;
+        dst.seek(SeekFrom::Start(start))
+            .with_context(|| format!("seeking in {}", target.path.display()))?;
+        let mut pos = start;
+        while pos < end {
+            let n = ((end - pos) as usize).min(CHUNK);
+            src.read_exact(&mut buf[..n]).with_context(|| {
+                format!("reading {} at byte {pos} (did it shrink?)", image.display())
+            })?;
+            dst.write_all(&buf[..n])
+                .with_context(|| format!("writing {} at byte {pos}", target.path.display()))?;
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+            done += n as u64;
+            bar.update(done);
         }
-        dst.write_all(&buf[..n])
-            .with_context(|| format!("writing {} at byte {done}", target.path.display()))?;
-        hasher.update(&buf[..n]);
-        done += n as u64;
-        bar.update(done);
     }
     bar.finish();
     eprint!("syncing...");
     dst.sync_all()
         .with_context(|| format!("fsync of {}", target.path.display()))?;
     eprintln!(" done");
-    if done != len {
-        bail!(
-            "{} changed size while it was written ({done} of {len} bytes)",
-            image.display()
-        );
-    }
     Ok(crate::image::hex(&hasher.finalize()))
 }
 
-/// Reads the first `len` bytes back and returns their sha256. O_DIRECT, so the answer comes from
+/// Reads the written ranges back and returns their sha256. O_DIRECT, so the answer comes from
 /// the device and not from the page cache the write just filled; buffered where the file system
 /// cannot do O_DIRECT (tmpfs), which is said.
-fn read_back(target: &Target, len: u64) -> Result<String> {
+fn read_back(target: &Target, ranges: &[(u64, u64)]) -> Result<String> {
     let direct = fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
@@ -499,47 +605,56 @@ fn read_back(target: &Target, len: u64) -> Result<String> {
                 "note: {} cannot be read with O_DIRECT; verifying through the page cache",
                 target.path.display()
             );
-            (
-                fs::File::open(&target.path)
-                    .with_context(|| format!("opening {} to verify", target.path.display()))?,
-                false,
-            )
+            let f = fs::File::open(&target.path)
+                .with_context(|| format!("opening {} to verify", target.path.display()))?;
+            (f, false)
         }
     };
     let mut raw = vec![0u8; CHUNK + ALIGN];
     let buf = aligned(&mut raw, CHUNK);
+    let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
     let mut hasher = Sha256::new();
     let mut done = 0u64;
-    let mut bar = Progress::new("verifying", len);
-    while done < len {
-        let want = ((len - done) as usize).min(CHUNK);
-        // O_DIRECT reads whole blocks; the hash takes only the image's bytes.
-        let ask = if is_direct {
-            want.div_ceil(ALIGN) * ALIGN
-        } else {
-            want
-        };
-        let mut got = 0;
-        while got < want {
-            let n = file.read(&mut buf[got..ask]).with_context(|| {
-                format!(
-                    "reading {} back at byte {}",
-                    target.path.display(),
-                    done + got as u64
-                )
-            })?;
-            if n == 0 {
-                bail!(
-                    "{} ends at byte {} before the image's {len}",
-                    target.path.display(),
-                    done + got as u64
-                );
-            }
-            got += n;
+    let mut bar = Progress::new("verifying", total);
+    for &(start, end) in ranges {
+        // Ranges start on partition boundaries (MiB-aligned), as O_DIRECT needs.
+        if is_direct && start % ALIGN as u64 != 0 {
+            bail!("internal: range start {start} is not {ALIGN}-aligned");
         }
-        hasher.update(&buf[..want]);
-        done += want as u64;
-        bar.update(done);
+        file.seek(SeekFrom::Start(start))
+            .with_context(|| format!("seeking in {}", target.path.display()))?;
+        let mut pos = start;
+        while pos < end {
+            let want = ((end - pos) as usize).min(CHUNK);
+            // O_DIRECT reads whole blocks; the hash takes only the image's bytes.
+            let ask = if is_direct {
+                want.div_ceil(ALIGN) * ALIGN
+            } else {
+                want
+            };
+            let mut got = 0;
+            while got < want {
+                let n = file.read(&mut buf[got..ask]).with_context(|| {
+                    format!(
+                        "reading {} back at byte {}",
+                        target.path.display(),
+                        pos + got as u64
+                    )
+                })?;
+                if n == 0 {
+                    bail!(
+                        "{} ends at byte {} before the image's end",
+                        target.path.display(),
+                        pos + got as u64
+                    );
+                }
+                got += n;
+            }
+            hasher.update(&buf[..want]);
+            pos += want as u64;
+            done += want as u64;
+            bar.update(done);
+        }
     }
     bar.finish();
     Ok(crate::image::hex(&hasher.finalize()))

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use debs::download as download_deb;
-pub use inputs::{hex, sha256_file};
+pub use inputs::hex;
 
 /// The programs the image carries, as `cargo build --release --workspace --bins` names them.
 /// The one place that lists them: the image, the units and the system test go by this list.

@@ -77,6 +77,13 @@ fn flash_refuses_what_it_must_and_verifies_a_file() {
         std::fs::read(&image).unwrap_or_else(|e| panic!("reading the stand-in image: {e}"));
     assert!(written == wanted, "the target file differs from the image");
 
+    // An update keeps the data partition; it needs an image with a GPT (sfdisk makes one).
+    if have("sfdisk") {
+        keep_data_update(&dir);
+    } else {
+        eprintln!("no sfdisk here: the --keep-data case is not tested");
+    }
+
     // The disk the host runs from, when "/" is on a plain block device.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     if let Some(dev) = mounts
@@ -91,6 +98,113 @@ fn flash_refuses_what_it_must_and_verifies_a_file() {
             "the host's root device {dev}: {text}"
         );
     }
+}
+
+/// A 16 MiB stand-in with the appliance's partition names: `sbc-root` at 1..5 MiB, `sbc-data`
+/// at 5..15 MiB.
+fn gpt_stand_in(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("gpt-stand-in.img");
+    let bytes: Vec<u8> = (0..16usize << 20).map(|i| (i * 13 % 241) as u8).collect();
+    write_file(&path, &bytes);
+    let mut child = Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting sfdisk: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(
+                b"label: gpt\nstart=2048, size=8192, name=\"sbc-root\"\n\
+                  start=10240, size=20480, name=\"sbc-data\"\n",
+            )
+            .unwrap_or_else(|e| panic!("writing to sfdisk: {e}"));
+    }
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for sfdisk: {e}"));
+    assert!(status.success(), "sfdisk on {} failed", path.display());
+    path
+}
+
+fn keep_data_update(dir: &std::path::Path) {
+    let image = gpt_stand_in(dir);
+    let image = image.as_path();
+    let image_s = image.to_string_lossy().into_owned();
+    let target = dir.join("update.img");
+    let target_s = target.to_string_lossy().into_owned();
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        &target_s,
+        "--yes",
+        "--allow-file",
+    ]);
+    assert!(ok, "first install: {text}");
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        &target_s,
+        "--yes",
+        "--allow-file",
+        "--keep-data",
+    ]);
+    assert!(
+        ok && text.contains("kept"),
+        "an update with --keep-data: {text}"
+    );
+    // Something the box wrote into its data partition.
+    let marker_at: u64 = 10 << 20;
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .unwrap_or_else(|e| panic!("opening {target_s}: {e}"));
+        f.seek(SeekFrom::Start(marker_at))
+            .and_then(|_| f.write_all(b"state-of-the-box"))
+            .unwrap_or_else(|e| panic!("writing a marker into {target_s}: {e}"));
+    }
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        &target_s,
+        "--yes",
+        "--allow-file",
+        "--keep-data",
+    ]);
+    assert!(
+        ok && text.contains("kept"),
+        "a second update with --keep-data: {text}"
+    );
+    let after = std::fs::read(&target).unwrap_or_else(|e| panic!("reading {target_s}: {e}"));
+    let at = marker_at as usize;
+    assert_eq!(
+        &after[at..at + 16],
+        b"state-of-the-box",
+        "the data partition was overwritten"
+    );
+    let (ok, text) = flash(&[
+        "--image",
+        &image_s,
+        "--device",
+        &target_s,
+        "--yes",
+        "--allow-file",
+    ]);
+    assert!(ok, "a full write: {text}");
+    let after = std::fs::read(&target).unwrap_or_else(|e| panic!("reading {target_s}: {e}"));
+    assert_ne!(
+        &after[at..at + 16],
+        b"state-of-the-box",
+        "a full write kept old data"
+    );
+    let _ = std::fs::remove_file(&target);
 }
 
 #[test]

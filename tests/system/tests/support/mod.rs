@@ -1,0 +1,348 @@
+//! What the on-the-box tests (`box_*.rs`) add to the `Guest` harness: the guest's test port
+//! (ttyS1, served by sbcd only when the kernel command line carries `sbc.testport=ttyS1`,
+//! docs/box.md), a QMP client for key presses and QEMU's events, and a hand-made INVITE.
+//!
+//! Like the harness, nothing here sleeps to let something happen: reads end on the awaited
+//! text or on a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// Connects to a QEMU `server=on,wait=off` socket, which appears a moment after QEMU starts.
+fn connect(path: &Path, timeout: Duration) -> UnixStream {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("cannot connect to {}: {e}", path.display())
+            }
+            // Polling for a socket QEMU has not created yet: no event to wait on.
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Lines read by a thread from `stream`, so that waits can have deadlines.
+fn line_reader(stream: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_matches(['\r', '\n'])
+                        .to_string();
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The guest's ttyS1 test port.
+pub struct TestPort {
+    stream: UnixStream,
+    lines: Receiver<String>,
+    /// Every line read, for failure messages.
+    pub transcript: Vec<String>,
+}
+
+/// The three panel LEDs of the qemu board as the kernel reports them (`brightness` != 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leds {
+    pub green: bool,
+    pub amber: bool,
+    pub red: bool,
+}
+
+impl Leds {
+    pub const ONLINE: Leds = Leds {
+        green: true,
+        amber: false,
+        red: false,
+    };
+    pub const DRAINING: Leds = Leds {
+        green: false,
+        amber: true,
+        red: false,
+    };
+    pub const OFFLINE: Leds = Leds {
+        green: false,
+        amber: false,
+        red: true,
+    };
+}
+
+impl TestPort {
+    pub fn connect(path: &Path) -> TestPort {
+        let stream = connect(path, Duration::from_secs(30));
+        let reader = stream
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cloning the test port socket: {e}"));
+        TestPort {
+            stream,
+            lines: line_reader(reader),
+            transcript: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `text`; returns it.
+    pub fn wait_for(&mut self, text: &str, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.transcript.push(line.clone());
+                    if line.contains(text) {
+                        return Ok(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "no {text:?} on the test port within {timeout:?}; last lines:\n{}",
+                        self.tail()
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("the test port closed before {text:?}"))
+                }
+            }
+        }
+    }
+
+    pub fn send(&mut self, command: &str) {
+        self.stream
+            .write_all(format!("{command}\n").as_bytes())
+            .and_then(|()| self.stream.flush())
+            .unwrap_or_else(|e| panic!("writing to the test port: {e}"));
+    }
+
+    /// Reads the panel LEDs through the guest kernel's LED class (`leds`), or `None` when no
+    /// complete answer came (the answering process ended meanwhile).
+    pub fn leds(&mut self, timeout: Duration) -> Option<Leds> {
+        self.send("leds");
+        let mut leds = Leds {
+            green: false,
+            amber: false,
+            red: false,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.transcript.push(line.clone());
+            if line.contains("testport: end leds") {
+                return Some(leds);
+            }
+            if line.contains("testport: ready") {
+                // A new process took the port over; our question went with the old one.
+                return None;
+            }
+            let Some(rest) = line.split("testport: led ").nth(1) else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let (Some(name), Some(value)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let lit = value != "0";
+            if name.ends_with("::numlock") {
+                leds.green = lit;
+            } else if name.ends_with("::capslock") {
+                leds.amber = lit;
+            } else if name.ends_with("::scrolllock") {
+                leds.red = lit;
+            }
+        }
+    }
+
+    /// Asks for the LEDs until they show `want` (a blinking pattern is caught in its lit
+    /// phase); returns how long that took.
+    pub fn wait_leds(&mut self, want: Leds, timeout: Duration) -> Result<Duration, String> {
+        let started = Instant::now();
+        let mut last = None;
+        while started.elapsed() < timeout {
+            let got = self.leds(Duration::from_secs(20));
+            if got == Some(want) {
+                return Ok(started.elapsed());
+            }
+            last = got.or(last);
+        }
+        Err(format!(
+            "the LEDs never showed {want:?} within {timeout:?}; last seen {last:?}; test port:\n{}",
+            self.tail()
+        ))
+    }
+
+    pub fn tail(&self) -> String {
+        let start = self.transcript.len().saturating_sub(30);
+        self.transcript[start..].join("\n")
+    }
+}
+
+/// A QMP connection in command mode; events are collected as they come.
+pub struct Qmp {
+    stream: UnixStream,
+    lines: Receiver<String>,
+    /// Events seen so far (raw JSON lines), with when they arrived.
+    pub events: Vec<(Instant, String)>,
+}
+
+impl Qmp {
+    pub fn connect(path: &Path) -> Qmp {
+        let stream = connect(path, Duration::from_secs(30));
+        let reader = stream
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cloning the QMP socket: {e}"));
+        let mut qmp = Qmp {
+            stream,
+            lines: line_reader(reader),
+            events: Vec::new(),
+        };
+        qmp.execute(r#"{"execute":"qmp_capabilities"}"#);
+        qmp
+    }
+
+    fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        if line.contains(r#""event""#) {
+            self.events.push((Instant::now(), line.clone()));
+        }
+        Some(line)
+    }
+
+    /// Sends a command and waits for its `return` (events on the way are kept).
+    pub fn execute(&mut self, json: &str) {
+        self.stream
+            .write_all(format!("{json}\n").as_bytes())
+            .and_then(|()| self.stream.flush())
+            .unwrap_or_else(|e| panic!("writing to QMP: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(line) = self.next_line(left) else {
+                panic!("no answer from QMP to {json}");
+            };
+            if line.contains(r#""return""#) {
+                return;
+            }
+            assert!(
+                !line.contains(r#""error""#),
+                "QMP refused {json}: {line}"
+            );
+        }
+    }
+
+    /// Holds `qcode` down for `hold` on the emulated keyboard (the host keeps the time).
+    pub fn press(&mut self, qcode: &str, hold: Duration) {
+        let key = |down: bool| {
+            format!(
+                r#"{{"execute":"input-send-event","arguments":{{"events":[{{"type":"key","data":{{"down":{down},"key":{{"type":"qcode","data":"{qcode}"}}}}}}]}}}}"#
+            )
+        };
+        self.execute(&key(true));
+        // The hold itself is the input under test, not a wait for something to happen.
+        std::thread::sleep(hold);
+        self.execute(&key(false));
+    }
+
+    /// Waits for the event `name` (one already seen counts); returns when it arrived.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Result<Instant, String> {
+        let needle = format!(r#""event": "{name}""#);
+        let compact = format!(r#""event":"{name}""#);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((at, _)) = self
+                .events
+                .iter()
+                .find(|(_, e)| e.contains(&needle) || e.contains(&compact))
+            {
+                return Ok(*at);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "no QMP event {name} within {timeout:?}; events: {:?}",
+                    self.events.iter().map(|(_, e)| e).collect::<Vec<_>>()
+                ));
+            }
+            let _ = self.next_line(left);
+        }
+    }
+}
+
+/// Sends one out-of-dialog INVITE over UDP to `target` and returns the first final response
+/// (after ACKing it, as a non-2xx final response wants).
+pub fn invite_final_response(target: &str, timeout: Duration) -> Result<String, String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("binding UDP: {e}"))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| format!("local address: {e}"))?;
+    let branch = format!("z9hG4bK-box-{}", std::process::id());
+    let call_id = format!("box-drain-{}@127.0.0.1", std::process::id());
+    let head = |method: &str, cseq_method: &str| {
+        format!(
+            "{method} sip:service@{target} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch={branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:box-test@127.0.0.1>;tag=boxtest\r\n\
+             To: <sip:service@{target}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 {cseq_method}\r\n\
+             Contact: <sip:box-test@{local}>\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    socket
+        .send_to(head("INVITE", "INVITE").as_bytes(), target)
+        .map_err(|e| format!("sending the INVITE: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no final response to the INVITE within {timeout:?}"));
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(|e| format!("read timeout: {e}"))?;
+        let Ok((n, _)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let code: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        if code >= 200 {
+            // The ACK of a non-2xx final response carries the response's To tag.
+            let to = text
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+                .unwrap_or("To: <sip:service@127.0.0.1>")
+                .to_string();
+            let ack = head("ACK", "ACK").replace(
+                &format!("To: <sip:service@{target}>"),
+                to.trim_end_matches('\r'),
+            );
+            let _ = socket.send_to(ack.as_bytes(), target);
+            return Ok(text);
+        }
+    }
+}
