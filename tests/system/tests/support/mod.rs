@@ -30,7 +30,7 @@ fn connect(path: &Path, timeout: Duration) -> UnixStream {
 }
 
 /// Lines read by a thread from `stream`, so that waits can have deadlines.
-fn line_reader(stream: impl Read + Send + 'static) -> Receiver<String> {
+fn line_reader(stream: impl Read + Send + 'static) -> Receiver<(Instant, String)> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
@@ -43,7 +43,7 @@ fn line_reader(stream: impl Read + Send + 'static) -> Receiver<String> {
                     let line = String::from_utf8_lossy(&buf)
                         .trim_matches(['\r', '\n'])
                         .to_string();
-                    if tx.send(line).is_err() {
+                    if tx.send((Instant::now(), line)).is_err() {
                         return;
                     }
                 }
@@ -56,7 +56,9 @@ fn line_reader(stream: impl Read + Send + 'static) -> Receiver<String> {
 /// The guest's ttyS1 test port.
 pub struct TestPort {
     stream: UnixStream,
-    lines: Receiver<String>,
+    lines: Receiver<(Instant, String)>,
+    /// A line read too early (a new process's `ready`), handed to the next wait.
+    pushed_back: Option<String>,
     /// Every line read, for failure messages.
     pub transcript: Vec<String>,
 }
@@ -96,8 +98,18 @@ impl TestPort {
         TestPort {
             stream,
             lines: line_reader(reader),
+            pushed_back: None,
             transcript: Vec::new(),
         }
+    }
+
+    fn next_line(&mut self, timeout: Duration) -> Result<String, RecvTimeoutError> {
+        if let Some(line) = self.pushed_back.take() {
+            return Ok(line);
+        }
+        let (_, line) = self.lines.recv_timeout(timeout)?;
+        self.transcript.push(line.clone());
+        Ok(line)
     }
 
     /// Waits for a line containing `text`; returns it.
@@ -105,9 +117,8 @@ impl TestPort {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.next_line(left) {
                 Ok(line) => {
-                    self.transcript.push(line.clone());
                     if line.contains(text) {
                         return Ok(line);
                     }
@@ -144,13 +155,13 @@ impl TestPort {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).ok()?;
-            self.transcript.push(line.clone());
+            let line = self.next_line(left).ok()?;
             if line.contains("testport: end leds") {
                 return Some(leds);
             }
             if line.contains("testport: ready") {
                 // A new process took the port over; our question went with the old one.
+                self.pushed_back = Some(line);
                 return None;
             }
             let Some(rest) = line.split("testport: led ").nth(1) else {
@@ -198,7 +209,7 @@ impl TestPort {
 /// A QMP connection in command mode; events are collected as they come.
 pub struct Qmp {
     stream: UnixStream,
-    lines: Receiver<String>,
+    lines: Receiver<(Instant, String)>,
     /// Events seen so far (raw JSON lines), with when they arrived.
     pub events: Vec<(Instant, String)>,
 }
@@ -219,9 +230,9 @@ impl Qmp {
     }
 
     fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        let line = self.lines.recv_timeout(timeout).ok()?;
+        let (at, line) = self.lines.recv_timeout(timeout).ok()?;
         if line.contains(r#""event""#) {
-            self.events.push((Instant::now(), line.clone()));
+            self.events.push((at, line.clone()));
         }
         Some(line)
     }
@@ -241,10 +252,7 @@ impl Qmp {
             if line.contains(r#""return""#) {
                 return;
             }
-            assert!(
-                !line.contains(r#""error""#),
-                "QMP refused {json}: {line}"
-            );
+            assert!(!line.contains(r#""error""#), "QMP refused {json}: {line}");
         }
     }
 
@@ -316,7 +324,9 @@ pub fn invite_final_response(target: &str, timeout: Duration) -> Result<String, 
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(format!("no final response to the INVITE within {timeout:?}"));
+            return Err(format!(
+                "no final response to the INVITE within {timeout:?}"
+            ));
         }
         socket
             .set_read_timeout(Some(left))

@@ -1,0 +1,481 @@
+//! The mission's flows on the box itself (issue 8, docs/box.md), on ONE boot of the qemu image
+//! under TCG with two vCPUs, so that the SIP core is really isolated:
+//!
+//! a. console login; `show health` shows the SIP threads pinned to the SIP core and nothing
+//!    else there;
+//! b. a SIPp call is up; a 2.5 s press of the panel button through QMP turns the LEDs to
+//!    draining (read back through the guest kernel's LED class); a new INVITE gets 503 with
+//!    Retry-After; the call finishes; the state goes offline and the LEDs follow;
+//!    `set-system-state online` brings it back;
+//! c. SIGSTOP to sbcd: systemd restarts it after `WatchdogSec=`, the LEDs show the fault and
+//!    then online, the recovery count goes up;
+//! d+e. the box is taken offline, then its kernel dies without rebooting itself (panic with
+//!    `panic=0`): the i6300esb watchdog resets the VM, the box comes back OFFLINE, and
+//!    `set-system-state online` makes it carry a call again.
+//!
+//! The guest side is read through the serial console (`sbc-console`, as an operator would) and
+//! through the test port on ttyS1, which exists only because this test boots the kernel with
+//! `sbc.testport=ttyS1` (crates/sbcd/src/testport.rs). Timings go to
+//! `out/system-tests/box_flows/timings.txt`; they are reported, never asserted.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{invite_final_response, Leds, Qmp, TestPort};
+use system_tests::*;
+
+/// Console account of the qemu image's factory config (`image/board/qemu/sbc.toml`).
+const USER: &str = "admin";
+const PASSWORD: &str = "admin";
+const NODE: &str = "sbc-a";
+const PROMPT: &str = "sbc-a> ";
+/// The host port the factory config's upstream (10.0.3.2:5070) reaches.
+const UPSTREAM_PORT: u16 = 5070;
+/// `[cores]` of board/qemu/board.toml: the SIP core and the housekeeping core.
+const SIP_CPUS: &str = "1";
+const HOUSEKEEPING_CPUS: &str = "0";
+/// The panel button of board/qemu/board.toml, as a QMP qcode.
+const BUTTON: &str = "f12";
+/// `retry_after_secs` of the factory config.
+const RETRY_AFTER: &str = "Retry-After: 60";
+
+/// TCG on a loaded 2-core machine: minutes, not seconds, before we call it a failure.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+const ONLINE_TIMEOUT: Duration = Duration::from_secs(180);
+/// `WatchdogSec=5s` plus the restart, under TCG.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
+/// `RuntimeWatchdogSec=30s` (the i6300esb may take two stages of it) plus slack.
+const HARDWARE_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the call under test lasts: long enough for the press and the checks around it.
+const CALL_MS: u64 = 40_000;
+
+fn check<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+struct Box {
+    guest: Guest,
+    port: TestPort,
+    qmp: Qmp,
+    sip_port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Box {
+    fn login(&mut self) {
+        check(
+            self.guest
+                .wait_for(&format!("{NODE} login: "), BOOT_TIMEOUT),
+        );
+        self.guest.type_line(USER);
+        check(self.guest.wait_for("Password: ", ANSWER_TIMEOUT));
+        self.guest.type_line(PASSWORD);
+        check(self.guest.wait_for(PROMPT, ANSWER_TIMEOUT));
+    }
+
+    /// Types a console command and returns what it printed up to the next prompt.
+    fn command(&mut self, line: &str) -> String {
+        self.guest.type_line(line);
+        check(self.guest.wait_for(PROMPT, ANSWER_TIMEOUT))
+    }
+
+    /// A service-affecting command, confirmed.
+    fn confirmed(&mut self, line: &str) -> String {
+        self.guest.type_line(line);
+        check(self.guest.wait_for("Proceed? [y/N] ", ANSWER_TIMEOUT));
+        self.command("y")
+    }
+
+    /// Asks `show system-state` until it answers `state` (sbcd may be starting meanwhile).
+    fn wait_state(&mut self, state: &str, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let answer = self.command("show system-state");
+            if answer.to_ascii_lowercase().contains(state) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "show system-state never said {state} within {timeout:?}; last answer:\n{answer}"
+            );
+            // Between two questions to a console that answered: no event to wait on.
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn recoveries(&mut self) -> u64 {
+        let health = self.command("show health");
+        health
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("recoveries:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no recoveries line in show health:\n{health}"))
+    }
+
+    fn sipp_uas(&self, calls: u32) -> Child {
+        Command::new("sipp")
+            .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
+            .arg(UPSTREAM_PORT.to_string())
+            .args([
+                "-m",
+                &calls.to_string(),
+                "-nostdin",
+                "-trace_err",
+                "-error_file",
+            ])
+            .arg(self.dir.join("uas-errors.log"))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sipp (UAS): {e}"))
+    }
+
+    fn sipp_uac(&self, call_ms: u64) -> Child {
+        Command::new("sipp")
+            .arg(format!("127.0.0.1:{}", self.sip_port))
+            .args(["-sn", "uac", "-i", "127.0.0.1", "-m", "1", "-r", "1"])
+            .args(["-d", &call_ms.to_string(), "-nostdin", "-s", "1000"])
+            .args([
+                "-timeout",
+                "180s",
+                "-timeout_error",
+                "-recv_timeout",
+                "30000",
+            ])
+            .args(["-trace_err", "-error_file"])
+            .arg(self.dir.join("uac-errors.log"))
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sipp (UAC): {e}"))
+    }
+
+    /// One short call through the box, start to end.
+    fn short_call(&mut self) {
+        let mut uas = self.sipp_uas(1);
+        let status = self
+            .sipp_uac(1000)
+            .wait()
+            .unwrap_or_else(|e| panic!("waiting for sipp: {e}"));
+        let _ = uas.kill();
+        let _ = uas.wait();
+        assert!(
+            status.success(),
+            "a SIPp call through the box failed ({status}); see {}; console:\n{}",
+            self.dir.join("uac-errors.log").display(),
+            self.guest.tail()
+        );
+    }
+}
+
+fn boot(dir: &Path) -> Box {
+    let sip_port = free_port();
+    let qmp = dir.join("qmp.sock");
+    let printed = xtask(&[
+        "qemu",
+        "--no-build",
+        "--snapshot",
+        "--sip-port",
+        &sip_port.to_string(),
+        "--qmp",
+        &qmp.to_string_lossy(),
+        "--print-command",
+    ]);
+    assert!(
+        printed.status.success(),
+        "cargo xtask qemu --print-command failed:\n{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let mut cmd = PrintedCommand::parse(&String::from_utf8_lossy(&printed.stdout));
+    // No -no-reboot: the hardware watchdog's reset must reset the VM, not end QEMU.
+    assert!(
+        !cmd.args.iter().any(|a| a == "-no-reboot"),
+        "the QEMU command has -no-reboot"
+    );
+    assert!(
+        cmd.args.iter().any(|a| a.contains("i6300esb"))
+            && cmd.args.iter().any(|a| a == "watchdog=reset"),
+        "the QEMU command has no i6300esb with -action watchdog=reset: {:?}",
+        cmd.args
+    );
+    // The test port: a second serial line (ttyS1) and the kernel flag that makes sbcd serve it.
+    let append = cmd
+        .args
+        .iter()
+        .position(|a| a == "-append")
+        .unwrap_or_else(|| panic!("no -append in the QEMU command: {:?}", cmd.args));
+    cmd.args[append + 1].push_str(" sbc.testport=ttyS1");
+    let port_socket = dir.join("testport.sock");
+    cmd.args.push("-serial".into());
+    cmd.args
+        .push(format!("unix:{},server=on,wait=off", port_socket.display()));
+
+    let guest = Guest::start(&cmd);
+    let port = TestPort::connect(&port_socket);
+    let qmp = Qmp::connect(&qmp);
+    Box {
+        guest,
+        port,
+        qmp,
+        sip_port,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// a. `show health`: every SIP worker on the SIP core, every other thread off it.
+fn pinning(b: &mut Box) {
+    let health = b.command("show health");
+    let threads: Vec<(String, String)> = health
+        .lines()
+        .filter(|l| l.contains(" tid ") && l.contains(" cpus "))
+        .filter_map(|l| {
+            let name = l.split_whitespace().next()?.to_string();
+            let cpus = l.split(" cpus ").nth(1)?.trim().to_string();
+            Some((name, cpus))
+        })
+        .collect();
+    let workers: Vec<&(String, String)> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("sip-worker"))
+        .collect();
+    assert!(
+        !workers.is_empty(),
+        "show health lists no SIP worker:\n{health}"
+    );
+    for (name, cpus) in &threads {
+        if name.starts_with("sip-") {
+            // Workers and the engine are the wire path: they alone belong on the SIP core.
+            assert_eq!(cpus, SIP_CPUS, "{name} is not on the SIP core:\n{health}");
+        } else {
+            assert_eq!(
+                cpus, HOUSEKEEPING_CPUS,
+                "{name} is not on the housekeeping core:\n{health}"
+            );
+        }
+    }
+    assert!(
+        health.contains("systemd WatchdogSec"),
+        "sbcd does not feed systemd's watchdog:\n{health}"
+    );
+}
+
+/// b. The drain by the panel button, with a call up, and back online from the console.
+fn drain_by_button(b: &mut Box) -> Vec<(String, Duration)> {
+    let mut times = Vec::new();
+    let mut uas = b.sipp_uas(1);
+    let mut uac = b.sipp_uac(CALL_MS);
+    let call_started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if b.command("show calls").contains("confirmed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the SIPp call never showed as confirmed in show calls; console:\n{}",
+            b.guest.tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    times.push(("call up".into(), call_started.elapsed()));
+
+    let pressed = Instant::now();
+    b.qmp.press(BUTTON, Duration::from_millis(2500));
+    check(b.port.wait_leds(Leds::DRAINING, ANSWER_TIMEOUT));
+    times.push(("release to amber LED".into(), pressed.elapsed()));
+    let answer = b.command("show system-state");
+    assert!(
+        answer.contains("draining"),
+        "not draining after the press:\n{answer}"
+    );
+
+    let target = format!("127.0.0.1:{}", b.sip_port);
+    let response = check(invite_final_response(&target, ANSWER_TIMEOUT));
+    assert!(
+        response.starts_with("SIP/2.0 503") && response.contains(RETRY_AFTER),
+        "a new INVITE while draining did not get 503 with {RETRY_AFTER}:\n{response}"
+    );
+
+    let status = uac
+        .wait()
+        .unwrap_or_else(|e| panic!("waiting for sipp: {e}"));
+    let _ = uas.kill();
+    let _ = uas.wait();
+    assert!(
+        status.success(),
+        "the call up during the drain did not complete ({status}); see {}",
+        b.dir.join("uac-errors.log").display()
+    );
+    times.push(("call complete".into(), call_started.elapsed()));
+    let ended = Instant::now();
+    b.wait_state("offline", ANSWER_TIMEOUT);
+    check(b.port.wait_leds(Leds::OFFLINE, ANSWER_TIMEOUT));
+    times.push(("call end to offline LED".into(), ended.elapsed()));
+
+    let asked = Instant::now();
+    b.confirmed("set-system-state online");
+    b.wait_state("online", ANSWER_TIMEOUT);
+    check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
+    times.push(("set online to green LED".into(), asked.elapsed()));
+    times
+}
+
+/// c. A wedged sbcd: systemd's watchdog restarts it. Returns the recovery time (SIGSTOP to the
+/// new sbcd serving the test port) and the time to green.
+fn wedged_daemon(b: &mut Box) -> (Duration, Duration) {
+    let before = b.recoveries();
+    let stopped = Instant::now();
+    b.port.send("stop-sbcd");
+    // While sbcd is down the panel alarm owns the LEDs (and the test port).
+    check(
+        b.port
+            .wait_for("testport: ready panel-alarm", RESTART_TIMEOUT),
+    );
+    let fault = b.port.leds(Duration::from_secs(10));
+    // "Engine down": red blinking fast, green and amber dark. A dark phase of the blink or a
+    // question lost to the restart is asked again once; the restart may be that quick.
+    let fault = match fault {
+        Some(l) if l == Leds::OFFLINE => Some(l),
+        _ => b.port.leds(Duration::from_secs(10)),
+    };
+    check(b.port.wait_for("testport: ready sbcd", RESTART_TIMEOUT));
+    let restarted = stopped.elapsed();
+    assert!(
+        fault.is_some_and(|l| !l.green && !l.amber),
+        "while sbcd was down the LEDs showed {fault:?}, not the engine-down alarm"
+    );
+    check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
+    let green = stopped.elapsed();
+    b.wait_state("online", ANSWER_TIMEOUT);
+    let after = b.recoveries();
+    assert_eq!(
+        after,
+        before + 1,
+        "the recovery count did not go up by one after the watchdog restart"
+    );
+    eprintln!("fault LEDs while sbcd was down: {fault:?}");
+    (restarted, green)
+}
+
+/// d+e. Offline, then a dead kernel: the hardware watchdog resets the VM, the box comes back
+/// offline, and online again on the operator's word.
+fn dead_kernel_and_offline_across_reboot(b: &mut Box) -> Vec<(String, Duration)> {
+    let mut times = Vec::new();
+    b.confirmed("set-system-state offline");
+    b.wait_state("offline", ANSWER_TIMEOUT);
+    check(b.port.wait_leds(Leds::OFFLINE, ANSWER_TIMEOUT));
+
+    let hung = Instant::now();
+    b.port.send("hang-kernel");
+    check(b.guest.wait_for("Kernel panic", ANSWER_TIMEOUT));
+    let fired = check(b.qmp.wait_event("WATCHDOG", HARDWARE_WATCHDOG_TIMEOUT));
+    times.push((
+        "kernel dead to i6300esb reset".into(),
+        fired.duration_since(hung),
+    ));
+    b.login();
+    times.push(("kernel dead to login prompt".into(), hung.elapsed()));
+    // The box must come back as the operator left it: offline, not online.
+    let state_wait = Instant::now();
+    loop {
+        let answer = b.command("show system-state");
+        let lower = answer.to_ascii_lowercase();
+        if lower.contains("offline") {
+            break;
+        }
+        assert!(
+            !lower.contains("online"),
+            "the box came back online after the reset, not offline:\n{answer}"
+        );
+        assert!(
+            state_wait.elapsed() < ONLINE_TIMEOUT,
+            "show system-state never answered after the reset:\n{answer}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    check(b.port.wait_leds(Leds::OFFLINE, ANSWER_TIMEOUT));
+    times.push(("kernel dead to offline again".into(), hung.elapsed()));
+    let health = b.command("show health");
+    assert!(
+        health.contains("box resets 1"),
+        "show health does not count the box reset:\n{health}"
+    );
+    eprintln!("show health after the reset:\n{health}");
+
+    b.confirmed("set-system-state online");
+    b.wait_state("online", ANSWER_TIMEOUT);
+    check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
+    b.short_call();
+    times.push(("kernel dead to serving again".into(), hung.elapsed()));
+    times
+}
+
+#[test]
+fn on_the_box_pinning_drain_watchdogs_and_persistence() {
+    assert!(
+        have("sipp"),
+        "sipp is missing: `cargo xtask test` installs it (apt-get install sip-tester)"
+    );
+    let built = xtask_visible(&["image", "--board", "qemu"]);
+    assert!(
+        built.status.success(),
+        "cargo xtask image --board qemu failed:\n{}",
+        String::from_utf8_lossy(&built.stdout)
+    );
+    let present = image_binaries("qemu");
+    for needed in ["sbcd", "sbc-console"] {
+        assert!(
+            present.iter().any(|p| p == needed),
+            "the image has no {needed}"
+        );
+    }
+
+    let dir = scratch("box_flows");
+    let mut report = String::new();
+    let mut note = |what: &str, took: Duration| {
+        let line = format!("{what}: {:.1} s\n", took.as_secs_f64());
+        eprint!("{line}");
+        report.push_str(&line);
+    };
+    let mut b = boot(&dir);
+    check(b.port.wait_for("testport: ready sbcd", BOOT_TIMEOUT));
+    b.login();
+    note("boot to login", b.guest.started.elapsed());
+    b.wait_state("online", ONLINE_TIMEOUT);
+    note("boot to online", b.guest.started.elapsed());
+    let short_press = Instant::now();
+    check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
+    note("green LED read back", short_press.elapsed());
+
+    let step = Instant::now();
+    pinning(&mut b);
+    note("a. pinning", step.elapsed());
+
+    let step = Instant::now();
+    for (what, took) in drain_by_button(&mut b) {
+        note(&format!("b. {what}"), took);
+    }
+    note("b. drain by button", step.elapsed());
+
+    let step = Instant::now();
+    let (restarted, green) = wedged_daemon(&mut b);
+    note(
+        "c. SIGSTOP to sbcd serving again (watchdog recovery)",
+        restarted,
+    );
+    note("c. SIGSTOP to green LED", green);
+    note("c. wedged sbcd", step.elapsed());
+
+    let step = Instant::now();
+    for (what, took) in dead_kernel_and_offline_across_reboot(&mut b) {
+        note(&format!("d/e. {what}"), took);
+    }
+    note("d/e. dead kernel, offline across the reset", step.elapsed());
+
+    b.guest.type_line("exit");
+    note("whole boot", b.guest.started.elapsed());
+    write_file(&dir.join("timings.txt"), report.as_bytes());
+}
