@@ -116,8 +116,9 @@ struct Node {
 enum TwinLink {
     /// No twin: the cross-connect port has a link to nowhere.
     Alone,
-    Listen(u16),
-    Connect(u16),
+    /// A point-to-point UDP socket netdev between the two QEMUs: neither has to start first,
+    /// and either may restart without the other.
+    Udp { local: u16, peer: u16 },
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -144,7 +145,10 @@ pub fn run(args: &[String]) -> Result<()> {
         sip_port: o.sip_port,
         mac_suffix: 0x0a,
         twin_link: if o.twin {
-            TwinLink::Listen(twin_port)
+            TwinLink::Udp {
+                local: twin_port,
+                peer: twin_port.wrapping_add(1),
+            }
         } else {
             TwinLink::Alone
         },
@@ -156,7 +160,10 @@ pub fn run(args: &[String]) -> Result<()> {
             dir: base.join("b"),
             sip_port: o.sip_port.wrapping_add(100),
             mac_suffix: 0x0b,
-            twin_link: TwinLink::Connect(twin_port),
+            twin_link: TwinLink::Udp {
+                local: twin_port.wrapping_add(1),
+                peer: twin_port,
+            },
             qmp: base.join("b/qmp.sock"),
         });
     }
@@ -186,7 +193,6 @@ pub fn run(args: &[String]) -> Result<()> {
     eprintln!("xtask qemu: serial console of node a follows; Ctrl-A x quits QEMU");
     let mut commands = commands.into_iter();
     let mut a = commands.next().context("no machine to start")?;
-    // Node a listens on the twin link, so it starts first; b connects to it.
     let mut achild = a.spawn().context("starting QEMU for node a")?;
     let mut bchild = match commands.next() {
         Some(mut b) => Some(
@@ -287,12 +293,9 @@ fn command(
     ));
     match node.twin_link {
         TwinLink::Alone => cmd.args(["-netdev", "user,id=twin,net=10.0.4.0/24,restrict=on"]),
-        TwinLink::Listen(p) => cmd
-            .arg("-netdev")
-            .arg(format!("socket,id=twin,listen=127.0.0.1:{p}")),
-        TwinLink::Connect(p) => cmd
-            .arg("-netdev")
-            .arg(format!("socket,id=twin,connect=127.0.0.1:{p}")),
+        TwinLink::Udp { local, peer } => cmd.arg("-netdev").arg(format!(
+            "socket,id=twin,udp=127.0.0.1:{peer},localaddr=127.0.0.1:{local}"
+        )),
     };
     cmd.arg("-device").arg(format!(
         "virtio-net-pci,netdev=twin,mac={},addr=0x5,romfile=",
