@@ -144,8 +144,11 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting sipp (UAS): {e}"));
+    // The UAC's own port is chosen free too: SIPp's default 5061 may be taken on a CI host.
+    let uac_port = free_port().to_string();
     let uac = Command::new("sipp")
         .arg(format!("127.0.0.1:{sip_port}"))
+        .args(["-p", &uac_port])
         .args([
             "-sn",
             "uac",

@@ -79,6 +79,9 @@ impl Box {
     /// Types a console command and returns what it printed up to the next prompt.
     fn command(&mut self, line: &str) -> String {
         self.guest.type_line(line);
+        // The line editor echoes the line after a redrawn prompt; the answer follows the echo
+        // and ends at the next prompt.
+        check(self.guest.wait_for(line, ANSWER_TIMEOUT));
         check(self.guest.wait_for(PROMPT, ANSWER_TIMEOUT))
     }
 
