@@ -107,7 +107,7 @@ async fn serve(
         path: config.state.dir.clone(),
         source,
     })?;
-    let recoveries = health::count_recoveries(&config.state.dir);
+    let recoveries = health::count_recoveries(&config.state.dir, &health::BootFacts::read());
     let restored = system_state::persist::restore(&config.state.dir);
     if let Some(problem) = &restored.problem {
         tracing::error!(error = %problem, "saved system state unusable; starting offline");
@@ -205,6 +205,14 @@ async fn serve(
         spawn_worker(i, core, Arc::clone(&shared), sockets, Arc::clone(&beats))?;
     }
     let watchdog = health::start_watchdog(beats);
+    // The box's own watchdog is systemd's (RuntimeWatchdogSec=); what it and the last boot
+    // say goes into the same line of `show health`.
+    let watchdog = Some(format!(
+        "{}; {}",
+        watchdog.as_deref().unwrap_or("no systemd watchdog"),
+        recoveries.describe()
+    ));
+    crate::testport::start(crate::testport::Role::Daemon);
 
     // A panel that cannot be opened (a missing LED device, a busy GPIO line) must not keep the
     // box from serving calls: report it and run without one.
@@ -360,7 +368,7 @@ async fn answer_locally(
     recent: Arc<Recent>,
     started: Instant,
     watchdog: Option<String>,
-    recoveries: u64,
+    recoveries: health::Recoveries,
 ) {
     while let Some(ask) = asks.recv().await {
         let response = match ask.request {
@@ -369,7 +377,7 @@ async fn answer_locally(
                     uptime_secs: started.elapsed().as_secs(),
                     threads: threads(),
                     watchdog: watchdog.clone(),
-                    recoveries,
+                    recoveries: recoveries.total,
                 }),
             },
             Request::ShowLog { lines } => {

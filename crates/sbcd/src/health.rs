@@ -5,6 +5,7 @@
 //! control plane sends `WATCHDOG=1` only while every heartbeat is fresh, so systemd restarts
 //! a daemon with a wedged thread instead of letting it hold the box's addresses without serving.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,39 +96,130 @@ pub fn start_watchdog(beats: Arc<Heartbeats>) -> Option<String> {
 }
 
 /// The marker that says an sbcd is running; found at start, it means the last one did not
-/// stop cleanly (crash, kill, watchdog restart, power loss).
+/// stop cleanly (crash, kill, watchdog restart, power loss). It holds the pid and the kernel's
+/// boot id: a marker from another boot means the box itself went down under a running sbcd
+/// (a hardware watchdog reset, a power cut, a panic), not just the daemon.
 const RUNNING_MARKER: &str = "sbcd.running";
-/// How many such recoveries this box has seen.
+/// How many such recoveries this box has seen (daemon restarts and box resets together).
 const RECOVERIES_FILE: &str = "recoveries";
+/// How many of them were resets of the whole box.
+const BOX_RESETS_FILE: &str = "box-resets";
 
-/// Counts a recovery when the previous sbcd did not stop cleanly, marks this one as running,
-/// and returns the total. Failures only cost the count (logged), never the start.
-pub fn count_recoveries(state_dir: &std::path::Path) -> u64 {
-    let marker = state_dir.join(RUNNING_MARKER);
-    let counter = state_dir.join(RECOVERIES_FILE);
-    let mut count: u64 = std::fs::read_to_string(&counter)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if marker.exists() {
-        count += 1;
-        tracing::warn!(recoveries = count, "previous sbcd did not stop cleanly");
-        // Written via a temporary and a rename so a crash now cannot leave half a number.
-        let temp = state_dir.join(".recoveries.tmp");
-        let written = std::fs::write(&temp, format!("{count}\n"))
-            .and_then(|()| std::fs::rename(&temp, &counter));
-        if let Err(e) = written {
-            tracing::warn!(path = %counter.display(), error = %e, "cannot save the recovery count");
+/// What [`count_recoveries`] found, for `show health`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recoveries {
+    /// Every unclean end of an sbcd on this box, across restarts and reboots.
+    pub total: u64,
+    /// Of those, the ones where the box itself went down (the marker was from another boot).
+    pub box_resets: u64,
+    /// Why this boot happened, when the previous one ended under a running sbcd.
+    pub last_box_reset: Option<String>,
+}
+
+impl Recoveries {
+    /// One line for `show health`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut text = format!("box resets {}", self.box_resets);
+        if let Some(cause) = &self.last_box_reset {
+            text.push_str(&format!(" (this boot: {cause})"));
+        }
+        text
+    }
+}
+
+/// Where the box learns why it last booted.
+#[derive(Debug, Clone)]
+pub struct BootFacts {
+    /// `/proc/sys/kernel/random/boot_id`: different on every boot.
+    pub boot_id: Option<String>,
+    /// `WDIOF_CARDRESET` in the hardware watchdog's boot status (not every driver reports it).
+    pub watchdog_reset: bool,
+}
+
+impl BootFacts {
+    /// This boot's facts, read from the kernel.
+    #[must_use]
+    pub fn read() -> BootFacts {
+        let status = board::watchdog::sysfs_status(Path::new("/sys/class/watchdog"), "watchdog0");
+        BootFacts {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_string()),
+            watchdog_reset: status.reset_by_watchdog(),
         }
     }
-    if let Err(e) = std::fs::write(&marker, format!("{}\n", std::process::id())) {
+}
+
+fn read_count(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Written via a temporary and a rename so a crash now cannot leave half a number.
+fn write_count(state_dir: &Path, name: &str, count: u64) {
+    let path = state_dir.join(name);
+    let temp = state_dir.join(format!(".{name}.tmp"));
+    let written =
+        std::fs::write(&temp, format!("{count}\n")).and_then(|()| std::fs::rename(&temp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot save a recovery count");
+    }
+}
+
+/// Counts a recovery when the previous sbcd did not stop cleanly (and a box reset when that
+/// sbcd ran in another boot), marks this one as running, and returns the totals. Failures only
+/// cost the count (logged), never the start.
+pub fn count_recoveries(state_dir: &Path, boot: &BootFacts) -> Recoveries {
+    let marker = state_dir.join(RUNNING_MARKER);
+    let mut found = Recoveries {
+        total: read_count(&state_dir.join(RECOVERIES_FILE)),
+        box_resets: read_count(&state_dir.join(BOX_RESETS_FILE)),
+        last_box_reset: None,
+    };
+    if let Ok(previous) = std::fs::read_to_string(&marker) {
+        found.total += 1;
+        write_count(state_dir, RECOVERIES_FILE, found.total);
+        // An old marker holds only a pid: count it as a daemon restart, not a box reset.
+        let previous_boot = previous.split_whitespace().nth(1);
+        let other_boot = match (previous_boot, boot.boot_id.as_deref()) {
+            (Some(then), Some(now)) => then != now,
+            _ => false,
+        };
+        if other_boot {
+            found.box_resets += 1;
+            write_count(state_dir, BOX_RESETS_FILE, found.box_resets);
+            let cause = if boot.watchdog_reset {
+                "reset by the hardware watchdog"
+            } else {
+                "unclean end of the previous boot (watchdog reset, power loss or panic)"
+            };
+            found.last_box_reset = Some(cause.to_string());
+            tracing::warn!(
+                recoveries = found.total,
+                box_resets = found.box_resets,
+                cause,
+                "the box went down while sbcd was running"
+            );
+        } else {
+            tracing::warn!(
+                recoveries = found.total,
+                "previous sbcd did not stop cleanly"
+            );
+        }
+    }
+    let boot_id = boot.boot_id.as_deref().unwrap_or("-");
+    let mark = format!("{} {boot_id}\n", std::process::id());
+    if let Err(e) = std::fs::write(&marker, mark) {
         tracing::warn!(path = %marker.display(), error = %e, "cannot write the running marker");
     }
-    count
+    found
 }
 
 /// A clean stop: the next start is not a recovery.
-pub fn clear_running_marker(state_dir: &std::path::Path) {
+pub fn clear_running_marker(state_dir: &Path) {
     let _ = std::fs::remove_file(state_dir.join(RUNNING_MARKER));
 }
 
@@ -141,5 +233,44 @@ mod tests {
         assert!(beats.stale_at(500, 1000).is_empty());
         beats.beats[0].1.store(2500, Ordering::Relaxed);
         assert_eq!(beats.stale_at(3000, 1000), ["b"]);
+    }
+
+    fn boot(id: &str, watchdog_reset: bool) -> BootFacts {
+        BootFacts {
+            boot_id: Some(id.to_string()),
+            watchdog_reset,
+        }
+    }
+
+    #[test]
+    fn restarts_and_box_resets_are_counted_apart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path();
+        assert_eq!(
+            count_recoveries(state, &boot("one", false)),
+            Recoveries::default()
+        );
+        // Same boot, marker left behind: a daemon restart.
+        let r = count_recoveries(state, &boot("one", false));
+        assert_eq!((r.total, r.box_resets), (1, 0));
+        // Another boot with the marker still there: the box went down under sbcd.
+        let r = count_recoveries(state, &boot("two", true));
+        assert_eq!((r.total, r.box_resets), (2, 1));
+        assert_eq!(
+            r.last_box_reset.as_deref(),
+            Some("reset by the hardware watchdog")
+        );
+        // A clean stop, then a reboot: nothing to count.
+        clear_running_marker(state);
+        let r = count_recoveries(state, &boot("three", false));
+        assert_eq!((r.total, r.box_resets, r.last_box_reset), (2, 1, None));
+    }
+
+    #[test]
+    fn a_marker_without_a_boot_id_is_a_daemon_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path().join(RUNNING_MARKER), "1234\n").unwrap_or_else(|e| panic!("{e}"));
+        let r = count_recoveries(dir.path(), &boot("one", false));
+        assert_eq!((r.total, r.box_resets), (1, 0));
     }
 }

@@ -15,4 +15,5 @@ pub mod health;
 pub mod logging;
 pub mod panel;
 pub mod sip_core;
+pub mod testport;
 pub mod transport;
