@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -57,7 +58,6 @@ pub fn init() -> (Arc<Recent>, Sink) {
             .or_else(|_| EnvFilter::try_from_default_env())
             .unwrap_or_else(|_| EnvFilter::new("info"))
     };
-    let ring = RecentLayer(Arc::clone(&recent));
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match tracing_journald::layer() {
             Ok(journald) => {
@@ -67,7 +67,7 @@ pub fn init() -> (Arc<Recent>, Sink) {
                             .with_syslog_identifier("sbcd".into())
                             .with_filter(filter()),
                     )
-                    .with(ring)
+                    .with(ring_layer(&recent))
                     .try_init();
                 return (recent, Sink::Journald);
             }
@@ -81,12 +81,22 @@ pub fn init() -> (Arc<Recent>, Sink) {
                 .with_ansi(std::io::stderr().is_terminal())
                 .with_filter(filter()),
         )
-        .with(ring)
+        .with(ring_layer(&recent))
         .try_init();
     (recent, Sink::Stderr)
 }
 
-/// Copies info-and-above events into [`Recent`] as plain lines.
+/// The ring's layer, filtered by level (not just checked in `on_event`): an unfiltered layer
+/// would make every debug and trace call site live, so each one on the wire path would build
+/// and dispatch an event only to have it thrown away.
+fn ring_layer<S>(recent: &Arc<Recent>) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    RecentLayer(Arc::clone(recent)).with_filter(LevelFilter::INFO)
+}
+
+/// Copies info-and-above events into [`Recent`] as plain lines (installed behind an INFO filter).
 struct RecentLayer(Arc<Recent>);
 
 impl<S: Subscriber> Layer<S> for RecentLayer {
