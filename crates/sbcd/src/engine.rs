@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::control_server::Ask;
 use crate::sip_core::SipCore;
-use crate::transport::{FromTransport, Shared};
+use crate::transport::{udp, FromTransport, Shared};
 
 /// How many queued messages the engine handles before it looks at commands and timers again.
 const BATCH: usize = 64;
@@ -80,17 +80,23 @@ impl Engine {
         // The core was built in the restored state; the machine learns the initial counts.
         self.flush(Instant::now());
         let mut commands_open = true;
+        // UDP is read here, on the owner's thread: see `transport::udp` for why.
+        let mut udp = udp::Ingress::new(&self.transports, self.transports.take_udp());
+        // One timer, moved when the earliest deadline moves, instead of a new one per turn.
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = None;
         loop {
             let deadline = [self.core.poll_timeout(), self.machine.poll_timeout()]
                 .into_iter()
                 .flatten()
                 .min();
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    sleep.as_mut().reset(at.into());
                 }
-            };
+                armed = deadline;
+            }
             tokio::select! {
                 biased;
                 // Commands first: a state change must reach the proxy before queued messages
@@ -130,7 +136,24 @@ impl Engine {
                     }
                     None => return,
                 },
-                () = sleep => {
+                index = udp.ready(), if !udp.is_empty() => {
+                    let now = Instant::now();
+                    // Every datagram waiting on the socket after one wake-up, each judged (and
+                    // its effects flushed) before the next, as for queued messages.
+                    for _ in 0..BATCH {
+                        let Some(d) = udp.try_recv(&self.transports, index) else {
+                            break;
+                        };
+                        self.core.handle_datagram(now, d.listener, d.source, d.bytes);
+                        self.flush(now);
+                    }
+                    if deadline.is_some_and(|at| at <= now) {
+                        self.core.handle_timeout(now);
+                        self.machine.handle_timeout(now);
+                    }
+                    self.flush(now);
+                }
+                () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
                     self.core.handle_timeout(now);
                     self.machine.handle_timeout(now);

@@ -3,6 +3,8 @@
 //! the core's events into log lines, and converts its snapshots into the control protocol's
 //! shapes. It decides nothing: every SIP and drain decision is the core's.
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proxy::{Event, Proxy, Transmit};
@@ -116,6 +118,26 @@ impl SipCore {
         }
     }
 
+    /// One datagram, judged where it lies in the receive buffer.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        listener: proxy::ListenerId,
+        source: SocketAddr,
+        bytes: &[u8],
+    ) {
+        self.proxy.handle_input(
+            now,
+            proxy::Input {
+                listener,
+                flow: None,
+                source,
+                bytes,
+            },
+        );
+        self.pump_events_from(Some(source));
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(now);
         self.pump_events();
@@ -162,25 +184,29 @@ impl SipCore {
     }
 
     /// Logs the core's events and keeps what the engine needs from them.
+    ///
+    /// Levels: a call's start, answer and end are debug (per call, thousands a second on a busy
+    /// box, and `show calls` and the counters tell the operator the same); what changes the
+    /// box's service (registrations, upstreams in and out, errors) stays at info and above.
     fn pump_events(&mut self) {
         self.pump_events_from(None);
     }
 
     /// As [`pump_events`](Self::pump_events); `source` sent the message that caused them (none
     /// for timers and commands).
-    fn pump_events_from(&mut self, source: Option<std::net::SocketAddr>) {
-        let peer_text = source.map(|s| s.to_string());
-        let peer = peer_text.as_deref().unwrap_or("-");
+    fn pump_events_from(&mut self, source: Option<SocketAddr>) {
+        // Formatted only if a line is written: most messages log nothing.
+        let peer = tracing::field::display(Peer(source));
         while let Some(event) = self.proxy.poll_event() {
             match event {
                 Event::CallStarted { call_id, priority } => {
-                    tracing::info!(call_id = %call_id, peer, priority, state = "early", "call started");
+                    tracing::debug!(call_id = %call_id, peer, priority, state = "early", "call started");
                 }
                 Event::CallAnswered { call_id } => {
-                    tracing::info!(call_id = %call_id, peer, state = "confirmed", "call answered");
+                    tracing::debug!(call_id = %call_id, peer, state = "confirmed", "call answered");
                 }
                 Event::CallEnded { call_id, cause } => {
-                    tracing::info!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
+                    tracing::debug!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
                 }
                 Event::RegistrationAdded {
                     aor,
@@ -309,6 +335,19 @@ impl SipCore {
             value: self.flows_closed,
         });
         out
+    }
+}
+
+/// The sender of the message an event came from, `-` for timers and commands.
+#[derive(Clone, Copy)]
+struct Peer(Option<SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

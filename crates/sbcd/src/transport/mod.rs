@@ -2,9 +2,10 @@
 //! [`Transmit`]s on the other.
 //!
 //! Sockets are bound up front ([`bind_all`]) so that configuration mistakes fail the start and
-//! `sbcd: listening` means every socket is there. Each SIP worker thread then runs its own copy
-//! of every listener: UDP sockets share the port with `SO_REUSEPORT` (the kernel spreads
-//! datagrams over the workers), TCP listeners likewise spread accepted connections.
+//! `sbcd: listening` means every socket is there. UDP sockets are bound once and read by the
+//! engine thread itself ([`udp::Ingress`], which says why). Each SIP worker thread runs its own
+//! copy of every TCP listener, sharing the port with `SO_REUSEPORT`: the kernel spreads accepted
+//! connections over the workers.
 //!
 //! Connections (TCP now, SCTP associations later) are numbered with a [`FlowId`] from one
 //! counter and kept in one [`FlowTable`], so any thread can send on any connection: the table
@@ -170,8 +171,10 @@ pub struct Shared {
     next_flow: AtomicU64,
     /// Open connections per listener, across workers, for the connection limit.
     open_per_listener: Vec<AtomicUsize>,
-    /// One sending handle per UDP listener (a duplicate of a worker's socket: same port).
+    /// One sending handle per UDP listener (a duplicate of the receiving socket: same port).
     udp_send: Vec<Option<std::net::UdpSocket>>,
+    /// The UDP sockets until their owner (the engine) takes them.
+    udp_receive: Mutex<Vec<(ListenerSpec, std::net::UdpSocket)>>,
     /// Where outgoing connections run (the engine's runtime).
     connect_on: Mutex<Option<tokio::runtime::Handle>>,
 }
@@ -190,6 +193,11 @@ impl Shared {
     /// How many connections are open right now.
     pub fn open_connections(&self) -> usize {
         self.flows().len()
+    }
+
+    /// Hands the UDP sockets to their one reader, once; later calls get none.
+    pub fn take_udp(&self) -> Vec<(ListenerSpec, std::net::UdpSocket)> {
+        std::mem::take(&mut *self.udp_receive.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Sets the runtime on which outgoing connections are opened.
@@ -303,7 +311,6 @@ impl Shared {
 /// Sockets bound for one worker, not yet handed to its runtime.
 #[derive(Debug)]
 pub struct WorkerSockets {
-    pub udp: Vec<(ListenerSpec, std::net::UdpSocket)>,
     pub tcp: Vec<(ListenerSpec, std::net::TcpListener)>,
 }
 
@@ -340,7 +347,8 @@ pub fn listener_specs(config: &Config) -> Result<Vec<ListenerSpec>, BindError> {
     Ok(specs)
 }
 
-/// Binds every listener once per worker, and builds the shared state.
+/// Binds every TCP listener once per worker and every UDP listener once (for the engine), and
+/// builds the shared state.
 pub fn bind_all(
     specs: Vec<ListenerSpec>,
     limits: Limits,
@@ -348,31 +356,28 @@ pub fn bind_all(
     to_engine: mpsc::Sender<FromTransport>,
     serving: watch::Receiver<bool>,
 ) -> Result<(Arc<Shared>, Vec<WorkerSockets>), BindError> {
+    if let Some(spec) = specs.iter().find(|s| s.transport == Transport::Sctp) {
+        return Err(BindError::Sctp { addr: spec.addr });
+    }
     let mut per_worker = Vec::new();
     for _ in 0..workers.max(1) {
-        let mut sockets = WorkerSockets {
-            udp: Vec::new(),
-            tcp: Vec::new(),
-        };
-        for spec in &specs {
-            match spec.transport {
-                Transport::Udp => sockets.udp.push((*spec, bind_udp(spec.addr)?)),
-                Transport::Tcp => sockets.tcp.push((*spec, bind_tcp(spec.addr)?)),
-                Transport::Sctp => return Err(BindError::Sctp { addr: spec.addr }),
-            }
+        let mut sockets = WorkerSockets { tcp: Vec::new() };
+        for spec in specs.iter().filter(|s| s.transport == Transport::Tcp) {
+            sockets.tcp.push((*spec, bind_tcp(spec.addr)?));
         }
         per_worker.push(sockets);
     }
     let mut udp_send: Vec<Option<std::net::UdpSocket>> = specs.iter().map(|_| None).collect();
-    if let Some(first) = per_worker.first() {
-        for (spec, sock) in &first.udp {
-            let dup = sock.try_clone().map_err(|source| BindError::Bind {
-                transport: "udp",
-                addr: spec.addr,
-                source,
-            })?;
-            udp_send[usize::from(spec.id.0)] = Some(dup);
-        }
+    let mut udp_receive = Vec::new();
+    for spec in specs.iter().filter(|s| s.transport == Transport::Udp) {
+        let sock = bind_udp(spec.addr)?;
+        let dup = sock.try_clone().map_err(|source| BindError::Bind {
+            transport: "udp",
+            addr: spec.addr,
+            source,
+        })?;
+        udp_send[usize::from(spec.id.0)] = Some(dup);
+        udp_receive.push((*spec, sock));
     }
     let shared = Shared {
         open_per_listener: specs.iter().map(|_| AtomicUsize::new(0)).collect(),
@@ -384,6 +389,7 @@ pub fn bind_all(
         flows: Mutex::new(FlowTable::default()),
         next_flow: AtomicU64::new(1),
         udp_send,
+        udp_receive: Mutex::new(udp_receive),
         connect_on: Mutex::new(None),
     };
     Ok((Arc::new(shared), per_worker))
@@ -426,18 +432,13 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
 /// Runs one worker's listeners until the process ends. Called inside the worker's runtime.
 pub async fn run_worker(shared: Arc<Shared>, sockets: WorkerSockets) {
     let mut tasks = tokio::task::JoinSet::new();
-    for (spec, sock) in sockets.udp {
-        match tokio::net::UdpSocket::from_std(sock) {
-            Ok(sock) => {
-                tasks.spawn(udp::receive(Arc::clone(&shared), spec, sock));
-            }
-            Err(e) => tracing::error!(addr = %spec.addr, error = %e, "UDP socket unusable"),
-        }
-    }
     for (spec, listener) in sockets.tcp {
         tasks.spawn(tcp::accept_loop(Arc::clone(&shared), spec, listener));
     }
     while tasks.join_next().await.is_some() {}
+    // A worker without TCP listeners (UDP is the engine's) still runs: its heartbeat is what
+    // `show health` and the watchdog look at, and its end would stop the daemon.
+    std::future::pending::<()>().await;
 }
 
 #[cfg(test)]

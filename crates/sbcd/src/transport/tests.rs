@@ -1,5 +1,5 @@
 //! The transports against real sockets on 127.0.0.1 (one worker, no engine: the test reads the
-//! engine's queue and sends as the engine would).
+//! engine's queue and UDP ingress and sends as the engine would).
 
 use super::*;
 use std::io::{Read, Write};
@@ -53,25 +53,43 @@ async fn next(engine: &mut mpsc::Receiver<FromTransport>) -> FromTransport {
         .expect("the engine queue closed")
 }
 
+/// The next datagram the engine would read, as (listener, source, bytes).
+async fn next_datagram(
+    ingress: &mut udp::Ingress,
+    shared: &Shared,
+) -> (ListenerId, SocketAddr, Vec<u8>) {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let index = ingress.ready().await;
+            if let Some(d) = ingress.try_recv(shared, index) {
+                return (d.listener, d.source, d.bytes.to_vec());
+            }
+        }
+    })
+    .await
+    .expect("no datagram arrived")
+}
+
 #[tokio::test]
 async fn udp_datagrams_reach_the_engine_and_transmits_leave() {
-    let mut rig = rig(Transport::Udp);
+    let rig = rig(Transport::Udp);
+    let mut ingress = udp::Ingress::new(&rig.shared, rig.shared.take_udp());
+    assert!(!ingress.is_empty());
+    assert!(rig.shared.take_udp().is_empty(), "UDP has one reader");
     let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(PATIENCE)).unwrap();
     peer.send_to(b"OPTIONS sip:x SIP/2.0\r\n\r\n", rig.addr)
         .unwrap();
-    let FromTransport::Message(m) = next(&mut rig.engine).await else {
-        panic!("expected a message");
-    };
-    assert_eq!(m.source, peer.local_addr().unwrap());
-    assert_eq!(m.flow, None);
-    assert_eq!(m.bytes, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
+    let (listener, source, bytes) = next_datagram(&mut ingress, &rig.shared).await;
+    assert_eq!(listener, ListenerId(0));
+    assert_eq!(source, peer.local_addr().unwrap());
+    assert_eq!(bytes, b"OPTIONS sip:x SIP/2.0\r\n\r\n");
 
     rig.shared.send(Transmit {
         listener: ListenerId(0),
         transport: Transport::Udp,
         flow: None,
-        destination: m.source,
+        destination: source,
         bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec(),
     });
     let mut buf = [0u8; 64];
@@ -82,10 +100,8 @@ async fn udp_datagrams_reach_the_engine_and_transmits_leave() {
     // Over the limit: dropped and counted, never passed on cut short.
     peer.send_to(&[b'x'; 5000], rig.addr).unwrap();
     peer.send_to(b"small", rig.addr).unwrap();
-    let FromTransport::Message(m) = next(&mut rig.engine).await else {
-        panic!("expected a message");
-    };
-    assert_eq!(m.bytes, b"small");
+    let (_, _, bytes) = next_datagram(&mut ingress, &rig.shared).await;
+    assert_eq!(bytes, b"small");
     assert_eq!(
         rig.shared
             .counters

@@ -1,49 +1,126 @@
-//! UDP: one receive loop per socket per worker; sending goes through [`super::Shared::send`].
+//! UDP: the engine thread owns the UDP sockets and reads them itself ([`Ingress`]); sending goes
+//! through [`super::Shared::send`] on the same sockets.
+//!
+//! Why not worker threads: a datagram handed from a worker to the engine over a queue cost a
+//! wake-up of the worker, a queue push, a wake-up of the engine and a copy, for every message;
+//! the proxy core is serial anyway, so a worker bought no parallelism. Measured with
+//! `cargo xtask bench sip`, those hand-offs were the larger part of sbcd's CPU per call. The
+//! engine now drains every ready datagram after one readiness wake-up and judges each one where
+//! it lies in the receive buffer.
 
+use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use super::{FromTransport, Inbound, ListenerSpec, Shared};
+use proxy::ListenerId;
 
-/// Receives datagrams and hands them to the engine until the engine goes away.
-pub async fn receive(shared: Arc<Shared>, spec: ListenerSpec, sock: tokio::net::UdpSocket) {
-    // One byte more than the limit, so an oversize datagram shows as a full buffer instead of
-    // being passed on truncated.
-    let mut buf = vec![0u8; shared.limits.max_message_bytes + 1];
-    loop {
-        let (n, source) = match sock.recv_from(&mut buf).await {
-            Ok(got) => got,
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some kernels; they say nothing
-                // about this socket's health. Anything else may repeat at once: pause briefly
-                // rather than spin a core.
-                tracing::debug!(addr = %spec.addr, error = %e, "UDP receive error");
-                if !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-                ) {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+use super::{ListenerSpec, Shared};
+
+/// The UDP sockets of every listener, read by their one owner.
+#[derive(Debug)]
+pub struct Ingress {
+    sockets: Vec<(ListenerSpec, tokio::net::UdpSocket)>,
+    /// One byte more than the limit, so an oversize datagram shows as a full buffer instead of
+    /// being passed on truncated.
+    buf: Vec<u8>,
+    /// The socket to look at first next time, so a busy listener cannot starve the others.
+    next: usize,
+}
+
+/// One received datagram, borrowed from the ingress buffer until the next receive.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    pub listener: ListenerId,
+    pub source: SocketAddr,
+    pub bytes: &'a [u8],
+}
+
+impl Ingress {
+    /// Registers the sockets with the current tokio runtime (call it on the owner's thread). A
+    /// socket the runtime refuses is logged and left out; the others still serve.
+    pub fn new(shared: &Shared, sockets: Vec<(ListenerSpec, std::net::UdpSocket)>) -> Ingress {
+        let sockets = sockets
+            .into_iter()
+            .filter_map(|(spec, sock)| match tokio::net::UdpSocket::from_std(sock) {
+                Ok(sock) => Some((spec, sock)),
+                Err(e) => {
+                    tracing::error!(addr = %spec.addr, error = %e, "UDP socket unusable");
+                    None
                 }
+            })
+            .collect();
+        Ingress {
+            sockets,
+            buf: vec![0u8; shared.limits.max_message_bytes + 1],
+            next: 0,
+        }
+    }
+
+    /// Whether there is no UDP listener at all.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Ready when some socket may have a datagram; gives that socket's index.
+    pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<usize> {
+        let n = self.sockets.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.sockets[i].1.poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Waits until [`poll_ready`](Self::poll_ready) says a socket may have a datagram.
+    pub async fn ready(&self) -> usize {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    /// The next datagram waiting on socket `index`, without waiting; `None` once it has none
+    /// (its readiness is then cleared and [`ready`](Self::ready) waits for the next).
+    /// Oversize datagrams are dropped and counted here.
+    pub fn try_recv(&mut self, shared: &Shared, index: usize) -> Option<Datagram<'_>> {
+        let (spec, sock) = self.sockets.get(index)?;
+        self.next = (index + 1) % self.sockets.len();
+        loop {
+            let (n, source) = match sock.try_recv_from(&mut self.buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                // ICMP errors from earlier sends surface here on some kernels; they say nothing
+                // about this socket's health.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    tracing::debug!(addr = %spec.addr, error = %e, "UDP receive error");
+                    continue;
+                }
+                Err(e) => {
+                    // Anything else may repeat at once: give the socket back to the poller
+                    // rather than spin here.
+                    tracing::debug!(addr = %spec.addr, error = %e, "UDP receive error");
+                    return None;
+                }
+            };
+            if n > shared.limits.max_message_bytes {
+                shared
+                    .counters
+                    .udp_oversize_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %source, "oversize datagram dropped");
                 continue;
             }
-        };
-        if n > shared.limits.max_message_bytes {
-            shared
-                .counters
-                .udp_oversize_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(peer = %source, "oversize datagram dropped");
-            continue;
-        }
-        shared.counters.udp_received.fetch_add(1, Ordering::Relaxed);
-        let message = FromTransport::Message(Inbound {
-            listener: spec.id,
-            flow: None,
-            source,
-            bytes: buf[..n].to_vec(),
-        });
-        if shared.to_engine.send(message).await.is_err() {
-            return;
+            shared.counters.udp_received.fetch_add(1, Ordering::Relaxed);
+            return Some(Datagram {
+                listener: spec.id,
+                source,
+                bytes: &self.buf[..n],
+            });
         }
     }
 }
