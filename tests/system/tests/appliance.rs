@@ -3,8 +3,8 @@
 //! `show system-state`, and complete a SIPp call from the host through the forwarded port.
 //!
 //! The call goes host SIPp (UAC) -> 127.0.0.1:P -> hostfwd -> guest eth0 10.0.2.15:5060 (sbcd,
-//! access) -> sbcd (core, 10.0.3.15:5062) -> the upstream 10.0.3.2:5070, which QEMU's user
-//! network maps to the host's 127.0.0.1:5070 -> host SIPp (UAS).
+//! access) -> sbcd (core, 10.0.3.15:5062) -> the upstream 10.0.3.2:25070, which QEMU's user
+//! network maps to the host's 127.0.0.1:25070 -> host SIPp (UAS).
 //!
 //! Timings (boot to the login prompt, to SIP-online, the call) are printed and written to
 //! `out/system-tests/appliance/timings.txt`. They are reported, never asserted.
@@ -18,8 +18,8 @@ use system_tests::*;
 const USER: &str = "admin";
 const PASSWORD: &str = "admin";
 const NODE: &str = "sbc-a";
-/// The host port the factory config's upstream (10.0.3.2:5070) reaches.
-const UPSTREAM_PORT: u16 = 5070;
+/// The host port the factory config's upstream (10.0.3.2:25070) reaches.
+const UPSTREAM_PORT: u16 = 25070;
 
 /// TCG on a loaded 2-core machine: minutes, not seconds, before we call it a failure.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -124,6 +124,14 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         to_online.as_secs_f64()
     );
 
+    // QEMU's user network maps the guest's upstream to this very host port, so it cannot be
+    // chosen free; say clearly when something else holds it.
+    if let Err(e) = std::net::UdpSocket::bind(("127.0.0.1", UPSTREAM_PORT)) {
+        panic!(
+            "127.0.0.1:{UPSTREAM_PORT} (UDP), where the guest's upstream lands, is taken by \
+             another process ({e}); the SIPp UAS cannot stand in for the core"
+        );
+    }
     let call_started = Instant::now();
     let uas_port = UPSTREAM_PORT.to_string();
     let mut uas = Command::new("sipp")
