@@ -197,6 +197,19 @@ impl DialogTable {
         })
     }
 
+    /// How many live dialogs have an access-side party for which `pred` holds.
+    pub fn count_access(&self, mut pred: impl FnMut(&Party) -> bool) -> usize {
+        self.dialogs
+            .values()
+            .filter(|(d, _)| {
+                d.state != DialogState::Ended
+                    && [&d.caller, &d.callee]
+                        .into_iter()
+                        .any(|p| p.realm == Realm::Access && pred(p))
+            })
+            .count()
+    }
+
     /// Applies a change made on the twin.
     pub fn apply(&mut self, change: DialogChange, now: Instant) {
         match change {

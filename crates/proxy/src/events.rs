@@ -159,6 +159,9 @@ pub struct RegistrationInfo {
     pub transport: Transport,
     /// Seconds left.
     pub expires_in_secs: u64,
+    /// Live calls of this endpoint, as the drain rules count them.
+    #[serde(default)]
+    pub active_calls: u64,
 }
 
 /// `show stats`.

@@ -269,15 +269,11 @@ impl SipCore {
     }
 
     pub fn registrations(&self) -> Vec<control::RegistrationInfo> {
-        let calls = self.proxy.calls();
         self.proxy
             .registrations()
             .into_iter()
             .map(|r| control::RegistrationInfo {
-                active_calls: calls
-                    .iter()
-                    .filter(|c| c.caller_addr == r.remote || c.callee_addr == r.remote)
-                    .count() as u64,
+                active_calls: r.active_calls,
                 aor: r.aor,
                 contact: r.contact,
                 expires_in_secs: r.expires_in_secs,

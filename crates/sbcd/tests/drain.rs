@@ -512,8 +512,6 @@ fn register_with_several_contacts_keeps_only_those_in_a_call() {
 }
 
 #[test]
-#[ignore = "sbcd counts a binding's calls by source address only (sip_core.rs registrations()), \
-            while the drain rules also match the contact URI and the AoR; see docs/testing.md"]
 fn show_registrations_counts_the_call_the_drain_rules_see() {
     let (sbcd, core) = sbcd_with_core();
     let phone = free_port();

@@ -368,12 +368,23 @@ impl Proxy {
         calls
     }
 
-    /// `show registrations`.
+    /// `show registrations`. A binding's calls are counted as the drain rules see them when a
+    /// REGISTER for it comes in; an AoR with one binding stands for a REGISTER with one contact.
     pub fn registrations(&self) -> Vec<RegistrationInfo> {
+        let mut per_aor: HashMap<&str, usize> = HashMap::new();
+        for b in self.registrations.iter() {
+            *per_aor.entry(b.aor.as_str()).or_default() += 1;
+        }
         let mut list: Vec<RegistrationInfo> = self
             .registrations
             .iter()
             .map(|b| RegistrationInfo {
+                active_calls: self.endpoint_calls(
+                    &b.contact,
+                    &b.aor,
+                    b.flow,
+                    per_aor.get(b.aor.as_str()) == Some(&1),
+                ) as u64,
                 aor: b.aor.clone(),
                 contact: b.contact.clone(),
                 remote: b.flow.remote,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::dialogs::Party;
 use crate::drain::{self, ContactFacts, ContactPlan, RegisterPlan};
 use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
 use crate::registrations::{Binding, RemovalCause};
@@ -48,16 +49,34 @@ fn with_expires(params: &str, secs: u32) -> String {
     format!(";{}", out.join(";"))
 }
 
+/// Whether call party `p` is the endpoint behind `contact` (of AoR `aor`, reached at `from`).
+/// With a single contact the AoR and the source address also count, since phones rarely reuse
+/// the exact URI. The drain rules and `show registrations` both ask this, so an operator sees
+/// the calls that keep a binding.
+fn is_endpoint(p: &Party, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
+    p.contact
+        .as_deref()
+        .is_some_and(|c| same_contact(c, contact))
+        || (single && (aor_of(&p.uri) == aor || p.flow.remote == from.remote))
+}
+
 impl Proxy {
-    /// Whether the endpoint behind `contact` is in a live session. With a single contact the
-    /// AoR and the source address also count, since phones rarely reuse the exact URI.
+    /// Whether the endpoint behind `contact` is in a live session (see [`is_endpoint`]).
     fn endpoint_has_call(&self, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
-        self.dialogs.any_access_party(|p| {
-            p.contact
-                .as_deref()
-                .is_some_and(|c| same_contact(c, contact))
-                || (single && (aor_of(&p.uri) == aor || p.flow.remote == from.remote))
-        })
+        self.dialogs
+            .any_access_party(|p| is_endpoint(p, contact, aor, from, single))
+    }
+
+    /// How many live sessions the endpoint behind `contact` is in (see [`is_endpoint`]).
+    pub(super) fn endpoint_calls(
+        &self,
+        contact: &str,
+        aor: &str,
+        from: Flow,
+        single: bool,
+    ) -> usize {
+        self.dialogs
+            .count_access(|p| is_endpoint(p, contact, aor, from, single))
     }
 
     pub(super) fn on_register(

@@ -204,6 +204,23 @@ fn rule_04_register_refresh_with_active_call_gets_lowered_expiry() {
 }
 
 #[test]
+fn show_registrations_counts_the_calls_rule_04_sees() {
+    let mut net = net();
+    net.register(ALICE, "alice", 3600);
+    assert_eq!(net.proxy.registrations()[0].active_calls, 0);
+    // From another socket of the phone: the AoR still ties the call to the binding, as it
+    // does for rule 4.
+    call_from(
+        &mut net,
+        "192.168.1.10:5062",
+        "sip:alice@example.com",
+        "r4count",
+    );
+    assert_eq!(net.proxy.counts().active_sessions, 1);
+    assert_eq!(net.proxy.registrations()[0].active_calls, 1);
+}
+
+#[test]
 fn rule_05_register_without_call_is_rejected_removed_and_deregistered_at_the_core() {
     let mut cfg = config();
     cfg.drain.reg_reject_code = 480;
