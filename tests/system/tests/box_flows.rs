@@ -58,6 +58,9 @@ fn check<T>(r: Result<T, String>) -> T {
 
 struct Box {
     guest: Guest,
+    /// The upstream for the whole boot: it answers the box's OPTIONS probes (`-aa`), so the
+    /// upstream stays in rotation, and every call the test makes.
+    _uas: Sipp,
     port: TestPort,
     qmp: Qmp,
     sip_port: u16,
@@ -118,23 +121,21 @@ impl Box {
             .unwrap_or_else(|| panic!("no recoveries line in show health:\n{health}"))
     }
 
-    fn sipp_uas(&self, calls: u32) -> Sipp {
-        Command::new("sipp")
-            .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
-            .arg(UPSTREAM_PORT.to_string())
-            .args([
-                "-m",
-                &calls.to_string(),
-                "-nostdin",
-                "-trace_err",
-                "-error_file",
-            ])
-            .arg(self.dir.join("uas-errors.log"))
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .map(Sipp)
-            .unwrap_or_else(|e| panic!("starting sipp (UAS): {e}"))
+    /// Waits until `show upstreams` has the upstream in rotation (the UAS answers its probes).
+    fn wait_upstream(&mut self) {
+        let started = Instant::now();
+        loop {
+            let answer = self.command("show upstreams");
+            if answer.contains("in-rotation") {
+                return;
+            }
+            assert!(
+                started.elapsed() < ONLINE_TIMEOUT,
+                "the upstream never came into rotation:\n{answer}"
+            );
+            // Between two questions to a console that answered: no event to wait on.
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn sipp_uac(&self, call_ms: u64) -> Sipp {
@@ -162,13 +163,12 @@ impl Box {
 
     /// One short call through the box, start to end.
     fn short_call(&mut self) {
-        let mut uas = self.sipp_uas(1);
+        self.wait_upstream();
         let status = self
             .sipp_uac(1000)
             .0
             .wait()
             .unwrap_or_else(|e| panic!("waiting for sipp: {e}"));
-        uas.stop();
         assert!(
             status.success(),
             "a SIPp call through the box failed ({status}); see {}; console:\n{}",
@@ -194,7 +194,22 @@ impl Drop for Sipp {
     }
 }
 
+/// The UAS on the host as the box's upstream, for as long as the test runs.
+fn sipp_uas(dir: &Path) -> Sipp {
+    Command::new("sipp")
+        .args(["-sn", "uas", "-i", "127.0.0.1", "-p"])
+        .arg(UPSTREAM_PORT.to_string())
+        .args(["-aa", "-nostdin", "-trace_err", "-error_file"])
+        .arg(dir.join("uas-errors.log"))
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Sipp)
+        .unwrap_or_else(|e| panic!("starting sipp (UAS): {e}"))
+}
+
 fn boot(dir: &Path) -> Box {
+    let uas = sipp_uas(dir);
     let sip_port = free_port();
     let qmp = dir.join("qmp.sock");
     let printed = xtask(&[
@@ -241,6 +256,7 @@ fn boot(dir: &Path) -> Box {
     let qmp = Qmp::connect(&qmp);
     Box {
         guest,
+        _uas: uas,
         port,
         qmp,
         sip_port,
@@ -288,7 +304,7 @@ fn pinning(b: &mut Box) {
 /// b. The drain by the panel button, with a call up, and back online from the console.
 fn drain_by_button(b: &mut Box) -> Vec<(String, Duration)> {
     let mut times = Vec::new();
-    let mut uas = b.sipp_uas(1);
+    b.wait_upstream();
     let mut uac = b.sipp_uac(CALL_MS);
     let call_started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -327,7 +343,6 @@ fn drain_by_button(b: &mut Box) -> Vec<(String, Duration)> {
         .0
         .wait()
         .unwrap_or_else(|e| panic!("waiting for sipp: {e}"));
-    uas.stop();
     assert!(
         status.success(),
         "the call up during the drain did not complete ({status}); see {}",
