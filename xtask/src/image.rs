@@ -476,7 +476,13 @@ fn customize_root(
     fs::write(rootdir.join("etc/hostname"), "sbc\n").context("writing /etc/hostname")?;
     // Empty: systemd makes a machine id on the first boot of each box.
     fs::write(rootdir.join("etc/machine-id"), "").context("writing /etc/machine-id")?;
-    for dir in ["data", "etc/sbc", "var/lib/sbc", "var/log/journal"] {
+    for dir in [
+        "data",
+        "etc/sbc",
+        "etc/systemd/network",
+        "var/lib/sbc",
+        "var/log/journal",
+    ] {
         fs::create_dir_all(rootdir.join(dir)).with_context(|| format!("creating /{dir}"))?;
     }
     link_units(root, rootdir)
@@ -667,14 +673,20 @@ fn mark_updated(rootdir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The data partition's first content: the board's default config and empty state folders.
+/// The data partition's first content: the board's default config and empty folders for state,
+/// the journal and the site's network settings.
 fn stage_data(root: &Path, board: &str, datadir: &Path) -> Result<()> {
     if datadir.exists() {
         fs::remove_dir_all(datadir)
             .with_context(|| format!("removing old {}", datadir.display()))?;
     }
     overlay(&root.join("image/data"), datadir)?;
-    for dir in ["etc/sbc", "var/lib/sbc", "var/log/journal"] {
+    for dir in [
+        "etc/sbc",
+        "etc/systemd/network",
+        "var/lib/sbc",
+        "var/log/journal",
+    ] {
         fs::create_dir_all(datadir.join(dir)).with_context(|| format!("creating data/{dir}"))?;
     }
     let factory = root.join("image/board").join(board).join("sbc.toml");
