@@ -78,6 +78,9 @@ pub fn free_port() -> u16 {
     panic!("no port free for both UDP and TCP on 127.0.0.1");
 }
 
+/// The longest a test guest may live, whatever happens to the test.
+pub const GUEST_LIFETIME_SECS: u64 = 1200;
+
 /// A program with its environment, as `cargo xtask qemu --print-command` prints it.
 #[derive(Debug)]
 pub struct PrintedCommand {
@@ -111,9 +114,12 @@ impl PrintedCommand {
         cmd
     }
 
+    /// The command, run under `timeout`: if the test process dies without unwinding (killed by
+    /// CI), the guest still ends within [`GUEST_LIFETIME_SECS`] instead of lingering.
     pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.program);
-        c.args(&self.args);
+        let mut c = Command::new("timeout");
+        c.args(["--kill-after=10", &GUEST_LIFETIME_SECS.to_string()]);
+        c.arg(&self.program).args(&self.args);
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -142,7 +148,7 @@ impl Guest {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", cmd.program));
+            .unwrap_or_else(|e| panic!("could not start {} under timeout: {e}", cmd.program));
         let started = Instant::now();
         let (Some(input), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
             panic!("QEMU's stdin and stdout were not piped");
@@ -214,7 +220,19 @@ impl Guest {
 }
 
 impl Drop for Guest {
+    /// SIGTERM to `timeout`, which passes it to QEMU and waits for it; SIGKILL would end only
+    /// `timeout` and leave QEMU running.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
