@@ -11,7 +11,6 @@
 //! Nothing here panics on any input: malformed input is an `Err`.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 /// Why a message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +74,10 @@ fn canonical(name: &str) -> Cow<'_, str> {
 
 /// Whether header `name` (as sent) is `wanted` (long form, any case).
 pub fn name_is(name: &str, wanted: &str) -> bool {
-    canonical(name).eq_ignore_ascii_case(wanted)
+    // Every alias of a header name is a one-letter compact form, so only those need the table;
+    // this runs for every header line on every lookup.
+    name.eq_ignore_ascii_case(wanted)
+        || (name.len() == 1 && canonical(name).eq_ignore_ascii_case(wanted))
 }
 
 impl<'a> Message<'a> {
@@ -99,17 +101,16 @@ impl<'a> Message<'a> {
                 reason,
             },
         };
-        let headers = inner
-            .headers()
-            .map(|h| Header {
-                name: h.name,
-                value: if h.is_folded() {
-                    Cow::Owned(h.value_pieces().collect::<Vec<_>>().join(" "))
-                } else {
-                    Cow::Borrowed(h.value)
-                },
-            })
-            .collect();
+        // Most messages have fewer lines than this: one allocation instead of a growing vector.
+        let mut headers = Vec::with_capacity(16);
+        headers.extend(inner.headers().map(|h| Header {
+            name: h.name,
+            value: if h.is_folded() {
+                Cow::Owned(h.value_pieces().collect::<Vec<_>>().join(" "))
+            } else {
+                Cow::Borrowed(h.value)
+            },
+        }));
         let message = Message {
             start,
             headers,
@@ -181,7 +182,12 @@ impl<'a> Message<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Option<Via<'_>> {
-        self.list("via").first().and_then(|v| Via::parse(v))
+        self.headers
+            .iter()
+            .filter(|h| name_is(h.name, "via"))
+            .flat_map(|h| list_items(h.value.as_ref()))
+            .next()
+            .and_then(Via::parse)
     }
 
     /// Every Via, top first.
@@ -241,11 +247,16 @@ impl<'a> Message<'a> {
                 StartLine::Request { method, uri } => format!("{method} {uri} SIP/2.0"),
                 StartLine::Response { code, reason } => format!("SIP/2.0 {code} {reason}"),
             },
-            headers: self
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), h.value.to_string()))
-                .collect(),
+            headers: {
+                // Room for the lines the proxy adds (Via, Record-Route) without regrowing.
+                let mut headers = Vec::with_capacity(self.headers.len() + 4);
+                headers.extend(
+                    self.headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), h.value.to_string())),
+                );
+                headers
+            },
             body: self.body.to_vec(),
         }
     }
@@ -253,29 +264,39 @@ impl<'a> Message<'a> {
 
 /// Splits a header value at commas that are outside quotes and angle brackets.
 pub fn split_list(value: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut quoted, mut angle, mut start) = (false, false, 0);
+    list_items(value).collect()
+}
+
+/// The items of a comma list, trimmed, empty ones left out, without collecting them (the first
+/// item is often all a caller wants).
+pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
     let bytes = value.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' if quoted => i += 1,
-            b'"' => quoted = !quoted,
-            b'<' if !quoted => angle = true,
-            b'>' if !quoted => angle = false,
-            b',' if !quoted && !angle => {
-                out.push(value[start..i].trim());
-                start = i + 1;
+    let (mut quoted, mut angle, mut start, mut i) = (false, false, 0, 0);
+    std::iter::from_fn(move || {
+        while start <= bytes.len() {
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'\\' if quoted => i += 1,
+                    b'"' => quoted = !quoted,
+                    b'<' if !quoted => angle = true,
+                    b'>' if !quoted => angle = false,
+                    b',' if !quoted && !angle => break,
+                    _ => {}
+                }
+                i += 1;
             }
-            _ => {}
+            // An escape as the last byte can step past the end.
+            let end = i.min(bytes.len());
+            let item = value.get(start..end).map(str::trim);
+            start = end + 1;
+            i = start;
+            match item {
+                Some(item) if !item.is_empty() => return Some(item),
+                _ => {}
+            }
         }
-        i += 1;
-    }
-    if let Some(last) = value.get(start..) {
-        out.push(last.trim());
-    }
-    out.retain(|v| !v.is_empty());
-    out
+        None
+    })
 }
 
 /// The value of parameter `name` in a `;a=b;c` list (`Some("")` for a flag).
@@ -574,17 +595,33 @@ impl Draft {
 
     /// The wire form, with Content-Length set to the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut head = String::with_capacity(512);
-        head.push_str(&self.start);
-        head.push_str("\r\n");
+        // Sized up front (the Content-Length line is at most 40 bytes): one allocation.
+        let size = self.start.len()
+            + 2
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 4)
+                .sum::<usize>()
+            + 40
+            + self.body.len();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(self.start.as_bytes());
+        out.extend_from_slice(b"\r\n");
         for (name, value) in &self.headers {
             if name_is(name, "content-length") {
                 continue;
             }
-            let _ = write!(head, "{name}: {value}\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
-        let _ = write!(head, "Content-Length: {}\r\n\r\n", self.body.len());
-        let mut out = head.into_bytes();
+        // Writing into a Vec cannot fail.
+        let _ = std::io::Write::write_fmt(
+            &mut out,
+            format_args!("Content-Length: {}\r\n\r\n", self.body.len()),
+        );
         out.extend_from_slice(&self.body);
         out
     }
@@ -739,5 +776,11 @@ l: 4\r\n\r\nbodyEXTRA";
             ("sip:a@b;lr", Some("30"))
         );
         assert_eq!(split_list("<sip:a,b@c>, \"x,y\" <sip:d@e>").len(), 2);
+        assert_eq!(
+            split_list(" a , ,\"x\\\",y\" ,<b,c>,"),
+            vec!["a", "\"x\\\",y\"", "<b,c>"]
+        );
+        assert!(split_list("").is_empty());
+        assert_eq!(list_items("\"a\\").collect::<Vec<_>>(), vec!["\"a\\"]);
     }
 }

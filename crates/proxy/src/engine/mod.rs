@@ -15,6 +15,7 @@ mod timeouts;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use system_state::SystemState;
@@ -94,8 +95,9 @@ struct RegisterCtx {
 /// The proxying state of one server transaction.
 #[derive(Debug, Clone)]
 struct Forward {
-    /// The request as it goes out, before Record-Route and our Via.
-    base: Draft,
+    /// The request as it goes out, before Record-Route and our Via. Shared: a `Forward` is
+    /// cloned for every response handled, and the draft is only copied to send an attempt.
+    base: Arc<Draft>,
     method: String,
     targets: Targets,
     client: Option<TxId>,

@@ -2,6 +2,7 @@
 //! drain's REGISTER rules (4: lowered expiry for endpoints with a call, 5: reject, drop and
 //! de-register the others, 6: per contact).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dialogs::Party;
@@ -193,7 +194,7 @@ impl Proxy {
                     wildcard,
                 };
                 let forward = Forward {
-                    base,
+                    base: Arc::new(base),
                     method: "REGISTER".to_owned(),
                     targets: Targets::Upstreams { tried: Vec::new() },
                     client: None,

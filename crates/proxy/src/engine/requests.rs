@@ -13,6 +13,7 @@ use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
 use crate::registrations::Lookup;
 use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm, Transport};
+use std::sync::Arc;
 
 use super::{ClientPurpose, Forward, Proxy, ServerEntry, ServerKey, Targets, TimerKey, TxId};
 
@@ -187,7 +188,7 @@ impl Proxy {
         };
         let record_route = matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER");
         let forward = Forward {
-            base,
+            base: Arc::new(base),
             method: method.clone(),
             targets,
             client: None,
@@ -524,7 +525,7 @@ impl Proxy {
             }
             Some(sid) => {
                 let forward = Forward {
-                    base: draft,
+                    base: Arc::new(draft),
                     method,
                     targets: Targets::Fixed(dest),
                     client: None,
@@ -648,7 +649,7 @@ impl Proxy {
         let Some(source) = self.servers.get(&sid).map(|e| e.source) else {
             return;
         };
-        let mut draft = forward.base.clone();
+        let mut draft = Draft::clone(&forward.base);
         if forward.record_route {
             let outgoing = self.own_uri(dest.listener);
             let incoming = self.own_uri(forward.incoming);
