@@ -16,15 +16,19 @@ mod util;
 use std::process::ExitCode;
 
 /// (name, one-line help, entry point)
-type Task = (&'static str, &'static str, fn(&[String]) -> anyhow::Result<()>);
+type Task = (
+    &'static str,
+    &'static str,
+    fn(&[String]) -> anyhow::Result<()>,
+);
 
 const TASKS: &[Task] = &[
-    ("test", "run every test: unit, property, RFC 4475, SIPp host tests, QEMU system tests", test::run),
+    ("test", "every test: units, RFC 4475, properties, SIPp host tests, QEMU system tests (`[--host-only]`)", test::run),
     ("bench", "benchmarks: `bench` (parser vs rsip) and `bench sip` (sbcd vs Kamailio under SIPp)", bench::run),
     ("fuzz", "bounded cargo-fuzz run of the SIP parser (`--seconds N`, default 60)", fuzz::run),
     ("image", "build the appliance disk image (`--board qemu|apu2`)", image::run),
-    ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file]`)", flash::run),
-    ("qemu", "boot the appliance image under QEMU (`[--board qemu] [--twin]`)", qemu::run),
+    ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file] [--keep-data]`)", flash::run),
+    ("qemu", "boot the appliance image under QEMU (`[--board qemu] [--twin] [--sip-port N] [--snapshot] [--fresh] [--bios] [--verbose]`)", qemu::run),
     ("press", "press the panel button of a running QEMU appliance (`--hold-ms N`)", press::run),
     ("ci", "what CI runs (.ci/run): the test task", ci::run),
 ];
