@@ -31,8 +31,8 @@ const USER: &str = "admin";
 const PASSWORD: &str = "admin";
 const NODE: &str = "sbc-a";
 const PROMPT: &str = "sbc-a> ";
-/// The host port the factory config's upstream (10.0.3.2:5070) reaches.
-const UPSTREAM_PORT: u16 = 5070;
+/// The host port the factory config's upstream (10.0.3.2:25070) reaches.
+const UPSTREAM_PORT: u16 = 25070;
 /// `[cores]` of board/qemu/board.toml: the SIP core and the housekeeping core.
 const SIP_CPUS: &str = "1";
 const HOUSEKEEPING_CPUS: &str = "0";
