@@ -20,11 +20,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     util::ensure_debs(&["sip-tester"])?;
     let cargo = env!("CARGO");
-    util::run(
-        Command::new(cargo)
-            .current_dir(util::root())
-            .args(["test", "--workspace", "--exclude", "system-tests"]),
-    )?;
+    util::run(Command::new(cargo).current_dir(util::root()).args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "system-tests",
+    ]))?;
     if host_only {
         eprintln!("xtask test: --host-only: the QEMU system tests were not run");
         return Ok(());

@@ -55,6 +55,9 @@ pub struct Person {
     slave: Option<File>,
     /// The terminal the console runs on.
     pub slave_path: PathBuf,
+    /// The terminal's local flags before the console was started (on stdio only): what it must
+    /// leave behind. Read before the spawn, because the console goes raw at once.
+    pub initial_local_flags: Option<nix::sys::termios::LocalFlags>,
     screen: Arc<(Mutex<Screen>, Condvar)>,
     seen: usize,
 }
@@ -65,6 +68,7 @@ impl Person {
         let pty = nix::pty::openpty(None, None).unwrap();
         let slave_path = nix::unistd::ttyname(&pty.slave).unwrap();
         let slave = File::from(pty.slave);
+        let initial = nix::sys::termios::tcgetattr(&slave).unwrap().local_flags;
         let child = Command::new(env!("CARGO_BIN_EXE_sbc-console"))
             .args(args)
             .stdin(Stdio::from(slave.try_clone().unwrap()))
@@ -74,6 +78,7 @@ impl Person {
             .unwrap();
         let mut person = Person::watch(child, pty.master);
         person.slave_path = slave_path;
+        person.initial_local_flags = Some(initial);
         person
     }
 
@@ -119,6 +124,7 @@ impl Person {
             master,
             slave: None,
             slave_path: PathBuf::new(),
+            initial_local_flags: None,
             screen,
             seen: 0,
         }
