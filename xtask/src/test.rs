@@ -23,6 +23,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     util::run(Command::new(cargo).current_dir(util::root()).args([
         "test",
         "--workspace",
+        "--no-fail-fast",
         "--exclude",
         "system-tests",
     ]))?;
