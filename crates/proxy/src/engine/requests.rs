@@ -478,11 +478,17 @@ impl Proxy {
         let found = self
             .dialogs
             .find(call_id, from_tag, to_tag, realm)
-            .map(|(d, side)| (d.id.clone(), side, d.clone()));
+            .map(|(d, side)| {
+                // Where the request goes: the other party.
+                let other = match side {
+                    Side::Caller => d.callee.flow,
+                    Side::Callee => d.caller.flow,
+                };
+                (d.id.clone(), side, other)
+            });
         let draft = self.edit_for_forward(m, from);
         let dest = match &found {
-            Some((_, Side::Caller, d)) => Some(d.callee.flow),
-            Some((_, Side::Callee, d)) => Some(d.caller.flow),
+            Some((_, _, other)) => Some(*other),
             // Not a session we track (e.g. a SUBSCRIBE dialog): only what we Record-Routed
             // ourselves is routed, so the box is no open relay for anything with a To tag.
             None if self.carries_own_route(m) => self.resolve_next_hop(&draft, realm),

@@ -150,14 +150,14 @@ impl Proxy {
                     self.emit_dialog(change);
                 }
             }
-            self.relay(sid, m.to_draft(), code);
+            self.relay_message(sid, m, code);
             return;
         }
         if code < 300 {
-            let mut draft = m.to_draft();
-            if let Some(ctx) = forward.register.clone() {
-                draft = self.cache_from_2xx(&ctx, m);
-            }
+            let draft = forward
+                .register
+                .clone()
+                .map(|ctx| self.cache_from_2xx(&ctx, m));
             if forward.method == "INVITE" {
                 self.confirm_dialog(&forward, m);
             }
@@ -166,7 +166,10 @@ impl Proxy {
                     self.end_dialog(id, CallEndCause::Bye);
                 }
             }
-            self.relay(sid, draft, code);
+            match draft {
+                Some(draft) => self.relay(sid, draft, code),
+                None => self.relay_message(sid, m, code),
+            }
             return;
         }
         let failover = code == 503
@@ -193,10 +196,26 @@ impl Proxy {
                 self.end_dialog(id, CallEndCause::Bye);
             }
         }
-        self.relay(sid, m.to_draft(), code);
+        self.relay_message(sid, m, code);
     }
 
     /// Relays a response on server transaction `sid`, our Via removed.
+    /// Relays a response as received minus its top Via (RFC 3261 §16.7), copying every byte it
+    /// does not touch instead of rebuilding the message. A response without Content-Length
+    /// takes the rebuilding path, which adds one (a stream on the other side needs it).
+    fn relay_message(&mut self, sid: TxId, m: &Message<'_>, code: u16) {
+        if m.sip.content_length().is_some() {
+            let mut editor = sip::Editor::new(&m.sip);
+            let mut out = Vec::with_capacity(m.sip.as_bytes().len());
+            if editor.pop_first(sip::HeaderName::Via).is_some() && editor.write(&mut out).is_ok() {
+                self.stats.responses_relayed += 1;
+                self.send_on_server(sid, code, out);
+                return;
+            }
+        }
+        self.relay(sid, m.to_draft(), code);
+    }
+
     fn relay(&mut self, sid: TxId, mut draft: msg::Draft, code: u16) {
         draft.pop_first_of("Via");
         self.stats.responses_relayed += 1;
