@@ -111,9 +111,17 @@ impl DialogCounts {
 #[derive(Debug, Default)]
 pub struct DialogTable {
     dialogs: HashMap<DialogId, (Dialog, Instant)>,
+    /// No change records from [`update`](Self::update): nobody replicates them.
+    no_snapshots: bool,
 }
 
 impl DialogTable {
+    /// Whether [`update`](Self::update) returns change records (on by default). Each one is a
+    /// full copy of the dialog, made several times per call for a twin to apply.
+    pub fn set_snapshots(&mut self, on: bool) {
+        self.no_snapshots = !on;
+    }
+
     /// Starts tracking a session in the early state.
     pub fn insert(&mut self, dialog: Dialog, now: Instant) -> DialogChange {
         let change = DialogChange::Upsert(Box::new(dialog.clone()));
@@ -130,6 +138,9 @@ impl DialogTable {
     pub fn update(&mut self, id: &DialogId, f: impl FnOnce(&mut Dialog)) -> Option<DialogChange> {
         let (dialog, _) = self.dialogs.get_mut(id)?;
         f(dialog);
+        if self.no_snapshots {
+            return None;
+        }
         Some(DialogChange::Upsert(Box::new(dialog.clone())))
     }
 

@@ -82,8 +82,11 @@ pub fn proxy_config(config: &Config, listeners: &[ListenerSpec]) -> proxy::Confi
 impl SipCore {
     /// A core in `initial` state.
     pub fn new(config: proxy::Config, now: Instant, initial: SystemState) -> SipCore {
+        let mut proxy = Proxy::new(config, now);
+        // No twin in this build: change records would be copies made for nobody.
+        proxy.set_replication(false);
         let mut core = SipCore {
-            proxy: Proxy::new(config, now),
+            proxy,
             counts_changed: None,
             accepts_connections: None,
             flows_closed: 0,

@@ -184,6 +184,8 @@ pub struct Proxy {
     stats: Stats,
     last_counts: Counts,
     drain_complete_sent: bool,
+    /// Whether change records for a twin are produced ([`Proxy::set_replication`]).
+    replicate: bool,
 }
 
 /// A short stable hash (FNV-1a) for tags and loop detection.
@@ -223,6 +225,7 @@ impl Proxy {
             stats: Stats::default(),
             last_counts: Counts::default(),
             drain_complete_sent: false,
+            replicate: true,
         }
     }
 
@@ -254,6 +257,14 @@ impl Proxy {
             _ => {}
         }
         self.after_change();
+    }
+
+    /// Whether [`Event::Change`] records for a twin are produced (on by default). A node
+    /// without a twin turns them off: a dialog record is a full copy of the dialog, made at
+    /// every step of every call.
+    pub fn set_replication(&mut self, on: bool) {
+        self.replicate = on;
+        self.dialogs.set_snapshots(on);
     }
 
     /// Handles one received message at `now`.
@@ -654,11 +665,16 @@ impl Proxy {
                 cause: *cause,
             }),
         }
-        self.events
-            .push_back(Event::Change(ChangeRecord::Binding(change)));
+        if self.replicate {
+            self.events
+                .push_back(Event::Change(ChangeRecord::Binding(change)));
+        }
     }
 
     fn emit_dialog(&mut self, change: DialogChange) {
+        if !self.replicate {
+            return;
+        }
         self.events
             .push_back(Event::Change(ChangeRecord::Dialog(change)));
     }

@@ -507,6 +507,22 @@ fn change_records_serialise_and_rebuild_the_state_on_a_twin() {
 }
 
 #[test]
+fn without_replication_no_change_records_and_the_same_calls() {
+    let mut net = Net::standard();
+    net.proxy.set_replication(false);
+    net.add_phone(PHONE);
+    net.register(PHONE, "bob", 600);
+    net.call_out(PHONE, "norep");
+    assert!(!net.events.iter().any(|e| matches!(e, Event::Change(_))));
+    assert_eq!(net.proxy.counts().active_sessions, 1);
+    assert_eq!(
+        net.proxy.calls()[0].state,
+        crate::dialogs::DialogState::Confirmed
+    );
+    assert_eq!(net.proxy.registrations().len(), 1);
+}
+
+#[test]
 fn snapshots_serialise() {
     let mut net = Net::standard();
     net.add_phone(PHONE);
