@@ -155,7 +155,9 @@ impl TestPort {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.next_line(left).ok()?;
+            // Straight from the port, past any pushed-back line: that one is for a later wait.
+            let (_, line) = self.lines.recv_timeout(left).ok()?;
+            self.transcript.push(line.clone());
             if line.contains("testport: end leds") {
                 return Some(leds);
             }
