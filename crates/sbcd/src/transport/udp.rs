@@ -26,6 +26,9 @@ pub struct Ingress {
     buf: Vec<u8>,
     /// The socket to look at first next time, so a busy listener cannot starve the others.
     next: usize,
+    /// After a receive error that may repeat at once: when to look at the sockets again, so a
+    /// failing socket does not spin the engine.
+    backoff_until: Option<tokio::time::Instant>,
 }
 
 /// One received datagram, borrowed from the ingress buffer until the next receive.
@@ -54,6 +57,7 @@ impl Ingress {
             sockets,
             buf: vec![0u8; shared.limits.max_message_bytes + 1],
             next: 0,
+            backoff_until: None,
         }
     }
 
@@ -74,8 +78,12 @@ impl Ingress {
         Poll::Pending
     }
 
-    /// Waits until [`poll_ready`](Self::poll_ready) says a socket may have a datagram.
-    pub async fn ready(&self) -> usize {
+    /// Waits until [`poll_ready`](Self::poll_ready) says a socket may have a datagram (after
+    /// a pause first, when the last receive failed).
+    pub async fn ready(&mut self) -> usize {
+        if let Some(until) = self.backoff_until.take() {
+            tokio::time::sleep_until(until).await;
+        }
         std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 
@@ -101,9 +109,10 @@ impl Ingress {
                     continue;
                 }
                 Err(e) => {
-                    // Anything else may repeat at once: give the socket back to the poller
-                    // rather than spin here.
+                    // Anything else may repeat at once: pause briefly rather than spin.
                     tracing::debug!(addr = %spec.addr, error = %e, "UDP receive error");
+                    self.backoff_until =
+                        Some(tokio::time::Instant::now() + std::time::Duration::from_millis(10));
                     return None;
                 }
             };
