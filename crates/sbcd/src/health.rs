@@ -158,15 +158,23 @@ fn read_count(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Written via a temporary and a rename so a crash now cannot leave half a number.
+/// Written via a temporary, fsynced, renamed, and the directory fsynced: the counts must
+/// survive exactly the events they count (a watchdog reset comes without a clean unmount).
 fn write_count(state_dir: &Path, name: &str, count: u64) {
     let path = state_dir.join(name);
     let temp = state_dir.join(format!(".{name}.tmp"));
-    let written =
-        std::fs::write(&temp, format!("{count}\n")).and_then(|()| std::fs::rename(&temp, &path));
-    if let Err(e) = written {
+    if let Err(e) = write_durably(state_dir, &temp, &path, format!("{count}\n").as_bytes()) {
         tracing::warn!(path = %path.display(), error = %e, "cannot save a recovery count");
     }
+}
+
+fn write_durably(dir: &Path, temp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(temp, path)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Counts a recovery when the previous sbcd did not stop cleanly (and a box reset when that
@@ -212,7 +220,8 @@ pub fn count_recoveries(state_dir: &Path, boot: &BootFacts) -> Recoveries {
     }
     let boot_id = boot.boot_id.as_deref().unwrap_or("-");
     let mark = format!("{} {boot_id}\n", std::process::id());
-    if let Err(e) = std::fs::write(&marker, mark) {
+    let temp = state_dir.join(format!(".{RUNNING_MARKER}.tmp"));
+    if let Err(e) = write_durably(state_dir, &temp, &marker, mark.as_bytes()) {
         tracing::warn!(path = %marker.display(), error = %e, "cannot write the running marker");
     }
     found

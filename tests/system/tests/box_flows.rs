@@ -407,6 +407,7 @@ fn dead_kernel_and_offline_across_reboot(b: &mut Box) -> Vec<(String, Duration)>
     b.wait_state("offline", ANSWER_TIMEOUT);
     check(b.port.wait_leds(Leds::OFFLINE, ANSWER_TIMEOUT));
 
+    let recoveries = b.recoveries();
     let hung = Instant::now();
     b.port.send("hang-kernel");
     check(b.guest.wait_for("Kernel panic", ANSWER_TIMEOUT));
@@ -443,6 +444,11 @@ fn dead_kernel_and_offline_across_reboot(b: &mut Box) -> Vec<(String, Duration)>
         "show health does not count the box reset:\n{health}"
     );
     eprintln!("show health after the reset:\n{health}");
+    assert_eq!(
+        b.recoveries(),
+        recoveries + 1,
+        "the recovery count did not go up by one across the watchdog reset"
+    );
 
     b.confirmed("set-system-state online");
     b.wait_state("online", ANSWER_TIMEOUT);
