@@ -122,9 +122,10 @@ impl DialogTable {
         self.no_snapshots = !on;
     }
 
-    /// Starts tracking a session in the early state.
-    pub fn insert(&mut self, dialog: Dialog, now: Instant) -> DialogChange {
-        let change = DialogChange::Upsert(Box::new(dialog.clone()));
+    /// Starts tracking a session in the early state; the change record unless snapshots are
+    /// off.
+    pub fn insert(&mut self, dialog: Dialog, now: Instant) -> Option<DialogChange> {
+        let change = (!self.no_snapshots).then(|| DialogChange::Upsert(Box::new(dialog.clone())));
         self.dialogs.insert(dialog.id.clone(), (dialog, now));
         change
     }

@@ -204,7 +204,7 @@ impl Proxy {
         };
         let sid = self.new_server(m, bytes, from, key, Some(forward));
         if method == "INVITE" {
-            self.respond(sid, 100, &[]);
+            self.respond_to(sid, m, 100, &[]);
         }
         self.try_next(sid);
     }
@@ -350,6 +350,22 @@ impl Proxy {
             return;
         };
         let bytes = msg::response_to(&request, code, Some(&entry.to_tag), extra);
+        self.send_on_server(sid, code, bytes);
+    }
+
+    /// As [`respond`](Self::respond), with `request` the transaction's request already parsed
+    /// (saves parsing the stored copy again).
+    fn respond_to(
+        &mut self,
+        sid: TxId,
+        request: &Message<'_>,
+        code: u16,
+        extra: &[(&str, String)],
+    ) {
+        let Some(entry) = self.servers.get(&sid) else {
+            return;
+        };
+        let bytes = msg::response_to(request, code, Some(&entry.to_tag), extra);
         self.send_on_server(sid, code, bytes);
     }
 
@@ -722,57 +738,20 @@ impl Proxy {
             }
             return;
         }
-        let Some(request) = self.servers.get(&sid).map(|e| e.request.clone()) else {
-            return;
-        };
-        let Ok(m) = Message::parse(&request) else {
-            return;
-        };
-        let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
-            return;
-        };
-        let Some(caller_tag) = from.tag() else {
-            return;
-        };
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
-        let id = DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: caller_tag.to_owned(),
-            caller_realm,
+        // Read from the stored request in place: the session record takes owned copies.
+        let Some(dialog) = self
+            .servers
+            .get(&sid)
+            .and_then(|e| Message::parse(&e.request).ok())
+            .and_then(|m| new_dialog(&m, caller_realm, source, dest, forward.priority))
+        else {
+            return;
         };
-        let dialog = Dialog {
-            id: id.clone(),
-            state: DialogState::Early,
-            caller: Party {
-                realm: caller_realm,
-                flow: source,
-                uri: from.uri.to_owned(),
-                tag: Some(caller_tag.to_owned()),
-                contact: m
-                    .list("contact")
-                    .first()
-                    .and_then(|c| NameAddr::parse(c))
-                    .map(|c| c.uri.to_owned()),
-                cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
-                route: m
-                    .list("record-route")
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            },
-            callee: Party {
-                realm: opposite(caller_realm),
-                flow: dest,
-                uri: to.uri.to_owned(),
-                tag: None,
-                contact: None,
-                cseq: 0,
-                route: Vec::new(),
-            },
-            priority: forward.priority,
-        };
-        let change = self.dialogs.insert(dialog, self.now);
-        self.emit_dialog(change);
+        let id = dialog.id.clone();
+        if let Some(change) = self.dialogs.insert(dialog, self.now) {
+            self.emit_dialog(change);
+        }
         self.stats.calls_started += 1;
         self.events.push_back(Event::CallStarted {
             call_id: id.call_id.clone(),
@@ -782,7 +761,58 @@ impl Proxy {
             f.dialog = Some(id);
         }
     }
+}
 
+/// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`.
+fn new_dialog(
+    m: &Message<'_>,
+    caller_realm: Realm,
+    source: Flow,
+    dest: Flow,
+    priority: bool,
+) -> Option<Dialog> {
+    let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
+        return None;
+    };
+    let caller_tag = from.tag()?;
+    Some(Dialog {
+        id: DialogId {
+            call_id: call_id.to_owned(),
+            caller_tag: caller_tag.to_owned(),
+            caller_realm,
+        },
+        state: DialogState::Early,
+        caller: Party {
+            realm: caller_realm,
+            flow: source,
+            uri: from.uri.to_owned(),
+            tag: Some(caller_tag.to_owned()),
+            contact: m
+                .list("contact")
+                .first()
+                .and_then(|c| NameAddr::parse(c))
+                .map(|c| c.uri.to_owned()),
+            cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
+            route: m
+                .list("record-route")
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        },
+        callee: Party {
+            realm: opposite(caller_realm),
+            flow: dest,
+            uri: to.uri.to_owned(),
+            tag: None,
+            contact: None,
+            cseq: 0,
+            route: Vec::new(),
+        },
+        priority,
+    })
+}
+
+impl Proxy {
     /// Builds and sends a CANCEL for the INVITE of client transaction `cid`.
     pub(super) fn send_cancel(&mut self, cid: TxId) {
         let Some(entry) = self.clients.get(&cid) else {
