@@ -50,7 +50,7 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(120);
 /// `RuntimeWatchdogSec=30s` (the i6300esb may take two stages of it) plus slack.
 const HARDWARE_WATCHDOG_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long the call under test lasts: long enough for the press and the checks around it.
-const CALL_MS: u64 = 40_000;
+const CALL_MS: u64 = 20_000;
 
 fn check<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
