@@ -33,7 +33,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let corpus = fuzz_dir.join("corpus").join("parse");
     std::fs::create_dir_all(&corpus)
         .with_context(|| format!("could not create {}", corpus.display()))?;
-    let seeds = [root.join("crates/sip/tests/rfc4475"), root.join("crates/sip/benches/messages")];
+    let seeds = [
+        root.join("crates/sip/tests/rfc4475"),
+        root.join("crates/sip/benches/messages"),
+    ];
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(&fuzz_dir)
         .env("RUSTC_BOOTSTRAP", "1")

@@ -13,7 +13,9 @@ pub fn root() -> PathBuf {
 /// Runs a command to completion, failing with its command line when it does not exit 0.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let shown = format!("{cmd:?}");
-    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed with {status}");
     }

@@ -16,8 +16,9 @@ pub fn run(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--secs" => {
                 let value = it.next().context("--secs needs a number of seconds")?;
-                let parsed: f64 =
-                    value.parse().with_context(|| format!("--secs: `{value}` is not a number"))?;
+                let parsed: f64 = value
+                    .parse()
+                    .with_context(|| format!("--secs: `{value}` is not a number"))?;
                 if !(parsed > 0.0 && parsed <= 600.0) {
                     bail!("--secs: {parsed} is outside 0..=600");
                 }
@@ -27,7 +28,8 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(util::root()).args(["bench", "-p", "sip", "--bench", "parse"]);
+    cmd.current_dir(util::root())
+        .args(["bench", "-p", "sip", "--bench", "parse"]);
     if let Some(secs) = secs {
         cmd.env("SIP_BENCH_SECS", secs.to_string());
     }
