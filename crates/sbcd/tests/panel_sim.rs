@@ -7,6 +7,9 @@
 //! as `PANEL:` lines; the assertion itself is causal (the new pattern shows up, and only after
 //! the change), since a timed bound on a loaded CI machine would measure the machine.
 
+// Test helpers outside #[test] functions: a failed control request is the test failing.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;
