@@ -15,6 +15,43 @@ use crate::Error;
 /// Most extra headers a builder holds.
 pub const MAX_EXTRA_HEADERS: usize = 16;
 
+/// A fixed-capacity list that remembers whether anything did not fit: builders never allocate,
+/// and an overflow is reported when the message is written rather than dropped silently.
+#[derive(Debug, Clone, Copy)]
+struct Bounded<T: Copy, const N: usize> {
+    items: [T; N],
+    len: usize,
+    overflow: bool,
+}
+
+impl<T: Copy, const N: usize> Bounded<T, N> {
+    fn new(fill: T) -> Self {
+        Bounded {
+            items: [fill; N],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        match self.items.get_mut(self.len) {
+            Some(slot) => {
+                *slot = item;
+                self.len += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+
+    fn overflowed(&self) -> bool {
+        self.overflow
+    }
+}
+
 /// Most Route headers a [`RequestBuilder`] holds.
 pub const MAX_ROUTES: usize = 8;
 
@@ -27,9 +64,7 @@ pub struct ResponseBuilder<'r> {
     status: u16,
     reason: Option<&'r str>,
     to_tag: Option<&'r str>,
-    extra: [(&'r str, &'r str); MAX_EXTRA_HEADERS],
-    extra_len: usize,
-    overflow: bool,
+    extra: Bounded<(&'r str, &'r str), MAX_EXTRA_HEADERS>,
     body: Option<(&'r str, &'r [u8])>,
 }
 
@@ -41,9 +76,7 @@ impl<'r> ResponseBuilder<'r> {
             status,
             reason: None,
             to_tag: None,
-            extra: [("", ""); MAX_EXTRA_HEADERS],
-            extra_len: 0,
-            overflow: false,
+            extra: Bounded::new(("", "")),
             body: None,
         }
     }
@@ -62,12 +95,7 @@ impl<'r> ResponseBuilder<'r> {
 
     /// Adds a header (e.g. `Retry-After`, `Reason`, `Contact`, `Expires`), in call order.
     pub fn header(mut self, name: &'r str, value: &'r str) -> Self {
-        if self.extra_len == MAX_EXTRA_HEADERS {
-            self.overflow = true;
-        } else {
-            self.extra[self.extra_len] = (name, value);
-            self.extra_len += 1;
-        }
+        self.extra.push((name, value));
         self
     }
 
@@ -82,7 +110,7 @@ impl<'r> ResponseBuilder<'r> {
         if !(100..=699).contains(&self.status) {
             return Err(WriteError::BadStatus(self.status));
         }
-        if self.overflow {
+        if self.extra.overflowed() {
             return Err(WriteError::TooManyEdits {
                 limit: MAX_EXTRA_HEADERS,
             });
@@ -92,7 +120,7 @@ impl<'r> ResponseBuilder<'r> {
         if let Some(tag) = self.to_tag {
             check_text(tag, "To tag", false)?;
         }
-        for (name, value) in &self.extra[..self.extra_len] {
+        for (name, value) in self.extra.as_slice() {
             check_name(name)?;
             check_text(value, "header value", true)?;
         }
@@ -142,7 +170,7 @@ impl<'r> ResponseBuilder<'r> {
         out.extend_from_slice(b"\r\n");
         put_header(out, "Call-ID", call_id.value);
         put_header(out, "CSeq", cseq.value);
-        for (name, value) in &self.extra[..self.extra_len] {
+        for (name, value) in self.extra.as_slice() {
             put_header(out, name, value);
         }
         finish(out, self.body)
@@ -248,11 +276,8 @@ pub struct RequestBuilder<'b> {
     cseq: Option<u32>,
     max_forwards: u32,
     contact: Option<&'b str>,
-    routes: [&'b str; MAX_ROUTES],
-    routes_len: usize,
-    extra: [(&'b str, &'b str); MAX_EXTRA_HEADERS],
-    extra_len: usize,
-    overflow: bool,
+    routes: Bounded<&'b str, MAX_ROUTES>,
+    extra: Bounded<(&'b str, &'b str), MAX_EXTRA_HEADERS>,
     body: Option<(&'b str, &'b [u8])>,
 }
 
@@ -269,11 +294,8 @@ impl<'b> RequestBuilder<'b> {
             cseq: None,
             max_forwards: 70,
             contact: None,
-            routes: [""; MAX_ROUTES],
-            routes_len: 0,
-            extra: [("", ""); MAX_EXTRA_HEADERS],
-            extra_len: 0,
-            overflow: false,
+            routes: Bounded::new(""),
+            extra: Bounded::new(("", "")),
             body: None,
         }
     }
@@ -323,23 +345,13 @@ impl<'b> RequestBuilder<'b> {
 
     /// Appends a Route value (e.g. `<sip:core.example.com;lr>`), top first.
     pub fn route(mut self, route: &'b str) -> Self {
-        if self.routes_len == MAX_ROUTES {
-            self.overflow = true;
-        } else {
-            self.routes[self.routes_len] = route;
-            self.routes_len += 1;
-        }
+        self.routes.push(route);
         self
     }
 
     /// Adds a header (`Expires: 0`, `Reason: SIP;cause=503`, ...), in call order.
     pub fn header(mut self, name: &'b str, value: &'b str) -> Self {
-        if self.extra_len == MAX_EXTRA_HEADERS {
-            self.overflow = true;
-        } else {
-            self.extra[self.extra_len] = (name, value);
-            self.extra_len += 1;
-        }
+        self.extra.push((name, value));
         self
     }
 
@@ -351,7 +363,7 @@ impl<'b> RequestBuilder<'b> {
 
     /// Appends the request to `out`.
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), WriteError> {
-        if self.overflow {
+        if self.extra.overflowed() || self.routes.overflowed() {
             return Err(WriteError::TooManyEdits {
                 limit: MAX_EXTRA_HEADERS.max(MAX_ROUTES),
             });
@@ -383,10 +395,10 @@ impl<'b> RequestBuilder<'b> {
         if let Some(c) = self.contact {
             check_text(c, "Contact", false)?;
         }
-        for r in &self.routes[..self.routes_len] {
+        for r in self.routes.as_slice() {
             check_text(r, "Route", false)?;
         }
-        for (name, value) in &self.extra[..self.extra_len] {
+        for (name, value) in self.extra.as_slice() {
             check_name(name)?;
             check_text(value, "header value", true)?;
         }
@@ -403,7 +415,7 @@ impl<'b> RequestBuilder<'b> {
         out.extend_from_slice(b"\r\nMax-Forwards: ");
         push_u32(out, self.max_forwards);
         out.extend_from_slice(b"\r\n");
-        for r in &self.routes[..self.routes_len] {
+        for r in self.routes.as_slice() {
             put_header(out, "Route", r);
         }
         out.extend_from_slice(b"From: ");
@@ -426,7 +438,7 @@ impl<'b> RequestBuilder<'b> {
         if let Some(c) = self.contact {
             put_header(out, "Contact", c);
         }
-        for (name, value) in &self.extra[..self.extra_len] {
+        for (name, value) in self.extra.as_slice() {
             put_header(out, name, value);
         }
         finish(out, self.body)
