@@ -208,8 +208,11 @@ impl SipCore {
                 Event::CallAnswered { call_id } => {
                     tracing::debug!(call_id = %call_id, peer, state = "confirmed", "call answered");
                 }
+                // One line per call reaches the journal at the default level: the call's record
+                // (call-id, peer, how it ended). Start and answer are detail, kept at debug so
+                // that a busy box does not spend its CPU formatting them.
                 Event::CallEnded { call_id, cause } => {
-                    tracing::debug!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
+                    tracing::info!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
                 }
                 Event::RegistrationAdded {
                     aor,
