@@ -43,7 +43,8 @@ pub enum TxTimer {
     J,
 }
 
-const ALL_TIMERS: [TxTimer; 10] = [
+/// Every transaction timer, in the order a transaction's deadlines are scanned.
+pub(crate) const ALL_TIMERS: [TxTimer; 10] = [
     TxTimer::A,
     TxTimer::B,
     TxTimer::D,

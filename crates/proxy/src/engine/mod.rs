@@ -47,19 +47,6 @@ enum TimerKey {
     ProbeTimeout(TxId),
 }
 
-const TX_TIMERS: [TxTimer; 10] = [
-    TxTimer::A,
-    TxTimer::B,
-    TxTimer::D,
-    TxTimer::E,
-    TxTimer::F,
-    TxTimer::K,
-    TxTimer::G,
-    TxTimer::H,
-    TxTimer::I,
-    TxTimer::J,
-];
-
 /// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ServerKey {
@@ -697,7 +684,7 @@ impl Proxy {
     }
 
     fn sync_server_timers(&mut self, id: TxId) {
-        for t in TX_TIMERS {
+        for t in crate::transaction::ALL_TIMERS {
             self.timers.cancel(TimerKey::Server(id, t));
         }
         if let Some(entry) = self.servers.get(&id) {
@@ -709,7 +696,7 @@ impl Proxy {
     }
 
     fn sync_client_timers(&mut self, id: TxId) {
-        for t in TX_TIMERS {
+        for t in crate::transaction::ALL_TIMERS {
             self.timers.cancel(TimerKey::Client(id, t));
         }
         if let Some(entry) = self.clients.get(&id) {
@@ -724,7 +711,7 @@ impl Proxy {
         if let Some(entry) = self.servers.remove(&id) {
             self.server_index.remove(&entry.key);
         }
-        for t in TX_TIMERS {
+        for t in crate::transaction::ALL_TIMERS {
             self.timers.cancel(TimerKey::Server(id, t));
         }
         self.timers.cancel(TimerKey::TimerC(id));
@@ -734,7 +721,7 @@ impl Proxy {
         if let Some(entry) = self.clients.remove(&id) {
             self.client_index.remove(&(entry.branch, entry.method));
         }
-        for t in TX_TIMERS {
+        for t in crate::transaction::ALL_TIMERS {
             self.timers.cancel(TimerKey::Client(id, t));
         }
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
