@@ -155,14 +155,7 @@ pub async fn connect(
             };
             tracing::warn!(peer = %remote, error = %why, "TCP connect failed; queued messages dropped");
             shared.flows().remove(id);
-            let _ = shared
-                .to_engine
-                .send(FromTransport::Closed {
-                    listener: spec.id,
-                    flow: id,
-                    remote,
-                })
-                .await;
+            announce_closed(&shared, spec, id, remote).await;
         }
     }
 }
@@ -260,11 +253,17 @@ async fn run(
         shared.release_connection(spec.id);
     }
     tracing::debug!(peer = %remote, flow = id.0, reason = ?end, "TCP connection closed");
+    announce_closed(&shared, spec, id, remote).await;
+}
+
+/// Tells the engine a flow is gone, so the proxy stops routing to it. A closed engine channel
+/// means sbcd is stopping: nobody is left to tell.
+async fn announce_closed(shared: &Shared, spec: ListenerSpec, flow: FlowId, remote: SocketAddr) {
     let _ = shared
         .to_engine
         .send(FromTransport::Closed {
             listener: spec.id,
-            flow: id,
+            flow,
             remote,
         })
         .await;
