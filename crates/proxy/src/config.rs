@@ -34,6 +34,43 @@ pub struct Config {
     pub expired_aor_memory: Duration,
     /// The drain policy (SPEC §2).
     pub drain: DrainConfig,
+    /// What one source and everyone together may hold (SPEC §1a).
+    pub limits: Limits,
+    /// The route key and the seed of branch ids and tags.
+    pub keys: crate::border::Keys,
+}
+
+/// The bounds of SPEC §1a that the core enforces (connections and queued bytes are the
+/// shell's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Requests a second one source address may send (0: no limit). Configured upstreams are
+    /// exempt: a core sends on behalf of everyone.
+    pub per_source_rps: u32,
+    /// Server plus client transactions held at once; at the cap a new out-of-dialog request
+    /// gets 503. In-dialog requests may use a tenth more, so established calls still end.
+    pub max_transactions: usize,
+    /// Sessions tracked at once; at the cap a new INVITE gets 503.
+    pub max_dialogs: usize,
+    /// Bindings cached at once; at the cap a REGISTER for a new AoR gets 503.
+    pub max_bindings: usize,
+    /// The longest an upstream's Retry-After takes it out of rotation.
+    pub max_retry_after: Duration,
+    /// Largest response the box builds itself, beyond the request's Via headers.
+    pub max_own_response: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_source_rps: 200,
+            max_transactions: 100_000,
+            max_dialogs: 50_000,
+            max_bindings: 100_000,
+            max_retry_after: Duration::from_secs(3600),
+            max_own_response: 2048,
+        }
+    }
 }
 
 impl Default for Config {
@@ -49,6 +86,8 @@ impl Default for Config {
             probe_timeout: Duration::from_secs(2),
             expired_aor_memory: Duration::from_secs(24 * 3600),
             drain: DrainConfig::default(),
+            limits: Limits::default(),
+            keys: crate::border::Keys::default(),
         }
     }
 }

@@ -199,6 +199,17 @@ pub struct Stats {
     pub calls_started: u64,
     /// Sessions ended by the guard.
     pub calls_terminated_by_guard: u64,
+    /// Requests dropped because their source was over `per_source_rps`.
+    pub rate_limited: u64,
+    /// Requests answered 503 because a table was at its cap (transactions, dialogs, bindings).
+    pub cap_rejected: u64,
+    /// In-dialog requests for a dialog the box does not know and did not sign (481).
+    pub unknown_dialog: u64,
+    /// Responses from somewhere the request was not sent to, and requests that claimed a
+    /// transaction of another source: dropped.
+    pub spoofed: u64,
+    /// Own answers not sent because they would have been larger than the bound.
+    pub oversized_answers: u64,
     /// Server transactions held now.
     pub server_transactions: u64,
     /// Client transactions held now.

@@ -5,6 +5,7 @@
 //! and the time, and takes out datagrams to send, the next deadline and events. It is not the
 //! place for name resolution, connection handling or persistence of the system state.
 
+pub mod border;
 pub mod config;
 pub mod dialogs;
 pub mod drain;
@@ -17,7 +18,8 @@ pub mod transaction;
 pub mod transport;
 pub mod upstreams;
 
-pub use config::{Config, DrainConfig, ListenerConfig, TimerConfig, UpstreamConfig};
+pub use border::{Keys, RouteToken, TokenParty};
+pub use config::{Config, DrainConfig, Limits, ListenerConfig, TimerConfig, UpstreamConfig};
 pub use engine::Proxy;
 pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
 pub use system_state::SystemState;

@@ -36,6 +36,9 @@ pub struct Config {
     pub console: Console,
     #[serde(default)]
     pub sip: Sip,
+    #[serde(default)]
+    pub limits: Limits,
+    pub twin: Option<Twin>,
 }
 
 /// `[node]`.
@@ -419,6 +422,145 @@ impl Default for Sip {
     }
 }
 
+/// `[limits]`: what one source, and everyone together, may hold of the box (SPEC §1a).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Requests per second one source address may send; over it, requests are dropped.
+    pub per_source_rps: Count,
+    /// Server plus client transactions held at once; at the cap new requests get 503.
+    pub max_transactions: Count,
+    /// Dialogs tracked at once; at the cap new INVITEs get 503.
+    pub max_dialogs: Count,
+    /// Cached registration bindings; at the cap new REGISTERs get 503.
+    pub max_bindings: Count,
+    /// TCP (and SCTP) connections, inbound and outbound together.
+    pub max_connections: Count,
+    /// Connections one source address may hold open to the box.
+    pub per_source_connections: Count,
+    /// Bytes queued for sending on all connections together; past it, messages are dropped.
+    pub max_queued_bytes: ByteCount,
+    /// The longest an upstream's `Retry-After` may take it out of rotation.
+    pub max_retry_after_secs: Secs,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_source_rps: Count(200),
+            max_transactions: Count(100_000),
+            max_dialogs: Count(50_000),
+            max_bindings: Count(100_000),
+            max_connections: Count(4096),
+            per_source_connections: Count(64),
+            max_queued_bytes: ByteCount(1 << 24),
+            max_retry_after_secs: Secs(3600),
+        }
+    }
+}
+
+/// `[twin]`: the cross-connect to a twin appliance (SPEC §7). Read and checked here; the twin
+/// itself is issue 13's work, so today a node with `[twin]` runs alone and says so at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Twin {
+    /// 1 or 2; two nodes that start together make 1 active.
+    pub node_id: TwinNodeId,
+    /// `hot` (records replicated) or `cold` (none).
+    #[serde(default)]
+    pub mode: TwinMode,
+    /// Keep-alive interval.
+    #[serde(default = "Twin::default_interval")]
+    pub interval_ms: Millis,
+    /// Missed keep-alives on every path before the twin is asked for its status.
+    #[serde(default = "Twin::default_misses")]
+    pub misses: Count,
+    /// Take the service addresses back after a restart.
+    #[serde(default)]
+    pub preempt: bool,
+    /// The shared HMAC key (mode 0600).
+    pub key_file: PathBuf,
+    /// The cross-connect.
+    pub link: TwinPath,
+    /// The second keep-alive path (on the access network).
+    pub second_path: Option<TwinPath>,
+    /// Addresses owned by the active node.
+    #[serde(default)]
+    pub service_address: Vec<ServiceAddress>,
+}
+
+impl Twin {
+    fn default_interval() -> Millis {
+        Millis(100)
+    }
+    fn default_misses() -> Count {
+        Count(3)
+    }
+}
+
+/// A twin node id: 1 or 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct TwinNodeId(pub u8);
+
+impl TryFrom<i64> for TwinNodeId {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        match v {
+            1 | 2 => Ok(TwinNodeId(v as u8)),
+            _ => Err(format!("{v} is not a twin node id (1 or 2)")),
+        }
+    }
+}
+
+/// `hot` or `cold` standby.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TwinMode {
+    #[default]
+    Hot,
+    Cold,
+}
+
+/// One keep-alive path: our address and the twin's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwinPath {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// An address the active node owns, with its prefix length, on an interface.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAddress {
+    pub addr: AddrWithPrefix,
+    pub dev: String,
+}
+
+/// `192.0.2.10/24` or `2001:db8::10/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AddrWithPrefix {
+    pub ip: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl TryFrom<String> for AddrWithPrefix {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not an address with a prefix length, e.g. 192.0.2.10/24");
+        let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(AddrWithPrefix { ip, prefix })
+    }
+}
+
 /// A worker count, 1..=256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "i64")]
@@ -460,6 +602,21 @@ impl TryFrom<i64> for Count {
         match usize::try_from(v) {
             Ok(n) if (1..=1_000_000).contains(&n) => Ok(Count(n)),
             _ => Err(format!("{v} is not between 1 and 1000000")),
+        }
+    }
+}
+
+/// A number of bytes, 64 KiB to 4 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct ByteCount(pub usize);
+
+impl TryFrom<i64> for ByteCount {
+    type Error = String;
+    fn try_from(v: i64) -> Result<Self, String> {
+        match usize::try_from(v) {
+            Ok(n) if ((1 << 16)..=(1 << 32)).contains(&n) => Ok(ByteCount(n)),
+            _ => Err(format!("{v} is not between 65536 and 4294967296 bytes")),
         }
     }
 }
@@ -667,6 +824,31 @@ priority_namespaces = ["ets", "wps"]
 
 [control]
 socket = "/run/sbc/control.sock"
+
+[limits]
+per_source_rps = 200          # requests per second per source address
+max_transactions = 100000
+max_dialogs = 50000
+max_bindings = 100000
+max_connections = 4096
+
+[twin]
+node_id = 1                   # 1 or 2
+mode = "hot"                  # hot | cold
+interval_ms = 100
+misses = 3
+preempt = false
+key_file = "/etc/sbc/twin.key"
+link = { local = "169.254.77.1:7700", peer = "169.254.77.2:7700" }          # cross-connect
+second_path = { local = "192.0.2.11:7700", peer = "192.0.2.12:7700" }        # access network
+
+[[twin.service_address]]      # owned by the active node
+addr = "192.0.2.10/24"
+dev = "eth0"
+
+[[twin.service_address]]
+addr = "198.51.100.10/24"
+dev = "eth1"
 "#;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -685,6 +867,22 @@ socket = "/run/sbc/control.sock"
         assert_eq!(c.upstream_policy.upstream_timeout_ms, Millis(2000));
         assert_eq!(c.state.dir, PathBuf::from("/var/lib/sbc"));
         assert_eq!(c.panel.board.0, "sim");
+        assert_eq!(c.limits.per_source_rps, Count(200));
+        assert_eq!(c.limits.max_retry_after_secs, Secs(3600));
+        let twin = c.twin.unwrap();
+        assert_eq!(twin.node_id, TwinNodeId(1));
+        assert_eq!(twin.service_address.len(), 2);
+        assert_eq!(twin.service_address[1].addr.prefix, 24);
+    }
+
+    #[test]
+    fn bad_limits_and_twin_values_name_key_and_line() {
+        let e = parse(&MINIMAL.replace("max_dialogs = 50000", "max_dialogs = 0")).unwrap_err();
+        assert!(e.to_string().contains("limits.max_dialogs"), "{e}");
+        let e = parse(&MINIMAL.replace("node_id = 1 ", "node_id = 3 ")).unwrap_err();
+        assert!(e.to_string().contains("twin.node_id"), "{e}");
+        let e = parse(&MINIMAL.replace("192.0.2.10/24", "192.0.2.10/33")).unwrap_err();
+        assert!(e.to_string().contains("addr"), "{e}");
     }
 
     #[test]

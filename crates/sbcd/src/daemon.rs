@@ -55,6 +55,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
+    #[error(transparent)]
     Control(#[from] control_server::BindError),
     #[error(transparent)]
     Transport(#[from] transport::BindError),
@@ -159,6 +161,12 @@ async fn serve(
         |w| w.0,
     );
     let specs = transport::listener_specs(&config)?;
+    if let Some(twin) = &config.twin {
+        tracing::warn!(
+            node_id = twin.node_id.0,
+            "[twin] is configured, but this build has no twin yet: the node runs alone"
+        );
+    }
     let limits = Limits {
         max_message_bytes: config.sip.max_message_bytes.0,
         tcp_idle_timeout: Duration::from_secs(config.sip.tcp_idle_timeout_secs.0),
@@ -177,7 +185,10 @@ async fn serve(
     let engine = Engine {
         node: node.clone(),
         core: SipCore::new(
-            sip_core::proxy_config(&config, &specs),
+            proxy::Config {
+                keys: crate::keys::load_or_create(&config.state.dir)?,
+                ..sip_core::proxy_config(&config, &specs)
+            },
             Instant::now(),
             initial,
         ),

@@ -12,6 +12,7 @@ pub mod control_server;
 pub mod daemon;
 pub mod engine;
 pub mod health;
+pub mod keys;
 pub mod logging;
 pub mod panel;
 pub mod sip_core;

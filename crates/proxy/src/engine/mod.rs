@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use system_state::SystemState;
 
+use crate::border::{Ids, SourceBudget};
 use crate::config::Config;
 use crate::dialogs::{DialogChange, DialogId, DialogTable};
 use crate::events::{CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
@@ -99,6 +100,8 @@ struct Forward {
     done: bool,
     /// Goes into our branch so the request coming back unchanged is seen as a loop.
     loop_hash: u64,
+    /// Call-ID and caller tag of a dialog-creating request, signed into our Record-Route.
+    dialog_ids: Option<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -173,9 +176,23 @@ pub struct Proxy {
     drain_complete_sent: bool,
     /// Whether change records for a twin are produced ([`Proxy::set_replication`]).
     replicate: bool,
+    /// Branch ids and tags.
+    ids: Ids,
+    /// Requests per source.
+    budget: SourceBudget,
 }
 
-/// A short stable hash (FNV-1a) for tags and loop detection.
+/// Whether a datagram or framed message is a response (starts with the SIP version), read
+/// before parsing so a flood of requests is counted against its source's budget cheaply.
+fn looks_like_response(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .skip_while(|b| matches!(b, b'\r' | b'\n'))
+        .take(8)
+        .eq(b"SIP/2.0 ".iter())
+}
+
+/// A short stable hash (FNV-1a) for loop detection.
 fn fnv(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
@@ -193,6 +210,8 @@ impl Proxy {
         let node_tag = format!("{:06x}", fnv(&[&config.node_name]) & 0xff_ffff);
         let upstreams = Upstreams::new(&config.upstreams, config.probe_interval, now);
         Proxy {
+            ids: Ids::new(config.keys.seed),
+            budget: SourceBudget::new(config.limits.per_source_rps),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
             config,
@@ -280,11 +299,15 @@ impl Proxy {
         } else {
             sip::Framing::Datagram
         };
+        if !looks_like_response(input.bytes) && !self.within_budget(input.source) {
+            self.stats.rate_limited += 1;
+            return;
+        }
         match Message::parse_with(input.bytes, framing) {
             Ok(message) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
-            Ok(message) => self.on_response(&message, listener.realm),
+            Ok(message) => self.on_response(&message, flow, listener.realm),
             Err(msg::ParseError::Sip(error)) => {
                 let disposition = error.disposition();
                 self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
@@ -492,13 +515,34 @@ impl Proxy {
     }
 
     fn new_branch(&mut self, loop_hash: u64) -> String {
-        let id = self.next_id();
-        format!("{}{loop_hash:x}.{id:x}", self.branch_prefix)
+        format!("{}{loop_hash:x}.{}", self.branch_prefix, self.ids.token())
     }
 
     fn new_tag(&mut self) -> String {
-        let id = self.next_id();
-        format!("{}{id:x}", self.node_tag)
+        self.ids.token()
+    }
+
+    /// Whether a request from `source` is within its per-source budget. The configured
+    /// upstreams send for everyone and are not counted.
+    fn within_budget(&mut self, source: SocketAddr) -> bool {
+        let ip = source.ip();
+        if self.config.upstreams.iter().any(|u| u.addr.ip() == ip) {
+            return true;
+        }
+        self.budget.admit(ip, self.now)
+    }
+
+    /// Transactions held now (server and client).
+    fn transactions(&self) -> usize {
+        self.servers.len() + self.clients.len()
+    }
+
+    /// Whether a new transaction fits under the cap; in-dialog work may use a tenth more, so
+    /// a flood of new requests cannot keep established calls from ending.
+    fn transaction_room(&self, in_dialog: bool) -> bool {
+        let cap = self.config.limits.max_transactions;
+        let cap = if in_dialog { cap + cap / 10 } else { cap };
+        self.transactions() < cap
     }
 
     /// Whether a Via is one this node inserted.
@@ -555,14 +599,17 @@ impl Proxy {
             .map(|l| l.realm)
     }
 
-    /// Our Record-Route / Route URI for a listener.
-    fn own_uri(&self, id: ListenerId) -> Option<String> {
+    /// Our Record-Route URI for a listener, with the dialog's signed token when there is one.
+    fn own_rr_uri(&self, id: ListenerId, token: Option<&str>) -> Option<String> {
         let l = self.config.listeners.get(usize::from(id.0))?;
         let transport = match l.transport {
             Transport::Udp => String::new(),
             other => format!(";transport={}", other.uri_param()),
         };
-        Some(format!("<sip:{}{transport};lr>", l.addr))
+        let token = token
+            .map(|t| format!(";{}={t}", crate::border::TOKEN_PARAM))
+            .unwrap_or_default();
+        Some(format!("<sip:{}{transport};lr{token}>", l.addr))
     }
 
     /// Our Via for a listener.

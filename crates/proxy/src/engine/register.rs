@@ -91,6 +91,12 @@ impl Proxy {
             return;
         };
         let aor = aor_of(to.uri);
+        if self.registrations.len() >= self.config.limits.max_bindings
+            && !self.registrations.is_registered(&aor)
+        {
+            self.reject_at_cap(m, from);
+            return;
+        }
         let contacts: Vec<NameAddr<'_>> = m
             .list("contact")
             .into_iter()
@@ -120,7 +126,7 @@ impl Proxy {
                 // Rule 5: answer here, forget the bindings, tell the core on their behalf.
                 self.stats.drain_rejected += 1;
                 let extra = retry_after_header(rejection.retry_after);
-                self.respond_local(m, bytes, from, key, rejection.code, &extra);
+                self.respond_stateless(m, from, rejection.code, &extra);
                 for (c, _, _) in &planned {
                     if let Some(change) =
                         self.registrations
@@ -207,6 +213,7 @@ impl Proxy {
                     register: Some(ctx),
                     done: false,
                     loop_hash: self.loop_hash(m, from.listener),
+                    dialog_ids: None,
                 };
                 let sid = self.new_server(m, bytes, from, key, Some(forward));
                 self.try_next(sid);

@@ -12,7 +12,7 @@ use crate::events::Event;
 use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
 use crate::registrations::Lookup;
 use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
-use crate::transport::{Flow, Realm, Transport};
+use crate::transport::{Flow, Realm};
 use std::sync::Arc;
 
 use super::{ClientPurpose, Forward, Proxy, ServerEntry, ServerKey, Targets, TimerKey, TxId};
@@ -47,6 +47,15 @@ impl Proxy {
             },
         };
 
+        if let Some(&sid) = self.server_index.get(&key) {
+            if self.servers.get(&sid).is_some_and(|e| e.source.remote != from.remote) {
+                // Someone else's branch: not a retransmission, and no copy of the answer for
+                // a third party.
+                self.stats.spoofed += 1;
+                return;
+            }
+        }
+
         if method == "ACK" {
             if let Some(&sid) = self.server_index.get(&key) {
                 if let Some(entry) = self.servers.get_mut(&sid) {
@@ -61,7 +70,7 @@ impl Proxy {
                     }
                 }
             }
-            self.forward_in_dialog(m, from, realm, None);
+            self.forward_in_dialog(m, bytes, from, realm, None);
             return;
         }
 
@@ -71,13 +80,13 @@ impl Proxy {
         }
 
         if method == "CANCEL" {
-            self.on_cancel(m, bytes, from, key);
+            self.on_cancel(m, from, key);
             return;
         }
 
         if m.max_forwards() == Some(0) && !(method == "OPTIONS" && self.is_to_self(m)) {
             self.stats.too_many_hops += 1;
-            self.respond_local(m, bytes, from, key, 483, &[]);
+            self.respond_stateless(m, from, 483, &[]);
             return;
         }
 
@@ -92,14 +101,18 @@ impl Proxy {
         });
         if looped {
             self.stats.loops += 1;
-            self.respond_local(m, bytes, from, key, 482, &[]);
+            self.respond_stateless(m, from, 482, &[]);
             return;
         }
 
         let in_dialog = m.to().and_then(|t| t.tag()).is_some();
         if in_dialog {
-            let sid = self.new_server(m, bytes, from, key, None);
-            self.forward_in_dialog(m, from, realm, Some(sid));
+            self.forward_in_dialog(m, bytes, from, realm, Some(key));
+            return;
+        }
+
+        if !self.transaction_room(false) {
+            self.reject_at_cap(m, from);
             return;
         }
 
@@ -111,7 +124,7 @@ impl Proxy {
                 self.stats.drain_rejected += 1;
             }
             let extra = retry_after_header(answer.retry_after);
-            self.respond_local(m, bytes, from, key, answer.code, &extra);
+            self.respond_stateless(m, from, answer.code, &extra);
             return;
         }
 
@@ -142,7 +155,12 @@ impl Proxy {
         if let Verdict::Reject(rejection) = drain::admit(self.state, &facts, &self.config.drain) {
             self.stats.drain_rejected += 1;
             let extra = retry_after_header(rejection.retry_after);
-            self.respond_local(m, bytes, from, key, rejection.code, &extra);
+            self.respond_stateless(m, from, rejection.code, &extra);
+            return;
+        }
+
+        if method == "INVITE" && self.dialogs.len() >= self.config.limits.max_dialogs {
+            self.reject_at_cap(m, from);
             return;
         }
 
@@ -150,7 +168,7 @@ impl Proxy {
             if realm == Realm::Access {
                 self.on_register(m, bytes, from, key);
             } else {
-                self.respond_local(m, bytes, from, key, 403, &[]);
+                self.respond_stateless(m, from, 403, &[]);
             }
             return;
         }
@@ -167,7 +185,7 @@ impl Proxy {
                         }
                         Lookup::Expired => {
                             let code = self.unroutable_code(priority, 480);
-                            self.respond_local(m, bytes, from, key, code, &[]);
+                            self.respond_stateless(m, from, code, &[]);
                             return;
                         }
                         Lookup::Unknown => None,
@@ -180,14 +198,21 @@ impl Proxy {
                     }
                     None => {
                         let code = self.unroutable_code(priority, 404);
-                        self.respond_local(m, bytes, from, key, code, &[]);
+                        self.respond_stateless(m, from, code, &[]);
                         return;
                     }
                 }
             }
         };
         let record_route = matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER");
+        let dialog_ids = match (m.call_id(), m.from().and_then(|f| f.tag())) {
+            (Some(call_id), Some(tag)) if record_route => {
+                Some((call_id.to_owned(), tag.to_owned()))
+            }
+            _ => None,
+        };
         let forward = Forward {
+            dialog_ids,
             base: Arc::new(base),
             method: method.clone(),
             targets,
@@ -263,16 +288,20 @@ impl Proxy {
         }
     }
 
-    fn on_cancel(&mut self, m: &Message<'_>, bytes: &[u8], from: Flow, key: ServerKey) {
+    fn on_cancel(&mut self, m: &Message<'_>, from: Flow, key: ServerKey) {
         let invite_key = ServerKey {
             method: "INVITE".to_owned(),
             ..key.clone()
         };
-        let Some(&sid) = self.server_index.get(&invite_key) else {
-            self.respond_local(m, bytes, from, key, 481, &[]);
+        let Some(&sid) = self
+            .server_index
+            .get(&invite_key)
+            .filter(|sid| self.servers.get(sid).is_some_and(|e| e.source.remote == from.remote))
+        else {
+            self.respond_stateless(m, from, 481, &[]);
             return;
         };
-        self.respond_local(m, bytes, from, key, 200, &[]);
+        self.respond_stateless(m, from, 200, &[]);
         let Some(entry) = self.servers.get_mut(&sid) else {
             return;
         };
@@ -325,20 +354,54 @@ impl Proxy {
         id
     }
 
-    /// Answers a request ourselves, within a server transaction so retransmissions get the
-    /// same answer.
-    pub(super) fn respond_local(
+    /// Answers a request the box rejects (or answers) itself, statelessly (SPEC §1a): one
+    /// response per request received, no transaction, no retransmission timer, no copy kept.
+    /// The To tag is keyed from the request, so a retransmission gets the same one. An answer
+    /// larger than the bound plus the request's own Via headers is not sent.
+    pub(super) fn respond_stateless(
         &mut self,
         m: &Message<'_>,
-        bytes: &[u8],
         from: Flow,
-        key: ServerKey,
         code: u16,
         extra: &[(&str, String)],
     ) {
-        let sid = self.new_server(m, bytes, from, key, None);
+        let tag = self.stateless_tag_for(m);
+        let bytes = msg::response_to(m, code, Some(&tag), extra);
+        let vias: usize = m
+            .headers
+            .iter()
+            .filter(|h| msg::name_is(h.name, "via"))
+            .map(|h| h.value.len() + 7)
+            .sum();
+        if bytes.len() > self.config.limits.max_own_response + vias {
+            self.stats.oversized_answers += 1;
+            return;
+        }
         self.stats.local_responses += 1;
-        self.respond(sid, code, extra);
+        self.send(from, bytes);
+    }
+
+    /// The To tag of a stateless answer to `m` (the same for its retransmissions and for the
+    /// ACK of a non-2xx answer, which shares the INVITE's branch, Call-ID, From tag and CSeq).
+    fn stateless_tag_for(&self, m: &Message<'_>) -> String {
+        let branch = m.top_via().and_then(|v| v.branch()).unwrap_or_default();
+        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default().to_string();
+        crate::border::stateless_tag(
+            &self.config.keys.route,
+            &[
+                branch,
+                m.call_id().unwrap_or_default(),
+                m.from().and_then(|f| f.tag()).unwrap_or_default(),
+                &cseq,
+            ],
+        )
+    }
+
+    /// A table is at its cap: 503, counted, nothing kept.
+    pub(super) fn reject_at_cap(&mut self, m: &Message<'_>, from: Flow) {
+        self.stats.cap_rejected += 1;
+        let extra = retry_after_header(Some(self.config.drain.retry_after_secs));
+        self.respond_stateless(m, from, 503, &extra);
     }
 
     /// Sends a response of our own on server transaction `sid`.
@@ -483,9 +546,18 @@ impl Proxy {
         draft
     }
 
-    /// Routes a request inside a dialog (or an ACK for a 2xx): to the dialog's other party
-    /// when we track it, else by Route / request URI. `sid` is `None` for ACK (stateless).
-    fn forward_in_dialog(&mut self, m: &Message<'_>, from: Flow, realm: Realm, sid: Option<TxId>) {
+    /// Routes a request inside a dialog (or an ACK for a 2xx) to the dialog's other party:
+    /// from the dialog table, or from the signed token in our Route entry when the table has no
+    /// record (SPEC §1a, §7). Anything else is answered 481 and goes nowhere, whatever its Route
+    /// and request URI say. `key` is `None` for ACK (forwarded without a transaction).
+    fn forward_in_dialog(
+        &mut self,
+        m: &Message<'_>,
+        bytes: &[u8],
+        from: Flow,
+        realm: Realm,
+        key: Option<ServerKey>,
+    ) {
         let method = m.method().to_ascii_uppercase();
         let call_id = m.call_id().unwrap_or_default();
         let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
@@ -502,14 +574,27 @@ impl Proxy {
                 };
                 (d.id.clone(), side, other)
             });
-        let draft = self.edit_for_forward(m, from);
         let dest = match &found {
             Some((_, _, other)) => Some(*other),
-            // Not a session we track (e.g. a SUBSCRIBE dialog): only what we Record-Routed
-            // ourselves is routed, so the box is no open relay for anything with a To tag.
-            None if self.carries_own_route(m) => self.resolve_next_hop(&draft, realm),
-            None => None,
+            None => self.signed_destination(m, realm),
         };
+        let Some(dest) = dest else {
+            if method == "ACK" {
+                // The ACK of a non-2xx we answered statelessly ends here, quietly; any other
+                // has no response to get.
+                if to_tag != self.stateless_tag_for(m) {
+                    self.stats.unknown_dialog += 1;
+                }
+                return;
+            }
+            self.stats.unknown_dialog += 1;
+            self.respond_stateless(m, from, 481, &[]);
+            return;
+        };
+        if key.is_some() && !self.transaction_room(true) {
+            self.reject_at_cap(m, from);
+            return;
+        }
         if let Some((id, side, _)) = &found {
             if method != "ACK" && method != "CANCEL" {
                 let side = *side;
@@ -525,15 +610,9 @@ impl Proxy {
                 }
             }
         }
-        let Some(dest) = dest else {
-            // An ACK with nowhere to go is dropped: it has no response.
-            if let Some(sid) = sid {
-                self.respond(sid, 481, &[]);
-            }
-            return;
-        };
+        let draft = self.edit_for_forward(m, from);
         let loop_hash = self.loop_hash(m, from.listener);
-        match sid {
+        match key {
             None => {
                 // ACK for a 2xx: end to end, forwarded without a transaction.
                 let branch = self.new_branch(loop_hash);
@@ -545,7 +624,7 @@ impl Proxy {
                 self.stats.requests_forwarded += 1;
                 self.send(dest, draft.to_bytes());
             }
-            Some(sid) => {
+            Some(key) => {
                 let forward = Forward {
                     base: Arc::new(draft),
                     method,
@@ -554,6 +633,7 @@ impl Proxy {
                     provisional_seen: false,
                     cancelled: false,
                     record_route: false,
+                    dialog_ids: None,
                     incoming: from.listener,
                     dialog: found.map(|(id, _, _)| id),
                     priority: false,
@@ -561,45 +641,34 @@ impl Proxy {
                     done: false,
                     loop_hash,
                 };
-                if let Some(entry) = self.servers.get_mut(&sid) {
-                    entry.forward = Some(forward);
-                }
+                let sid = self.new_server(m, bytes, from, key, Some(forward));
                 self.try_next(sid);
             }
         }
     }
 
-    /// Whether the top Route entry is ours (the request follows a Record-Route we inserted).
-    fn carries_own_route(&self, m: &Message<'_>) -> bool {
-        m.list("route")
-            .first()
-            .and_then(|r| NameAddr::parse(r))
-            .is_some_and(|n| self.is_own_uri(n.uri))
-    }
-
-    /// Next hop from the first Route, else the request URI: an IP literal, over a listener of
-    /// the other realm (or the cached flow if it is a registered contact).
-    fn resolve_next_hop(&self, draft: &Draft, realm: Realm) -> Option<Flow> {
-        let start_uri = draft.start.split(' ').nth(1).unwrap_or_default().to_owned();
-        let target = draft
-            .get("Route")
-            .and_then(|r| {
-                msg::split_list(r)
-                    .first()
-                    .and_then(|s| NameAddr::parse(s))
-                    .map(|n| n.uri.to_owned())
-            })
-            .unwrap_or(start_uri);
-        if let Some(binding) = self.registrations.by_contact(&target) {
-            return Some(binding.flow);
-        }
-        let uri = Uri::parse(&target)?;
-        let ip: std::net::IpAddr = uri.host.parse().ok()?;
-        let transport = msg::param(uri.params, "transport")
-            .and_then(Transport::parse)
-            .unwrap_or(Transport::Udp);
-        let addr = std::net::SocketAddr::new(ip, uri.port.unwrap_or(5060));
-        self.flow_to(opposite(realm), transport, addr)
+    /// Where an in-dialog request of a dialog the table does not know goes: the party on the
+    /// other side named by a token we signed into our Record-Route entry, if the request's
+    /// Route carries one that verifies for its Call-ID and tags.
+    fn signed_destination(&self, m: &Message<'_>, realm: Realm) -> Option<Flow> {
+        let call_id = m.call_id()?;
+        let tags: Vec<&str> = [m.from().and_then(|f| f.tag()), m.to().and_then(|t| t.tag())]
+            .into_iter()
+            .flatten()
+            .collect();
+        let token = m
+            .list("route")
+            .iter()
+            .filter_map(|r| NameAddr::parse(r))
+            .take_while(|n| self.is_own_uri(n.uri))
+            .filter_map(|n| Uri::parse(n.uri))
+            .filter_map(|u| msg::param(u.params, crate::border::TOKEN_PARAM))
+            .find_map(|value| {
+                crate::border::RouteToken::verify(&self.config.keys.route, value, call_id, &tags)
+            })?;
+        let other = opposite(realm);
+        let party = token.party(other);
+        self.flow_to(other, party.transport, party.addr)
     }
 
     /// Sends the proxied request of `sid` to its next target, or answers when none is left.
@@ -673,8 +742,12 @@ impl Proxy {
         };
         let mut draft = Draft::clone(&forward.base);
         if forward.record_route {
-            let outgoing = self.own_uri(dest.listener);
-            let incoming = self.own_uri(forward.incoming);
+            let token = forward
+                .dialog_ids
+                .as_ref()
+                .and_then(|(call_id, caller_tag)| self.route_token(source, dest, call_id, caller_tag));
+            let outgoing = self.own_rr_uri(dest.listener, token.as_deref());
+            let incoming = self.own_rr_uri(forward.incoming, token.as_deref());
             let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
                 || self
                     .config
@@ -727,6 +800,31 @@ impl Proxy {
                 self.track_invite(sid, source, dest, &forward);
             }
         }
+    }
+
+    /// The signed token for our Record-Route entries of a dialog from `caller` to `callee`.
+    fn route_token(
+        &self,
+        caller: Flow,
+        callee: Flow,
+        call_id: &str,
+        caller_tag: &str,
+    ) -> Option<String> {
+        let caller_realm = self.realm_of(caller.listener)?;
+        let party = |f: Flow| crate::border::TokenParty {
+            addr: f.remote,
+            transport: f.transport,
+        };
+        let (access, core) = match caller_realm {
+            Realm::Access => (party(caller), party(callee)),
+            Realm::Core => (party(callee), party(caller)),
+        };
+        let token = crate::border::RouteToken {
+            caller_realm,
+            access,
+            core,
+        };
+        Some(token.sign(&self.config.keys.route, call_id, caller_tag))
     }
 
     /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE.

@@ -8,10 +8,16 @@ use crate::transaction::ClientAction;
 use crate::upstreams::{ProbeResult, UpstreamChange, UpstreamId};
 
 use super::requests::hop_request;
+use crate::border::capped_wait;
 use super::{ClientPurpose, Proxy, Targets, TimerKey, TxId};
 
 impl Proxy {
-    pub(super) fn on_response(&mut self, m: &Message<'_>, realm: crate::transport::Realm) {
+    pub(super) fn on_response(
+        &mut self,
+        m: &Message<'_>,
+        from: crate::transport::Flow,
+        realm: crate::transport::Realm,
+    ) {
         let Some(via) = m.top_via() else {
             return;
         };
@@ -23,13 +29,20 @@ impl Proxy {
         let method = m.method().to_ascii_uppercase();
         let code = m.code().unwrap_or(500);
         let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
-            self.relay_stateless(m, realm);
+            self.relay_stateless(m, from, realm);
             return;
         };
         let now = self.now;
         let Some(entry) = self.clients.get_mut(&cid) else {
             return;
         };
+        // Only the address (and, on a stream, the connection) the request went to may answer
+        // it (SPEC §1a): a response with our branch from anywhere else is forged.
+        let same_flow = entry.dest.flow.is_none() || entry.dest.flow == from.flow;
+        if entry.dest.remote != from.remote || entry.dest.listener != from.listener || !same_flow {
+            self.stats.spoofed += 1;
+            return;
+        }
         let action = entry.tx.on_response(code, now);
         let purpose = entry.purpose;
         let terminated = entry.tx.state() == crate::transaction::ClientState::Terminated;
@@ -44,7 +57,7 @@ impl Proxy {
                     503 => ProbeResult::Unavailable(
                         m.retry_after()
                             .filter(|s| *s > 0)
-                            .map(|s| std::time::Duration::from_secs(u64::from(s))),
+                            .map(|s| capped_wait(s, self.config.limits.max_retry_after)),
                     ),
                     _ => ProbeResult::OtherResponse,
                 };
@@ -55,7 +68,7 @@ impl Proxy {
             ClientPurpose::Probe(_) | ClientPurpose::Own => {}
             ClientPurpose::Forward { server, upstream } => {
                 if matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) {
-                    self.on_forward_response(cid, server, upstream, m, code, realm);
+                    self.on_forward_response(cid, server, upstream, m, code, from, realm);
                 }
             }
         }
@@ -117,12 +130,13 @@ impl Proxy {
         upstream: Option<UpstreamId>,
         m: &Message<'_>,
         code: u16,
+        from: crate::transport::Flow,
         realm: crate::transport::Realm,
     ) {
         let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
             // The server side is gone (e.g. a second 2xx from a fork): pass a 2xx on anyway.
             if (200..300).contains(&code) {
-                self.relay_stateless(m, realm);
+                self.relay_stateless(m, from, realm);
             }
             return;
         };
@@ -179,7 +193,7 @@ impl Proxy {
         if let (true, Some(uid)) = (failover, upstream) {
             match m.retry_after().filter(|s| *s > 0) {
                 Some(secs) => {
-                    let wait = std::time::Duration::from_secs(u64::from(secs));
+                    let wait = capped_wait(secs, self.config.limits.max_retry_after);
                     let change = self.upstreams.take_out(uid, wait, self.now);
                     self.emit_upstream_changes(change.into_iter().collect());
                 }
@@ -266,7 +280,12 @@ impl Proxy {
     }
 
     /// A 2xx to an INVITE with no transaction left (retransmission or fork): to the caller.
-    fn relay_stateless(&mut self, m: &Message<'_>, realm: crate::transport::Realm) {
+    fn relay_stateless(
+        &mut self,
+        m: &Message<'_>,
+        from: crate::transport::Flow,
+        realm: crate::transport::Realm,
+    ) {
         let code = m.code().unwrap_or_default();
         if !(200..300).contains(&code) || !m.method().eq_ignore_ascii_case("INVITE") {
             self.stats.stray_responses += 1;
@@ -278,6 +297,7 @@ impl Proxy {
         let Some(dest) = self
             .dialogs
             .find(call_id, from_tag, to_tag, super::requests::opposite(realm))
+            .filter(|(d, _)| d.callee.flow.remote == from.remote)
             .map(|(d, _)| d.caller.flow)
         else {
             self.stats.stray_responses += 1;

@@ -116,7 +116,7 @@ impl Proxy {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let tag = self.new_tag();
-        let call_id = format!("probe-{}@{}", self.next_id(), self.node_tag);
+        let call_id = format!("probe-{}@{}", self.ids.token(), self.node_tag);
         let mut draft = Draft::new(format!("OPTIONS sip:{} SIP/2.0", cfg.addr));
         draft.push("Max-Forwards", "70");
         draft.push(

@@ -1,5 +1,6 @@
 //! Tests of the whole proxy on a simulated network and clock.
 
+mod border_rules;
 mod drain_rules;
 mod harness;
 mod proxy_core;

@@ -1,0 +1,450 @@
+//! The border's own decisions (SPEC §1a) that do not belong to one SIP mechanism: unpredictable
+//! identifiers, the signed Record-Route token, stateless To tags, and the per-source request
+//! budget.
+//!
+//! Pure like the rest of the crate: randomness comes from a seed and keys from the shell (which
+//! reads the OS's random source and the key file), time comes in as a parameter.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::transport::{Realm, Transport};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The secrets the proxy works with. The shell fills both from the OS (the route key from the
+/// data partition, so tokens survive a restart); the all-zero default is for tests only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    /// Signs what the box writes into its Record-Route entries (SPEC §7) and keys stateless
+    /// To tags.
+    pub route: [u8; 32],
+    /// Seeds the generator of branch ids and tags.
+    pub seed: [u8; 32],
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+/// Branch ids and tags from a CSPRNG (ChaCha20): 64 bits each, so one seen on the wire says
+/// nothing about the next.
+pub(crate) struct Ids {
+    rng: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for Ids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ids(..)")
+    }
+}
+
+impl Ids {
+    pub(crate) fn new(seed: [u8; 32]) -> Ids {
+        Ids {
+            rng: ChaCha20Rng::from_seed(seed),
+        }
+    }
+
+    /// 64 random bits, as 16 hex digits.
+    pub(crate) fn token(&mut self) -> String {
+        format!("{:016x}", self.rng.next_u64())
+    }
+}
+
+fn mac(key: &[u8; 32]) -> HmacSha256 {
+    // HMAC takes keys of any length; a 32-byte key cannot be refused.
+    match <HmacSha256 as Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts any key length"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || s.len() > 256 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// A stateless To tag: the same request (retransmitted) gets the same tag, and nobody without
+/// the key can tell the next one.
+pub(crate) fn stateless_tag(key: &[u8; 32], parts: &[&str]) -> String {
+    let mut m = mac(key);
+    m.update(b"tag");
+    for p in parts {
+        m.update(&[0]);
+        m.update(p.as_bytes());
+    }
+    hex(&m.finalize().into_bytes()[..8])
+}
+
+/// One party of a signed dialog: where it is and over what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenParty {
+    /// Its address as the box reached it.
+    pub addr: SocketAddr,
+    /// The transport toward it.
+    pub transport: Transport,
+}
+
+/// What the box writes into its Record-Route entry (parameter `sbc=`), signed: the realm of
+/// the caller and where each realm's party is. A node with no record of the dialog verifies it
+/// against the request's Call-ID and caller tag, and sends the request to the party on the
+/// other side, never to an address the sender wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteToken {
+    /// The realm the INVITE (or SUBSCRIBE, REFER) came from.
+    pub caller_realm: Realm,
+    /// The access-side party.
+    pub access: TokenParty,
+    /// The core-side party.
+    pub core: TokenParty,
+}
+
+/// The URI parameter that carries the token.
+pub const TOKEN_PARAM: &str = "sbc";
+const TOKEN_VERSION: u8 = 1;
+const MAC_LEN: usize = 12;
+
+fn realm_byte(r: Realm) -> u8 {
+    match r {
+        Realm::Access => b'a',
+        Realm::Core => b'c',
+    }
+}
+
+fn transport_byte(t: Transport) -> u8 {
+    match t {
+        Transport::Udp => b'u',
+        Transport::Tcp => b't',
+        Transport::Sctp => b's',
+    }
+}
+
+fn push_party(out: &mut Vec<u8>, p: &TokenParty) {
+    out.push(transport_byte(p.transport));
+    match p.addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(4);
+            out.extend_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(6);
+            out.extend_from_slice(&ip.octets());
+        }
+    }
+    out.extend_from_slice(&p.addr.port().to_be_bytes());
+}
+
+fn read_party(b: &[u8]) -> Option<(TokenParty, &[u8])> {
+    let (&t, rest) = b.split_first()?;
+    let transport = match t {
+        b'u' => Transport::Udp,
+        b't' => Transport::Tcp,
+        b's' => Transport::Sctp,
+        _ => return None,
+    };
+    let (&family, rest) = rest.split_first()?;
+    let (ip, rest): (IpAddr, &[u8]) = match family {
+        4 => {
+            let octets: [u8; 4] = rest.get(..4)?.try_into().ok()?;
+            (octets.into(), &rest[4..])
+        }
+        6 => {
+            let octets: [u8; 16] = rest.get(..16)?.try_into().ok()?;
+            (octets.into(), &rest[16..])
+        }
+        _ => return None,
+    };
+    let port = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+    Some((
+        TokenParty {
+            addr: SocketAddr::new(ip, port),
+            transport,
+        },
+        &rest[2..],
+    ))
+}
+
+impl RouteToken {
+    fn body(&self) -> Vec<u8> {
+        let mut b = vec![TOKEN_VERSION, realm_byte(self.caller_realm)];
+        push_party(&mut b, &self.access);
+        push_party(&mut b, &self.core);
+        b
+    }
+
+    fn tag(key: &[u8; 32], body: &[u8], call_id: &str, caller_tag: &str) -> [u8; MAC_LEN] {
+        let mut m = mac(key);
+        m.update(b"rr");
+        m.update(body);
+        m.update(&[0]);
+        m.update(call_id.as_bytes());
+        m.update(&[0]);
+        m.update(caller_tag.as_bytes());
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+
+    /// The parameter value for a dialog identified by `call_id` and the caller's tag.
+    pub fn sign(&self, key: &[u8; 32], call_id: &str, caller_tag: &str) -> String {
+        let body = self.body();
+        let tag = Self::tag(key, &body, call_id, caller_tag);
+        format!("{}.{}", hex(&body), hex(&tag))
+    }
+
+    /// The token in `value` if its signature holds for `call_id` and one of `tags` (an
+    /// in-dialog request carries the caller's tag in From or in To, depending on its
+    /// direction).
+    pub fn verify(key: &[u8; 32], value: &str, call_id: &str, tags: &[&str]) -> Option<Self> {
+        let (body_hex, tag_hex) = value.split_once('.')?;
+        let body = unhex(body_hex)?;
+        let tag = unhex(tag_hex)?;
+        if tag.len() != MAC_LEN {
+            return None;
+        }
+        let signed = tags.iter().any(|caller_tag| {
+            let mut m = mac(key);
+            m.update(b"rr");
+            m.update(&body);
+            m.update(&[0]);
+            m.update(call_id.as_bytes());
+            m.update(&[0]);
+            m.update(caller_tag.as_bytes());
+            // Constant-time comparison of the truncated tag.
+            m.verify_truncated_left(&tag).is_ok()
+        });
+        if !signed {
+            return None;
+        }
+        let (&version, rest) = body.split_first()?;
+        if version != TOKEN_VERSION {
+            return None;
+        }
+        let (&realm, rest) = rest.split_first()?;
+        let caller_realm = match realm {
+            b'a' => Realm::Access,
+            b'c' => Realm::Core,
+            _ => return None,
+        };
+        let (access, rest) = read_party(rest)?;
+        let (core, rest) = read_party(rest)?;
+        rest.is_empty().then_some(RouteToken {
+            caller_realm,
+            access,
+            core,
+        })
+    }
+
+    /// The party in `realm`.
+    pub fn party(&self, realm: Realm) -> TokenParty {
+        match realm {
+            Realm::Access => self.access,
+            Realm::Core => self.core,
+        }
+    }
+}
+
+/// How many sources the budget table remembers before it forgets the idle ones.
+const SOURCES_TRACKED: usize = 65_536;
+
+/// A token bucket per source address: `rate` requests a second, bursts up to one second's
+/// worth. Exempt addresses (the configured upstreams) are not counted.
+#[derive(Debug)]
+pub(crate) struct SourceBudget {
+    rate: u32,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    /// Requests that may still come, in thousandths.
+    milli_tokens: u64,
+    last: Instant,
+}
+
+impl SourceBudget {
+    pub(crate) fn new(rate: u32) -> SourceBudget {
+        SourceBudget {
+            rate,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn full(&self) -> u64 {
+        u64::from(self.rate) * 1000
+    }
+
+    fn refill(rate: u32, bucket: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(bucket.last);
+        let add = elapsed.as_micros().saturating_mul(u128::from(rate)) / 1000;
+        let full = u64::from(rate) * 1000;
+        bucket.milli_tokens = u64::try_from(u128::from(bucket.milli_tokens) + add)
+            .unwrap_or(u64::MAX)
+            .min(full);
+        bucket.last = now;
+    }
+
+    /// Whether one more request from `ip` is within its budget (and takes it if so).
+    pub(crate) fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= SOURCES_TRACKED {
+            self.forget_idle(now);
+        }
+        let full = self.full();
+        let rate = self.rate;
+        let bucket = self.buckets.entry(ip).or_insert(Bucket {
+            milli_tokens: full,
+            last: now,
+        });
+        Self::refill(rate, bucket, now);
+        if bucket.milli_tokens >= 1000 {
+            bucket.milli_tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops the buckets that are full again (their sources have been quiet for a second).
+    /// When every source is busy, the table stays as it is and new sources share the
+    /// budget of no one: they are admitted uncounted until old ones quieten, which the global
+    /// caps still bound.
+    fn forget_idle(&mut self, now: Instant) {
+        let rate = self.rate;
+        let full = self.full();
+        self.buckets.retain(|_, b| {
+            Self::refill(rate, b, now);
+            b.milli_tokens < full
+        });
+    }
+
+    /// Sources remembered now.
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// A `Retry-After` from an upstream, capped (SPEC §1a).
+pub(crate) fn capped_wait(secs: u32, max: Duration) -> Duration {
+    Duration::from_secs(u64::from(secs)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> RouteToken {
+        RouteToken {
+            caller_realm: Realm::Access,
+            access: TokenParty {
+                addr: "192.0.2.7:5062".parse().unwrap(),
+                transport: Transport::Tcp,
+            },
+            core: TokenParty {
+                addr: "[2001:db8::1]:5060".parse().unwrap(),
+                transport: Transport::Udp,
+            },
+        }
+    }
+
+    #[test]
+    fn a_signed_token_verifies_with_either_tag_position_and_nothing_else() {
+        let key = [7u8; 32];
+        let value = token().sign(&key, "call-1", "tagA");
+        assert_eq!(
+            RouteToken::verify(&key, &value, "call-1", &["tagB", "tagA"]),
+            Some(token())
+        );
+        assert_eq!(RouteToken::verify(&key, &value, "call-2", &["tagA"]), None);
+        assert_eq!(RouteToken::verify(&[8u8; 32], &value, "call-1", &["tagA"]), None);
+        // Any change to the body (another destination) breaks the signature.
+        let (body, tag) = value.split_once('.').unwrap();
+        let mut forged = body.as_bytes().to_vec();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+        let forged = format!("{}.{tag}", String::from_utf8(forged).unwrap());
+        assert_eq!(RouteToken::verify(&key, &forged, "call-1", &["tagA"]), None);
+        assert_eq!(RouteToken::verify(&key, "zz.zz", "call-1", &["tagA"]), None);
+        assert_eq!(RouteToken::verify(&key, "", "call-1", &["tagA"]), None);
+    }
+
+    #[test]
+    fn ids_do_not_repeat_and_differ_per_seed() {
+        let mut a = Ids::new([1; 32]);
+        let mut b = Ids::new([2; 32]);
+        let first: Vec<String> = (0..100).map(|_| a.token()).collect();
+        let mut sorted = first.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 100);
+        assert_ne!(first[0], b.token());
+        assert_eq!(first[0].len(), 16);
+    }
+
+    #[test]
+    fn stateless_tags_are_stable_per_request_and_keyed() {
+        let t = stateless_tag(&[1; 32], &["z9hG4bK1", "call"]);
+        assert_eq!(t, stateless_tag(&[1; 32], &["z9hG4bK1", "call"]));
+        assert_ne!(t, stateless_tag(&[1; 32], &["z9hG4bK2", "call"]));
+        assert_ne!(t, stateless_tag(&[2; 32], &["z9hG4bK1", "call"]));
+    }
+
+    #[test]
+    fn a_source_gets_its_rate_and_no_more_and_recovers() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut budget = SourceBudget::new(10);
+        let admitted = (0..50).filter(|_| budget.admit(ip, t0)).count();
+        assert_eq!(admitted, 10);
+        assert!(budget.admit(other, t0), "another source has its own budget");
+        // 100 ms later, one more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert!(budget.admit(ip, t1));
+        assert!(!budget.admit(ip, t1));
+        // A second later, a full burst again, never more.
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!((0..50).filter(|_| budget.admit(ip, t2)).count(), 10);
+    }
+
+    #[test]
+    fn the_table_forgets_quiet_sources_when_full() {
+        let t0 = Instant::now();
+        let mut budget = SourceBudget::new(5);
+        for i in 0..SOURCES_TRACKED as u32 {
+            assert!(budget.admit(IpAddr::from(i.to_be_bytes()), t0));
+        }
+        assert_eq!(budget.tracked(), SOURCES_TRACKED);
+        let later = t0 + Duration::from_secs(2);
+        assert!(budget.admit("198.51.100.1".parse().unwrap(), later));
+        assert_eq!(budget.tracked(), 1);
+    }
+}
