@@ -384,7 +384,10 @@ mod tests {
             Some(token())
         );
         assert_eq!(RouteToken::verify(&key, &value, "call-2", &["tagA"]), None);
-        assert_eq!(RouteToken::verify(&[8u8; 32], &value, "call-1", &["tagA"]), None);
+        assert_eq!(
+            RouteToken::verify(&[8u8; 32], &value, "call-1", &["tagA"]),
+            None
+        );
         // Any change to the body (another destination) breaks the signature.
         let (body, tag) = value.split_once('.').unwrap();
         let mut forged = body.as_bytes().to_vec();

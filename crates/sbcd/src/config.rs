@@ -824,7 +824,10 @@ priority_namespaces = ["ets", "wps"]
 
 [control]
 socket = "/run/sbc/control.sock"
+"#;
 
+    /// The rest of SPEC §9's example.
+    const SPEC_LIMITS_AND_TWIN: &str = r#"
 [limits]
 per_source_rps = 200          # requests per second per source address
 max_transactions = 100000
@@ -857,7 +860,7 @@ dev = "eth1"
 
     #[test]
     fn the_spec_example_is_accepted() {
-        let c = parse(MINIMAL).unwrap();
+        let c = parse(&format!("{MINIMAL}{SPEC_LIMITS_AND_TWIN}")).unwrap();
         assert_eq!(c.node.name.0, "sbc-a");
         assert_eq!(c.listen.len(), 2);
         let up = c.upstreams().next().unwrap();
@@ -877,11 +880,12 @@ dev = "eth1"
 
     #[test]
     fn bad_limits_and_twin_values_name_key_and_line() {
-        let e = parse(&MINIMAL.replace("max_dialogs = 50000", "max_dialogs = 0")).unwrap_err();
+        let spec = format!("{MINIMAL}{SPEC_LIMITS_AND_TWIN}");
+        let e = parse(&spec.replace("max_dialogs = 50000", "max_dialogs = 0")).unwrap_err();
         assert!(e.to_string().contains("limits.max_dialogs"), "{e}");
-        let e = parse(&MINIMAL.replace("node_id = 1 ", "node_id = 3 ")).unwrap_err();
+        let e = parse(&spec.replace("node_id = 1 ", "node_id = 3 ")).unwrap_err();
         assert!(e.to_string().contains("twin.node_id"), "{e}");
-        let e = parse(&MINIMAL.replace("192.0.2.10/24", "192.0.2.10/33")).unwrap_err();
+        let e = parse(&spec.replace("192.0.2.10/24", "192.0.2.10/33")).unwrap_err();
         assert!(e.to_string().contains("addr"), "{e}");
     }
 

@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(a.route, b.route, "the route key survives a restart");
         assert_ne!(a.seed, b.seed, "the seed is new at every start");
         let path = dir.path().join(ROUTE_KEY_FILE);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = load_or_create(dir.path()).unwrap_err();
         assert!(e.to_string().contains("0600"), "{e}");

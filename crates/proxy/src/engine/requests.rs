@@ -48,7 +48,11 @@ impl Proxy {
         };
 
         if let Some(&sid) = self.server_index.get(&key) {
-            if self.servers.get(&sid).is_some_and(|e| e.source.remote != from.remote) {
+            if self
+                .servers
+                .get(&sid)
+                .is_some_and(|e| e.source.remote != from.remote)
+            {
                 // Someone else's branch: not a retransmission, and no copy of the answer for
                 // a third party.
                 self.stats.spoofed += 1;
@@ -293,11 +297,11 @@ impl Proxy {
             method: "INVITE".to_owned(),
             ..key.clone()
         };
-        let Some(&sid) = self
-            .server_index
-            .get(&invite_key)
-            .filter(|sid| self.servers.get(sid).is_some_and(|e| e.source.remote == from.remote))
-        else {
+        let Some(&sid) = self.server_index.get(&invite_key).filter(|sid| {
+            self.servers
+                .get(sid)
+                .is_some_and(|e| e.source.remote == from.remote)
+        }) else {
             self.respond_stateless(m, from, 481, &[]);
             return;
         };
@@ -745,7 +749,9 @@ impl Proxy {
             let token = forward
                 .dialog_ids
                 .as_ref()
-                .and_then(|(call_id, caller_tag)| self.route_token(source, dest, call_id, caller_tag));
+                .and_then(|(call_id, caller_tag)| {
+                    self.route_token(source, dest, call_id, caller_tag)
+                });
             let outgoing = self.own_rr_uri(dest.listener, token.as_deref());
             let incoming = self.own_rr_uri(forward.incoming, token.as_deref());
             let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)

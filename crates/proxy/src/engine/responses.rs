@@ -8,8 +8,8 @@ use crate::transaction::ClientAction;
 use crate::upstreams::{ProbeResult, UpstreamChange, UpstreamId};
 
 use super::requests::hop_request;
-use crate::border::capped_wait;
 use super::{ClientPurpose, Proxy, Targets, TimerKey, TxId};
+use crate::border::capped_wait;
 
 impl Proxy {
     pub(super) fn on_response(

@@ -103,8 +103,16 @@ fn a_dialog_the_table_lost_still_passes_on_its_signed_route_to_the_signed_party_
         bye = bye.add_header("Route", &r);
     }
     net.inject(Realm::Access, PHONE, &bye.bytes());
-    assert_eq!(sent_to(&net, THIRD_PARTY), 0, "the request URI chooses nothing");
-    assert_eq!(net.received(CORE1, "BYE").len(), 1, "the signed core party gets it");
+    assert_eq!(
+        sent_to(&net, THIRD_PARTY),
+        0,
+        "the request URI chooses nothing"
+    );
+    assert_eq!(
+        net.received(CORE1, "BYE").len(),
+        1,
+        "the signed core party gets it"
+    );
     // The request URI is the phone's to choose only within the dialog it belongs to.
     let answer = net.received(PHONE, "SIP/2.0").pop().unwrap();
     assert_eq!(code(&answer), 200, "{answer}");
@@ -129,9 +137,15 @@ fn forged_responses_from_elsewhere_change_nothing() {
     // The attacker forges the registrar's 200 (knowing even the branch) from its own address.
     let forged = at_core
         .replacen("REGISTER sip:example.com SIP/2.0", "SIP/2.0 200 OK", 1)
-        .replace("To: <sip:victim@example.com>", "To: <sip:victim@example.com>;tag=x");
+        .replace(
+            "To: <sip:victim@example.com>",
+            "To: <sip:victim@example.com>;tag=x",
+        );
     net.inject(Realm::Core, ATTACKER, forged.as_bytes());
-    assert!(net.proxy.registrations().is_empty(), "no binding from a forged 200");
+    assert!(
+        net.proxy.registrations().is_empty(),
+        "no binding from a forged 200"
+    );
     // And a forged 503 with a huge Retry-After for a call's attempt.
     net.peer(CORE1).invite = CoreInvite::Ring;
     net.call_out(PHONE, "c-forge");
@@ -142,9 +156,16 @@ fn forged_responses_from_elsewhere_change_nothing() {
             "SIP/2.0 503 Service Unavailable\r\nRetry-After: 4294967295",
             1,
         )
-        .replace("To: <sip:+15550001@example.com>", "To: <sip:+15550001@example.com>;tag=y");
+        .replace(
+            "To: <sip:+15550001@example.com>",
+            "To: <sip:+15550001@example.com>;tag=y",
+        );
     net.inject(Realm::Core, ATTACKER, forged.as_bytes());
-    assert!(net.proxy.upstreams().iter().all(|u| u.in_rotation), "{:?}", net.proxy.upstreams());
+    assert!(
+        net.proxy.upstreams().iter().all(|u| u.in_rotation),
+        "{:?}",
+        net.proxy.upstreams()
+    );
     assert!(net.proxy.stats().spoofed >= 2);
 }
 
@@ -170,7 +191,9 @@ fn no_amplification_a_rejected_invite_gets_one_answer_and_no_retransmission() {
     let req = Req::new("INVITE", "sip:+15550001@example.com", ATTACKER)
         .call_id("amp")
         .header("Max-Forwards", "0");
-    let bytes = String::from_utf8(req.bytes()).unwrap().replace("Max-Forwards: 70\r\n", "");
+    let bytes = String::from_utf8(req.bytes())
+        .unwrap()
+        .replace("Max-Forwards: 70\r\n", "");
     net.inject(Realm::Access, ATTACKER, bytes.as_bytes());
     net.advance(Duration::from_secs(40));
     let answers = net.received(ATTACKER, "SIP/2.0");
@@ -182,8 +205,15 @@ fn no_amplification_a_rejected_invite_gets_one_answer_and_no_retransmission() {
     let answers = net.received(ATTACKER, "SIP/2.0");
     assert_eq!(answers.len(), 2);
     assert_eq!(header(&answers[0], "To"), header(&answers[1], "To"));
-    let tag = header(&answers[0], "To").unwrap().split("tag=").nth(1).unwrap();
-    let ack = req.clone().method("ACK").to("sip:+15550001@example.com", Some(tag));
+    let tag = header(&answers[0], "To")
+        .unwrap()
+        .split("tag=")
+        .nth(1)
+        .unwrap();
+    let ack = req
+        .clone()
+        .method("ACK")
+        .to("sip:+15550001@example.com", Some(tag));
     let ack = String::from_utf8(ack.bytes())
         .unwrap()
         .replace(&ack.branch, &req.branch)
@@ -234,7 +264,11 @@ fn at_the_dialog_cap_a_new_call_gets_503_and_established_calls_go_on() {
     net.call_out(PHONE, "c1");
     net.call_out(PHONE, "c2");
     net.call_out(PHONE, "c3");
-    let codes: Vec<u16> = net.received(PHONE, "SIP/2.0").iter().map(|r| code(r)).collect();
+    let codes: Vec<u16> = net
+        .received(PHONE, "SIP/2.0")
+        .iter()
+        .map(|r| code(r))
+        .collect();
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 2, "{codes:?}");
     assert_eq!(codes.last(), Some(&503));
     assert_eq!(net.proxy.stats().cap_rejected, 1);
@@ -251,7 +285,11 @@ fn at_the_transaction_cap_new_requests_get_503_in_dialog_ones_pass() {
     for i in 0..3 {
         net.call_out(PHONE, &format!("ring{i}"));
     }
-    let codes: Vec<u16> = net.received(PHONE, "SIP/2.0").iter().map(|r| code(r)).collect();
+    let codes: Vec<u16> = net
+        .received(PHONE, "SIP/2.0")
+        .iter()
+        .map(|r| code(r))
+        .collect();
     assert_eq!(codes.last(), Some(&503), "{codes:?}");
     assert!(net.proxy.stats().cap_rejected >= 1);
 }
@@ -279,7 +317,13 @@ fn branch_ids_and_tags_carry_64_unpredictable_bits() {
         .iter()
         .map(|m| {
             let via = header(m, "Via").unwrap();
-            via.split("branch=").nth(1).unwrap().split(';').next().unwrap().to_owned()
+            via.split("branch=")
+                .nth(1)
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
         })
         .collect();
     let tail = |b: &str| b.rsplit('.').next().unwrap().to_owned();

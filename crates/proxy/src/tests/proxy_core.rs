@@ -51,8 +51,17 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     // Both entries carry the same signed token (SPEC §1a, §7).
     assert_eq!(rr.len(), 2);
     assert!(rr[0].starts_with(&format!("<sip:{CORE};lr;sbc=")), "{rr:?}");
-    assert!(rr[1].starts_with(&format!("<sip:{ACCESS};lr;sbc=")), "{rr:?}");
-    let token = |e: &str| e.split("sbc=").nth(1).unwrap().trim_end_matches('>').to_owned();
+    assert!(
+        rr[1].starts_with(&format!("<sip:{ACCESS};lr;sbc=")),
+        "{rr:?}"
+    );
+    let token = |e: &str| {
+        e.split("sbc=")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('>')
+            .to_owned()
+    };
     assert_eq!(token(&rr[0]), token(&rr[1]));
     assert_eq!(header(&at_core[0], "Max-Forwards"), Some("69"));
     let top_via = header(&at_core[0], "Via").unwrap();
