@@ -6,10 +6,11 @@
 //! reads the OS's random source and the key file), time comes in as a parameter.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -62,42 +63,59 @@ impl Ids {
     }
 }
 
-fn mac(key: &[u8; 32]) -> HmacSha256 {
-    // HMAC takes keys of any length; a 32-byte key cannot be refused.
-    match <HmacSha256 as Mac>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC accepts any key length"),
+/// HMAC-SHA256 under the route key, keyed once: each use clones the state after the key's
+/// two blocks, so a signature costs the message's blocks and the outer one only.
+#[derive(Clone)]
+pub struct Signer {
+    keyed: HmacSha256,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(..)")
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+impl Signer {
+    /// A signer for `key`.
+    pub fn new(key: &[u8; 32]) -> Signer {
+        // HMAC takes keys of any length; a 32-byte key cannot be refused.
+        let keyed = match <HmacSha256 as Mac>::new_from_slice(key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts any key length"),
+        };
+        Signer { keyed }
     }
-    s
+
+    fn start(&self, domain: &[u8]) -> HmacSha256 {
+        let mut m = self.keyed.clone();
+        m.update(domain);
+        m
+    }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 256 {
+/// Unpadded URL-safe base64: all of it is allowed in a URI parameter unescaped.
+fn encode(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() > 200 {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    URL_SAFE_NO_PAD.decode(s).ok()
 }
 
 /// A stateless To tag: the same request (retransmitted) gets the same tag, and nobody without
 /// the key can tell the next one.
-pub(crate) fn stateless_tag(key: &[u8; 32], parts: &[&str]) -> String {
-    let mut m = mac(key);
-    m.update(b"tag");
+pub(crate) fn stateless_tag(signer: &Signer, parts: &[&str]) -> String {
+    let mut m = signer.start(b"tag");
     for p in parts {
         m.update(&[0]);
         m.update(p.as_bytes());
     }
-    hex(&m.finalize().into_bytes()[..8])
+    let full = m.finalize().into_bytes();
+    full[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One party of a signed dialog: where it is and over what.
@@ -196,47 +214,39 @@ impl RouteToken {
         b
     }
 
-    fn tag(key: &[u8; 32], body: &[u8], call_id: &str, caller_tag: &str) -> [u8; MAC_LEN] {
-        let mut m = mac(key);
-        m.update(b"rr");
+    fn mac(signer: &Signer, body: &[u8], call_id: &str, caller_tag: &str) -> HmacSha256 {
+        let mut m = signer.start(b"rr");
         m.update(body);
         m.update(&[0]);
         m.update(call_id.as_bytes());
         m.update(&[0]);
         m.update(caller_tag.as_bytes());
-        let full = m.finalize().into_bytes();
-        let mut out = [0u8; MAC_LEN];
-        out.copy_from_slice(&full[..MAC_LEN]);
-        out
+        m
     }
 
     /// The parameter value for a dialog identified by `call_id` and the caller's tag.
-    pub fn sign(&self, key: &[u8; 32], call_id: &str, caller_tag: &str) -> String {
+    pub fn sign(&self, signer: &Signer, call_id: &str, caller_tag: &str) -> String {
         let body = self.body();
-        let tag = Self::tag(key, &body, call_id, caller_tag);
-        format!("{}.{}", hex(&body), hex(&tag))
+        let full = Self::mac(signer, &body, call_id, caller_tag)
+            .finalize()
+            .into_bytes();
+        let mut signed = body;
+        signed.extend_from_slice(&full[..MAC_LEN]);
+        encode(&signed)
     }
 
     /// The token in `value` if its signature holds for `call_id` and one of `tags` (an
     /// in-dialog request carries the caller's tag in From or in To, depending on its
     /// direction).
-    pub fn verify(key: &[u8; 32], value: &str, call_id: &str, tags: &[&str]) -> Option<Self> {
-        let (body_hex, tag_hex) = value.split_once('.')?;
-        let body = unhex(body_hex)?;
-        let tag = unhex(tag_hex)?;
-        if tag.len() != MAC_LEN {
-            return None;
-        }
+    pub fn verify(signer: &Signer, value: &str, call_id: &str, tags: &[&str]) -> Option<Self> {
+        let raw = decode(value)?;
+        let split = raw.len().checked_sub(MAC_LEN)?;
+        let (body, tag) = raw.split_at(split);
         let signed = tags.iter().any(|caller_tag| {
-            let mut m = mac(key);
-            m.update(b"rr");
-            m.update(&body);
-            m.update(&[0]);
-            m.update(call_id.as_bytes());
-            m.update(&[0]);
-            m.update(caller_tag.as_bytes());
             // Constant-time comparison of the truncated tag.
-            m.verify_truncated_left(&tag).is_ok()
+            Self::mac(signer, body, call_id, caller_tag)
+                .verify_truncated_left(tag)
+                .is_ok()
         });
         if !signed {
             return None;
@@ -377,7 +387,7 @@ mod tests {
 
     #[test]
     fn a_signed_token_verifies_with_either_tag_position_and_nothing_else() {
-        let key = [7u8; 32];
+        let key = Signer::new(&[7u8; 32]);
         let value = token().sign(&key, "call-1", "tagA");
         assert_eq!(
             RouteToken::verify(&key, &value, "call-1", &["tagB", "tagA"]),
@@ -385,17 +395,15 @@ mod tests {
         );
         assert_eq!(RouteToken::verify(&key, &value, "call-2", &["tagA"]), None);
         assert_eq!(
-            RouteToken::verify(&[8u8; 32], &value, "call-1", &["tagA"]),
+            RouteToken::verify(&Signer::new(&[8u8; 32]), &value, "call-1", &["tagA"]),
             None
         );
         // Any change to the body (another destination) breaks the signature.
-        let (body, tag) = value.split_once('.').unwrap();
-        let mut forged = body.as_bytes().to_vec();
-        let last = forged.len() - 1;
-        forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
-        let forged = format!("{}.{tag}", String::from_utf8(forged).unwrap());
+        let mut raw = decode(&value).unwrap();
+        raw[3] ^= 1;
+        let forged = encode(&raw);
         assert_eq!(RouteToken::verify(&key, &forged, "call-1", &["tagA"]), None);
-        assert_eq!(RouteToken::verify(&key, "zz.zz", "call-1", &["tagA"]), None);
+        assert_eq!(RouteToken::verify(&key, "z.z", "call-1", &["tagA"]), None);
         assert_eq!(RouteToken::verify(&key, "", "call-1", &["tagA"]), None);
     }
 
@@ -414,10 +422,14 @@ mod tests {
 
     #[test]
     fn stateless_tags_are_stable_per_request_and_keyed() {
-        let t = stateless_tag(&[1; 32], &["z9hG4bK1", "call"]);
-        assert_eq!(t, stateless_tag(&[1; 32], &["z9hG4bK1", "call"]));
-        assert_ne!(t, stateless_tag(&[1; 32], &["z9hG4bK2", "call"]));
-        assert_ne!(t, stateless_tag(&[2; 32], &["z9hG4bK1", "call"]));
+        let one = Signer::new(&[1; 32]);
+        let t = stateless_tag(&one, &["z9hG4bK1", "call"]);
+        assert_eq!(t, stateless_tag(&one, &["z9hG4bK1", "call"]));
+        assert_ne!(t, stateless_tag(&one, &["z9hG4bK2", "call"]));
+        assert_ne!(
+            t,
+            stateless_tag(&Signer::new(&[2; 32]), &["z9hG4bK1", "call"])
+        );
     }
 
     #[test]

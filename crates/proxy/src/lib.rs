@@ -18,7 +18,7 @@ pub mod transaction;
 pub mod transport;
 pub mod upstreams;
 
-pub use border::{Keys, RouteToken, TokenParty};
+pub use border::{Keys, RouteToken, Signer, TokenParty};
 pub use config::{Config, DrainConfig, Limits, ListenerConfig, TimerConfig, UpstreamConfig};
 pub use engine::Proxy;
 pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use system_state::SystemState;
 
-use crate::border::{Ids, SourceBudget};
+use crate::border::{Ids, Signer, SourceBudget};
 use crate::config::Config;
 use crate::dialogs::{DialogChange, DialogId, DialogTable};
 use crate::events::{CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
@@ -180,6 +180,8 @@ pub struct Proxy {
     ids: Ids,
     /// Requests per source.
     budget: SourceBudget,
+    /// The route key, keyed once.
+    signer: Signer,
 }
 
 /// Whether a datagram or framed message is a response (starts with the SIP version), read
@@ -212,6 +214,7 @@ impl Proxy {
         Proxy {
             ids: Ids::new(config.keys.seed),
             budget: SourceBudget::new(config.limits.per_source_rps),
+            signer: Signer::new(&config.keys.route),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
             config,

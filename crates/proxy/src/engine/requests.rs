@@ -391,7 +391,7 @@ impl Proxy {
         let branch = m.top_via().and_then(|v| v.branch()).unwrap_or_default();
         let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default().to_string();
         crate::border::stateless_tag(
-            &self.config.keys.route,
+            &self.signer,
             &[
                 branch,
                 m.call_id().unwrap_or_default(),
@@ -668,7 +668,7 @@ impl Proxy {
             .filter_map(|n| Uri::parse(n.uri))
             .filter_map(|u| msg::param(u.params, crate::border::TOKEN_PARAM))
             .find_map(|value| {
-                crate::border::RouteToken::verify(&self.config.keys.route, value, call_id, &tags)
+                crate::border::RouteToken::verify(&self.signer, value, call_id, &tags)
             })?;
         let other = opposite(realm);
         let party = token.party(other);
@@ -752,8 +752,10 @@ impl Proxy {
                 .and_then(|(call_id, caller_tag)| {
                     self.route_token(source, dest, call_id, caller_tag)
                 });
+            // One entry carries the token: every in-dialog request has both entries in its
+            // Route, and each byte of it travels in every message of the dialog.
             let outgoing = self.own_rr_uri(dest.listener, token.as_deref());
-            let incoming = self.own_rr_uri(forward.incoming, token.as_deref());
+            let incoming = self.own_rr_uri(forward.incoming, None);
             let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
                 || self
                     .config
@@ -830,7 +832,7 @@ impl Proxy {
             access,
             core,
         };
-        Some(token.sign(&self.config.keys.route, call_id, caller_tag))
+        Some(token.sign(&self.signer, call_id, caller_tag))
     }
 
     /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE.
