@@ -689,6 +689,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
         483 => "Too Many Hops",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
         486 => "Busy Here",
         487 => "Request Terminated",
         500 => "Server Internal Error",

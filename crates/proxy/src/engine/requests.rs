@@ -17,6 +17,15 @@ use std::sync::Arc;
 
 use super::{ClientPurpose, Forward, Proxy, ServerEntry, ServerKey, Targets, TimerKey, TxId};
 
+/// RFC 3261's branch prefix.
+const MAGIC_COOKIE: &str = "z9hG4bK";
+
+fn starts_with_cookie(branch: &str) -> bool {
+    branch
+        .get(..MAGIC_COOKIE.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(MAGIC_COOKIE))
+}
+
 /// The other realm.
 pub(super) fn opposite(realm: Realm) -> Realm {
     match realm {
@@ -33,10 +42,17 @@ impl Proxy {
         };
         let call_id = m.call_id().unwrap_or_default().to_owned();
         let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
-        let branch = via
-            .branch()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("rfc2543-{call_id}-{cseq}"));
+        // RFC 3261 §17.2.3: only a branch with the magic cookie and something after it names a
+        // transaction; a bare cookie (RFC 4475 `badbranch`) or none is matched the RFC 2543
+        // way, by what the request itself says.
+        let branch = match via.branch() {
+            Some(b) if b.len() > MAGIC_COOKIE.len() && starts_with_cookie(b) => b.to_owned(),
+            _ => format!(
+                "rfc2543-{call_id}-{cseq}-{}-{}",
+                m.from().and_then(|f| f.tag()).unwrap_or_default(),
+                m.request_uri().unwrap_or_default()
+            ),
+        };
         let key = ServerKey {
             branch,
             sent_by: via.sent_by().to_ascii_lowercase(),
@@ -88,6 +104,12 @@ impl Proxy {
             return;
         }
 
+        // RFC 3261 §16.3 step 2: a request URI scheme the box cannot route gets 416.
+        if !m.sip.has_routable_scheme() {
+            self.respond_stateless(m, from, 416, &[]);
+            return;
+        }
+
         if m.max_forwards() == Some(0) && !(method == "OPTIONS" && self.is_to_self(m)) {
             self.stats.too_many_hops += 1;
             self.respond_stateless(m, from, 483, &[]);
@@ -106,6 +128,14 @@ impl Proxy {
         if looped {
             self.stats.loops += 1;
             self.respond_stateless(m, from, 482, &[]);
+            return;
+        }
+
+        // RFC 3261 §16.3 step 5: the box supports no extension a proxy must understand.
+        let proxy_require: Vec<&str> = m.sip.proxy_require().collect();
+        if !proxy_require.is_empty() {
+            let unsupported = [("Unsupported", proxy_require.join(", "))];
+            self.respond_stateless(m, from, 420, &unsupported);
             return;
         }
 

@@ -4,3 +4,4 @@ mod border_rules;
 mod drain_rules;
 mod harness;
 mod proxy_core;
+mod rfc4475_policy;
