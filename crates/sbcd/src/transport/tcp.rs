@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::admission::Refused;
 use super::queue::Queued;
@@ -261,11 +261,19 @@ async fn run(
     let mut watching = true;
     let mut chunk = vec![0u8; 16 * 1024];
     let mut received = Vec::new();
+    // One timer for the connection's life, moved only when the state's deadline moves: while a
+    // message dribbles in it does not, and a timer set up anew for every read would cost more
+    // than the read.
+    let timer = tokio::time::sleep_until(Instant::from_std(state.poll_timeout()));
+    tokio::pin!(timer);
     let end = loop {
         if watching && !*serving.borrow_and_update() {
             break End::Offline;
         }
         let deadline = Instant::from_std(state.poll_timeout());
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             read = rd.read(&mut chunk) => match read {
                 Ok(0) => break End::PeerClosed,
@@ -294,7 +302,7 @@ async fn run(
                 }
                 None => break End::Error,
             },
-            () = sleep_until(deadline) => match state.handle_timeout(now()) {
+            () = &mut timer => match state.handle_timeout(now()) {
                 Some(Expired::Idle) => break End::Idle,
                 Some(Expired::SlowMessage) => break End::SlowMessage,
                 None => {}
