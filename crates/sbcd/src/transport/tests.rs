@@ -400,3 +400,52 @@ async fn a_peer_that_does_not_read_holds_at_most_the_queued_byte_bound() {
     assert!(got.iter().all(|&b| b == b'x'));
     until("the queue to empty", || rig.shared.queued_bytes() == 0).await;
 }
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_after_the_message_timeout() {
+    let mut rig = rig_with(Transport::Tcp, |l| {
+        l.tcp_message_timeout = Duration::from_millis(300);
+        l.max_queued_bytes = 256 * 1024;
+    });
+    let addr = rig.addr;
+    let peer = tokio::task::spawn_blocking(move || {
+        // A small receive buffer, never read: the box's writes stall once it is full.
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let mut s: std::net::TcpStream = sock.into();
+        s.write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let FromTransport::Message(m) = next(&mut rig.engine).await else {
+        panic!("expected a message");
+    };
+    // Keep sending until the queues are full: the writer is stuck on the peer.
+    let stalled = tokio::time::timeout(PATIENCE, async {
+        let c = &rig.shared.counters;
+        while c.tcp_send_dropped_queued_bytes.load(Ordering::Relaxed) == 0 {
+            rig.shared.send(Transmit {
+                listener: ListenerId(0),
+                transport: Transport::Tcp,
+                flow: m.flow,
+                destination: m.source,
+                bytes: vec![b'x'; 60_000],
+            });
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(stalled.is_ok(), "the peer's buffers never filled");
+    assert!(matches!(
+        next(&mut rig.engine).await,
+        FromTransport::Closed { flow, .. } if Some(flow) == m.flow
+    ));
+    let c = &rig.shared.counters;
+    assert_eq!(c.tcp_closed_slow_write.load(Ordering::Relaxed), 1);
+    // Whatever was queued for it was given back.
+    assert_eq!(rig.shared.queued_bytes(), 0);
+    drop(peer);
+}
