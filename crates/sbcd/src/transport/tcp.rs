@@ -325,16 +325,17 @@ async fn run(
     }
     match end {
         End::Offline | End::Idle | End::SlowMessage | End::Framing => {
-            // Graceful: what was already queued still goes out, then FIN, then the peer gets
-            // a moment to close its side (a reset would lose what it is still sending us).
-            while let Ok(message) = outgoing.try_recv() {
-                if write(&mut wr, message.bytes(), write_timeout)
-                    .await
-                    .is_err()
-                {
-                    break;
+            // Graceful: what was already queued still goes out (all of it within one message
+            // timeout, so a peer reading slowly cannot stretch the close), then FIN, then the
+            // peer gets a moment to close its side (a reset would lose what it still sends).
+            let _ = tokio::time::timeout(write_timeout, async {
+                while let Ok(message) = outgoing.try_recv() {
+                    if wr.write_all(message.bytes()).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            })
+            .await;
             let _ = wr.shutdown().await;
             drain_for_grace(&mut rd).await;
         }
