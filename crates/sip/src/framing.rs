@@ -172,6 +172,10 @@ fn resume_head_search(len: usize) -> usize {
     len.saturating_sub(2)
 }
 
+/// Buffer capacity a [`StreamFramer`] keeps between messages; more is given back once the
+/// message that needed it has been handed out.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
 /// One frame cut out of a [`StreamFramer`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framed<'a> {
@@ -228,7 +232,13 @@ impl StreamFramer {
     /// Appends received bytes. Bytes already handed out are dropped from the buffer first, so
     /// it keeps only what is still to be framed.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 {
+        if self.start == self.buf.len() {
+            // Everything was handed out: nothing to move, and a buffer grown for one large
+            // message is not kept by an idle connection.
+            self.buf.clear();
+            self.buf.shrink_to(KEEP_CAPACITY);
+            self.start = 0;
+        } else if self.start > 0 {
             // Once per push, and only after a frame was handed out: each byte is moved at
             // most once for every frame that ends before it.
             self.buf.drain(..self.start);
@@ -435,6 +445,11 @@ mod tests {
         }
         assert_eq!(messages, 1);
         assert!(!framer.has_partial());
+        framer.push(b"\r\n");
+        assert!(
+            framer.buf.capacity() <= KEEP_CAPACITY,
+            "an idle stream gives back the room a large message needed"
+        );
         // The old way looked at ~n²/2 = 2 * 10^9 bytes here.
         assert!(
             framer.examined <= 3 * whole.len(),
