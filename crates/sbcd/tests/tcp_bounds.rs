@@ -197,6 +197,35 @@ fn one_source_cannot_take_all_tcp_slots() {
     );
 }
 
+#[test]
+fn the_box_holds_at_most_max_connections_whoever_asks() {
+    const MAX: usize = 3;
+    let (sbcd, _upstream) = sbcd_with(|c| c.max_connections = Some(MAX));
+    // Three sources, one connection each: the box is full, and no source is over its share.
+    let mut held: Vec<TcpStream> = (2..=4)
+        .map(|last| connect_from(Ipv4Addr::new(127, 0, 0, last), sbcd.access()))
+        .collect();
+    for (i, conn) in held.iter_mut().enumerate() {
+        let request = options(conn, sbcd.access(), &format!("full-{i}"), 0);
+        conn.write_all(&request).expect("send OPTIONS");
+        assert!(matches!(read_outcome(conn), Outcome::Answered(_)));
+    }
+    let mut late = connect_from(Ipv4Addr::new(127, 0, 0, 5), sbcd.access());
+    assert_eq!(
+        read_outcome(&mut late),
+        Outcome::Closed,
+        "a fourth source is refused"
+    );
+    assert_eq!(sbcd.stat("transport.tcp.refused_max_connections"), 1);
+    assert_eq!(sbcd.stat("transport.tcp.refused_per_source"), 0);
+    assert_eq!(sbcd.stat("transport.tcp.open"), MAX as u64);
+
+    // What was established is not harmed by the refusal.
+    let request = options(&held[0], sbcd.access(), "still-served", 0);
+    held[0].write_all(&request).expect("send OPTIONS again");
+    assert!(matches!(read_outcome(&mut held[0]), Outcome::Answered(_)));
+}
+
 /// Asks the kernel (NETLINK_SOCK_DIAG, an exact lookup by address pair) how many received
 /// bytes wait unread on one TCP socket: the event "sbcd has read what was sent" that paces a
 /// dribbling client, so that each byte reaches sbcd in a read of its own as it would over a
