@@ -404,6 +404,9 @@ pub struct Sip {
     pub max_message_bytes: MessageSize,
     /// A TCP connection silent for this long is closed.
     pub tcp_idle_timeout_secs: Secs,
+    /// A message on a TCP connection must be complete this long after its first byte arrived,
+    /// else the connection is closed (a half-sent request holds nothing for long).
+    pub tcp_message_timeout_secs: Secs,
     /// Accepted TCP connections per listener; further ones are refused.
     pub tcp_max_connections: Count,
     /// Host names that mean "this box" in a request URI (besides the listener addresses).
@@ -416,6 +419,9 @@ impl Default for Sip {
             workers: None,
             max_message_bytes: MessageSize(65_535),
             tcp_idle_timeout_secs: Secs(600),
+            // 64 * T1, the time a client transaction waits for an answer (RFC 3261 Timer B):
+            // a sender still sending after that has nobody waiting for its request.
+            tcp_message_timeout_secs: Secs(32),
             tcp_max_connections: Count(1024),
             local_names: Vec::new(),
         }
@@ -887,6 +893,21 @@ dev = "eth1"
         assert!(e.to_string().contains("twin.node_id"), "{e}");
         let e = parse(&spec.replace("192.0.2.10/24", "192.0.2.10/33")).unwrap_err();
         assert!(e.to_string().contains("addr"), "{e}");
+    }
+
+    #[test]
+    fn the_tcp_message_timeout_has_a_default_and_a_range() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().sip.tcp_message_timeout_secs,
+            Secs(32)
+        );
+        let c = parse(&format!("{MINIMAL}\n[sip]\ntcp_message_timeout_secs = 5\n")).unwrap();
+        assert_eq!(c.sip.tcp_message_timeout_secs, Secs(5));
+        let e = parse(&format!("{MINIMAL}\n[sip]\ntcp_message_timeout_secs = 0\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("sip.tcp_message_timeout_secs"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -170,7 +170,11 @@ async fn serve(
     let limits = Limits {
         max_message_bytes: config.sip.max_message_bytes.0,
         tcp_idle_timeout: Duration::from_secs(config.sip.tcp_idle_timeout_secs.0),
+        tcp_message_timeout: Duration::from_secs(config.sip.tcp_message_timeout_secs.0),
         tcp_max_connections: config.sip.tcp_max_connections.0,
+        max_connections: config.limits.max_connections.0,
+        per_source_connections: config.limits.per_source_connections.0,
+        max_queued_bytes: config.limits.max_queued_bytes.0,
     };
     let (shared, per_worker) =
         transport::bind_all(specs.clone(), limits, workers, inbound_tx, serving_rx)?;

@@ -318,6 +318,10 @@ impl Engine {
                     name: "transport.tcp.open".into(),
                     value: self.transports.open_connections() as u64,
                 });
+                counters.push(control::Counter {
+                    name: "transport.tcp.queued_bytes".into(),
+                    value: self.transports.queued_bytes() as u64,
+                });
                 Response::Ok {
                     reply: Reply::Stats(counters),
                 }
@@ -372,7 +376,11 @@ mod tests {
         let limits = Limits {
             max_message_bytes: 65535,
             tcp_idle_timeout: Duration::from_secs(60),
+            tcp_message_timeout: Duration::from_secs(32),
             tcp_max_connections: 1,
+            max_connections: 1,
+            per_source_connections: 1,
+            max_queued_bytes: 1 << 16,
         };
         let (shared, _) =
             transport::bind_all(Vec::new(), limits, 1, inbound_tx.clone(), serving.clone())

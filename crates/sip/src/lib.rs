@@ -3,7 +3,7 @@
 //! and proxy edits that copy untouched bytes verbatim.
 //!
 //! What it is for: every datagram or stream message the SBC receives goes through
-//! [`Message::parse_with`] (after [`framing::next_frame`] on streams); the proxy reads Via,
+//! [`Message::parse_with`] (after [`StreamFramer`] on streams); the proxy reads Via,
 //! From/To, Call-ID, CSeq, Route, Contact, ... through typed accessors that parse on demand, and
 //! writes what it forwards with an [`Editor`] and what it originates with the [`build`]
 //! builders. Parsing and header access never allocate; errors say whether to answer (400, 413,
@@ -52,7 +52,7 @@ pub mod via;
 pub use build::{RequestBuilder, ResponseBuilder};
 pub use edit::Editor;
 pub use error::{Disposition, Error, WriteError};
-pub use framing::{next_frame, Frame};
+pub use framing::{next_frame, Frame, Framed, StreamFramer};
 pub use header_name::HeaderName;
 pub use limits::{Framing, Limits, MAX_HEADERS};
 pub use message::{Header, HeaderIndex, Message, StartLine};

@@ -11,12 +11,20 @@
 //! counter and kept in one [`FlowTable`], so any thread can send on any connection: the table
 //! holds each connection's outgoing queue, not its socket. Nothing here looks inside a message
 //! beyond stream framing; what to send where is the engine's decision.
+//!
+//! What a peer can make the box hold is bounded here (SPEC §1a): connection slots per source,
+//! per listener and in total ([`admission`]), bytes waiting to be written ([`queue`]), and the
+//! time and CPU one stream message may take ([`stream`]). Whatever is refused is counted in
+//! [`Counters`], which `show stats` lists.
 
+mod admission;
+mod queue;
+pub mod stream;
 pub mod tcp;
 pub mod udp;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,6 +34,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Config};
+use admission::{Admission, Caps, Refused};
+use queue::{Queued, SendBudget};
 
 /// What the transports hand to the engine.
 #[derive(Debug)]
@@ -57,12 +67,21 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
 }
 
-/// Limits of the wire path, from `[sip]`.
+/// Limits of the wire path, from `[sip]` and `[limits]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_message_bytes: usize,
     pub tcp_idle_timeout: Duration,
+    /// A stream message must be complete this long after its first byte.
+    pub tcp_message_timeout: Duration,
+    /// Accepted connections per listener.
     pub tcp_max_connections: usize,
+    /// Connections inbound and outbound together.
+    pub max_connections: usize,
+    /// Inbound connections per source address.
+    pub per_source_connections: usize,
+    /// Bytes waiting in all send queues together.
+    pub max_queued_bytes: usize,
 }
 
 /// Counters of the transports, shown by `show stats`.
@@ -74,12 +93,26 @@ pub struct Counters {
     pub udp_send_failed: AtomicU64,
     pub tcp_accepted: AtomicU64,
     pub tcp_connected: AtomicU64,
+    /// Accepted connections closed at once: the listener was at `tcp_max_connections`.
     pub tcp_refused_limit: AtomicU64,
+    /// Accepted connections closed at once: their source held `per_source_connections`.
+    pub tcp_refused_per_source: AtomicU64,
+    /// Accepted connections closed at once: the box held `max_connections`.
+    pub tcp_refused_max_connections: AtomicU64,
+    /// Connections the engine asked for and not opened: the box held `max_connections`.
+    pub tcp_connect_refused_max_connections: AtomicU64,
     pub tcp_closed_idle: AtomicU64,
+    /// Connections closed because a message was not complete within its timeout.
+    pub tcp_closed_slow_message: AtomicU64,
+    /// Connections closed because the peer did not take a message within that timeout.
+    pub tcp_closed_slow_write: AtomicU64,
     pub tcp_framing_errors: AtomicU64,
     pub tcp_received: AtomicU64,
     pub tcp_sent: AtomicU64,
+    /// Messages dropped because their connection's queue held `QUEUE_LEN` messages.
     pub tcp_send_dropped: AtomicU64,
+    /// Messages dropped because all queues together held `max_queued_bytes`.
+    pub tcp_send_dropped_queued_bytes: AtomicU64,
     pub unsendable: AtomicU64,
 }
 
@@ -98,7 +131,27 @@ impl Counters {
             ("transport.tcp.accepted", get(&self.tcp_accepted)),
             ("transport.tcp.connected", get(&self.tcp_connected)),
             ("transport.tcp.refused_limit", get(&self.tcp_refused_limit)),
+            (
+                "transport.tcp.refused_per_source",
+                get(&self.tcp_refused_per_source),
+            ),
+            (
+                "transport.tcp.refused_max_connections",
+                get(&self.tcp_refused_max_connections),
+            ),
+            (
+                "transport.tcp.connect_refused_max_connections",
+                get(&self.tcp_connect_refused_max_connections),
+            ),
             ("transport.tcp.closed_idle", get(&self.tcp_closed_idle)),
+            (
+                "transport.tcp.closed_slow_message",
+                get(&self.tcp_closed_slow_message),
+            ),
+            (
+                "transport.tcp.closed_slow_write",
+                get(&self.tcp_closed_slow_write),
+            ),
             (
                 "transport.tcp.framing_errors",
                 get(&self.tcp_framing_errors),
@@ -106,6 +159,10 @@ impl Counters {
             ("transport.tcp.received", get(&self.tcp_received)),
             ("transport.tcp.sent", get(&self.tcp_sent)),
             ("transport.tcp.send_dropped", get(&self.tcp_send_dropped)),
+            (
+                "transport.tcp.send_dropped_queued_bytes",
+                get(&self.tcp_send_dropped_queued_bytes),
+            ),
             ("transport.unsendable", get(&self.unsendable)),
         ]
     }
@@ -120,7 +177,7 @@ fn bump(c: &AtomicU64) {
 struct FlowEntry {
     listener: ListenerId,
     remote: SocketAddr,
-    queue: mpsc::Sender<Vec<u8>>,
+    queue: mpsc::Sender<Queued>,
 }
 
 /// Every live connection, by id and by (listener, remote address) for reuse (RFC 3261 §18).
@@ -169,8 +226,12 @@ pub struct Shared {
     pub serving: watch::Receiver<bool>,
     flows: Mutex<FlowTable>,
     next_flow: AtomicU64,
-    /// Open connections per listener, across workers, for the connection limit.
-    open_per_listener: Vec<AtomicUsize>,
+    /// Connection slots per source, per listener and in total, across workers and the engine.
+    admission: Mutex<Admission>,
+    /// Bytes waiting in every connection's send queue.
+    send_budget: Arc<SendBudget>,
+    /// Refused connections still being closed gracefully (see `tcp::refuse`).
+    lingering: AtomicUsize,
     /// One sending handle per UDP listener (a duplicate of the receiving socket: same port).
     udp_send: Vec<Option<std::net::UdpSocket>>,
     /// The UDP sockets until their owner (the engine) takes them.
@@ -193,6 +254,16 @@ impl Shared {
     /// How many connections are open right now.
     pub fn open_connections(&self) -> usize {
         self.flows().len()
+    }
+
+    /// Bytes waiting in the send queues of all connections.
+    pub fn queued_bytes(&self) -> usize {
+        self.send_budget.used()
+    }
+
+    fn admission(&self) -> MutexGuard<'_, Admission> {
+        // Every change under this lock is a few integer updates that cannot panic halfway.
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Hands the UDP sockets to their one reader, once; later calls get none.
@@ -241,20 +312,24 @@ impl Shared {
     }
 
     fn send_tcp(self: &Arc<Self>, spec: &ListenerSpec, t: Transmit) {
+        let destination = t.destination;
+        let Some(message) = self.send_budget.reserve(t.bytes) else {
+            bump(&self.counters.tcp_send_dropped_queued_bytes);
+            // Debug only: a peer that does not read causes this at will; `show stats` counts it.
+            tracing::debug!(peer = %destination, "TCP send queues full (max_queued_bytes), message dropped");
+            return;
+        };
         let mut flows = self.flows();
         // The connection the engine named, else any connection to that peer (reuse), else a new
         // one: RFC 3261 §18.2.2 has a response go to a new connection when the old one is gone.
         let id = t
             .flow
             .filter(|id| flows.by_id.contains_key(id))
-            .or_else(|| flows.by_remote.get(&(spec.id, t.destination)).copied());
+            .or_else(|| flows.by_remote.get(&(spec.id, destination)).copied());
         if let Some(entry) = id.and_then(|id| flows.by_id.get(&id)) {
-            match entry.queue.try_send(t.bytes) {
-                Ok(()) => {}
-                Err(_) => {
-                    bump(&self.counters.tcp_send_dropped);
-                    tracing::debug!(peer = %t.destination, "TCP send queue full, message dropped");
-                }
+            if entry.queue.try_send(message).is_err() {
+                bump(&self.counters.tcp_send_dropped);
+                tracing::debug!(peer = %destination, "TCP send queue full, message dropped");
             }
             return;
         }
@@ -268,14 +343,28 @@ impl Shared {
             return;
         };
         let id = self.new_flow_id();
+        let Some(slot) = Slot::outbound(self) else {
+            drop(flows);
+            bump(&self.counters.tcp_connect_refused_max_connections);
+            tracing::debug!(peer = %destination, "connection limit (max_connections) reached; not connecting, message dropped");
+            // The engine hears of this flow the way it hears of a failed connect.
+            handle.spawn(tcp::announce_closed(
+                Arc::clone(self),
+                *spec,
+                id,
+                destination,
+            ));
+            return;
+        };
         let (queue, outgoing) = mpsc::channel(tcp::QUEUE_LEN);
-        // The first message waits in the queue while the connection is being set up.
-        let _ = queue.try_send(t.bytes);
+        // The first message waits in the queue while the connection is being set up; the
+        // queue is new and empty, so it has room.
+        let _ = queue.try_send(message);
         flows.insert(
             id,
             FlowEntry {
                 listener: spec.id,
-                remote: t.destination,
+                remote: destination,
                 queue,
             },
         );
@@ -284,26 +373,52 @@ impl Shared {
             Arc::clone(self),
             *spec,
             id,
-            t.destination,
+            destination,
             outgoing,
+            slot,
         ));
     }
+}
 
-    /// Registers an accepted or connected stream; false if the listener is at its limit.
-    fn admit_connection(&self, listener: ListenerId) -> bool {
-        let Some(open) = self.open_per_listener.get(usize::from(listener.0)) else {
-            return false;
-        };
-        let limit = self.limits.tcp_max_connections;
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < limit).then_some(n + 1)
+/// A connection's hold on its admission slot, given back when the connection ends (dropped),
+/// whichever way it ends.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    /// The listener and source of an inbound connection; `None` for an outbound one.
+    inbound: Option<(ListenerId, IpAddr)>,
+}
+
+impl Slot {
+    /// A slot for a connection accepted on `listener` from `source`, or why there is none.
+    fn inbound(
+        shared: &Arc<Shared>,
+        listener: ListenerId,
+        source: IpAddr,
+    ) -> Result<Slot, Refused> {
+        shared.admission().admit_inbound(listener, source)?;
+        Ok(Slot {
+            shared: Arc::clone(shared),
+            inbound: Some((listener, source)),
         })
-        .is_ok()
     }
 
-    fn release_connection(&self, listener: ListenerId) {
-        if let Some(open) = self.open_per_listener.get(usize::from(listener.0)) {
-            open.fetch_sub(1, Ordering::AcqRel);
+    /// A slot for a connection the box opens, if the total allows one.
+    fn outbound(shared: &Arc<Shared>) -> Option<Slot> {
+        shared.admission().admit_outbound().ok()?;
+        Some(Slot {
+            shared: Arc::clone(shared),
+            inbound: None,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut admission = self.shared.admission();
+        match self.inbound {
+            Some((listener, source)) => admission.release_inbound(listener, source),
+            None => admission.release_outbound(),
         }
     }
 }
@@ -379,8 +494,18 @@ pub fn bind_all(
         udp_send[usize::from(spec.id.0)] = Some(dup);
         udp_receive.push((*spec, sock));
     }
+    let admission = Admission::new(
+        Caps {
+            per_source: limits.per_source_connections,
+            per_listener: limits.tcp_max_connections,
+            total: limits.max_connections,
+        },
+        specs.len(),
+    );
     let shared = Shared {
-        open_per_listener: specs.iter().map(|_| AtomicUsize::new(0)).collect(),
+        admission: Mutex::new(admission),
+        send_budget: SendBudget::new(limits.max_queued_bytes),
+        lingering: AtomicUsize::new(0),
         listeners: specs,
         limits,
         counters: Counters::default(),

@@ -1,22 +1,31 @@
-//! TCP: accepting (with a connection limit, and not at all while offline), connecting out,
-//! and one task per connection that frames the byte stream into messages, writes the
-//! connection's queue, closes it when idle and closes it gracefully (FIN, never RST) when the
-//! system goes offline.
+//! TCP: accepting (with the connection slots of [`super::admission`], and not at all while
+//! offline), connecting out, and one task per connection that feeds a
+//! [`StreamState`](super::stream::StreamState) with what it reads, hands the messages to the
+//! engine and writes the connection's queue. What ends a connection is decided by that state
+//! (idle, or a message too slow to arrive), by the peer, by a write the peer does not take
+//! within the message timeout, or by the system going offline; the close is graceful (queued
+//! messages written, FIN, a moment for the peer to close its side: never RST), and so is the
+//! close of a connection refused for want of a slot.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use proxy::FlowId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
-use super::{bind_tcp, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared};
+use super::admission::Refused;
+use super::queue::Queued;
+use super::stream::{Expired, Received, StreamState, Timeouts};
+use super::{bind_tcp, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
 
-/// Messages waiting to be written on one connection before further ones are dropped.
+/// Messages waiting to be written on one connection before further ones are dropped (the bytes
+/// of all queues together are bounded too: `[limits] max_queued_bytes`).
 pub const QUEUE_LEN: usize = 256;
 
 /// How long an outgoing connection may take to be set up.
@@ -24,6 +33,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After our FIN, how long the peer gets to finish sending and close its side.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Refused connections waiting out [`CLOSE_GRACE`] at once. A flood of connections must not
+/// turn into a flood of waiting tasks: past this, a refused connection is closed without
+/// waiting (still a FIN; a reset only if its peer had already sent something).
+const MAX_LINGERING: usize = 256;
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
 
 /// Accepts connections on one listener of one worker. While the system is offline the listening
 /// socket is closed, so connection attempts are refused by the kernel; it is bound again when
@@ -86,16 +108,22 @@ pub async fn accept_loop(shared: Arc<Shared>, spec: ListenerSpec, first: std::ne
 }
 
 fn admit(shared: &Arc<Shared>, spec: ListenerSpec, stream: TcpStream, remote: SocketAddr) {
-    if !shared.admit_connection(spec.id) {
-        shared
-            .counters
-            .tcp_refused_limit
-            .fetch_add(1, Ordering::Relaxed);
-        // Debug only: a flood would flood the log too; `show stats` counts these.
-        tracing::debug!(peer = %remote, addr = %spec.addr, "TCP connection limit reached; connection refused");
-        return;
-    }
-    shared.counters.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+    let slot = match Slot::inbound(shared, spec.id, remote.ip()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let c = &shared.counters;
+            bump(match why {
+                Refused::PerSource => &c.tcp_refused_per_source,
+                Refused::Listener => &c.tcp_refused_limit,
+                Refused::Total => &c.tcp_refused_max_connections,
+            });
+            // Debug only: a flood would flood the log too; `show stats` counts these.
+            tracing::debug!(peer = %remote, addr = %spec.addr, cap = ?why, "TCP connection refused: no slot");
+            refuse(shared, stream);
+            return;
+        }
+    };
+    bump(&shared.counters.tcp_accepted);
     let _ = stream.set_nodelay(true);
     let id = shared.new_flow_id();
     let (queue, outgoing) = mpsc::channel(QUEUE_LEN);
@@ -115,18 +143,49 @@ fn admit(shared: &Arc<Shared>, spec: ListenerSpec, stream: TcpStream, remote: So
         stream,
         remote,
         outgoing,
-        true,
+        slot,
     ));
 }
 
+/// Closes a connection that got no slot: FIN at once, then whatever the peer still sends is
+/// read and dropped for a moment, so the close never turns into a reset.
+fn refuse(shared: &Arc<Shared>, stream: TcpStream) {
+    if shared.lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
+        shared.lingering.fetch_sub(1, Ordering::AcqRel);
+        if let Ok(stream) = stream.into_std() {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        return;
+    }
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let (mut rd, mut wr) = stream.into_split();
+        let _ = wr.shutdown().await;
+        drain_for_grace(&mut rd).await;
+        shared.lingering.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// Reads and drops what the peer still sends after our FIN, until it closes its side or
+/// [`CLOSE_GRACE`] is over.
+async fn drain_for_grace(rd: &mut OwnedReadHalf) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 /// Opens a connection the engine asked for (a send to a peer with no connection yet). Runs on
-/// the engine's runtime; the flow is already in the table with its first message queued.
-pub async fn connect(
+/// the engine's runtime; the flow is already in the table with its first message queued, and
+/// holds its slot.
+pub(super) async fn connect(
     shared: Arc<Shared>,
     spec: ListenerSpec,
     id: FlowId,
     remote: SocketAddr,
-    outgoing: mpsc::Receiver<Vec<u8>>,
+    outgoing: mpsc::Receiver<Queued>,
+    slot: Slot,
 ) {
     let attempt = async {
         let sock = if remote.is_ipv4() {
@@ -140,13 +199,10 @@ pub async fn connect(
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(stream)) => {
-            shared
-                .counters
-                .tcp_connected
-                .fetch_add(1, Ordering::Relaxed);
+            bump(&shared.counters.tcp_connected);
             let _ = stream.set_nodelay(true);
             tracing::debug!(peer = %remote, flow = id.0, "TCP connection opened");
-            run(shared, spec, id, stream, remote, outgoing, false).await;
+            run(shared, spec, id, stream, remote, outgoing, slot).await;
         }
         failed => {
             let why = match failed {
@@ -155,7 +211,9 @@ pub async fn connect(
             };
             tracing::warn!(peer = %remote, error = %why, "TCP connect failed; queued messages dropped");
             shared.flows().remove(id);
-            announce_closed(&shared, spec, id, remote).await;
+            drop(outgoing);
+            drop(slot);
+            announce_closed(shared, spec, id, remote).await;
         }
     }
 }
@@ -165,61 +223,90 @@ pub async fn connect(
 enum End {
     PeerClosed,
     Idle,
+    SlowMessage,
+    /// The peer did not take a message within the message timeout.
+    SlowWrite,
     Offline,
     Framing,
     Error,
     EngineGone,
 }
 
-/// Runs one connection until it ends, then removes it from the table and tells the engine.
+/// Runs one connection until it ends, then removes it from the table, gives back its slot and
+/// tells the engine.
 async fn run(
     shared: Arc<Shared>,
     spec: ListenerSpec,
     id: FlowId,
     stream: TcpStream,
     remote: SocketAddr,
-    mut outgoing: mpsc::Receiver<Vec<u8>>,
-    counted: bool,
+    mut outgoing: mpsc::Receiver<Queued>,
+    slot: Slot,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let idle = shared.limits.tcp_idle_timeout;
     let limits = sip::Limits {
         max_message_bytes: shared.limits.max_message_bytes,
         ..sip::Limits::default()
     };
+    let write_timeout = shared.limits.tcp_message_timeout;
+    let mut state = StreamState::new(
+        now(),
+        limits,
+        Timeouts {
+            idle: shared.limits.tcp_idle_timeout,
+            message: shared.limits.tcp_message_timeout,
+        },
+    );
     let mut serving = shared.serving.clone();
     let mut watching = true;
-    let mut deadline = Instant::now() + idle;
-    let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut received = Vec::new();
+    // One timer for the connection's life, moved only when the state's deadline moves: while a
+    // message dribbles in it does not, and a timer set up anew for every read would cost more
+    // than the read.
+    let timer = tokio::time::sleep_until(Instant::from_std(state.poll_timeout()));
+    tokio::pin!(timer);
     let end = loop {
         if watching && !*serving.borrow_and_update() {
             break End::Offline;
+        }
+        let deadline = Instant::from_std(state.poll_timeout());
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
         }
         tokio::select! {
             read = rd.read(&mut chunk) => match read {
                 Ok(0) => break End::PeerClosed,
                 Err(_) => break End::Error,
                 Ok(n) => {
-                    deadline = Instant::now() + idle;
-                    pending.extend_from_slice(&chunk[..n]);
-                    match deliver(&shared, spec, id, remote, &mut pending, &limits, &mut wr).await {
-                        Ok(()) => {}
-                        Err(end) => break end,
+                    let framed = state.handle_bytes(now(), &chunk[..n], &mut received);
+                    // What was framed before an error still counts.
+                    if let Err(end) = deliver(&shared, spec, id, remote, &mut received, &mut wr, write_timeout).await {
+                        break end;
+                    }
+                    if let Err(e) = framed {
+                        unframeable(&shared, remote, &e, state.unframed(), &mut wr, write_timeout).await;
+                        break End::Framing;
                     }
                 }
             },
             next = outgoing.recv() => match next {
-                Some(bytes) => {
-                    deadline = Instant::now() + idle;
-                    if wr.write_all(&bytes).await.is_err() {
-                        break End::Error;
+                Some(message) => {
+                    if let Err(end) = write(&mut wr, message.bytes(), write_timeout).await {
+                        break end;
                     }
-                    shared.counters.tcp_sent.fetch_add(1, Ordering::Relaxed);
+                    // Written: its bytes leave the send budget.
+                    drop(message);
+                    state.handle_sent(now());
+                    bump(&shared.counters.tcp_sent);
                 }
                 None => break End::Error,
             },
-            () = sleep_until(deadline) => break End::Idle,
+            () = &mut timer => match state.handle_timeout(now()) {
+                Some(Expired::Idle) => break End::Idle,
+                Some(Expired::SlowMessage) => break End::SlowMessage,
+                None => {}
+            },
             changed = serving.changed(), if watching => {
                 if changed.is_err() {
                     watching = false;
@@ -229,36 +316,61 @@ async fn run(
     };
     // Leave the table first, so no new message is queued on a connection that is closing.
     shared.flows().remove(id);
-    if matches!(end, End::Offline | End::Idle) {
-        // Graceful: what was already queued still goes out, then FIN, then the peer gets a
-        // moment to close its side (a reset would lose what it is still sending us).
-        while let Ok(bytes) = outgoing.try_recv() {
-            if wr.write_all(&bytes).await.is_err() {
-                break;
-            }
+    // Counted when decided, not after the grace the peer gets to close.
+    match end {
+        End::Idle => bump(&shared.counters.tcp_closed_idle),
+        End::SlowMessage => bump(&shared.counters.tcp_closed_slow_message),
+        End::SlowWrite => bump(&shared.counters.tcp_closed_slow_write),
+        _ => {}
+    }
+    match end {
+        End::Offline | End::Idle | End::SlowMessage | End::Framing => {
+            // Graceful: what was already queued still goes out (all of it within one message
+            // timeout, so a peer reading slowly cannot stretch the close), then FIN, then the
+            // peer gets a moment to close its side (a reset would lose what it still sends).
+            let _ = tokio::time::timeout(write_timeout, async {
+                while let Ok(message) = outgoing.try_recv() {
+                    if wr.write_all(message.bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+            let _ = wr.shutdown().await;
+            drain_for_grace(&mut rd).await;
         }
-        let _ = wr.shutdown().await;
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while matches!(rd.read(&mut chunk).await, Ok(n) if n > 0) {}
-        })
-        .await;
+        End::SlowWrite => {
+            // The peer is not reading: nothing more is written, but it still gets our FIN
+            // (behind what it has not read) rather than a reset.
+            let _ = wr.shutdown().await;
+            drain_for_grace(&mut rd).await;
+        }
+        End::PeerClosed | End::Error | End::EngineGone => {}
     }
-    if matches!(end, End::Idle) {
-        shared
-            .counters
-            .tcp_closed_idle
-            .fetch_add(1, Ordering::Relaxed);
-    }
-    if counted {
-        shared.release_connection(spec.id);
-    }
+    // Anything still queued is dropped here, giving its bytes back to the budget.
+    drop(outgoing);
+    drop(slot);
     tracing::debug!(peer = %remote, flow = id.0, reason = ?end, "TCP connection closed");
-    announce_closed(&shared, spec, id, remote).await;
+    announce_closed(shared, spec, id, remote).await;
+}
+
+/// Writes one message, giving up when the peer does not take it within `timeout`.
+async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], timeout: Duration) -> Result<(), End> {
+    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Error),
+        Err(_) => Err(End::SlowWrite),
+    }
 }
 
 /// Tells the engine a flow is gone, so the proxy stops routing to it. A closed engine channel
 /// means sbcd is stopping: nobody is left to tell.
-async fn announce_closed(shared: &Shared, spec: ListenerSpec, flow: FlowId, remote: SocketAddr) {
+pub(super) async fn announce_closed(
+    shared: Arc<Shared>,
+    spec: ListenerSpec,
+    flow: FlowId,
+    remote: SocketAddr,
+) {
     let _ = shared
         .to_engine
         .send(FromTransport::Closed {
@@ -269,30 +381,22 @@ async fn announce_closed(shared: &Shared, spec: ListenerSpec, flow: FlowId, remo
         .await;
 }
 
-/// Cuts every complete message out of `pending` (the `sip` crate's framer decides where they
-/// end) and hands it to the engine.
+/// Hands the complete frames of one read to the engine (messages) or answers them (pings).
 async fn deliver(
     shared: &Shared,
     spec: ListenerSpec,
     id: FlowId,
     remote: SocketAddr,
-    pending: &mut Vec<u8>,
-    limits: &sip::Limits,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    received: &mut Vec<Received>,
+    wr: &mut OwnedWriteHalf,
+    write_timeout: Duration,
 ) -> Result<(), End> {
-    loop {
-        match sip::next_frame(pending, limits) {
-            Ok(sip::Frame::Incomplete) => return Ok(()),
-            Ok(sip::Frame::KeepAlive { len, ping }) => {
-                pending.drain(..len);
-                // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single CRLF.
-                if ping && wr.write_all(b"\r\n").await.is_err() {
-                    return Err(End::Error);
-                }
-            }
-            Ok(sip::Frame::Message { len }) => {
-                let bytes: Vec<u8> = pending.drain(..len).collect();
-                shared.counters.tcp_received.fetch_add(1, Ordering::Relaxed);
+    for frame in received.drain(..) {
+        match frame {
+            // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single CRLF.
+            Received::Ping => write(wr, b"\r\n", write_timeout).await?,
+            Received::Message(bytes) => {
+                bump(&shared.counters.tcp_received);
                 let message = FromTransport::Message(Inbound {
                     listener: spec.id,
                     flow: Some(id),
@@ -303,24 +407,28 @@ async fn deliver(
                     return Err(End::EngineGone);
                 }
             }
-            Err(e) => {
-                // A stream that cannot be framed cannot be resynchronised: answer the request
-                // if the parser says it deserves an answer, then close.
-                shared
-                    .counters
-                    .tcp_framing_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                // Debug only: a peer can cause this at will; the counter shows it in `show stats`.
-                tracing::debug!(peer = %remote, error = %e, "unframeable SIP stream; closing connection");
-                if let sip::Disposition::Reply { status, reason } = e.disposition() {
-                    let mut reply = Vec::new();
-                    if sip::build::reply_to_unparsable(pending, status, reason, &mut reply).is_ok()
-                    {
-                        let _ = wr.write_all(&reply).await;
-                    }
-                }
-                return Err(End::Framing);
-            }
+        }
+    }
+    Ok(())
+}
+
+/// A stream that cannot be framed cannot be resynchronised: answer the request if the parser
+/// says it deserves an answer; the caller closes.
+async fn unframeable(
+    shared: &Shared,
+    remote: SocketAddr,
+    error: &sip::Error,
+    unframed: &[u8],
+    wr: &mut OwnedWriteHalf,
+    write_timeout: Duration,
+) {
+    bump(&shared.counters.tcp_framing_errors);
+    // Debug only: a peer can cause this at will; the counter shows it in `show stats`.
+    tracing::debug!(peer = %remote, error = %error, "unframeable SIP stream; closing connection");
+    if let sip::Disposition::Reply { status, reason } = error.disposition() {
+        let mut reply = Vec::new();
+        if sip::build::reply_to_unparsable(unframed, status, reason, &mut reply).is_ok() {
+            let _ = write(wr, &reply, write_timeout).await;
         }
     }
 }

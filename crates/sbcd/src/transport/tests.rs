@@ -2,6 +2,7 @@
 //! engine's queue and UDP ingress and sends as the engine would).
 
 use super::*;
+use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -22,6 +23,11 @@ struct Rig {
 }
 
 fn rig(transport: Transport) -> Rig {
+    rig_with(transport, |_| {})
+}
+
+/// A rig whose limits the test adjusts.
+fn rig_with(transport: Transport, adjust: impl FnOnce(&mut Limits)) -> Rig {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let specs = vec![ListenerSpec {
         id: ListenerId(0),
@@ -31,8 +37,14 @@ fn rig(transport: Transport) -> Rig {
     let limits = Limits {
         max_message_bytes: 4096,
         tcp_idle_timeout: Duration::from_secs(60),
+        tcp_message_timeout: Duration::from_secs(32),
         tcp_max_connections: 8,
+        max_connections: 64,
+        per_source_connections: 64,
+        max_queued_bytes: 1 << 20,
     };
+    let mut limits = limits;
+    adjust(&mut limits);
     let (to_engine, engine) = mpsc::channel(64);
     let (serving, serving_rx) = watch::channel(true);
     let (shared, mut sockets) = bind_all(specs, limits, 1, to_engine, serving_rx).unwrap();
@@ -242,4 +254,198 @@ async fn connections_past_the_limit_are_closed_at_once() {
     );
     assert_eq!(rig.shared.open_connections(), 8);
     drop(kept);
+}
+
+/// A blocking client connection from `from` (a loopback address) to `to`.
+fn connect_from(from: [u8; 4], to: SocketAddr) -> std::net::TcpStream {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    sock.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    let stream: std::net::TcpStream = sock.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Waits (without blocking the runtime) until `done` holds.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(PATIENCE, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+#[tokio::test]
+async fn a_source_over_its_share_is_closed_with_a_fin_and_others_still_get_in() {
+    let rig = rig_with(Transport::Tcp, |l| l.per_source_connections = 2);
+    let addr = rig.addr;
+    let (kept, third, other) = tokio::task::spawn_blocking(move || {
+        let kept: Vec<_> = (0..2).map(|_| connect_from([127, 0, 0, 2], addr)).collect();
+        let mut third = connect_from([127, 0, 0, 2], addr);
+        // The box's close is a FIN (read gives 0), never a reset (read gives an error).
+        let mut buf = [0u8; 8];
+        let n = third.read(&mut buf).unwrap();
+        let other = connect_from([127, 0, 0, 3], addr);
+        (kept, n, other)
+    })
+    .await
+    .unwrap();
+    assert_eq!(third, 0);
+    until("both sources' connections", || {
+        rig.shared.open_connections() == 3
+    })
+    .await;
+    let c = &rig.shared.counters;
+    assert_eq!(c.tcp_refused_per_source.load(Ordering::Relaxed), 1);
+    assert_eq!(c.tcp_refused_limit.load(Ordering::Relaxed), 0);
+    drop((kept, other));
+}
+
+#[tokio::test]
+async fn past_the_total_cap_the_box_opens_no_connection_and_the_flow_fails() {
+    let mut rig = rig_with(Transport::Tcp, |l| l.max_connections = 1);
+    let addr = rig.addr;
+    let held = tokio::task::spawn_blocking(move || connect_from([127, 0, 0, 2], addr))
+        .await
+        .unwrap();
+    until("the inbound connection", || {
+        rig.shared.open_connections() == 1
+    })
+    .await;
+    // A second inbound one is refused by the same cap.
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut s = connect_from([127, 0, 0, 3], addr);
+        let mut buf = [0u8; 8];
+        s.read(&mut buf).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(refused, 0);
+
+    let far = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    far.set_nonblocking(true).unwrap();
+    let destination = far.local_addr().unwrap();
+    rig.shared.send(Transmit {
+        listener: ListenerId(0),
+        transport: Transport::Tcp,
+        flow: None,
+        destination,
+        bytes: b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    });
+    let FromTransport::Closed { remote, .. } = next(&mut rig.engine).await else {
+        panic!("expected the flow to fail");
+    };
+    assert_eq!(remote, destination);
+    let c = &rig.shared.counters;
+    assert_eq!(
+        c.tcp_connect_refused_max_connections
+            .load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(c.tcp_refused_max_connections.load(Ordering::Relaxed), 1);
+    assert_eq!(c.tcp_connected.load(Ordering::Relaxed), 0);
+    assert_eq!(rig.shared.queued_bytes(), 0);
+    assert!(
+        matches!(far.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing connected to the destination"
+    );
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_holds_at_most_the_queued_byte_bound() {
+    const BOUND: usize = 100_000;
+    const MESSAGE: usize = 30_000;
+    let mut rig = rig_with(Transport::Tcp, |l| l.max_queued_bytes = BOUND);
+    let addr = rig.addr;
+    let mut peer = tokio::task::spawn_blocking(move || {
+        let mut s = connect_from([127, 0, 0, 2], addr);
+        s.write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let FromTransport::Message(m) = next(&mut rig.engine).await else {
+        panic!("expected a message");
+    };
+    // The connection's task cannot run between these sends (one thread): whatever does not
+    // fit the bound at once is dropped.
+    for _ in 0..50 {
+        rig.shared.send(Transmit {
+            listener: ListenerId(0),
+            transport: Transport::Tcp,
+            flow: m.flow,
+            destination: m.source,
+            bytes: vec![b'x'; MESSAGE],
+        });
+    }
+    let fitted = BOUND / MESSAGE;
+    assert_eq!(rig.shared.queued_bytes(), fitted * MESSAGE);
+    let c = &rig.shared.counters;
+    assert_eq!(
+        c.tcp_send_dropped_queued_bytes.load(Ordering::Relaxed),
+        (50 - fitted) as u64
+    );
+    // What was queued is written, and its bytes are given back.
+    let got = tokio::task::spawn_blocking(move || {
+        let mut got = vec![0u8; fitted * MESSAGE];
+        peer.read_exact(&mut got).unwrap();
+        got
+    })
+    .await
+    .unwrap();
+    assert!(got.iter().all(|&b| b == b'x'));
+    until("the queue to empty", || rig.shared.queued_bytes() == 0).await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_after_the_message_timeout() {
+    let mut rig = rig_with(Transport::Tcp, |l| {
+        l.tcp_message_timeout = Duration::from_millis(300);
+        l.max_queued_bytes = 256 * 1024;
+    });
+    let addr = rig.addr;
+    let peer = tokio::task::spawn_blocking(move || {
+        // A small receive buffer, never read: the box's writes stall once it is full.
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let mut s: std::net::TcpStream = sock.into();
+        s.write_all(b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let FromTransport::Message(m) = next(&mut rig.engine).await else {
+        panic!("expected a message");
+    };
+    // Keep sending until the queues are full: the writer is stuck on the peer.
+    let stalled = tokio::time::timeout(PATIENCE, async {
+        let c = &rig.shared.counters;
+        while c.tcp_send_dropped_queued_bytes.load(Ordering::Relaxed) == 0 {
+            rig.shared.send(Transmit {
+                listener: ListenerId(0),
+                transport: Transport::Tcp,
+                flow: m.flow,
+                destination: m.source,
+                bytes: vec![b'x'; 60_000],
+            });
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(stalled.is_ok(), "the peer's buffers never filled");
+    assert!(matches!(
+        next(&mut rig.engine).await,
+        FromTransport::Closed { flow, .. } if Some(flow) == m.flow
+    ));
+    let c = &rig.shared.counters;
+    assert_eq!(c.tcp_closed_slow_write.load(Ordering::Relaxed), 1);
+    // Whatever was queued for it was given back.
+    assert_eq!(rig.shared.queued_bytes(), 0);
+    drop(peer);
 }

@@ -29,6 +29,12 @@ pub struct SbcdConfig {
     pub retry_after_secs: u64,
     pub upstream_timeout_ms: u64,
     pub probe_interval_secs: u64,
+    /// `[limits] per_source_connections`; `None` leaves sbcd's default.
+    pub per_source_connections: Option<usize>,
+    /// `[limits] max_connections`; `None` leaves sbcd's default.
+    pub max_connections: Option<usize>,
+    /// `[sip] tcp_message_timeout_secs`; `None` leaves sbcd's default.
+    pub tcp_message_timeout_secs: Option<u64>,
 }
 
 impl SbcdConfig {
@@ -46,6 +52,9 @@ impl SbcdConfig {
             retry_after_secs: 30,
             upstream_timeout_ms: 1000,
             probe_interval_secs: 1,
+            per_source_connections: None,
+            max_connections: None,
+            tcp_message_timeout_secs: None,
         }
     }
 
@@ -75,6 +84,19 @@ impl SbcdConfig {
             dir.join("control.sock").display(),
             dir.join("state").display(),
         ));
+        if let Some(secs) = self.tcp_message_timeout_secs {
+            t.push_str(&format!("\n[sip]\ntcp_message_timeout_secs = {secs}\n"));
+        }
+        let limits: Vec<String> = [
+            ("per_source_connections", self.per_source_connections),
+            ("max_connections", self.max_connections),
+        ]
+        .iter()
+        .filter_map(|(key, value)| value.map(|v| format!("{key} = {v}\n")))
+        .collect();
+        if !limits.is_empty() {
+            t.push_str(&format!("\n[limits]\n{}", limits.concat()));
+        }
         t
     }
 }
@@ -118,6 +140,11 @@ impl Sbcd {
         let (child, log) = spawn_listening(self.dir.path());
         self.child = child;
         self.log = log;
+    }
+
+    /// The process id of the running sbcd (for /proc figures).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn access(&self) -> SocketAddr {
