@@ -135,10 +135,17 @@ pub enum Lookup<'a> {
 
 type BindingKey = (AorKey, String);
 
-/// The cache.
+/// The cache. Indexed by AoR, contact and remote address, so no lookup a request makes scans
+/// every binding (a flood of requests against a full cache costs what it costs on an empty one).
 #[derive(Debug, Default)]
 pub struct RegistrationCache {
     bindings: HashMap<BindingKey, Binding>,
+    /// The contacts of each AoR.
+    by_aor: HashMap<AorKey, BTreeSet<String>>,
+    /// The AoRs of each contact URI.
+    by_contact: HashMap<String, BTreeSet<AorKey>>,
+    /// How many bindings each remote address has.
+    by_remote: HashMap<std::net::SocketAddr, usize>,
     expiries: BTreeSet<(Instant, BindingKey)>,
     /// AoRs whose last binding lapsed or was removed, with when, for 480 vs 404.
     lapsed: HashMap<AorKey, Instant>,
@@ -148,12 +155,47 @@ pub struct RegistrationCache {
 }
 
 impl RegistrationCache {
+    fn index(&mut self, binding: &Binding) {
+        self.by_aor
+            .entry(binding.aor.clone())
+            .or_default()
+            .insert(binding.contact.clone());
+        self.by_contact
+            .entry(binding.contact.clone())
+            .or_default()
+            .insert(binding.aor.clone());
+        *self.by_remote.entry(binding.flow.remote).or_default() += 1;
+    }
+
+    fn unindex(&mut self, binding: &Binding) {
+        if let Some(contacts) = self.by_aor.get_mut(&binding.aor) {
+            contacts.remove(&binding.contact);
+            if contacts.is_empty() {
+                self.by_aor.remove(&binding.aor);
+            }
+        }
+        if let Some(aors) = self.by_contact.get_mut(&binding.contact) {
+            aors.remove(&binding.aor);
+            if aors.is_empty() {
+                self.by_contact.remove(&binding.contact);
+            }
+        }
+        if let Some(n) = self.by_remote.get_mut(&binding.flow.remote) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_remote.remove(&binding.flow.remote);
+            }
+        }
+    }
+
     /// Adds or refreshes a binding.
     pub fn upsert(&mut self, binding: Binding, now: Instant) -> BindingChange {
         let key = (binding.aor.clone(), binding.contact.clone());
-        if let Some(old) = self.bindings.get(&key) {
+        if let Some(old) = self.bindings.remove(&key) {
             self.expiries.remove(&(old.expires_at, key.clone()));
+            self.unindex(&old);
         }
+        self.index(&binding);
         self.expiries.insert((binding.expires_at, key.clone()));
         self.lapsed.remove(&binding.aor);
         self.stamp += 1;
@@ -175,7 +217,8 @@ impl RegistrationCache {
         let binding = self.bindings.remove(&key)?;
         self.expiries.remove(&(binding.expires_at, key.clone()));
         self.refreshed.remove(&key);
-        if !self.bindings.keys().any(|(a, _)| a == aor) {
+        self.unindex(&binding);
+        if !self.by_aor.contains_key(aor) {
             self.lapsed.insert(aor.to_owned(), now);
         }
         Some(BindingChange::Remove {
@@ -193,11 +236,10 @@ impl RegistrationCache {
         now: Instant,
     ) -> Vec<BindingChange> {
         let contacts: Vec<String> = self
-            .bindings
-            .keys()
-            .filter(|(a, _)| a == aor)
-            .map(|(_, c)| c.clone())
-            .collect();
+            .by_aor
+            .get(aor)
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default();
         contacts
             .iter()
             .filter_map(|c| self.remove(aor, c, cause, now))
@@ -206,10 +248,16 @@ impl RegistrationCache {
 
     /// Finds the bindings of `aor`.
     pub fn lookup(&self, aor: &str) -> Lookup<'_> {
-        let mut found: Vec<(&BindingKey, &Binding)> = self
-            .bindings
-            .iter()
-            .filter(|((a, _), _)| a == aor)
+        let mut found: Vec<(BindingKey, &Binding)> = self
+            .by_aor
+            .get(aor)
+            .into_iter()
+            .flatten()
+            .filter_map(|contact| {
+                let key = (aor.to_owned(), contact.clone());
+                let binding = self.bindings.get(&key)?;
+                Some((key, binding))
+            })
             .collect();
         if found.is_empty() {
             return if self.lapsed.contains_key(aor) {
@@ -218,23 +266,24 @@ impl RegistrationCache {
                 Lookup::Unknown
             };
         }
-        found.sort_by_key(|(k, _)| std::cmp::Reverse(self.refreshed.get(*k).copied()));
+        found.sort_by_key(|(k, _)| std::cmp::Reverse(self.refreshed.get(k).copied()));
         Lookup::Found(found.into_iter().map(|(_, b)| b).collect())
     }
 
     /// The binding whose contact URI is `contact`, whatever its AoR.
     pub fn by_contact(&self, contact: &str) -> Option<&Binding> {
-        self.bindings.values().find(|b| b.contact == contact)
+        let aor = self.by_contact.get(contact)?.first()?;
+        self.bindings.get(&(aor.clone(), contact.to_owned()))
     }
 
     /// Whether some binding's flow has this remote address.
     pub fn has_remote(&self, remote: std::net::SocketAddr) -> bool {
-        self.bindings.values().any(|b| b.flow.remote == remote)
+        self.by_remote.contains_key(&remote)
     }
 
     /// Whether `aor` has a live binding.
     pub fn is_registered(&self, aor: &str) -> bool {
-        self.bindings.keys().any(|(a, _)| a == aor)
+        self.by_aor.contains_key(aor)
     }
 
     /// The earliest expiry.
@@ -355,5 +404,59 @@ mod tests {
             .unwrap();
         b.apply(gone, t0);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn the_indexes_answer_what_a_scan_of_every_binding_answers() {
+        // A fixed pseudo-random walk of upserts (some moving a binding to another remote),
+        // removals and expiries; after each step every indexed query equals the brute-force one.
+        let t0 = Instant::now();
+        let mut cache = RegistrationCache::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for step in 0..2000u64 {
+            let aor = format!("u{}@x", next(12));
+            let contact = format!("sip:c{}@h", next(9));
+            let now = t0 + Duration::from_millis(step * 10);
+            match next(4) {
+                0 | 1 => {
+                    let mut b = binding(&aor, &contact, now + Duration::from_millis(next(3000)));
+                    b.flow.remote = format!("192.0.2.{}:5060", next(5)).parse().unwrap();
+                    cache.upsert(b, now);
+                }
+                2 => {
+                    cache.remove(&aor, &contact, RemovalCause::Deregistered, now);
+                }
+                _ => {
+                    cache.expire(now, Duration::from_secs(60));
+                }
+            }
+            for i in 0..12 {
+                let aor = format!("u{i}@x");
+                let scan = cache.iter().filter(|b| b.aor == aor).count();
+                assert_eq!(cache.is_registered(&aor), scan > 0, "step {step}");
+                match cache.lookup(&aor) {
+                    Lookup::Found(found) => assert_eq!(found.len(), scan),
+                    _ => assert_eq!(scan, 0),
+                }
+            }
+            for i in 0..9 {
+                let contact = format!("sip:c{i}@h");
+                let scan = cache.iter().any(|b| b.contact == contact);
+                let found = cache.by_contact(&contact);
+                assert_eq!(found.is_some(), scan, "step {step}");
+                assert!(found.is_none_or(|b| b.contact == contact));
+            }
+            for i in 0..5 {
+                let remote: std::net::SocketAddr = format!("192.0.2.{i}:5060").parse().unwrap();
+                let scan = cache.iter().any(|b| b.flow.remote == remote);
+                assert_eq!(cache.has_remote(remote), scan, "step {step}");
+            }
+        }
     }
 }
