@@ -310,7 +310,7 @@ impl Proxy {
             Ok(message) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
-            Ok(message) => self.on_response(&message, flow, listener.realm),
+            Ok(message) => self.on_response(&message, flow),
             Err(msg::ParseError::Sip(error)) => {
                 let disposition = error.disposition();
                 self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());

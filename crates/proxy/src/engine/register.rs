@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use system_state::SystemState;
+
 use crate::dialogs::Party;
 use crate::drain::{self, ContactFacts, ContactPlan, RegisterPlan};
 use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
@@ -114,7 +116,9 @@ impl Proxy {
                     .unwrap_or(DEFAULT_EXPIRES);
                 let facts = ContactFacts {
                     asked_expires: asked,
-                    has_active_call: self.endpoint_has_call(c.uri, &aor, from, single),
+                    // Only a drain asks (a scan of the sessions): outside one, nobody pays it.
+                    has_active_call: self.state == SystemState::Draining
+                        && self.endpoint_has_call(c.uri, &aor, from, single),
                 };
                 let plan = drain::contact_plan(self.state, facts, &self.config.drain);
                 planned.push((c.clone(), asked, plan));

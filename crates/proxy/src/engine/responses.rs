@@ -12,12 +12,7 @@ use super::{ClientPurpose, Proxy, Targets, TimerKey, TxId};
 use crate::border::capped_wait;
 
 impl Proxy {
-    pub(super) fn on_response(
-        &mut self,
-        m: &Message<'_>,
-        from: crate::transport::Flow,
-        realm: crate::transport::Realm,
-    ) {
+    pub(super) fn on_response(&mut self, m: &Message<'_>, from: crate::transport::Flow) {
         let Some(via) = m.top_via() else {
             return;
         };
@@ -29,7 +24,7 @@ impl Proxy {
         let method = m.method().to_ascii_uppercase();
         let code = m.code().unwrap_or(500);
         let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
-            self.relay_stateless(m, from, realm);
+            self.relay_stateless(m, from);
             return;
         };
         let now = self.now;
@@ -68,7 +63,7 @@ impl Proxy {
             ClientPurpose::Probe(_) | ClientPurpose::Own => {}
             ClientPurpose::Forward { server, upstream } => {
                 if matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) {
-                    self.on_forward_response(cid, server, upstream, m, code, from, realm);
+                    self.on_forward_response(cid, server, upstream, m, code, from);
                 }
             }
         }
@@ -131,12 +126,11 @@ impl Proxy {
         m: &Message<'_>,
         code: u16,
         from: crate::transport::Flow,
-        realm: crate::transport::Realm,
     ) {
         let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
             // The server side is gone (e.g. a second 2xx from a fork): pass a 2xx on anyway.
             if (200..300).contains(&code) {
-                self.relay_stateless(m, from, realm);
+                self.relay_stateless(m, from);
             }
             return;
         };
@@ -280,12 +274,7 @@ impl Proxy {
     }
 
     /// A 2xx to an INVITE with no transaction left (retransmission or fork): to the caller.
-    fn relay_stateless(
-        &mut self,
-        m: &Message<'_>,
-        from: crate::transport::Flow,
-        realm: crate::transport::Realm,
-    ) {
+    fn relay_stateless(&mut self, m: &Message<'_>, from: crate::transport::Flow) {
         let code = m.code().unwrap_or_default();
         if !(200..300).contains(&code) || !m.method().eq_ignore_ascii_case("INVITE") {
             self.stats.stray_responses += 1;
@@ -294,6 +283,9 @@ impl Proxy {
         let call_id = m.call_id().unwrap_or_default();
         let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
         let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
+        let realm = self
+            .realm_of(from.listener)
+            .unwrap_or(crate::transport::Realm::Core);
         let Some(dest) = self
             .dialogs
             .find(call_id, from_tag, to_tag, super::requests::opposite(realm))

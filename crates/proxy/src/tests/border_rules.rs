@@ -152,7 +152,7 @@ fn forged_responses_from_elsewhere_change_nothing() {
     let invite = net.received(CORE1, "INVITE").pop().unwrap();
     let forged = invite
         .replacen(
-            &format!("INVITE sip:+15550001@example.com SIP/2.0"),
+            "INVITE sip:+15550001@example.com SIP/2.0",
             "SIP/2.0 503 Service Unavailable\r\nRetry-After: 4294967295",
             1,
         )
@@ -216,8 +216,7 @@ fn no_amplification_a_rejected_invite_gets_one_answer_and_no_retransmission() {
         .to("sip:+15550001@example.com", Some(tag));
     let ack = String::from_utf8(ack.bytes())
         .unwrap()
-        .replace(&ack.branch, &req.branch)
-        .replace("CSeq: 1 ACK", "CSeq: 1 ACK");
+        .replace(&ack.branch, &req.branch);
     net.inject(Realm::Access, ATTACKER, ack.as_bytes());
     assert_eq!(net.proxy.stats().unknown_dialog, 0);
 }
