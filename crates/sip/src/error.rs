@@ -150,6 +150,16 @@ impl Error {
             // A status line we cannot read belongs to a response: never answered.
             Error::BadStatusLine(_) => None,
             Error::UnterminatedHeaders => Some(400),
+            // A response must echo Via, From, To, Call-ID and CSeq (RFC 3261 §8.2.6.2): a
+            // request without one of them cannot be answered, only dropped and counted
+            // (RFC 4475 `insuf`).
+            Error::MissingHeader(name)
+                if ["Via", "From", "To", "Call-ID", "CSeq"]
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(name)) =>
+            {
+                None
+            }
             _ => Some(400),
         }
     }
