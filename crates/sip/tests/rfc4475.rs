@@ -73,6 +73,7 @@ const CASES: &[(&str, Expect)] = &[
     ("regaut01", Valid),
     ("multi01", Invalid(Some(400))),
     ("mcl01", ParseError(Some(400))),
+    // Well formed; a proxy discards it (crates/proxy/src/tests/rfc4475_policy.rs).
     ("bcast", Valid),
     ("zeromf", Policy(483)),
     ("cparam01", Valid),

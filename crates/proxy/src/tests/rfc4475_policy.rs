@@ -60,6 +60,15 @@ fn no_hops_left_gets_483_and_goes_nowhere() {
 }
 
 #[test]
+fn a_response_with_a_broadcast_via_is_discarded() {
+    // Not ours to relay (its top Via is not the box's), and nothing the box sends ever goes to
+    // a Via's sent-by: responses go back where their request came from.
+    let (answers, sent) = through("bcast");
+    assert!(answers.is_empty());
+    assert_eq!(sent, 0);
+}
+
+#[test]
 fn a_bare_magic_cookie_branch_is_matched_the_rfc_2543_way() {
     // Two different requests with the same bare `branch=z9hG4bK` from one sender are two
     // transactions, not a request and its retransmission.
