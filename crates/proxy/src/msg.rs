@@ -323,14 +323,12 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// Reads `SIP/2.0/UDP host:port;params`.
     pub fn parse(value: &'a str) -> Option<Self> {
-        let (proto, rest) = value.trim().split_once(char::is_whitespace)?;
-        let mut proto_parts = proto.split('/');
-        let (Some(name), Some(_version), Some(transport)) =
-            (proto_parts.next(), proto_parts.next(), proto_parts.next())
-        else {
-            return None;
-        };
-        if !name.eq_ignore_ascii_case("SIP") {
+        // RFC 3261 §25.1: LWS may surround each SLASH (`SIP  /   2.0 / UDP`, RFC 4475 wsinv).
+        let (name, rest) = value.trim().split_once('/')?;
+        let (_version, rest) = rest.split_once('/')?;
+        let rest = rest.trim_start();
+        let (transport, rest) = rest.split_at(rest.find(char::is_whitespace)?);
+        if !name.trim().eq_ignore_ascii_case("SIP") {
             return None;
         }
         let rest = rest.trim();

@@ -49,7 +49,10 @@ fn upstream_503_with_retry_after_is_skipped_until_a_probe_brings_it_back() {
     sbcd.wait_log("upstream out of rotation", PATIENCE);
     sbcd.wait_log("upstream back in rotation", PATIENCE);
     assert_eq!(status_of(&sbcd, overloaded.port()).0, "in-rotation");
-    assert!(status_of(&sbcd, overloaded.port()).1 >= 1, "its failure is counted");
+    assert!(
+        status_of(&sbcd, overloaded.port()).1 >= 1,
+        "its failure is counted"
+    );
     assert!(sbcd.stat("sip.upstream_failovers") >= 1);
     // Back in rotation, it is tried first again, and refuses again.
     one_call(&sbcd, "bob").assert_all_succeeded(1);
