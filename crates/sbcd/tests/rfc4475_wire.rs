@@ -111,7 +111,7 @@ fn fixture(name: &str) -> Vec<u8> {
 fn fixtures() -> Vec<String> {
     let dir = format!("{}/../sip/tests/rfc4475", env!("CARGO_MANIFEST_DIR"));
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
+        .expect("the RFC 4475 fixtures")
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             e.file_name()
@@ -133,7 +133,9 @@ fn call_id(text: &str) -> Option<String> {
 fn until_sentinel(socket: &UdpSocket, sentinel: &str) -> Vec<String> {
     let mut seen = Vec::new();
     let mut buf = vec![0u8; 65536];
-    socket.set_read_timeout(Some(PATIENCE)).unwrap();
+    socket
+        .set_read_timeout(Some(PATIENCE))
+        .expect("a read timeout");
     loop {
         let (n, _) = socket
             .recv_from(&mut buf)
