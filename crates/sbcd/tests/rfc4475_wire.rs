@@ -3,6 +3,9 @@
 //! parser's verdicts are tested in crates/sip; this is what the daemon does with them on the
 //! wire.
 
+// Test helpers outside #[test] functions may expect: a failure is the test failing.
+#![allow(clippy::expect_used)]
+
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
