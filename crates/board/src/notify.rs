@@ -39,12 +39,62 @@ pub fn watchdog_interval() -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// Set in the child this test runs: only there does `child_notifies` send anything.
+    const CHILD: &str = "SBC_NOTIFY_TEST_CHILD";
+
+    /// Runs `child_notifies` in a fresh process of this test binary with `notify_socket` as its
+    /// `NOTIFY_SOCKET` (none when `None`), so neither case depends on how the tests were run.
+    fn run_child(notify_socket: Option<&std::path::Path>) {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "notify::tests::child_notifies", "--test-threads=1"])
+            .env(CHILD, "1")
+            .env_remove("NOTIFY_SOCKET");
+        if let Some(path) = notify_socket {
+            cmd.env("NOTIFY_SOCKET", path);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    #[test]
+    fn child_notifies() {
+        // In the parent's own run this is a no-op by design; the assertions live in the tests
+        // below, which run it as a child.
+        if std::env::var_os(CHILD).is_some() {
+            super::ready().unwrap();
+            super::status("testing").unwrap();
+            super::watchdog().unwrap();
+        }
+    }
+
+    #[test]
+    fn under_systemd_each_notification_reaches_the_notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        run_child(Some(&path));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        for _ in 0..3 {
+            let n = socket.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned());
+        }
+        assert_eq!(got, ["READY=1", "STATUS=testing", "WATCHDOG=1"]);
+    }
+
     #[test]
     fn outside_systemd_notifications_are_harmless() {
-        if std::env::var_os("NOTIFY_SOCKET").is_none() {
-            assert!(super::ready().is_ok());
-            assert!(super::watchdog().is_ok());
-            assert!(super::status("testing").is_ok());
-        }
+        run_child(None);
     }
 }
