@@ -154,6 +154,9 @@ pub struct PanelDriverStatus {
     pub leds: [String; 3],
     /// True when any part is the in-memory simulation.
     pub simulated: bool,
+    /// When all three LEDs are simulated: the levels last written to their pins (what a
+    /// person would see), as opposed to `panel.leds`, what the state machine wants shown.
+    pub pins: Option<panel::Leds>,
     /// Failed LED writes since start.
     pub led_write_errors: u64,
     /// Failed button reads since start.
@@ -239,6 +242,8 @@ pub struct PanelDriver {
     leds: LedBank<AnyLed>,
     poll_ms: u64,
     sim: Option<SimPanel>,
+    /// Whether all three LEDs are the simulation's (their pin levels can be read back).
+    sim_leds: bool,
     wake: Arc<EventFd>,
     ignore_until_release: bool,
     button_desc: String,
@@ -270,6 +275,9 @@ impl PanelDriver {
                 .iter()
                 .any(|l| matches!(l, LedSpec::Sim));
         let sim = needs_sim.then(SimPanel::new);
+        let sim_leds = [&spec.leds.online, &spec.leds.draining, &spec.leds.offline]
+            .iter()
+            .all(|l| matches!(l, LedSpec::Sim));
         if let Some(sim) = &sim {
             sim.set_waker(PanelWaker(wake.clone()));
         }
@@ -350,6 +358,7 @@ impl PanelDriver {
             },
             poll_ms: spec.poll_ms,
             sim,
+            sim_leds,
             wake,
             ignore_until_release: pressed_at_open,
             button_desc,
@@ -482,6 +491,11 @@ impl PanelDriver {
             button: self.button_desc.clone(),
             leds: self.led_desc.clone(),
             simulated: self.sim.is_some(),
+            pins: self
+                .sim
+                .as_ref()
+                .filter(|_| self.sim_leds)
+                .map(SimPanel::leds),
             led_write_errors: self.led_write_errors,
             button_read_errors: self.button_read_errors,
             last_error: self.last_error.clone(),

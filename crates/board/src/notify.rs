@@ -50,9 +50,13 @@ mod tests {
     /// `NOTIFY_SOCKET` (none when `None`), so neither case depends on how the tests were run.
     fn run_child(notify_socket: Option<&std::path::Path>) {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "notify::tests::child_notifies", "--test-threads=1"])
-            .env(CHILD, "1")
-            .env_remove("NOTIFY_SOCKET");
+        cmd.args([
+            "--exact",
+            "notify::tests::child_notifies",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .env_remove("NOTIFY_SOCKET");
         if let Some(path) = notify_socket {
             cmd.env("NOTIFY_SOCKET", path);
         }

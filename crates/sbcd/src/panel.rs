@@ -290,9 +290,11 @@ fn answer(
                 reply: Reply::Panel(PanelInfo {
                     board: board_name.to_string(),
                     simulated: status.simulated,
-                    green: p.leds.online,
-                    amber: p.leds.draining,
-                    red: p.leds.offline,
+                    // On the sim board, what was written to the pins; elsewhere what the
+                    // panel drives (the LED class files are read back by the QEMU tests).
+                    green: status.pins.unwrap_or(p.leds).online,
+                    amber: status.pins.unwrap_or(p.leds).draining,
+                    red: status.pins.unwrap_or(p.leds).offline,
                     pattern,
                     button_pressed: p.pressed,
                     release_will: p.hold_armed.then(|| {

@@ -1,5 +1,6 @@
 //! The front panel on the `sim` board (SPEC §4), driven as an operator would through the control
-//! socket: `panel press --hold-ms N` holds the simulated button, `show panel` reads the LEDs.
+//! socket: `panel press --hold-ms N` holds the simulated button, `show panel` reads the levels
+//! the panel wrote to the simulated LED pins (not the panel model's wish).
 //!
 //! A hold of 2.5 s starts a drain (and another brings the box back online); a 0.5 s press changes
 //! nothing; the LEDs follow each state change. How long they take is measured from the moment

@@ -80,6 +80,11 @@ fn the_sim_board_runs_lamp_test_hold_and_hint() {
     assert!(status.button.contains("simulated"));
     assert!(status.leds.iter().all(|l| l.contains("simulated")));
     assert!(status.to_string().contains("draining off (simulated LED)"));
+    assert_eq!(
+        status.pins,
+        Some(sim.leds()),
+        "show panel reads what the pins were given"
+    );
 }
 
 #[test]
@@ -193,6 +198,11 @@ name = "input*::scrolllock"
     assert_eq!(sys.leds(), Leds::OFFLINE);
     assert!(d.status().button.contains("KEY_F12"));
     assert!(!d.status().simulated);
+    assert_eq!(
+        d.status().pins,
+        None,
+        "real LEDs are read back from their own files"
+    );
 
     // Auto-repeat and other keys are ignored; F12 down and up are not.
     sys.key(30, 1);
