@@ -264,6 +264,28 @@ impl SipCore {
                 Event::DrainComplete => {}
                 Event::CloseConnections => self.accepts_connections = Some(false),
                 Event::AcceptConnections => self.accepts_connections = Some(true),
+                // What the core answers to the box's own requests (de-registrations on a
+                // phone's behalf, the guard's BYEs): nobody else sees these answers, and a
+                // refused de-registration leaves the phone registered at the core.
+                Event::OwnRequestAnswered { method, aor, code } => match code {
+                    200..=299 => {
+                        tracing::info!(method = %method, aor = %aor, code, "own request accepted by the core");
+                    }
+                    401 | 407 => {
+                        tracing::warn!(
+                            method = %method,
+                            aor = %aor,
+                            code,
+                            "own request challenged by the core; no credentials to answer with"
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(method = %method, aor = %aor, code, "own request refused by the core");
+                    }
+                },
+                Event::OwnRequestTimedOut { method, aor } => {
+                    tracing::warn!(method = %method, aor = %aor, "own request got no answer");
+                }
             }
         }
     }
