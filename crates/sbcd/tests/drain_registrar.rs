@@ -17,7 +17,10 @@ const RETRY_AFTER_SECS: u64 = 30;
 
 /// Kamailio as the only upstream (and registrar) of sbcd; calls go on to `softswitch_port`.
 fn sbcd_with_registrar(softswitch_port: u16) -> (Sbcd, Kamailio) {
-    let kamailio = Kamailio::start(softswitch_port);
+    sbcd_with(Kamailio::start(softswitch_port))
+}
+
+fn sbcd_with(kamailio: Kamailio) -> (Sbcd, Kamailio) {
     let mut config = SbcdConfig::with_upstreams(&[kamailio.port()]);
     config.retry_after_secs = RETRY_AFTER_SECS;
     config.guard_secs = 60;
@@ -201,4 +204,33 @@ fn rule_11_guard_expiry_deregisters_at_the_registrar_with_the_phones_last_creden
     eprintln!("REGISTRAR: {line}");
     wait_stat(&sbcd, "sip.own_final_2xx", 1);
     assert_eq!(sbcd.stat("sip.own_challenged"), 0);
+}
+
+#[test]
+fn rule_11_a_registrar_without_nonce_reuse_refuses_the_replayed_credentials_and_sbcd_says_so() {
+    let (sbcd, kamailio) = sbcd_with(Kamailio::start_with(free_port(), true));
+    let events = sbcd.watch();
+    let port = free_port();
+    authenticated_phone(
+        &sbcd,
+        "register_auth.xml",
+        port,
+        &format!("rule11-once-{port}"),
+    )
+    .run()
+    .assert_all_succeeded(1);
+    kamailio.wait_contacts(USER, "the phone at the registrar", |c| c.len() == 1);
+
+    sbcd.drain(Some(1));
+    events.wait_change_to(SystemState::Offline, PATIENCE);
+
+    wait_stat(&sbcd, "sip.own_challenged", 1);
+    let line = kamailio.wait_registrar_line(&["cseq 3", "expires 0", "challenged"]);
+    eprintln!("REGISTRAR (one-time nonce): {line}");
+    sbcd.wait_log("own request challenged by the core", PATIENCE);
+    assert_eq!(
+        kamailio.contacts(USER).len(),
+        1,
+        "the phone stays registered at the core until its expiry"
+    );
 }
