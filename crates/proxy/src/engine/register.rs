@@ -1,6 +1,10 @@
 //! The REGISTER path: forwarding to the core registrar, caching bindings from its 2xx, and the
 //! drain's REGISTER rules (4: lowered expiry for endpoints with a call, 5: reject, drop and
 //! de-register the others, 6: per contact).
+//!
+//! A de-registration must pass an authenticating registrar, and the box has no credentials of
+//! its own: rule 5 sends the endpoint's own REGISTER on with its expiries at 0, and each
+//! binding keeps the credentials of the REGISTER the core accepted for the guard (rule 11).
 
 use std::sync::Arc;
 use std::time::Duration;
