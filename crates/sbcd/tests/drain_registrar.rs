@@ -208,7 +208,7 @@ fn rule_11_guard_expiry_deregisters_at_the_registrar_with_the_phones_last_creden
 
 #[test]
 fn rule_11_a_registrar_without_nonce_reuse_refuses_the_replayed_credentials_and_sbcd_says_so() {
-    let (sbcd, kamailio) = sbcd_with(Kamailio::start_with(free_port(), true));
+    let (sbcd, kamailio) = sbcd_with(Kamailio::start_with(free_port(), &["ONE_TIME_NONCE"]));
     let events = sbcd.watch();
     let port = free_port();
     authenticated_phone(
@@ -232,5 +232,36 @@ fn rule_11_a_registrar_without_nonce_reuse_refuses_the_replayed_credentials_and_
         kamailio.contacts(USER).len(),
         1,
         "the phone stays registered at the core until its expiry"
+    );
+}
+
+#[test]
+fn rule_11_credentials_older_than_the_nonce_lifetime_are_refused_as_stale() {
+    // Kamailio reuses a nonce only while it is valid (300 s by default; 1 s here): the
+    // guard's REGISTER replays the credentials of the phone's last REGISTER, which by then may
+    // be older than that.
+    let (sbcd, kamailio) = sbcd_with(Kamailio::start_with(free_port(), &["NONCE_EXPIRE=1"]));
+    let events = sbcd.watch();
+    let port = free_port();
+    authenticated_phone(
+        &sbcd,
+        "register_auth.xml",
+        port,
+        &format!("rule11-stale-{port}"),
+    )
+    .run()
+    .assert_all_succeeded(1);
+    kamailio.wait_contacts(USER, "the phone at the registrar", |c| c.len() == 1);
+
+    sbcd.drain(Some(2));
+    events.wait_change_to(SystemState::Offline, PATIENCE);
+
+    wait_stat(&sbcd, "sip.own_challenged", 1);
+    let line = kamailio.wait_registrar_line(&["cseq 3", "expires 0", "challenged"]);
+    eprintln!("REGISTRAR (nonce lifetime 1 s, guard 2 s): {line}");
+    assert_eq!(
+        kamailio.contacts(USER).len(),
+        1,
+        "still registered at the core"
     );
 }

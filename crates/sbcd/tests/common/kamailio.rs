@@ -37,12 +37,12 @@ impl Kamailio {
     /// returns once it listens and its ctl socket answers. Nonces are accepted again while
     /// valid (300 s), as Kamailio does by default.
     pub fn start(softswitch_port: u16) -> Kamailio {
-        Kamailio::start_with(softswitch_port, false)
+        Kamailio::start_with(softswitch_port, &[])
     }
 
-    /// As [`Kamailio::start`]; with `one_time_nonce` each nonce is accepted once only
-    /// (`auth` module parameter `one_time_nonce`).
-    pub fn start_with(softswitch_port: u16, one_time_nonce: bool) -> Kamailio {
+    /// As [`Kamailio::start`], with the config's optional defines: `ONE_TIME_NONCE` (each
+    /// nonce accepted once only), `NONCE_EXPIRE=N` (nonce lifetime in seconds).
+    pub fn start_with(softswitch_port: u16, defines: &[&str]) -> Kamailio {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let db = dir.path().join("db");
         std::fs::create_dir(&db).expect("create the db_text directory");
@@ -76,7 +76,7 @@ impl Kamailio {
                 "-A",
                 &format!("SOFTSWITCH=\"sip:127.0.0.1:{softswitch_port}\""),
             ])
-            .args(one_time_nonce.then_some(["-A", "ONE_TIME_NONCE"]).into_iter().flatten())
+            .args(defines.iter().flat_map(|d| ["-A", d]))
             .arg("-Y")
             .arg(dir.path())
             .arg("-w")
