@@ -454,6 +454,9 @@ fn rule_11_guard_expiry_sends_bye_to_both_parties_and_deregisters_every_binding(
         .collect();
     assert_eq!(deregs.len(), 2);
     assert_eq!(net.proxy.counts(), crate::Counts::default());
+    // Every answer to what the box sent itself is counted: the CANCEL's 200, a 200 to each
+    // BYE and to each de-registration.
+    assert_eq!(net.proxy.stats().own_final_2xx, 5);
     let events = net.take_events();
     assert_eq!(
         events
