@@ -363,15 +363,27 @@ fn params_of(params: &str) -> String {
     }
 }
 
-/// The Authorization and Proxy-Authorization lines of a request, as sent.
+/// The most bytes of credentials a binding keeps. A real Authorization line is a few hundred
+/// bytes; the cache holds up to `max_bindings` of them and must stay bounded whatever a phone
+/// sends. Over it the binding keeps none, and the guard's de-registration goes without.
+const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// The Authorization and Proxy-Authorization lines of a request, as sent (none when they are
+/// larger than [`MAX_CREDENTIAL_BYTES`] together).
 fn credentials_of(m: &Message<'_>) -> Vec<(String, String)> {
-    m.headers
+    let lines: Vec<(String, String)> = m
+        .headers
         .iter()
         .filter(|h| {
             msg::name_is(h.name, "authorization") || msg::name_is(h.name, "proxy-authorization")
         })
         .map(|h| (h.name.to_owned(), h.value.to_string()))
-        .collect()
+        .collect();
+    let size: usize = lines.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if size > MAX_CREDENTIAL_BYTES {
+        return Vec::new();
+    }
+    lines
 }
 
 /// A REGISTER removing `contacts` (Expires: 0), in the endpoint's own Call-ID and a higher

@@ -745,3 +745,27 @@ fn a_request_of_the_box_that_gets_no_answer_is_counted_as_timed_out() {
         aor: "bob@example.com".to_owned(),
     }));
 }
+
+#[test]
+fn rule_11_a_binding_keeps_no_credentials_larger_than_the_bound() {
+    let mut net = net();
+    net.peer(CORE1).auth = RegistrarAuth::NonceReuse;
+    let huge = format!("Digest username=\"bob\", opaque=\"{}\"", "x".repeat(5000));
+    let req = Req::new("REGISTER", "sip:example.com", BOB)
+        .from("sip:bob@example.com")
+        .to("sip:bob@example.com", None)
+        .call_id("reg-bob-huge")
+        .header("Contact", &format!("<sip:bob@{BOB}>;expires=3600"))
+        .add_header("Authorization", &huge);
+    net.inject(Realm::Access, BOB, &req.bytes());
+    assert_eq!(net.proxy.counts().registrations, 1);
+    net.set_state(SystemState::Draining);
+
+    net.proxy.terminate_all(net.now, "node going offline");
+    net.drive();
+
+    let dereg = net.received(CORE1, "REGISTER").pop().unwrap();
+    assert_eq!(header(&dereg, "Expires"), Some("0"));
+    assert_eq!(header(&dereg, "Authorization"), None);
+    assert_eq!(net.proxy.stats().own_challenged, 1);
+}
