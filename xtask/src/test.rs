@@ -18,7 +18,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => anyhow::bail!("unknown option `{other}` (expected --host-only)"),
         }
     }
-    util::ensure_debs(&["sip-tester"])?;
+    // SIPp plays phones and cores; Kamailio is the authenticating registrar of the drain
+    // tests (crates/sbcd/tests/drain_registrar.rs).
+    util::ensure_debs(&["sip-tester", "kamailio"])?;
     let cargo = env!("CARGO");
     util::run(Command::new(cargo).current_dir(util::root()).args([
         "test",

@@ -123,6 +123,25 @@ pub enum Event {
     CloseConnections,
     /// Back online: the shell may accept SIP connections again.
     AcceptConnections,
+    /// A request the proxy sent on its own (a de-registration on an endpoint's behalf, a
+    /// guard's BYE, a CANCEL) got its final response. Logged, since nobody else sees it: a
+    /// 401/407 here means the core refused a de-registration that carried no usable
+    /// credentials, and the binding stays at the core until it expires.
+    OwnRequestAnswered {
+        /// Its method.
+        method: String,
+        /// The AoR it was about (its To URI, key form).
+        aor: String,
+        /// The final status code.
+        code: u16,
+    },
+    /// A request the proxy sent on its own got no final response in time (timer F or B).
+    OwnRequestTimedOut {
+        /// Its method.
+        method: String,
+        /// The AoR it was about (its To URI, key form).
+        aor: String,
+    },
 }
 
 /// One line of `show calls`.
@@ -166,6 +185,8 @@ pub struct RegistrationInfo {
 
 /// `show stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+// A reader of an older record (fewer counters) gets zeros rather than an error.
+#[serde(default)]
 pub struct Stats {
     /// Messages handed in.
     pub received: u64,
@@ -210,6 +231,22 @@ pub struct Stats {
     pub spoofed: u64,
     /// Own answers not sent because they would have been larger than the bound.
     pub oversized_answers: u64,
+    /// Final responses to requests the proxy sent on its own (de-registrations, guard BYEs,
+    /// CANCELs), by class. A 401 or 407 counts in `own_final_4xx` and in `own_challenged`.
+    pub own_final_2xx: u64,
+    /// See `own_final_2xx`.
+    pub own_final_3xx: u64,
+    /// See `own_final_2xx`.
+    pub own_final_4xx: u64,
+    /// See `own_final_2xx`.
+    pub own_final_5xx: u64,
+    /// See `own_final_2xx`.
+    pub own_final_6xx: u64,
+    /// 401/407 to requests the proxy sent on its own: the core wanted credentials the box
+    /// did not have (or no longer valid ones). Never retried.
+    pub own_challenged: u64,
+    /// Requests the proxy sent on its own that got no final response in time.
+    pub own_timed_out: u64,
     /// Server transactions held now.
     pub server_transactions: u64,
     /// Client transactions held now.

@@ -34,6 +34,10 @@ pub struct Binding {
     pub to_uri: String,
     /// The registrar's request URI (for building a de-registration).
     pub registrar_uri: String,
+    /// The Authorization / Proxy-Authorization lines (name, value) of the REGISTER the core
+    /// accepted: the only credentials the box can offer when it must de-register the binding
+    /// with no REGISTER in hand (the guard, SPEC §2 rule 11).
+    pub credentials: Vec<(String, String)>,
 }
 
 /// A binding as it travels to the twin: times are relative, since clocks differ.
@@ -55,6 +59,10 @@ pub struct BindingRecord {
     pub to_uri: String,
     /// The registrar URI.
     pub registrar_uri: String,
+    /// The credentials of the accepted REGISTER (so the twin can de-register after a
+    /// takeover); absent in records from a build that did not keep them.
+    #[serde(default)]
+    pub credentials: Vec<(String, String)>,
 }
 
 impl BindingRecord {
@@ -68,6 +76,7 @@ impl BindingRecord {
             cseq: binding.cseq,
             to_uri: binding.to_uri.clone(),
             registrar_uri: binding.registrar_uri.clone(),
+            credentials: binding.credentials.clone(),
         }
     }
 
@@ -81,6 +90,7 @@ impl BindingRecord {
             cseq: self.cseq,
             to_uri: self.to_uri,
             registrar_uri: self.registrar_uri,
+            credentials: self.credentials,
         }
     }
 }
@@ -366,6 +376,7 @@ mod tests {
             cseq: 1,
             to_uri: format!("sip:{aor}"),
             registrar_uri: "sip:example.com".to_owned(),
+            credentials: Vec::new(),
         }
     }
 

@@ -264,6 +264,34 @@ impl SipCore {
                 Event::DrainComplete => {}
                 Event::CloseConnections => self.accepts_connections = Some(false),
                 Event::AcceptConnections => self.accepts_connections = Some(true),
+                // What the far end answers to the box's own requests (de-registrations on a
+                // phone's behalf, the guard's BYEs, CANCELs): nobody else sees these answers,
+                // and a refused de-registration leaves the phone registered at the core.
+                // Accepted BYEs and CANCELs stay at debug: a guard ending thousands of calls
+                // would otherwise write a line per call.
+                Event::OwnRequestAnswered { method, aor, code } => match code {
+                    200..=299 if method == "REGISTER" => {
+                        tracing::info!(method = %method, aor = %aor, peer, code, "own request accepted");
+                    }
+                    200..=299 => {
+                        tracing::debug!(method = %method, aor = %aor, peer, code, "own request accepted");
+                    }
+                    401 | 407 => {
+                        tracing::warn!(
+                            method = %method,
+                            aor = %aor,
+                            peer,
+                            code,
+                            "own request challenged; no credentials to answer with"
+                        );
+                    }
+                    _ => {
+                        tracing::warn!(method = %method, aor = %aor, peer, code, "own request refused");
+                    }
+                },
+                Event::OwnRequestTimedOut { method, aor } => {
+                    tracing::warn!(method = %method, aor = %aor, "own request got no answer");
+                }
             }
         }
     }

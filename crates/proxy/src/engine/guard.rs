@@ -91,6 +91,7 @@ impl Proxy {
                 &b.call_id,
                 b.cseq,
                 std::slice::from_ref(&b.contact),
+                &b.credentials,
             ) {
                 self.send_to_registrar(draft);
             }

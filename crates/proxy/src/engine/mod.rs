@@ -73,6 +73,9 @@ struct RegisterCtx {
     registrar_uri: String,
     call_id: String,
     cseq: u32,
+    /// Its Authorization / Proxy-Authorization lines, kept with the binding for the guard's
+    /// de-registration (rule 11).
+    credentials: Vec<(String, String)>,
     flow: Flow,
     /// Contact URI, the expiry asked for, and the drain's lowering if any.
     contacts: Vec<(String, u32, Option<u32>)>,

@@ -1,6 +1,10 @@
 //! The REGISTER path: forwarding to the core registrar, caching bindings from its 2xx, and the
 //! drain's REGISTER rules (4: lowered expiry for endpoints with a call, 5: reject, drop and
 //! de-register the others, 6: per contact).
+//!
+//! A de-registration must pass an authenticating registrar, and the box has no credentials of
+//! its own: rule 5 sends the endpoint's own REGISTER on with its expiries at 0, and each
+//! binding keeps the credentials of the REGISTER the core accepted for the guard (rule 11).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,16 +143,12 @@ impl Proxy {
                         self.emit_binding(change);
                     }
                 }
-                let uris: Vec<String> = planned.iter().map(|(c, _, _)| c.uri.to_owned()).collect();
-                let cseq = m.cseq().map(|(n, _)| n).unwrap_or(1);
-                if let Some(draft) = deregistration(
-                    m.request_uri().unwrap_or_default(),
-                    m.header("from").unwrap_or_default(),
-                    m.header("to").unwrap_or_default(),
-                    m.call_id().unwrap_or_default(),
-                    cseq,
-                    &uris,
-                ) {
+                // The endpoint's own REGISTER goes on with every expiry at 0: its
+                // Authorization covers the method and the request URI, not the expiries, so an
+                // authenticating registrar accepts it as it would the endpoint's own removal.
+                let contacts: Vec<NameAddr<'_>> =
+                    planned.iter().map(|(c, _, _)| c.clone()).collect();
+                if let Some(draft) = self.deregistration_of(m, from, &contacts) {
                     self.send_to_registrar(draft);
                 }
             }
@@ -189,6 +189,7 @@ impl Proxy {
                     registrar_uri: m.request_uri().unwrap_or_default().to_owned(),
                     call_id: m.call_id().unwrap_or_default().to_owned(),
                     cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
+                    credentials: credentials_of(m),
                     flow: from,
                     contacts: planned
                         .iter()
@@ -275,6 +276,7 @@ impl Proxy {
                 cseq: ctx.cseq,
                 to_uri: ctx.to_uri.clone(),
                 registrar_uri: ctx.registrar_uri.clone(),
+                credentials: ctx.credentials.clone(),
             };
             let change = self.registrations.upsert(binding, now);
             self.emit_binding(change);
@@ -311,6 +313,33 @@ impl Proxy {
         draft
     }
 
+    /// The endpoint's REGISTER `m` as a de-registration of `contacts` (rule 5): its own
+    /// request URI, From, To, Call-ID, CSeq and credentials, every Contact at expires 0 (its
+    /// other parameters kept, so a registrar matching `+sip.instance` finds the binding), and
+    /// `Expires: 0`. The proxy sends it as its own request, so the endpoint's Vias go.
+    fn deregistration_of(
+        &self,
+        m: &Message<'_>,
+        from: Flow,
+        contacts: &[NameAddr<'_>],
+    ) -> Option<Draft> {
+        if contacts.is_empty() || m.call_id().is_none() {
+            return None;
+        }
+        let mut draft = self.edit_for_forward(m, from);
+        draft.remove("Via");
+        draft.set("Max-Forwards", "70");
+        draft.remove("Contact");
+        for c in contacts {
+            draft.push(
+                "Contact",
+                format!("<{}>{}", c.uri, with_expires(c.params, 0)),
+            );
+        }
+        draft.set("Expires", "0");
+        Some(draft)
+    }
+
     /// Sends a REGISTER the proxy makes on an endpoint's behalf to an upstream registrar.
     pub(super) fn send_to_registrar(&mut self, draft: Draft) {
         let Ok(uid) = self.upstreams.select(self.now, &[]) else {
@@ -334,8 +363,34 @@ fn params_of(params: &str) -> String {
     }
 }
 
+/// The most bytes of credentials a binding keeps. A real Authorization line is a few hundred
+/// bytes; the cache holds up to `max_bindings` of them and must stay bounded whatever a phone
+/// sends. Over it the binding keeps none, and the guard's de-registration goes without.
+const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// The Authorization and Proxy-Authorization lines of a request, as sent (none when they are
+/// larger than [`MAX_CREDENTIAL_BYTES`] together).
+fn credentials_of(m: &Message<'_>) -> Vec<(String, String)> {
+    let lines: Vec<(String, String)> = m
+        .headers
+        .iter()
+        .filter(|h| {
+            msg::name_is(h.name, "authorization") || msg::name_is(h.name, "proxy-authorization")
+        })
+        .map(|h| (h.name.to_owned(), h.value.to_string()))
+        .collect();
+    let size: usize = lines.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if size > MAX_CREDENTIAL_BYTES {
+        return Vec::new();
+    }
+    lines
+}
+
 /// A REGISTER removing `contacts` (Expires: 0), in the endpoint's own Call-ID and a higher
-/// CSeq so the registrar matches the bindings (RFC 3261 §10.3 step 7).
+/// CSeq so the registrar matches the bindings (RFC 3261 §10.3 step 7), carrying the
+/// endpoint's last `credentials`: a registrar that lets a nonce be reused accepts them, since
+/// the digest covers the method and the request URI (both the endpoint's), not the CSeq or
+/// the expiries. One that does not answers 401/407, which is counted and logged.
 pub(super) fn deregistration(
     registrar_uri: &str,
     from: &str,
@@ -343,6 +398,7 @@ pub(super) fn deregistration(
     call_id: &str,
     cseq: u32,
     contacts: &[String],
+    credentials: &[(String, String)],
 ) -> Option<Draft> {
     if registrar_uri.is_empty() || call_id.is_empty() || contacts.is_empty() {
         return None;
@@ -357,5 +413,8 @@ pub(super) fn deregistration(
         draft.push("Contact", format!("<{c}>;expires=0"));
     }
     draft.push("Expires", "0");
+    for (name, value) in credentials {
+        draft.push(name, value.clone());
+    }
     Some(draft)
 }

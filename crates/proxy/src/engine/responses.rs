@@ -60,6 +60,13 @@ impl Proxy {
                 self.probe_done(uid, result);
                 return;
             }
+            ClientPurpose::Own
+                if code >= 200
+                    && matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) =>
+            {
+                let aor = m.to().map(|t| msg::aor_of(t.uri)).unwrap_or_default();
+                self.own_request_done(method, aor, Some(code));
+            }
             ClientPurpose::Probe(_) | ClientPurpose::Own => {}
             ClientPurpose::Forward { server, upstream } => {
                 if matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) {
@@ -70,6 +77,31 @@ impl Proxy {
         if terminated {
             self.remove_client(cid);
         }
+    }
+
+    /// Counts and reports how a request the proxy sent on its own ended: its final `code`, or
+    /// `None` when none came in time. Nothing is retried: a challenge (401/407) means the box
+    /// had no credentials the core accepts, and only the endpoint has new ones.
+    pub(super) fn own_request_done(&mut self, method: String, aor: String, code: Option<u16>) {
+        let Some(code) = code else {
+            self.stats.own_timed_out += 1;
+            self.events
+                .push_back(Event::OwnRequestTimedOut { method, aor });
+            return;
+        };
+        let class = match code {
+            200..=299 => &mut self.stats.own_final_2xx,
+            300..=399 => &mut self.stats.own_final_3xx,
+            400..=499 => &mut self.stats.own_final_4xx,
+            500..=599 => &mut self.stats.own_final_5xx,
+            _ => &mut self.stats.own_final_6xx,
+        };
+        *class += 1;
+        if code == 401 || code == 407 {
+            self.stats.own_challenged += 1;
+        }
+        self.events
+            .push_back(Event::OwnRequestAnswered { method, aor, code });
     }
 
     /// Reports what a probe found.

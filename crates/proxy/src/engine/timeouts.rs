@@ -1,7 +1,7 @@
 //! What each deadline does: transaction timers, the upstream timeout, timer C, probe
 //! timeouts, registration expiry and the probe schedule.
 
-use crate::msg::Draft;
+use crate::msg::{Draft, Message};
 use crate::transaction::{ClientAction, ClientState, ServerAction};
 use crate::transport::Realm;
 use crate::upstreams::{ProbeResult, UpstreamId};
@@ -60,7 +60,18 @@ impl Proxy {
                                 self.forward_failed(id, server, upstream)
                             }
                             ClientPurpose::Probe(uid) => self.probe_done(uid, ProbeResult::Timeout),
-                            ClientPurpose::Own => {}
+                            ClientPurpose::Own => {
+                                let aor = Message::parse(&request)
+                                    .ok()
+                                    .and_then(|r| r.to().map(|t| crate::msg::aor_of(t.uri)))
+                                    .unwrap_or_default();
+                                let method = self
+                                    .clients
+                                    .get(&id)
+                                    .map(|e| e.method.clone())
+                                    .unwrap_or_default();
+                                self.own_request_done(method, aor, None);
+                            }
                         }
                         self.remove_client(id);
                     }

@@ -454,6 +454,9 @@ fn rule_11_guard_expiry_sends_bye_to_both_parties_and_deregisters_every_binding(
         .collect();
     assert_eq!(deregs.len(), 2);
     assert_eq!(net.proxy.counts(), crate::Counts::default());
+    // Every answer to what the box sent itself is counted: the CANCEL's 200, a 200 to each
+    // BYE and to each de-registration.
+    assert_eq!(net.proxy.stats().own_final_2xx, 5);
     let events = net.take_events();
     assert_eq!(
         events
@@ -518,4 +521,251 @@ fn online_again_aborts_the_drain() {
     net.set_state(SystemState::Online);
     call_from(&mut net, PBX, "sip:pbx@example.com", "ab2");
     assert_eq!(code(&last_response(&net, PBX)), 200);
+}
+
+/// The events reporting the final answers to requests the proxy sent on its own.
+fn own_answers(events: &[Event]) -> Vec<(String, String, u16)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::OwnRequestAnswered { method, aor, code } => {
+                Some((method.clone(), aor.clone(), *code))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rule_05_the_deregistration_is_the_phones_own_register_with_its_credentials() {
+    // A registrar that takes each nonce once: the phone's own fresh credentials still pass.
+    let mut net = net();
+    net.peer(CORE1).auth = RegistrarAuth::OneTimeNonce;
+    assert_eq!(
+        code(&net.register(BOB, "bob", 3600)),
+        401,
+        "the challenge is relayed"
+    );
+    assert_eq!(net.proxy.counts().registrations, 0);
+    let ok = net.register_with_credentials(BOB, "bob", 3600);
+    assert_eq!(code(&ok), 200);
+    assert_eq!(net.proxy.counts().registrations, 1);
+    net.set_state(SystemState::Draining);
+    net.take_events();
+
+    let refused = net.register_with_credentials(BOB, "bob", 3600);
+
+    assert_eq!(code(&refused), 503);
+    assert_eq!(net.proxy.counts().registrations, 0);
+    let sent = net.peer(BOB).inbox.len();
+    let dereg = net.received(CORE1, "REGISTER").pop().unwrap();
+    assert!(
+        dereg.starts_with("REGISTER sip:example.com SIP/2.0"),
+        "{dereg}"
+    );
+    assert_eq!(header(&dereg, "Expires"), Some("0"));
+    assert!(header(&dereg, "Contact").unwrap().contains("expires=0"));
+    assert_eq!(header(&dereg, "Call-ID"), Some("reg-bob"));
+    let cseq = header(&dereg, "CSeq").unwrap();
+    let n: u32 = cseq.split_whitespace().next().unwrap().parse().unwrap();
+    assert_eq!(
+        header(&dereg, "Authorization"),
+        Some(digest("bob", n).as_str())
+    );
+    assert!(header(&dereg, "From").unwrap().contains("tag=ftag"));
+    assert_eq!(
+        dereg.lines().filter(|l| l.starts_with("Via:")).count(),
+        1,
+        "only the box's Via: {dereg}"
+    );
+    let stats = net.proxy.stats();
+    assert_eq!((stats.own_final_2xx, stats.own_challenged), (1, 0));
+    assert_eq!(
+        own_answers(&net.take_events()),
+        vec![("REGISTER".to_owned(), "bob@example.com".to_owned(), 200)]
+    );
+    assert_eq!(
+        net.peer(BOB).inbox.len(),
+        sent,
+        "the core's 200 is not relayed"
+    );
+}
+
+#[test]
+fn rule_05_a_challenge_to_a_deregistration_without_credentials_is_counted_and_not_retried() {
+    let mut net = net();
+    net.register(BOB, "bob", 3600);
+    net.peer(CORE1).auth = RegistrarAuth::NonceReuse;
+    net.set_state(SystemState::Draining);
+    net.take_events();
+
+    assert_eq!(code(&net.register(BOB, "bob", 3600)), 503);
+    net.advance(Duration::from_secs(64));
+
+    let registers = net.received(CORE1, "REGISTER");
+    assert_eq!(registers.len(), 2, "the registration and one removal");
+    assert_eq!(header(&registers[1], "Authorization"), None);
+    let stats = net.proxy.stats();
+    assert_eq!(
+        (
+            stats.own_final_4xx,
+            stats.own_challenged,
+            stats.own_timed_out
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        own_answers(&net.take_events()),
+        vec![("REGISTER".to_owned(), "bob@example.com".to_owned(), 401)]
+    );
+}
+
+#[test]
+fn rule_06_contacts_without_calls_leave_in_the_phones_register_with_its_credentials() {
+    let mut net = net();
+    net.peer(CORE1).auth = RegistrarAuth::NonceReuse;
+    let register_both = |net: &mut Net, n: u32| {
+        let req = Req::new("REGISTER", "sip:example.com", ALICE)
+            .from("sip:alice@example.com")
+            .to("sip:alice@example.com", None)
+            .call_id("reg-alice-auth")
+            .cseq(n)
+            .header("Contact", &format!("<sip:alice@{ALICE}>;expires=3600"))
+            .add_header("Contact", &format!("<sip:alice@{ALICE_2}>;expires=3600"))
+            .add_header("Authorization", &digest("alice", n));
+        net.inject(Realm::Access, ALICE, &req.bytes());
+        last_response(net, ALICE)
+    };
+    assert_eq!(code(&register_both(&mut net, 1)), 200);
+    call_from(&mut net, ALICE, "sip:alice@example.com", "r6auth");
+    net.set_state(SystemState::Draining);
+
+    let answer = register_both(&mut net, 2);
+
+    assert_eq!(
+        code(&answer),
+        200,
+        "the core accepted the phone's credentials"
+    );
+    let at_core = net.received(CORE1, "REGISTER").pop().unwrap();
+    assert_eq!(
+        header(&at_core, "Authorization"),
+        Some(digest("alice", 2).as_str())
+    );
+    assert!(
+        at_core.contains(&format!("<sip:alice@{ALICE_2}>;expires=0")),
+        "{at_core}"
+    );
+    assert_eq!(net.proxy.counts().registrations, 1);
+}
+
+#[test]
+fn rule_11_guard_deregistrations_carry_each_phones_last_credentials_and_next_cseq() {
+    for (auth, expected) in [
+        (RegistrarAuth::NonceReuse, 200),
+        (RegistrarAuth::OneTimeNonce, 401),
+    ] {
+        let mut net = net();
+        net.peer(CORE1).auth = auth;
+        let mut last = Vec::new();
+        for (phone, user) in [(ALICE, "alice"), (BOB, "bob")] {
+            assert_eq!(code(&net.register_with_credentials(phone, user, 3600)), 200);
+            let sent = net.received(CORE1, "REGISTER").pop().unwrap();
+            last.push(sent);
+        }
+        net.set_state(SystemState::Draining);
+        net.take_events();
+
+        net.proxy.terminate_all(net.now, "node going offline");
+        net.drive();
+
+        let deregs: Vec<String> = net
+            .received(CORE1, "REGISTER")
+            .into_iter()
+            .filter(|r| header(r, "Expires") == Some("0"))
+            .collect();
+        assert_eq!(deregs.len(), 2, "{auth:?}");
+        for registered in &last {
+            let call_id = header(registered, "Call-ID");
+            let dereg = deregs
+                .iter()
+                .find(|d| header(d, "Call-ID") == call_id)
+                .unwrap();
+            assert_eq!(
+                header(dereg, "Authorization"),
+                header(registered, "Authorization")
+            );
+            let n = |m: &str| -> u32 {
+                header(m, "CSeq")
+                    .and_then(|c| c.split_whitespace().next())
+                    .and_then(|c| c.parse().ok())
+                    .unwrap()
+            };
+            assert_eq!(n(dereg), n(registered) + 1);
+        }
+        let mut answers = own_answers(&net.take_events());
+        answers.sort();
+        assert_eq!(
+            answers,
+            vec![
+                (
+                    "REGISTER".to_owned(),
+                    "alice@example.com".to_owned(),
+                    expected
+                ),
+                (
+                    "REGISTER".to_owned(),
+                    "bob@example.com".to_owned(),
+                    expected
+                ),
+            ],
+            "{auth:?}"
+        );
+        let stats = net.proxy.stats();
+        let challenged = if expected == 401 { 2 } else { 0 };
+        assert_eq!(stats.own_challenged, challenged, "{auth:?}");
+        assert_eq!(net.proxy.counts(), crate::Counts::default());
+    }
+}
+
+#[test]
+fn a_request_of_the_box_that_gets_no_answer_is_counted_as_timed_out() {
+    let mut net = net();
+    net.register(BOB, "bob", 3600);
+    net.peer(CORE1).register = 0;
+    net.set_state(SystemState::Draining);
+    net.take_events();
+
+    net.register(BOB, "bob", 3600);
+    net.advance(Duration::from_secs(40));
+
+    assert_eq!(net.proxy.stats().own_timed_out, 1);
+    assert!(net.events.contains(&Event::OwnRequestTimedOut {
+        method: "REGISTER".to_owned(),
+        aor: "bob@example.com".to_owned(),
+    }));
+}
+
+#[test]
+fn rule_11_a_binding_keeps_no_credentials_larger_than_the_bound() {
+    let mut net = net();
+    net.peer(CORE1).auth = RegistrarAuth::NonceReuse;
+    let huge = format!("Digest username=\"bob\", opaque=\"{}\"", "x".repeat(5000));
+    let req = Req::new("REGISTER", "sip:example.com", BOB)
+        .from("sip:bob@example.com")
+        .to("sip:bob@example.com", None)
+        .call_id("reg-bob-huge")
+        .header("Contact", &format!("<sip:bob@{BOB}>;expires=3600"))
+        .add_header("Authorization", &huge);
+    net.inject(Realm::Access, BOB, &req.bytes());
+    assert_eq!(net.proxy.counts().registrations, 1);
+    net.set_state(SystemState::Draining);
+
+    net.proxy.terminate_all(net.now, "node going offline");
+    net.drive();
+
+    let dereg = net.received(CORE1, "REGISTER").pop().unwrap();
+    assert_eq!(header(&dereg, "Expires"), Some("0"));
+    assert_eq!(header(&dereg, "Authorization"), None);
+    assert_eq!(net.proxy.stats().own_challenged, 1);
 }

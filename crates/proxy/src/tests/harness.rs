@@ -31,13 +31,29 @@ pub enum CoreInvite {
     Ring,
 }
 
+/// Whether a simulated registrar demands credentials on REGISTER, and how it treats a nonce
+/// offered again (the digest itself is not computed: any `Authorization` counts as valid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrarAuth {
+    /// Accepts everything.
+    Open,
+    /// 401 without an Authorization; accepts a nonce again (Kamailio's default).
+    NonceReuse,
+    /// 401 without an Authorization, and 401 (`stale=true`) for one it has seen before.
+    OneTimeNonce,
+}
+
 #[derive(Debug, Clone)]
 pub struct Peer {
+    /// Core: whether REGISTER needs credentials.
+    pub auth: RegistrarAuth,
+    /// Authorization values a registrar has accepted.
+    pub seen_credentials: Vec<String>,
     /// Core: how INVITEs are answered. Phones always answer 180 + 200 unless `ring_only`.
     pub invite: CoreInvite,
     /// OPTIONS answer code; None = silent.
     pub options: Option<u16>,
-    /// REGISTER answer: the code (200 echoes contacts).
+    /// REGISTER answer: the code (200 echoes contacts; 0: silent).
     pub register: u16,
     /// Everything received, in order.
     pub inbox: Vec<Vec<u8>>,
@@ -214,6 +230,25 @@ impl Net {
         self.received(phone, "SIP/2.0").pop().unwrap_or_default()
     }
 
+    /// As [`Net::register`], with credentials for a fresh nonce, as a phone sends them after
+    /// its registrar's challenge.
+    pub fn register_with_credentials(&mut self, phone: &str, user: &str, expires: u32) -> String {
+        self.tag_counter += 1;
+        let n = self.tag_counter;
+        let req = Req::new("REGISTER", "sip:example.com", phone)
+            .from(&format!("sip:{user}@example.com"))
+            .to(&format!("sip:{user}@example.com"), None)
+            .call_id(&format!("reg-{user}"))
+            .cseq(n)
+            .header(
+                "Contact",
+                &format!("<sip:{user}@{phone}>;expires={expires}"),
+            )
+            .add_header("Authorization", &digest(user, n));
+        self.inject(Realm::Access, phone, &req.bytes());
+        self.received(phone, "SIP/2.0").pop().unwrap_or_default()
+    }
+
     /// A call from a phone to the core: the phone's INVITE answered by the core.
     pub fn call_out(&mut self, phone: &str, call_id: &str) -> Req {
         let req = Req::new("INVITE", "sip:+15550001@example.com", phone)
@@ -227,6 +262,8 @@ impl Net {
 impl Peer {
     pub fn phone() -> Self {
         Peer {
+            auth: RegistrarAuth::Open,
+            seen_credentials: Vec::new(),
             invite: CoreInvite::Answer,
             options: Some(200),
             register: 200,
@@ -236,6 +273,8 @@ impl Peer {
 
     pub fn core() -> Self {
         Peer {
+            auth: RegistrarAuth::Open,
+            seen_credentials: Vec::new(),
             invite: CoreInvite::Answer,
             options: Some(200),
             register: 200,
@@ -272,6 +311,28 @@ impl Peer {
             },
             "OPTIONS" => self.options.map(|c| reply(c, &[])).into_iter().collect(),
             "REGISTER" => {
+                let challenge = (
+                    "WWW-Authenticate",
+                    "Digest realm=\"example.com\", nonce=\"fresh\"".to_owned(),
+                );
+                let credentials = m.header("authorization").map(str::to_owned);
+                match (self.auth, credentials) {
+                    (RegistrarAuth::Open, _) => {}
+                    (_, None) => return vec![reply(401, &[challenge])],
+                    (RegistrarAuth::OneTimeNonce, Some(c))
+                        if self.seen_credentials.contains(&c) =>
+                    {
+                        let stale = (
+                            "WWW-Authenticate",
+                            "Digest realm=\"example.com\", nonce=\"fresh\", stale=true".to_owned(),
+                        );
+                        return vec![reply(401, &[stale])];
+                    }
+                    (_, Some(c)) => self.seen_credentials.push(c),
+                }
+                if self.register == 0 {
+                    return Vec::new();
+                }
                 if self.register != 200 {
                     return vec![reply(self.register, &[])];
                 }
@@ -395,6 +456,15 @@ impl Req {
         s += "Content-Length: 0\r\n\r\n";
         s.into_bytes()
     }
+}
+
+/// An Authorization value for `user` on nonce number `n` (the simulated registrar checks no
+/// digest; distinct nonces give distinct values).
+pub fn digest(user: &str, n: u32) -> String {
+    format!(
+        "Digest username=\"{user}\", realm=\"example.com\", nonce=\"n{n}\", \
+         uri=\"sip:example.com\", response=\"{n:032x}\""
+    )
 }
 
 /// Status code of a response text.

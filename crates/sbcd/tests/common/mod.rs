@@ -3,6 +3,7 @@
 //! - [`net`]: free ports, a raw UDP peer for hand-written (and malformed) SIP, a silent upstream.
 //! - [`daemon`]: writes a configuration into a temporary directory, starts `sbcd`, waits for
 //!   `sbcd: listening`, asks it questions through `sbcctl --json`, follows its state events.
+//! - [`kamailio`]: Kamailio as an authenticating core registrar, and what its location table holds.
 //! - [`sipp`]: runs SIPp with one of our scenarios (or a built-in one) and reads back its exit
 //!   status, statistics, error trace and `<log>` lines.
 //!
@@ -18,6 +19,7 @@
 #![allow(clippy::expect_used)]
 
 pub mod daemon;
+pub mod kamailio;
 pub mod net;
 pub mod sipp;
 
