@@ -18,6 +18,10 @@ mod render;
 use serde::{Deserialize, Serialize};
 pub use system_state::SystemState;
 
+/// The longest guard a `set-system-state offline guard N` may ask for (a week): `sbcd` answers
+/// a longer one with an error, and the console grammar refuses it before sending.
+pub const MAX_GUARD_SECS: u64 = system_state::MAX_GUARD.as_secs();
+
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
