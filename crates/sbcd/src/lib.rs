@@ -15,5 +15,6 @@ pub mod health;
 pub mod logging;
 pub mod panel;
 pub mod sip_core;
+#[cfg(feature = "testport")]
 pub mod testport;
 pub mod transport;

@@ -33,7 +33,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         "sipp is missing: `cargo xtask test` installs it (apt-get install sip-tester)"
     );
     let build_started = Instant::now();
-    let built = xtask_visible(&["image", "--board", "qemu"]);
+    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
     assert!(
         built.status.success(),
         "cargo xtask image --board qemu failed:\n{}",
@@ -43,7 +43,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
     eprintln!("{}", String::from_utf8_lossy(&built.stdout));
 
     // The one reason to skip: the programs under test do not exist yet.
-    let present = image_binaries("qemu");
+    let present = image_binaries("qemu-testport");
     let needed = ["sbcd", "sbc-console"];
     let missing: Vec<&str> = needed
         .iter()
@@ -73,6 +73,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
     let printed = xtask(&[
         "qemu",
         "--no-build",
+        "--testport",
         "--snapshot",
         "--no-reboot",
         "--sip-port",

@@ -215,6 +215,7 @@ fn boot(dir: &Path) -> Box {
     let printed = xtask(&[
         "qemu",
         "--no-build",
+        "--testport",
         "--snapshot",
         "--sip-port",
         &sip_port.to_string(),
@@ -464,13 +465,13 @@ fn on_the_box_pinning_drain_watchdogs_and_persistence() {
         have("sipp"),
         "sipp is missing: `cargo xtask test` installs it (apt-get install sip-tester)"
     );
-    let built = xtask_visible(&["image", "--board", "qemu"]);
+    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
     assert!(
         built.status.success(),
         "cargo xtask image --board qemu failed:\n{}",
         String::from_utf8_lossy(&built.stdout)
     );
-    let present = image_binaries("qemu");
+    let present = image_binaries("qemu-testport");
     for needed in ["sbcd", "sbc-console"] {
         assert!(
             present.iter().any(|p| p == needed),
