@@ -11,6 +11,7 @@ pub mod config;
 pub mod control_server;
 pub mod daemon;
 pub mod engine;
+pub mod firewall;
 pub mod health;
 pub mod logging;
 pub mod panel;
