@@ -38,7 +38,7 @@ pub const BINARIES: &[&str] = &["sbcd", "sbcctl", "sbc-console"];
 pub const BOARDS: &[&str] = &["qemu", "apu2"];
 
 /// Bumped when the assembly below changes in a way the fingerprinted inputs do not show.
-const RECIPE: &str = "image-7";
+const RECIPE: &str = "image-8";
 
 /// What a build produced.
 #[derive(Debug)]
@@ -249,7 +249,7 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     for bin in &binaries {
         fp.text(&bin.to_string_lossy()).file(bin)?;
     }
-    for dir in ["image/overlay", "systemd", "image/data"] {
+    for dir in ["image/overlay", "systemd", "image/data", "image/testport"] {
         fp.text(dir).tree(&root.join(dir))?;
     }
     fp.file(&root.join("image/units"))?;
@@ -283,6 +283,11 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     let rootdir = out.join("rootfs");
     rootfs::unpack(&base, &rootdir)?;
     customize_root(&root, board, &rootdir, &binaries, &board_profile)?;
+    if flavour == Flavour::Testport {
+        // What only the test image has: the unit drop-ins that let the port's tty through
+        // the sandbox.
+        overlay(&root.join("image/testport"), &rootdir)?;
+    }
     let mut wanted = kernel::read_list(&board_image_dir.join("modules"))?;
     wanted.extend(board_modules(&board_profile)?);
     let modules = kernel.closure(&wanted)?;
@@ -367,8 +372,9 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     })
 }
 
-/// The marker only the test port's code carries (crates/sbcd/src/testport.rs).
-const TESTPORT_MARKER: &[u8] = b"sbc.testport=";
+/// Text only the test port's code carries (its greeting, crates/sbcd/src/testport.rs; a
+/// literal the compiler keeps, unlike a short constant it may turn into immediates).
+const TESTPORT_MARKER: &[u8] = b"testport: ready ";
 
 /// The product image must not carry the test port and the test image must: checked on the
 /// sbcd binary itself, so a stale or mixed-up build in the target directory cannot slip by.
