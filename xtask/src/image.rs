@@ -768,3 +768,26 @@ fn stage_data(root: &Path, board: &str, datadir: &Path) -> Result<()> {
     fs::set_permissions(&dest, fs::Permissions::from_mode(0o640))
         .context("setting mode of data/etc/sbc/sbc.toml")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_product_image_refuses_a_test_port_and_the_test_image_needs_one() {
+        let dir = std::env::temp_dir().join(format!("xtask-testport-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let sbcd = dir.join("sbcd");
+        let with_port = [b"\x7fELF...".as_slice(), b"\r\ntestport: ready ", b"..."].concat();
+        fs::write(&sbcd, &with_port).unwrap_or_else(|e| panic!("{e}"));
+        let bins = [sbcd.clone()];
+        assert!(check_testport(&bins, Flavour::Product).is_err());
+        assert!(check_testport(&bins, Flavour::Testport).is_ok());
+        fs::write(&sbcd, b"\x7fELF... no port here").unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_testport(&bins, Flavour::Product).is_ok());
+        assert!(check_testport(&bins, Flavour::Testport).is_err());
+        // No sbcd in the image at all: nothing to check.
+        assert!(check_testport(&[], Flavour::Product).is_ok());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
