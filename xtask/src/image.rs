@@ -2,6 +2,8 @@
 //!
 //! Steps, each skipped when its inputs did not change (see `docs/image.md`):
 //! 1. `cargo build --release --workspace --bins`; the binaries in [`BINARIES`] go to /usr/bin.
+//!    `--testport` adds `--features sbcd/testport` (the system tests' port, docs/box.md) and
+//!    builds into `out/image/<board>-testport`: the image for boxes never has the port.
 //! 2. A minimal Debian root (`image/packages`) bootstrapped once into a cached tarball.
 //! 3. The kernel from Debian's packages, only the board's modules, and a small initramfs.
 //! 4. Our files laid over the root: `image/overlay`, `image/board/<board>/overlay`, `systemd/`,
@@ -36,12 +38,14 @@ pub const BINARIES: &[&str] = &["sbcd", "sbcctl", "sbc-console"];
 pub const BOARDS: &[&str] = &["qemu", "apu2"];
 
 /// Bumped when the assembly below changes in a way the fingerprinted inputs do not show.
-const RECIPE: &str = "image-7";
+const RECIPE: &str = "image-8";
 
 /// What a build produced.
 #[derive(Debug)]
 pub struct Built {
     pub board: String,
+    /// Where the image and its pieces are (`out/image/<board>[-testport]`).
+    pub out: PathBuf,
     pub image: PathBuf,
     /// The boot partition's files, also kept on the host for QEMU's direct kernel boot.
     pub boot_dir: PathBuf,
@@ -57,12 +61,21 @@ pub struct Built {
 struct Args {
     board: String,
     cargo_build: bool,
+    testport: bool,
+}
+
+/// Which image: the one for boxes, or the system tests' one with the test port compiled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Product,
+    Testport,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
     let mut parsed = Args {
         board: "qemu".into(),
         cargo_build: true,
+        testport: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -73,7 +86,9 @@ fn parse(args: &[String]) -> Result<Args> {
             // For working on the image while the workspace does not build: use the release
             // binaries that are already there.
             "--no-cargo-build" => parsed.cargo_build = false,
-            other => bail!("unknown argument `{other}`; usage: cargo xtask image [--board qemu|apu2] [--no-cargo-build]"),
+            // The QEMU system tests' image: sbcd with its test port (never for a real box).
+            "--testport" => parsed.testport = true,
+            other => bail!("unknown argument `{other}`; usage: cargo xtask image [--board qemu|apu2] [--no-cargo-build] [--testport]"),
         }
     }
     if !BOARDS.contains(&parsed.board.as_str()) {
@@ -89,7 +104,12 @@ fn parse(args: &[String]) -> Result<Args> {
 pub fn run(args: &[String]) -> Result<()> {
     let args = parse(args)?;
     let started = std::time::Instant::now();
-    let built = build(&args.board, args.cargo_build)?;
+    let flavour = if args.testport {
+        Flavour::Testport
+    } else {
+        Flavour::Product
+    };
+    let built = build(&args.board, args.cargo_build, flavour)?;
     report(&built, started.elapsed())
 }
 
@@ -132,8 +152,12 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// Where one board's image and its pieces go.
-pub fn out_dir(board: &str) -> PathBuf {
-    util::root().join("out/image").join(board)
+pub fn out_dir(board: &str, flavour: Flavour) -> PathBuf {
+    let name = match flavour {
+        Flavour::Product => board.to_string(),
+        Flavour::Testport => format!("{board}-testport"),
+    };
+    util::root().join("out/image").join(name)
 }
 
 /// The cargo target directory holding the release binaries.
@@ -165,11 +189,11 @@ fn ensure_host() -> Result<()> {
 }
 
 /// Builds the image for `board`, or finds it current.
-pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
+pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> {
     ensure_host()?;
     let root = util::root();
     let cache = cache_dir();
-    let out = out_dir(board);
+    let out = out_dir(board, flavour);
     let board_image_dir = root.join("image/board").join(board);
     if !board_image_dir.is_dir() {
         bail!(
@@ -180,12 +204,18 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     if cargo_build {
-        eprintln!("xtask image: cargo build --release --workspace --bins");
+        let mut args = vec!["build", "--release", "--workspace", "--bins"];
+        if flavour == Flavour::Testport {
+            // Cargo keeps both builds of sbcd (features are part of its fingerprint), so
+            // switching between the two images costs a copy, not a rebuild.
+            args.extend(["--features", "sbcd/testport"]);
+        }
+        eprintln!("xtask image: cargo {}", args.join(" "));
         util::run(
             Command::new(env!("CARGO"))
                 .current_dir(&root)
                 .env("CARGO_TARGET_DIR", target_dir())
-                .args(["build", "--release", "--workspace", "--bins"]),
+                .args(&args),
         )?;
     }
     let release = target_dir().join("release");
@@ -200,6 +230,8 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
         }
     }
 
+    check_testport(&binaries, flavour)?;
+
     let base = rootfs::base_tarball(&root, &cache)?;
     let kernel = kernel::Kernel::fetch(&cache)?;
     let busybox = fetch_busybox(&cache)?;
@@ -208,6 +240,7 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
 
     let mut fp = inputs::Fingerprint::new(RECIPE);
     fp.text(board)
+        .text(&format!("{flavour:?}"))
         .text(&base.to_string_lossy())
         .text(&kernel.package)
         .text(&cmdline);
@@ -216,7 +249,7 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     for bin in &binaries {
         fp.text(&bin.to_string_lossy()).file(bin)?;
     }
-    for dir in ["image/overlay", "systemd", "image/data"] {
+    for dir in ["image/overlay", "systemd", "image/data", "image/testport"] {
         fp.text(dir).tree(&root.join(dir))?;
     }
     fp.file(&root.join("image/units"))?;
@@ -234,6 +267,7 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
             .map_or_else(|| inputs::sha256_file(&image), Ok)?;
         return Ok(Built {
             board: board.into(),
+            out,
             image,
             boot_dir,
             cmdline,
@@ -249,6 +283,11 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     let rootdir = out.join("rootfs");
     rootfs::unpack(&base, &rootdir)?;
     customize_root(&root, board, &rootdir, &binaries, &board_profile)?;
+    if flavour == Flavour::Testport {
+        // What only the test image has: the unit drop-ins that let the port's tty through
+        // the sandbox.
+        overlay(&root.join("image/testport"), &rootdir)?;
+    }
     let mut wanted = kernel::read_list(&board_image_dir.join("modules"))?;
     wanted.extend(board_modules(&board_profile)?);
     let modules = kernel.closure(&wanted)?;
@@ -323,6 +362,7 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     inputs::mark_current(&stamp, &fingerprint)?;
     Ok(Built {
         board: board.into(),
+        out,
         image,
         boot_dir,
         cmdline,
@@ -332,9 +372,37 @@ pub fn build(board: &str, cargo_build: bool) -> Result<Built> {
     })
 }
 
+/// Text only the test port's code carries (its greeting, crates/sbcd/src/testport.rs; a
+/// literal the compiler keeps, unlike a short constant it may turn into immediates).
+const TESTPORT_MARKER: &[u8] = b"testport: ready ";
+
+/// The product image must not carry the test port and the test image must: checked on the
+/// sbcd binary itself, so a stale or mixed-up build in the target directory cannot slip by.
+fn check_testport(binaries: &[PathBuf], flavour: Flavour) -> Result<()> {
+    let Some(sbcd) = binaries.iter().find(|b| b.ends_with("sbcd")) else {
+        return Ok(());
+    };
+    let bytes = fs::read(sbcd).with_context(|| format!("reading {}", sbcd.display()))?;
+    let has_port = bytes
+        .windows(TESTPORT_MARKER.len())
+        .any(|w| w == TESTPORT_MARKER);
+    match (flavour, has_port) {
+        (Flavour::Product, true) => bail!(
+            "{} carries the system tests' port (built with --features sbcd/testport); \
+             rebuild it without, or use --testport for the test image",
+            sbcd.display()
+        ),
+        (Flavour::Testport, false) => bail!(
+            "{} has no test port; build it with --features sbcd/testport",
+            sbcd.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// The image built before, without checking that it is current (`cargo xtask qemu --no-build`).
-pub fn existing(board: &str) -> Result<Built> {
-    let out = out_dir(board);
+pub fn existing(board: &str, flavour: Flavour) -> Result<Built> {
+    let out = out_dir(board, flavour);
     let image = out.join(format!("sbc-{board}.img"));
     if !image.exists() {
         bail!(
@@ -358,6 +426,7 @@ pub fn existing(board: &str) -> Result<Built> {
         .collect();
     Ok(Built {
         board: board.into(),
+        out,
         image,
         boot_dir,
         cmdline,
@@ -698,4 +767,27 @@ fn stage_data(root: &Path, board: &str, datadir: &Path) -> Result<()> {
         .context("setting mode of data/etc/sbc")?;
     fs::set_permissions(&dest, fs::Permissions::from_mode(0o640))
         .context("setting mode of data/etc/sbc/sbc.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_product_image_refuses_a_test_port_and_the_test_image_needs_one() {
+        let dir = std::env::temp_dir().join(format!("xtask-testport-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let sbcd = dir.join("sbcd");
+        let with_port = [b"\x7fELF...".as_slice(), b"\r\ntestport: ready ", b"..."].concat();
+        fs::write(&sbcd, &with_port).unwrap_or_else(|e| panic!("{e}"));
+        let bins = [sbcd.clone()];
+        assert!(check_testport(&bins, Flavour::Product).is_err());
+        assert!(check_testport(&bins, Flavour::Testport).is_ok());
+        fs::write(&sbcd, b"\x7fELF... no port here").unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_testport(&bins, Flavour::Product).is_ok());
+        assert!(check_testport(&bins, Flavour::Testport).is_err());
+        // No sbcd in the image at all: nothing to check.
+        assert!(check_testport(&[], Flavour::Product).is_ok());
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

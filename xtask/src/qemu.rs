@@ -42,6 +42,8 @@ struct Opts {
     print_command: bool,
     no_reboot: bool,
     verbose: bool,
+    /// Boot the system tests' image (`cargo xtask image --testport`).
+    testport: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -57,6 +59,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         print_command: false,
         no_reboot: false,
         verbose: false,
+        testport: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -74,6 +77,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--no-build" => o.build = false,
             "--no-reboot" => o.no_reboot = true,
             "--verbose" => o.verbose = true,
+            "--testport" => o.testport = true,
             "--print-command" => o.print_command = true,
             "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
             "--sip-port" => {
@@ -85,7 +89,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
                  [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
-                 [--verbose] [--qmp PATH] [--print-command]"
+                 [--verbose] [--qmp PATH] [--print-command] [--testport]"
             ),
         }
     }
@@ -123,8 +127,13 @@ enum TwinLink {
 
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
+    let flavour = if o.testport {
+        image::Flavour::Testport
+    } else {
+        image::Flavour::Product
+    };
     let built = if o.build {
-        let b = image::build(&o.board, true)?;
+        let b = image::build(&o.board, true, flavour)?;
         if !b.missing.is_empty() {
             eprintln!(
                 "xtask qemu: WARNING: the image lacks {}",
@@ -133,7 +142,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         b
     } else {
-        image::existing(&o.board)?
+        image::existing(&o.board, flavour)?
     };
     let qemu = Qemu::get()?;
     let accel = accel(&qemu, &built)?;
@@ -326,7 +335,7 @@ fn command(
     cmd.arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", node.qmp.display()));
     if !o.bios {
-        let out = image::out_dir(&built.board);
+        let out = &built.out;
         let vmlinux = out.join("vmlinux");
         let kernel = if vmlinux.exists() {
             vmlinux

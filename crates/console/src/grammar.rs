@@ -84,7 +84,7 @@ fn first_number(a: &Args) -> u64 {
 }
 
 /// Longest guard an operator may ask for: a week. Longer is almost certainly a typo.
-const MAX_GUARD_SECS: u64 = 7 * 24 * 3600;
+const MAX_GUARD_SECS: u64 = control::MAX_GUARD_SECS;
 const MAX_LOG_LINES: u64 = 100_000;
 const MAX_HOLD_MS: u64 = 600_000;
 

@@ -15,11 +15,13 @@
 //! `control::Request::is_service_affecting`: front ends confirm those.
 //!
 //! The rest: [`Editor`] (a sans-IO line editor over raw terminal bytes, handle/poll style) and
-//! [`auth`] (Argon2 password check, hashing, the delay after failed logins).
+//! [`auth`] (Argon2 password check, hashing, the delay after failed logins), and [`login`]
+//! (what a login leads to: the factory password changed before any command; the idle logout).
 
 pub mod auth;
 pub mod editor;
 pub mod grammar;
+pub mod login;
 
 pub use editor::{Action, Editor};
 pub use grammar::{

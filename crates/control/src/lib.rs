@@ -15,8 +15,14 @@
 pub mod client;
 mod render;
 
+pub use render::terminal_safe;
+
 use serde::{Deserialize, Serialize};
 pub use system_state::SystemState;
+
+/// The longest guard a `set-system-state offline guard N` may ask for (a week): `sbcd` answers
+/// a longer one with an error, and the console grammar refuses it before sending.
+pub const MAX_GUARD_SECS: u64 = system_state::MAX_GUARD.as_secs();
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -264,8 +270,27 @@ fn encode<T: Serialize>(body: &T) -> String {
     let mut s = serde_json::to_string(&env).unwrap_or_else(|e| {
         format!(r#"{{"v":{PROTOCOL_VERSION},"kind":"error","message":"encode: {e}"}}"#)
     });
+    s = json_escape_controls(s);
     s.push('\n');
     s
+}
+
+/// serde_json escapes only what JSON demands (below U+0020); DEL and C1 would still reach a
+/// terminal raw when a person runs `sbcctl --json`. Outside strings a JSON document is ASCII,
+/// so every such character here is inside a string and `\u00XX` is its JSON escape.
+fn json_escape_controls(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, DecodeError> {

@@ -1,14 +1,72 @@
 //! Text for people: how `sbcctl` (without `--json`) and the console show an answer.
+//!
+//! Decided here: what a terminal may be sent. Strings in an answer come from SIP peers
+//! (Call-ID, URIs, AoR, contact, Reason, log lines quoting them) and a peer must not be able to
+//! drive the operator's terminal (an ESC sequence that clears the screen, retitles the window,
+//! or forges a line). Every peer-supplied field goes through [`terminal_safe`], which escapes
+//! control characters (C0 and ESC, DEL, C1, and the Unicode bidirectional overrides) as `\x1b`
+//! or `\u{202e}`; and the finished text goes through it once more, line by line, so a field
+//! added later without it still cannot reach the terminal raw. JSON output is not rendered
+//! here: `encode` writes the same characters as JSON escapes.
 
 use crate::{Event, Reply, Response};
+use std::borrow::Cow;
 use std::fmt::Write;
+
+/// True for a character a terminal acts on instead of showing: C0 (ESC included), DEL, C1, and
+/// the bidirectional controls that reorder what is shown after them.
+fn is_terminal_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` as it may be shown on a terminal: each control character (see the module doc) is
+/// written as an escape, `\x1b` for one below U+0100 and `\u{202e}` above; everything else is
+/// unchanged (borrowed when nothing needed escaping). Newlines are escaped too: one field is one
+/// line.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_terminal_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !is_terminal_control(c) {
+            out.push(c);
+        } else if (c as u32) < 0x100 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Finished text, each line made [`terminal_safe`] (the line breaks themselves kept).
+fn safe_lines(text: String) -> String {
+    if !text.chars().any(|c| c != '\n' && is_terminal_control(c)) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&terminal_safe(line));
+    }
+    out
+}
+
+/// Shorthand for a peer-supplied field.
+fn p(text: &str) -> Cow<'_, str> {
+    terminal_safe(text)
+}
 
 impl Response {
     /// The answer as an operator reads it.
     pub fn render_text(&self) -> String {
         match self {
             Response::Ok { reply } => reply.render_text(),
-            Response::Error { message } => format!("error: {message}\n"),
+            Response::Error { message } => format!("error: {}\n", p(message)),
             Response::Event { event } => event.render_text(),
         }
     }
@@ -20,8 +78,8 @@ impl Event {
         match self {
             Event::StateChanged {
                 from, to, reason, ..
-            } => format!("%SYSTEM-STATE: {from} -> {to} ({reason})\n"),
-            Event::Notice { message } => format!("%NOTICE: {message}\n"),
+            } => format!("%SYSTEM-STATE: {from} -> {to} ({})\n", p(reason)),
+            Event::Notice { message } => format!("%NOTICE: {}\n", p(message)),
         }
     }
 }
@@ -31,8 +89,12 @@ fn secs(ms: u64) -> String {
 }
 
 impl Reply {
-    /// The reply as an operator reads it, newline-terminated.
+    /// The reply as an operator reads it, newline-terminated, safe for a terminal.
     pub fn render_text(&self) -> String {
+        safe_lines(self.render_unchecked())
+    }
+
+    fn render_unchecked(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail; the results are ignored for that reason.
         match self {
@@ -52,7 +114,11 @@ impl Reply {
                     let _ = writeln!(
                         out,
                         "  {:<10} {:>6}s  {} -> {}  call-id {}",
-                        c.state, c.age_secs, c.from, c.to, c.call_id
+                        p(&c.state),
+                        c.age_secs,
+                        p(&c.from),
+                        p(&c.to),
+                        p(&c.call_id)
                     );
                 }
             }
@@ -62,7 +128,11 @@ impl Reply {
                     let _ = writeln!(
                         out,
                         "  {}  contact {}  expires in {}s  via {}  calls {}",
-                        r.aor, r.contact, r.expires_in_secs, r.flow, r.active_calls
+                        p(&r.aor),
+                        p(&r.contact),
+                        r.expires_in_secs,
+                        p(&r.flow),
+                        r.active_calls
                     );
                 }
             }
@@ -72,11 +142,14 @@ impl Reply {
                         .back_in_secs
                         .map(|s| format!(" (back in {s}s)"))
                         .unwrap_or_default();
-                    let probe = u.last_probe.as_deref().unwrap_or("-");
+                    let probe = p(u.last_probe.as_deref().unwrap_or("-"));
                     let _ = writeln!(
                         out,
                         "  prio {:<3} {:<12}{back}  failures {}  last probe {probe}  {}",
-                        u.priority, u.status, u.failures, u.uri
+                        u.priority,
+                        p(&u.status),
+                        u.failures,
+                        p(&u.uri)
                     );
                 }
                 if ups.is_empty() {
@@ -137,7 +210,7 @@ impl Reply {
             }
             Reply::Log(lines) => {
                 for l in lines {
-                    let _ = writeln!(out, "{l}");
+                    let _ = writeln!(out, "{}", p(l));
                 }
             }
             Reply::Twin(t) => {
@@ -150,13 +223,95 @@ impl Reply {
                 );
             }
             Reply::Done { message } => {
-                let _ = writeln!(out, "{message}");
+                let _ = writeln!(out, "{}", p(message));
             }
             Reply::NotAvailable { what, why } => {
-                let _ = writeln!(out, "{what}: not available: {why}");
+                let _ = writeln!(out, "{}: not available: {}", p(what), p(why));
             }
             Reply::Subscribed => out.push_str("subscribed\n"),
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CallInfo, RegistrationInfo};
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_is_kept() {
+        assert!(matches!(terminal_safe("abc@example.com"), Cow::Borrowed(_)));
+        assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\x1b[2Jb");
+        assert_eq!(
+            terminal_safe("\0\u{7}\t\r\n\u{7f}"),
+            "\\x00\\x07\\x09\\x0d\\x0a\\x7f"
+        );
+        // C1 (CSI is U+009B) and the bidi override that reverses what follows.
+        assert_eq!(terminal_safe("x\u{9b}31m\u{85}"), "x\\x9b31m\\x85");
+        assert_eq!(terminal_safe("evil\u{202e}gpj.exe"), "evil\\u{202e}gpj.exe");
+        // Printable non-ASCII is shown as it is.
+        assert_eq!(terminal_safe("Zoë ☎ 電話"), "Zoë ☎ 電話");
+        // Escaping is idempotent on its own output: nothing it writes is a control.
+        let once = terminal_safe("\u{1b}]0;pwned\u{7}").into_owned();
+        assert_eq!(terminal_safe(&once), once);
+    }
+
+    #[test]
+    fn peer_strings_in_show_calls_and_registrations_cannot_drive_the_terminal() {
+        let calls = Reply::Calls(vec![CallInfo {
+            call_id: "abc\u{1b}[2J\u{1b}]0;owned\u{7}".into(),
+            from: "sip:a@x\u{9b}1m".into(),
+            to: "sip:b@y\nforged line".into(),
+            state: "confirmed".into(),
+            age_secs: 3,
+        }]);
+        let text = calls.render_text();
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{9b}') && !text.contains('\u{7}'));
+        assert!(
+            text.contains("call-id abc\\x1b[2J\\x1b]0;owned\\x07"),
+            "{text}"
+        );
+        assert!(text.contains("sip:b@y\\x0aforged line"), "{text}");
+        assert_eq!(text.lines().count(), 2, "{text}");
+
+        let regs = Reply::Registrations(vec![RegistrationInfo {
+            aor: "sip:\u{1b}c@x".into(),
+            contact: "<sip:\u{7f}@1.2.3.4>".into(),
+            expires_in_secs: 60,
+            flow: "udp 1.2.3.4:5060".into(),
+            active_calls: 0,
+        }]);
+        let text = regs.render_text();
+        assert!(
+            text.contains("sip:\\x1bc@x  contact <sip:\\x7f@1.2.3.4>"),
+            "{text}"
+        );
+
+        let log = Reply::Log(vec!["call ended call_id=\u{1b}[31mred".into()]).render_text();
+        assert_eq!(log, "call ended call_id=\\x1b[31mred\n");
+        let notice = Event::Notice {
+            message: "\u{1b}c".into(),
+        };
+        assert_eq!(notice.render_text(), "%NOTICE: \\x1bc\n");
+        let error = Response::Error {
+            message: "bad \u{1b}".into(),
+        };
+        assert_eq!(error.render_text(), "error: bad \\x1b\n");
+    }
+
+    #[test]
+    fn json_keeps_them_as_json_escapes() {
+        let line = crate::encode_response(&Response::Ok {
+            reply: Reply::Log(vec!["a\u{1b}b\u{7f}c\u{9b}d".into()]),
+        });
+        assert!(line.contains(r"a\u001bb\u007fc\u009bd"), "{line}");
+        assert!(!line.chars().any(|c| c.is_control() && c != '\n'), "{line}");
+        match crate::decode_response(&line) {
+            Ok(Response::Ok {
+                reply: Reply::Log(lines),
+            }) => assert_eq!(lines, ["a\u{1b}b\u{7f}c\u{9b}d"]),
+            other => panic!("{other:?}"),
+        }
     }
 }

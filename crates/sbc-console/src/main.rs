@@ -4,8 +4,10 @@
 //! commands of the `console` grammar and sends them to `sbcd` over its control socket, printing
 //! state changes above the prompt as they happen. Without `--tty` it runs on standard input and
 //! output and ends when input ends; with `--tty` it owns the device and comes back to the login
-//! prompt after a hang-up or `exit`. `sbc-console --hash-password` reads a password on standard
-//! input and prints the Argon2 hash for `[console] password_hash`.
+//! prompt after a hang-up, `exit` or the idle logout. The factory password must be replaced at
+//! its first use; the new hash is kept in `[state] dir` (the data partition) and wins over the
+//! configuration's. `sbc-console --hash-password` reads a password on standard input and prints
+//! the Argon2 hash for `[console] password_hash`.
 //!
 //! This program decides nothing about the box: it is a thin shell around the `console` crate
 //! (text) and `control::client` (talking to `sbcd`). When `sbcd` is not running it says so and
@@ -13,6 +15,7 @@
 
 mod config;
 mod session;
+mod stored;
 mod term;
 
 use control::client::{Client, ClientError, DEFAULT_SOCKET};
@@ -32,7 +35,8 @@ usage: sbc-console [--socket PATH] [--tty DEV] [--config PATH]
        sbc-console --hash-password
 
   --config PATH    configuration file (default /etc/sbc/sbc.toml): [node] name,
-                   [control] socket, [console] user and password_hash
+                   [control] socket, [state] dir, [console] user, password_hash
+                   and idle_logout_secs
   --socket PATH    sbcd's control socket (default: [control] socket, else /run/sbc/control.sock)
   --tty DEV        run on this terminal device (e.g. /dev/ttyS0) instead of stdin/stdout
   --hash-password  read a password on stdin, print its hash for [console] password_hash
@@ -152,6 +156,9 @@ fn run(args: Args) -> Result<(), String> {
         node_name: cfg.node_name,
         socket,
         account: cfg.account,
+        state_dir: cfg.state_dir,
+        idle_logout: cfg.idle_logout,
+        warnings: cfg.warnings,
     };
     let mut session = Session::new(settings, output, input_fd, raw);
     session.run(&rx);

@@ -1,20 +1,28 @@
-//! One console session after another: login prompt, password, the command prompt, confirmation
-//! of service-affecting commands, notices from `sbcd` printed above the line being typed.
+//! One console session after another: login prompt, password, a new password when the factory
+//! one was used, the command prompt, confirmation of service-affecting commands, notices from
+//! `sbcd` printed above the line being typed, and the logout of an idle session.
 //!
-//! The decisions about text live in the `console` crate (grammar, editor, login delays); this
-//! module sequences them over the terminal and the control socket. Everything arrives as an
-//! [`Input`] on one channel, so a notice, a key and a hang-up are handled in the order they came.
+//! The decisions live in the `console` crate (grammar, editor, login delays, whether a password
+//! must change and what a new one must be, the idle deadline); this module sequences them over
+//! the terminal, the control socket and the stored password file. Everything arrives as an
+//! [`Input`] on one channel, so a notice, a key and a hang-up are handled in the order they came;
+//! the idle deadline bounds each wait for the next input.
+//!
+//! Before a login succeeds nothing from the configuration or from `sbcd` is shown: the prompt
+//! is a plain `login: `, and a login refused for a configuration problem reads like any other
+//! refusal (the reason goes to the journal).
 
-use crate::term;
+use crate::{stored, term};
 use console::auth::{Account, Throttle};
+use console::login::{self, AfterLogin, IdleLogout, PasswordSource};
 use console::{Action, Command, Editor};
 use control::client::{Client, ClientError};
 use control::{Request, Response};
 use std::fs::File;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 /// How long a command may take before the console gives up on the answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -43,6 +51,16 @@ enum Phase {
     Password {
         user: String,
     },
+    /// Logged in with the factory password: a new one before anything else.
+    NewPassword {
+        user: String,
+        current: String,
+    },
+    RetypePassword {
+        user: String,
+        current: String,
+        new: String,
+    },
     Shell,
     Confirm(Request),
     /// After a hang-up on a device: waiting for it to be opened again.
@@ -65,6 +83,12 @@ pub struct Settings {
     pub node_name: Option<String>,
     pub socket: PathBuf,
     pub account: Result<Account, String>,
+    /// Where the password chosen on the box is kept (`[state] dir`).
+    pub state_dir: PathBuf,
+    /// `[console] idle_logout_secs`.
+    pub idle_logout: Duration,
+    /// Configuration problems that did not stop the console: shown after login.
+    pub warnings: Vec<String>,
 }
 
 /// The console.
@@ -80,6 +104,10 @@ pub struct Session {
     throttle: Throttle,
     link_up: Option<bool>,
     node: String,
+    idle: IdleLogout,
+    /// A password chosen here that could not be stored: it still replaces the old one for as
+    /// long as this program runs.
+    unsaved_hash: Option<String>,
 }
 
 impl Session {
@@ -90,6 +118,7 @@ impl Session {
         raw: Option<term::RawMode>,
     ) -> Session {
         let node = settings.node_name.clone().unwrap_or_default();
+        let idle = IdleLogout::new(settings.idle_logout);
         Session {
             settings,
             out,
@@ -100,18 +129,59 @@ impl Session {
             throttle: Throttle::new(),
             link_up: None,
             node,
+            idle,
+            unsaved_hash: None,
         }
     }
 
     /// Runs until standard input ends (or forever on a device).
     pub fn run(&mut self, rx: &Receiver<Input>) {
+        for w in &self.settings.warnings {
+            report(w);
+        }
         self.login_prompt();
-        while let Ok(input) = rx.recv() {
+        loop {
+            let input = match self.idle.poll_timeout() {
+                Some(deadline) => {
+                    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                        Ok(input) => input,
+                        Err(RecvTimeoutError::Timeout) => {
+                            if self.idle.handle_timeout(Instant::now()) && !self.idle_logout() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(input) => input,
+                    Err(_) => break,
+                },
+            };
             if !self.handle(input, rx) {
                 break;
             }
         }
         self.write(b"\r\n");
+    }
+
+    /// The idle deadline passed: the session ends; false when that ends the program.
+    fn idle_logout(&mut self) -> bool {
+        let text = format!(
+            "\nNo input for {} s: logged out.\n",
+            self.idle.limit().as_secs()
+        );
+        // Whatever was half typed belongs to the session that ended.
+        self.editor.discard_input();
+        self.write(&console::editor::crlf(&text));
+        match self.settings.mode {
+            Mode::Stdio => false,
+            Mode::Device => {
+                self.login_prompt();
+                true
+            }
+        }
     }
 
     /// Acts on one input; false when the program should end.
@@ -121,6 +191,7 @@ impl Session {
                 if matches!(self.phase, Phase::HungUp) {
                     return true;
                 }
+                self.idle.activity(Instant::now());
                 self.editor.handle_input(&bytes);
                 self.pump(rx)
             }
@@ -128,6 +199,7 @@ impl Session {
                 Mode::Stdio => false,
                 Mode::Device => {
                     self.phase = Phase::HungUp;
+                    self.idle.stop();
                     self.editor.discard_input();
                     true
                 }
@@ -185,7 +257,11 @@ impl Session {
                     if let Phase::Confirm(_) = self.phase {
                         self.write(b"cancelled\r\n");
                         self.shell_prompt();
-                    } else if let Phase::Password { .. } = self.phase {
+                    } else if let Phase::Password { .. }
+                    | Phase::NewPassword { .. }
+                    | Phase::RetypePassword { .. } = self.phase
+                    {
+                        // No way around a new password but leaving.
                         self.login_prompt();
                     } else {
                         let bytes = self.editor.begin();
@@ -201,6 +277,10 @@ impl Session {
                             true
                         }
                         Phase::User => self.settings.mode == Mode::Device,
+                        Phase::NewPassword { .. } | Phase::RetypePassword { .. } => {
+                            self.editor.set_echo(true);
+                            self.logout()
+                        }
                         Phase::Password { .. } | Phase::HungUp => true,
                     };
                     if !keep_going {
@@ -236,6 +316,8 @@ impl Session {
                 if user.is_empty() {
                     self.login_prompt();
                 } else {
+                    // A login left half done ends with the idle deadline too.
+                    self.idle.start(Instant::now());
                     self.phase = Phase::Password { user };
                     self.editor.set_echo(false);
                     self.editor.set_prompt("Password: ");
@@ -244,6 +326,19 @@ impl Session {
                 }
             }
             Phase::Password { user } => return self.check_login(&user, &line, rx),
+            Phase::NewPassword { user, current } => {
+                self.phase = Phase::RetypePassword {
+                    user,
+                    current,
+                    new: line,
+                };
+                self.editor.set_prompt("Retype new password: ");
+                let bytes = self.editor.begin();
+                self.write(&bytes);
+            }
+            Phase::RetypePassword { user, current, new } => {
+                self.change_password(user, current, &new, &line)
+            }
             Phase::Shell => return self.on_command(&line),
             Phase::Confirm(request) => {
                 let answer = line.trim().to_ascii_lowercase();
@@ -263,25 +358,38 @@ impl Session {
     /// the delay).
     fn check_login(&mut self, user: &str, password: &str, rx: &Receiver<Input>) -> bool {
         self.editor.set_echo(true);
-        let verdict = match &self.settings.account {
-            Ok(account) => account
+        let verdict = self.account().and_then(|(account, source)| {
+            account
                 .check(user, password.as_bytes())
-                .map_err(|e| e.to_string()),
-            Err(reason) => Err(reason.clone()),
-        };
+                .map(|ok| ok.then_some(source))
+                .map_err(|e| e.to_string())
+        });
         match verdict {
-            Ok(true) => {
+            Ok(Some(source)) => {
                 self.throttle.record_success();
-                self.welcome();
-                self.shell_prompt();
+                self.idle.start(Instant::now());
+                if self.settings.node_name.is_none() {
+                    self.node = self.ask_node_name();
+                }
+                match login::after_login(user, password.as_bytes(), source) {
+                    AfterLogin::Shell => {
+                        self.welcome();
+                        self.shell_prompt();
+                    }
+                    AfterLogin::MustChangePassword => {
+                        self.write(
+                            b"\r\nThis is the factory password: choose a new one before anything else.\r\n",
+                        );
+                        self.new_password_prompt(user.to_string(), password.to_string());
+                    }
+                }
                 return true;
             }
-            Ok(false) => self.write(b"Login incorrect\r\n"),
-            Err(reason) => {
-                let text = format!("Login refused: {reason}\n");
-                self.write(&console::editor::crlf(&text));
-            }
+            Ok(None) => {}
+            // Said in the journal only: nothing before a login may reveal the configuration.
+            Err(reason) => report(&format!("login refused: {reason}")),
         }
+        self.write(b"Login incorrect\r\n");
         let delay = self.throttle.record_failure();
         std::thread::sleep(delay);
         // Whatever was typed during the wait is dropped: it was typed blind.
@@ -304,6 +412,81 @@ impl Session {
             self.login_prompt();
         }
         true
+    }
+
+    /// The account logins are checked against: the config's user with the password chosen on
+    /// the box when there is one (it wins over the config's hash), else the config's account.
+    fn account(&self) -> Result<(Account, PasswordSource), String> {
+        let config = self.settings.account.as_ref().map_err(Clone::clone)?;
+        let chosen = match &self.unsaved_hash {
+            Some(hash) => Some(hash.clone()),
+            None => stored::read(&self.settings.state_dir).unwrap_or_else(|e| {
+                report(&format!(
+                    "ignoring the stored console password ({e}); the configuration's applies"
+                ));
+                None
+            }),
+        };
+        Ok(match chosen {
+            Some(password_hash) => (
+                Account {
+                    user: config.user.clone(),
+                    password_hash,
+                },
+                PasswordSource::Stored,
+            ),
+            None => (config.clone(), PasswordSource::Config),
+        })
+    }
+
+    fn new_password_prompt(&mut self, user: String, current: String) {
+        self.phase = Phase::NewPassword { user, current };
+        self.editor.set_echo(false);
+        self.editor.set_history(false);
+        self.editor.set_prompt("New password: ");
+        let bytes = self.editor.begin();
+        self.write(&bytes);
+    }
+
+    /// The second typing of a new password: checked, hashed, stored; then the shell.
+    fn change_password(&mut self, user: String, current: String, new: &str, again: &str) {
+        if let Err(e) =
+            login::check_new_password(&user, current.as_bytes(), new.as_bytes(), again.as_bytes())
+        {
+            let text = format!("% {e}\n");
+            self.write(&console::editor::crlf(&text));
+            self.new_password_prompt(user, current);
+            return;
+        }
+        let hash = match console::auth::hash_password(new.as_bytes()) {
+            Ok(h) => h,
+            Err(e) => {
+                let text = format!("% {e}\n");
+                self.write(&console::editor::crlf(&text));
+                self.new_password_prompt(user, current);
+                return;
+            }
+        };
+        self.editor.set_echo(true);
+        match stored::write(&self.settings.state_dir, &hash) {
+            Ok(()) => {
+                self.unsaved_hash = None;
+                self.write(b"Password changed.\r\n");
+                report(&format!("console password of {user} changed"));
+            }
+            Err(e) => {
+                let text = format!(
+                    "% the new password could not be stored in {} ({e}); it applies until \
+                     the console restarts\n",
+                    self.settings.state_dir.display()
+                );
+                report(text.trim_end());
+                self.write(&console::editor::crlf(&text));
+                self.unsaved_hash = Some(hash);
+            }
+        }
+        self.welcome();
+        self.shell_prompt();
     }
 
     fn on_command(&mut self, line: &str) -> bool {
@@ -360,10 +543,13 @@ impl Session {
             Ok(other) => other.render_text().trim_end().to_string(),
             Err(e) => describe(&e),
         };
-        let text = format!(
+        let mut text = format!(
             "\nLogged in to {}. 'help' or '?' lists commands, TAB completes.\n{status}\n",
             self.node
         );
+        for w in &self.settings.warnings {
+            text.push_str(&format!("% {w}\n"));
+        }
         self.write(&console::editor::crlf(&text));
     }
 
@@ -379,15 +565,13 @@ impl Session {
         }
     }
 
+    /// The login prompt: the same on every box, whatever the configuration says.
     fn login_prompt(&mut self) {
-        if self.settings.node_name.is_none() {
-            self.node = self.ask_node_name();
-        }
+        self.idle.stop();
         self.phase = Phase::User;
         self.editor.set_echo(true);
         self.editor.set_history(false);
-        let prompt = format!("{} login: ", self.node);
-        self.editor.set_prompt(&prompt);
+        self.editor.set_prompt("login: ");
         let mut bytes = b"\r\n".to_vec();
         bytes.extend(self.editor.begin());
         self.write(&bytes);
@@ -424,6 +608,15 @@ impl Session {
         // A write that fails means the terminal is gone; the reader thread reports the hang-up.
         let _ = self.out.write_all(bytes);
         let _ = self.out.flush();
+    }
+}
+
+/// A line for the journal (standard error under systemd). Not when standard error is a
+/// terminal: that may be the console itself, where nothing may show before a login.
+fn report(line: &str) {
+    let stderr = std::io::stderr();
+    if !stderr.is_terminal() {
+        let _ = writeln!(stderr.lock(), "sbc-console: {line}");
     }
 }
 

@@ -15,7 +15,7 @@ fn wrong_password_is_refused_and_slowed_then_login_works_without_sbcd() {
     let config = support::write_config(dir.path(), &socket, "[drain]\nguard_secs = 300\n");
     let mut p = Person::on_stdio(&["--config", config.to_str().unwrap()]);
 
-    p.expect(&format!("{NODE} login: "));
+    p.expect("login: ");
     p.send(format!("{USER}\r"));
     p.expect("Password: ");
     let typed = Instant::now();
@@ -25,7 +25,7 @@ fn wrong_password_is_refused_and_slowed_then_login_works_without_sbcd() {
         !shown.contains("wrong-password"),
         "password echoed: {shown:?}"
     );
-    p.expect(&format!("{NODE} login: "));
+    p.expect("login: ");
     assert!(
         typed.elapsed() >= Duration::from_secs(1),
         "the first failure waits a second, took {:?}",
@@ -187,7 +187,7 @@ fn hangup_on_a_device_returns_to_the_login_prompt() {
     p.log_in();
     p.send("\x04");
     p.expect("Logged out.");
-    p.expect(&format!("{NODE} login: "));
+    p.expect("login: ");
     assert!(
         p.child.try_wait().unwrap().is_none(),
         "a device session never ends"
@@ -230,7 +230,10 @@ fn end_of_standard_input_ends_the_program() {
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("sbc-t login: "));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("login: "), "{shown}");
+    // Nothing from the configuration before a login, not even the node name.
+    assert!(!shown.contains(NODE), "{shown}");
 }
 
 #[test]
@@ -273,4 +276,117 @@ fn hang_up(tty: &std::fs::File) {
     if let Err(e) = r {
         panic!("TIOCVHANGUP: {e} (the test needs root, as on the build machines)");
     }
+}
+
+#[test]
+fn the_factory_password_must_be_changed_before_any_command_and_the_new_one_is_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = support::write_factory_config(dir.path(), &socket, "");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut p = Person::on_stdio(&args);
+
+    // Before a login: no node name, nothing else from the configuration.
+    let before = p.expect("login: ");
+    assert!(!before.contains(NODE), "{before:?}");
+    p.send("admin\r");
+    p.expect("Password: ");
+    p.send("admin\r");
+    p.expect("choose a new one before anything else");
+    p.expect("New password: ");
+    // A command is not a way out: it is taken as the new password, and refused as too short.
+    p.send("help\r");
+    p.expect("Retype new password: ");
+    p.send("help\r");
+    let shown = p.expect("a password needs at least 8 characters");
+    assert!(!shown.contains("set-system-state"), "{shown:?}");
+    p.expect("New password: ");
+    p.send("admin\radmin\r");
+    p.expect("a password needs at least 8 characters");
+    p.send("brand-new-pass\rbrand-new-pasS\r");
+    p.expect("the two passwords differ");
+    p.send("brand-new-pass\rbrand-new-pass\r");
+    let shown = p.expect("Password changed.");
+    assert!(!shown.contains("brand-new-pass"), "echoed: {shown:?}");
+    p.expect(&format!("Logged in to {NODE}"));
+    p.expect(&format!("{NODE}> "));
+
+    // Kept on the state dir, mode 0600, and it wins over the config's hash from now on.
+    let stored = dir.path().join("state").join("console-password");
+    let mode = std::fs::metadata(&stored).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&stored)
+        .unwrap()
+        .starts_with("$argon2id$"));
+    p.send("exit\r");
+    assert!(p.wait_exit().success());
+
+    let mut p = Person::on_stdio(&args);
+    p.expect("login: ");
+    p.send("admin\radmin\r");
+    p.expect("Login incorrect");
+    p.expect("login: ");
+    p.send("admin\r");
+    p.expect("Password: ");
+    p.send("brand-new-pass\r");
+    let shown = p.expect(&format!("{NODE}> "));
+    assert!(!shown.contains("New password"), "{shown:?}");
+}
+
+#[test]
+fn leaving_the_password_change_leaves_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = support::write_factory_config(dir.path(), &socket, "");
+    let (mut p, _) = Person::on_device(&["--config", config.to_str().unwrap()]);
+    p.expect("login: ");
+    p.send("admin\radmin\r");
+    p.expect("New password: ");
+    p.send("\x03");
+    p.expect("login: ");
+    p.send("admin\radmin\r");
+    p.expect("New password: ");
+    p.send("\x04");
+    p.expect("Logged out.");
+    p.expect("login: ");
+    assert!(!dir.path().join("state").join("console-password").exists());
+}
+
+#[test]
+fn a_config_problem_is_not_shown_before_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sbc.toml");
+    std::fs::write(
+        &config,
+        "[node]\nname = \"secret-node\"\n[console]\nuser = \"admin\"\n",
+    )
+    .unwrap();
+    let mut p = Person::on_stdio(&["--config", config.to_str().unwrap()]);
+    p.expect("login: ");
+    p.send("admin\radmin\r");
+    let shown = p.expect("Login incorrect");
+    p.expect("login: ");
+    for secret in ["secret-node", "password_hash", "sbc.toml", "[console]"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown:?}");
+    }
+}
+
+#[test]
+fn an_idle_session_is_logged_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let config = support::write_config(dir.path(), &socket, "idle_logout_secs = 1\n");
+    let (mut p, _) = Person::on_device(&["--config", config.to_str().unwrap()]);
+    p.log_in();
+    let logged_in = Instant::now();
+    p.expect("No input for 1 s: logged out.");
+    assert!(logged_in.elapsed() >= Duration::from_millis(900));
+    p.expect("login: ");
+    // A name typed and then nothing: the half login ends too.
+    p.send(format!("{USER}\r"));
+    p.expect("Password: ");
+    p.expect("logged out.");
+    p.expect("login: ");
+    assert!(p.child.try_wait().unwrap().is_none());
 }

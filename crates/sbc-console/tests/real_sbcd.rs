@@ -100,6 +100,7 @@ fn drain_with_confirmation_survives_an_sbcd_restart() {
     let bin = sbcd_binary();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("control.sock");
+    // write_config puts the state dir here, for the console's password and sbcd's state alike.
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let extra = format!(
@@ -120,23 +121,19 @@ priority = 1
 [drain]
 guard_secs = 300
 
-[state]
-dir = "{}"
-
 [panel]
 board = "sim"
 "#,
         free_udp_port(),
         free_udp_port(),
         free_udp_port(),
-        state.display()
     );
     let config = support::write_config(dir.path(), &socket, &extra);
     let log = dir.path().join("sbcd.log");
     let mut sbcd = Sbcd::start(&bin, &config, &socket, &log);
 
     let mut p = Person::on_stdio(&["--config", config.to_str().unwrap()]);
-    p.expect(&format!("{NODE} login: "));
+    p.expect("login: ");
     p.send(format!("{}\r", support::USER));
     p.expect("Password: ");
     p.send(format!("{}\r", support::PASSWORD));

@@ -386,12 +386,25 @@ impl TryFrom<String> for BoardName {
     }
 }
 
-/// `[console]`: read by `sbc-console`; `sbcd` only accepts the keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[console]`: read by `sbc-console`; `sbcd` only checks the keys (so `sbcd --config` finds
+/// a bad value too, naming key and line).
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Console {
     pub user: Option<String>,
     pub password_hash: Option<String>,
+    /// A session with no key pressed for this long is logged out (SPEC §5).
+    pub idle_logout_secs: Secs,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            user: None,
+            password_hash: None,
+            idle_logout_secs: Secs(900),
+        }
+    }
 }
 
 /// `[sip]`: limits of the wire path.
@@ -973,6 +986,12 @@ dev = "eth1"
                 16,
             ),
             ("name = \"sbc-a\"", "name = \"sbc a\"", "node.name", 3),
+            (
+                "socket = \"/run/sbc/control.sock\"",
+                "socket = \"/run/sbc/control.sock\"\n[console]\nidle_logout_secs = 0",
+                "console.idle_logout_secs",
+                28,
+            ),
         ];
         for (from, to, key, line) in cases {
             let text = MINIMAL.replace(from, to);

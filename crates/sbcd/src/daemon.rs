@@ -227,6 +227,7 @@ async fn serve(
         watchdog.as_deref().unwrap_or("no systemd watchdog"),
         recoveries.describe()
     ));
+    #[cfg(feature = "testport")]
     crate::testport::start(crate::testport::Role::Daemon);
 
     // A panel that cannot be opened (a missing LED device, a busy GPIO line) must not keep the

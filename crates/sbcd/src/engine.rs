@@ -270,6 +270,15 @@ impl Engine {
         self.flush(now);
         let response = match ask.request {
             Request::ShowSystemState => self.system_state_info(now),
+            Request::SetSystemState {
+                target: TargetState::Offline,
+                guard_secs: Some(secs),
+            } if secs > control::MAX_GUARD_SECS => Response::Error {
+                message: format!(
+                    "guard {secs} s is longer than the longest guard, {} s (a week)",
+                    control::MAX_GUARD_SECS
+                ),
+            },
             Request::SetSystemState { target, guard_secs } => {
                 let outcome = match target {
                     TargetState::Offline => self.machine.request_offline(

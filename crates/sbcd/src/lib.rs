@@ -11,10 +11,12 @@ pub mod config;
 pub mod control_server;
 pub mod daemon;
 pub mod engine;
+pub mod firewall;
 pub mod health;
 pub mod keys;
 pub mod logging;
 pub mod panel;
 pub mod sip_core;
+#[cfg(feature = "testport")]
 pub mod testport;
 pub mod transport;

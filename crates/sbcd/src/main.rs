@@ -1,4 +1,4 @@
-//! `sbcd`: the SBC daemon. `sbcd --config PATH [--check] [--board-dir DIR]`.
+//! `sbcd`: the SBC daemon. `sbcd --config PATH [--check | --firewall OUT] [--board-dir DIR]`.
 //!
 //! Exit status: 0 after a clean stop (or a valid `--check`), 1 when start-up failed, 2 for a
 //! usage error or an invalid configuration.
@@ -10,10 +10,13 @@ use sbcd::config::Config;
 use sbcd::daemon::{self, Options};
 
 const USAGE: &str = "\
-usage: sbcd --config PATH [--check | --panel-alarm] [--board-dir DIR]
+usage: sbcd --config PATH [--check | --panel-alarm | --firewall OUT] [--board-dir DIR]
 
   --config PATH     the configuration file (/etc/sbc/sbc.toml on the box)
   --check           validate the configuration and exit
+  --firewall OUT    write the box's nftables ruleset for this configuration and board to OUT
+                    ('-' for standard output) and exit; a configuration that cannot be read
+                    gives a ruleset that admits no service (said on stderr, exit status 3)
   --panel-alarm     show engine-down on the board's LEDs until killed (run by systemd
                     while sbcd is down; see docs/panel.md)
   --board-dir DIR   where board profiles live (default /usr/share/sbc/board)
@@ -23,6 +26,7 @@ struct Args {
     config: PathBuf,
     check: bool,
     panel_alarm: bool,
+    firewall: Option<PathBuf>,
     board_dir: Option<PathBuf>,
 }
 
@@ -31,6 +35,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut check = false;
     let mut panel_alarm = false;
     let mut board_dir = None;
+    let mut firewall = None;
     while let Some(arg) = argv.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -47,6 +52,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--board-dir" => board_dir = Some(PathBuf::from(value("--board-dir")?)),
             "--check" => check = true,
             "--panel-alarm" => panel_alarm = true,
+            "--firewall" => firewall = Some(PathBuf::from(value("--firewall")?)),
             "--help" | "-h" => return Err(String::new()),
             "--version" | "-V" => return Err(format!("sbcd {}", env!("CARGO_PKG_VERSION"))),
             other => return Err(format!("unexpected argument {other:?}")),
@@ -57,6 +63,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         config,
         check,
         panel_alarm,
+        firewall,
         board_dir,
     })
 }
@@ -77,6 +84,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(out) = &args.firewall {
+        return write_firewall(&args.config, args.board_dir.as_deref(), out);
+    }
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(e) => {
@@ -108,6 +118,35 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "sbcd failed to start");
             eprintln!("sbcd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--firewall OUT`: the ruleset, or the lockdown one when the configuration cannot be used.
+/// Written to a temporary file and renamed, so `nft -f OUT` never reads half of one.
+fn write_firewall(
+    config: &std::path::Path,
+    board_dir: Option<&std::path::Path>,
+    out: &std::path::Path,
+) -> ExitCode {
+    let (ruleset, status) = match sbcd::firewall::for_config(config, board_dir) {
+        Ok(r) => (r, ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("sbcd: firewall: {e}; writing a ruleset that admits no service");
+            (sbcd::firewall::lockdown(&e), ExitCode::from(3))
+        }
+    };
+    if out.as_os_str() == "-" {
+        print!("{ruleset}");
+        return status;
+    }
+    let tmp = out.with_extension("tmp");
+    let written = std::fs::write(&tmp, &ruleset).and_then(|()| std::fs::rename(&tmp, out));
+    match written {
+        Ok(()) => status,
+        Err(e) => {
+            eprintln!("sbcd: firewall: cannot write {}: {e}", out.display());
             ExitCode::from(1)
         }
     }

@@ -359,6 +359,7 @@ pub fn run_alarm(config: &Config, board_dir: Option<&Path>) -> Result<(), PanelE
             name: profile.name.clone(),
             source,
         })?;
+    #[cfg(feature = "testport")]
     crate::testport::start(crate::testport::Role::PanelAlarm);
     loop {
         let now = monotonic_now();

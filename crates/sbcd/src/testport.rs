@@ -8,6 +8,10 @@
 //! hardware watchdog gets out of). Without the kernel flag none of this starts, and the real
 //! boards' command lines never carry it.
 //!
+//! And it is not even compiled in unless sbcd is built with the cargo feature `testport`, which
+//! only the system tests' image turns on (`cargo xtask image --testport`); `cargo xtask image`
+//! refuses to put an sbcd that has it into the image for boxes.
+//!
 //! Both `sbcd` and `sbcd --panel-alarm` serve the port (never at once: systemd runs the alarm
 //! only while `sbcd` is down), so the LEDs can be read while the engine is down too.
 

@@ -226,6 +226,65 @@ fn options_to_the_box_answers_200_online_and_503_otherwise() {
     core.stop().assert_none_failed();
 }
 
+/// A guard of u64::MAX seconds used to overflow `Instant + Duration` and kill the engine thread
+/// (issue 11). Sent on the control socket as a raw request (the console grammar refuses it
+/// before sending): refused with an error naming the guard, online and while draining, and the
+/// engine answers SIP and the control socket afterwards.
+#[test]
+fn an_absurd_guard_is_refused_and_sbcd_keeps_answering() {
+    let (sbcd, core) = sbcd_with_core();
+    register(&sbcd, "kim", free_port(), 60).assert_all_succeeded(1);
+    let ask_guard = |secs: u64| {
+        let mut client = control::client::Client::connect(&sbcd.socket(), Some(PATIENCE))
+            .expect("connect to the control socket");
+        client
+            .request(&control::Request::SetSystemState {
+                target: control::TargetState::Offline,
+                guard_secs: Some(secs),
+            })
+            .expect("an answer to set-system-state")
+    };
+    for (state, guard) in [
+        (SystemState::Online, u64::MAX),
+        (SystemState::Online, control::MAX_GUARD_SECS + 1),
+        (SystemState::Draining, u64::MAX),
+    ] {
+        if state == SystemState::Draining {
+            sbcd.drain(None);
+        }
+        match ask_guard(guard) {
+            control::Response::Error { message } => assert!(
+                message.contains(&format!("guard {guard} s")),
+                "the refusal does not name the guard: {message}"
+            ),
+            other => panic!("guard {guard} was not refused: {other:?}"),
+        }
+        assert_eq!(sbcd.system_state().state, state);
+        let (code, _) = options_to_box(&sbcd, &format!("opt-after-guard-{guard}-{state}"));
+        assert_eq!(
+            code,
+            if state == SystemState::Online {
+                200
+            } else {
+                503
+            }
+        );
+    }
+    // The longest guard allowed is taken.
+    match ask_guard(control::MAX_GUARD_SECS) {
+        control::Response::Ok { .. } => {}
+        other => panic!("a guard of a week was refused: {other:?}"),
+    }
+    let guard_left = sbcd.system_state().guard_remaining_ms.unwrap_or(0);
+    assert!(
+        guard_left > (control::MAX_GUARD_SECS - 60) * 1000,
+        "{guard_left}"
+    );
+    sbcd.online();
+    assert_eq!(options_to_box(&sbcd, "opt-back-online").0, 200);
+    core.stop().assert_none_failed();
+}
+
 #[test]
 fn guard_expiry_ends_calls_with_bye_to_both_sides() {
     let (sbcd, core) = sbcd_with_core();

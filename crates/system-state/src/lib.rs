@@ -16,6 +16,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// The longest guard a drain may have: a week. The control socket refuses a longer one (it is a
+/// typo or an attack, and `Instant + Duration` panics on overflow); the machine also clamps
+/// whatever it is given to this, so no guard can overflow the clock.
+pub const MAX_GUARD: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Where the appliance stands in service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,7 +184,8 @@ impl Machine {
         Machine {
             state: initial,
             since: now,
-            drain_deadline: (initial == SystemState::Draining).then(|| now + default_guard),
+            drain_deadline: (initial == SystemState::Draining)
+                .then(|| deadline(now, default_guard)),
             default_guard,
             load: None,
             latest_now: now,
@@ -219,7 +225,7 @@ impl Machine {
         match self.state {
             SystemState::Online => {
                 self.enter(now, SystemState::Draining, cause);
-                self.drain_deadline = Some(now + guard.unwrap_or(self.default_guard));
+                self.drain_deadline = Some(deadline(now, guard.unwrap_or(self.default_guard)));
                 // An idle box has nothing to wait for (rule 10), and a zero guard is already due.
                 self.check_drained(now);
                 self.handle_timeout(now);
@@ -227,7 +233,7 @@ impl Machine {
             }
             SystemState::Draining => match guard {
                 Some(g) => {
-                    self.drain_deadline = Some(now + g);
+                    self.drain_deadline = Some(deadline(now, g));
                     self.handle_timeout(now);
                     Outcome::GuardChanged
                 }
@@ -316,6 +322,14 @@ impl Machine {
             at: now,
         }));
     }
+}
+
+/// `now + guard`, the guard clamped to [`MAX_GUARD`]: any guard is safe. (An `Instant` a week
+/// from any real clock reading cannot overflow; were it to, the guard is due at once rather
+/// than never.)
+fn deadline(now: Instant, guard: Duration) -> Instant {
+    let guard = guard.min(MAX_GUARD);
+    now.checked_add(guard).unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -565,5 +579,26 @@ mod tests {
             serde_json::to_string(&Cause::GuardExpired).unwrap(),
             "\"guard-expired\""
         );
+    }
+
+    #[test]
+    fn any_guard_is_safe_and_clamped_to_a_week() {
+        let mut s = Sim::new(SystemState::Online);
+        s.machine.set_load(s.now(), 1, 0);
+        let now = s.now();
+        let outcome = s
+            .machine
+            .request_offline(now, Some(Duration::MAX), Cause::Operator);
+        assert_eq!(outcome, Outcome::Changed);
+        assert_eq!(s.machine.poll_timeout(), Some(now + MAX_GUARD));
+        let outcome =
+            s.machine
+                .request_offline(now, Some(Duration::from_secs(u64::MAX)), Cause::Operator);
+        assert_eq!(outcome, Outcome::GuardChanged);
+        assert_eq!(s.machine.poll_timeout(), Some(now + MAX_GUARD));
+        let snap = s.machine.snapshot(now);
+        assert_eq!(snap.guard_remaining, Some(MAX_GUARD));
+        let m = Machine::new(now, SystemState::Draining, Duration::MAX);
+        assert_eq!(m.poll_timeout(), Some(now + MAX_GUARD));
     }
 }

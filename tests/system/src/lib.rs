@@ -204,6 +204,90 @@ impl Guest {
         }
     }
 
+    /// Waits until the serial line prints one of `texts` (after what earlier waits consumed);
+    /// returns which one came first and everything printed up to and including it.
+    pub fn wait_for_any(
+        &mut self,
+        texts: &[&str],
+        timeout: Duration,
+    ) -> Result<(usize, String), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let first = texts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    find(&self.transcript[self.seen..], t.as_bytes()).map(|pos| (pos, i))
+                })
+                .min();
+            if let Some((pos, i)) = first {
+                let end = self.seen + pos + texts[i].len();
+                let got = String::from_utf8_lossy(&self.transcript[self.seen..end]).into_owned();
+                self.seen = end;
+                return Ok((i, got));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "none of {texts:?} on the serial console within {timeout:?}; it printed:\n{}",
+                    self.tail()
+                ));
+            }
+            match self.output.recv_timeout(left) {
+                Ok(bytes) => self.transcript.extend_from_slice(&bytes),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "QEMU ended before any of {texts:?}; the serial console printed:\n{}",
+                        self.tail()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits for QEMU to end (with `-no-reboot`, a guest reboot ends it), reading the serial
+    /// line meanwhile; returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    while let Ok(bytes) = self.output.try_recv() {
+                        self.transcript.extend_from_slice(&bytes);
+                    }
+                    return Ok(status);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(format!("waiting for QEMU: {e}")),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "QEMU still running after {timeout:?}; the serial console printed:\n{}",
+                    self.tail()
+                ));
+            }
+            // The reader thread ends when QEMU closes its output: wait on that, not a clock.
+            match self.output.recv_timeout(left.min(Duration::from_secs(1))) {
+                Ok(bytes) => self.transcript.extend_from_slice(&bytes),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self
+                        .child
+                        .wait()
+                        .map_err(|e| format!("waiting for QEMU: {e}"))?;
+                    return Ok(status);
+                }
+            }
+        }
+    }
+
+    /// Everything the serial line printed so far, as text.
+    pub fn transcript_text(&self) -> String {
+        String::from_utf8_lossy(&self.transcript).into_owned()
+    }
+
     /// Types `line` and Enter, as a person at the console would (CR, as a terminal sends).
     pub fn type_line(&mut self, line: &str) {
         self.input
@@ -223,6 +307,9 @@ impl Drop for Guest {
     /// SIGTERM to `timeout`, which passes it to QEMU and waits for it; SIGKILL would end only
     /// `timeout` and leave QEMU running.
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -270,4 +357,80 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Writes `bytes` to `path`, panicking with the path on failure.
 pub fn write_file(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// The factory console account of the qemu image (`image/board/qemu/sbc.toml`).
+pub const FACTORY_USER: &str = "admin";
+pub const FACTORY_PASSWORD: &str = "admin";
+/// What the system tests set at the first login (SPEC §5: the factory password must go).
+pub const NEW_PASSWORD: &str = "system-test-pw";
+
+/// Logs in on the console as the factory account, whether or not its password was changed
+/// already on this disk, starting at a login prompt the caller has seen: with the factory
+/// password first; when that is refused (changed before, e.g. before a reset of the same
+/// guest), with [`NEW_PASSWORD`]. The first time the console must ask for a new password before
+/// anything else; returns true when it did.
+pub fn console_login(guest: &mut Guest, prompt: &str, timeout: Duration) -> Result<bool, String> {
+    guest.type_line(FACTORY_USER);
+    guest.wait_for("Password: ", timeout)?;
+    guest.type_line(FACTORY_PASSWORD);
+    let (which, shown) =
+        guest.wait_for_any(&["New password: ", "Login incorrect", prompt], timeout)?;
+    match which {
+        0 => {
+            if !shown.contains("choose a new one before anything else") {
+                return Err(format!("no reason given for the new password:\n{shown}"));
+            }
+            guest.type_line(NEW_PASSWORD);
+            guest.wait_for("Retype new password: ", timeout)?;
+            guest.type_line(NEW_PASSWORD);
+            guest.wait_for("Password changed.", timeout)?;
+            guest.wait_for(prompt, timeout)?;
+            Ok(true)
+        }
+        1 => {
+            guest.wait_for("login: ", timeout)?;
+            guest.type_line(FACTORY_USER);
+            guest.wait_for("Password: ", timeout)?;
+            guest.type_line(NEW_PASSWORD);
+            guest.wait_for(prompt, timeout)?;
+            Ok(false)
+        }
+        _ => Err(format!(
+            "the factory password let the console in without asking for a new one:\n{shown}"
+        )),
+    }
+}
+
+/// Sends an OPTIONS to `target` from a fresh UDP socket on 127.0.0.1 and returns the first
+/// answer's status line, if one comes within `timeout` (re-sent every 500 ms, as UDP SIP does).
+pub fn sip_options(target: &str, request_uri: &str, timeout: Duration) -> Option<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    let local = socket.local_addr().ok()?;
+    let branch = format!("z9hG4bK-systest-{}", local.port());
+    let request = format!(
+        "OPTIONS {request_uri} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:probe@{local}>;tag=systest\r\n\
+         To: <{request_uri}>\r\n\
+         Call-ID: systest-{branch}\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket.send_to(request.as_bytes(), target).ok()?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let wait = left
+            .min(Duration::from_millis(500))
+            .max(Duration::from_millis(1));
+        socket.set_read_timeout(Some(wait)).ok()?;
+        if let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            return text.lines().next().map(str::to_string);
+        }
+    }
+    None
 }

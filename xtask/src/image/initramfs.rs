@@ -2,6 +2,10 @@
 //! shell `init` that loads them, finds the root and data partitions by their GPT names, mounts
 //! them and switches to the root.
 //!
+//! When it cannot (no root partition, a root that does not mount, a switch that fails) it says
+//! so on the console and reboots: it never opens a shell, which would be a root shell without a
+//! password on the serial line.
+//!
 //! It exists only because Debian builds virtio and SATA drivers and ext4 as modules. It is
 //! written as an uncompressed newc cpio by hand (no host cpio needed); uncompressed because
 //! decompressing a few MB in the guest costs more than loading them under TCG.
@@ -11,18 +15,33 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// The guest's `/init`. `sbc.root=` names the GPT partition (default `sbc-root`).
+/// The guest's `/init`. `sbc.root=` names the GPT partition (default `sbc-root`);
+/// `sbc.rootwait=` how many seconds to wait for it (default 30: USB disks are slow to appear).
 const INIT: &str = r#"#!/bin/sh
 # Loads the drivers the root needs, mounts the partition named sbc-root (or sbc.root=NAME)
-# read-only and hands over to systemd, which remounts it per fstab.
+# read-only and hands over to systemd, which remounts it per fstab. Never a shell: on failure
+# it says why on the console and reboots.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+fail() {
+  echo "initramfs: $1" >/dev/console
+  echo "initramfs: cannot start the appliance; rebooting in 5 s" >/dev/console
+  sleep 5
+  reboot -f
+  # Should reboot -f ever return, init ending makes the kernel panic, and panic= reboots.
+  exit 1
+}
 for m in $(cat /etc/modules); do insmod /lib/modules/$m 2>/dev/null; done
 want=sbc-root
+wait=30
 for arg in $(cat /proc/cmdline); do
-  case "$arg" in sbc.root=*) want="${arg#sbc.root=}" ;; esac
+  case "$arg" in
+    sbc.root=*) want="${arg#sbc.root=}" ;;
+    sbc.rootwait=*) wait="${arg#sbc.rootwait=}" ;;
+  esac
 done
+case "$wait" in ''|*[!0-9]*) wait=30 ;; esac
 tries=0
 while :; do
   for u in /sys/class/block/*/uevent; do
@@ -32,14 +51,13 @@ while :; do
     fi
   done
   tries=$((tries + 1))
-  if [ $tries -gt 300 ]; then
-    echo "initramfs: no partition named $want after 30 s; block devices:" >/dev/console
-    ls /sys/class/block >/dev/console
-    exec sh </dev/console >/dev/console 2>&1
+  if [ $tries -gt $((wait * 10)) ]; then
+    echo "initramfs: block devices: $(ls /sys/class/block | tr '\n' ' ')" >/dev/console
+    fail "no partition named $want after $wait s"
   fi
   sleep 0.1
 done
-mount -t ext4 -o ro "/dev/$dev" /newroot || exec sh </dev/console >/dev/console 2>&1
+mount -t ext4 -o ro "/dev/$dev" /newroot || fail "the root partition /dev/$dev does not mount"
 # The data partition too, so that systemd need not wait for udev to name it (seconds under
 # TCG) before the config, the state and the journal are there. Its fstab line stays the same.
 for u in /sys/class/block/*/uevent; do
@@ -52,6 +70,7 @@ done
 umount /proc /sys
 mount --move /dev /newroot/dev
 exec switch_root /newroot /sbin/init
+fail "switch_root to /newroot failed"
 "#;
 
 const APPLETS: &[&str] = &[
@@ -65,6 +84,8 @@ const APPLETS: &[&str] = &[
     "sed",
     "ls",
     "switch_root",
+    "reboot",
+    "tr",
 ];
 
 /// One entry of the archive.

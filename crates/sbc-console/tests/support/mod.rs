@@ -30,11 +30,31 @@ pub fn password_hash() -> String {
 pub fn write_config(dir: &Path, socket: &Path, extra: &str) -> PathBuf {
     let path = dir.join("sbc.toml");
     let text = format!(
-        "[node]\nname = \"{NODE}\"\n\n[control]\nsocket = \"{}\"\n\n[console]\nuser = \"{USER}\"\npassword_hash = \"{}\"\n\n{extra}",
+        "[node]\nname = \"{NODE}\"\n\n[control]\nsocket = \"{}\"\n\n[state]\ndir = \"{}\"\n\n[console]\nuser = \"{USER}\"\npassword_hash = \"{}\"\n{extra}",
         socket.display(),
+        dir.join("state").display(),
         password_hash()
     );
     std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A config whose account still has the factory password (admin / admin), with a cheap hash.
+pub fn write_factory_config(
+    dir: &std::path::Path,
+    socket: &std::path::Path,
+    extra: &str,
+) -> std::path::PathBuf {
+    let path = write_config(dir, socket, extra);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let factory = console::auth::hash_password_with_cost(b"admin", 64, 1).unwrap();
+    let ours = text
+        .lines()
+        .find_map(|l| l.strip_prefix("password_hash = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, text.replace(&ours, &factory)).unwrap();
     path
 }
 
@@ -172,7 +192,7 @@ impl Person {
 
     /// Logs in with the right password and waits for the command prompt.
     pub fn log_in(&mut self) {
-        self.expect(&format!("{NODE} login: "));
+        self.expect("login: ");
         self.send(format!("{USER}\r"));
         self.expect("Password: ");
         self.send(format!("{PASSWORD}\r"));
