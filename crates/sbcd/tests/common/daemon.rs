@@ -120,6 +120,11 @@ impl Sbcd {
         self.log = log;
     }
 
+    /// The process id of the running sbcd (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn access(&self) -> SocketAddr {
         local(self.config.access_port)
     }
