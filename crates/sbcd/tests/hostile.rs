@@ -568,3 +568,123 @@ fn flood_memory_stays_bounded_and_calls_complete() {
     // failed calls are the flood's, not the legitimate ones.
     core.stop();
 }
+
+/// Whether a scanner from the Debian package `sipvicious` is on PATH. Outside CI a missing
+/// scanner skips the test with a message; under `CI=true` it fails it: CI must run it
+/// (`cargo xtask test` installs the package).
+fn scanner_available(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is missing under CI=true; install the Debian package sipvicious \
+             (cargo xtask test does)"
+        );
+        eprintln!("SKIPPED: {tool} not found; install the Debian package sipvicious");
+    }
+    found
+}
+
+/// Runs a sipvicious scanner with a bound on its run time; returns what it printed (stdout and
+/// stderr: it reports through both).
+fn scan(tool: &str, args: &[String]) -> String {
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(tool)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{tool} {}: {}\n{text}", args.join(" "), out.status);
+    assert!(
+        out.status.code() != Some(124),
+        "{tool} did not finish in 120 s"
+    );
+    text
+}
+
+/// A real scanner: `svmap` (OPTIONS sweep, fingerprinting from Server/User-Agent) and `svwar`
+/// (extension enumeration by REGISTER and by INVITE over a small range) against the access
+/// port, with a core behind the box that answers everyone alike. sbcd stays up (answers OPTIONS
+/// after), svmap cannot name what it found (no product, no version), and svwar finds no
+/// extension: sbcd's own answers do not differ by extension.
+#[test]
+fn scanners_learn_nothing_and_sbcd_stays_up() {
+    if !scanner_available("svmap") || !scanner_available("svwar") {
+        return;
+    }
+    let core = Sipp::uas("uas_answer.xml").start();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let target = "127.0.0.1".to_owned();
+    let port = format!("-p{}", sbcd.access().port());
+    // Its own source port and address, so that it needs neither 5060 nor a guess at our IP.
+    let local = |p: u16| {
+        vec![
+            "-P".to_owned(),
+            p.to_string(),
+            "-x".to_owned(),
+            target.clone(),
+        ]
+    };
+
+    let mut args = vec![port.clone()];
+    args.extend(local(common::net::free_port()));
+    args.push(target.clone());
+    let map = scan("svmap", &args);
+    let row = map
+        .lines()
+        .find(|l| l.contains(&sbcd.access().to_string()))
+        .unwrap_or_else(|| panic!("svmap did not list sbcd at all:\n{map}"));
+    assert!(
+        row.contains("unknown"),
+        "svmap named what it found: {row:?}"
+    );
+    let lower = map.to_ascii_lowercase();
+    assert!(
+        !lower.contains("sbc") && !lower.contains(env!("CARGO_PKG_VERSION")),
+        "svmap's report names the product or its version:\n{map}"
+    );
+
+    for method in ["REGISTER", "INVITE"] {
+        let mut args = vec![port.clone(), "-m".to_owned(), method.to_owned()];
+        args.extend(["-e".to_owned(), "100-130".to_owned()]);
+        args.extend(local(common::net::free_port()));
+        args.push(target.clone());
+        let war = scan("svwar", &args);
+        assert!(
+            war.contains("found nothing") && !war.contains("| Extension"),
+            "svwar ({method}) told extensions apart:\n{war}"
+        );
+    }
+
+    // Still up: sbcd answers an OPTIONS to itself.
+    let peer = UdpPeer::bind();
+    let options = sip_request(
+        "OPTIONS",
+        &format!("sip:{}", sbcd.access()),
+        peer.addr(),
+        "after-scan",
+        None,
+        &[],
+    );
+    peer.send(sbcd.access(), options.as_bytes());
+    let answer = peer.recv_response_to("OPTIONS", PATIENCE);
+    assert_eq!(
+        answer.as_deref().and_then(status_code),
+        Some(200),
+        "sbcd does not answer after the scans"
+    );
+    eprintln!(
+        "SCAN: svmap saw {row:?}; svwar REGISTER and INVITE over 100-130 found nothing; sbcd \
+         answers OPTIONS 200"
+    );
+    core.stop();
+}
