@@ -158,12 +158,13 @@ impl RetransmissionClock {
 /// and a Request-URI at a third party, must not reach that third party, whatever the method.
 ///
 /// The third party is a socket of the test on 127.0.0.9, so every datagram there is counted.
-/// When is "never" established? The ACK goes first and the others after it on the same socket;
-/// sbcd handles one socket's datagrams in order and sends whatever a request makes it send in
-/// the same step as its answer, so once the fifth answer is back every first transmission has
-/// happened. A retransmission presupposes a first transmission; the marker's three
-/// retransmissions (3.5 s) are waited for anyway, the window in which the old code sent 17
-/// datagrams for these 6 requests.
+/// When is "never" established? The marker of the retransmission clock goes out on the same
+/// socket after the six requests; sbcd reads one socket in order and sends what a request makes
+/// it send in the same step, so once the marker reaches the upstream every first transmission
+/// of the six has happened. A retransmission presupposes a first transmission; the marker's
+/// three retransmissions (3.5 s) are waited for anyway, the window in which the old code sent
+/// 17 datagrams for these 6 requests. Answers are not required (the property is what does not
+/// leave), only reported.
 #[test]
 fn open_relay_nothing_reaches_a_third_party() {
     let upstream = UdpPeer::bind();
@@ -173,8 +174,7 @@ fn open_relay_nothing_reaches_a_third_party() {
     let uri = format!("sip:x@{}", third_party.addr());
     let route = format!("Route: <sip:{};lr>", sbcd.access());
 
-    let methods = ["ACK", "MESSAGE", "INVITE", "BYE", "OPTIONS", "NOTIFY"];
-    for method in methods {
+    for method in ["ACK", "MESSAGE", "INVITE", "BYE", "OPTIONS", "NOTIFY"] {
         let req = sip_request(
             method,
             &uri,
@@ -185,39 +185,28 @@ fn open_relay_nothing_reaches_a_third_party() {
         );
         attacker.send(sbcd.access(), req.as_bytes());
     }
-    let mut answers = Vec::new();
-    while answers.len() < methods.len() - 1 {
-        let answer = attacker.recv(PATIENCE).unwrap_or_else(|| {
-            panic!(
-                "sbcd answered only {answers:?} of the {} requests that have an answer",
-                methods.len() - 1
-            )
-        });
-        answers.push(format!(
-            "{} {}",
-            header(&answer, "CSeq").unwrap_or_default(),
-            status_code(&answer).unwrap_or_default()
-        ));
-    }
-    eprintln!("relay attempts answered: {answers:?}");
-
-    let clock_from = UdpPeer::bind();
-    let mut clock = RetransmissionClock::start(&sbcd, &clock_from, upstream, "relay");
+    let mut clock = RetransmissionClock::start(&sbcd, &attacker, upstream, "relay");
     let mut at_third_party = Vec::new();
     clock.wait_arrivals(3, || {
         while let Some(m) = third_party.recv(Duration::from_millis(1)) {
             at_third_party.push(m.lines().next().unwrap_or_default().to_owned());
         }
     });
+    let mut answers = Vec::new();
+    while let Some(answer) = attacker.recv(Duration::from_millis(1)) {
+        answers.push(format!(
+            "{} {}",
+            header(&answer, "CSeq").unwrap_or_default(),
+            status_code(&answer).unwrap_or_default()
+        ));
+    }
+    eprintln!("RELAY: answers to the attacker: {answers:?}");
     assert!(
         at_third_party.is_empty(),
         "{} datagrams reached the third party: {at_third_party:?}",
         at_third_party.len()
     );
-    eprintln!(
-        "relay: 0 datagrams at the third party; unknown_dialog = {}",
-        sbcd.stat("sip.unknown_dialog")
-    );
+    eprintln!("RELAY: 0 datagrams at the third party");
 }
 
 /// Returns once sbcd has handled what `peer` sent to its core port so far: sbcd reads one socket
