@@ -1,9 +1,11 @@
-//! `cargo xtask bench flood [--rates R1,R2,..] [--secs N] [--call-rate C]`: what a flood of
-//! unique requests from one host does to sbcd while SIPp places legitimate calls from another.
+//! `cargo xtask bench flood [--rates R1,R2,..] [--secs N] [--call-rate C] [--sources S]`: what a
+//! flood of unique requests from one host (or `S` hosts) does to sbcd while SIPp places
+//! legitimate calls from another.
 //!
 //! For each flood rate (datagrams a second; 0 is the baseline without a flood) a fresh release
 //! sbcd (SIPp UAS behind it as the core, `[sip] workers = 2`, default `[limits]`) gets, for
-//! `--secs` seconds, a flood from 127.0.0.2 (OPTIONS and INVITEs for unique users behind the box,
+//! `--secs` seconds, a flood from 127.0.0.2 (or round-robin from 127.0.1.1 .. 127.0.1.S: many
+//! sources, each within its own budget, so that the global caps are what holds) (OPTIONS and INVITEs for unique users behind the box,
 //! BYEs for dialogs that do not exist, every one with a new Call-ID, branch and tag: the mix of
 //! the hostile test) while a SIPp UAC on 127.0.0.1 places `--call-rate` calls a second. Reported
 //! per rate: the flood rate reached, sbcd's peak RSS (VmHWM), the legitimate calls' success
@@ -35,6 +37,8 @@ struct Options {
     rates: Vec<u32>,
     secs: u32,
     call_rate: u32,
+    /// Flooding hosts: 1 is 127.0.0.2, more are 127.0.1.1 ...
+    sources: u32,
 }
 
 impl Options {
@@ -43,6 +47,7 @@ impl Options {
             rates: DEFAULT_RATES.to_vec(),
             secs: DEFAULT_SECS,
             call_rate: DEFAULT_CALL_RATE,
+            sources: 1,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -58,6 +63,7 @@ impl Options {
             match arg.as_str() {
                 "--secs" => o.secs = number("--secs", 1..=120)?,
                 "--call-rate" => o.call_rate = number("--call-rate", 1..=1000)?,
+                "--sources" => o.sources = number("--sources", 1..=250)?,
                 "--rates" => {
                     let v = it
                         .next()
@@ -70,7 +76,7 @@ impl Options {
                 }
                 other => {
                     bail!(
-                        "unknown argument `{other}` (expected --rates A,B --secs N --call-rate C)"
+                        "unknown argument `{other}` (expected --rates A,B --secs N --call-rate C --sources S)"
                     )
                 }
             }
@@ -98,8 +104,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let work = std::env::temp_dir().join(format!("bench-flood-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     eprintln!(
-        "bench flood: rates {:?} datagrams/s from {FLOODER:?} for {} s each, {} legitimate calls/s",
-        options.rates, options.secs, options.call_rate
+        "bench flood: rates {:?} datagrams/s from {} source(s) for {} s each, {} legitimate calls/s",
+        options.rates, options.sources, options.secs, options.call_rate
     );
     let mut outcomes = Vec::new();
     for &rate in &options.rates {
@@ -136,8 +142,8 @@ fn one_rate(sbcd_bin: &Path, sbcctl: &Path, dir: &Path, rate: u32, o: &Options) 
 
     let stop = Arc::new(AtomicBool::new(false));
     let flooder = {
-        let stop = Arc::clone(&stop);
-        std::thread::spawn(move || flood(target, rate, &stop))
+        let (stop, sources) = (Arc::clone(&stop), o.sources);
+        std::thread::spawn(move || flood(target, rate, sources, &stop))
     };
     let calls = u64::from(o.call_rate) * u64::from(o.secs);
     let stats_file = dir.join("uac.csv");
@@ -178,9 +184,26 @@ fn one_rate(sbcd_bin: &Path, sbcctl: &Path, dir: &Path, rate: u32, o: &Options) 
 }
 
 /// Sends the flood until `stop`, paced in 5 ms slots; returns how many and for how long.
-fn flood(target: SocketAddr, rate: u32, stop: &AtomicBool) -> Result<(u64, Duration)> {
-    let socket = UdpSocket::bind(SocketAddr::from((FLOODER, 0))).context("bind 127.0.0.2")?;
-    let from = socket.local_addr()?;
+fn flood(
+    target: SocketAddr,
+    rate: u32,
+    sources: u32,
+    stop: &AtomicBool,
+) -> Result<(u64, Duration)> {
+    let hosts: Vec<[u8; 4]> = if sources <= 1 {
+        vec![FLOODER]
+    } else {
+        (1..=sources).map(|i| [127, 0, 1, i as u8]).collect()
+    };
+    let sockets = hosts
+        .iter()
+        .map(|&ip| {
+            let socket = UdpSocket::bind(SocketAddr::from((ip, 0)))
+                .with_context(|| format!("bind {ip:?}"))?;
+            let from = socket.local_addr()?;
+            Ok((socket, from))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let started = Instant::now();
     let slot = Duration::from_millis(5);
     let per_slot = u64::from(rate) / 200;
@@ -188,8 +211,9 @@ fn flood(target: SocketAddr, rate: u32, stop: &AtomicBool) -> Result<(u64, Durat
     while !stop.load(Ordering::Relaxed) {
         let slot_start = Instant::now();
         for _ in 0..per_slot {
+            let (socket, from) = &sockets[(i % sockets.len() as u64) as usize];
             // A full socket buffer is the flood's problem, not the bench's.
-            let _ = socket.send_to(request(i, from, target).as_bytes(), target);
+            let _ = socket.send_to(request(i, *from, target).as_bytes(), target);
             i += 1;
         }
         if let Some(rest) = slot.checked_sub(slot_start.elapsed()) {
@@ -254,8 +278,13 @@ fn counters(sbcctl: &Path, socket: &Path) -> Result<Vec<(String, u64)>> {
 
 fn report(outcomes: &[Outcome], o: &Options) {
     println!();
+    let from = if o.sources <= 1 {
+        "127.0.0.2".to_owned()
+    } else {
+        format!("127.0.1.1-{}", o.sources)
+    };
     println!(
-        "flood from 127.0.0.2 against sbcd (release, 2 workers, default [limits]) while SIPp \
+        "flood from {from} against sbcd (release, 2 workers, default [limits]) while SIPp \
          places {} calls/s for {} s from 127.0.0.1",
         o.call_rate, o.secs
     );
