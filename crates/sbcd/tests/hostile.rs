@@ -2,7 +2,7 @@
 //! `sbcd` on loopback: one test per finding of issue 11, each asserting the property an operator
 //! relies on (nothing reaches a third party, a forged answer changes nothing, a silent source
 //! gets back at most 3x what it sent, memory stays bounded and calls go on under a flood), never
-//! the mechanism that gives it.
+//! the mechanism that gives it. A real scanner (sipvicious' svmap and svwar) tries it too.
 //!
 //! Traffic goes only to 127.0.0.0/8: the attacker, the flooder and the third party are other
 //! loopback addresses (Linux routes the whole /8 to `lo`).
