@@ -213,15 +213,20 @@ fn open_relay_nothing_reaches_a_third_party() {
 /// in order and answers an OPTIONS to itself at once, so its answer comes after everything
 /// before it was handled.
 fn handled(sbcd: &Sbcd, peer: &UdpPeer, call_id: &str) {
+    handled_on(sbcd.core(), peer, call_id);
+}
+
+/// As [`handled`], for what `peer` sent to the sbcd port `port`.
+fn handled_on(port: SocketAddr, peer: &UdpPeer, call_id: &str) {
     let options = sip_request(
         "OPTIONS",
-        &format!("sip:{}", sbcd.core()),
+        &format!("sip:{port}"),
         peer.addr(),
         call_id,
         None,
         &[],
     );
-    peer.send(sbcd.core(), options.as_bytes());
+    peer.send(port, options.as_bytes());
     wait_for(
         "sbcd to answer an OPTIONS after the forgeries",
         PATIENCE,
@@ -446,6 +451,53 @@ fn amplification_a_silent_source_gets_at_most_three_times_what_it_sent() {
             c.ratio()
         );
     }
+}
+
+/// Finding 3, the reflection half: a request replayed by someone else (same branch and sent-by,
+/// another source) must not make sbcd re-send its answers to the request's real sender. A phone
+/// calls a core that rings for 10 s; once it has its 180, the attacker replays the phone's
+/// INVITE 20 times: the phone gets no further provisional response (the old code re-sent the
+/// stored one to the phone for every replay).
+#[test]
+fn amplification_a_replayed_request_reflects_nothing_to_its_sender() {
+    let core = Sipp::uas("uas_answer.xml").hold_ms(10_000).start();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let phone = UdpPeer::bind();
+    let attacker = UdpPeer::bind_ip(ATTACKER);
+    let invite = sip_request(
+        "INVITE",
+        &format!("sip:core-user@{}", sbcd.access()),
+        phone.addr(),
+        "reflect",
+        None,
+        &[format!("Contact: <sip:phone@{}>", phone.addr())],
+    );
+    phone.send(sbcd.access(), invite.as_bytes());
+    wait_for("the phone's 180", PATIENCE, || {
+        phone
+            .recv_response_to("INVITE", Duration::from_millis(200))
+            .filter(|m| status_code(m) == Some(180))
+    });
+    for _ in 0..20 {
+        attacker.send(sbcd.access(), invite.as_bytes());
+    }
+    handled_on(sbcd.access(), &attacker, "after-replays");
+    let mut reflected = Vec::new();
+    while let Some(m) = phone.recv(Duration::from_millis(1)) {
+        // The core's 200 may come at the end of its ring; only provisionals are reflections.
+        if status_code(&m).is_some_and(|c| c < 200) {
+            reflected.push(m.lines().next().unwrap_or_default().to_owned());
+        }
+    }
+    eprintln!(
+        "REFLECTION: 20 replays, {} provisional responses at the phone",
+        reflected.len()
+    );
+    assert!(
+        reflected.is_empty(),
+        "replays by another source reached the phone: {reflected:?}"
+    );
+    core.stop();
 }
 
 /// VmHWM (peak resident set) of a process, in KiB.
