@@ -343,3 +343,23 @@ fn branch_ids_and_tags_carry_64_unpredictable_bits() {
     let b = other.received("10.1.0.10:5060", "INVITE").pop().unwrap();
     assert!(!b.contains(&a));
 }
+
+#[test]
+fn the_transactions_held_never_exceed_the_cap() {
+    // A forwarded request holds a server and a client transaction: admitting it with one slot
+    // left put the table one over its cap (found by the engine fuzz target).
+    let mut cfg = config();
+    cfg.limits.max_transactions = 3;
+    let mut net = Net::new(cfg);
+    net.add_phone(PHONE);
+    net.peer("10.1.0.10:5060").invite = CoreInvite::Ring;
+    for i in 0..3 {
+        net.call_out(PHONE, &format!("held{i}"));
+        let s = net.proxy.stats();
+        assert!(
+            s.server_transactions + s.client_transactions <= 3,
+            "after call {i}: {s:?}"
+        );
+    }
+    assert!(net.proxy.stats().cap_rejected >= 1);
+}
