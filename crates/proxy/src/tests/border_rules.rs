@@ -363,3 +363,23 @@ fn the_transactions_held_never_exceed_the_cap() {
     }
     assert!(net.proxy.stats().cap_rejected >= 1);
 }
+
+#[test]
+fn a_repeated_cancel_goes_upstream_once() {
+    // CANCEL is answered statelessly, so a retransmitted (or repeated) CANCEL is a new request
+    // each time; it must not open a new CANCEL transaction toward the callee each time (found
+    // by the engine fuzz target: 10 CANCELs upstream for one INVITE, outside the cap).
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer("10.1.0.10:5060").invite = CoreInvite::Ring;
+    let invite = net.call_out(PHONE, "c-cancel");
+    let cancel = invite.clone().method("CANCEL").bytes();
+    for _ in 0..5 {
+        net.inject(Realm::Access, PHONE, &cancel);
+    }
+    let answers = net.received(PHONE, "SIP/2.0 200");
+    assert_eq!(answers.len(), 5, "each CANCEL is answered: {answers:?}");
+    assert_eq!(net.received("10.1.0.10:5060", "CANCEL").len(), 1);
+    let s = net.proxy.stats();
+    assert!(s.client_transactions <= 2, "{s:?}");
+}
