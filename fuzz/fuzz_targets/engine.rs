@@ -176,6 +176,10 @@ impl World {
                 String::from_utf8_lossy(&t.bytes)
             );
             let text = String::from_utf8_lossy(&t.bytes).into_owned();
+            if trace_wanted() {
+                // ENGINE_FUZZ_TRACE=1 on one input: what the engine sent, to read a failure.
+                eprintln!("-> {d} {}", text.lines().next().unwrap_or_default());
+            }
             if text.starts_with("SIP/2.0") {
                 remember(&mut self.sent_responses, text);
             } else {
@@ -476,6 +480,13 @@ fn step(world: &mut World, u: &mut Unstructured<'_>) -> ArbResult<()> {
         }
     }
     Ok(())
+}
+
+/// Whether to print every transmit's destination and start line (`ENGINE_FUZZ_TRACE=1`, when
+/// reading one failing input).
+fn trace_wanted() -> bool {
+    static WANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var_os("ENGINE_FUZZ_TRACE").is_some())
 }
 
 /// Whether to print, per input, how close it came to the caps (`ENGINE_FUZZ_REPORT=1` with
