@@ -1,16 +1,26 @@
-//! `cargo xtask fuzz [--seconds N]`: a bounded cargo-fuzz run of the SIP parser (target
-//! `parse` in `fuzz/`), seeded with the RFC 4475 messages and the benchmark messages.
+//! `cargo xtask fuzz [--target parse|engine] [--seconds N]`: a bounded cargo-fuzz run of one of
+//! the targets in `fuzz/`:
+//!
+//! - `parse` (the default): the SIP parser, seeded with the RFC 4475 messages and the benchmark
+//!   messages;
+//! - `engine`: the pure proxy core driven by arbitrary sequences of messages from both realms,
+//!   clock jumps, flow closes and state changes, checking the border's invariants (SPEC §1a).
+//!   Its input is a program for the target, not SIP text, so it starts from an empty corpus.
 //!
 //! Installs cargo-fuzz when it is missing. Only a stable rustc exists on these machines:
 //! `RUSTC_BOOTSTRAP=1` lets it accept the `-Z` flags cargo-fuzz passes for the sanitizer.
-//! Fails when the fuzzer finds a crash (the input is left under `fuzz/artifacts/parse/`).
+//! Fails when the fuzzer finds a crash (the input is left under `fuzz/artifacts/<target>/`).
 
 use crate::util;
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
+/// The targets of `fuzz/Cargo.toml`.
+const TARGETS: &[&str] = &["parse", "engine"];
+
 pub fn run(args: &[String]) -> Result<()> {
     let mut seconds: u64 = 60;
+    let mut target = "parse".to_owned();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -23,30 +33,49 @@ pub fn run(args: &[String]) -> Result<()> {
                     bail!("--seconds must be at least 1");
                 }
             }
-            other => bail!("unknown argument `{other}` (expected `--seconds N`)"),
+            "--target" => {
+                let value = it.next().context("--target needs a name")?;
+                if !TARGETS.contains(&value.as_str()) {
+                    bail!("--target: `{value}` is not one of {TARGETS:?}");
+                }
+                value.clone_into(&mut target);
+            }
+            other => bail!(
+                "unknown argument `{other}` (expected `--target parse|engine`, `--seconds N`)"
+            ),
         }
     }
     ensure_cargo_fuzz()?;
     let root = util::root();
     let fuzz_dir = root.join("fuzz");
     // libFuzzer writes new inputs to the first corpus directory and only reads the others.
-    let corpus = fuzz_dir.join("corpus").join("parse");
+    let corpus = fuzz_dir.join("corpus").join(&target);
     std::fs::create_dir_all(&corpus)
         .with_context(|| format!("could not create {}", corpus.display()))?;
-    let seeds = [
-        root.join("crates/sip/tests/rfc4475"),
-        root.join("crates/sip/benches/messages"),
-    ];
+    let seeds = if target == "parse" {
+        vec![
+            root.join("crates/sip/tests/rfc4475"),
+            root.join("crates/sip/benches/messages"),
+        ]
+    } else {
+        Vec::new()
+    };
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(&fuzz_dir)
         .env("RUSTC_BOOTSTRAP", "1")
-        .args(["fuzz", "run", "parse"])
+        .args(["fuzz", "run", &target])
         .arg(&corpus)
         .args(&seeds)
         .arg("--")
         .arg(format!("-max_total_time={seconds}"))
-        // A SIP message is at most 64 KiB; longer inputs only slow the search down.
+        // A SIP message is at most 64 KiB, and 4 KiB of engine program is a few hundred
+        // steps; longer inputs only slow the search down.
         .arg("-max_len=4096");
+    if target == "engine" {
+        // The engine's bugs are deep (caps reached, dialogs confirmed, timers run out): that
+        // takes programs of hundreds of bytes from the start, not lengths grown slowly.
+        cmd.arg("-len_control=0");
+    }
     util::run(&mut cmd)
 }
 

@@ -1,4 +1,5 @@
-//! `cargo xtask test [--host-only]`: the whole suite, installing what it needs first.
+//! `cargo xtask test [--host-only]`: the whole suite, installing what it needs first (SIPp and
+//! sipvicious, as root).
 //!
 //! Two stages, cheapest first so that a broken unit fails in minutes, not after an image build:
 //! 1. every crate's unit, property, RFC 4475, differential and SIPp host tests;
@@ -18,9 +19,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             other => anyhow::bail!("unknown option `{other}` (expected --host-only)"),
         }
     }
-    // SIPp plays phones and cores; Kamailio is the authenticating registrar of the drain
-    // tests (crates/sbcd/tests/drain_registrar.rs).
-    util::ensure_debs(&["sip-tester", "kamailio"])?;
+    // SIPp plays phones and cores; Kamailio is the authenticating registrar of the drain tests
+    // (crates/sbcd/tests/drain_registrar.rs); sipvicious (svmap, svwar) is the scanner of the
+    // hostile suite, which fails under CI=true when it is missing.
+    util::ensure_debs(&["sip-tester", "kamailio", "sipvicious"])?;
     let cargo = env!("CARGO");
     util::run(Command::new(cargo).current_dir(util::root()).args([
         "test",

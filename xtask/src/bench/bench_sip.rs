@@ -106,7 +106,7 @@ impl Drop for WorkDir {
 }
 
 /// Builds sbcd in release mode and returns the binary's path.
-fn build_sbcd() -> Result<PathBuf> {
+pub(super) fn build_sbcd() -> Result<PathBuf> {
     util::run(Command::new(env!("CARGO")).current_dir(util::root()).args([
         "build",
         "--release",
@@ -114,6 +114,9 @@ fn build_sbcd() -> Result<PathBuf> {
         "sbcd",
         "--bin",
         "sbcd",
+        // bench flood reads sbcd's counters with it.
+        "--bin",
+        "sbcctl",
     ]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -303,15 +306,15 @@ fn per_call_us(ticks: u64, calls: u64, ticks_per_sec: f64) -> f64 {
 }
 
 /// A child process killed when dropped (a bench interrupted by an error leaks nothing).
-struct Guard(Child);
+pub(super) struct Guard(pub(super) Child);
 
 impl Guard {
-    fn new(child: Child) -> Guard {
+    pub(super) fn new(child: Child) -> Guard {
         Guard(child)
     }
 
     /// SIGTERM (Kamailio's main process then stops its children), then wait.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status();
@@ -339,7 +342,7 @@ fn scenario(name: &str) -> PathBuf {
     util::root().join("crates/sbcd/tests/scenarios").join(name)
 }
 
-fn sipp(dir: &Path, scenario_file: &str, port: u16) -> Command {
+pub(super) fn sipp(dir: &Path, scenario_file: &str, port: u16) -> Command {
     let mut cmd = Command::new("sipp");
     cmd.current_dir(dir)
         .arg("-sf")
@@ -381,7 +384,7 @@ fn run_uac(
     Ok(last_stats_row(&text))
 }
 
-fn last_stats_row(csv: &str) -> HashMap<String, String> {
+pub(super) fn last_stats_row(csv: &str) -> HashMap<String, String> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let (Some(header), Some(last)) = (lines.next(), lines.next_back()) else {
         return HashMap::new();
@@ -393,14 +396,14 @@ fn last_stats_row(csv: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn stat(stats: &HashMap<String, String>, name: &str) -> u64 {
+pub(super) fn stat(stats: &HashMap<String, String>, name: &str) -> u64 {
     stats
         .get(name)
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
 
-fn start_sbcd(bin: &Path, dir: &Path, access_port: u16, uas_port: u16) -> Result<Guard> {
+pub(super) fn start_sbcd(bin: &Path, dir: &Path, access_port: u16, uas_port: u16) -> Result<Guard> {
     let core_port = free_port()?;
     let config = dir.join("sbc.toml");
     std::fs::write(
@@ -471,7 +474,7 @@ fn start_kamailio(dir: &Path, port: u16, uas_port: u16) -> Result<Guard> {
 }
 
 /// Waits until something has bound UDP `port` on 127.0.0.1 (the process is up and listening).
-fn wait_bound(port: u16, child: &mut Child, what: &str) -> Result<()> {
+pub(super) fn wait_bound(port: u16, child: &mut Child, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if UdpSocket::bind(("127.0.0.1", port)).is_err() {
@@ -486,7 +489,7 @@ fn wait_bound(port: u16, child: &mut Child, what: &str) -> Result<()> {
 }
 
 /// A port on 127.0.0.1 free for UDP (and TCP) right now.
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     for _ in 0..100 {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         if UdpSocket::bind(("127.0.0.1", port)).is_ok() {

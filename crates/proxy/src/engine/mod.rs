@@ -543,12 +543,14 @@ impl Proxy {
         self.servers.len() + self.clients.len()
     }
 
-    /// Whether a new transaction fits under the cap; in-dialog work may use a tenth more, so
-    /// a flood of new requests cannot keep established calls from ending.
+    /// Whether a request to forward fits under the cap; in-dialog work may use a tenth more, so
+    /// a flood of new requests cannot keep established calls from ending. A forwarded request
+    /// holds two transactions (ours toward the sender, ours toward the next hop), so two must
+    /// fit, or the table ends one over its cap.
     fn transaction_room(&self, in_dialog: bool) -> bool {
         let cap = self.config.limits.max_transactions;
         let cap = if in_dialog { cap + cap / 10 } else { cap };
-        self.transactions() < cap
+        self.transactions() + 2 <= cap
     }
 
     /// Whether a Via is one this node inserted.

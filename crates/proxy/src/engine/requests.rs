@@ -345,6 +345,11 @@ impl Proxy {
         let Some(forward) = entry.forward.as_mut() else {
             return;
         };
+        if forward.cancelled {
+            // A retransmitted or repeated CANCEL: answered above, and the callee gets one
+            // CANCEL per INVITE, not one (and a transaction held) per repeat.
+            return;
+        }
         forward.cancelled = true;
         match (forward.client, forward.provisional_seen) {
             (Some(cid), true) => self.send_cancel(cid),

@@ -342,3 +342,43 @@ fn branch_ids_and_tags_carry_64_unpredictable_bits() {
     let b = other.received("10.1.0.10:5060", "INVITE").pop().unwrap();
     assert!(!b.contains(&a));
 }
+
+#[test]
+fn the_transactions_held_never_exceed_the_cap() {
+    // A forwarded request holds a server and a client transaction: admitting it with one slot
+    // left put the table one over its cap (found by the engine fuzz target).
+    let mut cfg = config();
+    cfg.limits.max_transactions = 3;
+    let mut net = Net::new(cfg);
+    net.add_phone(PHONE);
+    net.peer("10.1.0.10:5060").invite = CoreInvite::Ring;
+    for i in 0..3 {
+        net.call_out(PHONE, &format!("held{i}"));
+        let s = net.proxy.stats();
+        assert!(
+            s.server_transactions + s.client_transactions <= 3,
+            "after call {i}: {s:?}"
+        );
+    }
+    assert!(net.proxy.stats().cap_rejected >= 1);
+}
+
+#[test]
+fn a_repeated_cancel_goes_upstream_once() {
+    // CANCEL is answered statelessly, so a retransmitted (or repeated) CANCEL is a new request
+    // each time; it must not open a new CANCEL transaction toward the callee each time (found
+    // by the engine fuzz target: 10 CANCELs upstream for one INVITE, outside the cap).
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer("10.1.0.10:5060").invite = CoreInvite::Ring;
+    let invite = net.call_out(PHONE, "c-cancel");
+    let cancel = invite.clone().method("CANCEL").bytes();
+    for _ in 0..5 {
+        net.inject(Realm::Access, PHONE, &cancel);
+    }
+    let answers = net.received(PHONE, "SIP/2.0 200");
+    assert_eq!(answers.len(), 5, "each CANCEL is answered: {answers:?}");
+    assert_eq!(net.received("10.1.0.10:5060", "CANCEL").len(), 1);
+    let s = net.proxy.stats();
+    assert!(s.client_transactions <= 2, "{s:?}");
+}

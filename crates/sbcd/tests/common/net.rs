@@ -51,16 +51,28 @@ impl UdpPeer {
         UdpPeer { socket }
     }
 
+    /// A socket on another loopback address (127.0.0.0/8 is all local on Linux), for tests that
+    /// need a source or a destination other than 127.0.0.1.
+    pub fn bind_ip(ip: [u8; 4]) -> UdpPeer {
+        assert_eq!(ip[0], 127, "tests send only to 127.0.0.0/8");
+        let socket = UdpSocket::bind(SocketAddr::from((ip, 0)))
+            .unwrap_or_else(|e| panic!("bind a UDP socket on {ip:?}: {e}"));
+        UdpPeer { socket }
+    }
+
     pub fn port(&self) -> u16 {
         self.socket.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    pub fn send(&self, to: SocketAddr, bytes: &[u8]) {
-        self.socket.send_to(bytes, to).expect("send a datagram");
+    /// The socket's own address.
+    pub fn addr(&self) -> SocketAddr {
+        self.socket
+            .local_addr()
+            .expect("a bound socket has an address")
     }
 
-    /// The next datagram within `timeout`, as text (lossy), or None.
-    pub fn recv(&self, timeout: Duration) -> Option<String> {
+    /// The next datagram within `timeout`, as raw bytes, or None.
+    pub fn recv_bytes(&self, timeout: Duration) -> Option<Vec<u8>> {
         let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 65536];
         loop {
@@ -69,7 +81,7 @@ impl UdpPeer {
                 .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .ok()?;
             match self.socket.recv_from(&mut buf) {
-                Ok((n, _)) => return Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                Ok((n, _)) => return Some(buf[..n].to_vec()),
                 Err(e)
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut =>
@@ -81,6 +93,16 @@ impl UdpPeer {
                 Err(e) => panic!("UDP receive failed: {e}"),
             }
         }
+    }
+
+    pub fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        self.socket.send_to(bytes, to).expect("send a datagram");
+    }
+
+    /// The next datagram within `timeout`, as text (lossy), or None.
+    pub fn recv(&self, timeout: Duration) -> Option<String> {
+        self.recv_bytes(timeout)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
 
     /// The next datagram that is a response to `method` (by CSeq), skipping anything else.
