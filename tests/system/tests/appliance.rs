@@ -60,6 +60,11 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         .filter(|b| !present.iter().any(|p| p == b))
         .collect();
     if !missing.is_empty() {
+        // Under CI the programs exist by construction: their absence is a failure, never a pass.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the image lacks {missing:?}: under CI=true that fails rather than skips"
+        );
         // Straight to stderr, not eprintln!: the test harness captures the macros of a passing
         // test, and a skip must be seen.
         let _ = writeln!(
