@@ -19,17 +19,6 @@ fn sent_to(net: &Net, a: &str) -> usize {
         + net.peers.get(&a).map_or(0, |p| p.inbox.len())
 }
 
-fn route_set(response: &str) -> Vec<String> {
-    let m = Message::parse(response.as_bytes()).unwrap();
-    let mut rr: Vec<String> = m
-        .list("record-route")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    rr.reverse();
-    rr
-}
-
 #[test]
 fn no_relay_an_unknown_dialog_with_our_route_gets_481_and_goes_nowhere() {
     let mut net = Net::standard();

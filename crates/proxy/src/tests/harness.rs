@@ -467,6 +467,18 @@ pub fn digest(user: &str, n: u32) -> String {
     )
 }
 
+/// The Route set a UAC builds from the Record-Route of a message (reversed).
+pub fn route_set(message: &str) -> Vec<String> {
+    let m = Message::parse(message.as_bytes()).unwrap();
+    let mut rr: Vec<String> = m
+        .list("record-route")
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    rr.reverse();
+    rr
+}
+
 /// Status code of a response text.
 pub fn code(response: &str) -> u16 {
     response

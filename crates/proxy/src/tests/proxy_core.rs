@@ -12,18 +12,6 @@ const PHONE: &str = "192.168.1.10:5060";
 const CORE1: &str = "10.1.0.10:5060";
 const CORE2: &str = "10.1.0.11:5060";
 
-/// The Route set a UAC builds from the Record-Route of the 2xx it got (reversed).
-fn route_set(response: &str) -> Vec<String> {
-    let m = Message::parse(response.as_bytes()).unwrap();
-    let mut rr: Vec<String> = m
-        .list("record-route")
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    rr.reverse();
-    rr
-}
-
 fn two_upstreams(p1: u32, p2: u32) -> Net {
     let mut cfg = config();
     cfg.upstreams = vec![
