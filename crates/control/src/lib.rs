@@ -190,6 +190,9 @@ pub struct HealthInfo {
     pub threads: Vec<ThreadPinning>,
     pub watchdog: Option<String>,
     pub recoveries: u64,
+    /// Why the last recovery happened (a wedged SIP thread, a crash, a box reset).
+    #[serde(default)]
+    pub last_recovery: Option<String>,
 }
 
 /// A thread and the CPUs the kernel allows it.

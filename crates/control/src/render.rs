@@ -199,6 +199,9 @@ impl Reply {
                     h.watchdog.as_deref().unwrap_or("not armed")
                 );
                 let _ = writeln!(out, "recoveries:  {}", h.recoveries);
+                if let Some(cause) = &h.last_recovery {
+                    let _ = writeln!(out, "last recovery: {}", p(cause));
+                }
                 let _ = writeln!(out, "threads:");
                 for t in &h.threads {
                     let _ = writeln!(

@@ -219,7 +219,7 @@ async fn serve(
         let core = (!sip_cores.is_empty()).then(|| sip_cores[i % sip_cores.len()]);
         spawn_worker(i, core, Arc::clone(&shared), sockets, Arc::clone(&beats))?;
     }
-    let watchdog = health::start_watchdog(beats);
+    let watchdog = health::start_watchdog(beats, config.state.dir.clone());
     // The box's own watchdog is systemd's (RuntimeWatchdogSec=); what it and the last boot
     // say goes into the same line of `show health`.
     let watchdog = Some(format!(
@@ -357,6 +357,8 @@ fn spawn_worker(
             };
             runtime.block_on(async move {
                 beats.spawn_beat(index + 1);
+                #[cfg(feature = "testport")]
+                tokio::spawn(crate::testport::wedge_point(index));
                 transport::run_worker(shared, sockets).await;
             });
             if !STOPPING.load(Ordering::SeqCst) {
@@ -394,6 +396,7 @@ async fn answer_locally(
                     threads: threads(),
                     watchdog: watchdog.clone(),
                     recoveries: recoveries.total,
+                    last_recovery: recoveries.last_cause.clone(),
                 }),
             },
             Request::ShowLog { lines } => {

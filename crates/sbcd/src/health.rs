@@ -5,7 +5,7 @@
 //! control plane sends `WATCHDOG=1` only while every heartbeat is fresh, so systemd restarts
 //! a daemon with a wedged thread instead of letting it hold the box's addresses without serving.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,7 +65,9 @@ impl Heartbeats {
 
 /// Feeds systemd's watchdog while every SIP thread beats; does nothing outside a unit with
 /// `WatchdogSec=`. Returns a description for `show health`.
-pub fn start_watchdog(beats: Arc<Heartbeats>) -> Option<String> {
+/// When the watchdog is withheld, the stale threads are written to `<state dir>/`
+/// [`WITHHELD_FILE`], so the next sbcd can say why it was restarted.
+pub fn start_watchdog(beats: Arc<Heartbeats>, state_dir: PathBuf) -> Option<String> {
     let interval = board::notify::watchdog_interval()?;
     // A thread that missed several beats is wedged; a single late beat is scheduling noise.
     let limit = interval.max(BEAT * 4);
@@ -76,16 +78,28 @@ pub fn start_watchdog(beats: Arc<Heartbeats>) -> Option<String> {
             tick.tick().await;
             let stale = beats.stale(limit);
             if stale.is_empty() {
-                reported = false;
+                if reported {
+                    reported = false;
+                    tracing::warn!("SIP threads beating again; feeding the watchdog");
+                    let _ = std::fs::remove_file(state_dir.join(WITHHELD_FILE));
+                }
                 if let Err(e) = board::notify::watchdog() {
                     tracing::warn!(error = %e, "cannot notify the systemd watchdog");
                 }
             } else if !reported {
                 reported = true;
+                let threads = stale.join(",");
                 tracing::error!(
-                    threads = %stale.join(","),
+                    threads = %threads,
                     "SIP thread not making progress; withholding the watchdog so systemd restarts sbcd"
                 );
+                let temp = state_dir.join(format!(".{WITHHELD_FILE}.tmp"));
+                let path = state_dir.join(WITHHELD_FILE);
+                if let Err(e) =
+                    write_durably(&state_dir, &temp, &path, format!("{threads}\n").as_bytes())
+                {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot record the wedged threads");
+                }
             }
         }
     });
@@ -104,6 +118,10 @@ const RUNNING_MARKER: &str = "sbcd.running";
 const RECOVERIES_FILE: &str = "recoveries";
 /// How many of them were resets of the whole box.
 const BOX_RESETS_FILE: &str = "box-resets";
+/// Written while the watchdog is withheld: the SIP threads that stopped making progress.
+const WITHHELD_FILE: &str = "sbcd.withheld";
+/// Why the last recovery happened, kept until the next one.
+const LAST_RECOVERY_FILE: &str = "last-recovery";
 
 /// What [`count_recoveries`] found, for `show health`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -114,6 +132,8 @@ pub struct Recoveries {
     pub box_resets: u64,
     /// Why this boot happened, when the previous one ended under a running sbcd.
     pub last_box_reset: Option<String>,
+    /// Why the last recovery (of either kind) happened, as far as the box could tell.
+    pub last_cause: Option<String>,
 }
 
 impl Recoveries {
@@ -186,7 +206,15 @@ pub fn count_recoveries(state_dir: &Path, boot: &BootFacts) -> Recoveries {
         total: read_count(&state_dir.join(RECOVERIES_FILE)),
         box_resets: read_count(&state_dir.join(BOX_RESETS_FILE)),
         last_box_reset: None,
+        last_cause: std::fs::read_to_string(state_dir.join(LAST_RECOVERY_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
     };
+    let withheld = std::fs::read_to_string(state_dir.join(WITHHELD_FILE))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let _ = std::fs::remove_file(state_dir.join(WITHHELD_FILE));
     if let Ok(previous) = std::fs::read_to_string(&marker) {
         found.total += 1;
         write_count(state_dir, RECOVERIES_FILE, found.total);
@@ -205,6 +233,7 @@ pub fn count_recoveries(state_dir: &Path, boot: &BootFacts) -> Recoveries {
                 "unclean end of the previous boot (watchdog reset, power loss or panic)"
             };
             found.last_box_reset = Some(cause.to_string());
+            found.last_cause = Some(cause.to_string());
             tracing::warn!(
                 recoveries = found.total,
                 box_resets = found.box_resets,
@@ -212,10 +241,26 @@ pub fn count_recoveries(state_dir: &Path, boot: &BootFacts) -> Recoveries {
                 "the box went down while sbcd was running"
             );
         } else {
+            let cause = match &withheld {
+                Some(threads) => {
+                    format!("watchdog restart: SIP thread {threads} stopped making progress")
+                }
+                None => "sbcd ended without a clean stop (crash, kill or out of memory)".into(),
+            };
             tracing::warn!(
                 recoveries = found.total,
+                cause = %cause,
                 "previous sbcd did not stop cleanly"
             );
+            found.last_cause = Some(cause);
+        }
+        if let Some(cause) = &found.last_cause {
+            let temp = state_dir.join(format!(".{LAST_RECOVERY_FILE}.tmp"));
+            let path = state_dir.join(LAST_RECOVERY_FILE);
+            if let Err(e) = write_durably(state_dir, &temp, &path, format!("{cause}\n").as_bytes())
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot save the recovery cause");
+            }
         }
     }
     let boot_id = boot.boot_id.as_deref().unwrap_or("-");
@@ -273,6 +318,33 @@ mod tests {
         clear_running_marker(state);
         let r = count_recoveries(state, &boot("three", false));
         assert_eq!((r.total, r.box_resets, r.last_box_reset), (2, 1, None));
+        // The cause of the last recovery is kept across clean restarts.
+        assert_eq!(
+            r.last_cause.as_deref(),
+            Some("reset by the hardware watchdog")
+        );
+    }
+
+    #[test]
+    fn a_watchdog_restart_names_the_wedged_thread() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = dir.path();
+        count_recoveries(state, &boot("one", false));
+        // What the watchdog task writes when it withholds the watchdog, then systemd kills.
+        std::fs::write(state.join(WITHHELD_FILE), "sip-worker-0\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = count_recoveries(state, &boot("one", false));
+        assert_eq!(r.total, 1);
+        assert_eq!(
+            r.last_cause.as_deref(),
+            Some("watchdog restart: SIP thread sip-worker-0 stopped making progress")
+        );
+        assert!(!state.join(WITHHELD_FILE).exists());
+        // The next unclean end without a withheld watchdog is a crash or a kill.
+        let r = count_recoveries(state, &boot("one", false));
+        assert!(r
+            .last_cause
+            .is_some_and(|c| c.starts_with("sbcd ended without a clean stop")));
     }
 
     #[test]

@@ -359,6 +359,8 @@ pub fn run_alarm(config: &Config, board_dir: Option<&Path>) -> Result<(), PanelE
             name: profile.name.clone(),
             source,
         })?;
+    // The alarm on the LEDs before anything (the test port included) reads them.
+    let _ = driver.step(monotonic_now());
     #[cfg(feature = "testport")]
     crate::testport::start(crate::testport::Role::PanelAlarm);
     loop {

@@ -3,8 +3,9 @@
 //!
 //! The appliance's console is `sbc-console`, not a shell, and it must stay that way: nothing
 //! here runs a shell or anything a line names. The commands are exactly what the QEMU system
-//! tests need and the console cannot give them: the LEDs as the kernel reports them, a wedged
-//! `sbcd` (SIGSTOP to itself) and a dead kernel (a panic that does not reboot, which only the
+//! tests need and the console cannot give them: the LEDs as the kernel reports them (asked, and
+//! while the engine-down alarm runs, every change as it happens), one SIP worker wedged while
+//! the rest of `sbcd` runs on, and a dead kernel (a panic that does not reboot, which only the
 //! hardware watchdog gets out of). Without the kernel flag none of this starts, and the real
 //! boards' command lines never carry it.
 //!
@@ -17,6 +18,16 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The SIP worker the test port asked to wedge (`usize::MAX`: none).
+static WEDGE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// How often the alarm's LED watch reads the kernel's brightness files: far below the
+/// engine-down blink's half-period (125 ms), so no phase goes unseen.
+const WATCH_EVERY: Duration = Duration::from_millis(5);
 
 /// The kernel command line parameter that names the test port's tty.
 const PARAMETER: &str = "sbc.testport=";
@@ -60,7 +71,7 @@ pub fn start(role: Role) {
 
 fn serve(tty: &Path, role: Role) {
     let open = || std::fs::OpenOptions::new().read(true).write(true).open(tty);
-    let (reader, mut writer) = match open().and_then(|r| Ok((r.try_clone()?, r))) {
+    let (reader, writer) = match open().and_then(|r| Ok((r.try_clone()?, r))) {
         Ok(pair) => pair,
         Err(e) => {
             tracing::warn!(tty = %tty.display(), error = %e, "cannot open the test port");
@@ -72,19 +83,70 @@ fn serve(tty: &Path, role: Role) {
         Role::Daemon => "sbcd",
         Role::PanelAlarm => "panel-alarm",
     };
-    let _ = write!(
-        writer,
-        "\r\ntestport: ready {who} pid {}\r\n",
-        std::process::id()
+    let writer = Arc::new(Mutex::new(writer));
+    say(
+        &writer,
+        &format!("\r\ntestport: ready {who} pid {}\r\n", std::process::id()),
     );
+    if role == Role::PanelAlarm {
+        // The alarm lives only while sbcd restarts (half a second or so): too short to be sure
+        // a question lands in the blink's lit phase, so it reports every change itself.
+        let watch = Arc::clone(&writer);
+        let _ = std::thread::Builder::new()
+            .name("testport-leds".into())
+            .spawn(move || watch_leds(Path::new("/sys/class/leds"), &watch));
+    }
     // The tty is in its default cooked mode: lines arrive whole, echoed back, which the test
     // skips over since every answer starts with `testport:`.
     for line in BufReader::new(reader).lines() {
         let Ok(line) = line else { return };
-        let answer = answer(line.trim(), role);
-        let _ = writer
-            .write_all(answer.as_bytes())
-            .and_then(|()| writer.flush());
+        say(&writer, &answer(line.trim(), role));
+    }
+}
+
+fn say(writer: &Mutex<std::fs::File>, text: &str) {
+    let mut writer = writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = writer
+        .write_all(text.as_bytes())
+        .and_then(|()| writer.flush());
+}
+
+/// Writes `testport: led-change NAME BRIGHTNESS` for every LED at once, then for each change
+/// the kernel reports, until the process ends.
+fn watch_leds(class_dir: &Path, writer: &Mutex<std::fs::File>) {
+    let mut shown: Vec<(String, String)> = Vec::new();
+    loop {
+        let now = leds(class_dir);
+        for (name, brightness) in &now {
+            let before = shown.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+            if before != Some(brightness) {
+                say(
+                    writer,
+                    &format!("testport: led-change {name} {brightness}\r\n"),
+                );
+            }
+        }
+        shown = now;
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
+
+/// Blocks the calling SIP worker's thread for good once the test port has asked to wedge
+/// worker `index`: its runtime stops, heartbeat included, while every other thread of sbcd
+/// runs on. Run as a task on each worker's runtime; a no-op without the test port.
+pub async fn wedge_point(index: usize) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if WEDGE.load(Ordering::Relaxed) == index {
+            tracing::warn!(worker = index, "test port: SIP worker wedged");
+            loop {
+                // Deliberately blocking inside the runtime: that is the wedge.
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     }
 }
 
@@ -98,15 +160,10 @@ fn answer(command: &str, role: Role) -> String {
             }
             out + "testport: end leds\r\n"
         }
-        "stop-sbcd" if role == Role::Daemon => {
-            tracing::warn!("test port: stopping sbcd with SIGSTOP");
-            // Through the shell's builtin: sbcd links no libc wrapper of its own for signals,
-            // and this is a test path only.
-            let stopped = std::process::Command::new("/bin/sh")
-                .args(["-c", &format!("kill -STOP {}", std::process::id())])
-                .status();
-            // Reached only after a SIGCONT, or when the signal could not be sent.
-            format!("testport: stop-sbcd returned {stopped:?}\r\n")
+        "wedge-sip-worker" if role == Role::Daemon => {
+            tracing::warn!("test port: wedging SIP worker 0");
+            WEDGE.store(0, Ordering::Relaxed);
+            "testport: wedging sip-worker-0\r\n".to_owned()
         }
         "hang-kernel" => {
             tracing::warn!("test port: panicking the kernel with reboot-on-panic off");

@@ -286,9 +286,24 @@ fn an_absurd_guard_is_refused_and_sbcd_keeps_answering() {
 }
 
 #[test]
-fn guard_expiry_ends_calls_with_bye_to_both_sides() {
-    let (sbcd, core) = sbcd_with_core();
+fn guard_expiry_ends_calls_with_bye_to_both_sides_and_drops_every_binding() {
+    // The de-registrations reuse each phone's Call-ID (RFC 3261 §10.2.4 asks for it); SIPp
+    // would take them for strays of calls it finished, so it forgets finished calls at once.
+    let core = Sipp::uas("uas_answer.xml")
+        .trace_messages()
+        .arg("-deadcall_wait")
+        .arg("0")
+        .start();
+    let mut config = SbcdConfig::with_upstreams(&[core.port()]);
+    config.retry_after_secs = RETRY_AFTER_SECS;
+    config.guard_secs = 60;
+    let sbcd = Sbcd::start(config);
     let events = sbcd.watch();
+    // Two phones registered and idle: bindings alone keep a drain going (rule 11 ends them).
+    for user in ["idle-a", "idle-b"] {
+        register(&sbcd, user, free_port(), 600).assert_all_succeeded(1);
+    }
+    assert_eq!(sbcd.registrations().len(), 2);
     let phones = Sipp::uac("uac_call_wait_bye.xml", sbcd.access())
         .service("core-user")
         .key("caller", "stubborn")
@@ -303,7 +318,15 @@ fn guard_expiry_ends_calls_with_bye_to_both_sides() {
     let phones = phones.wait();
     let (_, reason, offline_at_ms) = events.wait_change_to(SystemState::Offline, PATIENCE);
 
+    // Asked at once after the Offline event: the engine that sent it has already ended
+    // everything, bindings included.
+    let left = sbcd.registrations();
+    let state = sbcd.system_state();
+    let (_, _, draining_at_ms) = events.wait_change_to(SystemState::Draining, PATIENCE);
     let drain_ms = offline_at_ms.saturating_sub(started_ms);
+    // Measured on sbcd's own clock (both events carry its time): the guard fired on time, not
+    // when the test got round to looking.
+    let guard_ms = offline_at_ms.saturating_sub(draining_at_ms);
     eprintln!(
         "GUARD: drain with guard {guard_secs} s ended after {drain_ms} ms by {reason:?}; \
          phones got Reason {:?}",
@@ -313,6 +336,10 @@ fn guard_expiry_ends_calls_with_bye_to_both_sides() {
     // The BYEs to the core left with those to the phones but may arrive a moment later.
     wait_for("the core to get its three BYEs", PATIENCE, || {
         (core.logged_so_far("bye-reason").len() == 3).then_some(())
+    });
+    wait_for("the core to get both de-registrations", PATIENCE, || {
+        let removals = core.logged_so_far("register");
+        (removals.iter().filter(|l| is_deregistration(l)).count() >= 2).then_some(())
     });
     let core = core.stop();
     core.assert_none_failed();
@@ -327,8 +354,23 @@ fn guard_expiry_ends_calls_with_bye_to_both_sides() {
         drain_ms >= guard_secs * 1000 - 100,
         "not before the guard: {drain_ms} ms"
     );
+    assert!(
+        guard_ms >= guard_secs * 1000 - 100 && guard_ms <= guard_secs * 1000 + 1000,
+        "the guard of {guard_secs} s ended the drain {guard_ms} ms after it started (sbcd's clock)"
+    );
     assert_eq!(sbcd.stat("sip.calls_terminated_by_guard"), 3);
-    assert_eq!(sbcd.system_state().active_sessions, 0);
+    assert_eq!(state.active_sessions, 0, "{state:?}");
+    assert!(left.is_empty(), "bindings outlived the guard: {left:?}");
+    let removals: Vec<String> = core
+        .logged("register")
+        .into_iter()
+        .filter(|l| is_deregistration(l))
+        .collect();
+    assert_eq!(
+        removals.len(),
+        2,
+        "the core got one de-registration per binding left at the guard: {removals:?}"
+    );
 }
 
 #[test]

@@ -7,8 +7,10 @@
 //!    draining (read back through the guest kernel's LED class); a new INVITE gets 503 with
 //!    Retry-After; the call finishes; the state goes offline and the LEDs follow;
 //!    `set-system-state online` brings it back;
-//! c. SIGSTOP to sbcd: systemd restarts it after `WatchdogSec=`, the LEDs show the fault and
-//!    then online, the recovery count goes up;
+//! c. one SIP worker of sbcd wedged (a test-build hook), the rest running: the control plane
+//!    withholds systemd's watchdog, systemd restarts sbcd after `WatchdogSec=`, the LEDs show
+//!    the fault (every change read as the kernel reports it) and then online, the recovery
+//!    count goes up and `show health` names the wedged worker;
 //! d+e. the box is taken offline, then its kernel dies without rebooting itself (panic with
 //!    `panic=0`): the i6300esb watchdog resets the VM, the box comes back OFFLINE, and
 //!    `set-system-state online` makes it carry a call again.
@@ -356,41 +358,84 @@ fn drain_by_button(b: &mut Box) -> Vec<(String, Duration)> {
     times
 }
 
-/// c. A wedged sbcd: systemd's watchdog restarts it. Returns the recovery time (SIGSTOP to the
-/// new sbcd serving the test port) and the time to green.
-fn wedged_daemon(b: &mut Box) -> (Duration, Duration) {
+/// c. One SIP worker wedged while every other thread of sbcd runs on: the control plane must
+/// withhold systemd's watchdog, and systemd restart sbcd. Returns the recovery time (wedge to
+/// the new sbcd serving the test port) and the time to green.
+fn wedged_worker(b: &mut Box) -> (Duration, Duration) {
     let before = b.recoveries();
-    let stopped = Instant::now();
-    b.port.send("stop-sbcd");
-    // While sbcd is down the panel alarm owns the LEDs (and the test port).
+    let wedged = Instant::now();
+    b.port.send("wedge-sip-worker");
+    check(
+        b.port
+            .wait_for("testport: wedging sip-worker-0", ANSWER_TIMEOUT),
+    );
+    // While sbcd is down the panel alarm owns the LEDs (and the test port); it reports every
+    // LED change the kernel shows until the new sbcd stops it.
     check(
         b.port
             .wait_for("testport: ready panel-alarm", RESTART_TIMEOUT),
     );
-    let fault = b.port.leds(Duration::from_secs(10));
-    // "Engine down": red blinking fast, green and amber dark. A dark phase of the blink or a
-    // question lost to the restart is asked again once; the restart may be that quick.
-    let fault = match fault {
-        Some(l) if l == Leds::OFFLINE => Some(l),
-        _ => b.port.leds(Duration::from_secs(10)),
-    };
+    let alarm_from = b.port.transcript.len();
     check(b.port.wait_for("testport: ready sbcd", RESTART_TIMEOUT));
-    let restarted = stopped.elapsed();
+    let restarted = wedged.elapsed();
+    let alarm = alarm_leds(&b.port.transcript[alarm_from..]);
+    eprintln!("LEDs while sbcd was down: {alarm:?}");
     assert!(
-        fault.is_some_and(|l| !l.green && !l.amber),
-        "while sbcd was down the LEDs showed {fault:?}, not the engine-down alarm"
+        alarm.red_lit > 0 && alarm.green_lit == 0 && alarm.amber_lit == 0,
+        "while sbcd was down the LEDs were not the engine-down alarm (red only): {alarm:?}\n{}",
+        b.port.tail()
     );
     check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
-    let green = stopped.elapsed();
+    let green = wedged.elapsed();
     b.wait_state("online", ANSWER_TIMEOUT);
+    let health = b.command("show health");
+    assert!(
+        health.contains("last recovery: watchdog restart: SIP thread sip-worker-0"),
+        "show health does not name the wedged worker:\n{health}"
+    );
     let after = b.recoveries();
     assert_eq!(
         after,
         before + 1,
         "the recovery count did not go up by one after the watchdog restart"
     );
-    eprintln!("fault LEDs while sbcd was down: {fault:?}");
     (restarted, green)
+}
+
+/// What the panel alarm's LED changes showed: how many times each LED was seen lit, and how
+/// many times the red one went dark again (its blink).
+#[derive(Debug, Default)]
+struct AlarmLeds {
+    green_lit: usize,
+    amber_lit: usize,
+    red_lit: usize,
+    red_dark: usize,
+}
+
+fn alarm_leds(lines: &[String]) -> AlarmLeds {
+    let mut seen = AlarmLeds::default();
+    for line in lines {
+        let Some(rest) = line.split("testport: led-change ").nth(1) else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(name), Some(value)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let lit = value != "0";
+        if name.ends_with("::numlock") && lit {
+            seen.green_lit += 1;
+        } else if name.ends_with("::capslock") && lit {
+            seen.amber_lit += 1;
+        } else if name.ends_with("::scrolllock") {
+            if lit {
+                seen.red_lit += 1;
+            } else if seen.red_lit > 0 {
+                seen.red_dark += 1;
+            }
+        }
+    }
+    seen
 }
 
 /// d+e. Offline, then a dead kernel: the hardware watchdog resets the VM, the box comes back
@@ -511,13 +556,13 @@ fn on_the_box_pinning_drain_watchdogs_and_persistence() {
     note("b. drain by button", step.elapsed());
 
     let step = Instant::now();
-    let (restarted, green) = wedged_daemon(&mut b);
+    let (restarted, green) = wedged_worker(&mut b);
     note(
-        "c. SIGSTOP to sbcd serving again (watchdog recovery)",
+        "c. SIP worker wedged to sbcd serving again (watchdog recovery)",
         restarted,
     );
-    note("c. SIGSTOP to green LED", green);
-    note("c. wedged sbcd", step.elapsed());
+    note("c. SIP worker wedged to green LED", green);
+    note("c. wedged SIP worker", step.elapsed());
 
     let step = Instant::now();
     for (what, took) in dead_kernel_and_offline_across_reboot(&mut b) {
