@@ -2,7 +2,7 @@
 //!
 //! - the main thread runs the control plane (a current-thread tokio runtime): the control
 //!   socket, health and log answers, the watchdog, signals;
-//! - `sip-engine` owns the proxy core and the system-state machine ([`crate::engine`]);
+//! - `sip-engine` owns the node's core, proxy and system state composed ([`crate::engine`]);
 //! - `sip-worker-N` threads (one per SIP core) run the sockets ([`crate::transport`]);
 //! - `panel` runs the board's panel driver ([`crate::panel`]).
 //!
@@ -181,11 +181,6 @@ async fn serve(
 
     let (ask_tx, ask_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
-    let machine = system_state::Machine::new(
-        Instant::now(),
-        initial,
-        Duration::from_secs(config.drain.guard_secs.0),
-    );
     let engine = Engine {
         node: node.clone(),
         core: SipCore::new(
@@ -195,8 +190,8 @@ async fn serve(
             },
             Instant::now(),
             initial,
+            Duration::from_secs(config.drain.guard_secs.0),
         ),
-        machine,
         transports: Arc::clone(&shared),
         inbound: inbound_rx,
         asks: ask_rx,

@@ -1,15 +1,16 @@
-//! The engine thread: the one owner of the SIP proxy core and the system-state machine.
+//! The engine thread: the one owner of the node's core (the SIP proxy and the system-state
+//! machine, composed in the pure `node` crate).
 //!
 //! Why one owner fed by channels (and not a proxy behind a mutex locked by every worker): the
 //! proxy's tables (transactions, registrations, dialogs) and the system state change together —
 //! the last BYE lowers the session count, which ends the drain, which must reach the proxy
 //! before the next message is judged. With one owner that chain runs to completion inside one
 //! loop iteration, with no lock ordering to get wrong, and timers are one `sleep_until` on the
-//! earliest deadline of both machines. Workers only do socket I/O and hand messages over a
+//! earliest deadline of the core. Workers only do socket I/O and hand messages over a
 //! bounded queue. Whether the single owner becomes the bottleneck is for the benchmark to say
 //! (docs/engine.md).
 //!
-//! Every decision is made by the cores: this loop only carries inputs in (messages, time,
+//! Every decision is made by the core: this loop only carries inputs in (messages, time,
 //! operator commands, button toggles) and outputs out (transmits, events to log, state changes to
 //! the transports, the panel, subscribers and the disk).
 
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control::{Reply, Request, Response, SystemStateInfo, TargetState};
-use system_state::{Cause, Machine, SystemState};
+use system_state::{Cause, SystemState};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::control_server::Ask;
@@ -50,7 +51,6 @@ pub enum Command {
 pub struct Engine {
     pub node: String,
     pub core: SipCore,
-    pub machine: Machine,
     pub transports: Arc<Shared>,
     pub inbound: mpsc::Receiver<FromTransport>,
     pub asks: mpsc::Receiver<Ask>,
@@ -77,8 +77,9 @@ pub fn unix_ms() -> u64 {
 impl Engine {
     /// Runs the loop until every input channel is closed.
     pub async fn run(mut self) {
-        // The core was built in the restored state; the machine learns the initial counts.
-        self.flush(Instant::now());
+        // The core was built in the restored state: a restored drain with nothing left has
+        // already ended, and everyone must hear it.
+        self.flush();
         let mut commands_open = true;
         // UDP is read here, on the owner's thread: see `transport::udp` for why.
         let mut udp = udp::Ingress::new(&self.transports, self.transports.take_udp());
@@ -87,10 +88,7 @@ impl Engine {
         tokio::pin!(sleep);
         let mut armed = None;
         loop {
-            let deadline = [self.core.poll_timeout(), self.machine.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let deadline = self.core.poll_timeout();
             if deadline != armed {
                 if let Some(at) = deadline {
                     sleep.as_mut().reset(at.into());
@@ -116,12 +114,12 @@ impl Engine {
                         // Flushed after every message: a state change one message causes (the
                         // last BYE ending a drain) is in force for the next one.
                         self.core.handle(now, message);
-                        self.flush(now);
+                        self.flush();
                         for _ in 1..BATCH {
                             match self.inbound.try_recv() {
                                 Ok(message) => {
                                     self.core.handle(now, message);
-                                    self.flush(now);
+                                    self.flush();
                                 }
                                 Err(_) => break,
                             }
@@ -130,9 +128,8 @@ impl Engine {
                         // run what is due here so retransmissions and the guard never starve.
                         if deadline.is_some_and(|at| at <= now) {
                             self.core.handle_timeout(now);
-                            self.machine.handle_timeout(now);
                         }
-                        self.flush(now);
+                        self.flush();
                     }
                     None => return,
                 },
@@ -145,66 +142,56 @@ impl Engine {
                             break;
                         };
                         self.core.handle_datagram(now, d.listener, d.source, d.bytes);
-                        self.flush(now);
+                        self.flush();
                     }
                     if deadline.is_some_and(|at| at <= now) {
                         self.core.handle_timeout(now);
-                        self.machine.handle_timeout(now);
                     }
-                    self.flush(now);
+                    self.flush();
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
                     self.core.handle_timeout(now);
-                    self.machine.handle_timeout(now);
-                    self.flush(now);
+                    self.flush();
                 }
             }
         }
     }
 
-    /// Carries every output of both machines out, until neither has anything left (a state
-    /// change makes the proxy act, which changes counts, which may change the state again).
-    fn flush(&mut self, now: Instant) {
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.core.poll_transmit() {
-                self.transports.send(t);
-                progressed = true;
-            }
-            if let Some(accept) = self.core.take_accepts_connections() {
-                self.serving.send_replace(accept);
-            }
-            if let Some((sessions, registrations)) = self.core.take_counts_changed() {
-                self.machine.set_load(now, sessions, registrations);
-                progressed = true;
-            }
-            while let Some(event) = self.machine.poll_event() {
-                progressed = true;
-                match event {
-                    system_state::Event::Transition(t) => self.transition(t),
-                    system_state::Event::TerminateAll { .. } => {
-                        let (sessions, registrations) = self.core.counts();
-                        tracing::warn!(
-                            sessions,
-                            registrations,
-                            "guard expired: ending remaining calls and registrations"
-                        );
-                        self.core.terminate_all(now);
-                    }
+    /// Carries every output of the core out: transmits to the transports, state changes to
+    /// every follower.
+    fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            self.transports.send(t);
+        }
+        while let Some(event) = self.core.poll_event() {
+            match event {
+                node::Event::StateChanged(t) => self.transition(t),
+                node::Event::AcceptConnections(accept) => {
+                    self.serving.send_replace(accept);
                 }
+                node::Event::GuardExpired {
+                    sessions,
+                    registrations,
+                } => tracing::warn!(
+                    sessions,
+                    registrations,
+                    "guard expired: ending remaining calls and registrations"
+                ),
+                // Logged by the core adapter as they came.
+                node::Event::Proxy(_) => {}
             }
-            if !progressed {
-                return;
-            }
+        }
+        // A state change's own transmits (the guard's BYEs) come after the events.
+        while let Some(t) = self.core.poll_transmit() {
+            self.transports.send(t);
         }
     }
 
     /// One state change, reported everywhere (SPEC §2: journal, console, LEDs, twin).
     fn transition(&mut self, t: system_state::Transition) {
-        // The proxy first: the next message must already be judged by the new state. The
-        // transports follow the core's word on connections (flush picks it up).
-        self.core.set_system_state(t.to);
+        // The proxy already judges by the new state (the node saw to it); the transports
+        // follow the core's word on connections (flush picks it up).
         self.since_unix_ms = unix_ms();
         self.view.send_replace(StateView {
             state: t.to,
@@ -245,12 +232,12 @@ impl Engine {
     ) {
         let now = Instant::now();
         let outcome = match action {
-            panel::HoldAction::StartDrain => self.machine.request_offline(now, None, Cause::Button),
-            panel::HoldAction::GoOnline => self.machine.request_online(now, Cause::Button),
+            panel::HoldAction::StartDrain => self.core.request_offline(now, None, Cause::Button),
+            panel::HoldAction::GoOnline => self.core.request_online(now, Cause::Button),
         };
-        self.flush(now);
+        self.flush();
         if let Some(reply) = reply {
-            let state = self.machine.state();
+            let state = self.core.state();
             let message = match outcome {
                 system_state::Outcome::Unchanged => {
                     format!("button hold: system-state already {state}")
@@ -267,7 +254,7 @@ impl Engine {
         let now = Instant::now();
         // Brings the core's clock (and so ages and expiries in snapshots) up to now.
         self.core.handle_timeout(now);
-        self.flush(now);
+        self.flush();
         let response = match ask.request {
             Request::ShowSystemState => self.system_state_info(now),
             Request::SetSystemState {
@@ -281,20 +268,20 @@ impl Engine {
             },
             Request::SetSystemState { target, guard_secs } => {
                 let outcome = match target {
-                    TargetState::Offline => self.machine.request_offline(
+                    TargetState::Offline => self.core.request_offline(
                         now,
                         guard_secs.map(Duration::from_secs),
                         Cause::Operator,
                     ),
-                    TargetState::Online => self.machine.request_online(now, Cause::Operator),
+                    TargetState::Online => self.core.request_online(now, Cause::Operator),
                 };
-                self.flush(now);
-                let state = self.machine.state();
+                self.flush();
+                let state = self.core.state();
                 let message = match outcome {
                     system_state::Outcome::Changed => format!("system-state is now {state}"),
                     system_state::Outcome::GuardChanged => {
                         let left = self
-                            .machine
+                            .core
                             .snapshot(now)
                             .guard_remaining
                             .map_or(0, |d| d.as_secs());
@@ -344,7 +331,7 @@ impl Engine {
     }
 
     fn system_state_info(&self, now: Instant) -> Response {
-        let snap = self.machine.snapshot(now);
+        let snap = self.core.snapshot(now);
         let (sessions, registrations) = self.core.counts();
         Response::Ok {
             reply: Reply::SystemState(SystemStateInfo {
@@ -405,8 +392,12 @@ mod tests {
         let now = Instant::now();
         let engine = Engine {
             node: "test".into(),
-            core: SipCore::new(proxy::Config::default(), now, initial),
-            machine: Machine::new(now, initial, Duration::from_secs(300)),
+            core: SipCore::new(
+                proxy::Config::default(),
+                now,
+                initial,
+                Duration::from_secs(300),
+            ),
             transports: shared,
             inbound,
             asks,

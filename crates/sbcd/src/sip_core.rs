@@ -1,14 +1,17 @@
-//! The adapter between the engine loop and the `proxy` crate's sans-IO core: it builds the
-//! core's configuration from `sbc.toml`, feeds messages and time in, takes transmits out, turns
-//! the core's events into log lines, and converts its snapshots into the control protocol's
-//! shapes. It decides nothing: every SIP and drain decision is the core's.
+//! The adapter between the engine loop and the `node` crate's sans-IO core (the proxy and
+//! the system state composed): it builds the proxy's configuration from `sbc.toml`, feeds
+//! messages, time and commands in, takes transmits out, turns the proxy's events into log
+//! lines, and converts its snapshots into the control protocol's shapes. It decides nothing:
+//! every SIP and drain decision is the node's.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxy::{Event, Proxy, Transmit};
-use system_state::SystemState;
+use node::Node;
+use proxy::{Event, Transmit};
+use system_state::{Cause, Outcome, SystemState};
 
 use crate::config::{self, Config};
 use crate::transport::{FromTransport, ListenerSpec};
@@ -16,11 +19,10 @@ use crate::transport::{FromTransport, ListenerSpec};
 /// The SIP core as the engine sees it.
 #[derive(Debug)]
 pub struct SipCore {
-    proxy: Proxy,
-    /// Counts reported by the core and not yet given to the state machine.
-    counts_changed: Option<(u64, u64)>,
-    /// Whether SIP connections are welcome, as the core last said.
-    accepts_connections: Option<bool>,
+    node: Node,
+    /// The node's events for the engine (state changes, connections, the guard), in order;
+    /// the proxy's own events are logged here as they come.
+    pending: VecDeque<node::Event>,
     /// Connection-closed notices seen (the core does not track flows; counted for `show stats`).
     flows_closed: u64,
 }
@@ -88,21 +90,18 @@ pub fn proxy_config(config: &Config, listeners: &[ListenerSpec]) -> proxy::Confi
 }
 
 impl SipCore {
-    /// A core in `initial` state.
-    pub fn new(config: proxy::Config, now: Instant, initial: SystemState) -> SipCore {
-        let mut proxy = Proxy::new(config, now);
-        // No twin in this build: change records would be copies made for nobody.
-        proxy.set_replication(false);
+    /// A core in `initial` state; `default_guard` is `[drain] guard_secs`.
+    pub fn new(
+        config: proxy::Config,
+        now: Instant,
+        initial: SystemState,
+        default_guard: Duration,
+    ) -> SipCore {
         let mut core = SipCore {
-            proxy,
-            counts_changed: None,
-            accepts_connections: None,
+            node: Node::new(config, initial, default_guard, now),
+            pending: VecDeque::new(),
             flows_closed: 0,
         };
-        core.proxy.set_system_state(initial);
-        let counts = core.proxy.counts();
-        // The state machine waits for a first count before it can end a drain.
-        core.counts_changed = Some((counts.active_sessions as u64, counts.registrations as u64));
         core.pump_events();
         core
     }
@@ -110,7 +109,7 @@ impl SipCore {
     pub fn handle(&mut self, now: Instant, input: FromTransport) {
         match input {
             FromTransport::Message(m) => {
-                self.proxy.handle_input(
+                self.node.handle_input(
                     now,
                     proxy::Input {
                         listener: m.listener,
@@ -137,7 +136,7 @@ impl SipCore {
         source: SocketAddr,
         bytes: &[u8],
     ) {
-        self.proxy.handle_input(
+        self.node.handle_input(
             now,
             proxy::Input {
                 listener,
@@ -150,48 +149,55 @@ impl SipCore {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.proxy.handle_timeout(now);
+        self.node.handle_timeout(now);
         self.pump_events();
+    }
+
+    pub fn request_offline(
+        &mut self,
+        now: Instant,
+        guard: Option<Duration>,
+        cause: Cause,
+    ) -> Outcome {
+        let outcome = self.node.request_offline(now, guard, cause);
+        self.pump_events();
+        outcome
+    }
+
+    pub fn request_online(&mut self, now: Instant, cause: Cause) -> Outcome {
+        let outcome = self.node.request_online(now, cause);
+        self.pump_events();
+        outcome
     }
 
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.proxy.poll_timeout()
+        self.node.poll_timeout()
     }
 
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.proxy.poll_transmit()
+        self.node.poll_transmit()
     }
 
-    /// The counts, if they changed since last asked.
+    /// The next state change, connection verdict or guard expiry, oldest first.
     #[must_use]
-    pub fn take_counts_changed(&mut self) -> Option<(u64, u64)> {
-        self.counts_changed.take()
+    pub fn poll_event(&mut self) -> Option<node::Event> {
+        self.pending.pop_front()
     }
 
-    /// Whether SIP connections are welcome, if the core changed its mind since last asked.
-    #[must_use]
-    pub fn take_accepts_connections(&mut self) -> Option<bool> {
-        self.accepts_connections.take()
+    pub fn state(&self) -> SystemState {
+        self.node.state()
+    }
+
+    pub fn snapshot(&self, now: Instant) -> system_state::Snapshot {
+        self.node.snapshot(now)
     }
 
     /// Active sessions and registrations.
     pub fn counts(&self) -> (u64, u64) {
-        let c = self.proxy.counts();
+        let c = self.node.counts();
         (c.active_sessions as u64, c.registrations as u64)
-    }
-
-    pub fn set_system_state(&mut self, state: SystemState) {
-        self.proxy.set_system_state(state);
-        self.pump_events();
-    }
-
-    /// Rule 11: ends every dialog and drops every binding, with the configured Reason.
-    pub fn terminate_all(&mut self, now: Instant) {
-        let reason = self.proxy.config().drain.guard_reason.clone();
-        self.proxy.terminate_all(now, &reason);
-        self.pump_events();
     }
 
     /// Logs the core's events and keeps what the engine needs from them.
@@ -208,7 +214,14 @@ impl SipCore {
     fn pump_events_from(&mut self, source: Option<SocketAddr>) {
         // Formatted only if a line is written: most messages log nothing.
         let peer = tracing::field::display(Peer(source));
-        while let Some(event) = self.proxy.poll_event() {
+        while let Some(event) = self.node.poll_event() {
+            let event = match event {
+                node::Event::Proxy(event) => event,
+                other => {
+                    self.pending.push_back(other);
+                    continue;
+                }
+            };
             match event {
                 Event::CallStarted { call_id, priority } => {
                     tracing::debug!(call_id = %call_id, peer, priority, state = "early", "call started");
@@ -257,13 +270,11 @@ impl SipCore {
                 Event::MalformedDropped { source, reason } => {
                     tracing::debug!(peer = %source, reason = %reason, "malformed message dropped");
                 }
-                Event::CountsChanged(c) => {
-                    self.counts_changed = Some((c.active_sessions as u64, c.registrations as u64));
-                }
-                // The state machine ends the drain from the counts (rule 10).
-                Event::DrainComplete => {}
-                Event::CloseConnections => self.accepts_connections = Some(false),
-                Event::AcceptConnections => self.accepts_connections = Some(true),
+                // The node consumes these itself (the drain's counts, connections).
+                Event::CountsChanged(_)
+                | Event::DrainComplete
+                | Event::CloseConnections
+                | Event::AcceptConnections => {}
                 // What the far end answers to the box's own requests (de-registrations on a
                 // phone's behalf, the guard's BYEs, CANCELs): nobody else sees these answers,
                 // and a refused de-registration leaves the phone registered at the core.
@@ -297,7 +308,8 @@ impl SipCore {
     }
 
     pub fn calls(&self) -> Vec<control::CallInfo> {
-        self.proxy
+        self.node
+            .proxy()
             .calls()
             .into_iter()
             .map(|c| control::CallInfo {
@@ -311,7 +323,8 @@ impl SipCore {
     }
 
     pub fn registrations(&self) -> Vec<control::RegistrationInfo> {
-        self.proxy
+        self.node
+            .proxy()
             .registrations()
             .into_iter()
             .map(|r| control::RegistrationInfo {
@@ -325,7 +338,8 @@ impl SipCore {
     }
 
     pub fn upstreams(&self) -> Vec<control::UpstreamInfo> {
-        self.proxy
+        self.node
+            .proxy()
             .upstreams()
             .into_iter()
             .map(|u| control::UpstreamInfo {
@@ -349,7 +363,9 @@ impl SipCore {
         let mut out = Vec::new();
         // Stats is a struct of plain counters; its serde form lists them by name, so new
         // counters show up here without this shell knowing them.
-        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(self.proxy.stats()) {
+        if let Ok(serde_json::Value::Object(fields)) =
+            serde_json::to_value(self.node.proxy().stats())
+        {
             for (name, value) in fields {
                 if let Some(value) = value.as_u64() {
                     out.push(control::Counter {

@@ -1,0 +1,347 @@
+//! The composed node on a simulated network and clock: phones and the core are the test,
+//! answering what the node sends by hand; the clock jumps.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proxy::{Input, ListenerConfig, ListenerId, Realm, Transport, UpstreamConfig};
+use system_state::{Cause, SystemState};
+
+use super::{Event, Node};
+
+const ACCESS: &str = "10.0.0.1:5060";
+const CORE_SIDE: &str = "10.1.0.1:5060";
+const UPSTREAM: &str = "10.1.0.10:5060";
+const PHONE: &str = "10.0.0.50:5060";
+const GUARD: Duration = Duration::from_secs(300);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Lab {
+    node: Node,
+    now: Instant,
+    /// Everything sent, as (destination, text), oldest first; tests take what they answer.
+    sent: Vec<(SocketAddr, String)>,
+    events: Vec<Event>,
+}
+
+impl Lab {
+    fn new(initial: SystemState) -> Lab {
+        let config = proxy::Config {
+            node_name: "sbc-a".into(),
+            listeners: vec![
+                ListenerConfig {
+                    realm: Realm::Access,
+                    transport: Transport::Udp,
+                    addr: addr(ACCESS),
+                },
+                ListenerConfig {
+                    realm: Realm::Core,
+                    transport: Transport::Udp,
+                    addr: addr(CORE_SIDE),
+                },
+            ],
+            upstreams: vec![
+                UpstreamConfig::from_uri("sip:10.1.0.10:5060;transport=udp", 1).unwrap(),
+            ],
+            ..proxy::Config::default()
+        };
+        let now = Instant::now();
+        let mut lab = Lab {
+            node: Node::new(config, initial, GUARD, now),
+            now,
+            sent: Vec::new(),
+            events: Vec::new(),
+        };
+        lab.collect();
+        lab
+    }
+
+    fn collect(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            self.sent.push((
+                t.destination,
+                String::from_utf8_lossy(&t.bytes).into_owned(),
+            ));
+        }
+        while let Some(e) = self.node.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// `text` (lines joined with CRLF) from `from`, on the access or core listener.
+    fn deliver(&mut self, realm: Realm, from: &str, text: &str) {
+        let listener = ListenerId(match realm {
+            Realm::Access => 0,
+            Realm::Core => 1,
+        });
+        self.node.handle_input(
+            self.now,
+            Input {
+                listener,
+                flow: None,
+                source: addr(from),
+                bytes: text.as_bytes(),
+            },
+        );
+        self.collect();
+    }
+
+    /// Moves the clock by `d`, firing every deadline on the way.
+    fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        while let Some(at) = self.node.poll_timeout().filter(|at| *at <= target) {
+            self.now = self.now.max(at);
+            self.node.handle_timeout(self.now);
+            self.collect();
+        }
+        self.now = target;
+        self.node.handle_timeout(self.now);
+        self.collect();
+    }
+
+    /// The last message sent to `to` whose first line starts with `prefix`.
+    fn last_to(&self, to: &str, prefix: &str) -> String {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(d, text)| *d == addr(to) && text.starts_with(prefix))
+            .map(|(_, text)| text.clone())
+            .unwrap_or_else(|| {
+                panic!(
+                    "nothing starting {prefix:?} was sent to {to}: {:?}",
+                    self.sent
+                )
+            })
+    }
+
+    fn sent_to(&self, to: &str, prefix: &str) -> usize {
+        self.sent
+            .iter()
+            .filter(|(d, text)| *d == addr(to) && text.starts_with(prefix))
+            .count()
+    }
+
+    fn transitions(&self) -> Vec<(SystemState, Cause)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::StateChanged(t) => Some((t.to, t.cause)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The phone registers `expires` seconds through the node; the core accepts.
+    fn register(&mut self, cseq: u32, expires: u32) {
+        let request = message(&[
+            "REGISTER sip:example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-reg{cseq}"),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=reg",
+            "To: <sip:alice@example.com>",
+            "Call-ID: reg-alice",
+            &format!("CSeq: {cseq} REGISTER"),
+            &format!("Contact: <sip:alice@{PHONE}>;expires={expires}"),
+        ]);
+        self.deliver(Realm::Access, PHONE, &request);
+        let forwarded = self.last_to(UPSTREAM, "REGISTER");
+        let answer = response(
+            &forwarded,
+            "200 OK",
+            &[&format!("Contact: <sip:alice@{PHONE}>;expires={expires}")],
+        );
+        self.deliver(Realm::Core, UPSTREAM, &answer);
+    }
+
+    /// The phone's INVITE for a call to the core.
+    fn invite(&mut self, call_id: &str) {
+        let invite = message(&[
+            "INVITE sip:+15550001@example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=caller",
+            "To: <sip:+15550001@example.com>",
+            &format!("Call-ID: {call_id}"),
+            "CSeq: 1 INVITE",
+            &format!("Contact: <sip:alice@{PHONE}>"),
+        ]);
+        self.deliver(Realm::Access, PHONE, &invite);
+    }
+
+    /// A call from the phone to the core, answered and acknowledged.
+    fn call(&mut self, call_id: &str) {
+        self.invite(call_id);
+        let forwarded = self.last_to(UPSTREAM, "INVITE");
+        let ok = response(
+            &forwarded,
+            "200 OK",
+            &[&format!("Contact: <sip:core@{UPSTREAM}>")],
+        );
+        self.deliver(Realm::Core, UPSTREAM, &ok);
+        let answered = self.last_to(PHONE, "SIP/2.0 200");
+        let route: Vec<String> = header_lines(&answered, "Record-Route")
+            .into_iter()
+            .map(|rr| format!("Route: {rr}"))
+            .collect();
+        let mut ack = vec![
+            format!("ACK sip:core@{UPSTREAM} SIP/2.0"),
+            format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-ack"),
+            "Max-Forwards: 70".into(),
+            "From: <sip:alice@example.com>;tag=caller".into(),
+            format!("To: {}", header_lines(&answered, "To").remove(0)),
+            format!("Call-ID: {call_id}"),
+            "CSeq: 1 ACK".into(),
+        ];
+        ack.extend(route);
+        let ack: Vec<&str> = ack.iter().map(String::as_str).collect();
+        self.deliver(Realm::Access, PHONE, &message(&ack));
+    }
+}
+
+fn message(lines: &[&str]) -> String {
+    format!("{}\r\nContent-Length: 0\r\n\r\n", lines.join("\r\n"))
+}
+
+/// The values of every `name` header of `text`.
+fn header_lines(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
+/// A response to `request` as a UAS writes it: Vias, From, To (tagged), Call-ID, CSeq and
+/// Record-Route copied.
+fn response(request: &str, status: &str, extra: &[&str]) -> String {
+    let mut lines = vec![format!("SIP/2.0 {status}")];
+    for name in ["Via", "From", "To", "Call-ID", "CSeq", "Record-Route"] {
+        for value in header_lines(request, name) {
+            let value = if name == "To" && !value.contains("tag=") {
+                format!("{value};tag=uas")
+            } else {
+                value
+            };
+            lines.push(format!("{name}: {value}"));
+        }
+    }
+    lines.extend(extra.iter().map(|s| (*s).to_owned()));
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    message(&lines)
+}
+
+#[test]
+fn an_idle_drain_ends_at_once_and_the_next_call_meets_an_offline_node() {
+    let mut lab = Lab::new(SystemState::Online);
+    lab.node.request_offline(lab.now, None, Cause::Operator);
+    lab.collect();
+    assert_eq!(
+        lab.transitions(),
+        [
+            (SystemState::Draining, Cause::Operator),
+            (SystemState::Offline, Cause::Drained)
+        ]
+    );
+    assert!(lab.events.contains(&Event::AcceptConnections(false)));
+    lab.invite("after");
+    assert_eq!(
+        lab.sent_to(UPSTREAM, "INVITE"),
+        0,
+        "nothing forwarded offline"
+    );
+    assert!(lab.last_to(PHONE, "SIP/2.0 ").starts_with("SIP/2.0 503"));
+}
+
+#[test]
+fn the_binding_that_expires_last_ends_the_drain_in_the_same_step() {
+    let mut lab = Lab::new(SystemState::Online);
+    lab.register(1, 60);
+    assert_eq!(lab.node.counts().registrations, 1);
+    lab.node.request_offline(lab.now, None, Cause::Operator);
+    lab.collect();
+    assert_eq!(
+        lab.transitions(),
+        [(SystemState::Draining, Cause::Operator)]
+    );
+
+    lab.advance(Duration::from_secs(61));
+
+    assert_eq!(lab.node.counts().registrations, 0);
+    assert_eq!(lab.node.state(), SystemState::Offline);
+    assert_eq!(lab.transitions()[1], (SystemState::Offline, Cause::Drained));
+}
+
+#[test]
+fn the_guard_ends_every_call_and_binding_before_the_node_goes_offline() {
+    let mut lab = Lab::new(SystemState::Online);
+    lab.register(1, 3600);
+    lab.call("held");
+    let counts = lab.node.counts();
+    assert_eq!((counts.active_sessions, counts.registrations), (1, 1));
+    lab.node
+        .request_offline(lab.now, Some(Duration::from_secs(2)), Cause::Operator);
+    lab.collect();
+    let byes_before = lab.sent_to(PHONE, "BYE");
+
+    lab.advance(Duration::from_secs(2));
+
+    let guard_at = lab
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::GuardExpired { .. }))
+        .unwrap();
+    let offline_at = lab
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::StateChanged(t) if t.to == SystemState::Offline))
+        .unwrap();
+    assert!(guard_at < offline_at, "{:?}", lab.events);
+    assert_eq!(
+        lab.events[guard_at],
+        Event::GuardExpired {
+            sessions: 1,
+            registrations: 1
+        }
+    );
+    assert_eq!(
+        lab.transitions().last(),
+        Some(&(SystemState::Offline, Cause::GuardExpired))
+    );
+    assert_eq!(
+        lab.sent_to(PHONE, "BYE"),
+        byes_before + 1,
+        "a BYE to the phone"
+    );
+    assert_eq!(lab.sent_to(UPSTREAM, "BYE"), 1, "a BYE to the core");
+    let removal = lab.last_to(UPSTREAM, "REGISTER");
+    assert!(
+        removal.contains("Expires: 0") || removal.contains("expires=0"),
+        "{removal}"
+    );
+    let counts = lab.node.counts();
+    assert_eq!((counts.active_sessions, counts.registrations), (0, 0));
+}
+
+#[test]
+fn a_node_restored_draining_with_nothing_left_goes_offline_at_once() {
+    let lab = Lab::new(SystemState::Draining);
+    assert_eq!(lab.transitions(), [(SystemState::Offline, Cause::Drained)]);
+    assert_eq!(lab.node.state(), SystemState::Offline);
+}
+
+#[test]
+fn online_again_reopens_connections_and_calls_are_forwarded() {
+    let mut lab = Lab::new(SystemState::Offline);
+    lab.node.request_online(lab.now, Cause::Button);
+    lab.collect();
+    assert!(lab.events.contains(&Event::AcceptConnections(true)));
+    lab.call("back");
+    assert_eq!(lab.sent_to(UPSTREAM, "INVITE"), 1);
+    assert_eq!(lab.node.counts().active_sessions, 1);
+}
