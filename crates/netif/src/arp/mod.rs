@@ -1,0 +1,239 @@
+//! ARP probe and announcement on the wire (RFC 5227 with its timers scaled down so that a
+//! takeover fits the twin's 1 s budget). Decides what "clear" means: no conflicting ARP seen from
+//! the first probe until `wait` after the last.
+
+pub(crate) mod frame;
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use nix::sys::socket::{recv, send, MsgFlags};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::time::{sleep_until, Instant};
+
+use crate::packet_socket;
+use frame::{ArpPacket, MacAddr, ETHERTYPE_ARP};
+
+/// RFC 5227's probe timers, scaled. The RFC's PROBE_NUM 3, PROBE_MIN/MAX 1-2 s, ANNOUNCE_WAIT
+/// 2 s take 4-9 s; on a LAN where every host answers ARP within a millisecond, tens of
+/// milliseconds are plenty (n-acd scales the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTiming {
+    /// How many probes to send (RFC: PROBE_NUM = 3).
+    pub probes: u32,
+    /// Between two probes (RFC: PROBE_MIN..PROBE_MAX, randomised; here fixed: the twin does
+    /// not need jitter against hosts booting together, its start order is settled by node id).
+    pub interval: Duration,
+    /// After the last probe, how long an answer still counts (RFC: ANNOUNCE_WAIT).
+    pub wait: Duration,
+}
+
+impl Default for ProbeTiming {
+    fn default() -> Self {
+        Self {
+            probes: 3,
+            interval: Duration::from_millis(20),
+            wait: Duration::from_millis(40),
+        }
+    }
+}
+
+impl ProbeTiming {
+    /// How long a probe that finds no conflict takes.
+    pub fn total(&self) -> Duration {
+        self.interval * self.probes.saturating_sub(1) + self.wait
+    }
+}
+
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Nobody answered for the address or probed for it: it may be claimed.
+    Clear,
+    /// A host with MAC `mac` uses the address (or probes for it too): do not claim it.
+    Conflict { mac: MacAddr },
+}
+
+/// Why a probe or an announcement could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ArpError {
+    #[error("cannot list interfaces to find {dev}: {source}")]
+    ListInterfaces {
+        dev: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("no interface {dev} with an Ethernet address")]
+    NoInterface { dev: String },
+    #[error("cannot open an ARP packet socket on {dev}: {source}")]
+    Open {
+        dev: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sending ARP for {ip} on {dev} failed: {source}")]
+    Send {
+        dev: String,
+        ip: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("receiving ARP on {dev} while probing {ip} failed: {source}")]
+    Receive {
+        dev: String,
+        ip: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Probes `ip` on `dev` (RFC 5227 §2.1.1): sends `timing.probes` ARP requests with sender IP
+/// 0.0.0.0 and listens until `timing.wait` after the last. Returns at the first conflict.
+///
+/// Call it before adding the address: a host that holds it answers, and nobody's cache learns
+/// anything from a probe.
+pub async fn probe(dev: &str, ip: Ipv4Addr, timing: ProbeTiming) -> Result<ProbeOutcome, ArpError> {
+    let wire = Wire::open(dev)?;
+    let probe = ArpPacket::probe(wire.mac, ip).to_broadcast_frame();
+    let start = Instant::now();
+    let end = start + timing.total();
+    let mut sent = 0;
+    let mut next_probe = start;
+    let mut buf = [0u8; 1536];
+    loop {
+        let now = Instant::now();
+        if sent < timing.probes && now >= next_probe {
+            wire.send(&probe)
+                .await
+                .map_err(|source| wire.send_error(ip, source))?;
+            sent += 1;
+            next_probe += timing.interval;
+            continue;
+        }
+        if sent >= timing.probes && now >= end {
+            return Ok(ProbeOutcome::Clear);
+        }
+        let wake = if sent < timing.probes {
+            next_probe
+        } else {
+            end
+        };
+        tokio::select! {
+            () = sleep_until(wake) => {}
+            got = wire.recv(&mut buf) => {
+                let len = got.map_err(|source| ArpError::Receive {
+                    dev: wire.dev.clone(),
+                    ip,
+                    source,
+                })?;
+                let conflict = buf
+                    .get(..len)
+                    .and_then(ArpPacket::parse_frame)
+                    .filter(|p| p.conflicts_with_probe(ip, wire.mac));
+                if let Some(p) = conflict {
+                    return Ok(ProbeOutcome::Conflict { mac: p.sender_mac });
+                }
+            }
+        }
+    }
+}
+
+/// Announces `ip` on `dev` (RFC 5227 §2.3): `count` gratuitous ARP requests (sender IP = target
+/// IP = `ip`, broadcast), `interval` apart, so that neighbours' caches move to this interface's
+/// MAC. Call it after the address is on the interface.
+///
+/// Linux neighbours update an entry they already have and, with the default `arp_accept = 0`,
+/// create none. Send a last announcement about a second later too: a neighbour ignores an
+/// address change within `locktime` (1 s) of the entry's last update unless it recognises the
+/// frame as gratuitous.
+pub async fn announce(
+    dev: &str,
+    ip: Ipv4Addr,
+    count: u32,
+    interval: Duration,
+) -> Result<(), ArpError> {
+    let wire = Wire::open(dev)?;
+    let frame = ArpPacket::announcement(wire.mac, ip).to_broadcast_frame();
+    for n in 0..count {
+        if n > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        wire.send(&frame)
+            .await
+            .map_err(|source| wire.send_error(ip, source))?;
+    }
+    Ok(())
+}
+
+/// An ARP packet socket on one interface and that interface's MAC.
+struct Wire {
+    dev: String,
+    mac: MacAddr,
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Wire {
+    fn open(dev: &str) -> Result<Self, ArpError> {
+        let (ifindex, mac) = interface(dev)?;
+        let open_err = |source| ArpError::Open {
+            dev: dev.to_owned(),
+            source,
+        };
+        let fd = packet_socket::open(ifindex, ETHERTYPE_ARP).map_err(open_err)?;
+        Ok(Self {
+            dev: dev.to_owned(),
+            mac,
+            fd,
+        })
+    }
+
+    async fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.fd
+            .async_io(Interest::WRITABLE, |fd| {
+                send(fd.as_raw_fd(), frame, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fd
+            .async_io(Interest::READABLE, |fd| {
+                recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+            })
+            .await
+    }
+
+    fn send_error(&self, ip: Ipv4Addr, source: io::Error) -> ArpError {
+        ArpError::Send {
+            dev: self.dev.clone(),
+            ip,
+            source,
+        }
+    }
+}
+
+/// The index and MAC of `dev`, from getifaddrs: it asks the kernel through a socket, so it sees
+/// the calling thread's network namespace (/sys/class/net shows the namespace /sys was mounted
+/// in, which is not the same for a thread that entered another namespace).
+fn interface(dev: &str) -> Result<(u32, MacAddr), ArpError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|source| ArpError::ListInterfaces {
+        dev: dev.to_owned(),
+        source,
+    })?;
+    addrs
+        .filter(|a| a.interface_name == dev)
+        .filter_map(|a| {
+            let link = *a.address?.as_link_addr()?;
+            let mac = link.addr()?;
+            let index = u32::try_from(link.ifindex()).ok()?;
+            Some((index, MacAddr(mac)))
+        })
+        .next()
+        .ok_or_else(|| ArpError::NoInterface {
+            dev: dev.to_owned(),
+        })
+}
