@@ -94,7 +94,8 @@ pub enum ArpError {
 /// 0.0.0.0 and listens until `timing.wait` after the last. Returns at the first conflict.
 ///
 /// Call it before adding the address: a host that holds it answers, and nobody's cache learns
-/// anything from a probe.
+/// anything from a probe. Runs on a tokio runtime with I/O and time enabled; the packet socket
+/// is opened in the calling thread's network namespace.
 pub async fn probe(dev: &str, ip: Ipv4Addr, timing: ProbeTiming) -> Result<ProbeOutcome, ArpError> {
     let wire = Wire::open(dev)?;
     let probe = ArpPacket::probe(wire.mac, ip).to_broadcast_frame();
@@ -145,10 +146,11 @@ pub async fn probe(dev: &str, ip: Ipv4Addr, timing: ProbeTiming) -> Result<Probe
 /// IP = `ip`, broadcast), `interval` apart, so that neighbours' caches move to this interface's
 /// MAC. Call it after the address is on the interface.
 ///
-/// Linux neighbours update an entry they already have and, with the default `arp_accept = 0`,
-/// create none. Send a last announcement about a second later too: a neighbour ignores an
-/// address change within `locktime` (1 s) of the entry's last update unless it recognises the
-/// frame as gratuitous.
+/// A Linux neighbour updates an entry it already has (to the new MAC, state STALE) and, with
+/// the default `arp_accept = 0`, creates none: hosts that never talked to the address learn it
+/// when they next ask. On the kernel tested here (6.18) one announcement moved an entry that had
+/// been confirmed milliseconds before; other stacks may ignore a change within a lock time of
+/// about a second after the last update, which is what the SPEC's "again after a second" covers.
 pub async fn announce(
     dev: &str,
     ip: Ipv4Addr,
