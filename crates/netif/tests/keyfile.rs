@@ -78,3 +78,12 @@ fn directory_and_missing_file_are_refused() {
     let err = read_key_file(&dir.path().join("absent.key")).unwrap_err();
     assert!(matches!(err, KeyFileError::Open { .. }), "{err}");
 }
+
+#[test]
+fn fifo_in_place_of_the_key_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twin.key");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let err = read_key_file(&path).unwrap_err();
+    assert!(matches!(err, KeyFileError::NotRegular { .. }), "{err}");
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use netif::{
     announce, bind_tcp_listener_freebind, bind_udp_freebind, probe, AddressError, Addresses,
-    MacAddr, ProbeOutcome, ProbeTiming,
+    ArpError, MacAddr, ProbeOutcome, ProbeTiming,
 };
 
 fn mac(text: &str) -> MacAddr {
@@ -92,7 +92,25 @@ fn unknown_interface_is_an_error_naming_it() {
             .await
             .unwrap_err()
     });
+    assert!(matches!(err, ArpError::NoInterface { .. }), "{err}");
     assert!(err.to_string().contains("nope0"), "{err}");
+}
+
+#[test]
+fn probe_on_a_down_interface_fails_instead_of_finding_it_clear() {
+    let Some(lab) = Lab::new() else { return };
+    ip(&["-n", &lab.x, "link", "set", DEV, "down"]);
+    let err = in_ns(&lab.x, || async {
+        probe(DEV, SERVICE, ProbeTiming::default())
+            .await
+            .unwrap_err()
+    });
+    assert!(matches!(err, ArpError::Send { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("eth0") && text.contains("10.77.0.10"),
+        "{text}"
+    );
 }
 
 #[test]
