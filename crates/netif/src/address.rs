@@ -77,7 +77,7 @@ impl Addresses {
     /// [`crate::probe`], announce it after with [`crate::announce`]). An IPv6 address is added
     /// with the kernel's duplicate address detection left on: it stays "tentative" (present for
     /// [`Addresses::has_address`], not yet usable as a source, and dropped to "dadfailed" if
-    /// another node holds it) for about a second until DAD completes, and the kernel sends the
+    /// another node holds it) for one to two seconds until DAD completes, and the kernel sends the
     /// unsolicited neighbour advertisements itself.
     pub async fn add_address(
         &self,

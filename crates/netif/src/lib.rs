@@ -1,8 +1,8 @@
 //! The twin's hands on the kernel's network interfaces: the thin I/O shell that carries out what
 //! the `twin` state machine decides. It adds and removes service addresses through netlink
 //! ([`Addresses`]), probes an IPv4 address before claiming it and announces it afterwards with
-//! ARP on a packet socket (RFC 5227 with timers scaled down to tens of milliseconds: [`probe`],
-//! [`announce`]), binds listeners to a service address the node does not own yet
+//! ARP on a packet socket (RFC 5227 with timers scaled down to tens of milliseconds:
+//! [`ArpSocket`], or the one-shot [`probe`] and [`announce`]), binds listeners to a service address the node does not own yet
 //! (`IP_FREEBIND`: [`bind_udp_freebind`], [`bind_tcp_listener_freebind`]), and reads the twin key
 //! file with the checks its secrecy needs ([`read_key_file`]).
 //!
@@ -21,6 +21,6 @@ mod packet_socket;
 
 pub use address::{AddressError, Addresses};
 pub use arp::frame::{ArpOp, ArpPacket, MacAddr};
-pub use arp::{announce, probe, ArpError, ProbeOutcome, ProbeTiming};
+pub use arp::{announce, probe, ArpError, ArpSocket, ProbeOutcome, ProbeTiming};
 pub use freebind::{bind_tcp_listener_freebind, bind_udp_freebind};
 pub use keyfile::{read_key_file, KeyFileError, MIN_KEY_LEN};

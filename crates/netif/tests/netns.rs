@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use netif::{
     announce, bind_tcp_listener_freebind, bind_udp_freebind, probe, AddressError, Addresses,
-    ArpError, MacAddr, ProbeOutcome, ProbeTiming,
+    ArpError, ArpSocket, MacAddr, ProbeOutcome, ProbeTiming,
 };
 
 fn mac(text: &str) -> MacAddr {
@@ -118,12 +118,17 @@ fn probe_is_clear_when_nobody_holds_the_address() {
     let Some(lab) = Lab::new() else { return };
     let timing = ProbeTiming::default();
     let (outcome, took) = in_ns(&lab.x, move || async move {
+        let mut socket = ArpSocket::open(DEV).unwrap();
+        assert_eq!(socket.mac(), mac(X_MAC));
         let start = Instant::now();
-        let outcome = probe(DEV, SERVICE, timing).await.unwrap();
+        let outcome = socket.probe(SERVICE, timing).await.unwrap();
         (outcome, start.elapsed())
     });
     eprintln!(
-        "probe, clear: {took:?} (timing {timing:?}, nominal {:?})",
+        "probe, clear: {took:?} on an open socket ({} probes {:?} apart, {:?} wait: nominal {:?})",
+        timing.probes,
+        timing.interval,
+        timing.wait,
         timing.total()
     );
     assert_eq!(outcome, ProbeOutcome::Clear);
@@ -134,6 +139,27 @@ fn probe_is_clear_when_nobody_holds_the_address() {
     // Nobody learned anything from the probe: sender IP 0.0.0.0 creates no neighbour entry.
     let neigh = ip(&["-n", &lab.peer, "neigh", "show", "dev", DEV]);
     assert!(!neigh.contains(X_MAC), "{neigh}");
+}
+
+#[test]
+fn probe_ignores_what_arrived_before_it_started() {
+    let Some(lab) = Lab::new() else { return };
+    let (opened, announced) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+    let (o, a) = (opened.clone(), announced.clone());
+    let x = spawn_in_ns(&lab.x, move || async move {
+        let mut socket = ArpSocket::open(DEV).unwrap();
+        o.wait();
+        a.wait();
+        socket.probe(SERVICE, ProbeTiming::default()).await.unwrap()
+    });
+    opened.wait();
+    // y announces the address and lets it go again before x probes: old news for x's socket.
+    in_ns(&lab.y, || async {
+        announce(DEV, SERVICE, 1, Duration::ZERO).await.unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    announced.wait();
+    assert_eq!(join(x), ProbeOutcome::Clear);
 }
 
 #[test]
@@ -201,12 +227,14 @@ fn announce_moves_the_peers_arp_entry_to_the_new_holder() {
     // Adding an IPv4 address tells the neighbours nothing: only the announcement can move it.
     let unchanged = ip(&neigh);
     assert!(unchanged.contains(X_MAC), "{unchanged}");
-    let took = in_ns(&lab.y, || async {
+    let (opened, took) = in_ns(&lab.y, || async {
         let start = Instant::now();
-        announce(DEV, SERVICE, 1, Duration::ZERO).await.unwrap();
-        start.elapsed()
+        let socket = ArpSocket::open(DEV).unwrap();
+        let opened = start.elapsed();
+        socket.announce(SERVICE, 1, Duration::ZERO).await.unwrap();
+        (opened, start.elapsed() - opened)
     });
-    eprintln!("announce (1 gratuitous ARP): {took:?}");
+    eprintln!("announce (1 gratuitous ARP): {took:?} on an open socket, opening it {opened:?}");
     let after = ip_until(&neigh, Duration::from_millis(500), |out| {
         out.contains(Y_MAC)
     });
