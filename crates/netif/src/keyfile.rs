@@ -26,7 +26,10 @@ pub enum KeyFileError {
     },
     #[error("the twin key file {path} is not a regular file")]
     NotRegular { path: PathBuf },
-    #[error("the twin key file {path} has mode {mode:04o}: group and others must have no access (0600 or stricter)")]
+    #[error(
+        "the twin key file {path} has mode {mode:04o}: \
+         group and others must have no access (0600 or stricter)"
+    )]
     Permissions { path: PathBuf, mode: u32 },
     #[error("cannot read the twin key file {path}: {source}")]
     Read {

@@ -273,3 +273,21 @@ fn freebind_socket_binds_before_the_address_exists_and_receives_once_it_does() {
     let (_conn, from) = tcp.accept().unwrap();
     assert_eq!(from.ip(), IpAddr::V4(PEER_IP));
 }
+
+#[test]
+fn without_freebind_the_same_bind_fails_and_ipv6_binds_too() {
+    let Some(lab) = Lab::new() else { return };
+    in_ns(&lab.y, || async {
+        let absent = SocketAddr::from((SERVICE, 5062));
+        let plain = UdpSocket::bind(absent).unwrap_err();
+        assert_eq!(
+            plain.raw_os_error(),
+            Some(nix::libc::EADDRNOTAVAIL),
+            "{plain}"
+        );
+        bind_udp_freebind(absent).unwrap();
+        let v6 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10), 5060));
+        bind_udp_freebind(v6).expect("IPv6 freebind UDP");
+        bind_tcp_listener_freebind(v6, 16).expect("IPv6 freebind TCP");
+    });
+}
