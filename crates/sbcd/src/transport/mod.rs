@@ -65,6 +65,9 @@ pub struct ListenerSpec {
     pub id: ListenerId,
     pub transport: Transport,
     pub addr: SocketAddr,
+    /// The address is a twin service address: bound with `IP_FREEBIND`, so the listener exists
+    /// before the node owns the address and serves it from the moment it does (SPEC §9).
+    pub freebind: bool,
 }
 
 /// Limits of the wire path, from `[sip]` and `[limits]`.
@@ -457,6 +460,10 @@ pub fn listener_specs(config: &Config) -> Result<Vec<ListenerSpec>, BindError> {
                 config::Transport::Sctp => return Err(BindError::Sctp { addr: l.addr }),
             },
             addr: l.addr,
+            freebind: config
+                .twin
+                .as_ref()
+                .is_some_and(|t| t.service_address.iter().any(|s| s.addr.ip == l.addr.ip())),
         });
     }
     Ok(specs)
@@ -478,14 +485,14 @@ pub fn bind_all(
     for _ in 0..workers.max(1) {
         let mut sockets = WorkerSockets { tcp: Vec::new() };
         for spec in specs.iter().filter(|s| s.transport == Transport::Tcp) {
-            sockets.tcp.push((*spec, bind_tcp(spec.addr)?));
+            sockets.tcp.push((*spec, bind_tcp(spec)?));
         }
         per_worker.push(sockets);
     }
     let mut udp_send: Vec<Option<std::net::UdpSocket>> = specs.iter().map(|_| None).collect();
     let mut udp_receive = Vec::new();
     for spec in specs.iter().filter(|s| s.transport == Transport::Udp) {
-        let sock = bind_udp(spec.addr)?;
+        let sock = bind_udp(spec)?;
         let dup = sock.try_clone().map_err(|source| BindError::Bind {
             transport: "udp",
             addr: spec.addr,
@@ -520,7 +527,8 @@ pub fn bind_all(
     Ok((Arc::new(shared), per_worker))
 }
 
-fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, BindError> {
+fn bind_udp(spec: &ListenerSpec) -> Result<std::net::UdpSocket, BindError> {
+    let addr = spec.addr;
     let err = |source| BindError::Bind {
         transport: "udp",
         addr,
@@ -533,12 +541,14 @@ fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, BindError> {
     // Bursts of retransmissions and registrations arrive together; a larger buffer rides them
     // out. The kernel caps the value at net.core.rmem_max, so failure here is not fatal.
     let _ = sock.set_recv_buffer_size(4 << 20);
+    set_freebind(&sock, spec).map_err(err)?;
     sock.bind(&addr.into()).map_err(err)?;
     Ok(sock.into())
 }
 
 /// Binds a TCP listener (also used to re-open one when the system comes back online).
-pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
+pub fn bind_tcp(spec: &ListenerSpec) -> Result<std::net::TcpListener, BindError> {
+    let addr = spec.addr;
     let err = |source| BindError::Bind {
         transport: "tcp",
         addr,
@@ -549,9 +559,18 @@ pub fn bind_tcp(addr: SocketAddr) -> Result<std::net::TcpListener, BindError> {
     sock.set_reuse_address(true).map_err(err)?;
     sock.set_reuse_port(true).map_err(err)?;
     sock.set_nonblocking(true).map_err(err)?;
+    set_freebind(&sock, spec).map_err(err)?;
     sock.bind(&addr.into()).map_err(err)?;
     sock.listen(1024).map_err(err)?;
     Ok(sock.into())
+}
+
+fn set_freebind(sock: &Socket, spec: &ListenerSpec) -> std::io::Result<()> {
+    match (spec.freebind, spec.addr) {
+        (false, _) => Ok(()),
+        (true, SocketAddr::V4(_)) => sock.set_freebind_v4(true),
+        (true, SocketAddr::V6(_)) => sock.set_freebind_v6(true),
+    }
 }
 
 /// Runs one worker's listeners until the process ends. Called inside the worker's runtime.

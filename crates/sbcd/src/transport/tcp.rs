@@ -65,7 +65,7 @@ pub async fn accept_loop(shared: Arc<Shared>, spec: ListenerSpec, first: std::ne
         }
         let std_listener = match bound.take() {
             Some(l) => l,
-            None => match bind_tcp(spec.addr) {
+            None => match bind_tcp(&spec) {
                 Ok(l) => {
                     tracing::info!(addr = %spec.addr, "TCP listener open again");
                     l

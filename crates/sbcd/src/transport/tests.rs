@@ -33,6 +33,7 @@ fn rig_with(transport: Transport, adjust: impl FnOnce(&mut Limits)) -> Rig {
         id: ListenerId(0),
         transport,
         addr,
+        freebind: false,
     }];
     let limits = Limits {
         max_message_bytes: 4096,
@@ -448,4 +449,35 @@ async fn a_peer_that_stops_reading_is_closed_after_the_message_timeout() {
     // Whatever was queued for it was given back.
     assert_eq!(rig.shared.queued_bytes(), 0);
     drop(peer);
+}
+
+/// A listener on a twin service address binds before the node owns the address (SPEC §9);
+/// any other listener on an address the host does not have is refused at start, as before.
+#[test]
+fn only_service_address_listeners_bind_an_address_the_host_does_not_have() {
+    // TEST-NET-1: on no interface of a test machine.
+    let addr: SocketAddr = "192.0.2.10:5060".parse().unwrap();
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let spec = |freebind| ListenerSpec {
+            id: ListenerId(0),
+            transport,
+            addr,
+            freebind,
+        };
+        let bound = match transport {
+            Transport::Udp => bind_udp(&spec(true)).map(drop),
+            _ => bind_tcp(&spec(true)).map(drop),
+        };
+        assert!(bound.is_ok(), "{transport:?} with freebind: {bound:?}");
+        let refused = match transport {
+            Transport::Udp => bind_udp(&spec(false)).map(drop),
+            _ => bind_tcp(&spec(false)).map(drop),
+        };
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("192.0.2.10")),
+            "{transport:?} without freebind: {refused:?}"
+        );
+    }
 }
