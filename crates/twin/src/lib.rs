@@ -13,20 +13,22 @@
 //!
 //! # The contract
 //!
-//! [`Twin`] is fed by:
-//! - [`Twin::handle_datagram`] with every datagram received on a path's socket,
-//! - [`Twin::handle_timeout`] whenever the clock reaches [`Twin::poll_timeout`],
-//! - [`Twin::handle_advertised`] when what the keep-alives carry changes (system state, counts),
-//! - [`Twin::handle_probe_result`] once for every [`AddressAction::Probe`], with the addresses
-//!   someone else still answers for (empty: free to claim),
-//! - [`Twin::handle_release_request`] when the operator tells an active node to step down.
+//! One [`Twin`] per node, fed with `handle_*` calls (datagrams, timeouts, what to advertise,
+//! probe results, the operator's release) and drained with `#[must_use]` `poll_*` calls
+//! (datagrams to send, [`AddressAction`]s, [`Event`]s, the next timeout): see [`Twin`] for the
+//! order. Time comes in as `now` on every call and must not go backwards. The shell starts with
+//! no service address configured and passes a boot epoch that grows across restarts (it
+//! persists it), so the twin can tell a restart from a replay.
 //!
-//! After any of these the shell drains [`Twin::poll_transmit`] (send on that path),
-//! [`Twin::poll_action`] (do it to the interfaces, in order) and [`Twin::poll_event`] (logs,
-//! alarms, the `node` crate), then arms a timer at [`Twin::poll_timeout`]. Every call takes
-//! `now`; time must not go backwards (an earlier `now` is treated as the latest one seen). The
-//! shell starts with no service address configured and passes a boot epoch that grows across
-//! restarts (it persists it), so the twin can tell a restart from a replay.
+//! # The wire
+//!
+//! `[0xB7] [version 1] [postcard body] [HMAC-SHA256 tag, 32 bytes]`, the tag over everything
+//! before it, keyed under a domain label of its own (the twin key also signs Record-Route
+//! entries). A datagram is checked for size ([`MAX_DATAGRAM`]), then for its tag in constant
+//! time, and only then for its version and decoded. Every datagram carries the sender's node
+//! id, boot epoch, sequence number (one counter for both paths), term, phase, system state,
+//! counts, health, replication position and kind (beat, status query with a nonce, answer
+//! echoing it).
 //!
 //! # Decisions, in short
 //!

@@ -141,7 +141,23 @@ struct Announcing {
     next_round: usize,
 }
 
-/// One node's side of the twin pair. See the crate doc for the contract.
+/// One node's side of the twin pair.
+///
+/// Fed by:
+/// - [`Twin::handle_datagram`] with every datagram received on a path's socket,
+/// - [`Twin::handle_timeout`] whenever the clock reaches [`Twin::poll_timeout`],
+/// - [`Twin::handle_advertised`] when what the keep-alives carry changes (system state, counts),
+/// - [`Twin::handle_probe_result`] once for every [`AddressAction::Probe`], with the addresses
+///   someone else still answers for (empty: free to claim),
+/// - [`Twin::handle_release_request`] when the operator tells an active node to step down.
+///
+/// After any of these the shell drains [`Twin::poll_transmit`] (send each on its path),
+/// [`Twin::poll_action`] (apply each to the interfaces, in order) and [`Twin::poll_event`]
+/// (logs, alarms, the `node` crate), then arms its timer at [`Twin::poll_timeout`] (there is
+/// always one: the next keep-alive). The queues grow until drained, so drain them after every
+/// call. Every call takes `now`; time must not go backwards (an earlier `now` is treated as the
+/// latest one seen). The first keep-alives go out at the first [`Twin::handle_timeout`], due at
+/// the `now` given to [`Twin::new`].
 #[derive(Debug)]
 pub struct Twin {
     config: Config,
@@ -161,7 +177,8 @@ pub struct Twin {
     window: ReplayWindow,
     contact: Contact,
     peer: Option<Peer>,
-    /// The nonce of the status query awaiting an answer.
+    /// The nonce of the last status query, until its answer comes (any valid keep-alive stops
+    /// the takeover; this only counts the answers).
     query_nonce: Option<u64>,
     queries: QueryCounters,
     last_takeover: Option<(Instant, TakeoverReport)>,
@@ -251,6 +268,7 @@ impl Twin {
             Kind::Answer { nonce } => {
                 if self.query_nonce == Some(nonce) {
                     self.queries.answers_received += 1;
+                    self.query_nonce = None;
                 }
             }
         }
@@ -261,7 +279,6 @@ impl Twin {
             last: msg,
             heard_at: now,
         });
-        self.query_nonce = None;
         self.fence(their_term, they_claim);
         if they_are_active && self.phase == Phase::Standby {
             // The operator's wish (the twin serving) is fulfilled.

@@ -767,3 +767,56 @@ fn without_a_second_path_only_the_link_is_used() {
     assert!(pair.exactly_one_owner());
     assert!(pair.nodes[NODE2].is_active(), "the higher term");
 }
+
+#[test]
+fn a_status_query_is_answered_at_once_on_its_path() {
+    let start = std::time::Instant::now();
+    let mut twin = crate::Twin::new(config(1), 1, start);
+    let mut query = a_keepalive(2, 1, 0, 0, Phase::Standby);
+    query.kind = Kind::Query { nonce: 4242 };
+    twin.handle_datagram(PathId::Second, &test_sealer().seal(&query), start);
+    let answer = twin.poll_transmit().unwrap();
+    assert_eq!(answer.path, PathId::Second);
+    let opened = test_sealer().open(&answer.payload).unwrap();
+    assert_eq!(opened.kind, Kind::Answer { nonce: 4242 });
+    assert_eq!(opened.node_id, 1);
+    // What follows (node 1 wins the election against this standby twin) are beats.
+    while let Some(more) = twin.poll_transmit() {
+        let opened = test_sealer().open(&more.payload).unwrap();
+        assert_eq!(
+            opened.kind,
+            Kind::Beat,
+            "answered once, on the query's path"
+        );
+    }
+}
+
+#[test]
+fn time_going_backwards_is_taken_as_the_latest_time() {
+    let start = std::time::Instant::now();
+    let mut twin = crate::Twin::new(config(1), 1, start);
+    twin.handle_timeout(start + INTERVAL * 2);
+    while twin.poll_transmit().is_some() {}
+    twin.handle_timeout(start);
+    assert_eq!(twin.poll_transmit(), None);
+    assert!(twin.poll_timeout().unwrap() > start + INTERVAL * 2);
+    let status = twin.status(start);
+    assert!(status.paths.iter().all(|p| p.misses == 0));
+}
+
+#[test]
+fn a_quick_restart_of_the_active_is_followed_by_an_election() {
+    // Node 1 reboots faster than the detection time: node 2 never sees it silent, sees it come
+    // back standby with a new epoch, and the election gives node 1 the addresses again.
+    let mut pair = settled();
+    pair.restart(NODE1);
+    pair.drive_for(Duration::from_secs(1));
+    assert!(pair.exactly_one_owner());
+    assert!(pair.nodes[NODE1].is_active());
+    assert_eq!(pair.nodes[NODE1].twin.term(), 2);
+    assert_eq!(
+        pair.nodes[NODE2].count(|e| *e == Event::TwinRestarted { epoch: 2 }),
+        1
+    );
+    assert_eq!(pair.nodes[NODE2].takeovers(), 0);
+}
