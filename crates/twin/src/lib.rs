@@ -378,6 +378,8 @@ pub enum Event {
     Yielded { our_term: u64, their_term: u64 },
     /// The probe found these addresses answered by someone: not claimed, retried later.
     ProbeConflict(Vec<IpAddr>),
+    /// The shell did not answer the probe in time: not claimed, retried later.
+    ProbeUnanswered,
     /// A received datagram was dropped (and counted).
     Dropped { path: PathId, reason: DropReason },
 }

@@ -21,6 +21,10 @@ const ANNOUNCE_SCHEDULE: [Duration; 4] = [
     Duration::from_millis(60),
     Duration::from_millis(1000),
 ];
+/// How long a probe may stay unanswered before the attempt counts as failed: RFC 5227 with
+/// timers in tens of ms takes well under this; a shell that lost the probe must not leave the
+/// node probing forever.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first wait after a probe conflict; it doubles up to [`MAX_RETRY_BACKOFF`].
 const FIRST_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(8);
@@ -38,6 +42,8 @@ enum Timer {
     QueryDeadline,
     /// Next gratuitous ARP round.
     Announce,
+    /// The probe went unanswered.
+    ProbeDeadline,
     /// Retry a takeover whose probe found a conflict.
     ProbeRetry,
     /// Node 1 with `preempt` takes its addresses back.
@@ -45,12 +51,13 @@ enum Timer {
 }
 
 impl Timer {
-    const ALL: [Timer; 7] = [
+    const ALL: [Timer; 8] = [
         Timer::Beat,
         Timer::LinkSilence,
         Timer::SecondSilence,
         Timer::QueryDeadline,
         Timer::Announce,
+        Timer::ProbeDeadline,
         Timer::ProbeRetry,
         Timer::Preempt,
     ];
@@ -171,6 +178,10 @@ pub struct Twin {
     /// The operator released this node; it does not win elections until the twin is active.
     standing_down: bool,
     attempt: Option<Attempt>,
+    /// Probes asked for and not answered yet. The shell answers them in order, so only the
+    /// answer that brings this to zero is about the current attempt; earlier ones belong to
+    /// attempts abandoned meanwhile.
+    probes_pending: u32,
     announcing: Option<Announcing>,
     advertised: Advertised,
     paths: [PathState; 2],
@@ -214,6 +225,7 @@ impl Twin {
             phase: Phase::Standby,
             standing_down: false,
             attempt: None,
+            probes_pending: 0,
             announcing: None,
             advertised: Advertised::default(),
             paths,
@@ -297,6 +309,13 @@ impl Twin {
                 Timer::SecondSilence => self.on_silence(PathId::Second, now),
                 Timer::QueryDeadline => self.on_query_deadline(now),
                 Timer::Announce => self.on_announce(),
+                Timer::ProbeDeadline => {
+                    if self.phase == Phase::Probing {
+                        self.events.push_back(Event::ProbeUnanswered);
+                        self.probes_pending = 0;
+                        self.probe_failed(now);
+                    }
+                }
                 Timer::ProbeRetry => self.on_probe_retry(now),
                 Timer::Preempt => {
                     if self.attempt.is_none() && self.preempt_applies() {
@@ -314,23 +333,22 @@ impl Twin {
         self.reconsider(now);
     }
 
-    /// The answer to the last [`AddressAction::Probe`]: the addresses someone still answers
-    /// for. A result arriving after the takeover was abandoned is ignored.
+    /// The answer to an [`AddressAction::Probe`], in the order they were asked for: the
+    /// addresses someone still answers for. The answer to a probe of an abandoned attempt is
+    /// ignored.
     pub fn handle_probe_result(&mut self, conflicts: Vec<IpAddr>, now: Instant) {
         let now = self.clock(now);
-        if self.phase != Phase::Probing {
+        self.probes_pending = self.probes_pending.saturating_sub(1);
+        if self.probes_pending > 0 || self.phase != Phase::Probing {
             return;
         }
-        let Some(mut attempt) = self.attempt else {
+        let Some(attempt) = self.attempt else {
             return;
         };
+        self.timers.clear(Timer::ProbeDeadline);
         if !conflicts.is_empty() {
             self.events.push_back(Event::ProbeConflict(conflicts));
-            self.phase = Phase::Standby;
-            self.timers.set(Timer::ProbeRetry, now + attempt.backoff);
-            attempt.backoff = (attempt.backoff * 2).min(MAX_RETRY_BACKOFF);
-            self.attempt = Some(attempt);
-            self.send_beats();
+            self.probe_failed(now);
             return;
         }
         let addresses = self.config.service_addresses.clone();
@@ -658,6 +676,7 @@ impl Twin {
         self.phase = Phase::Standby;
         self.attempt = None;
         self.timers.clear(Timer::ProbeRetry);
+        self.timers.clear(Timer::ProbeDeadline);
     }
 
     /// Whether the twin, heard right now, is standby and we should be the one to take over.
@@ -778,8 +797,22 @@ impl Twin {
             cause,
             term: self.term,
         });
+        self.probes_pending += 1;
+        self.timers.set(Timer::ProbeDeadline, now + PROBE_TIMEOUT);
         self.actions
             .push_back(AddressAction::Probe(self.config.service_addresses.clone()));
+        self.send_beats();
+    }
+
+    /// Back to standby; the attempt is retried after a back-off if its reason still holds.
+    fn probe_failed(&mut self, now: Instant) {
+        let Some(mut attempt) = self.attempt else {
+            return;
+        };
+        self.phase = Phase::Standby;
+        self.timers.set(Timer::ProbeRetry, now + attempt.backoff);
+        attempt.backoff = (attempt.backoff * 2).min(MAX_RETRY_BACKOFF);
+        self.attempt = Some(attempt);
         self.send_beats();
     }
 

@@ -12,7 +12,7 @@
 //! latency, no address is held by both nodes.** That bound is the time for the winner's next
 //! keep-alive to reach the loser, which releases on receipt.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,10 @@ pub struct Node {
     /// Every datagram sent, when `record` is set: (when, path, payload).
     pub sent: Vec<(Instant, PathId, Vec<u8>)>,
     pub record: bool,
-    probe_due: Option<(Instant, Vec<IpAddr>)>,
+    /// Probes under way, answered in order (as the shell must).
+    probes: VecDeque<(Instant, Vec<IpAddr>)>,
+    /// Leave probes unanswered (a broken shell).
+    pub ignore_probes: bool,
 }
 
 #[derive(Debug)]
@@ -103,7 +106,8 @@ impl Node {
             actions: Vec::new(),
             sent: Vec::new(),
             record: false,
-            probe_due: None,
+            probes: VecDeque::new(),
+            ignore_probes: false,
         }
     }
 
@@ -253,7 +257,7 @@ impl Pair {
         let node = &mut self.nodes[side];
         node.running = false;
         node.holds.clear();
-        node.probe_due = None;
+        node.probes.clear();
         self.in_flight.retain(|f| f.to != side);
         self.update_clean();
     }
@@ -316,7 +320,10 @@ impl Pair {
             let node = &mut self.nodes[side];
             match &action {
                 AddressAction::Probe(addrs) => {
-                    node.probe_due = Some((now + self.probe_time, addrs.clone()))
+                    if !node.ignore_probes {
+                        node.probes
+                            .push_back((now + self.probe_time, addrs.clone()))
+                    }
                 }
                 AddressAction::Claim(addrs) => node.holds.extend(addrs.iter().copied()),
                 AddressAction::Release(addrs) => {
@@ -339,7 +346,7 @@ impl Pair {
         let mut due: Vec<Instant> = self.in_flight.iter().map(|f| f.at).collect();
         for node in self.nodes.iter().filter(|n| n.running) {
             due.extend(node.twin.poll_timeout());
-            due.extend(node.probe_due.as_ref().map(|(at, _)| *at));
+            due.extend(node.probes.front().map(|(at, _)| *at));
         }
         due.into_iter().min()
     }
@@ -373,13 +380,13 @@ impl Pair {
                 self.nodes[side].twin.handle_timeout(now);
                 self.flush(side);
             }
-            if self.nodes[side]
-                .probe_due
-                .as_ref()
+            while self.nodes[side]
+                .probes
+                .front()
                 .is_some_and(|(at, _)| *at <= now)
             {
-                let Some((_, probed)) = self.nodes[side].probe_due.take() else {
-                    continue;
+                let Some((_, probed)) = self.nodes[side].probes.pop_front() else {
+                    break;
                 };
                 let other = &self.nodes[1 - side];
                 let conflicts = probed

@@ -108,4 +108,3 @@ fn ten_percent_loss_on_one_path_for_ten_minutes_makes_no_takeover() {
         assert_eq!(pair.nodes[0].takeovers(), 1, "the election at start");
     }
 }
-

@@ -820,3 +820,65 @@ fn a_quick_restart_of_the_active_is_followed_by_an_election() {
     );
     assert_eq!(pair.nodes[NODE2].takeovers(), 0);
 }
+
+#[test]
+fn the_answer_to_an_abandoned_probe_does_not_claim() {
+    let start = std::time::Instant::now();
+    let mut twin = crate::Twin::new(config(1), 1, start);
+    let drain = |twin: &mut crate::Twin| {
+        let mut actions = Vec::new();
+        while let Some(a) = twin.poll_action() {
+            actions.push(a);
+        }
+        while twin.poll_transmit().is_some() {}
+        while twin.poll_event().is_some() {}
+        actions
+    };
+    // A standby twin heard: node 1 wins the election and probes (term 1).
+    let mut seq = 0;
+    let mut heard = |term, phase| {
+        seq += 1;
+        test_sealer().seal(&a_keepalive(2, 1, seq, term, phase))
+    };
+    twin.handle_datagram(PathId::Link, &heard(0, Phase::Standby), start);
+    assert_eq!(drain(&mut twin), [AddressAction::Probe(addresses())]);
+    // The twin claims with a higher term: the probe is abandoned.
+    twin.handle_datagram(PathId::Link, &heard(5, Phase::Probing), start);
+    assert_eq!(drain(&mut twin), []);
+    // The twin gives up and is standby again: a new election, a new probe (term 6).
+    twin.handle_datagram(PathId::Link, &heard(5, Phase::Standby), start);
+    assert_eq!(drain(&mut twin), [AddressAction::Probe(addresses())]);
+    assert_eq!(twin.term(), 6);
+    // The first probe's answer comes now: it says nothing about the second.
+    twin.handle_probe_result(vec![], start);
+    assert_eq!(drain(&mut twin), []);
+    assert_eq!(twin.role(), Role::Standby);
+    twin.handle_probe_result(vec![], start);
+    assert_eq!(
+        drain(&mut twin),
+        [
+            AddressAction::Claim(addresses()),
+            AddressAction::Announce(addresses())
+        ]
+    );
+    assert_eq!(twin.role(), Role::Active);
+}
+
+#[test]
+fn an_unanswered_probe_is_retried_rather_than_waited_for_forever() {
+    let mut pair = Pair::default_pair();
+    pair.kill(NODE2);
+    pair.nodes[NODE1].ignore_probes = true;
+    pair.drive_for(Duration::from_secs(3));
+    assert_eq!(pair.nodes[NODE1].count(|e| *e == Event::ProbeUnanswered), 1);
+    assert!(!pair.nodes[NODE1].is_active());
+    pair.nodes[NODE1].ignore_probes = false;
+    pair.drive_for(Duration::from_secs(5));
+    assert!(pair.nodes[NODE1].is_active());
+    let report = pair.nodes[NODE1]
+        .twin
+        .status(pair.now)
+        .last_takeover
+        .unwrap();
+    assert_eq!(report.attempts, 2);
+}
