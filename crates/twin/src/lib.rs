@@ -18,7 +18,9 @@
 //! (datagrams to send, [`AddressAction`]s, [`Event`]s, the next timeout): see [`Twin`] for the
 //! order. Time comes in as `now` on every call and must not go backwards. The shell starts with
 //! no service address configured and passes a boot epoch that grows across restarts (it
-//! persists it), so the twin can tell a restart from a replay.
+//! persists it, e.g. as `max(persisted + 1, unix seconds)`), so the twin can tell a restart from
+//! a replay. A box whose epoch went backwards is heard by its twin as a replayer (every datagram
+//! counted under `replayed`) until the twin itself restarts.
 //!
 //! # The wire
 //!
