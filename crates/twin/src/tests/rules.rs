@@ -27,6 +27,13 @@ fn settled() -> Pair {
     pair
 }
 
+/// Node 1 started with no twin to hear (node 2 dead from the start).
+fn node_1_alone() -> Pair {
+    let mut pair = Pair::default_pair();
+    pair.kill(NODE2);
+    pair
+}
+
 fn is_takeover_started(e: &Event) -> bool {
     matches!(e, Event::TakeoverStarted { .. })
 }
@@ -93,8 +100,7 @@ fn the_election_prefers_an_online_node_over_node_1() {
 
 #[test]
 fn a_node_alone_takes_over_after_the_detection_time() {
-    let mut pair = Pair::default_pair();
-    pair.kill(NODE2);
+    let mut pair = node_1_alone();
     pair.drive_for(Duration::from_secs(2));
     let node = &pair.nodes[NODE1];
     let (at, started) = node.first(is_takeover_started).unwrap();
@@ -550,8 +556,7 @@ fn preempt_on_node_2_is_ignored() {
 
 #[test]
 fn a_probe_conflict_blocks_the_claim() {
-    let mut pair = Pair::default_pair();
-    pair.kill(NODE2);
+    let mut pair = node_1_alone();
     let squatted = addresses()[1];
     pair.strangers.insert(squatted);
     pair.drive_for(Duration::from_secs(5));
@@ -583,8 +588,7 @@ fn a_probe_conflict_blocks_the_claim() {
 
 #[test]
 fn announcements_repeat_then_again_after_a_second() {
-    let mut pair = Pair::default_pair();
-    pair.kill(NODE2);
+    let mut pair = node_1_alone();
     pair.drive_for(Duration::from_secs(5));
     let actions = &pair.nodes[NODE1].actions;
     let claimed = actions
@@ -636,8 +640,7 @@ fn a_release_in_the_middle_stops_the_announcements() {
 
 #[test]
 fn a_release_without_a_twin_to_take_over_is_refused() {
-    let mut pair = Pair::default_pair();
-    pair.kill(NODE2);
+    let mut pair = node_1_alone();
     pair.drive_for(Duration::from_secs(1));
     assert!(pair.nodes[NODE1].is_active());
     let now = pair.now;
@@ -867,8 +870,7 @@ fn the_answer_to_an_abandoned_probe_does_not_claim() {
 
 #[test]
 fn an_unanswered_probe_is_retried_rather_than_waited_for_forever() {
-    let mut pair = Pair::default_pair();
-    pair.kill(NODE2);
+    let mut pair = node_1_alone();
     pair.nodes[NODE1].ignore_probes = true;
     pair.drive_for(Duration::from_secs(3));
     assert_eq!(pair.nodes[NODE1].count(|e| *e == Event::ProbeUnanswered), 1);
