@@ -1,11 +1,12 @@
-//! Random schedules of loss, cuts, partitions, deaths and restarts over many seeds. The
+//! Random schedules of loss, cuts, partitions, deaths, restarts, drains and operator releases
+//! over many seeds. The
 //! harness checks the invariant after every step; at the end, with the paths healthy again,
 //! exactly one node must own the addresses.
 
 use std::time::Duration;
 
 use super::pair::Pair;
-use crate::{Event, PathId};
+use crate::{Advertised, Event, PathId, PeerState};
 
 const SEEDS: u64 = 200;
 const SCHEDULE: Duration = Duration::from_secs(60);
@@ -23,7 +24,7 @@ fn run_schedule(seed: u64) -> Pair {
     while pair.now < end {
         let wait = Duration::from_millis(50 + u64::from(pair.random_below(3000)));
         pair.drive_for(wait);
-        match pair.random_below(12) {
+        match pair.random_below(14) {
             0 | 1 => {
                 let path = random_path(&mut pair);
                 let from = pair.random_below(2) as usize;
@@ -54,6 +55,26 @@ fn run_schedule(seed: u64) -> Pair {
                         pair.restart(side);
                     }
                 }
+            }
+            10 => {
+                // The operator drains or restores one box.
+                let side = pair.random_below(2) as usize;
+                let state = [PeerState::Online, PeerState::Draining, PeerState::Offline]
+                    [pair.random_below(3) as usize];
+                let now = pair.now;
+                let adv = Advertised {
+                    state,
+                    ..Advertised::default()
+                };
+                pair.nodes[side].twin.handle_advertised(adv, now);
+                pair.flush(side);
+            }
+            11 => {
+                // The operator asks one box to hand its addresses over (refused when alone).
+                let side = pair.random_below(2) as usize;
+                let now = pair.now;
+                let _ = pair.nodes[side].twin.handle_release_request(now);
+                pair.flush(side);
             }
             _ => {}
         }
