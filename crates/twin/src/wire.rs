@@ -56,7 +56,9 @@ pub enum Kind {
 }
 
 /// The body of every twin datagram (SPEC §7: node id, boot epoch, sequence number, term, role,
-/// system state, counts, health, replication position).
+/// system state, counts, health, replication position). Postcard encodes fields in order with
+/// no names: adding, removing or reordering a field (or a variant of [`Phase`] or [`Kind`]) is
+/// a new [`VERSION`], pinned by a test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Keepalive {
     pub node_id: u8,
@@ -171,6 +173,40 @@ mod tests {
         let datagram = s.seal(&sample());
         assert!(datagram.len() < 100, "{} bytes", datagram.len());
         assert_eq!(s.open(&datagram), Ok(sample()));
+    }
+
+    /// The version-1 datagram, byte for byte: the two boxes of a pair run different builds
+    /// during an update, so a change here must come with a new [`VERSION`].
+    #[test]
+    fn the_version_1_datagram_is_pinned() {
+        let body = Keepalive {
+            node_id: 2,
+            epoch: 1_700_000_000,
+            seq: 300,
+            term: 7,
+            phase: Phase::Probing,
+            standing_down: true,
+            state: PeerState::Offline,
+            calls: 5,
+            registrations: 70_000,
+            health: 100,
+            replication_position: 123_456_789,
+            kind: Kind::Answer { nonce: 299 },
+        };
+        let datagram = sealer(1).seal(&body);
+        let hex: String = datagram.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex[..4], "b701");
+        assert_eq!(
+            &hex[4..hex.len() - 64],
+            "0280e2cfaa06ac020701010205f0a20464959aef3a02ab02"
+        );
+        // HMAC-SHA256(key, "sbc twin keep-alive\0" || magic || version || body), checked
+        // against Python's hmac module.
+        assert_eq!(
+            &hex[hex.len() - 64..],
+            "e51a4ec61863bcbce01b636e00089346e14d0dfa0b2e436fe008fdb3617dbd60"
+        );
+        assert_eq!(sealer(1).open(&datagram), Ok(body));
     }
 
     #[test]
