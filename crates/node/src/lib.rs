@@ -1,5 +1,6 @@
-//! One sans-IO core for the whole node: the SIP proxy and the system-state machine composed,
-//! so that the daemon's engine loop only pumps bytes, time and commands in and outputs out.
+//! One sans-IO core for the whole node: the SIP proxy, the system-state machine and (when the
+//! box has one) the twin composed, so that the daemon's engine loop only pumps bytes, time and
+//! commands in and outputs out.
 //!
 //! What the composition decides (and no shell may decide instead):
 //! - the proxy's counts feed the drain: the last call or binding to go ends it (SPEC §2 rule
@@ -7,7 +8,10 @@
 //! - each transition reaches the proxy before the next input is judged: a message after the
 //!   one that ended a drain already meets an offline box;
 //! - the guard's expiry (rule 11) makes the proxy end every dialog and drop every binding,
-//!   before the transition to offline is reported.
+//!   before the transition to offline is reported;
+//! - the twin's keep-alives carry the system state and the counts as they are after each step,
+//!   so a draining or offline box is never taken for a dead one (SPEC §7: a drain is not a
+//!   failure).
 //!
 //! It is not for I/O: persisting the operator's intent, logging, the panel and the transports
 //! follow the [`Event`]s it reports.
@@ -17,8 +21,11 @@
 //!   [`Node::handle_timeout`] when [`Node::poll_timeout`] has come (early or late is harmless),
 //!   [`Node::request_offline`] / [`Node::request_online`] / [`Node::toggle`] for the operator's
 //!   and the button's commands.
-//! - Out: after every call above, drain [`Node::poll_transmit`] and [`Node::poll_event`] until
-//!   `None`, then re-arm the timer from [`Node::poll_timeout`].
+//!   With a twin: [`Node::handle_twin_datagram`] for every keep-alive received on a path, and
+//!   [`Node::handle_probe_result`] once for every [`twin::AddressAction::Probe`].
+//! - Out: after every call above, drain [`Node::poll_transmit`], [`Node::poll_twin_transmit`],
+//!   [`Node::poll_address_action`] and [`Node::poll_event`] until `None`, then re-arm the timer
+//!   from [`Node::poll_timeout`].
 //! - `now` must not go backwards; an earlier `now` counts as the latest seen (both machines
 //!   already hold to that).
 
@@ -42,6 +49,8 @@ pub enum Event {
     GuardExpired { sessions: u64, registrations: u64 },
     /// Whether new SIP connections are welcome (refused while offline).
     AcceptConnections(bool),
+    /// Something the twin reports: role changes, path alarms, takeovers, dropped keep-alives.
+    Twin(twin::Event),
     /// Something the proxy reports for the journal (calls, registrations, upstreams, answers
     /// to the box's own requests). Counts and the drain's own signals are the node's and do
     /// not appear here.
@@ -53,6 +62,9 @@ pub enum Event {
 pub struct Node {
     proxy: Proxy,
     machine: Machine,
+    twin: Option<twin::Twin>,
+    /// What the twin's keep-alives last carried: told again only when it changes.
+    advertised: Option<twin::Advertised>,
     events: VecDeque<Event>,
 }
 
@@ -72,12 +84,45 @@ impl Node {
         let mut node = Node {
             proxy,
             machine: Machine::new(now, initial, default_guard),
+            twin: None,
+            advertised: None,
             events: VecDeque::new(),
         };
         // The machine needs a first count before it can end a drain restored at start.
         node.feed_load(now);
         node.settle(now);
         node
+    }
+
+    /// A node with a twin (`[twin]`): as [`new`](Self::new), and the twin machine starts
+    /// standby, advertising this node's state from the first keep-alive.
+    pub fn with_twin(
+        config: proxy::Config,
+        initial: SystemState,
+        default_guard: Duration,
+        twin: twin::Twin,
+        now: Instant,
+    ) -> Node {
+        let mut node = Node::new(config, initial, default_guard, now);
+        node.twin = Some(twin);
+        node.settle(now);
+        node
+    }
+
+    /// A keep-alive (or status query or answer) received from the twin on `path`.
+    pub fn handle_twin_datagram(&mut self, now: Instant, path: twin::PathId, payload: &[u8]) {
+        if let Some(t) = &mut self.twin {
+            t.handle_datagram(path, payload, now);
+        }
+        self.settle(now);
+    }
+
+    /// What the shell's ARP probe found: the addresses someone else still answers for.
+    pub fn handle_probe_result(&mut self, now: Instant, conflicts: Vec<std::net::IpAddr>) {
+        if let Some(t) = &mut self.twin {
+            t.handle_probe_result(conflicts, now);
+        }
+        self.settle(now);
     }
 
     /// One SIP message from the network.
@@ -90,6 +135,9 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(now);
         self.machine.handle_timeout(now);
+        if let Some(t) = &mut self.twin {
+            t.handle_timeout(now);
+        }
         self.settle(now);
     }
 
@@ -125,6 +173,24 @@ impl Node {
         self.proxy.poll_transmit()
     }
 
+    /// The next keep-alive to send to the twin, on its path.
+    #[must_use]
+    pub fn poll_twin_transmit(&mut self) -> Option<twin::Transmit> {
+        self.twin.as_mut()?.poll_transmit()
+    }
+
+    /// The next thing to do to the service addresses (probe, claim, announce, release), in
+    /// order.
+    #[must_use]
+    pub fn poll_address_action(&mut self) -> Option<twin::AddressAction> {
+        self.twin.as_mut()?.poll_action()
+    }
+
+    /// The twin's view for `show twin`; `None` without a twin.
+    pub fn twin_status(&self, now: Instant) -> Option<twin::Status> {
+        self.twin.as_ref().map(|t| t.status(now))
+    }
+
     /// The next event for the shell.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -134,10 +200,14 @@ impl Node {
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.proxy.poll_timeout(), self.machine.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.proxy.poll_timeout(),
+            self.machine.poll_timeout(),
+            self.twin.as_ref().and_then(twin::Twin::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn state(&self) -> SystemState {
@@ -201,8 +271,36 @@ impl Node {
                 }
             }
             if !acted && !load_changed {
-                return;
+                break;
             }
+        }
+        self.advertise(now);
+        if let Some(t) = &mut self.twin {
+            while let Some(event) = t.poll_event() {
+                self.events.push_back(Event::Twin(event));
+            }
+        }
+    }
+
+    /// Tells the twin machine what its keep-alives carry, when that changed.
+    fn advertise(&mut self, now: Instant) {
+        let Some(t) = &mut self.twin else {
+            return;
+        };
+        let counts = self.proxy.counts();
+        let advertised = twin::Advertised {
+            state: match self.machine.state() {
+                SystemState::Online => twin::PeerState::Online,
+                SystemState::Draining => twin::PeerState::Draining,
+                SystemState::Offline => twin::PeerState::Offline,
+            },
+            calls: u32::try_from(counts.active_sessions).unwrap_or(u32::MAX),
+            registrations: u32::try_from(counts.registrations).unwrap_or(u32::MAX),
+            ..twin::Advertised::default()
+        };
+        if self.advertised != Some(advertised) {
+            self.advertised = Some(advertised);
+            t.handle_advertised(advertised, now);
         }
     }
 

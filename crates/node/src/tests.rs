@@ -345,3 +345,210 @@ fn online_again_reopens_connections_and_calls_are_forwarded() {
     assert_eq!(lab.sent_to(UPSTREAM, "INVITE"), 1);
     assert_eq!(lab.node.counts().active_sessions, 1);
 }
+
+/// The node (twin node 1) and its twin (a bare `twin::Twin` as node 2) on the cross-connect,
+/// delivering at once in both directions unless cut.
+struct TwinLab {
+    lab: Lab,
+    peer: twin::Twin,
+    /// Whether the cross-connect carries datagrams.
+    linked: bool,
+    /// The node's box is dead: it sends, handles and answers (ARP included) nothing.
+    dead: bool,
+    /// Address actions the node asked for, in order.
+    actions: Vec<twin::AddressAction>,
+}
+
+fn twin_config(id: u8) -> twin::Config {
+    let mut config = twin::Config::new(
+        twin::NodeId(id),
+        twin::Key::new(vec![7; 32]).unwrap(),
+        vec!["192.0.2.10".parse().unwrap()],
+    );
+    config.second_path = false;
+    config
+}
+
+impl TwinLab {
+    fn new() -> TwinLab {
+        let mut lab = Lab::new(SystemState::Online);
+        let config = lab.node.proxy().config().clone();
+        lab.node = Node::with_twin(
+            config,
+            SystemState::Online,
+            GUARD,
+            twin::Twin::new(twin_config(1), 1, lab.now),
+            lab.now,
+        );
+        lab.collect();
+        let peer = twin::Twin::new(twin_config(2), 1, lab.now);
+        TwinLab {
+            lab,
+            peer,
+            linked: true,
+            dead: false,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Delivers what each side sends and answers the node's probes (nobody else holds the
+    /// address), until both are quiet.
+    fn exchange(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.lab.node.poll_twin_transmit().filter(|_| !self.dead) {
+                moved = true;
+                if self.linked {
+                    self.peer.handle_datagram(t.path, &t.payload, self.lab.now);
+                }
+            }
+            while let Some(t) = self.peer.poll_transmit() {
+                moved = true;
+                if self.linked && !self.dead {
+                    self.lab
+                        .node
+                        .handle_twin_datagram(self.lab.now, t.path, &t.payload);
+                }
+            }
+            while let Some(action) = self.lab.node.poll_address_action().filter(|_| !self.dead) {
+                moved = true;
+                if matches!(action, twin::AddressAction::Probe(_)) {
+                    self.lab.node.handle_probe_result(self.lab.now, Vec::new());
+                }
+                self.actions.push(action);
+            }
+            while let Some(action) = self.peer.poll_action() {
+                moved = true;
+                if matches!(action, twin::AddressAction::Probe(_)) {
+                    let conflicts = if !self.dead && self.node_owns() {
+                        vec!["192.0.2.10".parse().unwrap()]
+                    } else {
+                        Vec::new()
+                    };
+                    self.peer.handle_probe_result(conflicts, self.lab.now);
+                }
+            }
+            while self.peer.poll_event().is_some() {}
+            self.lab.collect();
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Runs both for `d`, through every deadline of either.
+    fn run_for(&mut self, d: Duration) {
+        let target = self.lab.now + d;
+        loop {
+            self.exchange();
+            let node_next = self.lab.node.poll_timeout().filter(|_| !self.dead);
+            let next = [node_next, self.peer.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            match next {
+                Some(at) if at <= target => {
+                    self.lab.now = self.lab.now.max(at);
+                    if !self.dead {
+                        self.lab.node.handle_timeout(self.lab.now);
+                    }
+                    self.peer.handle_timeout(self.lab.now);
+                }
+                _ => break,
+            }
+        }
+        self.lab.now = target;
+    }
+
+    fn node_owns(&self) -> bool {
+        self.lab
+            .node
+            .twin_status(self.lab.now)
+            .unwrap()
+            .owns_addresses
+    }
+}
+
+#[test]
+fn two_nodes_starting_together_make_node_1_active_and_the_node_says_so() {
+    let mut pair = TwinLab::new();
+    pair.run_for(Duration::from_secs(2));
+    assert!(pair.node_owns());
+    assert_eq!(pair.peer.role(), twin::Role::Standby);
+    assert!(pair
+        .actions
+        .iter()
+        .any(|a| matches!(a, twin::AddressAction::Claim(_))));
+    assert!(pair.lab.events.iter().any(|e| matches!(
+        e,
+        Event::Twin(twin::Event::RoleChanged {
+            to: twin::Role::Active,
+            ..
+        })
+    )));
+}
+
+#[test]
+fn the_twin_hears_the_drain_and_does_not_take_over() {
+    let mut pair = TwinLab::new();
+    pair.lab.register(1, 3600);
+    pair.run_for(Duration::from_secs(2));
+    assert!(pair.node_owns());
+
+    pair.lab
+        .node
+        .request_offline(pair.lab.now, None, Cause::Operator);
+    pair.lab.collect();
+    pair.run_for(Duration::from_secs(10));
+
+    assert_eq!(pair.lab.node.state(), SystemState::Draining);
+    let seen = pair.peer.status(pair.lab.now).twin.unwrap();
+    assert_eq!(seen.state, twin::PeerState::Draining);
+    assert_eq!(seen.registrations, 1, "the counts travel too");
+    assert_eq!(
+        pair.peer.role(),
+        twin::Role::Standby,
+        "a drain is not a failure"
+    );
+    assert!(pair.node_owns());
+}
+
+#[test]
+fn a_dead_node_is_taken_over_by_its_twin() {
+    let mut pair = TwinLab::new();
+    pair.run_for(Duration::from_secs(2));
+    assert!(pair.node_owns());
+
+    pair.dead = true;
+    let died = pair.lab.now;
+    pair.run_for(Duration::from_secs(2));
+
+    assert_eq!(pair.peer.role(), twin::Role::Active);
+    let took = pair.peer.status(pair.lab.now).last_takeover.unwrap();
+    assert!(
+        took.twin_silent_ms.unwrap() <= twin_config(2).detection_time().as_millis() as u64 + 100,
+        "{took:?} after the death at {died:?}"
+    );
+}
+
+#[test]
+fn a_cut_link_to_a_node_that_still_answers_arp_claims_nothing() {
+    let mut pair = TwinLab::new();
+    pair.run_for(Duration::from_secs(2));
+    assert!(pair.node_owns());
+
+    pair.linked = false;
+    pair.run_for(Duration::from_secs(3));
+
+    assert!(pair.node_owns(), "the node keeps serving");
+    assert_eq!(
+        pair.peer.role(),
+        twin::Role::Standby,
+        "its probe found the node"
+    );
+    assert!(pair
+        .lab
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Twin(twin::Event::PathDown(twin::PathId::Link)))));
+}
