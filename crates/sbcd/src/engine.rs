@@ -180,6 +180,8 @@ impl Engine {
                 ),
                 // Logged by the core adapter as they came.
                 node::Event::Proxy(_) => {}
+                // The daemon does not build a node with a twin yet (docs/twin.md).
+                node::Event::Twin(event) => tracing::info!(?event, "twin"),
             }
         }
         // A state change's own transmits (the guard's BYEs) come after the events.
