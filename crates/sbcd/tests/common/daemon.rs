@@ -111,6 +111,8 @@ pub struct Sbcd {
     dir: tempfile::TempDir,
     child: Child,
     log: Log,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl Sbcd {
@@ -119,13 +121,51 @@ impl Sbcd {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         std::fs::write(dir.path().join("sbc.toml"), config.to_toml(dir.path()))
             .expect("write sbc.toml");
-        let (child, log) = spawn_listening(dir.path());
+        let (child, log) = spawn_listening(dir.path(), None);
         Sbcd {
             config,
             dir,
             child,
             log,
+            netns: None,
         }
+    }
+
+    /// Starts sbcd inside network namespace `netns` (`ip netns exec`, which execs sbcd: the
+    /// child's pid is sbcd's) on a configuration the test writes itself: `write` gets the
+    /// temporary directory (for the control socket, the state directory, a key file) and returns
+    /// the text of sbc.toml. Returns once sbcd logged `sbcd: listening`. `config` is then a
+    /// placeholder: the addresses are the test's.
+    pub fn start_in_netns(netns: &str, write: impl FnOnce(&Path) -> String) -> Sbcd {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        std::fs::write(dir.path().join("sbc.toml"), write(dir.path())).expect("write sbc.toml");
+        let (child, log) = spawn_listening(dir.path(), Some(netns));
+        Sbcd {
+            config: SbcdConfig::with_upstreams(&[]),
+            dir,
+            child,
+            log,
+            netns: Some(netns.to_owned()),
+        }
+    }
+
+    /// Its temporary directory (sbc.toml, the control socket, the state directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills sbcd with SIGKILL (a crash: nothing of its own runs after it) and reaps it; returns
+    /// when the signal was sent.
+    pub fn kill9(&mut self) -> Instant {
+        let at = Instant::now();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        at
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Stops sbcd the way systemd would (SIGTERM), waits for it to exit, and starts it again on
@@ -137,7 +177,7 @@ impl Sbcd {
             self.child.try_wait().ok().flatten()
         });
         eprintln!("sbcd {pid} stopped: {status}");
-        let (child, log) = spawn_listening(self.dir.path());
+        let (child, log) = spawn_listening(self.dir.path(), self.netns.as_deref());
         self.child = child;
         self.log = log;
     }
@@ -400,10 +440,19 @@ fn sbcctl_path() -> &'static str {
     env!("CARGO_BIN_EXE_sbcctl")
 }
 
-/// Starts sbcd on `dir/sbc.toml`, echoes its stderr into the test output, and waits for
-/// `sbcd: listening` (or panics with its log when it exits first).
-fn spawn_listening(dir: &Path) -> (Child, Log) {
-    let mut child = Command::new(sbcd_path())
+/// Starts sbcd on `dir/sbc.toml` (inside network namespace `netns` when given), echoes its
+/// stderr into the test output, and waits for `sbcd: listening` (or panics with its log when it
+/// exits first).
+fn spawn_listening(dir: &Path, netns: Option<&str>) -> (Child, Log) {
+    let mut command = match netns {
+        None => Command::new(sbcd_path()),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, sbcd_path()]);
+            c
+        }
+    };
+    let mut child = command
         .arg("--config")
         .arg(dir.join("sbc.toml"))
         .env("SBCD_LOG", "info")
@@ -417,9 +466,10 @@ fn spawn_listening(dir: &Path) -> (Child, Log) {
     let stderr = child.stderr.take().expect("sbcd stderr is piped");
     let sink = Arc::clone(&log);
     let pid = child.id();
+    let label = netns.map_or_else(|| format!("sbcd[{pid}]"), |ns| format!("sbcd[{pid}@{ns}]"));
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("sbcd[{pid}] {line}");
+            eprintln!("{label} {line}");
             sink.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push((Instant::now(), line));

@@ -4,13 +4,16 @@
 //! - [`daemon`]: writes a configuration into a temporary directory, starts `sbcd`, waits for
 //!   `sbcd: listening`, asks it questions through `sbcctl --json`, follows its state events.
 //! - [`kamailio`]: Kamailio as an authenticating core registrar, and what its location table holds.
+//! - [`netns`]: the twin lab, network namespaces made by the test (root only), and running code
+//!   in them.
 //! - [`sipp`]: runs SIPp with one of our scenarios (or a built-in one) and reads back its exit
 //!   status, statistics, error trace and `<log>` lines.
 //!
 //! Nothing here sleeps for a fixed time to let something happen: every wait is for an event (a log
 //! line, a bound socket, a process exit, a control answer) with a generous bound, because CI is a
 //! loaded two-core machine. Every process started here is killed when its handle is dropped, so
-//! a failing test leaks nothing. Traffic goes to 127.0.0.1 only.
+//! a failing test leaks nothing. Traffic goes to 127.0.0.1 only, or inside the network namespaces
+//! of the twin lab ([`netns`]), which the test makes and removes.
 
 #![allow(dead_code)]
 // each test binary uses a different part of the harness
@@ -21,6 +24,7 @@
 pub mod daemon;
 pub mod kamailio;
 pub mod net;
+pub mod netns;
 pub mod sipp;
 
 use std::time::{Duration, Instant};

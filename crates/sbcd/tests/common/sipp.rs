@@ -5,13 +5,14 @@
 //! and from the exit status (SIPp exits 0 only when every call succeeded).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use super::daemon::signal;
 use super::net::{free_port, udp_port_taken};
+use super::netns::udp_port_bound_in_ns_of;
 use super::{wait_for, PATIENCE};
 
 /// Where our scenarios live.
@@ -29,6 +30,8 @@ pub struct Sipp {
     port: u16,
     /// How long the run may take before SIPp gives up (and the harness kills it a bit later).
     limit: Duration,
+    /// Run inside this network namespace, on this local address, instead of on 127.0.0.1.
+    netns: Option<(String, Ipv4Addr)>,
 }
 
 impl Sipp {
@@ -53,7 +56,14 @@ impl Sipp {
             args: vec!["-sf".into(), path.display().to_string()],
             port,
             limit: Duration::from_secs(30),
+            netns: None,
         }
+    }
+
+    /// Runs SIPp inside network namespace `ns` (`ip netns exec`) on local address `ip`.
+    pub fn in_netns(mut self, ns: &str, ip: Ipv4Addr) -> Sipp {
+        self.netns = Some((ns.to_owned(), ip));
+        self
     }
 
     /// The local port (for a UAS: where it listens; for a phone: where it registers from).
@@ -125,9 +135,18 @@ impl Sipp {
         if args.iter().any(|a| a == "-trace_msg") {
             args.extend(["-message_file".to_owned(), d("messages.log")]);
         }
-        let child = Command::new("sipp")
+        let (mut command, local_ip) = match &self.netns {
+            None => (Command::new("sipp"), "127.0.0.1".to_owned()),
+            Some((ns, ip)) => {
+                // `ip netns exec` execs SIPp: the child's pid is SIPp's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "sipp"]);
+                (c, ip.to_string())
+            }
+        };
+        let child = command
             .args(&args)
-            .args(["-i", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-i", &local_ip, "-p", &self.port.to_string()])
             .args(["-nostdin", "-trace_stat", "-stf", &d("stats.csv")])
             .args(["-trace_err", "-error_file", &d("errors.log")])
             .args(["-trace_logs", "-log_file", &d("logs.log")])
@@ -149,10 +168,15 @@ impl Sipp {
             limit: self.limit,
         };
         let port = self.port;
+        let in_netns = self.netns.is_some();
         wait_for(&format!("{} to bind its port", run.label), PATIENCE, || {
             // A short UAC may be done before we look; its outcome is read by `wait`.
             let exited = matches!(run.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
-            (exited || udp_port_taken(port)).then_some(())
+            let bound = match (&run.child, in_netns) {
+                (Some(child), true) => udp_port_bound_in_ns_of(child.id(), port),
+                _ => udp_port_taken(port),
+            };
+            (exited || bound).then_some(())
         });
         run
     }
