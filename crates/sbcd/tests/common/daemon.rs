@@ -281,6 +281,15 @@ impl Sbcd {
         }
     }
 
+    /// `show twin`: the twin's status (SPEC §7).
+    pub fn twin(&self) -> twin::Status {
+        match self.ctl("show twin") {
+            // Until the daemon answers with twin::Status (the lead's wiring on main).
+            Reply::Twin(info) => panic!("show twin: no twin::Status yet: {info:?}"),
+            other => panic!("show twin answered {other:?}"),
+        }
+    }
+
     /// `set-system-state offline [guard N]`.
     pub fn drain(&self, guard_secs: Option<u64>) {
         let cmd = match guard_secs {

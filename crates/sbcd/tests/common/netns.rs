@@ -200,16 +200,22 @@ impl TwinLab {
         has_address(&self.nodes[i], dev, addr)
     }
 
-    /// Whether node `i` carries both service addresses, and panics if it carries only one.
+    /// Which service addresses node `i` carries: (access on eth0, core on eth1).
+    pub fn node_services(&self, i: usize) -> (bool, bool) {
+        (
+            self.node_has(i, "eth0", ACCESS_SERVICE),
+            self.node_has(i, "eth1", CORE_SERVICE),
+        )
+    }
+
+    /// Whether node `i` carries both service addresses.
     pub fn node_owns_services(&self, i: usize) -> bool {
-        let access = self.node_has(i, "eth0", ACCESS_SERVICE);
-        let core = self.node_has(i, "eth1", CORE_SERVICE);
-        assert_eq!(
-            access, core,
-            "{} holds one service address without the other",
-            self.nodes[i]
-        );
-        access
+        self.node_services(i) == (true, true)
+    }
+
+    /// Whether node `i` carries neither service address.
+    pub fn node_owns_no_service(&self, i: usize) -> bool {
+        self.node_services(i) == (false, false)
     }
 
     /// The MAC the phones' namespace has for `addr` (`ip neigh`), if any (in any state but
