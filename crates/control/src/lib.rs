@@ -203,14 +203,8 @@ pub struct ThreadPinning {
     pub cpus_allowed: String,
 }
 
-/// `show twin`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TwinInfo {
-    pub role: String,
-    pub peer: Option<String>,
-    pub peer_state: Option<String>,
-    pub last_heard_ms: Option<u64>,
-}
+/// `show twin`: the twin machine's own snapshot (SPEC §7's list).
+pub type TwinInfo = twin::Status;
 
 /// Something that happened, pushed to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +219,8 @@ pub enum Event {
     },
     /// Anything else worth a line on the console (upstream down, recovery, ...).
     Notice { message: String },
+    /// The twin: a role change, a path down or up, a takeover, the twin lost or found.
+    Twin { message: String },
 }
 
 /// A line that could not be understood.

@@ -80,6 +80,7 @@ impl Event {
                 from, to, reason, ..
             } => format!("%SYSTEM-STATE: {from} -> {to} ({})\n", p(reason)),
             Event::Notice { message } => format!("%NOTICE: {}\n", p(message)),
+            Event::Twin { message } => format!("%TWIN: {}\n", p(message)),
         }
     }
 }
@@ -216,15 +217,7 @@ impl Reply {
                     let _ = writeln!(out, "{}", p(l));
                 }
             }
-            Reply::Twin(t) => {
-                let _ = writeln!(out, "role:        {}", t.role);
-                let _ = writeln!(out, "peer:        {}", t.peer.as_deref().unwrap_or("-"));
-                let _ = writeln!(
-                    out,
-                    "peer state:  {}",
-                    t.peer_state.as_deref().unwrap_or("-")
-                );
-            }
+            Reply::Twin(t) => render_twin(&mut out, t),
             Reply::Done { message } => {
                 let _ = writeln!(out, "{}", p(message));
             }
@@ -234,6 +227,99 @@ impl Reply {
             Reply::Subscribed => out.push_str("subscribed\n"),
         }
         out
+    }
+}
+
+/// `show twin`: own and twin's role, state, term and epoch; each path; the drops; the last
+/// takeover (SPEC §7).
+fn render_twin(out: &mut String, t: &crate::TwinInfo) {
+    let role = |r: twin::Role| match r {
+        twin::Role::Active => "active",
+        twin::Role::Standby => "standby",
+    };
+    let state = |s: twin::PeerState| match s {
+        twin::PeerState::Online => "online",
+        twin::PeerState::Draining => "draining",
+        twin::PeerState::Offline => "offline",
+    };
+    let _ = writeln!(
+        out,
+        "this node:   {} {}, {}, term {}, epoch {}{}",
+        t.node_id,
+        role(t.role),
+        state(t.state),
+        t.term,
+        t.epoch,
+        if t.owns_addresses {
+            ", owns the service addresses"
+        } else {
+            ""
+        }
+    );
+    match &t.twin {
+        Some(w) => {
+            let _ = writeln!(
+                out,
+                "twin:        {} {}, {}, term {}, epoch {}, {} ({} ms ago); {} calls, {} registrations",
+                w.node_id,
+                role(w.role),
+                state(w.state),
+                w.term,
+                w.epoch,
+                if w.alive { "heard" } else { "LOST" },
+                w.last_heard_ms,
+                w.calls,
+                w.registrations
+            );
+        }
+        None => {
+            let _ = writeln!(out, "twin:        never heard");
+        }
+    }
+    for path in &t.paths {
+        let name = match path.path {
+            twin::PathId::Link => "link",
+            twin::PathId::Second => "second",
+        };
+        let heard = path
+            .last_heard_ms
+            .map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago"));
+        let _ = writeln!(
+            out,
+            "path {name:<7} {}, last keep-alive {heard}, misses {}, sent {}, received {}, dropped {}",
+            if path.up { "up" } else { "DOWN" },
+            path.misses,
+            path.counters.sent,
+            path.counters.received,
+            path.counters.dropped()
+        );
+    }
+    let c = &t.totals;
+    let _ = writeln!(
+        out,
+        "dropped:     forged {}, replayed {}, reflected {}, malformed {}, version {}, unknown node {}",
+        c.forged, c.replayed, c.reflected, c.malformed, c.version, c.unknown_node
+    );
+    match &t.last_takeover {
+        Some(l) => {
+            let silent = l.twin_silent_ms.map_or_else(
+                || "never heard".to_owned(),
+                |ms| format!("twin silent {ms} ms"),
+            );
+            let _ = writeln!(
+                out,
+                "last takeover: {:?}, term {}, {} s ago; {silent}, decision to claim {} ms (probe {} ms, {} attempts)",
+                l.cause,
+                l.term,
+                l.ago_ms / 1000,
+                l.decision_to_claim_ms,
+                l.probe_ms,
+                l.attempts
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last takeover: none");
+        }
     }
 }
 

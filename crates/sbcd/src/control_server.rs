@@ -48,11 +48,15 @@ impl Router {
                 | Request::ShowCalls
                 | Request::ShowRegistrations
                 | Request::ShowUpstreams
-                | Request::ShowStats => (&self.engine, "the SIP engine"),
+                | Request::ShowStats
+                | Request::ShowTwin => (&self.engine, "the SIP engine"),
                 Request::ShowPanel | Request::PanelPress { .. } => (&self.panel, "the front panel"),
                 Request::ShowHealth | Request::ShowLog { .. } => (&self.local, "the control plane"),
-                Request::ShowTwin | Request::Switchover => {
-                    return not_available("twin", "the twin link is not part of this build")
+                Request::Switchover => {
+                    return not_available(
+                        "switchover",
+                        "a planned switchover comes with hot standby (docs/twin.md)",
+                    )
                 }
                 Request::Reboot => return not_available(
                     "reboot",

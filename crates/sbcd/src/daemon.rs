@@ -25,6 +25,7 @@ use crate::logging::Recent;
 use crate::panel;
 use crate::sip_core::{self, SipCore};
 use crate::transport::{self, Limits};
+use crate::twin_link;
 
 /// Depth of the queue from the workers to the engine; beyond it workers wait and the kernel's
 /// socket buffers absorb (and eventually drop) the excess, as for any overloaded UDP server.
@@ -62,6 +63,8 @@ pub enum StartError {
     Transport(#[from] transport::BindError),
     #[error(transparent)]
     Panel(#[from] panel::PanelError),
+    #[error(transparent)]
+    Twin(#[from] twin_link::TwinStartError),
     #[error("cannot start thread {name}: {source}")]
     Thread {
         name: String,
@@ -161,12 +164,21 @@ async fn serve(
         |w| w.0,
     );
     let specs = transport::listener_specs(&config)?;
-    if let Some(twin) = &config.twin {
-        tracing::warn!(
-            node_id = twin.node_id.0,
-            "[twin] is configured, but this build has no twin yet: the node runs alone"
-        );
-    }
+    // The twin (SPEC §7): its key, epoch and sockets now, so a bad [twin] stops the start with
+    // the reason; it owns no service address until its machine says so.
+    let twin = match &config.twin {
+        Some(t) => {
+            let setup = twin_link::prepare(t, &config.state.dir)?;
+            twin_link::release_all(&setup.devices).await;
+            tracing::info!(
+                node_id = t.node_id.0,
+                epoch = setup.boot_epoch,
+                "twin: starting standby"
+            );
+            Some(setup)
+        }
+        None => None,
+    };
     let limits = Limits {
         max_message_bytes: config.sip.max_message_bytes.0,
         tcp_idle_timeout: Duration::from_secs(config.sip.tcp_idle_timeout_secs.0),
@@ -181,8 +193,28 @@ async fn serve(
 
     let (ask_tx, ask_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
+    let (twin_machine, twin_link) = match twin {
+        Some(setup) => {
+            let (actions, found) = twin_link::spawn_actions(setup.devices.clone());
+            (
+                Some(twin::Twin::new(
+                    setup.config,
+                    setup.boot_epoch,
+                    Instant::now(),
+                )),
+                Some(engine::TwinLink {
+                    sockets: setup.sockets,
+                    actions,
+                    found,
+                }),
+            )
+        }
+        None => (None, None),
+    };
     let engine = Engine {
         node: node.clone(),
+        twin: twin_link,
+        twin_out: None,
         core: SipCore::new(
             proxy::Config {
                 keys: crate::keys::load_or_create(&config.state.dir)?,
@@ -191,6 +223,7 @@ async fn serve(
             Instant::now(),
             initial,
             Duration::from_secs(config.drain.guard_secs.0),
+            twin_machine,
         ),
         transports: Arc::clone(&shared),
         inbound: inbound_rx,

@@ -14,6 +14,7 @@
 //! operator commands, button toggles) and outputs out (transmits, events to log, state changes to
 //! the transports, the panel, subscribers and the disk).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,11 +47,33 @@ pub enum Command {
     },
 }
 
+/// The twin's I/O as the daemon hands it to the engine: the keep-alive sockets (made tokio
+/// sockets on the engine's runtime) and the control plane's task that carries out address
+/// actions and answers probes.
+#[derive(Debug)]
+pub struct TwinLink {
+    pub sockets: Vec<(twin::PathId, std::net::UdpSocket, SocketAddr)>,
+    pub actions: mpsc::UnboundedSender<twin::AddressAction>,
+    pub found: mpsc::UnboundedReceiver<Vec<IpAddr>>,
+}
+
+/// What the engine sends to the twin with, once running (set by [`Engine::run`]).
+#[derive(Debug)]
+pub struct TwinOut {
+    paths: Vec<(twin::PathId, Arc<tokio::net::UdpSocket>, SocketAddr)>,
+    actions: mpsc::UnboundedSender<twin::AddressAction>,
+}
+
+/// Keep-alives received and waiting for the engine: a few intervals' worth.
+const TWIN_QUEUE: usize = 64;
+
 /// Everything the engine thread needs; built by the daemon, consumed by [`Engine::run`].
 #[derive(Debug)]
 pub struct Engine {
     pub node: String,
     pub core: SipCore,
+    /// The twin's sockets and address task, when `[twin]` is configured.
+    pub twin: Option<TwinLink>,
     pub transports: Arc<Shared>,
     pub inbound: mpsc::Receiver<FromTransport>,
     pub asks: mpsc::Receiver<Ask>,
@@ -65,6 +88,8 @@ pub struct Engine {
     pub state_dir: std::path::PathBuf,
     /// Wall-clock time of entering the current state (for `since`).
     pub since_unix_ms: u64,
+    /// Set by [`Engine::run`] from `twin`; `None` when building an engine.
+    pub twin_out: Option<TwinOut>,
 }
 
 /// Milliseconds since the Unix epoch, for operators (never for deciding).
@@ -81,6 +106,15 @@ impl Engine {
         // already ended, and everyone must hear it.
         self.flush();
         let mut commands_open = true;
+        let (mut twin_in, mut twin_found, twin_out) = match self.twin.take().map(start_twin) {
+            Some(Ok((inbound, found, out))) => (Some(inbound), Some(found), Some(out)),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "twin: cannot use the keep-alive sockets; the node runs alone");
+                (None, None, None)
+            }
+            None => (None, None, None),
+        };
+        self.twin_out = twin_out;
         // UDP is read here, on the owner's thread: see `transport::udp` for why.
         let mut udp = udp::Ingress::new(&self.transports, self.transports.take_udp());
         // One timer, moved when the earliest deadline moves, instead of a new one per turn.
@@ -103,6 +137,18 @@ impl Engine {
                     Some(ask) => self.answer(ask),
                     None => return,
                 },
+                // The twin before SIP traffic: a keep-alive late behind a burst of messages is
+                // how a busy box gets taken for a dead one.
+                Some((path, payload)) = recv(&mut twin_in) => {
+                    let now = Instant::now();
+                    self.core.handle_twin_datagram(now, path, &payload);
+                    self.flush();
+                }
+                Some(conflicts) = recv_unbounded(&mut twin_found) => {
+                    let now = Instant::now();
+                    self.core.handle_probe_result(now, conflicts);
+                    self.flush();
+                }
                 command = self.commands.recv(), if commands_open => match command {
                     Some(Command::Button { action, reply }) => self.button(action, reply),
                     // No panel (or it stopped): the engine carries on without button presses.
@@ -180,14 +226,71 @@ impl Engine {
                 ),
                 // Logged by the core adapter as they came.
                 node::Event::Proxy(_) => {}
-                // The daemon does not build a node with a twin yet (docs/twin.md).
-                node::Event::Twin(event) => tracing::info!(?event, "twin"),
+                node::Event::Twin(event) => self.twin_event(&event),
             }
         }
         // A state change's own transmits (the guard's BYEs) come after the events.
         while let Some(t) = self.core.poll_transmit() {
             self.transports.send(t);
         }
+        if let Some(out) = &self.twin_out {
+            while let Some(t) = self.core.poll_twin_transmit() {
+                if let Some((_, socket, peer)) = out.paths.iter().find(|(p, _, _)| *p == t.path) {
+                    // A full socket buffer loses one keep-alive; the next interval sends another.
+                    if let Err(e) = socket.try_send_to(&t.payload, *peer) {
+                        tracing::debug!(path = ?t.path, error = %e, "twin: keep-alive not sent");
+                    }
+                }
+            }
+            while let Some(action) = self.core.poll_address_action() {
+                tracing::info!(?action, "twin: address action");
+                if out.actions.send(action).is_err() {
+                    tracing::error!("twin: the address task has stopped");
+                }
+            }
+        }
+    }
+
+    /// A twin event to the journal and, when an operator should hear of it, the console.
+    fn twin_event(&self, event: &twin::Event) {
+        let message = match event {
+            twin::Event::Dropped { path, reason } => {
+                tracing::warn!(path = ?path, reason = ?reason, "twin: keep-alive dropped");
+                return;
+            }
+            twin::Event::RoleChanged {
+                from,
+                to,
+                term,
+                cause,
+            } => format!("role {from:?} -> {to:?} (term {term}, {cause:?})"),
+            twin::Event::PathDown(path) => format!("path {path:?} down: no keep-alive for the detection time"),
+            twin::Event::PathUp(path) => format!("path {path:?} up again"),
+            twin::Event::TwinLost => "twin lost: silent on every path and no answer to the status query".into(),
+            twin::Event::TwinFound => "twin heard".into(),
+            twin::Event::TwinRestarted { epoch } => format!("twin restarted (epoch {epoch})"),
+            twin::Event::TakeoverStarted { cause, term } => {
+                format!("taking over the service addresses ({cause:?}, term {term}): probing")
+            }
+            twin::Event::TakeoverDone(r) => format!(
+                "service addresses claimed ({:?}, term {}): twin silent {} ms, decision to claim {} ms, probe {} ms",
+                r.cause,
+                r.term,
+                r.twin_silent_for.map_or(0, |d| d.as_millis()),
+                r.decision_to_claim.as_millis(),
+                r.probe.as_millis()
+            ),
+            twin::Event::TakeoverAbandoned { our_term, their_term } => {
+                format!("takeover abandoned: the twin claims with term {their_term} (ours {our_term})")
+            }
+            twin::Event::Yielded { our_term, their_term } => {
+                format!("service addresses released: the twin claims with term {their_term} (ours {our_term})")
+            }
+            twin::Event::ProbeConflict(ips) => format!("probe found {ips:?} in use: not claimed"),
+            twin::Event::ProbeUnanswered => "probe unanswered: not claimed".into(),
+        };
+        tracing::warn!(event = %message, "twin");
+        let _ = self.events.send(control::Event::Twin { message });
     }
 
     /// One state change, reported everywhere (SPEC §2: journal, console, LEDs, twin).
@@ -295,6 +398,15 @@ impl Engine {
                     reply: Reply::Done { message },
                 }
             }
+            Request::ShowTwin => match self.core.twin_status(now) {
+                Some(status) => Response::Ok {
+                    reply: Reply::Twin(status),
+                },
+                None => crate::control_server::not_available(
+                    "twin",
+                    "no [twin] in the configuration: this node runs alone",
+                ),
+            },
             Request::ShowCalls => Response::Ok {
                 reply: Reply::Calls(self.core.calls()),
             },
@@ -350,6 +462,64 @@ impl Engine {
     }
 }
 
+/// Opens the twin's sockets on the engine's runtime and starts a reader per path.
+#[allow(clippy::type_complexity)]
+fn start_twin(
+    link: TwinLink,
+) -> std::io::Result<(
+    mpsc::Receiver<(twin::PathId, Vec<u8>)>,
+    mpsc::UnboundedReceiver<Vec<IpAddr>>,
+    TwinOut,
+)> {
+    let (tx, rx) = mpsc::channel(TWIN_QUEUE);
+    let mut paths = Vec::new();
+    for (path, socket, peer) in link.sockets {
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
+        let reader = Arc::clone(&socket);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; twin::MAX_DATAGRAM + 1];
+            loop {
+                match reader.recv_from(&mut buf).await {
+                    // Only from the twin's address on this path; the MAC decides the rest.
+                    Ok((n, from)) if from == peer => {
+                        if tx.try_send((path, buf[..n].to_vec())).is_err() && tx.is_closed() {
+                            return;
+                        }
+                    }
+                    Ok((_, from)) => {
+                        tracing::debug!(path = ?path, %from, "twin: datagram from a stranger dropped");
+                    }
+                    Err(e) => tracing::debug!(path = ?path, error = %e, "twin: receive failed"),
+                }
+            }
+        });
+        paths.push((path, socket, peer));
+    }
+    Ok((
+        rx,
+        link.found,
+        TwinOut {
+            paths,
+            actions: link.actions,
+        },
+    ))
+}
+
+async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_unbounded<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,7 +569,10 @@ mod tests {
                 now,
                 initial,
                 Duration::from_secs(300),
+                None,
             ),
+            twin: None,
+            twin_out: None,
             transports: shared,
             inbound,
             asks,

@@ -188,7 +188,12 @@ fn write_count(state_dir: &Path, name: &str, count: u64) {
     }
 }
 
-fn write_durably(dir: &Path, temp: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durably(
+    dir: &Path,
+    temp: &Path,
+    path: &Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut file = std::fs::File::create(temp)?;
     file.write_all(bytes)?;

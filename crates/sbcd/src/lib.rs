@@ -20,3 +20,4 @@ pub mod sip_core;
 #[cfg(feature = "testport")]
 pub mod testport;
 pub mod transport;
+pub mod twin_link;

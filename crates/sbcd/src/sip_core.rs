@@ -96,9 +96,14 @@ impl SipCore {
         now: Instant,
         initial: SystemState,
         default_guard: Duration,
+        twin: Option<twin::Twin>,
     ) -> SipCore {
+        let node = match twin {
+            Some(twin) => Node::with_twin(config, initial, default_guard, twin, now),
+            None => Node::new(config, initial, default_guard, now),
+        };
         let mut core = SipCore {
-            node: Node::new(config, initial, default_guard, now),
+            node,
             pending: VecDeque::new(),
             flows_closed: 0,
         };
@@ -173,6 +178,30 @@ impl SipCore {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.node.poll_timeout()
+    }
+
+    pub fn handle_twin_datagram(&mut self, now: Instant, path: twin::PathId, payload: &[u8]) {
+        self.node.handle_twin_datagram(now, path, payload);
+        self.pump_events();
+    }
+
+    pub fn handle_probe_result(&mut self, now: Instant, conflicts: Vec<std::net::IpAddr>) {
+        self.node.handle_probe_result(now, conflicts);
+        self.pump_events();
+    }
+
+    #[must_use]
+    pub fn poll_twin_transmit(&mut self) -> Option<twin::Transmit> {
+        self.node.poll_twin_transmit()
+    }
+
+    #[must_use]
+    pub fn poll_address_action(&mut self) -> Option<twin::AddressAction> {
+        self.node.poll_address_action()
+    }
+
+    pub fn twin_status(&self, now: Instant) -> Option<twin::Status> {
+        self.node.twin_status(now)
     }
 
     #[must_use]

@@ -362,7 +362,6 @@ fn write_key(path: &Path, key: &[u8]) {
 }
 
 #[test]
-#[ignore = "needs the daemon's twin wiring"]
 fn the_survivor_of_a_kill_answers_sip_on_the_service_address() {
     let _serial = serial();
     let Some(mut pair) = Pair::start() else {
@@ -442,7 +441,6 @@ fn the_survivor_of_a_kill_answers_sip_on_the_service_address() {
 }
 
 #[test]
-#[ignore = "needs the daemon's twin wiring"]
 fn no_takeover_while_the_active_drains() {
     let _serial = serial();
     let Some(pair) = Pair::start() else { return };
@@ -462,7 +460,6 @@ fn no_takeover_while_the_active_drains() {
 }
 
 #[test]
-#[ignore = "needs the daemon's twin wiring"]
 fn one_path_cut_raises_an_alarm_but_no_takeover() {
     let _serial = serial();
     let Some(pair) = Pair::start() else { return };
@@ -492,7 +489,6 @@ fn one_path_cut_raises_an_alarm_but_no_takeover() {
 }
 
 #[test]
-#[ignore = "needs the daemon's twin wiring"]
 fn a_full_partition_and_heal_leaves_exactly_one_owner() {
     let _serial = serial();
     let Some(pair) = Pair::start() else { return };
@@ -581,7 +577,6 @@ fn a_full_partition_and_heal_leaves_exactly_one_owner() {
 }
 
 #[test]
-#[ignore = "needs the daemon's twin wiring"]
 fn a_replayed_keepalive_is_counted_and_ignored() {
     let _serial = serial();
     let Some(pair) = Pair::start() else { return };

@@ -284,8 +284,7 @@ impl Sbcd {
     /// `show twin`: the twin's status (SPEC §7).
     pub fn twin(&self) -> twin::Status {
         match self.ctl("show twin") {
-            // Until the daemon answers with twin::Status (the lead's wiring on main).
-            Reply::Twin(info) => panic!("show twin: no twin::Status yet: {info:?}"),
+            Reply::Twin(status) => status,
             other => panic!("show twin answered {other:?}"),
         }
     }
