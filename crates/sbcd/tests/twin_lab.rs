@@ -457,6 +457,7 @@ fn no_takeover_while_the_active_drains() {
     pair.wait_keepalives(1, None, 30);
     pair.assert_owner(0, "30 keep-alives after node-a was taken offline");
     assert!(pair.twin(1).last_takeover.is_none());
+    assert_eq!(pair.nodes[1].count_log("twin lost"), 0);
 }
 
 #[test]
@@ -475,6 +476,10 @@ fn one_path_cut_raises_an_alarm_but_no_takeover() {
         b.paths
     );
     assert!(path_of(&b, twin::PathId::Second).up, "{b:#?}");
+    // The alarm: both nodes log the cross-connect down.
+    for node in &pair.nodes {
+        node.wait_log("path Link down", PATIENCE);
+    }
     pair.wait_keepalives(1, Some(twin::PathId::Second), 30);
     let b = pair.twin(1);
     assert!(
@@ -486,6 +491,13 @@ fn one_path_cut_raises_an_alarm_but_no_takeover() {
         "30 keep-alives on the second path after the link was cut",
     );
     assert!(b.last_takeover.is_none(), "{b:#?}");
+    for node in &pair.nodes {
+        assert_eq!(
+            node.count_log("twin lost"),
+            0,
+            "one path down is not the twin lost"
+        );
+    }
 }
 
 #[test]
