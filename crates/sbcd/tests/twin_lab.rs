@@ -241,10 +241,11 @@ impl Pair {
             lab,
         };
         let t0 = Instant::now();
-        pair.wait_one_owner(0, "the election at start");
+        let [a, _] = pair.wait_one_owner(0, "the election at start");
         eprintln!(
-            "twin lab: node-a active, node-b standby {:?} after both started",
-            t0.elapsed()
+            "twin lab: node-a active, node-b standby {:?} after both started ({:?})",
+            t0.elapsed(),
+            a.last_takeover
         );
         Some(pair)
     }

@@ -12,13 +12,15 @@
 //! Service addresses 192.0.2.10 (eth0) and 198.51.100.10 (eth1) belong to whichever node is
 //! active. Every name carries the test process's pid and a sequence number, so parallel runs and
 //! tests do not collide; dropping the [`TwinLab`] deletes every namespace (and with them every
-//! veth and bridge), also when the test panics. Needs root, iproute2 and SIPp: without them the
+//! veth and bridge), also when the test panics; a lab left by a test process that was killed
+//! outright is deleted by the next one. Needs root, iproute2 and SIPp: without them the
 //! tests skip, except under `CI=true`, where they fail.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
@@ -70,6 +72,7 @@ impl TwinLab {
             eprintln!("SKIPPED: twin lab unavailable: {why}");
             return None;
         }
+        sweep_dead_labs();
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let tag = format!(
             "tl{}-{}",
@@ -230,6 +233,31 @@ impl Drop for TwinLab {
         for ns in &self.created {
             // Best effort: a failure here must not turn a passing test into a panic in drop.
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Deletes the namespaces of labs whose test process is gone: a test killed outright (SIGKILL,
+/// a CI timeout) never ran its `Drop`. A name is `tl<pid>-<n>-<role>`; a pid that runs (even a
+/// reused one) keeps its namespaces.
+fn sweep_dead_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("tl")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("twin lab: deleting {name}, left by a test process that is gone");
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }
