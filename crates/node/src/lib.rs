@@ -104,6 +104,8 @@ impl Node {
         now: Instant,
     ) -> Node {
         let mut node = Node::new(config, initial, default_guard, now);
+        // A twin starts standby: its proxy originates nothing until the addresses are its own.
+        node.proxy.set_standby(twin.role() == twin::Role::Standby);
         node.twin = Some(twin);
         node.settle(now);
         node
@@ -277,6 +279,9 @@ impl Node {
         self.advertise(now);
         if let Some(t) = &mut self.twin {
             while let Some(event) = t.poll_event() {
+                if let twin::Event::RoleChanged { to, .. } = event {
+                    self.proxy.set_standby(to == twin::Role::Standby);
+                }
                 self.events.push_back(Event::Twin(event));
             }
         }

@@ -355,6 +355,8 @@ struct TwinLab {
     linked: bool,
     /// The node's box is dead: it sends, handles and answers (ARP included) nothing.
     dead: bool,
+    /// The twin's box is dead.
+    peer_dead: bool,
     /// Address actions the node asked for, in order.
     actions: Vec<twin::AddressAction>,
 }
@@ -371,22 +373,28 @@ fn twin_config(id: u8) -> twin::Config {
 
 impl TwinLab {
     fn new() -> TwinLab {
+        TwinLab::with_ids(1, 2)
+    }
+
+    /// The node as twin `node_id`, its twin as `peer_id`.
+    fn with_ids(node_id: u8, peer_id: u8) -> TwinLab {
         let mut lab = Lab::new(SystemState::Online);
         let config = lab.node.proxy().config().clone();
         lab.node = Node::with_twin(
             config,
             SystemState::Online,
             GUARD,
-            twin::Twin::new(twin_config(1), 1, lab.now),
+            twin::Twin::new(twin_config(node_id), 1, lab.now),
             lab.now,
         );
         lab.collect();
-        let peer = twin::Twin::new(twin_config(2), 1, lab.now);
+        let peer = twin::Twin::new(twin_config(peer_id), 1, lab.now);
         TwinLab {
             lab,
             peer,
             linked: true,
             dead: false,
+            peer_dead: false,
             actions: Vec::new(),
         }
     }
@@ -402,7 +410,7 @@ impl TwinLab {
                     self.peer.handle_datagram(t.path, &t.payload, self.lab.now);
                 }
             }
-            while let Some(t) = self.peer.poll_transmit() {
+            while let Some(t) = self.peer.poll_transmit().filter(|_| !self.peer_dead) {
                 moved = true;
                 if self.linked && !self.dead {
                     self.lab
@@ -413,11 +421,16 @@ impl TwinLab {
             while let Some(action) = self.lab.node.poll_address_action().filter(|_| !self.dead) {
                 moved = true;
                 if matches!(action, twin::AddressAction::Probe(_)) {
-                    self.lab.node.handle_probe_result(self.lab.now, Vec::new());
+                    let conflicts = if !self.peer_dead && self.peer.owns_addresses() {
+                        vec!["192.0.2.10".parse().unwrap()]
+                    } else {
+                        Vec::new()
+                    };
+                    self.lab.node.handle_probe_result(self.lab.now, conflicts);
                 }
                 self.actions.push(action);
             }
-            while let Some(action) = self.peer.poll_action() {
+            while let Some(action) = self.peer.poll_action().filter(|_| !self.peer_dead) {
                 moved = true;
                 if matches!(action, twin::AddressAction::Probe(_)) {
                     let conflicts = if !self.dead && self.node_owns() {
@@ -442,17 +455,17 @@ impl TwinLab {
         loop {
             self.exchange();
             let node_next = self.lab.node.poll_timeout().filter(|_| !self.dead);
-            let next = [node_next, self.peer.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
+            let peer_next = self.peer.poll_timeout().filter(|_| !self.peer_dead);
+            let next = [node_next, peer_next].into_iter().flatten().min();
             match next {
                 Some(at) if at <= target => {
                     self.lab.now = self.lab.now.max(at);
                     if !self.dead {
                         self.lab.node.handle_timeout(self.lab.now);
                     }
-                    self.peer.handle_timeout(self.lab.now);
+                    if !self.peer_dead {
+                        self.peer.handle_timeout(self.lab.now);
+                    }
                 }
                 _ => break,
             }
@@ -551,4 +564,28 @@ fn a_cut_link_to_a_node_that_still_answers_arp_claims_nothing() {
         .events
         .iter()
         .any(|e| matches!(e, Event::Twin(twin::Event::PathDown(twin::PathId::Link)))));
+}
+
+#[test]
+fn a_standby_node_probes_no_upstream_and_probes_at_once_when_it_takes_over() {
+    // The node is twin 2: twin 1 wins the election and owns the addresses.
+    let mut pair = TwinLab::with_ids(2, 1);
+    pair.run_for(Duration::from_secs(120));
+    assert!(!pair.node_owns());
+    assert_eq!(
+        pair.lab.sent_to(UPSTREAM, "OPTIONS"),
+        0,
+        "a standby sends nothing from its twin's addresses"
+    );
+
+    pair.peer_dead = true;
+    let died = pair.lab.now;
+    pair.run_for(Duration::from_secs(1));
+
+    assert!(pair.node_owns(), "the node took over");
+    assert!(
+        pair.lab.sent_to(UPSTREAM, "OPTIONS") >= 1,
+        "the new active probes its upstreams at once, {:?} after the death",
+        pair.lab.now - died
+    );
 }

@@ -239,6 +239,15 @@ impl Upstreams {
         due
     }
 
+    /// Makes every probe not in flight due at `now`.
+    pub fn probe_all_at(&mut self, now: Instant) {
+        for e in &mut self.entries {
+            if !e.probe_pending {
+                e.next_probe = e.next_probe.min(now);
+            }
+        }
+    }
+
     /// The result of the probe sent to `id`.
     pub fn probe_result(
         &mut self,

@@ -131,6 +131,12 @@ async fn serve(
     let (view_tx, view_rx) = watch::channel(StateView {
         state: initial,
         since_unix_ms,
+        // A twin starts standby (SPEC §7); a box without one is solo.
+        role: if config.twin.is_some() {
+            ::panel::TwinRole::Standby
+        } else {
+            ::panel::TwinRole::Solo
+        },
     });
 
     // The board says how many SIP workers (one per SIP core) and where they run.

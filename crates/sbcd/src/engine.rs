@@ -34,6 +34,8 @@ const BATCH: usize = 64;
 pub struct StateView {
     pub state: SystemState,
     pub since_unix_ms: u64,
+    /// The twin role, for the panel's standby pattern (green blinking slowly).
+    pub role: panel::TwinRole,
 }
 
 /// A command that is not a control request: the panel's long press.
@@ -253,6 +255,13 @@ impl Engine {
 
     /// A twin event to the journal and, when an operator should hear of it, the console.
     fn twin_event(&self, event: &twin::Event) {
+        if let twin::Event::RoleChanged { to, .. } = event {
+            let role = match to {
+                twin::Role::Active => panel::TwinRole::Active,
+                twin::Role::Standby => panel::TwinRole::Standby,
+            };
+            self.view.send_modify(|v| v.role = role);
+        }
         let message = match event {
             twin::Event::Dropped { path, reason } => {
                 tracing::warn!(path = ?path, reason = ?reason, "twin: keep-alive dropped");
@@ -298,9 +307,9 @@ impl Engine {
         // The proxy already judges by the new state (the node saw to it); the transports
         // follow the core's word on connections (flush picks it up).
         self.since_unix_ms = unix_ms();
-        self.view.send_replace(StateView {
-            state: t.to,
-            since_unix_ms: self.since_unix_ms,
+        self.view.send_modify(|v| {
+            v.state = t.to;
+            v.since_unix_ms = self.since_unix_ms;
         });
         let (sessions, registrations) = self.core.counts();
         tracing::info!(
@@ -558,6 +567,7 @@ mod tests {
         let (view_tx, view) = watch::channel(StateView {
             state: initial,
             since_unix_ms: 0,
+            role: panel::TwinRole::Solo,
         });
         let (events_tx, events) = broadcast::channel(16);
         let state_dir = tempfile::tempdir().unwrap();

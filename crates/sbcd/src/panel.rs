@@ -105,7 +105,7 @@ pub fn housekeeping_cores(profile: Option<&Profile>) -> Option<board::cpus::CpuL
 /// What the control plane sends the panel thread.
 #[derive(Debug)]
 enum ToPanel {
-    View(SystemState),
+    View(SystemState, panel::TwinRole),
     Ask(Ask),
 }
 
@@ -127,13 +127,14 @@ pub fn start(
     if let Some(hold) = config.panel.hold_ms {
         spec.config.hold_ms = hold.0;
     }
-    let initial = view.borrow_and_update().state;
-    let driver =
-        PanelDriver::open(&spec, system_view(initial), monotonic_now()).map_err(|source| {
-            PanelError::Open {
-                name: profile.name.clone(),
-                source,
-            }
+    let (initial, initial_role) = {
+        let v = view.borrow_and_update();
+        (v.state, v.role)
+    };
+    let driver = PanelDriver::open(&spec, system_view(initial, initial_role), monotonic_now())
+        .map_err(|source| PanelError::Open {
+            name: profile.name.clone(),
+            source,
         })?;
     let waker = driver.waker();
     let (to_panel, from_control) = std_mpsc::channel::<ToPanel>();
@@ -150,8 +151,11 @@ pub fn start(
     let view_waker = waker.clone();
     tokio::spawn(async move {
         while view.changed().await.is_ok() {
-            let state = view.borrow_and_update().state;
-            if views.send(ToPanel::View(state)).is_err() {
+            let (state, role) = {
+                let v = view.borrow_and_update();
+                (v.state, v.role)
+            };
+            if views.send(ToPanel::View(state, role)).is_err() {
                 return;
             }
             view_waker.wake();
@@ -171,8 +175,9 @@ pub fn start(
     Ok(Some(ask_tx))
 }
 
-fn system_view(state: SystemState) -> SystemView {
+fn system_view(state: SystemState, role: panel::TwinRole) -> SystemView {
     SystemView {
+        role,
         state: match state {
             SystemState::Online => PanelState::Online,
             SystemState::Draining => PanelState::Draining,
@@ -203,9 +208,9 @@ fn run(
         let now = monotonic_now();
         loop {
             match inbox.try_recv() {
-                Ok(ToPanel::View(s)) => {
+                Ok(ToPanel::View(s, role)) => {
                     state = s;
-                    driver.set_view(now, system_view(s));
+                    driver.set_view(now, system_view(s, role));
                 }
                 Ok(ToPanel::Ask(ask)) => {
                     answer(&mut driver, &board_name, state, ask, now, &mut pending)

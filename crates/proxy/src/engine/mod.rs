@@ -179,6 +179,9 @@ pub struct Proxy {
     drain_complete_sent: bool,
     /// Whether change records for a twin are produced ([`Proxy::set_replication`]).
     replicate: bool,
+    /// A twin's standby: it owns none of the box's addresses, so it originates nothing (no
+    /// upstream probes from an address its twin answers for).
+    standby: bool,
     /// Branch ids and tags.
     ids: Ids,
     /// Requests per source.
@@ -238,6 +241,7 @@ impl Proxy {
             last_counts: Counts::default(),
             drain_complete_sent: false,
             replicate: true,
+            standby: false,
         }
     }
 
@@ -277,6 +281,19 @@ impl Proxy {
     pub fn set_replication(&mut self, on: bool) {
         self.replicate = on;
         self.dialogs.set_snapshots(on);
+    }
+
+    /// A twin's standby (`true`) sends no upstream probes: the addresses it would send from
+    /// belong to its active twin, whose probes would get the answers. Back to active
+    /// (`false`), every upstream is probed at once, so the rotation it serves with is its own.
+    pub fn set_standby(&mut self, standby: bool) {
+        if standby == self.standby {
+            return;
+        }
+        self.standby = standby;
+        if !standby {
+            self.upstreams.probe_all_at(self.now);
+        }
     }
 
     /// Handles one received message at `now`.
@@ -354,7 +371,7 @@ impl Proxy {
         [
             self.timers.next_deadline(),
             self.registrations.next_expiry(),
-            self.upstreams.next_deadline(),
+            self.upstreams.next_deadline().filter(|_| !self.standby),
         ]
         .into_iter()
         .flatten()

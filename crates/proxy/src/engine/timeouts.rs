@@ -17,8 +17,10 @@ impl Proxy {
         for change in self.registrations.expire(self.now, memory) {
             self.emit_binding(change);
         }
-        for uid in self.upstreams.due_probes(self.now) {
-            self.send_probe(uid);
+        if !self.standby {
+            for uid in self.upstreams.due_probes(self.now) {
+                self.send_probe(uid);
+            }
         }
     }
 
