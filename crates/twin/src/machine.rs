@@ -284,6 +284,18 @@ impl Twin {
                 }
             }
         }
+        // The two paths do not keep each other's order: a keep-alive older than the one already
+        // applied (the faster path brought a newer one) still proves its path alive and gets
+        // its query answered, but its view of the twin is out of date and must not undo the
+        // newer one (a stale "standby" would start an election against an active twin).
+        let outdated = self
+            .peer
+            .as_ref()
+            .is_some_and(|p| p.last.epoch == msg.epoch && p.last.seq > msg.seq);
+        if outdated {
+            self.reconsider(now);
+            return;
+        }
         let their_term = msg.term;
         let they_claim = msg.phase != Phase::Standby;
         let they_are_active = msg.phase == Phase::Active;

@@ -885,3 +885,33 @@ fn an_unanswered_probe_is_retried_rather_than_waited_for_forever() {
         .unwrap();
     assert_eq!(report.attempts, 2);
 }
+
+/// Seen in the namespace lab: after a partition healed, node 1 yielded to node 2's higher term,
+/// then a keep-alive node 2 had sent before its takeover (on the path that came back a moment
+/// later) told node 1 its twin was a standby; node 1 held an election, won it and took the
+/// addresses back at a third term: two moves where one was due.
+#[test]
+fn a_keepalive_older_than_the_last_one_applied_changes_nothing() {
+    let start = std::time::Instant::now();
+    let mut twin = crate::Twin::new(config(1), 1, start);
+    let newer = a_keepalive(2, 1, 10, 2, Phase::Active);
+    twin.handle_datagram(PathId::Second, &test_sealer().seal(&newer), start);
+    assert_eq!(twin.role(), Role::Standby);
+
+    // Sent earlier (sequence 9), by the standby node 2 was then; arriving late on the link.
+    let older = a_keepalive(2, 1, 9, 1, Phase::Standby);
+    twin.handle_datagram(PathId::Link, &test_sealer().seal(&older), start);
+
+    let events: Vec<Event> = std::iter::from_fn(|| twin.poll_event()).collect();
+    assert!(
+        !events.iter().any(is_takeover_started),
+        "an election from a stale view: {events:?}"
+    );
+    assert_eq!(twin.role(), Role::Standby);
+    assert!(std::iter::from_fn(|| twin.poll_action()).next().is_none());
+    let status = twin.status(start);
+    assert_eq!(status.twin.as_ref().map(|t| t.role), Some(Role::Active));
+    assert_eq!(status.twin.map(|t| t.term), Some(2));
+    // Still proof that the link carries the twin's keep-alives.
+    assert_eq!(status.paths[0].counters.received, 1);
+}
