@@ -1,21 +1,27 @@
-//! `cargo xtask bench [parser|sip|flood]`: benchmarks, never timed assertions.
+//! `cargo xtask bench [parser|sip|flood|twin]`: benchmarks, never timed assertions.
 //!
 //! - `bench` (or `bench parser`): our SIP parser and rsip on the same messages, side by side.
 //! - `bench sip`: SIPp UAC -> proxy -> SIPp UAS, through sbcd and through Kamailio, in one run.
 //! - `bench flood`: sbcd's peak RSS and the legitimate calls' success under a flood of unique
 //!   requests from one host, at a few flood rates.
+//! - `bench twin`: takeover times over many kills of the active, and false takeovers on a
+//!   lossy cross-connect, in network namespaces.
 
 mod bench_flood;
 mod bench_parser;
 mod bench_sip;
+mod bench_twin;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         None | Some("parser") => bench_parser::run(args.get(1..).unwrap_or(&[])),
         Some("sip") => bench_sip::run(&args[1..]),
         Some("flood") => bench_flood::run(&args[1..]),
+        Some("twin") => bench_twin::run(&args[1..]),
         Some(other) => {
-            anyhow::bail!("unknown benchmark `{other}` (expected `parser`, `sip` or `flood`)")
+            anyhow::bail!(
+                "unknown benchmark `{other}` (expected `parser`, `sip`, `flood` or `twin`)"
+            )
         }
     }
 }

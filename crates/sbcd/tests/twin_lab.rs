@@ -698,3 +698,132 @@ fn replay_keepalive(ns: &str, payload: &[u8]) {
         .expect("send the replayed keep-alive");
     });
 }
+
+// ---- `cargo xtask bench twin` ------------------------------------------------------------
+// Benchmarks, not tests: ignored by `cargo test`, run in a release build by the xtask, which
+// prints their figures. They assert only what makes a figure meaningless (no takeover at all).
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// min / median / max of `values` in milliseconds.
+fn spread(values: &mut [f64]) -> String {
+    values.sort_by(f64::total_cmp);
+    match values {
+        [] => "-".to_owned(),
+        [one] => format!("{one:.0} ms"),
+        _ => format!(
+            "min {:.0} / median {:.0} / max {:.0} ms",
+            values[0],
+            values[values.len() / 2],
+            values[values.len() - 1]
+        ),
+    }
+}
+
+/// `TWIN_BENCH_KILLS` times (default 50): a fresh pair, the active killed (and its ports taken
+/// down, as a dead box answers no ARP); from the kill to the survivor's decision (from its
+/// `show twin`: when it claimed, less the time from decision to claim) and to its first SIP
+/// answer on the service address.
+#[test]
+#[ignore = "a benchmark: cargo xtask bench twin"]
+fn bench_twin_kills() {
+    let _serial = serial();
+    let kills = env_number("TWIN_BENCH_KILLS", 50);
+    let (mut decisions, mut answers, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..kills {
+        let Some(mut pair) = Pair::start() else {
+            panic!("the lab cannot be built here")
+        };
+        // The phones know the active's MAC before the kill, as in service.
+        first_sip_answer(&pair.lab, PATIENCE);
+        let killed = pair.nodes[0].kill9();
+        let a = &pair.lab.nodes[0];
+        ip(&["-n", a, "link", "set", "eth0", "down"]);
+        ip(&["-n", a, "link", "set", "eth1", "down"]);
+        let (answered, _) = first_sip_answer(&pair.lab, PATIENCE);
+        let b = wait_for("the survivor to report its takeover", PATIENCE, || {
+            Some(pair.twin(1)).filter(|s| s.last_takeover.is_some())
+        });
+        let read = Instant::now();
+        let Some(t) = b.last_takeover else {
+            unreachable!("filtered on it")
+        };
+        let claimed = read - Duration::from_millis(t.ago_ms);
+        let decided = claimed - Duration::from_millis(t.decision_to_claim_ms);
+        let decision = decided.saturating_duration_since(killed).as_secs_f64() * 1000.0;
+        let answer = (answered - killed).as_secs_f64() * 1000.0;
+        eprintln!(
+            "bench twin: kill {}/{kills}: decision {decision:.0} ms, first SIP answer {answer:.0} ms \
+             (probe {} ms)",
+            round + 1,
+            t.probe_ms
+        );
+        decisions.push(decision);
+        answers.push(answer);
+        probes.push(t.probe_ms as f64);
+    }
+    eprintln!("bench twin: {kills} kills of the active (release build, 100 ms x 3 misses):");
+    eprintln!(
+        "bench twin:   kill to the survivor's decision:     {}",
+        spread(&mut decisions)
+    );
+    eprintln!(
+        "bench twin:   kill to its first SIP answer:        {}",
+        spread(&mut answers)
+    );
+    eprintln!(
+        "bench twin:   ARP probe (part of the answer time): {}",
+        spread(&mut probes)
+    );
+}
+
+/// `TWIN_BENCH_SOAK_SECS` (default 600) with 10 % loss both ways on the cross-connect (netem),
+/// the second path clean: counts the takeovers and terms raised (each one a false takeover).
+#[test]
+#[ignore = "a benchmark: cargo xtask bench twin"]
+fn bench_twin_lossy_link_soak() {
+    let _serial = serial();
+    let secs = env_number("TWIN_BENCH_SOAK_SECS", 600);
+    let Some(pair) = Pair::start() else {
+        panic!("the lab cannot be built here")
+    };
+    for ns in &pair.lab.nodes {
+        ip(&[
+            "-n", ns, "qdisc", "add", "dev", "eth2", "root", "netem", "loss", "10%",
+        ]);
+    }
+    let before = [pair.twin(0), pair.twin(1)];
+    let started = Instant::now();
+    let mut checks = 0u64;
+    while started.elapsed() < Duration::from_secs(secs) {
+        // Progress: the count of keep-alives received moves on; the check itself is the point.
+        pair.wait_keepalives(1, Some(twin::PathId::Second), 50);
+        checks += 1;
+    }
+    let after = [pair.twin(0), pair.twin(1)];
+    let takeovers = pair.nodes[0].count_log("taking over") + pair.nodes[1].count_log("taking over");
+    // The election at start is one "taking over" line.
+    let false_takeovers = takeovers.saturating_sub(1);
+    let link = |s: &twin::Status| {
+        let p = path_of(s, twin::PathId::Link);
+        (p.counters.sent, p.counters.received)
+    };
+    eprintln!(
+        "bench twin: {secs} s with 10 % loss both ways on the cross-connect ({checks} checks): \
+         false takeovers {false_takeovers}; terms a {}->{} b {}->{}; link sent/received a {:?} b {:?}; \
+         link down alarms a {} b {}",
+        before[0].term,
+        after[0].term,
+        before[1].term,
+        after[1].term,
+        link(&after[0]),
+        link(&after[1]),
+        pair.nodes[0].count_log("path Link down"),
+        pair.nodes[1].count_log("path Link down"),
+    );
+}
