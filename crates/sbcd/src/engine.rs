@@ -62,12 +62,9 @@ pub struct TwinLink {
 /// What the engine sends to the twin with, once running (set by [`Engine::run`]).
 #[derive(Debug)]
 pub struct TwinOut {
-    paths: Vec<(twin::PathId, Arc<tokio::net::UdpSocket>, SocketAddr)>,
+    paths: Vec<(twin::PathId, tokio::net::UdpSocket, SocketAddr)>,
     actions: mpsc::UnboundedSender<twin::AddressAction>,
 }
-
-/// Keep-alives received and waiting for the engine: a few intervals' worth.
-const TWIN_QUEUE: usize = 64;
 
 /// Everything the engine thread needs; built by the daemon, consumed by [`Engine::run`].
 #[derive(Debug)]
@@ -108,13 +105,13 @@ impl Engine {
         // already ended, and everyone must hear it.
         self.flush();
         let mut commands_open = true;
-        let (mut twin_in, mut twin_found, twin_out) = match self.twin.take().map(start_twin) {
-            Some(Ok((inbound, found, out))) => (Some(inbound), Some(found), Some(out)),
+        let (mut twin_found, twin_out) = match self.twin.take().map(start_twin) {
+            Some(Ok((found, out))) => (Some(found), Some(out)),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "twin: cannot use the keep-alive sockets; the node runs alone");
-                (None, None, None)
+                (None, None)
             }
-            None => (None, None, None),
+            None => (None, None),
         };
         self.twin_out = twin_out;
         // UDP is read here, on the owner's thread: see `transport::udp` for why.
@@ -141,9 +138,8 @@ impl Engine {
                 },
                 // The twin before SIP traffic: a keep-alive late behind a burst of messages is
                 // how a busy box gets taken for a dead one.
-                Some((path, payload)) = recv(&mut twin_in) => {
-                    let now = Instant::now();
-                    self.core.handle_twin_datagram(now, path, &payload);
+                () = twin_readable(&self.twin_out) => {
+                    self.drain_twin(Instant::now());
                     self.flush();
                 }
                 Some(conflicts) = recv_unbounded(&mut twin_found) => {
@@ -175,6 +171,7 @@ impl Engine {
                         // Under sustained load this branch always wins the biased select:
                         // run what is due here so retransmissions and the guard never starve.
                         if deadline.is_some_and(|at| at <= now) {
+                            self.drain_twin(now);
                             self.core.handle_timeout(now);
                         }
                         self.flush();
@@ -193,12 +190,17 @@ impl Engine {
                         self.flush();
                     }
                     if deadline.is_some_and(|at| at <= now) {
+                        self.drain_twin(now);
                         self.core.handle_timeout(now);
                     }
                     self.flush();
                 }
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
+                    // What the twin sent is judged before time is: after a stall (a loaded
+                    // machine, a long batch) the silence timers would otherwise fire while its
+                    // keep-alives sit unread in the socket.
+                    self.drain_twin(now);
                     self.core.handle_timeout(now);
                     self.flush();
                 }
@@ -248,6 +250,32 @@ impl Engine {
                 tracing::info!(?action, "twin: address action");
                 if out.actions.send(action).is_err() {
                     tracing::error!("twin: the address task has stopped");
+                }
+            }
+        }
+    }
+
+    /// Hands every keep-alive waiting on the twin's sockets to the core (only those from the
+    /// path's configured peer address; the MAC decides the rest).
+    fn drain_twin(&mut self, now: Instant) {
+        let Some(out) = &self.twin_out else {
+            return;
+        };
+        let mut buf = [0u8; twin::MAX_DATAGRAM + 1];
+        for (path, socket, peer) in &out.paths {
+            loop {
+                match socket.try_recv_from(&mut buf) {
+                    Ok((n, from)) if from == *peer => {
+                        self.core.handle_twin_datagram(now, *path, &buf[..n]);
+                    }
+                    Ok((_, from)) => {
+                        tracing::debug!(path = ?path, %from, "twin: datagram from a stranger dropped");
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!(path = ?path, error = %e, "twin: receive failed");
+                        break;
+                    }
                 }
             }
         }
@@ -471,42 +499,13 @@ impl Engine {
     }
 }
 
-/// Opens the twin's sockets on the engine's runtime and starts a reader per path.
-#[allow(clippy::type_complexity)]
-fn start_twin(
-    link: TwinLink,
-) -> std::io::Result<(
-    mpsc::Receiver<(twin::PathId, Vec<u8>)>,
-    mpsc::UnboundedReceiver<Vec<IpAddr>>,
-    TwinOut,
-)> {
-    let (tx, rx) = mpsc::channel(TWIN_QUEUE);
+/// Makes the twin's sockets tokio sockets on the engine's runtime.
+fn start_twin(link: TwinLink) -> std::io::Result<(mpsc::UnboundedReceiver<Vec<IpAddr>>, TwinOut)> {
     let mut paths = Vec::new();
     for (path, socket, peer) in link.sockets {
-        let socket = Arc::new(tokio::net::UdpSocket::from_std(socket)?);
-        let reader = Arc::clone(&socket);
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; twin::MAX_DATAGRAM + 1];
-            loop {
-                match reader.recv_from(&mut buf).await {
-                    // Only from the twin's address on this path; the MAC decides the rest.
-                    Ok((n, from)) if from == peer => {
-                        if tx.try_send((path, buf[..n].to_vec())).is_err() && tx.is_closed() {
-                            return;
-                        }
-                    }
-                    Ok((_, from)) => {
-                        tracing::debug!(path = ?path, %from, "twin: datagram from a stranger dropped");
-                    }
-                    Err(e) => tracing::debug!(path = ?path, error = %e, "twin: receive failed"),
-                }
-            }
-        });
-        paths.push((path, socket, peer));
+        paths.push((path, tokio::net::UdpSocket::from_std(socket)?, peer));
     }
     Ok((
-        rx,
         link.found,
         TwinOut {
             paths,
@@ -515,10 +514,19 @@ fn start_twin(
     ))
 }
 
-async fn recv<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// Ready when a keep-alive socket has something to read; never without a twin.
+async fn twin_readable(out: &Option<TwinOut>) {
+    match out.as_ref().map(|o| o.paths.as_slice()) {
+        Some([(_, one, _)]) => {
+            let _ = one.readable().await;
+        }
+        Some([(_, one, _), (_, two, _), ..]) => {
+            tokio::select! {
+                _ = one.readable() => {}
+                _ = two.readable() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

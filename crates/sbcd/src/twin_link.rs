@@ -183,12 +183,7 @@ pub fn spawn_actions(
         while let Some(action) = actions.recv().await {
             match action {
                 twin::AddressAction::Probe(ips) => {
-                    let mut conflicts = Vec::new();
-                    for ip in ips {
-                        if probe(&mut arp, &devices, ip).await {
-                            conflicts.push(ip);
-                        }
-                    }
+                    let conflicts = probe_all(&mut arp, &devices, ips).await;
                     let _ = found_tx.send(conflicts);
                 }
                 twin::AddressAction::Claim(ips) => {
@@ -253,32 +248,77 @@ pub fn spawn_actions(
     (actions_tx, found)
 }
 
-/// Whether someone else answers for `ip` (RFC 5227 probe). An address that cannot be probed
-/// (IPv6, an interface without ARP) counts as free: the kernel's DAD guards IPv6.
-async fn probe(
+/// The addresses of `ips` someone else answers for (RFC 5227 probes). Interfaces are probed at
+/// once, each on its own socket (one probe takes tens of milliseconds, and a takeover waits for
+/// all); the addresses of one interface one after the other. An address that cannot be probed
+/// as IPv4 counts as free: the kernel's DAD guards IPv6.
+async fn probe_all(
     arp: &mut HashMap<String, netif::ArpSocket>,
     devices: &HashMap<IpAddr, (String, u8)>,
-    ip: IpAddr,
-) -> bool {
-    let (IpAddr::V4(v4), Some((dev, _))) = (ip, devices.get(&ip)) else {
-        return false;
-    };
-    let Some(socket) = arp_socket(arp, dev) else {
-        return false;
-    };
-    match socket.probe(v4, netif::ProbeTiming::default()).await {
-        Ok(netif::ProbeOutcome::Clear) => false,
-        Ok(netif::ProbeOutcome::Conflict { mac }) => {
-            tracing::warn!(%ip, dev = %dev, %mac, "twin: the probe found the address in use");
-            true
-        }
-        Err(e) => {
-            tracing::warn!(%ip, dev = %dev, error = %e, "twin: probe failed; reopening the socket next time");
-            arp.remove(dev.as_str());
-            // Unknown is not free: claiming an address someone may answer for is the worse error.
-            true
+    ips: Vec<IpAddr>,
+) -> Vec<IpAddr> {
+    let mut by_dev: HashMap<String, Vec<std::net::Ipv4Addr>> = HashMap::new();
+    for ip in ips {
+        if let (IpAddr::V4(v4), Some((dev, _))) = (ip, devices.get(&ip)) {
+            by_dev.entry(dev.clone()).or_default().push(v4);
         }
     }
+    let mut probes = tokio::task::JoinSet::new();
+    let mut conflicts = Vec::new();
+    for (dev, ips) in by_dev {
+        let socket = match arp.remove(&dev) {
+            Some(s) => s,
+            None => match netif::ArpSocket::open(&dev) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(dev = %dev, error = %e, "twin: cannot open an ARP socket");
+                    // Unknown is not free: claiming an address someone may answer for is the
+                    // worse error.
+                    conflicts.extend(ips.into_iter().map(IpAddr::V4));
+                    continue;
+                }
+            },
+        };
+        probes.spawn(probe_one_interface(dev, socket, ips));
+    }
+    while let Some(done) = probes.join_next().await {
+        match done {
+            Ok((dev, socket, found)) => {
+                if let Some(socket) = socket {
+                    arp.insert(dev, socket);
+                }
+                conflicts.extend(found);
+            }
+            Err(e) => tracing::error!(error = %e, "twin: a probe task failed"),
+        }
+    }
+    conflicts
+}
+
+/// Probes `ips` on `dev` one after the other; gives the socket back unless it failed.
+async fn probe_one_interface(
+    dev: String,
+    mut socket: netif::ArpSocket,
+    ips: Vec<std::net::Ipv4Addr>,
+) -> (String, Option<netif::ArpSocket>, Vec<IpAddr>) {
+    let mut found = Vec::new();
+    let mut healthy = true;
+    for ip in ips {
+        match socket.probe(ip, netif::ProbeTiming::default()).await {
+            Ok(netif::ProbeOutcome::Clear) => {}
+            Ok(netif::ProbeOutcome::Conflict { mac }) => {
+                tracing::warn!(%ip, dev = %dev, %mac, "twin: the probe found the address in use");
+                found.push(IpAddr::V4(ip));
+            }
+            Err(e) => {
+                tracing::warn!(%ip, dev = %dev, error = %e, "twin: probe failed; reopening the socket next time");
+                healthy = false;
+                // Unknown is not free.
+                found.push(IpAddr::V4(ip));
+            }
+        }
+    }
+    (dev, healthy.then_some(socket), found)
 }
 
 fn arp_socket<'a>(
