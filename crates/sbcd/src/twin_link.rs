@@ -20,6 +20,15 @@ use crate::config;
 /// twin can tell our restart from a replay of our old keep-alives.
 const EPOCH_FILE: &str = "twin-epoch";
 
+/// RFC 5227's probe scaled by 1/100 (PROBE_MIN..MAX 1-2 s → 15 ms, ANNOUNCE_WAIT 2 s → 20 ms):
+/// on the twin's LANs a holder answers within a millisecond, and the probe is part of every
+/// takeover's time (`cargo xtask bench twin`: 84 ms median with netif's 20 ms / 40 ms defaults).
+const PROBE: netif::ProbeTiming = netif::ProbeTiming {
+    probes: 3,
+    interval: Duration::from_millis(15),
+    wait: Duration::from_millis(20),
+};
+
 /// How many gratuitous ARPs one `Announce` sends per address: the twin machine repeats the
 /// action itself (a burst, then again after a second).
 const ARPS_PER_ANNOUNCE: u32 = 1;
@@ -304,7 +313,7 @@ async fn probe_one_interface(
     let mut found = Vec::new();
     let mut healthy = true;
     for ip in ips {
-        match socket.probe(ip, netif::ProbeTiming::default()).await {
+        match socket.probe(ip, PROBE).await {
             Ok(netif::ProbeOutcome::Clear) => {}
             Ok(netif::ProbeOutcome::Conflict { mac }) => {
                 tracing::warn!(%ip, dev = %dev, %mac, "twin: the probe found the address in use");
