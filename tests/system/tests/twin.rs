@@ -1,7 +1,7 @@
 //! The twin on two QEMU appliances (`cargo xtask qemu --twin`, docs/twin.md): both boot from
 //! the test-port image into a lab network namespace of their own (the access and core LANs
-//! shared with the test's side, the cross-connect between them), node 1 becomes active and
-//! node 2 standby; node 1's QEMU is killed (SIGKILL: the machine vanishes); node 2 prints a
+//! shared with the test's side, the cross-connect between them), node 1 first (once its sbcd
+//! runs, node 2 starts), so node 1 becomes active and node 2 standby; node 1's QEMU is killed (SIGKILL: the machine vanishes); node 2 prints a
 //! `%TWIN:` notice, `show twin` says it is active and owns the service addresses, an OPTIONS
 //! from the lab's phone side to the access service address 192.0.2.10:5060 is answered 200 by
 //! it, and its LEDs turn from green blinking slowly (standby) to green steady (active).
@@ -332,8 +332,15 @@ fn twin_takeover_in_qemu() {
         cmd.args
             .push(format!("unix:{},server=on,wait=off", port_socket.display()));
         let guest = Guest::start(&cmd);
-        let port = TestPort::connect(&port_socket);
+        let mut port = TestPort::connect(&port_socket);
         let name = if name == "a" { "a" } else { "b" };
+        if name == "a" {
+            // Node 1 first, so that it is the one to find no twin and take the addresses: two
+            // nodes settle it by node id only when they start within the detection time, and
+            // two TCG boots on a loaded machine are seconds apart in either order.
+            check(port.wait_for("testport: ready sbcd", BOOT_TIMEOUT));
+            note("boot to sbcd started, node a", guest.started.elapsed());
+        }
         nodes.push(Node {
             name,
             guest,
@@ -342,6 +349,7 @@ fn twin_takeover_in_qemu() {
         });
     }
     let boot_started = nodes[0].guest.started;
+    let b_started = nodes[1].guest.started;
 
     for node in nodes.iter_mut() {
         check(node.guest.wait_for("login: ", BOOT_TIMEOUT));
@@ -364,6 +372,10 @@ fn twin_takeover_in_qemu() {
         "the standby owns the service addresses too:\n{standby}"
     );
     note("boot to one active and one standby", boot_started.elapsed());
+    note(
+        "node b's boot to one active and one standby",
+        b_started.elapsed(),
+    );
     eprintln!("node a, show twin:\n{active}\nnode b, show twin:\n{standby}");
 
     // The active answers on the service address (and the lab learns its MAC for it).
@@ -409,11 +421,6 @@ fn twin_takeover_in_qemu() {
         }
     }
     let notice_at = killed.elapsed();
-    let notices: Vec<String> = String::from_utf8_lossy(&b.guest.transcript[mark..])
-        .lines()
-        .filter(|l| l.contains("%TWIN:"))
-        .map(|l| l.trim().to_string())
-        .collect();
     let survivor = b.wait_twin(TAKEOVER_TIMEOUT, |t| {
         t.contains("this node:   2 active") && t.contains("owns the service addresses")
     });
@@ -424,6 +431,12 @@ fn twin_takeover_in_qemu() {
         status.starts_with("SIP/2.0 200"),
         "the survivor did not answer 200 to an OPTIONS on {ACCESS_SERVICE}: {status}"
     );
+    // Read after the waits above, so that every notice line is whole.
+    let notices: Vec<String> = String::from_utf8_lossy(&b.guest.transcript[mark..])
+        .lines()
+        .filter_map(|l| l.split("%TWIN:").nth(1))
+        .map(|l| format!("%TWIN:{}", l.trim_end()))
+        .collect();
     eprintln!(
         "the survivor's notices:\n{}\nits show twin:\n{survivor}",
         notices.join("\n")
