@@ -202,12 +202,24 @@ fn qemu_pid(timeout_pid: u32) -> u32 {
         .unwrap_or_else(|| panic!("no QEMU process under timeout ({timeout_pid})"))
 }
 
-/// Samples the LEDs for `window`; returns every distinct reading.
-fn led_readings(port: &mut TestPort, window: Duration) -> Vec<Leds> {
+/// Samples the LEDs for at least `window` and at least `min_readings` readings, stopping early
+/// once `enough` holds for what was seen (or at `deadline`); returns every distinct reading.
+fn led_readings(
+    port: &mut TestPort,
+    window: Duration,
+    min_readings: usize,
+    enough: impl Fn(&[Leds]) -> bool,
+) -> Vec<Leds> {
     let started = Instant::now();
+    let deadline = window + ANSWER_TIMEOUT;
     let mut seen = Vec::new();
-    while started.elapsed() < window {
+    let mut readings = 0;
+    while started.elapsed() < deadline
+        && (started.elapsed() < window || readings < min_readings)
+        && !enough(&seen)
+    {
         if let Some(leds) = port.leds(Duration::from_secs(20)) {
+            readings += 1;
             if !seen.contains(&leds) {
                 seen.push(leds);
             }
@@ -388,7 +400,10 @@ fn twin_takeover_in_qemu() {
     drop(phone);
 
     // The standby's LEDs: green blinking slowly (lit and dark seen, nothing else).
-    let standby_leds = led_readings(&mut nodes[1].port, Duration::from_secs(5));
+    // Blinking at 0.5 Hz: both phases show within a few seconds of readings.
+    let standby_leds = led_readings(&mut nodes[1].port, Duration::from_secs(5), 2, |seen| {
+        seen.contains(&Leds::ONLINE) && seen.contains(&DARK)
+    });
     assert!(
         standby_leds.contains(&Leds::ONLINE)
             && standby_leds.contains(&DARK)
@@ -447,7 +462,8 @@ fn twin_takeover_in_qemu() {
 
     // Active: green steady (every reading over 3 s lit, and only green).
     check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
-    let active_leds = led_readings(&mut b.port, Duration::from_secs(3));
+    // Longer than a blink's dark phase (1 s), read at least 4 times.
+    let active_leds = led_readings(&mut b.port, Duration::from_secs(3), 4, |_| false);
     assert_eq!(
         active_leds,
         vec![Leds::ONLINE],
