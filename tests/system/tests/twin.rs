@@ -1,10 +1,11 @@
 //! The twin on two QEMU appliances (`cargo xtask qemu --twin`, docs/twin.md): both boot from
 //! the test-port image into a lab network namespace of their own (the access and core LANs
 //! shared with the test's side, the cross-connect between them), node 1 first (once its sbcd
-//! runs, node 2 starts), so node 1 becomes active and node 2 standby; node 1's QEMU is killed (SIGKILL: the machine vanishes); node 2 prints a
-//! `%TWIN:` notice, `show twin` says it is active and owns the service addresses, an OPTIONS
-//! from the lab's phone side to the access service address 192.0.2.10:5060 is answered 200 by
-//! it, and its LEDs turn from green blinking slowly (standby) to green steady (active).
+//! runs, node 2 starts), so node 1 becomes active and node 2 standby. Node 1's QEMU is killed
+//! (SIGKILL: the machine vanishes); node 2 prints the `%TWIN:` notices of the twin lost and of
+//! the service addresses claimed, `show twin` says it is active and owns them, an OPTIONS from
+//! the lab's phone side to the access service address 192.0.2.10:5060 is answered 200 by it,
+//! and its LEDs turn from green blinking slowly (standby) to green steady (active).
 //!
 //! Waits end on console text, test-port lines or SIP answers, never on a fixed sleep. Timings
 //! go to `out/system-tests/twin/timings.txt`; they are reported, never asserted (TCG on a
@@ -400,7 +401,9 @@ fn twin_takeover_in_qemu() {
     drop(phone);
 
     // The standby's LEDs: green blinking slowly (lit and dark seen, nothing else).
-    // Blinking at 0.5 Hz: both phases show within a few seconds of readings.
+    // Blinking at 0.5 Hz: both phases show within a few seconds of readings. Past sbcd's
+    // lamp test (every LED lit for a second at its start) first: green alone once.
+    check(nodes[1].port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
     let standby_leds = led_readings(&mut nodes[1].port, Duration::from_secs(5), 2, |seen| {
         seen.contains(&Leds::ONLINE) && seen.contains(&DARK)
     });
@@ -428,14 +431,16 @@ fn twin_takeover_in_qemu() {
     let mut phone = Phone::start(&netns, ACCESS_SERVICE, TAKEOVER_TIMEOUT);
     check(a.guest.wait_exit(ANSWER_TIMEOUT));
 
-    // A notice printed before the kill does not count.
-    loop {
-        check(b.guest.wait_for("%TWIN:", TAKEOVER_TIMEOUT));
-        if find_text(&b.guest.transcript[mark..], "%TWIN:") {
-            break;
+    // The notices the death causes (one printed before the kill, such as a path coming up
+    // late at boot, does not count): the twin lost, then the addresses claimed.
+    let mut notice = |text: &str| loop {
+        check(b.guest.wait_for(text, TAKEOVER_TIMEOUT));
+        if find_text(&b.guest.transcript[mark..], text) {
+            return killed.elapsed();
         }
-    }
-    let notice_at = killed.elapsed();
+    };
+    let lost_at = notice("%TWIN: twin lost");
+    let claimed_at = notice("%TWIN: service addresses claimed");
     let survivor = b.wait_twin(TAKEOVER_TIMEOUT, |t| {
         t.contains("this node:   2 active") && t.contains("owns the service addresses")
     });
@@ -456,7 +461,11 @@ fn twin_takeover_in_qemu() {
         "the survivor's notices:\n{}\nits show twin:\n{survivor}",
         notices.join("\n")
     );
-    note("kill to the survivor's %TWIN: notice", notice_at);
+    note("kill to the survivor's %TWIN: twin lost", lost_at);
+    note(
+        "kill to the survivor's %TWIN: service addresses claimed",
+        claimed_at,
+    );
     note("kill to the survivor's show twin active", active_at);
     note("kill to the survivor's first SIP answer", answer_at);
 
