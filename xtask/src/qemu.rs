@@ -19,10 +19,9 @@
 //! the terminal, node b's on a socket. With `--print-command` both machines are printed (each
 //! after a `node NAME` line) and the namespace is left for the caller to delete.
 //!
-//! Guest writes go to a qcow2 overlay per node (`out/qemu/<node>/disk.qcow2`; the twin's are
-//! `twin-a`, `twin-b`), so the built
-//! image stays as built and the box's data survives between runs until `--fresh`;
-//! `--snapshot` throws them away at exit.
+//! Guest writes go to a qcow2 overlay per node (`out/qemu/<node>/disk.qcow2`, the twin's nodes
+//! being `twin-a` and `twin-b`), so the built image stays as built and the box's data survives
+//! between runs until `--fresh`; `--snapshot` throws them away at exit.
 
 mod install;
 mod lab;
