@@ -4,8 +4,9 @@
 //! runs, node 2 starts), so node 1 becomes active and node 2 standby. Node 1's QEMU is killed
 //! (SIGKILL: the machine vanishes); node 2 prints the `%TWIN:` notices of the twin lost and of
 //! the service addresses claimed, `show twin` says it is active and owns them, an OPTIONS from
-//! the lab's phone side to the access service address 192.0.2.10:5060 is answered 200 by it,
-//! and its LEDs turn from green blinking slowly (standby) to green steady (active).
+//! the lab's phone side to the access service address 192.0.2.10:5060 is answered 200 by it
+//! (and one from the core side to 198.51.100.10:5062), and its LEDs turn from green blinking
+//! slowly (standby) to green steady (active).
 //!
 //! Waits end on console text, test-port lines or SIP answers, never on a fixed sleep. Timings
 //! go to `out/system-tests/twin/timings.txt`; they are reported, never asserted (TCG on a
@@ -32,6 +33,12 @@ const ACCESS_SERVICE: &str = "192.0.2.10:5060";
 /// phone (see [`lab_phone_options`]).
 const PHONE_TARGET_ENV: &str = "SBC_TWIN_PHONE_TARGET";
 const PHONE_TIMEOUT_ENV: &str = "SBC_TWIN_PHONE_TIMEOUT_SECS";
+const PHONE_BIND_ENV: &str = "SBC_TWIN_PHONE_BIND";
+/// The test side's addresses in the lab: the phones on the access LAN, the core on its own.
+const PHONES: &str = "192.0.2.1";
+const CORE: &str = "198.51.100.1";
+/// The core service address's listener.
+const CORE_SERVICE: &str = "198.51.100.10:5062";
 
 fn check<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
@@ -84,11 +91,12 @@ impl Node {
 /// to the target until one is answered. Its stdout lines, as they come.
 struct Phone {
     child: Child,
-    lines: Receiver<String>,
+    /// Each line with when it arrived (not when it is looked at).
+    lines: Receiver<(Instant, String)>,
 }
 
 impl Phone {
-    fn start(netns: &str, target: &str, timeout: Duration) -> Phone {
+    fn start(netns: &str, bind: &str, target: &str, timeout: Duration) -> Phone {
         let exe =
             std::env::current_exe().unwrap_or_else(|e| panic!("the test binary's own path: {e}"));
         let mut child = Command::new("ip")
@@ -96,6 +104,7 @@ impl Phone {
             .arg(exe)
             .args(["lab_phone_options", "--exact", "--nocapture"])
             .env(PHONE_TARGET_ENV, target)
+            .env(PHONE_BIND_ENV, bind)
             .env(PHONE_TIMEOUT_ENV, timeout.as_secs().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -109,7 +118,7 @@ impl Phone {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
+                if tx.send((Instant::now(), line)).is_err() {
                     return;
                 }
             }
@@ -123,9 +132,9 @@ impl Phone {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((at, line)) => {
                     if let Some(status) = line.strip_prefix("PHONE ANSWER ") {
-                        return Ok((Instant::now(), status.to_string()));
+                        return Ok((at, status.to_string()));
                     }
                     if line.starts_with("PHONE NO ANSWER") {
                         return Err(line);
@@ -155,12 +164,12 @@ fn lab_phone_options() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    let bind = std::env::var(PHONE_BIND_ENV).unwrap_or_else(|_| PHONES.to_string());
     let socket =
-        UdpSocket::bind("192.0.2.1:0").unwrap_or_else(|e| panic!("binding 192.0.2.1: {e}"));
+        UdpSocket::bind((bind.as_str(), 0)).unwrap_or_else(|e| panic!("binding {bind}: {e}"));
     let local = socket
         .local_addr()
         .unwrap_or_else(|e| panic!("local address: {e}"));
-    let host = target.split(':').next().unwrap_or(&target);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut buf = [0u8; 4096];
     let mut n = 0u32;
@@ -169,11 +178,11 @@ fn lab_phone_options() {
         // A new transaction each time: the first one the survivor sees is answered.
         let branch = format!("z9hG4bK-twin-{}-{n}", std::process::id());
         let request = format!(
-            "OPTIONS sip:{host} SIP/2.0\r\n\
+            "OPTIONS sip:{target} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:phone@{local}>;tag=twintest\r\n\
-             To: <sip:{host}>\r\n\
+             To: <sip:{target}>\r\n\
              Call-ID: twin-{branch}\r\n\
              CSeq: 1 OPTIONS\r\n\
              Content-Length: 0\r\n\r\n"
@@ -392,7 +401,7 @@ fn twin_takeover_in_qemu() {
     eprintln!("node a, show twin:\n{active}\nnode b, show twin:\n{standby}");
 
     // The active answers on the service address (and the lab learns its MAC for it).
-    let mut phone = Phone::start(&netns, ACCESS_SERVICE, ANSWER_TIMEOUT);
+    let mut phone = Phone::start(&netns, PHONES, ACCESS_SERVICE, ANSWER_TIMEOUT);
     let (_, status) = check(phone.answer(ANSWER_TIMEOUT + Duration::from_secs(10)));
     assert!(
         status.starts_with("SIP/2.0 200"),
@@ -428,7 +437,8 @@ fn twin_takeover_in_qemu() {
         .status()
         .unwrap_or_else(|e| panic!("kill -KILL {pid}: {e}"));
     assert!(status.success(), "kill -KILL {pid} failed");
-    let mut phone = Phone::start(&netns, ACCESS_SERVICE, TAKEOVER_TIMEOUT);
+    let mut phone = Phone::start(&netns, PHONES, ACCESS_SERVICE, TAKEOVER_TIMEOUT);
+    let mut core = Phone::start(&netns, CORE, CORE_SERVICE, TAKEOVER_TIMEOUT);
     check(a.guest.wait_exit(ANSWER_TIMEOUT));
 
     // The notices the death causes (one printed before the kill, such as a path coming up
@@ -457,6 +467,12 @@ fn twin_takeover_in_qemu() {
         .filter_map(|l| l.split("%TWIN:").nth(1))
         .map(|l| format!("%TWIN:{}", l.trim_end()))
         .collect();
+    let (core_answered, status) = check(core.answer(TAKEOVER_TIMEOUT));
+    assert!(
+        status.starts_with("SIP/2.0 200"),
+        "the survivor did not answer 200 to an OPTIONS on {CORE_SERVICE}: {status}"
+    );
+    let core_answer_at = core_answered.duration_since(killed);
     eprintln!(
         "the survivor's notices:\n{}\nits show twin:\n{survivor}",
         notices.join("\n")
@@ -467,7 +483,14 @@ fn twin_takeover_in_qemu() {
         claimed_at,
     );
     note("kill to the survivor's show twin active", active_at);
-    note("kill to the survivor's first SIP answer", answer_at);
+    note(
+        "kill to the survivor's first SIP answer (access, 192.0.2.10:5060)",
+        answer_at,
+    );
+    note(
+        "kill to the survivor's first SIP answer (core, 198.51.100.10:5062)",
+        core_answer_at,
+    );
 
     // Active: green steady (every reading over 3 s lit, and only green).
     check(b.port.wait_leds(Leds::ONLINE, ANSWER_TIMEOUT));
