@@ -41,8 +41,20 @@ pub fn run(args: &[String]) -> Result<()> {
     if node != "a" && node != "b" {
         bail!("--node {node}: the QEMU appliances are a and b");
     }
-    let path =
-        qmp_path.unwrap_or_else(|| util::root().join("out/qemu").join(&node).join("qmp.sock"));
+    // A single box is out/qemu/a; the twin's nodes are out/qemu/twin-a and twin-b: the most
+    // recently started machine of that name.
+    let path = qmp_path.unwrap_or_else(|| {
+        let base = util::root().join("out/qemu");
+        let candidates = [
+            base.join(&node).join("qmp.sock"),
+            base.join(format!("twin-{node}")).join("qmp.sock"),
+        ];
+        candidates
+            .iter()
+            .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
+            .max()
+            .map_or_else(|| candidates[0].clone(), |(_, p)| p)
+    });
     let qcode = button_qcode()?;
     let mut qmp = Qmp::connect(&path)?;
     qmp.key(&qcode, true)?;

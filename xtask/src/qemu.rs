@@ -1,4 +1,4 @@
-//! `cargo xtask qemu [--board qemu] [--twin]`: boots the appliance image in QEMU.
+//! `cargo xtask qemu [--board qemu] [--twin [--lab NETNS]]`: boots the appliance image in QEMU.
 //!
 //! The guest gets the QEMU board's hardware: three virtio NICs (eth0 access, eth1 core, eth2
 //! cross-connect), an i6300esb watchdog that resets the machine, the PS/2 keyboard whose key
@@ -12,11 +12,19 @@
 //! kernel's own decompression, seconds under TCG. `--bios` boots the disk through SeaBIOS and
 //! GRUB instead, exactly as the APU2 does.
 //!
-//! Guest writes go to a qcow2 overlay per node (`out/qemu/<node>/disk.qcow2`), so the built
-//! image stays as built and the box's data survives between runs until `--fresh`;
-//! `--snapshot` throws them away at exit.
+//! `--twin` boots two appliances, nodes 1 and 2 (a and b), in a lab network namespace (`lab.rs`):
+//! their access and core ports share two bridges with the host's test side (192.0.2.1 the
+//! phones, 198.51.100.1 the core), their cross-connects a third; each node gets its twin
+//! configuration, the lab's addresses and one shared key through fw_cfg. Node a's console is on
+//! the terminal, node b's on a socket. With `--print-command` both machines are printed (each
+//! after a `node NAME` line) and the namespace is left for the caller to delete.
+//!
+//! Guest writes go to a qcow2 overlay per node (`out/qemu/<node>/disk.qcow2`, the twin's nodes
+//! being `twin-a` and `twin-b`), so the built image stays as built and the box's data survives
+//! between runs until `--fresh`; `--snapshot` throws them away at exit.
 
 mod install;
+mod lab;
 pub mod qmp;
 
 use crate::image;
@@ -44,6 +52,8 @@ struct Opts {
     verbose: bool,
     /// Boot the system tests' image (`cargo xtask image --testport`).
     testport: bool,
+    /// The twin lab's network namespace.
+    lab: String,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -60,6 +70,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         no_reboot: false,
         verbose: false,
         testport: false,
+        lab: "sbc-lab".into(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -80,6 +91,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--testport" => o.testport = true,
             "--print-command" => o.print_command = true,
             "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
+            "--lab" => o.lab = value("--lab")?,
             "--sip-port" => {
                 let v = value("--sip-port")?;
                 o.sip_port = v
@@ -89,7 +101,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
                  [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
-                 [--verbose] [--qmp PATH] [--print-command] [--testport]"
+                 [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS]"
             ),
         }
     }
@@ -99,8 +111,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             o.board
         );
     }
-    if o.twin && o.print_command {
-        bail!("--print-command prints one machine; leave out --twin");
+    if o.twin && o.bios {
+        bail!("--twin boots the kernel directly (its nodes' flags are on the kernel command line); leave out --bios");
     }
     Ok(o)
 }
@@ -120,9 +132,12 @@ struct Node {
 enum TwinLink {
     /// No twin: the cross-connect port has a link to nowhere.
     Alone,
-    /// A point-to-point UDP socket netdev between the two QEMUs: neither has to start first,
-    /// and either may restart without the other.
-    Udp { local: u16, peer: u16 },
+    /// Node `id` of the twin lab: every NIC a tap on the lab's bridges, its files by fw_cfg.
+    Lab {
+        netns: String,
+        id: u8,
+        files: Vec<(String, PathBuf)>,
+    },
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -147,57 +162,96 @@ pub fn run(args: &[String]) -> Result<()> {
     let qemu = Qemu::get()?;
     let accel = accel(&qemu, &built)?;
     let base = util::root().join("out/qemu");
-    let twin_port = o.sip_port.wrapping_add(1000);
-    let mut nodes = vec![Node {
-        name: "a",
-        dir: base.join("a"),
-        sip_port: o.sip_port,
-        mac_suffix: 0x0a,
-        twin_link: if o.twin {
-            TwinLink::Udp {
-                local: twin_port,
-                peer: twin_port.wrapping_add(1),
-            }
-        } else {
-            TwinLink::Alone
-        },
-        qmp: o.qmp.clone().unwrap_or_else(|| base.join("a/qmp.sock")),
-    }];
+    let mut the_lab = None;
+    let mut nodes = Vec::new();
     if o.twin {
+        let made = lab::Lab::create(&o.lab)?;
+        let key_dir = base.join("twin-lab");
+        fs::create_dir_all(&key_dir).with_context(|| format!("creating {}", key_dir.display()))?;
+        let key = key_dir.join("twin.key");
+        lab::write_key(&key)?;
+        for (id, name) in [(1u8, "a"), (2, "b")] {
+            let dir = base.join(format!("twin-{name}"));
+            let files = lab::node_files(id, &format!("sbc-{name}"), &dir, &key)?;
+            nodes.push(Node {
+                name,
+                sip_port: o.sip_port,
+                mac_suffix: 0x0a + id - 1,
+                twin_link: TwinLink::Lab {
+                    netns: made.netns.clone(),
+                    id,
+                    files,
+                },
+                qmp: match (&o.qmp, id) {
+                    (Some(q), 1) => q.clone(),
+                    _ => dir.join("qmp.sock"),
+                },
+                dir,
+            });
+        }
+        the_lab = Some(made);
+    } else {
         nodes.push(Node {
-            name: "b",
-            dir: base.join("b"),
-            sip_port: o.sip_port.wrapping_add(100),
-            mac_suffix: 0x0b,
-            twin_link: TwinLink::Udp {
-                local: twin_port.wrapping_add(1),
-                peer: twin_port,
-            },
-            qmp: base.join("b/qmp.sock"),
+            name: "a",
+            dir: base.join("a"),
+            sip_port: o.sip_port,
+            mac_suffix: 0x0a,
+            twin_link: TwinLink::Alone,
+            qmp: o.qmp.clone().unwrap_or_else(|| base.join("a/qmp.sock")),
         });
     }
     let mut commands = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         let disk = prepare_disk(&built, node, &o)?;
-        commands.push(command(&qemu, &built, node, &disk, &o, &accel, i == 0)?);
+        let on_terminal = i == 0 || o.print_command;
+        commands.push(command(
+            &qemu,
+            &built,
+            node,
+            &disk,
+            &o,
+            &accel,
+            on_terminal,
+        )?);
     }
     if o.print_command {
-        print_command(&commands[0]);
+        if let Some(made) = the_lab {
+            // The caller runs the machines; the namespace is theirs to delete.
+            made.keep();
+            for (node, cmd) in nodes.iter().zip(&commands) {
+                println!("node {}", node.name);
+                print_command(cmd);
+            }
+        } else {
+            print_command(&commands[0]);
+        }
         return Ok(());
     }
-    for node in &nodes {
+    if let Some(made) = &the_lab {
         eprintln!(
-            "xtask qemu: node {}: SIP on 127.0.0.1:{} (udp+tcp), QMP {}",
-            node.name,
-            node.sip_port,
-            node.qmp.display(),
+            "xtask qemu: twin lab in network namespace {n}: phones side 192.0.2.1, core side \
+             198.51.100.1; service addresses {a}:5060 (udp+tcp) and {c}:5062; node a is node 1 \
+             (192.0.2.11), node b node 2 (192.0.2.12). A tool in the lab: ip netns exec {n} ...",
+            n = made.netns,
+            a = lab::ACCESS_SERVICE,
+            c = lab::CORE_SERVICE,
         );
-    }
-    if o.twin {
+        for node in &nodes {
+            eprintln!("xtask qemu: node {}: QMP {}", node.name, node.qmp.display());
+        }
         eprintln!(
             "xtask qemu: node b's serial console: socat -,raw,echo=0 UNIX-CONNECT:{}",
             nodes[1].dir.join("serial.sock").display()
         );
+    } else {
+        for node in &nodes {
+            eprintln!(
+                "xtask qemu: node {}: SIP on 127.0.0.1:{} (udp+tcp), QMP {}",
+                node.name,
+                node.sip_port,
+                node.qmp.display(),
+            );
+        }
     }
     eprintln!("xtask qemu: serial console of node a follows; Ctrl-A x quits QEMU");
     let mut commands = commands.into_iter();
@@ -217,6 +271,8 @@ pub fn run(args: &[String]) -> Result<()> {
         let _ = b.kill();
         let _ = b.wait();
     }
+    // The lab goes with the machines.
+    drop(the_lab);
     if !status.success() {
         bail!("QEMU (node a) exited with {status}");
     }
@@ -285,31 +341,28 @@ fn command(
     ));
     cmd.args(["-device", "virtio-blk-pci,drive=disk,addr=0x6"]);
     let mac = |port: u8| format!("52:54:00:5b:{:02x}:{port:02x}", node.mac_suffix);
-    // No option ROMs: iPXE is not in the unpacked tree and the box never boots from the network.
-    cmd.arg("-netdev").arg(format!(
-        "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
-         hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
-        p = node.sip_port
-    ));
-    cmd.arg("-device").arg(format!(
-        "virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=",
-        mac(0)
-    ));
-    cmd.args(["-netdev", "user,id=core,net=10.0.3.0/24"]);
-    cmd.arg("-device").arg(format!(
-        "virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=",
-        mac(1)
-    ));
-    match node.twin_link {
-        TwinLink::Alone => cmd.args(["-netdev", "user,id=twin,net=10.0.4.0/24,restrict=on"]),
-        TwinLink::Udp { local, peer } => cmd.arg("-netdev").arg(format!(
-            "socket,id=twin,udp=127.0.0.1:{peer},localaddr=127.0.0.1:{local}"
-        )),
-    };
-    cmd.arg("-device").arg(format!(
-        "virtio-net-pci,netdev=twin,mac={},addr=0x5,romfile=",
-        mac(2)
-    ));
+    if let TwinLink::Lab { id, files, .. } = &node.twin_link {
+        // Every port a tap on the lab's bridges (they exist in the namespace QEMU runs in).
+        for (i, nic) in lab::NICS.iter().enumerate() {
+            cmd.arg("-netdev").arg(format!(
+                "tap,id={nic},ifname={},script=no,downscript=no",
+                lab::tap(*id, nic)
+            ));
+            // No option ROMs: iPXE is not in the unpacked tree; the box never boots from the
+            // network.
+            cmd.arg("-device").arg(format!(
+                "virtio-net-pci,netdev={nic},mac={},addr=0x{},romfile=",
+                mac(i as u8),
+                i + 3
+            ));
+        }
+        for (name, file) in files {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name={name},file={}", file.display()));
+        }
+    } else {
+        user_networking(&mut cmd, node, &mac);
+    }
     cmd.args(["-device", "i6300esb,addr=0x7", "-action", "watchdog=reset"]);
     cmd.args(["-device", "virtio-rng-pci,addr=0x8"]);
     if o.no_reboot {
@@ -350,15 +403,55 @@ fn command(
             ""
         };
         // Twins boot one image: the command line names each (sbc-node-name.service).
+        // `sbc.lab`: apply the files given by fw_cfg (sbc-lab-config.service).
         let name = if o.twin {
-            format!(" sbc.node=sbc-{}", node.name)
+            format!(" sbc.node=sbc-{} sbc.lab", node.name)
         } else {
             String::new()
         };
         cmd.arg("-append")
             .arg(format!("{}{verbose}{name}", built.cmdline));
     }
+    // A lab node runs in the lab's namespace, where its taps are.
+    if let TwinLink::Lab { netns, .. } = &node.twin_link {
+        let mut wrapped = Command::new("ip");
+        wrapped
+            .args(["netns", "exec", netns])
+            .arg(cmd.get_program());
+        wrapped.args(cmd.get_args());
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                wrapped.env(k, v);
+            }
+        }
+        return Ok(wrapped);
+    }
     Ok(cmd)
+}
+
+/// The single box's ports: QEMU user networking, SIP forwarded from the host's loopback, the
+/// cross-connect linked to nowhere.
+fn user_networking(cmd: &mut Command, node: &Node, mac: &dyn Fn(u8) -> String) {
+    // No option ROMs: iPXE is not in the unpacked tree and the box never boots from the network.
+    cmd.arg("-netdev").arg(format!(
+        "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
+         hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
+        p = node.sip_port
+    ));
+    cmd.arg("-device").arg(format!(
+        "virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=",
+        mac(0)
+    ));
+    cmd.args(["-netdev", "user,id=core,net=10.0.3.0/24"]);
+    cmd.arg("-device").arg(format!(
+        "virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=",
+        mac(1)
+    ));
+    cmd.args(["-netdev", "user,id=twin,net=10.0.4.0/24,restrict=on"]);
+    cmd.arg("-device").arg(format!(
+        "virtio-net-pci,netdev=twin,mac={},addr=0x5,romfile=",
+        mac(2)
+    ));
 }
 
 /// vCPUs for the guest: enough for every core the board profile names (`[cores] housekeeping`

@@ -6,7 +6,9 @@
 //! 2. the system tests (`tests/system`): the appliance image built and booted in QEMU, driven
 //!    through its serial console, QMP and forwarded SIP ports. They run one at a time
 //!    (`--test-threads=1`): each boots a guest, and two guests under TCG on two cores would only
-//!    slow each other past their timeouts.
+//!    slow each other past their timeouts. The twin's (`tests/system/tests/twin.rs`) boots two
+//!    on purpose, in a lab network namespace (`cargo xtask qemu --twin`), so the suite runs as
+//!    root.
 
 use crate::util;
 use std::process::Command;

@@ -283,6 +283,11 @@ impl Guest {
         }
     }
 
+    /// The process id of what runs the guest (`timeout`, QEMU's parent).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the serial line printed so far, as text.
     pub fn transcript_text(&self) -> String {
         String::from_utf8_lossy(&self.transcript).into_owned()
