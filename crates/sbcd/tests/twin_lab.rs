@@ -725,9 +725,31 @@ fn spread(values: &mut [f64]) -> String {
     }
 }
 
+/// Milliseconds from `since` to the UTC time at the start of sbcd's log `line`
+/// (`... 2026-11-30T22:34:23.363364Z ...`), on the same day.
+fn logged_ms_after(line: &str, since: std::time::SystemTime) -> Option<f64> {
+    let stamp = line
+        .split_whitespace()
+        .find(|w| w.ends_with('Z') && w.contains('T'))?;
+    let time = stamp.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let (h, m, sec): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    let logged = h * 3600.0 + m * 60.0 + sec;
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64()
+        % 86_400.0;
+    Some((logged - since) * 1000.0)
+}
+
 /// `TWIN_BENCH_KILLS` times (default 50): a fresh pair, the active killed (and its ports taken
-/// down, as a dead box answers no ARP); from the kill to the survivor's decision (from its
-/// `show twin`: when it claimed, less the time from decision to claim) and to its first SIP
+/// down, as a dead box answers no ARP); from the kill to the survivor's decision (the time of its
+/// "taking over" log line) and to its first SIP
 /// answer on the service address.
 #[test]
 #[ignore = "a benchmark: cargo xtask bench twin"]
@@ -741,6 +763,7 @@ fn bench_twin_kills() {
         };
         // The phones know the active's MAC before the kill, as in service.
         first_sip_answer(&pair.lab, PATIENCE);
+        let killed_wall = std::time::SystemTime::now();
         let killed = pair.nodes[0].kill9();
         let a = &pair.lab.nodes[0];
         ip(&["-n", a, "link", "set", "eth0", "down"]);
@@ -749,13 +772,16 @@ fn bench_twin_kills() {
         let b = wait_for("the survivor to report its takeover", PATIENCE, || {
             Some(pair.twin(1)).filter(|s| s.last_takeover.is_some())
         });
-        let read = Instant::now();
         let Some(t) = b.last_takeover else {
             unreachable!("filtered on it")
         };
-        let claimed = read - Duration::from_millis(t.ago_ms);
-        let decided = claimed - Duration::from_millis(t.decision_to_claim_ms);
-        let decision = decided.saturating_duration_since(killed).as_secs_f64() * 1000.0;
+        // The decision's time as the survivor logged it (UTC, µs), on the clock the kill was
+        // read from: no control round trip in the figure.
+        let line = wait_for("the survivor's takeover log line", PATIENCE, || {
+            pair.nodes[1].log_line("taking over the service addresses (TwinSilent")
+        });
+        let decision = logged_ms_after(&line, killed_wall)
+            .unwrap_or_else(|| panic!("no UTC time in {line:?}"));
         let answer = (answered - killed).as_secs_f64() * 1000.0;
         eprintln!(
             "bench twin: kill {}/{kills}: decision {decision:.0} ms, first SIP answer {answer:.0} ms \

@@ -210,6 +210,15 @@ impl Sbcd {
     }
 
     /// How many log lines so far contain `needle`.
+    /// The first line of sbcd's log containing `needle`, if any yet.
+    #[allow(dead_code)] // Used by the twin lab's benchmark only.
+    pub fn log_line(&self, needle: &str) -> Option<String> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(_, l)| l.clone())
+    }
+
     pub fn count_log(&self, needle: &str) -> usize {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.iter().filter(|(_, l)| l.contains(needle)).count()
