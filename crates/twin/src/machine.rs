@@ -109,7 +109,12 @@ impl Timers {
 struct PathState {
     configured: bool,
     last_heard: Option<Instant>,
+    /// Silent for the detection time: what the failure detector acts on.
     down: bool,
+    /// Down for one more interval as well: the operator was told ([`Event::PathDown`]). Two
+    /// keep-alives lost in a row race the silence timer on a lossy path; the alarm waits out
+    /// that race instead of flapping, and the detector does not wait at all.
+    alarmed: bool,
     counters: PathCounters,
 }
 
@@ -553,8 +558,9 @@ impl Twin {
         let limit = self.silence_limit();
         let state = &mut self.paths[path.index()];
         state.last_heard = Some(now);
-        if state.down {
-            state.down = false;
+        state.down = false;
+        if state.alarmed {
+            state.alarmed = false;
             self.events.push_back(Event::PathUp(path));
         }
         self.timers.set(Timer::silence(path), now + limit);
@@ -571,7 +577,6 @@ impl Twin {
             return;
         }
         state.down = true;
-        self.events.push_back(Event::PathDown(path));
         let all_down = self.paths.iter().all(|p| !p.configured || p.down);
         if all_down && self.contact != Contact::Lost {
             // Ask once on every path before concluding anything: the twin may only have been
@@ -602,6 +607,16 @@ impl Twin {
     fn on_beat(&mut self, now: Instant) {
         self.send_beats();
         self.timers.set(Timer::Beat, now + self.config.interval);
+        // The path alarms, one interval after the detector's verdict (see `PathState::alarmed`).
+        let limit = self.silence_limit() + self.config.interval;
+        for path in self.config.paths() {
+            let state = &mut self.paths[path.index()];
+            let silent_since = state.last_heard.unwrap_or(self.started);
+            if state.down && !state.alarmed && now >= silent_since + limit {
+                state.alarmed = true;
+                self.events.push_back(Event::PathDown(path));
+            }
+        }
     }
 
     /// A keep-alive on every path now: the periodic one, or an extra one when the term or phase
