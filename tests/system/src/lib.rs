@@ -337,6 +337,29 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Builds (or finds up to date) the system tests' image, `out/image/qemu-testport`, with its
+/// build output shown; fails the test when the build fails.
+pub fn build_testport_image() -> Output {
+    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
+    assert!(
+        built.status.success(),
+        "cargo xtask image --board qemu --testport failed:\n{}",
+        String::from_utf8_lossy(&built.stdout)
+    );
+    built
+}
+
+/// Fails the test unless the test image carries every program of `needed`.
+pub fn assert_testport_image_carries(needed: &[&str]) {
+    let present = image_binaries("qemu-testport");
+    for needed in needed {
+        assert!(
+            present.iter().any(|p| p == needed),
+            "the image has no {needed}"
+        );
+    }
+}
+
 /// Reads the list of programs the built image carries (`out/image/<board>/binaries`).
 pub fn image_binaries(board: &str) -> Vec<String> {
     let path = workspace_root()

@@ -42,12 +42,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         "sipp is missing: `cargo xtask test` installs it (apt-get install sip-tester)"
     );
     let build_started = Instant::now();
-    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
-    assert!(
-        built.status.success(),
-        "cargo xtask image --board qemu failed:\n{}",
-        String::from_utf8_lossy(&built.stdout)
-    );
+    let built = build_testport_image();
     let image_build = build_started.elapsed();
     eprintln!("{}", String::from_utf8_lossy(&built.stdout));
 
@@ -281,12 +276,7 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
 /// image's own; the disk is blank. `sbc.rootwait=3` shortens the 30 s wait for a slow disk.
 #[test]
 fn a_missing_root_partition_reboots_instead_of_opening_a_shell() {
-    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
-    assert!(
-        built.status.success(),
-        "cargo xtask image --board qemu failed:\n{}",
-        String::from_utf8_lossy(&built.stdout)
-    );
+    build_testport_image();
     let dir = scratch("missing_root");
     let blank = dir.join("blank.img");
     let file = std::fs::File::create(&blank).unwrap_or_else(|e| panic!("{}: {e}", blank.display()));
@@ -364,8 +354,7 @@ fn a_missing_root_partition_reboots_instead_of_opening_a_shell() {
 #[test]
 #[ignore = "a control experiment: one more boot; run with --ignored"]
 fn without_the_firewall_the_core_listener_answers_on_the_access_port() {
-    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
-    assert!(built.status.success(), "cargo xtask image failed");
+    build_testport_image();
     let dir = scratch("firewall_control");
     let sip_port = free_port();
     let printed = xtask(&[

@@ -508,19 +508,8 @@ fn on_the_box_pinning_drain_watchdogs_and_persistence() {
         have("sipp"),
         "sipp is missing: `cargo xtask test` installs it (apt-get install sip-tester)"
     );
-    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
-    assert!(
-        built.status.success(),
-        "cargo xtask image --board qemu failed:\n{}",
-        String::from_utf8_lossy(&built.stdout)
-    );
-    let present = image_binaries("qemu-testport");
-    for needed in ["sbcd", "sbc-console"] {
-        assert!(
-            present.iter().any(|p| p == needed),
-            "the image has no {needed}"
-        );
-    }
+    build_testport_image();
+    assert_testport_image_carries(&["sbcd", "sbc-console"]);
 
     let dir = scratch("box_flows");
     let mut report = String::new();

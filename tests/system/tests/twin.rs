@@ -280,19 +280,8 @@ fn twin_takeover_in_qemu() {
         return;
     }
     let test_started = Instant::now();
-    let built = xtask_visible(&["image", "--board", "qemu", "--testport"]);
-    assert!(
-        built.status.success(),
-        "cargo xtask image --board qemu --testport failed:\n{}",
-        String::from_utf8_lossy(&built.stdout)
-    );
-    let present = image_binaries("qemu-testport");
-    for needed in ["sbcd", "sbc-console"] {
-        assert!(
-            present.iter().any(|p| p == needed),
-            "the image has no {needed}"
-        );
-    }
+    build_testport_image();
+    assert_testport_image_carries(&["sbcd", "sbc-console"]);
 
     let dir = scratch("twin");
     let mut report = String::new();
