@@ -13,139 +13,15 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::daemon::Sbcd;
-use common::netns::{
-    in_ns, ip, TwinLab, ACCESS_SERVICE, CORE_IP, CORE_SERVICE, NODE_ETH0_MAC, PHONE_IP,
+use common::netns::{in_ns, ip, TwinLab, ACCESS_SERVICE, CORE_SERVICE, NODE_ETH0_MAC};
+use common::twin::{
+    core_uas, first_sip_answer, name, node_toml, path_of, phone_call, serial, Pair,
 };
-use common::sipp::{Sipp, SippRun};
 use common::{wait_for, PATIENCE};
-
-/// SIP on the service addresses.
-const SIP_PORT: u16 = 5060;
-/// The core's SIPp UAS.
-const UAS_PORT: u16 = 5070;
-/// The phones' SIPp UAC.
-const PHONE_PORT: u16 = 5061;
-
-/// One lab at a time (see the module comment); a failed test must not stop the others.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// sbc.toml for node `i` (0 = node-a) of the lab, in `dir`; with the `[twin]` section when
-/// `twin` is given (the path of the key file).
-fn node_toml(dir: &Path, i: usize, twin: Option<&Path>) -> String {
-    let mut t = format!(
-        "[node]\nname = \"sbc-{name}\"\n\n\
-         [[listen]]\nrealm = \"access\"\ntransport = \"udp\"\naddr = \"{ACCESS_SERVICE}:{SIP_PORT}\"\n\n\
-         [[listen]]\nrealm = \"core\"\ntransport = \"udp\"\naddr = \"{CORE_SERVICE}:{SIP_PORT}\"\n\n\
-         [[upstream]]\nuri = \"sip:{CORE_IP}:{UAS_PORT};transport=udp\"\npriority = 1\n\n\
-         [upstream_policy]\nupstream_timeout_ms = 1000\nprobe_interval_secs = 1\n\n\
-         [drain]\nguard_secs = 60\nretry_after_secs = 30\nreg_reject_code = 503\n\
-         priority_namespaces = [\"ets\", \"wps\"]\n\n\
-         [control]\nsocket = \"{socket}\"\n\n[state]\ndir = \"{state}\"\n\n[panel]\nboard = \"sim\"\n\n\
-         [sip]\nworkers = 1\n",
-        name = ["a", "b"][i],
-        socket = dir.join("control.sock").display(),
-        state = dir.join("state").display(),
-    );
-    if let Some(key_file) = twin {
-        let (me, peer) = (i, 1 - i);
-        let link = common::netns::NODE_LINK;
-        let access = common::netns::NODE_ACCESS;
-        t.push_str(&format!(
-            "\n[twin]\nnode_id = {id}\ninterval_ms = 100\nmisses = 3\nkey_file = \"{key}\"\n\
-             link = {{ local = \"{}:7700\", peer = \"{}:7700\" }}\n\
-             second_path = {{ local = \"{}:7700\", peer = \"{}:7700\" }}\n\n\
-             [[twin.service_address]]\naddr = \"{ACCESS_SERVICE}/24\"\ndev = \"eth0\"\n\n\
-             [[twin.service_address]]\naddr = \"{CORE_SERVICE}/24\"\ndev = \"eth1\"\n",
-            link[me],
-            link[peer],
-            access[me],
-            access[peer],
-            id = i + 1,
-            key = key_file.display(),
-        ));
-    }
-    t
-}
-
-/// The core: SIPp answering calls and sbcd's OPTIONS probes at 198.51.100.20:5070.
-fn core_uas(lab: &TwinLab) -> SippRun {
-    Sipp::uas("uas_answer.xml")
-        .in_netns(&lab.core, CORE_IP)
-        .on_port(UAS_PORT)
-        .time_limit(Duration::from_secs(300))
-        .start()
-}
-
-/// One call from the phones through the access service address to the core, held 100 ms.
-fn phone_call(lab: &TwinLab, caller: &str) -> common::sipp::SippOutcome {
-    Sipp::uac("uac_call.xml", SocketAddr::from((ACCESS_SERVICE, SIP_PORT)))
-        .in_netns(&lab.phones, PHONE_IP)
-        .on_port(PHONE_PORT)
-        .service("core-user")
-        .key("caller", caller)
-        .calls(1)
-        .hold_ms(100)
-        .time_limit(Duration::from_secs(20))
-        .run()
-}
-
-/// An OPTIONS to the box itself at `to`, from `from_port` of the phones' address.
-fn options_to_the_box(to: SocketAddr, from_port: u16, n: u32) -> String {
-    format!(
-        "OPTIONS sip:{to} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {PHONE_IP}:{from_port};branch=z9hG4bK-lab-{n}\r\n\
-         From: <sip:lab@{PHONE_IP}:{from_port}>;tag=lab-{n}\r\n\
-         To: <sip:{to}>\r\n\
-         Call-ID: lab-options-{n}@{PHONE_IP}\r\n\
-         CSeq: 1 OPTIONS\r\n\
-         Max-Forwards: 70\r\n\
-         Content-Length: 0\r\n\r\n"
-    )
-}
-
-/// From the phones' namespace, sends an OPTIONS to the access service address every 20 ms
-/// (each a new transaction) until one is answered; returns when the first answer arrived and
-/// its status line. Panics after `within`.
-fn first_sip_answer(lab: &TwinLab, within: Duration) -> (Instant, String) {
-    in_ns(&lab.phones, move || {
-        let socket = UdpSocket::bind((PHONE_IP, 0)).expect("bind in the phones' namespace");
-        let port = socket.local_addr().expect("bound").port();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("set a read timeout");
-        let to = SocketAddr::from((ACCESS_SERVICE, SIP_PORT));
-        let deadline = Instant::now() + within;
-        let mut buf = [0u8; 4096];
-        for n in 0u32.. {
-            assert!(
-                Instant::now() < deadline,
-                "no SIP answer from {to} within {within:?}"
-            );
-            // While nobody holds the address the send may fail (no ARP answer): try again.
-            let _ = socket.send_to(options_to_the_box(to, port, n).as_bytes(), to);
-            let sent = Instant::now();
-            while sent.elapsed() < Duration::from_millis(20) {
-                if let Ok((len, _)) = socket.recv_from(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..len]).into_owned();
-                    if text.starts_with("SIP/2.0 ") {
-                        let status = text.lines().next().unwrap_or_default().to_owned();
-                        return (Instant::now(), status);
-                    }
-                }
-            }
-        }
-        unreachable!("the loop returns or panics")
-    })
-}
 
 /// The lab's wiring alone: a plain sbcd (no `[twin]`) on node-a, its service addresses put there
 /// by hand, carries a SIPp call from the phones' namespace to the core's through the access
@@ -196,172 +72,6 @@ fn a_plain_sbcd_carries_a_call_through_the_service_address() {
 // ---------------------------------------------------------------------------------------------
 // The twin: two sbcd with `[twin]`.
 
-/// A twin pair in its lab. Fields drop in order: the daemons and the core before the lab.
-struct Pair {
-    nodes: [Sbcd; 2],
-    _core: SippRun,
-    lab: TwinLab,
-}
-
-/// node-a or node-b, for messages.
-fn name(i: usize) -> &'static str {
-    ["node-a", "node-b"][i]
-}
-
-impl Pair {
-    /// Both nodes started at once (an election: node 1 becomes active), then waits until node-a
-    /// is active with the addresses and node-b standby hearing it.
-    fn start() -> Option<Pair> {
-        let lab = TwinLab::new()?;
-        let core = core_uas(&lab);
-        let mut key = [0u8; 32];
-        getrandom::getrandom(&mut key).expect("32 random bytes for the twin key");
-        let started: Vec<Sbcd> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..2)
-                .map(|i| {
-                    let ns = lab.nodes[i].clone();
-                    s.spawn(move || {
-                        Sbcd::start_in_netns(&ns, |dir| {
-                            let key_file = dir.join("twin.key");
-                            write_key(&key_file, &key);
-                            node_toml(dir, i, Some(&key_file))
-                        })
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        let nodes: [Sbcd; 2] = started.try_into().expect("two nodes");
-        let pair = Pair {
-            nodes,
-            _core: core,
-            lab,
-        };
-        let t0 = Instant::now();
-        let [a, _] = pair.wait_one_owner(0, "the election at start");
-        eprintln!(
-            "twin lab: node-a active, node-b standby {:?} after both started ({:?})",
-            t0.elapsed(),
-            a.last_takeover
-        );
-        Some(pair)
-    }
-
-    fn twin(&self, i: usize) -> twin::Status {
-        self.nodes[i].twin()
-    }
-
-    /// Waits until node `owner` is active with both addresses (show twin and `ip addr` agree),
-    /// the other standby without them, and each hears the other.
-    fn wait_one_owner(&self, owner: usize, what: &str) -> [twin::Status; 2] {
-        let other = 1 - owner;
-        wait_for(
-            &format!(
-                "{} alone to own the service addresses after {what}",
-                name(owner)
-            ),
-            PATIENCE,
-            || {
-                let (o, s) = (self.twin(owner), self.twin(other));
-                let settled = o.role == twin::Role::Active
-                    && o.owns_addresses
-                    && s.role == twin::Role::Standby
-                    && !s.owns_addresses
-                    && hears(&o, twin::Role::Standby)
-                    && hears(&s, twin::Role::Active)
-                    && self.lab.node_owns_services(owner)
-                    && self.lab.node_owns_no_service(other);
-                settled.then_some(if owner == 0 { [o, s] } else { [s, o] })
-            },
-        )
-    }
-
-    /// Asserts that node `owner` is active with the addresses and the other standby without,
-    /// in show twin and in the kernel.
-    fn assert_owner(&self, owner: usize, when: &str) {
-        let other = 1 - owner;
-        let (o, s) = (self.twin(owner), self.twin(other));
-        assert!(
-            o.role == twin::Role::Active && o.owns_addresses,
-            "{when}: {} is no longer the owner: {o:#?}",
-            name(owner)
-        );
-        assert!(
-            s.role == twin::Role::Standby && !s.owns_addresses,
-            "{when}: {} is no longer standby: {s:#?}",
-            name(other)
-        );
-        assert!(
-            self.lab.node_owns_services(owner),
-            "{when}: {} lost its addresses",
-            name(owner)
-        );
-        assert!(
-            self.lab.node_owns_no_service(other),
-            "{when}: {} holds addresses",
-            name(other)
-        );
-    }
-
-    /// Keep-alives node `i` received so far, on `path` or on both.
-    fn received(&self, i: usize, path: Option<twin::PathId>) -> u64 {
-        let status = self.twin(i);
-        match path {
-            None => status.totals.received,
-            Some(p) => path_of(&status, p).counters.received,
-        }
-    }
-
-    /// Waits until node `i` received `n` more keep-alives (on `path`, or on any): how the tests
-    /// let time pass when they show that nothing happens.
-    fn wait_keepalives(&self, i: usize, path: Option<twin::PathId>, n: u64) {
-        let start = self.received(i, path);
-        let t0 = Instant::now();
-        wait_for(
-            &format!("{} to receive {n} more keep-alives on {path:?}", name(i)),
-            PATIENCE,
-            || (self.received(i, path) >= start + n).then_some(()),
-        );
-        eprintln!(
-            "twin lab: {} received {n} keep-alives on {path:?} in {:?}",
-            name(i),
-            t0.elapsed()
-        );
-    }
-}
-
-/// Whether `status` hears its twin, alive, in `role`.
-fn hears(status: &twin::Status, role: twin::Role) -> bool {
-    status
-        .twin
-        .as_ref()
-        .is_some_and(|t| t.alive && t.role == role)
-}
-
-fn path_of(status: &twin::Status, path: twin::PathId) -> &twin::PathStatus {
-    status
-        .paths
-        .iter()
-        .find(|p| p.path == path)
-        .unwrap_or_else(|| panic!("no path {path:?} in {status:#?}"))
-}
-
-/// The twin key, mode 0600 as sbcd demands.
-fn write_key(path: &Path, key: &[u8]) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .expect("create the key file");
-    file.write_all(key).expect("write the key file");
-}
-
 #[test]
 fn the_survivor_of_a_kill_answers_sip_on_the_service_address() {
     let _serial = serial();
@@ -379,15 +89,12 @@ fn the_survivor_of_a_kill_answers_sip_on_the_service_address() {
         Some(NODE_ETH0_MAC[0])
     );
 
-    let killed = pair.nodes[0].kill9();
     // A killed process leaves its addresses on its interfaces, and the kernel keeps answering
     // ARP for them: the survivor's probe would find them taken and rightly never claim. A box
-    // that died answers nothing, so its access and core ports go down (rather than deleting the
-    // addresses, which would leave a box that still answers ARP for its own addresses and
-    // takes the phones' unicast probes to the old MAC).
-    let a = &pair.lab.nodes[0];
-    ip(&["-n", a, "link", "set", "eth0", "down"]);
-    ip(&["-n", a, "link", "set", "eth1", "down"]);
+    // that died answers nothing, so `Pair::kill` takes its access and core ports down (rather
+    // than deleting the addresses, which would leave a box that still answers ARP for its own
+    // addresses and takes the phones' unicast probes to the old MAC).
+    let killed = pair.kill(0);
 
     let (answered, status) = first_sip_answer(&pair.lab, PATIENCE);
     let kill_to_answer = answered - killed;
@@ -764,10 +471,7 @@ fn bench_twin_kills() {
         // The phones know the active's MAC before the kill, as in service.
         first_sip_answer(&pair.lab, PATIENCE);
         let killed_wall = std::time::SystemTime::now();
-        let killed = pair.nodes[0].kill9();
-        let a = &pair.lab.nodes[0];
-        ip(&["-n", a, "link", "set", "eth0", "down"]);
-        ip(&["-n", a, "link", "set", "eth1", "down"]);
+        let killed = pair.kill(0);
         let (answered, _) = first_sip_answer(&pair.lab, PATIENCE);
         let b = wait_for("the survivor to report its takeover", PATIENCE, || {
             Some(pair.twin(1)).filter(|s| s.last_takeover.is_some())

@@ -182,6 +182,20 @@ impl Sbcd {
         self.log = log;
     }
 
+    /// Starts sbcd again after its process ended (a [`Sbcd::kill9`]): the same configuration and
+    /// directory (the state directory as the test left it), a new process and a new log.
+    /// Returns once it logged `sbcd: listening`.
+    pub fn start_again(&mut self) {
+        assert!(
+            !self.running(),
+            "start_again: sbcd {} still runs",
+            self.pid()
+        );
+        let (child, log) = spawn_listening(self.dir.path(), self.netns.as_deref());
+        self.child = child;
+        self.log = log;
+    }
+
     /// The process id of the running sbcd (for /proc figures).
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -296,6 +310,38 @@ impl Sbcd {
             Reply::Twin(status) => status,
             other => panic!("show twin answered {other:?}"),
         }
+    }
+
+    /// `show twin` as sbcctl --json prints it, undecoded (the `data` of its reply): for fields
+    /// that `twin::Status` does not (yet) carry, such as `replication`.
+    pub fn twin_json(&self) -> serde_json::Value {
+        let (ok, stdout, stderr) = self.ctl_raw(&["--json", "show", "twin"]);
+        let line = stdout.lines().next().unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("show twin: {e}; ok {ok}; stdout {stdout:?}; stderr {stderr:?}")
+        });
+        match value.pointer("/reply/data") {
+            Some(data) if value["reply"]["type"] == "twin" => data.clone(),
+            _ => panic!("show twin answered {value}"),
+        }
+    }
+
+    /// Runs `sbcctl <args>` as an operator would (no `--json` unless given) and returns whether
+    /// it exited 0, its stdout and its stderr.
+    pub fn ctl_raw(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(sbcctl_path())
+            .arg("--socket")
+            .arg(self.socket())
+            .args(["--timeout", "30"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sbcctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// `set-system-state offline [guard N]`.

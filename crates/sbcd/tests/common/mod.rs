@@ -6,6 +6,7 @@
 //! - [`kamailio`]: Kamailio as an authenticating core registrar, and what its location table holds.
 //! - [`netns`]: the twin lab, network namespaces made by the test (root only), and running code
 //!   in them.
+//! - [`twin`]: a twin pair in that lab (two sbcd, the core's SIPp), started, killed, restarted.
 //! - [`sipp`]: runs SIPp with one of our scenarios (or a built-in one) and reads back its exit
 //!   status, statistics, error trace and `<log>` lines.
 //!
@@ -26,6 +27,7 @@ pub mod kamailio;
 pub mod net;
 pub mod netns;
 pub mod sipp;
+pub mod twin;
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,27 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
         }
         if Instant::now() >= deadline {
             panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// As [`wait_for`], for conditions whose state is worth reading when they are not met: `probe`
+/// says what it saw (`Err`) or yields the value (`Ok`); after `timeout` this panics with `what`
+/// and the last thing seen.
+pub fn wait_for_seen<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match probe() {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}");
         }
         std::thread::sleep(POLL);
     }
