@@ -467,7 +467,11 @@ fn switchover_under_load_loses_nothing_and_switches_back() {
 fn a_restarted_node_comes_back_standby_and_syncs() {
     let _serial = serial();
     let t0 = Instant::now();
-    let options = TwinOptions::default().mode(Mode::Hot).preempt(false);
+    // node-a alone first: node-b joins an active twin and syncs from it before node-a's kill.
+    let options = TwinOptions::default()
+        .mode(Mode::Hot)
+        .preempt(false)
+        .a_first();
     let Some(mut pair) = Pair::start_with(options) else {
         return;
     };
