@@ -18,9 +18,11 @@
 //! records and markers, in order), and drained with [`Session::poll_bytes`] (write all of it, in
 //! order) and [`Session::poll_event`]. After any `handle_*` or `send` call the shell drains
 //! `poll_event` until `None`, then `poll_bytes` until `None`, then re-arms its timer from
-//! `poll_timeout`. Time comes in as `now` and must not go backwards; writes are stamped with
-//! the `now` of the latest `new`/`handle_*` call. Once [`Session::is_closed`], the shell drops
-//! the connection.
+//! `poll_timeout`. Time comes in as `now` and must not go backwards. `send` and `poll_bytes`
+//! take no time: writes are stamped with the `now` of the latest `new`/`handle_*` call, so a
+//! shell that queues records long after its last call first brings the clock forward with
+//! `handle_timeout(now)` (allowed at any time; before a deadline it only moves the clock).
+//! Once [`Session::is_closed`], the shell drops the connection.
 //!
 //! # The wire
 //!
@@ -187,15 +189,34 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The peer's Hello verified; records and markers now flow.
-    Established { peer_node: u8, peer_epoch: u64 },
+    Established {
+        /// The peer's node id (the other one of 1 and 2).
+        peer_node: u8,
+        /// The peer's boot epoch.
+        peer_epoch: u64,
+    },
     /// The peer starts a snapshot of `records` records.
-    SnapshotBegin { records: u64 },
+    SnapshotBegin {
+        /// How many records the snapshot holds.
+        records: u64,
+    },
     /// A record, in order and exactly once. Taking it with `poll_event` acknowledges it.
-    Record { seq: u64, payload: Vec<u8> },
+    Record {
+        /// The sender's sequence number, above every earlier one.
+        seq: u64,
+        /// The record, as the sender's caller encoded it.
+        payload: Vec<u8>,
+    },
     /// The peer's snapshot is complete as of its record `seq`.
-    SnapshotEnd { seq: u64 },
+    SnapshotEnd {
+        /// The record the snapshot is complete as of.
+        seq: u64,
+    },
     /// The peer holds every record up to `seq`.
-    Acked { seq: u64 },
+    Acked {
+        /// The highest record the peer acknowledged (cumulative).
+        seq: u64,
+    },
     /// The session is over; the shell drops the connection. Reported once, last.
     Closed(CloseReason),
 }
@@ -244,7 +265,12 @@ pub enum SnapshotProgress {
     #[default]
     None,
     /// Between the markers: `got` records received (live ones included) of the `of` announced.
-    Receiving { got: u64, of: u64 },
+    Receiving {
+        /// Records received since the begin marker.
+        got: u64,
+        /// Records the begin marker announced.
+        of: u64,
+    },
     /// The end marker arrived.
     Complete,
 }

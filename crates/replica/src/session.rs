@@ -169,7 +169,8 @@ impl Session {
         self.inbuf.drain(..pos);
     }
 
-    /// The timer from [`Session::poll_timeout`] fired (or any later time).
+    /// The timer from [`Session::poll_timeout`] fired. May be called at any time: before a
+    /// deadline it only brings the session's clock to `now` (writes are stamped with it).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.tick(now);
         if self.is_closed() {
@@ -241,7 +242,11 @@ impl Session {
             out = hello;
             self.frames_out += 1;
         }
-        if let Phase::Established { peer_node: _, session } = &self.phase {
+        if let Phase::Established {
+            peer_node: _,
+            session,
+        } = &self.phase
+        {
             let session = session.clone();
             if self.taken_seq > self.ack_written {
                 self.ack_written = self.taken_seq;
@@ -483,5 +488,4 @@ impl Session {
         }
         Ok(())
     }
-
 }
