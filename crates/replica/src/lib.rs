@@ -76,6 +76,7 @@
 //! - After the close nothing more is read, written or reported, except one [`Event::Closed`].
 
 mod session;
+mod view;
 mod wire;
 
 #[cfg(test)]
@@ -86,6 +87,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use session::{Session, COALESCE_BYTES};
+pub use view::{Mode, Sync, View};
 pub use wire::{HELLO_LEN, LEN_PREFIX, TAG_LEN, VERSION as WIRE_VERSION};
 
 /// The settings of one replication connection.
@@ -322,4 +324,19 @@ mod millis {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
     }
+}
+
+/// A 32-byte secret for another use of the twin key, under a label of its own
+/// (HMAC-SHA256(key, "sbc-derive\0" || label)): both nodes derive the same one, nobody without
+/// the key can. The pair's route key (SPEC §7: either node verifies what the other signed into
+/// its Record-Route entries) comes from here.
+pub fn derive(key: &[u8], label: &str) -> [u8; 32] {
+    use hmac::Mac as _;
+    let mut mac = match <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC accepts any key length"),
+    };
+    mac.update(b"sbc-derive\0");
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
 }
