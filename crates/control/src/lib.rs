@@ -100,7 +100,7 @@ pub enum Reply {
     Panel(PanelInfo),
     Health(HealthInfo),
     Log(Vec<String>),
-    Twin(TwinInfo),
+    Twin(Box<TwinInfo>),
     /// A command was carried out; the message says what happened.
     Done {
         message: String,
@@ -203,8 +203,17 @@ pub struct ThreadPinning {
     pub cpus_allowed: String,
 }
 
-/// `show twin`: the twin machine's own snapshot (SPEC §7's list).
-pub type TwinInfo = twin::Status;
+/// `show twin`: the twin machine's own snapshot and replication's (SPEC §7's list). In JSON the
+/// machine's fields sit at the top level, replication's under `replication`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwinInfo {
+    /// Roles, terms, epochs, paths, drops, the last takeover.
+    #[serde(flatten)]
+    pub status: twin::Status,
+    /// Hot or cold, sync, positions and lag, records applied and refused.
+    #[serde(default)]
+    pub replication: Option<replica::View>,
+}
 
 /// Something that happened, pushed to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

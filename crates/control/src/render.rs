@@ -232,7 +232,8 @@ impl Reply {
 
 /// `show twin`: own and twin's role, state, term and epoch; each path; the drops; the last
 /// takeover (SPEC §7).
-fn render_twin(out: &mut String, t: &crate::TwinInfo) {
+fn render_twin(out: &mut String, info: &crate::TwinInfo) {
+    let t = &info.status;
     let role = |r: twin::Role| match r {
         twin::Role::Active => "active",
         twin::Role::Standby => "standby",
@@ -320,6 +321,48 @@ fn render_twin(out: &mut String, t: &crate::TwinInfo) {
         None => {
             let _ = writeln!(out, "last takeover: none");
         }
+    }
+    if let Some(r) = &info.replication {
+        render_replication(out, r);
+    }
+}
+
+/// The replication lines of `show twin`.
+fn render_replication(out: &mut String, r: &replica::View) {
+    let sync = match r.sync {
+        replica::Sync::Cold => "cold standby (nothing replicated)",
+        replica::Sync::NotConnected => "NOT CONNECTED",
+        replica::Sync::Syncing => "syncing",
+        replica::Sync::Synced => "synced",
+    };
+    let lag = r
+        .lag_ms
+        .map_or_else(String::new, |ms| format!(", oldest unconfirmed {ms} ms"));
+    let _ = writeln!(
+        out,
+        "replication: {sync}; position {}, sent {}, twin holds {}, received {}; lag {} records{lag}",
+        r.position, r.sent_seq, r.acked_seq, r.received_seq, r.lag_records
+    );
+    let snapshot = r.last_snapshot.map_or_else(
+        || "none taken".to_owned(),
+        |(records, ms)| format!("last taken {records} records in {ms} ms"),
+    );
+    let _ = writeln!(
+        out,
+        "records:     applied {}, stale {}, refused {}; snapshots sent {}, taken {} ({snapshot})",
+        r.records_applied, r.stale_dropped, r.rejected, r.snapshots_sent, r.snapshots_received
+    );
+    if let Some(why) = &r.last_rejected {
+        let _ = writeln!(out, "last refused: {why}");
+    }
+    if let Some(reason) = r.last_close {
+        let _ = writeln!(out, "last connection ended: {reason}");
+    }
+    if let Some(seq) = r.switchover_waiting_for {
+        let _ = writeln!(
+            out,
+            "switchover:  waiting for the twin to hold record {seq}"
+        );
     }
 }
 

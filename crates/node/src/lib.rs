@@ -35,8 +35,12 @@ use std::time::{Duration, Instant};
 use proxy::{Counts, Input, Proxy, Transmit};
 use system_state::{Cause, Machine, Outcome, SystemState, Transition};
 
+pub mod replication;
+
 #[cfg(test)]
 mod tests;
+
+use replication::{Replication, Switchover, SwitchoverError};
 
 /// What the node tells its shell, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,9 @@ pub enum Event {
     AcceptConnections(bool),
     /// Something the twin reports: role changes, path alarms, takeovers, dropped keep-alives.
     Twin(twin::Event),
+    /// Something replication reports: synced, a connection's end, a refused record, a
+    /// switchover's outcome.
+    Replication(replication::Event),
     /// Something the proxy reports for the journal (calls, registrations, upstreams, answers
     /// to the box's own requests). Counts and the drain's own signals are the node's and do
     /// not appear here.
@@ -63,6 +70,8 @@ pub struct Node {
     proxy: Proxy,
     machine: Machine,
     twin: Option<twin::Twin>,
+    /// Hot or cold standby, with a twin.
+    replication: Option<Replication>,
     /// What the twin's keep-alives last carried: told again only when it changes.
     advertised: Option<twin::Advertised>,
     events: VecDeque<Event>,
@@ -85,6 +94,7 @@ impl Node {
             proxy,
             machine: Machine::new(now, initial, default_guard),
             twin: None,
+            replication: None,
             advertised: None,
             events: VecDeque::new(),
         };
@@ -109,6 +119,164 @@ impl Node {
         node.twin = Some(twin);
         node.settle(now);
         node
+    }
+
+    /// Turns on replication with the twin (`[twin] mode`): hot standby numbers and writes
+    /// every change of the proxy to the replication stream and takes the twin's; cold standby
+    /// replicates nothing. `key` is the twin key, `node_id` and `boot_epoch` this node's.
+    /// Without a twin this does nothing.
+    pub fn enable_replication(
+        &mut self,
+        mode: replication::Mode,
+        node_id: u8,
+        key: Vec<u8>,
+        boot_epoch: u64,
+        now: Instant,
+    ) {
+        let Some(t) = &mut self.twin else {
+            return;
+        };
+        let config = replica::Config::new(node_id, key, boot_epoch, self.proxy.listener_hash());
+        self.proxy.set_replication(mode == replication::Mode::Hot);
+        if mode == replication::Mode::Hot {
+            // Not ready to take the addresses back by preemption before the twin's snapshot.
+            t.set_ready(false, now);
+        }
+        self.replication = Some(Replication::new(mode, config));
+        self.settle(now);
+    }
+
+    /// Whether the shell should keep a replication connection to the twin.
+    pub fn wants_stream(&self) -> bool {
+        self.replication
+            .as_ref()
+            .is_some_and(|r| r.mode == replication::Mode::Hot)
+    }
+
+    /// The shell has a new connection to the twin (either direction); `nonce` is 16 fresh
+    /// random bytes. A session left from an earlier connection is dropped.
+    pub fn handle_stream_open(&mut self, now: Instant, nonce: [u8; 16]) {
+        if let Some(r) = &mut self.replication {
+            r.open(nonce, now);
+        }
+        self.pump_stream(now);
+    }
+
+    /// Bytes read from the replication connection.
+    pub fn handle_stream_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if let Some(s) = self.replication.as_mut().and_then(|r| r.session.as_mut()) {
+            s.handle_bytes(bytes, now);
+        }
+        self.pump_stream(now);
+    }
+
+    /// The replication connection is gone (closed, reset, failed).
+    pub fn handle_stream_closed(&mut self, now: Instant) {
+        if let Some(r) = &mut self.replication {
+            r.closed();
+        }
+        self.settle(now);
+    }
+
+    /// The next bytes to write to the replication connection, in order.
+    #[must_use]
+    pub fn poll_stream_bytes(&mut self) -> Option<Vec<u8>> {
+        self.replication.as_mut()?.session.as_mut()?.poll_bytes()
+    }
+
+    /// Whether a replication session is running (the shell drops its connection when not).
+    pub fn stream_open(&self) -> bool {
+        self.replication
+            .as_ref()
+            .is_some_and(|r| r.session.as_ref().is_some_and(|s| !s.is_closed()))
+    }
+
+    /// `switchover` (SPEC §7): this active node stops taking new transactions and releases
+    /// its addresses once the twin holds every record made so far; the twin then claims
+    /// them. Abandoned (serving on) if the twin does not confirm within
+    /// [`replication::SWITCHOVER_WAIT`].
+    pub fn request_switchover(&mut self, now: Instant) -> Result<(), SwitchoverError> {
+        let (Some(t), Some(r)) = (&self.twin, &self.replication) else {
+            return Err(SwitchoverError::NoTwin);
+        };
+        if r.mode == replication::Mode::Cold {
+            return Err(SwitchoverError::Cold);
+        }
+        if t.role() != twin::Role::Active {
+            return Err(SwitchoverError::NotActive);
+        }
+        if r.switchover.is_some() {
+            return Err(SwitchoverError::InProgress);
+        }
+        if !t.status(now).paths.iter().any(|p| p.up) {
+            return Err(SwitchoverError::TwinNotHeard);
+        }
+        if !r.twin_synced() {
+            return Err(SwitchoverError::NotSynced(r.sync(true)));
+        }
+        self.proxy.set_quiesced(true);
+        if let Some(r) = &mut self.replication {
+            r.switchover = Some(Switchover {
+                target: r.seq,
+                started: now,
+            });
+        }
+        self.settle(now);
+        Ok(())
+    }
+
+    /// What `show twin` says about replication; `None` without a twin.
+    pub fn replication_view(&self, now: Instant) -> Option<replication::View> {
+        let active = self.is_active();
+        self.replication.as_ref().map(|r| r.view(active, now))
+    }
+
+    fn is_active(&self) -> bool {
+        self.twin
+            .as_ref()
+            .is_some_and(|t| t.role() == twin::Role::Active)
+    }
+
+    /// Runs the replication session's events, then settles.
+    fn pump_stream(&mut self, now: Instant) {
+        let active = self.is_active();
+        if let Some(r) = &mut self.replication {
+            if r.pump(&mut self.proxy, active, now) && active {
+                r.send_snapshot(&self.proxy, now);
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The switchover's progress: release once the twin holds everything, give up at the
+    /// deadline.
+    fn step_switchover(&mut self, now: Instant) {
+        let Some(r) = &mut self.replication else {
+            return;
+        };
+        let Some(sw) = &r.switchover else {
+            return;
+        };
+        let (target, started) = (sw.target, sw.started);
+        if r.acked() >= target {
+            r.switchover = None;
+            r.events.push(replication::Event::SwitchoverReleased {
+                seq: target,
+                waited: now.saturating_duration_since(started),
+            });
+            self.proxy.set_quiesced(false);
+            if let Some(t) = &mut self.twin {
+                // Refused only when the twin is not heard; the next switchover says so.
+                let _ = t.handle_release_request(now);
+            }
+        } else if now >= started + replication::SWITCHOVER_WAIT {
+            r.switchover = None;
+            r.events.push(replication::Event::SwitchoverAbandoned {
+                seq: target,
+                acked: r.acked(),
+            });
+            self.proxy.set_quiesced(false);
+        }
     }
 
     /// A keep-alive (or status query or answer) received from the twin on `path`.
@@ -140,7 +308,10 @@ impl Node {
         if let Some(t) = &mut self.twin {
             t.handle_timeout(now);
         }
-        self.settle(now);
+        if let Some(s) = self.replication.as_mut().and_then(|r| r.session.as_mut()) {
+            s.handle_timeout(now);
+        }
+        self.pump_stream(now);
     }
 
     /// `set-system-state offline [guard N]`: starts a drain (or moves its guard).
@@ -206,6 +377,14 @@ impl Node {
             self.proxy.poll_timeout(),
             self.machine.poll_timeout(),
             self.twin.as_ref().and_then(twin::Twin::poll_timeout),
+            self.replication
+                .as_ref()
+                .and_then(|r| r.session.as_ref())
+                .and_then(replica::Session::poll_timeout),
+            self.replication
+                .as_ref()
+                .and_then(|r| r.switchover.as_ref())
+                .map(|s| s.started + replication::SWITCHOVER_WAIT),
         ]
         .into_iter()
         .flatten()
@@ -246,6 +425,15 @@ impl Node {
                     proxy::Event::AcceptConnections => {
                         self.events.push_back(Event::AcceptConnections(true));
                     }
+                    proxy::Event::Change(record) => {
+                        let active = self
+                            .twin
+                            .as_ref()
+                            .is_some_and(|t| t.role() == twin::Role::Active);
+                        if let Some(r) = &mut self.replication {
+                            r.record(record, active, now);
+                        }
+                    }
                     other => self.events.push_back(Event::Proxy(other)),
                 }
             }
@@ -276,13 +464,36 @@ impl Node {
                 break;
             }
         }
+        self.step_switchover(now);
         self.advertise(now);
         if let Some(t) = &mut self.twin {
             while let Some(event) = t.poll_event() {
                 if let twin::Event::RoleChanged { to, .. } = event {
                     self.proxy.set_standby(to == twin::Role::Standby);
+                    if let Some(r) = &mut self.replication {
+                        if r.mode == replication::Mode::Hot {
+                            match to {
+                                // The twin is told everything again, from the top.
+                                twin::Role::Active => r.send_snapshot(&self.proxy, now),
+                                twin::Role::Standby => {
+                                    r.became_standby();
+                                    t.set_ready(false, now);
+                                }
+                            }
+                        }
+                    }
                 }
                 self.events.push_back(Event::Twin(event));
+            }
+        }
+        if let Some(r) = &mut self.replication {
+            for event in std::mem::take(&mut r.events) {
+                if matches!(event, replication::Event::Synced { .. }) {
+                    if let Some(t) = &mut self.twin {
+                        t.set_ready(true, now);
+                    }
+                }
+                self.events.push_back(Event::Replication(event));
             }
         }
     }
@@ -301,6 +512,13 @@ impl Node {
             },
             calls: u32::try_from(counts.active_sessions).unwrap_or(u32::MAX),
             registrations: u32::try_from(counts.registrations).unwrap_or(u32::MAX),
+            replication_position: self.replication.as_ref().map_or(0, |r| {
+                if t.role() == twin::Role::Active {
+                    r.seq
+                } else {
+                    r.view(false, now).received_seq
+                }
+            }),
             ..twin::Advertised::default()
         };
         if self.advertised != Some(advertised) {

@@ -1,6 +1,8 @@
 //! The composed node on a simulated network and clock: phones and the core are the test,
 //! answering what the node sends by hand; the clock jumps.
 
+mod hot;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

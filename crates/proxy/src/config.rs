@@ -38,6 +38,11 @@ pub struct Config {
     pub limits: Limits,
     /// The route key and the seed of branch ids and tags.
     pub keys: crate::border::Keys,
+    /// The name whose hash starts every branch id the box writes, when not its own
+    /// `node_name`: a twin pair shares one, so a node recognises its twin's Via on a response
+    /// that arrives after a takeover or switchover and relays it (SPEC §7).
+    #[serde(default)]
+    pub branch_scope: Option<String>,
 }
 
 /// The bounds of SPEC §1a that the core enforces (connections and queued bytes are the
@@ -88,6 +93,7 @@ impl Default for Config {
             drain: DrainConfig::default(),
             limits: Limits::default(),
             keys: crate::border::Keys::default(),
+            branch_scope: None,
         }
     }
 }

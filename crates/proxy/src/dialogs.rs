@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::transport::{Flow, Realm};
+use crate::transport::{Flow, Peer, Realm};
 
 /// Identifies a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -82,6 +82,112 @@ pub enum DialogChange {
     Remove(DialogId),
 }
 
+/// One side of a session as it travels to the twin: reached by address, never by the sender's
+/// connection number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyRecord {
+    /// The realm this side is in.
+    pub realm: Realm,
+    /// How to reach it.
+    pub peer: Peer,
+    /// Its identity (From or To URI).
+    pub uri: String,
+    /// Its tag.
+    pub tag: Option<String>,
+    /// Its Contact.
+    pub contact: Option<String>,
+    /// The highest CSeq it has used.
+    pub cseq: u32,
+    /// Route set beyond the proxy toward it, nearest first.
+    pub route: Vec<String>,
+}
+
+impl PartyRecord {
+    fn of(p: &Party) -> PartyRecord {
+        PartyRecord {
+            realm: p.realm,
+            peer: Peer::of(&p.flow),
+            uri: p.uri.clone(),
+            tag: p.tag.clone(),
+            contact: p.contact.clone(),
+            cseq: p.cseq,
+            route: p.route.clone(),
+        }
+    }
+
+    fn into_party(self) -> Party {
+        Party {
+            realm: self.realm,
+            flow: self.peer.flow(),
+            uri: self.uri,
+            tag: self.tag,
+            contact: self.contact,
+            cseq: self.cseq,
+            route: self.route,
+        }
+    }
+}
+
+/// A session as it travels to the twin: times are relative (clocks differ), so a call keeps
+/// its age across a takeover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DialogRecord {
+    /// The key.
+    pub id: DialogId,
+    /// Where it stands.
+    pub state: DialogState,
+    /// The side that sent the INVITE.
+    pub caller: PartyRecord,
+    /// The side it went to.
+    pub callee: PartyRecord,
+    /// Whether it was admitted as a priority call.
+    pub priority: bool,
+    /// How long ago it started, in milliseconds, when the record was made.
+    pub age_ms: u64,
+}
+
+impl DialogRecord {
+    /// The record of `dialog`, started at `started`, as of `now`.
+    pub fn of(dialog: &Dialog, started: Instant, now: Instant) -> DialogRecord {
+        DialogRecord {
+            id: dialog.id.clone(),
+            state: dialog.state,
+            caller: PartyRecord::of(&dialog.caller),
+            callee: PartyRecord::of(&dialog.callee),
+            priority: dialog.priority,
+            age_ms: u64::try_from(now.saturating_duration_since(started).as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The dialog and when it started, on a clock at `now`.
+    pub fn into_dialog(self, now: Instant) -> (Dialog, Instant) {
+        let started = now
+            .checked_sub(std::time::Duration::from_millis(self.age_ms))
+            .unwrap_or(now);
+        (
+            Dialog {
+                id: self.id,
+                state: self.state,
+                caller: self.caller.into_party(),
+                callee: self.callee.into_party(),
+                priority: self.priority,
+            },
+            started,
+        )
+    }
+}
+
+/// A change to the table as it travels to the twin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialogRecordChange {
+    /// Created or updated.
+    Upsert(Box<DialogRecord>),
+    /// Gone.
+    Remove(DialogId),
+}
+
 /// Which party of a dialog a request came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -128,6 +234,29 @@ impl DialogTable {
         let change = (!self.no_snapshots).then(|| DialogChange::Upsert(Box::new(dialog.clone())));
         self.dialogs.insert(dialog.id.clone(), (dialog, now));
         change
+    }
+
+    /// When the session started, if tracked.
+    pub fn started(&self, id: &DialogId) -> Option<Instant> {
+        self.dialogs.get(id).map(|(_, at)| *at)
+    }
+
+    /// Forgets every session: a standby's table before its twin's snapshot replaces it.
+    pub fn clear(&mut self) {
+        self.dialogs.clear();
+    }
+
+    /// Applies a record made on the twin, keeping the session's start time.
+    pub fn apply_record(&mut self, change: DialogRecordChange, now: Instant) {
+        match change {
+            DialogRecordChange::Upsert(record) => {
+                let (dialog, started) = record.into_dialog(now);
+                self.dialogs.insert(dialog.id.clone(), (dialog, started));
+            }
+            DialogRecordChange::Remove(id) => {
+                self.dialogs.remove(&id);
+            }
+        }
     }
 
     /// The session, if tracked.
@@ -222,18 +351,6 @@ impl DialogTable {
             .count()
     }
 
-    /// Applies a change made on the twin.
-    pub fn apply(&mut self, change: DialogChange, now: Instant) {
-        match change {
-            DialogChange::Upsert(dialog) => {
-                let _ = self.insert(*dialog, now);
-            }
-            DialogChange::Remove(id) => {
-                let _ = self.remove(&id);
-            }
-        }
-    }
-
     /// Removes every session (after the guard ended them).
     pub fn drain_all(&mut self) -> Vec<Dialog> {
         self.dialogs.drain().map(|(_, (d, _))| d).collect()
@@ -307,8 +424,7 @@ mod tests {
         );
         assert!(table.find("c", "ft", "tt", Realm::Core).is_none());
         let (_, change) = table.remove(&id).unwrap();
-        let mut twin = DialogTable::default();
-        twin.apply(change, t0);
+        assert_eq!(change, DialogChange::Remove(id));
         assert_eq!(table.counts().active(), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dialogs::{DialogChange, DialogState};
+use crate::dialogs::{DialogRecordChange, DialogState};
 use crate::registrations::{BindingChange, RemovalCause};
 use crate::transport::Transport;
 
@@ -18,7 +18,7 @@ pub enum ChangeRecord {
     /// The registration cache changed.
     Binding(BindingChange),
     /// The dialog table changed.
-    Dialog(DialogChange),
+    Dialog(DialogRecordChange),
 }
 
 /// Why a call ended.
@@ -226,6 +226,14 @@ pub struct Stats {
     pub cap_rejected: u64,
     /// In-dialog requests for a dialog the box does not know and did not sign (481).
     pub unknown_dialog: u64,
+    /// Dialogs learnt from a request carrying our signed route, with no record of them here
+    /// (a twin's calls set up just before it died; SPEC §7).
+    #[serde(default)]
+    pub dialogs_learnt: u64,
+    /// New requests left unanswered while a switchover handed the addresses over (their
+    /// retransmissions reach the twin).
+    #[serde(default)]
+    pub switchover_held: u64,
     /// Responses from somewhere the request was not sent to, and requests that claimed a
     /// transaction of another source: dropped.
     pub spoofed: u64,

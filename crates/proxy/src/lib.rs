@@ -13,6 +13,7 @@ mod engine;
 pub mod events;
 pub mod msg;
 pub mod registrations;
+pub mod replication;
 pub mod timers;
 pub mod transaction;
 pub mod transport;
@@ -22,8 +23,9 @@ pub use border::{Keys, RouteToken, Signer, TokenParty};
 pub use config::{Config, DrainConfig, Limits, ListenerConfig, TimerConfig, UpstreamConfig};
 pub use engine::Proxy;
 pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
+pub use replication::{RecordError, RecordKey};
 pub use system_state::SystemState;
-pub use transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
+pub use transport::{Flow, FlowId, Input, ListenerId, Peer, Realm, Transmit, Transport};
 pub use upstreams::UpstreamInfo;
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::transport::Flow;
+use crate::transport::{Flow, Peer};
 
 /// The cache key of an AoR: `user@host`, host lower-cased, no scheme, no parameters.
 pub type AorKey = String;
@@ -49,8 +49,9 @@ pub struct BindingRecord {
     pub contact: String,
     /// Milliseconds of validity left when the record was made.
     pub expires_in_ms: u64,
-    /// The flow.
-    pub flow: Flow,
+    /// How the endpoint is reached, without the sender's connection number: a connection is
+    /// the sender's own and means nothing to the twin.
+    pub peer: Peer,
     /// The REGISTER's Call-ID.
     pub call_id: String,
     /// The REGISTER's CSeq.
@@ -71,7 +72,7 @@ impl BindingRecord {
             aor: binding.aor.clone(),
             contact: binding.contact.clone(),
             expires_in_ms: millis(binding.expires_at.saturating_duration_since(now)),
-            flow: binding.flow,
+            peer: Peer::of(&binding.flow),
             call_id: binding.call_id.clone(),
             cseq: binding.cseq,
             to_uri: binding.to_uri.clone(),
@@ -85,7 +86,7 @@ impl BindingRecord {
             aor: self.aor,
             contact: self.contact,
             expires_at: now + Duration::from_millis(self.expires_in_ms),
-            flow: self.flow,
+            flow: self.peer.flow(),
             call_id: self.call_id,
             cseq: self.cseq,
             to_uri: self.to_uri,
@@ -345,6 +346,11 @@ impl RegistrationCache {
                 let _ = self.remove(&aor, &contact, RemovalCause::Replicated, now);
             }
         }
+    }
+
+    /// Forgets every binding: a standby's tables before its twin's snapshot replaces them.
+    pub fn clear(&mut self) {
+        *self = RegistrationCache::default();
     }
 
     /// Records of every binding, for a full sync of a twin that comes back.

@@ -90,6 +90,40 @@ pub struct Flow {
     pub remote: SocketAddr,
 }
 
+/// A [`Flow`] without its connection: what a record for the twin says about a party. A TCP
+/// connection or SCTP association number is the sender's own and names nothing on the twin
+/// (or, worse, an unrelated connection of its own); the twin reaches the party by address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    /// The local listener.
+    pub listener: ListenerId,
+    /// The listener's transport.
+    pub transport: Transport,
+    /// The party's address.
+    pub remote: SocketAddr,
+}
+
+impl Peer {
+    /// The flow's listener, transport and address.
+    pub fn of(flow: &Flow) -> Peer {
+        Peer {
+            listener: flow.listener,
+            transport: flow.transport,
+            remote: flow.remote,
+        }
+    }
+
+    /// A flow to the same place with no connection: the first message opens (or finds) one.
+    pub fn flow(&self) -> Flow {
+        Flow {
+            listener: self.listener,
+            transport: self.transport,
+            flow: None,
+            remote: self.remote,
+        }
+    }
+}
+
 /// One received message, handed to [`crate::Proxy::handle_input`].
 ///
 /// For stream transports the shell hands over exactly one framed message (cut with

@@ -49,15 +49,10 @@ impl Router {
                 | Request::ShowRegistrations
                 | Request::ShowUpstreams
                 | Request::ShowStats
-                | Request::ShowTwin => (&self.engine, "the SIP engine"),
+                | Request::ShowTwin
+                | Request::Switchover => (&self.engine, "the SIP engine"),
                 Request::ShowPanel | Request::PanelPress { .. } => (&self.panel, "the front panel"),
                 Request::ShowHealth | Request::ShowLog { .. } => (&self.local, "the control plane"),
-                Request::Switchover => {
-                    return not_available(
-                        "switchover",
-                        "a planned switchover comes with hot standby (docs/twin.md)",
-                    )
-                }
                 Request::Reboot => return not_available(
                     "reboot",
                     "sbcd does not reboot the box; use the console's reboot or systemctl reboot",

@@ -199,19 +199,38 @@ async fn serve(
 
     let (ask_tx, ask_rx) = mpsc::channel(64);
     let (command_tx, command_rx) = mpsc::channel(16);
+    let mut keys = crate::keys::load_or_create(&config.state.dir)?;
+    let mut branch_scope = None;
     let (twin_machine, twin_link) = match twin {
         Some(setup) => {
             let (actions, found) = twin_link::spawn_actions(setup.devices.clone());
+            // The pair signs and verifies its Record-Route entries with one key (SPEC §7: the
+            // survivor passes what its twin signed) and starts its branches alike (each
+            // recognises the other's Via on a response that arrives after a handover).
+            keys.route = replica::derive(&setup.key, "route key");
+            branch_scope = Some(format!(
+                "twin-{:02x}{:02x}{:02x}",
+                keys.route[0], keys.route[1], keys.route[2]
+            ));
+            let node_id = setup.config.node_id.0;
+            let replication = sip_core::Replication {
+                mode: setup.mode,
+                node_id,
+                key: setup.key,
+                boot_epoch: setup.boot_epoch,
+            };
+            let stream = (setup.mode == replica::Mode::Hot)
+                .then(|| crate::replica_link::spawn(node_id, setup.link));
             (
-                Some(twin::Twin::new(
-                    setup.config,
-                    setup.boot_epoch,
-                    Instant::now(),
+                Some((
+                    twin::Twin::new(setup.config, setup.boot_epoch, Instant::now()),
+                    replication,
                 )),
                 Some(engine::TwinLink {
                     sockets: setup.sockets,
                     actions,
                     found,
+                    stream,
                 }),
             )
         }
@@ -223,7 +242,8 @@ async fn serve(
         twin_out: None,
         core: SipCore::new(
             proxy::Config {
-                keys: crate::keys::load_or_create(&config.state.dir)?,
+                keys,
+                branch_scope,
                 ..sip_core::proxy_config(&config, &specs)
             },
             Instant::now(),

@@ -23,6 +23,7 @@ use system_state::{Cause, SystemState};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::control_server::Ask;
+use crate::replica_link::{StreamIn, StreamOut};
 use crate::sip_core::SipCore;
 use crate::transport::{udp, FromTransport, Shared};
 
@@ -57,6 +58,11 @@ pub struct TwinLink {
     pub sockets: Vec<(twin::PathId, std::net::UdpSocket, SocketAddr)>,
     pub actions: mpsc::UnboundedSender<twin::AddressAction>,
     pub found: mpsc::UnboundedReceiver<Vec<IpAddr>>,
+    /// The replication connection's task (hot standby): writes to it, what it read.
+    pub stream: Option<(
+        mpsc::UnboundedSender<StreamOut>,
+        mpsc::UnboundedReceiver<StreamIn>,
+    )>,
 }
 
 /// What the engine sends to the twin with, once running (set by [`Engine::run`]).
@@ -64,6 +70,12 @@ pub struct TwinLink {
 pub struct TwinOut {
     paths: Vec<(twin::PathId, tokio::net::UdpSocket, SocketAddr)>,
     actions: mpsc::UnboundedSender<twin::AddressAction>,
+    /// Writes to the replication connection.
+    stream: Option<mpsc::UnboundedSender<StreamOut>>,
+    /// The replication connection the node's session runs on (0: none).
+    stream_gen: u64,
+    /// A `switchover` waiting for its outcome.
+    switchover: Option<tokio::sync::oneshot::Sender<Response>>,
 }
 
 /// Everything the engine thread needs; built by the daemon, consumed by [`Engine::run`].
@@ -105,13 +117,13 @@ impl Engine {
         // already ended, and everyone must hear it.
         self.flush();
         let mut commands_open = true;
-        let (mut twin_found, twin_out) = match self.twin.take().map(start_twin) {
-            Some(Ok((found, out))) => (Some(found), Some(out)),
+        let (mut twin_found, mut stream_in, twin_out) = match self.twin.take().map(start_twin) {
+            Some(Ok((found, stream_in, out))) => (Some(found), stream_in, Some(out)),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "twin: cannot use the keep-alive sockets; the node runs alone");
-                (None, None)
+                (None, None, None)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         self.twin_out = twin_out;
         // UDP is read here, on the owner's thread: see `transport::udp` for why.
@@ -140,6 +152,15 @@ impl Engine {
                 // how a busy box gets taken for a dead one.
                 () = twin_readable(&self.twin_out) => {
                     self.drain_twin(Instant::now());
+                    self.flush();
+                }
+                // The replication stream next: the active reads the twin's acknowledgements
+                // (a switchover waits for them), the standby the records it must hold.
+                Some(message) = recv_unbounded(&mut stream_in) => {
+                    self.stream_message(Instant::now(), message);
+                    while let Some(Ok(message)) = stream_in.as_mut().map(mpsc::UnboundedReceiver::try_recv) {
+                        self.stream_message(Instant::now(), message);
+                    }
                     self.flush();
                 }
                 Some(conflicts) = recv_unbounded(&mut twin_found) => {
@@ -231,6 +252,7 @@ impl Engine {
                 // Logged by the core adapter as they came.
                 node::Event::Proxy(_) => {}
                 node::Event::Twin(event) => self.twin_event(&event),
+                node::Event::Replication(event) => self.replication_event(event),
             }
         }
         // A state change's own transmits (the guard's BYEs) come after the events.
@@ -253,6 +275,99 @@ impl Engine {
                 }
             }
         }
+        self.flush_stream();
+    }
+
+    /// Writes what the replication session has for its connection; ends a connection whose
+    /// session is over.
+    fn flush_stream(&mut self) {
+        let Some(out) = &mut self.twin_out else {
+            return;
+        };
+        let (Some(stream), gen) = (&out.stream, out.stream_gen) else {
+            return;
+        };
+        if gen == 0 {
+            return;
+        }
+        while let Some(bytes) = self.core.poll_stream_bytes() {
+            let _ = stream.send(StreamOut::Write { gen, bytes });
+        }
+        if !self.core.stream_open() {
+            let _ = stream.send(StreamOut::Drop { gen });
+            out.stream_gen = 0;
+        }
+    }
+
+    /// One message of the replication connection's task.
+    fn stream_message(&mut self, now: Instant, message: StreamIn) {
+        let Some(out) = &mut self.twin_out else {
+            return;
+        };
+        match message {
+            StreamIn::Opened { gen } => {
+                out.stream_gen = gen;
+                let mut nonce = [0u8; 16];
+                if let Err(e) = getrandom::getrandom(&mut nonce) {
+                    tracing::error!(error = %e, "twin: no random bytes for the replication handshake");
+                    return;
+                }
+                self.core.handle_stream_open(now, nonce);
+            }
+            StreamIn::Bytes { gen, bytes } if gen == out.stream_gen => {
+                self.core.handle_stream_bytes(now, &bytes);
+            }
+            StreamIn::Closed { gen, why } if gen == out.stream_gen => {
+                out.stream_gen = 0;
+                tracing::info!(why = %why, "twin: replication connection closed");
+                self.core.handle_stream_closed(now);
+            }
+            // An earlier connection's leftovers.
+            StreamIn::Bytes { .. } | StreamIn::Closed { .. } => {}
+        }
+    }
+
+    /// A replication event to the journal, the console and a waiting `switchover`.
+    fn replication_event(&mut self, event: node::replication::Event) {
+        use node::replication::Event as R;
+        let message = match &event {
+            R::Synced { records, took } => format!(
+                "synced: holding the twin's {records} records (snapshot taken in {} ms)",
+                took.as_millis()
+            ),
+            R::Closed(reason) => format!("replication connection ended: {reason}"),
+            R::Rejected(why) => {
+                tracing::warn!(why = %why, "twin: replicated record refused");
+                return;
+            }
+            R::SwitchoverReleased { seq, waited } => format!(
+                "switchover: the twin holds every record (up to {seq}, confirmed in {} ms); service addresses released",
+                waited.as_millis()
+            ),
+            R::SwitchoverAbandoned { seq, acked } => format!(
+                "switchover abandoned: the twin confirmed records up to {acked} of {seq} in time; this node serves on"
+            ),
+        };
+        tracing::warn!(event = %message, "twin");
+        if matches!(
+            event,
+            R::SwitchoverReleased { .. } | R::SwitchoverAbandoned { .. }
+        ) {
+            if let Some(reply) = self.twin_out.as_mut().and_then(|o| o.switchover.take()) {
+                let response = match event {
+                    R::SwitchoverReleased { .. } => Response::Ok {
+                        reply: Reply::Done {
+                            message: message.clone(),
+                        },
+                    },
+                    _ => Response::Error {
+                        message: message.clone(),
+                    },
+                };
+                let _ = reply.send(response);
+            }
+        }
+        let _ = self.events.send(control::Event::Twin { message });
     }
 
     /// Hands every keep-alive waiting on the twin's sockets to the core (only those from the
@@ -397,6 +512,23 @@ impl Engine {
         // Brings the core's clock (and so ages and expiries in snapshots) up to now.
         self.core.handle_timeout(now);
         self.flush();
+        if matches!(ask.request, Request::Switchover) {
+            // Answered when the twin has confirmed (or not): the operator hears the outcome.
+            match self.core.request_switchover(now) {
+                Ok(()) => {
+                    if let Some(out) = &mut self.twin_out {
+                        out.switchover = Some(ask.reply);
+                    }
+                    self.flush();
+                }
+                Err(e) => {
+                    let _ = ask.reply.send(Response::Error {
+                        message: format!("switchover refused: {e}"),
+                    });
+                }
+            }
+            return;
+        }
         let response = match ask.request {
             Request::ShowSystemState => self.system_state_info(now),
             Request::SetSystemState {
@@ -437,7 +569,7 @@ impl Engine {
             }
             Request::ShowTwin => match self.core.twin_status(now) {
                 Some(status) => Response::Ok {
-                    reply: Reply::Twin(status),
+                    reply: Reply::Twin(Box::new(status)),
                 },
                 None => crate::control_server::not_available(
                     "twin",
@@ -499,17 +631,30 @@ impl Engine {
     }
 }
 
+/// What the engine reads from the replication connection's task.
+type StreamInbox = Option<mpsc::UnboundedReceiver<StreamIn>>;
+
 /// Makes the twin's sockets tokio sockets on the engine's runtime.
-fn start_twin(link: TwinLink) -> std::io::Result<(mpsc::UnboundedReceiver<Vec<IpAddr>>, TwinOut)> {
+fn start_twin(
+    link: TwinLink,
+) -> std::io::Result<(mpsc::UnboundedReceiver<Vec<IpAddr>>, StreamInbox, TwinOut)> {
     let mut paths = Vec::new();
     for (path, socket, peer) in link.sockets {
         paths.push((path, tokio::net::UdpSocket::from_std(socket)?, peer));
     }
+    let (stream, stream_in) = match link.stream {
+        Some((out, inbox)) => (Some(out), Some(inbox)),
+        None => (None, None),
+    };
     Ok((
         link.found,
+        stream_in,
         TwinOut {
             paths,
             actions: link.actions,
+            stream,
+            stream_gen: 0,
+            switchover: None,
         },
     ))
 }

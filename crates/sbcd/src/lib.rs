@@ -16,6 +16,7 @@ pub mod health;
 pub mod keys;
 pub mod logging;
 pub mod panel;
+pub mod replica_link;
 pub mod sip_core;
 #[cfg(feature = "testport")]
 pub mod testport;

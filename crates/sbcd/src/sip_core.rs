@@ -89,6 +89,15 @@ pub fn proxy_config(config: &Config, listeners: &[ListenerSpec]) -> proxy::Confi
     }
 }
 
+/// Replication with the twin, as `[twin]` says.
+#[derive(Debug)]
+pub struct Replication {
+    pub mode: replica::Mode,
+    pub node_id: u8,
+    pub key: Vec<u8>,
+    pub boot_epoch: u64,
+}
+
 impl SipCore {
     /// A core in `initial` state; `default_guard` is `[drain] guard_secs`.
     pub fn new(
@@ -96,10 +105,14 @@ impl SipCore {
         now: Instant,
         initial: SystemState,
         default_guard: Duration,
-        twin: Option<twin::Twin>,
+        twin: Option<(twin::Twin, Replication)>,
     ) -> SipCore {
         let node = match twin {
-            Some(twin) => Node::with_twin(config, initial, default_guard, twin, now),
+            Some((twin, r)) => {
+                let mut node = Node::with_twin(config, initial, default_guard, twin, now);
+                node.enable_replication(r.mode, r.node_id, r.key, r.boot_epoch, now);
+                node
+            }
             None => Node::new(config, initial, default_guard, now),
         };
         let mut core = SipCore {
@@ -200,8 +213,48 @@ impl SipCore {
         self.node.poll_address_action()
     }
 
-    pub fn twin_status(&self, now: Instant) -> Option<twin::Status> {
-        self.node.twin_status(now)
+    pub fn twin_status(&self, now: Instant) -> Option<control::TwinInfo> {
+        self.node.twin_status(now).map(|status| control::TwinInfo {
+            status,
+            replication: self.node.replication_view(now),
+        })
+    }
+
+    /// Whether a replication connection to the twin is wanted (hot standby).
+    pub fn wants_stream(&self) -> bool {
+        self.node.wants_stream()
+    }
+
+    pub fn handle_stream_open(&mut self, now: Instant, nonce: [u8; 16]) {
+        self.node.handle_stream_open(now, nonce);
+        self.pump_events();
+    }
+
+    pub fn handle_stream_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        self.node.handle_stream_bytes(now, bytes);
+        self.pump_events();
+    }
+
+    pub fn handle_stream_closed(&mut self, now: Instant) {
+        self.node.handle_stream_closed(now);
+        self.pump_events();
+    }
+
+    pub fn poll_stream_bytes(&mut self) -> Option<Vec<u8>> {
+        self.node.poll_stream_bytes()
+    }
+
+    pub fn stream_open(&self) -> bool {
+        self.node.stream_open()
+    }
+
+    pub fn request_switchover(
+        &mut self,
+        now: Instant,
+    ) -> Result<(), node::replication::SwitchoverError> {
+        let result = self.node.request_switchover(now);
+        self.pump_events();
+        result
     }
 
     #[must_use]
@@ -278,7 +331,7 @@ impl SipCore {
                 } => {
                     tracing::info!(aor = %aor, contact = %contact, cause = ?cause, "registration removed");
                 }
-                // Replication goes to the twin, which this build does not have.
+                // Records for the twin stay inside the node.
                 Event::Change(_) => {}
                 Event::UpstreamOut {
                     name,

@@ -70,6 +70,13 @@ pub struct PathSocket {
 pub struct TwinSetup {
     pub config: twin::Config,
     pub boot_epoch: u64,
+    /// The twin key's bytes: the replication stream's key and the source of the route key the
+    /// pair shares.
+    pub key: Vec<u8>,
+    /// Hot or cold standby.
+    pub mode: replica::Mode,
+    /// The cross-connect's addresses: the replication stream runs there (TCP, same port).
+    pub link: config::TwinPath,
     /// The standard sockets, made tokio sockets on the engine's runtime by [`PathSockets::open`].
     pub sockets: Vec<(twin::PathId, std::net::UdpSocket, SocketAddr)>,
     /// Each service address's interface and prefix length.
@@ -80,7 +87,7 @@ pub struct TwinSetup {
 /// sockets (bound with `IP_FREEBIND`: the node's own addresses may come up after sbcd).
 pub fn prepare(twin: &config::Twin, state_dir: &Path) -> Result<TwinSetup, TwinStartError> {
     let key_bytes = netif::read_key_file(&twin.key_file)?;
-    let key = twin::Key::new(key_bytes).map_err(|source| TwinStartError::Key {
+    let key = twin::Key::new(key_bytes.clone()).map_err(|source| TwinStartError::Key {
         path: twin.key_file.clone(),
         source,
     })?;
@@ -113,6 +120,12 @@ pub fn prepare(twin: &config::Twin, state_dir: &Path) -> Result<TwinSetup, TwinS
     Ok(TwinSetup {
         config: machine,
         boot_epoch,
+        key: key_bytes,
+        mode: match twin.mode {
+            config::TwinMode::Hot => replica::Mode::Hot,
+            config::TwinMode::Cold => replica::Mode::Cold,
+        },
+        link: twin.link,
         sockets,
         devices,
     })

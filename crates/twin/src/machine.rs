@@ -182,6 +182,9 @@ pub struct Twin {
     phase: Phase,
     /// The operator released this node; it does not win elections until the twin is active.
     standing_down: bool,
+    /// This node holds its twin's calls and registrations (a hot standby in sync, or a node
+    /// that replicates nothing): preemption waits for it.
+    ready: bool,
     attempt: Option<Attempt>,
     /// Probes asked for and not answered yet. The shell answers them in order, so only the
     /// answer that brings this to zero is about the current attempt; earlier ones belong to
@@ -229,6 +232,7 @@ impl Twin {
             term: 0,
             phase: Phase::Standby,
             standing_down: false,
+            ready: true,
             attempt: None,
             probes_pending: 0,
             announcing: None,
@@ -399,6 +403,18 @@ impl Twin {
         });
         self.events.push_back(Event::TakeoverDone(report));
         self.send_beats();
+    }
+
+    /// Whether this node holds its twin's state (SPEC §7, return): a restarted hot standby is
+    /// not ready until its twin's snapshot is in, and does not take its addresses back by
+    /// preemption before. A failure takeover does not wait: serving without the calls beats
+    /// not serving.
+    pub fn set_ready(&mut self, ready: bool, now: Instant) {
+        let now = self.clock(now);
+        if ready != self.ready {
+            self.ready = ready;
+            self.reconsider(now);
+        }
     }
 
     /// The operator tells this node to give its addresses away: an active node releases them
@@ -729,6 +745,7 @@ impl Twin {
             return false;
         };
         self.config.preempt
+            && self.ready
             && self.config.node_id.0 == 1
             && self.phase == Phase::Standby
             && !self.standing_down

@@ -22,10 +22,11 @@ use system_state::SystemState;
 
 use crate::border::{Ids, Signer, SourceBudget};
 use crate::config::Config;
-use crate::dialogs::{DialogChange, DialogId, DialogTable};
+use crate::dialogs::{DialogChange, DialogId, DialogRecord, DialogRecordChange, DialogTable};
 use crate::events::{CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
 use crate::msg::{self, Draft, Message, Uri};
 use crate::registrations::{AorKey, BindingChange, RegistrationCache};
+use crate::replication::RecordError;
 use crate::timers::TimerTable;
 use crate::transaction::{ClientTransaction, ServerTransaction, TxTimer};
 use crate::transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
@@ -182,6 +183,8 @@ pub struct Proxy {
     /// A twin's standby: it owns none of the box's addresses, so it originates nothing (no
     /// upstream probes from an address its twin answers for).
     standby: bool,
+    /// A switchover is under way: no new transaction starts ([`Proxy::set_quiesced`]).
+    quiesced: bool,
     /// Branch ids and tags.
     ids: Ids,
     /// Requests per source.
@@ -215,7 +218,8 @@ fn fnv(parts: &[&str]) -> u64 {
 impl Proxy {
     /// A proxy that starts online at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
-        let node_tag = format!("{:06x}", fnv(&[&config.node_name]) & 0xff_ffff);
+        let scope = config.branch_scope.as_deref().unwrap_or(&config.node_name);
+        let node_tag = format!("{:06x}", fnv(&[scope]) & 0xff_ffff);
         let upstreams = Upstreams::new(&config.upstreams, config.probe_interval, now);
         Proxy {
             ids: Ids::new(config.keys.seed),
@@ -242,6 +246,7 @@ impl Proxy {
             drain_complete_sent: false,
             replicate: true,
             standby: false,
+            quiesced: false,
         }
     }
 
@@ -283,9 +288,11 @@ impl Proxy {
         self.dialogs.set_snapshots(on);
     }
 
-    /// A twin's standby (`true`) sends no upstream probes: the addresses it would send from
-    /// belong to its active twin, whose probes would get the answers. Back to active
-    /// (`false`), every upstream is probed at once, so the rotation it serves with is its own.
+    /// A twin's standby (`true`) acts on nothing: it sends no upstream probes (the addresses
+    /// it would send from belong to its active twin, whose probes would get the answers) and
+    /// lets no binding expire (its tables are its twin's, which removes them and says so).
+    /// Back to active (`false`), every upstream is probed at once, so the rotation it serves
+    /// with is its own, and bindings that lapsed meanwhile go at the next timeout.
     pub fn set_standby(&mut self, standby: bool) {
         if standby == self.standby {
             return;
@@ -294,6 +301,13 @@ impl Proxy {
         if !standby {
             self.upstreams.probe_all_at(self.now);
         }
+    }
+
+    /// While `true` no new transaction starts (SPEC §7, switchover): new requests are left
+    /// unanswered and counted, so their senders' retransmissions reach the twin once it holds
+    /// the addresses; retransmissions, CANCELs and ACKs of what is under way are served.
+    pub fn set_quiesced(&mut self, quiesced: bool) {
+        self.quiesced = quiesced;
     }
 
     /// Handles one received message at `now`.
@@ -370,7 +384,8 @@ impl Proxy {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.timers.next_deadline(),
-            self.registrations.next_expiry(),
+            // A standby's bindings are its twin's: it removes none by itself.
+            self.registrations.next_expiry().filter(|_| !self.standby),
             self.upstreams.next_deadline().filter(|_| !self.standby),
         ]
         .into_iter()
@@ -496,13 +511,30 @@ impl Proxy {
         self.after_change();
     }
 
-    /// Applies a change record from the twin.
-    pub fn apply_change(&mut self, now: Instant, record: ChangeRecord) {
+    /// Applies a change record from the twin after checking it against this node's
+    /// configuration ([`crate::replication::validate`]): a record that fails changes nothing.
+    /// Applying reports nothing to replicate: a standby's tables are its twin's.
+    pub fn apply_change(
+        &mut self,
+        now: Instant,
+        mut record: ChangeRecord,
+    ) -> Result<(), RecordError> {
         self.advance_clock(now);
+        crate::replication::validate(&self.config, &mut record)?;
         match record {
             ChangeRecord::Binding(change) => self.registrations.apply(change, self.now),
-            ChangeRecord::Dialog(change) => self.dialogs.apply(change, self.now),
+            ChangeRecord::Dialog(change) => self.dialogs.apply_record(change, self.now),
         }
+        self.after_change();
+        Ok(())
+    }
+
+    /// Forgets every binding and dialog without ending anything: a standby's tables, before
+    /// its twin's snapshot replaces them.
+    pub fn clear_replicated(&mut self, now: Instant) {
+        self.advance_clock(now);
+        self.registrations.clear();
+        self.dialogs.clear();
         self.after_change();
     }
 
@@ -514,12 +546,18 @@ impl Proxy {
             .into_iter()
             .map(ChangeRecord::Binding)
             .collect();
-        records.extend(
-            self.dialogs
-                .iter()
-                .map(|(d, _)| ChangeRecord::Dialog(DialogChange::Upsert(Box::new(d.clone())))),
-        );
+        records.extend(self.dialogs.iter().map(|(d, started)| {
+            ChangeRecord::Dialog(DialogRecordChange::Upsert(Box::new(DialogRecord::of(
+                d, started, self.now,
+            ))))
+        }));
         records
+    }
+
+    /// The hash of this node's listener list that a twin must share
+    /// ([`crate::replication::listener_hash`]).
+    pub fn listener_hash(&self) -> [u8; 32] {
+        crate::replication::listener_hash(&self.config)
     }
 
     // ----- shared helpers -----
@@ -734,8 +772,15 @@ impl Proxy {
         if !self.replicate {
             return;
         }
+        let record = match change {
+            DialogChange::Upsert(d) => {
+                let started = self.dialogs.started(&d.id).unwrap_or(self.now);
+                DialogRecordChange::Upsert(Box::new(DialogRecord::of(&d, started, self.now)))
+            }
+            DialogChange::Remove(id) => DialogRecordChange::Remove(id),
+        };
         self.events
-            .push_back(Event::Change(ChangeRecord::Dialog(change)));
+            .push_back(Event::Change(ChangeRecord::Dialog(record)));
     }
 
     /// Reports count changes and the end of a drain.

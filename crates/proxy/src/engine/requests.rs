@@ -104,6 +104,13 @@ impl Proxy {
             return;
         }
 
+        if self.quiesced {
+            // A switchover is handing the addresses to the twin: no new transaction starts
+            // here. The sender retransmits (UDP) or resends (a stream), and the twin answers.
+            self.stats.switchover_held += 1;
+            return;
+        }
+
         // RFC 3261 §16.3 step 2: a request URI scheme the box cannot route gets 416.
         if !m.sip.has_routable_scheme() {
             self.respond_stateless(m, from, 416, &[]);
@@ -613,9 +620,26 @@ impl Proxy {
                 };
                 (d.id.clone(), side, other)
             });
+        let mut found = found;
         let dest = match &found {
             Some((_, _, other)) => Some(*other),
-            None => self.signed_destination(m, realm),
+            None => match self.signed_token(m) {
+                Some(token) => {
+                    let dest = self.flow_to(
+                        opposite(realm),
+                        token.party(opposite(realm)).transport,
+                        token.party(opposite(realm)).addr,
+                    );
+                    // A dialog this node has no record of (set up by its twin in the last
+                    // moments before it died, or before a restart): learnt from the request,
+                    // so it counts and its later requests find it. A BYE ends it anyway.
+                    if dest.is_some() && !matches!(method.as_str(), "ACK" | "CANCEL" | "BYE") {
+                        found = self.learn_dialog(m, realm, &token);
+                    }
+                    dest
+                }
+                None => None,
+            },
         };
         let Some(dest) = dest else {
             if method == "ACK" {
@@ -686,17 +710,17 @@ impl Proxy {
         }
     }
 
-    /// Where an in-dialog request of a dialog the table does not know goes: the party on the
-    /// other side named by a token we signed into our Record-Route entry, if the request's
-    /// Route carries one that verifies for its Call-ID and tags.
-    fn signed_destination(&self, m: &Message<'_>, realm: Realm) -> Option<Flow> {
+    /// The token we signed into our Record-Route entry of the dialog an in-dialog request
+    /// belongs to, if its Route carries one that verifies for its Call-ID and tags. It names
+    /// where each side's party is: an unknown dialog's request goes to the party on the other
+    /// side, never to an address the sender wrote.
+    fn signed_token(&self, m: &Message<'_>) -> Option<crate::border::RouteToken> {
         let call_id = m.call_id()?;
         let tags: Vec<&str> = [m.from().and_then(|f| f.tag()), m.to().and_then(|t| t.tag())]
             .into_iter()
             .flatten()
             .collect();
-        let token = m
-            .list("route")
+        m.list("route")
             .iter()
             .filter_map(|r| NameAddr::parse(r))
             .take_while(|n| self.is_own_uri(n.uri))
@@ -704,10 +728,89 @@ impl Proxy {
             .filter_map(|u| msg::param(u.params, crate::border::TOKEN_PARAM))
             .find_map(|value| {
                 crate::border::RouteToken::verify(&self.signer, value, call_id, &tags)
-            })?;
-        let other = opposite(realm);
-        let party = token.party(other);
-        self.flow_to(other, party.transport, party.addr)
+            })
+    }
+
+    /// Records the confirmed dialog an in-dialog request with a verified token belongs to
+    /// (SPEC §7: the standby that rebuilds its call state as the devices come to it), and
+    /// returns it with the sender's side and the other party's flow.
+    fn learn_dialog(
+        &mut self,
+        m: &Message<'_>,
+        realm: Realm,
+        token: &crate::border::RouteToken,
+    ) -> Option<(DialogId, Side, Flow)> {
+        let (from, to, call_id) = (m.from()?, m.to()?, m.call_id()?);
+        let (from_tag, to_tag) = (from.tag()?, to.tag()?);
+        let caller_realm = token.caller_realm;
+        let side = if realm == caller_realm {
+            Side::Caller
+        } else {
+            Side::Callee
+        };
+        let flow_of = |this: &Self, r: Realm| {
+            let p = token.party(r);
+            this.flow_to(r, p.transport, p.addr)
+        };
+        let (caller_flow, callee_flow) = (
+            flow_of(self, caller_realm)?,
+            flow_of(self, opposite(caller_realm))?,
+        );
+        let contact = m
+            .list("contact")
+            .first()
+            .and_then(|c| NameAddr::parse(c))
+            .map(|c| c.uri.to_owned());
+        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
+        let party = |realm: Realm, flow: Flow, uri: &str, tag: &str, sender: bool| Party {
+            realm,
+            flow,
+            uri: uri.to_owned(),
+            tag: Some(tag.to_owned()),
+            contact: if sender { contact.clone() } else { None },
+            cseq: if sender { cseq } else { 0 },
+            route: Vec::new(),
+        };
+        let (caller, callee) = match side {
+            Side::Caller => (
+                party(caller_realm, caller_flow, from.uri, from_tag, true),
+                party(opposite(caller_realm), callee_flow, to.uri, to_tag, false),
+            ),
+            Side::Callee => (
+                party(caller_realm, caller_flow, to.uri, to_tag, false),
+                party(
+                    opposite(caller_realm),
+                    callee_flow,
+                    from.uri,
+                    from_tag,
+                    true,
+                ),
+            ),
+        };
+        let id = DialogId {
+            call_id: call_id.to_owned(),
+            caller_tag: caller.tag.clone().unwrap_or_default(),
+            caller_realm,
+        };
+        if self.dialogs.len() >= self.config.limits.max_dialogs {
+            return None;
+        }
+        let other = match side {
+            Side::Caller => callee.flow,
+            Side::Callee => caller.flow,
+        };
+        let dialog = Dialog {
+            id: id.clone(),
+            state: DialogState::Confirmed,
+            caller,
+            callee,
+            priority: false,
+        };
+        if let Some(change) = self.dialogs.insert(dialog, self.now) {
+            self.emit_dialog(change);
+        }
+        self.stats.dialogs_learnt += 1;
+        Some((id, side, other))
     }
 
     /// Sends the proxied request of `sid` to its next target, or answers when none is left.

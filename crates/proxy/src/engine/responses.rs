@@ -198,8 +198,8 @@ impl Proxy {
                 .register
                 .clone()
                 .map(|ctx| self.cache_from_2xx(&ctx, m));
-            if forward.method == "INVITE" {
-                self.confirm_dialog(&forward, m);
+            if let (true, Some(id)) = (forward.method == "INVITE", &forward.dialog) {
+                self.confirm_dialog(id, m);
             }
             if forward.method == "BYE" {
                 if let Some(id) = &forward.dialog {
@@ -263,10 +263,7 @@ impl Proxy {
     }
 
     /// A 2xx to an INVITE confirms the session: the callee's tag, contact and route set.
-    fn confirm_dialog(&mut self, forward: &super::Forward, m: &Message<'_>) {
-        let Some(id) = &forward.dialog else {
-            return;
-        };
+    fn confirm_dialog(&mut self, id: &crate::dialogs::DialogId, m: &Message<'_>) {
         let tag = m.to().and_then(|t| t.tag()).map(str::to_owned);
         let contact = m
             .list("contact")
@@ -318,15 +315,21 @@ impl Proxy {
         let realm = self
             .realm_of(from.listener)
             .unwrap_or(crate::transport::Realm::Core);
-        let Some(dest) = self
+        let Some((id, dest, early)) = self
             .dialogs
             .find(call_id, from_tag, to_tag, super::requests::opposite(realm))
             .filter(|(d, _)| d.callee.flow.remote == from.remote)
-            .map(|(d, _)| d.caller.flow)
+            .map(|(d, _)| (d.id.clone(), d.caller.flow, d.state == DialogState::Early))
         else {
             self.stats.stray_responses += 1;
             return;
         };
+        if early {
+            // The 2xx of an INVITE our twin forwarded just before it handed over (switchover
+            // or death): its transaction went with it, the dialog it replicated is ours.
+            self.confirm_dialog(&id, m);
+            self.after_change();
+        }
         let mut draft = m.to_draft();
         draft.pop_first_of("Via");
         self.stats.responses_relayed += 1;

@@ -13,11 +13,11 @@ impl Proxy {
         while let Some(key) = self.timers.pop_due(self.now) {
             self.on_timer(key);
         }
-        let memory = self.config.expired_aor_memory;
-        for change in self.registrations.expire(self.now, memory) {
-            self.emit_binding(change);
-        }
         if !self.standby {
+            let memory = self.config.expired_aor_memory;
+            for change in self.registrations.expire(self.now, memory) {
+                self.emit_binding(change);
+            }
             for uid in self.upstreams.due_probes(self.now) {
                 self.send_probe(uid);
             }

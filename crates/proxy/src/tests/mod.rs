@@ -4,4 +4,5 @@ mod border_rules;
 mod drain_rules;
 mod harness;
 mod proxy_core;
+mod replication;
 mod rfc4475_policy;

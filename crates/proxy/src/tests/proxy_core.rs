@@ -487,7 +487,7 @@ fn change_records_serialise_and_rebuild_the_state_on_a_twin() {
         net.now,
     );
     for r in back {
-        twin.apply_change(net.now, r);
+        twin.apply_change(net.now, r).unwrap();
     }
     assert_eq!(twin.counts(), net.proxy.counts());
     assert_eq!(twin.registrations(), net.proxy.registrations());

@@ -307,7 +307,7 @@ impl Sbcd {
     /// `show twin`: the twin's status (SPEC §7).
     pub fn twin(&self) -> twin::Status {
         match self.ctl("show twin") {
-            Reply::Twin(status) => status,
+            Reply::Twin(info) => info.status,
             other => panic!("show twin answered {other:?}"),
         }
     }

@@ -570,6 +570,37 @@ fn a_restarted_node_1_with_preempt_takes_its_addresses_back() {
 }
 
 #[test]
+fn preempt_waits_until_the_restarted_node_holds_its_twins_state() {
+    let mut pair = settled();
+    pair.kill(NODE1);
+    pair.drive_for(Duration::from_secs(2));
+    let mut preempting = config(1);
+    preempting.preempt = true;
+    pair.restart_with(NODE1, preempting);
+    let now = pair.now;
+    pair.nodes[NODE1].twin.set_ready(false, now);
+    pair.drive_for(Duration::from_secs(5));
+    assert!(
+        pair.nodes[NODE2].is_active(),
+        "not synced: node 1 does not preempt"
+    );
+    let now = pair.now;
+    pair.nodes[NODE1].twin.set_ready(true, now);
+    let ready_at = pair.now;
+    pair.drive_for(Duration::from_secs(2));
+    assert!(pair.nodes[NODE1].is_active(), "synced: it takes them back");
+    let (at, _) = pair.nodes[NODE1]
+        .events
+        .iter()
+        .rev()
+        .find(|(_, e)| is_takeover_started(e))
+        .cloned()
+        .unwrap();
+    assert!(at >= ready_at);
+    assert_eq!(pair.longest_dual, Duration::ZERO);
+}
+
+#[test]
 fn preempt_on_node_2_is_ignored() {
     let mut two = config(2);
     two.preempt = true;
