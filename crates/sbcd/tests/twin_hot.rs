@@ -91,7 +91,23 @@ fn core_calls_the_phones(lab: &TwinLab) -> SippOutcome {
 /// `n` calls from the phones (UAC on `port`) to the core at `rate` per second, each held
 /// `hold_ms`; not started, so a test may add arguments.
 fn held_calls(lab: &TwinLab, port: u16, n: u32, rate: u32, hold_ms: u64) -> Sipp {
-    Sipp::uac("uac_hold_call.xml", access())
+    held_calls_of("uac_hold_call.xml", lab, port, n, rate, hold_ms)
+}
+
+/// As [`held_calls`], each call sending a re-INVITE when its hold ends, then its BYE.
+fn held_reinvite_calls(lab: &TwinLab, port: u16, n: u32, rate: u32, hold_ms: u64) -> Sipp {
+    held_calls_of("uac_hold_reinvite_call.xml", lab, port, n, rate, hold_ms)
+}
+
+fn held_calls_of(
+    scenario_file: &str,
+    lab: &TwinLab,
+    port: u16,
+    n: u32,
+    rate: u32,
+    hold_ms: u64,
+) -> Sipp {
+    Sipp::uac(scenario_file, access())
         .in_netns(&lab.phones, PHONE_IP)
         .on_port(port)
         .service("core-user")
@@ -203,28 +219,34 @@ fn registers_at_core(pair: &Pair) -> usize {
 /// Asserts that no call of `run` had sent its BYE by now (the calls were held across what the
 /// test just did).
 fn assert_still_held(run: &SippRun, when: &str) {
-    let sent = run.logged_so_far("bye-sent");
+    let over = run.logged_so_far("hold-over").len() + run.logged_so_far("bye-sent").len();
     assert!(
-        sent.is_empty(),
-        "{}: {} BYEs were sent before {when}: the hold time is too short for this machine, the \
-         test would not show what it claims",
+        over == 0,
+        "{}: {over} calls ended their hold before {when}: the hold time is too short for this \
+         machine, the test would not show what it claims",
         run.label(),
-        sent.len()
     );
+}
+
+/// The pair's options in this file: the core takes re-INVITEs.
+fn hot() -> TwinOptions {
+    TwinOptions::default()
+        .mode(Mode::Hot)
+        .core_scenario("uas_answer_reinvite.xml")
 }
 
 #[test]
 fn calls_and_registrations_survive_a_kill_of_the_active() {
     let _serial = serial();
     let t0 = Instant::now();
-    let Some(mut pair) = Pair::start_with(TwinOptions::default().mode(Mode::Hot)) else {
+    let Some(mut pair) = Pair::start_with(hot()) else {
         return;
     };
     register_phones(&pair.lab).assert_all_succeeded(PHONES);
     assert_eq!(pair.nodes[0].registrations().len(), PHONES as usize);
     let phones = phones_uas(&pair.lab);
 
-    let calls = held_calls(&pair.lab, common::twin::PHONE_PORT, 100, 50, 12_000).start();
+    let calls = held_reinvite_calls(&pair.lab, common::twin::PHONE_PORT, 100, 50, 12_000).start();
     let up = wait_answered(&calls, 100);
     wait_for_seen("node-a to hold the 100 calls confirmed", PATIENCE, || {
         let c = confirmed(&pair.nodes[0]).len();
@@ -266,6 +288,7 @@ fn calls_and_registrations_survive_a_kill_of_the_active() {
 
     let calls = calls.wait();
     calls.assert_all_succeeded(100);
+    assert_eq!(calls.logged("reinvite-answered").len(), 100);
     assert_eq!(calls.logged("bye-answered").len(), 100);
 
     let to_phones = core_calls_the_phones(&pair.lab);
@@ -291,22 +314,23 @@ fn calls_and_registrations_survive_a_kill_of_the_active() {
 
 /// Some dialogs never reach node-b before node-a dies: node-a's replication stream (TCP, to
 /// node-b's addresses) is held back by nftables in node-a's namespace just before a second
-/// batch of calls is answered, then node-a is killed. The survivor must still pass the BYEs of
-/// those calls, on the signed Record-Route alone.
+/// batch of calls is answered, then node-a is killed. The survivor must still pass the
+/// re-INVITEs and BYEs of those calls, on the signed Record-Route alone, and learn the dialogs
+/// from the re-INVITEs.
 #[test]
 fn a_call_answered_just_before_the_kill_still_ends_through_the_survivor() {
     let _serial = serial();
     let t0 = Instant::now();
-    let Some(mut pair) = Pair::start_with(TwinOptions::default().mode(Mode::Hot)) else {
+    let Some(mut pair) = Pair::start_with(hot()) else {
         return;
     };
-    let first = held_calls(&pair.lab, common::twin::PHONE_PORT, 10, 50, 10_000).start();
+    let first = held_reinvite_calls(&pair.lab, common::twin::PHONE_PORT, 10, 50, 10_000).start();
     wait_answered(&first, 10);
     let standby = wait_standby_holds(&pair, 1, 10, 0);
     eprintln!("twin hot: node-b holds the first 10 calls: {standby}");
 
     hold_back_replication(&pair.lab.nodes[0]);
-    let second = held_calls(&pair.lab, PHONE_PORT_2, 20, 200, 6_000).start();
+    let second = held_reinvite_calls(&pair.lab, PHONE_PORT_2, 20, 200, 6_000).start();
     let up_second = wait_answered(&second, 20);
     let up_first = answered(&first);
     // node-a holds all 30; what node-b holds at the kill is what reached it.
@@ -353,6 +377,18 @@ fn a_call_answered_just_before_the_kill_still_ends_through_the_survivor() {
     let first = first.wait();
     first.assert_all_succeeded(10);
     second.assert_all_succeeded(20);
+    assert_eq!(first.logged("reinvite-answered").len(), 10);
+    assert_eq!(second.logged("reinvite-answered").len(), 20);
+    // SPEC §7: the node learns a dialog it has no record of from an in-dialog request's signed
+    // route (from the re-INVITE: a BYE ends the dialog, so it teaches nothing).
+    let learnt = pair.nodes[1].stat("sip.dialogs_learnt");
+    eprintln!("twin hot: node-b learnt {learnt} dialogs from their signed routes");
+    assert!(
+        learnt >= unknown.len() as u64,
+        "node-b passed the re-INVITEs of {} calls it had no record of but learnt {learnt} \
+         dialogs",
+        unknown.len()
+    );
     eprintln!(
         "twin hot: a_call_answered_just_before_the_kill: {} calls unknown to node-b ended \
          through it; {:?}",
@@ -423,7 +459,7 @@ fn wait_byes(run: &SippRun, n: usize) {
 fn switchover_under_load_loses_nothing_and_switches_back() {
     let _serial = serial();
     let t0 = Instant::now();
-    let Some(mut pair) = Pair::start_with(TwinOptions::default().mode(Mode::Hot)) else {
+    let Some(mut pair) = Pair::start_with(hot()) else {
         return;
     };
     const CALLS: u32 = 500;
@@ -468,10 +504,7 @@ fn a_restarted_node_comes_back_standby_and_syncs() {
     let _serial = serial();
     let t0 = Instant::now();
     // node-a alone first: node-b joins an active twin and syncs from it before node-a's kill.
-    let options = TwinOptions::default()
-        .mode(Mode::Hot)
-        .preempt(false)
-        .a_first();
+    let options = hot().preempt(false).a_first();
     let Some(mut pair) = Pair::start_with(options) else {
         return;
     };
@@ -511,7 +544,7 @@ fn a_restarted_node_comes_back_standby_and_syncs() {
 fn a_restarted_node_with_preempt_takes_the_addresses_back_after_syncing() {
     let _serial = serial();
     let t0 = Instant::now();
-    let options = TwinOptions::default().mode(Mode::Hot).preempt(true);
+    let options = hot().preempt(true);
     let Some(mut pair) = Pair::start_with(options) else {
         return;
     };
@@ -519,7 +552,7 @@ fn a_restarted_node_with_preempt_takes_the_addresses_back_after_syncing() {
     wait_active(&pair, 1, "the kill of node-a");
 
     // Calls held through node-b across node-a's return.
-    let calls = held_calls(&pair.lab, common::twin::PHONE_PORT, 20, 50, 10_000).start();
+    let calls = held_reinvite_calls(&pair.lab, common::twin::PHONE_PORT, 20, 50, 10_000).start();
     let up = wait_answered(&calls, 20);
     wait_for_seen("node-b to hold the 20 calls confirmed", PATIENCE, || {
         let c = confirmed(&pair.nodes[1]).len();
@@ -563,7 +596,11 @@ fn a_restarted_node_with_preempt_takes_the_addresses_back_after_syncing() {
 fn cold_mode_loses_calls_and_phones_register_again() {
     let _serial = serial();
     let t0 = Instant::now();
-    let Some(mut pair) = Pair::start_with(TwinOptions::default().mode(Mode::Cold)) else {
+    let Some(mut pair) = Pair::start_with(
+        TwinOptions::default()
+            .mode(Mode::Cold)
+            .core_scenario("uas_answer_reinvite.xml"),
+    ) else {
         return;
     };
     register_phones(&pair.lab).assert_all_succeeded(PHONES);

@@ -55,6 +55,8 @@ pub struct TwinOptions {
     /// Start node-a alone (it takes the addresses after the detection time, hearing no twin),
     /// then node-b, instead of both at once (an election).
     pub a_first: bool,
+    /// The core's scenario instead of uas_answer.xml (e.g. uas_answer_reinvite.xml).
+    pub core_scenario: Option<&'static str>,
 }
 
 impl TwinOptions {
@@ -70,6 +72,11 @@ impl TwinOptions {
 
     pub fn a_first(mut self) -> Self {
         self.a_first = true;
+        self
+    }
+
+    pub fn core_scenario(mut self, scenario: &'static str) -> Self {
+        self.core_scenario = Some(scenario);
         self
     }
 }
@@ -127,7 +134,12 @@ pub fn node_toml_with(dir: &Path, i: usize, twin: Option<&Path>, options: &TwinO
 /// The core: SIPp answering calls, REGISTERs (as the registrar, logging each as `register`) and
 /// sbcd's OPTIONS probes at 198.51.100.20:5070.
 pub fn core_uas(lab: &TwinLab) -> SippRun {
-    Sipp::uas("uas_answer.xml")
+    core_uas_with(lab, "uas_answer.xml")
+}
+
+/// The core's UAS running `scenario`, as [`core_uas`].
+pub fn core_uas_with(lab: &TwinLab, scenario: &str) -> SippRun {
+    Sipp::uas(scenario)
         .in_netns(&lab.core, CORE_IP)
         .on_port(UAS_PORT)
         .time_limit(Duration::from_secs(300))
@@ -221,7 +233,7 @@ impl Pair {
     /// takes the addresses (no twin heard for the detection time), then node-b joins it.
     pub fn start_with(options: TwinOptions) -> Option<Pair> {
         let lab = TwinLab::new()?;
-        let core = core_uas(&lab);
+        let core = core_uas_with(&lab, options.core_scenario.unwrap_or("uas_answer.xml"));
         let mut key = [0u8; 32];
         getrandom::getrandom(&mut key).expect("32 random bytes for the twin key");
         let start_node = |i: usize, ns: &str| {
