@@ -480,6 +480,13 @@ impl Node {
                                     t.set_ready(false, now);
                                 }
                             }
+                            if to == twin::Role::Standby {
+                                // Whatever the active wrote while this node was active too was
+                                // not applied: a new connection brings a new snapshot.
+                                if let Some(s) = &mut r.session {
+                                    s.close(replica::CloseReason::Local);
+                                }
+                            }
                         }
                     }
                 }
