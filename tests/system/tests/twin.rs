@@ -51,11 +51,15 @@ const CORE_SERVICE: &str = "198.51.100.10:5062";
 const CORE_UAS_PORT: u16 = 25070;
 /// The phone's SIPp UAC on 192.0.2.1 (the namespace is the test's own: nothing else holds it).
 const PHONE_UAC_PORT: u16 = 5070;
-/// How long the held call lasts from its ACK to its BYE: the wait for node 2 to hold it, the
-/// kill and the takeover under TCG fit in it with a margin; the BYE goes after the takeover.
-const CALL_HOLD: Duration = Duration::from_secs(40);
-/// What must be left of the hold at the kill: the takeover (about 1 s under TCG) and margin.
-const HOLD_LEFT_AT_KILL: Duration = Duration::from_secs(15);
+/// How long the held call lasts from its ACK to its BYE. What it must cover: node 2 saying it
+/// holds the call (a few console questions: 0.05 s in the runs so far), the kill, the takeover
+/// (claimed 0.5-0.8 s after the kill under TCG), and margin; the BYE then goes after the claim
+/// (asserted), while the test reads the survivor's LEDs. Each second of it is a second of the
+/// test's wall time in CI.
+const CALL_HOLD: Duration = Duration::from_secs(20);
+/// What must be left of the hold at the kill (else the test fails saying the hold is too short
+/// for this machine): ten times the takeover's time under TCG.
+const HOLD_LEFT_AT_KILL: Duration = Duration::from_secs(10);
 
 fn check<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
