@@ -490,6 +490,21 @@ impl Node {
                         }
                     }
                 }
+                // A connection to a twin that is gone, or to its previous life, is ended now
+                // rather than at the session's idle timeout.
+                if let Some(s) = self.replication.as_mut().and_then(|r| r.session.as_mut()) {
+                    let stale = match event {
+                        twin::Event::TwinLost => true,
+                        twin::Event::TwinRestarted { epoch } => s
+                            .status(now)
+                            .peer_epoch
+                            .is_some_and(|e| e != epoch),
+                        _ => false,
+                    };
+                    if stale {
+                        s.close(replica::CloseReason::Local);
+                    }
+                }
                 self.events.push_back(Event::Twin(event));
             }
         }
