@@ -480,7 +480,29 @@ impl Node {
                                     t.set_ready(false, now);
                                 }
                             }
+                            if to == twin::Role::Standby {
+                                // Whatever the active wrote while this node was active too was
+                                // not applied: a new connection brings a new snapshot.
+                                if let Some(s) = &mut r.session {
+                                    s.close(replica::CloseReason::Local);
+                                }
+                            }
                         }
+                    }
+                }
+                // A connection to a twin that is gone, or to its previous life, is ended now
+                // rather than at the session's idle timeout.
+                if let Some(s) = self.replication.as_mut().and_then(|r| r.session.as_mut()) {
+                    let stale = match event {
+                        twin::Event::TwinLost => true,
+                        twin::Event::TwinRestarted { epoch } => s
+                            .status(now)
+                            .peer_epoch
+                            .is_some_and(|e| e != epoch),
+                        _ => false,
+                    };
+                    if stale {
+                        s.close(replica::CloseReason::Local);
                     }
                 }
                 self.events.push_back(Event::Twin(event));

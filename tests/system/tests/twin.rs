@@ -8,6 +8,13 @@
 //! (and one from the core side to 198.51.100.10:5062), and its LEDs turn from green blinking
 //! slowly (standby) to green steady (active).
 //!
+//! Hot standby: before the kill, a call from the lab's phone side (SIPp UAC on 192.0.2.1)
+//! through the access service address to the core (SIPp UAS on 198.51.100.1:25070, the lab's
+//! upstream) is established and held; node 2's `show twin` says `replication: synced` and its
+//! `show calls` lists the call. The call's hold outlasts the takeover: its BYE, sent to the
+//! service address after node 2 claimed it, is answered 200 through node 2 (the UAC ends with
+//! one successful call and none failed) and reaches the core's UAS.
+//!
 //! Waits end on console text, test-port lines or SIP answers, never on a fixed sleep. Timings
 //! go to `out/system-tests/twin/timings.txt`; they are reported, never asserted (TCG on a
 //! loaded machine is no measure of the box).
@@ -18,8 +25,9 @@ use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{Leds, TestPort};
+use system_tests::sipp::{sbcd_scenario, system_scenario, SippRun};
 use system_tests::*;
 
 /// TCG, two guests on a loaded 2-core machine: minutes, not seconds.
@@ -39,6 +47,19 @@ const PHONES: &str = "192.0.2.1";
 const CORE: &str = "198.51.100.1";
 /// The core service address's listener.
 const CORE_SERVICE: &str = "198.51.100.10:5062";
+/// The lab's upstream, `sip:198.51.100.1:25070` (`lab.rs` in xtask): the core's SIPp UAS.
+const CORE_UAS_PORT: u16 = 25070;
+/// The phone's SIPp UAC on 192.0.2.1 (the namespace is the test's own: nothing else holds it).
+const PHONE_UAC_PORT: u16 = 5070;
+/// How long the held call lasts from its ACK to its BYE. What it must cover: node 2 saying it
+/// holds the call (a few console questions: 0.05 s in the runs so far), the kill, the takeover
+/// (claimed 0.5-0.8 s after the kill under TCG), and margin; the BYE then goes after the claim
+/// (asserted), while the test reads the survivor's LEDs. Each second of it is a second of the
+/// test's wall time in CI.
+const CALL_HOLD: Duration = Duration::from_secs(20);
+/// What must be left of the hold at the kill (else the test fails saying the hold is too short
+/// for this machine): ten times the takeover's time under TCG.
+const HOLD_LEFT_AT_KILL: Duration = Duration::from_secs(10);
 
 fn check<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
@@ -66,6 +87,36 @@ impl Node {
         self.guest.type_line(line);
         check(self.guest.wait_for(line, ANSWER_TIMEOUT));
         check(self.guest.wait_for(&self.prompt, ANSWER_TIMEOUT))
+    }
+
+    /// Waits until `show upstreams` has the upstream in rotation (the core's UAS answers the
+    /// probes).
+    fn wait_upstream(&mut self, timeout: Duration) -> String {
+        let started = Instant::now();
+        loop {
+            let answer = self.command("show upstreams");
+            if answer.contains("in-rotation") {
+                return answer;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "node {}: the upstream never came into rotation within {timeout:?}:\n{answer}",
+                self.name
+            );
+            // Between two questions to a console that answered: no event to wait on.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// What the console shows of the twin and the calls, for a failure's evidence.
+    fn evidence(&mut self) -> String {
+        let twin = self.command("show twin");
+        let calls = self.command("show calls");
+        let log = self.command("show log 80");
+        format!(
+            "node {} (console):\n--- show twin\n{twin}\n--- show calls\n{calls}\n--- show log 80\n{log}",
+            self.name
+        )
     }
 
     /// Asks `show twin` until `done` holds for its answer; returns the answer.
@@ -238,6 +289,13 @@ fn led_readings(
     seen
 }
 
+/// Unix time in seconds, as SIPp's `gettimeofday` logs it.
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
 fn find_text(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -256,6 +314,10 @@ fn twin_takeover_in_qemu() {
             "root (a network namespace with bridges and taps)",
         ),
         (have("ip"), "ip (iproute2)"),
+        (
+            have("sipp"),
+            "sipp (the Debian package sip-tester; `cargo xtask test` installs it)",
+        ),
         (
             std::path::Path::new("/dev/net/tun").exists(),
             "/dev/net/tun",
@@ -309,6 +371,20 @@ fn twin_takeover_in_qemu() {
         "cargo xtask qemu --twin --print-command failed:\n{}",
         String::from_utf8_lossy(&printed.stderr)
     );
+    // The core: SIPp answering calls and the upstream probes, from before the nodes start (its
+    // first probe is answered). Declared after the lab: stopped before the namespace goes.
+    let mut core_uas = SippRun::start_in_netns(
+        "the core's SIPp UAS",
+        &netns,
+        CORE,
+        CORE_UAS_PORT,
+        &dir.join("sipp-core-uas"),
+        &[
+            "-sf".into(),
+            sbcd_scenario("uas_answer.xml").display().to_string(),
+        ],
+    );
+    check(core_uas.wait_bound(ANSWER_TIMEOUT));
     let text = String::from_utf8_lossy(&printed.stdout).into_owned();
     let mut sections: Vec<(String, String)> = Vec::new();
     for line in text.lines() {
@@ -415,12 +491,93 @@ fn twin_takeover_in_qemu() {
         nodes[1].port.tail()
     );
 
+    // A call from the phones through the access service address to the core, held across
+    // the active's death.
+    let upstreams = nodes[0].wait_upstream(SETTLE_TIMEOUT);
+    eprintln!("node a, show upstreams:\n{upstreams}");
+    let placed = SystemTime::now();
+    let mut uac = SippRun::start_in_netns(
+        "the phone's SIPp UAC",
+        &netns,
+        PHONES,
+        PHONE_UAC_PORT,
+        &dir.join("sipp-phone-uac"),
+        &[
+            ACCESS_SERVICE.into(),
+            "-sf".into(),
+            system_scenario("uac_call_held.xml").display().to_string(),
+            "-s".into(),
+            "core-user".into(),
+            "-key".into(),
+            "caller".into(),
+            "twin-phone".into(),
+            "-m".into(),
+            "1".into(),
+            "-d".into(),
+            CALL_HOLD.as_millis().to_string(),
+            "-timeout".into(),
+            format!("{}s", (CALL_HOLD + TAKEOVER_TIMEOUT).as_secs()),
+            "-timeout_error".into(),
+        ],
+    );
+    if let Err(e) = uac.wait_logged("established", ANSWER_TIMEOUT) {
+        let evidence = nodes[0].evidence();
+        panic!(
+            "the call through the active was not established: {e}\n\n{}\n\n{evidence}",
+            core_uas.details()
+        );
+    }
+    let established = Instant::now();
+    let established_unix = uac
+        .logged_unix_secs("established")
+        .unwrap_or_else(|| panic!("the UAC's established line has no time\n{}", uac.details()));
+    note(
+        "call placed to established (SIPp's clock)",
+        Duration::from_secs_f64((established_unix - unix_secs(placed)).max(0.0)),
+    );
+    let calls_a = nodes[0].command("show calls");
+    assert!(
+        calls_a.contains("1 active call(s)") && calls_a.contains("confirmed"),
+        "the active does not list the established call:\n{calls_a}"
+    );
+    // The standby holds it: in sync, and the call in its own table.
+    let (twin_b, calls_b) = loop {
+        let twin = nodes[1].command("show twin");
+        let calls = nodes[1].command("show calls");
+        if twin.contains("replication: synced") && calls.contains("1 active call(s)") {
+            break (twin, calls);
+        }
+        if established.elapsed() > SETTLE_TIMEOUT {
+            let evidence = nodes[1].evidence();
+            panic!(
+                "node b never said synced with the call within {SETTLE_TIMEOUT:?}; last:\n\
+                 {twin}\n{calls}\n\n{evidence}"
+            );
+        }
+        // Between two questions to a console that answered: no event to wait on.
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    note(
+        "call established to node b synced with the call (show twin, show calls)",
+        established.elapsed(),
+    );
+    eprintln!("node a, show calls:\n{calls_a}\nnode b, show twin:\n{twin_b}\nnode b, show calls:\n{calls_b}");
+    let left = CALL_HOLD.saturating_sub(established.elapsed());
+    assert!(
+        left >= HOLD_LEFT_AT_KILL,
+        "the call's hold ({CALL_HOLD:?}) leaves {left:?} before its BYE, less than \
+         {HOLD_LEFT_AT_KILL:?}: the BYE might go before the takeover (this machine is slower \
+         than the hold was chosen for)"
+    );
+
     // Node a dies: its QEMU is killed; the phone keeps asking from that moment.
     let mut a = nodes.remove(0);
     let b = &mut nodes[0];
     let pid = qemu_pid(a.guest.id());
     let mark = b.guest.transcript.len();
     let killed = Instant::now();
+    let killed_unix = unix_secs(SystemTime::now());
+    note("call established to the kill", established.elapsed());
     let status = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -492,6 +649,56 @@ fn twin_takeover_in_qemu() {
         b.port.tail()
     );
     note("kill to green steady read back", killed.elapsed());
+
+    // The held call ends after the takeover: its BYE to the service address is answered 200
+    // through node b, and the core's UAS receives it.
+    let ended = uac.wait_exit(CALL_HOLD + TAKEOVER_TIMEOUT);
+    let (ok, failed) = (uac.count("SuccessfulCall"), uac.count("FailedCall"));
+    if !matches!(&ended, Ok(s) if s.success()) || ok != 1 || failed != 0 {
+        let evidence = b.evidence();
+        panic!(
+            "the held call did not end well through the survivor: {ended:?}, {ok} successful, \
+             {failed} failed\n{}\n\n{}\n\n{evidence}",
+            uac.details(),
+            core_uas.details()
+        );
+    }
+    let bye_sent = uac.logged_unix_secs("bye-sent");
+    let bye_answered = uac.logged_unix_secs("bye-answered");
+    let (Some(bye_sent), Some(bye_answered)) = (bye_sent, bye_answered) else {
+        panic!("the UAC logged no BYE sent and answered\n{}", uac.details());
+    };
+    let claimed_unix = killed_unix + claimed_at.as_secs_f64();
+    assert!(
+        bye_sent > claimed_unix,
+        "the BYE went {:.2} s after the kill, before the survivor's claim ({:.2} s): the call \
+         was not held across the takeover",
+        bye_sent - killed_unix,
+        claimed_at.as_secs_f64()
+    );
+    if let Err(e) = core_uas.wait_logged("bye-reason", ANSWER_TIMEOUT) {
+        let evidence = b.evidence();
+        panic!("the core's UAS never received the BYE: {e}\n\n{evidence}");
+    }
+    let byes = core_uas.received_requests("BYE");
+    assert!(
+        byes >= 1,
+        "the core's UAS logged the BYE but its trace has none\n{}",
+        core_uas.details()
+    );
+    let after = b.command("show calls");
+    eprintln!("the held call: BYE answered 200 through node b; node b, show calls:\n{after}");
+    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+    note(
+        "kill to the UAC's BYE sent (end of the hold)",
+        secs(bye_sent - killed_unix),
+    );
+    note(
+        "kill to the BYE answered 200 through node b",
+        secs(bye_answered - killed_unix),
+    );
+    note("BYE sent to answered", secs(bye_answered - bye_sent));
+    core_uas.stop();
 
     b.guest.type_line("exit");
     note("whole test", test_started.elapsed());

@@ -163,6 +163,19 @@ impl Pair {
         let target = self.now() + d;
         loop {
             self.exchange();
+            if self.stream
+                && !self.dead.iter().any(|d| *d)
+                && !self.labs.iter().all(|l| l.node.stream_open())
+            {
+                // A session ended: the shell drops the connection and node 2 connects again
+                // (after a pause in the daemon; at the next step here).
+                let now = self.now();
+                for lab in &mut self.labs {
+                    lab.node.handle_stream_closed(now);
+                }
+                self.connect();
+                self.exchange();
+            }
             let next = (0..2)
                 .filter(|i| !self.dead[*i])
                 .filter_map(|i| self.labs[i].node.poll_timeout())
