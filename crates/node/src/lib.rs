@@ -495,10 +495,9 @@ impl Node {
                 if let Some(s) = self.replication.as_mut().and_then(|r| r.session.as_mut()) {
                     let stale = match event {
                         twin::Event::TwinLost => true,
-                        twin::Event::TwinRestarted { epoch } => s
-                            .status(now)
-                            .peer_epoch
-                            .is_some_and(|e| e != epoch),
+                        twin::Event::TwinRestarted { epoch } => {
+                            s.status(now).peer_epoch.is_some_and(|e| e != epoch)
+                        }
                         _ => false,
                     };
                     if stale {

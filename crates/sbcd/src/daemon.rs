@@ -204,14 +204,18 @@ async fn serve(
     let (twin_machine, twin_link) = match twin {
         Some(setup) => {
             let (actions, found) = twin_link::spawn_actions(setup.devices.clone());
-            // The pair signs and verifies its Record-Route entries with one key (SPEC §7: the
+            // A hot pair signs and verifies its Record-Route entries with one key (SPEC §7: the
             // survivor passes what its twin signed) and starts its branches alike (each
-            // recognises the other's Via on a response that arrives after a handover).
-            keys.route = replica::derive(&setup.key, "route key");
-            branch_scope = Some(format!(
-                "twin-{:02x}{:02x}{:02x}",
-                keys.route[0], keys.route[1], keys.route[2]
-            ));
+            // recognises the other's Via on a response that arrives after a handover). A cold
+            // pair shares neither: its calls in progress are lost at a takeover, as SPEC §7
+            // says, and each node keeps the route key of its own data partition.
+            if setup.mode == replica::Mode::Hot {
+                keys.route = replica::derive(&setup.key, "route key");
+                branch_scope = Some(format!(
+                    "twin-{:02x}{:02x}{:02x}",
+                    keys.route[0], keys.route[1], keys.route[2]
+                ));
+            }
             let node_id = setup.config.node_id.0;
             let replication = sip_core::Replication {
                 mode: setup.mode,

@@ -25,7 +25,8 @@ const ANNOUNCE_SCHEDULE: [Duration; 4] = [
 /// timers in tens of ms takes well under this; a shell that lost the probe must not leave the
 /// node probing forever.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The first wait after a probe conflict; it doubles up to [`MAX_RETRY_BACKOFF`].
+/// The first wait after a probe conflict when the twin is silent; it doubles up to
+/// [`MAX_RETRY_BACKOFF`]. (A twin that is alive and giving way is retried after one interval.)
 const FIRST_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(8);
 
@@ -829,7 +830,16 @@ impl Twin {
                     twin_last_heard: self.peer.as_ref().map(|p| p.heard_at),
                     probe_started: now,
                     probes: 1,
-                    backoff: FIRST_RETRY_BACKOFF,
+                    // A twin that is alive and giving way (an election after a release, or
+                    // preemption) removes its addresses a moment after it says so: a conflict
+                    // then is that moment, and the retry comes after one interval. A conflict
+                    // after a silent twin is someone else, and waits longer.
+                    backoff: match cause {
+                        TakeoverCause::TwinSilent => FIRST_RETRY_BACKOFF,
+                        TakeoverCause::Election | TakeoverCause::Preempt => {
+                            self.config.interval.min(FIRST_RETRY_BACKOFF)
+                        }
+                    },
                 }
             }
         };

@@ -67,6 +67,8 @@ pub struct Node {
     probes: VecDeque<(Instant, Vec<IpAddr>)>,
     /// Leave probes unanswered (a broken shell).
     pub ignore_probes: bool,
+    /// Releases the shell has not carried out yet (see [`Pair::release_delay`]).
+    releasing: Vec<(Instant, Vec<IpAddr>)>,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,9 @@ pub struct Pair {
     pub strangers: BTreeSet<IpAddr>,
     pub lan_connected: bool,
     pub probe_time: Duration,
+    /// How long the shell takes to remove released addresses (netlink runs beside the machine,
+    /// so a node says it stands down a moment before its addresses are gone).
+    pub release_delay: Duration,
     in_flight: Vec<InFlight>,
     rng: u64,
     clean_since: [Option<Instant>; 2],
@@ -108,6 +113,7 @@ impl Node {
             record: false,
             probes: VecDeque::new(),
             ignore_probes: false,
+            releasing: Vec::new(),
         }
     }
 
@@ -150,6 +156,7 @@ impl Pair {
             strangers: BTreeSet::new(),
             lan_connected: true,
             probe_time: Duration::from_millis(30),
+            release_delay: Duration::ZERO,
             in_flight: Vec::new(),
             rng: 0x5eed,
             clean_since: [Some(start); 2],
@@ -327,8 +334,13 @@ impl Pair {
                 }
                 AddressAction::Claim(addrs) => node.holds.extend(addrs.iter().copied()),
                 AddressAction::Release(addrs) => {
-                    for a in addrs {
-                        node.holds.remove(a);
+                    if self.release_delay.is_zero() {
+                        for a in addrs {
+                            node.holds.remove(a);
+                        }
+                    } else {
+                        node.releasing
+                            .push((now + self.release_delay, addrs.clone()));
                     }
                 }
                 AddressAction::Announce(_) => {}
@@ -347,6 +359,7 @@ impl Pair {
         for node in self.nodes.iter().filter(|n| n.running) {
             due.extend(node.twin.poll_timeout());
             due.extend(node.probes.front().map(|(at, _)| *at));
+            due.extend(node.releasing.iter().map(|(at, _)| *at));
         }
         due.into_iter().min()
     }
@@ -366,6 +379,16 @@ impl Pair {
                 }
             } else {
                 i += 1;
+            }
+        }
+        for node in &mut self.nodes {
+            let (done, pending): (Vec<_>, Vec<_>) =
+                node.releasing.drain(..).partition(|(at, _)| *at <= now);
+            node.releasing = pending;
+            for (_, addrs) in done {
+                for a in addrs {
+                    node.holds.remove(&a);
+                }
             }
         }
         for side in 0..2 {

@@ -681,6 +681,42 @@ fn announcements_repeat_then_again_after_a_second() {
 }
 
 #[test]
+fn a_released_address_still_up_at_the_twins_probe_is_retried_after_one_interval() {
+    let mut pair = Pair::default_pair();
+    // The shell removes released addresses 40 ms after the machine says so: longer than the
+    // keep-alive's trip and the twin's probe start.
+    pair.release_delay = Duration::from_millis(40);
+    pair.drive_for(Duration::from_secs(1));
+    assert!(pair.nodes[NODE1].is_active());
+    let released_at = pair.now;
+    assert_eq!(
+        pair.nodes[NODE1].twin.handle_release_request(released_at),
+        Ok(())
+    );
+    pair.flush(NODE1);
+    pair.drive_for(Duration::from_secs(2));
+    assert!(pair.nodes[NODE2].is_active());
+    let node2 = &pair.nodes[NODE2];
+    assert!(
+        node2.count(|e| matches!(e, Event::ProbeConflict(_))) >= 1,
+        "the probe met the address still up"
+    );
+    let (claimed_at, _) = node2
+        .actions
+        .iter()
+        .find(|(_, a)| matches!(a, AddressAction::Claim(_)))
+        .cloned()
+        .unwrap();
+    // One interval (100 ms) and a probe, not the second a silent twin's conflict waits.
+    assert!(
+        claimed_at - released_at < Duration::from_millis(300),
+        "{:?}",
+        claimed_at - released_at
+    );
+    assert!(pair.exactly_one_owner());
+}
+
+#[test]
 fn a_release_in_the_middle_stops_the_announcements() {
     let mut pair = Pair::default_pair();
     pair.drive_for(Duration::from_millis(40)); // node 1 claimed at 31 ms
