@@ -660,3 +660,119 @@ fn cold_mode_loses_calls_and_phones_register_again() {
         calls.details()
     );
 }
+
+// ---- `cargo xtask bench twin` ------------------------------------------------------------
+
+/// Milliseconds of CPU (user + system) sbcd process `pid` has used, from /proc.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name's closing parenthesis: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    // USER_HZ is 100 on Linux.
+    ticks * 10.0
+}
+
+/// CPU per second of wall time of both nodes over `window`.
+fn cpu_rate(pair: &Pair, window: Duration) -> [f64; 2] {
+    let pids = [pair.nodes[0].pid(), pair.nodes[1].pid()];
+    let before = pids.map(cpu_ms);
+    let t0 = Instant::now();
+    // What is measured is the time passing: this wait is the measurement window itself.
+    std::thread::sleep(window);
+    let secs = t0.elapsed().as_secs_f64();
+    let after = pids.map(cpu_ms);
+    [0, 1].map(|i| (after[i] - before[i]) / secs)
+}
+
+/// SPEC §7's promise under load: calls through the pair while the active is killed again and
+/// again (the killed node restarted each time and synced before the next kill); every failed
+/// call is a call the pair lost. Also the CPU each sbcd uses idle (keep-alives only) and busy
+/// (active and standby under the load). `TWIN_BENCH_HOT_KILLS` kills (default 20),
+/// `TWIN_BENCH_HOT_RATE` calls/s (default 20), each held 2 s.
+#[test]
+#[ignore = "a benchmark: cargo xtask bench twin"]
+fn bench_twin_hot_kills_under_load() {
+    let _serial = serial();
+    let kills = std::env::var("TWIN_BENCH_HOT_KILLS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(20);
+    let rate = std::env::var("TWIN_BENCH_HOT_RATE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(20);
+    let Some(mut pair) = Pair::start_with(hot()) else {
+        return;
+    };
+    let idle = cpu_rate(&pair, Duration::from_secs(10));
+    // Enough calls to keep the load on through every kill (about 6 s each) and some more.
+    let n = rate * (kills * 6 + 10);
+    let calls = held_calls(&pair.lab, common::twin::PHONE_PORT, n, rate, 2_000)
+        .time_limit(Duration::from_secs(u64::from(n / rate) + 120))
+        .start();
+    wait_answered(&calls, (rate * 3) as usize);
+    let busy = cpu_rate(&pair, Duration::from_secs(5));
+    let mut active = 0usize;
+    let mut takeovers = Vec::new();
+    let mut under_load = 0;
+    for k in 1..=kills {
+        let answered_before = answered(&calls).len();
+        let killed = pair.kill(active);
+        let standby = 1 - active;
+        wait_active(&pair, standby, &format!("kill {k}"));
+        takeovers.push(killed.elapsed().as_secs_f64() * 1000.0);
+        pair.restart(active, false);
+        wait_for_seen(
+            &format!("{} to be synced again after kill {k}", name(active)),
+            PATIENCE,
+            || match sync_of(&pair.nodes[active]) {
+                (Some(s), _) if s == "synced" => Ok(()),
+                (s, r) => Err(format!("{s:?} {r}")),
+            },
+        );
+        // Some calls set up on the new active, replicated to the restarted node, before the
+        // next kill.
+        wait_answered(&calls, answered_before + (rate * 2) as usize);
+        if answered(&calls).len() < n as usize {
+            under_load += 1;
+        }
+        eprintln!(
+            "bench twin hot: kill {k}/{kills} of {}: {} active after {:.0} ms",
+            name(active),
+            name(standby),
+            takeovers.last().copied().unwrap_or_default()
+        );
+        active = standby;
+    }
+    let outcome = calls.wait();
+    takeovers.sort_by(f64::total_cmp);
+    eprintln!(
+        "bench twin hot: {kills} kills of the active ({under_load} with calls still being \
+         placed), {rate} calls/s held 2 s: {} calls, {} successful, {} failed (the calls lost)",
+        n,
+        outcome.successful(),
+        outcome.failed()
+    );
+    if let (Some(min), Some(max)) = (takeovers.first(), takeovers.last()) {
+        eprintln!(
+            "bench twin hot: kill to the survivor active with the addresses: min {min:.0} / \
+             median {:.0} / max {max:.0} ms",
+            takeovers[takeovers.len() / 2]
+        );
+    }
+    eprintln!(
+        "bench twin hot: CPU idle (keep-alives, replication heartbeats): node-a {:.1} ms/s, \
+         node-b {:.1} ms/s",
+        idle[0], idle[1]
+    );
+    eprintln!(
+        "bench twin hot: CPU under {rate} calls/s: active (node-a) {:.1} ms/s, standby \
+         (node-b, applying records) {:.1} ms/s",
+        busy[0], busy[1]
+    );
+}
