@@ -908,7 +908,9 @@ fn main() {
     let busy_secs = env_u64("REPL_BENCH_BUSY_SECS", 60);
     let mut json = String::from("{\"bench\":\"twin-replication\"");
 
-    println!("hot-standby replication, two nodes in one process (release), stream bytes moved in memory");
+    println!(
+        "hot-standby replication, two nodes in one process (release), stream bytes moved in memory"
+    );
     println!("method: one thread; 'in node' = wall time inside that node's calls (= its CPU time, give or take");
     println!("        preemption); 'process CPU' = utime+stime from /proc/self/stat (10 ms ticks), which also");
     println!("        counts this bench writing and reading the phones' and the core's SIP.");
@@ -921,14 +923,32 @@ fn main() {
     let records = tp.records.max(1) as f64;
     println!("1. replication throughput: steady load on the active ({} iterations of REGISTER (new AoR) + call set up + the call from 1000 iterations before hung up)", tp.iterations);
     println!("   records applied on the standby      {:>12}", tp.records);
-    println!("   stream bytes active -> standby      {:>12}  ({:.1} B/record)", tp.bytes, tp.bytes as f64 / records);
+    println!(
+        "   stream bytes active -> standby      {:>12}  ({:.1} B/record)",
+        tp.bytes,
+        tp.bytes as f64 / records
+    );
     println!("   end to end, SIP included            {:>12.0} records/s  (wall {:.2} s; {:.0} SIP iterations/s)", records / tp.wall.as_secs_f64(), tp.wall.as_secs_f64(), tp.iterations as f64 / tp.wall.as_secs_f64());
-    println!("   active: handle_input (SIP + encode) {:>12.0} ms  (same load, no stream: {:.0} ms)", ms(tp.active.sip), ms(tp.baseline_active_sip));
-    println!("   active: stream calls (seal, acks)   {:>12.0} ms", ms(tp.active.stream));
+    println!(
+        "   active: handle_input (SIP + encode) {:>12.0} ms  (same load, no stream: {:.0} ms)",
+        ms(tp.active.sip),
+        ms(tp.baseline_active_sip)
+    );
+    println!(
+        "   active: stream calls (seal, acks)   {:>12.0} ms",
+        ms(tp.active.stream)
+    );
     println!("   active replication share            {:>12.2} us/record  (handle_input difference + stream calls)", us(active_repl) / records);
-    println!("   standby: decode+validate+apply      {:>12.2} us/record  ({:.0} ms in its stream calls)", us(standby_repl) / records, ms(standby_repl));
+    println!(
+        "   standby: decode+validate+apply      {:>12.2} us/record  ({:.0} ms in its stream calls)",
+        us(standby_repl) / records,
+        ms(standby_repl)
+    );
     println!("   replication alone                   {:>12.0} records/s  (records / (active share + standby))", records / (active_repl + standby_repl).as_secs_f64());
-    println!("   refused records {}, SIP failures {}", tp.rejected, tp.failures);
+    println!(
+        "   refused records {}, SIP failures {}",
+        tp.rejected, tp.failures
+    );
     println!();
     let _ = write!(
         json,
@@ -949,8 +969,23 @@ fn main() {
         ",\"fill\":{{\"bindings\":{},\"dialogs\":{},\"setup_s\":{:.1},\"failures\":{},\"rss_before_mib\":{},\"rss_filled_mib\":{},\"hwm_at_start_mib\":{}}},\"sync\":[",
         f.bindings, f.dialogs, f.setup.as_secs_f64(), f.failures, rss0 / 1024, rss_filled / 1024, hwm_start / 1024
     );
-    println!("   {:<10} {:>9} {:>10} {:>8} {:>10} {:>11} {:>11} {:>12} {:>11} {:>14}", "rtt", "records", "MiB A->B", "B/rec", "wall ms", "active ms", "standby ms", "simulated ms", "rec/s wall", "peak RSS MiB");
-    for (n, rtt) in [Duration::ZERO, Duration::from_millis(1)].into_iter().enumerate() {
+    println!(
+        "   {:<10} {:>9} {:>10} {:>8} {:>10} {:>11} {:>11} {:>12} {:>11} {:>14}",
+        "rtt",
+        "records",
+        "MiB A->B",
+        "B/rec",
+        "wall ms",
+        "active ms",
+        "standby ms",
+        "simulated ms",
+        "rec/s wall",
+        "peak RSS MiB"
+    );
+    for (n, rtt) in [Duration::ZERO, Duration::from_millis(1)]
+        .into_iter()
+        .enumerate()
+    {
         let s = sync_once(&mut pair, rtt);
         let r = s.records.max(1) as f64;
         println!(
@@ -964,7 +999,11 @@ fn main() {
             ms(s.standby.total()),
             ms(s.simulated),
             r / s.wall.as_secs_f64(),
-            format!("{}{}", s.hwm_after_kib / 1024, if s.peak_reset { "" } else { "*" }),
+            format!(
+                "{}{}",
+                s.hwm_after_kib / 1024,
+                if s.peak_reset { "" } else { "*" }
+            ),
         );
         println!(
             "   {:<10} standby then holds {} bindings, {} confirmed calls; {} refused; acks B->A {} bytes; RSS before {} MiB",
@@ -986,13 +1025,19 @@ fn main() {
 
     // 3.
     println!("3. CPU per simulated second of a connected, synced pair (process CPU / simulated s; in-node time / simulated s)");
-    println!("   {:<24} {:>10} {:>13} {:>13} {:>13} {:>12} {:>10} {:>9}", "load", "sim s", "process us/s", "active us/s", "standby us/s", "records/s", "bytes/s", "wall s");
+    println!(
+        "   {:<24} {:>10} {:>13} {:>13} {:>13} {:>12} {:>10} {:>9}",
+        "load",
+        "sim s",
+        "process us/s",
+        "active us/s",
+        "standby us/s",
+        "records/s",
+        "bytes/s",
+        "wall s"
+    );
     json.push_str(",\"cpu\":[");
-    let runs = [
-        (0, idle_secs),
-        (50, busy_secs),
-        (200, busy_secs),
-    ];
+    let runs = [(0, idle_secs), (50, busy_secs), (200, busy_secs)];
     for (n, (rate, secs)) in runs.into_iter().enumerate() {
         let c = cpu_run(rate, secs, Duration::from_secs(30));
         let sim = c.simulated.as_secs_f64().max(1e-9);
