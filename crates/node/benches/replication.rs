@@ -16,16 +16,18 @@
 //! (20000), `REPL_BENCH_ITERATIONS` (throughput iterations, 20000), `REPL_BENCH_IDLE_SECS`
 //! (simulated idle seconds, 86400), `REPL_BENCH_BUSY_SECS` (simulated busy seconds, 60).
 //!
-//! Method: the bench runs on one thread, so the wall time spent inside a node's calls
-//! (measured with `Instant` around every `Node` call) is that node's CPU time, give or take
-//! preemption; process CPU (utime + stime from `/proc/self/stat`, 10 ms ticks) also counts the
-//! bench's own work (writing and reading the phones' and the core's SIP).
+//! Method: the bench runs on one thread; each node's CPU time is the thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`) read around every call into that node (a few hundred ns of the
+//! clock's own cost per call included), so a busy machine does not inflate it; process CPU
+//! (getrusage) also counts the bench's own work (writing and reading the phones' and the
+//! core's SIP). Wall times are real time and do suffer from a busy machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use node::replication::{Event as ReplicationEvent, Mode};
@@ -60,17 +62,22 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 // ---------------------------------------------------------------- process measurements
 
-/// utime + stime of this process (from `/proc/self/stat`, in clock ticks of 10 ms).
+/// utime + stime of this process (getrusage).
 fn process_cpu() -> Duration {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
-    };
-    // The command name may hold spaces: the fields after it start past the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let ticks = |n: usize| -> u64 { fields.get(n - 3).and_then(|v| v.parse().ok()).unwrap_or(0) };
-    Duration::from_millis((ticks(14) + ticks(15)) * 10)
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
+        let d = |t: nix::sys::time::TimeVal| {
+            Duration::from_secs(t.tv_sec().max(0) as u64)
+                + Duration::from_micros(t.tv_usec().max(0) as u64)
+        };
+        d(u.user_time()) + d(u.system_time())
+    })
+}
+
+/// This thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
 }
 
 /// A field of `/proc/self/status` in KiB (VmHWM, VmRSS).
@@ -171,11 +178,46 @@ impl Busy {
     }
 }
 
+/// What one empty [`timed`] call adds to the measured time (ns), and to the process's CPU.
+static OVERHEAD_IN_NS: AtomicU64 = AtomicU64::new(0);
+static OVERHEAD_CALL_NS: AtomicU64 = AtomicU64::new(0);
+/// How many [`timed`] calls were made.
+static TIMED_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs `f`, adding the thread CPU time it took to `acc`, less the clock's own cost.
 fn timed<R>(acc: &mut Duration, f: impl FnOnce() -> R) -> R {
-    let t = Instant::now();
+    TIMED_CALLS.fetch_add(1, Ordering::Relaxed);
+    let t = thread_cpu();
     let r = f();
-    *acc += t.elapsed();
+    let took = thread_cpu().saturating_sub(t);
+    *acc += took.saturating_sub(Duration::from_nanos(OVERHEAD_IN_NS.load(Ordering::Relaxed)));
     r
+}
+
+/// Measures what [`timed`] costs around nothing (the clock is a system call).
+fn calibrate() -> (Duration, Duration) {
+    const N: u32 = 200_000;
+    let mut inside = Duration::ZERO;
+    let t = thread_cpu();
+    for _ in 0..N {
+        timed(&mut inside, || std::hint::black_box(()));
+    }
+    let call = thread_cpu().saturating_sub(t) / N;
+    let inside = inside / N;
+    OVERHEAD_IN_NS.store(inside.as_nanos() as u64, Ordering::Relaxed);
+    OVERHEAD_CALL_NS.store(call.as_nanos() as u64, Ordering::Relaxed);
+    (inside, call)
+}
+
+/// Process CPU since `(cpu0, calls0)`, less what the [`timed`] calls made since cost.
+fn process_cpu_since(cpu0: Duration, calls0: u64) -> Duration {
+    let calls = TIMED_CALLS.load(Ordering::Relaxed) - calls0;
+    let clock = Duration::from_nanos(calls * OVERHEAD_CALL_NS.load(Ordering::Relaxed));
+    process_cpu().saturating_sub(cpu0).saturating_sub(clock)
+}
+
+fn process_mark() -> (Duration, u64) {
+    (process_cpu(), TIMED_CALLS.load(Ordering::Relaxed))
 }
 
 struct Side {
@@ -616,6 +658,7 @@ impl Pair {
 // ---------------------------------------------------------------- 1. throughput
 
 struct Throughput {
+    process: Duration,
     iterations: u64,
     records: u64,
     bytes: u64,
@@ -670,10 +713,13 @@ fn throughput(iterations: u64) -> Throughput {
     pair.advance(Duration::from_millis(100));
     let (a0, b0) = (pair.sides[0].busy, pair.sides[1].busy);
     let (applied0, bytes0) = (pair.applied(1), pair.bytes[0]);
+    let (cpu0, calls0) = process_mark();
     let t = Instant::now();
     let failures = steady_load(&mut pair, iterations);
     let wall = t.elapsed();
+    let process = process_cpu_since(cpu0, calls0);
     Throughput {
+        process,
         iterations,
         records: pair.applied(1) - applied0,
         bytes: pair.bytes[0] - bytes0,
@@ -866,11 +912,11 @@ fn cpu_run(rate: u64, secs: u64, hold: Duration) -> CpuRun {
         pair.position(0),
     );
     let sim0 = pair.now;
-    let cpu0 = process_cpu();
+    let (cpu0, calls0) = process_mark();
     let t = Instant::now();
     run(&mut pair, Duration::from_secs(secs), &mut failures);
     let wall = t.elapsed();
-    let process = process_cpu().saturating_sub(cpu0);
+    let process = process_cpu_since(cpu0, calls0);
     CpuRun {
         label: if rate == 0 {
             "idle (keep-alives only)".into()
@@ -911,12 +957,48 @@ fn main() {
     println!(
         "hot-standby replication, two nodes in one process (release), stream bytes moved in memory"
     );
-    println!("method: one thread; 'in node' = wall time inside that node's calls (= its CPU time, give or take");
-    println!("        preemption); 'process CPU' = utime+stime from /proc/self/stat (10 ms ticks), which also");
-    println!("        counts this bench writing and reading the phones' and the core's SIP.");
-    println!();
+    println!(
+        "method: one thread; a node's time ('active', 'standby', 'ms', 'us') = thread CPU time"
+    );
+    println!("        (CLOCK_THREAD_CPUTIME_ID) summed around every call into that node; 'process CPU' =");
+    println!("        getrusage utime+stime, which also counts this bench writing and reading the phones'");
+    println!("        and the core's SIP; 'wall' = real time (inflated when the machine is busy).");
 
-    // 1.
+    let (inside, call) = calibrate();
+    println!(
+        "        the clock costs {} ns per timed call ({} ns of it inside the measured span): taken off every",
+        call.as_nanos(),
+        inside.as_nanos()
+    );
+    println!("        node time and off process CPU.");
+    println!();
+    let _ = write!(
+        json,
+        ",\"clock_ns_per_call\":{},\"clock_ns_inside\":{}",
+        call.as_nanos(),
+        inside.as_nanos()
+    );
+    let parts = std::env::var("REPL_BENCH_PARTS").unwrap_or_else(|_| "123".into());
+    if parts.contains('1') {
+        part_throughput(&mut json, iterations);
+    }
+    if parts.contains('2') {
+        part_sync(&mut json, bindings, dialogs);
+    }
+    if parts.contains('3') {
+        part_cpu(&mut json, idle_secs, busy_secs);
+    }
+    json.push('}');
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/bench");
+    let path = dir.join("twin-replication.json");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, format!("{json}\n"))) {
+        Ok(()) => println!("\nwrote {}", path.display()),
+        Err(e) => println!("\ncould not write {}: {e}", path.display()),
+    }
+}
+
+fn part_throughput(json: &mut String, iterations: u64) {
     let tp = throughput(iterations);
     let active_repl = tp.active.sip.saturating_sub(tp.baseline_active_sip) + tp.active.stream;
     let standby_repl = tp.standby.stream;
@@ -929,6 +1011,11 @@ fn main() {
         tp.bytes as f64 / records
     );
     println!("   end to end, SIP included            {:>12.0} records/s  (wall {:.2} s; {:.0} SIP iterations/s)", records / tp.wall.as_secs_f64(), tp.wall.as_secs_f64(), tp.iterations as f64 / tp.wall.as_secs_f64());
+    println!(
+        "   end to end, by process CPU          {:>12.0} records/s  (process CPU {:.2} s, phones and core included)",
+        records / tp.process.as_secs_f64(),
+        tp.process.as_secs_f64()
+    );
     println!(
         "   active: handle_input (SIP + encode) {:>12.0} ms  (same load, no stream: {:.0} ms)",
         ms(tp.active.sip),
@@ -951,12 +1038,13 @@ fn main() {
     );
     println!();
     let _ = write!(
-        json,
-        ",\"throughput\":{{\"iterations\":{},\"records\":{},\"bytes\":{},\"bytes_per_record\":{:.1},\"end_to_end_records_per_s\":{:.0},\"wall_s\":{:.3},\"active_handle_input_ms\":{:.1},\"active_handle_input_no_stream_ms\":{:.1},\"active_stream_ms\":{:.1},\"active_us_per_record\":{:.3},\"standby_us_per_record\":{:.3},\"replication_only_records_per_s\":{:.0},\"rejected\":{},\"sip_failures\":{}}}",
-        tp.iterations, tp.records, tp.bytes, tp.bytes as f64 / records, records / tp.wall.as_secs_f64(), tp.wall.as_secs_f64(), ms(tp.active.sip), ms(tp.baseline_active_sip), ms(tp.active.stream), us(active_repl) / records, us(standby_repl) / records, records / (active_repl + standby_repl).as_secs_f64(), tp.rejected, tp.failures
+        *json,
+        ",\"throughput\":{{\"iterations\":{},\"records\":{},\"bytes\":{},\"bytes_per_record\":{:.1},\"end_to_end_records_per_s\":{:.0},\"wall_s\":{:.3},\"process_cpu_s\":{:.3},\"active_handle_input_ms\":{:.1},\"active_handle_input_no_stream_ms\":{:.1},\"active_stream_ms\":{:.1},\"active_us_per_record\":{:.3},\"standby_us_per_record\":{:.3},\"replication_only_records_per_s\":{:.0},\"rejected\":{},\"sip_failures\":{}}}",
+        tp.iterations, tp.records, tp.bytes, tp.bytes as f64 / records, records / tp.wall.as_secs_f64(), tp.wall.as_secs_f64(), tp.process.as_secs_f64(), ms(tp.active.sip), ms(tp.baseline_active_sip), ms(tp.active.stream), us(active_repl) / records, us(standby_repl) / records, records / (active_repl + standby_repl).as_secs_f64(), tp.rejected, tp.failures
     );
+}
 
-    // 2.
+fn part_sync(json: &mut String, bindings: u32, dialogs: u32) {
     let hwm_start = status_kib("VmHWM:");
     let mut pair = Pair::new();
     let rss0 = status_kib("VmRSS:");
@@ -965,7 +1053,7 @@ fn main() {
     println!("2. snapshot sync: the active filled through handle_input with {} bindings ({} distinct AoRs) and {} confirmed calls", f.bindings, bindings, f.dialogs);
     println!("   setup took {:.1} s wall ({} SIP failures); RSS {} MiB -> {} MiB with the filled active (and an empty standby)", f.setup.as_secs_f64(), f.failures, rss0 / 1024, rss_filled / 1024);
     let _ = write!(
-        json,
+        *json,
         ",\"fill\":{{\"bindings\":{},\"dialogs\":{},\"setup_s\":{:.1},\"failures\":{},\"rss_before_mib\":{},\"rss_filled_mib\":{},\"hwm_at_start_mib\":{}}},\"sync\":[",
         f.bindings, f.dialogs, f.setup.as_secs_f64(), f.failures, rss0 / 1024, rss_filled / 1024, hwm_start / 1024
     );
@@ -979,7 +1067,7 @@ fn main() {
         "active ms",
         "standby ms",
         "simulated ms",
-        "rec/s wall",
+        "rec/s (CPU)",
         "peak RSS MiB"
     );
     for (n, rtt) in [Duration::ZERO, Duration::from_millis(1)]
@@ -998,7 +1086,7 @@ fn main() {
             ms(s.active.total()),
             ms(s.standby.total()),
             ms(s.simulated),
-            r / s.wall.as_secs_f64(),
+            r / (s.active.total() + s.standby.total()).as_secs_f64(),
             format!(
                 "{}{}",
                 s.hwm_after_kib / 1024,
@@ -1010,7 +1098,7 @@ fn main() {
             "", s.standby_counts.0, s.standby_counts.1, s.rejected, s.bytes_ba, s.rss_before_kib / 1024
         );
         let _ = write!(
-            json,
+            *json,
             "{}{{\"rtt_ms\":{},\"records\":{},\"bytes_a_to_b\":{},\"bytes_b_to_a\":{},\"bytes_per_record\":{:.1},\"wall_ms\":{:.1},\"active_ms\":{:.1},\"standby_ms\":{:.1},\"simulated_ms\":{:.1},\"standby_bindings\":{},\"standby_dialogs\":{},\"rejected\":{},\"rss_before_mib\":{},\"peak_rss_mib\":{},\"peak_reset\":{}}}",
             if n == 0 { "" } else { "," },
             s.rtt.as_millis(), s.records, s.bytes_ab, s.bytes_ba, s.bytes_ab as f64 / r, ms(s.wall), ms(s.active.total()), ms(s.standby.total()), ms(s.simulated), s.standby_counts.0, s.standby_counts.1, s.rejected, s.rss_before_kib / 1024, s.hwm_after_kib / 1024, s.peak_reset
@@ -1021,9 +1109,9 @@ fn main() {
     println!("   simulated = the simulated clock's advance (the latency's share); peak RSS = VmHWM after a reset at the");
     println!("   stream's open (both nodes in this process; * = reset refused, peak since start).");
     println!();
-    drop(pair);
+}
 
-    // 3.
+fn part_cpu(json: &mut String, idle_secs: u64, busy_secs: u64) {
     println!("3. CPU per simulated second of a connected, synced pair (process CPU / simulated s; in-node time / simulated s)");
     println!(
         "   {:<24} {:>10} {:>13} {:>13} {:>13} {:>12} {:>10} {:>9}",
@@ -1057,20 +1145,13 @@ fn main() {
             "", us(c.active.sip) / sim, us(c.active.stream) / sim, us(c.active.other) / sim, us(c.standby.stream) / sim, us(c.standby.other) / sim, c.failures
         );
         let _ = write!(
-            json,
+            *json,
             "{}{{\"calls_per_s\":{},\"simulated_s\":{:.0},\"process_cpu_us_per_s\":{:.1},\"active_us_per_s\":{:.1},\"standby_us_per_s\":{:.1},\"active_sip_us_per_s\":{:.1},\"active_stream_us_per_s\":{:.1},\"active_other_us_per_s\":{:.1},\"standby_stream_us_per_s\":{:.1},\"standby_other_us_per_s\":{:.1},\"records_per_s\":{:.1},\"stream_bytes_per_s\":{:.0},\"wall_s\":{:.2},\"failures\":{}}}",
             if n == 0 { "" } else { "," },
             c.calls_per_sec, sim, us(c.process_cpu) / sim, us(c.active.total()) / sim, us(c.standby.total()) / sim, us(c.active.sip) / sim, us(c.active.stream) / sim, us(c.active.other) / sim, us(c.standby.stream) / sim, us(c.standby.other) / sim, c.records as f64 / sim, c.bytes as f64 / sim, c.wall.as_secs_f64(), c.failures
         );
     }
-    json.push_str("]}");
+    json.push(']');
     println!("   us/s = microseconds of CPU per second of simulated time (1000 us/s = 0.1 % of one core);");
     println!("   process CPU counts the bench's phones and core too; calls held 30 s after a 30 s warm-up.");
-
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../out/bench");
-    let path = dir.join("twin-replication.json");
-    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, format!("{json}\n"))) {
-        Ok(()) => println!("\nwrote {}", path.display()),
-        Err(e) => println!("\ncould not write {}: {e}", path.display()),
-    }
 }
