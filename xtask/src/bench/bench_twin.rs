@@ -1,14 +1,22 @@
-//! `cargo xtask bench twin [--kills N] [--soak-secs S]`: the twin on the real kernel, in the
-//! namespace lab of `crates/sbcd/tests/twin_lab.rs` (two release sbcd, phones and a core on
-//! two bridges, the cross-connect a veth pair).
+//! `cargo xtask bench twin [--only-replication | --skip-replication] [--kills N] [--soak-secs S]`.
+//!
+//! First, hot-standby replication in one process (`crates/node/benches/replication.rs`, release):
+//! records per second from the active's change to the standby's apply, the snapshot sync of
+//! 100 000 bindings and 20 000 dialogs, and the CPU of an idle and a busy pair per simulated
+//! second; a table, and one JSON line in `out/bench/twin-replication.json`. Its sizes follow
+//! `REPL_BENCH_*` (see that file). `--only-replication` stops there; `--skip-replication`
+//! leaves it out.
+//!
+//! Then the twin on the real kernel, in the namespace lab of `crates/sbcd/tests/twin_lab.rs`
+//! (two release sbcd, phones and a core on two bridges, the cross-connect a veth pair):
 //!
 //! - `N` kills of the active (default 50), each in a fresh lab: from the kill to the survivor's
 //!   decision, and to its first SIP answer on the service address (min / median / max).
 //! - `S` seconds (default 600) with 10 % loss both ways on the cross-connect: takeovers counted
 //!   (every one is false: both nodes run throughout).
 //!
-//! A benchmark: it prints, it never fails on a number. Needs root (network namespaces); sends
-//! only inside the namespaces it makes.
+//! A benchmark: it prints, it never fails on a number. The lab needs root (network
+//! namespaces); it sends only inside the namespaces it makes.
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -16,6 +24,7 @@ use std::process::Command;
 
 pub fn run(args: &[String]) -> Result<()> {
     let (mut kills, mut soak) = (50u64, 600u64);
+    let (mut replication, mut lab) = (true, true);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut number = |name: &str| -> Result<u64> {
@@ -26,10 +35,24 @@ pub fn run(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--kills" => kills = number("--kills")?,
             "--soak-secs" => soak = number("--soak-secs")?,
+            "--only-replication" => lab = false,
+            "--skip-replication" => replication = false,
             other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bench twin [--kills N] [--soak-secs S]"
+                "unknown argument `{other}`; usage: cargo xtask bench twin [--only-replication | --skip-replication] [--kills N] [--soak-secs S]"
             ),
         }
+    }
+    if replication {
+        util::run(Command::new(env!("CARGO")).current_dir(util::root()).args([
+            "bench",
+            "-p",
+            "node",
+            "--bench",
+            "replication",
+        ]))?;
+    }
+    if !lab {
+        return Ok(());
     }
     let mut selected = Vec::new();
     if kills > 0 {
