@@ -217,11 +217,48 @@ impl DialogCounts {
 #[derive(Debug, Default)]
 pub struct DialogTable {
     dialogs: HashMap<DialogId, (Dialog, Instant)>,
+    /// Kept as the table changes: the counts are read after every message and every record a
+    /// standby applies, and a count over every dialog each time made a busy box slower with
+    /// every call it carried.
+    counts: DialogCounts,
     /// No change records from [`update`](Self::update): nobody replicates them.
     no_snapshots: bool,
 }
 
+impl DialogCounts {
+    fn add(&mut self, state: DialogState) {
+        match state {
+            DialogState::Early => self.early += 1,
+            DialogState::Confirmed => self.confirmed += 1,
+            DialogState::Ended => {}
+        }
+    }
+
+    fn sub(&mut self, state: DialogState) {
+        match state {
+            DialogState::Early => self.early = self.early.saturating_sub(1),
+            DialogState::Confirmed => self.confirmed = self.confirmed.saturating_sub(1),
+            DialogState::Ended => {}
+        }
+    }
+}
+
 impl DialogTable {
+    /// Puts a dialog in, replacing any with its key, keeping the counts.
+    fn put(&mut self, dialog: Dialog, started: Instant) {
+        self.counts.add(dialog.state);
+        if let Some((old, _)) = self.dialogs.insert(dialog.id.clone(), (dialog, started)) {
+            self.counts.sub(old.state);
+        }
+    }
+
+    /// Takes a dialog out, keeping the counts.
+    fn take(&mut self, id: &DialogId) -> Option<(Dialog, Instant)> {
+        let taken = self.dialogs.remove(id)?;
+        self.counts.sub(taken.0.state);
+        Some(taken)
+    }
+
     /// Whether [`update`](Self::update) returns change records (on by default). Each one is a
     /// full copy of the dialog, made several times per call for a twin to apply.
     pub fn set_snapshots(&mut self, on: bool) {
@@ -232,7 +269,7 @@ impl DialogTable {
     /// off.
     pub fn insert(&mut self, dialog: Dialog, now: Instant) -> Option<DialogChange> {
         let change = (!self.no_snapshots).then(|| DialogChange::Upsert(Box::new(dialog.clone())));
-        self.dialogs.insert(dialog.id.clone(), (dialog, now));
+        self.put(dialog, now);
         change
     }
 
@@ -244,6 +281,7 @@ impl DialogTable {
     /// Forgets every session: a standby's table before its twin's snapshot replaces it.
     pub fn clear(&mut self) {
         self.dialogs.clear();
+        self.counts = DialogCounts::default();
     }
 
     /// Applies a record made on the twin, keeping the session's start time.
@@ -251,10 +289,10 @@ impl DialogTable {
         match change {
             DialogRecordChange::Upsert(record) => {
                 let (dialog, started) = record.into_dialog(now);
-                self.dialogs.insert(dialog.id.clone(), (dialog, started));
+                self.put(dialog, started);
             }
             DialogRecordChange::Remove(id) => {
-                self.dialogs.remove(&id);
+                self.take(&id);
             }
         }
     }
@@ -267,7 +305,14 @@ impl DialogTable {
     /// Changes a session in place and returns the change record.
     pub fn update(&mut self, id: &DialogId, f: impl FnOnce(&mut Dialog)) -> Option<DialogChange> {
         let (dialog, _) = self.dialogs.get_mut(id)?;
+        let before = dialog.state;
         f(dialog);
+        if dialog.state != before {
+            let after = dialog.state;
+            self.counts.sub(before);
+            self.counts.add(after);
+        }
+        let (dialog, _) = self.dialogs.get(id)?;
         if self.no_snapshots {
             return None;
         }
@@ -305,20 +350,22 @@ impl DialogTable {
 
     /// Stops tracking a session.
     pub fn remove(&mut self, id: &DialogId) -> Option<(Dialog, DialogChange)> {
-        let (mut dialog, _) = self.dialogs.remove(id)?;
+        let (mut dialog, _) = self.take(id)?;
         dialog.state = DialogState::Ended;
         Some((dialog, DialogChange::Remove(id.clone())))
     }
 
     /// Counts by state.
     pub fn counts(&self) -> DialogCounts {
+        debug_assert_eq!(self.counts, self.recount(), "the kept counts drifted");
+        self.counts
+    }
+
+    /// The counts by a walk over every dialog (what [`counts`](Self::counts) keeps).
+    fn recount(&self) -> DialogCounts {
         let mut counts = DialogCounts::default();
         for (d, _) in self.dialogs.values() {
-            match d.state {
-                DialogState::Early => counts.early += 1,
-                DialogState::Confirmed => counts.confirmed += 1,
-                DialogState::Ended => {}
-            }
+            counts.add(d.state);
         }
         counts
     }
@@ -353,6 +400,7 @@ impl DialogTable {
 
     /// Removes every session (after the guard ended them).
     pub fn drain_all(&mut self) -> Vec<Dialog> {
+        self.counts = DialogCounts::default();
         self.dialogs.drain().map(|(_, (d, _))| d).collect()
     }
 
