@@ -470,38 +470,10 @@ impl Node {
             while let Some(event) = t.poll_event() {
                 if let twin::Event::RoleChanged { to, .. } = event {
                     self.proxy.set_standby(to == twin::Role::Standby);
-                    if let Some(r) = &mut self.replication {
-                        if r.mode == replication::Mode::Hot {
-                            match to {
-                                // The twin is told everything again, from the top.
-                                twin::Role::Active => r.send_snapshot(&self.proxy, now),
-                                twin::Role::Standby => {
-                                    r.became_standby();
-                                    t.set_ready(false, now);
-                                }
-                            }
-                            if to == twin::Role::Standby {
-                                // Whatever the active wrote while this node was active too was
-                                // not applied: a new connection brings a new snapshot.
-                                if let Some(s) = &mut r.session {
-                                    s.close(replica::CloseReason::Local);
-                                }
-                            }
-                        }
-                    }
                 }
-                // A connection to a twin that is gone, or to its previous life, is ended now
-                // rather than at the session's idle timeout.
-                if let Some(s) = self.replication.as_mut().and_then(|r| r.session.as_mut()) {
-                    let stale = match event {
-                        twin::Event::TwinLost => true,
-                        twin::Event::TwinRestarted { epoch } => {
-                            s.status(now).peer_epoch.is_some_and(|e| e != epoch)
-                        }
-                        _ => false,
-                    };
-                    if stale {
-                        s.close(replica::CloseReason::Local);
+                if let Some(r) = &mut self.replication {
+                    if r.on_twin_event(&event, &self.proxy, now) {
+                        t.set_ready(false, now);
                     }
                 }
                 self.events.push_back(Event::Twin(event));

@@ -156,10 +156,58 @@ impl Replication {
         self.established && self.snapshot_end.is_some_and(|end| self.acked >= end)
     }
 
-    /// Standby again: what we hold is ours until the twin's snapshot replaces it.
-    pub(crate) fn became_standby(&mut self) {
-        self.synced_from_twin = false;
-        self.snapshot_end = None;
+    /// What a twin event means for replication. Becoming active, the twin is told everything
+    /// again, from the top (a snapshot). Becoming standby, what this node holds is its own until
+    /// the twin's snapshot replaces it, and the session ends: whatever the active wrote while
+    /// this node was active too was not applied, and a new connection brings a new snapshot.
+    /// A connection to a twin that is gone, or to its previous boot, ends at once rather than
+    /// at the session's idle timeout. Returns whether this node stopped holding its twin's
+    /// state (it is not ready to preempt until the next snapshot).
+    pub(crate) fn on_twin_event(
+        &mut self,
+        event: &twin::Event,
+        proxy: &Proxy,
+        now: Instant,
+    ) -> bool {
+        if self.mode == Mode::Cold {
+            return false;
+        }
+        let close = match event {
+            twin::Event::RoleChanged {
+                to: twin::Role::Active,
+                ..
+            } => {
+                self.send_snapshot(proxy, now);
+                false
+            }
+            twin::Event::RoleChanged {
+                to: twin::Role::Standby,
+                ..
+            } => {
+                self.synced_from_twin = false;
+                self.snapshot_end = None;
+                true
+            }
+            twin::Event::TwinLost => true,
+            twin::Event::TwinRestarted { epoch } => self
+                .session
+                .as_ref()
+                .and_then(|s| s.status(now).peer_epoch)
+                .is_some_and(|e| e != *epoch),
+            _ => false,
+        };
+        if close {
+            if let Some(s) = &mut self.session {
+                s.close(replica::CloseReason::Local);
+            }
+        }
+        matches!(
+            event,
+            twin::Event::RoleChanged {
+                to: twin::Role::Standby,
+                ..
+            }
+        )
     }
 
     pub(crate) fn sync(&self, active: bool) -> Sync {
