@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::transport::{Flow, Peer};
+use crate::transport::{Flow, FlowId, ListenerId, Peer};
 
 /// The cache key of an AoR: `user@host`, host lower-cased, no scheme, no parameters.
 pub type AorKey = String;
@@ -157,6 +157,8 @@ pub struct RegistrationCache {
     by_contact: HashMap<String, BTreeSet<AorKey>>,
     /// How many bindings each remote address has.
     by_remote: HashMap<std::net::SocketAddr, usize>,
+    /// The bindings reached over each connection, for when it closes.
+    by_connection: HashMap<(ListenerId, FlowId), BTreeSet<BindingKey>>,
     expiries: BTreeSet<(Instant, BindingKey)>,
     /// AoRs whose last binding lapsed or was removed, with when, for 480 vs 404.
     lapsed: HashMap<AorKey, Instant>,
@@ -176,6 +178,12 @@ impl RegistrationCache {
             .or_default()
             .insert(binding.aor.clone());
         *self.by_remote.entry(binding.flow.remote).or_default() += 1;
+        if let Some(flow) = binding.flow.flow {
+            self.by_connection
+                .entry((binding.flow.listener, flow))
+                .or_default()
+                .insert((binding.aor.clone(), binding.contact.clone()));
+        }
     }
 
     fn unindex(&mut self, binding: &Binding) {
@@ -195,6 +203,15 @@ impl RegistrationCache {
             *n -= 1;
             if *n == 0 {
                 self.by_remote.remove(&binding.flow.remote);
+            }
+        }
+        if let Some(flow) = binding.flow.flow {
+            let connection = (binding.flow.listener, flow);
+            if let Some(keys) = self.by_connection.get_mut(&connection) {
+                keys.remove(&(binding.aor.clone(), binding.contact.clone()));
+                if keys.is_empty() {
+                    self.by_connection.remove(&connection);
+                }
             }
         }
     }
@@ -290,6 +307,21 @@ impl RegistrationCache {
     /// Whether some binding's flow has this remote address.
     pub fn has_remote(&self, remote: std::net::SocketAddr) -> bool {
         self.by_remote.contains_key(&remote)
+    }
+
+    /// The bindings reached over connection `flow` of `listener`.
+    pub fn on_connection(&self, listener: ListenerId, flow: FlowId) -> Vec<&Binding> {
+        self.by_connection
+            .get(&(listener, flow))
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.bindings.get(key))
+            .collect()
+    }
+
+    /// How many live bindings `aor` has.
+    pub fn bindings_of(&self, aor: &str) -> usize {
+        self.by_aor.get(aor).map_or(0, BTreeSet::len)
     }
 
     /// Whether `aor` has a live binding.
@@ -444,6 +476,8 @@ mod tests {
                 0 | 1 => {
                     let mut b = binding(&aor, &contact, now + Duration::from_millis(next(3000)));
                     b.flow.remote = format!("192.0.2.{}:5060", next(5)).parse().unwrap();
+                    b.flow.listener = ListenerId(u16::try_from(next(2)).unwrap());
+                    b.flow.flow = (next(3) > 0).then(|| FlowId(next(3)));
                     cache.upsert(b, now);
                 }
                 2 => {
@@ -457,6 +491,7 @@ mod tests {
                 let aor = format!("u{i}@x");
                 let scan = cache.iter().filter(|b| b.aor == aor).count();
                 assert_eq!(cache.is_registered(&aor), scan > 0, "step {step}");
+                assert_eq!(cache.bindings_of(&aor), scan, "step {step}");
                 match cache.lookup(&aor) {
                     Lookup::Found(found) => assert_eq!(found.len(), scan),
                     _ => assert_eq!(scan, 0),
@@ -473,6 +508,17 @@ mod tests {
                 let remote: std::net::SocketAddr = format!("192.0.2.{i}:5060").parse().unwrap();
                 let scan = cache.iter().any(|b| b.flow.remote == remote);
                 assert_eq!(cache.has_remote(remote), scan, "step {step}");
+            }
+            for listener in 0..2 {
+                for flow in 0..3 {
+                    let (listener, flow) = (ListenerId(listener), FlowId(flow));
+                    let mut scan: Vec<&Binding> = cache
+                        .iter()
+                        .filter(|b| b.flow.listener == listener && b.flow.flow == Some(flow))
+                        .collect();
+                    scan.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
+                    assert_eq!(cache.on_connection(listener, flow), scan, "step {step}");
+                }
             }
         }
     }

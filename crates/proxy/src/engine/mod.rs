@@ -13,6 +13,9 @@ mod requests;
 mod responses;
 mod timeouts;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -431,11 +434,10 @@ impl Proxy {
 
     /// `show registrations`. A binding's calls are counted as the drain rules see them when a
     /// REGISTER for it comes in; an AoR with one binding stands for a REGISTER with one contact.
+    ///
+    /// Costs what the bindings and their own calls cost: the calls of each binding come from
+    /// the dialog table's index of access-side parties, not from a walk over every dialog.
     pub fn registrations(&self) -> Vec<RegistrationInfo> {
-        let mut per_aor: HashMap<&str, usize> = HashMap::new();
-        for b in self.registrations.iter() {
-            *per_aor.entry(b.aor.as_str()).or_default() += 1;
-        }
         let mut list: Vec<RegistrationInfo> = self
             .registrations
             .iter()
@@ -444,7 +446,7 @@ impl Proxy {
                     &b.contact,
                     &b.aor,
                     b.flow,
-                    per_aor.get(b.aor.as_str()) == Some(&1),
+                    self.registrations.bindings_of(&b.aor) == 1,
                 ) as u64,
                 aor: b.aor.clone(),
                 contact: b.contact.clone(),
@@ -476,13 +478,15 @@ impl Proxy {
     /// A connection (TCP) or association (SCTP) is gone. Bindings and sessions that were
     /// reached over it keep their remote address but lose the connection, so the next message
     /// to them asks the shell to open (or find) a connection to that address.
+    /// Both tables index their parties by connection: a box with many TCP phones closes
+    /// connections all the time, and each close costs what its own bindings and calls cost.
     pub fn handle_flow_closed(&mut self, now: Instant, listener: ListenerId, flow: FlowId) {
         self.advance_clock(now);
         let gone = |f: &Flow| f.listener == listener && f.flow == Some(flow);
         let bindings: Vec<_> = self
             .registrations
-            .iter()
-            .filter(|b| gone(&b.flow))
+            .on_connection(listener, flow)
+            .into_iter()
             .cloned()
             .collect();
         for mut binding in bindings {
@@ -490,13 +494,7 @@ impl Proxy {
             let change = self.registrations.upsert(binding, self.now);
             self.emit_binding(change);
         }
-        let dialogs: Vec<DialogId> = self
-            .dialogs
-            .iter()
-            .filter(|(d, _)| gone(&d.caller.flow) || gone(&d.callee.flow))
-            .map(|(d, _)| d.id.clone())
-            .collect();
-        for id in dialogs {
+        for id in self.dialogs.on_connection(listener, flow) {
             let change = self.dialogs.update(&id, |d| {
                 for party in [&mut d.caller, &mut d.callee] {
                     if gone(&party.flow) {
