@@ -162,6 +162,9 @@ pub struct RegistrationCache {
     expiries: BTreeSet<(Instant, BindingKey)>,
     /// AoRs whose last binding lapsed or was removed, with when, for 480 vs 404.
     lapsed: HashMap<AorKey, Instant>,
+    /// The same, oldest first: [`expire`](Self::expire) runs at every timeout and forgets
+    /// from the front, where a walk over a day of lapsed AoRs made every timer pay for them.
+    lapsed_since: BTreeSet<(Instant, AorKey)>,
     /// Insertion order stamp, so the latest contact is preferred.
     refreshed: HashMap<BindingKey, u64>,
     stamp: u64,
@@ -225,7 +228,7 @@ impl RegistrationCache {
         }
         self.index(&binding);
         self.expiries.insert((binding.expires_at, key.clone()));
-        self.lapsed.remove(&binding.aor);
+        self.unlapse(&binding.aor);
         self.stamp += 1;
         self.refreshed.insert(key.clone(), self.stamp);
         let record = BindingRecord::of(&binding, now);
@@ -247,7 +250,9 @@ impl RegistrationCache {
         self.refreshed.remove(&key);
         self.unindex(&binding);
         if !self.by_aor.contains_key(aor) {
+            self.unlapse(aor);
             self.lapsed.insert(aor.to_owned(), now);
+            self.lapsed_since.insert((now, aor.to_owned()));
         }
         Some(BindingChange::Remove {
             aor: key.0,
@@ -348,9 +353,21 @@ impl RegistrationCache {
                 self.expiries.remove(&(at, key));
             }
         }
-        self.lapsed
-            .retain(|_, since| now.saturating_duration_since(*since) < memory);
+        while let Some((since, aor)) = self.lapsed_since.first() {
+            if now.saturating_duration_since(*since) < memory {
+                break;
+            }
+            self.lapsed.remove(aor);
+            self.lapsed_since.pop_first();
+        }
         changes
+    }
+
+    /// Forgets that `aor` lapsed.
+    fn unlapse(&mut self, aor: &str) {
+        if let Some(since) = self.lapsed.remove(aor) {
+            self.lapsed_since.remove(&(since, aor.to_owned()));
+        }
     }
 
     /// Every binding, for snapshots and the guard.
@@ -461,6 +478,8 @@ mod tests {
         // removals and expiries; after each step every indexed query equals the brute-force one.
         let t0 = Instant::now();
         let mut cache = RegistrationCache::default();
+        // What the old walk over every lapsed AoR kept, by a walk of its own.
+        let mut lapsed: HashMap<AorKey, Instant> = HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: u64| {
             x ^= x << 13;
@@ -481,12 +500,31 @@ mod tests {
                     cache.upsert(b, now);
                 }
                 2 => {
-                    cache.remove(&aor, &contact, RemovalCause::Deregistered, now);
+                    if cache
+                        .remove(&aor, &contact, RemovalCause::Deregistered, now)
+                        .is_some()
+                        && !cache.iter().any(|b| b.aor == aor)
+                    {
+                        lapsed.insert(aor.clone(), now);
+                    }
                 }
                 _ => {
-                    cache.expire(now, Duration::from_secs(60));
+                    for change in cache.expire(now, Duration::from_millis(150)) {
+                        if let BindingChange::Remove { aor, .. } = change {
+                            if !cache.iter().any(|b| b.aor == aor) {
+                                lapsed.insert(aor, now);
+                            }
+                        }
+                    }
+                    lapsed.retain(|_, since| {
+                        now.saturating_duration_since(*since) < Duration::from_millis(150)
+                    });
                 }
             }
+            for b in cache.iter() {
+                lapsed.remove(&b.aor);
+            }
+            assert_eq!(cache.lapsed.len(), cache.lapsed_since.len(), "step {step}");
             for i in 0..12 {
                 let aor = format!("u{i}@x");
                 let scan = cache.iter().filter(|b| b.aor == aor).count();
@@ -494,7 +532,8 @@ mod tests {
                 assert_eq!(cache.bindings_of(&aor), scan, "step {step}");
                 match cache.lookup(&aor) {
                     Lookup::Found(found) => assert_eq!(found.len(), scan),
-                    _ => assert_eq!(scan, 0),
+                    Lookup::Expired => assert!(scan == 0 && lapsed.contains_key(&aor)),
+                    Lookup::Unknown => assert!(scan == 0 && !lapsed.contains_key(&aor)),
                 }
             }
             for i in 0..9 {
