@@ -4,6 +4,11 @@
 //! A session is keyed by Call-ID and the caller's From tag; forks downstream share one entry,
 //! which is what the drain counts ("active INVITE sessions"). Every change is returned as a
 //! [`DialogChange`] for events and replication.
+//!
+//! The table keeps its counts and two indexes as it changes (insert, update, remove, applied
+//! records, clear, drain): live access-side parties by contact, AoR and address, for "which
+//! calls is this registered endpoint in" ([`Endpoint`]), and every party by connection. No
+//! question one message, one timer or one `show` line asks walks every dialog.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
