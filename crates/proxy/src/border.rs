@@ -288,6 +288,11 @@ const SOURCES_TRACKED: usize = 65_536;
 pub(crate) struct SourceBudget {
     rate: u32,
     buckets: HashMap<IpAddr, Bucket>,
+    /// No bucket is full again before this (none: not known). A full table of busy sources
+    /// made every request from a new source walk all of them; now a walk happens only once
+    /// some bucket may be idle. Taking a token only moves a bucket's idle time later, so only
+    /// new buckets can move this earlier.
+    idle_not_before: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -302,7 +307,15 @@ impl SourceBudget {
         SourceBudget {
             rate,
             buckets: HashMap::new(),
+            idle_not_before: None,
         }
+    }
+
+    /// When `bucket` is full again if nothing takes from it, rounded down: never after it is.
+    fn full_at(rate: u32, bucket: &Bucket) -> Instant {
+        let missing = (u64::from(rate) * 1000).saturating_sub(bucket.milli_tokens);
+        let micros = u128::from(missing) * 1000 / u128::from(rate.max(1));
+        bucket.last + Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 
     fn full(&self) -> u64 {
@@ -324,7 +337,8 @@ impl SourceBudget {
         if self.rate == 0 {
             return true;
         }
-        if !self.buckets.contains_key(&ip) && self.buckets.len() >= SOURCES_TRACKED {
+        let new = !self.buckets.contains_key(&ip);
+        if new && self.buckets.len() >= SOURCES_TRACKED {
             self.forget_idle(now);
         }
         let full = self.full();
@@ -334,12 +348,17 @@ impl SourceBudget {
             last: now,
         });
         Self::refill(rate, bucket, now);
-        if bucket.milli_tokens >= 1000 {
+        let admitted = if bucket.milli_tokens >= 1000 {
             bucket.milli_tokens -= 1000;
             true
         } else {
             false
+        };
+        if new {
+            let at = Self::full_at(rate, bucket);
+            self.idle_not_before = self.idle_not_before.map(|t| t.min(at));
         }
+        admitted
     }
 
     /// Drops the buckets that are full again (their sources have been quiet for a second).
@@ -347,12 +366,22 @@ impl SourceBudget {
     /// budget of no one: they are admitted uncounted until old ones quieten, which the global
     /// caps still bound.
     fn forget_idle(&mut self, now: Instant) {
+        if self.idle_not_before.is_some_and(|t| now < t) {
+            return;
+        }
         let rate = self.rate;
         let full = self.full();
+        let mut idle_not_before: Option<Instant> = None;
         self.buckets.retain(|_, b| {
             Self::refill(rate, b, now);
-            b.milli_tokens < full
+            let keep = b.milli_tokens < full;
+            if keep {
+                let at = Self::full_at(rate, b);
+                idle_not_before = Some(idle_not_before.map_or(at, |t| t.min(at)));
+            }
+            keep
         });
+        self.idle_not_before = idle_not_before;
     }
 
     /// Sources remembered now.
@@ -461,5 +490,28 @@ mod tests {
         let later = t0 + Duration::from_secs(2);
         assert!(budget.admit("198.51.100.1".parse().unwrap(), later));
         assert_eq!(budget.tracked(), 1);
+    }
+
+    #[test]
+    fn a_full_table_of_busy_sources_is_walked_again_only_when_one_may_be_idle() {
+        let t0 = Instant::now();
+        let mut budget = SourceBudget::new(5);
+        let source = |i: u32| IpAddr::from(i.to_be_bytes());
+        for i in 0..SOURCES_TRACKED as u32 {
+            assert!(budget.admit(source(i), t0));
+        }
+        // Everyone is busy: a newcomer is counted on its own, nobody is forgotten.
+        assert!(budget.admit(source(u32::MAX), t0 + Duration::from_millis(10)));
+        assert_eq!(budget.tracked(), SOURCES_TRACKED + 1);
+        assert_eq!(
+            budget.idle_not_before,
+            Some(t0 + Duration::from_millis(200))
+        );
+        // One token back takes 200 ms at 5 a second: just before, still nobody is idle.
+        assert!(budget.admit(source(u32::MAX - 1), t0 + Duration::from_millis(199)));
+        assert_eq!(budget.tracked(), SOURCES_TRACKED + 2);
+        // At 200 ms the first sources are full again and go.
+        assert!(budget.admit(source(u32::MAX - 2), t0 + Duration::from_millis(200)));
+        assert_eq!(budget.tracked(), 3);
     }
 }

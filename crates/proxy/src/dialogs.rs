@@ -4,13 +4,21 @@
 //! A session is keyed by Call-ID and the caller's From tag; forks downstream share one entry,
 //! which is what the drain counts ("active INVITE sessions"). Every change is returned as a
 //! [`DialogChange`] for events and replication.
+//!
+//! The table keeps its counts and two indexes as it changes (insert, update, remove, applied
+//! records, clear, drain): live access-side parties by contact, AoR and address, for "which
+//! calls is this registered endpoint in" ([`Endpoint`]), and every party by connection. No
+//! question one message, one timer or one `show` line asks walks every dialog.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::transport::{Flow, Peer, Realm};
+use crate::msg::{aor_of, Uri};
+use crate::transport::{Flow, FlowId, ListenerId, Peer, Realm};
 
 /// Identifies a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -213,14 +221,233 @@ impl DialogCounts {
     }
 }
 
+/// Whether two contact URIs name the same binding (scheme, user, host, port).
+pub fn same_contact(a: &str, b: &str) -> bool {
+    match (Uri::parse(a), Uri::parse(b)) {
+        (Some(x), Some(y)) => {
+            x.scheme.eq_ignore_ascii_case(y.scheme)
+                && x.user == y.user
+                && x.host.eq_ignore_ascii_case(y.host)
+                && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
+        }
+        _ => a == b,
+    }
+}
+
+/// A registered endpoint as the drain rules and `show registrations` see it: the binding's
+/// contact, its AoR, the address its REGISTER came from, and whether it is its AoR's only
+/// contact.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    /// The binding's contact URI.
+    pub contact: &'a str,
+    /// The binding's AoR key.
+    pub aor: &'a str,
+    /// Where its REGISTER came from.
+    pub remote: SocketAddr,
+    /// With a single contact the AoR and the source address also count, since phones rarely
+    /// reuse the exact URI.
+    pub single: bool,
+}
+
+impl Endpoint<'_> {
+    /// Whether call party `p` is this endpoint.
+    pub fn is(&self, p: &Party) -> bool {
+        p.contact
+            .as_deref()
+            .is_some_and(|c| same_contact(c, self.contact))
+            || (self.single && (aor_of(&p.uri) == self.aor || p.flow.remote == self.remote))
+    }
+
+    /// The index keys a party of this endpoint has under at least one of (see [`PartyKeys`]).
+    fn keys(&self) -> impl Iterator<Item = u64> {
+        let contact = Some(contact_key(self.contact));
+        let aor = self.single.then(|| aor_key(self.aor));
+        let remote = self.single.then(|| remote_key(self.remote));
+        [contact, aor, remote].into_iter().flatten()
+    }
+}
+
+/// What an index key was made from, hashed in so keys of different kinds never meet.
+#[derive(Clone, Copy)]
+enum KeyKind {
+    ContactUri = 1,
+    ContactText = 2,
+    Aor = 3,
+    Remote = 4,
+}
+
+/// A hasher with fixed keys: the same key on every run and every node.
+fn hasher(kind: KeyKind) -> std::collections::hash_map::DefaultHasher {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u8(kind as u8);
+    h
+}
+
+fn text_key(kind: KeyKind, text: &str) -> u64 {
+    let mut h = hasher(kind);
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The key of an AoR key (`user@host`).
+fn aor_key(aor: &str) -> u64 {
+    let mut h = hasher(KeyKind::Aor);
+    for b in aor.bytes() {
+        h.write_u8(b);
+    }
+    h.finish()
+}
+
+/// [`aor_key`] of `aor_of(uri)`, without building that string: the index reads it at every
+/// change of a dialog. The same bytes, one at a time, in the same order.
+fn uri_aor_key(uri: &str) -> u64 {
+    let mut h = hasher(KeyKind::Aor);
+    match Uri::parse(uri) {
+        Some(u) => {
+            if let Some(user) = u.user {
+                for b in user.bytes() {
+                    h.write_u8(b);
+                }
+                h.write_u8(b'@');
+            }
+            for b in u.host.bytes() {
+                h.write_u8(b.to_ascii_lowercase());
+            }
+        }
+        None => {
+            for b in uri.bytes() {
+                h.write_u8(b);
+            }
+        }
+    }
+    h.finish()
+}
+
+fn remote_key(remote: SocketAddr) -> u64 {
+    let mut h = hasher(KeyKind::Remote);
+    remote.hash(&mut h);
+    h.finish()
+}
+
+/// Equal for every two contacts [`same_contact`] calls the same: the URI's scheme and host
+/// lower-cased, its user as is, its port with 5060 for none; the text itself when it does not
+/// parse (an unparsable contact is only ever the same as itself).
+fn contact_key(contact: &str) -> u64 {
+    let lower = |h: &mut std::collections::hash_map::DefaultHasher, s: &str| {
+        for b in s.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        h.write_u8(0xff);
+    };
+    match Uri::parse(contact) {
+        Some(u) => {
+            let mut h = hasher(KeyKind::ContactUri);
+            lower(&mut h, u.scheme);
+            u.user.hash(&mut h);
+            lower(&mut h, u.host);
+            h.write_u16(u.port.unwrap_or(5060));
+            h.finish()
+        }
+        None => text_key(KeyKind::ContactText, contact),
+    }
+}
+
+/// The index keys of one dialog: for each access-side party of a live dialog, its contact, its
+/// AoR and its remote address (hashed, see [`Endpoint::keys`]); and the connection of each
+/// party that has one. A key names candidates only: every answer is checked on the dialog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PartyKeys {
+    access: [Option<u64>; 6],
+    flows: [Option<(ListenerId, FlowId)>; 2],
+}
+
+impl PartyKeys {
+    fn of(d: &Dialog) -> PartyKeys {
+        let mut keys = PartyKeys::default();
+        for (i, p) in [&d.caller, &d.callee].into_iter().enumerate() {
+            keys.flows[i] = p.flow.flow.map(|f| (p.flow.listener, f));
+            if d.state == DialogState::Ended || p.realm != Realm::Access {
+                continue;
+            }
+            keys.access[3 * i] = p.contact.as_deref().map(contact_key);
+            keys.access[3 * i + 1] = Some(uri_aor_key(&p.uri));
+            keys.access[3 * i + 2] = Some(remote_key(p.flow.remote));
+        }
+        keys
+    }
+}
+
+/// A dialog in the table.
+#[derive(Debug)]
+struct Entry {
+    dialog: Dialog,
+    started: Instant,
+    /// Its number in the indexes (a number, not the key: the indexes hold many entries per
+    /// dialog).
+    slot: u64,
+    /// The keys it is indexed under now.
+    keys: PartyKeys,
+}
+
+/// The indexes over the parties of the dialogs, so a question about one endpoint or one
+/// connection costs what its own dialogs cost, not what the whole table does.
+#[derive(Debug, Default)]
+struct PartyIndex {
+    /// Dialogs by slot.
+    slots: HashMap<u64, DialogId>,
+    /// Live dialogs by the keys of their access-side parties.
+    access: HashMap<u64, HashSet<u64>>,
+    /// Dialogs by the connection of a party.
+    flows: HashMap<(ListenerId, FlowId), HashSet<u64>>,
+}
+
+fn link<K: Hash + Eq>(map: &mut HashMap<K, HashSet<u64>>, key: K, slot: u64) {
+    map.entry(key).or_default().insert(slot);
+}
+
+fn unlink<K: Hash + Eq>(map: &mut HashMap<K, HashSet<u64>>, key: &K, slot: u64) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(&slot);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+impl PartyIndex {
+    fn add(&mut self, slot: u64, keys: &PartyKeys) {
+        for key in keys.access.iter().flatten() {
+            link(&mut self.access, *key, slot);
+        }
+        for flow in keys.flows.iter().flatten() {
+            link(&mut self.flows, *flow, slot);
+        }
+    }
+
+    fn drop_keys(&mut self, slot: u64, keys: &PartyKeys) {
+        for key in keys.access.iter().flatten() {
+            unlink(&mut self.access, key, slot);
+        }
+        for flow in keys.flows.iter().flatten() {
+            unlink(&mut self.flows, flow, slot);
+        }
+    }
+}
+
 /// The table.
 #[derive(Debug, Default)]
 pub struct DialogTable {
-    dialogs: HashMap<DialogId, (Dialog, Instant)>,
+    dialogs: HashMap<DialogId, Entry>,
     /// Kept as the table changes: the counts are read after every message and every record a
     /// standby applies, and a count over every dialog each time made a busy box slower with
     /// every call it carried.
     counts: DialogCounts,
+    /// Kept as the table changes, for the same reason: `show registrations` asks about every
+    /// binding, the drain about every contact of every REGISTER, and a closed connection
+    /// about its own parties.
+    index: PartyIndex,
+    next_slot: u64,
     /// No change records from [`update`](Self::update): nobody replicates them.
     no_snapshots: bool,
 }
@@ -246,17 +473,31 @@ impl DialogCounts {
 impl DialogTable {
     /// Puts a dialog in, replacing any with its key, keeping the counts.
     fn put(&mut self, dialog: Dialog, started: Instant) {
+        self.take(&dialog.id);
         self.counts.add(dialog.state);
-        if let Some((old, _)) = self.dialogs.insert(dialog.id.clone(), (dialog, started)) {
-            self.counts.sub(old.state);
-        }
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let keys = PartyKeys::of(&dialog);
+        self.index.add(slot, &keys);
+        self.index.slots.insert(slot, dialog.id.clone());
+        self.dialogs.insert(
+            dialog.id.clone(),
+            Entry {
+                dialog,
+                started,
+                slot,
+                keys,
+            },
+        );
     }
 
-    /// Takes a dialog out, keeping the counts.
+    /// Takes a dialog out, keeping the counts and the indexes.
     fn take(&mut self, id: &DialogId) -> Option<(Dialog, Instant)> {
         let taken = self.dialogs.remove(id)?;
-        self.counts.sub(taken.0.state);
-        Some(taken)
+        self.counts.sub(taken.dialog.state);
+        self.index.drop_keys(taken.slot, &taken.keys);
+        self.index.slots.remove(&taken.slot);
+        Some((taken.dialog, taken.started))
     }
 
     /// Whether [`update`](Self::update) returns change records (on by default). Each one is a
@@ -275,13 +516,14 @@ impl DialogTable {
 
     /// When the session started, if tracked.
     pub fn started(&self, id: &DialogId) -> Option<Instant> {
-        self.dialogs.get(id).map(|(_, at)| *at)
+        self.dialogs.get(id).map(|e| e.started)
     }
 
     /// Forgets every session: a standby's table before its twin's snapshot replaces it.
     pub fn clear(&mut self) {
         self.dialogs.clear();
         self.counts = DialogCounts::default();
+        self.index = PartyIndex::default();
     }
 
     /// Applies a record made on the twin, keeping the session's start time.
@@ -299,24 +541,29 @@ impl DialogTable {
 
     /// The session, if tracked.
     pub fn get(&self, id: &DialogId) -> Option<&Dialog> {
-        self.dialogs.get(id).map(|(d, _)| d)
+        self.dialogs.get(id).map(|e| &e.dialog)
     }
 
     /// Changes a session in place and returns the change record.
     pub fn update(&mut self, id: &DialogId, f: impl FnOnce(&mut Dialog)) -> Option<DialogChange> {
-        let (dialog, _) = self.dialogs.get_mut(id)?;
-        let before = dialog.state;
-        f(dialog);
-        if dialog.state != before {
-            let after = dialog.state;
+        let entry = self.dialogs.get_mut(id)?;
+        let before = entry.dialog.state;
+        f(&mut entry.dialog);
+        if entry.dialog.state != before {
+            let after = entry.dialog.state;
             self.counts.sub(before);
             self.counts.add(after);
         }
-        let (dialog, _) = self.dialogs.get(id)?;
+        let keys = PartyKeys::of(&entry.dialog);
+        if keys != entry.keys {
+            self.index.drop_keys(entry.slot, &entry.keys);
+            self.index.add(entry.slot, &keys);
+            entry.keys = keys;
+        }
         if self.no_snapshots {
             return None;
         }
-        Some(DialogChange::Upsert(Box::new(dialog.clone())))
+        Some(DialogChange::Upsert(Box::new(entry.dialog.clone())))
     }
 
     /// Finds the session a request arriving from `realm` belongs to from its Call-ID and tags,
@@ -333,8 +580,8 @@ impl DialogTable {
             caller_tag: from_tag.to_owned(),
             caller_realm: realm,
         };
-        if let Some((d, _)) = self.dialogs.get(&as_caller) {
-            return Some((d, Side::Caller));
+        if let Some(e) = self.dialogs.get(&as_caller) {
+            return Some((&e.dialog, Side::Caller));
         }
         let other = match realm {
             Realm::Access => Realm::Core,
@@ -345,7 +592,9 @@ impl DialogTable {
             caller_tag: to_tag.to_owned(),
             caller_realm: other,
         };
-        self.dialogs.get(&as_callee).map(|(d, _)| (d, Side::Callee))
+        self.dialogs
+            .get(&as_callee)
+            .map(|e| (&e.dialog, Side::Callee))
     }
 
     /// Stops tracking a session.
@@ -364,44 +613,92 @@ impl DialogTable {
     /// The counts by a walk over every dialog (what [`counts`](Self::counts) keeps).
     fn recount(&self) -> DialogCounts {
         let mut counts = DialogCounts::default();
-        for (d, _) in self.dialogs.values() {
-            counts.add(d.state);
+        for e in self.dialogs.values() {
+            counts.add(e.dialog.state);
         }
         counts
     }
 
     /// Every session with when it started.
     pub fn iter(&self) -> impl Iterator<Item = (&Dialog, Instant)> {
-        self.dialogs.values().map(|(d, at)| (d, *at))
+        self.dialogs.values().map(|e| (&e.dialog, e.started))
     }
 
     /// Whether an access-side party of a live session matches `pred` (for "has an active call").
+    /// A walk over every dialog: [`endpoint_has_call`](Self::endpoint_has_call) answers the
+    /// drain's question from the index.
     pub fn any_access_party(&self, mut pred: impl FnMut(&Party) -> bool) -> bool {
-        self.dialogs.values().any(|(d, _)| {
-            d.state != DialogState::Ended
-                && [&d.caller, &d.callee]
-                    .into_iter()
-                    .any(|p| p.realm == Realm::Access && pred(p))
-        })
+        self.dialogs
+            .values()
+            .any(|e| is_live_access_match(&e.dialog, &mut pred))
     }
 
-    /// How many live dialogs have an access-side party for which `pred` holds.
+    /// How many live dialogs have an access-side party for which `pred` holds. A walk over
+    /// every dialog: [`endpoint_calls`](Self::endpoint_calls) answers from the index.
     pub fn count_access(&self, mut pred: impl FnMut(&Party) -> bool) -> usize {
         self.dialogs
             .values()
-            .filter(|(d, _)| {
-                d.state != DialogState::Ended
-                    && [&d.caller, &d.callee]
-                        .into_iter()
-                        .any(|p| p.realm == Realm::Access && pred(p))
-            })
+            .filter(|e| is_live_access_match(&e.dialog, &mut pred))
             .count()
+    }
+
+    /// The live dialogs an access-side party of which is `endpoint` (what
+    /// `count_access(|p| endpoint.is(p))` counts), found from the index: their slots, each
+    /// once, checked on the dialog.
+    fn endpoint_dialogs<'a>(
+        &'a self,
+        endpoint: &'a Endpoint<'a>,
+    ) -> impl Iterator<Item = &'a Dialog> {
+        // A dialog may be found under several keys (its contact and its AoR, or both parties):
+        // each is counted once.
+        let mut seen: HashSet<u64> = HashSet::new();
+        endpoint
+            .keys()
+            .filter_map(|key| self.index.access.get(&key))
+            .flatten()
+            .filter(move |slot| seen.insert(**slot))
+            .filter_map(|slot| self.dialogs.get(self.index.slots.get(slot)?))
+            .map(|e| &e.dialog)
+            .filter(|d| is_live_access_match(d, |p| endpoint.is(p)))
+    }
+
+    /// How many live sessions `endpoint` is in.
+    pub fn endpoint_calls(&self, endpoint: &Endpoint<'_>) -> usize {
+        self.endpoint_dialogs(endpoint).count()
+    }
+
+    /// Whether `endpoint` is in a live session.
+    pub fn endpoint_has_call(&self, endpoint: &Endpoint<'_>) -> bool {
+        self.endpoint_dialogs(endpoint).next().is_some()
+    }
+
+    /// The sessions a party of which is reached over connection `flow` of `listener`.
+    pub fn on_connection(&self, listener: ListenerId, flow: FlowId) -> Vec<DialogId> {
+        let mut ids: Vec<DialogId> = self
+            .index
+            .flows
+            .get(&(listener, flow))
+            .into_iter()
+            .flatten()
+            .filter_map(|slot| self.index.slots.get(slot))
+            .filter(|id| {
+                self.get(id).is_some_and(|d| {
+                    [&d.caller, &d.callee]
+                        .into_iter()
+                        .any(|p| p.flow.listener == listener && p.flow.flow == Some(flow))
+                })
+            })
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Removes every session (after the guard ended them).
     pub fn drain_all(&mut self) -> Vec<Dialog> {
         self.counts = DialogCounts::default();
-        self.dialogs.drain().map(|(_, (d, _))| d).collect()
+        self.index = PartyIndex::default();
+        self.dialogs.drain().map(|(_, e)| e.dialog).collect()
     }
 
     /// Number of sessions tracked.
@@ -413,6 +710,14 @@ impl DialogTable {
     pub fn is_empty(&self) -> bool {
         self.dialogs.is_empty()
     }
+}
+
+/// Whether `d` is live and an access-side party of it matches `pred`.
+fn is_live_access_match(d: &Dialog, mut pred: impl FnMut(&Party) -> bool) -> bool {
+    d.state != DialogState::Ended
+        && [&d.caller, &d.callee]
+            .into_iter()
+            .any(|p| p.realm == Realm::Access && pred(p))
 }
 
 #[cfg(test)]
@@ -474,5 +779,205 @@ mod tests {
         let (_, change) = table.remove(&id).unwrap();
         assert_eq!(change, DialogChange::Remove(id));
         assert_eq!(table.counts().active(), 0);
+    }
+
+    #[test]
+    fn contact_keys_agree_with_same_contact() {
+        let contacts = [
+            "sip:a@x",
+            "SIP:a@X",
+            "sip:a@x:5060",
+            "sip:a@x:5061",
+            "sip:A@x",
+            "sip:a@x;transport=tcp",
+            "sips:a@x",
+            "sip:x",
+            " sip:a@x",
+            "sip:a:pw@x",
+            "garbage",
+            "garbage ",
+            "",
+            "sip:a@[::1]:5060",
+            "sip:a@[::1]",
+        ];
+        for a in contacts {
+            for b in contacts {
+                if same_contact(a, b) {
+                    assert_eq!(contact_key(a), contact_key(b), "{a:?} vs {b:?}");
+                }
+            }
+            assert_eq!(uri_aor_key(a), aor_key(&aor_of(a)), "{a:?}");
+        }
+        for uri in [
+            "<sip:Bob@Example.COM;user=phone>",
+            "tel:+123",
+            "sip:a:b@c:5070",
+            "x",
+        ] {
+            assert_eq!(uri_aor_key(uri), aor_key(&aor_of(uri)), "{uri:?}");
+        }
+    }
+
+    /// Every indexed answer against the walk over every dialog it replaces.
+    /// Returns how many calls the scans found, so the walk can show it found some.
+    fn assert_indexes_match_a_scan(table: &DialogTable, step: u64) -> usize {
+        let mut found = 0;
+        for contact in 0..3 {
+            for aor in 0..3 {
+                for remote in 0..3 {
+                    for single in [false, true] {
+                        let contact = format!("sip:u{contact}@h");
+                        let aor = format!("u{aor}@h");
+                        let endpoint = Endpoint {
+                            contact: &contact,
+                            aor: &aor,
+                            remote: format!("192.0.2.{remote}:5060").parse().unwrap(),
+                            single,
+                        };
+                        let scan = table.count_access(|p| endpoint.is(p));
+                        found += scan;
+                        assert_eq!(table.endpoint_calls(&endpoint), scan, "step {step}");
+                        assert_eq!(table.endpoint_has_call(&endpoint), scan > 0, "step {step}");
+                    }
+                }
+            }
+        }
+        for listener in 0..2 {
+            for flow in 0..3 {
+                let (listener, flow) = (ListenerId(listener), FlowId(flow));
+                let mut scan: Vec<DialogId> = table
+                    .iter()
+                    .filter(|(d, _)| {
+                        [&d.caller, &d.callee]
+                            .into_iter()
+                            .any(|p| p.flow.listener == listener && p.flow.flow == Some(flow))
+                    })
+                    .map(|(d, _)| d.id.clone())
+                    .collect();
+                scan.sort();
+                assert_eq!(table.on_connection(listener, flow), scan, "step {step}");
+            }
+        }
+        assert_eq!(
+            table.index.slots.len(),
+            table.len(),
+            "step {step}: a slot outlived its dialog"
+        );
+        found
+    }
+
+    #[test]
+    fn the_indexes_answer_what_a_scan_of_every_dialog_answers() {
+        // A fixed pseudo-random walk of inserts, updates (state, contact, URI, address,
+        // connection), removals, applied records, clears and drains, on a primary and on a
+        // standby applying its records; after each step every indexed answer equals the scan.
+        let t0 = Instant::now();
+        let mut table = DialogTable::default();
+        let mut standby = DialogTable::default();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let random_party = |next: &mut dyn FnMut(u64) -> u64| {
+            let mut p = party(if next(3) == 0 {
+                Realm::Core
+            } else {
+                Realm::Access
+            });
+            p.uri = match next(3) {
+                0 => format!("sip:u{}@h", next(4)),
+                1 => format!("<sip:u{}@H;user=phone>", next(4)),
+                _ => "not a uri".to_owned(),
+            };
+            p.contact = match next(4) {
+                0 => None,
+                1 => Some(format!("sip:u{}@H:5060", next(4))),
+                _ => Some(format!("sip:u{}@h", next(4))),
+            };
+            p.flow.remote = format!("192.0.2.{}:5060", next(4)).parse().unwrap();
+            p.flow.listener = ListenerId(u16::try_from(next(2)).unwrap());
+            p.flow.flow = (next(2) == 0).then(|| FlowId(next(3)));
+            p
+        };
+        let mut found = 0;
+        for step in 0..1000u64 {
+            let now = t0 + std::time::Duration::from_millis(step);
+            let id = DialogId {
+                call_id: format!("c{}", next(16)),
+                caller_tag: "t".into(),
+                caller_realm: Realm::Access,
+            };
+            let change = match next(20) {
+                0..=5 => table.insert(
+                    Dialog {
+                        id: id.clone(),
+                        state: DialogState::Early,
+                        caller: random_party(&mut next),
+                        callee: random_party(&mut next),
+                        priority: false,
+                    },
+                    now,
+                ),
+                6..=12 => {
+                    let callee = random_party(&mut next);
+                    let what = next(5);
+                    let state = match next(3) {
+                        0 => DialogState::Early,
+                        1 => DialogState::Confirmed,
+                        _ => DialogState::Ended,
+                    };
+                    table.update(&id, |d| match what {
+                        0 => d.state = state,
+                        1 => d.callee.contact = callee.contact,
+                        2 => d.caller.uri = callee.uri,
+                        3 => d.callee.flow = callee.flow,
+                        _ => d.caller.flow.flow = None,
+                    })
+                }
+                13..=16 => table.remove(&id).map(|(_, change)| change),
+                17 => {
+                    // A record from the twin lands on the primary too (a takeover).
+                    let dialog = Dialog {
+                        id: id.clone(),
+                        state: DialogState::Confirmed,
+                        caller: random_party(&mut next),
+                        callee: random_party(&mut next),
+                        priority: false,
+                    };
+                    table.apply_record(
+                        DialogRecordChange::Upsert(Box::new(DialogRecord::of(&dialog, now, now))),
+                        now,
+                    );
+                    None
+                }
+                18 => {
+                    table.clear();
+                    standby.clear();
+                    None
+                }
+                _ => {
+                    if next(4) == 0 {
+                        table.drain_all();
+                        standby.drain_all();
+                    }
+                    None
+                }
+            };
+            if let Some(change) = change {
+                let record = match change {
+                    DialogChange::Upsert(d) => DialogRecordChange::Upsert(Box::new(
+                        DialogRecord::of(&d, table.started(&d.id).unwrap_or(now), now),
+                    )),
+                    DialogChange::Remove(id) => DialogRecordChange::Remove(id),
+                };
+                standby.apply_record(record, now);
+            }
+            found += assert_indexes_match_a_scan(&table, step);
+            found += assert_indexes_match_a_scan(&standby, step);
+        }
+        assert!(found > 5_000, "the walk found only {found} calls");
     }
 }

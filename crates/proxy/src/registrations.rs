@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::transport::{Flow, Peer};
+use crate::transport::{Flow, FlowId, ListenerId, Peer};
 
 /// The cache key of an AoR: `user@host`, host lower-cased, no scheme, no parameters.
 pub type AorKey = String;
@@ -157,9 +157,14 @@ pub struct RegistrationCache {
     by_contact: HashMap<String, BTreeSet<AorKey>>,
     /// How many bindings each remote address has.
     by_remote: HashMap<std::net::SocketAddr, usize>,
+    /// The bindings reached over each connection, for when it closes.
+    by_connection: HashMap<(ListenerId, FlowId), BTreeSet<BindingKey>>,
     expiries: BTreeSet<(Instant, BindingKey)>,
     /// AoRs whose last binding lapsed or was removed, with when, for 480 vs 404.
     lapsed: HashMap<AorKey, Instant>,
+    /// The same, oldest first: [`expire`](Self::expire) runs at every timeout and forgets
+    /// from the front, where a walk over a day of lapsed AoRs made every timer pay for them.
+    lapsed_since: BTreeSet<(Instant, AorKey)>,
     /// Insertion order stamp, so the latest contact is preferred.
     refreshed: HashMap<BindingKey, u64>,
     stamp: u64,
@@ -176,6 +181,12 @@ impl RegistrationCache {
             .or_default()
             .insert(binding.aor.clone());
         *self.by_remote.entry(binding.flow.remote).or_default() += 1;
+        if let Some(flow) = binding.flow.flow {
+            self.by_connection
+                .entry((binding.flow.listener, flow))
+                .or_default()
+                .insert((binding.aor.clone(), binding.contact.clone()));
+        }
     }
 
     fn unindex(&mut self, binding: &Binding) {
@@ -197,6 +208,15 @@ impl RegistrationCache {
                 self.by_remote.remove(&binding.flow.remote);
             }
         }
+        if let Some(flow) = binding.flow.flow {
+            let connection = (binding.flow.listener, flow);
+            if let Some(keys) = self.by_connection.get_mut(&connection) {
+                keys.remove(&(binding.aor.clone(), binding.contact.clone()));
+                if keys.is_empty() {
+                    self.by_connection.remove(&connection);
+                }
+            }
+        }
     }
 
     /// Adds or refreshes a binding.
@@ -208,7 +228,7 @@ impl RegistrationCache {
         }
         self.index(&binding);
         self.expiries.insert((binding.expires_at, key.clone()));
-        self.lapsed.remove(&binding.aor);
+        self.unlapse(&binding.aor);
         self.stamp += 1;
         self.refreshed.insert(key.clone(), self.stamp);
         let record = BindingRecord::of(&binding, now);
@@ -230,7 +250,9 @@ impl RegistrationCache {
         self.refreshed.remove(&key);
         self.unindex(&binding);
         if !self.by_aor.contains_key(aor) {
+            self.unlapse(aor);
             self.lapsed.insert(aor.to_owned(), now);
+            self.lapsed_since.insert((now, aor.to_owned()));
         }
         Some(BindingChange::Remove {
             aor: key.0,
@@ -292,6 +314,21 @@ impl RegistrationCache {
         self.by_remote.contains_key(&remote)
     }
 
+    /// The bindings reached over connection `flow` of `listener`.
+    pub fn on_connection(&self, listener: ListenerId, flow: FlowId) -> Vec<&Binding> {
+        self.by_connection
+            .get(&(listener, flow))
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.bindings.get(key))
+            .collect()
+    }
+
+    /// How many live bindings `aor` has.
+    pub fn bindings_of(&self, aor: &str) -> usize {
+        self.by_aor.get(aor).map_or(0, BTreeSet::len)
+    }
+
     /// Whether `aor` has a live binding.
     pub fn is_registered(&self, aor: &str) -> bool {
         self.by_aor.contains_key(aor)
@@ -316,9 +353,21 @@ impl RegistrationCache {
                 self.expiries.remove(&(at, key));
             }
         }
-        self.lapsed
-            .retain(|_, since| now.saturating_duration_since(*since) < memory);
+        while let Some((since, aor)) = self.lapsed_since.first() {
+            if now.saturating_duration_since(*since) < memory {
+                break;
+            }
+            self.lapsed.remove(aor);
+            self.lapsed_since.pop_first();
+        }
         changes
+    }
+
+    /// Forgets that `aor` lapsed.
+    fn unlapse(&mut self, aor: &str) {
+        if let Some(since) = self.lapsed.remove(aor) {
+            self.lapsed_since.remove(&(since, aor.to_owned()));
+        }
     }
 
     /// Every binding, for snapshots and the guard.
@@ -429,6 +478,8 @@ mod tests {
         // removals and expiries; after each step every indexed query equals the brute-force one.
         let t0 = Instant::now();
         let mut cache = RegistrationCache::default();
+        // What the old walk over every lapsed AoR kept, by a walk of its own.
+        let mut lapsed: HashMap<AorKey, Instant> = HashMap::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: u64| {
             x ^= x << 13;
@@ -444,22 +495,45 @@ mod tests {
                 0 | 1 => {
                     let mut b = binding(&aor, &contact, now + Duration::from_millis(next(3000)));
                     b.flow.remote = format!("192.0.2.{}:5060", next(5)).parse().unwrap();
+                    b.flow.listener = ListenerId(u16::try_from(next(2)).unwrap());
+                    b.flow.flow = (next(3) > 0).then(|| FlowId(next(3)));
                     cache.upsert(b, now);
                 }
                 2 => {
-                    cache.remove(&aor, &contact, RemovalCause::Deregistered, now);
+                    if cache
+                        .remove(&aor, &contact, RemovalCause::Deregistered, now)
+                        .is_some()
+                        && !cache.iter().any(|b| b.aor == aor)
+                    {
+                        lapsed.insert(aor.clone(), now);
+                    }
                 }
                 _ => {
-                    cache.expire(now, Duration::from_secs(60));
+                    for change in cache.expire(now, Duration::from_millis(150)) {
+                        if let BindingChange::Remove { aor, .. } = change {
+                            if !cache.iter().any(|b| b.aor == aor) {
+                                lapsed.insert(aor, now);
+                            }
+                        }
+                    }
+                    lapsed.retain(|_, since| {
+                        now.saturating_duration_since(*since) < Duration::from_millis(150)
+                    });
                 }
             }
+            for b in cache.iter() {
+                lapsed.remove(&b.aor);
+            }
+            assert_eq!(cache.lapsed.len(), cache.lapsed_since.len(), "step {step}");
             for i in 0..12 {
                 let aor = format!("u{i}@x");
                 let scan = cache.iter().filter(|b| b.aor == aor).count();
                 assert_eq!(cache.is_registered(&aor), scan > 0, "step {step}");
+                assert_eq!(cache.bindings_of(&aor), scan, "step {step}");
                 match cache.lookup(&aor) {
                     Lookup::Found(found) => assert_eq!(found.len(), scan),
-                    _ => assert_eq!(scan, 0),
+                    Lookup::Expired => assert!(scan == 0 && lapsed.contains_key(&aor)),
+                    Lookup::Unknown => assert!(scan == 0 && !lapsed.contains_key(&aor)),
                 }
             }
             for i in 0..9 {
@@ -473,6 +547,17 @@ mod tests {
                 let remote: std::net::SocketAddr = format!("192.0.2.{i}:5060").parse().unwrap();
                 let scan = cache.iter().any(|b| b.flow.remote == remote);
                 assert_eq!(cache.has_remote(remote), scan, "step {step}");
+            }
+            for listener in 0..2 {
+                for flow in 0..3 {
+                    let (listener, flow) = (ListenerId(listener), FlowId(flow));
+                    let mut scan: Vec<&Binding> = cache
+                        .iter()
+                        .filter(|b| b.flow.listener == listener && b.flow.flow == Some(flow))
+                        .collect();
+                    scan.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
+                    assert_eq!(cache.on_connection(listener, flow), scan, "step {step}");
+                }
             }
         }
     }

@@ -3,7 +3,8 @@
 //! They decide *when* to retransmit, when to give up and when to forget; they do not hold or
 //! parse messages. The proxy core keeps the bytes next to each machine and acts on what the
 //! machine returns. Each machine keeps its own armed timers ([`Transaction timers`](TxTimer));
-//! the core mirrors them into its timer table after every call.
+//! the core's timer table holds one deadline per transaction, the earliest of them
+//! ([`TxTimers::next`]), moved only when it changes.
 
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,12 @@ impl TxTimers {
     /// Whether `timer` is armed.
     pub fn get(&self, timer: TxTimer) -> Option<Instant> {
         self.slots[timer as usize]
+    }
+
+    /// The armed timer due first; among those due at the same instant, the first letter in
+    /// declaration order (the order the core's table fired them in when it held every letter).
+    pub fn next(&self) -> Option<(TxTimer, Instant)> {
+        self.armed().min_by_key(|(_, at)| *at)
     }
 
     /// Every armed timer with its deadline.
@@ -565,5 +572,20 @@ mod tests {
             tx.on_timer(TxTimer::J, t0 + ms(32_000)),
             ServerAction::Terminate
         );
+    }
+
+    #[test]
+    fn next_is_the_first_deadline_and_the_first_letter_among_equals() {
+        let t0 = Instant::now();
+        let mut timers = TxTimers::default();
+        assert_eq!(timers.next(), None);
+        timers.set(TxTimer::H, t0 + ms(32_000));
+        timers.set(TxTimer::G, t0 + ms(500));
+        assert_eq!(timers.next(), Some((TxTimer::G, t0 + ms(500))));
+        timers.set(TxTimer::J, t0 + ms(500));
+        timers.set(TxTimer::B, t0 + ms(500));
+        assert_eq!(timers.next(), Some((TxTimer::B, t0 + ms(500))));
+        timers.clear_all();
+        assert_eq!(timers.next(), None);
     }
 }

@@ -13,6 +13,9 @@ mod requests;
 mod responses;
 mod timeouts;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use crate::msg::{self, Draft, Message, Uri};
 use crate::registrations::{AorKey, BindingChange, RegistrationCache};
 use crate::replication::RecordError;
 use crate::timers::TimerTable;
-use crate::transaction::{ClientTransaction, ServerTransaction, TxTimer};
+use crate::transaction::{ClientTransaction, ServerTransaction};
 use crate::transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
 use crate::upstreams::{UpstreamId, UpstreamInfo, Upstreams};
 
@@ -37,10 +40,12 @@ type TxId = u64;
 /// What a deadline in the table is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum TimerKey {
-    /// An RFC 3261 timer of a server transaction.
-    Server(TxId, TxTimer),
-    /// An RFC 3261 timer of a client transaction.
-    Client(TxId, TxTimer),
+    /// The first RFC 3261 timer due of a server transaction: the machine keeps its letters,
+    /// the table one deadline per transaction, so a message that changes no deadline touches
+    /// nothing here.
+    Server(TxId),
+    /// The first RFC 3261 timer due of a client transaction.
+    Client(TxId),
     /// No provisional from the upstream yet (SPEC §3 `upstream_timeout_ms`).
     UpstreamTimeout(TxId),
     /// Timer C of a proxied INVITE (keyed by server transaction).
@@ -431,11 +436,10 @@ impl Proxy {
 
     /// `show registrations`. A binding's calls are counted as the drain rules see them when a
     /// REGISTER for it comes in; an AoR with one binding stands for a REGISTER with one contact.
+    ///
+    /// Costs what the bindings and their own calls cost: the calls of each binding come from
+    /// the dialog table's index of access-side parties, not from a walk over every dialog.
     pub fn registrations(&self) -> Vec<RegistrationInfo> {
-        let mut per_aor: HashMap<&str, usize> = HashMap::new();
-        for b in self.registrations.iter() {
-            *per_aor.entry(b.aor.as_str()).or_default() += 1;
-        }
         let mut list: Vec<RegistrationInfo> = self
             .registrations
             .iter()
@@ -444,7 +448,7 @@ impl Proxy {
                     &b.contact,
                     &b.aor,
                     b.flow,
-                    per_aor.get(b.aor.as_str()) == Some(&1),
+                    self.registrations.bindings_of(&b.aor) == 1,
                 ) as u64,
                 aor: b.aor.clone(),
                 contact: b.contact.clone(),
@@ -476,13 +480,15 @@ impl Proxy {
     /// A connection (TCP) or association (SCTP) is gone. Bindings and sessions that were
     /// reached over it keep their remote address but lose the connection, so the next message
     /// to them asks the shell to open (or find) a connection to that address.
+    /// Both tables index their parties by connection: a box with many TCP phones closes
+    /// connections all the time, and each close costs what its own bindings and calls cost.
     pub fn handle_flow_closed(&mut self, now: Instant, listener: ListenerId, flow: FlowId) {
         self.advance_clock(now);
         let gone = |f: &Flow| f.listener == listener && f.flow == Some(flow);
         let bindings: Vec<_> = self
             .registrations
-            .iter()
-            .filter(|b| gone(&b.flow))
+            .on_connection(listener, flow)
+            .into_iter()
             .cloned()
             .collect();
         for mut binding in bindings {
@@ -490,13 +496,7 @@ impl Proxy {
             let change = self.registrations.upsert(binding, self.now);
             self.emit_binding(change);
         }
-        let dialogs: Vec<DialogId> = self
-            .dialogs
-            .iter()
-            .filter(|(d, _)| gone(&d.caller.flow) || gone(&d.callee.flow))
-            .map(|(d, _)| d.id.clone())
-            .collect();
-        for id in dialogs {
+        for id in self.dialogs.on_connection(listener, flow) {
             let change = self.dialogs.update(&id, |d| {
                 for party in [&mut d.caller, &mut d.callee] {
                     if gone(&party.flow) {
@@ -800,27 +800,47 @@ impl Proxy {
         }
     }
 
+    /// Keeps the table's deadline of server transaction `id` at its machine's first timer.
     fn sync_server_timers(&mut self, id: TxId) {
-        for t in crate::transaction::ALL_TIMERS {
-            self.timers.cancel(TimerKey::Server(id, t));
+        let next = self
+            .servers
+            .get(&id)
+            .and_then(|e| e.tx.timers().next())
+            .map(|(_, at)| at);
+        self.rearm(TimerKey::Server(id), next);
+    }
+
+    /// Keeps the table's deadline of client transaction `id` at its machine's first timer.
+    fn sync_client_timers(&mut self, id: TxId) {
+        let next = self
+            .clients
+            .get(&id)
+            .and_then(|e| e.tx.timers().next())
+            .map(|(_, at)| at);
+        self.rearm(TimerKey::Client(id), next);
+    }
+
+    /// Panics unless the timer table holds, for every transaction, the deadline of its first
+    /// timer (the machine's letters are the truth, the table their one summary).
+    #[cfg(test)]
+    pub(crate) fn assert_one_deadline_per_transaction(&self) {
+        for (id, entry) in &self.servers {
+            let first = entry.tx.timers().next().map(|(_, at)| at);
+            assert_eq!(self.timers.get(TimerKey::Server(*id)), first, "server {id}");
         }
-        if let Some(entry) = self.servers.get(&id) {
-            let armed: Vec<_> = entry.tx.timers().armed().collect();
-            for (t, at) in armed {
-                self.timers.set(TimerKey::Server(id, t), at);
-            }
+        for (id, entry) in &self.clients {
+            let first = entry.tx.timers().next().map(|(_, at)| at);
+            assert_eq!(self.timers.get(TimerKey::Client(*id)), first, "client {id}");
         }
     }
 
-    fn sync_client_timers(&mut self, id: TxId) {
-        for t in crate::transaction::ALL_TIMERS {
-            self.timers.cancel(TimerKey::Client(id, t));
-        }
-        if let Some(entry) = self.clients.get(&id) {
-            let armed: Vec<_> = entry.tx.timers().armed().collect();
-            for (t, at) in armed {
-                self.timers.set(TimerKey::Client(id, t), at);
-            }
+    /// Sets `key` to `at`, or cancels it for none; leaves the table alone when it holds that
+    /// already.
+    fn rearm(&mut self, key: TimerKey, at: Option<Instant>) {
+        match at {
+            Some(at) if self.timers.get(key) == Some(at) => {}
+            Some(at) => self.timers.set(key, at),
+            None => self.timers.cancel(key),
         }
     }
 
@@ -828,9 +848,7 @@ impl Proxy {
         if let Some(entry) = self.servers.remove(&id) {
             self.server_index.remove(&entry.key);
         }
-        for t in crate::transaction::ALL_TIMERS {
-            self.timers.cancel(TimerKey::Server(id, t));
-        }
+        self.timers.cancel(TimerKey::Server(id));
         self.timers.cancel(TimerKey::TimerC(id));
     }
 
@@ -838,9 +856,7 @@ impl Proxy {
         if let Some(entry) = self.clients.remove(&id) {
             self.client_index.remove(&(entry.branch, entry.method));
         }
-        for t in crate::transaction::ALL_TIMERS {
-            self.timers.cancel(TimerKey::Client(id, t));
-        }
+        self.timers.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
     }

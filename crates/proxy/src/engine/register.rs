@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use system_state::SystemState;
 
-use crate::dialogs::Party;
+use crate::dialogs::{same_contact, Endpoint};
 use crate::drain::{self, ContactFacts, ContactPlan, RegisterPlan};
-use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
+use crate::msg::{self, aor_of, Draft, Message, NameAddr};
 use crate::registrations::{Binding, RemovalCause};
 use crate::transport::{Flow, Realm};
 
@@ -23,19 +23,6 @@ use super::{ClientPurpose, Forward, Proxy, RegisterCtx, ServerKey, Targets};
 /// What a registrar grants when nobody says (RFC 3261 §10.2.1.1 leaves it to the registrar;
 /// this is what the proxy assumes it asked for).
 const DEFAULT_EXPIRES: u32 = 3600;
-
-/// Whether two contact URIs name the same binding (scheme, user, host, port).
-pub(super) fn same_contact(a: &str, b: &str) -> bool {
-    match (Uri::parse(a), Uri::parse(b)) {
-        (Some(x), Some(y)) => {
-            x.scheme.eq_ignore_ascii_case(y.scheme)
-                && x.user == y.user
-                && x.host.eq_ignore_ascii_case(y.host)
-                && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
-        }
-        _ => a == b,
-    }
-}
 
 /// `params` with `expires` set to `secs`.
 fn with_expires(params: &str, secs: u32) -> String {
@@ -56,25 +43,22 @@ fn with_expires(params: &str, secs: u32) -> String {
     format!(";{}", out.join(";"))
 }
 
-/// Whether call party `p` is the endpoint behind `contact` (of AoR `aor`, reached at `from`).
-/// With a single contact the AoR and the source address also count, since phones rarely reuse
-/// the exact URI. The drain rules and `show registrations` both ask this, so an operator sees
-/// the calls that keep a binding.
-fn is_endpoint(p: &Party, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
-    p.contact
-        .as_deref()
-        .is_some_and(|c| same_contact(c, contact))
-        || (single && (aor_of(&p.uri) == aor || p.flow.remote == from.remote))
-}
-
 impl Proxy {
-    /// Whether the endpoint behind `contact` is in a live session (see [`is_endpoint`]).
+    /// Whether the endpoint behind `contact` (of AoR `aor`, reached at `from`) is in a live
+    /// session. With a single contact the AoR and the source address also count
+    /// ([`Endpoint::is`]). The drain rules and `show registrations` both ask this, so an
+    /// operator sees the calls that keep a binding.
     fn endpoint_has_call(&self, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
-        self.dialogs
-            .any_access_party(|p| is_endpoint(p, contact, aor, from, single))
+        self.dialogs.endpoint_has_call(&Endpoint {
+            contact,
+            aor,
+            remote: from.remote,
+            single,
+        })
     }
 
-    /// How many live sessions the endpoint behind `contact` is in (see [`is_endpoint`]).
+    /// How many live sessions the endpoint behind `contact` is in (see
+    /// [`endpoint_has_call`](Self::endpoint_has_call)).
     pub(super) fn endpoint_calls(
         &self,
         contact: &str,
@@ -82,8 +66,12 @@ impl Proxy {
         from: Flow,
         single: bool,
     ) -> usize {
-        self.dialogs
-            .count_access(|p| is_endpoint(p, contact, aor, from, single))
+        self.dialogs.endpoint_calls(&Endpoint {
+            contact,
+            aor,
+            remote: from.remote,
+            single,
+        })
     }
 
     pub(super) fn on_register(

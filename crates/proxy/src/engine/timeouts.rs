@@ -27,8 +27,13 @@ impl Proxy {
     fn on_timer(&mut self, key: TimerKey) {
         let now = self.now;
         match key {
-            TimerKey::Server(id, timer) => {
+            TimerKey::Server(id) => {
+                // One letter at a time: the next one due goes back into the table, so letters
+                // of different transactions fire in deadline order.
                 let Some(entry) = self.servers.get_mut(&id) else {
+                    return;
+                };
+                let Some((timer, _)) = entry.tx.timers().next() else {
                     return;
                 };
                 match entry.tx.on_timer(timer, now) {
@@ -44,8 +49,11 @@ impl Proxy {
                     ServerAction::Nothing => self.sync_server_timers(id),
                 }
             }
-            TimerKey::Client(id, timer) => {
+            TimerKey::Client(id) => {
                 let Some(entry) = self.clients.get_mut(&id) else {
+                    return;
+                };
+                let Some((timer, _)) = entry.tx.timers().next() else {
                     return;
                 };
                 let action = entry.tx.on_timer(timer, now);

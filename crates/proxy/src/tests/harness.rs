@@ -146,6 +146,7 @@ impl Net {
                 self.events.push(e);
             }
             let Some(t) = self.proxy.poll_transmit() else {
+                self.proxy.assert_one_deadline_per_transaction();
                 break;
             };
             let replies = match self.peers.get_mut(&t.destination) {

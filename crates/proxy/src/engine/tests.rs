@@ -1,0 +1,172 @@
+//! The engine's `show` answers against the walks over every table they replaced.
+
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::dialogs::{Dialog, DialogId, DialogState, Party};
+use crate::events::RegistrationInfo;
+use crate::msg::{aor_of, Uri};
+use crate::registrations::Binding;
+use crate::transport::{Flow, FlowId, ListenerId, Realm, Transport};
+
+use super::Proxy;
+
+/// `same_contact` as it was before the dialog table had an index.
+fn old_same_contact(a: &str, b: &str) -> bool {
+    match (Uri::parse(a), Uri::parse(b)) {
+        (Some(x), Some(y)) => {
+            x.scheme.eq_ignore_ascii_case(y.scheme)
+                && x.user == y.user
+                && x.host.eq_ignore_ascii_case(y.host)
+                && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
+        }
+        _ => a == b,
+    }
+}
+
+/// `is_endpoint` as it was.
+fn old_is_endpoint(p: &Party, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
+    p.contact
+        .as_deref()
+        .is_some_and(|c| old_same_contact(c, contact))
+        || (single && (aor_of(&p.uri) == aor || p.flow.remote == from.remote))
+}
+
+/// `show registrations` as it was: every binding against every dialog.
+fn old_registrations(proxy: &Proxy) -> Vec<RegistrationInfo> {
+    let mut per_aor: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for b in proxy.registrations.iter() {
+        *per_aor.entry(b.aor.as_str()).or_default() += 1;
+    }
+    let mut list: Vec<RegistrationInfo> = proxy
+        .registrations
+        .iter()
+        .map(|b| {
+            let single = per_aor.get(b.aor.as_str()) == Some(&1);
+            RegistrationInfo {
+                active_calls: proxy
+                    .dialogs
+                    .count_access(|p| old_is_endpoint(p, &b.contact, &b.aor, b.flow, single))
+                    as u64,
+                aor: b.aor.clone(),
+                contact: b.contact.clone(),
+                remote: b.flow.remote,
+                transport: b.flow.transport,
+                expires_in_secs: b.expires_at.saturating_duration_since(proxy.now).as_secs(),
+            }
+        })
+        .collect();
+    list.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
+    list
+}
+
+fn flow(remote: u64, connection: Option<u64>) -> Flow {
+    Flow {
+        listener: ListenerId(0),
+        transport: Transport::Tcp,
+        flow: connection.map(FlowId),
+        remote: format!("192.0.2.{remote}:5060").parse().unwrap(),
+    }
+}
+
+#[test]
+fn show_registrations_counts_the_calls_the_walk_over_every_dialog_counted() {
+    let t0 = Instant::now();
+    let mut proxy = Proxy::new(Config::default(), t0);
+    let mut x: u64 = 0x853c_49e6_748f_ea9b;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    // Bindings: AoRs with one contact and AoRs with several, contacts written as phones write
+    // them (upper-case hosts, explicit default ports), some phones sharing an address.
+    for i in 0..300u64 {
+        let aor = format!("u{}@h", next(120));
+        let contact = match next(3) {
+            0 => format!("sip:c{i}@H:5060"),
+            _ => format!("sip:c{i}@h"),
+        };
+        let binding = Binding {
+            aor: aor.clone(),
+            contact,
+            expires_at: t0 + Duration::from_secs(60 + next(3600)),
+            flow: flow(next(60), Some(next(40))),
+            call_id: format!("r{i}"),
+            cseq: 1,
+            to_uri: format!("sip:{aor}"),
+            registrar_uri: "sip:h".to_owned(),
+            credentials: Vec::new(),
+        };
+        let _ = proxy.registrations.upsert(binding, t0);
+    }
+    // Calls between phones, and from phones to the core, some ended in place, some moved.
+    let party = |next: &mut dyn FnMut(u64) -> u64| Party {
+        realm: if next(4) == 0 {
+            Realm::Core
+        } else {
+            Realm::Access
+        },
+        flow: flow(next(80), (next(2) == 0).then(|| next(40))),
+        uri: format!("sip:u{}@H", next(150)),
+        tag: None,
+        contact: (next(3) > 0).then(|| format!("sip:c{}@h", next(400))),
+        cseq: 1,
+        route: Vec::new(),
+    };
+    for i in 0..400u64 {
+        let id = DialogId {
+            call_id: format!("call{i}"),
+            caller_tag: "t".to_owned(),
+            caller_realm: Realm::Access,
+        };
+        let dialog = Dialog {
+            id: id.clone(),
+            state: DialogState::Early,
+            caller: party(&mut next),
+            callee: party(&mut next),
+            priority: false,
+        };
+        let _ = proxy.dialogs.insert(dialog, t0);
+        match next(4) {
+            0 => {
+                let _ = proxy
+                    .dialogs
+                    .update(&id, |d| d.state = DialogState::Confirmed);
+            }
+            1 => {
+                let _ = proxy.dialogs.update(&id, |d| d.state = DialogState::Ended);
+            }
+            2 => {
+                let callee = party(&mut next);
+                let _ = proxy.dialogs.update(&id, |d| {
+                    d.state = DialogState::Confirmed;
+                    d.callee.contact = callee.contact;
+                });
+            }
+            _ => {}
+        }
+    }
+    let old = old_registrations(&proxy);
+    assert_eq!(proxy.registrations(), old);
+    let with_calls = old.iter().filter(|r| r.active_calls > 0).count();
+    let with_several = old.iter().filter(|r| r.active_calls > 1).count();
+    assert!(
+        with_calls > 50 && with_several > 5,
+        "too few calls to compare: {with_calls} bindings with calls, {with_several} with several"
+    );
+
+    // Closing connections moves parties off them, which the index must follow.
+    for connection in 0..20 {
+        proxy.handle_flow_closed(t0, ListenerId(0), FlowId(connection));
+    }
+    assert!(proxy
+        .registrations
+        .iter()
+        .all(|b| b.flow.flow.is_none_or(|f| f.0 >= 20)));
+    assert!(proxy.dialogs.iter().all(|(d, _)| [&d.caller, &d.callee]
+        .into_iter()
+        .all(|p| p.flow.flow.is_none_or(|f| f.0 >= 20))));
+    assert_eq!(proxy.registrations(), old_registrations(&proxy));
+}
