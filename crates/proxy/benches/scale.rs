@@ -1,0 +1,232 @@
+//! The pure core at scale (`harness = false`): per-message latency of the
+//! INVITE-180-200-ACK-BYE-200 call (`common/mod.rs`) through [`proxy::Proxy`] on an empty box
+//! and on one holding `SCALE_BENCH_BINDINGS` bindings (default 100 000) and
+//! `SCALE_BENCH_DIALOGS` confirmed dialogs (default 20 000), and the time of
+//! `Proxy::registrations()` (`show registrations`) and `Proxy::calls()` (`show calls`) there.
+//!
+//! The tables are filled through `handle_input`, as on the wire: every binding a phone's
+//! REGISTER answered 200 by the core, every dialog a phone's INVITE answered 200 and ACKed,
+//! then the clock moves 40 s so the fill's transactions end. Each measured run is
+//! `SCALE_BENCH_WARMUP` calls (1000) and `SCALE_BENCH_CALLS` calls (10 000), the clock moving
+//! 100 ms per call; a message's latency is the wall time of one engine step (handle_input,
+//! then every transmit and event taken out), read with `Instant` around it. Wall time: a busy
+//! machine inflates it, the max most.
+//!
+//! A benchmark: it prints (and writes one JSON line to `out/bench/scale.json`), it never
+//! asserts a number.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use common::{env_u64, percentile, Driver, STEPS};
+
+/// Phones of the measured calls: past the fill's.
+const MEASURE_PHONES: u32 = 500_000;
+
+struct Run {
+    /// All messages, sorted (ns).
+    all: Vec<u64>,
+    /// Per step of the call, sorted (ns).
+    steps: Vec<Vec<u64>>,
+    failed: u32,
+}
+
+fn measure(driver: &mut Driver, warmup: u32, calls: u32) -> Run {
+    let step = Duration::from_millis(100);
+    let mut failed = 0;
+    for i in 0..warmup + calls {
+        if i == warmup {
+            driver.latencies = Some(Default::default());
+        }
+        if !driver.full_call(MEASURE_PHONES + i % 1000, &format!("measure-{i}")) {
+            failed += 1;
+        }
+        driver.advance(step);
+    }
+    let lat = driver.latencies.take().unwrap_or_default();
+    let mut steps: Vec<Vec<u64>> = lat.into_iter().collect();
+    let mut all: Vec<u64> = steps.iter().flatten().copied().collect();
+    all.sort_unstable();
+    for s in &mut steps {
+        s.sort_unstable();
+    }
+    Run { all, steps, failed }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+fn print_run(name: &str, run: &Run) {
+    let a = &run.all;
+    println!(
+        "{name:<28} {:>8} {:>9.1} {:>9.1} {:>10.1}   ({} failed calls)",
+        a.len(),
+        us(percentile(a, 50.0)),
+        us(percentile(a, 99.0)),
+        us(a.last().copied().unwrap_or(0)),
+        run.failed
+    );
+    for (k, s) in run.steps.iter().enumerate() {
+        println!(
+            "  {:<26} {:>8} {:>9.1} {:>9.1} {:>10.1}",
+            STEPS[k],
+            s.len(),
+            us(percentile(s, 50.0)),
+            us(percentile(s, 99.0)),
+            us(s.last().copied().unwrap_or(0)),
+        );
+    }
+}
+
+/// Fills the tables through handle_input. Returns (failures, wall time).
+fn fill(driver: &mut Driver, bindings: u32, dialogs: u32) -> (u32, Duration, Duration) {
+    let t = Instant::now();
+    let mut failures = 0;
+    for n in 0..bindings {
+        if !driver.register(n, 1, 7200) {
+            failures += 1;
+        }
+        if n % 1000 == 999 {
+            driver.advance(Duration::from_millis(1));
+        }
+        if n % 20_000 == 19_999 {
+            eprintln!("  {} bindings, {:.1} s", n + 1, t.elapsed().as_secs_f64());
+        }
+    }
+    let reg_time = t.elapsed();
+    let t = Instant::now();
+    for k in 0..dialogs {
+        // Calls from phones of their own (a dialog per phone, none of them registered).
+        if driver.call(bindings + k, &format!("fill-{k}")).is_none() {
+            failures += 1;
+        }
+        if k % 1000 == 999 {
+            driver.advance(Duration::from_millis(1));
+        }
+        if k % 5_000 == 4_999 {
+            eprintln!("  {} dialogs, {:.1} s", k + 1, t.elapsed().as_secs_f64());
+        }
+    }
+    let dialog_time = t.elapsed();
+    // Past the fill's transactions (Timer J/K/D), in steps so probes are answered.
+    for _ in 0..40 {
+        driver.advance(Duration::from_secs(1));
+    }
+    (failures, reg_time, dialog_time)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken.
+    let bindings = env_u64("SCALE_BENCH_BINDINGS", 100_000) as u32;
+    let dialogs = env_u64("SCALE_BENCH_DIALOGS", 20_000) as u32;
+    let warmup = env_u64("SCALE_BENCH_WARMUP", 1000) as u32;
+    let calls = env_u64("SCALE_BENCH_CALLS", 10_000) as u32;
+    let mut json = String::from("{\"bench\":\"scale\"");
+
+    println!("pure core at scale (release): INVITE-180-200-ACK-BYE-200, {warmup} warm-up + {calls} measured calls per run");
+    println!("latency = wall time of one engine step (handle_input + transmits and events taken out)");
+    println!();
+
+    let mut empty = Driver::new();
+    let empty_run = measure(&mut empty, warmup, calls);
+    drop(empty);
+
+    eprintln!("filling {bindings} bindings and {dialogs} dialogs through handle_input ...");
+    let mut big = Driver::new();
+    let (fill_failures, reg_time, dialog_time) = fill(&mut big, bindings, dialogs);
+    let counts = big.proxy.counts();
+    println!(
+        "fill: {} bindings in {:.1} s ({:.1} us per REGISTER round), {} confirmed dialogs in {:.1} s ({:.1} us per call set-up), {fill_failures} failures",
+        counts.registrations,
+        reg_time.as_secs_f64(),
+        reg_time.as_secs_f64() * 1e6 / f64::from(bindings.max(1)),
+        counts.confirmed,
+        dialog_time.as_secs_f64(),
+        dialog_time.as_secs_f64() * 1e6 / f64::from(dialogs.max(1)),
+    );
+    let scale_run = measure(&mut big, warmup, calls);
+
+    // show registrations / show calls, three times each.
+    let mut show = |f: &dyn Fn(&Driver) -> usize| -> (usize, Vec<Duration>) {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            n = f(&big);
+            times.push(t.elapsed());
+        }
+        (n, times)
+    };
+    let (regs, reg_times) = show(&|d| d.proxy.registrations().len());
+    let (calls_n, call_times) = show(&|d| d.proxy.calls().len());
+
+    println!();
+    println!(
+        "{:<28} {:>8} {:>9} {:>9} {:>10}",
+        "per message (us)", "messages", "p50", "p99", "max"
+    );
+    print_run("empty box", &empty_run);
+    print_run(
+        &format!("{} bindings, {} dialogs", counts.registrations, counts.confirmed),
+        &scale_run,
+    );
+    let p99_ratio =
+        percentile(&scale_run.all, 99.0) as f64 / percentile(&empty_run.all, 99.0).max(1) as f64;
+    let p50_ratio =
+        percentile(&scale_run.all, 50.0) as f64 / percentile(&empty_run.all, 50.0).max(1) as f64;
+    println!("p99 at scale / p99 empty: {p99_ratio:.2} (goal <= 2); p50 ratio {p50_ratio:.2}");
+    println!();
+    let fmt = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "Proxy::registrations() (show registrations): {regs} rows in {} ms (3 runs; goal < 1000 ms)",
+        fmt(&reg_times)
+    );
+    println!(
+        "Proxy::calls() (show calls):                  {calls_n} rows in {} ms (3 runs)",
+        fmt(&call_times)
+    );
+
+    let ms_min = |v: &[Duration]| v.iter().min().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let run_json = |r: &Run| {
+        format!(
+            "{{\"messages\":{},\"p50_us\":{:.2},\"p99_us\":{:.2},\"max_us\":{:.2},\"failed_calls\":{}}}",
+            r.all.len(),
+            us(percentile(&r.all, 50.0)),
+            us(percentile(&r.all, 99.0)),
+            us(r.all.last().copied().unwrap_or(0)),
+            r.failed
+        )
+    };
+    let _ = write!(
+        json,
+        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{:.2},\"calls_ms\":{:.2}}}",
+        counts.registrations,
+        counts.confirmed,
+        reg_time.as_secs_f64(),
+        dialog_time.as_secs_f64(),
+        run_json(&empty_run),
+        run_json(&scale_run),
+        ms_min(&reg_times),
+        ms_min(&call_times),
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .unwrap_or(std::path::Path::new("."));
+    let dir = root.join("out/bench");
+    let path = dir.join("scale.json");
+    match std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, format!("{json}\n"))) {
+        Ok(()) => println!("\nwrote {}", path.display()),
+        Err(e) => println!("\ncould not write {}: {e}", path.display()),
+    }
+}
