@@ -16,8 +16,8 @@
 mod bench_core;
 mod bench_flood;
 mod bench_parser;
-mod bench_sip;
 mod bench_scale;
+mod bench_sip;
 mod bench_twin;
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {

@@ -83,41 +83,70 @@ fn print_run(name: &str, run: &Run) {
     }
 }
 
-/// Fills the tables through handle_input. Returns (failures, wall time).
-fn fill(driver: &mut Driver, bindings: u32, dialogs: u32) -> (u32, Duration, Duration) {
+/// The fill so far and its cost.
+#[derive(Default)]
+struct Fill {
+    bindings: u32,
+    dialogs: u32,
+    failures: u32,
+    reg_time: Duration,
+    dialog_time: Duration,
+}
+
+/// Grows the tables through handle_input to `bindings` and `dialogs`: phone `n` registers
+/// `user{n}`, then calls from phones of their own (a dialog per phone, none of them
+/// registered) are answered and ACKed. Then the clock moves 40 s (in 1 s steps, so probes are
+/// answered) past the fill's transactions (Timer J/K/D).
+fn fill_to(driver: &mut Driver, fill: &mut Fill, bindings: u32, dialogs: u32, total: u32) {
     let t = Instant::now();
-    let mut failures = 0;
-    for n in 0..bindings {
+    for n in fill.bindings..bindings {
         if !driver.register(n, 1, 7200) {
-            failures += 1;
+            fill.failures += 1;
         }
         if n % 1000 == 999 {
             driver.advance(Duration::from_millis(1));
         }
-        if n % 20_000 == 19_999 {
-            eprintln!("  {} bindings, {:.1} s", n + 1, t.elapsed().as_secs_f64());
-        }
     }
-    let reg_time = t.elapsed();
+    fill.bindings = fill.bindings.max(bindings);
+    fill.reg_time += t.elapsed();
     let t = Instant::now();
-    for k in 0..dialogs {
-        // Calls from phones of their own (a dialog per phone, none of them registered).
-        if driver.call(bindings + k, &format!("fill-{k}")).is_none() {
-            failures += 1;
+    for k in fill.dialogs..dialogs {
+        if driver.call(total + k, &format!("fill-{k}")).is_none() {
+            fill.failures += 1;
         }
         if k % 1000 == 999 {
             driver.advance(Duration::from_millis(1));
         }
-        if k % 5_000 == 4_999 {
-            eprintln!("  {} dialogs, {:.1} s", k + 1, t.elapsed().as_secs_f64());
-        }
     }
-    let dialog_time = t.elapsed();
-    // Past the fill's transactions (Timer J/K/D), in steps so probes are answered.
+    fill.dialogs = fill.dialogs.max(dialogs);
+    fill.dialog_time += t.elapsed();
     for _ in 0..40 {
         driver.advance(Duration::from_secs(1));
     }
-    (failures, reg_time, dialog_time)
+}
+
+/// One size at which `show registrations` and `show calls` were timed.
+struct ShowPoint {
+    bindings: usize,
+    dialogs: usize,
+    /// `None`: skipped, too slow to wait for.
+    registrations: Option<Duration>,
+    calls: Duration,
+}
+
+/// Times `f` three times (once when a run takes more than 2 s); the fastest.
+fn best_of(f: impl Fn() -> usize) -> Duration {
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::hint::black_box(f());
+        let e = t.elapsed();
+        best = best.min(e);
+        if e > Duration::from_secs(2) {
+            break;
+        }
+    }
+    best
 }
 
 fn main() {
@@ -129,16 +158,70 @@ fn main() {
     let mut json = String::from("{\"bench\":\"scale\"");
 
     println!("pure core at scale (release): INVITE-180-200-ACK-BYE-200, {warmup} warm-up + {calls} measured calls per run");
-    println!("latency = wall time of one engine step (handle_input + transmits and events taken out)");
+    println!(
+        "latency = wall time of one engine step (handle_input + transmits and events taken out)"
+    );
     println!();
 
     let mut empty = Driver::new();
     let empty_run = measure(&mut empty, warmup, calls);
     drop(empty);
 
-    eprintln!("filling {bindings} bindings and {dialogs} dialogs through handle_input ...");
+    let budget = Duration::from_secs(env_u64("SCALE_BENCH_SHOW_BUDGET_SECS", 30));
+    eprintln!(
+        "filling {bindings} bindings and {dialogs} dialogs through handle_input, in doublings ..."
+    );
     let mut big = Driver::new();
-    let (fill_failures, reg_time, dialog_time) = fill(&mut big, bindings, dialogs);
+    let mut fill = Fill::default();
+    let total = bindings;
+    let mut points: Vec<ShowPoint> = Vec::new();
+    // Doublings of both tables up to the full size: show registrations and show calls timed
+    // at each, show registrations only while its next run is expected within the budget
+    // (from the growth between the last two sizes).
+    for shift in (0..=6).rev() {
+        fill_to(
+            &mut big,
+            &mut fill,
+            bindings >> shift,
+            dialogs >> shift,
+            total,
+        );
+        let c = big.proxy.counts();
+        let expected = match points.as_slice() {
+            [.., a, b] => match (a.registrations, b.registrations) {
+                (Some(a), Some(b)) => Some(b.mul_f64(b.as_secs_f64() / a.as_secs_f64().max(1e-9))),
+                _ => None,
+            },
+            [b] => b.registrations.map(|b| b * 4),
+            [] => Some(Duration::ZERO),
+        };
+        let registrations = expected
+            .filter(|&e| e <= budget)
+            .map(|_| best_of(|| big.proxy.registrations().len()));
+        let calls = best_of(|| big.proxy.calls().len());
+        eprintln!(
+            "  {} bindings, {} dialogs: show registrations {}, show calls {:.1} ms",
+            c.registrations,
+            c.confirmed,
+            registrations.map_or("skipped".to_owned(), |d| format!(
+                "{:.1} ms",
+                d.as_secs_f64() * 1e3
+            )),
+            calls.as_secs_f64() * 1e3
+        );
+        points.push(ShowPoint {
+            bindings: c.registrations,
+            dialogs: c.confirmed,
+            registrations,
+            calls,
+        });
+    }
+    let Fill {
+        failures: fill_failures,
+        reg_time,
+        dialog_time,
+        ..
+    } = fill;
     let counts = big.proxy.counts();
     println!(
         "fill: {} bindings in {:.1} s ({:.1} us per REGISTER round), {} confirmed dialogs in {:.1} s ({:.1} us per call set-up), {fill_failures} failures",
@@ -153,25 +236,6 @@ fn main() {
     let t = Instant::now();
     let scale_run = measure(&mut big, warmup, calls);
     eprintln!("  {:.1} s", t.elapsed().as_secs_f64());
-    eprintln!("show registrations, show calls ...");
-
-    // show registrations / show calls, three times each.
-    let show = |f: &dyn Fn(&Driver) -> usize| -> (usize, Vec<Duration>) {
-        let mut times = Vec::new();
-        let mut n = 0;
-        // Three runs, or one when a run takes more than 2 s.
-        for _ in 0..3 {
-            let t = Instant::now();
-            n = f(&big);
-            times.push(t.elapsed());
-            if t.elapsed() > Duration::from_secs(2) {
-                break;
-            }
-        }
-        (n, times)
-    };
-    let (regs, reg_times) = show(&|d| d.proxy.registrations().len());
-    let (calls_n, call_times) = show(&|d| d.proxy.calls().len());
 
     println!();
     println!(
@@ -180,7 +244,10 @@ fn main() {
     );
     print_run("empty box", &empty_run);
     print_run(
-        &format!("{} bindings, {} dialogs", counts.registrations, counts.confirmed),
+        &format!(
+            "{} bindings, {} dialogs",
+            counts.registrations, counts.confirmed
+        ),
         &scale_run,
     );
     let p99_ratio =
@@ -189,20 +256,56 @@ fn main() {
         percentile(&scale_run.all, 50.0) as f64 / percentile(&empty_run.all, 50.0).max(1) as f64;
     println!("p99 at scale / p99 empty: {p99_ratio:.2} (goal <= 2); p50 ratio {p50_ratio:.2}");
     println!();
-    let fmt = |v: &[Duration]| {
-        v.iter()
-            .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
+    println!("show registrations (Proxy::registrations()) and show calls (Proxy::calls()), fastest of 3 runs:");
     println!(
-        "Proxy::registrations() (show registrations): {regs} rows in {} ms (runs; goal < 1000 ms)",
-        fmt(&reg_times)
+        "{:>9} {:>8} {:>22} {:>14}",
+        "bindings", "dialogs", "registrations (ms)", "calls (ms)"
     );
-    println!(
-        "Proxy::calls() (show calls):                  {calls_n} rows in {} ms (runs)",
-        fmt(&call_times)
-    );
+    for p in &points {
+        println!(
+            "{:>9} {:>8} {:>22} {:>14.1}",
+            p.bindings,
+            p.dialogs,
+            p.registrations.map_or("skipped".to_owned(), |d| format!(
+                "{:.1}",
+                d.as_secs_f64() * 1e3
+            )),
+            p.calls.as_secs_f64() * 1e3
+        );
+    }
+    // The largest size measured, and the growth per doubling of both tables there.
+    let measured: Vec<&ShowPoint> = points
+        .iter()
+        .filter(|p| p.registrations.is_some())
+        .collect();
+    let mut extrapolated_ms = None;
+    if let ([.., a, b], Some(last)) = (measured.as_slice(), points.last()) {
+        if last.registrations.is_none() {
+            let (ta, tb) = (
+                a.registrations.unwrap_or_default().as_secs_f64(),
+                b.registrations.unwrap_or_default().as_secs_f64(),
+            );
+            let growth = tb / ta.max(1e-9);
+            let doublings = (last.bindings as f64 / b.bindings.max(1) as f64).log2();
+            let ms = tb * growth.powf(doublings) * 1e3;
+            extrapolated_ms = Some(ms);
+            println!(
+                "show registrations at {} bindings and {} dialogs: not run (over the {} s budget); \
+                 about {:.0} s extrapolated ({growth:.1}x per doubling of both tables)",
+                last.bindings,
+                last.dialogs,
+                budget.as_secs(),
+                ms / 1e3
+            );
+        }
+    }
+    println!("goal: show registrations with 100 000 bindings under 1000 ms");
+    let reg_times: Vec<Duration> = points
+        .last()
+        .and_then(|p| p.registrations)
+        .into_iter()
+        .collect();
+    let call_times: Vec<Duration> = points.last().map(|p| p.calls).into_iter().collect();
 
     let ms_min = |v: &[Duration]| v.iter().min().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
     let run_json = |r: &Run| {
@@ -217,14 +320,17 @@ fn main() {
     };
     let _ = write!(
         json,
-        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{:.2},\"calls_ms\":{:.2}}}",
+        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{},\"registrations_ms_extrapolated\":{},\"calls_ms\":{:.2}}}",
         counts.registrations,
         counts.confirmed,
         reg_time.as_secs_f64(),
         dialog_time.as_secs_f64(),
         run_json(&empty_run),
         run_json(&scale_run),
-        ms_min(&reg_times),
+        reg_times
+            .first()
+            .map_or("null".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1e3)),
+        extrapolated_ms.map_or("null".to_owned(), |ms| format!("{ms:.0}")),
         ms_min(&call_times),
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -56,7 +56,10 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
 
     // Allocations: a plain run.
-    eprintln!("bench core: {} measured calls with the counting allocator", calls);
+    eprintln!(
+        "bench core: {} measured calls with the counting allocator",
+        calls
+    );
     let output = Command::new(&bench)
         .env("CORE_BENCH_CALLS", calls.to_string())
         .env("CORE_BENCH_WARMUP", WARMUP.to_string())
@@ -65,7 +68,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     print!("{stdout}");
     if !output.status.success() {
-        bail!("{} failed: {}", bench.display(), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "{} failed: {}",
+            bench.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let result = stdout
         .lines()
@@ -88,7 +95,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut totals = Vec::new();
     for k in [k1, k2] {
         let file = out_dir.join(format!("callgrind.core.{k}.out"));
-        eprintln!("bench core: callgrind, {WARMUP} warm-up + {k} calls -> {}", file.display());
+        eprintln!(
+            "bench core: callgrind, {WARMUP} warm-up + {k} calls -> {}",
+            file.display()
+        );
         let output = Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg(format!("--callgrind-out-file={}", file.display()))
@@ -108,8 +118,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let ir_per_call = (totals[1] as f64 - totals[0] as f64) / (k2 - k1) as f64;
     let k2_file = out_dir.join(format!("callgrind.core.{k2}.out"));
-    let inclusive = annotate(&k2_file, true)?;
-    let exclusive = annotate(&k2_file, false)?;
+    let inclusive = top_inside(annotate(&k2_file, true)?);
+    let exclusive = top_inside(annotate(&k2_file, false)?);
     let all_calls = (WARMUP + k2) as f64;
 
     println!();
@@ -202,8 +212,7 @@ pub(super) fn build_bench(name: &str) -> Result<PathBuf> {
 
 /// The total Ir of a callgrind output file (its `summary:` or `totals:` line).
 fn total_ir(file: &Path) -> Result<u64> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     text.lines()
         .filter_map(|l| {
             l.strip_prefix("summary:")
@@ -224,7 +233,10 @@ struct Row {
 /// The first 10 functions of `callgrind_annotate` (inclusive or self), as it sorts them.
 fn annotate(file: &Path, inclusive: bool) -> Result<Vec<Row>> {
     let output = Command::new("callgrind_annotate")
-        .arg(format!("--inclusive={}", if inclusive { "yes" } else { "no" }))
+        .arg(format!(
+            "--inclusive={}",
+            if inclusive { "yes" } else { "no" }
+        ))
         .arg("--threshold=100")
         .arg(file)
         .output()
@@ -272,11 +284,26 @@ fn annotate(file: &Path, inclusive: bool) -> Result<Vec<Row>> {
             percent,
             function: function.to_owned(),
         });
-        if rows.len() == 10 {
-            break;
-        }
     }
     Ok(rows)
+}
+
+/// The first 10 rows below the bench's `measured_step`: only it is collected, so every row at
+/// or above its Ir is it or one of its callers (main, the runtime, the bench's loop). The
+/// bench's own functions and repeated names (inlined copies) are left out.
+fn top_inside(rows: Vec<Row>) -> Vec<Row> {
+    let ceiling = rows
+        .iter()
+        .filter(|r| r.function.contains("measured_step"))
+        .map(|r| r.ir)
+        .max()
+        .unwrap_or(u64::MAX);
+    let mut seen = std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|r| r.ir < ceiling && !r.function.starts_with("core_call::"))
+        .filter(|r| seen.insert(r.function.clone()))
+        .take(10)
+        .collect()
 }
 
 fn json_escape(s: &str) -> String {

@@ -76,15 +76,7 @@ pub fn run(args: &[String]) -> Result<()> {
         util::run(
             Command::new(env!("CARGO"))
                 .current_dir(util::root())
-                .args([
-                    "test",
-                    "--release",
-                    "-p",
-                    "sbcd",
-                    "--test",
-                    file,
-                    "--",
-                ])
+                .args(["test", "--release", "-p", "sbcd", "--test", file, "--"])
                 .args([
                     "--ignored",
                     "--exact",

@@ -65,7 +65,7 @@ pub fn config() -> proxy::Config {
             },
         ],
         upstreams: vec![
-            UpstreamConfig::from_uri("sip:10.1.0.10:5060;transport=udp", 1).expect("upstream")
+            UpstreamConfig::from_uri("sip:10.1.0.10:5060;transport=udp", 1).expect("upstream"),
         ],
         limits: proxy::Limits {
             per_source_rps: 0,
@@ -192,7 +192,13 @@ impl Driver {
         d
     }
 
-    fn step(&mut self, listener: ListenerId, from: SocketAddr, text: &str, kind: Option<usize>) -> Sent {
+    fn step(
+        &mut self,
+        listener: ListenerId,
+        from: SocketAddr,
+        text: &str,
+        kind: Option<usize>,
+    ) -> Sent {
         let input = Input {
             listener,
             flow: None,
@@ -212,7 +218,12 @@ impl Driver {
     fn collect(&mut self, out: Vec<Transmit>) -> Sent {
         let sent: Sent = out
             .into_iter()
-            .map(|t| (t.destination, String::from_utf8_lossy(&t.bytes).into_owned()))
+            .map(|t| {
+                (
+                    t.destination,
+                    String::from_utf8_lossy(&t.bytes).into_owned(),
+                )
+            })
             .collect();
         let upstream = addr(UPSTREAM);
         for (d, text) in &sent {
@@ -312,7 +323,12 @@ impl Driver {
     /// The phone hangs up: BYE along the route, the core's 200. Whether the phone got its 200.
     pub fn hang_up(&mut self, call: &Call) -> bool {
         let upstream = addr(UPSTREAM);
-        let sent = self.step(ACCESS_LISTENER, call.phone, &call.request("BYE", 2), Some(4));
+        let sent = self.step(
+            ACCESS_LISTENER,
+            call.phone,
+            &call.request("BYE", 2),
+            Some(4),
+        );
         let Some(forwarded) = find(&sent, upstream, "BYE") else {
             return false;
         };
