@@ -118,8 +118,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let ir_per_call = (totals[1] as f64 - totals[0] as f64) / (k2 - k1) as f64;
     let k2_file = out_dir.join(format!("callgrind.core.{k2}.out"));
-    let inclusive = top_inside(annotate(&k2_file, true)?);
-    let exclusive = top_inside(annotate(&k2_file, false)?);
+    let inclusive = top_inclusive(annotate(&k2_file, true)?);
+    let exclusive = top_self(annotate(&k2_file, false)?);
     let all_calls = (WARMUP + k2) as f64;
 
     println!();
@@ -290,8 +290,9 @@ fn annotate(file: &Path, inclusive: bool) -> Result<Vec<Row>> {
 
 /// The first 10 rows below the bench's `measured_step`: only it is collected, so every row at
 /// or above its Ir is it or one of its callers (main, the runtime, the bench's loop). The
-/// bench's own functions and repeated names (inlined copies) are left out.
-fn top_inside(rows: Vec<Row>) -> Vec<Row> {
+/// bench's own functions and repeated names (a function's Ir split by the source files inlined
+/// into it: the first is its whole) are left out.
+fn top_inclusive(rows: Vec<Row>) -> Vec<Row> {
     let ceiling = rows
         .iter()
         .filter(|r| r.function.contains("measured_step"))
@@ -304,6 +305,27 @@ fn top_inside(rows: Vec<Row>) -> Vec<Row> {
         .filter(|r| seen.insert(r.function.clone()))
         .take(10)
         .collect()
+}
+
+/// The 10 functions with the most self Ir, a function's rows (one per source file inlined
+/// into it) summed; the bench's own functions left out.
+fn top_self(rows: Vec<Row>) -> Vec<Row> {
+    let mut sum: Vec<Row> = Vec::new();
+    for r in rows {
+        if r.function.starts_with("core_call::") {
+            continue;
+        }
+        match sum.iter_mut().find(|s| s.function == r.function) {
+            Some(s) => {
+                s.ir += r.ir;
+                s.percent += r.percent;
+            }
+            None => sum.push(r),
+        }
+    }
+    sum.sort_by(|a, b| b.ir.cmp(&a.ir));
+    sum.truncate(10);
+    sum
 }
 
 fn json_escape(s: &str) -> String {
