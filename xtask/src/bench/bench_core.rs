@@ -323,7 +323,7 @@ fn top_self(rows: Vec<Row>) -> Vec<Row> {
             None => sum.push(r),
         }
     }
-    sum.sort_by(|a, b| b.ir.cmp(&a.ir));
+    sum.sort_by_key(|r| std::cmp::Reverse(r.ir));
     sum.truncate(10);
     sum
 }
