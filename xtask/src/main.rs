@@ -24,7 +24,7 @@ type Task = (
 
 const TASKS: &[Task] = &[
     ("test", "every test: units, RFC 4475, properties, SIPp host tests, QEMU system tests (`[--host-only]`)", test::run),
-    ("bench", "benchmarks: `bench` (parser vs rsip) and `bench sip` (sbcd vs Kamailio under SIPp), `bench flood` (sbcd's RSS and calls under a flood), `bench twin` (takeover times, false takeovers)", bench::run),
+    ("bench", "benchmarks: `bench` (parser vs rsip) and `bench sip` (sbcd vs Kamailio under SIPp), `bench flood` (sbcd's RSS and calls under a flood), `bench twin` (takeover times, false takeovers), `bench core` (allocations and instructions per call of the pure core), `bench scale` (latency at 100 000 bindings)", bench::run),
     ("fuzz", "bounded cargo-fuzz run: the SIP parser or the proxy engine (`[--target parse|engine] [--seconds N]`, default parse, 60)", fuzz::run),
     ("image", "build the appliance disk image (`--board qemu|apu2`)", image::run),
     ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file] [--keep-data]`)", flash::run),

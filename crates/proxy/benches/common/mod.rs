@@ -1,0 +1,396 @@
+//! What the proxy benches share: the box's config, phones and a core written by hand (as
+//! `src/tests/harness.rs` does), and a driver that runs one INVITE-180-200-ACK-BYE-200 call
+//! through the pure [`proxy::Proxy`] on a simulated clock.
+//!
+//! The bench reads what the proxy transmits with its own small line code (not `proxy::msg`,
+//! which is being replaced): the answers copy the proxy's Via, branch, Record-Route and tags.
+//! Only the public API of `proxy` is used, so the bench keeps compiling while the core changes.
+//!
+//! Every call into the proxy goes through [`measured_step`] (never inlined): the callgrind
+//! runs of `cargo xtask bench core` collect only inside it (`--toggle-collect`), and the
+//! counting allocator of `core_call.rs` counts only while [`COUNTING`] is set, so neither
+//! figure includes the bench writing and reading SIP.
+
+#![allow(dead_code)]
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use proxy::{Input, ListenerConfig, ListenerId, Proxy, Realm, Transmit, Transport, UpstreamConfig};
+
+pub const ACCESS: &str = "10.0.0.1:5060";
+pub const CORE_SIDE: &str = "10.1.0.1:5060";
+pub const UPSTREAM: &str = "10.1.0.10:5060";
+const ACCESS_LISTENER: ListenerId = ListenerId(0);
+const CORE_LISTENER: ListenerId = ListenerId(1);
+
+/// Set while the proxy runs (inside [`measured_step`]): what a counting allocator counts.
+pub static COUNTING: AtomicBool = AtomicBool::new(false);
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("a socket address")
+}
+
+/// Phone `i`'s address: distinct for every `i` below 600 000.
+pub fn phone(i: u32) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(10, 2, (i / 50_000) as u8, 50),
+        10_000 + (i % 50_000) as u16,
+    ))
+}
+
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The box of the proxy tests: one access and one core listener, one upstream. No per-source
+/// limit (the core is one source for everyone) and room for the scale fill.
+pub fn config() -> proxy::Config {
+    proxy::Config {
+        node_name: "sbc-a".into(),
+        listeners: vec![
+            ListenerConfig {
+                realm: Realm::Access,
+                transport: Transport::Udp,
+                addr: addr(ACCESS),
+            },
+            ListenerConfig {
+                realm: Realm::Core,
+                transport: Transport::Udp,
+                addr: addr(CORE_SIDE),
+            },
+        ],
+        upstreams: vec![
+            UpstreamConfig::from_uri("sip:10.1.0.10:5060;transport=udp", 1).expect("upstream"),
+        ],
+        limits: proxy::Limits {
+            per_source_rps: 0,
+            max_transactions: 2_000_000,
+            max_dialogs: 200_000,
+            max_bindings: 400_000,
+            ..proxy::Limits::default()
+        },
+        ..proxy::Config::default()
+    }
+}
+
+// ---------------------------------------------------------------- SIP by hand
+
+pub fn message(lines: &[&str]) -> String {
+    format!("{}\r\nContent-Length: 0\r\n\r\n", lines.join("\r\n"))
+}
+
+pub fn header_lines(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
+/// A response to `request` as a UAS writes it: Via, From, To (tagged), Call-ID, CSeq and
+/// Record-Route copied from what the proxy sent.
+pub fn response(request: &str, status: &str, extra: &[&str]) -> String {
+    let mut lines = vec![format!("SIP/2.0 {status}")];
+    for name in ["Via", "From", "To", "Call-ID", "CSeq", "Record-Route"] {
+        for value in header_lines(request, name) {
+            let value = if name == "To" && !value.contains("tag=") {
+                format!("{value};tag=uas")
+            } else {
+                value
+            };
+            lines.push(format!("{name}: {value}"));
+        }
+    }
+    lines.extend(extra.iter().map(|s| (*s).to_owned()));
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    message(&lines)
+}
+
+/// The URI inside `<...>` of a name-addr (or the value up to its parameters).
+fn uri_of(value: &str) -> String {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => value[a + 1..b].to_owned(),
+        _ => value.split(';').next().unwrap_or(value).trim().to_owned(),
+    }
+}
+
+/// What the proxy sent after one input: destination and text.
+pub type Sent = Vec<(SocketAddr, String)>;
+
+pub fn find<'a>(sent: &'a Sent, to: SocketAddr, prefix: &str) -> Option<&'a str> {
+    sent.iter()
+        .rev()
+        .find(|(d, t)| *d == to && t.starts_with(prefix))
+        .map(|(_, t)| t.as_str())
+}
+
+// ---------------------------------------------------------------- the proxy, measured
+
+/// One step of the engine: a message in (or, with `None`, the deadlines due at `now`), then
+/// every transmit and event taken out. Everything the engine thread does per message; the only
+/// code the callgrind runs collect and the counting allocator counts.
+#[inline(never)]
+pub fn measured_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) -> Vec<Transmit> {
+    COUNTING.store(true, Ordering::Relaxed);
+    match input {
+        Some(input) => proxy.handle_input(now, input),
+        None => {
+            while proxy.poll_timeout().is_some_and(|at| at <= now) {
+                proxy.handle_timeout(now);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    while let Some(t) = proxy.poll_transmit() {
+        out.push(t);
+    }
+    while let Some(e) = proxy.poll_event() {
+        drop(e);
+    }
+    COUNTING.store(false, Ordering::Relaxed);
+    out
+}
+
+/// The six messages of a call, in order (the index into [`Driver::latencies`]).
+pub const STEPS: [&str; 6] = [
+    "INVITE (phone)",
+    "180 (core)",
+    "200 (core)",
+    "ACK (phone)",
+    "BYE (phone)",
+    "200 BYE (core)",
+];
+
+/// The proxy on a simulated clock, with the phones and the core written by hand.
+pub struct Driver {
+    pub proxy: Proxy,
+    pub now: Instant,
+    /// When set, the nanoseconds of every [`measured_step`] of a call message, per step.
+    pub latencies: Option<[Vec<u64>; 6]>,
+    /// OPTIONS probes the core answered.
+    pub probes: u64,
+}
+
+impl Driver {
+    pub fn new() -> Driver {
+        let now = Instant::now();
+        let mut d = Driver {
+            proxy: Proxy::new(config(), now),
+            now,
+            latencies: None,
+            probes: 0,
+        };
+        d.timers();
+        d
+    }
+
+    fn step(
+        &mut self,
+        listener: ListenerId,
+        from: SocketAddr,
+        text: &str,
+        kind: Option<usize>,
+    ) -> Sent {
+        let input = Input {
+            listener,
+            flow: None,
+            source: from,
+            bytes: text.as_bytes(),
+        };
+        let t = Instant::now();
+        let out = measured_step(&mut self.proxy, self.now, Some(input));
+        let ns = t.elapsed().as_nanos() as u64;
+        if let (Some(lat), Some(k)) = (self.latencies.as_mut(), kind) {
+            lat[k].push(ns);
+        }
+        self.collect(out)
+    }
+
+    /// Reads the transmits; the core answers the upstream probes (OPTIONS) at once.
+    fn collect(&mut self, out: Vec<Transmit>) -> Sent {
+        let sent: Sent = out
+            .into_iter()
+            .map(|t| {
+                (
+                    t.destination,
+                    String::from_utf8_lossy(&t.bytes).into_owned(),
+                )
+            })
+            .collect();
+        let upstream = addr(UPSTREAM);
+        for (d, text) in &sent {
+            if *d == upstream && text.starts_with("OPTIONS ") {
+                self.probes += 1;
+                let ok = response(text, "200 OK", &[]);
+                self.step(CORE_LISTENER, upstream, &ok, None);
+            }
+        }
+        sent
+    }
+
+    /// Fires the deadlines due now.
+    pub fn timers(&mut self) {
+        let out = measured_step(&mut self.proxy, self.now, None);
+        self.collect(out);
+    }
+
+    /// Moves the clock by `d` and fires what fell due (at the end: the bench's jumps are short
+    /// against the timers, or taken in steps).
+    pub fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        while let Some(at) = self.proxy.poll_timeout().filter(|&at| at < target) {
+            self.now = self.now.max(at);
+            self.timers();
+        }
+        self.now = target;
+        self.timers();
+    }
+
+    /// Phone `n` registers `user{n}`; the core accepts. Whether the phone got its 200.
+    pub fn register(&mut self, n: u32, cseq: u32, expires: u32) -> bool {
+        let from = phone(n);
+        let request = message(&[
+            "REGISTER sip:example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {from};branch=z9hG4bK-reg{n}-{cseq};rport"),
+            "Max-Forwards: 70",
+            &format!("From: <sip:user{n}@example.com>;tag=reg{n}"),
+            &format!("To: <sip:user{n}@example.com>"),
+            &format!("Call-ID: reg-{n}"),
+            &format!("CSeq: {cseq} REGISTER"),
+            &format!("Contact: <sip:user{n}@{from}>;expires={expires}"),
+        ]);
+        let sent = self.step(ACCESS_LISTENER, from, &request, None);
+        let Some(forwarded) = find(&sent, addr(UPSTREAM), "REGISTER") else {
+            return false;
+        };
+        let answer = response(
+            forwarded,
+            "200 OK",
+            &[&format!("Contact: <sip:user{n}@{from}>;expires={expires}")],
+        );
+        let sent = self.step(CORE_LISTENER, addr(UPSTREAM), &answer, None);
+        find(&sent, from, "SIP/2.0 200").is_some()
+    }
+
+    /// Phone `n` calls the core: INVITE, the core's 180 and 200, the phone's ACK. Returns what
+    /// the phone needs to hang up, or `None` when a step did not come through.
+    pub fn call(&mut self, n: u32, call_id: &str) -> Option<Call> {
+        let from = phone(n);
+        let upstream = addr(UPSTREAM);
+        let invite = message(&[
+            "INVITE sip:+15550001@example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {from};branch=z9hG4bK-{call_id};rport"),
+            "Max-Forwards: 70",
+            &format!("From: <sip:user{n}@example.com>;tag=caller{n}"),
+            "To: <sip:+15550001@example.com>",
+            &format!("Call-ID: {call_id}"),
+            "CSeq: 1 INVITE",
+            &format!("Contact: <sip:user{n}@{from}>"),
+        ]);
+        let sent = self.step(ACCESS_LISTENER, from, &invite, Some(0));
+        let forwarded = find(&sent, upstream, "INVITE")?.to_owned();
+        let contact = format!("Contact: <sip:core@{UPSTREAM}>");
+        let ringing = response(&forwarded, "180 Ringing", &[&contact]);
+        let sent = self.step(CORE_LISTENER, upstream, &ringing, Some(1));
+        find(&sent, from, "SIP/2.0 180")?;
+        let ok = response(&forwarded, "200 OK", &[&contact]);
+        let sent = self.step(CORE_LISTENER, upstream, &ok, Some(2));
+        let answered = find(&sent, from, "SIP/2.0 200")?.to_owned();
+        let call = Call {
+            call_id: call_id.to_owned(),
+            phone: from,
+            target: header_lines(&answered, "Contact")
+                .first()
+                .map(|c| uri_of(c))
+                .unwrap_or_else(|| format!("sip:core@{UPSTREAM}")),
+            from: header_lines(&answered, "From").first()?.clone(),
+            to: header_lines(&answered, "To").first()?.clone(),
+            routes: header_lines(&answered, "Record-Route"),
+        };
+        let sent = self.step(ACCESS_LISTENER, from, &call.request("ACK", 1), Some(3));
+        find(&sent, upstream, "ACK")?;
+        Some(call)
+    }
+
+    /// The phone hangs up: BYE along the route, the core's 200. Whether the phone got its 200.
+    pub fn hang_up(&mut self, call: &Call) -> bool {
+        let upstream = addr(UPSTREAM);
+        let sent = self.step(
+            ACCESS_LISTENER,
+            call.phone,
+            &call.request("BYE", 2),
+            Some(4),
+        );
+        let Some(forwarded) = find(&sent, upstream, "BYE") else {
+            return false;
+        };
+        let ok = response(forwarded, "200 OK", &[]);
+        let sent = self.step(CORE_LISTENER, upstream, &ok, Some(5));
+        find(&sent, call.phone, "SIP/2.0 200").is_some()
+    }
+
+    /// One whole call: INVITE-180-200-ACK-BYE-200. Whether every step came through.
+    pub fn full_call(&mut self, n: u32, call_id: &str) -> bool {
+        match self.call(n, call_id) {
+            Some(call) => self.hang_up(&call),
+            None => false,
+        }
+    }
+}
+
+impl Default for Driver {
+    fn default() -> Self {
+        Driver::new()
+    }
+}
+
+/// A confirmed call, as the phone knows it.
+pub struct Call {
+    pub call_id: String,
+    pub phone: SocketAddr,
+    /// The remote target (the Contact of the 200 as the phone got it).
+    pub target: String,
+    pub from: String,
+    pub to: String,
+    /// The Record-Route of the 200 (one entry per line; the route set of the phone).
+    pub routes: Vec<String>,
+}
+
+impl Call {
+    /// An in-dialog request from the phone.
+    fn request(&self, method: &str, cseq: u32) -> String {
+        let mut lines = vec![
+            format!("{method} {} SIP/2.0", self.target),
+            format!(
+                "Via: SIP/2.0/UDP {};branch=z9hG4bK-{}-{method};rport",
+                self.phone, self.call_id
+            ),
+            "Max-Forwards: 70".into(),
+            format!("From: {}", self.from),
+            format!("To: {}", self.to),
+            format!("Call-ID: {}", self.call_id),
+            format!("CSeq: {cseq} {method}"),
+        ];
+        // The UAC's route set is the Record-Route of the 2xx, reversed.
+        lines.extend(self.routes.iter().rev().map(|rr| format!("Route: {rr}")));
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        message(&lines)
+    }
+}
+
+/// Percentile `p` (0..=100) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}

@@ -1,0 +1,333 @@
+//! `cargo xtask bench core [--calls N] [--k1 K1] [--k2 K2]`: the pure core's cost per call,
+//! figures that do not move with a noisy machine.
+//!
+//! Runs `crates/proxy/benches/core_call.rs` (release): one INVITE-180-200-ACK-BYE-200 call
+//! through `proxy::Proxy` with hand-written SIP, repeated with distinct Call-IDs after a
+//! warm-up of 1000 calls.
+//!
+//! - Allocations, reallocations and bytes per call: the bench's counting allocator, over
+//!   `--calls` measured calls (default 10 000).
+//! - Instructions per call: the same binary twice under `valgrind --tool=callgrind`, once with
+//!   `K1` and once with `K2` measured calls (defaults 200 and 1200), collecting only inside
+//!   the bench's `measured_step` (every call into the proxy: handle_input or handle_timeout,
+//!   then the transmits and events taken out; `--toggle-collect`), so the bench writing and
+//!   reading SIP is not counted. Instructions per call = (Ir(K2) - Ir(K1)) / (K2 - K1): the
+//!   warm-up and anything else both runs share cancels.
+//! - The top 10 functions by inclusive Ir of the K2 run (`callgrind_annotate --inclusive=yes`)
+//!   and the top 10 by self Ir, so the cost can be found; their Ir per call is the run's Ir
+//!   divided by all the calls it made (warm-up included).
+//!
+//! Issue 15's goal: at most 20 000 instructions and 10 allocations per call. A benchmark: it
+//! prints (and writes one JSON line to `out/bench/core.json`), it never fails on a number.
+//! Callgrind's output files stay in `out/bench/` (`callgrind.core.K.out`).
+
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Calls before the measured ones (the steady state: about 320 calls' ended transactions).
+const WARMUP: u64 = 1000;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let (mut calls, mut k1, mut k2) = (10_000u64, 200u64, 1200u64);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut number = |name: &str| -> Result<u64> {
+            it.next()
+                .and_then(|v| v.parse().ok())
+                .filter(|&v| v > 0)
+                .with_context(|| format!("{name} needs a whole number above 0"))
+        };
+        match arg.as_str() {
+            "--calls" => calls = number("--calls")?,
+            "--k1" => k1 = number("--k1")?,
+            "--k2" => k2 = number("--k2")?,
+            other => bail!(
+                "unknown argument `{other}`; usage: cargo xtask bench core [--calls N] [--k1 K1] [--k2 K2]"
+            ),
+        }
+    }
+    if k2 <= k1 {
+        bail!("--k2 ({k2}) must be above --k1 ({k1})");
+    }
+    let bench = build_bench("core_call")?;
+    let out_dir = util::root().join("out/bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+
+    // Allocations: a plain run.
+    eprintln!(
+        "bench core: {} measured calls with the counting allocator",
+        calls
+    );
+    let output = Command::new(&bench)
+        .env("CORE_BENCH_CALLS", calls.to_string())
+        .env("CORE_BENCH_WARMUP", WARMUP.to_string())
+        .output()
+        .with_context(|| format!("run {}", bench.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{stdout}");
+    if !output.status.success() {
+        bail!(
+            "{} failed: {}",
+            bench.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("the bench printed no RESULT line")?;
+    let field = |name: &str| -> Result<f64> {
+        result
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} in `{result}`"))
+    };
+    let allocs = field("allocs_per_call")?;
+    let reallocs = field("reallocs_per_call")?;
+    let bytes = field("bytes_per_call")?;
+    let failed = field("failed")?;
+
+    // Instructions: two callgrind runs.
+    util::ensure_debs(&["valgrind"])?;
+    let mut totals = Vec::new();
+    for k in [k1, k2] {
+        let file = out_dir.join(format!("callgrind.core.{k}.out"));
+        eprintln!(
+            "bench core: callgrind, {WARMUP} warm-up + {k} calls -> {}",
+            file.display()
+        );
+        let output = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg(format!("--callgrind-out-file={}", file.display()))
+            .arg("--toggle-collect=*measured_step*")
+            .arg(&bench)
+            .env("CORE_BENCH_CALLS", k.to_string())
+            .env("CORE_BENCH_WARMUP", WARMUP.to_string())
+            .output()
+            .context("run valgrind")?;
+        if !output.status.success() {
+            bail!(
+                "valgrind failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        totals.push(total_ir(&file)?);
+    }
+    let ir_per_call = (totals[1] as f64 - totals[0] as f64) / (k2 - k1) as f64;
+    let k2_file = out_dir.join(format!("callgrind.core.{k2}.out"));
+    let inclusive = top_inclusive(annotate(&k2_file, true)?);
+    let exclusive = top_self(annotate(&k2_file, false)?);
+    let all_calls = (WARMUP + k2) as f64;
+
+    println!();
+    println!("pure core, per INVITE-180-200-ACK-BYE-200 call (issue 15 goal in brackets)");
+    println!("  allocations/call    {allocs:>12.1}   (<= 10)");
+    println!("  reallocations/call  {reallocs:>12.1}");
+    println!("  bytes/call          {bytes:>12.0}");
+    println!("  instructions/call   {ir_per_call:>12.0}   (<= 20 000)");
+    println!(
+        "  (Ir {} with {k1} calls, {} with {k2}; {failed} failed calls in the allocation run)",
+        totals[0], totals[1]
+    );
+    for (title, rows) in [
+        ("top 10 by inclusive Ir", &inclusive),
+        ("top 10 by self Ir", &exclusive),
+    ] {
+        println!();
+        println!(
+            "{title} ({k2}-call run; Ir/call over all {} calls it made):",
+            WARMUP + k2
+        );
+        println!("  {:>9} {:>6}  function", "Ir/call", "%");
+        for row in rows.iter() {
+            println!(
+                "  {:>9.0} {:>5.1}%  {}",
+                row.ir as f64 / all_calls,
+                row.percent,
+                row.function
+            );
+        }
+    }
+
+    let rows_json = |rows: &[Row]| {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{{\"ir_per_call\":{:.0},\"percent\":{:.2},\"function\":\"{}\"}}",
+                    r.ir as f64 / all_calls,
+                    r.percent,
+                    json_escape(&r.function)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let json = format!(
+        "{{\"bench\":\"core\",\"calls\":{calls},\"warmup\":{WARMUP},\"failed_calls\":{failed},\"allocs_per_call\":{allocs:.3},\"reallocs_per_call\":{reallocs:.3},\"bytes_per_call\":{bytes:.1},\"instructions_per_call\":{ir_per_call:.0},\"k1\":{k1},\"k2\":{k2},\"ir_k1\":{},\"ir_k2\":{},\"top_inclusive\":[{}],\"top_self\":[{}]}}\n",
+        totals[0],
+        totals[1],
+        rows_json(&inclusive),
+        rows_json(&exclusive),
+    );
+    let path = out_dir.join("core.json");
+    std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+/// Builds a bench target of the proxy crate (bench profile) and returns its executable.
+pub(super) fn build_bench(name: &str) -> Result<PathBuf> {
+    let output = Command::new(env!("CARGO"))
+        .current_dir(util::root())
+        .args([
+            "bench",
+            "-p",
+            "proxy",
+            "--bench",
+            name,
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run cargo bench --no-run")?;
+    if !output.status.success() {
+        bail!("cargo bench -p proxy --bench {name} --no-run failed");
+    }
+    // One JSON object per line; the bench's compiler-artifact names its executable.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let wanted = format!("\"name\":\"{name}\"");
+    stdout
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains(&wanted))
+        .find_map(|l| {
+            let rest = &l[l.find("\"executable\":\"")? + "\"executable\":\"".len()..];
+            Some(PathBuf::from(&rest[..rest.find('"')?]))
+        })
+        .with_context(|| format!("cargo named no executable for bench {name}"))
+}
+
+/// The total Ir of a callgrind output file (its `summary:` or `totals:` line).
+fn total_ir(file: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .find_map(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no summary/totals line in {}", file.display()))
+}
+
+/// One function of callgrind_annotate's list.
+#[derive(Debug)]
+struct Row {
+    ir: u64,
+    percent: f64,
+    function: String,
+}
+
+/// The first 10 functions of `callgrind_annotate` (inclusive or self), as it sorts them.
+fn annotate(file: &Path, inclusive: bool) -> Result<Vec<Row>> {
+    let output = Command::new("callgrind_annotate")
+        .arg(format!(
+            "--inclusive={}",
+            if inclusive { "yes" } else { "no" }
+        ))
+        .arg("--threshold=100")
+        .arg(file)
+        .output()
+        .context("run callgrind_annotate")?;
+    if !output.status.success() {
+        bail!(
+            "callgrind_annotate failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Lines like `1,234,567 (45.67%)  file:function [binary]`; the PROGRAM TOTALS line and
+    // the per-file source listings (which start with `-- `) are not rows.
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        if line.contains("PROGRAM TOTALS") {
+            continue;
+        }
+        if line.starts_with("-- Auto-annotated source") || line.starts_with("-- Annotated source") {
+            break;
+        }
+        let trimmed = line.trim_start();
+        let Some((count, rest)) = trimmed.split_once(' ') else {
+            continue;
+        };
+        let Ok(ir) = count.replace(',', "").parse::<u64>() else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let (percent, function) = match rest.strip_prefix('(') {
+            Some(r) => match r.split_once("%)") {
+                Some((p, f)) => (p.trim().parse().unwrap_or(0.0), f.trim()),
+                None => (0.0, rest),
+            },
+            None => (0.0, rest),
+        };
+        // `file:function [object]`: keep the function.
+        let function = function.split(" [").next().unwrap_or(function);
+        let function = match function.split_once(':') {
+            Some((file, f)) if !file.contains('<') && !f.starts_with(':') => f,
+            _ => function,
+        };
+        rows.push(Row {
+            ir,
+            percent,
+            function: function.to_owned(),
+        });
+    }
+    Ok(rows)
+}
+
+/// The first 10 rows below the bench's `measured_step`: only it is collected, so every row at
+/// or above its Ir is it or one of its callers (main, the runtime, the bench's loop). The
+/// bench's own functions and repeated names (a function's Ir split by the source files inlined
+/// into it: the first is its whole) are left out.
+fn top_inclusive(rows: Vec<Row>) -> Vec<Row> {
+    let ceiling = rows
+        .iter()
+        .filter(|r| r.function.contains("measured_step"))
+        .map(|r| r.ir)
+        .max()
+        .unwrap_or(u64::MAX);
+    let mut seen = std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|r| r.ir < ceiling && !r.function.starts_with("core_call::"))
+        .filter(|r| seen.insert(r.function.clone()))
+        .take(10)
+        .collect()
+}
+
+/// The 10 functions with the most self Ir, a function's rows (one per source file inlined
+/// into it) summed; the bench's own functions left out.
+fn top_self(rows: Vec<Row>) -> Vec<Row> {
+    let mut sum: Vec<Row> = Vec::new();
+    for r in rows {
+        if r.function.starts_with("core_call::") {
+            continue;
+        }
+        match sum.iter_mut().find(|s| s.function == r.function) {
+            Some(s) => {
+                s.ir += r.ir;
+                s.percent += r.percent;
+            }
+            None => sum.push(r),
+        }
+    }
+    sum.sort_by_key(|r| std::cmp::Reverse(r.ir));
+    sum.truncate(10);
+    sum
+}
+
+fn json_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
