@@ -340,6 +340,11 @@ impl SourceBudget {
         let new = !self.buckets.contains_key(&ip);
         if new && self.buckets.len() >= SOURCES_TRACKED {
             self.forget_idle(now);
+            if self.buckets.len() >= SOURCES_TRACKED {
+                // Every tracked source is busy: this one is admitted uncounted rather than
+                // tracked, so a flood from many addresses cannot grow the table.
+                return true;
+            }
         }
         let full = self.full();
         let rate = self.rate;
@@ -500,18 +505,19 @@ mod tests {
         for i in 0..SOURCES_TRACKED as u32 {
             assert!(budget.admit(source(i), t0));
         }
-        // Everyone is busy: a newcomer is counted on its own, nobody is forgotten.
+        // Everyone is busy: a newcomer is admitted uncounted, nobody is forgotten, and the
+        // table does not grow past its bound.
         assert!(budget.admit(source(u32::MAX), t0 + Duration::from_millis(10)));
-        assert_eq!(budget.tracked(), SOURCES_TRACKED + 1);
+        assert_eq!(budget.tracked(), SOURCES_TRACKED);
         assert_eq!(
             budget.idle_not_before,
             Some(t0 + Duration::from_millis(200))
         );
         // One token back takes 200 ms at 5 a second: just before, still nobody is idle.
         assert!(budget.admit(source(u32::MAX - 1), t0 + Duration::from_millis(199)));
-        assert_eq!(budget.tracked(), SOURCES_TRACKED + 2);
-        // At 200 ms the first sources are full again and go.
+        assert_eq!(budget.tracked(), SOURCES_TRACKED);
+        // At 200 ms the first sources are full again and go; the newcomer is tracked.
         assert!(budget.admit(source(u32::MAX - 2), t0 + Duration::from_millis(200)));
-        assert_eq!(budget.tracked(), 3);
+        assert_eq!(budget.tracked(), 1);
     }
 }
