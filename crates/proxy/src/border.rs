@@ -5,7 +5,7 @@
 //! Pure like the rest of the crate: randomness comes from a seed and keys from the shell (which
 //! reads the OS's random source and the key file), time comes in as a parameter.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -306,7 +306,7 @@ impl SourceBudget {
     pub(crate) fn new(rate: u32) -> SourceBudget {
         SourceBudget {
             rate,
-            buckets: HashMap::new(),
+            buckets: HashMap::default(),
             idle_not_before: None,
         }
     }

@@ -10,7 +10,7 @@
 //! calls is this registered endpoint in" ([`Endpoint`]), and every party by connection. No
 //! question one message, one timer or one `show` line asks walks every dialog.
 
-use std::collections::{HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -651,7 +651,7 @@ impl DialogTable {
     ) -> impl Iterator<Item = &'a Dialog> {
         // A dialog may be found under several keys (its contact and its AoR, or both parties):
         // each is counted once.
-        let mut seen: HashSet<u64> = HashSet::new();
+        let mut seen: HashSet<u64> = HashSet::default();
         endpoint
             .keys()
             .filter_map(|key| self.index.access.get(&key))

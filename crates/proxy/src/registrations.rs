@@ -5,7 +5,9 @@
 //! cache holds only what the core accepted. Every change is returned as a
 //! [`BindingChange`] so it can be reported and replicated to the twin.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::hash::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -479,7 +481,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cache = RegistrationCache::default();
         // What the old walk over every lapsed AoR kept, by a walk of its own.
-        let mut lapsed: HashMap<AorKey, Instant> = HashMap::new();
+        let mut lapsed: HashMap<AorKey, Instant> = HashMap::default();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: u64| {
             x ^= x << 13;

@@ -4,7 +4,9 @@
 //! Setting a key again moves its deadline; cancelling forgets it. Both are O(log n), so the
 //! table stays cheap with many transactions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::hash::HashMap;
 use std::hash::Hash;
 use std::time::Instant;
 
@@ -19,7 +21,7 @@ impl<K> Default for TimerTable<K> {
     fn default() -> Self {
         TimerTable {
             by_deadline: BTreeSet::new(),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
         }
     }
 }

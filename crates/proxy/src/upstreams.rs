@@ -7,7 +7,7 @@
 //! before its Retry-After has passed); a 2xx to a probe puts it back. A promised return that
 //! does not happen is reported once per outage.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,7 @@ impl Upstreams {
                     failures: 0,
                 })
                 .collect(),
-            cursors: HashMap::new(),
+            cursors: HashMap::default(),
             probe_interval,
         }
     }

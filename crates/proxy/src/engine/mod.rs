@@ -16,7 +16,9 @@ mod timeouts;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use crate::hash::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,10 +239,10 @@ impl Proxy {
             now,
             next_id: 1,
             timers: TimerTable::default(),
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
-            clients: HashMap::new(),
-            client_index: HashMap::new(),
+            servers: HashMap::default(),
+            server_index: HashMap::default(),
+            clients: HashMap::default(),
+            client_index: HashMap::default(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
             upstreams,
