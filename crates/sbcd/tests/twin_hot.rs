@@ -414,21 +414,7 @@ fn hold_back_replication(ns: &str) {
          ip daddr {set} meta l4proto tcp drop\n }}\n chain in {{\n  type filter hook input \
          priority 0;\n  ip saddr {set} meta l4proto tcp drop\n }}\n}}\n"
     );
-    let mut nft = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft in the node's namespace");
-    use std::io::Write as _;
-    nft.stdin
-        .take()
-        .expect("nft's stdin")
-        .write_all(rules.as_bytes())
-        .expect("write the rules");
-    assert!(
-        nft.wait().expect("nft ends").success(),
-        "nft refused the rules"
-    );
+    common::twin::nft_in(ns, &rules, "the rules");
 }
 
 /// `sbcctl switchover` on node `i`: it answers, exits 0; returns its text.

@@ -526,21 +526,7 @@ fn bench_twin_lossy_link_soak() {
     for ns in &pair.lab.nodes {
         let rules = "table inet lossy {\n chain in {\n  type filter hook input priority 0;\n  \
                      iifname \"eth2\" udp dport 7700 numgen random mod 10 == 0 drop\n }\n}\n";
-        let mut nft = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .expect("run nft in the node's namespace");
-        use std::io::Write as _;
-        nft.stdin
-            .take()
-            .expect("nft's stdin")
-            .write_all(rules.as_bytes())
-            .expect("write the rules");
-        assert!(
-            nft.wait().expect("nft ends").success(),
-            "nft refused the loss rule"
-        );
+        common::twin::nft_in(ns, rules, "the loss rule");
     }
     let before = [pair.twin(0), pair.twin(1)];
     let started = Instant::now();

@@ -5,30 +5,17 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::dialogs::{Dialog, DialogId, DialogState, Party};
 use crate::events::RegistrationInfo;
-use crate::msg::{aor_of, Uri};
+use crate::msg::aor_of;
 use crate::registrations::Binding;
 use crate::transport::{Flow, FlowId, ListenerId, Realm, Transport};
 
 use super::Proxy;
 
-/// `same_contact` as it was before the dialog table had an index.
-fn old_same_contact(a: &str, b: &str) -> bool {
-    match (Uri::parse(a), Uri::parse(b)) {
-        (Some(x), Some(y)) => {
-            x.scheme.eq_ignore_ascii_case(y.scheme)
-                && x.user == y.user
-                && x.host.eq_ignore_ascii_case(y.host)
-                && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
-        }
-        _ => a == b,
-    }
-}
-
 /// `is_endpoint` as it was.
 fn old_is_endpoint(p: &Party, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
     p.contact
         .as_deref()
-        .is_some_and(|c| old_same_contact(c, contact))
+        .is_some_and(|c| crate::dialogs::same_contact(c, contact))
         || (single && (aor_of(&p.uri) == aor || p.flow.remote == from.remote))
 }
 

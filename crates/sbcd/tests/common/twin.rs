@@ -440,3 +440,23 @@ pub fn write_key(path: &Path, key: &[u8]) {
         .expect("create the key file");
     file.write_all(key).expect("write the key file");
 }
+
+/// Loads an nftables ruleset into namespace `ns` (`nft -f -` run there); `what` names it in the
+/// failure message.
+pub fn nft_in(ns: &str, rules: &str, what: &str) {
+    use std::io::Write as _;
+    let mut nft = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft in the node's namespace");
+    nft.stdin
+        .take()
+        .expect("nft's stdin")
+        .write_all(rules.as_bytes())
+        .expect("write the rules");
+    assert!(
+        nft.wait().expect("nft ends").success(),
+        "nft refused {what}"
+    );
+}
