@@ -219,6 +219,7 @@ impl Node {
             r.switchover = Some(Switchover {
                 target: r.seq,
                 started: now,
+                settle_over: false,
             });
         }
         self.settle(now);
@@ -257,8 +258,17 @@ impl Node {
         let Some(sw) = &r.switchover else {
             return;
         };
-        let (target, started) = (sw.target, sw.started);
-        if r.acked() >= target {
+        let started = sw.started;
+        // Records written while in-flight answers come back (a call confirmed, a binding
+        // cached) must reach the twin too.
+        let target = r.seq;
+        let settle_over = now >= started + replication::SWITCHOVER_SETTLE;
+        let settled = settle_over || self.proxy.forwards_in_flight() == 0;
+        if let Some(sw) = &mut r.switchover {
+            sw.target = target;
+            sw.settle_over = settle_over;
+        }
+        if r.acked() >= target && settled {
             r.switchover = None;
             r.events.push(replication::Event::SwitchoverReleased {
                 seq: target,
@@ -384,7 +394,13 @@ impl Node {
             self.replication
                 .as_ref()
                 .and_then(|r| r.switchover.as_ref())
-                .map(|s| s.started + replication::SWITCHOVER_WAIT),
+                .map(|s| {
+                    if s.settle_over || self.proxy.forwards_in_flight() == 0 {
+                        s.started + replication::SWITCHOVER_WAIT
+                    } else {
+                        s.started + replication::SWITCHOVER_SETTLE
+                    }
+                }),
         ]
         .into_iter()
         .flatten()

@@ -69,10 +69,19 @@ pub enum SwitchoverError {
 /// switchover and serves on.
 pub const SWITCHOVER_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a switchover lets the requests it forwarded get their final answers before it
+/// releases anyway: the answers come to the addresses, so one that arrives after the release
+/// reaches the twin, which relays an INVITE's 2xx from the early dialog it holds (a call
+/// still ringing then) but has no transaction for anything else.
+pub const SWITCHOVER_SETTLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 pub(crate) struct Switchover {
     pub(crate) target: u64,
     pub(crate) started: Instant,
+    /// The settle time ([`SWITCHOVER_SETTLE`]) is over: forwards still in flight go to the
+    /// twin.
+    pub(crate) settle_over: bool,
 }
 
 /// The node's side of replication.

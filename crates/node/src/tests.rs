@@ -506,9 +506,20 @@ fn two_nodes_starting_together_make_node_1_active_and_the_node_says_so() {
 #[test]
 fn the_twin_hears_the_drain_and_does_not_take_over() {
     let mut pair = TwinLab::new();
+    // Registered once active (a standby holds no address and starts nothing), through an
+    // upstream whose first probe was answered.
+    for _ in 0..40 {
+        if pair.node_owns() {
+            break;
+        }
+        pair.run_for(Duration::from_millis(50));
+    }
+    assert!(pair.node_owns());
+    let probe = pair.lab.last_to(UPSTREAM, "OPTIONS");
+    pair.lab
+        .deliver(Realm::Core, UPSTREAM, &response(&probe, "200 OK", &[]));
     pair.lab.register(1, 3600);
     pair.run_for(Duration::from_secs(2));
-    assert!(pair.node_owns());
 
     pair.lab
         .node

@@ -234,6 +234,13 @@ pub struct Stats {
     /// retransmissions reach the twin).
     #[serde(default)]
     pub switchover_held: u64,
+    /// Messages that reached a standby (on their way before the addresses moved): dropped,
+    /// as the active twin now answers them.
+    #[serde(default)]
+    pub standby_dropped: u64,
+    /// Transactions under way when this node became standby: handed to the twin unanswered.
+    #[serde(default)]
+    pub transactions_handed_over: u64,
     /// Responses from somewhere the request was not sent to, and requests that claimed a
     /// transaction of another source: dropped.
     pub spoofed: u64,

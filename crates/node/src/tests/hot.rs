@@ -7,7 +7,7 @@ use std::time::Duration;
 use proxy::Realm;
 use system_state::SystemState;
 
-use super::{addr, header_lines, message, twin_config, Lab, GUARD, PHONE, UPSTREAM};
+use super::{addr, header_lines, message, response, twin_config, Lab, GUARD, PHONE, UPSTREAM};
 use crate::replication::{Event as ReplicationEvent, Mode, Sync};
 use crate::{Event, Node};
 
@@ -369,6 +369,62 @@ fn switchover_hands_over_only_when_the_twin_holds_everything() {
     pair.run_for(Duration::from_secs(2));
     assert!(pair.owns(0));
     assert_eq!(pair.labs[0].node.counts().confirmed, 2);
+}
+
+#[test]
+fn a_switchover_waits_for_the_answers_of_what_it_forwarded_before_it_releases() {
+    let mut pair = Pair::new(Mode::Hot);
+    pair.run_for(Duration::from_secs(2));
+    assert!(pair.owns(0));
+    // An INVITE forwarded an instant before the switchover: its answer comes to the
+    // addresses, so A keeps them until it has come (and A relayed it).
+    pair.labs[0].invite("in-flight");
+    let forwarded = pair.labs[0].last_to(UPSTREAM, "INVITE");
+    let now = pair.now();
+    pair.labs[0].node.request_switchover(now).unwrap();
+    pair.run_for(Duration::from_millis(300));
+    assert!(pair.owns(0), "A holds the addresses while its INVITE waits");
+    let ok = response(
+        &forwarded,
+        "200 OK",
+        &[&format!("Contact: <sip:core@{UPSTREAM}>")],
+    );
+    pair.labs[0].deliver(Realm::Core, UPSTREAM, &ok);
+    assert_eq!(
+        pair.labs[0].sent_to(PHONE, "SIP/2.0 200"),
+        1,
+        "A relayed it"
+    );
+    pair.run_for(Duration::from_millis(300));
+    assert!(pair.owns(1), "then A released and B claimed");
+    assert_eq!(
+        pair.labs[1].node.counts().confirmed,
+        1,
+        "B holds the call as answered"
+    );
+}
+
+#[test]
+fn a_switchover_releases_after_the_settle_time_with_an_invite_still_ringing() {
+    let mut pair = Pair::new(Mode::Hot);
+    pair.run_for(Duration::from_secs(2));
+    pair.labs[0].invite("ringing");
+    let now = pair.now();
+    pair.labs[0].node.request_switchover(now).unwrap();
+    pair.run_for(crate::replication::SWITCHOVER_SETTLE + Duration::from_millis(500));
+    assert!(
+        pair.owns(1),
+        "a call that rings on does not hold the switchover"
+    );
+    assert_eq!(
+        pair.labs[1].node.counts().early,
+        1,
+        "B holds the early dialog"
+    );
+    // A, standby now, says nothing about the INVITE it handed over, however long it waits.
+    let to_phone = pair.labs[0].sent_to(PHONE, "SIP/2.0");
+    pair.run_for(Duration::from_secs(240));
+    assert_eq!(pair.labs[0].sent_to(PHONE, "SIP/2.0"), to_phone);
 }
 
 #[test]

@@ -300,14 +300,46 @@ impl Proxy {
     /// lets no binding expire (its tables are its twin's, which removes them and says so).
     /// Back to active (`false`), every upstream is probed at once, so the rotation it serves
     /// with is its own, and bindings that lapsed meanwhile go at the next timeout.
+    ///
+    /// Becoming standby hands every transaction under way to the twin, which now owns the
+    /// addresses their answers come to: they are forgotten without a word (no 408 or 503 from an
+    /// address this node no longer holds, no retransmission), and a request that still reaches
+    /// this node starts nothing ([`Stats::standby_dropped`]). The twin relays the 2xx of an
+    /// INVITE forwarded here from the early dialog it holds, and the senders' retransmissions
+    /// of everything else reach it.
     pub fn set_standby(&mut self, standby: bool) {
         if standby == self.standby {
             return;
         }
         self.standby = standby;
-        if !standby {
+        if standby {
+            let handed = self.servers.len() + self.clients.len();
+            self.stats.transactions_handed_over += handed as u64;
+            self.servers.clear();
+            self.server_index.clear();
+            self.clients.clear();
+            self.client_index.clear();
+            self.timers = TimerTable::default();
+        } else {
             self.upstreams.probe_all_at(self.now);
         }
+    }
+
+    /// Requests forwarded and not yet answered with a final response: what a switchover waits
+    /// for before it releases the addresses, so their answers come back to the node that
+    /// holds their transactions.
+    pub fn forwards_in_flight(&self) -> usize {
+        self.servers
+            .values()
+            .filter(|e| {
+                e.forward.as_ref().is_some_and(|f| !f.done)
+                    && matches!(
+                        e.tx.state(),
+                        crate::transaction::ServerState::Trying
+                            | crate::transaction::ServerState::Proceeding
+                    )
+            })
+            .count()
     }
 
     /// While `true` no new transaction starts (SPEC §7, switchover): new requests are left

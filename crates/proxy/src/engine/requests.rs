@@ -36,6 +36,12 @@ pub(super) fn opposite(realm: Realm) -> Realm {
 
 impl Proxy {
     pub(super) fn on_request(&mut self, m: &Message<'_>, bytes: &[u8], from: Flow, realm: Realm) {
+        if self.standby {
+            // A standby holds none of the addresses: this request was on its way before they
+            // moved (or is misrouted). Its sender's retransmission reaches the active twin.
+            self.stats.standby_dropped += 1;
+            return;
+        }
         let method = m.method().to_ascii_uppercase();
         let Some(via) = m.top_via() else {
             return;

@@ -13,6 +13,11 @@ use crate::border::capped_wait;
 
 impl Proxy {
     pub(super) fn on_response(&mut self, m: &Message<'_>, from: crate::transport::Flow) {
+        if self.standby {
+            // Its transactions went to the twin with the addresses (`set_standby`).
+            self.stats.standby_dropped += 1;
+            return;
+        }
         let Some(via) = m.top_via() else {
             return;
         };

@@ -278,6 +278,35 @@ fn while_quiesced_no_new_transaction_starts_and_what_runs_goes_on() {
 }
 
 #[test]
+fn a_node_that_becomes_standby_hands_its_transactions_over_without_a_word() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.peer(CORE1).invite = CoreInvite::Ring;
+    net.call_out(PHONE, "ringing");
+    assert_eq!(net.proxy.forwards_in_flight(), 1, "the INVITE rings");
+    let answers_before = net.received(PHONE, "SIP/2.0").len();
+    let sent_before = net.proxy.stats().sent;
+    net.proxy.set_standby(true);
+    assert_eq!(net.proxy.forwards_in_flight(), 0);
+    assert!(net.proxy.stats().transactions_handed_over >= 1);
+    // Past timer C and every transaction timer: the standby says nothing from addresses that
+    // are its twin's now (no 408 or 503 to the phone, no CANCEL or retransmission upstream).
+    net.advance(Duration::from_secs(400));
+    assert_eq!(net.received(PHONE, "SIP/2.0").len(), answers_before);
+    assert_eq!(net.proxy.stats().sent, sent_before);
+    // A request still reaching it starts nothing: its retransmission reaches the twin.
+    net.call_out(PHONE, "late");
+    assert_eq!(net.received(CORE1, "INVITE").len(), 1);
+    assert_eq!(net.received(PHONE, "SIP/2.0").len(), answers_before);
+    assert_eq!(net.proxy.stats().standby_dropped, 1);
+    // Active again, it serves.
+    net.proxy.set_standby(false);
+    net.peer(CORE1).invite = CoreInvite::Answer;
+    net.call_out(PHONE, "active-again");
+    assert_eq!(net.received(CORE1, "INVITE").len(), 2);
+}
+
+#[test]
 fn the_twin_relays_the_2xx_of_an_invite_it_did_not_send_and_confirms_the_call() {
     // Both nodes share a branch scope, as a twin pair does.
     let cfg = Config {
