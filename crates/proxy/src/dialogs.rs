@@ -17,8 +17,9 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::msg::{aor_of, Uri};
+use crate::msg::aor_of;
 use crate::transport::{Flow, FlowId, ListenerId, Peer, Realm};
+use sip::Uri;
 
 /// Identifies a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -224,13 +225,24 @@ impl DialogCounts {
 /// Whether two contact URIs name the same binding (scheme, user, host, port).
 pub fn same_contact(a: &str, b: &str) -> bool {
     match (Uri::parse(a), Uri::parse(b)) {
-        (Some(x), Some(y)) => {
-            x.scheme.eq_ignore_ascii_case(y.scheme)
-                && x.user == y.user
-                && x.host.eq_ignore_ascii_case(y.host)
-                && x.port.unwrap_or(5060) == y.port.unwrap_or(5060)
+        (Ok(x), Ok(y)) => {
+            x.scheme()
+                .as_str()
+                .eq_ignore_ascii_case(y.scheme().as_str())
+                && x.user() == y.user()
+                && host_text(&x).eq_ignore_ascii_case(host_text(&y))
+                && x.port().unwrap_or(5060) == y.port().unwrap_or(5060)
         }
         _ => a == b,
+    }
+}
+
+/// The host of a SIP URI (IPv6 without brackets), or the opaque part of another scheme's:
+/// what tells two contacts apart besides scheme, user and port.
+fn host_text<'a>(u: &Uri<'a>) -> &'a str {
+    match u.host() {
+        Some(host) => host.as_str(),
+        None => u.opaque(),
     }
 }
 
@@ -290,7 +302,7 @@ fn text_key(kind: KeyKind, text: &str) -> u64 {
     h.finish()
 }
 
-/// The key of an AoR key (`user@host`).
+/// The key of an AoR key ([`aor_of`]: `scheme:user@host[:port]`).
 fn aor_key(aor: &str) -> u64 {
     let mut h = hasher(KeyKind::Aor);
     for b in aor.bytes() {
@@ -302,26 +314,30 @@ fn aor_key(aor: &str) -> u64 {
 /// [`aor_key`] of `aor_of(uri)`, without building that string: the index reads it at every
 /// change of a dialog. The same bytes, one at a time, in the same order.
 fn uri_aor_key(uri: &str) -> u64 {
-    let mut h = hasher(KeyKind::Aor);
+    let mut h = ByteHasher(hasher(KeyKind::Aor));
     match Uri::parse(uri) {
-        Some(u) => {
-            if let Some(user) = u.user {
-                for b in user.bytes() {
-                    h.write_u8(b);
-                }
-                h.write_u8(b'@');
-            }
-            for b in u.host.bytes() {
-                h.write_u8(b.to_ascii_lowercase());
-            }
+        // Hashing cannot fail.
+        Ok(u) => {
+            let _ = u.write_aor_key(&mut h);
         }
-        None => {
-            for b in uri.bytes() {
-                h.write_u8(b);
-            }
+        Err(_) => {
+            let _ = std::fmt::Write::write_str(&mut h, uri);
         }
     }
-    h.finish()
+    h.0.finish()
+}
+
+/// Feeds text written into it to a hasher byte by byte (as [`aor_key`] does), so a key can be
+/// hashed while it is written.
+struct ByteHasher(std::collections::hash_map::DefaultHasher);
+
+impl std::fmt::Write for ByteHasher {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        for b in s.bytes() {
+            self.0.write_u8(b);
+        }
+        Ok(())
+    }
 }
 
 fn remote_key(remote: SocketAddr) -> u64 {
@@ -341,15 +357,15 @@ fn contact_key(contact: &str) -> u64 {
         h.write_u8(0xff);
     };
     match Uri::parse(contact) {
-        Some(u) => {
+        Ok(u) => {
             let mut h = hasher(KeyKind::ContactUri);
-            lower(&mut h, u.scheme);
-            u.user.hash(&mut h);
-            lower(&mut h, u.host);
-            h.write_u16(u.port.unwrap_or(5060));
+            lower(&mut h, u.scheme().as_str());
+            u.user().hash(&mut h);
+            lower(&mut h, host_text(&u));
+            h.write_u16(u.port().unwrap_or(5060));
             h.finish()
         }
-        None => text_key(KeyKind::ContactText, contact),
+        Err(_) => text_key(KeyKind::ContactText, contact),
     }
 }
 

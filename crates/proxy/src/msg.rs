@@ -1,83 +1,25 @@
-//! The proxy's view of SIP messages: a thin layer over the workspace `sip` crate.
+//! The proxy's view of SIP messages: the workspace `sip` crate's parse, with the few readings
+//! the routing code wants on top.
 //!
-//! `sip` tokenises and validates (zero-copy, with its limits and its judgement of what is
-//! malformed); this module adds what the proxy's routing code wants on top: header values by
-//! long or compact name with folding undone, comma lists as strings, small string-level readers
-//! for Via / name-addr / URI text (used on values the proxy builds itself, too), and [`Draft`],
-//! an owned editable copy that can be kept in a transaction and sent several times (serial
-//! forking re-sends the same request with a new Via and Record-Route per attempt). Header
-//! values that are not touched keep their text.
+//! `sip` tokenises, validates (zero-copy, with its limits and its judgement of what is
+//! malformed) and gives typed access (Via, name-addr, URI, CSeq, ...). This module adds no
+//! parsing of its own: [`Message`] only answers in the shape the engine asks (`Option` where a
+//! validated message cannot fail, the method of a response from its CSeq), [`aor_of`] is
+//! `sip`'s address-of-record key, and [`Draft`] is an owned message for the few the proxy
+//! builds line by line (relayed REGISTER answers with rewritten Contact, de-registrations).
 //!
 //! Nothing here panics on any input: malformed input is an `Err`.
 
-use std::borrow::Cow;
+use sip::{HeaderName, Method};
 
-/// Why a message was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseError {
-    /// The `sip` crate refused it.
-    #[error(transparent)]
-    Sip(#[from] sip::Error),
-    /// Via, From, To, Call-ID or CSeq is missing or unreadable for the proxy.
-    #[error("missing or bad mandatory header {0}")]
-    Mandatory(&'static str),
-}
+/// Why a message was refused: the `sip` crate's judgement.
+pub type ParseError = sip::Error;
 
-/// The first line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartLine<'a> {
-    /// `METHOD uri SIP/2.0`.
-    Request {
-        /// The method token as sent.
-        method: &'a str,
-        /// The request URI.
-        uri: &'a str,
-    },
-    /// `SIP/2.0 code reason`.
-    Response {
-        /// The status code.
-        code: u16,
-        /// The reason phrase.
-        reason: &'a str,
-    },
-}
-
-/// One header line (continuation lines joined).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header<'a> {
-    /// The name as sent.
-    pub name: &'a str,
-    /// The value, trimmed, folding undone.
-    pub value: Cow<'a, str>,
-}
-
-/// A parsed message that borrows the received bytes.
+/// A parsed and validated message that borrows the received bytes.
 #[derive(Debug, Clone)]
 pub struct Message<'a> {
-    /// The first line.
-    pub start: StartLine<'a>,
-    /// The headers in order.
-    pub headers: Vec<Header<'a>>,
-    /// The body (as long as Content-Length says).
-    pub body: &'a [u8],
-    /// The `sip` crate's view, for its builders.
+    /// The `sip` crate's view: every reading goes through it.
     pub sip: sip::Message<'a>,
-}
-
-/// The long form of a compact header name, lower-cased for comparison.
-fn canonical(name: &str) -> Cow<'_, str> {
-    match sip::HeaderName::parse(name) {
-        Some(known) => Cow::Borrowed(known.as_str()),
-        None => Cow::Borrowed(name),
-    }
-}
-
-/// Whether header `name` (as sent) is `wanted` (long form, any case).
-pub fn name_is(name: &str, wanted: &str) -> bool {
-    // Every alias of a header name is a one-letter compact form, so only those need the table;
-    // this runs for every header line on every lookup.
-    name.eq_ignore_ascii_case(wanted)
-        || (name.len() == 1 && canonical(name).eq_ignore_ascii_case(wanted))
 }
 
 impl<'a> Message<'a> {
@@ -86,396 +28,216 @@ impl<'a> Message<'a> {
         Self::parse_with(bytes, sip::Framing::Datagram)
     }
 
-    /// Reads a message with the framing of its transport, and checks that what the proxy
-    /// relies on is there.
+    /// Reads a message with the framing of its transport, and checks what the proxy relies on
+    /// (`sip::Message::validate`: the mandatory headers present once and readable).
     pub fn parse_with(bytes: &'a [u8], framing: sip::Framing) -> Result<Self, ParseError> {
-        let inner = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
-        inner.validate()?;
-        let start = match *inner.start_line() {
-            sip::StartLine::Request { method, uri } => StartLine::Request {
-                method: method.as_str(),
-                uri: uri.as_str(),
-            },
-            sip::StartLine::Response { status, reason } => StartLine::Response {
-                code: status,
-                reason,
-            },
-        };
-        // Most messages have fewer lines than this: one allocation instead of a growing vector.
-        let mut headers = Vec::with_capacity(16);
-        headers.extend(inner.headers().map(|h| Header {
-            name: h.name,
-            value: if h.is_folded() {
-                Cow::Owned(h.value_pieces().collect::<Vec<_>>().join(" "))
-            } else {
-                Cow::Borrowed(h.value)
-            },
-        }));
-        let message = Message {
-            start,
-            headers,
-            body: inner.body(),
-            sip: inner,
-        };
-        message.check_mandatory()?;
-        Ok(message)
-    }
-
-    fn check_mandatory(&self) -> Result<(), ParseError> {
-        self.top_via().ok_or(ParseError::Mandatory("Via"))?;
-        self.header("from")
-            .and_then(NameAddr::parse)
-            .ok_or(ParseError::Mandatory("From"))?;
-        self.header("to")
-            .and_then(NameAddr::parse)
-            .ok_or(ParseError::Mandatory("To"))?;
-        self.call_id().ok_or(ParseError::Mandatory("Call-ID"))?;
-        self.cseq().ok_or(ParseError::Mandatory("CSeq"))?;
-        Ok(())
+        let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
+        sip.validate()?;
+        Ok(Message { sip })
     }
 
     /// Whether it is a request.
     pub fn is_request(&self) -> bool {
-        matches!(self.start, StartLine::Request { .. })
+        self.sip.is_request()
     }
 
-    /// The method of a request, or of the CSeq of a response.
-    pub fn method(&self) -> &str {
-        match &self.start {
-            StartLine::Request { method, .. } => method,
-            StartLine::Response { .. } => self.cseq().map(|(_, m)| m).unwrap_or_default(),
-        }
+    /// The method of a request, or of the CSeq of a response. Methods are case-sensitive
+    /// (RFC 3261 §7.1), but the proxy has always treated `invite` as INVITE: a known method in
+    /// another case is read as that method.
+    pub fn method(&self) -> Method<'a> {
+        let method = match self.sip.method() {
+            Some(method) => method,
+            None => self.sip.cseq().map_or(Method::Other(""), |c| c.method),
+        };
+        known_in_any_case(method)
     }
 
-    /// The request URI.
+    /// The request URI as written.
     pub fn request_uri(&self) -> Option<&'a str> {
-        match self.start {
-            StartLine::Request { uri, .. } => Some(uri),
-            StartLine::Response { .. } => None,
-        }
+        self.sip.request_uri().map(|u| u.as_str())
     }
 
     /// The status code of a response.
     pub fn code(&self) -> Option<u16> {
-        match self.start {
-            StartLine::Response { code, .. } => Some(code),
-            StartLine::Request { .. } => None,
+        self.sip.status()
+    }
+
+    /// The first value of header `name` (any form of the name), as written.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.sip.header(name)
+    }
+
+    /// Every element of the known list header `name` (comma lists split), as written; for
+    /// tests and cold paths (it collects).
+    pub fn list(&self, name: &str) -> Vec<&'a str> {
+        match HeaderName::parse(name) {
+            Some(known) => self.sip.list_items(known).map(|(_, item)| item).collect(),
+            None => self.sip.headers_named(name).map(|h| h.value).collect(),
         }
     }
 
-    /// The first value of header `name` (long form).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|h| name_is(h.name, name))
-            .map(|h| h.value.as_ref())
-    }
-
-    /// Every value of header `name`, comma lists split, in order.
-    pub fn list(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|h| name_is(h.name, name))
-            .flat_map(|h| split_list(h.value.as_ref()))
-            .collect()
-    }
-
     /// The topmost Via.
-    pub fn top_via(&self) -> Option<Via<'_>> {
-        self.headers
-            .iter()
-            .filter(|h| name_is(h.name, "via"))
-            .flat_map(|h| list_items(h.value.as_ref()))
-            .next()
-            .and_then(Via::parse)
+    pub fn top_via(&self) -> Option<sip::Via<'a>> {
+        self.sip.top_via().ok()
     }
 
     /// Every Via, top first.
-    pub fn vias(&self) -> Vec<Via<'_>> {
-        self.list("via")
-            .into_iter()
-            .filter_map(Via::parse)
-            .collect()
+    pub fn vias(&self) -> impl Iterator<Item = sip::Via<'a>> + '_ {
+        self.sip.vias().filter_map(Result::ok)
     }
 
     /// The Call-ID.
-    pub fn call_id(&self) -> Option<&str> {
-        self.header("call-id").filter(|v| !v.is_empty())
+    pub fn call_id(&self) -> Option<&'a str> {
+        self.sip.call_id().ok()
     }
 
-    /// CSeq number and method.
-    pub fn cseq(&self) -> Option<(u32, &str)> {
-        let value = self.header("cseq")?;
-        let mut parts = value.split_whitespace();
-        let number = parts.next()?.parse().ok()?;
-        let method = parts.next()?;
-        Some((number, method))
+    /// The CSeq number.
+    pub fn cseq(&self) -> Option<u32> {
+        self.sip.cseq().ok().map(|c| c.seq)
     }
 
     /// The From header.
-    pub fn from(&self) -> Option<NameAddr<'_>> {
-        self.header("from").and_then(NameAddr::parse)
+    pub fn from(&self) -> Option<sip::NameAddr<'a>> {
+        self.sip.from_header().ok()
     }
 
     /// The To header.
-    pub fn to(&self) -> Option<NameAddr<'_>> {
-        self.header("to").and_then(NameAddr::parse)
+    pub fn to(&self) -> Option<sip::NameAddr<'a>> {
+        self.sip.to_header().ok()
+    }
+
+    /// The From tag.
+    pub fn from_tag(&self) -> Option<&'a str> {
+        self.from().and_then(|f| f.tag())
+    }
+
+    /// The To tag.
+    pub fn to_tag(&self) -> Option<&'a str> {
+        self.to().and_then(|t| t.tag())
+    }
+
+    /// Every Route entry, top first (a validated message has only readable ones).
+    pub fn routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
+        self.sip.routes().filter_map(Result::ok)
+    }
+
+    /// Every Record-Route entry, top first.
+    pub fn record_routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
+        self.sip.record_routes().filter_map(Result::ok)
+    }
+
+    /// Every Contact address (the wildcard left out), in order.
+    pub fn contacts(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
+        self.sip
+            .contacts()
+            .filter_map(|c| c.ok().and_then(|c| c.addr().copied()))
+    }
+
+    /// Whether a Contact is `*`.
+    pub fn has_wildcard_contact(&self) -> bool {
+        self.sip
+            .contacts()
+            .any(|c| c.is_ok_and(|c| c.is_wildcard()))
+    }
+
+    /// The URI of the first Contact.
+    pub fn first_contact_uri(&self) -> Option<&'a str> {
+        self.contacts().next().map(|c| c.uri().as_str())
     }
 
     /// Max-Forwards, if present and readable.
     pub fn max_forwards(&self) -> Option<u32> {
-        self.header("max-forwards")
-            .and_then(|v| v.trim().parse().ok())
+        self.sip.max_forwards().ok().flatten()
     }
 
     /// Expires header, if present and readable.
     pub fn expires(&self) -> Option<u32> {
-        self.header("expires").and_then(|v| v.trim().parse().ok())
+        self.sip.expires().ok().flatten()
     }
 
     /// Retry-After seconds, if present and readable.
     pub fn retry_after(&self) -> Option<u32> {
-        self.header("retry-after")
-            .and_then(|v| v.split([';', '(', ' ']).next())
-            .and_then(|v| v.trim().parse().ok())
+        self.sip.retry_after().ok().flatten().map(|r| r.seconds)
     }
 
-    /// Makes an editable copy.
+    /// The body.
+    pub fn body(&self) -> &'a [u8] {
+        self.sip.body()
+    }
+
+    /// Makes an editable copy (folded values unfolded).
     pub fn to_draft(&self) -> Draft {
+        let start = match *self.sip.start_line() {
+            sip::StartLine::Request { method, uri } => format!("{method} {uri} SIP/2.0"),
+            sip::StartLine::Response { status, reason } => format!("SIP/2.0 {status} {reason}"),
+        };
+        // Room for the lines the proxy adds (Via, Record-Route) without regrowing.
+        let mut headers = Vec::with_capacity(self.sip.header_count() + 4);
+        headers.extend(
+            self.sip
+                .headers()
+                .map(|h| (h.name.to_owned(), unfolded(&h))),
+        );
         Draft {
-            start: match &self.start {
-                StartLine::Request { method, uri } => format!("{method} {uri} SIP/2.0"),
-                StartLine::Response { code, reason } => format!("SIP/2.0 {code} {reason}"),
-            },
-            headers: {
-                // Room for the lines the proxy adds (Via, Record-Route) without regrowing.
-                let mut headers = Vec::with_capacity(self.headers.len() + 4);
-                headers.extend(
-                    self.headers
-                        .iter()
-                        .map(|h| (h.name.to_owned(), h.value.to_string())),
-                );
-                headers
-            },
-            body: self.body.to_vec(),
+            start,
+            headers,
+            body: self.body().to_vec(),
         }
     }
 }
 
-/// Splits a header value at commas that are outside quotes and angle brackets.
-pub fn split_list(value: &str) -> Vec<&str> {
-    list_items(value).collect()
-}
-
-/// The items of a comma list, trimmed, empty ones left out, without collecting them (the first
-/// item is often all a caller wants).
-pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
-    let bytes = value.as_bytes();
-    let (mut quoted, mut angle, mut start, mut i) = (false, false, 0, 0);
-    std::iter::from_fn(move || {
-        while start <= bytes.len() {
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' if quoted => i += 1,
-                    b'"' => quoted = !quoted,
-                    b'<' if !quoted => angle = true,
-                    b'>' if !quoted => angle = false,
-                    b',' if !quoted && !angle => break,
-                    _ => {}
-                }
-                i += 1;
-            }
-            // An escape as the last byte can step past the end.
-            let end = i.min(bytes.len());
-            let item = value.get(start..end).map(str::trim);
-            start = end + 1;
-            i = start;
-            match item {
-                Some(item) if !item.is_empty() => return Some(item),
-                _ => {}
-            }
-        }
-        None
-    })
-}
-
-/// The value of parameter `name` in a `;a=b;c` list (`Some("")` for a flag).
-pub fn param<'v>(params: &'v str, name: &str) -> Option<&'v str> {
-    params.split(';').find_map(|p| {
-        let (n, v) = p.split_once('=').unwrap_or((p, ""));
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
-/// One Via entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Via<'a> {
-    /// The transport token (`UDP`, `TCP`, ...).
-    pub transport: &'a str,
-    /// The sent-by host.
-    pub host: &'a str,
-    /// The sent-by port, if given.
-    pub port: Option<u16>,
-    /// Everything after the sent-by (starting after the first `;`).
-    pub params: &'a str,
-}
-
-impl<'a> Via<'a> {
-    /// Reads `SIP/2.0/UDP host:port;params`.
-    pub fn parse(value: &'a str) -> Option<Self> {
-        // RFC 3261 §25.1: LWS may surround each SLASH (`SIP  /   2.0 / UDP`, RFC 4475 wsinv).
-        let (name, rest) = value.trim().split_once('/')?;
-        let (_version, rest) = rest.split_once('/')?;
-        let rest = rest.trim_start();
-        let (transport, rest) = rest.split_at(rest.find(char::is_whitespace)?);
-        if !name.trim().eq_ignore_ascii_case("SIP") {
-            return None;
-        }
-        let rest = rest.trim();
-        let (sent_by, params) = rest.split_once(';').unwrap_or((rest, ""));
-        let (host, port) = split_hostport(sent_by.trim())?;
-        Some(Via {
-            transport,
-            host,
-            port,
-            params,
-        })
-    }
-
-    /// The branch parameter.
-    pub fn branch(&self) -> Option<&'a str> {
-        param(self.params, "branch").filter(|b| !b.is_empty())
-    }
-
-    /// `host:port` as one string (for matching).
-    pub fn sent_by(&self) -> String {
-        match self.port {
-            Some(p) => format!("{}:{p}", self.host),
-            None => self.host.to_owned(),
-        }
+/// A header value with folding undone (RFC 3261 §7.3.1).
+fn unfolded(h: &sip::Header<'_>) -> String {
+    if h.is_folded() {
+        h.value_pieces().collect::<Vec<_>>().join(" ")
+    } else {
+        h.value.to_owned()
     }
 }
 
-/// Splits `host[:port]`, `[v6][:port]`.
-pub fn split_hostport(s: &str) -> Option<(&str, Option<u16>)> {
-    if s.is_empty() {
-        return None;
-    }
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if after.is_empty() => None,
-            None => return None,
-        };
-        return Some((host, port));
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => Some((host, Some(port.parse().ok()?))),
-        Some(_) => Some((s, None)),
-        None => Some((s, None)),
-    }
-}
-
-/// A name-addr or addr-spec with header parameters (From, To, Contact, Route, ...).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameAddr<'a> {
-    /// The URI.
-    pub uri: &'a str,
-    /// The header parameters after the URI (without the leading `;`).
-    pub params: &'a str,
-}
-
-impl<'a> NameAddr<'a> {
-    /// Reads `"Name" <uri>;params` or `uri;params`.
-    pub fn parse(value: &'a str) -> Option<Self> {
-        let value = value.trim();
-        if let Some(open) = find_unquoted(value, '<') {
-            let after = &value[open + 1..];
-            let close = after.find('>')?;
-            let uri = after[..close].trim();
-            let rest = after[close + 1..].trim_start();
-            let params = rest.strip_prefix(';').unwrap_or(rest);
-            return (!uri.is_empty()).then_some(NameAddr { uri, params });
-        }
-        let (uri, params) = value.split_once(';').unwrap_or((value, ""));
-        let uri = uri.trim();
-        (!uri.is_empty() && !uri.contains(' ')).then_some(NameAddr { uri, params })
-    }
-
-    /// The tag parameter.
-    pub fn tag(&self) -> Option<&'a str> {
-        param(self.params, "tag").filter(|t| !t.is_empty())
+/// `method` as a known method when it is one in another case.
+fn known_in_any_case(method: Method<'_>) -> Method<'_> {
+    const KNOWN: [Method<'static>; 14] = [
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Register,
+        Method::Options,
+        Method::Subscribe,
+        Method::Notify,
+        Method::Refer,
+        Method::Message,
+        Method::Info,
+        Method::Prack,
+        Method::Update,
+        Method::Publish,
+    ];
+    match method {
+        Method::Other(token) => KNOWN
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(token))
+            .unwrap_or(method),
+        known => known,
     }
 }
 
-fn find_unquoted(s: &str, wanted: char) -> Option<usize> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            c if c == wanted && !quoted => return Some(i),
-            _ => {}
-        }
-    }
-    None
+/// Whether header `name` (as written) is `wanted` (long form, any case; compact forms too).
+pub fn name_is(name: &str, wanted: &str) -> bool {
+    name.eq_ignore_ascii_case(wanted)
+        || (name.len() == 1
+            && HeaderName::parse(name).is_some_and(|n| n.as_str().eq_ignore_ascii_case(wanted)))
 }
 
-/// The parts of a SIP URI the proxy uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uri<'a> {
-    /// `sip`, `sips`, `tel`, `urn`...
-    pub scheme: &'a str,
-    /// The user part, if any.
-    pub user: Option<&'a str>,
-    /// The host.
-    pub host: &'a str,
-    /// The port.
-    pub port: Option<u16>,
-    /// URI parameters (without the leading `;`).
-    pub params: &'a str,
-}
-
-impl<'a> Uri<'a> {
-    /// Reads `scheme:[user[:pw]@]host[:port][;params][?headers]`.
-    pub fn parse(s: &'a str) -> Option<Self> {
-        let (scheme, rest) = s.trim().split_once(':')?;
-        let rest = rest.split('?').next().unwrap_or_default();
-        let (userhost, params) = rest.split_once(';').unwrap_or((rest, ""));
-        let (user, hostport) = match userhost.rsplit_once('@') {
-            Some((u, h)) => (Some(u.split(':').next().unwrap_or(u)), h),
-            None => (None, userhost),
-        };
-        let (host, port) = split_hostport(hostport)?;
-        Some(Uri {
-            scheme,
-            user,
-            host,
-            port,
-            params,
-        })
-    }
-
-    /// The AoR key: `user@host` (host lower-cased), or the host alone.
-    pub fn aor_key(&self) -> String {
-        match self.user {
-            Some(u) => format!("{u}@{}", self.host.to_ascii_lowercase()),
-            None => self.host.to_ascii_lowercase(),
-        }
-    }
-}
-
-/// The AoR key of a URI string, or the string itself when it is not a URI we can read.
+/// The address-of-record key of a URI: `sip`'s canonical form, `scheme:user@host[:port]` with
+/// scheme and host lower-cased and the user %-decoded ([`sip::Uri::aor_key`]), so two URIs
+/// have the same key exactly when [`sip::Uri::aor_eq`] calls them equal. Text that is not a
+/// URI is its own key.
 pub fn aor_of(uri: &str) -> String {
-    Uri::parse(uri)
-        .map(|u| u.aor_key())
-        .unwrap_or_else(|| uri.to_owned())
+    match sip::Uri::parse(uri) {
+        Ok(u) => u.aor_key(),
+        Err(_) => uri.to_owned(),
+    }
 }
 
 /// An editable message: the start line, header lines, body. Serialising recomputes
@@ -559,8 +321,7 @@ impl Draft {
     /// Removes the first element of the comma list carried by the first line of `name`.
     pub fn pop_first_of(&mut self, name: &str) -> Option<String> {
         let at = self.headers.iter().position(|(n, _)| name_is(n, name))?;
-        let items: Vec<String> = split_list(&self.headers[at].1)
-            .into_iter()
+        let items: Vec<String> = sip::values::list_items(&self.headers[at].1)
             .map(str::to_owned)
             .collect();
         let mut items = items.into_iter();
@@ -646,23 +407,23 @@ pub fn response_to(
     }
     // The builder refused (a value it will not write); build it here instead.
     let mut draft = Draft::new(format!("SIP/2.0 {code} {}", reason_phrase(code)));
-    for h in &request.headers {
-        if name_is(h.name, "via") {
-            draft.push("Via", h.value.to_string());
-        }
+    for via in request.sip.headers_of(HeaderName::Via) {
+        draft.push("Via", via.value);
     }
-    for name in ["From", "To", "Call-ID", "CSeq"] {
-        if let Some(value) = request.header(name) {
+    let to_needs_tag = code > 100 && request.to_tag().is_none();
+    for name in [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ] {
+        if let Some(value) = request.sip.headers_of(name).next().map(|h| h.value) {
             let mut value = value.to_owned();
-            if name == "To" && code > 100 {
-                if let (Some(tag), Some(to)) = (to_tag, request.to()) {
-                    if to.tag().is_none() {
-                        value.push_str(";tag=");
-                        value.push_str(tag);
-                    }
-                }
+            if let (HeaderName::To, Some(tag), true) = (name, to_tag, to_needs_tag) {
+                value.push_str(";tag=");
+                value.push_str(tag);
             }
-            draft.push(name, value);
+            draft.push(name.as_str(), value);
         }
     }
     for (name, value) in extra {
@@ -716,19 +477,19 @@ l: 4\r\n\r\nbodyEXTRA";
     #[test]
     fn reads_compact_folded_lists_and_body() {
         let m = Message::parse(INVITE.as_bytes()).unwrap();
-        assert_eq!(m.method(), "INVITE");
-        assert_eq!(m.vias().len(), 2);
+        assert_eq!(m.method(), Method::Invite);
+        assert_eq!(m.vias().count(), 2);
         let via = m.top_via().unwrap();
         assert_eq!(
-            (via.host, via.port, via.branch()),
+            (via.host().as_str(), via.port(), via.branch()),
             ("192.0.2.1", Some(5060), Some("z9hG4bK1"))
         );
-        assert_eq!(m.vias()[1].host, "2001:db8::1");
-        assert_eq!(m.from().unwrap().tag(), Some("a1"));
-        assert_eq!(m.to().unwrap().tag(), None);
-        assert_eq!(m.header("subject"), Some("folded line"));
-        assert_eq!(m.body, b"body");
-        assert_eq!(m.cseq(), Some((1, "INVITE")));
+        assert_eq!(m.vias().nth(1).unwrap().host().as_str(), "2001:db8::1");
+        assert_eq!(m.from_tag(), Some("a1"));
+        assert_eq!(m.to_tag(), None);
+        assert_eq!(m.to_draft().get("subject"), Some("folded line"));
+        assert_eq!(m.body(), b"body");
+        assert_eq!(m.cseq(), Some(1));
     }
 
     #[test]
@@ -757,30 +518,28 @@ l: 4\r\n\r\nbodyEXTRA";
         let bytes = d.to_bytes();
         let again = Message::parse(&bytes).unwrap();
         assert_eq!(again.request_uri(), Some("sip:bob@10.0.0.9"));
-        assert_eq!(again.vias().len(), 3);
-        assert_eq!(again.top_via().unwrap().host, "10.0.0.1");
-        assert_eq!(again.body, b"body");
+        assert_eq!(again.vias().count(), 3);
+        assert_eq!(again.top_via().unwrap().host().as_str(), "10.0.0.1");
+        assert_eq!(again.body(), b"body");
         assert_eq!(again.max_forwards(), Some(69));
     }
 
     #[test]
-    fn uri_and_name_addr() {
-        let u = Uri::parse("sip:alice:pw@Example.COM:5070;transport=tcp?x=y").unwrap();
-        assert_eq!(u.user, Some("alice"));
-        assert_eq!(u.port, Some(5070));
-        assert_eq!(u.aor_key(), "alice@example.com");
-        assert_eq!(param(u.params, "transport"), Some("tcp"));
-        let n = NameAddr::parse("<sip:a@b;lr>;expires=30").unwrap();
+    fn aor_keys_are_sips() {
         assert_eq!(
-            (n.uri, param(n.params, "expires")),
-            ("sip:a@b;lr", Some("30"))
+            aor_of("sip:alice:pw@Example.COM:5070;transport=tcp?x=y"),
+            "sip:alice@example.com:5070"
         );
-        assert_eq!(split_list("<sip:a,b@c>, \"x,y\" <sip:d@e>").len(), 2);
-        assert_eq!(
-            split_list(" a , ,\"x\\\",y\" ,<b,c>,"),
-            vec!["a", "\"x\\\",y\"", "<b,c>"]
-        );
-        assert!(split_list("").is_empty());
-        assert_eq!(list_items("\"a\\").collect::<Vec<_>>(), vec!["\"a\\"]);
+        assert_eq!(aor_of("sip:%61lice@example.com"), "sip:alice@example.com");
+        assert_eq!(aor_of("not a uri"), "not a uri");
+    }
+
+    #[test]
+    fn lower_case_methods_read_as_known() {
+        let raw = INVITE
+            .replacen("INVITE sip", "invite sip", 1)
+            .replacen("1 INVITE", "1 invite", 1);
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        assert_eq!(m.method(), Method::Invite);
     }
 }

@@ -312,38 +312,50 @@ impl<'a> Uri<'a> {
     /// the result stays printable ASCII.
     pub fn aor_key(&self) -> String {
         let mut key = String::with_capacity(self.raw.len());
-        key.push_str(&self.scheme.as_str().to_ascii_lowercase());
-        key.push(':');
+        // Writing into a String cannot fail.
+        let _ = self.write_aor_key(&mut key);
+        key
+    }
+
+    /// Writes [`Uri::aor_key`] into `out` without building the string: a caller that only
+    /// hashes the key, or appends it to a buffer it has, allocates nothing.
+    pub fn write_aor_key<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {
+        write_lower(out, self.scheme.as_str())?;
+        out.write_char(':')?;
         if !self.is_sip() {
-            if self.scheme == Scheme::Urn {
-                key.push_str(&self.opaque.to_ascii_lowercase());
+            return if self.scheme == Scheme::Urn {
+                write_lower(out, self.opaque)
             } else {
-                push_decoded(&mut key, self.opaque);
-            }
-            return key;
+                write_decoded(out, self.opaque)
+            };
         }
         if let Some(user) = self.user {
-            push_decoded(&mut key, user);
-            key.push('@');
+            write_decoded(out, user)?;
+            out.write_char('@')?;
         }
         match self.host {
             Some(Host::Ipv6(h)) => {
-                key.push('[');
+                out.write_char('[')?;
                 match h.parse::<core::net::Ipv6Addr>() {
-                    Ok(a) => key.push_str(&a.to_string()),
-                    Err(_) => key.push_str(&h.to_ascii_lowercase()),
+                    Ok(a) => write!(out, "{a}")?,
+                    Err(_) => write_lower(out, h)?,
                 }
-                key.push(']');
+                out.write_char(']')?;
             }
-            Some(h) => key.push_str(&h.as_str().to_ascii_lowercase()),
+            Some(h) => write_lower(out, h.as_str())?,
             None => {}
         }
         if let Some(p) = self.port {
-            key.push(':');
-            key.push_str(&p.to_string());
+            write!(out, ":{p}")?;
         }
-        key
+        Ok(())
     }
+}
+
+/// Writes `s` ASCII-lower-cased.
+fn write_lower<W: fmt::Write>(out: &mut W, s: &str) -> fmt::Result {
+    s.chars()
+        .try_for_each(|c| out.write_char(c.to_ascii_lowercase()))
 }
 
 impl fmt::Display for Uri<'_> {
@@ -527,7 +539,7 @@ fn escaped_eq(a: &str, b: &str) -> bool {
 
 /// Appends `s` with escapes decoded where the decoded byte is printable ASCII other than `%`
 /// and `@`, so that the key stays unambiguous text.
-fn push_decoded(out: &mut String, s: &str) {
+fn write_decoded<W: fmt::Write>(out: &mut W, s: &str) -> fmt::Result {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -536,17 +548,18 @@ fn push_decoded(out: &mut String, s: &str) {
             if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
                 let d = h << 4 | l;
                 if d.is_ascii_graphic() && d != b'%' && d != b'@' && d != b':' {
-                    out.push(char::from(d));
+                    out.write_char(char::from(d))?;
                 } else {
-                    out.push('%');
-                    out.push(char::from(b[i + 1].to_ascii_uppercase()));
-                    out.push(char::from(b[i + 2].to_ascii_uppercase()));
+                    out.write_char('%')?;
+                    out.write_char(char::from(b[i + 1].to_ascii_uppercase()))?;
+                    out.write_char(char::from(b[i + 2].to_ascii_uppercase()))?;
                 }
                 i += 3;
                 continue;
             }
         }
-        out.push(char::from(c));
+        out.write_char(char::from(c))?;
         i += 1;
     }
+    Ok(())
 }

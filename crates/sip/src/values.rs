@@ -2,7 +2,9 @@
 
 use crate::method::Method;
 use crate::params::Params;
-use crate::scan::{find_unquoted, is_token, is_token_str, is_ws, parse_u32, trim, unquote};
+use crate::scan::{
+    find_unquoted, is_token, is_token_str, is_ws, parse_u32, trim, unquote, ListItems,
+};
 use crate::Error;
 
 /// `CSeq: 4711 INVITE`.
@@ -153,5 +155,25 @@ impl<'a> Reason<'a> {
     /// The `text` parameter without its quotes (escapes kept).
     pub fn text(&self) -> Option<&'a str> {
         self.params.value("text").map(unquote)
+    }
+}
+
+/// The elements of one comma-separated header value, trimmed, empty ones skipped; commas
+/// inside quoted strings and `<...>` do not split. For list values kept as text apart from
+/// their message (a [`crate::Message`] splits its own with [`crate::Message::list_items`]).
+pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    ListItems::new(value, true)
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::list_items;
+
+    #[test]
+    fn splits_outside_quotes_and_angles() {
+        let items: Vec<&str> = list_items(" a , ,\"x\\\",y\" ,<b,c>,").collect();
+        assert_eq!(items, vec!["a", "\"x\\\",y\"", "<b,c>"]);
+        assert_eq!(list_items("<sip:a,b@c>, \"x,y\" <sip:d@e>").count(), 2);
+        assert_eq!(list_items("").count(), 0);
     }
 }

@@ -581,6 +581,10 @@ fn uris() {
     assert!(u.aor_eq(&same));
     assert_eq!(u.aor_key(), same.aor_key());
     assert_eq!(u.aor_key(), "sips:Alice%40x@[2001:db8::1]:5061");
+    // Written into a buffer, the key is the same text.
+    let mut written = String::from("key=");
+    u.write_aor_key(&mut written).unwrap();
+    assert_eq!(written, "key=sips:Alice%40x@[2001:db8::1]:5061");
     // The user part is case-sensitive, the host is not, and ports must match.
     let a = Uri::parse("sip:bob@Example.COM").unwrap();
     assert!(a.aor_eq(&Uri::parse("sip:bob@example.com;transport=udp").unwrap()));

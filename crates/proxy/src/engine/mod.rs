@@ -29,7 +29,7 @@ use crate::border::{Ids, Signer, SourceBudget};
 use crate::config::Config;
 use crate::dialogs::{DialogChange, DialogId, DialogRecord, DialogRecordChange, DialogTable};
 use crate::events::{CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
-use crate::msg::{self, Draft, Message, Uri};
+use crate::msg::{Draft, Message};
 use crate::registrations::{AorKey, BindingChange, RegistrationCache};
 use crate::replication::RecordError;
 use crate::timers::TimerTable;
@@ -384,15 +384,8 @@ impl Proxy {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
             Ok(message) => self.on_response(&message, flow),
-            Err(msg::ParseError::Sip(error)) => {
+            Err(error) => {
                 let disposition = error.disposition();
-                self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
-            }
-            Err(error @ msg::ParseError::Mandatory(_)) => {
-                let disposition = sip::Disposition::Reply {
-                    status: 400,
-                    reason: "Bad Request",
-                };
                 self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
             }
         }
@@ -643,28 +636,29 @@ impl Proxy {
     }
 
     /// Whether a Via is one this node inserted.
-    fn is_own_via(&self, via: &msg::Via<'_>) -> bool {
+    fn is_own_via(&self, via: &sip::Via<'_>) -> bool {
         via.branch()
             .is_some_and(|b| b.starts_with(&self.branch_prefix))
     }
 
-    /// Whether a URI (from a Route, Record-Route or request URI) points at this box.
-    fn is_own_uri(&self, uri: &str) -> bool {
-        let Some(u) = Uri::parse(uri) else {
+    /// Whether a URI (from a Route, Record-Route or request URI) points at this box: one of
+    /// its names, or one of its listeners' addresses (port 5060 when none is given).
+    fn is_own(&self, u: &sip::Uri<'_>) -> bool {
+        let Some(host) = u.host() else {
             return false;
         };
         if self
             .config
             .local_names
             .iter()
-            .any(|n| n.eq_ignore_ascii_case(u.host))
+            .any(|n| n.eq_ignore_ascii_case(host.as_str()))
         {
             return true;
         }
-        let Ok(ip) = u.host.parse::<std::net::IpAddr>() else {
+        let Some(ip) = host.ip() else {
             return false;
         };
-        let port = u.port.unwrap_or(5060);
+        let port = u.port().unwrap_or(5060);
         self.config
             .listeners
             .iter()

@@ -13,9 +13,10 @@ use system_state::SystemState;
 
 use crate::dialogs::{same_contact, Endpoint};
 use crate::drain::{self, ContactFacts, ContactPlan, RegisterPlan};
-use crate::msg::{self, aor_of, Draft, Message, NameAddr};
+use crate::msg::{Draft, Message};
 use crate::registrations::{Binding, RemovalCause};
 use crate::transport::{Flow, Realm};
+use sip::NameAddr;
 
 use super::requests::retry_after_header;
 use super::{ClientPurpose, Forward, Proxy, RegisterCtx, ServerKey, Targets};
@@ -84,36 +85,31 @@ impl Proxy {
         let Some(to) = m.to() else {
             return;
         };
-        let aor = aor_of(to.uri);
+        let aor = to.uri().aor_key();
         if self.registrations.len() >= self.config.limits.max_bindings
             && !self.registrations.is_registered(&aor)
         {
             self.reject_at_cap(m, from);
             return;
         }
-        let contacts: Vec<NameAddr<'_>> = m
-            .list("contact")
-            .into_iter()
-            .filter_map(NameAddr::parse)
-            .collect();
-        let wildcard = contacts.iter().any(|c| c.uri == "*");
+        let contacts: Vec<NameAddr<'_>> = m.contacts().collect();
+        let wildcard = m.has_wildcard_contact();
         let header_expires = m.expires();
         let single = contacts.len() == 1;
         let mut planned = Vec::new();
         if !wildcard {
             for c in &contacts {
-                let asked = msg::param(c.params, "expires")
-                    .and_then(|v| v.parse().ok())
+                let asked = contact_expires(c)
                     .or(header_expires)
                     .unwrap_or(DEFAULT_EXPIRES);
                 let facts = ContactFacts {
                     asked_expires: asked,
                     // Only a drain asks (a scan of the sessions): outside one, nobody pays it.
                     has_active_call: self.state == SystemState::Draining
-                        && self.endpoint_has_call(c.uri, &aor, from, single),
+                        && self.endpoint_has_call(c.uri().as_str(), &aor, from, single),
                 };
                 let plan = drain::contact_plan(self.state, facts, &self.config.drain);
-                planned.push((c.clone(), asked, plan));
+                planned.push((*c, asked, plan));
             }
         }
         let plans: Vec<ContactPlan> = planned.iter().map(|(_, _, p)| *p).collect();
@@ -124,18 +120,19 @@ impl Proxy {
                 let extra = retry_after_header(rejection.retry_after);
                 self.respond_stateless(m, from, rejection.code, &extra);
                 for (c, _, _) in &planned {
-                    if let Some(change) =
-                        self.registrations
-                            .remove(&aor, c.uri, RemovalCause::Drain, self.now)
-                    {
+                    if let Some(change) = self.registrations.remove(
+                        &aor,
+                        c.uri().as_str(),
+                        RemovalCause::Drain,
+                        self.now,
+                    ) {
                         self.emit_binding(change);
                     }
                 }
                 // The endpoint's own REGISTER goes on with every expiry at 0: its
                 // Authorization covers the method and the request URI, not the expiries, so an
                 // authenticating registrar accepts it as it would the endpoint's own removal.
-                let contacts: Vec<NameAddr<'_>> =
-                    planned.iter().map(|(c, _, _)| c.clone()).collect();
+                let contacts: Vec<NameAddr<'_>> = planned.iter().map(|(c, _, _)| *c).collect();
                 if let Some(draft) = self.deregistration_of(m, from, &contacts) {
                     self.send_to_registrar(draft);
                 }
@@ -146,13 +143,16 @@ impl Proxy {
                 if changed {
                     let rewritten: Vec<String> = planned
                         .iter()
-                        .map(|(c, _, plan)| match plan {
-                            ContactPlan::AsAsked => format!("<{}>{}", c.uri, params_of(c.params)),
-                            ContactPlan::Lower(secs) => {
-                                format!("<{}>{}", c.uri, with_expires(c.params, *secs))
-                            }
-                            ContactPlan::Remove => {
-                                format!("<{}>{}", c.uri, with_expires(c.params, 0))
+                        .map(|(c, _, plan)| {
+                            let params = c.params().as_str();
+                            match plan {
+                                ContactPlan::AsAsked => format!("<{}>{params}", c.uri()),
+                                ContactPlan::Lower(secs) => {
+                                    format!("<{}>{}", c.uri(), with_expires(params, *secs))
+                                }
+                                ContactPlan::Remove => {
+                                    format!("<{}>{}", c.uri(), with_expires(params, 0))
+                                }
                             }
                         })
                         .collect();
@@ -163,20 +163,22 @@ impl Proxy {
                 }
                 for (c, _, plan) in &planned {
                     if *plan == ContactPlan::Remove {
-                        if let Some(change) =
-                            self.registrations
-                                .remove(&aor, c.uri, RemovalCause::Drain, self.now)
-                        {
+                        if let Some(change) = self.registrations.remove(
+                            &aor,
+                            c.uri().as_str(),
+                            RemovalCause::Drain,
+                            self.now,
+                        ) {
                             self.emit_binding(change);
                         }
                     }
                 }
                 let ctx = RegisterCtx {
                     aor,
-                    to_uri: to.uri.to_owned(),
+                    to_uri: to.uri().as_str().to_owned(),
                     registrar_uri: m.request_uri().unwrap_or_default().to_owned(),
                     call_id: m.call_id().unwrap_or_default().to_owned(),
-                    cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
+                    cseq: m.cseq().unwrap_or_default(),
                     credentials: credentials_of(m),
                     flow: from,
                     contacts: planned
@@ -187,7 +189,7 @@ impl Proxy {
                                 ContactPlan::Lower(secs) => (*asked, Some(*secs)),
                                 ContactPlan::Remove => (0, Some(0)),
                             };
-                            (c.uri.to_owned(), asked, lowered)
+                            (c.uri().as_str().to_owned(), asked, lowered)
                         })
                         .collect(),
                     wildcard,
@@ -218,11 +220,7 @@ impl Proxy {
     /// return the response to relay, with lowered expiries written in.
     pub(super) fn cache_from_2xx(&mut self, ctx: &RegisterCtx, m: &Message<'_>) -> Draft {
         let now = self.now;
-        let granted_contacts: Vec<NameAddr<'_>> = m
-            .list("contact")
-            .into_iter()
-            .filter_map(NameAddr::parse)
-            .collect();
+        let granted_contacts: Vec<NameAddr<'_>> = m.contacts().collect();
         let header_expires = m.expires();
         if ctx.wildcard {
             for change in self
@@ -235,13 +233,8 @@ impl Proxy {
         for (uri, asked, lowered) in &ctx.contacts {
             let granted = granted_contacts
                 .iter()
-                .find(|c| same_contact(c.uri, uri))
-                .map(|c| {
-                    msg::param(c.params, "expires")
-                        .and_then(|v| v.parse().ok())
-                        .or(header_expires)
-                        .unwrap_or(*asked)
-                })
+                .find(|c| same_contact(c.uri().as_str(), uri))
+                .map(|c| contact_expires(c).or(header_expires).unwrap_or(*asked))
                 .unwrap_or(0);
             let granted = lowered.map_or(granted, |l| granted.min(l));
             if granted == 0 {
@@ -281,15 +274,18 @@ impl Proxy {
             let rewritten: Vec<String> = granted_contacts
                 .iter()
                 .map(|c| {
-                    let given = msg::param(c.params, "expires")
-                        .and_then(|v| v.parse::<u32>().ok())
+                    let given = contact_expires(c)
                         .or(header_expires)
                         .unwrap_or(DEFAULT_EXPIRES);
-                    match lowering.iter().find(|(u, _)| same_contact(u, c.uri)) {
+                    let params = c.params().as_str();
+                    match lowering
+                        .iter()
+                        .find(|(u, _)| same_contact(u, c.uri().as_str()))
+                    {
                         Some((_, l)) => {
-                            format!("<{}>{}", c.uri, with_expires(c.params, given.min(*l)))
+                            format!("<{}>{}", c.uri(), with_expires(params, given.min(*l)))
                         }
-                        None => format!("<{}>{}", c.uri, params_of(c.params)),
+                        None => format!("<{}>{params}", c.uri()),
                     }
                 })
                 .collect();
@@ -321,7 +317,7 @@ impl Proxy {
         for c in contacts {
             draft.push(
                 "Contact",
-                format!("<{}>{}", c.uri, with_expires(c.params, 0)),
+                format!("<{}>{}", c.uri(), with_expires(c.params().as_str(), 0)),
             );
         }
         draft.set("Expires", "0");
@@ -343,12 +339,9 @@ impl Proxy {
     }
 }
 
-fn params_of(params: &str) -> String {
-    if params.is_empty() {
-        String::new()
-    } else {
-        format!(";{params}")
-    }
+/// The `expires` parameter of a Contact, when it has a readable one.
+fn contact_expires(c: &NameAddr<'_>) -> Option<u32> {
+    c.expires().ok().flatten()
 }
 
 /// The most bytes of credentials a binding keeps. A real Authorization line is a few hundred
@@ -360,12 +353,15 @@ const MAX_CREDENTIAL_BYTES: usize = 4096;
 /// larger than [`MAX_CREDENTIAL_BYTES`] together).
 fn credentials_of(m: &Message<'_>) -> Vec<(String, String)> {
     let lines: Vec<(String, String)> = m
-        .headers
-        .iter()
+        .sip
+        .headers()
         .filter(|h| {
-            msg::name_is(h.name, "authorization") || msg::name_is(h.name, "proxy-authorization")
+            matches!(
+                h.known,
+                Some(sip::HeaderName::Authorization | sip::HeaderName::ProxyAuthorization)
+            )
         })
-        .map(|h| (h.name.to_owned(), h.value.to_string()))
+        .map(|h| (h.name.to_owned(), h.value.to_owned()))
         .collect();
     let size: usize = lines.iter().map(|(n, v)| n.len() + v.len()).sum();
     if size > MAX_CREDENTIAL_BYTES {

@@ -9,10 +9,11 @@
 use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side};
 use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
 use crate::events::Event;
-use crate::msg::{self, aor_of, Draft, Message, NameAddr, Uri};
+use crate::msg::{self, aor_of, Draft, Message};
 use crate::registrations::Lookup;
 use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm};
+use sip::Method;
 use std::sync::Arc;
 
 use super::{ClientPurpose, Forward, Proxy, ServerEntry, ServerKey, Targets, TimerKey, TxId};
@@ -24,6 +25,17 @@ fn starts_with_cookie(branch: &str) -> bool {
     branch
         .get(..MAGIC_COOKIE.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(MAGIC_COOKIE))
+}
+
+/// The sent-by of a Via as a transaction key: host lower-cased (IPv6 without brackets), and
+/// the port when one is written.
+fn sent_by_key(via: &sip::Via<'_>) -> String {
+    let mut key = via.host().as_str().to_ascii_lowercase();
+    if let Some(port) = via.port() {
+        key.push(':');
+        key.push_str(&port.to_string());
+    }
+    key
 }
 
 /// The other realm.
@@ -42,12 +54,12 @@ impl Proxy {
             self.stats.standby_dropped += 1;
             return;
         }
-        let method = m.method().to_ascii_uppercase();
+        let method = m.method();
         let Some(via) = m.top_via() else {
             return;
         };
-        let call_id = m.call_id().unwrap_or_default().to_owned();
-        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
+        let call_id = m.call_id().unwrap_or_default();
+        let cseq = m.cseq().unwrap_or_default();
         // RFC 3261 §17.2.3: only a branch with the magic cookie and something after it names a
         // transaction; a bare cookie (RFC 4475 `badbranch`) or none is matched the RFC 2543
         // way, by what the request itself says.
@@ -55,17 +67,17 @@ impl Proxy {
             Some(b) if b.len() > MAGIC_COOKIE.len() && starts_with_cookie(b) => b.to_owned(),
             _ => format!(
                 "rfc2543-{call_id}-{cseq}-{}-{}",
-                m.from().and_then(|f| f.tag()).unwrap_or_default(),
+                m.from_tag().unwrap_or_default(),
                 m.request_uri().unwrap_or_default()
             ),
         };
         let key = ServerKey {
             branch,
-            sent_by: via.sent_by().to_ascii_lowercase(),
-            method: if method == "ACK" {
+            sent_by: sent_by_key(&via),
+            method: if method == Method::Ack {
                 "INVITE".to_owned()
             } else {
-                method.clone()
+                method.as_str().to_owned()
             },
         };
 
@@ -82,7 +94,7 @@ impl Proxy {
             }
         }
 
-        if method == "ACK" {
+        if method == Method::Ack {
             if let Some(&sid) = self.server_index.get(&key) {
                 if let Some(entry) = self.servers.get_mut(&sid) {
                     match entry.tx.state() {
@@ -105,7 +117,7 @@ impl Proxy {
             return;
         }
 
-        if method == "CANCEL" {
+        if method == Method::Cancel {
             self.on_cancel(m, from, key);
             return;
         }
@@ -123,15 +135,15 @@ impl Proxy {
             return;
         }
 
-        if m.max_forwards() == Some(0) && !(method == "OPTIONS" && self.is_to_self(m)) {
+        if m.max_forwards() == Some(0) && !(method == Method::Options && self.is_to_self(m)) {
             self.stats.too_many_hops += 1;
             self.respond_stateless(m, from, 483, &[]);
             return;
         }
 
         let loop_hash = self.loop_hash(m, from.listener);
-        let looped = m.vias().iter().any(|v| {
-            self.is_own_via(v)
+        let looped = m.vias().any(|v| {
+            self.is_own_via(&v)
                 && v.branch().is_some_and(|b| {
                     b.strip_prefix(self.branch_prefix.as_str())
                         .and_then(|rest| rest.split('.').next())
@@ -152,7 +164,7 @@ impl Proxy {
             return;
         }
 
-        let in_dialog = m.to().and_then(|t| t.tag()).is_some();
+        let in_dialog = m.to_tag().is_some();
         if in_dialog {
             self.forward_in_dialog(m, bytes, from, realm, Some(key));
             return;
@@ -164,7 +176,7 @@ impl Proxy {
         }
 
         let to_self = self.is_to_self(m);
-        if method == "OPTIONS" && to_self {
+        if method == Method::Options && to_self {
             // Rule 9: a peer's status test sees our state.
             let answer = drain::self_options_answer(self.state, &self.config.drain);
             if answer.code != 200 {
@@ -179,18 +191,18 @@ impl Proxy {
         let resource_priority = m.list("resource-priority");
         let priority = drain::is_priority(request_uri, &resource_priority, &self.config.drain);
         let lookup_aor = aor_of(request_uri);
-        let to_aor = m.to().map(|t| aor_of(t.uri)).unwrap_or_default();
-        let from_aor = m.from().map(|f| aor_of(f.uri)).unwrap_or_default();
+        let to_aor = m.to().map(|t| t.uri().aor_key()).unwrap_or_default();
+        let from_aor = m.from().map(|f| f.uri().aor_key()).unwrap_or_default();
         let to_registered = self.registrations.is_registered(&lookup_aor)
             || self.registrations.is_registered(&to_aor)
             || self.registrations.by_contact(request_uri).is_some();
         let from_registered = self.registrations.is_registered(&from_aor)
             || (realm == Realm::Access && self.registrations.has_remote(from.remote));
         let facts = RequestFacts {
-            method: match method.as_str() {
-                "INVITE" => DrainMethod::Invite,
-                "REGISTER" => DrainMethod::Register,
-                "OPTIONS" => DrainMethod::Options,
+            method: match method {
+                Method::Invite => DrainMethod::Invite,
+                Method::Register => DrainMethod::Register,
+                Method::Options => DrainMethod::Options,
                 _ => DrainMethod::Other,
             },
             in_dialog: false,
@@ -206,12 +218,12 @@ impl Proxy {
             return;
         }
 
-        if method == "INVITE" && self.dialogs.len() >= self.config.limits.max_dialogs {
+        if method == Method::Invite && self.dialogs.len() >= self.config.limits.max_dialogs {
             self.reject_at_cap(m, from);
             return;
         }
 
-        if method == "REGISTER" {
+        if method == Method::Register {
             if realm == Realm::Access {
                 self.on_register(m, bytes, from, key);
             } else {
@@ -251,8 +263,8 @@ impl Proxy {
                 }
             }
         };
-        let record_route = matches!(method.as_str(), "INVITE" | "SUBSCRIBE" | "REFER");
-        let dialog_ids = match (m.call_id(), m.from().and_then(|f| f.tag())) {
+        let record_route = matches!(method, Method::Invite | Method::Subscribe | Method::Refer);
+        let dialog_ids = match (m.call_id(), m.from_tag()) {
             (Some(call_id), Some(tag)) if record_route => {
                 Some((call_id.to_owned(), tag.to_owned()))
             }
@@ -261,7 +273,7 @@ impl Proxy {
         let forward = Forward {
             dialog_ids,
             base: Arc::new(base),
-            method: method.clone(),
+            method: method.as_str().to_owned(),
             targets,
             client: None,
             provisional_seen: false,
@@ -275,7 +287,7 @@ impl Proxy {
             loop_hash,
         };
         let sid = self.new_server(m, bytes, from, key, Some(forward));
-        if method == "INVITE" {
+        if method == Method::Invite {
             self.respond_to(sid, m, 100, &[]);
         }
         self.try_next(sid);
@@ -296,9 +308,9 @@ impl Proxy {
     /// The listener is part of it: the same request entering from the other side is a spiral
     /// through the core (a call between two phones), not a loop.
     pub(super) fn loop_hash(&self, m: &Message<'_>, listener: crate::transport::ListenerId) -> u64 {
-        let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
-        let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
-        let cseq = m.cseq().map(|(n, _)| n.to_string()).unwrap_or_default();
+        let from_tag = m.from_tag().unwrap_or_default();
+        let to_tag = m.to_tag().unwrap_or_default();
+        let cseq = m.cseq().unwrap_or_default().to_string();
         let listener = listener.0.to_string();
         super::fnv(&[
             &listener,
@@ -312,14 +324,11 @@ impl Proxy {
 
     /// Addressed to the box: our host in the request URI, no user part, no foreign Route.
     fn is_to_self(&self, m: &Message<'_>) -> bool {
-        let uri = m.request_uri().unwrap_or_default();
-        let no_user = Uri::parse(uri).is_some_and(|u| u.user.is_none());
-        let foreign_route = m
-            .list("route")
-            .iter()
-            .filter_map(|r| NameAddr::parse(r))
-            .any(|r| !self.is_own_uri(r.uri));
-        no_user && self.is_own_uri(uri) && !foreign_route
+        let Some(uri) = m.sip.request_uri() else {
+            return false;
+        };
+        let foreign_route = m.routes().any(|r| !self.is_own(&r.uri()));
+        uri.user().is_none() && self.is_own(&uri) && !foreign_route
     }
 
     fn on_retransmission(&mut self, sid: TxId) {
@@ -383,7 +392,7 @@ impl Proxy {
         forward: Option<Forward>,
     ) -> TxId {
         let id = self.next_id();
-        let class = if m.method().eq_ignore_ascii_case("INVITE") {
+        let class = if m.method() == Method::Invite {
             TxClass::Invite
         } else {
             TxClass::NonInvite
@@ -420,9 +429,8 @@ impl Proxy {
         let tag = self.stateless_tag_for(m);
         let bytes = msg::response_to(m, code, Some(&tag), extra);
         let vias: usize = m
-            .headers
-            .iter()
-            .filter(|h| msg::name_is(h.name, "via"))
+            .sip
+            .headers_of(sip::HeaderName::Via)
             .map(|h| h.value.len() + 7)
             .sum();
         if bytes.len() > self.config.limits.max_own_response + vias {
@@ -437,13 +445,13 @@ impl Proxy {
     /// ACK of a non-2xx answer, which shares the INVITE's branch, Call-ID, From tag and CSeq).
     fn stateless_tag_for(&self, m: &Message<'_>) -> String {
         let branch = m.top_via().and_then(|v| v.branch()).unwrap_or_default();
-        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default().to_string();
+        let cseq = m.cseq().unwrap_or_default().to_string();
         crate::border::stateless_tag(
             &self.signer,
             &[
                 branch,
                 m.call_id().unwrap_or_default(),
-                m.from().and_then(|f| f.tag()).unwrap_or_default(),
+                m.from_tag().unwrap_or_default(),
                 &cseq,
             ],
         )
@@ -546,10 +554,10 @@ impl Proxy {
         if let (Some(top), Some(via)) = (draft.pop_first_of("Via"), m.top_via()) {
             let mut value = top.clone();
             let ip = from.remote.ip().to_string();
-            if via.host.trim_matches(['[', ']']) != ip {
+            if via.host().as_str() != ip {
                 value.push_str(&format!(";received={ip}"));
             }
-            if msg::param(via.params, "rport").is_some() {
+            if via.params().has("rport") {
                 let without: Vec<&str> = value
                     .split(';')
                     .filter(|p| !p.trim().eq_ignore_ascii_case("rport"))
@@ -562,9 +570,9 @@ impl Proxy {
         draft.set("Max-Forwards", hops.to_string());
         while let Some(first) = draft
             .get("Route")
-            .and_then(|r| msg::split_list(r).first().map(|s| s.to_string()))
+            .and_then(|r| sip::values::list_items(r).next().map(str::to_owned))
         {
-            let own = NameAddr::parse(&first).is_some_and(|n| self.is_own_uri(n.uri));
+            let own = sip::NameAddr::parse(&first, "Route").is_ok_and(|n| self.is_own(&n.uri()));
             if !own {
                 break;
             }
@@ -572,24 +580,19 @@ impl Proxy {
         }
         // A strict router before us put our URI in the request URI and the target last in
         // Route (RFC 3261 §16.4).
-        let request_uri = m.request_uri().unwrap_or_default();
-        if self.is_own_uri(request_uri)
-            && Uri::parse(request_uri).is_some_and(|u| msg::param(u.params, "lr").is_some())
+        if m.sip
+            .request_uri()
+            .is_some_and(|u| self.is_own(&u) && u.is_loose_route())
         {
             let mut routes: Vec<String> = draft
                 .headers
                 .iter()
                 .filter(|(n, _)| msg::name_is(n, "route"))
-                .flat_map(|(_, v)| {
-                    msg::split_list(v)
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect::<Vec<_>>()
-                })
+                .flat_map(|(_, v)| sip::values::list_items(v).map(str::to_owned))
                 .collect();
             if let Some(last) = routes.pop() {
-                if let Some(target) = NameAddr::parse(&last) {
-                    let target = target.uri.to_owned();
+                if let Ok(target) = sip::NameAddr::parse(&last, "Route") {
+                    let target = target.uri().as_str().to_owned();
                     draft.set_request_uri(&target);
                     draft.set_list("Route", &routes);
                 }
@@ -610,11 +613,11 @@ impl Proxy {
         realm: Realm,
         key: Option<ServerKey>,
     ) {
-        let method = m.method().to_ascii_uppercase();
+        let method = m.method();
         let call_id = m.call_id().unwrap_or_default();
-        let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
-        let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
-        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
+        let from_tag = m.from_tag().unwrap_or_default();
+        let to_tag = m.to_tag().unwrap_or_default();
+        let cseq = m.cseq().unwrap_or_default();
         let found = self
             .dialogs
             .find(call_id, from_tag, to_tag, realm)
@@ -639,7 +642,9 @@ impl Proxy {
                     // A dialog this node has no record of (set up by its twin in the last
                     // moments before it died, or before a restart): learnt from the request,
                     // so it counts and its later requests find it. A BYE ends it anyway.
-                    if dest.is_some() && !matches!(method.as_str(), "ACK" | "CANCEL" | "BYE") {
+                    if dest.is_some()
+                        && !matches!(method, Method::Ack | Method::Cancel | Method::Bye)
+                    {
                         found = self.learn_dialog(m, realm, &token);
                     }
                     dest
@@ -648,7 +653,7 @@ impl Proxy {
             },
         };
         let Some(dest) = dest else {
-            if method == "ACK" {
+            if method == Method::Ack {
                 // The ACK of a non-2xx we answered statelessly ends here, quietly; any other
                 // has no response to get.
                 if to_tag != self.stateless_tag_for(m) {
@@ -665,7 +670,7 @@ impl Proxy {
             return;
         }
         if let Some((id, side, _)) = &found {
-            if method != "ACK" && method != "CANCEL" {
+            if method != Method::Ack && method != Method::Cancel {
                 let side = *side;
                 let change = self.dialogs.update(id, |d| {
                     let party = match side {
@@ -696,7 +701,7 @@ impl Proxy {
             Some(key) => {
                 let forward = Forward {
                     base: Arc::new(draft),
-                    method,
+                    method: method.as_str().to_owned(),
                     targets: Targets::Fixed(dest),
                     client: None,
                     provisional_seen: false,
@@ -722,16 +727,11 @@ impl Proxy {
     /// side, never to an address the sender wrote.
     fn signed_token(&self, m: &Message<'_>) -> Option<crate::border::RouteToken> {
         let call_id = m.call_id()?;
-        let tags: Vec<&str> = [m.from().and_then(|f| f.tag()), m.to().and_then(|t| t.tag())]
-            .into_iter()
-            .flatten()
-            .collect();
-        m.list("route")
-            .iter()
-            .filter_map(|r| NameAddr::parse(r))
-            .take_while(|n| self.is_own_uri(n.uri))
-            .filter_map(|n| Uri::parse(n.uri))
-            .filter_map(|u| msg::param(u.params, crate::border::TOKEN_PARAM))
+        let tags: Vec<&str> = [m.from_tag(), m.to_tag()].into_iter().flatten().collect();
+        m.routes()
+            .map(|n| n.uri())
+            .take_while(|u| self.is_own(u))
+            .filter_map(|u| u.params().value(crate::border::TOKEN_PARAM))
             .find_map(|value| {
                 crate::border::RouteToken::verify(&self.signer, value, call_id, &tags)
             })
@@ -762,12 +762,8 @@ impl Proxy {
             flow_of(self, caller_realm)?,
             flow_of(self, opposite(caller_realm))?,
         );
-        let contact = m
-            .list("contact")
-            .first()
-            .and_then(|c| NameAddr::parse(c))
-            .map(|c| c.uri.to_owned());
-        let cseq = m.cseq().map(|(n, _)| n).unwrap_or_default();
+        let contact = m.first_contact_uri().map(str::to_owned);
+        let cseq = m.cseq().unwrap_or_default();
         let party = |realm: Realm, flow: Flow, uri: &str, tag: &str, sender: bool| Party {
             realm,
             flow,
@@ -777,17 +773,18 @@ impl Proxy {
             cseq: if sender { cseq } else { 0 },
             route: Vec::new(),
         };
+        let (from_uri, to_uri) = (from.uri().as_str(), to.uri().as_str());
         let (caller, callee) = match side {
             Side::Caller => (
-                party(caller_realm, caller_flow, from.uri, from_tag, true),
-                party(opposite(caller_realm), callee_flow, to.uri, to_tag, false),
+                party(caller_realm, caller_flow, from_uri, from_tag, true),
+                party(opposite(caller_realm), callee_flow, to_uri, to_tag, false),
             ),
             Side::Callee => (
-                party(caller_realm, caller_flow, to.uri, to_tag, false),
+                party(caller_realm, caller_flow, to_uri, to_tag, false),
                 party(
                     opposite(caller_realm),
                     callee_flow,
-                    from.uri,
+                    from_uri,
                     from_tag,
                     true,
                 ),
@@ -1035,24 +1032,16 @@ fn new_dialog(
         caller: Party {
             realm: caller_realm,
             flow: source,
-            uri: from.uri.to_owned(),
+            uri: from.uri().as_str().to_owned(),
             tag: Some(caller_tag.to_owned()),
-            contact: m
-                .list("contact")
-                .first()
-                .and_then(|c| NameAddr::parse(c))
-                .map(|c| c.uri.to_owned()),
-            cseq: m.cseq().map(|(n, _)| n).unwrap_or_default(),
-            route: m
-                .list("record-route")
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            contact: m.first_contact_uri().map(str::to_owned),
+            cseq: m.cseq().unwrap_or_default(),
+            route: m.record_routes().map(|r| r.raw().to_owned()).collect(),
         },
         callee: Party {
             realm: opposite(caller_realm),
             flow: dest,
-            uri: to.uri.to_owned(),
+            uri: to.uri().as_str().to_owned(),
             tag: None,
             contact: None,
             cseq: 0,
@@ -1084,15 +1073,15 @@ impl Proxy {
 /// top Via and Route; To from `to` when given (the response's, with its tag).
 pub(super) fn hop_request(invite: &Message<'_>, method: &str, to: Option<&str>) -> Option<Draft> {
     let mut draft = Draft::new(format!("{method} {} SIP/2.0", invite.request_uri()?));
-    draft.push("Via", invite.list("via").first()?.to_string());
-    for route in invite.list("route") {
-        draft.push("Route", route.to_string());
+    draft.push("Via", invite.top_via()?.raw());
+    for route in invite.routes() {
+        draft.push("Route", route.raw());
     }
     draft.push("Max-Forwards", "70");
-    draft.push("From", invite.header("from")?.to_owned());
-    draft.push("To", to.or(invite.header("to"))?.to_owned());
-    draft.push("Call-ID", invite.call_id()?.to_owned());
-    draft.push("CSeq", format!("{} {method}", invite.cseq()?.0));
+    draft.push("From", invite.header("from")?);
+    draft.push("To", to.or(invite.header("to"))?);
+    draft.push("Call-ID", invite.call_id()?);
+    draft.push("CSeq", format!("{} {method}", invite.cseq()?));
     Some(draft)
 }
 

@@ -3,7 +3,7 @@
 
 use crate::dialogs::DialogState;
 use crate::events::{CallEndCause, Event};
-use crate::msg::{self, Message, NameAddr};
+use crate::msg::{self, Message};
 use crate::transaction::ClientAction;
 use crate::upstreams::{ProbeResult, UpstreamChange, UpstreamId};
 
@@ -26,7 +26,7 @@ impl Proxy {
             return;
         }
         let branch = via.branch().unwrap_or_default().to_owned();
-        let method = m.method().to_ascii_uppercase();
+        let method = m.method().as_str().to_owned();
         let code = m.code().unwrap_or(500);
         let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
             self.relay_stateless(m, from);
@@ -69,7 +69,7 @@ impl Proxy {
                 if code >= 200
                     && matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) =>
             {
-                let aor = m.to().map(|t| msg::aor_of(t.uri)).unwrap_or_default();
+                let aor = m.to().map(|t| t.uri().aor_key()).unwrap_or_default();
                 self.own_request_done(method, aor, Some(code));
             }
             ClientPurpose::Probe(_) | ClientPurpose::Own => {}
@@ -185,7 +185,7 @@ impl Proxy {
             if code == 100 {
                 return;
             }
-            if let (Some(id), Some(tag)) = (&forward.dialog, m.to().and_then(|t| t.tag())) {
+            if let (Some(id), Some(tag)) = (&forward.dialog, m.to_tag()) {
                 let tag = tag.to_owned();
                 if let Some(change) = self.dialogs.update(id, |d| {
                     if d.state == DialogState::Early {
@@ -269,23 +269,15 @@ impl Proxy {
 
     /// A 2xx to an INVITE confirms the session: the callee's tag, contact and route set.
     fn confirm_dialog(&mut self, id: &crate::dialogs::DialogId, m: &Message<'_>) {
-        let tag = m.to().and_then(|t| t.tag()).map(str::to_owned);
-        let contact = m
-            .list("contact")
-            .first()
-            .and_then(|c| NameAddr::parse(c))
-            .map(|c| c.uri.to_owned());
+        let tag = m.to_tag().map(str::to_owned);
+        let contact = m.first_contact_uri().map(str::to_owned);
         // Record-Route entries above our own are the callee side's proxies; nearest first.
-        let rr: Vec<String> = m
-            .list("record-route")
-            .iter()
-            .map(|s| s.to_string())
+        let mut callee_route: Vec<String> = m
+            .record_routes()
+            .take_while(|r| !self.is_own(&r.uri()))
+            .map(|r| r.raw().to_owned())
             .collect();
-        let ours = rr
-            .iter()
-            .position(|r| NameAddr::parse(r).is_some_and(|n| self.is_own_uri(n.uri)))
-            .unwrap_or(rr.len());
-        let callee_route: Vec<String> = rr[..ours].iter().rev().cloned().collect();
+        callee_route.reverse();
         let was_early = self
             .dialogs
             .get(id)
@@ -310,13 +302,13 @@ impl Proxy {
     /// A 2xx to an INVITE with no transaction left (retransmission or fork): to the caller.
     fn relay_stateless(&mut self, m: &Message<'_>, from: crate::transport::Flow) {
         let code = m.code().unwrap_or_default();
-        if !(200..300).contains(&code) || !m.method().eq_ignore_ascii_case("INVITE") {
+        if !(200..300).contains(&code) || m.method() != sip::Method::Invite {
             self.stats.stray_responses += 1;
             return;
         }
         let call_id = m.call_id().unwrap_or_default();
-        let from_tag = m.from().and_then(|f| f.tag()).unwrap_or_default();
-        let to_tag = m.to().and_then(|t| t.tag()).unwrap_or_default();
+        let from_tag = m.from_tag().unwrap_or_default();
+        let to_tag = m.to_tag().unwrap_or_default();
         let realm = self
             .realm_of(from.listener)
             .unwrap_or(crate::transport::Realm::Core);

@@ -73,7 +73,7 @@ impl Proxy {
                             ClientPurpose::Own => {
                                 let aor = Message::parse(&request)
                                     .ok()
-                                    .and_then(|r| r.to().map(|t| crate::msg::aor_of(t.uri)))
+                                    .and_then(|r| r.to().map(|t| t.uri().aor_key()))
                                     .unwrap_or_default();
                                 let method = self
                                     .clients

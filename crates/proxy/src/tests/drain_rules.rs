@@ -582,7 +582,7 @@ fn rule_05_the_deregistration_is_the_phones_own_register_with_its_credentials() 
     assert_eq!((stats.own_final_2xx, stats.own_challenged), (1, 0));
     assert_eq!(
         own_answers(&net.take_events()),
-        vec![("REGISTER".to_owned(), "bob@example.com".to_owned(), 200)]
+        vec![("REGISTER".to_owned(), "sip:bob@example.com".to_owned(), 200)]
     );
     assert_eq!(
         net.peer(BOB).inbox.len(),
@@ -616,7 +616,7 @@ fn rule_05_a_challenge_to_a_deregistration_without_credentials_is_counted_and_no
     );
     assert_eq!(
         own_answers(&net.take_events()),
-        vec![("REGISTER".to_owned(), "bob@example.com".to_owned(), 401)]
+        vec![("REGISTER".to_owned(), "sip:bob@example.com".to_owned(), 401)]
     );
 }
 
@@ -710,12 +710,12 @@ fn rule_11_guard_deregistrations_carry_each_phones_last_credentials_and_next_cse
             vec![
                 (
                     "REGISTER".to_owned(),
-                    "alice@example.com".to_owned(),
+                    "sip:alice@example.com".to_owned(),
                     expected
                 ),
                 (
                     "REGISTER".to_owned(),
-                    "bob@example.com".to_owned(),
+                    "sip:bob@example.com".to_owned(),
                     expected
                 ),
             ],
@@ -742,7 +742,7 @@ fn a_request_of_the_box_that_gets_no_answer_is_counted_as_timed_out() {
     assert_eq!(net.proxy.stats().own_timed_out, 1);
     assert!(net.events.contains(&Event::OwnRequestTimedOut {
         method: "REGISTER".to_owned(),
-        aor: "bob@example.com".to_owned(),
+        aor: "sip:bob@example.com".to_owned(),
     }));
 }
 

@@ -294,7 +294,7 @@ impl Peer {
         let contact = ("Contact", format!("<sip:peer@{me}>"));
         let reply =
             |code: u16, extra: &[(&str, String)]| msg::response_to(&m, code, Some(&tag), extra);
-        match m.method() {
+        match m.method().as_str() {
             "ACK" => Vec::new(),
             "INVITE" => match self.invite {
                 CoreInvite::Answer => {
@@ -339,15 +339,15 @@ impl Peer {
                 }
                 let header_expires = m.expires();
                 let contacts: Vec<(&str, String)> = m
-                    .list("contact")
-                    .into_iter()
-                    .filter_map(msg::NameAddr::parse)
+                    .contacts()
                     .filter_map(|c| {
-                        let e = msg::param(c.params, "expires")
-                            .and_then(|v| v.parse::<u32>().ok())
+                        let e = c
+                            .expires()
+                            .ok()
+                            .flatten()
                             .or(header_expires)
                             .unwrap_or(3600);
-                        (e > 0).then(|| ("Contact", format!("<{}>;expires={e}", c.uri)))
+                        (e > 0).then(|| ("Contact", format!("<{}>;expires={e}", c.uri())))
                     })
                     .collect();
                 vec![reply(200, &contacts)]

@@ -102,7 +102,7 @@ fn registration_is_cached_from_the_core_2xx_and_core_calls_reach_the_contact() {
     assert_eq!(net.received(CORE1, "REGISTER").len(), 1);
     let regs = net.proxy.registrations();
     assert_eq!(regs.len(), 1);
-    assert_eq!(regs[0].aor, "bob@example.com");
+    assert_eq!(regs[0].aor, "sip:bob@example.com");
     assert_eq!(regs[0].expires_in_secs, 600);
 
     let invite = Req::new("INVITE", "sip:bob@example.com", CORE1)
