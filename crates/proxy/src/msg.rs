@@ -36,6 +36,13 @@ impl<'a> Message<'a> {
         Ok(Message { sip })
     }
 
+    /// Reads a message this box validated when it came (a transaction's copy of its
+    /// request): parsed again, not checked again.
+    pub fn stored(bytes: &'a [u8]) -> Result<Self, ParseError> {
+        let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), sip::Framing::Datagram)?;
+        Ok(Message { sip })
+    }
+
     /// Whether it is a request.
     pub fn is_request(&self) -> bool {
         self.sip.is_request()

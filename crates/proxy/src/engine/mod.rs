@@ -94,9 +94,11 @@ struct RegisterCtx {
 /// The proxying state of one server transaction.
 #[derive(Debug, Clone)]
 struct Forward {
-    /// The request as it goes out, before Record-Route and our Via. Shared: a `Forward` is
-    /// cloned for every response handled, and the draft is only copied to send an attempt.
-    base: Arc<Draft>,
+    /// What the request goes out with instead of what it came with (a registered contact as
+    /// the request URI, rewritten Contact values), if anything: every attempt is written from
+    /// the server transaction's copy of the request with these edits, our Via and our
+    /// Record-Route. Shared: a `Forward` is cloned for every response handled.
+    retarget: Option<Arc<Retarget>>,
     method: String,
     targets: Targets,
     client: Option<TxId>,
@@ -113,6 +115,16 @@ struct Forward {
     loop_hash: u64,
     /// Call-ID and caller tag of a dialog-creating request, signed into our Record-Route.
     dialog_ids: Option<(String, String)>,
+}
+
+/// How a forwarded request differs from the received one, besides the edits every forwarded
+/// request gets (see `Proxy::forward_bytes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Retarget {
+    /// The new request URI.
+    request_uri: Option<String>,
+    /// Contact values that replace every Contact line.
+    contacts: Option<Vec<String>>,
 }
 
 #[derive(Debug)]

@@ -18,8 +18,8 @@ use crate::registrations::{Binding, RemovalCause};
 use crate::transport::{Flow, Realm};
 use sip::NameAddr;
 
-use super::requests::retry_after_header;
-use super::{ClientPurpose, Forward, Proxy, RegisterCtx, ServerKey, Targets};
+use super::requests::{retry_after_header, OwnLines};
+use super::{ClientPurpose, Forward, Proxy, RegisterCtx, Retarget, ServerKey, Targets};
 
 /// What a registrar grants when nobody says (RFC 3261 §10.2.1.1 leaves it to the registrar;
 /// this is what the proxy assumes it asked for).
@@ -138,8 +138,8 @@ impl Proxy {
                 }
             }
             RegisterPlan::Forward => {
-                let mut base = self.edit_for_forward(m, from);
                 let changed = plans.iter().any(|p| *p != ContactPlan::AsAsked);
+                let mut retarget = None;
                 if changed {
                     let rewritten: Vec<String> = planned
                         .iter()
@@ -156,10 +156,10 @@ impl Proxy {
                             }
                         })
                         .collect();
-                    base.remove("Contact");
-                    for value in rewritten {
-                        base.push("Contact", value);
-                    }
+                    retarget = Some(Arc::new(Retarget {
+                        request_uri: None,
+                        contacts: Some(rewritten),
+                    }));
                 }
                 for (c, _, plan) in &planned {
                     if *plan == ContactPlan::Remove {
@@ -195,7 +195,7 @@ impl Proxy {
                     wildcard,
                 };
                 let forward = Forward {
-                    base: Arc::new(base),
+                    retarget,
                     method: "REGISTER".to_owned(),
                     targets: Targets::Upstreams { tried: Vec::new() },
                     client: None,
@@ -310,16 +310,19 @@ impl Proxy {
         if contacts.is_empty() || m.call_id().is_none() {
             return None;
         }
-        let mut draft = self.edit_for_forward(m, from);
+        let retarget = Retarget {
+            request_uri: None,
+            contacts: Some(
+                contacts
+                    .iter()
+                    .map(|c| format!("<{}>{}", c.uri(), with_expires(c.params().as_str(), 0)))
+                    .collect(),
+            ),
+        };
+        let bytes = self.forward_bytes(m, from, Some(&retarget), &OwnLines::default())?;
+        let mut draft = Message::stored(&bytes).ok()?.to_draft();
         draft.remove("Via");
         draft.set("Max-Forwards", "70");
-        draft.remove("Contact");
-        for c in contacts {
-            draft.push(
-                "Contact",
-                format!("<{}>{}", c.uri(), with_expires(c.params().as_str(), 0)),
-            );
-        }
         draft.set("Expires", "0");
         Some(draft)
     }

@@ -13,10 +13,13 @@ use crate::msg::{self, aor_of, Draft, Message};
 use crate::registrations::Lookup;
 use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm};
+use sip::HeaderName;
 use sip::Method;
 use std::sync::Arc;
 
-use super::{ClientPurpose, Forward, Proxy, ServerEntry, ServerKey, Targets, TimerKey, TxId};
+use super::{
+    ClientPurpose, Forward, Proxy, Retarget, ServerEntry, ServerKey, Targets, TimerKey, TxId,
+};
 
 /// RFC 3261's branch prefix.
 const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -36,6 +39,58 @@ fn sent_by_key(via: &sip::Via<'_>) -> String {
         key.push_str(&port.to_string());
     }
     key
+}
+
+/// Room for what the proxy adds to a forwarded request (Via, two Record-Route entries,
+/// received/rport), so the output is written without regrowing.
+const OWN_LINES_ROOM: usize = 320;
+
+/// Our own lines on top of a forwarded request: our Via, and the Record-Route entries of a
+/// dialog-creating request, nearest first.
+#[derive(Debug, Default)]
+pub(super) struct OwnLines<'t> {
+    /// Our Via.
+    pub(super) via: Option<&'t str>,
+    /// Our Record-Route entries, outgoing side first.
+    pub(super) record_route: [Option<&'t str>; 2],
+}
+
+/// Records `name: value` just above the first `name` line of `msg`, or at the top.
+fn insert_first<'e>(
+    editor: &mut sip::Editor<'e>,
+    msg: &'e sip::Message<'e>,
+    name: HeaderName,
+    value: &'e str,
+) {
+    match msg.headers_of(name).next() {
+        Some(first) => editor.insert_before(first.index, name.as_str(), value),
+        None => editor.prepend_header(name.as_str(), value),
+    };
+}
+
+/// The sender's Via as we pass it on (RFC 3261 §18.2.1, RFC 3581): `received` when its
+/// sent-by is not the address it came from, `rport` filled in when it asked. `None` when
+/// neither applies and it goes as it came.
+fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
+    let ip = from.remote.ip().to_string();
+    let received = via.host().as_str() != ip;
+    let rport = via.params().has("rport");
+    if !received && !rport {
+        return None;
+    }
+    let mut value = via.raw().to_owned();
+    if received {
+        value.push_str(";received=");
+        value.push_str(&ip);
+    }
+    if rport {
+        let without: Vec<&str> = value
+            .split(';')
+            .filter(|p| !p.trim().eq_ignore_ascii_case("rport"))
+            .collect();
+        value = format!("{};rport={}", without.join(";"), from.remote.port());
+    }
+    Some(value)
 }
 
 /// The other realm.
@@ -232,7 +287,7 @@ impl Proxy {
             return;
         }
 
-        let mut base = self.edit_for_forward(m, from);
+        let mut retarget = None;
         let targets = match realm {
             Realm::Access => Targets::Upstreams { tried: Vec::new() },
             Realm::Core => {
@@ -252,7 +307,10 @@ impl Proxy {
                 };
                 match found {
                     Some((flow, contact)) => {
-                        base.set_request_uri(&contact);
+                        retarget = Some(Arc::new(Retarget {
+                            request_uri: Some(contact),
+                            contacts: None,
+                        }));
                         Targets::Fixed(flow)
                     }
                     None => {
@@ -272,7 +330,7 @@ impl Proxy {
         };
         let forward = Forward {
             dialog_ids,
-            base: Arc::new(base),
+            retarget,
             method: method.as_str().to_owned(),
             targets,
             client: None,
@@ -290,7 +348,7 @@ impl Proxy {
         if method == Method::Invite {
             self.respond_to(sid, m, 100, &[]);
         }
-        self.try_next(sid);
+        self.try_next_with(sid, Some(m));
     }
 
     /// The code for a request from the core that has nowhere to go (rule 8: 380 for priority
@@ -469,7 +527,7 @@ impl Proxy {
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
-        let Ok(request) = Message::parse(&entry.request) else {
+        let Ok(request) = Message::stored(&entry.request) else {
             return;
         };
         let bytes = msg::response_to(&request, code, Some(&entry.to_tag), extra);
@@ -547,58 +605,69 @@ impl Proxy {
         }
     }
 
-    /// The request as it leaves: received/rport on the sender's Via, Max-Forwards lowered,
-    /// our own Route entries removed (and a strict-routing request URI repaired).
-    pub(super) fn edit_for_forward(&self, m: &Message<'_>, from: Flow) -> Draft {
-        let mut draft = m.to_draft();
-        if let (Some(top), Some(via)) = (draft.pop_first_of("Via"), m.top_via()) {
-            let mut value = top.clone();
-            let ip = from.remote.ip().to_string();
-            if via.host().as_str() != ip {
-                value.push_str(&format!(";received={ip}"));
-            }
-            if via.params().has("rport") {
-                let without: Vec<&str> = value
-                    .split(';')
-                    .filter(|p| !p.trim().eq_ignore_ascii_case("rport"))
-                    .collect();
-                value = format!("{};rport={}", without.join(";"), from.remote.port());
-            }
-            draft.insert_first("Via", value);
+    /// The request `m` (received on `from`) as it leaves: received/rport on the sender's Via,
+    /// Max-Forwards lowered, our own Route entries removed (and a strict-routing request URI
+    /// repaired), `retarget` applied, and `own` lines on top. Every byte not edited is copied
+    /// as it came (`sip::Editor`). `None` when the editor refuses the edits (more than it
+    /// records: a request with dozens of Contact lines to rewrite).
+    pub(super) fn forward_bytes(
+        &self,
+        m: &Message<'_>,
+        from: Flow,
+        retarget: Option<&Retarget>,
+        own: &OwnLines<'_>,
+    ) -> Option<Vec<u8>> {
+        let msg = &m.sip;
+        let top_via = m.top_via();
+        let via_value = top_via.and_then(|via| via_as_received(&via, from));
+        // RFC 3261 §16.4: our own entries on top of Route were for us.
+        let own_routes = m.routes().take_while(|r| self.is_own(&r.uri())).count();
+        // A strict router before us put our URI in the request URI and the target last in
+        // Route.
+        let strict_target = match msg.request_uri() {
+            Some(u) if self.is_own(&u) && u.is_loose_route() => m.routes().skip(own_routes).last(),
+            _ => None,
+        };
+        let request_uri = retarget
+            .and_then(|r| r.request_uri.as_deref())
+            .or(strict_target.map(|t| t.uri().as_str()));
+
+        let mut editor = sip::Editor::new(msg);
+        if let (Some(via), Some(value)) = (top_via, via_value.as_deref()) {
+            editor.replace_item(via.raw(), value);
         }
         let hops = m.max_forwards().map_or(70, |n| n.saturating_sub(1));
-        draft.set("Max-Forwards", hops.to_string());
-        while let Some(first) = draft
-            .get("Route")
-            .and_then(|r| sip::values::list_items(r).next().map(str::to_owned))
-        {
-            let own = sip::NameAddr::parse(&first, "Route").is_ok_and(|n| self.is_own(&n.uri()));
-            if !own {
-                break;
-            }
-            draft.pop_first_of("Route");
+        match msg.headers_of(HeaderName::MaxForwards).next() {
+            Some(h) => editor.replace_value_u32(h.index, hops),
+            None => editor.append_header("Max-Forwards", "70"),
+        };
+        for route in m.routes().take(own_routes).chain(strict_target) {
+            editor.remove_item(route.raw());
         }
-        // A strict router before us put our URI in the request URI and the target last in
-        // Route (RFC 3261 §16.4).
-        if m.sip
-            .request_uri()
-            .is_some_and(|u| self.is_own(&u) && u.is_loose_route())
-        {
-            let mut routes: Vec<String> = draft
-                .headers
-                .iter()
-                .filter(|(n, _)| msg::name_is(n, "route"))
-                .flat_map(|(_, v)| sip::values::list_items(v).map(str::to_owned))
-                .collect();
-            if let Some(last) = routes.pop() {
-                if let Ok(target) = sip::NameAddr::parse(&last, "Route") {
-                    let target = target.uri().as_str().to_owned();
-                    draft.set_request_uri(&target);
-                    draft.set_list("Route", &routes);
-                }
+        if let Some(uri) = request_uri {
+            editor.set_request_uri(uri);
+        }
+        if let Some(contacts) = retarget.and_then(|r| r.contacts.as_deref()) {
+            for line in msg.headers_of(HeaderName::Contact) {
+                editor.remove_header(line.index);
+            }
+            for contact in contacts {
+                editor.append_header("Contact", contact);
             }
         }
-        draft
+        if let Some(via) = own.via {
+            insert_first(&mut editor, msg, HeaderName::Via, via);
+        }
+        for rr in own.record_route.iter().flatten() {
+            insert_first(&mut editor, msg, HeaderName::RecordRoute, rr);
+        }
+        if msg.content_length().is_none() {
+            // A stream on the other side needs one.
+            editor.set_body(None, msg.body());
+        }
+        let mut out = Vec::with_capacity(msg.as_bytes().len() + OWN_LINES_ROOM);
+        editor.write(&mut out).ok()?;
+        Some(out)
     }
 
     /// Routes a request inside a dialog (or an ACK for a 2xx) to the dialog's other party:
@@ -684,7 +753,6 @@ impl Proxy {
                 }
             }
         }
-        let draft = self.edit_for_forward(m, from);
         let loop_hash = self.loop_hash(m, from.listener);
         match key {
             None => {
@@ -693,14 +761,18 @@ impl Proxy {
                 let Some(via) = self.own_via(dest.listener, &branch) else {
                     return;
                 };
-                let mut draft = draft;
-                draft.insert_first("Via", via);
-                self.stats.requests_forwarded += 1;
-                self.send(dest, draft.to_bytes());
+                let own = OwnLines {
+                    via: Some(&via),
+                    record_route: [None, None],
+                };
+                if let Some(bytes) = self.forward_bytes(m, from, None, &own) {
+                    self.stats.requests_forwarded += 1;
+                    self.send(dest, bytes);
+                }
             }
             Some(key) => {
                 let forward = Forward {
-                    base: Arc::new(draft),
+                    retarget: None,
                     method: method.as_str().to_owned(),
                     targets: Targets::Fixed(dest),
                     client: None,
@@ -716,7 +788,7 @@ impl Proxy {
                     loop_hash,
                 };
                 let sid = self.new_server(m, bytes, from, key, Some(forward));
-                self.try_next(sid);
+                self.try_next_with(sid, Some(m));
             }
         }
     }
@@ -818,6 +890,13 @@ impl Proxy {
 
     /// Sends the proxied request of `sid` to its next target, or answers when none is left.
     pub(super) fn try_next(&mut self, sid: TxId) {
+        self.try_next_with(sid, None);
+    }
+
+    /// As [`try_next`](Self::try_next), with `live` the transaction's request as received
+    /// when the caller has it parsed (the first attempt): the stored copy is read only for
+    /// later ones.
+    pub(super) fn try_next_with(&mut self, sid: TxId, live: Option<&Message<'_>>) {
         let now = self.now;
         let Some(entry) = self.servers.get_mut(&sid) else {
             return;
@@ -844,7 +923,7 @@ impl Proxy {
                         return;
                     };
                     match self.flow_to(Realm::Core, cfg.transport, cfg.addr) {
-                        Some(dest) => self.send_attempt(sid, dest, Some(uid)),
+                        Some(dest) => self.send_attempt(sid, dest, Some(uid), live),
                         None => self.respond(sid, 503, &[]),
                     }
                 }
@@ -864,7 +943,7 @@ impl Proxy {
             Targets::Fixed(flow) => {
                 let dest = *flow;
                 if forward.client.is_none() {
-                    self.send_attempt(sid, dest, None);
+                    self.send_attempt(sid, dest, None, live);
                 } else {
                     self.respond(sid, 408, &[]);
                 }
@@ -878,14 +957,16 @@ impl Proxy {
         sid: TxId,
         dest: Flow,
         upstream: Option<crate::upstreams::UpstreamId>,
+        live: Option<&Message<'_>>,
     ) {
-        let Some(forward) = self.servers.get(&sid).and_then(|e| e.forward.clone()) else {
+        let Some((forward, source)) = self
+            .servers
+            .get(&sid)
+            .and_then(|e| Some((e.forward.clone()?, e.source)))
+        else {
             return;
         };
-        let Some(source) = self.servers.get(&sid).map(|e| e.source) else {
-            return;
-        };
-        let mut draft = Draft::clone(&forward.base);
+        let (mut outgoing, mut incoming) = (None, None);
         if forward.record_route {
             let token = forward
                 .dialog_ids
@@ -895,8 +976,7 @@ impl Proxy {
                 });
             // One entry carries the token: every in-dialog request has both entries in its
             // Route, and each byte of it travels in every message of the dialog.
-            let outgoing = self.own_rr_uri(dest.listener, token.as_deref());
-            let incoming = self.own_rr_uri(forward.incoming, None);
+            outgoing = self.own_rr_uri(dest.listener, token.as_deref());
             let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
                 || self
                     .config
@@ -905,20 +985,38 @@ impl Proxy {
                     .map(|l| l.transport)
                     != Some(dest.transport);
             if changes_side {
-                if let Some(incoming) = incoming {
-                    draft.insert_first("Record-Route", incoming);
-                }
-            }
-            if let Some(outgoing) = outgoing {
-                draft.insert_first("Record-Route", outgoing);
+                incoming = self.own_rr_uri(forward.incoming, None);
             }
         }
         let branch = self.new_branch(forward.loop_hash);
         let Some(via) = self.own_via(dest.listener, &branch) else {
             return;
         };
-        draft.insert_first("Via", via);
-        let bytes = draft.to_bytes();
+        let own = OwnLines {
+            via: Some(&via),
+            record_route: [outgoing.as_deref(), incoming.as_deref()],
+        };
+        let starts_dialog =
+            forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
+        let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
+        // The request as received: the caller's, or the transaction's copy read again.
+        let Some((bytes, dialog)) = self.servers.get(&sid).and_then(|entry| {
+            let stored;
+            let m = match live {
+                Some(m) => m,
+                None => {
+                    stored = Message::stored(&entry.request).ok()?;
+                    &stored
+                }
+            };
+            let bytes = self.forward_bytes(m, source, forward.retarget.as_deref(), &own)?;
+            let dialog = starts_dialog
+                .then(|| new_dialog(m, caller_realm, source, dest, forward.priority))
+                .flatten();
+            Some((bytes, dialog))
+        }) else {
+            return;
+        };
         let cid = self.start_client(
             &forward.method,
             branch,
@@ -946,7 +1044,7 @@ impl Proxy {
                     .set(TimerKey::TimerC(sid), self.now + self.config.timers.timer_c);
             }
             if forward.record_route {
-                self.track_invite(sid, source, dest, &forward);
+                self.track_invite(sid, dest, &forward, dialog);
             }
         }
     }
@@ -976,8 +1074,9 @@ impl Proxy {
         Some(token.sign(&self.signer, call_id, caller_tag))
     }
 
-    /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE.
-    fn track_invite(&mut self, sid: TxId, source: Flow, dest: Flow, forward: &Forward) {
+    /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE: `dialog`
+    /// is the record read from the request, for the first attempt.
+    fn track_invite(&mut self, sid: TxId, dest: Flow, forward: &Forward, dialog: Option<Dialog>) {
         if let Some(id) = &forward.dialog {
             let change = self.dialogs.update(id, |d| d.callee.flow = dest);
             if let Some(change) = change {
@@ -985,14 +1084,7 @@ impl Proxy {
             }
             return;
         }
-        let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
-        // Read from the stored request in place: the session record takes owned copies.
-        let Some(dialog) = self
-            .servers
-            .get(&sid)
-            .and_then(|e| Message::parse(&e.request).ok())
-            .and_then(|m| new_dialog(&m, caller_realm, source, dest, forward.priority))
-        else {
+        let Some(dialog) = dialog else {
             return;
         };
         let id = dialog.id.clone();
@@ -1058,7 +1150,7 @@ impl Proxy {
             return;
         };
         let (branch, dest) = (entry.branch.clone(), entry.dest);
-        let Ok(invite) = Message::parse(&entry.request) else {
+        let Ok(invite) = Message::stored(&entry.request) else {
             return;
         };
         let Some(draft) = hop_request(&invite, "CANCEL", None) else {

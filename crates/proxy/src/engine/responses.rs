@@ -147,7 +147,7 @@ impl Proxy {
             return;
         };
         let dest = entry.dest;
-        let Ok(invite) = Message::parse(&entry.request) else {
+        let Ok(invite) = Message::stored(&entry.request) else {
             return;
         };
         if let Some(draft) = hop_request(&invite, "ACK", response.header("to")) {
@@ -244,21 +244,13 @@ impl Proxy {
         self.relay_message(sid, m, code);
     }
 
-    /// Relays a response on server transaction `sid`, our Via removed.
-    /// Relays a response as received minus its top Via (RFC 3261 §16.7), copying every byte it
-    /// does not touch instead of rebuilding the message. A response without Content-Length
-    /// takes the rebuilding path, which adds one (a stream on the other side needs it).
+    /// Relays a response on server transaction `sid` as received minus its top Via
+    /// (RFC 3261 §16.7).
     fn relay_message(&mut self, sid: TxId, m: &Message<'_>, code: u16) {
-        if m.sip.content_length().is_some() {
-            let mut editor = sip::Editor::new(&m.sip);
-            let mut out = Vec::with_capacity(m.sip.as_bytes().len());
-            if editor.pop_first(sip::HeaderName::Via).is_some() && editor.write(&mut out).is_ok() {
-                self.stats.responses_relayed += 1;
-                self.send_on_server(sid, code, out);
-                return;
-            }
+        if let Some(out) = without_top_via(m) {
+            self.stats.responses_relayed += 1;
+            self.send_on_server(sid, code, out);
         }
-        self.relay(sid, m.to_draft(), code);
     }
 
     fn relay(&mut self, sid: TxId, mut draft: msg::Draft, code: u16) {
@@ -327,10 +319,10 @@ impl Proxy {
             self.confirm_dialog(&id, m);
             self.after_change();
         }
-        let mut draft = m.to_draft();
-        draft.pop_first_of("Via");
-        self.stats.responses_relayed += 1;
-        self.send(dest, draft.to_bytes());
+        if let Some(out) = without_top_via(m) {
+            self.stats.responses_relayed += 1;
+            self.send(dest, out);
+        }
     }
 
     /// A forwarded request got no final response (timer B or F), or its attempt was
@@ -358,4 +350,18 @@ impl Proxy {
         let code = if forward.cancelled { 487 } else { 408 };
         self.respond(sid, code, &[]);
     }
+}
+
+/// A response as it is relayed: its top Via (ours) removed, every other byte copied as it came
+/// rather than rebuilt; Content-Length added when it had none (a stream on the other side
+/// needs it). `None` when it has no Via to remove.
+fn without_top_via(m: &Message<'_>) -> Option<Vec<u8>> {
+    let mut editor = sip::Editor::new(&m.sip);
+    editor.pop_first(sip::HeaderName::Via)?;
+    if m.sip.content_length().is_none() {
+        editor.set_body(None, m.sip.body());
+    }
+    let mut out = Vec::with_capacity(m.sip.as_bytes().len() + 24);
+    editor.write(&mut out).ok()?;
+    Some(out)
 }

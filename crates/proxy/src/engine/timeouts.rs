@@ -71,7 +71,7 @@ impl Proxy {
                             }
                             ClientPurpose::Probe(uid) => self.probe_done(uid, ProbeResult::Timeout),
                             ClientPurpose::Own => {
-                                let aor = Message::parse(&request)
+                                let aor = Message::stored(&request)
                                     .ok()
                                     .and_then(|r| r.to().map(|t| t.uri().aor_key()))
                                     .unwrap_or_default();
