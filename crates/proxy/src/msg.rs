@@ -20,6 +20,9 @@ pub type ParseError = sip::Error;
 pub struct Message<'a> {
     /// The `sip` crate's view: every reading goes through it.
     pub sip: sip::Message<'a>,
+    /// Its mandatory headers, parsed once (the engine reads the tags and the top Via of one
+    /// message many times).
+    parts: sip::Mandatory<'a>,
 }
 
 impl<'a> Message<'a> {
@@ -32,15 +35,16 @@ impl<'a> Message<'a> {
     /// (`sip::Message::validate`: the mandatory headers present once and readable).
     pub fn parse_with(bytes: &'a [u8], framing: sip::Framing) -> Result<Self, ParseError> {
         let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
-        sip.validate()?;
-        Ok(Message { sip })
+        let parts = sip.validate_mandatory()?;
+        Ok(Message { sip, parts })
     }
 
     /// Reads a message this box validated when it came (a transaction's copy of its
     /// request): parsed again, not checked again.
     pub fn stored(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), sip::Framing::Datagram)?;
-        Ok(Message { sip })
+        let parts = sip.mandatory()?;
+        Ok(Message { sip, parts })
     }
 
     /// Whether it is a request.
@@ -52,10 +56,7 @@ impl<'a> Message<'a> {
     /// (RFC 3261 §7.1), but the proxy has always treated `invite` as INVITE: a known method in
     /// another case is read as that method.
     pub fn method(&self) -> Method<'a> {
-        let method = match self.sip.method() {
-            Some(method) => method,
-            None => self.sip.cseq().map_or(Method::Other(""), |c| c.method),
-        };
+        let method = self.sip.method().unwrap_or(self.parts.cseq.method);
         known_in_any_case(method)
     }
 
@@ -85,7 +86,7 @@ impl<'a> Message<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Option<sip::Via<'a>> {
-        self.sip.top_via().ok()
+        Some(self.parts.top_via)
     }
 
     /// Every Via, top first.
@@ -95,32 +96,32 @@ impl<'a> Message<'a> {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Option<&'a str> {
-        self.sip.call_id().ok()
+        Some(self.parts.call_id)
     }
 
     /// The CSeq number.
     pub fn cseq(&self) -> Option<u32> {
-        self.sip.cseq().ok().map(|c| c.seq)
+        Some(self.parts.cseq.seq)
     }
 
     /// The From header.
     pub fn from(&self) -> Option<sip::NameAddr<'a>> {
-        self.sip.from_header().ok()
+        Some(self.parts.from)
     }
 
     /// The To header.
     pub fn to(&self) -> Option<sip::NameAddr<'a>> {
-        self.sip.to_header().ok()
+        Some(self.parts.to)
     }
 
     /// The From tag.
     pub fn from_tag(&self) -> Option<&'a str> {
-        self.from().and_then(|f| f.tag())
+        self.parts.from.tag()
     }
 
     /// The To tag.
     pub fn to_tag(&self) -> Option<&'a str> {
-        self.to().and_then(|t| t.tag())
+        self.parts.to.tag()
     }
 
     /// Every Route entry, top first (a validated message has only readable ones).

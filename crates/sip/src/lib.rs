@@ -55,7 +55,7 @@ pub use error::{Disposition, Error, WriteError};
 pub use framing::{next_frame, Frame, Framed, StreamFramer};
 pub use header_name::HeaderName;
 pub use limits::{Framing, Limits, MAX_HEADERS};
-pub use message::{Header, HeaderIndex, Message, StartLine};
+pub use message::{Header, HeaderIndex, Mandatory, Message, StartLine};
 pub use method::Method;
 pub use name_addr::{Contact, NameAddr};
 pub use params::Params;

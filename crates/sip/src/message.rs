@@ -91,6 +91,22 @@ impl<'a> Header<'a> {
     }
 }
 
+/// The headers every request and response carries (RFC 3261 §8.1.1), parsed: what
+/// [`Message::validate_mandatory`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mandatory<'a> {
+    /// The topmost Via hop.
+    pub top_via: Via<'a>,
+    /// From.
+    pub from: NameAddr<'a>,
+    /// To.
+    pub to: NameAddr<'a>,
+    /// Call-ID.
+    pub call_id: &'a str,
+    /// CSeq.
+    pub cseq: CSeq<'a>,
+}
+
 /// A parsed SIP message borrowing the received bytes.
 ///
 /// Holds a fixed-capacity header table (no heap). Typed accessors parse on demand and return
@@ -437,17 +453,22 @@ impl<'a> Message<'a> {
     /// Problems the RFCs leave to the proxy's policy (unknown URI scheme: 416, Proxy-Require:
     /// 420, Max-Forwards 0: 483) are not errors here.
     pub fn validate(&self) -> Result<(), Error> {
-        let mut hops = 0;
+        self.validate_mandatory().map(|_| ())
+    }
+
+    /// As [`Message::validate`], returning the mandatory headers it parsed on the way, for a
+    /// caller that reads them again and again (a proxy reads the tags and the top Via of one
+    /// message many times).
+    pub fn validate_mandatory(&self) -> Result<Mandatory<'a>, Error> {
+        let mut top_via = None;
         for via in self.vias() {
-            via?;
-            hops += 1;
+            let via = via?;
+            top_via.get_or_insert(via);
         }
-        if hops == 0 {
-            return Err(Error::MissingHeader("Via"));
-        }
-        self.from_header()?;
-        self.to_header()?;
-        self.call_id()?;
+        let top_via = top_via.ok_or(Error::MissingHeader("Via"))?;
+        let from = self.from_header()?;
+        let to = self.to_header()?;
+        let call_id = self.call_id()?;
         let cseq = self.cseq()?;
         if let Some(method) = self.method() {
             if cseq.method != method {
@@ -467,7 +488,25 @@ impl<'a> Message<'a> {
         for r in self.record_routes() {
             r?;
         }
-        Ok(())
+        Ok(Mandatory {
+            top_via,
+            from,
+            to,
+            call_id,
+            cseq,
+        })
+    }
+
+    /// The mandatory headers, parsed, without the rest of [`Message::validate`]'s checks: for
+    /// a message validated before (a transaction's stored copy of its request).
+    pub fn mandatory(&self) -> Result<Mandatory<'a>, Error> {
+        Ok(Mandatory {
+            top_via: self.top_via()?,
+            from: self.from_header()?,
+            to: self.to_header()?,
+            call_id: self.call_id()?,
+            cseq: self.cseq()?,
+        })
     }
 
     /// True when the Request-URI scheme is one a SIP proxy can route (sip, sips, tel, urn).

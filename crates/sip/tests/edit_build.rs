@@ -662,3 +662,26 @@ Content-Length: 0\r\n\r\n";
     assert_eq!(b.uri().host(), Some(Host::Ipv6("2001:db8::4")));
     assert_eq!(b.expires().unwrap(), Some(0));
 }
+
+#[test]
+fn validation_hands_back_the_mandatory_headers_it_parsed() {
+    let m = parse(INVITE);
+    let parts = m.validate_mandatory().unwrap();
+    assert_eq!(parts, m.mandatory().unwrap());
+    assert_eq!(parts.top_via.branch(), Some("z9hG4bK776asdhds"));
+    assert_eq!(parts.from.tag(), Some("1928301774"));
+    assert_eq!(parts.to.tag(), None);
+    assert_eq!(parts.call_id, "a84b4c76e66710@pc33.atlanta.example.com");
+    assert_eq!(
+        (parts.cseq.seq, parts.cseq.method),
+        (314159, Method::Invite)
+    );
+    // What validate refuses, validate_mandatory refuses the same way.
+    let bad = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
+    let m = parse(&bad);
+    assert_eq!(
+        m.validate_mandatory().unwrap_err(),
+        Error::CSeqMethodMismatch
+    );
+    assert_eq!(m.validate().unwrap_err(), Error::CSeqMethodMismatch);
+}
