@@ -60,6 +60,28 @@ impl<'a> Method<'a> {
         }
     }
 
+    /// The name of a known method as text that outlives the message (`None` for
+    /// [`Method::Other`]): what a transaction keeps without copying it.
+    pub fn known_str(&self) -> Option<&'static str> {
+        match self {
+            Method::Other(_) => None,
+            Method::Invite => Some("INVITE"),
+            Method::Ack => Some("ACK"),
+            Method::Bye => Some("BYE"),
+            Method::Cancel => Some("CANCEL"),
+            Method::Register => Some("REGISTER"),
+            Method::Options => Some("OPTIONS"),
+            Method::Subscribe => Some("SUBSCRIBE"),
+            Method::Notify => Some("NOTIFY"),
+            Method::Refer => Some("REFER"),
+            Method::Message => Some("MESSAGE"),
+            Method::Info => Some("INFO"),
+            Method::Prack => Some("PRACK"),
+            Method::Update => Some("UPDATE"),
+            Method::Publish => Some("PUBLISH"),
+        }
+    }
+
     /// The method as written on the wire.
     pub fn as_str(&self) -> &'a str {
         match self {
@@ -85,5 +107,33 @@ impl<'a> Method<'a> {
 impl fmt::Display for Method<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Method;
+
+    #[test]
+    fn known_names_are_the_wire_names() {
+        for token in [
+            "INVITE",
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "REGISTER",
+            "OPTIONS",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "REFER",
+            "MESSAGE",
+            "INFO",
+            "PRACK",
+            "UPDATE",
+            "PUBLISH",
+        ] {
+            assert_eq!(Method::from_token(token).known_str(), Some(token));
+        }
+        assert_eq!(Method::from_token("invite").known_str(), None);
     }
 }

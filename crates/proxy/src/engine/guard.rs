@@ -25,7 +25,7 @@ impl Proxy {
         let reason_header = format!("SIP;cause=503;text=\"{text}\"");
 
         // Early sessions: the pending INVITEs.
-        let pending: Vec<(u64, Option<crate::dialogs::DialogId>)> = self
+        let pending: Vec<(u64, Option<std::sync::Arc<crate::dialogs::DialogId>>)> = self
             .servers
             .iter()
             .filter(|(_, e)| !e.tx.is_final())

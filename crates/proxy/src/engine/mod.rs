@@ -16,6 +16,7 @@ mod timeouts;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use crate::hash::HashMap;
@@ -99,7 +100,8 @@ struct Forward {
     /// the server transaction's copy of the request with these edits, our Via and our
     /// Record-Route. Shared: a `Forward` is cloned for every response handled.
     retarget: Option<Arc<Retarget>>,
-    method: String,
+    /// A known method's name is static text (see [`kept_method`]).
+    method: Cow<'static, str>,
     targets: Targets,
     client: Option<TxId>,
     provisional_seen: bool,
@@ -107,14 +109,22 @@ struct Forward {
     /// Record-Route this request (dialog-creating, out of dialog).
     record_route: bool,
     incoming: ListenerId,
-    dialog: Option<DialogId>,
+    dialog: Option<Arc<DialogId>>,
     priority: bool,
-    register: Option<RegisterCtx>,
+    register: Option<Arc<RegisterCtx>>,
     done: bool,
     /// Goes into our branch so the request coming back unchanged is seen as a loop.
     loop_hash: u64,
     /// Call-ID and caller tag of a dialog-creating request, signed into our Record-Route.
-    dialog_ids: Option<(String, String)>,
+    dialog_ids: Option<Arc<(String, String)>>,
+}
+
+/// A method as a transaction keeps it: a known one as static text, without copying.
+fn kept_method(method: sip::Method<'_>) -> Cow<'static, str> {
+    match method.known_str() {
+        Some(name) => Cow::Borrowed(name),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
 }
 
 /// How a forwarded request differs from the received one, besides the edits every forwarded

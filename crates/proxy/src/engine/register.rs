@@ -196,7 +196,7 @@ impl Proxy {
                 };
                 let forward = Forward {
                     retarget,
-                    method: "REGISTER".to_owned(),
+                    method: "REGISTER".into(),
                     targets: Targets::Upstreams { tried: Vec::new() },
                     client: None,
                     provisional_seen: false,
@@ -205,7 +205,7 @@ impl Proxy {
                     incoming: from.listener,
                     dialog: None,
                     priority: false,
-                    register: Some(ctx),
+                    register: Some(Arc::new(ctx)),
                     done: false,
                     loop_hash: self.loop_hash(m, from.listener),
                     dialog_ids: None,

@@ -324,14 +324,14 @@ impl Proxy {
         let record_route = matches!(method, Method::Invite | Method::Subscribe | Method::Refer);
         let dialog_ids = match (m.call_id(), m.from_tag()) {
             (Some(call_id), Some(tag)) if record_route => {
-                Some((call_id.to_owned(), tag.to_owned()))
+                Some(Arc::new((call_id.to_owned(), tag.to_owned())))
             }
             _ => None,
         };
         let forward = Forward {
             dialog_ids,
             retarget,
-            method: method.as_str().to_owned(),
+            method: super::kept_method(method),
             targets,
             client: None,
             provisional_seen: false,
@@ -773,7 +773,7 @@ impl Proxy {
             Some(key) => {
                 let forward = Forward {
                     retarget: None,
-                    method: method.as_str().to_owned(),
+                    method: super::kept_method(method),
                     targets: Targets::Fixed(dest),
                     client: None,
                     provisional_seen: false,
@@ -781,7 +781,7 @@ impl Proxy {
                     record_route: false,
                     dialog_ids: None,
                     incoming: from.listener,
-                    dialog: found.map(|(id, _, _)| id),
+                    dialog: found.map(|(id, _, _)| Arc::new(id)),
                     priority: false,
                     register: None,
                     done: false,
@@ -970,7 +970,7 @@ impl Proxy {
         if forward.record_route {
             let token = forward
                 .dialog_ids
-                .as_ref()
+                .as_deref()
                 .and_then(|(call_id, caller_tag)| {
                     self.route_token(source, dest, call_id, caller_tag)
                 });
@@ -1097,7 +1097,7 @@ impl Proxy {
             priority: forward.priority,
         });
         if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
-            f.dialog = Some(id);
+            f.dialog = Some(Arc::new(id));
         }
     }
 }
