@@ -9,7 +9,7 @@
 use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side};
 use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
 use crate::events::Event;
-use crate::msg::{self, aor_of, Draft, Message};
+use crate::msg::{self, aor_of, Message};
 use crate::registrations::Lookup;
 use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm};
@@ -33,10 +33,12 @@ fn starts_with_cookie(branch: &str) -> bool {
 /// The sent-by of a Via as a transaction key: host lower-cased (IPv6 without brackets), and
 /// the port when one is written.
 fn sent_by_key(via: &sip::Via<'_>) -> String {
-    let mut key = via.host().as_str().to_ascii_lowercase();
+    let host = via.host().as_str();
+    let mut key = String::with_capacity(host.len() + 6);
+    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
     if let Some(port) = via.port() {
         key.push(':');
-        key.push_str(&port.to_string());
+        key.push_str(decimal(u64::from(port), &mut [0; 20]));
     }
     key
 }
@@ -78,19 +80,41 @@ fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
     if !received && !rport {
         return None;
     }
-    let mut value = via.raw().to_owned();
+    let raw = via.raw();
+    let mut value = String::with_capacity(raw.len() + ip.len() + 24);
+    // The sender's parameters, less a bare `rport` when it is filled in below.
+    for (i, piece) in raw.split(';').enumerate() {
+        if i > 0 {
+            if rport && piece.trim().eq_ignore_ascii_case("rport") {
+                continue;
+            }
+            value.push(';');
+        }
+        value.push_str(piece);
+    }
     if received {
         value.push_str(";received=");
         value.push_str(&ip);
     }
     if rport {
-        let without: Vec<&str> = value
-            .split(';')
-            .filter(|p| !p.trim().eq_ignore_ascii_case("rport"))
-            .collect();
-        value = format!("{};rport={}", without.join(";"), from.remote.port());
+        value.push_str(";rport=");
+        value.push_str(decimal(u64::from(from.remote.port()), &mut [0; 20]));
     }
     Some(value)
+}
+
+/// `n` in decimal, written into `buf` (no allocation on the per-message path).
+pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
 /// The other realm.
@@ -368,15 +392,14 @@ impl Proxy {
     pub(super) fn loop_hash(&self, m: &Message<'_>, listener: crate::transport::ListenerId) -> u64 {
         let from_tag = m.from_tag().unwrap_or_default();
         let to_tag = m.to_tag().unwrap_or_default();
-        let cseq = m.cseq().unwrap_or_default().to_string();
-        let listener = listener.0.to_string();
+        let (mut cseq, mut listener_digits) = ([0; 20], [0; 20]);
         super::fnv(&[
-            &listener,
+            decimal(u64::from(listener.0), &mut listener_digits),
             m.request_uri().unwrap_or_default(),
             from_tag,
             to_tag,
             m.call_id().unwrap_or_default(),
-            &cseq,
+            decimal(u64::from(m.cseq().unwrap_or_default()), &mut cseq),
         ]) & 0xffff_ffff
     }
 
@@ -620,18 +643,6 @@ impl Proxy {
         let msg = &m.sip;
         let top_via = m.top_via();
         let via_value = top_via.and_then(|via| via_as_received(&via, from));
-        // RFC 3261 §16.4: our own entries on top of Route were for us.
-        let own_routes = m.routes().take_while(|r| self.is_own(&r.uri())).count();
-        // A strict router before us put our URI in the request URI and the target last in
-        // Route.
-        let strict_target = match msg.request_uri() {
-            Some(u) if self.is_own(&u) && u.is_loose_route() => m.routes().skip(own_routes).last(),
-            _ => None,
-        };
-        let request_uri = retarget
-            .and_then(|r| r.request_uri.as_deref())
-            .or(strict_target.map(|t| t.uri().as_str()));
-
         let mut editor = sip::Editor::new(msg);
         if let (Some(via), Some(value)) = (top_via, via_value.as_deref()) {
             editor.replace_item(via.raw(), value);
@@ -641,9 +652,27 @@ impl Proxy {
             Some(h) => editor.replace_value_u32(h.index, hops),
             None => editor.append_header("Max-Forwards", "70"),
         };
-        for route in m.routes().take(own_routes).chain(strict_target) {
-            editor.remove_item(route.raw());
+        // RFC 3261 §16.4: our own entries on top of Route were for us. A strict router before
+        // us put our URI in the request URI and the target last in Route. One pass over Route.
+        let (mut others, mut last_route) = (false, None);
+        for route in m.routes() {
+            if !others && self.is_own(&route.uri()) {
+                editor.remove_item(route.raw());
+            } else {
+                others = true;
+                last_route = Some(route);
+            }
         }
+        let strict_target = match msg.request_uri() {
+            Some(u) if self.is_own(&u) && u.is_loose_route() => last_route,
+            _ => None,
+        };
+        if let Some(target) = strict_target {
+            editor.remove_item(target.raw());
+        }
+        let request_uri = retarget
+            .and_then(|r| r.request_uri.as_deref())
+            .or(strict_target.map(|t| t.uri().as_str()));
         if let Some(uri) = request_uri {
             editor.set_request_uri(uri);
         }
@@ -1150,31 +1179,16 @@ impl Proxy {
             return;
         };
         let (branch, dest) = (entry.branch.clone(), entry.dest);
-        let Ok(invite) = Message::stored(&entry.request) else {
+        // The INVITE as it was sent: same request URI, top Via and Route (RFC 3261 §9.1).
+        let Ok(invite) = sip::Message::parse(&entry.request) else {
             return;
         };
-        let Some(draft) = hop_request(&invite, "CANCEL", None) else {
+        let mut bytes = Vec::with_capacity(entry.request.len());
+        if sip::build::cancel_for(&invite, &mut bytes).is_err() {
             return;
-        };
-        let bytes = draft.to_bytes();
+        }
         self.start_client("CANCEL", branch, bytes, dest, ClientPurpose::Own);
     }
-}
-
-/// A request that shares the INVITE's hop (CANCEL, or ACK for a non-2xx): same request URI,
-/// top Via and Route; To from `to` when given (the response's, with its tag).
-pub(super) fn hop_request(invite: &Message<'_>, method: &str, to: Option<&str>) -> Option<Draft> {
-    let mut draft = Draft::new(format!("{method} {} SIP/2.0", invite.request_uri()?));
-    draft.push("Via", invite.top_via()?.raw());
-    for route in invite.routes() {
-        draft.push("Route", route.raw());
-    }
-    draft.push("Max-Forwards", "70");
-    draft.push("From", invite.header("from")?);
-    draft.push("To", to.or(invite.header("to"))?);
-    draft.push("Call-ID", invite.call_id()?);
-    draft.push("CSeq", format!("{} {method}", invite.cseq()?));
-    Some(draft)
 }
 
 /// A Retry-After header when there is a value to give (none for 0 / unset).
@@ -1182,5 +1196,17 @@ pub(super) fn retry_after_header(secs: Option<u32>) -> Vec<(&'static str, String
     match secs {
         Some(s) if s > 0 => vec![("Retry-After", s.to_string())],
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn decimal_writes_what_to_string_writes() {
+        for n in [0, 7, 10, 5060, 65_535, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+        }
     }
 }

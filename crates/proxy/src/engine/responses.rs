@@ -7,7 +7,6 @@ use crate::msg::{self, Message};
 use crate::transaction::ClientAction;
 use crate::upstreams::{ProbeResult, UpstreamChange, UpstreamId};
 
-use super::requests::hop_request;
 use super::{ClientPurpose, Proxy, Targets, TimerKey, TxId};
 use crate::border::capped_wait;
 
@@ -147,11 +146,13 @@ impl Proxy {
             return;
         };
         let dest = entry.dest;
-        let Ok(invite) = Message::stored(&entry.request) else {
+        // The INVITE as it was sent: same request URI, top Via and Route (RFC 3261 §17.1.1.3).
+        let Ok(invite) = sip::Message::parse(&entry.request) else {
             return;
         };
-        if let Some(draft) = hop_request(&invite, "ACK", response.header("to")) {
-            self.send(dest, draft.to_bytes());
+        let mut out = Vec::with_capacity(entry.request.len());
+        if sip::build::ack_for_non_2xx(&invite, &response.sip, &mut out).is_ok() {
+            self.send(dest, out);
         }
     }
 
