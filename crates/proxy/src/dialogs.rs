@@ -85,8 +85,9 @@ pub struct Dialog {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DialogChange {
-    /// Created or updated.
-    Upsert(Box<Dialog>),
+    /// Created or updated: the record is read from the table when it is sent
+    /// ([`DialogTable::record`]), so a change costs no copy of the dialog.
+    Upsert(DialogId),
     /// Gone.
     Remove(DialogId),
 }
@@ -525,7 +526,7 @@ impl DialogTable {
     /// Starts tracking a session in the early state; the change record unless snapshots are
     /// off.
     pub fn insert(&mut self, dialog: Dialog, now: Instant) -> Option<DialogChange> {
-        let change = (!self.no_snapshots).then(|| DialogChange::Upsert(Box::new(dialog.clone())));
+        let change = (!self.no_snapshots).then(|| DialogChange::Upsert(dialog.id.clone()));
         self.put(dialog, now);
         change
     }
@@ -555,6 +556,13 @@ impl DialogTable {
         }
     }
 
+    /// The session as it travels to the twin, if tracked.
+    pub fn record(&self, id: &DialogId, now: Instant) -> Option<DialogRecord> {
+        self.dialogs
+            .get(id)
+            .map(|e| DialogRecord::of(&e.dialog, e.started, now))
+    }
+
     /// The session, if tracked.
     pub fn get(&self, id: &DialogId) -> Option<&Dialog> {
         self.dialogs.get(id).map(|e| &e.dialog)
@@ -579,7 +587,7 @@ impl DialogTable {
         if self.no_snapshots {
             return None;
         }
-        Some(DialogChange::Upsert(Box::new(entry.dialog.clone())))
+        Some(DialogChange::Upsert(id.clone()))
     }
 
     /// Finds the session a request arriving from `realm` belongs to from its Call-ID and tags,
@@ -984,9 +992,9 @@ mod tests {
             };
             if let Some(change) = change {
                 let record = match change {
-                    DialogChange::Upsert(d) => DialogRecordChange::Upsert(Box::new(
-                        DialogRecord::of(&d, table.started(&d.id).unwrap_or(now), now),
-                    )),
+                    DialogChange::Upsert(id) => {
+                        DialogRecordChange::Upsert(Box::new(table.record(&id, now).unwrap()))
+                    }
                     DialogChange::Remove(id) => DialogRecordChange::Remove(id),
                 };
                 standby.apply_record(record, now);

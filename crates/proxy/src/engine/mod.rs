@@ -823,10 +823,10 @@ impl Proxy {
             return;
         }
         let record = match change {
-            DialogChange::Upsert(d) => {
-                let started = self.dialogs.started(&d.id).unwrap_or(self.now);
-                DialogRecordChange::Upsert(Box::new(DialogRecord::of(&d, started, self.now)))
-            }
+            DialogChange::Upsert(id) => match self.dialogs.record(&id, self.now) {
+                Some(record) => DialogRecordChange::Upsert(Box::new(record)),
+                None => return,
+            },
             DialogChange::Remove(id) => DialogRecordChange::Remove(id),
         };
         self.events
