@@ -248,8 +248,11 @@ pub fn aor_of(uri: &str) -> String {
     }
 }
 
-/// An editable message: the start line, header lines, body. Serialising recomputes
-/// Content-Length; header values that were not touched keep their text.
+/// A message the proxy writes line by line: requests it originates (probe, BYE of the guard,
+/// de-registrations) and a relayed REGISTER answer whose Contact values the drain rewrites.
+/// Serialising recomputes Content-Length; header values that were not touched keep their text.
+/// Forwarded requests and relayed responses never go through it: they are edited in place with
+/// `sip::Editor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
     /// The first line without CRLF.
@@ -279,17 +282,6 @@ impl Draft {
     /// Adds a header line above all others of any name (top of the header section).
     pub fn prepend(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
         self.headers.insert(0, (name.to_owned(), value.into()));
-        self
-    }
-
-    /// Puts a header line just above the first line of the same name, or at the top.
-    pub fn insert_first(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
-        let at = self
-            .headers
-            .iter()
-            .position(|(n, _)| name_is(n, name))
-            .unwrap_or(0);
-        self.headers.insert(at, (name.to_owned(), value.into()));
         self
     }
 
@@ -343,23 +335,6 @@ impl Draft {
         first
     }
 
-    /// Replaces the whole comma list of `name` with `items` (one line), or removes it.
-    pub fn set_list(&mut self, name: &str, items: &[String]) -> &mut Self {
-        if items.is_empty() {
-            self.remove(name)
-        } else {
-            self.set(name, items.join(", "))
-        }
-    }
-
-    /// Replaces the request URI of a request draft.
-    pub fn set_request_uri(&mut self, uri: &str) {
-        let mut parts = self.start.splitn(3, ' ');
-        if let (Some(method), Some(_), Some(version)) = (parts.next(), parts.next(), parts.next()) {
-            self.start = format!("{method} {uri} {version}");
-        }
-    }
-
     /// The wire form, with Content-Length set to the body's length.
     pub fn to_bytes(&self) -> Vec<u8> {
         // Sized up front (the Content-Length line is at most 40 bytes): one allocation.
@@ -402,7 +377,8 @@ pub fn response_to(
     to_tag: Option<&str>,
     extra: &[(&str, String)],
 ) -> Vec<u8> {
-    let mut builder = sip::ResponseBuilder::new(&request.sip, code).reason(reason_phrase(code));
+    // The reason phrase is the builder's, `sip::error::reason_phrase`.
+    let mut builder = sip::ResponseBuilder::new(&request.sip, code);
     if let Some(tag) = to_tag {
         builder = builder.to_tag(tag);
     }
@@ -414,7 +390,8 @@ pub fn response_to(
         return out;
     }
     // The builder refused (a value it will not write); build it here instead.
-    let mut draft = Draft::new(format!("SIP/2.0 {code} {}", reason_phrase(code)));
+    let reason = sip::error::reason_phrase(code);
+    let mut draft = Draft::new(format!("SIP/2.0 {code} {reason}"));
     for via in request.sip.headers_of(HeaderName::Via) {
         draft.push("Via", via.value);
     }
@@ -438,35 +415,6 @@ pub fn response_to(
         draft.push(name, value.clone());
     }
     draft.to_bytes()
-}
-
-/// The usual reason phrase of a status code.
-pub fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        100 => "Trying",
-        180 => "Ringing",
-        183 => "Session Progress",
-        200 => "OK",
-        380 => "Alternative Service",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        480 => "Temporarily Unavailable",
-        481 => "Call/Transaction Does Not Exist",
-        482 => "Loop Detected",
-        483 => "Too Many Hops",
-        416 => "Unsupported URI Scheme",
-        420 => "Bad Extension",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        500 => "Server Internal Error",
-        503 => "Service Unavailable",
-        504 => "Server Time-out",
-        600 => "Busy Everywhere",
-        603 => "Decline",
-        _ => "Unknown",
-    }
 }
 
 #[cfg(test)]
@@ -520,12 +468,11 @@ l: 4\r\n\r\nbodyEXTRA";
     fn draft_round_trip_and_edits() {
         let m = Message::parse(INVITE.as_bytes()).unwrap();
         let mut d = m.to_draft();
-        d.insert_first("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx");
-        d.set_request_uri("sip:bob@10.0.0.9");
+        d.prepend("Via", "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx");
         d.set("Max-Forwards", "69");
         let bytes = d.to_bytes();
         let again = Message::parse(&bytes).unwrap();
-        assert_eq!(again.request_uri(), Some("sip:bob@10.0.0.9"));
+        assert_eq!(again.request_uri(), Some("sip:bob@example.com"));
         assert_eq!(again.vias().count(), 3);
         assert_eq!(again.top_via().unwrap().host().as_str(), "10.0.0.1");
         assert_eq!(again.body(), b"body");
