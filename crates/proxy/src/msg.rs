@@ -385,7 +385,10 @@ pub fn response_to(
     for (name, value) in extra {
         builder = builder.header(name, value);
     }
-    let mut out = Vec::new();
+    // A response holds a few of the request's lines and the extra ones: room for all of the
+    // request's head and the extras, so it is written without regrowing.
+    let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = Vec::with_capacity(request.sip.head().len() + extra_len + 32);
     if builder.write(&mut out).is_ok() {
         return out;
     }

@@ -92,6 +92,28 @@ struct RegisterCtx {
     wildcard: bool,
 }
 
+/// What our Via and Record-Route start with on one listener.
+#[derive(Debug)]
+struct ListenerTexts {
+    /// `SIP/2.0/UDP 192.0.2.1:5060;branch=`
+    via: String,
+    /// `<sip:192.0.2.1:5060;transport=tcp;lr` (the token and `>` follow)
+    record_route: String,
+}
+
+impl ListenerTexts {
+    fn of(l: &crate::config::ListenerConfig) -> ListenerTexts {
+        let transport = match l.transport {
+            Transport::Udp => String::new(),
+            other => format!(";transport={}", other.uri_param()),
+        };
+        ListenerTexts {
+            via: format!("SIP/2.0/{} {};branch=", l.transport.via_token(), l.addr),
+            record_route: format!("<sip:{}{transport};lr", l.addr),
+        }
+    }
+}
+
 /// The proxying state of one server transaction.
 #[derive(Debug, Clone)]
 struct Forward {
@@ -189,6 +211,9 @@ struct ClientEntry {
 #[derive(Debug)]
 pub struct Proxy {
     config: Config,
+    /// The start of our Via and Record-Route for each listener, written once: the listener
+    /// list does not change, and formatting its address was a good part of every attempt.
+    listener_texts: Vec<ListenerTexts>,
     state: SystemState,
     now: Instant,
     node_tag: String,
@@ -256,6 +281,7 @@ impl Proxy {
             signer: Signer::new(&config.keys.route),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
+            listener_texts: config.listeners.iter().map(ListenerTexts::of).collect(),
             config,
             state: SystemState::Online,
             now,
@@ -714,25 +740,28 @@ impl Proxy {
 
     /// Our Record-Route URI for a listener, with the dialog's signed token when there is one.
     fn own_rr_uri(&self, id: ListenerId, token: Option<&str>) -> Option<String> {
-        let l = self.config.listeners.get(usize::from(id.0))?;
-        let transport = match l.transport {
-            Transport::Udp => String::new(),
-            other => format!(";transport={}", other.uri_param()),
-        };
-        let token = token
-            .map(|t| format!(";{}={t}", crate::border::TOKEN_PARAM))
-            .unwrap_or_default();
-        Some(format!("<sip:{}{transport};lr{token}>", l.addr))
+        let head = &self.listener_texts.get(usize::from(id.0))?.record_route;
+        let token_len = token.map_or(0, |t| t.len() + crate::border::TOKEN_PARAM.len() + 2);
+        let mut uri = String::with_capacity(head.len() + token_len + 1);
+        uri.push_str(head);
+        if let Some(token) = token {
+            uri.push(';');
+            uri.push_str(crate::border::TOKEN_PARAM);
+            uri.push('=');
+            uri.push_str(token);
+        }
+        uri.push('>');
+        Some(uri)
     }
 
     /// Our Via for a listener.
     fn own_via(&self, id: ListenerId, branch: &str) -> Option<String> {
-        let l = self.config.listeners.get(usize::from(id.0))?;
-        Some(format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            l.transport.via_token(),
-            l.addr
-        ))
+        let head = &self.listener_texts.get(usize::from(id.0))?.via;
+        let mut via = String::with_capacity(head.len() + branch.len() + 6);
+        via.push_str(head);
+        via.push_str(branch);
+        via.push_str(";rport");
+        Some(via)
     }
 
     /// A flow to `addr` over a listener of `realm`.

@@ -15,6 +15,7 @@ use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm};
 use sip::HeaderName;
 use sip::Method;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::{
@@ -74,14 +75,14 @@ fn insert_first<'e>(
 /// sent-by is not the address it came from, `rport` filled in when it asked. `None` when
 /// neither applies and it goes as it came.
 fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
-    let ip = from.remote.ip().to_string();
-    let received = via.host().as_str() != ip;
+    // RFC 3261 §18.2.1: a sent-by that is a name, or an address other than the source.
+    let received = via.host().ip() != Some(from.remote.ip());
     let rport = via.params().has("rport");
     if !received && !rport {
         return None;
     }
     let raw = via.raw();
-    let mut value = String::with_capacity(raw.len() + ip.len() + 24);
+    let mut value = String::with_capacity(raw.len() + 72);
     // The sender's parameters, less a bare `rport` when it is filled in below.
     for (i, piece) in raw.split(';').enumerate() {
         if i > 0 {
@@ -93,8 +94,8 @@ fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
         value.push_str(piece);
     }
     if received {
-        value.push_str(";received=");
-        value.push_str(&ip);
+        // Writing into a String cannot fail.
+        let _ = write!(value, ";received={}", from.remote.ip());
     }
     if rport {
         value.push_str(";rport=");
