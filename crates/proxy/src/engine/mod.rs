@@ -62,7 +62,8 @@ enum TimerKey {
 struct ServerKey {
     branch: String,
     sent_by: String,
-    method: String,
+    /// A known method's name is static text (see [`kept_method`]).
+    method: Cow<'static, str>,
 }
 
 /// Where a forwarded request may go.
@@ -187,7 +188,7 @@ enum ClientPurpose {
 struct ClientEntry {
     tx: ClientTransaction,
     branch: String,
-    method: String,
+    method: Cow<'static, str>,
     request: Vec<u8>,
     dest: Flow,
     purpose: ClientPurpose,
@@ -223,7 +224,7 @@ pub struct Proxy {
     servers: HashMap<TxId, ServerEntry>,
     server_index: HashMap<ServerKey, TxId>,
     clients: HashMap<TxId, ClientEntry>,
-    client_index: HashMap<(String, String), TxId>,
+    client_index: HashMap<(String, Cow<'static, str>), TxId>,
     registrations: RegistrationCache,
     dialogs: DialogTable,
     upstreams: Upstreams,
@@ -943,7 +944,7 @@ impl Proxy {
     /// Starts a client transaction for `bytes` (which carry our Via with `branch`) and sends it.
     fn start_client(
         &mut self,
-        method: &str,
+        method: Cow<'static, str>,
         branch: String,
         bytes: Vec<u8>,
         dest: Flow,
@@ -963,13 +964,13 @@ impl Proxy {
         );
         self.send(dest, bytes.clone());
         self.client_index
-            .insert((branch.clone(), method.to_owned()), id);
+            .insert((branch.clone(), method.clone()), id);
         self.clients.insert(
             id,
             ClientEntry {
                 tx,
                 branch,
-                method: method.to_owned(),
+                method,
                 request: bytes,
                 dest,
                 purpose,
@@ -983,7 +984,7 @@ impl Proxy {
     fn send_own_request(
         &mut self,
         mut draft: Draft,
-        method: &str,
+        method: &'static str,
         dest: Flow,
         purpose: ClientPurpose,
         branch: Option<String>,
@@ -992,7 +993,7 @@ impl Proxy {
         let via = self.own_via(dest.listener, &branch)?;
         draft.prepend("Via", via);
         let bytes = draft.to_bytes();
-        Some(self.start_client(method, branch, bytes, dest, purpose))
+        Some(self.start_client(method.into(), branch, bytes, dest, purpose))
     }
 
     /// Seconds for a Retry-After header: rounded up, at least 1.

@@ -155,9 +155,9 @@ impl Proxy {
             branch,
             sent_by: sent_by_key(&via),
             method: if method == Method::Ack {
-                "INVITE".to_owned()
+                "INVITE".into()
             } else {
-                method.as_str().to_owned()
+                super::kept_method(method)
             },
         };
 
@@ -428,7 +428,7 @@ impl Proxy {
 
     fn on_cancel(&mut self, m: &Message<'_>, from: Flow, key: ServerKey) {
         let invite_key = ServerKey {
-            method: "INVITE".to_owned(),
+            method: "INVITE".into(),
             ..key.clone()
         };
         let Some(&sid) = self.server_index.get(&invite_key).filter(|sid| {
@@ -1048,7 +1048,7 @@ impl Proxy {
             return;
         };
         let cid = self.start_client(
-            &forward.method,
+            forward.method.clone(),
             branch,
             bytes,
             dest,
@@ -1188,7 +1188,7 @@ impl Proxy {
         if sip::build::cancel_for(&invite, &mut bytes).is_err() {
             return;
         }
-        self.start_client("CANCEL", branch, bytes, dest, ClientPurpose::Own);
+        self.start_client("CANCEL".into(), branch, bytes, dest, ClientPurpose::Own);
     }
 }
 

@@ -25,7 +25,7 @@ impl Proxy {
             return;
         }
         let branch = via.branch().unwrap_or_default().to_owned();
-        let method = m.method().as_str().to_owned();
+        let method = super::kept_method(m.method());
         let code = m.code().unwrap_or(500);
         let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
             self.relay_stateless(m, from);
@@ -69,7 +69,7 @@ impl Proxy {
                     && matches!(action, ClientAction::PassUp | ClientAction::PassUpAndAck) =>
             {
                 let aor = m.to().map(|t| t.uri().aor_key()).unwrap_or_default();
-                self.own_request_done(method, aor, Some(code));
+                self.own_request_done(method.into_owned(), aor, Some(code));
             }
             ClientPurpose::Probe(_) | ClientPurpose::Own => {}
             ClientPurpose::Forward { server, upstream } => {

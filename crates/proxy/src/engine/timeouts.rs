@@ -80,7 +80,7 @@ impl Proxy {
                                     .get(&id)
                                     .map(|e| e.method.clone())
                                     .unwrap_or_default();
-                                self.own_request_done(method, aor, None);
+                                self.own_request_done(method.into_owned(), aor, None);
                             }
                         }
                         self.remove_client(id);
