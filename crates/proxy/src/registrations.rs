@@ -5,7 +5,8 @@
 //! cache holds only what the core accepted. Every change is returned as a
 //! [`BindingChange`] so it can be reported and replicated to the twin.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use crate::hash::HashMap;
 use std::time::{Duration, Instant};
@@ -153,8 +154,9 @@ type BindingKey = (AorKey, String);
 #[derive(Debug, Default)]
 pub struct RegistrationCache {
     bindings: HashMap<BindingKey, Binding>,
-    /// The contacts of each AoR.
-    by_aor: HashMap<AorKey, BTreeSet<String>>,
+    /// The contacts of each AoR, in order: `show registrations` reads the cache a page at a
+    /// time from here (a cursor stays valid whatever changes between two pages).
+    by_aor: BTreeMap<AorKey, BTreeSet<String>>,
     /// The AoRs of each contact URI.
     by_contact: HashMap<String, BTreeSet<AorKey>>,
     /// How many bindings each remote address has.
@@ -278,6 +280,27 @@ impl RegistrationCache {
         contacts
             .iter()
             .filter_map(|c| self.remove(aor, c, cause, now))
+            .collect()
+    }
+
+    /// Up to `limit` bindings in (AoR, contact) order, starting after `after` (from the first
+    /// without): a page of `show registrations`, so a listing of a full cache never holds the
+    /// engine for more than a page.
+    pub fn page(&self, after: Option<(&str, &str)>, limit: usize) -> Vec<&Binding> {
+        let start = after.map_or(Bound::Unbounded, |(aor, _)| Bound::Included(aor));
+        self.by_aor
+            .range::<str, _>((start, Bound::Unbounded))
+            .flat_map(|(aor, contacts)| {
+                let from = match after {
+                    Some((a, c)) if a == aor.as_str() => Bound::Excluded(c),
+                    _ => Bound::Unbounded,
+                };
+                contacts
+                    .range::<str, _>((from, Bound::Unbounded))
+                    .map(move |contact| (aor, contact))
+            })
+            .filter_map(|(aor, contact)| self.bindings.get(&(aor.clone(), contact.clone())))
+            .take(limit)
             .collect()
     }
 
@@ -435,6 +458,56 @@ mod tests {
             registrar_uri: "sip:example.com".to_owned(),
             credentials: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pages_list_every_binding_once_in_order_while_the_cache_changes_between_them() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(600);
+        let mut cache = RegistrationCache::default();
+        for (aor, contact) in [
+            ("carol@x", "sip:c@3"),
+            ("alice@x", "sip:a@2"),
+            ("alice@x", "sip:a@1"),
+            ("bob@x", "sip:b@1"),
+            ("dave@x", "sip:d@1"),
+        ] {
+            cache.upsert(binding(aor, contact, later), now);
+        }
+        let keys = |page: Vec<&Binding>| -> Vec<(String, String)> {
+            page.iter()
+                .map(|b| (b.aor.clone(), b.contact.clone()))
+                .collect()
+        };
+        let first = keys(cache.page(None, 2));
+        assert_eq!(
+            first,
+            [
+                ("alice@x".to_owned(), "sip:a@1".to_owned()),
+                ("alice@x".to_owned(), "sip:a@2".to_owned())
+            ]
+        );
+        // Between pages: the cursor's own binding goes, one before it and one after it come.
+        cache.remove("alice@x", "sip:a@2", RemovalCause::Deregistered, now);
+        cache.upsert(binding("aaron@x", "sip:aa@1", later), now);
+        cache.upsert(binding("bob@x", "sip:b@0", later), now);
+        let second = keys(cache.page(Some(("alice@x", "sip:a@2")), 2));
+        assert_eq!(
+            second,
+            [
+                ("bob@x".to_owned(), "sip:b@0".to_owned()),
+                ("bob@x".to_owned(), "sip:b@1".to_owned())
+            ]
+        );
+        let third = keys(cache.page(Some(("bob@x", "sip:b@1")), 10));
+        assert_eq!(
+            third,
+            [
+                ("carol@x".to_owned(), "sip:c@3".to_owned()),
+                ("dave@x".to_owned(), "sip:d@1".to_owned())
+            ]
+        );
+        assert!(cache.page(Some(("dave@x", "sip:d@1")), 10).is_empty());
     }
 
     #[test]

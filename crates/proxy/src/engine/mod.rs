@@ -474,9 +474,20 @@ impl Proxy {
     /// Costs what the bindings and their own calls cost: the calls of each binding come from
     /// the dialog table's index of access-side parties, not from a walk over every dialog.
     pub fn registrations(&self) -> Vec<RegistrationInfo> {
-        let mut list: Vec<RegistrationInfo> = self
-            .registrations
-            .iter()
+        self.registrations_page(None, usize::MAX)
+    }
+
+    /// A page of `show registrations`: up to `limit` bindings after the one with AoR and
+    /// contact `after`, in (AoR, contact) order. A shell that lists a full cache a page per
+    /// turn of its loop keeps SIP flowing meanwhile.
+    pub fn registrations_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Vec<RegistrationInfo> {
+        self.registrations
+            .page(after, limit)
+            .into_iter()
             .map(|b| RegistrationInfo {
                 active_calls: self.endpoint_calls(
                     &b.contact,
@@ -490,9 +501,7 @@ impl Proxy {
                 transport: b.flow.transport,
                 expires_in_secs: b.expires_at.saturating_duration_since(self.now).as_secs(),
             })
-            .collect();
-        list.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
-        list
+            .collect()
     }
 
     /// `show upstreams`.
