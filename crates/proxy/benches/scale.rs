@@ -155,6 +155,13 @@ fn fill_to(driver: &mut Driver, fill: &mut Fill, bindings: u32, dialogs: u32, to
     }
 }
 
+/// The process's resident set (`/proc/self/statm`), where there is one.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 /// What sbcd's engine reads per turn of its loop for `show registrations`.
 const PAGE: usize = 1000;
 
@@ -235,6 +242,7 @@ fn main() {
     eprintln!(
         "filling {bindings} bindings and {dialogs} dialogs through handle_input, in doublings ..."
     );
+    let rss_before = rss_bytes();
     let mut big = Driver::new();
     let mut fill = Fill::default();
     let total = bindings;
@@ -287,6 +295,21 @@ fn main() {
         ..
     } = fill;
     let counts = big.proxy.counts();
+    let rss_full = rss_bytes();
+    let memory = match (rss_before, rss_full) {
+        (Some(a), Some(b)) => {
+            let grown = b.saturating_sub(a) as f64;
+            println!(
+                "memory: resident set grew {:.1} MiB with the fill ({:.0} bytes per binding if the dialogs cost nothing; {} bindings, {} dialogs)",
+                grown / 1048576.0,
+                grown / counts.registrations.max(1) as f64,
+                counts.registrations,
+                counts.confirmed
+            );
+            format!("{:.1}", grown / 1048576.0)
+        }
+        _ => "null".to_owned(),
+    };
     println!(
         "fill: {} bindings in {:.1} s ({:.1} us per REGISTER round), {} confirmed dialogs in {:.1} s ({:.1} us per call set-up), {fill_failures} failures",
         counts.registrations,
@@ -393,7 +416,7 @@ fn main() {
     };
     let _ = write!(
         json,
-        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{},\"registrations_ms_extrapolated\":{},\"calls_ms\":{:.2},\"registrations_paged_ms\":{:.2},\"registrations_longest_page_ms\":{:.2}}}",
+        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{},\"registrations_ms_extrapolated\":{},\"calls_ms\":{:.2},\"registrations_paged_ms\":{:.2},\"registrations_longest_page_ms\":{:.2},\"fill_rss_mib\":{memory}}}",
         counts.registrations,
         counts.confirmed,
         reg_time.as_secs_f64(),
