@@ -1077,6 +1077,8 @@ impl Proxy {
         };
         let bytes = draft.to_bytes();
         self.start_client("CANCEL", branch, bytes, dest, ClientPurpose::Own);
+        let give_up = self.now + self.config.timers.t1 * 64;
+        self.timers.set(TimerKey::Cancelled(cid), give_up);
     }
 }
 
