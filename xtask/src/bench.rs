@@ -1,4 +1,4 @@
-//! `cargo xtask bench [parser|sip|flood|twin|core|scale]`: benchmarks, never timed assertions.
+//! `cargo xtask bench [parser|sip|flood|twin|core|scale|shards]`: benchmarks, never timed assertions.
 //!
 //! - `bench` (or `bench parser`): our SIP parser and rsip on the same messages, side by side.
 //! - `bench sip`: SIPp UAC -> proxy -> SIPp UAS, through sbcd and through Kamailio, in one run.
@@ -12,11 +12,14 @@
 //!   INVITE-180-200-ACK-BYE-200 call, and the functions the instructions go to.
 //! - `bench scale`: the pure core's per-message latency empty and with 100 000 bindings and
 //!   20 000 dialogs, and the time of `show registrations` and `show calls` there.
+//! - `bench shards`: the pure core's throughput with 1, 2 and 4 shards on their own threads,
+//!   bindings shared as change records.
 
 mod bench_core;
 mod bench_flood;
 mod bench_parser;
 mod bench_scale;
+mod bench_shards;
 mod bench_sip;
 mod bench_twin;
 
@@ -28,9 +31,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         Some("twin") => bench_twin::run(&args[1..]),
         Some("core") => bench_core::run(&args[1..]),
         Some("scale") => bench_scale::run(&args[1..]),
+        Some("shards") => bench_shards::run(&args[1..]),
         Some(other) => {
             anyhow::bail!(
-                "unknown benchmark `{other}` (expected `parser`, `sip`, `flood`, `twin`, `core` or `scale`)"
+                "unknown benchmark `{other}` (expected `parser`, `sip`, `flood`, `twin`, `core`, `scale` or `shards`)"
             )
         }
     }

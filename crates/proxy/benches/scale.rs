@@ -22,11 +22,63 @@
 //! asserts a number.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The live-bytes allocator is a `GlobalAlloc` impl, which is unsafe to implement and to call
+// through; nothing else in this file is unsafe.
+#![allow(unsafe_code)]
 
 mod common;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
+
+/// The system allocator, keeping the bytes live (asked for and not yet freed): what the
+/// tables hold, where the resident set also keeps what the fill's transactions freed.
+struct Live;
+
+static LIVE: AtomicI64 = AtomicI64::new(0);
+
+fn size(layout: Layout) -> i64 {
+    i64::try_from(layout.size()).unwrap_or(i64::MAX)
+}
+
+unsafe impl GlobalAlloc for Live {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        // SAFETY: the caller's layout goes to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(size(layout), Ordering::Relaxed);
+        // SAFETY: `ptr` came from this allocator (the system's) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            i64::try_from(new_size).unwrap_or(i64::MAX) - size(layout),
+            Ordering::Relaxed,
+        );
+        // SAFETY: `ptr` came from this allocator with `layout`; the caller vouches for
+        // `new_size`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Live = Live;
+
+fn live_bytes() -> i64 {
+    LIVE.load(Ordering::Relaxed)
+}
 
 use common::{env_u64, percentile, Driver, STEPS};
 
@@ -155,6 +207,69 @@ fn fill_to(driver: &mut Driver, fill: &mut Fill, bindings: u32, dialogs: u32, to
     }
 }
 
+/// The process's resident set (`/proc/self/statm`), where there is one.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Every binding record of `full` applied to a fresh proxy; the time per record.
+fn apply_bindings(full: &Driver) -> Duration {
+    let records: Vec<proxy::ChangeRecord> = full
+        .proxy
+        .full_sync()
+        .into_iter()
+        .filter(|r| matches!(r, proxy::ChangeRecord::Binding(_)))
+        .collect();
+    let n = records.len().max(1) as u32;
+    let mut fresh = Driver::new();
+    let now = fresh.now;
+    let t = Instant::now();
+    for record in records {
+        let _ = fresh.proxy.apply_change(now, record);
+        while fresh.proxy.poll_event().is_some() {}
+    }
+    t.elapsed() / n
+}
+
+/// What sbcd's engine reads per turn of its loop for `show registrations`.
+const PAGE: usize = 1000;
+
+/// A whole listing read a page at a time, as sbcd's engine does.
+struct Paged {
+    bindings: usize,
+    pages: usize,
+    total: Duration,
+    longest: Duration,
+}
+
+fn paged_listing(proxy: &proxy::Proxy) -> Paged {
+    let mut paged = Paged {
+        bindings: 0,
+        pages: 0,
+        total: Duration::ZERO,
+        longest: Duration::ZERO,
+    };
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let t = Instant::now();
+        let page =
+            proxy.registrations_page(after.as_ref().map(|(a, c)| (a.as_str(), c.as_str())), PAGE);
+        let e = t.elapsed();
+        paged.pages += 1;
+        paged.total += e;
+        paged.longest = paged.longest.max(e);
+        paged.bindings += page.len();
+        match page.last() {
+            Some(last) if page.len() == PAGE => {
+                after = Some((last.aor.clone(), last.contact.clone()));
+            }
+            _ => return paged,
+        }
+    }
+}
+
 /// One size at which `show registrations` and `show calls` were timed.
 struct ShowPoint {
     bindings: usize,
@@ -198,6 +313,8 @@ fn main() {
     eprintln!(
         "filling {bindings} bindings and {dialogs} dialogs through handle_input, in doublings ..."
     );
+    let rss_before = rss_bytes();
+    let live_before = live_bytes();
     let mut big = Driver::new();
     let mut fill = Fill::default();
     let total = bindings;
@@ -250,6 +367,21 @@ fn main() {
         ..
     } = fill;
     let counts = big.proxy.counts();
+    let rss_full = rss_bytes();
+    let live = (live_bytes() - live_before) as f64;
+    let (rss_grown, memory) = match (rss_before, rss_full) {
+        (Some(a), Some(b)) => {
+            let grown = b.saturating_sub(a) as f64 / 1048576.0;
+            (format!("{grown:.1} MiB"), format!("{grown:.1}"))
+        }
+        _ => ("unknown".to_owned(), "null".to_owned()),
+    };
+    println!(
+        "memory: the full box holds {:.1} MiB of heap ({} bindings, {} dialogs, the fill's transactions ended); the resident set grew {rss_grown} (it keeps what the fill's transactions freed)",
+        live / 1048576.0,
+        counts.registrations,
+        counts.confirmed
+    );
     println!(
         "fill: {} bindings in {:.1} s ({:.1} us per REGISTER round), {} confirmed dialogs in {:.1} s ({:.1} us per call set-up), {fill_failures} failures",
         counts.registrations,
@@ -328,6 +460,21 @@ fn main() {
         }
     }
     println!("goal: show registrations with 100 000 bindings under 1000 ms");
+    let paged = paged_listing(&big.proxy);
+    let applied = apply_bindings(&big);
+    println!(
+        "a binding record applied on another proxy (how a shard or a twin learns a REGISTER another one handled): {:.2} us each, {} records; a REGISTER round through the proxy took {:.2} us",
+        applied.as_secs_f64() * 1e6,
+        counts.registrations,
+        reg_time.as_secs_f64() * 1e6 / f64::from(bindings.max(1)),
+    );
+    println!(
+        "show registrations as sbcd reads it, {PAGE} bindings per turn of its loop: {} bindings in {} pages, {:.1} ms in all, the longest page {:.1} ms (the longest SIP waits for it)",
+        paged.bindings,
+        paged.pages,
+        paged.total.as_secs_f64() * 1e3,
+        paged.longest.as_secs_f64() * 1e3
+    );
     let reg_times: Vec<Duration> = points
         .last()
         .and_then(|p| p.registrations)
@@ -348,7 +495,7 @@ fn main() {
     };
     let _ = write!(
         json,
-        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{},\"registrations_ms_extrapolated\":{},\"calls_ms\":{:.2}}}",
+        ",\"bindings\":{},\"dialogs\":{},\"fill_failures\":{fill_failures},\"fill_register_s\":{:.2},\"fill_dialogs_s\":{:.2},\"empty\":{},\"scale\":{},\"p99_ratio\":{p99_ratio:.3},\"registrations_ms\":{},\"registrations_ms_extrapolated\":{},\"calls_ms\":{:.2},\"registrations_paged_ms\":{:.2},\"registrations_longest_page_ms\":{:.2},\"fill_rss_mib\":{memory},\"live_heap_mib\":{:.1}}}",
         counts.registrations,
         counts.confirmed,
         reg_time.as_secs_f64(),
@@ -360,6 +507,9 @@ fn main() {
             .map_or("null".to_owned(), |d| format!("{:.2}", d.as_secs_f64() * 1e3)),
         extrapolated_ms.map_or("null".to_owned(), |ms| format!("{ms:.0}")),
         ms_min(&call_times),
+        paged.total.as_secs_f64() * 1e3,
+        paged.longest.as_secs_f64() * 1e3,
+        live / 1048576.0,
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()

@@ -238,6 +238,9 @@ pub struct Stats {
     /// as the active twin now answers them.
     #[serde(default)]
     pub standby_dropped: u64,
+    /// INVITEs the upstream never answered finally within 64*T1 of their CANCEL: given up.
+    #[serde(default)]
+    pub cancelled_unanswered: u64,
     /// Transactions under way when this node became standby: handed to the twin unanswered.
     #[serde(default)]
     pub transactions_handed_over: u64,

@@ -5,7 +5,8 @@
 //! cache holds only what the core accepted. Every change is returned as a
 //! [`BindingChange`] so it can be reported and replicated to the twin.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use crate::hash::HashMap;
 use std::time::{Duration, Instant};
@@ -146,62 +147,94 @@ pub enum Lookup<'a> {
     Unknown,
 }
 
-type BindingKey = (AorKey, String);
+/// Where a binding lives in the cache's slab.
+type Slot = u32;
 
-/// The cache. Indexed by AoR, contact and remote address, so no lookup a request makes scans
-/// every binding (a flood of requests against a full cache costs what it costs on an empty one).
+/// A binding in the slab, with when it was last refreshed (so the latest contact is
+/// preferred).
+#[derive(Debug)]
+struct Entry {
+    binding: Binding,
+    stamp: u64,
+}
+
+/// The cache. Indexed by AoR, contact, remote address and connection, so no lookup a request
+/// makes scans every binding (a flood of requests against a full cache costs what it costs on
+/// an empty one).
+///
+/// Each binding is kept once, in a slab; the indexes hold slot numbers, and the AoR and the
+/// contact are copied only into the one ordered index, so a binding costs its own text and
+/// little more (100 000 bindings held 162 MiB when every index kept its own copy of both).
 #[derive(Debug, Default)]
 pub struct RegistrationCache {
-    bindings: HashMap<BindingKey, Binding>,
-    /// The contacts of each AoR.
-    by_aor: HashMap<AorKey, BTreeSet<String>>,
-    /// The AoRs of each contact URI.
-    by_contact: HashMap<String, BTreeSet<AorKey>>,
+    slab: Vec<Option<Entry>>,
+    /// Slots free for reuse.
+    free: Vec<Slot>,
+    live: usize,
+    /// The contacts of each AoR, in order: `show registrations` reads the cache a page at a
+    /// time from here (a cursor stays valid whatever changes between two pages).
+    by_aor: BTreeMap<AorKey, BTreeMap<String, Slot>>,
+    /// The bindings of each contact URI, by a hash of its text (checked on the binding).
+    by_contact: HashMap<u64, Vec<Slot>>,
     /// How many bindings each remote address has.
     by_remote: HashMap<std::net::SocketAddr, usize>,
     /// The bindings reached over each connection, for when it closes.
-    by_connection: HashMap<(ListenerId, FlowId), BTreeSet<BindingKey>>,
-    expiries: BTreeSet<(Instant, BindingKey)>,
+    by_connection: HashMap<(ListenerId, FlowId), BTreeSet<Slot>>,
+    expiries: BTreeSet<(Instant, Slot)>,
     /// AoRs whose last binding lapsed or was removed, with when, for 480 vs 404.
     lapsed: HashMap<AorKey, Instant>,
     /// The same, oldest first: [`expire`](Self::expire) runs at every timeout and forgets
     /// from the front, where a walk over a day of lapsed AoRs made every timer pay for them.
     lapsed_since: BTreeSet<(Instant, AorKey)>,
-    /// Insertion order stamp, so the latest contact is preferred.
-    refreshed: HashMap<BindingKey, u64>,
+    /// Refresh order stamp.
     stamp: u64,
+    /// Keys the contact hashes (per process: the index never leaves it).
+    hasher: ahash::RandomState,
 }
 
 impl RegistrationCache {
-    fn index(&mut self, binding: &Binding) {
+    fn contact_hash(&self, contact: &str) -> u64 {
+        self.hasher.hash_one(contact)
+    }
+
+    fn get(&self, slot: Slot) -> Option<&Entry> {
+        self.slab.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    /// The slot of the binding of `aor` with contact `contact`.
+    fn slot_of(&self, aor: &str, contact: &str) -> Option<Slot> {
+        self.by_aor.get(aor)?.get(contact).copied()
+    }
+
+    fn index(&mut self, slot: Slot, binding: &Binding) {
         self.by_aor
             .entry(binding.aor.clone())
             .or_default()
-            .insert(binding.contact.clone());
-        self.by_contact
-            .entry(binding.contact.clone())
-            .or_default()
-            .insert(binding.aor.clone());
+            .insert(binding.contact.clone(), slot);
+        let h = self.contact_hash(&binding.contact);
+        self.by_contact.entry(h).or_default().push(slot);
         *self.by_remote.entry(binding.flow.remote).or_default() += 1;
         if let Some(flow) = binding.flow.flow {
             self.by_connection
                 .entry((binding.flow.listener, flow))
                 .or_default()
-                .insert((binding.aor.clone(), binding.contact.clone()));
+                .insert(slot);
         }
+        self.expiries.insert((binding.expires_at, slot));
     }
 
-    fn unindex(&mut self, binding: &Binding) {
+    fn unindex(&mut self, slot: Slot, binding: &Binding) {
         if let Some(contacts) = self.by_aor.get_mut(&binding.aor) {
             contacts.remove(&binding.contact);
             if contacts.is_empty() {
                 self.by_aor.remove(&binding.aor);
             }
         }
-        if let Some(aors) = self.by_contact.get_mut(&binding.contact) {
-            aors.remove(&binding.aor);
-            if aors.is_empty() {
-                self.by_contact.remove(&binding.contact);
+        let h = self.contact_hash(&binding.contact);
+        if let Some(slots) = self.by_contact.get_mut(&h) {
+            slots.retain(|s| *s != slot);
+            if slots.is_empty() {
+                self.by_contact.remove(&h);
             }
         }
         if let Some(n) = self.by_remote.get_mut(&binding.flow.remote) {
@@ -212,29 +245,48 @@ impl RegistrationCache {
         }
         if let Some(flow) = binding.flow.flow {
             let connection = (binding.flow.listener, flow);
-            if let Some(keys) = self.by_connection.get_mut(&connection) {
-                keys.remove(&(binding.aor.clone(), binding.contact.clone()));
-                if keys.is_empty() {
+            if let Some(slots) = self.by_connection.get_mut(&connection) {
+                slots.remove(&slot);
+                if slots.is_empty() {
                     self.by_connection.remove(&connection);
                 }
             }
         }
+        self.expiries.remove(&(binding.expires_at, slot));
+    }
+
+    /// Takes the binding out of `slot` and out of every index.
+    fn take(&mut self, slot: Slot) -> Option<Binding> {
+        let entry = self.slab.get_mut(slot as usize)?.take()?;
+        self.unindex(slot, &entry.binding);
+        self.free.push(slot);
+        self.live -= 1;
+        Some(entry.binding)
     }
 
     /// Adds or refreshes a binding.
     pub fn upsert(&mut self, binding: Binding, now: Instant) -> BindingChange {
-        let key = (binding.aor.clone(), binding.contact.clone());
-        if let Some(old) = self.bindings.remove(&key) {
-            self.expiries.remove(&(old.expires_at, key.clone()));
-            self.unindex(&old);
+        if let Some(slot) = self.slot_of(&binding.aor, &binding.contact) {
+            let _ = self.take(slot);
         }
-        self.index(&binding);
-        self.expiries.insert((binding.expires_at, key.clone()));
         self.unlapse(&binding.aor);
         self.stamp += 1;
-        self.refreshed.insert(key.clone(), self.stamp);
         let record = BindingRecord::of(&binding, now);
-        self.bindings.insert(key, binding);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slab.push(None);
+                Slot::try_from(self.slab.len() - 1).unwrap_or(Slot::MAX)
+            }
+        };
+        self.index(slot, &binding);
+        if let Some(place) = self.slab.get_mut(slot as usize) {
+            *place = Some(Entry {
+                binding,
+                stamp: self.stamp,
+            });
+            self.live += 1;
+        }
         BindingChange::Upsert(record)
     }
 
@@ -246,19 +298,16 @@ impl RegistrationCache {
         cause: RemovalCause,
         now: Instant,
     ) -> Option<BindingChange> {
-        let key = (aor.to_owned(), contact.to_owned());
-        let binding = self.bindings.remove(&key)?;
-        self.expiries.remove(&(binding.expires_at, key.clone()));
-        self.refreshed.remove(&key);
-        self.unindex(&binding);
+        let slot = self.slot_of(aor, contact)?;
+        let binding = self.take(slot)?;
         if !self.by_aor.contains_key(aor) {
             self.unlapse(aor);
             self.lapsed.insert(aor.to_owned(), now);
             self.lapsed_since.insert((now, aor.to_owned()));
         }
         Some(BindingChange::Remove {
-            aor: key.0,
-            contact: key.1,
+            aor: binding.aor,
+            contact: binding.contact,
             cause,
         })
     }
@@ -273,7 +322,7 @@ impl RegistrationCache {
         let contacts: Vec<String> = self
             .by_aor
             .get(aor)
-            .map(|c| c.iter().cloned().collect())
+            .map(|c| c.keys().cloned().collect())
             .unwrap_or_default();
         contacts
             .iter()
@@ -281,18 +330,35 @@ impl RegistrationCache {
             .collect()
     }
 
+    /// Up to `limit` bindings in (AoR, contact) order, starting after `after` (from the first
+    /// without): a page of `show registrations`, so a listing of a full cache never holds the
+    /// engine for more than a page.
+    pub fn page(&self, after: Option<(&str, &str)>, limit: usize) -> Vec<&Binding> {
+        let start = after.map_or(Bound::Unbounded, |(aor, _)| Bound::Included(aor));
+        self.by_aor
+            .range::<str, _>((start, Bound::Unbounded))
+            .flat_map(|(aor, contacts)| {
+                let from = match after {
+                    Some((a, c)) if a == aor.as_str() => Bound::Excluded(c),
+                    _ => Bound::Unbounded,
+                };
+                contacts
+                    .range::<str, _>((from, Bound::Unbounded))
+                    .map(|(_, slot)| *slot)
+            })
+            .filter_map(|slot| self.get(slot).map(|e| &e.binding))
+            .take(limit)
+            .collect()
+    }
+
     /// Finds the bindings of `aor`.
     pub fn lookup(&self, aor: &str) -> Lookup<'_> {
-        let mut found: Vec<(BindingKey, &Binding)> = self
+        let mut found: Vec<&Entry> = self
             .by_aor
             .get(aor)
             .into_iter()
-            .flatten()
-            .filter_map(|contact| {
-                let key = (aor.to_owned(), contact.clone());
-                let binding = self.bindings.get(&key)?;
-                Some((key, binding))
-            })
+            .flat_map(BTreeMap::values)
+            .filter_map(|slot| self.get(*slot))
             .collect();
         if found.is_empty() {
             return if self.lapsed.contains_key(aor) {
@@ -301,14 +367,20 @@ impl RegistrationCache {
                 Lookup::Unknown
             };
         }
-        found.sort_by_key(|(k, _)| std::cmp::Reverse(self.refreshed.get(k).copied()));
-        Lookup::Found(found.into_iter().map(|(_, b)| b).collect())
+        found.sort_by_key(|e| std::cmp::Reverse(e.stamp));
+        Lookup::Found(found.into_iter().map(|e| &e.binding).collect())
     }
 
-    /// The binding whose contact URI is `contact`, whatever its AoR.
+    /// The binding whose contact URI is `contact`, whatever its AoR (the one of the lowest
+    /// AoR when several AoRs share it).
     pub fn by_contact(&self, contact: &str) -> Option<&Binding> {
-        let aor = self.by_contact.get(contact)?.first()?;
-        self.bindings.get(&(aor.clone(), contact.to_owned()))
+        self.by_contact
+            .get(&self.contact_hash(contact))?
+            .iter()
+            .filter_map(|slot| self.get(*slot))
+            .map(|e| &e.binding)
+            .filter(|b| b.contact == contact)
+            .min_by(|a, b| a.aor.cmp(&b.aor))
     }
 
     /// Whether some binding's flow has this remote address.
@@ -316,19 +388,22 @@ impl RegistrationCache {
         self.by_remote.contains_key(&remote)
     }
 
-    /// The bindings reached over connection `flow` of `listener`.
+    /// The bindings reached over connection `flow` of `listener`, in (AoR, contact) order.
     pub fn on_connection(&self, listener: ListenerId, flow: FlowId) -> Vec<&Binding> {
-        self.by_connection
+        let mut found: Vec<&Binding> = self
+            .by_connection
             .get(&(listener, flow))
             .into_iter()
             .flatten()
-            .filter_map(|key| self.bindings.get(key))
-            .collect()
+            .filter_map(|slot| self.get(*slot).map(|e| &e.binding))
+            .collect();
+        found.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
+        found
     }
 
     /// How many live bindings `aor` has.
     pub fn bindings_of(&self, aor: &str) -> usize {
-        self.by_aor.get(aor).map_or(0, BTreeSet::len)
+        self.by_aor.get(aor).map_or(0, BTreeMap::len)
     }
 
     /// Whether `aor` has a live binding.
@@ -345,14 +420,20 @@ impl RegistrationCache {
     /// than `memory`.
     pub fn expire(&mut self, now: Instant, memory: Duration) -> Vec<BindingChange> {
         let mut changes = Vec::new();
-        while let Some((at, key)) = self.expiries.first().cloned() {
+        while let Some(&(at, slot)) = self.expiries.first() {
             if at > now {
                 break;
             }
-            if let Some(change) = self.remove(&key.0, &key.1, RemovalCause::Expired, now) {
-                changes.push(change);
-            } else {
-                self.expiries.remove(&(at, key));
+            let key = self
+                .get(slot)
+                .map(|e| (e.binding.aor.clone(), e.binding.contact.clone()));
+            match key
+                .and_then(|(aor, contact)| self.remove(&aor, &contact, RemovalCause::Expired, now))
+            {
+                Some(change) => changes.push(change),
+                None => {
+                    self.expiries.remove(&(at, slot));
+                }
             }
         }
         while let Some((since, aor)) = self.lapsed_since.first() {
@@ -374,17 +455,17 @@ impl RegistrationCache {
 
     /// Every binding, for snapshots and the guard.
     pub fn iter(&self) -> impl Iterator<Item = &Binding> {
-        self.bindings.values()
+        self.slab.iter().flatten().map(|e| &e.binding)
     }
 
     /// Number of live bindings (the drain's "registrations" count).
     pub fn len(&self) -> usize {
-        self.bindings.len()
+        self.live
     }
 
     /// Whether the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+        self.live == 0
     }
 
     /// Applies a change made on the twin.
@@ -406,8 +487,7 @@ impl RegistrationCache {
 
     /// Records of every binding, for a full sync of a twin that comes back.
     pub fn snapshot_records(&self, now: Instant) -> Vec<BindingChange> {
-        self.bindings
-            .values()
+        self.iter()
             .map(|b| BindingChange::Upsert(BindingRecord::of(b, now)))
             .collect()
     }
@@ -435,6 +515,56 @@ mod tests {
             registrar_uri: "sip:example.com".to_owned(),
             credentials: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pages_list_every_binding_once_in_order_while_the_cache_changes_between_them() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(600);
+        let mut cache = RegistrationCache::default();
+        for (aor, contact) in [
+            ("carol@x", "sip:c@3"),
+            ("alice@x", "sip:a@2"),
+            ("alice@x", "sip:a@1"),
+            ("bob@x", "sip:b@1"),
+            ("dave@x", "sip:d@1"),
+        ] {
+            cache.upsert(binding(aor, contact, later), now);
+        }
+        let keys = |page: Vec<&Binding>| -> Vec<(String, String)> {
+            page.iter()
+                .map(|b| (b.aor.clone(), b.contact.clone()))
+                .collect()
+        };
+        let first = keys(cache.page(None, 2));
+        assert_eq!(
+            first,
+            [
+                ("alice@x".to_owned(), "sip:a@1".to_owned()),
+                ("alice@x".to_owned(), "sip:a@2".to_owned())
+            ]
+        );
+        // Between pages: the cursor's own binding goes, one before it and one after it come.
+        cache.remove("alice@x", "sip:a@2", RemovalCause::Deregistered, now);
+        cache.upsert(binding("aaron@x", "sip:aa@1", later), now);
+        cache.upsert(binding("bob@x", "sip:b@0", later), now);
+        let second = keys(cache.page(Some(("alice@x", "sip:a@2")), 2));
+        assert_eq!(
+            second,
+            [
+                ("bob@x".to_owned(), "sip:b@0".to_owned()),
+                ("bob@x".to_owned(), "sip:b@1".to_owned())
+            ]
+        );
+        let third = keys(cache.page(Some(("bob@x", "sip:b@1")), 10));
+        assert_eq!(
+            third,
+            [
+                ("carol@x".to_owned(), "sip:c@3".to_owned()),
+                ("dave@x".to_owned(), "sip:d@1".to_owned())
+            ]
+        );
+        assert!(cache.page(Some(("dave@x", "sip:d@1")), 10).is_empty());
     }
 
     #[test]

@@ -63,6 +63,15 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
         Some(key)
     }
 
+    /// Gives back the room a burst left in the key map (see `Proxy::trim_tables`).
+    pub fn trim(&mut self) {
+        const SMALL: usize = 1024;
+        let map = &mut self.by_key;
+        if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
+            map.shrink_to((map.len() * 2).max(SMALL));
+        }
+    }
+
     /// How many deadlines are armed.
     pub fn len(&self) -> usize {
         self.by_key.len()

@@ -244,6 +244,7 @@ async fn serve(
         node: node.clone(),
         twin: twin_link,
         twin_out: None,
+        listings: std::collections::VecDeque::new(),
         core: SipCore::new(
             proxy::Config {
                 keys,

@@ -14,6 +14,7 @@
 //! operator commands, button toggles) and outputs out (transmits, events to log, state changes to
 //! the transports, the panel, subscribers and the disk).
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -101,6 +102,21 @@ pub struct Engine {
     pub since_unix_ms: u64,
     /// Set by [`Engine::run`] from `twin`; `None` when building an engine.
     pub twin_out: Option<TwinOut>,
+    /// `show registrations` under way, a page per turn of the loop (empty when building).
+    pub listings: VecDeque<Listing>,
+}
+
+/// How many bindings `show registrations` reads per turn of the engine loop: a few
+/// milliseconds of work, so SIP keeps flowing while a full cache is listed.
+const LISTING_PAGE: usize = 1000;
+
+/// A `show registrations` being read from the core a page at a time.
+#[derive(Debug)]
+pub struct Listing {
+    /// The AoR and contact of the last binding read.
+    after: Option<(String, String)>,
+    read: Vec<control::RegistrationInfo>,
+    reply: tokio::sync::oneshot::Sender<Response>,
 }
 
 /// Milliseconds since the Unix epoch, for operators (never for deciding).
@@ -133,6 +149,7 @@ impl Engine {
         tokio::pin!(sleep);
         let mut armed = None;
         loop {
+            self.step_listing();
             let deadline = self.core.poll_timeout();
             if deadline != armed {
                 if let Some(at) = deadline {
@@ -216,6 +233,8 @@ impl Engine {
                     }
                     self.flush();
                 }
+                // Nothing else ready: the next page of a listing (at the loop's top).
+                () = std::future::ready(()), if !self.listings.is_empty() => {}
                 () = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
                     // What the twin sent is judged before time is: after a stall (a loaded
@@ -579,9 +598,15 @@ impl Engine {
             Request::ShowCalls => Response::Ok {
                 reply: Reply::Calls(self.core.calls()),
             },
-            Request::ShowRegistrations => Response::Ok {
-                reply: Reply::Registrations(self.core.registrations()),
-            },
+            Request::ShowRegistrations => {
+                // Answered when the last page is read (`step_listing`).
+                self.listings.push_back(Listing {
+                    after: None,
+                    read: Vec::new(),
+                    reply: ask.reply,
+                });
+                return;
+            }
             Request::ShowUpstreams => Response::Ok {
                 reply: Reply::Upstreams(self.core.upstreams()),
             },
@@ -611,6 +636,32 @@ impl Engine {
         };
         // The asker may have given up (client gone); nothing to do then.
         let _ = ask.reply.send(response);
+    }
+
+    /// Reads the next page of the oldest `show registrations` under way; answers it after its
+    /// last page. Between two pages the loop handles what came meanwhile, so listing 100 000
+    /// bindings never holds SIP for more than a page.
+    fn step_listing(&mut self) {
+        let Some(listing) = self.listings.front_mut() else {
+            return;
+        };
+        let after = listing
+            .after
+            .as_ref()
+            .map(|(aor, contact)| (aor.as_str(), contact.as_str()));
+        let page = self.core.registrations_page(after, LISTING_PAGE);
+        let done = page.len() < LISTING_PAGE;
+        if let Some(last) = page.last() {
+            listing.after = Some((last.aor.clone(), last.contact.clone()));
+        }
+        listing.read.extend(page);
+        if done {
+            if let Some(listing) = self.listings.pop_front() {
+                let _ = listing.reply.send(Response::Ok {
+                    reply: Reply::Registrations(listing.read),
+                });
+            }
+        }
     }
 
     fn system_state_info(&self, now: Instant) -> Response {
@@ -736,6 +787,7 @@ mod tests {
             ),
             twin: None,
             twin_out: None,
+            listings: VecDeque::new(),
             transports: shared,
             inbound,
             asks,

@@ -404,10 +404,15 @@ impl SipCore {
             .collect()
     }
 
-    pub fn registrations(&self) -> Vec<control::RegistrationInfo> {
+    /// A page of `show registrations`: up to `limit` bindings after `after` (AoR, contact).
+    pub fn registrations_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Vec<control::RegistrationInfo> {
         self.node
             .proxy()
-            .registrations()
+            .registrations_page(after, limit)
             .into_iter()
             .map(|r| control::RegistrationInfo {
                 active_calls: r.active_calls,

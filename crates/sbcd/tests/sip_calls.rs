@@ -109,6 +109,31 @@ fn registration_is_cached_then_expires() {
 }
 
 #[test]
+fn show_registrations_lists_a_cache_of_many_pages_whole_and_in_order() {
+    // The engine reads the cache 1000 bindings per turn of its loop, SIP in between: the
+    // listing must come out whole across pages, each binding once, in (AoR, contact) order.
+    const PHONES: u64 = 2_500;
+    let registrar = core_uas();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[registrar.port()]));
+    Sipp::uac("register_numbered.xml", sbcd.access())
+        .service("pager")
+        .key("expires", "600")
+        .calls(PHONES as u32)
+        .rate(1_000)
+        .run()
+        .assert_all_succeeded(PHONES);
+    assert_eq!(sbcd.system_state().registrations, PHONES);
+    let listed = sbcd.registrations();
+    assert_eq!(listed.len() as u64, PHONES, "every binding, once");
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| (&w[0].aor, &w[0].contact) < (&w[1].aor, &w[1].contact)),
+        "in (AoR, contact) order, no binding twice"
+    );
+}
+
+#[test]
 fn cancelled_call_ends_cleanly() {
     let core = Sipp::uas("uas_ring_cancel.xml").start();
     let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));

@@ -28,6 +28,17 @@ const CORE_LISTENER: ListenerId = ListenerId(1);
 /// Set while the proxy runs (inside [`measured_step`]): what a counting allocator counts.
 pub static COUNTING: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// When set, [`measured_step`] keeps this thread's binding records in [`BINDING_RECORDS`]
+    /// (the shards bench hands them to the other shards) and adds up its own time in
+    /// [`STEP_TIME`].
+    pub static SHARD_MODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub static BINDING_RECORDS: std::cell::RefCell<Vec<proxy::ChangeRecord>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    /// Nanoseconds spent in [`measured_step`] and messages handed to it, on this thread.
+    pub static STEP_TIME: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a socket address")
 }
@@ -153,9 +164,27 @@ pub fn measured_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) 
         out.push(t);
     }
     while let Some(e) = proxy.poll_event() {
-        drop(e);
+        if let proxy::Event::Change(record @ proxy::ChangeRecord::Binding(_)) = e {
+            if SHARD_MODE.get() {
+                BINDING_RECORDS.with_borrow_mut(|r| r.push(record));
+            }
+        }
     }
     COUNTING.store(false, Ordering::Relaxed);
+    out
+}
+
+/// [`measured_step`], its time added to [`STEP_TIME`] (in shard mode).
+fn timed_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) -> Vec<Transmit> {
+    if !SHARD_MODE.get() {
+        return measured_step(proxy, now, input);
+    }
+    let message = u64::from(input.is_some());
+    let t = Instant::now();
+    let out = measured_step(proxy, now, input);
+    let ns = t.elapsed().as_nanos() as u64;
+    let (time, n) = STEP_TIME.get();
+    STEP_TIME.set((time + ns, n + message));
     out
 }
 
@@ -206,7 +235,7 @@ impl Driver {
             bytes: text.as_bytes(),
         };
         let t = Instant::now();
-        let out = measured_step(&mut self.proxy, self.now, Some(input));
+        let out = timed_step(&mut self.proxy, self.now, Some(input));
         let ns = t.elapsed().as_nanos() as u64;
         if let (Some(lat), Some(k)) = (self.latencies.as_mut(), kind) {
             lat[k].push(ns);
@@ -238,7 +267,7 @@ impl Driver {
 
     /// Fires the deadlines due now.
     pub fn timers(&mut self) {
-        let out = measured_step(&mut self.proxy, self.now, None);
+        let out = timed_step(&mut self.proxy, self.now, None);
         self.collect(out);
     }
 

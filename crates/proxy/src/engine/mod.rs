@@ -55,6 +55,9 @@ enum TimerKey {
     TimerC(TxId),
     /// An OPTIONS probe got no answer in time (keyed by client transaction).
     ProbeTimeout(TxId),
+    /// 64*T1 after the CANCEL of an INVITE the upstream never answered finally: the INVITE's
+    /// client transaction is given up (RFC 3261 §9.1), or it would live as long as the box.
+    Cancelled(TxId),
 }
 
 /// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
@@ -445,7 +448,27 @@ impl Proxy {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
         self.run_timers();
+        self.trim_tables();
         self.after_change();
+    }
+
+    /// Gives back what a burst left: a hash table keeps the room it grew to, so the minute
+    /// in which every phone re-registered after a power cut (tens of thousands of
+    /// transactions alive at once) would hold that room for as long as the box runs. A table
+    /// at a quarter of its room or less is shrunk to twice what it holds; small tables are
+    /// left alone (growing them back is cheap).
+    fn trim_tables(&mut self) {
+        fn trim<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+            const SMALL: usize = 1024;
+            if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
+                map.shrink_to((map.len() * 2).max(SMALL));
+            }
+        }
+        trim(&mut self.servers);
+        trim(&mut self.server_index);
+        trim(&mut self.clients);
+        trim(&mut self.client_index);
+        self.timers.trim();
     }
 
     /// The next message to send.
@@ -516,9 +539,20 @@ impl Proxy {
     /// Costs what the bindings and their own calls cost: the calls of each binding come from
     /// the dialog table's index of access-side parties, not from a walk over every dialog.
     pub fn registrations(&self) -> Vec<RegistrationInfo> {
-        let mut list: Vec<RegistrationInfo> = self
-            .registrations
-            .iter()
+        self.registrations_page(None, usize::MAX)
+    }
+
+    /// A page of `show registrations`: up to `limit` bindings after the one with AoR and
+    /// contact `after`, in (AoR, contact) order. A shell that lists a full cache a page per
+    /// turn of its loop keeps SIP flowing meanwhile.
+    pub fn registrations_page(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Vec<RegistrationInfo> {
+        self.registrations
+            .page(after, limit)
+            .into_iter()
             .map(|b| RegistrationInfo {
                 active_calls: self.endpoint_calls(
                     &b.contact,
@@ -532,9 +566,7 @@ impl Proxy {
                 transport: b.flow.transport,
                 expires_in_secs: b.expires_at.saturating_duration_since(self.now).as_secs(),
             })
-            .collect();
-        list.sort_by(|a, b| (&a.aor, &a.contact).cmp(&(&b.aor, &b.contact)));
-        list
+            .collect()
     }
 
     /// `show upstreams`.
@@ -939,6 +971,7 @@ impl Proxy {
         self.timers.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
+        self.timers.cancel(TimerKey::Cancelled(id));
     }
 
     /// Starts a client transaction for `bytes` (which carry our Via with `branch`) and sends it.

@@ -1189,6 +1189,8 @@ impl Proxy {
             return;
         }
         self.start_client("CANCEL".into(), branch, bytes, dest, ClientPurpose::Own);
+        let give_up = self.now + self.config.timers.t1 * 64;
+        self.timers.set(TimerKey::Cancelled(cid), give_up);
     }
 }
 

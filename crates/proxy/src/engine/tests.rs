@@ -157,3 +157,46 @@ fn show_registrations_counts_the_calls_the_walk_over_every_dialog_counted() {
         .all(|p| p.flow.flow.is_none_or(|f| f.0 >= 20))));
     assert_eq!(proxy.registrations(), old_registrations(&proxy));
 }
+
+#[test]
+fn a_burst_of_transactions_gives_its_room_back_once_they_end() {
+    let mut net = crate::tests::harness::Net::standard();
+    let phone = "192.168.1.10:5060";
+    net.add_phone(phone);
+    net.register(phone, "burst", 3600);
+    // 3000 calls ringing at once: their transactions live until timer C ends them.
+    net.peer("10.1.0.10:5060").invite = crate::tests::harness::CoreInvite::Ring;
+    // From 3000 phones: one source would meet its request budget.
+    for i in 0..3000 {
+        let caller = format!("192.168.{}.{}:5060", 2 + i / 200, 1 + i % 200);
+        net.add_phone(&caller);
+        net.call_out(&caller, &format!("burst-{i}"));
+    }
+    let grown = net.proxy.servers.capacity();
+    assert!(grown >= 3000, "the burst's transactions are alive: {grown}");
+    net.advance(Duration::from_secs(400));
+    assert!(
+        net.proxy.servers.len() + net.proxy.clients.len() < 10,
+        "the burst is over: {} server and {} client transactions left",
+        net.proxy.servers.len(),
+        net.proxy.clients.len()
+    );
+    for (table, room) in [
+        ("servers", net.proxy.servers.capacity()),
+        ("server index", net.proxy.server_index.capacity()),
+        ("clients", net.proxy.clients.capacity()),
+        ("client index", net.proxy.client_index.capacity()),
+    ] {
+        // Shrunk to room for 1024 (what hashbrown rounds that to), not left at the burst's.
+        assert!(
+            room <= 2048,
+            "{table} kept room for {room} (grew to {grown})"
+        );
+    }
+    assert_eq!(
+        net.proxy.stats().cancelled_unanswered,
+        3000,
+        "timer C CANCELled each INVITE, the core never answered 487: given up 64*T1 later"
+    );
+    assert_eq!(net.proxy.counts().registrations, 1, "the binding stays");
+}

@@ -115,6 +115,13 @@ impl Proxy {
                 }
                 self.respond(sid, 408, &[]);
             }
+            TimerKey::Cancelled(cid) => {
+                // RFC 3261 §9.1: no final answer 64*T1 after the CANCEL; the INVITE is over.
+                if self.clients.contains_key(&cid) {
+                    self.stats.cancelled_unanswered += 1;
+                    self.remove_client(cid);
+                }
+            }
             TimerKey::ProbeTimeout(cid) => {
                 if let Some(ClientPurpose::Probe(uid)) = self.clients.get(&cid).map(|e| e.purpose) {
                     self.remove_client(cid);

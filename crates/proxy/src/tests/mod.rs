@@ -2,7 +2,7 @@
 
 mod border_rules;
 mod drain_rules;
-mod harness;
+pub(crate) mod harness;
 mod proxy_core;
 mod replication;
 mod rfc4475_policy;
