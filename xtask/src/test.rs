@@ -23,8 +23,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     // SIPp plays phones and cores; Kamailio is the authenticating registrar of the drain tests
     // (crates/sbcd/tests/drain_registrar.rs); sipvicious (svmap, svwar) is the scanner of the
-    // hostile suite, which fails under CI=true when it is missing.
-    util::ensure_debs(&["sip-tester", "kamailio", "sipvicious"])?;
+    // hostile suite, which fails under CI=true when it is missing; nftables' `nft` drops the
+    // twin lab's replication or SIP traffic in a namespace (crates/sbcd/tests/common/twin.rs).
+    util::ensure_debs(&["sip-tester", "kamailio", "sipvicious", "nftables"])?;
     let cargo = env!("CARGO");
     util::run(Command::new(cargo).current_dir(util::root()).args([
         "test",
