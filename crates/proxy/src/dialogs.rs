@@ -303,7 +303,7 @@ fn text_key(kind: KeyKind, text: &str) -> u64 {
     h.finish()
 }
 
-/// The key of an AoR key ([`aor_of`]: `scheme:user@host[:port]`).
+/// The key of an AoR key ([`aor_of`]: `scheme:user@host`).
 fn aor_key(aor: &str) -> u64 {
     let mut h = hasher(KeyKind::Aor);
     for b in aor.bytes() {

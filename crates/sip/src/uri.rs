@@ -275,10 +275,13 @@ impl<'a> Uri<'a> {
             && matches!(self.opaque.as_bytes().get(11), None | Some(b'.'))
     }
 
-    /// Address-of-record equality, RFC 3261 §19.1.4 simplified to scheme, user, host and port:
-    /// scheme and host compare case-insensitively, the user case-sensitively with %-escapes
-    /// decoded, ports must both be absent or equal. Parameters and headers are ignored.
-    /// Non-SIP URIs compare scheme plus opaque part (case-insensitively for `urn:`).
+    /// Address-of-record equality: RFC 3261 §19.1.4 narrowed to scheme, user and host, as
+    /// registrars canonicalize an AoR (§10.3): scheme and host compare case-insensitively, the
+    /// user case-sensitively with %-escapes decoded. The port is not part of whom an AoR
+    /// names: a phone registers `sip:lou@example.com` and the core calls it at
+    /// `sip:lou@example.com:5060` (Kamailio's usrloc keys by user and domain alike).
+    /// Parameters and headers are ignored. Non-SIP URIs compare scheme plus opaque part
+    /// (case-insensitively for `urn:`).
     pub fn aor_eq(&self, other: &Uri<'_>) -> bool {
         if !self
             .scheme
@@ -300,7 +303,6 @@ impl<'a> Uri<'a> {
             _ => false,
         };
         users_equal
-            && self.port == other.port
             && match (self.host, other.host) {
                 (Some(a), Some(b)) => a.eq_host(&b),
                 _ => false,
@@ -308,7 +310,7 @@ impl<'a> Uri<'a> {
     }
 
     /// A canonical text form of the AoR (what [`Uri::aor_eq`] compares), for use as a map key:
-    /// `scheme:user@host[:port]` with scheme and host lower-cased and the user %-decoded where
+    /// `scheme:user@host` with scheme and host lower-cased and the user %-decoded where
     /// the result stays printable ASCII.
     pub fn aor_key(&self) -> String {
         let mut key = String::with_capacity(self.raw.len());
@@ -344,9 +346,6 @@ impl<'a> Uri<'a> {
             }
             Some(h) => write_lower(out, h.as_str())?,
             None => {}
-        }
-        if let Some(p) = self.port {
-            write!(out, ":{p}")?;
         }
         Ok(())
     }
