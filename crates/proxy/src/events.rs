@@ -244,6 +244,9 @@ pub struct Stats {
     /// Transactions under way when this node became standby: handed to the twin unanswered.
     #[serde(default)]
     pub transactions_handed_over: u64,
+    /// Change records of the other shards of this box applied here.
+    #[serde(default)]
+    pub peer_records_applied: u64,
     /// Responses from somewhere the request was not sent to, and requests that claimed a
     /// transaction of another source: dropped.
     pub spoofed: u64,

@@ -14,6 +14,7 @@ pub mod events;
 pub mod msg;
 pub mod registrations;
 pub mod replication;
+pub mod shard;
 pub mod timers;
 pub mod transaction;
 pub mod transport;
@@ -24,6 +25,7 @@ pub use config::{Config, DrainConfig, Limits, ListenerConfig, TimerConfig, Upstr
 pub use engine::Proxy;
 pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Stats};
 pub use replication::{RecordError, RecordKey};
+pub use shard::Shards;
 pub use system_state::SystemState;
 pub use transport::{Flow, FlowId, Input, ListenerId, Peer, Realm, Transmit, Transport};
 pub use upstreams::UpstreamInfo;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::shard::Shards;
 use crate::transport::{Flow, FlowId, ListenerId, Peer};
 
 /// The cache key of an AoR: `user@host`, host lower-cased, no scheme, no parameters.
@@ -190,9 +191,48 @@ pub struct RegistrationCache {
     stamp: u64,
     /// Keys the contact hashes (per process: the index never leaves it).
     hasher: ahash::RandomState,
+    /// This cache's shard and the box's shards, when there are several: every shard holds
+    /// every binding, and only the one its REGISTER's Call-ID hashes to expires it (one
+    /// removal record, not one per shard); the others expire it [`FOREIGN_GRACE`] later, should
+    /// that record never come.
+    owner: Option<(usize, Shards)>,
 }
 
+/// How long after its time a binding another shard owns is expired by this one, should the
+/// owner's removal record never come (it comes within microseconds when the owner runs).
+pub const FOREIGN_GRACE: Duration = Duration::from_secs(32);
+
 impl RegistrationCache {
+    /// Makes this the cache of shard `index` of `shards` (see the `owner` field); the bindings
+    /// it holds are rescheduled.
+    pub fn set_owner(&mut self, index: usize, shards: Shards) {
+        self.owner = (shards.count() > 1).then_some((index, shards));
+        let expiries = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| Some((self.deadline(&e.as_ref()?.binding), slot as Slot)))
+            .collect();
+        self.expiries = expiries;
+    }
+
+    /// Whether this shard expires `binding` on time and de-registers it at the guard (always,
+    /// without shards).
+    pub fn owns(&self, binding: &Binding) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|(index, shards)| shards.owns(*index, &binding.call_id))
+    }
+
+    /// When this cache expires `binding`.
+    fn deadline(&self, binding: &Binding) -> Instant {
+        if self.owns(binding) {
+            binding.expires_at
+        } else {
+            binding.expires_at + FOREIGN_GRACE
+        }
+    }
+
     fn contact_hash(&self, contact: &str) -> u64 {
         self.hasher.hash_one(contact)
     }
@@ -220,7 +260,7 @@ impl RegistrationCache {
                 .or_default()
                 .insert(slot);
         }
-        self.expiries.insert((binding.expires_at, slot));
+        self.expiries.insert((self.deadline(binding), slot));
     }
 
     fn unindex(&mut self, slot: Slot, binding: &Binding) {
@@ -252,7 +292,8 @@ impl RegistrationCache {
                 }
             }
         }
-        self.expiries.remove(&(binding.expires_at, slot));
+        let deadline = self.deadline(binding);
+        self.expiries.remove(&(deadline, slot));
     }
 
     /// Takes the binding out of `slot` and out of every index.
@@ -482,7 +523,9 @@ impl RegistrationCache {
 
     /// Forgets every binding: a standby's tables before its twin's snapshot replaces them.
     pub fn clear(&mut self) {
+        let owner = self.owner.take();
         *self = RegistrationCache::default();
+        self.owner = owner;
     }
 
     /// Records of every binding, for a full sync of a twin that comes back.

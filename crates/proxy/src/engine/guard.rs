@@ -80,9 +80,22 @@ impl Proxy {
             });
         }
 
-        // Bindings: tell the core, then forget.
+        // Sessions of the other shards: each ends its own.
+        self.peer_dialogs.clear();
+        // Bindings: tell the core, then forget. With shards, each binding is de-registered by
+        // the shard its REGISTER's Call-ID hashes to (the core's answer comes back there) and
+        // dropped silently by the others, whose copy that shard's record would remove.
         let bindings: Vec<_> = self.registrations.iter().cloned().collect();
         for b in bindings {
+            if !self.registrations.owns(&b) {
+                let _ = self.registrations.remove(
+                    &b.aor,
+                    &b.contact,
+                    RemovalCause::Replicated,
+                    self.now,
+                );
+                continue;
+            }
             let tag = self.new_tag();
             if let Some(draft) = deregistration(
                 &b.registrar_uri,

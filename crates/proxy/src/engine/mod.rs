@@ -33,6 +33,7 @@ use crate::events::{CallInfo, ChangeRecord, Counts, Event, RegistrationInfo, Sta
 use crate::msg::{Draft, Message};
 use crate::registrations::{AorKey, BindingChange, RegistrationCache};
 use crate::replication::RecordError;
+use crate::shard::Shards;
 use crate::timers::TimerTable;
 use crate::transaction::{ClientTransaction, ServerTransaction};
 use crate::transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
@@ -230,6 +231,13 @@ pub struct Proxy {
     client_index: HashMap<(String, Cow<'static, str>), TxId>,
     registrations: RegistrationCache,
     dialogs: DialogTable,
+    /// The sessions of the other shards of this box, from their records
+    /// ([`Proxy::apply_peer_change`]): asked only whether a registered phone is in a call
+    /// (the drain's REGISTER rules, `show registrations`), never routed on nor counted.
+    peer_dialogs: DialogTable,
+    /// Which shard this is, of how many ([`Proxy::set_shard`]).
+    shard: usize,
+    shards: Shards,
     upstreams: Upstreams,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -297,6 +305,9 @@ impl Proxy {
             client_index: HashMap::default(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
+            peer_dialogs: DialogTable::default(),
+            shard: 0,
+            shards: Shards::single(),
             upstreams,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -344,7 +355,35 @@ impl Proxy {
     /// every step of every call.
     pub fn set_replication(&mut self, on: bool) {
         self.replicate = on;
-        self.dialogs.set_snapshots(on);
+        self.dialogs.set_snapshots(self.records_wanted());
+    }
+
+    /// Whether [`Event::Change`] records are produced: for a twin, or for the other shards.
+    fn records_wanted(&self) -> bool {
+        self.replicate || self.shards.count() > 1
+    }
+
+    /// Makes this proxy shard `index` of `shards` (SPEC §6): call it before any traffic, with
+    /// the same `shards` for every shard of the box. It then
+    ///
+    /// - produces change records whatever [`set_replication`](Self::set_replication) says:
+    ///   the shell hands each to every other shard ([`apply_peer_change`](Self::apply_peer_change))
+    ///   and, with a hot twin, to the replication stream;
+    /// - expires only the bindings whose REGISTER Call-ID hashes to it, and de-registers only
+    ///   those at the guard, so each binding leaves through one shard and one record;
+    /// - sends its upstream probes with Call-IDs that hash to it, so their answers come back.
+    ///
+    /// Every shard holds every binding, so each finds every phone for a call from the core.
+    pub fn set_shard(&mut self, index: usize, shards: Shards) {
+        self.shard = index.min(shards.count() - 1);
+        self.registrations.set_owner(self.shard, shards.clone());
+        self.shards = shards;
+        self.dialogs.set_snapshots(self.records_wanted());
+    }
+
+    /// Which shard this is, and the box's shards.
+    pub fn shard(&self) -> (usize, &Shards) {
+        (self.shard, &self.shards)
     }
 
     /// A twin's standby (`true`) acts on nothing: it sends no upstream probes (the addresses
@@ -637,6 +676,23 @@ impl Proxy {
         Ok(())
     }
 
+    /// A change record another shard of this box produced. A binding is held as this shard's
+    /// own (every shard finds every phone); a session is held apart, only to tell whether a
+    /// registered phone is in a call, never routed on or counted (its shard does both).
+    /// Nothing is reported: the record's own shard reported it. The records come from this
+    /// process, so they are not validated as a twin's are.
+    pub fn apply_peer_change(&mut self, now: Instant, record: ChangeRecord) {
+        self.advance_clock(now);
+        self.stats.peer_records_applied += 1;
+        match record {
+            ChangeRecord::Binding(change) => {
+                self.registrations.apply(change, self.now);
+                self.after_change();
+            }
+            ChangeRecord::Dialog(change) => self.peer_dialogs.apply_record(change, self.now),
+        }
+    }
+
     /// Forgets every binding and dialog without ending anything: a standby's tables, before
     /// its twin's snapshot replaces them.
     pub fn clear_replicated(&mut self, now: Instant) {
@@ -874,14 +930,14 @@ impl Proxy {
                 cause: *cause,
             }),
         }
-        if self.replicate {
+        if self.records_wanted() {
             self.events
                 .push_back(Event::Change(ChangeRecord::Binding(change)));
         }
     }
 
     fn emit_dialog(&mut self, change: DialogChange) {
-        if !self.replicate {
+        if !self.records_wanted() {
             return;
         }
         let record = match change {

@@ -49,13 +49,17 @@ impl Proxy {
     /// session. With a single contact the AoR and the source address also count
     /// ([`Endpoint::is`]). The drain rules and `show registrations` both ask this, so an
     /// operator sees the calls that keep a binding.
+    ///
+    /// With shards, the calls of the other shards count too (held in `peer_dialogs` from
+    /// their records): a phone's REGISTER and its calls hash to shards of their own.
     fn endpoint_has_call(&self, contact: &str, aor: &str, from: Flow, single: bool) -> bool {
-        self.dialogs.endpoint_has_call(&Endpoint {
+        let endpoint = Endpoint {
             contact,
             aor,
             remote: from.remote,
             single,
-        })
+        };
+        self.dialogs.endpoint_has_call(&endpoint) || self.peer_dialogs.endpoint_has_call(&endpoint)
     }
 
     /// How many live sessions the endpoint behind `contact` is in (see
@@ -67,12 +71,13 @@ impl Proxy {
         from: Flow,
         single: bool,
     ) -> usize {
-        self.dialogs.endpoint_calls(&Endpoint {
+        let endpoint = Endpoint {
             contact,
             aor,
             remote: from.remote,
             single,
-        })
+        };
+        self.dialogs.endpoint_calls(&endpoint) + self.peer_dialogs.endpoint_calls(&endpoint)
     }
 
     pub(super) fn on_register(

@@ -144,7 +144,13 @@ impl Proxy {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let tag = self.new_tag();
-        let call_id = format!("probe-{}@{}", self.ids.token(), self.node_tag);
+        // A Call-ID of this shard, so the answer comes back here (one try in `count` fits).
+        let call_id = loop {
+            let id = format!("probe-{}@{}", self.ids.token(), self.node_tag);
+            if self.shards.owns(self.shard, &id) {
+                break id;
+            }
+        };
         let mut draft = Draft::new(format!("OPTIONS sip:{} SIP/2.0", cfg.addr));
         draft.push("Max-Forwards", "70");
         draft.push(

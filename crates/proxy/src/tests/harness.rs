@@ -283,7 +283,7 @@ impl Peer {
         }
     }
 
-    fn react(&mut self, bytes: &[u8], me: SocketAddr, n: u32) -> Vec<Vec<u8>> {
+    pub fn react(&mut self, bytes: &[u8], me: SocketAddr, n: u32) -> Vec<Vec<u8>> {
         let Ok(m) = Message::parse(bytes) else {
             return Vec::new();
         };

@@ -6,3 +6,4 @@ pub(crate) mod harness;
 mod proxy_core;
 mod replication;
 mod rfc4475_policy;
+mod shards;
