@@ -36,11 +36,13 @@ use proxy::{Counts, Input, Proxy, Transmit};
 use system_state::{Cause, Machine, Outcome, SystemState, Transition};
 
 pub mod replication;
+pub mod shards;
 
 #[cfg(test)]
 mod tests;
 
 use replication::{Replication, Switchover, SwitchoverError};
+use shards::{Remote, ShardCommand, ShardReport};
 
 /// What the node tells its shell, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +77,8 @@ pub struct Node {
     /// What the twin's keep-alives last carried: told again only when it changes.
     advertised: Option<twin::Advertised>,
     events: VecDeque<Event>,
+    /// The other shards of the box ([`Node::add_shards`]); none by default.
+    remote: Remote,
 }
 
 impl Node {
@@ -97,6 +101,7 @@ impl Node {
             replication: None,
             advertised: None,
             events: VecDeque::new(),
+            remote: Remote::default(),
         };
         // The machine needs a first count before it can end a drain restored at start.
         node.feed_load(now);
@@ -305,6 +310,57 @@ impl Node {
         self.settle(now);
     }
 
+    /// Spreads the box's SIP work over `shards` (SPEC §6): this node's proxy becomes shard 0,
+    /// and shards 1 and up are [`shards::Shard`]s the shell runs, built with the same
+    /// `shards`. From here on the node tells them the system state, the guard's end and the
+    /// twin's role ([`poll_shard_command`](Self::poll_shard_command)), hands each one's change
+    /// records to the others, and counts the sessions of all
+    /// ([`handle_shard_report`](Self::handle_shard_report)). Call it once, before any traffic.
+    ///
+    /// Hot standby replicates one proxy's tables: a shell with a hot twin runs one shard.
+    pub fn add_shards(&mut self, now: Instant, shards: proxy::Shards) {
+        self.proxy.set_shard(0, shards.clone());
+        self.remote.counts = vec![Counts::default(); shards.count() - 1];
+        // Whatever state the shards were built in, they follow the node's from here.
+        self.remote
+            .broadcast(&ShardCommand::SystemState(self.machine.state()), None);
+        if let Some(t) = &self.twin {
+            self.remote.broadcast(
+                &ShardCommand::Standby(t.role() == twin::Role::Standby),
+                None,
+            );
+        }
+        self.settle(now);
+    }
+
+    /// What shard `shard` (1 or more) reported.
+    pub fn handle_shard_report(&mut self, now: Instant, shard: usize, report: ShardReport) {
+        let Some(counts) = shard
+            .checked_sub(1)
+            .and_then(|i| self.remote.counts.get_mut(i))
+        else {
+            return;
+        };
+        match report {
+            ShardReport::Counts(c) => {
+                *counts = c;
+                self.feed_load(now);
+            }
+            ShardReport::Change(record) => {
+                self.proxy.apply_peer_change(now, record.clone());
+                self.remote
+                    .broadcast(&ShardCommand::Apply(record), Some(shard));
+            }
+        }
+        self.settle(now);
+    }
+
+    /// The next command for one of the other shards, with its index.
+    #[must_use]
+    pub fn poll_shard_command(&mut self) -> Option<(usize, ShardCommand)> {
+        self.remote.commands.pop_front()
+    }
+
     /// One SIP message from the network.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.proxy.handle_input(now, input);
@@ -421,8 +477,10 @@ impl Node {
         &self.proxy
     }
 
+    /// The box's counts: the sessions of every shard, and the bindings (every shard holds
+    /// them all).
     pub fn counts(&self) -> Counts {
-        self.proxy.counts()
+        self.remote.add_to(self.proxy.counts())
     }
 
     /// Runs the chain between the two machines to its end: the proxy's counts feed the state
@@ -442,6 +500,10 @@ impl Node {
                         self.events.push_back(Event::AcceptConnections(true));
                     }
                     proxy::Event::Change(record) => {
+                        if !self.remote.counts.is_empty() {
+                            self.remote
+                                .broadcast(&ShardCommand::Apply(record.clone()), None);
+                        }
                         let active = self
                             .twin
                             .as_ref()
@@ -463,16 +525,20 @@ impl Node {
                     system_state::Event::Transition(t) => {
                         // The proxy first: the next message must meet the new state.
                         self.proxy.set_system_state(t.to);
+                        self.remote
+                            .broadcast(&ShardCommand::SystemState(t.to), None);
                         self.events.push_back(Event::StateChanged(t));
                     }
                     system_state::Event::TerminateAll { .. } => {
-                        let counts = self.proxy.counts();
+                        let counts = self.counts();
                         self.events.push_back(Event::GuardExpired {
                             sessions: counts.active_sessions as u64,
                             registrations: counts.registrations as u64,
                         });
                         let reason = self.proxy.config().drain.guard_reason.clone();
                         self.proxy.terminate_all(now, &reason);
+                        self.remote
+                            .broadcast(&ShardCommand::TerminateAll(reason), None);
                     }
                 }
             }
@@ -486,6 +552,8 @@ impl Node {
             while let Some(event) = t.poll_event() {
                 if let twin::Event::RoleChanged { to, .. } = event {
                     self.proxy.set_standby(to == twin::Role::Standby);
+                    self.remote
+                        .broadcast(&ShardCommand::Standby(to == twin::Role::Standby), None);
                 }
                 if let Some(r) = &mut self.replication {
                     if r.on_twin_event(&event, &self.proxy, now) {
@@ -509,10 +577,10 @@ impl Node {
 
     /// Tells the twin machine what its keep-alives carry, when that changed.
     fn advertise(&mut self, now: Instant) {
+        let counts = self.counts();
         let Some(t) = &mut self.twin else {
             return;
         };
-        let counts = self.proxy.counts();
         let advertised = twin::Advertised {
             state: match self.machine.state() {
                 SystemState::Online => twin::PeerState::Online,
@@ -537,7 +605,7 @@ impl Node {
     }
 
     fn feed_load(&mut self, now: Instant) {
-        let counts = self.proxy.counts();
+        let counts = self.counts();
         self.machine.set_load(
             now,
             counts.active_sessions as u64,

@@ -2,6 +2,7 @@
 //! answering what the node sends by hand; the clock jumps.
 
 mod hot;
+mod shards;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -553,10 +553,14 @@ impl Proxy {
     }
 
     /// `show calls`.
+    ///
+    /// With shards, the calls of the others too (held from their records), so shard 0 lists
+    /// the box's.
     pub fn calls(&self) -> Vec<CallInfo> {
         let mut calls: Vec<CallInfo> = self
             .dialogs
             .iter()
+            .chain(self.peer_dialogs.iter())
             .map(|(d, started)| CallInfo {
                 call_id: d.id.call_id.clone(),
                 state: d.state,

@@ -227,6 +227,7 @@ fn a_phone_registered_through_one_shard_is_called_from_the_core_through_every_sh
     for s in &sbc.shards {
         assert_eq!(s.counts().active_sessions, 1);
         assert_eq!(s.registrations()[0].active_calls, 3);
+        assert_eq!(s.calls().len(), 3, "show calls lists the box's calls");
     }
 }
 

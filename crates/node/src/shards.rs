@@ -1,0 +1,172 @@
+//! The SIP work of one box spread over shards (SPEC §6, `docs/decisions.md` "Shards").
+//!
+//! Shard 0 is the [`Node`](crate::Node)'s own proxy; every other shard is a [`Shard`], a proxy
+//! of its own that a SIP worker thread runs. The node is their hub: it alone holds the system
+//! state, the guard and the twin, and tells every shard what they decide
+//! ([`ShardCommand`]); each shard reports its counts and its change records
+//! ([`ShardReport`]), and the node hands each record to every other shard. So:
+//!
+//! - the drain ends when the sessions of every shard and the bindings (which every shard
+//!   holds) are gone, and the guard ends the work of every shard;
+//! - a binding cached through one shard is found by all, and the drain's REGISTER rules on one
+//!   shard see the calls of the others (`proxy::Proxy::apply_peer_change`).
+//!
+//! The messages in both directions are the shell's to carry, in order, losing none.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use proxy::{ChangeRecord, Counts, Input, Proxy, Shards, SystemState, Transmit};
+
+/// What the node tells a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardCommand {
+    /// The system state changed.
+    SystemState(SystemState),
+    /// The guard expired: end every session and drop every binding, with this reason.
+    TerminateAll(String),
+    /// The twin made this node standby (`true`) or active.
+    Standby(bool),
+    /// A change record of another shard.
+    Apply(ChangeRecord),
+}
+
+/// What a shard tells the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardReport {
+    /// Its counts changed (its own sessions; the bindings of the box).
+    Counts(Counts),
+    /// One of its changes, for the other shards (and a hot twin).
+    Change(ChangeRecord),
+}
+
+/// One shard other than the node's own: a proxy, run by a SIP worker thread.
+///
+/// Contract: feed [`handle_input`](Self::handle_input) with every message the box's reader
+/// hands this shard, [`handle_command`](Self::handle_command) with every command of the node,
+/// [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout) has
+/// come; after each, drain [`poll_transmit`](Self::poll_transmit),
+/// [`poll_report`](Self::poll_report) (to the node) and [`poll_event`](Self::poll_event) (for
+/// the journal).
+#[derive(Debug)]
+pub struct Shard {
+    proxy: Proxy,
+    reports: VecDeque<ShardReport>,
+    events: VecDeque<proxy::Event>,
+}
+
+impl Shard {
+    /// Shard `index` (1 or more) of `shards`, in state `initial`.
+    pub fn new(
+        config: proxy::Config,
+        index: usize,
+        shards: Shards,
+        initial: SystemState,
+        now: Instant,
+    ) -> Shard {
+        let mut proxy = Proxy::new(config, now);
+        proxy.set_replication(false);
+        proxy.set_shard(index, shards);
+        proxy.set_system_state(initial);
+        let mut shard = Shard {
+            proxy,
+            reports: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        shard.pump();
+        shard
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.proxy.handle_input(now, input);
+        self.pump();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.proxy.handle_timeout(now);
+        self.pump();
+    }
+
+    pub fn handle_command(&mut self, now: Instant, command: ShardCommand) {
+        match command {
+            ShardCommand::SystemState(state) => self.proxy.set_system_state(state),
+            ShardCommand::TerminateAll(reason) => self.proxy.terminate_all(now, &reason),
+            ShardCommand::Standby(standby) => self.proxy.set_standby(standby),
+            ShardCommand::Apply(record) => self.proxy.apply_peer_change(now, record),
+        }
+        self.pump();
+    }
+
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.proxy.poll_transmit()
+    }
+
+    #[must_use]
+    pub fn poll_report(&mut self) -> Option<ShardReport> {
+        self.reports.pop_front()
+    }
+
+    /// The proxy's events for the journal (calls, registrations, upstreams, answers to its
+    /// own requests); counts and records go to the node as reports.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<proxy::Event> {
+        self.events.pop_front()
+    }
+
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.proxy.poll_timeout()
+    }
+
+    /// The proxy, read-only.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    fn pump(&mut self) {
+        while let Some(event) = self.proxy.poll_event() {
+            match event {
+                proxy::Event::CountsChanged(counts) => {
+                    self.reports.push_back(ShardReport::Counts(counts));
+                }
+                proxy::Event::Change(record) => self.reports.push_back(ShardReport::Change(record)),
+                // The node decides the drain and the connections from the whole box.
+                proxy::Event::DrainComplete
+                | proxy::Event::CloseConnections
+                | proxy::Event::AcceptConnections => {}
+                other => self.events.push_back(other),
+            }
+        }
+    }
+}
+
+/// What the node knows of its other shards.
+#[derive(Debug, Default)]
+pub(crate) struct Remote {
+    /// The last counts each reported (index 0 is shard 1).
+    pub(crate) counts: Vec<Counts>,
+    /// Commands not yet taken by the shell, with their shard.
+    pub(crate) commands: VecDeque<(usize, ShardCommand)>,
+}
+
+impl Remote {
+    /// `command` to every shard but the node's own and `except`.
+    pub(crate) fn broadcast(&mut self, command: &ShardCommand, except: Option<usize>) {
+        for k in 1..=self.counts.len() {
+            if Some(k) != except {
+                self.commands.push_back((k, command.clone()));
+            }
+        }
+    }
+
+    /// The sessions of the other shards, added to the node's own counts.
+    pub(crate) fn add_to(&self, mut own: Counts) -> Counts {
+        for c in &self.counts {
+            own.active_sessions += c.active_sessions;
+            own.early += c.early;
+            own.confirmed += c.confirmed;
+        }
+        own
+    }
+}

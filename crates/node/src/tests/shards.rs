@@ -1,0 +1,344 @@
+//! The node as the hub of several shards (SPEC §6): its own proxy is shard 0, the others are
+//! `Shard`s; messages go to the shard of their Call-ID, commands and reports are carried
+//! between them as the daemon carries them. The drain and the guard hold for the box as a
+//! whole.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use proxy::{Input, ListenerId, Realm, Shards};
+use system_state::{Cause, SystemState};
+
+use super::{addr, header_lines, message, response, GUARD, PHONE, UPSTREAM};
+use crate::shards::Shard;
+use crate::{Event, Node};
+
+struct Box {
+    node: Node,
+    shards: Vec<Shard>,
+    map: Shards,
+    now: Instant,
+    sent: Vec<(usize, SocketAddr, String)>,
+    events: Vec<Event>,
+}
+
+impl Box {
+    fn new(count: usize) -> Box {
+        let now = Instant::now();
+        let map = Shards::new(count, [5, 6, 7, 8]);
+        let config = super::Lab::new(SystemState::Online)
+            .node
+            .proxy()
+            .config()
+            .clone();
+        let mut node = Node::new(config.clone(), SystemState::Online, GUARD, now);
+        node.add_shards(now, map.clone());
+        let shards = (1..count)
+            .map(|k| Shard::new(config.clone(), k, map.clone(), SystemState::Online, now))
+            .collect();
+        let mut b = Box {
+            node,
+            shards,
+            map,
+            now,
+            sent: Vec::new(),
+            events: Vec::new(),
+        };
+        b.pump();
+        b
+    }
+
+    fn call_id_on(&self, k: usize, prefix: &str) -> String {
+        (0..)
+            .map(|n| format!("{prefix}-{n}"))
+            .find(|id| self.map.of_call_id(id) == k)
+            .unwrap()
+    }
+
+    /// Carries commands, reports and transmits until nothing moves.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some((k, command)) = self.node.poll_shard_command() {
+                moved = true;
+                self.shards[k - 1].handle_command(self.now, command);
+            }
+            for (i, shard) in self.shards.iter_mut().enumerate() {
+                while let Some(report) = shard.poll_report() {
+                    moved = true;
+                    self.node.handle_shard_report(self.now, i + 1, report);
+                }
+                while let Some(t) = shard.poll_transmit() {
+                    let text = String::from_utf8_lossy(&t.bytes).into_owned();
+                    self.sent.push((i + 1, t.destination, text));
+                }
+                while shard.poll_event().is_some() {}
+            }
+            while let Some(t) = self.node.poll_transmit() {
+                let text = String::from_utf8_lossy(&t.bytes).into_owned();
+                self.sent.push((0, t.destination, text));
+            }
+            while let Some(e) = self.node.poll_event() {
+                self.events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn deliver(&mut self, realm: Realm, from: &str, text: &str) {
+        let listener = ListenerId(match realm {
+            Realm::Access => 0,
+            Realm::Core => 1,
+        });
+        let input = Input {
+            listener,
+            flow: None,
+            source: addr(from),
+            bytes: text.as_bytes(),
+        };
+        match self.map.of_message(text.as_bytes()) {
+            0 => self.node.handle_input(self.now, input),
+            k => self.shards[k - 1].handle_input(self.now, input),
+        }
+        self.pump();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let target = self.now + d;
+        loop {
+            let next = std::iter::once(self.node.poll_timeout())
+                .chain(self.shards.iter().map(Shard::poll_timeout))
+                .flatten()
+                .min();
+            match next {
+                Some(at) if at <= target => {
+                    self.now = self.now.max(at);
+                    self.tick();
+                }
+                _ => break,
+            }
+        }
+        self.now = target;
+        self.tick();
+    }
+
+    fn tick(&mut self) {
+        self.node.handle_timeout(self.now);
+        for s in &mut self.shards {
+            s.handle_timeout(self.now);
+        }
+        self.pump();
+    }
+
+    fn last_to(&self, to: &str, prefix: &str, call_id: &str) -> String {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(_, d, text)| {
+                *d == addr(to) && text.starts_with(prefix) && text.contains(call_id)
+            })
+            .map(|(_, _, text)| text.clone())
+            .unwrap_or_else(|| panic!("no {prefix:?} of {call_id} to {to}: {:#?}", self.sent))
+    }
+
+    fn sent_to(&self, to: &str, prefix: &str) -> usize {
+        self.sent
+            .iter()
+            .filter(|(_, d, text)| *d == addr(to) && text.starts_with(prefix))
+            .count()
+    }
+
+    fn state(&self) -> SystemState {
+        self.node.state()
+    }
+
+    /// The phone registers through the shard of `call_id`; the core accepts.
+    fn register(&mut self, call_id: &str, expires: u32) {
+        let request = message(&[
+            "REGISTER sip:example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=reg",
+            "To: <sip:alice@example.com>",
+            &format!("Call-ID: {call_id}"),
+            "CSeq: 1 REGISTER",
+            &format!("Contact: <sip:alice@{PHONE}>;expires={expires}"),
+        ]);
+        self.deliver(Realm::Access, PHONE, &request);
+        let forwarded = self.last_to(UPSTREAM, "REGISTER", call_id);
+        let answer = response(
+            &forwarded,
+            "200 OK",
+            &[&format!("Contact: <sip:alice@{PHONE}>;expires={expires}")],
+        );
+        self.deliver(Realm::Core, UPSTREAM, &answer);
+    }
+
+    /// A call from the phone to the core, answered and acknowledged; the 200 it got.
+    fn call(&mut self, call_id: &str) -> String {
+        let invite = message(&[
+            "INVITE sip:+15550001@example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=caller",
+            "To: <sip:+15550001@example.com>",
+            &format!("Call-ID: {call_id}"),
+            "CSeq: 1 INVITE",
+            &format!("Contact: <sip:alice@{PHONE}>"),
+        ]);
+        self.deliver(Realm::Access, PHONE, &invite);
+        let forwarded = self.last_to(UPSTREAM, "INVITE", call_id);
+        let ok = response(
+            &forwarded,
+            "200 OK",
+            &[&format!("Contact: <sip:core@{UPSTREAM}>")],
+        );
+        self.deliver(Realm::Core, UPSTREAM, &ok);
+        let answered = self.last_to(PHONE, "SIP/2.0 200", call_id);
+        let ack = self.in_dialog(&answered, "ACK", call_id, 1);
+        self.deliver(Realm::Access, PHONE, &ack);
+        answered
+    }
+
+    /// A request of the phone inside the call its 200 `answered` set up.
+    fn in_dialog(&self, answered: &str, method: &str, call_id: &str, cseq: u32) -> String {
+        let mut lines = vec![
+            format!("{method} sip:core@{UPSTREAM} SIP/2.0"),
+            format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-{method}"),
+            "Max-Forwards: 70".into(),
+            "From: <sip:alice@example.com>;tag=caller".into(),
+            format!("To: {}", header_lines(answered, "To").remove(0)),
+            format!("Call-ID: {call_id}"),
+            format!("CSeq: {cseq} {method}"),
+        ];
+        lines.extend(
+            header_lines(answered, "Record-Route")
+                .into_iter()
+                .map(|rr| format!("Route: {rr}")),
+        );
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        message(&lines)
+    }
+}
+
+#[test]
+fn a_drain_waits_for_the_calls_of_every_shard_and_ends_with_the_last_bye() {
+    let mut sbc = Box::new(2);
+    let on_1 = sbc.call_id_on(1, "call");
+    let answered = sbc.call(&on_1);
+    assert_eq!(sbc.shards[0].proxy().counts().active_sessions, 1);
+    assert_eq!(sbc.node.proxy().counts().active_sessions, 0);
+    assert_eq!(
+        sbc.node.counts().active_sessions,
+        1,
+        "the box counts shard 1's call"
+    );
+
+    sbc.node.request_offline(sbc.now, None, Cause::Operator);
+    sbc.pump();
+    assert_eq!(sbc.state(), SystemState::Draining, "{:?}", sbc.events);
+    assert_eq!(
+        sbc.shards[0].proxy().system_state(),
+        SystemState::Draining,
+        "shard 1 drains too"
+    );
+    // A new call is refused on either shard.
+    for k in 0..2 {
+        let id = sbc.call_id_on(k, "late");
+        let invite = message(&[
+            "INVITE sip:+15550001@example.com SIP/2.0",
+            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{id}"),
+            "Max-Forwards: 70",
+            "From: <sip:alice@example.com>;tag=late",
+            "To: <sip:+15550001@example.com>",
+            &format!("Call-ID: {id}"),
+            "CSeq: 1 INVITE",
+        ]);
+        sbc.deliver(Realm::Access, PHONE, &invite);
+        assert!(sbc
+            .last_to(PHONE, "SIP/2.0 ", &id)
+            .starts_with("SIP/2.0 503"));
+    }
+
+    let bye = sbc.in_dialog(&answered, "BYE", &on_1, 2);
+    sbc.deliver(Realm::Access, PHONE, &bye);
+    let forwarded = sbc.last_to(UPSTREAM, "BYE", &on_1);
+    sbc.deliver(Realm::Core, UPSTREAM, &response(&forwarded, "200 OK", &[]));
+    assert_eq!(
+        sbc.state(),
+        SystemState::Offline,
+        "the last BYE ended the drain"
+    );
+    assert_eq!(sbc.shards[0].proxy().system_state(), SystemState::Offline);
+}
+
+#[test]
+fn the_guard_ends_the_calls_and_bindings_of_every_shard() {
+    let mut sbc = Box::new(3);
+    for k in 0..3 {
+        let id = sbc.call_id_on(k, "held");
+        sbc.call(&id);
+    }
+    let reg = sbc.call_id_on(2, "reg");
+    sbc.register(&reg, 3600);
+    assert_eq!(sbc.node.counts().active_sessions, 3);
+    assert_eq!(sbc.node.counts().registrations, 1);
+    sbc.node
+        .request_offline(sbc.now, Some(Duration::from_secs(2)), Cause::Operator);
+    sbc.pump();
+    let byes_before = sbc.sent_to(PHONE, "BYE");
+
+    sbc.advance(Duration::from_secs(2));
+
+    assert!(
+        sbc.events.contains(&Event::GuardExpired {
+            sessions: 3,
+            registrations: 1
+        }),
+        "{:?}",
+        sbc.events
+    );
+    assert_eq!(sbc.state(), SystemState::Offline);
+    assert_eq!(sbc.sent_to(PHONE, "BYE") - byes_before, 3, "a BYE per call");
+    assert_eq!(sbc.sent_to(UPSTREAM, "BYE"), 3);
+    // The binding is de-registered once, by shard 2, whose REGISTER it was.
+    let deregs: Vec<usize> = sbc
+        .sent
+        .iter()
+        .filter(|(_, d, text)| {
+            *d == addr(UPSTREAM) && text.starts_with("REGISTER") && text.contains("expires=0")
+        })
+        .map(|(k, _, _)| *k)
+        .collect();
+    assert_eq!(deregs, [2]);
+    assert_eq!(sbc.node.counts(), proxy::Counts::default());
+    for s in &sbc.shards {
+        assert_eq!(s.proxy().counts(), proxy::Counts::default());
+    }
+}
+
+#[test]
+fn a_binding_cached_through_another_shard_holds_the_drain_until_it_expires() {
+    let mut sbc = Box::new(2);
+    let reg = sbc.call_id_on(1, "reg");
+    sbc.register(&reg, 60);
+    assert_eq!(
+        sbc.node.counts().registrations,
+        1,
+        "the node holds shard 1's binding"
+    );
+    sbc.node.request_offline(sbc.now, None, Cause::Operator);
+    sbc.pump();
+    assert_eq!(sbc.state(), SystemState::Draining);
+    sbc.advance(Duration::from_secs(59));
+    assert_eq!(sbc.state(), SystemState::Draining);
+    sbc.advance(Duration::from_secs(2));
+    assert_eq!(sbc.node.counts().registrations, 0);
+    assert_eq!(
+        sbc.state(),
+        SystemState::Offline,
+        "shard 1 expired it and said so"
+    );
+}
