@@ -351,6 +351,11 @@ impl Node {
                 self.remote
                     .broadcast(&ShardCommand::Apply(record), Some(shard));
             }
+            ShardReport::Upstream(note) => {
+                self.proxy.apply_peer_upstream(now, note);
+                self.remote
+                    .broadcast(&ShardCommand::Upstream(note), Some(shard));
+            }
         }
         self.settle(now);
     }
@@ -498,6 +503,9 @@ impl Node {
                     }
                     proxy::Event::AcceptConnections => {
                         self.events.push_back(Event::AcceptConnections(true));
+                    }
+                    proxy::Event::Upstream(note) => {
+                        self.remote.broadcast(&ShardCommand::Upstream(note), None);
                     }
                     proxy::Event::Change(record) => {
                         if !self.remote.counts.is_empty() {

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use proxy::upstreams::UpstreamNote;
 use proxy::{ChangeRecord, Counts, Input, Proxy, Shards, SystemState, Transmit};
 
 /// What the node tells a shard.
@@ -29,6 +30,8 @@ pub enum ShardCommand {
     Standby(bool),
     /// A change record of another shard.
     Apply(ChangeRecord),
+    /// An upstream left or rejoined the rotation on another shard.
+    Upstream(UpstreamNote),
 }
 
 /// What a shard tells the node.
@@ -38,6 +41,8 @@ pub enum ShardReport {
     Counts(Counts),
     /// One of its changes, for the other shards (and a hot twin).
     Change(ChangeRecord),
+    /// An upstream left or rejoined the rotation here.
+    Upstream(UpstreamNote),
 }
 
 /// One shard other than the node's own: a proxy, run by a SIP worker thread.
@@ -93,6 +98,7 @@ impl Shard {
             ShardCommand::TerminateAll(reason) => self.proxy.terminate_all(now, &reason),
             ShardCommand::Standby(standby) => self.proxy.set_standby(standby),
             ShardCommand::Apply(record) => self.proxy.apply_peer_change(now, record),
+            ShardCommand::Upstream(note) => self.proxy.apply_peer_upstream(now, note),
         }
         self.pump();
     }
@@ -131,6 +137,7 @@ impl Shard {
                     self.reports.push_back(ShardReport::Counts(counts));
                 }
                 proxy::Event::Change(record) => self.reports.push_back(ShardReport::Change(record)),
+                proxy::Event::Upstream(note) => self.reports.push_back(ShardReport::Upstream(note)),
                 // The node decides the drain and the connections from the whole box.
                 proxy::Event::DrainComplete
                 | proxy::Event::CloseConnections

@@ -107,6 +107,9 @@ pub enum Event {
         /// How long past its promised return.
         overdue_secs: u64,
     },
+    /// With shards: an upstream left or rejoined the rotation here; the other shards apply it
+    /// ([`crate::Proxy::apply_peer_upstream`]).
+    Upstream(crate::upstreams::UpstreamNote),
     /// A message could not be read and no 400 could be sent.
     MalformedDropped {
         /// Who sent it.

@@ -75,6 +75,31 @@ pub enum UpstreamChange {
     },
 }
 
+/// Whether an upstream takes requests, as one shard learnt it, for the others (SPEC §6): the
+/// rotation is the box's, whichever shard saw the 503 or ran the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamNote {
+    /// Out of rotation, for `retry_after` (`None`: until a probe succeeds).
+    Out {
+        id: UpstreamId,
+        retry_after: Option<Duration>,
+    },
+    /// Back in rotation.
+    Back(UpstreamId),
+}
+
+impl UpstreamChange {
+    /// What the other shards must learn of this change (a late upstream is the prober's to
+    /// report).
+    pub fn note(&self) -> Option<UpstreamNote> {
+        match *self {
+            UpstreamChange::Out { id, retry_after } => Some(UpstreamNote::Out { id, retry_after }),
+            UpstreamChange::Back(id) => Some(UpstreamNote::Back(id)),
+            UpstreamChange::Late { .. } => None,
+        }
+    }
+}
+
 /// How `show upstreams` sees one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamInfo {
@@ -226,6 +251,33 @@ impl Upstreams {
         })
     }
 
+    /// What another shard learnt (see [`UpstreamNote`]): applied without a change of its own
+    /// to report. A promised return moves the probe there, as [`take_out`](Self::take_out)
+    /// does.
+    pub fn apply_note(&mut self, note: UpstreamNote, now: Instant) {
+        match note {
+            UpstreamNote::Out { id, retry_after } => {
+                let Some(e) = self.entries.get_mut(id.0) else {
+                    return;
+                };
+                let until = now + retry_after.unwrap_or_default();
+                e.availability = Availability::Out {
+                    until,
+                    promised: retry_after.is_some(),
+                    late_reported: false,
+                };
+                if retry_after.is_some() {
+                    e.next_probe = until;
+                }
+            }
+            UpstreamNote::Back(id) => {
+                if let Some(e) = self.entries.get_mut(id.0) {
+                    e.availability = Availability::InRotation;
+                }
+            }
+        }
+    }
+
     /// Upstreams whose probe is due at `now`; each is marked as having a probe in flight.
     pub fn due_probes(&mut self, now: Instant) -> Vec<UpstreamId> {
         let mut due = Vec::new();
@@ -329,6 +381,11 @@ impl Upstreams {
             .filter(|e| !e.probe_pending)
             .map(|e| e.next_probe)
             .min()
+    }
+
+    /// The failures counted on each upstream, in configuration order.
+    pub fn failures(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.failures)
     }
 
     /// What `show upstreams` prints.

@@ -201,6 +201,9 @@ async fn serve(
     let (command_tx, command_rx) = mpsc::channel(16);
     let mut keys = crate::keys::load_or_create(&config.state.dir)?;
     let mut branch_scope = None;
+    // A hot twin replicates one proxy's tables (its snapshot and its record stream): a box with
+    // one runs one SIP shard until replication spans shards (docs/decisions.md, "Shards").
+    let hot_twin = twin.as_ref().is_some_and(|t| t.mode == replica::Mode::Hot);
     let (twin_machine, twin_link) = match twin {
         Some(setup) => {
             let (actions, found) = twin_link::spawn_actions(setup.devices.clone());
@@ -240,17 +243,20 @@ async fn serve(
         }
         None => (None, None),
     };
-    let engine = Engine {
+    let proxy_config = proxy::Config {
+        keys,
+        branch_scope,
+        ..sip_core::proxy_config(&config, &specs)
+    };
+    let shard_count = if hot_twin { 1 } else { workers };
+    let mut engine = Engine {
         node: node.clone(),
         twin: twin_link,
         twin_out: None,
         listings: std::collections::VecDeque::new(),
+        shards: engine::Shards::default(),
         core: SipCore::new(
-            proxy::Config {
-                keys,
-                branch_scope,
-                ..sip_core::proxy_config(&config, &specs)
-            },
+            per_shard(&proxy_config, shard_count),
             Instant::now(),
             initial,
             Duration::from_secs(config.drain.guard_secs.0),
@@ -272,6 +278,27 @@ async fn serve(
         std::iter::once("sip-engine".to_string())
             .chain((0..per_worker.len()).map(|i| format!("sip-worker-{i}"))),
     );
+    let beats = if shard_count > 1 {
+        let beats = Heartbeats::new(
+            std::iter::once("sip-engine".to_string())
+                .chain((0..per_worker.len()).map(|i| format!("sip-worker-{i}")))
+                .chain((1..shard_count).map(|k| format!("sip-shard-{k}"))),
+        );
+        engine.shards = start_shards(
+            &mut engine,
+            &per_shard(&proxy_config, shard_count),
+            shard_count,
+            initial,
+            &sip_cores,
+            &shared,
+            &beats,
+            per_worker.len() + 1,
+        )?;
+        beats
+    } else {
+        beats
+    };
+    tracing::info!(shards = shard_count, hot_twin, "SIP shards");
     spawn_engine(engine, engine_cpus, Arc::clone(&shared), Arc::clone(&beats))?;
     for (i, sockets) in per_worker.into_iter().enumerate() {
         // Round-robin over the SIP cores when there are more workers than cores.
@@ -381,6 +408,106 @@ fn spawn_engine(
             name: "sip-engine".into(),
             source,
         })
+}
+
+/// The proxy configuration of one of `shards` shards: the caps on what each shard holds alone
+/// (transactions, sessions) and the per-source rate are shared out, so the box as a whole keeps
+/// the configured bounds; the bindings are held by every shard, so their cap stays whole.
+fn per_shard(config: &proxy::Config, shards: usize) -> proxy::Config {
+    let part = |n: usize| if n == 0 { 0 } else { n.div_ceil(shards).max(1) };
+    let mut config = config.clone();
+    config.limits.max_transactions = part(config.limits.max_transactions);
+    config.limits.max_dialogs = part(config.limits.max_dialogs);
+    config.limits.per_source_rps =
+        u32::try_from(part(config.limits.per_source_rps as usize)).unwrap_or(u32::MAX);
+    config
+}
+
+/// Starts shards 1 and up on their own threads (the engine's core is shard 0), pinned over
+/// the SIP cores after the engine; `first_beat` is the heartbeat index of shard 1.
+#[allow(clippy::too_many_arguments)]
+fn start_shards(
+    engine: &mut Engine,
+    config: &proxy::Config,
+    count: usize,
+    initial: system_state::SystemState,
+    sip_cores: &[usize],
+    shared: &Arc<transport::Shared>,
+    beats: &Arc<Heartbeats>,
+    first_beat: usize,
+) -> Result<engine::Shards, StartError> {
+    // The hash is keyed per process, alike for every shard, so no sender can aim at one.
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| StartError::Thread {
+        name: "sip-shard".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    let map = proxy::Shards::new(count, [word(0), word(1), word(2), word(3)]);
+    let now = Instant::now();
+    engine.core.add_shards(now, map.clone());
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let mut links = Vec::new();
+    for k in 1..count {
+        let shard = node::shards::Shard::new(config.clone(), k, map.clone(), initial, now);
+        let (link, worker) = crate::shard::pair(k, shard, reports_tx.clone(), Arc::clone(shared));
+        links.push(link);
+        let core = (!sip_cores.is_empty()).then(|| sip_cores[k % sip_cores.len()]);
+        spawn_shard(worker, core, Arc::clone(beats), first_beat + k - 1)?;
+    }
+    Ok(engine::Shards {
+        links,
+        map,
+        reports: Some(reports_rx),
+    })
+}
+
+fn spawn_shard(
+    worker: crate::shard::Worker,
+    core: Option<usize>,
+    beats: Arc<Heartbeats>,
+    beat: usize,
+) -> Result<(), StartError> {
+    let index = worker.index;
+    let name = format!("sip-shard-{index}");
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Some(cpu) = core {
+                let cpus: board::cpus::CpuList = std::iter::once(cpu).collect();
+                match board::cpus::pin_current_thread(&cpus) {
+                    Ok(()) => tracing::info!(shard = index, cpu, "SIP shard pinned"),
+                    Err(e) => {
+                        tracing::warn!(shard = index, cpu, error = %e, "cannot pin SIP shard")
+                    }
+                }
+                real_time(&format!("sip-shard-{index}"));
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(shard = index, error = %e, "cannot start a shard runtime");
+                    std::process::exit(1);
+                }
+            };
+            runtime.block_on(async move {
+                beats.spawn_beat(beat);
+                worker.run().await;
+            });
+            if !STOPPING.load(Ordering::SeqCst) {
+                tracing::error!(shard = index, "SIP shard stopped; exiting");
+                std::process::exit(1);
+            }
+        })
+        .map(|_| ())
+        .map_err(|source| StartError::Thread { name, source })
 }
 
 fn spawn_worker(

@@ -104,6 +104,17 @@ pub struct Engine {
     pub twin_out: Option<TwinOut>,
     /// `show registrations` under way, a page per turn of the loop (empty when building).
     pub listings: VecDeque<Listing>,
+    /// The SIP shards other than the core's own (shard 0), in order from shard 1 (SPEC §6;
+    /// empty with one shard), how messages are spread over them, and their reports.
+    pub shards: Shards,
+}
+
+/// The engine's side of the box's SIP shards.
+#[derive(Debug, Default)]
+pub struct Shards {
+    pub links: Vec<crate::shard::Link>,
+    pub map: proxy::Shards,
+    pub reports: Option<mpsc::UnboundedReceiver<(usize, node::shards::ShardReport)>>,
 }
 
 /// How many bindings `show registrations` reads per turn of the engine loop: a few
@@ -144,6 +155,7 @@ impl Engine {
         self.twin_out = twin_out;
         // UDP is read here, on the owner's thread: see `transport::udp` for why.
         let mut udp = udp::Ingress::new(&self.transports, self.transports.take_udp());
+        let mut shard_reports = self.shards.reports.take();
         // One timer, moved when the earliest deadline moves, instead of a new one per turn.
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -180,6 +192,15 @@ impl Engine {
                     }
                     self.flush();
                 }
+                // The other shards' counts and records: a drain ends on them.
+                Some((shard, report)) = recv_unbounded(&mut shard_reports) => {
+                    let now = Instant::now();
+                    self.core.handle_shard_report(now, shard, report);
+                    while let Some(Ok((shard, report))) = shard_reports.as_mut().map(mpsc::UnboundedReceiver::try_recv) {
+                        self.core.handle_shard_report(now, shard, report);
+                    }
+                    self.flush();
+                }
                 Some(conflicts) = recv_unbounded(&mut twin_found) => {
                     let now = Instant::now();
                     self.core.handle_probe_result(now, conflicts);
@@ -195,14 +216,10 @@ impl Engine {
                         let now = Instant::now();
                         // Flushed after every message: a state change one message causes (the
                         // last BYE ending a drain) is in force for the next one.
-                        self.core.handle(now, message);
-                        self.flush();
+                        self.dispatch(now, message);
                         for _ in 1..BATCH {
                             match self.inbound.try_recv() {
-                                Ok(message) => {
-                                    self.core.handle(now, message);
-                                    self.flush();
-                                }
+                                Ok(message) => self.dispatch(now, message),
                                 Err(_) => break,
                             }
                         }
@@ -224,8 +241,25 @@ impl Engine {
                         let Some(d) = udp.try_recv(&self.transports, index) else {
                             break;
                         };
-                        self.core.handle_datagram(now, d.listener, d.source, d.bytes);
-                        self.flush();
+                        match self.shards.map.of_message(d.bytes) {
+                            0 => {
+                                self.core.handle_datagram(now, d.listener, d.source, d.bytes);
+                                self.flush();
+                            }
+                            k => {
+                                if let Some(link) = self.shards.links.get(k - 1) {
+                                    link.send(
+                                        &self.transports,
+                                        crate::transport::Inbound {
+                                            listener: d.listener,
+                                            flow: None,
+                                            source: d.source,
+                                            bytes: d.bytes.to_vec(),
+                                        },
+                                    );
+                                }
+                            }
+                        }
                     }
                     if deadline.is_some_and(|at| at <= now) {
                         self.drain_twin(now);
@@ -244,6 +278,25 @@ impl Engine {
                     self.core.handle_timeout(now);
                     self.flush();
                 }
+            }
+        }
+    }
+
+    /// A message from a transport worker: to the core, or to the shard its Call-ID hashes to.
+    fn dispatch(&mut self, now: Instant, message: FromTransport) {
+        let shard = match &message {
+            FromTransport::Message(m) => self.shards.map.of_message(&m.bytes),
+            FromTransport::Closed { .. } => 0,
+        };
+        match (shard, message) {
+            (k @ 1.., FromTransport::Message(m)) => {
+                if let Some(link) = self.shards.links.get(k - 1) {
+                    link.send(&self.transports, m);
+                }
+            }
+            (_, message) => {
+                self.core.handle(now, message);
+                self.flush();
             }
         }
     }
@@ -295,6 +348,11 @@ impl Engine {
             }
         }
         self.flush_stream();
+        while let Some((shard, command)) = self.core.poll_shard_command() {
+            if let Some(link) = shard.checked_sub(1).and_then(|i| self.shards.links.get(i)) {
+                link.command(command);
+            }
+        }
     }
 
     /// Writes what the replication session has for its connection; ends a connection whose
@@ -608,10 +666,25 @@ impl Engine {
                 return;
             }
             Request::ShowUpstreams => Response::Ok {
-                reply: Reply::Upstreams(self.core.upstreams()),
+                reply: Reply::Upstreams(
+                    self.core.upstreams(
+                        &self
+                            .shards
+                            .links
+                            .iter()
+                            .map(crate::shard::Link::upstream_failures)
+                            .collect::<Vec<_>>(),
+                    ),
+                ),
             },
             Request::ShowStats => {
-                let mut counters = self.core.stats();
+                let others: Vec<proxy::Stats> = self
+                    .shards
+                    .links
+                    .iter()
+                    .map(crate::shard::Link::stats)
+                    .collect();
+                let mut counters = self.core.stats(&others);
                 counters.extend(self.transports.counters.snapshot().into_iter().map(
                     |(name, value)| control::Counter {
                         name: name.to_string(),
@@ -788,6 +861,7 @@ mod tests {
             twin: None,
             twin_out: None,
             listings: VecDeque::new(),
+            shards: Shards::default(),
             transports: shared,
             inbound,
             asks,

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod logging;
 pub mod panel;
 pub mod replica_link;
+pub mod shard;
 pub mod sip_core;
 #[cfg(feature = "testport")]
 pub mod testport;

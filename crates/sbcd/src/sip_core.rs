@@ -171,6 +171,29 @@ impl SipCore {
         self.pump_events();
     }
 
+    /// Spreads the SIP work over `shards`: this core is shard 0 (see `node::Node::add_shards`).
+    pub fn add_shards(&mut self, now: Instant, shards: proxy::Shards) {
+        self.node.add_shards(now, shards);
+        self.pump_events();
+    }
+
+    /// What SIP shard `shard` reported.
+    pub fn handle_shard_report(
+        &mut self,
+        now: Instant,
+        shard: usize,
+        report: node::shards::ShardReport,
+    ) {
+        self.node.handle_shard_report(now, shard, report);
+        self.pump_events();
+    }
+
+    /// The next command for a SIP shard, with its index.
+    #[must_use]
+    pub fn poll_shard_command(&mut self) -> Option<(usize, node::shards::ShardCommand)> {
+        self.node.poll_shard_command()
+    }
+
     pub fn request_offline(
         &mut self,
         now: Instant,
@@ -282,11 +305,7 @@ impl SipCore {
         (c.active_sessions as u64, c.registrations as u64)
     }
 
-    /// Logs the core's events and keeps what the engine needs from them.
-    ///
-    /// Levels: a call's start, answer and end are debug (per call, thousands a second on a busy
-    /// box, and `show calls` and the counters tell the operator the same); what changes the
-    /// box's service (registrations, upstreams in and out, errors) stays at info and above.
+    /// Logs the core's events ([`log_event`]) and keeps what the engine needs from them.
     fn pump_events(&mut self) {
         self.pump_events_from(None);
     }
@@ -294,97 +313,10 @@ impl SipCore {
     /// As [`pump_events`](Self::pump_events); `source` sent the message that caused them (none
     /// for timers and commands).
     fn pump_events_from(&mut self, source: Option<SocketAddr>) {
-        // Formatted only if a line is written: most messages log nothing.
-        let peer = tracing::field::display(Peer(source));
         while let Some(event) = self.node.poll_event() {
-            let event = match event {
-                node::Event::Proxy(event) => event,
-                other => {
-                    self.pending.push_back(other);
-                    continue;
-                }
-            };
             match event {
-                Event::CallStarted { call_id, priority } => {
-                    tracing::debug!(call_id = %call_id, peer, priority, state = "early", "call started");
-                }
-                Event::CallAnswered { call_id } => {
-                    tracing::debug!(call_id = %call_id, peer, state = "confirmed", "call answered");
-                }
-                // One line per call reaches the journal at the default level: the call's record
-                // (call-id, peer, how it ended). Start and answer are detail, kept at debug so
-                // that a busy box does not spend its CPU formatting them.
-                Event::CallEnded { call_id, cause } => {
-                    tracing::info!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
-                }
-                Event::RegistrationAdded {
-                    aor,
-                    contact,
-                    expires_secs,
-                } => {
-                    tracing::info!(aor = %aor, contact = %contact, peer, expires_secs, "registration cached");
-                }
-                Event::RegistrationRemoved {
-                    aor,
-                    contact,
-                    cause,
-                } => {
-                    tracing::info!(aor = %aor, contact = %contact, cause = ?cause, "registration removed");
-                }
-                // Records for the twin stay inside the node.
-                Event::Change(_) => {}
-                Event::UpstreamOut {
-                    name,
-                    retry_after_secs,
-                } => {
-                    tracing::warn!(upstream = %name, retry_after_secs, "upstream out of rotation");
-                }
-                Event::UpstreamBack { name } => {
-                    tracing::info!(upstream = %name, "upstream back in rotation");
-                }
-                Event::UpstreamLate { name, overdue_secs } => {
-                    tracing::warn!(
-                        upstream = %name,
-                        overdue_secs,
-                        "upstream not back when it said it would be"
-                    );
-                }
-                Event::MalformedDropped { source, reason } => {
-                    tracing::debug!(peer = %source, reason = %reason, "malformed message dropped");
-                }
-                // The node consumes these itself (the drain's counts, connections).
-                Event::CountsChanged(_)
-                | Event::DrainComplete
-                | Event::CloseConnections
-                | Event::AcceptConnections => {}
-                // What the far end answers to the box's own requests (de-registrations on a
-                // phone's behalf, the guard's BYEs, CANCELs): nobody else sees these answers,
-                // and a refused de-registration leaves the phone registered at the core.
-                // Accepted BYEs and CANCELs stay at debug: a guard ending thousands of calls
-                // would otherwise write a line per call.
-                Event::OwnRequestAnswered { method, aor, code } => match code {
-                    200..=299 if method == "REGISTER" => {
-                        tracing::info!(method = %method, aor = %aor, peer, code, "own request accepted");
-                    }
-                    200..=299 => {
-                        tracing::debug!(method = %method, aor = %aor, peer, code, "own request accepted");
-                    }
-                    401 | 407 => {
-                        tracing::warn!(
-                            method = %method,
-                            aor = %aor,
-                            peer,
-                            code,
-                            "own request challenged; no credentials to answer with"
-                        );
-                    }
-                    _ => {
-                        tracing::warn!(method = %method, aor = %aor, peer, code, "own request refused");
-                    }
-                },
-                Event::OwnRequestTimedOut { method, aor } => {
-                    tracing::warn!(method = %method, aor = %aor, "own request got no answer");
-                }
+                node::Event::Proxy(event) => log_event(event, source),
+                other => self.pending.push_back(other),
             }
         }
     }
@@ -424,12 +356,15 @@ impl SipCore {
             .collect()
     }
 
-    pub fn upstreams(&self) -> Vec<control::UpstreamInfo> {
+    /// `show upstreams`: the rotation as this core (shard 0, the prober) sees it, with the
+    /// failures of every shard (`others`: each other shard's, in configuration order).
+    pub fn upstreams(&self, others: &[Vec<u64>]) -> Vec<control::UpstreamInfo> {
         self.node
             .proxy()
             .upstreams()
             .into_iter()
-            .map(|u| control::UpstreamInfo {
+            .enumerate()
+            .map(|(i, u)| control::UpstreamInfo {
                 status: match (u.in_rotation, u.back_in_secs) {
                     (true, _) => "in-rotation",
                     (false, Some(0)) => "late",
@@ -439,27 +374,52 @@ impl SipCore {
                 uri: u.name,
                 priority: u.priority,
                 back_in_secs: u.back_in_secs.filter(|&s| s > 0),
-                failures: u.failures,
+                failures: others
+                    .iter()
+                    .filter_map(|f| f.get(i))
+                    .fold(u.failures, |sum, f| sum.saturating_add(*f)),
                 last_probe: None,
             })
             .collect()
     }
 
     /// The core's counters, named `sip.<field>`.
-    pub fn stats(&self) -> Vec<control::Counter> {
-        let mut out = Vec::new();
+    /// `show stats`: the counters of this core's proxy added to those of the box's other
+    /// shards (`others`), the box's counts, the connections closed.
+    pub fn stats(&self, others: &[proxy::Stats]) -> Vec<control::Counter> {
+        let mut out: Vec<control::Counter> = Vec::new();
         // Stats is a struct of plain counters; its serde form lists them by name, so new
         // counters show up here without this shell knowing them.
-        if let Ok(serde_json::Value::Object(fields)) =
-            serde_json::to_value(self.node.proxy().stats())
-        {
-            for (name, value) in fields {
-                if let Some(value) = value.as_u64() {
-                    out.push(control::Counter {
-                        name: format!("sip.{name}"),
-                        value,
-                    });
+        for stats in std::iter::once(&self.node.proxy().stats()).chain(others) {
+            let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(stats) else {
+                continue;
+            };
+            for (k, (name, value)) in fields.into_iter().enumerate() {
+                let Some(value) = value.as_u64() else {
+                    continue;
+                };
+                let name = format!("sip.{name}");
+                match out.get_mut(k).filter(|c| c.name == name) {
+                    Some(counter) => counter.value = counter.value.saturating_add(value),
+                    None => match out.iter_mut().find(|c| c.name == name) {
+                        Some(counter) => counter.value = counter.value.saturating_add(value),
+                        None => out.push(control::Counter { name, value }),
+                    },
                 }
+            }
+        }
+        // With shards, what each one took: the operator sees the work spread (or not).
+        if !others.is_empty() {
+            let own = self.node.proxy().stats();
+            for (k, stats) in std::iter::once(&own).chain(others).enumerate() {
+                out.push(control::Counter {
+                    name: format!("sip.shard.{k}.received"),
+                    value: stats.received,
+                });
+                out.push(control::Counter {
+                    name: format!("sip.shard.{k}.calls_started"),
+                    value: stats.calls_started,
+                });
             }
         }
         let (sessions, registrations) = self.counts();
@@ -497,5 +457,100 @@ fn dialog_state(s: proxy::dialogs::DialogState) -> &'static str {
         proxy::dialogs::DialogState::Early => "early",
         proxy::dialogs::DialogState::Confirmed => "confirmed",
         proxy::dialogs::DialogState::Ended => "ended",
+    }
+}
+
+/// One event of a proxy (the node's or a shard's) to the journal; `source` sent the message
+/// that caused it (none for timers and commands).
+///
+/// Levels: a call's start, answer and end are debug (per call, thousands a second on a busy
+/// box, and `show calls` and the counters tell the operator the same); what changes the
+/// box's service (registrations, upstreams in and out, errors) stays at info and above.
+pub fn log_event(event: Event, source: Option<SocketAddr>) {
+    // Formatted only if a line is written: most messages log nothing.
+    let peer = tracing::field::display(Peer(source));
+    match event {
+        Event::CallStarted { call_id, priority } => {
+            tracing::debug!(call_id = %call_id, peer, priority, state = "early", "call started");
+        }
+        Event::CallAnswered { call_id } => {
+            tracing::debug!(call_id = %call_id, peer, state = "confirmed", "call answered");
+        }
+        // One line per call reaches the journal at the default level: the call's record
+        // (call-id, peer, how it ended). Start and answer are detail, kept at debug so
+        // that a busy box does not spend its CPU formatting them.
+        Event::CallEnded { call_id, cause } => {
+            tracing::info!(call_id = %call_id, peer, cause = ?cause, state = "ended", "call ended");
+        }
+        Event::RegistrationAdded {
+            aor,
+            contact,
+            expires_secs,
+        } => {
+            tracing::info!(aor = %aor, contact = %contact, peer, expires_secs, "registration cached");
+        }
+        Event::RegistrationRemoved {
+            aor,
+            contact,
+            cause,
+        } => {
+            tracing::info!(aor = %aor, contact = %contact, cause = ?cause, "registration removed");
+        }
+        // Records for the twin stay inside the node.
+        Event::Change(_) => {}
+        Event::UpstreamOut {
+            name,
+            retry_after_secs,
+        } => {
+            tracing::warn!(upstream = %name, retry_after_secs, "upstream out of rotation");
+        }
+        Event::UpstreamBack { name } => {
+            tracing::info!(upstream = %name, "upstream back in rotation");
+        }
+        Event::UpstreamLate { name, overdue_secs } => {
+            tracing::warn!(
+                upstream = %name,
+                overdue_secs,
+                "upstream not back when it said it would be"
+            );
+        }
+        Event::MalformedDropped { source, reason } => {
+            tracing::debug!(peer = %source, reason = %reason, "malformed message dropped");
+        }
+        // The node consumes these itself (the drain's counts, connections, the shards'
+        // rotation).
+        Event::Upstream(_)
+        | Event::CountsChanged(_)
+        | Event::DrainComplete
+        | Event::CloseConnections
+        | Event::AcceptConnections => {}
+        // What the far end answers to the box's own requests (de-registrations on a
+        // phone's behalf, the guard's BYEs, CANCELs): nobody else sees these answers,
+        // and a refused de-registration leaves the phone registered at the core.
+        // Accepted BYEs and CANCELs stay at debug: a guard ending thousands of calls
+        // would otherwise write a line per call.
+        Event::OwnRequestAnswered { method, aor, code } => match code {
+            200..=299 if method == "REGISTER" => {
+                tracing::info!(method = %method, aor = %aor, peer, code, "own request accepted");
+            }
+            200..=299 => {
+                tracing::debug!(method = %method, aor = %aor, peer, code, "own request accepted");
+            }
+            401 | 407 => {
+                tracing::warn!(
+                    method = %method,
+                    aor = %aor,
+                    peer,
+                    code,
+                    "own request challenged; no credentials to answer with"
+                );
+            }
+            _ => {
+                tracing::warn!(method = %method, aor = %aor, peer, code, "own request refused");
+            }
+        },
+        Event::OwnRequestTimedOut { method, aor } => {
+            tracing::warn!(method = %method, aor = %aor, "own request got no answer");
+        }
     }
 }

@@ -170,6 +170,9 @@ fn every_rfc4475_message_gets_what_the_rfc_asks_of_a_proxy_on_the_wire() {
     let upstream_port = upstream.local_addr().unwrap().port();
     let mut config = SbcdConfig::with_upstreams(&[upstream_port]);
     config.probe_interval_secs = 3600;
+    // The sentinels below bound the box's answers to a message only when one shard judges
+    // both in order: with several, each goes to the shard of its own Call-ID.
+    config.workers = 1;
     let sbcd = Sbcd::start(config);
     let phone_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let phone_port = phone_socket.local_addr().unwrap().port();
@@ -183,7 +186,7 @@ fn every_rfc4475_message_gets_what_the_rfc_asks_of_a_proxy_on_the_wire() {
         let id = call_id(&text);
         phone_socket.send_to(&bytes, access).unwrap();
         // Everything the box does with one datagram happens before it reads the next (one
-        // engine thread, in order): a sentinel answered by the box bounds its answers, and a
+        // shard, in order): a sentinel answered by the box bounds its answers, and a
         // sentinel it forwards bounds what it forwarded.
         let to_box = format!("sentinel-box-{i}");
         phone_socket

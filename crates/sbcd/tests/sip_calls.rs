@@ -75,6 +75,48 @@ fn call_from_core_reaches_registered_phone() {
     registrar.stop().assert_none_failed();
 }
 
+/// SPEC §6: the calls spread over the shards by Call-ID, and a phone registered through one
+/// shard is reached through every shard (each holds every binding).
+#[test]
+fn calls_to_a_phone_registered_through_one_shard_pass_through_every_shard() {
+    let registrar = core_uas();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[registrar.port()]));
+    assert_eq!(sbcd.config.workers, 2);
+    let phone_port = common::net::free_port();
+    Sipp::uac("register.xml", sbcd.access())
+        .on_port(phone_port)
+        .service("dora")
+        .key("expires", "60")
+        .calls(1)
+        .run()
+        .assert_all_succeeded(1);
+
+    let phone = Sipp::uas("uas_answer.xml").on_port(phone_port).start();
+    let calls = 40;
+    Sipp::uac("uac_call.xml", sbcd.core())
+        .service("dora")
+        .key("caller", "erin")
+        .calls(calls)
+        .rate(40)
+        .hold_ms(100)
+        .run()
+        .assert_all_succeeded(u64::from(calls));
+    let phone = phone.stop();
+    phone.assert_none_failed();
+    assert_eq!(phone.logged("bye-reason").len(), calls as usize);
+    // Each shard started some of them (both get none with odds of 2 in 2^40).
+    let on: Vec<u64> = (0..2)
+        .map(|k| sbcd.stat(&format!("sip.shard.{k}.calls_started")))
+        .collect();
+    eprintln!("SHARDS: calls started per shard {on:?}");
+    assert!(on.iter().all(|n| *n > 0), "{on:?}");
+    assert_eq!(on.iter().sum::<u64>(), u64::from(calls));
+    assert_eq!(sbcd.stat("sip.calls_started"), u64::from(calls));
+    assert!(sbcd.stat("sip.peer_records_applied") > 0);
+    assert_eq!(sbcd.system_state().active_sessions, 0);
+    registrar.stop().assert_none_failed();
+}
+
 #[test]
 fn registration_is_cached_then_expires() {
     let registrar = core_uas();

@@ -529,7 +529,9 @@ impl Proxy {
             self.timers.next_deadline(),
             // A standby's bindings are its twin's: it removes none by itself.
             self.registrations.next_expiry().filter(|_| !self.standby),
-            self.upstreams.next_deadline().filter(|_| !self.standby),
+            self.upstreams
+                .next_deadline()
+                .filter(|_| !self.standby && self.shard == 0),
         ]
         .into_iter()
         .flatten()
@@ -610,6 +612,12 @@ impl Proxy {
                 expires_in_secs: b.expires_at.saturating_duration_since(self.now).as_secs(),
             })
             .collect()
+    }
+
+    /// The failures counted on each upstream, in configuration order (a shard's share of
+    /// `show upstreams`, added up by the shell).
+    pub fn upstream_failures(&self) -> impl Iterator<Item = u64> + '_ {
+        self.upstreams.failures()
     }
 
     /// `show upstreams`.
@@ -695,6 +703,13 @@ impl Proxy {
             }
             ChangeRecord::Dialog(change) => self.peer_dialogs.apply_record(change, self.now),
         }
+    }
+
+    /// What another shard of this box learnt of an upstream ([`Event::Upstream`]): the
+    /// rotation is the box's.
+    pub fn apply_peer_upstream(&mut self, now: Instant, note: crate::upstreams::UpstreamNote) {
+        self.advance_clock(now);
+        self.upstreams.apply_note(note, self.now);
     }
 
     /// Forgets every binding and dialog without ending anything: a standby's tables, before

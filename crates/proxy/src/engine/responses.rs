@@ -116,6 +116,11 @@ impl Proxy {
 
     pub(super) fn emit_upstream_changes(&mut self, changes: Vec<UpstreamChange>) {
         for change in changes {
+            if self.shards.count() > 1 {
+                if let Some(note) = change.note() {
+                    self.events.push_back(Event::Upstream(note));
+                }
+            }
             let event = match change {
                 UpstreamChange::Out { id, retry_after } => Event::UpstreamOut {
                     name: self.upstream_name(id),

@@ -18,8 +18,11 @@ impl Proxy {
             for change in self.registrations.expire(self.now, memory) {
                 self.emit_binding(change);
             }
-            for uid in self.upstreams.due_probes(self.now) {
-                self.send_probe(uid);
+            // With shards, shard 0 probes for the box and the others learn what it found.
+            if self.shard == 0 {
+                for uid in self.upstreams.due_probes(self.now) {
+                    self.send_probe(uid);
+                }
             }
         }
     }

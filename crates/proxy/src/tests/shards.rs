@@ -107,11 +107,17 @@ impl Box {
             let mut busy = false;
             for k in 0..self.shards.len() {
                 while let Some(e) = self.shards[k].poll_event() {
-                    if let Event::Change(record) = &e {
-                        for other in (0..self.shards.len()).filter(|o| *o != k) {
-                            self.shards[other].apply_peer_change(self.now, record.clone());
-                            busy = true;
+                    for other in (0..self.shards.len()).filter(|o| *o != k) {
+                        match &e {
+                            Event::Change(record) => {
+                                self.shards[other].apply_peer_change(self.now, record.clone());
+                            }
+                            Event::Upstream(note) => {
+                                self.shards[other].apply_peer_upstream(self.now, *note);
+                            }
+                            _ => continue,
                         }
+                        busy = true;
                     }
                     self.events[k].push(e);
                 }
@@ -346,27 +352,68 @@ fn each_binding_expires_and_is_deregistered_through_one_shard_only() {
 }
 
 #[test]
-fn the_probes_of_every_shard_are_answered_to_that_shard() {
+fn shard_0_probes_for_the_box_and_every_shard_follows_the_rotation() {
     let mut sbc = Box::new(3);
     sbc.advance(Duration::from_secs(125));
+    let sent_by = |sbc: &Box, method: &str| -> Vec<usize> {
+        sbc.sent
+            .iter()
+            .filter(|(_, b)| Message::parse(b).is_ok_and(|m| m.method().as_str() == method))
+            .map(|(k, _)| *k)
+            .collect()
+    };
+    let probes = sent_by(&sbc, "OPTIONS");
+    assert!(probes.len() >= 3, "{probes:?}");
+    assert!(
+        probes.iter().all(|k| *k == 0),
+        "only shard 0 probes: {probes:?}"
+    );
     for s in &sbc.shards {
-        let stats = s.stats();
-        assert!(stats.probes_sent >= 3, "{stats:?}");
-        assert_eq!(stats.stray_responses, 0, "{stats:?}");
-        assert!(
-            s.upstreams().iter().all(|u| u.in_rotation),
-            "{:?}",
-            s.upstreams()
+        assert_eq!(
+            s.stats().stray_responses,
+            0,
+            "every answer came to its prober"
         );
     }
-    // Every probe went out with a Call-ID of the shard that sent it.
-    let mut probes = 0;
-    for (k, bytes) in &sbc.sent {
-        let m = Message::parse(bytes).unwrap();
-        if m.method().as_str() == "OPTIONS" {
-            probes += 1;
-            assert_eq!(sbc.map.of_message(bytes), *k);
-        }
+
+    // The upstream refuses a call on shard 2 with a Retry-After: out of rotation everywhere,
+    // so a call on shard 1 meets no upstream instead of trying it.
+    sbc.peers.get_mut(&addr(CORE1)).unwrap().invite = CoreInvite::Reject(503, Some(30));
+    sbc.peers.get_mut(&addr(CORE1)).unwrap().options = Some(503);
+    let on_2 = sbc.call_id_on(2, "refused");
+    let invite = Req::new("INVITE", "sip:+15550001@example.com", ALICE).call_id(&on_2);
+    sbc.inject(Realm::Access, addr(ALICE), &invite.bytes());
+    for s in &sbc.shards {
+        assert!(!s.upstreams()[0].in_rotation, "{:?}", s.upstreams());
     }
-    assert!(probes >= 9, "{probes}");
+    let invites_before = sbc.received(CORE1, "INVITE").len();
+    let on_1 = sbc.call_id_on(1, "while-out");
+    let invite = Req::new("INVITE", "sip:+15550001@example.com", ALICE).call_id(&on_1);
+    sbc.inject(Realm::Access, addr(ALICE), &invite.bytes());
+    assert_eq!(
+        sbc.received(CORE1, "INVITE").len(),
+        invites_before,
+        "not tried"
+    );
+    let outs: usize = sbc
+        .events
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e, Event::UpstreamOut { .. }))
+        .count();
+    assert_eq!(outs, 1, "reported once, by the shard that saw the 503");
+
+    // Healthy again: shard 0's probe after the Retry-After brings it back on every shard.
+    sbc.peers.get_mut(&addr(CORE1)).unwrap().invite = CoreInvite::Answer;
+    sbc.peers.get_mut(&addr(CORE1)).unwrap().options = Some(200);
+    sbc.advance(Duration::from_secs(29));
+    assert!(
+        !sbc.shards[1].upstreams()[0].in_rotation,
+        "not before its Retry-After"
+    );
+    sbc.advance(Duration::from_secs(2));
+    for s in &sbc.shards {
+        assert!(s.upstreams()[0].in_rotation, "{:?}", s.upstreams());
+    }
+    assert!(sent_by(&sbc, "OPTIONS").iter().all(|k| *k == 0));
 }

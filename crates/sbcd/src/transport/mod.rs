@@ -117,6 +117,9 @@ pub struct Counters {
     /// Messages dropped because all queues together held `max_queued_bytes`.
     pub tcp_send_dropped_queued_bytes: AtomicU64,
     pub unsendable: AtomicU64,
+    /// Messages for another SIP shard dropped because its queue was full (a shard that cannot
+    /// keep up loses what an overloaded UDP socket would).
+    pub shard_queue_full: AtomicU64,
 }
 
 impl Counters {
@@ -125,6 +128,7 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         vec![
             ("transport.udp.received", get(&self.udp_received)),
+            ("transport.shard_queue_full", get(&self.shard_queue_full)),
             ("transport.udp.sent", get(&self.udp_sent)),
             (
                 "transport.udp.oversize_dropped",

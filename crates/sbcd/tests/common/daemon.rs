@@ -35,6 +35,9 @@ pub struct SbcdConfig {
     pub max_connections: Option<usize>,
     /// `[sip] tcp_message_timeout_secs`; `None` leaves sbcd's default.
     pub tcp_message_timeout_secs: Option<u64>,
+    /// `[sip] workers`: SIP shards (SPEC §6). Two by default, whatever the machine's cores, so
+    /// every test runs the box's work spread over shards as a multi-core box does.
+    pub workers: usize,
 }
 
 impl SbcdConfig {
@@ -55,6 +58,7 @@ impl SbcdConfig {
             per_source_connections: None,
             max_connections: None,
             tcp_message_timeout_secs: None,
+            workers: 2,
         }
     }
 
@@ -84,8 +88,9 @@ impl SbcdConfig {
             dir.join("control.sock").display(),
             dir.join("state").display(),
         ));
+        t.push_str(&format!("\n[sip]\nworkers = {}\n", self.workers));
         if let Some(secs) = self.tcp_message_timeout_secs {
-            t.push_str(&format!("\n[sip]\ntcp_message_timeout_secs = {secs}\n"));
+            t.push_str(&format!("tcp_message_timeout_secs = {secs}\n"));
         }
         let limits: Vec<String> = [
             ("per_source_connections", self.per_source_connections),
