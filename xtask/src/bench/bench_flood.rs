@@ -136,7 +136,13 @@ fn one_rate(sbcd_bin: &Path, sbcctl: &Path, dir: &Path, rate: u32, o: &Options) 
             .context("start the SIPp UAS (sipp)")?,
     );
     wait_bound(uas_port, &mut uas.0, "SIPp UAS")?;
-    let mut sbcd = start_sbcd(sbcd_bin, dir, access_port, uas_port)?;
+    let mut sbcd = start_sbcd(
+        sbcd_bin,
+        dir,
+        access_port,
+        uas_port,
+        super::bench_sip::WORKERS,
+    )?;
     let pid = sbcd.0.id();
     let target = SocketAddr::from(([127, 0, 0, 1], access_port));
 

@@ -1,4 +1,6 @@
-//! `cargo xtask bench sip [--step-secs N] [--rates R1,R2,..]`: sbcd against Kamailio under SIPp.
+//! `cargo xtask bench sip [--step-secs N] [--rates R1,R2,..] [--sbcd PATH] [--only sbcd]`: sbcd
+//! against Kamailio under SIPp. `--sbcd` runs a given sbcd binary instead of building one, and
+//! `--only sbcd` skips Kamailio: to compare two builds of sbcd, run after run.
 //!
 //! The same SIPp UAC -> proxy -> SIPp UAS call flow (INVITE, 100, 180, 200, ACK, BYE, 200, both
 //! proxies record-routing and transaction-stateful) is driven at a rising call rate, one step
@@ -7,10 +9,12 @@
 //! reached at least 90% of the asked rate; the stepping stops at the first step that does not.
 //!
 //! Reported per proxy: the highest call rate reached with zero failed (or unfinished) calls,
-//! and the proxy's CPU time (user + system from `/proc/PID/stat`, summed over all of
-//! Kamailio's processes) per call over the rates both proxies passed. Both SIPp ends run on the
-//! same two cores as the proxy, so the rate is the rate of the whole bench box, and the CPU per
-//! call is the fairer figure.
+//! and the proxy's CPU time (user + system: the run time of every thread of every process of
+//! the proxy, from `/proc/PID/task/TID/schedstat`, in nanoseconds; summed over all of
+//! Kamailio's processes) per call over the rates both proxies passed, and at each of those
+//! rates on its own, with the ratio sbcd / Kamailio per rate: a table, and one JSON line in
+//! `out/bench/sip.json`. Both SIPp ends run on the same two cores as the proxy, so the rate is
+//! the rate of the whole bench box, and the CPU per call is the fairer figure.
 //!
 //! This is a benchmark: it prints, it never fails on a number. It installs `sip-tester` and
 //! `kamailio` when they are missing (as root), and sends only to 127.0.0.1.
@@ -26,32 +30,48 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Rates tried by default, in calls per second.
-const DEFAULT_RATES: &[u32] = &[250, 500, 800, 1100, 1400, 1700, 2000, 2400, 2800];
+/// The low rates show the per-call cost where neither proxy is near its limit (and the fixed
+/// costs of an idle loop weigh most); the high ones find each proxy's ceiling on this box.
+const DEFAULT_RATES: &[u32] = &[50, 100, 200, 400, 800, 1200, 1600, 2000, 2400];
 /// How long each rate is held by default.
 const DEFAULT_STEP_SECS: u32 = 4;
-/// SIP worker processes (Kamailio `-n`) and threads (sbcd `[sip] workers`): one per core here.
-const WORKERS: u32 = 2;
+/// SIP worker processes (Kamailio `-n`) and threads (sbcd `[sip] workers`, each a shard) by
+/// default: one per core here. `--workers N` sets both.
+pub(super) const WORKERS: u32 = 2;
 
 pub fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
     util::ensure_debs(&["sip-tester", "kamailio"])?;
-    let sbcd = build_sbcd()?;
+    let sbcd = match &options.sbcd {
+        Some(path) => path.clone(),
+        None => build_sbcd()?,
+    };
     let work = WorkDir::create()?;
     eprintln!(
-        "bench sip: rates {:?} calls/s, {} s per step, {WORKERS} SIP workers per proxy",
-        options.rates, options.step_secs
+        "bench sip: rates {:?} calls/s, {} s per step, {} SIP workers per proxy",
+        options.rates, options.step_secs, options.workers
     );
 
     let sbcd_result = bench_proxy(&ProxyKind::Sbcd(sbcd), &options, &work.path)?;
+    if options.only_sbcd {
+        return Ok(());
+    }
     let kamailio_result = bench_proxy(&ProxyKind::Kamailio, &options, &work.path)?;
-    report(&sbcd_result, &kamailio_result);
-    Ok(())
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    report(&sbcd_result, &kamailio_result, options.workers);
+    write_json(&sbcd_result, &kamailio_result, &options, load.trim())
 }
 
 #[derive(Debug)]
 struct Options {
     rates: Vec<u32>,
     step_secs: u32,
+    /// A prebuilt sbcd to run instead of building one.
+    sbcd: Option<PathBuf>,
+    /// Skip Kamailio (`--only sbcd`): sbcd's own figures, to compare two builds of it.
+    only_sbcd: bool,
+    /// SIP workers of each proxy.
+    workers: u32,
 }
 
 impl Options {
@@ -59,6 +79,9 @@ impl Options {
         let mut options = Options {
             rates: DEFAULT_RATES.to_vec(),
             step_secs: DEFAULT_STEP_SECS,
+            sbcd: None,
+            only_sbcd: false,
+            workers: WORKERS,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -79,7 +102,32 @@ impl Options {
                         .collect::<Option<Vec<_>>>()
                         .with_context(|| format!("--rates: `{v}` is not a list of rates"))?;
                 }
-                other => bail!("unknown argument `{other}` (expected --step-secs N, --rates A,B)"),
+                "--sbcd" => {
+                    let v = it
+                        .next()
+                        .context("--sbcd needs the path of an sbcd binary")?;
+                    let path = PathBuf::from(v);
+                    if !path.is_file() {
+                        bail!("--sbcd: no file {}", path.display());
+                    }
+                    options.sbcd = Some(path);
+                }
+                "--workers" => {
+                    let v = it.next().context("--workers needs a number")?;
+                    options.workers = v
+                        .parse()
+                        .ok()
+                        .filter(|w| (1..=16).contains(w))
+                        .with_context(|| format!("--workers: `{v}` is not 1..=16"))?;
+                }
+                "--only" => match it.next().map(String::as_str) {
+                    Some("sbcd") => options.only_sbcd = true,
+                    _ => bail!("--only: the one choice is `sbcd`"),
+                },
+                other => bail!(
+                    "unknown argument `{other}` (expected --step-secs N, --rates A,B, --sbcd PATH, \
+                     --only sbcd, --workers N)"
+                ),
             }
         }
         Ok(options)
@@ -155,7 +203,8 @@ struct Step {
     asked: u32,
     reached: f64,
     successful: u64,
-    cpu_ticks: u64,
+    /// The proxy's CPU time over the step, nanoseconds.
+    cpu_ns: u64,
     counted: bool,
 }
 
@@ -163,7 +212,6 @@ struct Step {
 struct ProxyResult {
     name: &'static str,
     steps: Vec<Step>,
-    ticks_per_sec: f64,
 }
 
 impl ProxyResult {
@@ -183,10 +231,13 @@ impl ProxyResult {
             .steps
             .iter()
             .filter(|s| s.counted && rates.contains(&s.asked))
-            .fold((0u64, 0u64), |(t, c), s| {
-                (t + s.cpu_ticks, c + s.successful)
-            });
-        (calls > 0).then(|| ticks as f64 / self.ticks_per_sec * 1e6 / calls as f64)
+            .fold((0u64, 0u64), |(t, c), s| (t + s.cpu_ns, c + s.successful));
+        (calls > 0).then(|| per_call_us(ticks, calls))
+    }
+
+    /// The counted step at `rate`, if there is one.
+    fn counted_at(&self, rate: u32) -> Option<&Step> {
+        self.steps.iter().find(|s| s.counted && s.asked == rate)
     }
 }
 
@@ -206,18 +257,17 @@ fn bench_proxy(kind: &ProxyKind, options: &Options, work: &Path) -> Result<Proxy
     wait_bound(uas_port, &mut uas.0, "SIPp UAS")?;
 
     let mut proxy = match kind {
-        ProxyKind::Sbcd(bin) => start_sbcd(bin, &dir, proxy_port, uas_port)?,
-        ProxyKind::Kamailio => start_kamailio(&dir, proxy_port, uas_port)?,
+        ProxyKind::Sbcd(bin) => start_sbcd(bin, &dir, proxy_port, uas_port, options.workers)?,
+        ProxyKind::Kamailio => start_kamailio(&dir, proxy_port, uas_port, options.workers)?,
     };
     let pid = proxy.0.id();
-    let ticks_per_sec = clock_ticks_per_sec();
 
     let mut steps = Vec::new();
     for &rate in &options.rates {
         let calls = u64::from(rate) * u64::from(options.step_secs);
-        let before = cpu_ticks_of_tree(pid);
+        let before = cpu_ns_of_tree(pid);
         let stats = run_uac(&dir, proxy_port, rate, calls, options.step_secs)?;
-        let cpu_ticks = cpu_ticks_of_tree(pid).saturating_sub(before);
+        let cpu_ns = cpu_ns_of_tree(pid).saturating_sub(before);
         if let Ok(Some(status)) = proxy.0.try_wait() {
             bail!("{name} exited during the bench: {status}");
         }
@@ -232,14 +282,14 @@ fn bench_proxy(kind: &ProxyKind, options: &Options, work: &Path) -> Result<Proxy
             asked: rate,
             reached,
             successful,
-            cpu_ticks,
+            cpu_ns,
             counted,
         };
         eprintln!(
             "bench sip: {name:<8} asked {rate:>5}/s reached {reached:>7.1}/s  ok {successful:>6} \
              failed {failed:>4} unfinished {:>4}  cpu {:>6.1} us/call{}",
             calls.saturating_sub(successful + failed),
-            per_call_us(cpu_ticks, successful, ticks_per_sec),
+            per_call_us(cpu_ns, successful),
             if counted { "" } else { "  (stop)" }
         );
         steps.push(step);
@@ -249,17 +299,13 @@ fn bench_proxy(kind: &ProxyKind, options: &Options, work: &Path) -> Result<Proxy
     }
     proxy.stop();
     uas.stop();
-    Ok(ProxyResult {
-        name,
-        steps,
-        ticks_per_sec,
-    })
+    Ok(ProxyResult { name, steps })
 }
 
-fn report(sbcd: &ProxyResult, kamailio: &ProxyResult) {
+fn report(sbcd: &ProxyResult, kamailio: &ProxyResult, workers: u32) {
     let show = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
     println!();
-    println!("SIPp UAC -> proxy -> SIPp UAS, UDP on 127.0.0.1, {WORKERS} SIP workers per proxy");
+    println!("SIPp UAC -> proxy -> SIPp UAS, UDP on 127.0.0.1, {workers} SIP workers per proxy");
     println!(
         "{:<34} {:>12} {:>12} {:>16}",
         "", sbcd.name, kamailio.name, "sbcd / kamailio"
@@ -272,17 +318,7 @@ fn report(sbcd: &ProxyResult, kamailio: &ProxyResult) {
         rk,
         show((rk > 0.0).then(|| rs / rk))
     );
-    let passed = |r: &ProxyResult| -> Vec<u32> {
-        r.steps
-            .iter()
-            .filter(|s| s.counted)
-            .map(|s| s.asked)
-            .collect()
-    };
-    let both: Vec<u32> = passed(sbcd)
-        .into_iter()
-        .filter(|r| passed(kamailio).contains(r))
-        .collect();
+    let both = common_rates(sbcd, kamailio);
     let (cs, ck) = (sbcd.cpu_us_per_call(&both), kamailio.cpu_us_per_call(&both));
     println!(
         "{:<34} {:>12} {:>12} {:>16}",
@@ -292,17 +328,88 @@ fn report(sbcd: &ProxyResult, kamailio: &ProxyResult) {
         show(cs.zip(ck).filter(|(_, k)| *k > 0.0).map(|(s, k)| s / k))
     );
     println!("(CPU per call over the rates both passed: {both:?} calls/s)");
+    println!();
+    println!(
+        "{:>8} {:>16} {:>16} {:>16}",
+        "calls/s", "sbcd us/call", "kamailio us/call", "sbcd / kamailio"
+    );
+    for &rate in &both {
+        if let Some((cs, ck, ratio)) = at_rate(sbcd, kamailio, rate) {
+            println!("{rate:>8} {cs:>16.1} {ck:>16.1} {ratio:>16.3}");
+        }
+    }
     let last = |r: &ProxyResult| r.steps.iter().filter(|s| s.counted).count() == r.steps.len();
     if last(sbcd) || last(kamailio) {
         println!("(a proxy that passed every step may go faster: try --rates with higher values)");
     }
 }
 
-fn per_call_us(ticks: u64, calls: u64, ticks_per_sec: f64) -> f64 {
+fn per_call_us(ns: u64, calls: u64) -> f64 {
     if calls == 0 {
         return 0.0;
     }
-    ticks as f64 / ticks_per_sec * 1e6 / calls as f64
+    ns as f64 / 1e3 / calls as f64
+}
+
+/// The rates both proxies passed, in the order they were asked.
+fn common_rates(sbcd: &ProxyResult, kamailio: &ProxyResult) -> Vec<u32> {
+    sbcd.steps
+        .iter()
+        .filter(|s| s.counted && kamailio.counted_at(s.asked).is_some())
+        .map(|s| s.asked)
+        .collect()
+}
+
+/// sbcd's and Kamailio's CPU per call at one rate, and their ratio.
+fn at_rate(sbcd: &ProxyResult, kamailio: &ProxyResult, rate: u32) -> Option<(f64, f64, f64)> {
+    let s = sbcd.counted_at(rate)?;
+    let k = kamailio.counted_at(rate)?;
+    let (cs, ck) = (
+        per_call_us(s.cpu_ns, s.successful),
+        per_call_us(k.cpu_ns, k.successful),
+    );
+    (ck > 0.0).then(|| (cs, ck, cs / ck))
+}
+
+/// One JSON line in `out/bench/sip.json` (replaced by each run).
+fn write_json(
+    sbcd: &ProxyResult,
+    kamailio: &ProxyResult,
+    options: &Options,
+    load: &str,
+) -> Result<()> {
+    let workers = options.workers;
+    let num = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.3}"));
+    let both = common_rates(sbcd, kamailio);
+    let per_rate = both
+        .iter()
+        .filter_map(|&r| {
+            let (cs, ck, ratio) = at_rate(sbcd, kamailio, r)?;
+            Some(format!(
+                "{{\"rate\":{r},\"sbcd_us_per_call\":{cs:.1},\"kamailio_us_per_call\":{ck:.1},\"ratio\":{ratio:.3}}}"
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let (cs, ck) = (sbcd.cpu_us_per_call(&both), kamailio.cpu_us_per_call(&both));
+    let rates = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let json = format!(
+        "{{\"bench\":\"sip\",\"workers\":{workers},\"step_secs\":{},\"rates_asked\":[{}],\"common_rates\":[{}],\"sbcd_best_rate\":{:.1},\"kamailio_best_rate\":{:.1},\"sbcd_us_per_call\":{},\"kamailio_us_per_call\":{},\"ratio\":{},\"per_rate\":[{per_rate}],\"loadavg_at_end\":\"{load}\"}}\n",
+        options.step_secs,
+        rates(&options.rates),
+        rates(&both),
+        sbcd.best_rate(),
+        kamailio.best_rate(),
+        num(cs),
+        num(ck),
+        num(cs.zip(ck).filter(|(_, k)| *k > 0.0).map(|(s, k)| s / k)),
+    );
+    let out_dir = util::root().join("out/bench");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let path = out_dir.join("sip.json");
+    std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
 }
 
 /// A child process killed when dropped (a bench interrupted by an error leaks nothing).
@@ -403,7 +510,13 @@ pub(super) fn stat(stats: &HashMap<String, String>, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-pub(super) fn start_sbcd(bin: &Path, dir: &Path, access_port: u16, uas_port: u16) -> Result<Guard> {
+pub(super) fn start_sbcd(
+    bin: &Path,
+    dir: &Path,
+    access_port: u16,
+    uas_port: u16,
+    workers: u32,
+) -> Result<Guard> {
     let core_port = free_port()?;
     let config = dir.join("sbc.toml");
     std::fs::write(
@@ -414,7 +527,7 @@ pub(super) fn start_sbcd(bin: &Path, dir: &Path, access_port: u16, uas_port: u16
              [[listen]]\nrealm = \"core\"\ntransport = \"udp\"\naddr = \"127.0.0.1:{core_port}\"\n\n\
              [[upstream]]\nuri = \"sip:127.0.0.1:{uas_port};transport=udp\"\npriority = 1\n\n\
              [control]\nsocket = \"{}\"\n\n[state]\ndir = \"{}\"\n\n[panel]\nboard = \"sim\"\n\n\
-             [sip]\nworkers = {WORKERS}\n",
+             [sip]\nworkers = {workers}\n",
             dir.join("control.sock").display(),
             dir.join("state").display(),
         ),
@@ -447,14 +560,14 @@ pub(super) fn start_sbcd(bin: &Path, dir: &Path, access_port: u16, uas_port: u16
     Ok(guard)
 }
 
-fn start_kamailio(dir: &Path, port: u16, uas_port: u16) -> Result<Guard> {
+fn start_kamailio(dir: &Path, port: u16, uas_port: u16, workers: u32) -> Result<Guard> {
     let config = util::root().join("bench/kamailio.cfg");
     let log = std::fs::File::create(dir.join("kamailio.log"))?;
     let mut child = Command::new("kamailio")
         .arg("-f")
         .arg(&config)
         .args(["-DD", "-E", "-m", "256", "-M", "16"])
-        .args(["-n", &WORKERS.to_string()])
+        .args(["-n", &workers.to_string()])
         .args(["-l", &format!("udp:127.0.0.1:{port}")])
         .args(["-A", &format!("UPSTREAM=\"sip:127.0.0.1:{uas_port}\"")])
         .arg("-Y")
@@ -499,24 +612,17 @@ pub(super) fn free_port() -> Result<u16> {
     bail!("no free port on 127.0.0.1")
 }
 
-/// Clock ticks per second of /proc/PID/stat's utime and stime.
-fn clock_ticks_per_sec() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// utime + stime of `pid` and all its descendants (Kamailio's workers are its children).
-fn cpu_ticks_of_tree(pid: u32) -> u64 {
+/// CPU time (user + system, nanoseconds) of every thread of `pid` and of all its descendants
+/// (Kamailio's workers are its children). Read from each thread's `schedstat` (run time in
+/// nanoseconds; `/proc/PID/stat` counts 10 ms ticks, too coarse for a few hundred calls).
+/// Both proxies' threads live as long as the proxy, so no exited thread's time goes missing.
+fn cpu_ns_of_tree(pid: u32) -> u64 {
     let procs = all_processes();
     let mut total = 0;
     let mut frontier = vec![pid];
     while let Some(p) = frontier.pop() {
-        if let Some((_, ticks)) = procs.get(&p) {
-            total += ticks;
+        if procs.contains_key(&p) {
+            total += cpu_ns_of_process(p);
         }
         frontier.extend(
             procs
@@ -526,6 +632,18 @@ fn cpu_ticks_of_tree(pid: u32) -> u64 {
         );
     }
     total
+}
+
+/// The run time of every thread of `pid`, nanoseconds.
+fn cpu_ns_of_process(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// pid -> (ppid, utime + stime) for every process in /proc.
