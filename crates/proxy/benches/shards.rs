@@ -2,12 +2,12 @@
 //! one per thread, each driven by its own in-process load (phones calling the core,
 //! INVITE-180-200-ACK-BYE-200, and one REGISTER for every `SHARDS_BENCH_REGISTER_EVERY`
 //! operations), the phones split between the shards as the keyed hash of their Call-IDs
-//! would split them. A binding one shard learns goes to every other shard as its change record
-//! (`Proxy::apply_change`), as `docs/decisions.md` ("Shards") chose: so the figure includes
-//! what sharing the registrations costs.
-//!
-//! It is the shape the shards will have, not the sharded daemon (which does not exist yet):
-//! each shard is a whole `proxy::Proxy` here, with its own upstream state.
+//! would split them. Each proxy is made shard `i` of N (`Proxy::set_shard`), and every change
+//! record a shard makes (bindings and sessions) is applied on every other shard
+//! (`Proxy::apply_peer_change`), as the sharded daemon does (`docs/decisions.md`, "Shards"):
+//! so the figure includes what sharing the registrations and the sessions' parties costs.
+//! What the daemon adds around it (its reader handing each message to a shard's queue, the
+//! node relaying the records) is not here: no sockets, no channels but the records'.
 //!
 //! Measured per shard: the time inside the proxy (every `measured_step` and every record
 //! applied, wall time around each: equal to CPU time while there are no more threads than
@@ -29,7 +29,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{env_u64, Driver, BINDING_RECORDS, SHARD_MODE, STEP_TIME};
+use common::{env_u64, Driver, PEER_RECORDS, SHARD_MODE, STEP_TIME};
 
 /// What one shard did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -60,6 +60,10 @@ fn run_shard(
 ) -> ShardRun {
     SHARD_MODE.set(true);
     let mut driver = Driver::new();
+    driver.proxy.set_shard(
+        index as usize,
+        proxy::Shards::new(shards as usize, [1, 2, 3, 4]),
+    );
     let mut run = ShardRun::default();
     // This shard's phones: those whose index the hash would give it.
     let phone = |k: u64| -> u32 { (k as u32 % 40_000) * shards + index };
@@ -70,7 +74,7 @@ fn run_shard(
             let now = driver.now;
             let t = Instant::now();
             for record in records {
-                let _ = driver.proxy.apply_change(now, record);
+                driver.proxy.apply_peer_change(now, record);
                 run.applied += 1;
             }
             while driver.proxy.poll_event().is_some() {}
@@ -84,7 +88,7 @@ fn run_shard(
         if !ok {
             run.failed += 1;
         }
-        let mine = BINDING_RECORDS.with_borrow_mut(std::mem::take);
+        let mine = PEER_RECORDS.with_borrow_mut(std::mem::take);
         if !mine.is_empty() {
             for peer in &peers {
                 let _ = peer.send(mine.clone());

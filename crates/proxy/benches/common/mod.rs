@@ -29,11 +29,11 @@ const CORE_LISTENER: ListenerId = ListenerId(1);
 pub static COUNTING: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    /// When set, [`measured_step`] keeps this thread's binding records in [`BINDING_RECORDS`]
-    /// (the shards bench hands them to the other shards) and adds up its own time in
-    /// [`STEP_TIME`].
+    /// When set, [`measured_step`] keeps this thread's change records (bindings and sessions)
+    /// in [`PEER_RECORDS`] (the shards bench hands them to the other shards, as the sharded
+    /// daemon does) and adds up its own time in [`STEP_TIME`].
     pub static SHARD_MODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    pub static BINDING_RECORDS: std::cell::RefCell<Vec<proxy::ChangeRecord>> =
+    pub static PEER_RECORDS: std::cell::RefCell<Vec<proxy::ChangeRecord>> =
         const { std::cell::RefCell::new(Vec::new()) };
     /// Nanoseconds spent in [`measured_step`] and messages handed to it, on this thread.
     pub static STEP_TIME: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
@@ -164,9 +164,9 @@ pub fn measured_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) 
         out.push(t);
     }
     while let Some(e) = proxy.poll_event() {
-        if let proxy::Event::Change(record @ proxy::ChangeRecord::Binding(_)) = e {
+        if let proxy::Event::Change(record) = e {
             if SHARD_MODE.get() {
-                BINDING_RECORDS.with_borrow_mut(|r| r.push(record));
+                PEER_RECORDS.with_borrow_mut(|r| r.push(record));
             }
         }
     }
