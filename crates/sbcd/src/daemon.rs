@@ -472,42 +472,10 @@ fn spawn_shard(
     beats: Arc<Heartbeats>,
     beat: usize,
 ) -> Result<(), StartError> {
-    let index = worker.index;
-    let name = format!("sip-shard-{index}");
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            if let Some(cpu) = core {
-                let cpus: board::cpus::CpuList = std::iter::once(cpu).collect();
-                match board::cpus::pin_current_thread(&cpus) {
-                    Ok(()) => tracing::info!(shard = index, cpu, "SIP shard pinned"),
-                    Err(e) => {
-                        tracing::warn!(shard = index, cpu, error = %e, "cannot pin SIP shard")
-                    }
-                }
-                real_time(&format!("sip-shard-{index}"));
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(shard = index, error = %e, "cannot start a shard runtime");
-                    std::process::exit(1);
-                }
-            };
-            runtime.block_on(async move {
-                beats.spawn_beat(beat);
-                worker.run().await;
-            });
-            if !STOPPING.load(Ordering::SeqCst) {
-                tracing::error!(shard = index, "SIP shard stopped; exiting");
-                std::process::exit(1);
-            }
-        })
-        .map(|_| ())
-        .map_err(|source| StartError::Thread { name, source })
+    spawn_sip_thread(format!("sip-shard-{}", worker.index), core, async move {
+        beats.spawn_beat(beat);
+        worker.run().await;
+    })
 }
 
 fn spawn_worker(
@@ -517,19 +485,33 @@ fn spawn_worker(
     sockets: transport::WorkerSockets,
     beats: Arc<Heartbeats>,
 ) -> Result<(), StartError> {
-    let name = format!("sip-worker-{index}");
+    spawn_sip_thread(format!("sip-worker-{index}"), core, async move {
+        beats.spawn_beat(index + 1);
+        #[cfg(feature = "testport")]
+        tokio::spawn(crate::testport::wedge_point(index));
+        transport::run_worker(shared, sockets).await;
+    })
+}
+
+/// A SIP thread named `name`: pinned to `core` with real-time priority (a box with SIP cores),
+/// running `body` on a current-thread runtime of its own. A thread whose body ends while the
+/// daemon is not stopping takes the daemon down, for systemd to restart it whole.
+fn spawn_sip_thread(
+    name: String,
+    core: Option<usize>,
+    body: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let thread = name.clone();
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
             if let Some(cpu) = core {
                 let cpus: board::cpus::CpuList = std::iter::once(cpu).collect();
                 match board::cpus::pin_current_thread(&cpus) {
-                    Ok(()) => tracing::info!(worker = index, cpu, "SIP worker pinned"),
-                    Err(e) => {
-                        tracing::warn!(worker = index, cpu, error = %e, "cannot pin SIP worker")
-                    }
+                    Ok(()) => tracing::info!(thread, cpu, "SIP thread pinned"),
+                    Err(e) => tracing::warn!(thread, cpu, error = %e, "cannot pin SIP thread"),
                 }
-                real_time(&format!("sip-worker-{index}"));
+                real_time(&thread);
             }
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -537,18 +519,13 @@ fn spawn_worker(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    tracing::error!(worker = index, error = %e, "cannot start a worker runtime");
+                    tracing::error!(thread, error = %e, "cannot start a SIP thread's runtime");
                     std::process::exit(1);
                 }
             };
-            runtime.block_on(async move {
-                beats.spawn_beat(index + 1);
-                #[cfg(feature = "testport")]
-                tokio::spawn(crate::testport::wedge_point(index));
-                transport::run_worker(shared, sockets).await;
-            });
+            runtime.block_on(body);
             if !STOPPING.load(Ordering::SeqCst) {
-                tracing::error!(worker = index, "SIP worker stopped; exiting");
+                tracing::error!(thread, "SIP thread stopped; exiting");
                 std::process::exit(1);
             }
         })
