@@ -21,6 +21,23 @@ use crate::msg::aor_of;
 use crate::transport::{Flow, FlowId, ListenerId, Peer, Realm};
 use sip::Uri;
 
+/// A [`DialogId`] borrowed from a message, to look a session up without copying its parts:
+/// its fields and their order are `DialogId`'s, so both hash alike.
+#[derive(Hash)]
+struct DialogKey<'a> {
+    call_id: &'a str,
+    caller_tag: &'a str,
+    caller_realm: Realm,
+}
+
+impl hashbrown::Equivalent<DialogId> for DialogKey<'_> {
+    fn equivalent(&self, id: &DialogId) -> bool {
+        self.call_id == id.call_id
+            && self.caller_tag == id.caller_tag
+            && self.caller_realm == id.caller_realm
+    }
+}
+
 /// Identifies a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DialogId {
@@ -455,7 +472,7 @@ impl PartyIndex {
 /// The table.
 #[derive(Debug, Default)]
 pub struct DialogTable {
-    dialogs: HashMap<DialogId, Entry>,
+    dialogs: hashbrown::HashMap<DialogId, Entry, ahash::RandomState>,
     /// Kept as the table changes: the counts are read after every message and every record a
     /// standby applies, and a count over every dialog each time made a busy box slower with
     /// every call it carried.
@@ -599,9 +616,9 @@ impl DialogTable {
         to_tag: &str,
         realm: Realm,
     ) -> Option<(&Dialog, Side)> {
-        let as_caller = DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: from_tag.to_owned(),
+        let as_caller = DialogKey {
+            call_id,
+            caller_tag: from_tag,
             caller_realm: realm,
         };
         if let Some(e) = self.dialogs.get(&as_caller) {
@@ -611,9 +628,9 @@ impl DialogTable {
             Realm::Access => Realm::Core,
             Realm::Core => Realm::Access,
         };
-        let as_callee = DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: to_tag.to_owned(),
+        let as_callee = DialogKey {
+            call_id,
+            caller_tag: to_tag,
             caller_realm: other,
         };
         self.dialogs

@@ -209,10 +209,14 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// A proxy as a box without a twin runs it (`node::Node::new` turns the change records
+    /// off; a hot twin or shards turn them on, and the shards bench makes its proxies shards).
     pub fn new() -> Driver {
         let now = Instant::now();
+        let mut proxy = Proxy::new(config(), now);
+        proxy.set_replication(false);
         let mut d = Driver {
-            proxy: Proxy::new(config(), now),
+            proxy,
             now,
             latencies: None,
             probes: 0,
