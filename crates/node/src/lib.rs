@@ -220,6 +220,7 @@ impl Node {
             return Err(SwitchoverError::NotSynced(r.sync(true)));
         }
         self.proxy.set_quiesced(true);
+        self.remote.broadcast(&ShardCommand::Quiesced(true), None);
         if let Some(r) = &mut self.replication {
             r.switchover = Some(Switchover {
                 target: r.seq,
@@ -247,7 +248,7 @@ impl Node {
     fn pump_stream(&mut self, now: Instant) {
         let active = self.is_active();
         if let Some(r) = &mut self.replication {
-            if r.pump(&mut self.proxy, active, now) && active {
+            if r.pump(&mut self.proxy, &mut self.remote, active, now) && active {
                 r.send_snapshot(&self.proxy, now);
             }
         }
@@ -257,6 +258,7 @@ impl Node {
     /// The switchover's progress: release once the twin holds everything, give up at the
     /// deadline.
     fn step_switchover(&mut self, now: Instant) {
+        let in_flight = self.forwards_in_flight();
         let Some(r) = &mut self.replication else {
             return;
         };
@@ -268,7 +270,7 @@ impl Node {
         // cached) must reach the twin too.
         let target = r.seq;
         let settle_over = now >= started + replication::SWITCHOVER_SETTLE;
-        let settled = settle_over || self.proxy.forwards_in_flight() == 0;
+        let settled = settle_over || in_flight == 0;
         if let Some(sw) = &mut r.switchover {
             sw.target = target;
             sw.settle_over = settle_over;
@@ -280,6 +282,7 @@ impl Node {
                 waited: now.saturating_duration_since(started),
             });
             self.proxy.set_quiesced(false);
+            self.remote.broadcast(&ShardCommand::Quiesced(false), None);
             if let Some(t) = &mut self.twin {
                 // Refused only when the twin is not heard; the next switchover says so.
                 let _ = t.handle_release_request(now);
@@ -291,6 +294,7 @@ impl Node {
                 acked: r.acked(),
             });
             self.proxy.set_quiesced(false);
+            self.remote.broadcast(&ShardCommand::Quiesced(false), None);
         }
     }
 
@@ -321,6 +325,7 @@ impl Node {
     pub fn add_shards(&mut self, now: Instant, shards: proxy::Shards) {
         self.proxy.set_shard(0, shards.clone());
         self.remote.counts = vec![Counts::default(); shards.count() - 1];
+        self.remote.in_flight = vec![0; shards.count() - 1];
         // Whatever state the shards were built in, they follow the node's from here.
         self.remote
             .broadcast(&ShardCommand::SystemState(self.machine.state()), None);
@@ -349,7 +354,20 @@ impl Node {
             ShardReport::Change(record) => {
                 self.proxy.apply_peer_change(now, record.clone());
                 self.remote
-                    .broadcast(&ShardCommand::Apply(record), Some(shard));
+                    .broadcast(&ShardCommand::Apply(record.clone()), Some(shard));
+                // Numbered with the node's own: the twin holds the box's records.
+                let active = self
+                    .twin
+                    .as_ref()
+                    .is_some_and(|t| t.role() == twin::Role::Active);
+                if let Some(r) = &mut self.replication {
+                    r.record(record, active, now);
+                }
+            }
+            ShardReport::InFlight(n) => {
+                if let Some(slot) = self.remote.in_flight.get_mut(shard - 1) {
+                    *slot = n;
+                }
             }
             ShardReport::Upstream(note) => {
                 self.proxy.apply_peer_upstream(now, note);
@@ -456,7 +474,7 @@ impl Node {
                 .as_ref()
                 .and_then(|r| r.switchover.as_ref())
                 .map(|s| {
-                    if s.settle_over || self.proxy.forwards_in_flight() == 0 {
+                    if s.settle_over || self.forwards_in_flight() == 0 {
                         s.started + replication::SWITCHOVER_WAIT
                     } else {
                         s.started + replication::SWITCHOVER_SETTLE
@@ -480,6 +498,12 @@ impl Node {
     /// The proxy, read-only: its tables and counters for `show` commands.
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
+    }
+
+    /// Requests forwarded by any shard and not yet answered finally: what a switchover waits
+    /// for.
+    fn forwards_in_flight(&self) -> usize {
+        self.proxy.forwards_in_flight() + self.remote.in_flight.iter().sum::<usize>()
     }
 
     /// The box's counts: the sessions of every shard, and the bindings (every shard holds

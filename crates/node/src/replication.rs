@@ -286,7 +286,13 @@ impl Replication {
 
     /// Runs the session's events: records into the proxy (standby), acks, the end.
     /// Returns whether the session was just established (the caller sends a snapshot if active).
-    pub(crate) fn pump(&mut self, proxy: &mut Proxy, active: bool, now: Instant) -> bool {
+    pub(crate) fn pump(
+        &mut self,
+        proxy: &mut Proxy,
+        remote: &mut crate::shards::Remote,
+        active: bool,
+        now: Instant,
+    ) -> bool {
         let mut newly = false;
         while let Some(event) = self.session.as_mut().and_then(replica::Session::poll_event) {
             match event {
@@ -301,6 +307,7 @@ impl Replication {
                 replica::Event::SnapshotBegin { records } => {
                     if !active {
                         proxy.clear_replicated(now);
+                        remote.broadcast(&crate::shards::ShardCommand::ClearReplicated, None);
                         self.versions.clear();
                         self.synced_from_twin = false;
                         self.receiving_since = Some((now, records));
@@ -309,7 +316,7 @@ impl Replication {
                 replica::Event::Record { seq, payload } => {
                     self.received = seq;
                     if !active {
-                        self.apply(proxy, &payload, now);
+                        self.apply(proxy, remote, &payload, now);
                     }
                 }
                 replica::Event::SnapshotEnd { .. } => {
@@ -334,7 +341,13 @@ impl Replication {
         newly
     }
 
-    fn apply(&mut self, proxy: &mut Proxy, payload: &[u8], now: Instant) {
+    fn apply(
+        &mut self,
+        proxy: &mut Proxy,
+        remote: &mut crate::shards::Remote,
+        payload: &[u8],
+        now: Instant,
+    ) {
         let versioned: Versioned = match postcard::from_bytes(payload) {
             Ok(v) => v,
             Err(e) => return self.reject(format!("undecodable record: {e}")),
@@ -360,7 +373,7 @@ impl Replication {
                 return;
             }
         }
-        match proxy.apply_change(now, versioned.record) {
+        match crate::shards::apply_twin_record(proxy, remote, now, versioned.record) {
             Ok(()) => {
                 self.applied += 1;
                 // A removed key's version is forgotten: the stream is ordered, so nothing older

@@ -32,6 +32,13 @@ pub enum ShardCommand {
     Apply(ChangeRecord),
     /// An upstream left or rejoined the rotation on another shard.
     Upstream(UpstreamNote),
+    /// A session the twin replicated (this node is its standby) whose Call-ID is this
+    /// shard's: held as its own, to serve after a takeover.
+    ApplyTwin(ChangeRecord),
+    /// The twin's snapshot begins: forget what was replicated.
+    ClearReplicated,
+    /// A switchover is under way (`true`): start no new transaction.
+    Quiesced(bool),
 }
 
 /// What a shard tells the node.
@@ -43,6 +50,9 @@ pub enum ShardReport {
     Change(ChangeRecord),
     /// An upstream left or rejoined the rotation here.
     Upstream(UpstreamNote),
+    /// How many requests it forwarded are still waiting for a final answer (a switchover
+    /// waits for them).
+    InFlight(usize),
 }
 
 /// One shard other than the node's own: a proxy, run by a SIP worker thread.
@@ -56,6 +66,8 @@ pub enum ShardReport {
 #[derive(Debug)]
 pub struct Shard {
     proxy: Proxy,
+    /// The forwards in flight last reported.
+    in_flight: usize,
     reports: VecDeque<ShardReport>,
     events: VecDeque<proxy::Event>,
 }
@@ -75,6 +87,7 @@ impl Shard {
         proxy.set_system_state(initial);
         let mut shard = Shard {
             proxy,
+            in_flight: 0,
             reports: VecDeque::new(),
             events: VecDeque::new(),
         };
@@ -99,6 +112,12 @@ impl Shard {
             ShardCommand::Standby(standby) => self.proxy.set_standby(standby),
             ShardCommand::Apply(record) => self.proxy.apply_peer_change(now, record),
             ShardCommand::Upstream(note) => self.proxy.apply_peer_upstream(now, note),
+            ShardCommand::ApplyTwin(record) => {
+                // Validated by shard 0 before it was routed here.
+                let _ = self.proxy.apply_change(now, record);
+            }
+            ShardCommand::ClearReplicated => self.proxy.clear_replicated(now),
+            ShardCommand::Quiesced(on) => self.proxy.set_quiesced(on),
         }
         self.pump();
     }
@@ -145,6 +164,12 @@ impl Shard {
                 other => self.events.push_back(other),
             }
         }
+        // After the records: a node that hears "none in flight" has the records before it.
+        let in_flight = self.proxy.forwards_in_flight();
+        if in_flight != self.in_flight {
+            self.in_flight = in_flight;
+            self.reports.push_back(ShardReport::InFlight(in_flight));
+        }
     }
 }
 
@@ -153,6 +178,8 @@ impl Shard {
 pub(crate) struct Remote {
     /// The last counts each reported (index 0 is shard 1).
     pub(crate) counts: Vec<Counts>,
+    /// The forwards in flight each reported last.
+    pub(crate) in_flight: Vec<usize>,
     /// Commands not yet taken by the shell, with their shard.
     pub(crate) commands: VecDeque<(usize, ShardCommand)>,
 }
@@ -176,4 +203,39 @@ impl Remote {
         }
         own
     }
+}
+
+/// A record of the twin, on a standby of several shards: validated here (shard 0); a binding
+/// is held by every shard, a session by the shard of its Call-ID as its own and by the others
+/// as known, as if that shard had made it. Without other shards: the proxy's `apply_change`.
+pub(crate) fn apply_twin_record(
+    proxy: &mut Proxy,
+    remote: &mut Remote,
+    now: Instant,
+    mut record: ChangeRecord,
+) -> Result<(), proxy::RecordError> {
+    if remote.counts.is_empty() {
+        return proxy.apply_change(now, record);
+    }
+    let owner = match &record {
+        ChangeRecord::Dialog(proxy::dialogs::DialogRecordChange::Upsert(d)) => {
+            proxy.shard().1.of_call_id(&d.id.call_id)
+        }
+        ChangeRecord::Dialog(proxy::dialogs::DialogRecordChange::Remove(id)) => {
+            proxy.shard().1.of_call_id(&id.call_id)
+        }
+        ChangeRecord::Binding(_) => 0,
+    };
+    if owner == 0 {
+        proxy.apply_change(now, record.clone())?;
+        remote.broadcast(&ShardCommand::Apply(record), None);
+    } else {
+        proxy::replication::validate(proxy.config(), &mut record)?;
+        proxy.apply_peer_change(now, record.clone());
+        remote
+            .commands
+            .push_back((owner, ShardCommand::ApplyTwin(record.clone())));
+        remote.broadcast(&ShardCommand::Apply(record), Some(owner));
+    }
+    Ok(())
 }

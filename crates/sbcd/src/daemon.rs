@@ -201,8 +201,9 @@ async fn serve(
     let (command_tx, command_rx) = mpsc::channel(16);
     let mut keys = crate::keys::load_or_create(&config.state.dir)?;
     let mut branch_scope = None;
-    // A hot twin replicates one proxy's tables (its snapshot and its record stream): a box with
-    // one runs one SIP shard until replication spans shards (docs/decisions.md, "Shards").
+    // A box with a hot twin runs one SIP shard: with several, a shard answers a REGISTER
+    // before its record has crossed to the node and into the replication stream, and a kill
+    // in that window loses the binding on the survivor (docs/decisions.md, "Shards").
     let hot_twin = twin.as_ref().is_some_and(|t| t.mode == replica::Mode::Hot);
     let (twin_machine, twin_link) = match twin {
         Some(setup) => {

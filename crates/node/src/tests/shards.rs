@@ -342,3 +342,55 @@ fn a_binding_cached_through_another_shard_holds_the_drain_until_it_expires() {
         "shard 1 expired it and said so"
     );
 }
+
+#[test]
+fn a_standby_of_several_shards_holds_each_replicated_call_on_the_shard_of_its_call_id() {
+    let mut active = super::Lab::new(SystemState::Online);
+    active.register(1, 3600);
+    let mut sbc = Box::new(2);
+    let ids = [sbc.call_id_on(0, "rep"), sbc.call_id_on(1, "rep")];
+    for id in &ids {
+        active.call(id);
+    }
+    for record in active.node.proxy().full_sync() {
+        crate::shards::apply_twin_record(
+            &mut sbc.node.proxy,
+            &mut sbc.node.remote,
+            sbc.now,
+            record,
+        )
+        .unwrap();
+    }
+    sbc.pump();
+    assert_eq!(
+        sbc.node.proxy().counts().active_sessions,
+        1,
+        "shard 0 owns its call"
+    );
+    assert_eq!(
+        sbc.shards[0].proxy().counts().active_sessions,
+        1,
+        "shard 1 owns its call"
+    );
+    assert_eq!(sbc.node.counts().active_sessions, 2);
+    assert_eq!(sbc.node.counts().registrations, 1);
+    assert_eq!(sbc.shards[0].proxy().counts().registrations, 1);
+    // Each shard knows the other's call; shard 0's snapshot (were this node active) holds
+    // both calls once.
+    assert_eq!(sbc.node.proxy().calls().len(), 2);
+    let dialogs = sbc
+        .node
+        .proxy()
+        .full_sync()
+        .into_iter()
+        .filter(|r| matches!(r, proxy::ChangeRecord::Dialog(_)))
+        .count();
+    assert_eq!(dialogs, 2);
+    // The twin's next snapshot clears every shard first.
+    sbc.node.proxy.clear_replicated(sbc.now);
+    sbc.node
+        .remote
+        .broadcast(&crate::shards::ShardCommand::ClearReplicated, None);
+    sbc.pump();
+    assert_eq!(sbc.shards[0].proxy().counts(), proxy::Counts::default());
+}

@@ -718,10 +718,13 @@ impl Proxy {
         self.advance_clock(now);
         self.registrations.clear();
         self.dialogs.clear();
+        self.peer_dialogs.clear();
         self.after_change();
     }
 
-    /// Records of the whole replicated state, for a twin that (re)joins.
+    /// Records of the whole replicated state, for a twin that (re)joins. With shards, shard
+    /// 0's holds the box's: every binding, and the other shards' sessions it knows from their
+    /// records.
     pub fn full_sync(&self) -> Vec<ChangeRecord> {
         let mut records: Vec<ChangeRecord> = self
             .registrations
@@ -729,11 +732,16 @@ impl Proxy {
             .into_iter()
             .map(ChangeRecord::Binding)
             .collect();
-        records.extend(self.dialogs.iter().map(|(d, started)| {
-            ChangeRecord::Dialog(DialogRecordChange::Upsert(Box::new(DialogRecord::of(
-                d, started, self.now,
-            ))))
-        }));
+        records.extend(
+            self.dialogs
+                .iter()
+                .chain(self.peer_dialogs.iter())
+                .map(|(d, started)| {
+                    ChangeRecord::Dialog(DialogRecordChange::Upsert(Box::new(DialogRecord::of(
+                        d, started, self.now,
+                    ))))
+                }),
+        );
         records
     }
 
