@@ -356,13 +356,7 @@ impl Node {
                 self.remote
                     .broadcast(&ShardCommand::Apply(record.clone()), Some(shard));
                 // Numbered with the node's own: the twin holds the box's records.
-                let active = self
-                    .twin
-                    .as_ref()
-                    .is_some_and(|t| t.role() == twin::Role::Active);
-                if let Some(r) = &mut self.replication {
-                    r.record(record, active, now);
-                }
+                self.replicate(record, now);
             }
             ShardReport::InFlight(n) => {
                 if let Some(slot) = self.remote.in_flight.get_mut(shard - 1) {
@@ -536,13 +530,7 @@ impl Node {
                             self.remote
                                 .broadcast(&ShardCommand::Apply(record.clone()), None);
                         }
-                        let active = self
-                            .twin
-                            .as_ref()
-                            .is_some_and(|t| t.role() == twin::Role::Active);
-                        if let Some(r) = &mut self.replication {
-                            r.record(record, active, now);
-                        }
+                        self.replicate(record, now);
                     }
                     other => self.events.push_back(Event::Proxy(other)),
                 }
@@ -604,6 +592,17 @@ impl Node {
                 }
                 self.events.push_back(Event::Replication(event));
             }
+        }
+    }
+
+    /// One change of any shard to the replication stream (written only while active).
+    fn replicate(&mut self, record: proxy::ChangeRecord, now: Instant) {
+        let active = self
+            .twin
+            .as_ref()
+            .is_some_and(|t| t.role() == twin::Role::Active);
+        if let Some(r) = &mut self.replication {
+            r.record(record, active, now);
         }
     }
 
