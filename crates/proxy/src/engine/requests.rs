@@ -270,14 +270,22 @@ impl Proxy {
         let request_uri = m.request_uri().unwrap_or_default();
         let resource_priority = m.list("resource-priority");
         let priority = drain::is_priority(request_uri, &resource_priority, &self.config.drain);
-        let lookup_aor = aor_of(request_uri);
-        let to_aor = m.to().map(|t| t.uri().aor_key()).unwrap_or_default();
-        let from_aor = m.from().map(|f| f.uri().aor_key()).unwrap_or_default();
-        let to_registered = self.registrations.is_registered(&lookup_aor)
-            || self.registrations.is_registered(&to_aor)
-            || self.registrations.by_contact(request_uri).is_some();
-        let from_registered = self.registrations.is_registered(&from_aor)
-            || (realm == Realm::Access && self.registrations.has_remote(from.remote));
+        // Whether a party is registered matters only to a new INVITE while draining (rules 1
+        // and 3): online, an INVITE from a phone to the core looks nothing up.
+        let (to_registered, from_registered) =
+            if self.state == crate::SystemState::Draining && method == Method::Invite {
+                let to_aor = m.to().map(|t| t.uri().aor_key()).unwrap_or_default();
+                let from_aor = m.from().map(|f| f.uri().aor_key()).unwrap_or_default();
+                (
+                    self.registrations.is_registered(&aor_of(request_uri))
+                        || self.registrations.is_registered(&to_aor)
+                        || self.registrations.by_contact(request_uri).is_some(),
+                    self.registrations.is_registered(&from_aor)
+                        || (realm == Realm::Access && self.registrations.has_remote(from.remote)),
+                )
+            } else {
+                (false, false)
+            };
         let facts = RequestFacts {
             method: match method {
                 Method::Invite => DrainMethod::Invite,
@@ -318,7 +326,7 @@ impl Proxy {
             Realm::Core => {
                 let found = match self.registrations.by_contact(request_uri) {
                     Some(b) => Some((b.flow, b.contact.clone())),
-                    None => match self.registrations.lookup(&lookup_aor) {
+                    None => match self.registrations.lookup(&aor_of(request_uri)) {
                         Lookup::Found(bindings) => {
                             bindings.first().map(|b| (b.flow, b.contact.clone()))
                         }
