@@ -139,39 +139,18 @@ impl Lab {
 
     /// The phone registers `expires` seconds through the node; the core accepts.
     fn register(&mut self, cseq: u32, expires: u32) {
-        let request = message(&[
-            "REGISTER sip:example.com SIP/2.0",
-            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-reg{cseq}"),
-            "Max-Forwards: 70",
-            "From: <sip:alice@example.com>;tag=reg",
-            "To: <sip:alice@example.com>",
-            "Call-ID: reg-alice",
-            &format!("CSeq: {cseq} REGISTER"),
-            &format!("Contact: <sip:alice@{PHONE}>;expires={expires}"),
-        ]);
-        self.deliver(Realm::Access, PHONE, &request);
-        let forwarded = self.last_to(UPSTREAM, "REGISTER");
-        let answer = response(
-            &forwarded,
-            "200 OK",
-            &[&format!("Contact: <sip:alice@{PHONE}>;expires={expires}")],
+        self.deliver(
+            Realm::Access,
+            PHONE,
+            &register_request("reg-alice", cseq, expires),
         );
-        self.deliver(Realm::Core, UPSTREAM, &answer);
+        let forwarded = self.last_to(UPSTREAM, "REGISTER");
+        self.deliver(Realm::Core, UPSTREAM, &register_ok(&forwarded, expires));
     }
 
     /// The phone's INVITE for a call to the core.
     fn invite(&mut self, call_id: &str) {
-        let invite = message(&[
-            "INVITE sip:+15550001@example.com SIP/2.0",
-            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
-            "Max-Forwards: 70",
-            "From: <sip:alice@example.com>;tag=caller",
-            "To: <sip:+15550001@example.com>",
-            &format!("Call-ID: {call_id}"),
-            "CSeq: 1 INVITE",
-            &format!("Contact: <sip:alice@{PHONE}>"),
-        ]);
-        self.deliver(Realm::Access, PHONE, &invite);
+        self.deliver(Realm::Access, PHONE, &invite_request(call_id));
     }
 
     /// A call from the phone to the core, answered and acknowledged.
@@ -185,23 +164,73 @@ impl Lab {
         );
         self.deliver(Realm::Core, UPSTREAM, &ok);
         let answered = self.last_to(PHONE, "SIP/2.0 200");
-        let route: Vec<String> = header_lines(&answered, "Record-Route")
-            .into_iter()
-            .map(|rr| format!("Route: {rr}"))
-            .collect();
-        let mut ack = vec![
-            format!("ACK sip:core@{UPSTREAM} SIP/2.0"),
-            format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-ack"),
-            "Max-Forwards: 70".into(),
-            "From: <sip:alice@example.com>;tag=caller".into(),
-            format!("To: {}", header_lines(&answered, "To").remove(0)),
-            format!("Call-ID: {call_id}"),
-            "CSeq: 1 ACK".into(),
-        ];
-        ack.extend(route);
-        let ack: Vec<&str> = ack.iter().map(String::as_str).collect();
-        self.deliver(Realm::Access, PHONE, &message(&ack));
+        self.deliver(
+            Realm::Access,
+            PHONE,
+            &in_dialog_request(&answered, "ACK", call_id, 1),
+        );
     }
+}
+
+/// The phone's REGISTER (Call-ID `call_id`) for `expires` seconds.
+fn register_request(call_id: &str, cseq: u32, expires: u32) -> String {
+    message(&[
+        "REGISTER sip:example.com SIP/2.0",
+        &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-{cseq}"),
+        "Max-Forwards: 70",
+        "From: <sip:alice@example.com>;tag=reg",
+        "To: <sip:alice@example.com>",
+        &format!("Call-ID: {call_id}"),
+        &format!("CSeq: {cseq} REGISTER"),
+        &format!("Contact: <sip:alice@{PHONE}>;expires={expires}"),
+    ])
+}
+
+/// The core's 200 to the REGISTER it got (`forwarded`).
+fn register_ok(forwarded: &str, expires: u32) -> String {
+    response(
+        forwarded,
+        "200 OK",
+        &[&format!("Contact: <sip:alice@{PHONE}>;expires={expires}")],
+    )
+}
+
+/// The phone's INVITE for a call to the core.
+fn invite_request(call_id: &str) -> String {
+    message(&[
+        "INVITE sip:+15550001@example.com SIP/2.0",
+        &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
+        "Max-Forwards: 70",
+        "From: <sip:alice@example.com>;tag=caller",
+        "To: <sip:+15550001@example.com>",
+        &format!("Call-ID: {call_id}"),
+        "CSeq: 1 INVITE",
+        &format!("Contact: <sip:alice@{PHONE}>"),
+    ])
+}
+
+/// A request of the phone inside the call that its 200 `answered` set up, along the route
+/// that 200 recorded.
+fn in_dialog_request(answered: &str, method: &str, call_id: &str, cseq: u32) -> String {
+    let mut lines = vec![
+        format!("{method} sip:core@{UPSTREAM} SIP/2.0"),
+        format!(
+            "Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-{}",
+            method.to_ascii_lowercase()
+        ),
+        "Max-Forwards: 70".into(),
+        "From: <sip:alice@example.com>;tag=caller".into(),
+        format!("To: {}", header_lines(answered, "To").remove(0)),
+        format!("Call-ID: {call_id}"),
+        format!("CSeq: {cseq} {method}"),
+    ];
+    lines.extend(
+        header_lines(answered, "Record-Route")
+            .into_iter()
+            .map(|rr| format!("Route: {rr}")),
+    );
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    message(&lines)
 }
 
 fn message(lines: &[&str]) -> String {

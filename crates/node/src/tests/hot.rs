@@ -7,7 +7,7 @@ use std::time::Duration;
 use proxy::Realm;
 use system_state::SystemState;
 
-use super::{addr, header_lines, message, response, twin_config, Lab, GUARD, PHONE, UPSTREAM};
+use super::{addr, in_dialog_request, response, twin_config, Lab, GUARD, PHONE, UPSTREAM};
 use crate::replication::{Event as ReplicationEvent, Mode, Sync};
 use crate::{Event, Node};
 
@@ -227,22 +227,7 @@ fn bye(lab: &Lab, call_id: &str) -> String {
         .find(|(d, t)| *d == addr(PHONE) && t.starts_with("SIP/2.0 200") && t.contains(call_id))
         .map(|(_, t)| t.clone())
         .unwrap();
-    let mut lines = vec![
-        format!("BYE sip:core@{UPSTREAM} SIP/2.0"),
-        format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-bye"),
-        "Max-Forwards: 70".into(),
-        "From: <sip:alice@example.com>;tag=caller".into(),
-        format!("To: {}", header_lines(&answered, "To").remove(0)),
-        format!("Call-ID: {call_id}"),
-        "CSeq: 2 BYE".into(),
-    ];
-    lines.extend(
-        header_lines(&answered, "Record-Route")
-            .into_iter()
-            .map(|rr| format!("Route: {rr}")),
-    );
-    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    message(&lines)
+    in_dialog_request(&answered, "BYE", call_id, 2)
 }
 
 #[test]

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use proxy::{Input, ListenerId, Realm, Shards};
 use system_state::{Cause, SystemState};
 
-use super::{addr, header_lines, message, response, GUARD, PHONE, UPSTREAM};
+use super::{
+    addr, in_dialog_request, invite_request, message, register_ok, register_request, response,
+    GUARD, PHONE, UPSTREAM,
+};
 use crate::shards::Shard;
 use crate::{Event, Node};
 
@@ -156,39 +159,14 @@ impl Box {
 
     /// The phone registers through the shard of `call_id`; the core accepts.
     fn register(&mut self, call_id: &str, expires: u32) {
-        let request = message(&[
-            "REGISTER sip:example.com SIP/2.0",
-            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
-            "Max-Forwards: 70",
-            "From: <sip:alice@example.com>;tag=reg",
-            "To: <sip:alice@example.com>",
-            &format!("Call-ID: {call_id}"),
-            "CSeq: 1 REGISTER",
-            &format!("Contact: <sip:alice@{PHONE}>;expires={expires}"),
-        ]);
-        self.deliver(Realm::Access, PHONE, &request);
+        self.deliver(Realm::Access, PHONE, &register_request(call_id, 1, expires));
         let forwarded = self.last_to(UPSTREAM, "REGISTER", call_id);
-        let answer = response(
-            &forwarded,
-            "200 OK",
-            &[&format!("Contact: <sip:alice@{PHONE}>;expires={expires}")],
-        );
-        self.deliver(Realm::Core, UPSTREAM, &answer);
+        self.deliver(Realm::Core, UPSTREAM, &register_ok(&forwarded, expires));
     }
 
     /// A call from the phone to the core, answered and acknowledged; the 200 it got.
     fn call(&mut self, call_id: &str) -> String {
-        let invite = message(&[
-            "INVITE sip:+15550001@example.com SIP/2.0",
-            &format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}"),
-            "Max-Forwards: 70",
-            "From: <sip:alice@example.com>;tag=caller",
-            "To: <sip:+15550001@example.com>",
-            &format!("Call-ID: {call_id}"),
-            "CSeq: 1 INVITE",
-            &format!("Contact: <sip:alice@{PHONE}>"),
-        ]);
-        self.deliver(Realm::Access, PHONE, &invite);
+        self.deliver(Realm::Access, PHONE, &invite_request(call_id));
         let forwarded = self.last_to(UPSTREAM, "INVITE", call_id);
         let ok = response(
             &forwarded,
@@ -197,29 +175,12 @@ impl Box {
         );
         self.deliver(Realm::Core, UPSTREAM, &ok);
         let answered = self.last_to(PHONE, "SIP/2.0 200", call_id);
-        let ack = self.in_dialog(&answered, "ACK", call_id, 1);
-        self.deliver(Realm::Access, PHONE, &ack);
-        answered
-    }
-
-    /// A request of the phone inside the call its 200 `answered` set up.
-    fn in_dialog(&self, answered: &str, method: &str, call_id: &str, cseq: u32) -> String {
-        let mut lines = vec![
-            format!("{method} sip:core@{UPSTREAM} SIP/2.0"),
-            format!("Via: SIP/2.0/UDP {PHONE};branch=z9hG4bK-{call_id}-{method}"),
-            "Max-Forwards: 70".into(),
-            "From: <sip:alice@example.com>;tag=caller".into(),
-            format!("To: {}", header_lines(answered, "To").remove(0)),
-            format!("Call-ID: {call_id}"),
-            format!("CSeq: {cseq} {method}"),
-        ];
-        lines.extend(
-            header_lines(answered, "Record-Route")
-                .into_iter()
-                .map(|rr| format!("Route: {rr}")),
+        self.deliver(
+            Realm::Access,
+            PHONE,
+            &in_dialog_request(&answered, "ACK", call_id, 1),
         );
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        message(&lines)
+        answered
     }
 }
 
@@ -262,7 +223,7 @@ fn a_drain_waits_for_the_calls_of_every_shard_and_ends_with_the_last_bye() {
             .starts_with("SIP/2.0 503"));
     }
 
-    let bye = sbc.in_dialog(&answered, "BYE", &on_1, 2);
+    let bye = in_dialog_request(&answered, "BYE", &on_1, 2);
     sbc.deliver(Realm::Access, PHONE, &bye);
     let forwarded = sbc.last_to(UPSTREAM, "BYE", &on_1);
     sbc.deliver(Realm::Core, UPSTREAM, &response(&forwarded, "200 OK", &[]));
