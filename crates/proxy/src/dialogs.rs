@@ -323,9 +323,7 @@ fn text_key(kind: KeyKind, text: &str) -> u64 {
 /// The key of an AoR key ([`aor_of`]: `scheme:user@host`).
 fn aor_key(aor: &str) -> u64 {
     let mut h = hasher(KeyKind::Aor);
-    for b in aor.bytes() {
-        h.write_u8(b);
-    }
+    h.write(aor.as_bytes());
     h.finish()
 }
 
@@ -345,15 +343,14 @@ fn uri_aor_key(uri: &str) -> u64 {
     h.0.finish()
 }
 
-/// Feeds text written into it to a hasher byte by byte (as [`aor_key`] does), so a key can be
-/// hashed while it is written.
+/// Feeds text written into it to a hasher, so a key can be hashed while it is written. The
+/// hasher streams: pieces written one after the other hash as their concatenation does (as
+/// [`aor_key`] writes it).
 struct ByteHasher(std::collections::hash_map::DefaultHasher);
 
 impl std::fmt::Write for ByteHasher {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        for b in s.bytes() {
-            self.0.write_u8(b);
-        }
+        self.0.write(s.as_bytes());
         Ok(())
     }
 }
@@ -369,8 +366,13 @@ fn remote_key(remote: SocketAddr) -> u64 {
 /// parse (an unparsable contact is only ever the same as itself).
 fn contact_key(contact: &str) -> u64 {
     let lower = |h: &mut std::collections::hash_map::DefaultHasher, s: &str| {
-        for b in s.bytes() {
-            h.write_u8(b.to_ascii_lowercase());
+        // Lower-cased a piece at a time: the hasher streams, so the pieces hash as the whole.
+        let mut piece = [0u8; 64];
+        for chunk in s.as_bytes().chunks(piece.len()) {
+            let piece = &mut piece[..chunk.len()];
+            piece.copy_from_slice(chunk);
+            piece.make_ascii_lowercase();
+            h.write(piece);
         }
         h.write_u8(0xff);
     };
@@ -397,19 +399,51 @@ struct PartyKeys {
 }
 
 impl PartyKeys {
-    fn of(d: &Dialog) -> PartyKeys {
+    /// The keys of `d`. The texts behind them (contact and URI of each party) rarely change
+    /// once a dialog exists, and deriving a key parses a URI: `memo` keeps what the last
+    /// derivation of each text gave, so an update that left a text alone costs one hash of
+    /// its bytes.
+    fn of(d: &Dialog, memo: &mut KeyMemo) -> PartyKeys {
         let mut keys = PartyKeys::default();
         for (i, p) in [&d.caller, &d.callee].into_iter().enumerate() {
             keys.flows[i] = p.flow.flow.map(|f| (p.flow.listener, f));
             if d.state == DialogState::Ended || p.realm != Realm::Access {
                 continue;
             }
-            keys.access[3 * i] = p.contact.as_deref().map(contact_key);
-            keys.access[3 * i + 1] = Some(uri_aor_key(&p.uri));
+            keys.access[3 * i] = p
+                .contact
+                .as_deref()
+                .map(|c| memo.derive(2 * i, c, contact_key));
+            keys.access[3 * i + 1] = Some(memo.derive(2 * i + 1, &p.uri, uri_aor_key));
             keys.access[3 * i + 2] = Some(remote_key(p.flow.remote));
         }
         keys
     }
+}
+
+/// For each text a dialog's keys come from (contact and URI of caller and callee), a hash of
+/// the text as written and the key derived from it. A stale entry is only a miss: the text's
+/// hash is compared before the key is reused.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyMemo([Option<(u64, u64)>; 4]);
+
+impl KeyMemo {
+    fn derive(&mut self, which: usize, text: &str, key: fn(&str) -> u64) -> u64 {
+        let seen = text_fingerprint(text);
+        match self.0[which] {
+            Some((fp, derived)) if fp == seen => derived,
+            _ => {
+                let derived = key(text);
+                self.0[which] = Some((seen, derived));
+                derived
+            }
+        }
+    }
+}
+
+/// A fast hash of a text as written (not normalised): tells whether a text changed.
+fn text_fingerprint(text: &str) -> u64 {
+    ahash::RandomState::with_seeds(0x5eed, 0xd1a1, 0x0c0d, 0xe5).hash_one(text)
 }
 
 /// A dialog in the table.
@@ -422,6 +456,8 @@ struct Entry {
     slot: u64,
     /// The keys it is indexed under now.
     keys: PartyKeys,
+    /// What derived them.
+    memo: KeyMemo,
 }
 
 /// The indexes over the parties of the dialogs, so a question about one endpoint or one
@@ -431,21 +467,67 @@ struct PartyIndex {
     /// Dialogs by slot.
     slots: HashMap<u64, DialogId>,
     /// Live dialogs by the keys of their access-side parties.
-    access: HashMap<u64, HashSet<u64>>,
+    access: HashMap<u64, Slots>,
     /// Dialogs by the connection of a party.
-    flows: HashMap<(ListenerId, FlowId), HashSet<u64>>,
+    flows: HashMap<(ListenerId, FlowId), Slots>,
 }
 
-fn link<K: Hash + Eq>(map: &mut HashMap<K, HashSet<u64>>, key: K, slot: u64) {
-    map.entry(key).or_default().insert(slot);
+/// The slots under one index key. Most keys name one dialog (a phone in one call), so one
+/// slot is held inline and a set is made only for the second.
+#[derive(Debug)]
+enum Slots {
+    One(u64),
+    Many(HashSet<u64>),
 }
 
-fn unlink<K: Hash + Eq>(map: &mut HashMap<K, HashSet<u64>>, key: &K, slot: u64) {
-    if let Some(set) = map.get_mut(key) {
-        set.remove(&slot);
-        if set.is_empty() {
-            map.remove(key);
+impl Slots {
+    fn insert(&mut self, slot: u64) {
+        match self {
+            Slots::One(one) if *one == slot => {}
+            Slots::One(one) => {
+                let mut set = HashSet::default();
+                set.insert(*one);
+                set.insert(slot);
+                *self = Slots::Many(set);
+            }
+            Slots::Many(set) => {
+                set.insert(slot);
+            }
         }
+    }
+
+    /// Takes `slot` out; whether none is left.
+    fn remove(&mut self, slot: u64) -> bool {
+        match self {
+            Slots::One(one) => *one == slot,
+            Slots::Many(set) => {
+                set.remove(&slot);
+                set.is_empty()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &u64> {
+        let (one, many) = match self {
+            Slots::One(one) => (Some(one), None),
+            Slots::Many(set) => (None, Some(set.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+fn link<K: Hash + Eq>(map: &mut HashMap<K, Slots>, key: K, slot: u64) {
+    match map.entry(key) {
+        std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(slot),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(Slots::One(slot));
+        }
+    }
+}
+
+fn unlink<K: Hash + Eq>(map: &mut HashMap<K, Slots>, key: &K, slot: u64) {
+    if map.get_mut(key).is_some_and(|slots| slots.remove(slot)) {
+        map.remove(key);
     }
 }
 
@@ -511,7 +593,8 @@ impl DialogTable {
         self.counts.add(dialog.state);
         let slot = self.next_slot;
         self.next_slot += 1;
-        let keys = PartyKeys::of(&dialog);
+        let mut memo = KeyMemo::default();
+        let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
         self.index.slots.insert(slot, dialog.id.clone());
         self.dialogs.insert(
@@ -521,6 +604,7 @@ impl DialogTable {
                 started,
                 slot,
                 keys,
+                memo,
             },
         );
     }
@@ -595,7 +679,7 @@ impl DialogTable {
             self.counts.sub(before);
             self.counts.add(after);
         }
-        let keys = PartyKeys::of(&entry.dialog);
+        let keys = PartyKeys::of(&entry.dialog, &mut entry.memo);
         if keys != entry.keys {
             self.index.drop_keys(entry.slot, &entry.keys);
             self.index.add(entry.slot, &keys);
@@ -696,7 +780,7 @@ impl DialogTable {
         endpoint
             .keys()
             .filter_map(|key| self.index.access.get(&key))
-            .flatten()
+            .flat_map(Slots::iter)
             .filter(move |slot| seen.insert(**slot))
             .filter_map(|slot| self.dialogs.get(self.index.slots.get(slot)?))
             .map(|e| &e.dialog)
@@ -720,7 +804,7 @@ impl DialogTable {
             .flows
             .get(&(listener, flow))
             .into_iter()
-            .flatten()
+            .flat_map(Slots::iter)
             .filter_map(|slot| self.index.slots.get(slot))
             .filter(|id| {
                 self.get(id).is_some_and(|d| {
