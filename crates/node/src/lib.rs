@@ -384,6 +384,20 @@ impl Node {
         self.settle(now);
     }
 
+    /// A connection (TCP) or association (SCTP) ended. Every shard may hold parties reached
+    /// over it (a connection carries the calls of many Call-IDs), so every shard hears it.
+    pub fn handle_flow_closed(
+        &mut self,
+        now: Instant,
+        listener: proxy::ListenerId,
+        flow: proxy::FlowId,
+    ) {
+        self.proxy.handle_flow_closed(now, listener, flow);
+        self.remote
+            .broadcast(&ShardCommand::FlowClosed { listener, flow }, None);
+        self.settle(now);
+    }
+
     /// Time has passed: retransmissions, expiries, probes, the guard.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.proxy.handle_timeout(now);

@@ -39,6 +39,11 @@ pub enum ShardCommand {
     ClearReplicated,
     /// A switchover is under way (`true`): start no new transaction.
     Quiesced(bool),
+    /// A connection (TCP) or association (SCTP) ended: parties reached over it lose it.
+    FlowClosed {
+        listener: proxy::ListenerId,
+        flow: proxy::FlowId,
+    },
 }
 
 /// What a shard tells the node.
@@ -118,6 +123,9 @@ impl Shard {
             }
             ShardCommand::ClearReplicated => self.proxy.clear_replicated(now),
             ShardCommand::Quiesced(on) => self.proxy.set_quiesced(on),
+            ShardCommand::FlowClosed { listener, flow } => {
+                self.proxy.handle_flow_closed(now, listener, flow)
+            }
         }
         self.pump();
     }

@@ -139,9 +139,15 @@ impl SipCore {
                 // Events from this message are logged with its sender as the peer.
                 self.pump_events_from(Some(m.source));
             }
-            FromTransport::Closed { flow, remote, .. } => {
+            FromTransport::Closed {
+                listener,
+                flow,
+                remote,
+            } => {
                 self.flows_closed += 1;
                 tracing::debug!(flow = flow.0, peer = %remote, "connection closed");
+                self.node.handle_flow_closed(now, listener, flow);
+                self.pump_events_from(Some(remote));
             }
         }
     }

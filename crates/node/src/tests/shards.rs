@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxy::{Input, ListenerId, Realm, Shards};
+use proxy::{FlowId, Input, ListenerId, Realm, Shards};
 use system_state::{Cause, SystemState};
 
 use super::{
@@ -22,6 +22,10 @@ struct Box {
     map: Shards,
     now: Instant,
     sent: Vec<(usize, SocketAddr, String)>,
+    /// The connection each of `sent` was to go over (`None`: open or reuse one).
+    flows: Vec<Option<FlowId>>,
+    /// The connection the phone's messages arrive on (`None`: datagrams).
+    phone_flow: Option<FlowId>,
     events: Vec<Event>,
 }
 
@@ -45,6 +49,8 @@ impl Box {
             map,
             now,
             sent: Vec::new(),
+            flows: Vec::new(),
+            phone_flow: None,
             events: Vec::new(),
         };
         b.pump();
@@ -74,12 +80,14 @@ impl Box {
                 while let Some(t) = shard.poll_transmit() {
                     let text = String::from_utf8_lossy(&t.bytes).into_owned();
                     self.sent.push((i + 1, t.destination, text));
+                    self.flows.push(t.flow);
                 }
                 while shard.poll_event().is_some() {}
             }
             while let Some(t) = self.node.poll_transmit() {
                 let text = String::from_utf8_lossy(&t.bytes).into_owned();
                 self.sent.push((0, t.destination, text));
+                self.flows.push(t.flow);
             }
             while let Some(e) = self.node.poll_event() {
                 self.events.push(e);
@@ -97,7 +105,10 @@ impl Box {
         });
         let input = Input {
             listener,
-            flow: None,
+            flow: match realm {
+                Realm::Access => self.phone_flow,
+                Realm::Core => None,
+            },
             source: addr(from),
             bytes: text.as_bytes(),
         };
@@ -144,6 +155,16 @@ impl Box {
             })
             .map(|(_, _, text)| text.clone())
             .unwrap_or_else(|| panic!("no {prefix:?} of {call_id} to {to}: {:#?}", self.sent))
+    }
+
+    /// The connections the messages to `to` starting with `prefix` were to go over.
+    fn flows_to(&self, to: &str, prefix: &str) -> Vec<Option<FlowId>> {
+        self.sent
+            .iter()
+            .zip(&self.flows)
+            .filter(|((_, d, text), _)| *d == addr(to) && text.starts_with(prefix))
+            .map(|(_, flow)| *flow)
+            .collect()
     }
 
     fn sent_to(&self, to: &str, prefix: &str) -> usize {
@@ -278,6 +299,60 @@ fn the_guard_ends_the_calls_and_bindings_of_every_shard() {
     for s in &sbc.shards {
         assert_eq!(s.proxy().counts(), proxy::Counts::default());
     }
+}
+
+#[test]
+fn a_closed_connection_reaches_every_shard_and_what_went_over_it_is_sent_anew() {
+    let mut sbc = Box::new(2);
+    // The phone registers and calls over one connection; its calls land on both shards.
+    let connection = FlowId(7);
+    sbc.phone_flow = Some(connection);
+    let reg = sbc.call_id_on(1, "reg");
+    sbc.register(&reg, 3600);
+    let calls = [sbc.call_id_on(0, "call"), sbc.call_id_on(1, "call")];
+    for id in &calls {
+        sbc.call(id);
+    }
+    assert_eq!(
+        sbc.flows_to(PHONE, "SIP/2.0 200"),
+        [Some(connection); 3],
+        "answers go back over the phone's connection"
+    );
+
+    sbc.node
+        .handle_flow_closed(sbc.now, ListenerId(0), connection);
+    sbc.pump();
+
+    // The binding lost the connection on the shard that owns it, and through its record on
+    // the other: a call from the core asks the shell for a connection to the phone.
+    let from_core = sbc.call_id_on(0, "inbound");
+    let invite = invite_request(&from_core)
+        .replace(
+            "INVITE sip:+15550001@example.com",
+            "INVITE sip:alice@example.com",
+        )
+        .replace(
+            &format!("SIP/2.0/UDP {PHONE}"),
+            &format!("SIP/2.0/UDP {UPSTREAM}"),
+        );
+    sbc.deliver(Realm::Core, UPSTREAM, &invite);
+    assert_eq!(sbc.flows_to(PHONE, "INVITE"), [None], "{:#?}", sbc.sent);
+
+    // The guard's BYEs to the phone, from both shards, do not name the closed connection.
+    sbc.node
+        .request_offline(sbc.now, Some(Duration::from_secs(1)), Cause::Operator);
+    sbc.pump();
+    sbc.advance(Duration::from_secs(1));
+    let byes: Vec<(usize, Option<FlowId>)> = sbc
+        .sent
+        .iter()
+        .zip(&sbc.flows)
+        .filter(|((_, d, text), _)| *d == addr(PHONE) && text.starts_with("BYE"))
+        .map(|((k, _, _), flow)| (*k, *flow))
+        .collect();
+    assert_eq!(byes.len(), 2, "{byes:?}");
+    assert!(byes.iter().any(|(k, _)| *k == 1), "{byes:?}");
+    assert!(byes.iter().all(|(_, flow)| flow.is_none()), "{byes:?}");
 }
 
 #[test]

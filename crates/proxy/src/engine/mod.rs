@@ -644,10 +644,13 @@ impl Proxy {
     pub fn handle_flow_closed(&mut self, now: Instant, listener: ListenerId, flow: FlowId) {
         self.advance_clock(now);
         let gone = |f: &Flow| f.listener == listener && f.flow == Some(flow);
+        // With shards each binding has one owner, and only the owner writes its change: the
+        // others learn it from the owner's record.
         let bindings: Vec<_> = self
             .registrations
             .on_connection(listener, flow)
             .into_iter()
+            .filter(|b| self.registrations.owns(b))
             .cloned()
             .collect();
         for mut binding in bindings {
