@@ -443,6 +443,12 @@ impl Node {
         self.proxy.poll_transmit()
     }
 
+    /// The next connection or association to end gracefully.
+    #[must_use]
+    pub fn poll_close(&mut self) -> Option<proxy::Close> {
+        self.proxy.poll_close()
+    }
+
     /// The next keep-alive to send to the twin, on its path.
     #[must_use]
     pub fn poll_twin_transmit(&mut self) -> Option<twin::Transmit> {

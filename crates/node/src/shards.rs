@@ -135,6 +135,12 @@ impl Shard {
         self.proxy.poll_transmit()
     }
 
+    /// The next connection or association to end gracefully.
+    #[must_use]
+    pub fn poll_close(&mut self) -> Option<proxy::Close> {
+        self.proxy.poll_close()
+    }
+
     #[must_use]
     pub fn poll_report(&mut self) -> Option<ShardReport> {
         self.reports.pop_front()

@@ -215,6 +215,8 @@ pub struct Stats {
     pub upstream_failovers: u64,
     /// OPTIONS probes sent.
     pub probes_sent: u64,
+    /// SCTP associations to an upstream shut down after its 503 with Retry-After (SPEC §3).
+    pub upstream_associations_shut: u64,
     /// Retransmissions sent.
     pub retransmissions: u64,
     /// Responses matching no transaction, dropped.

@@ -27,7 +27,7 @@ pub use events::{CallEndCause, CallInfo, ChangeRecord, Counts, Event, Registrati
 pub use replication::{RecordError, RecordKey};
 pub use shard::Shards;
 pub use system_state::SystemState;
-pub use transport::{Flow, FlowId, Input, ListenerId, Peer, Realm, Transmit, Transport};
+pub use transport::{Close, Flow, FlowId, Input, ListenerId, Peer, Realm, Transmit, Transport};
 pub use upstreams::UpstreamInfo;
 
 #[cfg(test)]

@@ -140,6 +140,17 @@ pub struct Input<'a> {
     pub bytes: &'a [u8],
 }
 
+/// A connection or association the shell must end gracefully (SCTP SHUTDOWN, TCP FIN), taken
+/// with [`crate::Proxy::poll_close`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    pub listener: ListenerId,
+    pub transport: Transport,
+    pub flow: FlowId,
+    /// The peer at its other end.
+    pub remote: SocketAddr,
+}
+
 /// One message to send, taken with [`crate::Proxy::poll_transmit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {

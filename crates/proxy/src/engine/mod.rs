@@ -240,6 +240,8 @@ pub struct Proxy {
     shards: Shards,
     upstreams: Upstreams,
     transmits: VecDeque<Transmit>,
+    /// Associations to shut down (an SCTP upstream that asked for time, SPEC §3).
+    closes: VecDeque<crate::transport::Close>,
     events: VecDeque<Event>,
     stats: Stats,
     last_counts: Counts,
@@ -310,6 +312,7 @@ impl Proxy {
             shards: Shards::single(),
             upstreams,
             transmits: VecDeque::new(),
+            closes: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             last_counts: Counts::default(),
@@ -514,6 +517,12 @@ impl Proxy {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next connection or association to end gracefully.
+    #[must_use]
+    pub fn poll_close(&mut self) -> Option<crate::transport::Close> {
+        self.closes.pop_front()
     }
 
     /// The next event.

@@ -53,11 +53,16 @@ impl Proxy {
             ClientPurpose::Probe(uid) if code >= 200 => {
                 let result = match code {
                     200..=299 => ProbeResult::Ok,
-                    503 => ProbeResult::Unavailable(
-                        m.retry_after()
+                    503 => {
+                        let wait = m
+                            .retry_after()
                             .filter(|s| *s > 0)
-                            .map(|s| capped_wait(s, self.config.limits.max_retry_after)),
-                    ),
+                            .map(|s| capped_wait(s, self.config.limits.max_retry_after));
+                        if wait.is_some() {
+                            self.shut_upstream_association(from);
+                        }
+                        ProbeResult::Unavailable(wait)
+                    }
                     _ => ProbeResult::OtherResponse,
                 };
                 self.remove_client(cid);
@@ -106,6 +111,27 @@ impl Proxy {
         }
         self.events
             .push_back(Event::OwnRequestAnswered { method, aor, code });
+    }
+
+    /// An SCTP upstream answered 503 with Retry-After: its association is shut down (SPEC §3,
+    /// the patents' client "deletes the server from its list of SCTP associations"). No new
+    /// one is opened before the wait is over, because nothing new goes to an upstream out of
+    /// rotation and its probes wait for the Retry-After. In-dialog requests of calls already
+    /// established through it still go (a BYE must reach it), on an association the shell
+    /// opens for them.
+    fn shut_upstream_association(&mut self, from: crate::transport::Flow) {
+        if from.transport != crate::transport::Transport::Sctp {
+            return;
+        }
+        if let Some(flow) = from.flow {
+            self.stats.upstream_associations_shut += 1;
+            self.closes.push_back(crate::transport::Close {
+                listener: from.listener,
+                transport: from.transport,
+                flow,
+                remote: from.remote,
+            });
+        }
     }
 
     /// Reports what a probe found.
@@ -233,6 +259,7 @@ impl Proxy {
                     let wait = capped_wait(secs, self.config.limits.max_retry_after);
                     let change = self.upstreams.take_out(uid, wait, self.now);
                     self.emit_upstream_changes(change.into_iter().collect());
+                    self.shut_upstream_association(from);
                 }
                 None => self.upstreams.attempt_failed(uid),
             }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, ListenerConfig, UpstreamConfig};
 use crate::events::Event;
 use crate::msg::{self, Message};
-use crate::transport::{Input, ListenerId, Realm, Transport};
+use crate::transport::{FlowId, Input, ListenerId, Realm, Transport};
 use crate::Proxy;
 
 pub const ACCESS: &str = "10.0.0.1:5060";
@@ -66,6 +66,12 @@ pub struct Net {
     pub events: Vec<Event>,
     /// Transmits to addresses without a peer.
     pub lost: Vec<(SocketAddr, Vec<u8>)>,
+    /// On a connection-oriented listener, the shell's connections (associations) by peer, as
+    /// a shell keeps them: a transmit without a flow opens one (logged in `opened`), a close
+    /// from the proxy ends it (logged in `closed`).
+    pub connections: HashMap<(ListenerId, SocketAddr), FlowId>,
+    pub opened: Vec<SocketAddr>,
+    pub closed: Vec<SocketAddr>,
     tag_counter: u32,
 }
 
@@ -102,6 +108,9 @@ impl Net {
             peers,
             events: Vec::new(),
             lost: Vec::new(),
+            connections: HashMap::new(),
+            opened: Vec::new(),
+            closed: Vec::new(),
             tag_counter: 0,
         }
     }
@@ -145,10 +154,31 @@ impl Net {
             while let Some(e) = self.proxy.poll_event() {
                 self.events.push(e);
             }
-            let Some(t) = self.proxy.poll_transmit() else {
+            let Some(mut t) = self.proxy.poll_transmit() else {
+                // As a shell does: what was sent before a close goes out before it (the ACK
+                // of the 503 that asked for the close, on the association it closes).
+                while let Some(close) = self.proxy.poll_close() {
+                    let key = (close.listener, close.remote);
+                    if self.connections.get(&key) == Some(&close.flow) {
+                        self.connections.remove(&key);
+                        self.closed.push(close.remote);
+                    }
+                }
                 self.proxy.assert_one_deadline_per_transaction();
                 break;
             };
+            if t.transport.is_reliable() {
+                let key = (t.listener, t.destination);
+                let next = FlowId(1000 + self.opened.len() as u64);
+                let flow = match t.flow.filter(|f| self.connections.get(&key) == Some(f)) {
+                    Some(flow) => flow,
+                    None => *self.connections.entry(key).or_insert_with(|| {
+                        self.opened.push(t.destination);
+                        next
+                    }),
+                };
+                t.flow = Some(flow);
+            }
             let replies = match self.peers.get_mut(&t.destination) {
                 Some(peer) => {
                     peer.inbox.push(t.bytes.clone());

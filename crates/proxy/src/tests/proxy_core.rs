@@ -664,3 +664,55 @@ fn subscribe_dialogs_are_routed_by_our_record_route_and_strangers_are_not_relaye
     assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 481);
     assert!(net.received(CORE1, "MESSAGE").is_empty());
 }
+
+#[test]
+fn an_sctp_upstream_that_asks_for_time_loses_its_association_until_the_time_has_passed() {
+    let mut cfg = config();
+    cfg.listeners[1].transport = crate::Transport::Sctp;
+    cfg.upstreams = [CORE1, CORE2]
+        .iter()
+        .zip([1, 2])
+        .map(|(core, priority)| {
+            UpstreamConfig::from_uri(&format!("sip:{core};transport=sctp"), priority).unwrap()
+        })
+        .collect();
+    let mut net = Net::new(cfg);
+    net.add_phone(PHONE);
+    net.peer(CORE1).invite = CoreInvite::Reject(503, Some(120));
+
+    net.call_out(PHONE, "s1");
+    assert_eq!(net.received(CORE2, "INVITE").len(), 1, "the call went on");
+    assert_eq!(
+        net.closed,
+        [addr(CORE1)],
+        "the association to the upstream that asked for time is shut"
+    );
+    assert_eq!(net.proxy.stats().upstream_associations_shut, 1);
+
+    // Calls and probes meanwhile open nothing toward it.
+    net.call_out(PHONE, "s2");
+    net.advance(Duration::from_secs(119));
+    let opened_to = |net: &Net, core: &str| net.opened.iter().filter(|a| **a == addr(core)).count();
+    assert_eq!(
+        opened_to(&net, CORE1),
+        1,
+        "no new association before the time"
+    );
+    assert_eq!(net.received(CORE2, "INVITE").len(), 2);
+
+    // Once the time has passed, a probe opens one again and finds it well.
+    net.peer(CORE1).invite = CoreInvite::Answer;
+    net.advance(Duration::from_secs(60));
+    assert_eq!(opened_to(&net, CORE1), 2);
+    assert!(!net.received(CORE1, "OPTIONS").is_empty());
+    assert!(net.proxy.upstreams()[0].in_rotation);
+}
+
+#[test]
+fn a_udp_upstream_that_asks_for_time_has_nothing_to_shut() {
+    let mut net = two_upstreams(1, 2);
+    net.peer(CORE1).invite = CoreInvite::Reject(503, Some(120));
+    net.call_out(PHONE, "u1");
+    assert!(net.closed.is_empty());
+    assert_eq!(net.proxy.stats().upstream_associations_shut, 0);
+}
