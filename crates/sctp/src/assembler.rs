@@ -15,7 +15,10 @@ pub(crate) enum Step {
     Message(Vec<u8>),
     Notification(Vec<u8>),
     /// The message being read passed `limit` (`got` bytes so far); it is dropped.
-    TooLarge { limit: usize, got: usize },
+    TooLarge {
+        limit: usize,
+        got: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -163,7 +166,10 @@ mod tests {
         let space = a.read_space();
         space.copy_from_slice(b"INVI");
         assert_eq!(a.commit(4, false, false), Step::More);
-        assert_eq!(feed(&mut a, b"note", true), vec![Step::Notification(b"note".to_vec())]);
+        assert_eq!(
+            feed(&mut a, b"note", true),
+            vec![Step::Notification(b"note".to_vec())]
+        );
         let steps = feed(&mut a, b"TE", false);
         assert_eq!(steps, vec![Step::Message(b"INVITE".to_vec())]);
     }

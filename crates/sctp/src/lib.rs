@@ -142,7 +142,10 @@ fn subscribe(socket: &Socket, addr: SocketAddr) -> Result<(), OpenError> {
     for (step, kind) in [
         ("SCTP_EVENT assoc change", sys::SCTP_ASSOC_CHANGE),
         ("SCTP_EVENT shutdown", sys::SCTP_SHUTDOWN_EVENT),
-        ("SCTP_EVENT partial delivery", sys::SCTP_PARTIAL_DELIVERY_EVENT),
+        (
+            "SCTP_EVENT partial delivery",
+            sys::SCTP_PARTIAL_DELIVERY_EVENT,
+        ),
     ] {
         let event = sys::SctpEvent {
             se_assoc_id: 0,
@@ -157,13 +160,17 @@ fn subscribe(socket: &Socket, addr: SocketAddr) -> Result<(), OpenError> {
 
 fn set_nodelay(socket: &Socket, on: bool, addr: SocketAddr) -> Result<(), OpenError> {
     let value: libc::c_int = on.into();
-    sys::setsockopt(socket.as_fd(), libc::IPPROTO_SCTP, libc::SCTP_NODELAY, &value).map_err(
-        |source| OpenError {
-            step: "SCTP_NODELAY",
-            addr,
-            source,
-        },
+    sys::setsockopt(
+        socket.as_fd(),
+        libc::IPPROTO_SCTP,
+        libc::SCTP_NODELAY,
+        &value,
     )
+    .map_err(|source| OpenError {
+        step: "SCTP_NODELAY",
+        addr,
+        source,
+    })
 }
 
 /// A listening one-to-one SCTP socket.
@@ -180,7 +187,9 @@ impl Listener {
     pub fn bind(addr: SocketAddr, options: Options) -> Result<Listener, OpenError> {
         let socket = new_socket(addr)?;
         let err = |step| move |source| OpenError { step, addr, source };
-        socket.set_reuse_address(true).map_err(err("SO_REUSEADDR"))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(err("SO_REUSEADDR"))?;
         subscribe(&socket, addr)?;
         set_nodelay(&socket, options.nodelay, addr)?;
         socket.bind(&SockAddr::from(addr)).map_err(err("bind"))?;
@@ -278,10 +287,12 @@ impl Association {
     /// descriptor is writable, then call [`Association::finish_connect`].
     pub fn start_connect(peer: SocketAddr, options: &Options) -> Result<Association, OpenError> {
         let socket = Association::open(peer, options)?;
-        let err = |step| move |source| OpenError {
-            step,
-            addr: peer,
-            source,
+        let err = |step| {
+            move |source| OpenError {
+                step,
+                addr: peer,
+                source,
+            }
         };
         socket.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
         match socket.connect(&SockAddr::from(peer)) {

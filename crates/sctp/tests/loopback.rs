@@ -124,11 +124,14 @@ fn close_is_a_shutdown_and_abort_is_not() {
     };
     server.abort().unwrap_or_else(|e| panic!("{e}"));
     let seen = events_until_closed(&mut client);
-    assert!(seen.iter().any(|n| matches!(
-        n,
-        Notification::AssocChange {
-            state: AssocState::CommLost,
-            ..
-        }
-    )), "{seen:?}");
+    assert!(
+        seen.iter().any(|n| matches!(
+            n,
+            Notification::AssocChange {
+                state: AssocState::CommLost,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
 }
