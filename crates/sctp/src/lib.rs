@@ -39,7 +39,8 @@ pub struct Options {
     pub nodelay: bool,
     /// The largest message [`Association::recv`] assembles; a larger one is an error.
     pub max_message: usize,
-    /// Bytes asked for per `recvmsg` (a larger message takes several reads).
+    /// Bytes asked for per `recvmsg` (a larger message takes several reads). Each association
+    /// keeps a buffer of this size (plus a message being joined) for its life.
     pub read_chunk: usize,
     /// Listen backlog.
     pub backlog: i32,
@@ -119,8 +120,9 @@ pub enum Incoming {
     /// One whole message.
     Message(Vec<u8>),
     Notification(Notification),
-    /// The association is over: the peer shut it down and everything was read (or it was
-    /// aborted and the kernel reports end of file).
+    /// The association is over: the peer shut it down and everything was read. (After an
+    /// ABORT the next receive fails with `ConnectionReset` instead, once the COMM_LOST
+    /// notification has been read.)
     Closed,
 }
 

@@ -39,7 +39,9 @@ pub enum Notification {
     /// `SCTP_ASSOC_CHANGE`.
     AssocChange {
         state: AssocState,
-        /// The cause code, when the change was an error (`sac_error`).
+        /// `sac_error` as the kernel gives it. For COMM_LOST after the peer's ABORT, Linux
+        /// copies the ABORT's first cause code without converting it from network byte order
+        /// (a user-initiated abort, cause 12, reads 3072 on x86): compare with care.
         error: u16,
         outbound_streams: u16,
         inbound_streams: u16,
