@@ -135,3 +135,41 @@ fn close_is_a_shutdown_and_abort_is_not() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_non_blocking_association_connects_and_joins_a_message_across_would_blocks() {
+    let Some(l) = listener(Options::default()) else {
+        return;
+    };
+    let mut client = Association::start_connect(l.local_addr(), &Options::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The kernel completes the handshake for the listener; accept only takes it.
+    let (server, _) = l.accept().unwrap_or_else(|e| panic!("accept: {e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut got = None;
+    let mut would_block = 0u32;
+    let big = vec![b'z'; 60_000];
+    let mut sent = false;
+    while got.is_none() && std::time::Instant::now() < deadline {
+        match client.recv() {
+            Ok(Incoming::Message(m)) => got = Some(m),
+            Ok(Incoming::Notification(_)) => {}
+            Ok(Incoming::Closed) => panic!("closed before the message"),
+            Err(e) if e.is_would_block() => {
+                would_block += 1;
+                if !sent {
+                    client.finish_connect().unwrap_or_else(|e| panic!("{e}"));
+                    server.send(&big).unwrap_or_else(|e| panic!("{e}"));
+                    sent = true;
+                }
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        would_block > 0,
+        "a non-blocking receive never said would-block"
+    );
+    assert_eq!(got, Some(big));
+}
