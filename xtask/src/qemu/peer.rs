@@ -260,3 +260,97 @@ fn command(qemu: &Qemu, booted: &Booted, memory_mib: u32) -> Command {
     ]);
     cmd
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of a newc archive, in order.
+    fn names(archive: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let field = |at: usize, i: usize| {
+            let hex = std::str::from_utf8(&archive[at + 6 + i * 8..at + 14 + i * 8]).unwrap_or("");
+            usize::from_str_radix(hex, 16).unwrap_or(0)
+        };
+        let pad = |n: usize| (n + 3) & !3;
+        while at + 110 <= archive.len() {
+            let size = field(at, 6);
+            let namesize = field(at, 11);
+            let name = String::from_utf8_lossy(&archive[at + 110..at + 110 + namesize - 1]);
+            if name == "TRAILER!!!" {
+                break;
+            }
+            out.push(name.into_owned());
+            at = pad(pad(at + 110 + namesize) + size);
+        }
+        out
+    }
+
+    #[test]
+    fn the_peer_archive_makes_every_folder_before_its_files() {
+        let dir = std::env::temp_dir().join(format!("xtask-peer-{}", std::process::id()));
+        fs::create_dir_all(dir.join("mods")).unwrap_or_else(|e| panic!("{e}"));
+        let busybox = dir.join("busybox");
+        fs::write(&busybox, b"\x7fELF").unwrap_or_else(|e| panic!("{e}"));
+        fs::write(dir.join("mods/sctp.ko"), b"module").unwrap_or_else(|e| panic!("{e}"));
+        let extra = [
+            initramfs::Extra {
+                path: "/lib/x86_64-linux-gnu/libc.so.6".into(),
+                mode: 0o755,
+                data: b"libc".to_vec(),
+            },
+            initramfs::Extra {
+                path: "/usr/bin/sipp".into(),
+                mode: 0o755,
+                data: b"sipp".to_vec(),
+            },
+        ];
+        let dest = dir.join("initrd.cpio");
+        initramfs::write_peer(
+            &busybox,
+            &dir.join("mods"),
+            &["sctp.ko".to_string()],
+            INIT,
+            &extra,
+            &dest,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let archive = fs::read(&dest).unwrap_or_else(|e| panic!("{e}"));
+        let names = names(&archive);
+        let pos = |n: &str| {
+            names
+                .iter()
+                .position(|x| x == n)
+                .unwrap_or_else(|| panic!("{n} not in {names:?}"))
+        };
+        assert!(pos("lib") < pos("lib/x86_64-linux-gnu"));
+        assert!(pos("lib/x86_64-linux-gnu") < pos("lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(pos("usr") < pos("usr/bin") && pos("usr/bin") < pos("usr/bin/sipp"));
+        assert!(pos("lib/modules") < pos("lib/modules/sctp.ko"));
+        for n in [
+            "init",
+            "bin/busybox",
+            "bin/sh",
+            "dev/console",
+            "etc/modules",
+            "tmp",
+        ] {
+            pos(n);
+        }
+        assert_eq!(names.iter().filter(|n| *n == "lib").count(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ldd_names_the_loader_and_libc_of_a_dynamic_program() {
+        let libs = shared_libraries(Path::new("/bin/sh")).unwrap_or_else(|e| panic!("{e:#}"));
+        let names: Vec<String> = libs
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("libc.so")), "{libs:?}");
+        assert!(names.iter().any(|n| n.starts_with("ld-linux")), "{libs:?}");
+        assert!(libs.iter().all(|p| p.is_absolute()));
+    }
+}
