@@ -13,7 +13,9 @@
 //!    buffer), and SIPp over SCTP (`-t s1`) placing its built-in `uac` call, then a call whose
 //!    INVITE is larger than 4096 bytes: each message must arrive whole (its body as long as its
 //!    Content-Length), both calls must succeed, and each of SIPp's associations must end with
-//!    a SHUTDOWN (SIPp closes gracefully by default), read from the responder's notifications.
+//!    a SHUTDOWN (SIPp closes gracefully by default), read from the responder's notifications
+//!    and the kernel's counters. `lo` has a 1500-byte MTU there, so the big INVITE travels as
+//!    several DATA chunks (the kernel's `SctpReasmUsrMsgs` must grow).
 //!
 //! Waits end on lines of the guest's console or on QEMU's exit, never on a fixed sleep. The
 //! guest is killed when the test ends, however it ends. Durations are printed and written to
@@ -27,7 +29,7 @@ use system_tests::*;
 
 /// What the guest runs (`/peer/run`, in `/tmp`). Every finding is one console line.
 const SCRIPT: &str = r#"
-snmp() { echo "snmp $1: $(grep -E '^Sctp(Shutdowns|Aborteds)' /proc/net/sctp/snmp | tr -s ' \t\n' ' ')"; }
+snmp() { echo "snmp $1: $(grep -E '^Sctp(Shutdowns|Aborteds|FragUsrMsgs|ReasmUsrMsgs)' /proc/net/sctp/snmp | tr -s ' \t\n' ' ')"; }
 # An Ethernet-sized path: a message past 1500 bytes travels as several DATA chunks.
 ip link set lo mtu 1500
 snmp start
@@ -93,20 +95,25 @@ fn cargo_executable(args: &[&str], prefix: &str) -> PathBuf {
 
 /// `SctpShutdowns` and `SctpAborteds` from a `snmp LABEL: ...` line of the console.
 fn counters(transcript: &str, label: &str) -> (u64, u64) {
+    (
+        counter(transcript, label, "SctpShutdowns"),
+        counter(transcript, label, "SctpAborteds"),
+    )
+}
+
+/// One counter of `/proc/net/sctp/snmp` from a `snmp LABEL: ...` line of the console.
+fn counter(transcript: &str, label: &str, name: &str) -> u64 {
     let prefix = format!("snmp {label}: ");
     let line = transcript
         .lines()
         .find_map(|l| l.trim().strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no {prefix:?} line on the console:\n{transcript}"));
     let words: Vec<&str> = line.split_whitespace().collect();
-    let value = |name: &str| -> u64 {
-        words
-            .windows(2)
-            .find(|w| w[0] == name)
-            .and_then(|w| w[1].parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-    };
-    (value("SctpShutdowns"), value("SctpAborteds"))
+    words
+        .windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }
 
 /// The big scenario with its SDP padded past 4096 bytes.
@@ -249,6 +256,12 @@ fn sctp_messages_notifications_and_sipp_calls_over_kernel_sctp() {
     assert_eq!(
         abort_end, abort3,
         "an ABORT during the SIPp calls:\n{console}"
+    );
+    // The big INVITE crossed the 1500-byte path as several DATA chunks, joined by the kernel.
+    assert!(
+        counter(&console, "end", "SctpReasmUsrMsgs")
+            > counter(&console, "loopback", "SctpReasmUsrMsgs"),
+        "no SCTP message was reassembled during the SIPp calls:\n{console}"
     );
     assert!(
         shut_end >= shut3 + 2,
