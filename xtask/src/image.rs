@@ -15,9 +15,9 @@
 mod debs;
 mod disk;
 mod grub;
-mod initramfs;
+pub(crate) mod initramfs;
 mod inputs;
-mod kernel;
+pub(crate) mod kernel;
 mod rootfs;
 
 use crate::util;
@@ -463,7 +463,7 @@ fn kernel_cmdline(board_profile: &Path) -> Result<String> {
     Ok(line)
 }
 
-fn fetch_busybox(cache: &Path) -> Result<PathBuf> {
+pub(crate) fn fetch_busybox(cache: &Path) -> Result<PathBuf> {
     let bin = cache.join("busybox/bin/busybox");
     if !bin.exists() {
         let deb = debs::download("busybox-static", &cache.join("debs"))?;

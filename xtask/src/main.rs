@@ -29,6 +29,7 @@ const TASKS: &[Task] = &[
     ("image", "build the appliance disk image (`--board qemu|apu2`)", image::run),
     ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file] [--keep-data]`)", flash::run),
     ("qemu", "boot the appliance image under QEMU (`[--board qemu] [--twin] [--sip-port N] [--snapshot] [--fresh] [--bios] [--verbose]`)", qemu::run),
+    ("peer", "boot a small guest with kernel SCTP that runs the given programs (`--script FILE [--bin PATH]... [--file SRC:GUEST_PATH]... [--print-command]`)", qemu::peer::run),
     ("press", "press the panel button of a running QEMU appliance (`--hold-ms N`)", press::run),
     ("ci", "what CI runs (.ci/run): the test task", ci::run),
 ];

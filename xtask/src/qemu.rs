@@ -25,6 +25,7 @@
 
 mod install;
 mod lab;
+pub mod peer;
 pub mod qmp;
 
 use crate::image;
@@ -487,7 +488,7 @@ fn cpus_for_board(board: &str) -> Result<u32> {
 }
 
 /// `env NAME=VALUE` and `arg VALUE` lines, for a test harness that starts QEMU itself.
-fn print_command(cmd: &Command) {
+pub(crate) fn print_command(cmd: &Command) {
     println!("program {}", cmd.get_program().to_string_lossy());
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {

@@ -168,6 +168,105 @@ pub fn write(
             data,
         });
     }
+    write_entries(&entries, dest)
+}
+
+/// A file for [`write_peer`]: its absolute path in the guest, mode and content.
+#[derive(Debug)]
+pub struct Extra {
+    pub path: String,
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+/// Writes a test guest's initramfs (`crate::qemu::peer`): busybox as `/bin/busybox` and
+/// `/bin/sh`, the module files of `modules_dir` named in `/etc/modules` in `module_order`,
+/// `init` as `/init`, and the `extra` files, each folder on their paths made.
+pub fn write_peer(
+    busybox: &Path,
+    modules_dir: &Path,
+    module_order: &[String],
+    init: &str,
+    extra: &[Extra],
+    dest: &Path,
+) -> Result<()> {
+    let busybox_bin =
+        fs::read(busybox).with_context(|| format!("reading busybox {}", busybox.display()))?;
+    let mut dirs: Vec<String> = ["bin", "dev", "etc", "lib/modules", "proc", "sys", "tmp"]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    for file in extra {
+        let mut parent = Path::new(file.path.trim_start_matches('/')).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.push(p.to_string_lossy().into_owned());
+            parent = p.parent();
+        }
+    }
+    // Parents before children, each once.
+    let mut all: Vec<String> = Vec::new();
+    for d in dirs {
+        let mut prefix = String::new();
+        for part in d.split('/') {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            if !all.contains(&prefix) {
+                all.push(prefix.clone());
+            }
+        }
+    }
+    let mut entries: Vec<Entry> = all.iter().map(|d| Entry::Dir(d)).collect();
+    entries.push(Entry::CharDev {
+        path: "dev/console",
+        major: 5,
+        minor: 1,
+    });
+    entries.push(Entry::File {
+        path: "bin/busybox",
+        mode: 0o755,
+        data: busybox_bin,
+    });
+    entries.push(Entry::Symlink {
+        path: "bin/sh",
+        target: "busybox",
+    });
+    entries.push(Entry::File {
+        path: "init",
+        mode: 0o755,
+        data: init.as_bytes().to_vec(),
+    });
+    entries.push(Entry::File {
+        path: "etc/modules",
+        mode: 0o644,
+        data: module_order.join("\n").into_bytes(),
+    });
+    let module_paths: Vec<String> = module_order
+        .iter()
+        .map(|m| format!("lib/modules/{m}"))
+        .collect();
+    for (path, name) in module_paths.iter().zip(module_order) {
+        let src = modules_dir.join(name);
+        let data = fs::read(&src).with_context(|| format!("reading module {}", src.display()))?;
+        entries.push(Entry::File {
+            path,
+            mode: 0o644,
+            data,
+        });
+    }
+    for file in extra {
+        entries.push(Entry::File {
+            path: file.path.trim_start_matches('/'),
+            mode: file.mode,
+            data: file.data.clone(),
+        });
+    }
+    write_entries(&entries, dest)
+}
+
+/// The newc archive of `entries`, in their order.
+fn write_entries(entries: &[Entry], dest: &Path) -> Result<()> {
     let mut out = Vec::new();
     for (ino, entry) in entries.iter().enumerate() {
         let (path, mode, rdev, data): (&str, u32, (u32, u32), &[u8]) = match entry {

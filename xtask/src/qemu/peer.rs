@@ -1,0 +1,356 @@
+//! `cargo xtask peer`: a small QEMU guest that runs given programs against the kernel's own
+//! SCTP, for tests: the host kernel has none (`socket()` fails with EPROTONOSUPPORT), the
+//! image's Debian kernel has it as a module.
+//!
+//! The guest boots the image's kernel (the same Debian package, from the image build's cache,
+//! the uncompressed ELF through PVH) with an initramfs of its own: busybox, the `sctp` module
+//! with what it depends on (crc32c), the programs named with `--bin` and every shared library
+//! `ldd` lists for them (host and guest are both Debian bookworm on x86-64), files named with
+//! `--file`, and an `/init` that loads the modules, brings `lo` up, prints `peer: ready`, runs
+//! the `--script` with `sh` in `/tmp`, prints `peer: script exited N` and powers off (QEMU then
+//! exits). No disk, no network card: the programs talk over the guest's loopback. Output is on
+//! the serial console (stdio); a kernel panic ends QEMU too (`-no-reboot`).
+//!
+//! `--print-command` prints the QEMU command (as `cargo xtask qemu --print-command` does)
+//! instead of running it, so that a system test owns the process and its console.
+
+use super::Qemu;
+use crate::image::{self, initramfs, kernel};
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Modules the guest loads: SCTP and the CRC32c it checksums with (a soft dependency
+/// through the crypto API, which depmod does not list).
+const MODULES: &[&str] = &["crc32c_generic", "sctp"];
+
+const INIT: &str = r#"#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in $(cat /etc/modules); do insmod /lib/modules/$m || echo "peer: insmod $m failed"; done
+ip link set lo up
+export PATH=/usr/bin:/bin HOME=/tmp TERM=dumb
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+cd /tmp
+echo "peer: ready"
+sh /peer/run
+echo "peer: script exited $?"
+poweroff -f
+"#;
+
+#[derive(Debug)]
+struct Opts {
+    bins: Vec<PathBuf>,
+    files: Vec<(PathBuf, String)>,
+    script: PathBuf,
+    out: PathBuf,
+    print_command: bool,
+    memory_mib: u32,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let usage = "usage: cargo xtask peer --script FILE [--bin PATH]... [--file SRC:GUEST_PATH]... \
+                 [--out DIR] [--memory MIB] [--print-command]";
+    let mut o = Opts {
+        bins: Vec::new(),
+        files: Vec::new(),
+        script: PathBuf::new(),
+        out: util::root().join("out/peer"),
+        print_command: false,
+        memory_mib: 512,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value; {usage}"))
+        };
+        match a.as_str() {
+            "--bin" => o.bins.push(PathBuf::from(value("--bin")?)),
+            "--file" => {
+                let v = value("--file")?;
+                let (src, dest) = v
+                    .split_once(':')
+                    .with_context(|| format!("--file {v}: expected SRC:GUEST_PATH"))?;
+                if !dest.starts_with('/') {
+                    bail!("--file {v}: the guest path must be absolute");
+                }
+                o.files.push((PathBuf::from(src), dest.to_string()));
+            }
+            "--script" => o.script = PathBuf::from(value("--script")?),
+            "--out" => o.out = PathBuf::from(value("--out")?),
+            "--memory" => {
+                let v = value("--memory")?;
+                o.memory_mib = v.parse().with_context(|| format!("--memory {v}"))?;
+            }
+            "--print-command" => o.print_command = true,
+            other => bail!("unknown argument `{other}`; {usage}"),
+        }
+    }
+    if o.script.as_os_str().is_empty() {
+        bail!("--script is required; {usage}");
+    }
+    Ok(o)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    let started = std::time::Instant::now();
+    let booted = prepare(&o)?;
+    eprintln!(
+        "xtask peer: kernel {} and initramfs {} ({} MiB) in {:.1} s",
+        booted.release,
+        booted.initrd.display(),
+        fs::metadata(&booted.initrd)
+            .map(|m| m.len() >> 20)
+            .unwrap_or(0),
+        started.elapsed().as_secs_f64()
+    );
+    let mut cmd = command(&Qemu::get()?, &booted, o.memory_mib);
+    if o.print_command {
+        super::print_command(&cmd);
+        return Ok(());
+    }
+    let status = cmd.status().context("starting QEMU for the peer")?;
+    if !status.success() {
+        bail!("QEMU (peer) exited with {status}");
+    }
+    Ok(())
+}
+
+/// What the guest boots.
+#[derive(Debug)]
+struct Booted {
+    release: String,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+fn prepare(o: &Opts) -> Result<Booted> {
+    util::ensure_debs(&["kmod", "xz-utils"])?;
+    let cache = image::cache_dir();
+    let kernel = kernel::Kernel::fetch(&cache)?;
+    let busybox = image::fetch_busybox(&cache)?;
+    fs::create_dir_all(&o.out).with_context(|| format!("creating {}", o.out.display()))?;
+
+    // The uncompressed kernel once per release: PVH boot skips the XZ unpacking in the guest.
+    let vmlinux = cache
+        .join("peer")
+        .join(format!("vmlinux-{}", kernel.release));
+    let boot_kernel = if vmlinux.exists() {
+        vmlinux
+    } else {
+        fs::create_dir_all(cache.join("peer")).context("creating the peer cache")?;
+        kernel::extract_vmlinux(&kernel.vmlinuz(), &vmlinux)?.unwrap_or_else(|| kernel.vmlinuz())
+    };
+
+    let wanted: Vec<String> = MODULES.iter().map(|m| m.to_string()).collect();
+    let modules = kernel.closure(&wanted)?;
+    let flat = o.out.join("modules");
+    if flat.exists() {
+        fs::remove_dir_all(&flat).with_context(|| format!("removing {}", flat.display()))?;
+    }
+    let order = kernel.copy_flat(&modules, &flat)?;
+
+    let mut extra = Vec::new();
+    let mut libraries = BTreeSet::new();
+    for bin in &o.bins {
+        let name = bin
+            .file_name()
+            .with_context(|| format!("--bin {} has no file name", bin.display()))?;
+        extra.push(initramfs::Extra {
+            path: format!("/usr/bin/{}", name.to_string_lossy()),
+            mode: 0o755,
+            data: fs::read(bin).with_context(|| format!("reading {}", bin.display()))?,
+        });
+        libraries.extend(shared_libraries(bin)?);
+    }
+    for lib in &libraries {
+        extra.push(initramfs::Extra {
+            path: lib.to_string_lossy().into_owned(),
+            mode: 0o755,
+            // fs::read follows the symlink: the guest gets the file under the name ldd gave.
+            data: fs::read(lib).with_context(|| format!("reading {}", lib.display()))?,
+        });
+    }
+    for (src, dest) in &o.files {
+        extra.push(initramfs::Extra {
+            path: dest.clone(),
+            mode: 0o644,
+            data: fs::read(src).with_context(|| format!("reading {}", src.display()))?,
+        });
+    }
+    extra.push(initramfs::Extra {
+        path: "/peer/run".into(),
+        mode: 0o755,
+        data: fs::read(&o.script).with_context(|| format!("reading {}", o.script.display()))?,
+    });
+    let initrd = o.out.join("peer-initrd.cpio");
+    initramfs::write_peer(&busybox, &flat, &order, INIT, &extra, &initrd)?;
+    Ok(Booted {
+        release: kernel.release,
+        kernel: boot_kernel,
+        initrd,
+    })
+}
+
+/// The shared libraries (and the dynamic loader) `ldd` lists for `bin`, as absolute paths.
+fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .with_context(|| format!("running ldd {}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // A static program: nothing to add.
+        if text.contains("not a dynamic executable") || text.contains("statically linked") {
+            return Ok(Vec::new());
+        }
+        bail!(
+            "ldd {} failed: {}{}",
+            bin.display(),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut found = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("=> not found") {
+            bail!("ldd {}: a library is missing: {line}", bin.display());
+        }
+        // "libx.so.1 => /lib/x86_64-linux-gnu/libx.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            found.push(PathBuf::from(p));
+        }
+    }
+    Ok(found)
+}
+
+fn command(qemu: &Qemu, booted: &Booted, memory_mib: u32) -> Command {
+    let mut cmd = qemu.command();
+    let memory = memory_mib.to_string();
+    cmd.args(["-name", "sbc-peer", "-machine", "pc", "-accel", "tcg"]);
+    cmd.args(["-cpu", "max", "-smp", "1", "-m", &memory]);
+    cmd.args([
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-vga",
+        "none",
+        "-no-reboot",
+    ]);
+    cmd.args(["-serial", "stdio"]);
+    cmd.arg("-kernel").arg(&booted.kernel);
+    cmd.arg("-initrd").arg(&booted.initrd);
+    cmd.args([
+        "-append",
+        "console=ttyS0,115200n8 quiet loglevel=3 panic=-1 rdinit=/init",
+    ]);
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names of a newc archive, in order.
+    fn names(archive: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let field = |at: usize, i: usize| {
+            let hex = std::str::from_utf8(&archive[at + 6 + i * 8..at + 14 + i * 8]).unwrap_or("");
+            usize::from_str_radix(hex, 16).unwrap_or(0)
+        };
+        let pad = |n: usize| (n + 3) & !3;
+        while at + 110 <= archive.len() {
+            let size = field(at, 6);
+            let namesize = field(at, 11);
+            let name = String::from_utf8_lossy(&archive[at + 110..at + 110 + namesize - 1]);
+            if name == "TRAILER!!!" {
+                break;
+            }
+            out.push(name.into_owned());
+            at = pad(pad(at + 110 + namesize) + size);
+        }
+        out
+    }
+
+    #[test]
+    fn the_peer_archive_makes_every_folder_before_its_files() {
+        let dir = std::env::temp_dir().join(format!("xtask-peer-{}", std::process::id()));
+        fs::create_dir_all(dir.join("mods")).unwrap_or_else(|e| panic!("{e}"));
+        let busybox = dir.join("busybox");
+        fs::write(&busybox, b"\x7fELF").unwrap_or_else(|e| panic!("{e}"));
+        fs::write(dir.join("mods/sctp.ko"), b"module").unwrap_or_else(|e| panic!("{e}"));
+        let extra = [
+            initramfs::Extra {
+                path: "/lib/x86_64-linux-gnu/libc.so.6".into(),
+                mode: 0o755,
+                data: b"libc".to_vec(),
+            },
+            initramfs::Extra {
+                path: "/usr/bin/sipp".into(),
+                mode: 0o755,
+                data: b"sipp".to_vec(),
+            },
+        ];
+        let dest = dir.join("initrd.cpio");
+        initramfs::write_peer(
+            &busybox,
+            &dir.join("mods"),
+            &["sctp.ko".to_string()],
+            INIT,
+            &extra,
+            &dest,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let archive = fs::read(&dest).unwrap_or_else(|e| panic!("{e}"));
+        let names = names(&archive);
+        let pos = |n: &str| {
+            names
+                .iter()
+                .position(|x| x == n)
+                .unwrap_or_else(|| panic!("{n} not in {names:?}"))
+        };
+        assert!(pos("lib") < pos("lib/x86_64-linux-gnu"));
+        assert!(pos("lib/x86_64-linux-gnu") < pos("lib/x86_64-linux-gnu/libc.so.6"));
+        assert!(pos("usr") < pos("usr/bin") && pos("usr/bin") < pos("usr/bin/sipp"));
+        assert!(pos("lib/modules") < pos("lib/modules/sctp.ko"));
+        for n in [
+            "init",
+            "bin/busybox",
+            "bin/sh",
+            "dev/console",
+            "etc/modules",
+            "tmp",
+        ] {
+            pos(n);
+        }
+        assert_eq!(names.iter().filter(|n| *n == "lib").count(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ldd_names_the_loader_and_libc_of_a_dynamic_program() {
+        let libs = shared_libraries(Path::new("/bin/sh")).unwrap_or_else(|e| panic!("{e:#}"));
+        let names: Vec<String> = libs
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert!(names.iter().any(|n| n.starts_with("libc.so")), "{libs:?}");
+        assert!(names.iter().any(|n| n.starts_with("ld-linux")), "{libs:?}");
+        assert!(libs.iter().all(|p| p.is_absolute()));
+    }
+}
