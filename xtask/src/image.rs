@@ -125,6 +125,24 @@ fn report(built: &Built, took: std::time::Duration) -> Result<()> {
         allocated >> 20
     );
     println!("sha256: {}", built.sha256);
+    if let Ok(v) = fs::read_to_string(built.out.join("version")) {
+        println!("version: {}", v.trim());
+    }
+    let rootfs = built.out.join("rootfs");
+    if let Ok(bytes) = util::tree_size(&rootfs) {
+        println!("root:   {} MiB of files ({})", bytes >> 20, rootfs.display());
+    }
+    let compressed = built
+        .out
+        .join(format!("sbc-{}.img.zst", built.board));
+    if let Ok(meta) = fs::metadata(&compressed) {
+        println!(
+            "zstd:   {} bytes ({} MiB, {})",
+            meta.len(),
+            meta.len() >> 20,
+            compressed.display()
+        );
+    }
     eprintln!(
         "xtask image: {} in {:.1} s",
         if built.rebuilt {
@@ -185,6 +203,8 @@ fn ensure_host() -> Result<()> {
         "grub-pc-bin",
         "kmod",
         "xz-utils",
+        "binutils",
+        "zstd",
     ])
 }
 
@@ -238,8 +258,10 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     let board_profile = root.join("board").join(board);
     let cmdline = kernel_cmdline(&board_profile)?;
 
+    let version = image_version(board)?;
     let mut fp = inputs::Fingerprint::new(RECIPE);
     fp.text(board)
+        .text(&version)
         .text(&format!("{flavour:?}"))
         .text(&base.to_string_lossy())
         .text(&kernel.package)
@@ -282,7 +304,7 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     eprintln!("xtask image: assembling the root file system");
     let rootdir = out.join("rootfs");
     rootfs::unpack(&base, &rootdir)?;
-    customize_root(&root, board, &rootdir, &binaries, &board_profile)?;
+    customize_root(&root, board, &rootdir, &binaries, &board_profile, &out.join("debug"))?;
     if flavour == Flavour::Testport {
         // What only the test image has: the unit drop-ins that let the port's tty through
         // the sandbox.
@@ -292,6 +314,7 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     wanted.extend(board_modules(&board_profile)?);
     let modules = kernel.closure(&wanted)?;
     kernel.install_modules(&modules, &rootdir)?;
+    write_version(&rootdir, &out, &version)?;
     mark_updated(&rootdir)?;
 
     eprintln!("xtask image: kernel {} and initramfs", kernel.release);
@@ -340,6 +363,16 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     // QEMU boots the uncompressed kernel (PVH) when it can be had: no decompression in TCG.
     kernel::extract_vmlinux(&boot_dir.join("vmlinuz"), &out.join("vmlinux"))?;
 
+    // The distribution artifact: what a download or a USB stick carries.
+    let compressed = out.join(format!("sbc-{board}.img.zst"));
+    util::run(
+        Command::new("zstd")
+            .args(["--quiet", "--force", "-T0", "-9"])
+            .arg(&image)
+            .arg("-o")
+            .arg(&compressed),
+    )?;
+
     let sha256 = inputs::sha256_file(&image)?;
     fs::write(
         &sums,
@@ -370,6 +403,80 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
         sha256,
         rebuilt: true,
     })
+}
+
+/// What the image calls itself, on the box (`/usr/lib/sbc/version`, which `show version`
+/// prints) and beside the image (`version`): `sbc-<board> <workspace version>+g<commit>`, with
+/// `-dirty` when the work tree differs from the commit, or `SBC_VERSION` when set (a release
+/// names itself).
+pub fn image_version(board: &str) -> Result<String> {
+    if let Ok(v) = std::env::var("SBC_VERSION") {
+        if !v.trim().is_empty() {
+            return Ok(format!("sbc-{board} {}", v.trim()));
+        }
+    }
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .current_dir(util::root())
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short=10", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
+    Ok(format!(
+        "sbc-{board} {}+g{commit}{}",
+        env!("CARGO_PKG_VERSION"),
+        if dirty { "-dirty" } else { "" }
+    ))
+}
+
+fn write_version(rootdir: &Path, out: &Path, version: &str) -> Result<()> {
+    let dir = rootdir.join("usr/lib/sbc");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for path in [dir.join("version"), out.join("version")] {
+        fs::write(&path, format!("{version}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Copies our binaries into the root without their line tables (most of sbcd's size), and keeps
+/// those as `<debug_dir>/<name>.debug`, the artifact that turns a field backtrace's addresses
+/// into lines. Each stripped binary names its debug file and carries its checksum
+/// (`.gnu_debuglink`), so a debugger finds the matching one and refuses a stale one.
+fn install_stripped(binaries: &[PathBuf], bindir: &Path, debug_dir: &Path) -> Result<()> {
+    if debug_dir.exists() {
+        fs::remove_dir_all(debug_dir)
+            .with_context(|| format!("removing old {}", debug_dir.display()))?;
+    }
+    fs::create_dir_all(debug_dir).with_context(|| format!("creating {}", debug_dir.display()))?;
+    for bin in binaries {
+        let name = bin.file_name().context("binary path without a file name")?;
+        let dest = bindir.join(name);
+        let debug = debug_dir.join(format!("{}.debug", name.to_string_lossy()));
+        util::run(
+            Command::new("objcopy")
+                .arg("--only-keep-debug")
+                .arg(bin)
+                .arg(&debug),
+        )?;
+        util::run(
+            Command::new("objcopy")
+                .arg("--strip-debug")
+                .arg("--strip-unneeded")
+                .arg(format!("--add-gnu-debuglink={}", debug.display()))
+                .arg(bin)
+                .arg(&dest),
+        )?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting mode of {}", dest.display()))?;
+    }
+    Ok(())
 }
 
 /// Text only the test port's code carries (its greeting, crates/sbcd/src/testport.rs; a
@@ -507,6 +614,7 @@ fn customize_root(
     rootdir: &Path,
     binaries: &[PathBuf],
     board_profile: &Path,
+    debug_dir: &Path,
 ) -> Result<()> {
     overlay(&root.join("image/overlay"), rootdir)?;
     overlay(
@@ -516,14 +624,7 @@ fn customize_root(
     overlay(&root.join("systemd"), &rootdir.join("etc/systemd"))?;
 
     let bindir = rootdir.join("usr/bin");
-    for bin in binaries {
-        let name = bin.file_name().context("binary path without a file name")?;
-        let dest = bindir.join(name);
-        fs::copy(bin, &dest)
-            .with_context(|| format!("copying {} to {}", bin.display(), dest.display()))?;
-        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))
-            .with_context(|| format!("setting mode of {}", dest.display()))?;
-    }
+    install_stripped(binaries, &bindir, debug_dir)?;
 
     // The board profile is part of the image, not of the data partition: it describes the
     // hardware this image was built for.

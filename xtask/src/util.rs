@@ -64,3 +64,22 @@ pub fn ensure_debs(packages: &[&str]) -> Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing))
 }
+
+/// The bytes of the regular files under `dir` (what `du --apparent-size` counts, without
+/// directories), symlinks not followed.
+pub fn tree_size(dir: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                todo.push(entry.path());
+            } else if kind.is_file() {
+                total += entry.metadata()?.len();
+            }
+        }
+    }
+    Ok(total)
+}

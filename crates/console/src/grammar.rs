@@ -88,7 +88,7 @@ const MAX_GUARD_SECS: u64 = control::MAX_GUARD_SECS;
 const MAX_LOG_LINES: u64 = 100_000;
 const MAX_HOLD_MS: u64 = 600_000;
 
-static SHOW: [Node; 9] = [
+static SHOW: [Node; 10] = [
     key(
         "system-state",
         "online/draining/offline, counts, guard time left",
@@ -123,6 +123,12 @@ static SHOW: [Node; 9] = [
         "health",
         "uptime, thread pinning, watchdog, recoveries",
         Some(|_| req(Request::ShowHealth)),
+        &[],
+    ),
+    key(
+        "version",
+        "the image, daemon and kernel versions",
+        Some(|_| req(Request::ShowVersion)),
         &[],
     ),
     key("stats", "counters", Some(|_| req(Request::ShowStats)), &[]),
@@ -824,6 +830,7 @@ mod tests {
             ("show twin", req(Request::ShowTwin)),
             ("switchover", req(Request::Switchover)),
             ("show health", req(Request::ShowHealth)),
+            ("show version", req(Request::ShowVersion)),
             ("show stats", req(Request::ShowStats)),
             ("show panel", req(Request::ShowPanel)),
             ("show log", req(Request::ShowLog { lines: None })),

@@ -45,6 +45,7 @@ pub enum Request {
     ShowTwin,
     Switchover,
     ShowHealth,
+    ShowVersion,
     ShowStats,
     ShowPanel,
     ShowLog {
@@ -99,6 +100,7 @@ pub enum Reply {
     Stats(Vec<Counter>),
     Panel(PanelInfo),
     Health(HealthInfo),
+    Version(VersionInfo),
     Log(Vec<String>),
     Twin(Box<TwinInfo>),
     /// A command was carried out; the message says what happened.
@@ -193,6 +195,17 @@ pub struct HealthInfo {
     /// Why the last recovery happened (a wedged SIP thread, a crash, a box reset).
     #[serde(default)]
     pub last_recovery: Option<String>,
+}
+
+/// `show version`: what this box runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The image's version (`cargo xtask image` writes it; `None` outside an image).
+    pub image: Option<String>,
+    /// The daemon's own version.
+    pub sbcd: String,
+    /// The running kernel's release.
+    pub kernel: Option<String>,
 }
 
 /// A thread and the CPUs the kernel allows it.

@@ -212,6 +212,15 @@ impl Reply {
                     );
                 }
             }
+            Reply::Version(v) => {
+                let _ = writeln!(
+                    out,
+                    "image:   {}",
+                    v.image.as_deref().map_or("none (not started from an image)".into(), p)
+                );
+                let _ = writeln!(out, "sbcd:    {}", p(&v.sbcd));
+                let _ = writeln!(out, "kernel:  {}", v.kernel.as_deref().map_or("-".into(), p));
+            }
             Reply::Log(lines) => {
                 for l in lines {
                     let _ = writeln!(out, "{}", p(l));

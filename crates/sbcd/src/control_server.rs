@@ -52,7 +52,9 @@ impl Router {
                 | Request::ShowTwin
                 | Request::Switchover => (&self.engine, "the SIP engine"),
                 Request::ShowPanel | Request::PanelPress { .. } => (&self.panel, "the front panel"),
-                Request::ShowHealth | Request::ShowLog { .. } => (&self.local, "the control plane"),
+                Request::ShowHealth | Request::ShowVersion | Request::ShowLog { .. } => {
+                    (&self.local, "the control plane")
+                }
                 Request::Reboot => return not_available(
                     "reboot",
                     "sbcd does not reboot the box; use the console's reboot or systemctl reboot",

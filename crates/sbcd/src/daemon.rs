@@ -563,6 +563,9 @@ async fn answer_locally(
                     last_recovery: recoveries.last_cause.clone(),
                 }),
             },
+            Request::ShowVersion => Response::Ok {
+                reply: Reply::Version(version()),
+            },
             Request::ShowLog { lines } => {
                 let n = lines.map_or(20, |n| n as usize);
                 Response::Ok {
@@ -574,6 +577,25 @@ async fn answer_locally(
             },
         };
         let _ = ask.reply.send(response);
+    }
+}
+
+/// Where the image says what it is (written by `cargo xtask image`).
+const IMAGE_VERSION: &str = "/usr/lib/sbc/version";
+
+/// `show version`, read when asked: an update changes the image under a running daemon only
+/// through a reboot, but reading two small files costs nothing.
+fn version() -> control::VersionInfo {
+    let first_line = |path: &str| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.lines().next().map(|l| l.trim().to_owned()))
+            .filter(|l| !l.is_empty())
+    };
+    control::VersionInfo {
+        image: first_line(IMAGE_VERSION),
+        sbcd: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel: first_line("/proc/sys/kernel/osrelease"),
     }
 }
 

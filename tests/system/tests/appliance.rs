@@ -154,6 +154,25 @@ fn image_boots_logs_in_reports_online_and_carries_a_call() {
         to_online.as_secs_f64()
     );
 
+    // The box says which image it runs: the version the build wrote beside the image.
+    let built_version = std::fs::read_to_string(
+        system_tests::workspace_root().join("out/image/qemu-testport/version"),
+    )
+    .expect("the image build writes its version beside the image");
+    guest.type_line("show version");
+    // Its answer ends with the kernel line (what an earlier answer left unread comes first).
+    let answer = check(guest.wait_for("kernel:", ANSWER_TIMEOUT));
+    check(guest.wait_for(&prompt, ANSWER_TIMEOUT));
+    let image_line = answer
+        .lines()
+        .find(|l| l.trim_start().starts_with("image:"))
+        .unwrap_or_else(|| panic!("show version printed no image line:\n{answer}"));
+    assert_eq!(
+        image_line.trim_start().trim_start_matches("image:").trim(),
+        built_version.trim(),
+        "show version:\n{answer}"
+    );
+
     // QEMU's user network maps the guest's upstream to this very host port, so it cannot be
     // chosen free; say clearly when something else holds it.
     if let Err(e) = std::net::UdpSocket::bind(("127.0.0.1", UPSTREAM_PORT)) {

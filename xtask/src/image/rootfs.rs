@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped when the bootstrap recipe below changes in a way the inputs do not show.
-const RECIPE: &str = "rootfs-3";
+const RECIPE: &str = "rootfs-5";
 
 /// Paths dpkg never unpacks: documentation, man pages, locales. Copyright files stay (licences).
 const DPKG_EXCLUDES: &[&str] = &[
@@ -26,8 +26,14 @@ const DPKG_EXCLUDES: &[&str] = &[
     "path-exclude=/usr/share/lintian/*",
     "path-exclude=/usr/share/bash-completion/*",
     "path-exclude=/usr/share/zsh/*",
-    // udev only reads the compiled hwdb.bin; the sources are 10 MB of text.
+    // The hardware database: its sources (10 MB of text) and the 13 MB it compiles to. udev
+    // runs without it; the box names its interfaces itself (net.ifnames=0) and needs no
+    // vendor names. Bookworm's packages still ship under /lib (merged by a symlink), so both
+    // spellings are excluded.
     "path-exclude=/usr/lib/udev/hwdb.d/*",
+    "path-exclude=/lib/udev/hwdb.d/*",
+    // iconv's character set modules (8 MB): nothing on the box converts character sets.
+    "path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*",
 ];
 
 /// Reads `image/packages`: one package per line, `#` comments.
@@ -78,6 +84,10 @@ pub fn base_tarball(root: &Path, cache: &Path) -> Result<PathBuf> {
     let mut cmd = Command::new("mmdebstrap");
     // `essential` leaves out apt and the other "important" packages an appliance never uses.
     cmd.args(["--variant=essential", "--quiet"])
+        // Merged /usr made by symlinks with `usr-is-merged` to say so, as debootstrap does.
+        // mmdebstrap's default installs the `usrmerge` package instead, which needs perl and
+        // its modules: about 50 MB the box never runs.
+        .arg("--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr")
         .arg(format!("--include={}", packages.join(",")))
         .arg("--format=tar");
     for e in DPKG_EXCLUDES {
@@ -85,6 +95,11 @@ pub fn base_tarball(root: &Path, cache: &Path) -> Result<PathBuf> {
     }
     // The apt lists and package caches are useless in an image without apt.
     cmd.arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*");
+    // udev's postinst compiled a hardware database from the sources it had; without them it
+    // holds nothing of use.
+    cmd.arg(
+        "--customize-hook=rm -f \"$1\"/usr/lib/udev/hwdb.bin \"$1\"/etc/udev/hwdb.bin",
+    );
     cmd.arg(debs::SUITE).arg(&partial);
     for m in &mirrors {
         cmd.arg(m);
