@@ -7,7 +7,7 @@
 //! copy of every TCP listener, sharing the port with `SO_REUSEPORT`: the kernel spreads accepted
 //! connections over the workers.
 //!
-//! Connections (TCP now, SCTP associations later) are numbered with a [`FlowId`] from one
+//! Connections (TCP connections and SCTP associations) are numbered with a [`FlowId`] from one
 //! counter and kept in one [`FlowTable`], so any thread can send on any connection: the table
 //! holds each connection's outgoing queue, not its socket. Nothing here looks inside a message
 //! beyond stream framing; what to send where is the engine's decision.
@@ -19,6 +19,7 @@
 
 mod admission;
 mod queue;
+pub mod sctp;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
@@ -120,6 +121,18 @@ pub struct Counters {
     /// Messages for another SIP shard dropped because its queue was full (a shard that cannot
     /// keep up loses what an overloaded UDP socket would).
     pub shard_queue_full: AtomicU64,
+    pub sctp_accepted: AtomicU64,
+    pub sctp_connected: AtomicU64,
+    /// Accepted associations shut down at once, for want of a slot (as for TCP).
+    pub sctp_refused_limit: AtomicU64,
+    pub sctp_refused_per_source: AtomicU64,
+    pub sctp_refused_max_connections: AtomicU64,
+    pub sctp_closed_idle: AtomicU64,
+    /// Associations shut down because the proxy asked (an upstream's 503 with Retry-After).
+    pub sctp_closed_asked: AtomicU64,
+    pub sctp_received: AtomicU64,
+    pub sctp_sent: AtomicU64,
+    pub sctp_oversize_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -171,6 +184,25 @@ impl Counters {
                 get(&self.tcp_send_dropped_queued_bytes),
             ),
             ("transport.unsendable", get(&self.unsendable)),
+            ("transport.sctp.accepted", get(&self.sctp_accepted)),
+            ("transport.sctp.connected", get(&self.sctp_connected)),
+            ("transport.sctp.refused_limit", get(&self.sctp_refused_limit)),
+            (
+                "transport.sctp.refused_per_source",
+                get(&self.sctp_refused_per_source),
+            ),
+            (
+                "transport.sctp.refused_max_connections",
+                get(&self.sctp_refused_max_connections),
+            ),
+            ("transport.sctp.closed_idle", get(&self.sctp_closed_idle)),
+            ("transport.sctp.closed_asked", get(&self.sctp_closed_asked)),
+            ("transport.sctp.received", get(&self.sctp_received)),
+            ("transport.sctp.sent", get(&self.sctp_sent)),
+            (
+                "transport.sctp.oversize_dropped",
+                get(&self.sctp_oversize_dropped),
+            ),
         ]
     }
 }
@@ -185,6 +217,9 @@ struct FlowEntry {
     listener: ListenerId,
     remote: SocketAddr,
     queue: mpsc::Sender<Queued>,
+    /// Wakes the association's task to end it gracefully (SCTP; `None` for TCP, which the
+    /// proxy never asks to close).
+    close: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Every live connection, by id and by (listener, remote address) for reuse (RFC 3261 §18).
@@ -296,11 +331,21 @@ impl Shared {
         };
         match spec.transport {
             Transport::Udp => self.send_udp(spec, &t),
-            Transport::Tcp => self.send_tcp(spec, t),
-            Transport::Sctp => {
-                bump(&self.counters.unsendable);
-                tracing::warn!(peer = %t.destination, "SCTP is not available in this build");
-            }
+            Transport::Tcp | Transport::Sctp => self.send_stream(spec, t),
+        }
+    }
+
+    /// Ends a connection or association gracefully, as the engine asked (SPEC §3: an SCTP
+    /// upstream that answered 503 with Retry-After).
+    pub fn close(&self, c: &proxy::Close) {
+        let flows = self.flows();
+        let Some(entry) = flows.by_id.get(&c.flow) else {
+            return;
+        };
+        if let Some(close) = &entry.close {
+            bump(&self.counters.sctp_closed_asked);
+            tracing::info!(peer = %c.remote, flow = c.flow.0, "shutting the association down, as asked");
+            close.notify_one();
         }
     }
 
@@ -318,7 +363,8 @@ impl Shared {
         }
     }
 
-    fn send_tcp(self: &Arc<Self>, spec: &ListenerSpec, t: Transmit) {
+    /// TCP or SCTP: on the connection named, else on one to the same peer, else on a new one.
+    fn send_stream(self: &Arc<Self>, spec: &ListenerSpec, t: Transmit) {
         let destination = t.destination;
         let Some(message) = self.send_budget.reserve(t.bytes) else {
             bump(&self.counters.tcp_send_dropped_queued_bytes);
@@ -367,23 +413,36 @@ impl Shared {
         // The first message waits in the queue while the connection is being set up; the
         // queue is new and empty, so it has room.
         let _ = queue.try_send(message);
+        let close = (spec.transport == Transport::Sctp).then(|| Arc::new(tokio::sync::Notify::new()));
         flows.insert(
             id,
             FlowEntry {
                 listener: spec.id,
                 remote: destination,
                 queue,
+                close: close.clone(),
             },
         );
         drop(flows);
-        handle.spawn(tcp::connect(
-            Arc::clone(self),
-            *spec,
-            id,
-            destination,
-            outgoing,
-            slot,
-        ));
+        match close {
+            Some(close) => handle.spawn(sctp::connect(
+                Arc::clone(self),
+                *spec,
+                id,
+                destination,
+                outgoing,
+                close,
+                slot,
+            )),
+            None => handle.spawn(tcp::connect(
+                Arc::clone(self),
+                *spec,
+                id,
+                destination,
+                outgoing,
+                slot,
+            )),
+        };
     }
 }
 
@@ -434,6 +493,8 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct WorkerSockets {
     pub tcp: Vec<(ListenerSpec, std::net::TcpListener)>,
+    /// SCTP listeners, on the first worker only (one listening socket per address).
+    pub sctp: Vec<(ListenerSpec, ::sctp::Listener)>,
 }
 
 /// Why the SIP sockets could not be set up.
@@ -445,8 +506,6 @@ pub enum BindError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("listener {addr}: SCTP is not supported by sbcd yet (use udp or tcp)")]
-    Sctp { addr: SocketAddr },
     #[error("too many listeners ({0}); at most 65535")]
     TooMany(usize),
 }
@@ -461,7 +520,7 @@ pub fn listener_specs(config: &Config) -> Result<Vec<ListenerSpec>, BindError> {
             transport: match l.transport {
                 config::Transport::Udp => Transport::Udp,
                 config::Transport::Tcp => Transport::Tcp,
-                config::Transport::Sctp => return Err(BindError::Sctp { addr: l.addr }),
+                config::Transport::Sctp => Transport::Sctp,
             },
             addr: l.addr,
             freebind: config
@@ -482,14 +541,21 @@ pub fn bind_all(
     to_engine: mpsc::Sender<FromTransport>,
     serving: watch::Receiver<bool>,
 ) -> Result<(Arc<Shared>, Vec<WorkerSockets>), BindError> {
-    if let Some(spec) = specs.iter().find(|s| s.transport == Transport::Sctp) {
-        return Err(BindError::Sctp { addr: spec.addr });
-    }
     let mut per_worker = Vec::new();
-    for _ in 0..workers.max(1) {
-        let mut sockets = WorkerSockets { tcp: Vec::new() };
+    for worker in 0..workers.max(1) {
+        let mut sockets = WorkerSockets {
+            tcp: Vec::new(),
+            sctp: Vec::new(),
+        };
         for spec in specs.iter().filter(|s| s.transport == Transport::Tcp) {
             sockets.tcp.push((*spec, bind_tcp(spec)?));
+        }
+        if worker == 0 {
+            for spec in specs.iter().filter(|s| s.transport == Transport::Sctp) {
+                sockets
+                    .sctp
+                    .push((*spec, sctp::bind(spec, limits.max_message_bytes)?));
+            }
         }
         per_worker.push(sockets);
     }
@@ -582,6 +648,9 @@ pub async fn run_worker(shared: Arc<Shared>, sockets: WorkerSockets) {
     let mut tasks = tokio::task::JoinSet::new();
     for (spec, listener) in sockets.tcp {
         tasks.spawn(tcp::accept_loop(Arc::clone(&shared), spec, listener));
+    }
+    for (spec, listener) in sockets.sctp {
+        tasks.spawn(sctp::accept_loop(Arc::clone(&shared), spec, listener));
     }
     while tasks.join_next().await.is_some() {}
     // A worker without TCP listeners (UDP is the engine's) still runs: its heartbeat is what

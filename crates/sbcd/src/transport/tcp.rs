@@ -133,6 +133,7 @@ fn admit(shared: &Arc<Shared>, spec: ListenerSpec, stream: TcpStream, remote: So
             listener: spec.id,
             remote,
             queue,
+            close: None,
         },
     );
     tracing::debug!(peer = %remote, flow = id.0, "TCP connection accepted");
