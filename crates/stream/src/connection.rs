@@ -354,8 +354,9 @@ impl Connection {
 
     /// A delivery failed at `now`: nobody takes messages any more.
     pub fn handle_engine_gone(&mut self, now: Instant) {
-        if !self.close_announced {
-            // Whatever was decided and not yet told (a close after bad input) is moot.
+        // Only a close after bad input can be decided with deliveries still ahead of it: not yet
+        // told, it is moot.
+        if !self.close_announced && matches!(self.state, State::Open | State::Flushing) {
             self.state = State::Open;
             self.close(now, Why::EngineGone);
         }
