@@ -13,19 +13,17 @@
 //! beyond stream framing; what to send where is the engine's decision.
 //!
 //! What a peer can make the box hold is bounded here (SPEC §1a): connection slots per source,
-//! per listener and in total ([`admission`]), bytes waiting to be written ([`queue`]), and the
-//! time and CPU one stream message may take ([`stream`]). Whatever is refused is counted in
-//! [`Counters`], which `show stats` lists.
+//! per listener and in total ([`stream::Admission`]), bytes waiting to be written ([`queue`]),
+//! and the time and CPU one stream message may take ([`stream::Connection`]). Whatever is
+//! refused is counted in [`Counters`], which `show stats` lists.
 
-mod admission;
 mod queue;
-pub mod stream;
 pub mod tcp;
 pub mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -34,8 +32,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Config};
-use admission::{Admission, Caps, Refused};
 use queue::{Queued, SendBudget};
+use stream::{Admission, Caps, Refused};
 
 /// What the transports hand to the engine.
 #[derive(Debug)]
@@ -237,8 +235,6 @@ pub struct Shared {
     admission: Mutex<Admission>,
     /// Bytes waiting in every connection's send queue.
     send_budget: Arc<SendBudget>,
-    /// Refused connections still being closed gracefully (see `tcp::refuse`).
-    lingering: AtomicUsize,
     /// One sending handle per UDP listener (a duplicate of the receiving socket: same port).
     udp_send: Vec<Option<std::net::UdpSocket>>,
     /// The UDP sockets until their owner (the engine) takes them.
@@ -403,7 +399,9 @@ impl Slot {
         listener: ListenerId,
         source: IpAddr,
     ) -> Result<Slot, Refused> {
-        shared.admission().admit_inbound(listener, source)?;
+        shared
+            .admission()
+            .admit_inbound(usize::from(listener.0), source)?;
         Ok(Slot {
             shared: Arc::clone(shared),
             inbound: Some((listener, source)),
@@ -424,7 +422,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut admission = self.shared.admission();
         match self.inbound {
-            Some((listener, source)) => admission.release_inbound(listener, source),
+            Some((listener, source)) => admission.release_inbound(usize::from(listener.0), source),
             None => admission.release_outbound(),
         }
     }
@@ -510,13 +508,13 @@ pub fn bind_all(
             per_source: limits.per_source_connections,
             per_listener: limits.tcp_max_connections,
             total: limits.max_connections,
+            lingering: stream::MAX_LINGERING,
         },
         specs.len(),
     );
     let shared = Shared {
         admission: Mutex::new(admission),
         send_budget: SendBudget::new(limits.max_queued_bytes),
-        lingering: AtomicUsize::new(0),
         listeners: specs,
         limits,
         counters: Counters::default(),
