@@ -130,11 +130,13 @@ fn report(built: &Built, took: std::time::Duration) -> Result<()> {
     }
     let rootfs = built.out.join("rootfs");
     if let Ok(bytes) = util::tree_size(&rootfs) {
-        println!("root:   {} MiB of files ({})", bytes >> 20, rootfs.display());
+        println!(
+            "root:   {} MiB of files ({})",
+            bytes >> 20,
+            rootfs.display()
+        );
     }
-    let compressed = built
-        .out
-        .join(format!("sbc-{}.img.zst", built.board));
+    let compressed = built.out.join(format!("sbc-{}.img.zst", built.board));
     if let Ok(meta) = fs::metadata(&compressed) {
         println!(
             "zstd:   {} bytes ({} MiB, {})",
@@ -304,7 +306,14 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     eprintln!("xtask image: assembling the root file system");
     let rootdir = out.join("rootfs");
     rootfs::unpack(&base, &rootdir)?;
-    customize_root(&root, board, &rootdir, &binaries, &board_profile, &out.join("debug"))?;
+    customize_root(
+        &root,
+        board,
+        &rootdir,
+        &binaries,
+        &board_profile,
+        &out.join("debug"),
+    )?;
     if flavour == Flavour::Testport {
         // What only the test image has: the unit drop-ins that let the port's tty through
         // the sandbox.
@@ -426,8 +435,8 @@ pub fn image_version(board: &str) -> Result<String> {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
     let commit = git(&["rev-parse", "--short=10", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     Ok(format!(
         "sbc-{board} {}+g{commit}{}",
         env!("CARGO_PKG_VERSION"),

@@ -216,10 +216,16 @@ impl Reply {
                 let _ = writeln!(
                     out,
                     "image:   {}",
-                    v.image.as_deref().map_or("none (not started from an image)".into(), p)
+                    v.image
+                        .as_deref()
+                        .map_or("none (not started from an image)".into(), p)
                 );
                 let _ = writeln!(out, "sbcd:    {}", p(&v.sbcd));
-                let _ = writeln!(out, "kernel:  {}", v.kernel.as_deref().map_or("-".into(), p));
+                let _ = writeln!(
+                    out,
+                    "kernel:  {}",
+                    v.kernel.as_deref().map_or("-".into(), p)
+                );
             }
             Reply::Log(lines) => {
                 for l in lines {

@@ -307,6 +307,11 @@ impl Engine {
         while let Some(t) = self.core.poll_transmit() {
             self.transports.send(t);
         }
+        // After the transmits: the ACK of the 503 that asked for a close leaves on the
+        // association before its SHUTDOWN.
+        while let Some(c) = self.core.poll_close() {
+            self.transports.close(&c);
+        }
         while let Some(event) = self.core.poll_event() {
             match event {
                 node::Event::StateChanged(t) => self.transition(t),

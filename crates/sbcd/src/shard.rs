@@ -213,6 +213,9 @@ impl Worker {
         while let Some(t) = self.shard.poll_transmit() {
             self.transports.send(t);
         }
+        while let Some(c) = self.shard.poll_close() {
+            self.transports.close(&c);
+        }
         while let Some(report) = self.shard.poll_report() {
             if self.reports.send((self.index, report)).is_err() {
                 tracing::error!(shard = self.index, "the SIP engine has stopped");

@@ -291,6 +291,11 @@ impl SipCore {
         self.node.poll_transmit()
     }
 
+    /// The next association to shut down (an upstream that asked for time).
+    pub fn poll_close(&mut self) -> Option<proxy::Close> {
+        self.node.poll_close()
+    }
+
     /// The next state change, connection verdict or guard expiry, oldest first.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<node::Event> {

@@ -97,9 +97,7 @@ pub fn base_tarball(root: &Path, cache: &Path) -> Result<PathBuf> {
     cmd.arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*");
     // udev's postinst compiled a hardware database from the sources it had; without them it
     // holds nothing of use.
-    cmd.arg(
-        "--customize-hook=rm -f \"$1\"/usr/lib/udev/hwdb.bin \"$1\"/etc/udev/hwdb.bin",
-    );
+    cmd.arg("--customize-hook=rm -f \"$1\"/usr/lib/udev/hwdb.bin \"$1\"/etc/udev/hwdb.bin");
     cmd.arg(debs::SUITE).arg(&partial);
     for m in &mirrors {
         cmd.arg(m);

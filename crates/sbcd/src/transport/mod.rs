@@ -13,20 +13,18 @@
 //! beyond stream framing; what to send where is the engine's decision.
 //!
 //! What a peer can make the box hold is bounded here (SPEC §1a): connection slots per source,
-//! per listener and in total ([`admission`]), bytes waiting to be written ([`queue`]), and the
-//! time and CPU one stream message may take ([`stream`]). Whatever is refused is counted in
-//! [`Counters`], which `show stats` lists.
+//! per listener and in total ([`stream::Admission`]), bytes waiting to be written ([`queue`]),
+//! and the time and CPU one stream message may take ([`stream::Connection`]). Whatever is
+//! refused is counted in [`Counters`], which `show stats` lists.
 
-mod admission;
 mod queue;
 pub mod sctp;
-pub mod stream;
 pub mod tcp;
 pub mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,8 +33,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{self, Config};
-use admission::{Admission, Caps, Refused};
 use queue::{Queued, SendBudget};
+use stream::{Admission, Caps, Refused};
 
 /// What the transports hand to the engine.
 #[derive(Debug)]
@@ -133,6 +131,8 @@ pub struct Counters {
     pub sctp_received: AtomicU64,
     pub sctp_sent: AtomicU64,
     pub sctp_oversize_dropped: AtomicU64,
+    /// SCTP messages that were not one SIP message (answered when they deserve it, dropped).
+    pub sctp_bad_messages: AtomicU64,
 }
 
 impl Counters {
@@ -186,7 +186,10 @@ impl Counters {
             ("transport.unsendable", get(&self.unsendable)),
             ("transport.sctp.accepted", get(&self.sctp_accepted)),
             ("transport.sctp.connected", get(&self.sctp_connected)),
-            ("transport.sctp.refused_limit", get(&self.sctp_refused_limit)),
+            (
+                "transport.sctp.refused_limit",
+                get(&self.sctp_refused_limit),
+            ),
             (
                 "transport.sctp.refused_per_source",
                 get(&self.sctp_refused_per_source),
@@ -203,6 +206,7 @@ impl Counters {
                 "transport.sctp.oversize_dropped",
                 get(&self.sctp_oversize_dropped),
             ),
+            ("transport.sctp.bad_messages", get(&self.sctp_bad_messages)),
         ]
     }
 }
@@ -272,8 +276,6 @@ pub struct Shared {
     admission: Mutex<Admission>,
     /// Bytes waiting in every connection's send queue.
     send_budget: Arc<SendBudget>,
-    /// Refused connections still being closed gracefully (see `tcp::refuse`).
-    lingering: AtomicUsize,
     /// One sending handle per UDP listener (a duplicate of the receiving socket: same port).
     udp_send: Vec<Option<std::net::UdpSocket>>,
     /// The UDP sockets until their owner (the engine) takes them.
@@ -413,7 +415,8 @@ impl Shared {
         // The first message waits in the queue while the connection is being set up; the
         // queue is new and empty, so it has room.
         let _ = queue.try_send(message);
-        let close = (spec.transport == Transport::Sctp).then(|| Arc::new(tokio::sync::Notify::new()));
+        let close =
+            (spec.transport == Transport::Sctp).then(|| Arc::new(tokio::sync::Notify::new()));
         flows.insert(
             id,
             FlowEntry {
@@ -462,7 +465,9 @@ impl Slot {
         listener: ListenerId,
         source: IpAddr,
     ) -> Result<Slot, Refused> {
-        shared.admission().admit_inbound(listener, source)?;
+        shared
+            .admission()
+            .admit_inbound(usize::from(listener.0), source)?;
         Ok(Slot {
             shared: Arc::clone(shared),
             inbound: Some((listener, source)),
@@ -483,7 +488,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut admission = self.shared.admission();
         match self.inbound {
-            Some((listener, source)) => admission.release_inbound(listener, source),
+            Some((listener, source)) => admission.release_inbound(usize::from(listener.0), source),
             None => admission.release_outbound(),
         }
     }
@@ -576,13 +581,13 @@ pub fn bind_all(
             per_source: limits.per_source_connections,
             per_listener: limits.tcp_max_connections,
             total: limits.max_connections,
+            lingering: stream::MAX_LINGERING,
         },
         specs.len(),
     );
     let shared = Shared {
         admission: Mutex::new(admission),
         send_budget: SendBudget::new(limits.max_queued_bytes),
-        lingering: AtomicUsize::new(0),
         listeners: specs,
         limits,
         counters: Counters::default(),

@@ -1,16 +1,17 @@
-//! SCTP (RFC 4168): one-to-one associations, one SIP message per SCTP message, so nothing is
-//! framed. Accepting takes the same connection slots as TCP ([`super::admission`]) and stops
-//! while the system is offline (the listening socket is closed, so the kernel answers an INIT
-//! with ABORT: refused); connecting out happens when the engine sends to a peer without an
-//! association. One task per association reads whole messages (the `sctp` crate joins the
-//! parts of a message up to `MSG_EOR`) and writes its queue.
+//! SCTP's shell (RFC 4168): one-to-one associations through the `sctp` crate, which hands over
+//! whole messages (it joins a message's parts up to `MSG_EOR`). Accepting takes the same
+//! connection slots as TCP ([`stream::Admission`]) and stops while the system is offline (the
+//! listening socket is closed, so the kernel answers an INIT with ABORT: refused); connecting
+//! out happens when the engine sends to a peer without an association. One task per
+//! association pumps a [`stream::Connection`] in records mode, the machine TCP's shell pumps
+//! in stream mode: it decides what is one SIP message (a record that is not is answered when
+//! it deserves an answer and dropped; the association stays), idle and slow peers, and the
+//! graceful close.
 //!
 //! Every way the box ends an association is a SHUTDOWN, never an ABORT (SPEC §2, offline): what
-//! was queued is sent first, then the socket is closed without lingering, and the kernel runs
-//! the SHUTDOWN exchange. The association ends when the peer shuts it down or loses it, when it
-//! was idle for `tcp_idle_timeout_secs` (the same idle rule as a TCP connection), when the
-//! system goes offline, when a message cannot be written within the message timeout, or when
-//! the proxy asks (an upstream's 503 with Retry-After, SPEC §3).
+//! was queued is sent, then `SHUT_WR` (the kernel sends SHUTDOWN once its queue is out), then
+//! the socket is closed without lingering. The proxy may ask for it too (an upstream's 503
+//! with Retry-After, SPEC §3: [`super::Shared::close`]).
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -23,7 +24,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::admission::Refused;
+use stream::Refused;
+use stream::{Connection, Mode, Output, Why};
+
 use super::queue::Queued;
 use super::{FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
 
@@ -32,6 +35,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// An association as the runtime watches it: reading needs it mutably (it joins the parts of a
@@ -76,7 +83,10 @@ pub fn options(max_message_bytes: usize) -> sctp::Options {
 }
 
 /// Binds an SCTP listener (also used to re-open one when the system comes back online).
-pub fn bind(spec: &ListenerSpec, max_message_bytes: usize) -> Result<sctp::Listener, super::BindError> {
+pub fn bind(
+    spec: &ListenerSpec,
+    max_message_bytes: usize,
+) -> Result<sctp::Listener, super::BindError> {
     let listener = sctp::Listener::bind(spec.addr, options(max_message_bytes)).map_err(|e| {
         super::BindError::Bind {
             transport: "sctp",
@@ -159,7 +169,12 @@ pub async fn accept_loop(shared: Arc<Shared>, spec: ListenerSpec, first: sctp::L
     }
 }
 
-fn admit(shared: &Arc<Shared>, spec: ListenerSpec, association: sctp::Association, remote: SocketAddr) {
+fn admit(
+    shared: &Arc<Shared>,
+    spec: ListenerSpec,
+    association: sctp::Association,
+    remote: SocketAddr,
+) {
     let slot = match Slot::inbound(shared, spec.id, remote.ip()) {
         Ok(slot) => slot,
         Err(why) => {
@@ -236,7 +251,11 @@ pub(super) async fn connect(
         })
         .map_err(|e| e.to_string())?;
         let _ready = watched.writable().await.map_err(|e| e.to_string())?;
-        watched.get_ref().lock().finish_connect().map_err(|e| e.to_string())?;
+        watched
+            .get_ref()
+            .lock()
+            .finish_connect()
+            .map_err(|e| e.to_string())?;
         Ok::<_, String>(watched)
     };
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
@@ -259,23 +278,10 @@ pub(super) async fn connect(
     }
 }
 
-/// Why an association ended, for the log.
-#[derive(Debug, Clone, Copy)]
-enum End {
-    /// The peer shut it down (SHUTDOWN) or lost it (ABORT, COMM_LOST).
-    PeerClosed,
-    Idle,
-    /// A message the peer did not take within the message timeout.
-    SlowWrite,
-    Offline,
-    /// The proxy asked (an upstream that asked for time, SPEC §3).
-    Asked,
-    Error,
-    EngineGone,
-}
-
 /// Runs one association until it ends, then removes it from the table, gives back its slot and
-/// tells the engine.
+/// tells the engine. The decisions are the connection machine's, in records mode: one SIP
+/// message per SCTP message (the `sctp` crate hands over whole ones), idle and slow peers,
+/// the graceful close (queued messages sent, SHUTDOWN, a moment for the peer to finish).
 #[allow(clippy::too_many_arguments)]
 async fn run(
     shared: Arc<Shared>,
@@ -287,76 +293,112 @@ async fn run(
     close: Arc<tokio::sync::Notify>,
     slot: Slot,
 ) {
-    let idle = shared.limits.tcp_idle_timeout;
-    let write_timeout = shared.limits.tcp_message_timeout;
+    let mut conn = Connection::new(now(), Mode::Records, super::tcp::config(&shared));
     let mut serving = shared.serving.clone();
     let mut watching = true;
-    let timer = tokio::time::sleep(idle);
+    let mut why = Why::Error;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
-    let mut batch = Vec::new();
-    let end = loop {
-        if watching && !*serving.borrow_and_update() {
-            break End::Offline;
+    'association: loop {
+        while let Some(output) = conn.poll_output() {
+            match output {
+                Output::Deliver(bytes) => {
+                    bump(&shared.counters.sctp_received);
+                    let message = FromTransport::Message(Inbound {
+                        listener: spec.id,
+                        flow: Some(id),
+                        source: remote,
+                        bytes,
+                    });
+                    if shared.to_engine.send(message).await.is_err() {
+                        conn.handle_engine_gone(now());
+                    }
+                }
+                Output::Write(bytes) => {
+                    write(&mut conn, &watched, &bytes).await;
+                }
+                Output::Unframeable(error) => {
+                    bump(&shared.counters.sctp_bad_messages);
+                    tracing::debug!(peer = %remote, error = %error, "SCTP message that is not one SIP message; dropped");
+                }
+                Output::Close { why: decided, .. } => {
+                    why = decided;
+                    shared.flows().remove(id);
+                    if why == Why::Idle {
+                        bump(&shared.counters.sctp_closed_idle);
+                    }
+                }
+                Output::Flush => {
+                    while conn.may_write() {
+                        match outgoing.try_recv() {
+                            Ok(message) => {
+                                write(&mut conn, &watched, message.bytes()).await;
+                            }
+                            Err(_) => conn.handle_flushed(now()),
+                        }
+                    }
+                }
+                // SHUT_WR: the kernel sends SHUTDOWN once what is queued is out.
+                Output::Shutdown => {
+                    let _ = watched.get_ref().lock().shutdown();
+                }
+                Output::Closed => break 'association,
+            }
+        }
+        if watching && conn.is_open() && !*serving.borrow_and_update() {
+            conn.close_gracefully(now());
+            continue;
+        }
+        let Some(deadline) = conn.poll_timeout() else {
+            break;
+        };
+        let deadline = Instant::from_std(deadline);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
         }
         tokio::select! {
             ready = watched.readable() => {
                 let Ok(mut guard) = ready else {
-                    break End::Error;
+                    conn.handle_io_error(now());
+                    continue;
                 };
                 let read = read_whole(&shared, remote, &mut watched.get_ref().lock(), &mut batch);
                 if read.is_ok() {
                     // Everything whole was read: wait for the socket to be readable anew.
                     guard.clear_ready();
                 }
-                if !batch.is_empty() {
-                    timer.as_mut().reset(Instant::now() + idle);
+                drop(guard);
+                for message in batch.drain(..) {
+                    conn.handle_bytes(now(), &message);
+                    conn.handle_end_of_record(now());
                 }
-                // What was read before an end still goes to the engine.
-                if let Err(end) = deliver(&shared, spec, id, remote, &mut batch).await {
-                    break end;
-                }
-                if let Err(end) = read {
-                    break end;
+                match read {
+                    Ok(()) => {}
+                    Err(Gone::Peer) => conn.handle_peer_closed(now()),
+                    Err(Gone::Error) => conn.handle_io_error(now()),
                 }
             }
-            next = outgoing.recv() => match next {
+            next = outgoing.recv(), if conn.is_open() => match next {
                 Some(message) => {
-                    if let Err(end) = send(&watched, message.bytes(), write_timeout).await {
-                        break end;
+                    if write(&mut conn, &watched, message.bytes()).await {
+                        bump(&shared.counters.sctp_sent);
                     }
                     drop(message);
-                    bump(&shared.counters.sctp_sent);
-                    timer.as_mut().reset(Instant::now() + idle);
                 }
-                None => break End::Error,
+                None => conn.handle_io_error(now()),
             },
-            () = close.notified() => break End::Asked,
-            () = &mut timer => break End::Idle,
-            changed = serving.changed(), if watching => {
+            () = close.notified(), if conn.is_open() => conn.close_gracefully(now()),
+            () = &mut timer => conn.handle_timeout(now()),
+            changed = serving.changed(), if watching && conn.is_open() => {
                 if changed.is_err() {
                     watching = false;
                 }
             }
         }
-    };
-    shared.flows().remove(id);
-    if matches!(end, End::Idle) {
-        bump(&shared.counters.sctp_closed_idle);
-    }
-    if matches!(end, End::Offline | End::Idle | End::Asked) {
-        // What was queued still goes out (within one message timeout), then SHUTDOWN.
-        let _ = tokio::time::timeout(write_timeout, async {
-            while let Ok(message) = outgoing.try_recv() {
-                if send(&watched, message.bytes(), write_timeout).await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await;
     }
     drop(outgoing);
-    // Deregistered first, then closed without SO_LINGER: the kernel sends SHUTDOWN once its
-    // queue is out.
+    // Deregistered first, then closed without SO_LINGER: never an ABORT.
     let association = watched
         .into_inner()
         .association
@@ -364,31 +406,53 @@ async fn run(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     association.close();
     drop(slot);
-    tracing::debug!(peer = %remote, flow = id.0, reason = ?end, "SCTP association closed");
+    tracing::debug!(peer = %remote, flow = id.0, reason = ?why, "SCTP association closed");
     super::tcp::announce_closed(shared, spec, id, remote).await;
 }
 
-/// Hands the messages read to the engine.
-async fn deliver(
-    shared: &Shared,
-    spec: ListenerSpec,
-    id: FlowId,
-    remote: SocketAddr,
-    batch: &mut Vec<Vec<u8>>,
-) -> Result<(), End> {
-    for bytes in batch.drain(..) {
-        bump(&shared.counters.sctp_received);
-        let message = FromTransport::Message(Inbound {
-            listener: spec.id,
-            flow: Some(id),
-            source: remote,
-            bytes,
-        });
-        if shared.to_engine.send(message).await.is_err() {
-            return Err(End::EngineGone);
+/// Sends one message, telling the connection when the send begins and ends; gives up when the
+/// machine does (the peer's window stayed full for the message timeout). Whether it was sent.
+async fn write(conn: &mut Connection, watched: &AsyncFd<Watched>, bytes: &[u8]) -> bool {
+    conn.handle_writing(now());
+    let send = async {
+        loop {
+            let mut guard = watched.writable().await?;
+            let sent = watched.get_ref().lock().send(bytes);
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_would_block() => guard.clear_ready(),
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+    };
+    tokio::pin!(send);
+    while let Some(deadline) = conn.poll_timeout() {
+        tokio::select! {
+            sent = &mut send => {
+                if sent.is_ok() {
+                    conn.handle_sent(now());
+                    return true;
+                }
+                conn.handle_io_error(now());
+                return false;
+            }
+            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {
+                conn.handle_timeout(now());
+                if !conn.may_write() {
+                    return false;
+                }
+            }
         }
     }
-    Ok(())
+    false
+}
+
+/// How an association ended, as the socket says.
+#[derive(Debug, Clone, Copy)]
+enum Gone {
+    /// SHUTDOWN or ABORT from the peer, or the association was lost.
+    Peer,
+    Error,
 }
 
 /// Reads every whole message the socket holds into `batch`. `Ok` once the socket has nothing
@@ -398,7 +462,7 @@ fn read_whole(
     remote: SocketAddr,
     association: &mut sctp::Association,
     batch: &mut Vec<Vec<u8>>,
-) -> Result<(), End> {
+) -> Result<(), Gone> {
     loop {
         match association.recv() {
             Ok(sctp::Incoming::Message(bytes)) => batch.push(bytes),
@@ -410,10 +474,10 @@ fn read_whole(
                         | sctp::AssocState::ShutdownComp
                         | sctp::AssocState::CantStartAssoc,
                     ..
-                } => return Err(End::PeerClosed),
+                } => return Err(Gone::Peer),
                 _ => {}
             },
-            Ok(sctp::Incoming::Closed) => return Err(End::PeerClosed),
+            Ok(sctp::Incoming::Closed) => return Err(Gone::Peer),
             Err(e) if e.is_would_block() => return Ok(()),
             Err(sctp::RecvError::TooLarge { limit, got }) => {
                 // The rest of that message is skipped; the association goes on.
@@ -422,27 +486,8 @@ fn read_whole(
             }
             Err(e) => {
                 tracing::debug!(peer = %remote, error = %e, "SCTP receive failed");
-                return Err(End::Error);
+                return Err(Gone::Error);
             }
         }
-    }
-}
-
-/// Sends one message, waiting for room while the peer's window is full, up to `timeout`.
-async fn send(watched: &AsyncFd<Watched>, bytes: &[u8], timeout: Duration) -> Result<(), End> {
-    let attempt = async {
-        loop {
-            let mut guard = watched.writable().await.map_err(|_| End::Error)?;
-            let sent = watched.get_ref().lock().send(bytes);
-            match sent {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_would_block() => guard.clear_ready(),
-                Err(_) => return Err(End::Error),
-            }
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(End::SlowWrite),
     }
 }

@@ -1,11 +1,10 @@
-//! TCP: accepting (with the connection slots of [`super::admission`], and not at all while
-//! offline), connecting out, and one task per connection that feeds a
-//! [`StreamState`](super::stream::StreamState) with what it reads, hands the messages to the
-//! engine and writes the connection's queue. What ends a connection is decided by that state
-//! (idle, or a message too slow to arrive), by the peer, by a write the peer does not take
-//! within the message timeout, or by the system going offline; the close is graceful (queued
-//! messages written, FIN, a moment for the peer to close its side: never RST), and so is the
-//! close of a connection refused for want of a slot.
+//! TCP's shell: accepting (with the connection slots of [`stream::Admission`], and not at all
+//! while offline), connecting out, and one task per connection that pumps a
+//! [`stream::Connection`]: what the socket reads goes in, and the machine says what to hand to
+//! the engine, what to write, and when and how to close. Everything decided about a connection
+//! (framing, the keep-alive pong, the answer to bad input, idle and slow peers, the graceful
+//! close: queued messages written, FIN, a moment for the peer to close its side, never RST) is
+//! the machine's; this file moves bytes and counts.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,15 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxy::FlowId;
+use stream::{Connection, Mode, Output, Refused, Why};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::admission::Refused;
 use super::queue::Queued;
-use super::stream::{Expired, Received, StreamState, Timeouts};
 use super::{bind_tcp, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
 
 /// Messages waiting to be written on one connection before further ones are dropped (the bytes
@@ -34,17 +32,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After our FIN, how long the peer gets to finish sending and close its side.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Refused connections waiting out [`CLOSE_GRACE`] at once. A flood of connections must not
-/// turn into a flood of waiting tasks: past this, a refused connection is closed without
-/// waiting (still a FIN; a reset only if its peer had already sent something).
-const MAX_LINGERING: usize = 256;
-
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+/// The connection machine's settings, from `[sip]` and `[limits]`.
+pub(super) fn config(shared: &Shared) -> stream::Config {
+    stream::Config {
+        limits: sip::Limits {
+            max_message_bytes: shared.limits.max_message_bytes,
+            ..sip::Limits::default()
+        },
+        idle_timeout: shared.limits.tcp_idle_timeout,
+        message_timeout: shared.limits.tcp_message_timeout,
+        close_grace: CLOSE_GRACE,
+    }
 }
 
 /// Accepts connections on one listener of one worker. While the system is offline the listening
@@ -149,10 +155,11 @@ fn admit(shared: &Arc<Shared>, spec: ListenerSpec, stream: TcpStream, remote: So
 }
 
 /// Closes a connection that got no slot: FIN at once, then whatever the peer still sends is
-/// read and dropped for a moment, so the close never turns into a reset.
+/// read and dropped for a moment, so the close never turns into a reset. Past the bound on
+/// such closes ([`stream::Caps::lingering`]) the FIN goes without the wait (a reset then only
+/// if the peer had already sent something).
 fn refuse(shared: &Arc<Shared>, stream: TcpStream) {
-    if shared.lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
-        shared.lingering.fetch_sub(1, Ordering::AcqRel);
+    if !shared.admission().admit_lingering() {
         if let Ok(stream) = stream.into_std() {
             let _ = stream.shutdown(std::net::Shutdown::Write);
         }
@@ -160,21 +167,45 @@ fn refuse(shared: &Arc<Shared>, stream: TcpStream) {
     }
     let shared = Arc::clone(shared);
     tokio::spawn(async move {
-        let (mut rd, mut wr) = stream.into_split();
-        let _ = wr.shutdown().await;
-        drain_for_grace(&mut rd).await;
-        shared.lingering.fetch_sub(1, Ordering::AcqRel);
+        let conn = Connection::refused(now(), config(&shared));
+        linger(conn, stream).await;
+        shared.admission().release_lingering();
     });
 }
 
-/// Reads and drops what the peer still sends after our FIN, until it closes its side or
-/// [`CLOSE_GRACE`] is over.
-async fn drain_for_grace(rd: &mut OwnedReadHalf) {
+/// Pumps a refused connection's machine: FIN, then what the peer still sends is read and
+/// dropped until it closes its side or the grace is over.
+async fn linger(mut conn: Connection, stream: TcpStream) {
+    let (mut rd, mut wr) = stream.into_split();
     let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    loop {
+        while let Some(output) = conn.poll_output() {
+            match output {
+                Output::Shutdown => {
+                    let _ = wr.shutdown().await;
+                }
+                Output::Closed => return,
+                // A refused connection frames nothing: it only lingers.
+                _ => {}
+            }
+        }
+        let Some(deadline) = conn.poll_timeout() else {
+            return;
+        };
+        tokio::select! {
+            read = rd.read(&mut sink) => on_read(&mut conn, read, &sink),
+            () = tokio::time::sleep_until(Instant::from_std(deadline)) => conn.handle_timeout(now()),
+        }
+    }
+}
+
+/// What a read found, for the connection.
+fn on_read(conn: &mut Connection, read: std::io::Result<usize>, buf: &[u8]) {
+    match read {
+        Ok(0) => conn.handle_peer_closed(now()),
+        Ok(n) => conn.handle_bytes(now(), &buf[..n]),
+        Err(_) => conn.handle_io_error(now()),
+    }
 }
 
 /// Opens a connection the engine asked for (a send to a peer with no connection yet). Runs on
@@ -219,22 +250,7 @@ pub(super) async fn connect(
     }
 }
 
-/// Why a connection ended, for the log.
-#[derive(Debug, Clone, Copy)]
-enum End {
-    PeerClosed,
-    Idle,
-    SlowMessage,
-    /// The peer did not take a message within the message timeout.
-    SlowWrite,
-    Offline,
-    Framing,
-    Error,
-    EngineGone,
-}
-
-/// Runs one connection until it ends, then removes it from the table, gives back its slot and
-/// tells the engine.
+/// Runs one connection until it ends, then gives back its slot and tells the engine.
 async fn run(
     shared: Arc<Shared>,
     spec: ListenerSpec,
@@ -245,123 +261,134 @@ async fn run(
     slot: Slot,
 ) {
     let (mut rd, mut wr) = stream.into_split();
-    let limits = sip::Limits {
-        max_message_bytes: shared.limits.max_message_bytes,
-        ..sip::Limits::default()
-    };
-    let write_timeout = shared.limits.tcp_message_timeout;
-    let mut state = StreamState::new(
-        now(),
-        limits,
-        Timeouts {
-            idle: shared.limits.tcp_idle_timeout,
-            message: shared.limits.tcp_message_timeout,
-        },
-    );
+    let mut conn = Connection::new(now(), Mode::Stream, config(&shared));
     let mut serving = shared.serving.clone();
     let mut watching = true;
     let mut chunk = vec![0u8; 16 * 1024];
-    let mut received = Vec::new();
-    // One timer for the connection's life, moved only when the state's deadline moves: while a
-    // message dribbles in it does not, and a timer set up anew for every read would cost more
+    // Set by the machine's `Close`, which always comes before its `Closed`.
+    let mut why = Why::Error;
+    // One timer for the connection's life, moved only when the machine's deadline moves: while
+    // a message dribbles in it does not, and a timer set up anew for every read would cost more
     // than the read.
-    let timer = tokio::time::sleep_until(Instant::from_std(state.poll_timeout()));
+    let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
-    let end = loop {
-        if watching && !*serving.borrow_and_update() {
-            break End::Offline;
+    'connection: loop {
+        while let Some(output) = conn.poll_output() {
+            match output {
+                Output::Deliver(bytes) => {
+                    bump(&shared.counters.tcp_received);
+                    let message = FromTransport::Message(Inbound {
+                        listener: spec.id,
+                        flow: Some(id),
+                        source: remote,
+                        bytes,
+                    });
+                    if shared.to_engine.send(message).await.is_err() {
+                        conn.handle_engine_gone(now());
+                    }
+                }
+                Output::Write(bytes) => {
+                    write(&mut conn, &mut wr, &bytes).await;
+                }
+                Output::Unframeable(error) => {
+                    bump(&shared.counters.tcp_framing_errors);
+                    // Debug only: a peer can cause this at will; the counter shows it in `show stats`.
+                    tracing::debug!(peer = %remote, error = %error, "unframeable SIP stream; closing connection");
+                }
+                Output::Close { why: decided, .. } => {
+                    why = decided;
+                    // Leave the table first, so no new message is queued on a connection that
+                    // is closing.
+                    shared.flows().remove(id);
+                    // Counted when decided, not after the grace the peer gets to close.
+                    match why {
+                        Why::Idle => bump(&shared.counters.tcp_closed_idle),
+                        Why::SlowMessage => bump(&shared.counters.tcp_closed_slow_message),
+                        Why::SlowWrite => bump(&shared.counters.tcp_closed_slow_write),
+                        _ => {}
+                    }
+                }
+                Output::Flush => {
+                    while conn.may_write() {
+                        match outgoing.try_recv() {
+                            Ok(message) => {
+                                write(&mut conn, &mut wr, message.bytes()).await;
+                            }
+                            Err(_) => conn.handle_flushed(now()),
+                        }
+                    }
+                }
+                Output::Shutdown => {
+                    let _ = wr.shutdown().await;
+                }
+                Output::Closed => break 'connection,
+            }
         }
-        let deadline = Instant::from_std(state.poll_timeout());
+        if watching && conn.is_open() && !*serving.borrow_and_update() {
+            conn.close_gracefully(now());
+            continue;
+        }
+        let Some(deadline) = conn.poll_timeout() else {
+            // Only a closed connection has no timer, and `Closed` ended the loop.
+            break;
+        };
+        let deadline = Instant::from_std(deadline);
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
         }
         tokio::select! {
-            read = rd.read(&mut chunk) => match read {
-                Ok(0) => break End::PeerClosed,
-                Err(_) => break End::Error,
-                Ok(n) => {
-                    let framed = state.handle_bytes(now(), &chunk[..n], &mut received);
-                    // What was framed before an error still counts.
-                    if let Err(end) = deliver(&shared, spec, id, remote, &mut received, &mut wr, write_timeout).await {
-                        break end;
-                    }
-                    if let Err(e) = framed {
-                        unframeable(&shared, remote, &e, state.unframed(), &mut wr, write_timeout).await;
-                        break End::Framing;
-                    }
-                }
-            },
-            next = outgoing.recv() => match next {
+            read = rd.read(&mut chunk) => on_read(&mut conn, read, &chunk),
+            next = outgoing.recv(), if conn.is_open() => match next {
                 Some(message) => {
-                    if let Err(end) = write(&mut wr, message.bytes(), write_timeout).await {
-                        break end;
+                    if write(&mut conn, &mut wr, message.bytes()).await {
+                        bump(&shared.counters.tcp_sent);
                     }
-                    // Written: its bytes leave the send budget.
+                    // Written or not, its bytes leave the send budget.
                     drop(message);
-                    state.handle_sent(now());
-                    bump(&shared.counters.tcp_sent);
                 }
-                None => break End::Error,
+                None => conn.handle_io_error(now()),
             },
-            () = &mut timer => match state.handle_timeout(now()) {
-                Some(Expired::Idle) => break End::Idle,
-                Some(Expired::SlowMessage) => break End::SlowMessage,
-                None => {}
-            },
-            changed = serving.changed(), if watching => {
+            () = &mut timer => conn.handle_timeout(now()),
+            changed = serving.changed(), if watching && conn.is_open() => {
                 if changed.is_err() {
                     watching = false;
                 }
             }
         }
-    };
-    // Leave the table first, so no new message is queued on a connection that is closing.
-    shared.flows().remove(id);
-    // Counted when decided, not after the grace the peer gets to close.
-    match end {
-        End::Idle => bump(&shared.counters.tcp_closed_idle),
-        End::SlowMessage => bump(&shared.counters.tcp_closed_slow_message),
-        End::SlowWrite => bump(&shared.counters.tcp_closed_slow_write),
-        _ => {}
-    }
-    match end {
-        End::Offline | End::Idle | End::SlowMessage | End::Framing => {
-            // Graceful: what was already queued still goes out (all of it within one message
-            // timeout, so a peer reading slowly cannot stretch the close), then FIN, then the
-            // peer gets a moment to close its side (a reset would lose what it still sends).
-            let _ = tokio::time::timeout(write_timeout, async {
-                while let Ok(message) = outgoing.try_recv() {
-                    if wr.write_all(message.bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            })
-            .await;
-            let _ = wr.shutdown().await;
-            drain_for_grace(&mut rd).await;
-        }
-        End::SlowWrite => {
-            // The peer is not reading: nothing more is written, but it still gets our FIN
-            // (behind what it has not read) rather than a reset.
-            let _ = wr.shutdown().await;
-            drain_for_grace(&mut rd).await;
-        }
-        End::PeerClosed | End::Error | End::EngineGone => {}
     }
     // Anything still queued is dropped here, giving its bytes back to the budget.
     drop(outgoing);
     drop(slot);
-    tracing::debug!(peer = %remote, flow = id.0, reason = ?end, "TCP connection closed");
+    tracing::debug!(peer = %remote, flow = id.0, reason = ?why, "TCP connection closed");
     announce_closed(shared, spec, id, remote).await;
 }
 
-/// Writes one message, giving up when the peer does not take it within `timeout`.
-async fn write(wr: &mut OwnedWriteHalf, bytes: &[u8], timeout: Duration) -> Result<(), End> {
-    match tokio::time::timeout(timeout, wr.write_all(bytes)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(End::Error),
-        Err(_) => Err(End::SlowWrite),
+/// Writes one message (or a pong, or an answer), telling the connection when the write begins
+/// and ends; gives up when the machine does (the peer did not take it within the message
+/// timeout, or a graceful close ran out of time). Whether the peer took it all.
+async fn write(conn: &mut Connection, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
+    conn.handle_writing(now());
+    let write = wr.write_all(bytes);
+    tokio::pin!(write);
+    while let Some(deadline) = conn.poll_timeout() {
+        tokio::select! {
+            written = &mut write => {
+                if written.is_ok() {
+                    conn.handle_sent(now());
+                    return true;
+                }
+                conn.handle_io_error(now());
+                return false;
+            }
+            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {
+                conn.handle_timeout(now());
+                if !conn.may_write() {
+                    return false;
+                }
+            }
+        }
     }
+    false
 }
 
 /// Tells the engine a flow is gone, so the proxy stops routing to it. A closed engine channel
@@ -380,56 +407,4 @@ pub(super) async fn announce_closed(
             remote,
         })
         .await;
-}
-
-/// Hands the complete frames of one read to the engine (messages) or answers them (pings).
-async fn deliver(
-    shared: &Shared,
-    spec: ListenerSpec,
-    id: FlowId,
-    remote: SocketAddr,
-    received: &mut Vec<Received>,
-    wr: &mut OwnedWriteHalf,
-    write_timeout: Duration,
-) -> Result<(), End> {
-    for frame in received.drain(..) {
-        match frame {
-            // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single CRLF.
-            Received::Ping => write(wr, b"\r\n", write_timeout).await?,
-            Received::Message(bytes) => {
-                bump(&shared.counters.tcp_received);
-                let message = FromTransport::Message(Inbound {
-                    listener: spec.id,
-                    flow: Some(id),
-                    source: remote,
-                    bytes,
-                });
-                if shared.to_engine.send(message).await.is_err() {
-                    return Err(End::EngineGone);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A stream that cannot be framed cannot be resynchronised: answer the request if the parser
-/// says it deserves an answer; the caller closes.
-async fn unframeable(
-    shared: &Shared,
-    remote: SocketAddr,
-    error: &sip::Error,
-    unframed: &[u8],
-    wr: &mut OwnedWriteHalf,
-    write_timeout: Duration,
-) {
-    bump(&shared.counters.tcp_framing_errors);
-    // Debug only: a peer can cause this at will; the counter shows it in `show stats`.
-    tracing::debug!(peer = %remote, error = %error, "unframeable SIP stream; closing connection");
-    if let sip::Disposition::Reply { status, reason } = error.disposition() {
-        let mut reply = Vec::new();
-        if sip::build::reply_to_unparsable(unframed, status, reason, &mut reply).is_ok() {
-            let _ = write(wr, &reply, write_timeout).await;
-        }
-    }
 }

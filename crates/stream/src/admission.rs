@@ -10,11 +10,17 @@
 //! The first cap hit is the reason given, so a flood from one host is counted as that host's
 //! and not as the box being full. Pure bookkeeping: the shell holds it behind one lock and
 //! gives a slot back when its connection ends.
+//!
+//! A refused connection is not reset but closed gracefully (FIN or SHUTDOWN, then a moment for
+//! the peer to close its side: [`crate::Connection::refused`]). Those closes are bounded too
+//! ([`Caps::lingering`]): a flood of connections must not turn into a flood of waiting closes,
+//! so past the cap a refused connection is shut down without the wait.
+//!
+//! Listeners are numbered from 0 by the shell (its listener ids); the crate knows nothing else
+//! of them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-
-use proxy::ListenerId;
 
 /// The caps, from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +28,12 @@ pub struct Caps {
     pub per_source: usize,
     pub per_listener: usize,
     pub total: usize,
+    /// Refused connections allowed to wait out their close at once.
+    pub lingering: usize,
 }
+
+/// How many refused connections may wait out their close at once, unless configured otherwise.
+pub const MAX_LINGERING: usize = 256;
 
 /// Why a connection got no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +51,8 @@ pub struct Admission {
     per_listener: Vec<usize>,
     /// Only sources holding at least one connection: the map is as large as the connections.
     per_source: HashMap<IpAddr, usize>,
+    /// Refused connections waiting out their close.
+    lingering: usize,
 }
 
 impl Admission {
@@ -50,17 +63,18 @@ impl Admission {
             total: 0,
             per_listener: vec![0; listeners],
             per_source: HashMap::new(),
+            lingering: 0,
         }
     }
 
     /// A connection accepted on `listener` from `source`: admitted, or why not.
-    pub fn admit_inbound(&mut self, listener: ListenerId, source: IpAddr) -> Result<(), Refused> {
+    pub fn admit_inbound(&mut self, listener: usize, source: IpAddr) -> Result<(), Refused> {
         let source = source.to_canonical();
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= self.caps.per_source {
             return Err(Refused::PerSource);
         }
-        let Some(on_listener) = self.per_listener.get_mut(usize::from(listener.0)) else {
+        let Some(on_listener) = self.per_listener.get_mut(listener) else {
             // Not one of ours: nothing may be accepted there.
             return Err(Refused::Listener);
         };
@@ -86,9 +100,9 @@ impl Admission {
     }
 
     /// Gives back the slot of an inbound connection admitted with the same arguments.
-    pub fn release_inbound(&mut self, listener: ListenerId, source: IpAddr) {
+    pub fn release_inbound(&mut self, listener: usize, source: IpAddr) {
         let source = source.to_canonical();
-        if let Some(n) = self.per_listener.get_mut(usize::from(listener.0)) {
+        if let Some(n) = self.per_listener.get_mut(listener) {
             *n = n.saturating_sub(1);
         }
         if let Some(n) = self.per_source.get_mut(&source) {
@@ -103,6 +117,21 @@ impl Admission {
     /// Gives back the slot of an outbound connection.
     pub fn release_outbound(&mut self) {
         self.total = self.total.saturating_sub(1);
+    }
+
+    /// A refused connection wants to wait out its close: whether it may (else it is shut down
+    /// without waiting). A yes is given back with [`Self::release_lingering`].
+    pub fn admit_lingering(&mut self) -> bool {
+        if self.lingering >= self.caps.lingering {
+            return false;
+        }
+        self.lingering += 1;
+        true
+    }
+
+    /// A refused connection finished waiting out its close.
+    pub fn release_lingering(&mut self) {
+        self.lingering = self.lingering.saturating_sub(1);
     }
 
     /// Connections holding a slot.
@@ -122,8 +151,8 @@ impl Admission {
 mod tests {
     use super::*;
 
-    const L0: ListenerId = ListenerId(0);
-    const L1: ListenerId = ListenerId(1);
+    const L0: usize = 0;
+    const L1: usize = 1;
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([127, 0, 0, last])
@@ -135,6 +164,7 @@ mod tests {
                 per_source,
                 per_listener,
                 total,
+                lingering: 2,
             },
             2,
         )
@@ -170,10 +200,7 @@ mod tests {
         assert_eq!(a.admit_inbound(L0, ip(3)), Err(Refused::Listener));
         assert_eq!(a.admit_inbound(L1, ip(3)), Ok(()));
         assert_eq!(a.admit_outbound(), Ok(()));
-        assert_eq!(
-            a.admit_inbound(ListenerId(7), ip(4)),
-            Err(Refused::Listener)
-        );
+        assert_eq!(a.admit_inbound(7, ip(4)), Err(Refused::Listener));
     }
 
     #[test]
@@ -202,5 +229,17 @@ mod tests {
         assert_eq!(a.admit_inbound(L0, ip(2)), Err(Refused::PerSource));
         assert_eq!(a.admit_inbound(L0, ip(3)), Err(Refused::Listener));
         assert_eq!(a.admit_inbound(L1, ip(3)), Err(Refused::Total));
+    }
+
+    #[test]
+    fn refused_connections_wait_out_their_close_up_to_the_cap() {
+        let mut a = admission(1, 1, 1);
+        assert!(a.admit_lingering());
+        assert!(a.admit_lingering());
+        assert!(!a.admit_lingering(), "the third waits for nobody");
+        a.release_lingering();
+        assert!(a.admit_lingering());
+        // Lingering holds no connection slot.
+        assert_eq!(a.admit_inbound(L0, ip(2)), Ok(()));
     }
 }
