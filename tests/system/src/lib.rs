@@ -464,3 +464,50 @@ pub fn sip_options(target: &str, request_uri: &str, timeout: Duration) -> Option
     }
     None
 }
+
+/// The file cargo built for `args` (`--message-format=json`) whose name starts with `prefix`.
+pub fn cargo_executable(args: &[&str], prefix: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(args)
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("cargo {}: {e}", args.join(" ")));
+    assert!(out.status.success(), "cargo {} failed", args.join(" "));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let Some(at) = line.find("\"executable\":\"") else {
+            continue;
+        };
+        let rest = &line[at + "\"executable\":\"".len()..];
+        let path = PathBuf::from(rest.split('"').next().unwrap_or_default());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with(prefix) {
+            return path;
+        }
+    }
+    panic!(
+        "cargo {} named no executable {prefix}*:\n{text}",
+        args.join(" ")
+    );
+}
+
+/// One counter of `/proc/net/sctp/snmp` from a `snmp LABEL: ...` line of the console.
+pub fn sctp_counter(transcript: &str, label: &str, name: &str) -> u64 {
+    let prefix = format!("snmp {label}: ");
+    let line = transcript
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line on the console:\n{transcript}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}

@@ -253,3 +253,18 @@ impl Drop for SippRun {
         self.stop();
     }
 }
+
+/// `sctp_big_invite.xml` with its SDP padded past 4096 bytes, written into `dir`.
+pub fn big_invite_scenario(dir: &Path) -> PathBuf {
+    let template = std::fs::read_to_string(system_scenario("sctp_big_invite.xml"))
+        .unwrap_or_else(|e| panic!("reading the big INVITE scenario: {e}"));
+    let padding: String = (0..60)
+        .map(|i| format!("      a=x-padding-{i:02}:{}\n", "p".repeat(90)))
+        .collect();
+    let scenario = dir.join("big_invite.xml");
+    crate::write_file(
+        &scenario,
+        template.replace("PADDING\n", &padding).as_bytes(),
+    );
+    scenario
+}

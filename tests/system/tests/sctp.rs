@@ -23,7 +23,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use system_tests::*;
 
@@ -61,78 +60,12 @@ snmp end
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The file cargo built for `args` (`--message-format=json`) whose name starts with `prefix`.
-fn cargo_executable(args: &[&str], prefix: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(args)
-        .arg("--message-format=json")
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap_or_else(|e| panic!("cargo {}: {e}", args.join(" ")));
-    assert!(out.status.success(), "cargo {} failed", args.join(" "));
-    let text = String::from_utf8_lossy(&out.stdout);
-    for line in text.lines() {
-        let Some(at) = line.find("\"executable\":\"") else {
-            continue;
-        };
-        let rest = &line[at + "\"executable\":\"".len()..];
-        let path = PathBuf::from(rest.split('"').next().unwrap_or_default());
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if name.starts_with(prefix) {
-            return path;
-        }
-    }
-    panic!(
-        "cargo {} named no executable {prefix}*:\n{text}",
-        args.join(" ")
-    );
-}
-
 /// `SctpShutdowns` and `SctpAborteds` from a `snmp LABEL: ...` line of the console.
 fn counters(transcript: &str, label: &str) -> (u64, u64) {
     (
-        counter(transcript, label, "SctpShutdowns"),
-        counter(transcript, label, "SctpAborteds"),
+        sctp_counter(transcript, label, "SctpShutdowns"),
+        sctp_counter(transcript, label, "SctpAborteds"),
     )
-}
-
-/// One counter of `/proc/net/sctp/snmp` from a `snmp LABEL: ...` line of the console.
-fn counter(transcript: &str, label: &str, name: &str) -> u64 {
-    let prefix = format!("snmp {label}: ");
-    let line = transcript
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line on the console:\n{transcript}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-}
-
-/// The big scenario with its SDP padded past 4096 bytes.
-fn big_invite_scenario(dir: &Path) -> PathBuf {
-    let template = std::fs::read_to_string(sipp_scenario("sctp_big_invite.xml"))
-        .unwrap_or_else(|e| panic!("reading the big INVITE scenario: {e}"));
-    let padding: String = (0..60)
-        .map(|i| format!("      a=x-padding-{i:02}:{}\n", "p".repeat(90)))
-        .collect();
-    let scenario = dir.join("big_invite.xml");
-    write_file(
-        &scenario,
-        template.replace("PADDING\n", &padding).as_bytes(),
-    );
-    scenario
-}
-
-fn sipp_scenario(name: &str) -> PathBuf {
-    system_tests::sipp::system_scenario(name)
 }
 
 #[test]
@@ -153,7 +86,7 @@ fn sctp_messages_notifications_and_sipp_calls_over_kernel_sctp() {
     );
     let script = dir.join("run.sh");
     write_file(&script, SCRIPT.as_bytes());
-    let scenario = big_invite_scenario(&dir);
+    let scenario = system_tests::sipp::big_invite_scenario(&dir);
     let sipp = PathBuf::from("/usr/bin/sipp");
     let arg = |p: &Path| p.to_string_lossy().into_owned();
     let (selftest, loopback, sipp, script_arg, out) = (
@@ -259,8 +192,8 @@ fn sctp_messages_notifications_and_sipp_calls_over_kernel_sctp() {
     );
     // The big INVITE crossed the 1500-byte path as several DATA chunks, joined by the kernel.
     assert!(
-        counter(&console, "end", "SctpReasmUsrMsgs")
-            > counter(&console, "loopback", "SctpReasmUsrMsgs"),
+        sctp_counter(&console, "end", "SctpReasmUsrMsgs")
+            > sctp_counter(&console, "loopback", "SctpReasmUsrMsgs"),
         "no SCTP message was reassembled during the SIPp calls:\n{console}"
     );
     assert!(
