@@ -7,6 +7,14 @@
 //! QMP socket. SIP on the host's 127.0.0.1:5060 (UDP and TCP) is forwarded to the guest's access
 //! port; the guest reaches the host as 10.0.3.2 on its core port.
 //!
+//! `--link access=LOCAL_PORT:REMOTE_PORT` (or `core=`) cables that port to a QEMU datagram
+//! socket on the host's 127.0.0.1 instead of user networking, for a test guest on the other end
+//! (`cargo xtask peer --net ADDR/PREFIX:REMOTE_PORT:LOCAL_PORT`, `peer.rs`): user networking
+//! cannot carry SCTP. The port keeps the board's addresses (10.0.2.15/24, 10.0.3.15/24), the
+//! configuration and the firewall stay the factory's, so the peer stands where the phones
+//! (10.0.2.0/24) or the core (10.0.3.2, the factory upstream) stand. A linked access port has no
+//! `--sip-port` forwarding.
+//!
 //! The kernel is booted directly (`-kernel`/`-initrd`/`-append` with the boot partition's
 //! files, the uncompressed kernel through PVH when available): that skips SeaBIOS, GRUB and the
 //! kernel's own decompression, seconds under TCG. `--bios` boots the disk through SeaBIOS and
@@ -55,6 +63,50 @@ struct Opts {
     testport: bool,
     /// The twin lab's network namespace.
     lab: String,
+    /// Ports cabled to a datagram socket instead of user networking (`--link`).
+    links: Vec<Link>,
+}
+
+/// `--link PORT=LOCAL_PORT:REMOTE_PORT`: one of the single box's SIP ports on a QEMU datagram
+/// socket link (`-netdev dgram`) between 127.0.0.1:LOCAL_PORT and 127.0.0.1:REMOTE_PORT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    port: LinkedPort,
+    local_port: u16,
+    remote_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkedPort {
+    Access,
+    Core,
+}
+
+impl Link {
+    fn parse(v: &str) -> Result<Link> {
+        let bad = || format!("--link {v}: expected access|core=LOCAL_PORT:REMOTE_PORT");
+        let (port, ports) = v.split_once('=').with_context(bad)?;
+        let port = match port {
+            "access" => LinkedPort::Access,
+            "core" => LinkedPort::Core,
+            _ => bail!("{}", bad()),
+        };
+        let (local, remote) = ports.split_once(':').with_context(bad)?;
+        Ok(Link {
+            port,
+            local_port: local.parse().with_context(bad)?,
+            remote_port: remote.parse().with_context(bad)?,
+        })
+    }
+
+    /// The QEMU netdev that stands for the port's cable.
+    fn netdev(&self, id: &str) -> String {
+        format!(
+            "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={},\
+             remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+            self.local_port, self.remote_port
+        )
+    }
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -72,6 +124,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         verbose: false,
         testport: false,
         lab: "sbc-lab".into(),
+        links: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -93,6 +146,13 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--print-command" => o.print_command = true,
             "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
             "--lab" => o.lab = value("--lab")?,
+            "--link" => {
+                let link = Link::parse(&value("--link")?)?;
+                if o.links.iter().any(|l| l.port == link.port) {
+                    bail!("--link: the {:?} port is linked twice", link.port);
+                }
+                o.links.push(link);
+            }
             "--sip-port" => {
                 let v = value("--sip-port")?;
                 o.sip_port = v
@@ -102,7 +162,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
                  [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
-                 [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS]"
+                 [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS] \
+                 [--link access|core=LOCAL_PORT:REMOTE_PORT]..."
             ),
         }
     }
@@ -111,6 +172,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "only the qemu board boots in QEMU (the {} image expects its own hardware)",
             o.board
         );
+    }
+    if o.twin && !o.links.is_empty() {
+        bail!("--link cables the single box's ports; the twin's ports are on the lab's bridges");
     }
     if o.twin && o.bios {
         bail!("--twin boots the kernel directly (its nodes' flags are on the kernel command line); leave out --bios");
@@ -253,6 +317,22 @@ pub fn run(args: &[String]) -> Result<()> {
                 node.qmp.display(),
             );
         }
+        for link in &o.links {
+            eprintln!(
+                "xtask qemu: the {:?} port is cabled to UDP 127.0.0.1:{} <-> 127.0.0.1:{} \
+                 (cargo xtask peer --net ADDR/24:{}:{}){}",
+                link.port,
+                link.local_port,
+                link.remote_port,
+                link.remote_port,
+                link.local_port,
+                if link.port == LinkedPort::Access {
+                    "; the SIP port above is not forwarded"
+                } else {
+                    ""
+                },
+            );
+        }
     }
     eprintln!("xtask qemu: serial console of node a follows; Ctrl-A x quits QEMU");
     let mut commands = commands.into_iter();
@@ -362,7 +442,7 @@ fn command(
                 .arg(format!("name={name},file={}", file.display()));
         }
     } else {
-        user_networking(&mut cmd, node, &mac);
+        user_networking(&mut cmd, node, &o.links, &mac);
     }
     cmd.args(["-device", "i6300esb,addr=0x7", "-action", "watchdog=reset"]);
     cmd.args(["-device", "virtio-rng-pci,addr=0x8"]);
@@ -431,19 +511,26 @@ fn command(
 }
 
 /// The single box's ports: QEMU user networking, SIP forwarded from the host's loopback, the
-/// cross-connect linked to nowhere.
-fn user_networking(cmd: &mut Command, node: &Node, mac: &dyn Fn(u8) -> String) {
+/// cross-connect linked to nowhere; a port named by `--link` on its datagram socket instead.
+fn user_networking(cmd: &mut Command, node: &Node, links: &[Link], mac: &dyn Fn(u8) -> String) {
+    let linked = |port: LinkedPort| links.iter().find(|l| l.port == port);
     // No option ROMs: iPXE is not in the unpacked tree and the box never boots from the network.
-    cmd.arg("-netdev").arg(format!(
-        "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
-         hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
-        p = node.sip_port
-    ));
+    cmd.arg("-netdev").arg(match linked(LinkedPort::Access) {
+        Some(link) => link.netdev("access"),
+        None => format!(
+            "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
+             hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
+            p = node.sip_port
+        ),
+    });
     cmd.arg("-device").arg(format!(
         "virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=",
         mac(0)
     ));
-    cmd.args(["-netdev", "user,id=core,net=10.0.3.0/24"]);
+    cmd.arg("-netdev").arg(match linked(LinkedPort::Core) {
+        Some(link) => link.netdev("core"),
+        None => "user,id=core,net=10.0.3.0/24".into(),
+    });
     cmd.arg("-device").arg(format!(
         "virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=",
         mac(1)
@@ -574,4 +661,38 @@ fn accel(qemu: &Qemu, built: &image::Built) -> Result<String> {
     fs::create_dir_all(util::root().join("out/qemu")).context("creating out/qemu")?;
     fs::write(&verdict, format!("{key} {choice}\n")).context("writing the KVM probe verdict")?;
     Ok(choice.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_names_a_sip_port_and_two_udp_ports() {
+        let link = Link::parse("core=40001:40002").unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            link,
+            Link {
+                port: LinkedPort::Core,
+                local_port: 40001,
+                remote_port: 40002,
+            }
+        );
+        assert_eq!(
+            link.netdev("core"),
+            "dgram,id=core,local.type=inet,local.host=127.0.0.1,local.port=40001,\
+             remote.type=inet,remote.host=127.0.0.1,remote.port=40002"
+        );
+        for bad in [
+            "twin=1:2",
+            "access=1",
+            "access=1:x",
+            "access:1:2",
+            "access=1:2:3",
+        ] {
+            assert!(Link::parse(bad).is_err(), "{bad} was taken");
+        }
+        let twice = ["--link", "access=1:2", "--link", "access=3:4"].map(String::from);
+        assert!(parse(&twice).is_err());
+    }
 }
