@@ -25,6 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use system_tests::peer::sctp_counter;
 use system_tests::*;
 
 /// What the guest runs (`/peer/run`, in `/tmp`). Every finding is one console line.
@@ -103,17 +104,7 @@ fn counters(transcript: &str, label: &str) -> (u64, u64) {
 
 /// One counter of `/proc/net/sctp/snmp` from a `snmp LABEL: ...` line of the console.
 fn counter(transcript: &str, label: &str, name: &str) -> u64 {
-    let prefix = format!("snmp {label}: ");
-    let line = transcript
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line on the console:\n{transcript}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+    sctp_counter(transcript, label, name).unwrap_or_else(|e| panic!("{e}:\n{transcript}"))
 }
 
 /// The big scenario with its SDP padded past 4096 bytes.
