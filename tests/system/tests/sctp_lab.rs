@@ -146,10 +146,30 @@ impl LabRun {
     }
 }
 
+/// The running lab, for a test that acts on the box while the peer's script runs (a later
+/// `peer-await WORD` in the script, released with `peer.release(WORD, ..)`).
+#[allow(
+    dead_code,
+    reason = "the checks to come act on the box mid-script (issue 16: drain with associations up)"
+)]
+struct Running<'a> {
+    peer: &'a mut Peer,
+    appliance: &'a mut Guest,
+    port: &'a mut TestPort,
+    /// The box's QMP socket (`support::Qmp::connect`), for a press of its panel button.
+    qmp: PathBuf,
+}
+
 /// Boots the box (the test image, its kernel command line plus `kernel_flags`) and the peer
-/// running `script` on its cables; returns once the peer powered off. Both guests are gone when
-/// it returns or panics.
-fn run_lab(name: &str, kernel_flags: &str, script: &str) -> LabRun {
+/// running `script` on its cables, releases the script's `peer-await box` once sbcd serves,
+/// hands both to `during`, and returns once the peer powered off. Both guests are gone when it
+/// returns or panics.
+fn run_lab(
+    name: &str,
+    kernel_flags: &str,
+    script: &str,
+    during: impl FnOnce(Running<'_>),
+) -> LabRun {
     assert!(
         have("sipp"),
         "sipp is missing: `cargo xtask test` installs it (apt-get install sip-tester)"
@@ -205,6 +225,12 @@ fn run_lab(name: &str, kernel_flags: &str, script: &str) -> LabRun {
     let box_ready = appliance.started.elapsed();
     let released = Instant::now();
     check(peer.release("box", BOOT_TIMEOUT));
+    during(Running {
+        peer: &mut peer,
+        appliance: &mut appliance,
+        port: &mut port,
+        qmp: dir.join("qmp.sock"),
+    });
     let finished = peer.finish(STEPS_TIMEOUT);
     let steps = released.elapsed();
     appliance.take_output();
@@ -235,6 +261,7 @@ fn a_peer_on_the_box_cables_gets_options_answered_carries_a_call_and_reaches_it_
         "sctp_lab",
         "",
         &SCRIPT.replace("@SCTP_TARGET@", &sctp_target),
+        |_| {},
     );
     let console = &lab.console;
     let evidence = || lab.evidence();
@@ -347,6 +374,7 @@ fn without_the_firewall_the_box_kernel_refuses_the_sctp_init() {
         "sctp_lab_control",
         "sbc.nofirewall",
         &SCRIPT.replace("@SCTP_TARGET@", &format!("{BOX_ACCESS_ADDR}:5060")),
+        |_| {},
     );
     let console = &lab.console;
     let count = |label: &str, name: &str| {
