@@ -37,13 +37,21 @@ pub struct Cables {
 }
 
 impl Cables {
-    /// Four ports free at the time of asking.
+    /// Four different ports, free at the time of asking.
     pub fn new() -> Cables {
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 4 {
+            // Each probe socket is closed again, so the kernel may hand out a port twice.
+            let port = free_port();
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
         Cables {
-            access_box: free_port(),
-            access_peer: free_port(),
-            core_box: free_port(),
-            core_peer: free_port(),
+            access_box: ports[0],
+            access_peer: ports[1],
+            core_box: ports[2],
+            core_peer: ports[3],
         }
     }
 
