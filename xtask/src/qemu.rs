@@ -13,7 +13,10 @@
 //! cannot carry SCTP. The port keeps the board's addresses (10.0.2.15/24, 10.0.3.15/24), the
 //! configuration and the firewall stay the factory's, so the peer stands where the phones
 //! (10.0.2.0/24) or the core (10.0.3.2, the factory upstream) stand. A linked access port has no
-//! `--sip-port` forwarding.
+//! `--sip-port` forwarding. `--config FILE` boots the box with FILE as its `/etc/sbc/sbc.toml`
+//! (by fw_cfg and `sbc.lab`, as the twin's nodes get theirs: `sbc-lab-config.service` copies it
+//! before the firewall and sbcd read it), for a lab that needs listeners the factory file lacks;
+//! it implies `--snapshot`, so the box's own disk never keeps it.
 //!
 //! The kernel is booted directly (`-kernel`/`-initrd`/`-append` with the boot partition's
 //! files, the uncompressed kernel through PVH when available): that skips SeaBIOS, GRUB and the
@@ -65,6 +68,8 @@ struct Opts {
     lab: String,
     /// Ports cabled to a datagram socket instead of user networking (`--link`).
     links: Vec<Link>,
+    /// The single box's `/etc/sbc/sbc.toml` for this boot (`--config`), by fw_cfg.
+    config: Option<PathBuf>,
 }
 
 /// `--link PORT=LOCAL_PORT:REMOTE_PORT`: one of the single box's SIP ports on a QEMU datagram
@@ -125,6 +130,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         testport: false,
         lab: "sbc-lab".into(),
         links: Vec::new(),
+        config: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -146,6 +152,14 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--print-command" => o.print_command = true,
             "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
             "--lab" => o.lab = value("--lab")?,
+            "--config" => {
+                let path = PathBuf::from(value("--config")?);
+                // QEMU reads the file when it starts, from its own working directory.
+                o.config = Some(
+                    path.canonicalize()
+                        .with_context(|| format!("--config {}", path.display()))?,
+                );
+            }
             "--link" => {
                 let link = Link::parse(&value("--link")?)?;
                 if o.links.iter().any(|l| l.port == link.port) {
@@ -163,7 +177,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
                  [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
                  [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS] \
-                 [--link access|core=LOCAL_PORT:REMOTE_PORT]..."
+                 [--link access|core=LOCAL_PORT:REMOTE_PORT]... [--config SBC_TOML]"
             ),
         }
     }
@@ -172,6 +186,14 @@ fn parse(args: &[String]) -> Result<Opts> {
             "only the qemu board boots in QEMU (the {} image expects its own hardware)",
             o.board
         );
+    }
+    if o.config.is_some() && (o.twin || o.bios) {
+        bail!("--config is the single box's, and needs the kernel command line: leave out --twin and --bios");
+    }
+    if o.config.is_some() {
+        // The file lands on the data partition: kept, the box's own disk would boot with it
+        // from then on, without the flag that put it there.
+        o.snapshot = true;
     }
     if o.twin && !o.links.is_empty() {
         bail!("--link cables the single box's ports; the twin's ports are on the lab's bridges");
@@ -443,6 +465,10 @@ fn command(
         }
     } else {
         user_networking(&mut cmd, node, &o.links, &mac);
+        if let Some(config) = &o.config {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name=opt/sbc/sbc.toml,file={}", config.display()));
+        }
     }
     cmd.args(["-device", "i6300esb,addr=0x7", "-action", "watchdog=reset"]);
     cmd.args(["-device", "virtio-rng-pci,addr=0x8"]);
@@ -487,6 +513,8 @@ fn command(
         // `sbc.lab`: apply the files given by fw_cfg (sbc-lab-config.service).
         let name = if o.twin {
             format!(" sbc.node=sbc-{} sbc.lab", node.name)
+        } else if o.config.is_some() {
+            " sbc.lab".to_string()
         } else {
             String::new()
         };
