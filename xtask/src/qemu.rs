@@ -722,5 +722,19 @@ mod tests {
         }
         let twice = ["--link", "access=1:2", "--link", "access=3:4"].map(String::from);
         assert!(parse(&twice).is_err());
+        let twin = ["--twin", "--link", "core=1:2"].map(String::from);
+        assert!(parse(&twin).is_err());
+    }
+
+    #[test]
+    fn a_config_is_the_single_box_and_throws_its_writes_away() {
+        let file = std::env::temp_dir().join(format!("xtask-config-{}.toml", std::process::id()));
+        fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+        let path = file.display().to_string();
+        let o = parse(&["--config".into(), path.clone()]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(o.snapshot && o.config.is_some());
+        assert!(parse(&["--twin".into(), "--config".into(), path.clone()]).is_err());
+        assert!(parse(&["--bios".into(), "--config".into(), path]).is_err());
+        let _ = fs::remove_file(&file);
     }
 }

@@ -3,14 +3,15 @@
 //! host's 127.0.0.1 (`cargo xtask qemu --link`, `cargo xtask peer --net`).
 //!
 //! ```text
-//!   appliance (factory config, firewall on)          peer (busybox, SIPp, kernel SCTP)
+//!   appliance (board addresses, firewall on)         peer (busybox, SIPp, kernel SCTP)
 //!   eth0 access 10.0.2.15/24  <- dgram cable ->  eth0 10.0.2.20/24  the phones
 //!   eth1 core   10.0.3.15/24  <- dgram cable ->  eth1 10.0.3.2/24   the core: the factory
 //!                                                                   upstream sip:10.0.3.2:25070
 //! ```
 //!
-//! The box keeps its own addresses, configuration and firewall: the peer stands where the phones
-//! and the core stand on QEMU's user networks, and carries what those cannot (SCTP). A script
+//! The box keeps its own addresses and firewall (and its configuration, unless the test gives
+//! one with `cargo xtask qemu --config`): the peer stands where the phones and the core stand on
+//! QEMU's user networks, and carries what those cannot (SCTP). A script
 //! runs in the peer with the files it is given; [`Peer::release`] answers its `peer-await WORD`
 //! once the test knows the box is ready, and [`Peer::finish`] returns its console once it
 //! powered off. Nothing sleeps: waits end on console lines or on QEMU's exit.
