@@ -7,6 +7,17 @@
 //! QMP socket. SIP on the host's 127.0.0.1:5060 (UDP and TCP) is forwarded to the guest's access
 //! port; the guest reaches the host as 10.0.3.2 on its core port.
 //!
+//! `--link access=LOCAL_PORT:REMOTE_PORT` (or `core=`) cables that port to a QEMU datagram
+//! socket on the host's 127.0.0.1 instead of user networking, for a test guest on the other end
+//! (`cargo xtask peer --net ADDR/PREFIX:REMOTE_PORT:LOCAL_PORT`, `peer.rs`): user networking
+//! cannot carry SCTP. The port keeps the board's addresses (10.0.2.15/24, 10.0.3.15/24), the
+//! configuration and the firewall stay the factory's, so the peer stands where the phones
+//! (10.0.2.0/24) or the core (10.0.3.2, the factory upstream) stand. A linked access port has no
+//! `--sip-port` forwarding. `--config FILE` boots the box with FILE as its `/etc/sbc/sbc.toml`
+//! (by fw_cfg and `sbc.lab`, as the twin's nodes get theirs: `sbc-lab-config.service` copies it
+//! before the firewall and sbcd read it), for a lab that needs listeners the factory file lacks;
+//! it implies `--snapshot`, so the box's own disk never keeps it.
+//!
 //! The kernel is booted directly (`-kernel`/`-initrd`/`-append` with the boot partition's
 //! files, the uncompressed kernel through PVH when available): that skips SeaBIOS, GRUB and the
 //! kernel's own decompression, seconds under TCG. `--bios` boots the disk through SeaBIOS and
@@ -55,6 +66,52 @@ struct Opts {
     testport: bool,
     /// The twin lab's network namespace.
     lab: String,
+    /// Ports cabled to a datagram socket instead of user networking (`--link`).
+    links: Vec<Link>,
+    /// The single box's `/etc/sbc/sbc.toml` for this boot (`--config`), by fw_cfg.
+    config: Option<PathBuf>,
+}
+
+/// `--link PORT=LOCAL_PORT:REMOTE_PORT`: one of the single box's SIP ports on a QEMU datagram
+/// socket link (`-netdev dgram`) between 127.0.0.1:LOCAL_PORT and 127.0.0.1:REMOTE_PORT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    port: LinkedPort,
+    local_port: u16,
+    remote_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkedPort {
+    Access,
+    Core,
+}
+
+impl Link {
+    fn parse(v: &str) -> Result<Link> {
+        let bad = || format!("--link {v}: expected access|core=LOCAL_PORT:REMOTE_PORT");
+        let (port, ports) = v.split_once('=').with_context(bad)?;
+        let port = match port {
+            "access" => LinkedPort::Access,
+            "core" => LinkedPort::Core,
+            _ => bail!("{}", bad()),
+        };
+        let (local, remote) = ports.split_once(':').with_context(bad)?;
+        Ok(Link {
+            port,
+            local_port: local.parse().with_context(bad)?,
+            remote_port: remote.parse().with_context(bad)?,
+        })
+    }
+
+    /// The QEMU netdev that stands for the port's cable.
+    fn netdev(&self, id: &str) -> String {
+        format!(
+            "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={},\
+             remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+            self.local_port, self.remote_port
+        )
+    }
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -72,6 +129,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         verbose: false,
         testport: false,
         lab: "sbc-lab".into(),
+        links: Vec::new(),
+        config: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -93,6 +152,21 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--print-command" => o.print_command = true,
             "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
             "--lab" => o.lab = value("--lab")?,
+            "--config" => {
+                let path = PathBuf::from(value("--config")?);
+                // QEMU reads the file when it starts, from its own working directory.
+                o.config = Some(
+                    path.canonicalize()
+                        .with_context(|| format!("--config {}", path.display()))?,
+                );
+            }
+            "--link" => {
+                let link = Link::parse(&value("--link")?)?;
+                if o.links.iter().any(|l| l.port == link.port) {
+                    bail!("--link: the {:?} port is linked twice", link.port);
+                }
+                o.links.push(link);
+            }
             "--sip-port" => {
                 let v = value("--sip-port")?;
                 o.sip_port = v
@@ -102,7 +176,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             other => bail!(
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
                  [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
-                 [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS]"
+                 [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS] \
+                 [--link access|core=LOCAL_PORT:REMOTE_PORT]... [--config SBC_TOML]"
             ),
         }
     }
@@ -111,6 +186,17 @@ fn parse(args: &[String]) -> Result<Opts> {
             "only the qemu board boots in QEMU (the {} image expects its own hardware)",
             o.board
         );
+    }
+    if o.config.is_some() && (o.twin || o.bios) {
+        bail!("--config is the single box's, and needs the kernel command line: leave out --twin and --bios");
+    }
+    if o.config.is_some() {
+        // The file lands on the data partition: kept, the box's own disk would boot with it
+        // from then on, without the flag that put it there.
+        o.snapshot = true;
+    }
+    if o.twin && !o.links.is_empty() {
+        bail!("--link cables the single box's ports; the twin's ports are on the lab's bridges");
     }
     if o.twin && o.bios {
         bail!("--twin boots the kernel directly (its nodes' flags are on the kernel command line); leave out --bios");
@@ -253,6 +339,22 @@ pub fn run(args: &[String]) -> Result<()> {
                 node.qmp.display(),
             );
         }
+        for link in &o.links {
+            eprintln!(
+                "xtask qemu: the {:?} port is cabled to UDP 127.0.0.1:{} <-> 127.0.0.1:{} \
+                 (cargo xtask peer --net ADDR/24:{}:{}){}",
+                link.port,
+                link.local_port,
+                link.remote_port,
+                link.remote_port,
+                link.local_port,
+                if link.port == LinkedPort::Access {
+                    "; the SIP port above is not forwarded"
+                } else {
+                    ""
+                },
+            );
+        }
     }
     eprintln!("xtask qemu: serial console of node a follows; Ctrl-A x quits QEMU");
     let mut commands = commands.into_iter();
@@ -362,7 +464,11 @@ fn command(
                 .arg(format!("name={name},file={}", file.display()));
         }
     } else {
-        user_networking(&mut cmd, node, &mac);
+        user_networking(&mut cmd, node, &o.links, &mac);
+        if let Some(config) = &o.config {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name=opt/sbc/sbc.toml,file={}", config.display()));
+        }
     }
     cmd.args(["-device", "i6300esb,addr=0x7", "-action", "watchdog=reset"]);
     cmd.args(["-device", "virtio-rng-pci,addr=0x8"]);
@@ -407,6 +513,8 @@ fn command(
         // `sbc.lab`: apply the files given by fw_cfg (sbc-lab-config.service).
         let name = if o.twin {
             format!(" sbc.node=sbc-{} sbc.lab", node.name)
+        } else if o.config.is_some() {
+            " sbc.lab".to_string()
         } else {
             String::new()
         };
@@ -431,19 +539,26 @@ fn command(
 }
 
 /// The single box's ports: QEMU user networking, SIP forwarded from the host's loopback, the
-/// cross-connect linked to nowhere.
-fn user_networking(cmd: &mut Command, node: &Node, mac: &dyn Fn(u8) -> String) {
+/// cross-connect linked to nowhere; a port named by `--link` on its datagram socket instead.
+fn user_networking(cmd: &mut Command, node: &Node, links: &[Link], mac: &dyn Fn(u8) -> String) {
+    let linked = |port: LinkedPort| links.iter().find(|l| l.port == port);
     // No option ROMs: iPXE is not in the unpacked tree and the box never boots from the network.
-    cmd.arg("-netdev").arg(format!(
-        "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
-         hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
-        p = node.sip_port
-    ));
+    cmd.arg("-netdev").arg(match linked(LinkedPort::Access) {
+        Some(link) => link.netdev("access"),
+        None => format!(
+            "user,id=access,net=10.0.2.0/24,hostfwd=udp:127.0.0.1:{p}-10.0.2.15:5060,\
+             hostfwd=tcp:127.0.0.1:{p}-10.0.2.15:5060",
+            p = node.sip_port
+        ),
+    });
     cmd.arg("-device").arg(format!(
         "virtio-net-pci,netdev=access,mac={},addr=0x3,romfile=",
         mac(0)
     ));
-    cmd.args(["-netdev", "user,id=core,net=10.0.3.0/24"]);
+    cmd.arg("-netdev").arg(match linked(LinkedPort::Core) {
+        Some(link) => link.netdev("core"),
+        None => "user,id=core,net=10.0.3.0/24".into(),
+    });
     cmd.arg("-device").arg(format!(
         "virtio-net-pci,netdev=core,mac={},addr=0x4,romfile=",
         mac(1)
@@ -574,4 +689,52 @@ fn accel(qemu: &Qemu, built: &image::Built) -> Result<String> {
     fs::create_dir_all(util::root().join("out/qemu")).context("creating out/qemu")?;
     fs::write(&verdict, format!("{key} {choice}\n")).context("writing the KVM probe verdict")?;
     Ok(choice.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_names_a_sip_port_and_two_udp_ports() {
+        let link = Link::parse("core=40001:40002").unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            link,
+            Link {
+                port: LinkedPort::Core,
+                local_port: 40001,
+                remote_port: 40002,
+            }
+        );
+        assert_eq!(
+            link.netdev("core"),
+            "dgram,id=core,local.type=inet,local.host=127.0.0.1,local.port=40001,\
+             remote.type=inet,remote.host=127.0.0.1,remote.port=40002"
+        );
+        for bad in [
+            "twin=1:2",
+            "access=1",
+            "access=1:x",
+            "access:1:2",
+            "access=1:2:3",
+        ] {
+            assert!(Link::parse(bad).is_err(), "{bad} was taken");
+        }
+        let twice = ["--link", "access=1:2", "--link", "access=3:4"].map(String::from);
+        assert!(parse(&twice).is_err());
+        let twin = ["--twin", "--link", "core=1:2"].map(String::from);
+        assert!(parse(&twin).is_err());
+    }
+
+    #[test]
+    fn a_config_is_the_single_box_and_throws_its_writes_away() {
+        let file = std::env::temp_dir().join(format!("xtask-config-{}.toml", std::process::id()));
+        fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+        let path = file.display().to_string();
+        let o = parse(&["--config".into(), path.clone()]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(o.snapshot && o.config.is_some());
+        assert!(parse(&["--twin".into(), "--config".into(), path.clone()]).is_err());
+        assert!(parse(&["--bios".into(), "--config".into(), path]).is_err());
+        let _ = fs::remove_file(&file);
+    }
 }

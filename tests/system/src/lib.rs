@@ -14,6 +14,7 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+pub mod peer;
 pub mod sipp;
 
 /// The workspace root.
@@ -285,6 +286,14 @@ impl Guest {
         }
     }
 
+    /// Adds what the serial line printed since the last wait to the transcript, without
+    /// waiting (for a failure message about a guest nobody was reading).
+    pub fn take_output(&mut self) {
+        while let Ok(bytes) = self.output.try_recv() {
+            self.transcript.extend_from_slice(&bytes);
+        }
+    }
+
     /// The process id of what runs the guest (`timeout`, QEMU's parent).
     pub fn id(&self) -> u32 {
         self.child.id()
@@ -495,19 +504,4 @@ pub fn cargo_executable(args: &[&str], prefix: &str) -> PathBuf {
         "cargo {} named no executable {prefix}*:\n{text}",
         args.join(" ")
     );
-}
-
-/// One counter of `/proc/net/sctp/snmp` from a `snmp LABEL: ...` line of the console.
-pub fn sctp_counter(transcript: &str, label: &str, name: &str) -> u64 {
-    let prefix = format!("snmp {label}: ");
-    let line = transcript
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix:?} line on the console:\n{transcript}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[0] == name)
-        .and_then(|w| w[1].parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
 }

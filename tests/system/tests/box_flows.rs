@@ -25,7 +25,7 @@ mod support;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{invite_final_response, Leds, Qmp, TestPort};
+use support::{add_test_port, invite_final_response, Leds, Qmp, TestPort};
 use system_tests::*;
 
 const PROMPT: &str = "sbc-a> ";
@@ -236,16 +236,8 @@ fn boot(dir: &Path) -> Box {
         cmd.args
     );
     // The test port: a second serial line (ttyS1) and the kernel flag that makes sbcd serve it.
-    let append = cmd
-        .args
-        .iter()
-        .position(|a| a == "-append")
-        .unwrap_or_else(|| panic!("no -append in the QEMU command: {:?}", cmd.args));
-    cmd.args[append + 1].push_str(" sbc.testport=ttyS1");
     let port_socket = dir.join("testport.sock");
-    cmd.args.push("-serial".into());
-    cmd.args
-        .push(format!("unix:{},server=on,wait=off", port_socket.display()));
+    add_test_port(&mut cmd, &port_socket);
 
     let guest = Guest::start(&cmd);
     let port = TestPort::connect(&port_socket);

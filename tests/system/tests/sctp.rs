@@ -63,8 +63,8 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// `SctpShutdowns` and `SctpAborteds` from a `snmp LABEL: ...` line of the console.
 fn counters(transcript: &str, label: &str) -> (u64, u64) {
     (
-        sctp_counter(transcript, label, "SctpShutdowns"),
-        sctp_counter(transcript, label, "SctpAborteds"),
+        system_tests::peer::snmp(transcript, label, "SctpShutdowns"),
+        system_tests::peer::snmp(transcript, label, "SctpAborteds"),
     )
 }
 
@@ -192,8 +192,8 @@ fn sctp_messages_notifications_and_sipp_calls_over_kernel_sctp() {
     );
     // The big INVITE crossed the 1500-byte path as several DATA chunks, joined by the kernel.
     assert!(
-        sctp_counter(&console, "end", "SctpReasmUsrMsgs")
-            > sctp_counter(&console, "loopback", "SctpReasmUsrMsgs"),
+        system_tests::peer::snmp(&console, "end", "SctpReasmUsrMsgs")
+            > system_tests::peer::snmp(&console, "loopback", "SctpReasmUsrMsgs"),
         "no SCTP message was reassembled during the SIPp calls:\n{console}"
     );
     assert!(

@@ -206,13 +206,13 @@ fn sbcd_carries_calls_over_sctp_and_shuts_associations_down_gracefully() {
     assert!(console.contains("state: offline"), "{console}");
     assert!(console.contains("core association: gone"), "{console}");
     assert!(
-        sctp_counter(&console, "offline", "SctpShutdowns")
-            > sctp_counter(&console, "before-offline", "SctpShutdowns"),
+        system_tests::peer::snmp(&console, "offline", "SctpShutdowns")
+            > system_tests::peer::snmp(&console, "before-offline", "SctpShutdowns"),
         "going offline counted no SHUTDOWN:\n{console}"
     );
     assert_eq!(
-        sctp_counter(&console, "offline", "SctpAborteds"),
-        sctp_counter(&console, "before-offline", "SctpAborteds"),
+        system_tests::peer::snmp(&console, "offline", "SctpAborteds"),
+        system_tests::peer::snmp(&console, "before-offline", "SctpAborteds"),
         "going offline counted an ABORT:\n{console}"
     );
     assert!(
@@ -228,14 +228,14 @@ fn sbcd_carries_calls_over_sctp_and_shuts_associations_down_gracefully() {
         "{console}"
     );
     assert_eq!(
-        sctp_counter(&console, "after-503", "SctpAborteds"),
-        sctp_counter(&console, "before-503", "SctpAborteds"),
+        system_tests::peer::snmp(&console, "after-503", "SctpAborteds"),
+        system_tests::peer::snmp(&console, "before-503", "SctpAborteds"),
         "the 503's association ended with an ABORT:\n{console}"
     );
     // Accepted associations during the second call: the phone's (by the box) only; one
     // opened by the box toward the core would be accepted by the core too.
-    let accepted = sctp_counter(&console, "meanwhile", "SctpPassiveEstabs")
-        - sctp_counter(&console, "after-503", "SctpPassiveEstabs");
+    let accepted = system_tests::peer::snmp(&console, "meanwhile", "SctpPassiveEstabs")
+        - system_tests::peer::snmp(&console, "after-503", "SctpPassiveEstabs");
     assert_eq!(
         accepted, 1,
         "the box opened an association to the core before its Retry-After:\n{console}"

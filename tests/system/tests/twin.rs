@@ -26,7 +26,7 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{Leds, TestPort};
+use support::{add_test_port, Leds, TestPort};
 use system_tests::sipp::{sbcd_scenario, system_scenario, SippRun};
 use system_tests::*;
 
@@ -408,16 +408,8 @@ fn twin_takeover_in_qemu() {
             cmd.program, "ip",
             "a lab node does not run in the lab's namespace"
         );
-        let append = cmd
-            .args
-            .iter()
-            .position(|a| a == "-append")
-            .unwrap_or_else(|| panic!("no -append in the QEMU command: {:?}", cmd.args));
-        cmd.args[append + 1].push_str(" sbc.testport=ttyS1");
         let port_socket = dir.join(format!("testport-{name}.sock"));
-        cmd.args.push("-serial".into());
-        cmd.args
-            .push(format!("unix:{},server=on,wait=off", port_socket.display()));
+        add_test_port(&mut cmd, &port_socket);
         let guest = Guest::start(&cmd);
         let mut port = TestPort::connect(&port_socket);
         let name = if name == "a" { "a" } else { "b" };

@@ -8,8 +8,21 @@
 //! `ldd` lists for them (host and guest are both Debian bookworm on x86-64), files named with
 //! `--file`, and an `/init` that loads the modules, brings `lo` up, prints `peer: ready`, runs
 //! the `--script` with `sh` in `/tmp`, prints `peer: script exited N` and powers off (QEMU then
-//! exits). No disk, no network card: the programs talk over the guest's loopback. Output is on
-//! the serial console (stdio); a kernel panic ends QEMU too (`-no-reboot`).
+//! exits). No disk; the programs talk over the guest's loopback, and with `--net` over virtio
+//! NICs on QEMU datagram sockets on the host's 127.0.0.1 (below). Output is on the serial
+//! console (stdio); a kernel panic ends QEMU too (`-no-reboot`).
+//!
+//! `--net ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT` (repeatable; the first is eth0, the next eth1):
+//! a virtio NIC on `-netdev dgram` that sends its Ethernet frames as UDP datagrams from
+//! 127.0.0.1:LOCAL_PORT to 127.0.0.1:REMOTE_PORT and takes what arrives on LOCAL_PORT, with
+//! ADDR/PREFIX set on it before the script runs. The other end is the same kind of netdev with
+//! the ports swapped: `cargo xtask qemu --link PORT=...` puts an appliance port there (a
+//! point-to-point cable, no switch; the ports may be opened in either order, frames sent
+//! before the other end listens are lost as on an unplugged cable). QEMU's user network cannot
+//! carry SCTP; this can, and it never leaves the host's loopback.
+//!
+//! The script may wait for the test that runs the guest: `peer-await WORD` prints
+//! `peer: await WORD` and returns once a line WORD is typed on the console.
 //!
 //! `--print-command` prints the QEMU command (as `cargo xtask qemu --print-command` does)
 //! instead of running it, so that a system test owns the process and its console.
@@ -27,6 +40,19 @@ use std::process::Command;
 /// through the crypto API, which depmod does not list).
 const MODULES: &[&str] = &["crc32c_generic", "sctp"];
 
+/// And with `--net`: the virtio NIC.
+const NET_MODULES: &[&str] = &["virtio_pci", "virtio_net"];
+
+/// `peer-await WORD`: a script's wait for the test (a line typed on the console).
+const AWAIT: &str = r#"#!/bin/sh
+echo "peer: await $1"
+while read -r line; do
+  [ "$line" = "$1" ] && exit 0
+done
+echo "peer: the console closed before $1"
+exit 1
+"#;
+
 const INIT: &str = r#"#!/bin/sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -34,6 +60,10 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /etc/modules); do insmod /lib/modules/$m || echo "peer: insmod $m failed"; done
 ip link set lo up
+# --net: "DEVICE ADDRESS/PREFIX" per line.
+while read -r dev addr; do
+  ip link set "$dev" up && ip addr add "$addr" dev "$dev" && echo "peer: $dev $addr" || echo "peer: $dev $addr failed"
+done < /etc/peer-net
 export PATH=/usr/bin:/bin HOME=/tmp TERM=dumb
 export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 cd /tmp
@@ -51,11 +81,46 @@ struct Opts {
     out: PathBuf,
     print_command: bool,
     memory_mib: u32,
+    nics: Vec<Nic>,
+}
+
+/// One `--net`: the guest's address on a QEMU datagram socket link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Nic {
+    /// `ADDR/PREFIX`, as `ip addr add` takes it.
+    address: String,
+    local_port: u16,
+    remote_port: u16,
+}
+
+impl Nic {
+    fn parse(v: &str) -> Result<Nic> {
+        let bad = || format!("--net {v}: expected ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT");
+        let mut parts = v.split(':');
+        let (Some(address), Some(local), Some(remote), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            bail!("{}", bad());
+        };
+        let (ip, prefix) = address.split_once('/').with_context(bad)?;
+        ip.parse::<std::net::Ipv4Addr>()
+            .with_context(|| format!("--net {v}: {ip} is not an IPv4 address"))?;
+        match prefix.parse::<u8>() {
+            Ok(p) if p <= 32 => {}
+            _ => bail!("--net {v}: /{prefix} is not a prefix length"),
+        }
+        Ok(Nic {
+            address: address.to_string(),
+            local_port: local.parse().with_context(bad)?,
+            remote_port: remote.parse().with_context(bad)?,
+        })
+    }
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
     let usage = "usage: cargo xtask peer --script FILE [--bin PATH]... [--file SRC:GUEST_PATH]... \
-                 [--out DIR] [--memory MIB] [--print-command]";
+                 [--net ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT]... [--out DIR] [--memory MIB] \
+                 [--print-command]";
     let mut o = Opts {
         bins: Vec::new(),
         files: Vec::new(),
@@ -63,6 +128,7 @@ fn parse(args: &[String]) -> Result<Opts> {
         out: util::root().join("out/peer"),
         print_command: false,
         memory_mib: 512,
+        nics: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -89,6 +155,7 @@ fn parse(args: &[String]) -> Result<Opts> {
                 let v = value("--memory")?;
                 o.memory_mib = v.parse().with_context(|| format!("--memory {v}"))?;
             }
+            "--net" => o.nics.push(Nic::parse(&value("--net")?)?),
             "--print-command" => o.print_command = true,
             other => bail!("unknown argument `{other}`; {usage}"),
         }
@@ -112,7 +179,7 @@ pub fn run(args: &[String]) -> Result<()> {
             .unwrap_or(0),
         started.elapsed().as_secs_f64()
     );
-    let mut cmd = command(&Qemu::get()?, &booted, o.memory_mib);
+    let mut cmd = command(&Qemu::get()?, &booted, o.memory_mib, &o.nics);
     if o.print_command {
         super::print_command(&cmd);
         return Ok(());
@@ -150,7 +217,10 @@ fn prepare(o: &Opts) -> Result<Booted> {
         kernel::extract_vmlinux(&kernel.vmlinuz(), &vmlinux)?.unwrap_or_else(|| kernel.vmlinuz())
     };
 
-    let wanted: Vec<String> = MODULES.iter().map(|m| m.to_string()).collect();
+    let mut wanted: Vec<String> = MODULES.iter().map(|m| m.to_string()).collect();
+    if !o.nics.is_empty() {
+        wanted.extend(NET_MODULES.iter().map(|m| m.to_string()));
+    }
     let modules = kernel.closure(&wanted)?;
     let flat = o.out.join("modules");
     if flat.exists() {
@@ -187,6 +257,16 @@ fn prepare(o: &Opts) -> Result<Booted> {
         });
     }
     extra.push(initramfs::Extra {
+        path: "/etc/peer-net".into(),
+        mode: 0o644,
+        data: net_config(&o.nics).into_bytes(),
+    });
+    extra.push(initramfs::Extra {
+        path: "/usr/bin/peer-await".into(),
+        mode: 0o755,
+        data: AWAIT.as_bytes().to_vec(),
+    });
+    extra.push(initramfs::Extra {
         path: "/peer/run".into(),
         mode: 0o755,
         data: fs::read(&o.script).with_context(|| format!("reading {}", o.script.display()))?,
@@ -198,6 +278,15 @@ fn prepare(o: &Opts) -> Result<Booted> {
         kernel: boot_kernel,
         initrd,
     })
+}
+
+/// `/etc/peer-net`: each NIC's device and address (eth0 first, in the order of `--net`, which is
+/// the order of their PCI slots and so of the kernel's names).
+fn net_config(nics: &[Nic]) -> String {
+    nics.iter()
+        .enumerate()
+        .map(|(i, n)| format!("eth{i} {}\n", n.address))
+        .collect()
 }
 
 /// The shared libraries (and the dynamic loader) `ldd` lists for `bin`, as absolute paths.
@@ -237,7 +326,7 @@ fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-fn command(qemu: &Qemu, booted: &Booted, memory_mib: u32) -> Command {
+fn command(qemu: &Qemu, booted: &Booted, memory_mib: u32, nics: &[Nic]) -> Command {
     let mut cmd = qemu.command();
     let memory = memory_mib.to_string();
     cmd.args(["-name", "sbc-peer", "-machine", "pc", "-accel", "tcg"]);
@@ -252,6 +341,19 @@ fn command(qemu: &Qemu, booted: &Booted, memory_mib: u32) -> Command {
         "-no-reboot",
     ]);
     cmd.args(["-serial", "stdio"]);
+    for (i, nic) in nics.iter().enumerate() {
+        cmd.arg("-netdev").arg(format!(
+            "dgram,id=net{i},local.type=inet,local.host=127.0.0.1,local.port={},\
+             remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+            nic.local_port, nic.remote_port
+        ));
+        // Fixed PCI slots in --net's order, so the kernel names them eth0, eth1, ... in that
+        // order; no option ROM (iPXE is not in the unpacked tree, nothing boots from it).
+        cmd.arg("-device").arg(format!(
+            "virtio-net-pci,netdev=net{i},mac=52:54:00:5c:00:{i:02x},addr=0x{:x},romfile=",
+            i + 3
+        ));
+    }
     cmd.arg("-kernel").arg(&booted.kernel);
     cmd.arg("-initrd").arg(&booted.initrd);
     cmd.args([
@@ -340,6 +442,34 @@ mod tests {
         }
         assert_eq!(names.iter().filter(|n| *n == "lib").count(), 1);
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_net_names_an_address_and_two_ports_and_becomes_eth_n_in_order() {
+        let nic = Nic::parse("10.0.2.20/24:40001:40002").unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            nic,
+            Nic {
+                address: "10.0.2.20/24".into(),
+                local_port: 40001,
+                remote_port: 40002,
+            }
+        );
+        for bad in [
+            "10.0.2.20:1:2",
+            "10.0.2.20/33:1:2",
+            "10.0.2/24:1:2",
+            "10.0.2.20/24:1",
+            "10.0.2.20/24:1:2:3",
+            "10.0.2.20/24:x:2",
+        ] {
+            assert!(Nic::parse(bad).is_err(), "{bad} was taken");
+        }
+        let second = Nic::parse("10.0.3.2/24:40003:40004").unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            net_config(&[nic, second]),
+            "eth0 10.0.2.20/24\neth1 10.0.3.2/24\n"
+        );
     }
 
     #[test]

@@ -208,6 +208,21 @@ impl TestPort {
     }
 }
 
+/// Gives an appliance's QEMU command the test port: `sbc.testport=ttyS1` on the kernel command
+/// line, and that second serial line on the Unix socket `socket` (QEMU the server), for
+/// [`TestPort::connect`].
+pub fn add_test_port(cmd: &mut system_tests::PrintedCommand, socket: &Path) {
+    let append = cmd
+        .args
+        .iter()
+        .position(|a| a == "-append")
+        .unwrap_or_else(|| panic!("no -append in the QEMU command: {:?}", cmd.args));
+    cmd.args[append + 1].push_str(" sbc.testport=ttyS1");
+    cmd.args.push("-serial".into());
+    cmd.args
+        .push(format!("unix:{},server=on,wait=off", socket.display()));
+}
+
 /// A QMP connection in command mode; events are collected as they come.
 pub struct Qmp {
     stream: UnixStream,
