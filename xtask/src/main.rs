@@ -4,10 +4,12 @@
 //! what `.ci/run` runs.
 
 mod bench;
+mod bundle;
 mod ci;
 mod flash;
 mod fuzz;
 mod image;
+mod keys;
 mod press;
 mod qemu;
 mod test;
@@ -27,6 +29,8 @@ const TASKS: &[Task] = &[
     ("bench", "benchmarks: `bench` (parser vs rsip) and `bench sip` (sbcd vs Kamailio under SIPp), `bench flood` (sbcd's RSS and calls under a flood), `bench twin` (takeover times, false takeovers), `bench core` (allocations and instructions per call of the pure core), `bench scale` (latency at 100 000 bindings)", bench::run),
     ("fuzz", "bounded cargo-fuzz run: the SIP parser or the proxy engine (`[--target parse|engine] [--seconds N]`, default parse, 60)", fuzz::run),
     ("image", "build the appliance disk image (`--board qemu|apu2`)", image::run),
+    ("keys", "the development key pair that signs update bundles (`[--force]`; out/keys, never committed)", keys::run),
+    ("bundle", "a signed RAUC update bundle from the same build as the image (`[--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE]`)", bundle::run),
     ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file] [--keep-data]`)", flash::run),
     ("qemu", "boot the appliance image under QEMU (`[--board qemu] [--twin] [--sip-port N] [--snapshot] [--fresh] [--bios] [--verbose]`)", qemu::run),
     ("peer", "boot a small guest with kernel SCTP that runs the given programs (`--script FILE [--bin PATH]... [--file SRC:GUEST_PATH]... [--print-command]`)", qemu::peer::run),

@@ -1,0 +1,184 @@
+//! `cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE]`:
+//! a signed RAUC update bundle from the same build as the image.
+//!
+//! The bundle holds one image, the root slot: an ext4 file system of the image's root with the
+//! kernel, initramfs and command line of that build under `/boot`, so a slot carries
+//! everything it boots with (the A/B layout of SPEC §8: the boot loader picks a slot, the slot
+//! brings its kernel). Its manifest names the board (`compatible = sbc-<board>`, what a box
+//! accepts) and the image's version (`cargo xtask image` writes both: `out/image/<board>/version`).
+//! The format is `verity`: the bundle's payload is checked block by block while it is read, so
+//! a bundle changed after signing fails where it was changed, even halfway through an install.
+//!
+//! Signed with the development key of `cargo xtask keys` (made when missing) unless `--key`
+//! and `--cert` name another pair. Before it says done, the bundle is verified against the
+//! development certificate the image trusts, as the box would: a bundle signed by another key
+//! is reported as such (and the task fails) rather than written silently.
+
+use crate::image::{self, Built, Flavour};
+use crate::keys::{self, KeyPair};
+use crate::util;
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The size of a root slot's file system: the root (93 MiB now, at most 120 MiB by issue 17's
+/// goal) with room to grow, and what each of the two root partitions will hold.
+pub const SLOT_BYTES: u64 = 256 << 20;
+
+#[derive(Debug)]
+struct Args {
+    board: String,
+    flavour: Flavour,
+    cargo_build: bool,
+    pair: Option<KeyPair>,
+}
+
+fn parse(args: &[String]) -> Result<Args> {
+    let mut parsed = Args {
+        board: "qemu".into(),
+        flavour: Flavour::Product,
+        cargo_build: true,
+        pair: None,
+    };
+    let (mut key, mut cert) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--board" => parsed.board = it.next().context("--board needs a name")?.clone(),
+            "--testport" => parsed.flavour = Flavour::Testport,
+            "--no-cargo-build" => parsed.cargo_build = false,
+            "--key" => key = Some(PathBuf::from(it.next().context("--key needs a file")?)),
+            "--cert" => cert = Some(PathBuf::from(it.next().context("--cert needs a file")?)),
+            other => bail!(
+                "unknown argument `{other}`; usage: cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE]"
+            ),
+        }
+    }
+    parsed.pair = match (key, cert) {
+        (Some(key), Some(cert)) => Some(KeyPair { key, cert }),
+        (None, None) => None,
+        _ => bail!("--key and --cert go together"),
+    };
+    Ok(parsed)
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let args = parse(args)?;
+    ensure_host()?;
+    let trusted = keys::ensure()?;
+    let signer = args.pair.clone().unwrap_or_else(|| trusted.clone());
+    let built = image::build(&args.board, args.cargo_build, args.flavour)?;
+    let bundle = make(&built, &signer)?;
+    let meta = fs::metadata(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
+    println!("bundle: {}", bundle.display());
+    println!("size:   {} bytes ({} MiB)", meta.len(), meta.len() >> 20);
+    match verify(&bundle, &trusted.cert) {
+        Ok(info) => {
+            println!("verified against {}:", trusted.cert.display());
+            print!("{info}");
+            Ok(())
+        }
+        Err(e) => bail!(
+            "the bundle is not signed by the key the image trusts ({}): {e}",
+            trusted.cert.display()
+        ),
+    }
+}
+
+/// The host tools: RAUC itself (bookworm's 1.8) and what it builds bundles with.
+pub fn ensure_host() -> Result<()> {
+    util::ensure_debs(&["rauc", "squashfs-tools", "e2fsprogs", "openssl"])
+}
+
+/// Builds the bundle of `built`, signed by `signer`; returns its path.
+pub fn make(built: &Built, signer: &KeyPair) -> Result<PathBuf> {
+    let version_file = built.out.join("version");
+    let line = fs::read_to_string(&version_file)
+        .with_context(|| format!("reading {}", version_file.display()))?;
+    let (compatible, version) = line.trim().split_once(' ').with_context(|| {
+        format!(
+            "{}: expected `sbc-<board> <version>`",
+            version_file.display()
+        )
+    })?;
+
+    let work = built.out.join("bundle");
+    if work.exists() {
+        fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
+    }
+    let content = work.join("content");
+    fs::create_dir_all(&content).with_context(|| format!("creating {}", content.display()))?;
+
+    // The slot brings its own kernel, initramfs and command line.
+    let rootfs = built.out.join("rootfs");
+    let slot_boot = rootfs.join("boot");
+    fs::create_dir_all(&slot_boot).with_context(|| format!("creating {}", slot_boot.display()))?;
+    for name in ["vmlinuz", "initrd.img", "cmdline"] {
+        let from = built.boot_dir.join(name);
+        fs::copy(&from, slot_boot.join(name))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
+    let slot = content.join("root.ext4");
+    make_ext4(&rootfs, &slot)?;
+
+    fs::write(
+        content.join("manifest.raucm"),
+        format!(
+            "[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat=verity\n\n\
+             [image.rootfs]\nfilename=root.ext4\n"
+        ),
+    )
+    .context("writing the bundle manifest")?;
+
+    let bundle = built.out.join(format!("{compatible}-{version}.raucb"));
+    if bundle.exists() {
+        fs::remove_file(&bundle).with_context(|| format!("removing {}", bundle.display()))?;
+    }
+    util::run(
+        Command::new("rauc")
+            .arg("bundle")
+            .arg(format!("--cert={}", signer.cert.display()))
+            .arg(format!("--key={}", signer.key.display()))
+            .arg(&content)
+            .arg(&bundle),
+    )?;
+    // The slot image is inside the bundle now; the staging copy is 256 MiB of mostly nothing.
+    let _ = fs::remove_dir_all(&work);
+    Ok(bundle)
+}
+
+/// `rauc info` against `keyring`: the bundle's signature and manifest as a box checks them.
+/// `Ok` with what RAUC printed, `Err` with why it refused.
+pub fn verify(bundle: &Path, keyring: &Path) -> Result<String> {
+    let out = Command::new("rauc")
+        .arg("info")
+        .arg(format!("--keyring={}", keyring.display()))
+        .arg(bundle)
+        .output()
+        .context("running rauc info")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        bail!("{}", text.trim())
+    }
+}
+
+/// An ext4 file system of `dir` in a file of [`SLOT_BYTES`] (sparse), labelled as a root slot.
+fn make_ext4(dir: &Path, file: &Path) -> Result<()> {
+    let f = fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+    f.set_len(SLOT_BYTES)
+        .with_context(|| format!("sizing {}", file.display()))?;
+    drop(f);
+    util::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "sbc-root", "-d"])
+            .arg(dir)
+            .arg(file),
+    )
+}
