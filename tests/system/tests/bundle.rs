@@ -16,7 +16,7 @@ fn rauc_info(cert: &std::path::Path, bundle: &std::path::Path) -> (bool, String)
         .arg(format!("--keyring={}", cert.display()))
         .arg(bundle)
         .output()
-        .expect("run rauc info (cargo xtask bundle installs rauc)");
+        .unwrap_or_else(|e| panic!("run rauc info (cargo xtask bundle installs rauc): {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
