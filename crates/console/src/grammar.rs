@@ -1008,7 +1008,7 @@ mod tests {
         assert_eq!(c.common, "offline");
         let c = complete("show ");
         assert_eq!(c.start, 5);
-        assert_eq!(c.candidates.len(), 9);
+        assert_eq!(c.candidates.len(), 10);
         let c = complete("panel press --h");
         assert_eq!(c.common, "--hold-ms");
         // Nothing to complete after a bad word or at a number.
