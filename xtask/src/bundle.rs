@@ -110,15 +110,8 @@ pub fn make(built: &Built, signer: &KeyPair) -> Result<PathBuf> {
     let content = work.join("content");
     fs::create_dir_all(&content).with_context(|| format!("creating {}", content.display()))?;
 
-    // The slot brings its own kernel, initramfs and command line.
+    // The image's root already carries its kernel under /boot (`cargo xtask image`).
     let rootfs = built.out.join("rootfs");
-    let slot_boot = rootfs.join("boot");
-    fs::create_dir_all(&slot_boot).with_context(|| format!("creating {}", slot_boot.display()))?;
-    for name in ["vmlinuz", "initrd.img", "cmdline"] {
-        let from = built.boot_dir.join(name);
-        fs::copy(&from, slot_boot.join(name))
-            .with_context(|| format!("copying {}", from.display()))?;
-    }
     let slot = content.join("root.ext4");
     make_ext4(&rootfs, &slot)?;
 
@@ -169,7 +162,8 @@ pub fn verify(bundle: &Path, keyring: &Path) -> Result<String> {
     }
 }
 
-/// An ext4 file system of `dir` in a file of [`SLOT_BYTES`] (sparse), labelled as a root slot.
+/// An ext4 file system of `dir` in a file of [`SLOT_BYTES`] (sparse). RAUC writes it into the
+/// slot it installs to and gives it that slot's label.
 fn make_ext4(dir: &Path, file: &Path) -> Result<()> {
     let f = fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
     f.set_len(SLOT_BYTES)
@@ -177,7 +171,7 @@ fn make_ext4(dir: &Path, file: &Path) -> Result<()> {
     drop(f);
     util::run(
         Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-L", "sbc-root", "-d"])
+            .args(["-q", "-F", "-d"])
             .arg(dir)
             .arg(file),
     )

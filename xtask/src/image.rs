@@ -38,7 +38,7 @@ pub const BINARIES: &[&str] = &["sbcd", "sbcctl", "sbc-console"];
 pub const BOARDS: &[&str] = &["qemu", "apu2"];
 
 /// Bumped when the assembly below changes in a way the fingerprinted inputs do not show.
-const RECIPE: &str = "image-8";
+const RECIPE: &str = "image-10";
 
 /// What a build produced.
 #[derive(Debug)]
@@ -258,7 +258,11 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     let kernel = kernel::Kernel::fetch(&cache)?;
     let busybox = fetch_busybox(&cache)?;
     let board_profile = root.join("board").join(board);
-    let cmdline = kernel_cmdline(&board_profile)?;
+    // The board's command line; GRUB adds the slot it starts. A direct kernel boot (QEMU's
+    // `-kernel`) starts slot A.
+    let board_cmdline = kernel_cmdline(&board_profile)?;
+    let (slot_a, label_a) = grub::SLOTS[0];
+    let cmdline = format!("{board_cmdline} {}", grub::slot_args(slot_a, label_a));
 
     let version = image_version(board)?;
     let mut fp = inputs::Fingerprint::new(RECIPE);
@@ -352,20 +356,46 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
         format!("{}\n", kernel.release),
     )
     .with_context(|| format!("writing {}/kernel-release", boot_dir.display()))?;
+    // The slot brings what it boots with.
+    let slot_boot = rootdir.join("boot");
+    fs::create_dir_all(slot_boot.join("grub"))
+        .with_context(|| format!("creating {}", slot_boot.display()))?;
+    for name in ["vmlinuz", "initrd.img", "cmdline", "kernel-release"] {
+        fs::copy(boot_dir.join(name), slot_boot.join(name))
+            .with_context(|| format!("copying {name} into the root slot"))?;
+    }
+    // The boot partition: GRUB's slot choice and its environment block.
+    let boot_part = out.join("boot-partition");
+    if boot_part.exists() {
+        fs::remove_dir_all(&boot_part)
+            .with_context(|| format!("removing old {}", boot_part.display()))?;
+    }
+    fs::create_dir_all(&boot_part)
+        .with_context(|| format!("creating {}", boot_part.display()))?;
+    fs::write(boot_part.join("grub.cfg"), grub::config(&board_cmdline))
+        .context("writing grub.cfg")?;
+    grub::write_factory_env(&boot_part.join("grubenv"))?;
+    // Slot B of a factory image is an empty file system.
+    let empty_slot = out.join("empty-slot");
+    if !empty_slot.exists() {
+        fs::create_dir_all(&empty_slot)
+            .with_context(|| format!("creating {}", empty_slot.display()))?;
+    }
 
     let datadir = out.join("data");
     stage_data(&root, board, &datadir)?;
 
     eprintln!("xtask image: writing the GPT disk image");
-    disk::check_fits(&boot_dir, 1)?;
-    disk::check_fits(&rootdir, 2)?;
-    disk::check_fits(&datadir, 3)?;
+    disk::check_fits(&boot_part, disk::BOOT)?;
+    disk::check_fits(&rootdir, disk::ROOT_A)?;
+    disk::check_fits(&datadir, disk::DATA)?;
     let partial = out.join(format!("sbc-{board}.img.partial"));
     disk::partition(&partial)?;
-    grub::install(&partial, &cmdline, &out.join("grub"))?;
-    disk::mkfs(&partial, 1, "ext2", "sbc-boot", &boot_dir)?;
-    disk::mkfs(&partial, 2, "ext4", "sbc-root", &rootdir)?;
-    disk::mkfs(&partial, 3, "ext4", "sbc-data", &datadir)?;
+    grub::install(&partial, &out.join("grub"))?;
+    disk::mkfs(&partial, disk::BOOT, "ext2", "sbc-boot", &boot_part)?;
+    disk::mkfs(&partial, disk::ROOT_A, "ext4", label_a, &rootdir)?;
+    disk::mkfs(&partial, disk::ROOT_B, "ext4", grub::SLOTS[1].1, &empty_slot)?;
+    disk::mkfs(&partial, disk::DATA, "ext4", "sbc-data", &datadir)?;
     fs::rename(&partial, &image)
         .with_context(|| format!("moving {} into place", image.display()))?;
 

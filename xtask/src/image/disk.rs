@@ -2,15 +2,17 @@
 //! writes the partition table, `mkfs.ext4 -E offset=` fills each file system from a staging
 //! directory, and GRUB is written into the BIOS boot partition by [`super::grub`].
 //!
-//! Layout (sizes fixed so that a later image's root always fits where the old one was, and an
-//! update can rewrite boot and root while the data partition stays):
+//! Layout: two root slots (A/B, SPEC §8), each a whole root with the kernel it boots; sizes
+//! fixed so that a later root always fits where the old one was, and an update rewrites the
+//! slot the box does not run while the data partition stays.
 //!
-//! | # | GPT name    | size    | content                                           |
-//! |---|-------------|---------|---------------------------------------------------|
-//! | 1 | `bios-boot` | 1 MiB   | GRUB core.img (legacy BIOS boot, as on the APU2)  |
-//! | 2 | `sbc-boot`  | 48 MiB  | ext2: vmlinuz, initrd.img, cmdline                |
-//! | 3 | `sbc-root`  | 448 MiB | ext4: the root file system                        |
-//! | 4 | `sbc-data`  | 64 MiB  | ext4: /etc/sbc, /var/lib/sbc, the journal         |
+//! | # | GPT name     | size    | content                                                  |
+//! |---|--------------|---------|----------------------------------------------------------|
+//! | 1 | `bios-boot`  | 1 MiB   | GRUB core.img (legacy BIOS boot, as on the APU2)         |
+//! | 2 | `sbc-boot`   | 16 MiB  | ext2: `grub.cfg` (slot choice), `grubenv` (/boot/grub)   |
+//! | 3 | `sbc-root-a` | 256 MiB | ext4: slot A, the root with `/boot/vmlinuz`, `initrd.img`|
+//! | 4 | `sbc-root-b` | 256 MiB | ext4: slot B (empty in a factory image)                  |
+//! | 5 | `sbc-data`   | 64 MiB  | ext4: /etc/sbc, /var/lib/sbc, the journal                |
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -33,7 +35,7 @@ pub struct Part {
 const BIOS_BOOT: &str = "21686148-6E69-6F74-6E65-656446494645";
 const LINUX_FS: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
-pub const PARTS: [Part; 4] = [
+pub const PARTS: [Part; 5] = [
     Part {
         name: "bios-boot",
         type_guid: BIOS_BOOT,
@@ -42,12 +44,17 @@ pub const PARTS: [Part; 4] = [
     Part {
         name: "sbc-boot",
         type_guid: LINUX_FS,
-        size_mib: 48,
+        size_mib: 16,
     },
     Part {
-        name: "sbc-root",
+        name: "sbc-root-a",
         type_guid: LINUX_FS,
-        size_mib: 448,
+        size_mib: 256,
+    },
+    Part {
+        name: "sbc-root-b",
+        type_guid: LINUX_FS,
+        size_mib: 256,
     },
     Part {
         name: "sbc-data",
@@ -56,8 +63,12 @@ pub const PARTS: [Part; 4] = [
     },
 ];
 
-/// The first partition starts at 1 MiB (alignment, room for the primary GPT); the last ends
-/// 1 MiB before the end of the disk, leaving room for the backup GPT.
+/// Indexes into [`PARTS`].
+pub const BOOT: usize = 1;
+pub const ROOT_A: usize = 2;
+pub const ROOT_B: usize = 3;
+pub const DATA: usize = 4;
+
 const FIRST_OFFSET_MIB: u64 = 1;
 const TAIL_MIB: u64 = 1;
 

@@ -3,9 +3,16 @@
 //! writes boot.img into the MBR and core.img into the BIOS boot partition, patching the two
 //! sector pointers that `grub-bios-setup` would patch.
 //!
-//! The configuration is embedded in core.img (no grub.cfg, no `normal` module): it finds the
-//! boot partition by label and boots the kernel with the board's command line. Changing the
-//! command line means rebuilding the image, which is how an appliance should work.
+//! The embedded configuration only finds the boot partition and hands over to `normal`, which
+//! reads `grub.cfg` at its top (the running system mounts the partition on `/boot/grub`) ([`config`]): the choice of root slot, RAUC's way (its GRUB
+//! integration): `ORDER` lists the slots by preference, `<slot>_OK` says a slot holds a good
+//! root, `<slot>_TRY` that it was started and not yet confirmed. GRUB starts the first slot in
+//! `ORDER` that is good and not on trial, putting it on trial (`save_env`) before it boots; the
+//! running system confirms it once the engine is ready (`<slot>_TRY=0`). A slot that never
+//! gets there (a watchdog reset, a panic, an engine that never comes up) is on trial at the
+//! next boot and is passed over: the next slot in `ORDER`, the old one, boots again. The
+//! kernel's command line is the board's, plus the slot (`sbc.root=` for the initramfs,
+//! `rauc.slot=` for RAUC).
 
 use super::disk;
 use crate::util;
@@ -18,7 +25,74 @@ use std::process::Command;
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 const MODULES: &[&str] = &[
     "biosdisk", "part_gpt", "ext2", "search", "linux", "boot", "echo", "serial", "terminal",
+    "normal", "loadenv", "test", "sleep", "reboot",
 ];
+
+/// The slots, in the order of the factory image's preference.
+pub const SLOTS: [(&str, &str); 2] = [("A", "sbc-root-a"), ("B", "sbc-root-b")];
+
+/// `grub.cfg` of the boot partition: the slot choice and the kernel of that slot.
+///
+/// First pass: the slots in `ORDER` that are good and not on trial, in order; the one chosen is
+/// put on trial and saved before its kernel is loaded. A slot whose kernel cannot be loaded
+/// (an empty or damaged slot) is passed over at once, in the same boot. Second pass, when
+/// every good slot is on trial (none was confirmed since it was last started): the good ones
+/// anyway, rather than no system at all.
+pub fn config(cmdline: &str) -> String {
+    let mut cfg = String::from(
+        "# Written by cargo xtask image (xtask/src/image/grub.rs); RAUC changes only grubenv.\n\
+         set timeout=0\n\
+         set ORDER=\"A B\"\n\
+         set A_OK=0\nset A_TRY=0\nset B_OK=0\nset B_TRY=0\n\
+         load_env -f ($root)/grubenv ORDER A_OK A_TRY B_OK B_TRY\n",
+    );
+    for (pass, on_trial) in [("first", "0"), ("second", "1")] {
+        cfg.push_str(&format!("# {pass} pass\nfor s in $ORDER; do\n"));
+        for (name, label) in SLOTS {
+            // The second pass takes a slot whatever its trial says.
+            let trial = if on_trial == "0" {
+                format!(" -a \"${name}_TRY\" = \"0\"")
+            } else {
+                String::new()
+            };
+            cfg.push_str(&format!(
+                "  if [ \"$s\" = \"{name}\" -a \"${name}_OK\" = \"1\"{trial} ]; then\n\
+                 \x20   if search --no-floppy --label {label} --set slotdev; then\n\
+                 \x20     set {name}_TRY=1\n\
+                 \x20     save_env -f ($root)/grubenv A_TRY B_TRY\n\
+                 \x20     echo \"sbc: booting slot {name} ({pass} pass)\"\n\
+                 \x20     if linux ($slotdev)/boot/vmlinuz {cmdline} {args}; then\n\
+                 \x20       if initrd ($slotdev)/boot/initrd.img; then boot; fi\n\
+                 \x20     fi\n\
+                 \x20     echo \"sbc: slot {name} cannot be started\"\n\
+                 \x20   fi\n\
+                 \x20 fi\n",
+                args = slot_args(name, label)
+            ));
+        }
+        cfg.push_str("done\n");
+    }
+    cfg.push_str("echo \"sbc: no slot can be started\"\nsleep 5\nreboot\n");
+    cfg
+}
+
+/// What the kernel command line says about the slot it was started from.
+pub fn slot_args(name: &str, label: &str) -> String {
+    format!("sbc.root={label} rauc.slot={name}")
+}
+
+/// `grubenv` of a factory image: slot A first and good, slot B empty (not good).
+pub fn write_factory_env(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = fs::remove_file(path);
+    util::run(
+        Command::new("grub-editenv")
+            .arg(path)
+            .args(["set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0"]),
+    )
+}
 
 /// boot.img: where the LBA of core.img's first sector goes.
 const KERNEL_SECTOR_AT: usize = 0x5c;
@@ -31,9 +105,8 @@ const MBR_CODE_END: usize = 0x1b8;
 /// core.img's first sector (diskboot.img): its blocklist's start LBA, 12 bytes before the end.
 const BLOCKLIST_START_AT: usize = 0x200 - 12;
 
-/// Installs GRUB into `image` (already partitioned) with the given kernel command line.
-/// `work` is a scratch directory.
-pub fn install(image: &Path, cmdline: &str, work: &Path) -> Result<()> {
+/// Installs GRUB into `image` (already partitioned). `work` is a scratch directory.
+pub fn install(image: &Path, work: &Path) -> Result<()> {
     if !Path::new(GRUB_DIR).join("boot.img").exists() {
         bail!("{GRUB_DIR}/boot.img is missing: install grub-pc-bin (apt-get install grub-pc-bin)");
     }
@@ -41,17 +114,14 @@ pub fn install(image: &Path, cmdline: &str, work: &Path) -> Result<()> {
     let config = work.join("embedded.cfg");
     fs::write(
         &config,
-        format!(
-            "serial --unit=0 --speed=115200\n\
-             terminal_input serial console\n\
-             terminal_output serial console\n\
-             set root=(hd0,gpt2)\n\
-             search --no-floppy --label sbc-boot --set root\n\
-             echo 'sbc: booting'\n\
-             linux /vmlinuz {cmdline}\n\
-             initrd /initrd.img\n\
-             boot\n"
-        ),
+        "serial --unit=0 --speed=115200\n\
+         terminal_input serial console\n\
+         terminal_output serial console\n\
+         set root=(hd0,gpt2)\n\
+         search --no-floppy --label sbc-boot --set root\n\
+         set prefix=($root)\n\
+         echo 'sbc: booting'\n\
+         normal\n",
     )
     .with_context(|| format!("writing {}", config.display()))?;
     let core = work.join("core.img");

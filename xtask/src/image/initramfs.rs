@@ -15,12 +15,13 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// The guest's `/init`. `sbc.root=` names the GPT partition (default `sbc-root`);
+/// The guest's `/init`. `sbc.root=` names the GPT partition of the root slot GRUB started
+/// (default `sbc-root-a`, slot A);
 /// `sbc.rootwait=` how many seconds to wait for it (default 30: USB disks are slow to appear).
 const INIT: &str = r#"#!/bin/sh
-# Loads the drivers the root needs, mounts the partition named sbc-root (or sbc.root=NAME)
-# read-only and hands over to systemd, which remounts it per fstab. Never a shell: on failure
-# it says why on the console and reboots.
+# Loads the drivers the root needs, mounts the root slot named by sbc.root=NAME (default
+# sbc-root-a) and hands over to systemd. Never a shell: on failure it says why on the console
+# and reboots.
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -33,7 +34,7 @@ fail() {
   exit 1
 }
 for m in $(cat /etc/modules); do insmod /lib/modules/$m 2>/dev/null; done
-want=sbc-root
+want=sbc-root-a
 wait=30
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
@@ -57,7 +58,8 @@ while :; do
   fi
   sleep 0.1
 done
-mount -t ext4 -o ro "/dev/$dev" /newroot || fail "the root partition /dev/$dev does not mount"
+# Read-write at once: the root is a slot, not named in fstab (which slot is the boot's choice).
+mount -t ext4 -o rw,noatime "/dev/$dev" /newroot || fail "the root partition /dev/$dev does not mount"
 # The data partition too, so that systemd need not wait for udev to name it (seconds under
 # TCG) before the config, the state and the journal are there. Its fstab line stays the same.
 for u in /sys/class/block/*/uevent; do

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped when the bootstrap recipe below changes in a way the inputs do not show.
-const RECIPE: &str = "rootfs-5";
+const RECIPE: &str = "rootfs-6";
 
 /// Paths dpkg never unpacks: documentation, man pages, locales. Copyright files stay (licences).
 const DPKG_EXCLUDES: &[&str] = &[
@@ -34,6 +34,13 @@ const DPKG_EXCLUDES: &[&str] = &[
     "path-exclude=/lib/udev/hwdb.d/*",
     // iconv's character set modules (8 MB): nothing on the box converts character sets.
     "path-exclude=/usr/lib/x86_64-linux-gnu/gconv/*",
+    // Of grub-common, only grub-editenv: the boot loader itself is on the disk, not in the root.
+    "path-exclude=/usr/lib/grub/*",
+    "path-exclude=/usr/share/grub/*",
+    "path-exclude=/usr/sbin/grub-*",
+    "path-exclude=/usr/bin/grub-*",
+    "path-include=/usr/bin/grub-editenv",
+    "path-exclude=/etc/grub.d/*",
 ];
 
 /// Reads `image/packages`: one package per line, `#` comments.
