@@ -370,8 +370,7 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
         fs::remove_dir_all(&boot_part)
             .with_context(|| format!("removing old {}", boot_part.display()))?;
     }
-    fs::create_dir_all(&boot_part)
-        .with_context(|| format!("creating {}", boot_part.display()))?;
+    fs::create_dir_all(&boot_part).with_context(|| format!("creating {}", boot_part.display()))?;
     fs::write(boot_part.join("grub.cfg"), grub::config(&board_cmdline))
         .context("writing grub.cfg")?;
     grub::write_factory_env(&boot_part.join("grubenv"))?;
@@ -394,7 +393,13 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     grub::install(&partial, &out.join("grub"))?;
     disk::mkfs(&partial, disk::BOOT, "ext2", "sbc-boot", &boot_part)?;
     disk::mkfs(&partial, disk::ROOT_A, "ext4", label_a, &rootdir)?;
-    disk::mkfs(&partial, disk::ROOT_B, "ext4", grub::SLOTS[1].1, &empty_slot)?;
+    disk::mkfs(
+        &partial,
+        disk::ROOT_B,
+        "ext4",
+        grub::SLOTS[1].1,
+        &empty_slot,
+    )?;
     disk::mkfs(&partial, disk::DATA, "ext4", "sbc-data", &datadir)?;
     fs::rename(&partial, &image)
         .with_context(|| format!("moving {} into place", image.display()))?;

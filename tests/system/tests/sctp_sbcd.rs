@@ -18,8 +18,8 @@
 //! however it ends. Durations are printed and written to `out/system-tests/sctp-sbcd/`.
 
 use std::io::Write;
-use std::path::Path;
 use std::time::{Duration, Instant};
+use system_tests::peer::{Peer, PeerSpec};
 use system_tests::*;
 
 /// What the guest runs. Every finding is one console line.
@@ -133,64 +133,34 @@ fn sbcd_carries_calls_over_sctp_and_shuts_associations_down_gracefully() {
     let dir = scratch("sctp-sbcd");
     let sbcd = cargo_executable(&["build", "-p", "sbcd", "--bin", "sbcd"], "sbcd");
     let sbcctl = cargo_executable(&["build", "-p", "sbcd", "--bin", "sbcctl"], "sbcctl");
-    let script = dir.join("run.sh");
-    write_file(&script, SCRIPT.as_bytes());
     let big = system_tests::sipp::big_invite_scenario(&dir);
-    let refusing = system_tests::sipp::system_scenario("uas_503_retry_after.xml");
-    let arg = |p: &Path| p.to_string_lossy().into_owned();
-    // The simulated panel's board profile, where an installed sbcd looks for it.
-    let board = workspace_root().join("board/sim/board.toml");
-    let files = [
-        format!("{}:/peer/big_invite.xml", big.display()),
-        format!("{}:/peer/uas_503.xml", refusing.display()),
-        format!("{}:/usr/share/sbc/board/sim/board.toml", board.display()),
-    ];
-    let (sbcd, sbcctl, script, out) = (
-        arg(&sbcd),
-        arg(&sbcctl),
-        arg(&script),
-        arg(&dir.join("peer")),
-    );
-    let printed = xtask_visible(&[
-        "peer",
-        "--script",
-        &script,
-        "--bin",
-        &sbcd,
-        "--bin",
-        &sbcctl,
-        "--bin",
-        "/usr/bin/sipp",
-        "--file",
-        &files[0],
-        "--file",
-        &files[1],
-        "--file",
-        &files[2],
-        "--out",
-        &out,
-        "--print-command",
-    ]);
-    assert!(printed.status.success(), "cargo xtask peer failed");
-    let cmd = PrintedCommand::parse(&String::from_utf8_lossy(&printed.stdout));
+    let spec = PeerSpec {
+        script: SCRIPT.to_string(),
+        bins: vec![sbcd, sbcctl, "/usr/bin/sipp".into()],
+        files: vec![
+            (big, "/peer/big_invite.xml".into()),
+            (
+                system_tests::sipp::system_scenario("uas_503_retry_after.xml"),
+                "/peer/uas_503.xml".into(),
+            ),
+            // The simulated panel's board profile, where an installed sbcd looks for it.
+            (
+                workspace_root().join("board/sim/board.toml"),
+                "/usr/share/sbc/board/sim/board.toml".into(),
+            ),
+        ],
+        args: Vec::new(),
+    };
+    let mut peer = Peer::start(&spec, &dir);
     let prepared = started.elapsed();
-
-    let mut guest = Guest::start(&cmd);
     let check = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
-    check(guest.wait_for("peer: ready", BOOT_TIMEOUT));
-    let booted = guest.started.elapsed();
-    check(guest.wait_for("sbcd: up", STEP_TIMEOUT));
-    check(guest.wait_for("call big: exit", STEP_TIMEOUT));
-    check(guest.wait_for("call meanwhile: exit", STEP_TIMEOUT));
-    check(guest.wait_for("peer: script exited", STEP_TIMEOUT));
-    let status = guest
-        .wait_exit(STEP_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let ran = guest.started.elapsed();
-    let console = guest.transcript_text();
+    check(peer.guest.wait_for("peer: ready", BOOT_TIMEOUT));
+    let booted = peer.guest.started.elapsed();
+    check(peer.guest.wait_for("sbcd: up", STEP_TIMEOUT));
+    let console = check(peer.finish(STEP_TIMEOUT));
+    let ran = peer.guest.started.elapsed();
     write_file(&dir.join("console.txt"), console.as_bytes());
     let _ = writeln!(std::io::stderr(), "{console}");
-    assert!(status.success(), "QEMU ended with {status}:\n{console}");
 
     // 1. Calls through the box, SCTP on both sides; the big INVITE passed on whole.
     assert!(console.contains("call first: exit 0"), "{console}");

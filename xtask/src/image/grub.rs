@@ -87,11 +87,14 @@ pub fn write_factory_env(path: &Path) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let _ = fs::remove_file(path);
-    util::run(
-        Command::new("grub-editenv")
-            .arg(path)
-            .args(["set", "ORDER=A B", "A_OK=1", "A_TRY=0", "B_OK=0", "B_TRY=0"]),
-    )
+    util::run(Command::new("grub-editenv").arg(path).args([
+        "set",
+        "ORDER=A B",
+        "A_OK=1",
+        "A_TRY=0",
+        "B_OK=0",
+        "B_TRY=0",
+    ]))
 }
 
 /// boot.img: where the LBA of core.img's first sector goes.

@@ -215,6 +215,41 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// The time the connection machines are told (the runtime's clock, which tests may pause).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Carries out one write on a stream connection (TCP `write_all`, an SCTP send), telling the
+/// machine when it begins and ends; gives up when the machine does (the peer did not take it
+/// within the message timeout, or a graceful close ran out of time). Whether it was written.
+async fn timed_write(
+    conn: &mut stream::Connection,
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> bool {
+    conn.handle_writing(now());
+    tokio::pin!(write);
+    while let Some(deadline) = conn.poll_timeout() {
+        tokio::select! {
+            written = &mut write => {
+                if written.is_ok() {
+                    conn.handle_sent(now());
+                    return true;
+                }
+                conn.handle_io_error(now());
+                return false;
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                conn.handle_timeout(now());
+                if !conn.may_write() {
+                    return false;
+                }
+            }
+        }
+    }
+    false
+}
+
 /// A live connection as seen from outside its task: where it goes and its outgoing queue.
 #[derive(Debug)]
 struct FlowEntry {

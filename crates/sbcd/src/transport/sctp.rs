@@ -15,7 +15,6 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,18 +27,11 @@ use stream::Refused;
 use stream::{Connection, Mode, Output, Why};
 
 use super::queue::Queued;
+use super::{bump, now};
 use super::{FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
 
 /// How long an outgoing association may take to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
 
 /// An association as the runtime watches it: reading needs it mutably (it joins the parts of a
 /// message), writing does not, and both happen from one task, so a lock that is never
@@ -410,10 +402,9 @@ async fn run(
     super::tcp::announce_closed(shared, spec, id, remote).await;
 }
 
-/// Sends one message, telling the connection when the send begins and ends; gives up when the
-/// machine does (the peer's window stayed full for the message timeout). Whether it was sent.
+/// Sends one message within the machine's deadlines, waiting for room while the peer's window
+/// is full.
 async fn write(conn: &mut Connection, watched: &AsyncFd<Watched>, bytes: &[u8]) -> bool {
-    conn.handle_writing(now());
     let send = async {
         loop {
             let mut guard = watched.writable().await?;
@@ -425,26 +416,7 @@ async fn write(conn: &mut Connection, watched: &AsyncFd<Watched>, bytes: &[u8]) 
             }
         }
     };
-    tokio::pin!(send);
-    while let Some(deadline) = conn.poll_timeout() {
-        tokio::select! {
-            sent = &mut send => {
-                if sent.is_ok() {
-                    conn.handle_sent(now());
-                    return true;
-                }
-                conn.handle_io_error(now());
-                return false;
-            }
-            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {
-                conn.handle_timeout(now());
-                if !conn.may_write() {
-                    return false;
-                }
-            }
-        }
-    }
-    false
+    super::timed_write(conn, send).await
 }
 
 /// How an association ended, as the socket says.

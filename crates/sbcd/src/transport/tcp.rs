@@ -7,7 +7,6 @@
 //! the machine's; this file moves bytes and counts.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use tokio::time::Instant;
 
 use super::queue::Queued;
 use super::{bind_tcp, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
+use super::{bump, now};
 
 /// Messages waiting to be written on one connection before further ones are dropped (the bytes
 /// of all queues together are bounded too: `[limits] max_queued_bytes`).
@@ -31,14 +31,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After our FIN, how long the peer gets to finish sending and close its side.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
-}
-
-fn now() -> std::time::Instant {
-    Instant::now().into_std()
-}
 
 /// The connection machine's settings, from `[sip]` and `[limits]`.
 pub(super) fn config(shared: &Shared) -> stream::Config {
@@ -363,32 +355,9 @@ async fn run(
     announce_closed(shared, spec, id, remote).await;
 }
 
-/// Writes one message (or a pong, or an answer), telling the connection when the write begins
-/// and ends; gives up when the machine does (the peer did not take it within the message
-/// timeout, or a graceful close ran out of time). Whether the peer took it all.
+/// Writes one message (or a pong, or an answer) within the machine's deadlines.
 async fn write(conn: &mut Connection, wr: &mut OwnedWriteHalf, bytes: &[u8]) -> bool {
-    conn.handle_writing(now());
-    let write = wr.write_all(bytes);
-    tokio::pin!(write);
-    while let Some(deadline) = conn.poll_timeout() {
-        tokio::select! {
-            written = &mut write => {
-                if written.is_ok() {
-                    conn.handle_sent(now());
-                    return true;
-                }
-                conn.handle_io_error(now());
-                return false;
-            }
-            () = tokio::time::sleep_until(Instant::from_std(deadline)) => {
-                conn.handle_timeout(now());
-                if !conn.may_write() {
-                    return false;
-                }
-            }
-        }
-    }
-    false
+    super::timed_write(conn, wr.write_all(bytes)).await
 }
 
 /// Tells the engine a flow is gone, so the proxy stops routing to it. A closed engine channel
