@@ -38,7 +38,7 @@ pub const BINARIES: &[&str] = &["sbcd", "sbcctl", "sbc-console"];
 pub const BOARDS: &[&str] = &["qemu", "apu2"];
 
 /// Bumped when the assembly below changes in a way the fingerprinted inputs do not show.
-const RECIPE: &str = "image-10";
+const RECIPE: &str = "image-11";
 
 /// What a build produced.
 #[derive(Debug)]
@@ -265,7 +265,10 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     let cmdline = format!("{board_cmdline} {}", grub::slot_args(slot_a, label_a));
 
     let version = image_version(board)?;
+    // The certificate whose bundles the image accepts (RAUC's keyring).
+    let signing = crate::keys::ensure()?;
     let mut fp = inputs::Fingerprint::new(RECIPE);
+    fp.file(&signing.cert)?;
     fp.text(board)
         .text(&version)
         .text(&format!("{flavour:?}"))
@@ -328,6 +331,7 @@ pub fn build(board: &str, cargo_build: bool, flavour: Flavour) -> Result<Built> 
     let modules = kernel.closure(&wanted)?;
     kernel.install_modules(&modules, &rootdir)?;
     write_version(&rootdir, &out, &version)?;
+    write_rauc(&rootdir, board, &signing.cert)?;
     mark_updated(&rootdir)?;
 
     eprintln!("xtask image: kernel {} and initramfs", kernel.release);
@@ -477,6 +481,34 @@ pub fn image_version(board: &str) -> Result<String> {
         env!("CARGO_PKG_VERSION"),
         if dirty { "-dirty" } else { "" }
     ))
+}
+
+/// RAUC's view of the box: the two root slots by GPT name, the slot GRUB started named on the
+/// kernel command line (`rauc.slot=`, the slot's `bootname`), GRUB's environment block on the
+/// boot partition, what bundles it takes (this board's, verity only, signed by `cert`), and
+/// its status kept on the data partition, so an update's record survives the slot switch.
+fn write_rauc(rootdir: &Path, board: &str, cert: &Path) -> Result<()> {
+    let dir = rootdir.join("etc/rauc");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::copy(cert, dir.join("keyring.pem"))
+        .with_context(|| format!("copying {} into the image", cert.display()))?;
+    let mut conf = format!(
+        "# Written by cargo xtask image (xtask/src/image.rs).\n\
+         [system]\n\
+         compatible=sbc-{board}\n\
+         bootloader=grub\n\
+         grubenv=/boot/grub/grubenv\n\
+         statusfile=/var/lib/sbc/rauc.status\n\
+         bundle-formats=-plain\n\n\
+         [keyring]\n\
+         path=/etc/rauc/keyring.pem\n"
+    );
+    for (i, (name, label)) in grub::SLOTS.iter().enumerate() {
+        conf.push_str(&format!(
+            "\n[slot.rootfs.{i}]\ndevice=/dev/disk/by-partlabel/{label}\ntype=ext4\nbootname={name}\n"
+        ));
+    }
+    fs::write(dir.join("system.conf"), conf).context("writing /etc/rauc/system.conf")
 }
 
 fn write_version(rootdir: &Path, out: &Path, version: &str) -> Result<()> {

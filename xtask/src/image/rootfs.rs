@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped when the bootstrap recipe below changes in a way the inputs do not show.
-const RECIPE: &str = "rootfs-6";
+const RECIPE: &str = "rootfs-7";
 
 /// Paths dpkg never unpacks: documentation, man pages, locales. Copyright files stay (licences).
 const DPKG_EXCLUDES: &[&str] = &[
@@ -102,6 +102,12 @@ pub fn base_tarball(root: &Path, cache: &Path) -> Result<PathBuf> {
     }
     // The apt lists and package caches are useless in an image without apt.
     cmd.arg("--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*");
+    // perl (10 MB) runs only dpkg's and debconf's maintainer scripts, during this bootstrap. The
+    // box never installs a package: an update is a whole root slot (RAUC). The packages stay
+    // listed in dpkg's database, for the licences and for knowing what the image holds.
+    cmd.arg(
+        "--customize-hook=rm -rf \"$1\"/usr/bin/perl \"$1\"/usr/bin/perl5.* \"$1\"/usr/lib/x86_64-linux-gnu/perl-base",
+    );
     // udev's postinst compiled a hardware database from the sources it had; without them it
     // holds nothing of use.
     cmd.arg("--customize-hook=rm -f \"$1\"/usr/lib/udev/hwdb.bin \"$1\"/etc/udev/hwdb.bin");
