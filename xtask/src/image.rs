@@ -207,6 +207,9 @@ fn ensure_host() -> Result<()> {
         "xz-utils",
         "binutils",
         "zstd",
+        // The development signing key pair (cargo xtask keys), whose certificate the image
+        // trusts.
+        "openssl",
     ])
 }
 
