@@ -157,19 +157,8 @@ pub fn write(
             target: "busybox",
         });
     }
-    let module_paths: Vec<String> = module_order
-        .iter()
-        .map(|m| format!("lib/modules/{m}"))
-        .collect();
-    for (path, name) in module_paths.iter().zip(module_order) {
-        let src = modules_dir.join(name);
-        let data = fs::read(&src).with_context(|| format!("reading module {}", src.display()))?;
-        entries.push(Entry::File {
-            path,
-            mode: 0o644,
-            data,
-        });
-    }
+    let module_paths = module_paths(module_order);
+    push_modules(&mut entries, &module_paths, modules_dir, module_order)?;
     write_entries(&entries, dest)
 }
 
@@ -244,19 +233,8 @@ pub fn write_peer(
         mode: 0o644,
         data: module_order.join("\n").into_bytes(),
     });
-    let module_paths: Vec<String> = module_order
-        .iter()
-        .map(|m| format!("lib/modules/{m}"))
-        .collect();
-    for (path, name) in module_paths.iter().zip(module_order) {
-        let src = modules_dir.join(name);
-        let data = fs::read(&src).with_context(|| format!("reading module {}", src.display()))?;
-        entries.push(Entry::File {
-            path,
-            mode: 0o644,
-            data,
-        });
-    }
+    let module_paths = module_paths(module_order);
+    push_modules(&mut entries, &module_paths, modules_dir, module_order)?;
     for file in extra {
         entries.push(Entry::File {
             path: file.path.trim_start_matches('/'),
@@ -268,6 +246,33 @@ pub fn write_peer(
 }
 
 /// The newc archive of `entries`, in their order.
+/// Where each module of `module_order` goes in the archive.
+fn module_paths(module_order: &[String]) -> Vec<String> {
+    module_order
+        .iter()
+        .map(|m| format!("lib/modules/{m}"))
+        .collect()
+}
+
+/// The module files, read from `modules_dir`, at `paths` (from [`module_paths`]).
+fn push_modules<'a>(
+    entries: &mut Vec<Entry<'a>>,
+    paths: &'a [String],
+    modules_dir: &Path,
+    module_order: &[String],
+) -> Result<()> {
+    for (path, name) in paths.iter().zip(module_order) {
+        let src = modules_dir.join(name);
+        let data = fs::read(&src).with_context(|| format!("reading module {}", src.display()))?;
+        entries.push(Entry::File {
+            path,
+            mode: 0o644,
+            data,
+        });
+    }
+    Ok(())
+}
+
 fn write_entries(entries: &[Entry], dest: &Path) -> Result<()> {
     let mut out = Vec::new();
     for (ino, entry) in entries.iter().enumerate() {

@@ -220,6 +220,27 @@ fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Hands one message a stream connection received to the engine; a gone engine is the
+/// connection's to hear.
+async fn deliver(
+    shared: &Shared,
+    spec: ListenerSpec,
+    flow: FlowId,
+    remote: SocketAddr,
+    bytes: Vec<u8>,
+    conn: &mut stream::Connection,
+) {
+    let message = FromTransport::Message(Inbound {
+        listener: spec.id,
+        flow: Some(flow),
+        source: remote,
+        bytes,
+    });
+    if shared.to_engine.send(message).await.is_err() {
+        conn.handle_engine_gone(now());
+    }
+}
+
 /// Carries out one write on a stream connection (TCP `write_all`, an SCTP send), telling the
 /// machine when it begins and ends; gives up when the machine does (the peer did not take it
 /// within the message timeout, or a graceful close ran out of time). Whether it was written.

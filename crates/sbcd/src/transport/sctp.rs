@@ -28,7 +28,7 @@ use stream::{Connection, Mode, Output, Why};
 
 use super::queue::Queued;
 use super::{bump, now};
-use super::{FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
+use super::{FlowEntry, ListenerSpec, Shared, Slot};
 
 /// How long an outgoing association may take to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -297,15 +297,7 @@ async fn run(
             match output {
                 Output::Deliver(bytes) => {
                     bump(&shared.counters.sctp_received);
-                    let message = FromTransport::Message(Inbound {
-                        listener: spec.id,
-                        flow: Some(id),
-                        source: remote,
-                        bytes,
-                    });
-                    if shared.to_engine.send(message).await.is_err() {
-                        conn.handle_engine_gone(now());
-                    }
+                    super::deliver(&shared, spec, id, remote, bytes, &mut conn).await;
                 }
                 Output::Write(bytes) => {
                     write(&mut conn, &watched, &bytes).await;

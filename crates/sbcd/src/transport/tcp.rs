@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::queue::Queued;
-use super::{bind_tcp, FlowEntry, FromTransport, Inbound, ListenerSpec, Shared, Slot};
+use super::{bind_tcp, FlowEntry, FromTransport, ListenerSpec, Shared, Slot};
 use super::{bump, now};
 
 /// Messages waiting to be written on one connection before further ones are dropped (the bytes
@@ -269,15 +269,7 @@ async fn run(
             match output {
                 Output::Deliver(bytes) => {
                     bump(&shared.counters.tcp_received);
-                    let message = FromTransport::Message(Inbound {
-                        listener: spec.id,
-                        flow: Some(id),
-                        source: remote,
-                        bytes,
-                    });
-                    if shared.to_engine.send(message).await.is_err() {
-                        conn.handle_engine_gone(now());
-                    }
+                    super::deliver(&shared, spec, id, remote, bytes, &mut conn).await;
                 }
                 Output::Write(bytes) => {
                     write(&mut conn, &mut wr, &bytes).await;
