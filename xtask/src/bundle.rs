@@ -1,5 +1,12 @@
-//! `cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE]`:
-//! a signed RAUC update bundle from the same build as the image.
+//! `cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE]
+//! [--version TEXT] [--overlay DIR] [--output FILE]`: a signed RAUC update bundle from the same
+//! build as the image.
+//!
+//! `--version` names the bundle's release (in its manifest and in the slot's
+//! `/usr/lib/sbc/version`, what `show version` prints) instead of the image's; `--overlay DIR`
+//! lays DIR's files over the image's root in the slot (a site's additions; the update tests use
+//! it for a slot whose engine cannot start); `--output` says where the bundle goes (else
+//! `out/image/<board>/sbc-<board>-<version>.raucb`).
 //!
 //! The bundle holds one image, the root slot: an ext4 file system of the image's root with the
 //! kernel, initramfs and command line of that build under `/boot`, so a slot carries
@@ -32,6 +39,17 @@ struct Args {
     flavour: Flavour,
     cargo_build: bool,
     pair: Option<KeyPair>,
+    content: Content,
+    output: Option<PathBuf>,
+}
+
+/// What goes into the slot besides the image's root as built.
+#[derive(Debug, Clone, Default)]
+pub struct Content {
+    /// The release this bundle calls itself (`--version`), else the image's.
+    pub version: Option<String>,
+    /// Files laid over the root (`--overlay`).
+    pub overlay: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -40,6 +58,8 @@ fn parse(args: &[String]) -> Result<Args> {
         flavour: Flavour::Product,
         cargo_build: true,
         pair: None,
+        content: Content::default(),
+        output: None,
     };
     let (mut key, mut cert) = (None, None);
     let mut it = args.iter();
@@ -50,8 +70,25 @@ fn parse(args: &[String]) -> Result<Args> {
             "--no-cargo-build" => parsed.cargo_build = false,
             "--key" => key = Some(PathBuf::from(it.next().context("--key needs a file")?)),
             "--cert" => cert = Some(PathBuf::from(it.next().context("--cert needs a file")?)),
+            "--version" => {
+                let v = it.next().context("--version needs a text")?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    bail!("--version {v:?}: one word of printable characters, such as 1.2.0");
+                }
+                parsed.content.version = Some(v.clone());
+            }
+            "--overlay" => {
+                let dir = PathBuf::from(it.next().context("--overlay needs a folder")?);
+                if !dir.is_dir() {
+                    bail!("--overlay {}: not a folder", dir.display());
+                }
+                parsed.content.overlay = Some(dir);
+            }
+            "--output" => {
+                parsed.output = Some(PathBuf::from(it.next().context("--output needs a file")?));
+            }
             other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE]"
+                "unknown argument `{other}`; usage: cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE] [--version TEXT] [--overlay DIR] [--output FILE]"
             ),
         }
     }
@@ -69,7 +106,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let trusted = keys::ensure()?;
     let signer = args.pair.clone().unwrap_or_else(|| trusted.clone());
     let built = image::build(&args.board, args.cargo_build, args.flavour)?;
-    let bundle = make(&built, &signer)?;
+    let bundle = make(&built, &signer, &args.content, args.output.as_deref())?;
     let meta = fs::metadata(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
     println!("bundle: {}", bundle.display());
     println!("size:   {} bytes ({} MiB)", meta.len(), meta.len() >> 20);
@@ -92,7 +129,12 @@ pub fn ensure_host() -> Result<()> {
 }
 
 /// Builds the bundle of `built`, signed by `signer`; returns its path.
-pub fn make(built: &Built, signer: &KeyPair) -> Result<PathBuf> {
+pub fn make(
+    built: &Built,
+    signer: &KeyPair,
+    content: &Content,
+    output: Option<&Path>,
+) -> Result<PathBuf> {
     let version_file = built.out.join("version");
     let line = fs::read_to_string(&version_file)
         .with_context(|| format!("reading {}", version_file.display()))?;
@@ -102,21 +144,45 @@ pub fn make(built: &Built, signer: &KeyPair) -> Result<PathBuf> {
             version_file.display()
         )
     })?;
+    let version = content.version.as_deref().unwrap_or(version);
 
     let work = built.out.join("bundle");
     if work.exists() {
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
-    let content = work.join("content");
-    fs::create_dir_all(&content).with_context(|| format!("creating {}", content.display()))?;
+    let content_dir = work.join("content");
+    fs::create_dir_all(&content_dir)
+        .with_context(|| format!("creating {}", content_dir.display()))?;
 
     // The image's root already carries its kernel under /boot (`cargo xtask image`).
-    let rootfs = built.out.join("rootfs");
-    let slot = content.join("root.ext4");
+    let mut rootfs = built.out.join("rootfs");
+    if content_changes(content) {
+        // A copy of the root with the changes: the image's own stays as built.
+        let staged = work.join("root");
+        util::run(Command::new("cp").arg("-a").arg(&rootfs).arg(&staged))?;
+        if let Some(dir) = &content.overlay {
+            util::run(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(format!("{}/.", dir.display()))
+                    .arg(&staged),
+            )?;
+        }
+        fs::write(
+            staged.join("usr/lib/sbc/version"),
+            format!("{compatible} {version}\n"),
+        )
+        .context("writing the slot's version")?;
+        rootfs = staged;
+    }
+    let slot = content_dir.join("root.ext4");
     make_ext4(&rootfs, &slot)?;
+    if rootfs != built.out.join("rootfs") {
+        let _ = fs::remove_dir_all(&rootfs);
+    }
 
     fs::write(
-        content.join("manifest.raucm"),
+        content_dir.join("manifest.raucm"),
         format!(
             "[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat=verity\n\n\
              [image.rootfs]\nfilename=root.ext4\n"
@@ -124,7 +190,10 @@ pub fn make(built: &Built, signer: &KeyPair) -> Result<PathBuf> {
     )
     .context("writing the bundle manifest")?;
 
-    let bundle = built.out.join(format!("{compatible}-{version}.raucb"));
+    let bundle = output.map_or_else(
+        || built.out.join(format!("{compatible}-{version}.raucb")),
+        Path::to_path_buf,
+    );
     if bundle.exists() {
         fs::remove_file(&bundle).with_context(|| format!("removing {}", bundle.display()))?;
     }
@@ -133,12 +202,16 @@ pub fn make(built: &Built, signer: &KeyPair) -> Result<PathBuf> {
             .arg("bundle")
             .arg(format!("--cert={}", signer.cert.display()))
             .arg(format!("--key={}", signer.key.display()))
-            .arg(&content)
+            .arg(&content_dir)
             .arg(&bundle),
     )?;
     // The slot image is inside the bundle now; the staging copy is 256 MiB of mostly nothing.
     let _ = fs::remove_dir_all(&work);
     Ok(bundle)
+}
+
+fn content_changes(content: &Content) -> bool {
+    content.version.is_some() || content.overlay.is_some()
 }
 
 /// `rauc info` against `keyring`: the bundle's signature and manifest as a box checks them.

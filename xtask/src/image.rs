@@ -38,7 +38,7 @@ pub const BINARIES: &[&str] = &["sbcd", "sbcctl", "sbc-console"];
 pub const BOARDS: &[&str] = &["qemu", "apu2"];
 
 /// Bumped when the assembly below changes in a way the fingerprinted inputs do not show.
-const RECIPE: &str = "image-11";
+const RECIPE: &str = "image-12";
 
 /// What a build produced.
 #[derive(Debug)]
@@ -504,7 +504,9 @@ fn write_rauc(rootdir: &Path, board: &str, cert: &Path) -> Result<()> {
          statusfile=/var/lib/sbc/rauc.status\n\
          bundle-formats=-plain\n\n\
          [keyring]\n\
-         path=/etc/rauc/keyring.pem\n"
+         path=/etc/rauc/keyring.pem\n\n\
+         [handlers]\n\
+         post-install=/usr/lib/sbc/rauc-post-install\n"
     );
     for (i, (name, label)) in grub::SLOTS.iter().enumerate() {
         conf.push_str(&format!(

@@ -18,6 +18,11 @@
 //! before the firewall and sbcd read it), for a lab that needs listeners the factory file lacks;
 //! it implies `--snapshot`, so the box's own disk never keeps it.
 //!
+//! `--disk FILE` boots FILE (a qcow2 overlay or a raw image, written in place) instead of the
+//! node's overlay, so a test owns the box's disk across restarts and QEMU runs; `--media FILE`
+//! adds FILE read-only as a second virtio disk (`/dev/vdb`), standing for the USB stick an
+//! operator brings an update bundle on (`install-update media` on the console).
+//!
 //! The kernel is booted directly (`-kernel`/`-initrd`/`-append` with the boot partition's
 //! files, the uncompressed kernel through PVH when available): that skips SeaBIOS, GRUB and the
 //! kernel's own decompression, seconds under TCG. `--bios` boots the disk through SeaBIOS and
@@ -70,6 +75,11 @@ struct Opts {
     links: Vec<Link>,
     /// The single box's `/etc/sbc/sbc.toml` for this boot (`--config`), by fw_cfg.
     config: Option<PathBuf>,
+    /// `--disk FILE`: boot this disk (qcow2 or raw, written in place) instead of the node's.
+    disk: Option<PathBuf>,
+    /// `--media PATH`: a second disk, read-only, standing for a USB stick (an update bundle's):
+    /// a disk image, or a bundle or folder to put on one.
+    media: Option<PathBuf>,
 }
 
 /// `--link PORT=LOCAL_PORT:REMOTE_PORT`: one of the single box's SIP ports on a QEMU datagram
@@ -131,6 +141,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         lab: "sbc-lab".into(),
         links: Vec::new(),
         config: None,
+        disk: None,
+        media: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -160,6 +172,17 @@ fn parse(args: &[String]) -> Result<Opts> {
                         .with_context(|| format!("--config {}", path.display()))?,
                 );
             }
+            "--disk" | "--media" => {
+                let path = PathBuf::from(value(a)?);
+                let path = path
+                    .canonicalize()
+                    .with_context(|| format!("{a} {}", path.display()))?;
+                if a == "--disk" {
+                    o.disk = Some(path);
+                } else {
+                    o.media = Some(path);
+                }
+            }
             "--link" => {
                 let link = Link::parse(&value("--link")?)?;
                 if o.links.iter().any(|l| l.port == link.port) {
@@ -177,7 +200,8 @@ fn parse(args: &[String]) -> Result<Opts> {
                 "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
                  [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
                  [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS] \
-                 [--link access|core=LOCAL_PORT:REMOTE_PORT]... [--config SBC_TOML]"
+                 [--link access|core=LOCAL_PORT:REMOTE_PORT]... [--config SBC_TOML] \
+                 [--disk FILE] [--media IMAGE|BUNDLE|DIR]"
             ),
         }
     }
@@ -186,6 +210,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "only the qemu board boots in QEMU (the {} image expects its own hardware)",
             o.board
         );
+    }
+    if o.twin && (o.disk.is_some() || o.media.is_some()) {
+        bail!("--disk and --media are the single box's");
     }
     if o.config.is_some() && (o.twin || o.bios) {
         bail!("--config is the single box's, and needs the kernel command line: leave out --twin and --bios");
@@ -249,6 +276,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let qemu = Qemu::get()?;
     let accel = accel(&qemu, &built)?;
     let base = util::root().join("out/qemu");
+    let mut o = o;
+    if let Some(media) = o.media.take() {
+        o.media = Some(stick(&media, &base)?);
+    }
     let mut the_lab = None;
     let mut nodes = Vec::new();
     if o.twin {
@@ -289,7 +320,10 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let mut commands = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let disk = prepare_disk(&built, node, &o)?;
+        let disk = match &o.disk {
+            Some(disk) => disk.clone(),
+            None => prepare_disk(&built, node, &o)?,
+        };
         let on_terminal = i == 0 || o.print_command;
         commands.push(command(
             &qemu,
@@ -382,6 +416,57 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `--media`: a disk image as it is; a bundle or a folder put on an ext4 stick image first.
+fn stick(media: &Path, base: &Path) -> Result<PathBuf> {
+    let is_bundle = media.extension().is_some_and(|e| e == "raucb");
+    if !is_bundle && !media.is_dir() {
+        return Ok(media.to_path_buf());
+    }
+    let dir = base.join("stick");
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut bytes: u64 = 32 << 20;
+    let entries: Vec<PathBuf> = if is_bundle {
+        vec![media.to_path_buf()]
+    } else {
+        fs::read_dir(media)
+            .with_context(|| format!("reading {}", media.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect()
+    };
+    for file in &entries {
+        let name = file.file_name().context("a file without a name")?;
+        fs::copy(file, dir.join(name)).with_context(|| format!("copying {}", file.display()))?;
+        bytes += fs::metadata(file)?.len() * 11 / 10;
+    }
+    let image = base.join("stick.img");
+    let _ = fs::remove_file(&image);
+    fs::File::create(&image)
+        .and_then(|f| f.set_len(bytes))
+        .with_context(|| format!("creating {}", image.display()))?;
+    util::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "SBC-STICK", "-d"])
+            .arg(&dir)
+            .arg(&image),
+    )?;
+    let _ = fs::remove_dir_all(&dir);
+    eprintln!(
+        "xtask qemu: the stick {} holds {}",
+        image.display(),
+        entries
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(image)
+}
+
 /// Gives the node a disk: a qcow2 overlay over the built image, recreated when the image
 /// changed or with `--fresh`.
 fn prepare_disk(built: &image::Built, node: &Node, o: &Opts) -> Result<PathBuf> {
@@ -436,13 +521,22 @@ fn command(
     } else {
         "raw"
     };
-    let snapshot = o.snapshot || format == "raw";
+    // The built image itself is never written; a disk given by --disk is.
+    let snapshot = o.snapshot || (format == "raw" && o.disk.is_none());
     cmd.arg("-drive").arg(format!(
         "file={},if=none,id=disk,format={format},cache=unsafe{}",
         disk.display(),
         if snapshot { ",snapshot=on" } else { "" }
     ));
-    cmd.args(["-device", "virtio-blk-pci,drive=disk,addr=0x6"]);
+    cmd.args(["-device", "virtio-blk-pci,drive=disk,addr=0x6,bootindex=0"]);
+    if let Some(media) = &o.media {
+        // The stick: the second virtio disk (vdb), which the box mounts read-only.
+        cmd.arg("-drive").arg(format!(
+            "file={},if=none,id=media,format=raw,readonly=on",
+            media.display()
+        ));
+        cmd.args(["-device", "virtio-blk-pci,drive=media,addr=0x9"]);
+    }
     let mac = |port: u8| format!("52:54:00:5b:{:02x}:{port:02x}", node.mac_suffix);
     if let TwinLink::Lab { id, files, .. } = &node.twin_link {
         // Every port a tap on the lab's bridges (they exist in the namespace QEMU runs in).

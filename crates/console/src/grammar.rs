@@ -18,6 +18,18 @@ pub enum Command {
     Help(Option<String>),
     /// `exit`: the front end ends the session.
     Exit,
+    /// `install-update ...`: the front end installs an update bundle through RAUC (SPEC §8),
+    /// after confirmation, and restarts into it. Not for `sbcd`: updating is the system's job.
+    Install(InstallSource),
+}
+
+/// Where `install-update` takes its bundle from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallSource {
+    /// Attached media (a USB stick): the one bundle found there, or the one named.
+    Media { file: Option<String> },
+    /// A server on the core network.
+    Url(String),
 }
 
 /// What the command tree accepts at one position.
@@ -29,12 +41,18 @@ enum Word {
         min: u64,
         max: u64,
     },
+    /// Any one word, kept as typed (a file name, a URL); `check` says why one is refused.
+    Text {
+        name: &'static str,
+        check: fn(&str) -> Result<(), &'static str>,
+    },
 }
 
 /// Numbers collected on the way down the tree.
 #[derive(Debug, Default)]
 struct Args {
     numbers: Vec<u64>,
+    texts: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -75,12 +93,54 @@ const fn number(
     }
 }
 
+const fn text(
+    name: &'static str,
+    help: &'static str,
+    check: fn(&str) -> Result<(), &'static str>,
+    build: fn(&Args) -> Command,
+) -> Node {
+    Node {
+        word: Word::Text { name, check },
+        help,
+        build: Some(build),
+        children: &[],
+    }
+}
+
 fn req(r: Request) -> Command {
     Command::Request(r)
 }
 
 fn first_number(a: &Args) -> u64 {
     a.numbers.first().copied().unwrap_or_default()
+}
+
+fn first_text(a: &Args) -> String {
+    a.texts.first().cloned().unwrap_or_default()
+}
+
+/// A bundle's file name on the media: a plain name or a path below the medium's top folder,
+/// never one that climbs out of it.
+fn check_bundle_file(word: &str) -> Result<(), &'static str> {
+    if word.split('/').any(|part| part == "..") {
+        return Err("a file on the media, without '..'");
+    }
+    if !word.ends_with(".raucb") {
+        return Err("an update bundle's name ends in .raucb");
+    }
+    Ok(())
+}
+
+/// A bundle's address: `http://` or `https://` and a host.
+fn check_url(word: &str) -> Result<(), &'static str> {
+    let rest = word
+        .strip_prefix("http://")
+        .or_else(|| word.strip_prefix("https://"))
+        .ok_or("an address that starts with http:// or https://")?;
+    if rest.split('/').next().unwrap_or_default().is_empty() {
+        return Err("an address with a host (http://HOST[:PORT]/PATH)");
+    }
+    Ok(())
 }
 
 /// Longest guard an operator may ask for: a week. Longer is almost certainly a typo.
@@ -222,7 +282,35 @@ static PANEL: [Node; 1] = [key(
     &PRESS,
 )];
 
-static ROOT: [Node; 8] = [
+static MEDIA_FILE: [Node; 1] = [text(
+    "file",
+    "this bundle (a .raucb file on the media)",
+    check_bundle_file,
+    |a| {
+        Command::Install(InstallSource::Media {
+            file: Some(first_text(a)),
+        })
+    },
+)];
+
+static URL: [Node; 1] = [text(
+    "url",
+    "the bundle's address (http://HOST[:PORT]/PATH.raucb)",
+    check_url,
+    |a| Command::Install(InstallSource::Url(first_text(a))),
+)];
+
+static INSTALL: [Node; 2] = [
+    key(
+        "media",
+        "from attached media (USB stick): the one bundle found there",
+        Some(|_| Command::Install(InstallSource::Media { file: None })),
+        &MEDIA_FILE,
+    ),
+    key("url", "from a server on the core network", None, &URL),
+];
+
+static ROOT: [Node; 9] = [
     key("show", "display information", None, &SHOW),
     key(
         "set-system-state",
@@ -241,6 +329,12 @@ static ROOT: [Node; 8] = [
         "restart the appliance",
         Some(|_| req(Request::Reboot)),
         &[],
+    ),
+    key(
+        "install-update",
+        "install a signed update bundle into the other root slot and restart into it",
+        None,
+        &INSTALL,
     ),
     key("panel", "simulated front panel", None, &PANEL),
     key(
@@ -288,6 +382,12 @@ pub enum ParseError {
         name: String,
         min: u64,
         max: u64,
+    },
+    /// A word that is not what the argument takes (`why` says what it takes).
+    BadText {
+        word: String,
+        name: String,
+        why: &'static str,
     },
     /// Words after a complete command that takes no more.
     Unexpected { word: String, after: String },
@@ -347,6 +447,9 @@ impl fmt::Display for ParseError {
                 f,
                 "'{word}' is not a valid <{name}>: expected a whole number from {min} to {max}"
             ),
+            ParseError::BadText { word, name, why } => {
+                write!(f, "'{word}' is not a valid <{name}>: expected {why}")
+            }
             ParseError::Unexpected { word, after } => {
                 write!(f, "unexpected '{word}': '{after}' takes nothing more")
             }
@@ -419,7 +522,7 @@ enum Level {
 fn display(node: &Node) -> String {
     match node.word {
         Word::Key(k) => k.to_string(),
-        Word::Number { name, .. } => format!("<{name}>"),
+        Word::Number { name, .. } | Word::Text { name, .. } => format!("<{name}>"),
     }
 }
 
@@ -462,6 +565,16 @@ fn resolve(level: Level, word: &str, after: &str) -> Result<&'static Node, Parse
                     return Err(bad());
                 }
                 return Ok(n);
+            }
+            Word::Text { name, check } => {
+                return match check(word) {
+                    Ok(()) => Ok(n),
+                    Err(why) => Err(ParseError::BadText {
+                        word: word.to_string(),
+                        name: name.to_string(),
+                        why,
+                    }),
+                };
             }
             Word::Key(_) => {}
         }
@@ -589,6 +702,10 @@ fn walk(tokens: &[Token<'_>]) -> Result<Walk, ParseError> {
                 }
                 w.path.push(tok.text.to_string());
             }
+            Word::Text { .. } => {
+                w.args.texts.push(tok.text.to_string());
+                w.path.push(tok.text.to_string());
+            }
             Word::Key(_) => w.path.push(display(n)),
         }
         w.last = Some(n);
@@ -650,6 +767,7 @@ pub fn choices(before_cursor: &str) -> Result<Vec<Choice>, ParseError> {
             (_, None) => true,
             (Word::Key(k), Some(p)) => k.starts_with(p.as_str()),
             (Word::Number { .. }, Some(p)) => p.bytes().all(|b| b.is_ascii_digit()),
+            (Word::Text { .. }, Some(_)) => true,
         };
         if fits {
             out.push(Choice {
@@ -966,6 +1084,43 @@ mod tests {
     }
 
     #[test]
+    fn install_update_takes_media_or_an_address_kept_as_typed() {
+        assert_eq!(
+            ok("install-update media"),
+            Command::Install(InstallSource::Media { file: None })
+        );
+        assert_eq!(
+            ok("inst med Updates/SBC-2.raucb"),
+            Command::Install(InstallSource::Media {
+                file: Some("Updates/SBC-2.raucb".into())
+            })
+        );
+        assert_eq!(
+            ok("install-update url http://10.0.2.2:8080/Sbc.raucb"),
+            Command::Install(InstallSource::Url("http://10.0.2.2:8080/Sbc.raucb".into()))
+        );
+        let e = parse("install-update media ../etc/x.raucb").unwrap_err();
+        assert!(matches!(e, ParseError::BadText { .. }), "{e:?}");
+        let e = parse("install-update media notes.txt").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "'notes.txt' is not a valid <file>: expected an update bundle's name ends in .raucb"
+        );
+        for bad in ["ftp://host/x.raucb", "http:///x.raucb", "x.raucb"] {
+            let e = parse(&format!("install-update url {bad}")).unwrap_err();
+            assert!(matches!(e, ParseError::BadText { .. }), "{bad}: {e:?}");
+        }
+        assert!(matches!(
+            parse("install-update url"),
+            Err(ParseError::Incomplete { .. })
+        ));
+        assert!(matches!(
+            parse("install-update media a.raucb b.raucb"),
+            Err(ParseError::Unexpected { .. })
+        ));
+    }
+
+    #[test]
     fn question_mark_lists_what_may_come_next() {
         let words = |line: &str| -> Vec<String> {
             choices(line).unwrap().into_iter().map(|c| c.word).collect()
@@ -979,6 +1134,8 @@ mod tests {
         assert_eq!(words("set-system-state offline "), ["guard", "<cr>"]);
         assert_eq!(words("set-system-state offline guard "), ["<seconds>"]);
         assert_eq!(words("show calls "), ["<cr>"]);
+        assert_eq!(words("install-update media "), ["<file>", "<cr>"]);
+        assert_eq!(words("install-update url h"), ["<url>"]);
         let topics = words("help ");
         assert!(topics.contains(&"show".to_string()) && topics.contains(&"<cr>".to_string()));
         assert_eq!(words("help show s"), ["system-state", "stats"]);

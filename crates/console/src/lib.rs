@@ -25,5 +25,6 @@ pub mod login;
 
 pub use editor::{Action, Editor};
 pub use grammar::{
-    choices, complete, format_choices, help_text, parse, Choice, Command, Completion, ParseError,
+    choices, complete, format_choices, help_text, parse, Choice, Command, Completion,
+    InstallSource, ParseError,
 };

@@ -63,6 +63,8 @@ enum Phase {
     },
     Shell,
     Confirm(Request),
+    /// `install-update`: the bundle is found and checked; installing waits for a yes.
+    ConfirmInstall(PathBuf),
     /// After a hang-up on a device: waiting for it to be opened again.
     HungUp,
 }
@@ -240,7 +242,10 @@ impl Session {
     }
 
     fn logged_in(&self) -> bool {
-        matches!(self.phase, Phase::Shell | Phase::Confirm(_))
+        matches!(
+            self.phase,
+            Phase::Shell | Phase::Confirm(_) | Phase::ConfirmInstall(_)
+        )
     }
 
     /// Acts on the editor's actions until it needs more input.
@@ -254,7 +259,7 @@ impl Session {
                     }
                 }
                 Action::Cancelled => {
-                    if let Phase::Confirm(_) = self.phase {
+                    if let Phase::Confirm(_) | Phase::ConfirmInstall(_) = self.phase {
                         self.write(b"cancelled\r\n");
                         self.shell_prompt();
                     } else if let Phase::Password { .. }
@@ -271,7 +276,7 @@ impl Session {
                 Action::Eof => {
                     let keep_going = match self.phase {
                         Phase::Shell => self.logout(),
-                        Phase::Confirm(_) => {
+                        Phase::Confirm(_) | Phase::ConfirmInstall(_) => {
                             self.write(b"cancelled\r\n");
                             self.shell_prompt();
                             true
@@ -349,9 +354,109 @@ impl Session {
                 }
                 self.shell_prompt();
             }
+            Phase::ConfirmInstall(target) => {
+                let answer = line.trim().to_ascii_lowercase();
+                if answer == "y" || answer == "yes" {
+                    self.install(&target);
+                } else {
+                    update::discard_download(&target);
+                    self.write(b"cancelled\r\n");
+                }
+                self.shell_prompt();
+            }
             Phase::HungUp => self.phase = Phase::HungUp,
         }
         true
+    }
+
+    /// `install-update`: finds the bundle, has RAUC check it, says what will happen and asks.
+    fn prepare_install(&mut self, source: &console::InstallSource) {
+        let located = update::locate(source, std::path::Path::new(update::MEDIA_DIR));
+        let mut out = self.out.try_clone().ok();
+        let checked = located
+            .and_then(|target| {
+                target.into_local(|line| {
+                    if let Some(out) = out.as_mut() {
+                        let _ = out.write_all(&console::editor::crlf(&format!("{line}\n")));
+                        let _ = out.flush();
+                    }
+                })
+            })
+            .and_then(|path| {
+                let info = update::info(&path).map_err(|why| {
+                    update::discard_download(&path);
+                    format!("the bundle is refused: {why}")
+                })?;
+                let slots = update::slots()?;
+                let other = slots
+                    .other
+                    .ok_or("RAUC knows no second root slot to install into")?;
+                let what = format!("{} ({})", info.version, path.display());
+                Ok((path, what, slots.booted, other))
+            });
+        match checked {
+            Err(why) => {
+                let text = format!("% {why}\n");
+                self.write(&console::editor::crlf(&text));
+                self.shell_prompt();
+            }
+            Ok((target, what, booted, other)) => {
+                let calls = match self.request(&Request::ShowSystemState) {
+                    Ok(Response::Ok {
+                        reply: control::Reply::SystemState(s),
+                    }) => format!(
+                        "The box is {} with {} call(s) in progress: they end at the restart \
+                         unless it is drained first (set-system-state offline).",
+                        s.state, s.active_sessions
+                    ),
+                    _ => "Calls in progress end at the restart.".to_string(),
+                };
+                let text = format!(
+                    "This installs {what} into slot {other} (the box runs slot {booted}) and \
+                     restarts the box into it. {calls} If slot {other} does not get ready, the box \
+                     comes back on slot {booted} by itself.\n"
+                );
+                self.write(&console::editor::crlf(&text));
+                self.phase = Phase::ConfirmInstall(target);
+                self.editor.set_history(false);
+                self.editor.set_prompt("Proceed? [y/N] ");
+                let bytes = self.editor.begin();
+                self.write(&bytes);
+            }
+        }
+    }
+
+    /// Installs with RAUC's progress shown line by line, then restarts into the new slot.
+    fn install(&mut self, target: &std::path::Path) {
+        report(&format!(
+            "installing the update bundle {}",
+            target.display()
+        ));
+        let mut out = self.out.try_clone().ok();
+        let result = update::install(target, |line| {
+            if let Some(out) = out.as_mut() {
+                let _ = out.write_all(&console::editor::crlf(&format!("{line}\n")));
+                let _ = out.flush();
+            }
+        });
+        update::discard_download(target);
+        match result {
+            Ok(()) => {
+                report("update installed; restarting into the new slot");
+                self.write(b"Installed. Restarting into the new slot.\r\n");
+                if let Err(why) = update::restart() {
+                    let text = format!("% {why}\n");
+                    self.write(&console::editor::crlf(&text));
+                }
+            }
+            Err(why) => {
+                report(&format!("update failed: {why}"));
+                let text = format!(
+                    "% the install failed: {why}\n% nothing changed: the box keeps running this slot\n"
+                );
+                self.write(&console::editor::crlf(&text));
+            }
+        }
     }
 
     /// Checks a login; false when the program should end (a signal or end of input came during
@@ -506,6 +611,10 @@ impl Session {
                 return true;
             }
             Ok(Command::Request(request)) => self.execute(&request),
+            Ok(Command::Install(source)) => {
+                self.prepare_install(&source);
+                return true;
+            }
             Ok(Command::Help(topic)) => {
                 let text = console::help_text(topic.as_deref());
                 self.write(&console::editor::crlf(&text));
@@ -523,6 +632,16 @@ impl Session {
     /// Sends one request on a connection of its own, so a restarted `sbcd` is simply used
     /// again, and prints the answer.
     fn execute(&mut self, request: &Request) {
+        if let Request::Reboot = request {
+            // The system restarts the box, not sbcd (which refuses it).
+            report("reboot asked on the console");
+            let text = match update::restart() {
+                Ok(()) => "Restarting.\n".to_string(),
+                Err(why) => format!("% {why}\n"),
+            };
+            self.write(&console::editor::crlf(&text));
+            return;
+        }
         let text = match self.request(request) {
             Ok(response) => response.render_text(),
             Err(e) => format!("% {}\n", describe(&e)),

@@ -25,11 +25,22 @@ use std::process::Command;
 const GRUB_DIR: &str = "/usr/lib/grub/i386-pc";
 const MODULES: &[&str] = &[
     "biosdisk", "part_gpt", "ext2", "search", "linux", "boot", "echo", "serial", "terminal",
-    "normal", "loadenv", "test", "sleep", "reboot",
+    "normal", "loadenv", "test", "sleep", "reboot", "regexp",
 ];
 
 /// The slots, in the order of the factory image's preference.
 pub const SLOTS: [(&str, &str); 2] = [("A", "sbc-root-a"), ("B", "sbc-root-b")];
+
+/// The GPT partition number (from 1, as GRUB counts) of a slot: GRUB finds a slot by its place
+/// on the disk GRUB booted from, not by its file system's label, because an update writes a
+/// whole file system image into the slot and that image carries no label of the slot's.
+fn slot_partition(name: &str) -> usize {
+    if name == SLOTS[0].0 {
+        disk::ROOT_A + 1
+    } else {
+        disk::ROOT_B + 1
+    }
+}
 
 /// `grub.cfg` of the boot partition: the slot choice and the kernel of that slot.
 ///
@@ -44,7 +55,10 @@ pub fn config(cmdline: &str) -> String {
          set timeout=0\n\
          set ORDER=\"A B\"\n\
          set A_OK=0\nset A_TRY=0\nset B_OK=0\nset B_TRY=0\n\
-         load_env -f ($root)/grubenv ORDER A_OK A_TRY B_OK B_TRY\n",
+         load_env -f ($root)/grubenv ORDER A_OK A_TRY B_OK B_TRY\n\
+         # The slots are on the disk that holds this boot partition ($root is `hd0,gpt2`).\n\
+         set bootdisk=hd0\n\
+         regexp --set=1:bootdisk '^(.*),gpt[0-9]+$' \"$root\"\n",
     );
     for (pass, on_trial) in [("first", "0"), ("second", "1")] {
         cfg.push_str(&format!("# {pass} pass\nfor s in $ORDER; do\n"));
@@ -57,7 +71,8 @@ pub fn config(cmdline: &str) -> String {
             };
             cfg.push_str(&format!(
                 "  if [ \"$s\" = \"{name}\" -a \"${name}_OK\" = \"1\"{trial} ]; then\n\
-                 \x20   if search --no-floppy --label {label} --set slotdev; then\n\
+                 \x20   set slotdev=\"$bootdisk,gpt{part}\"\n\
+                 \x20   if [ -f ($slotdev)/boot/vmlinuz ]; then\n\
                  \x20     set {name}_TRY=1\n\
                  \x20     save_env -f ($root)/grubenv A_TRY B_TRY\n\
                  \x20     echo \"sbc: booting slot {name} ({pass} pass)\"\n\
@@ -67,7 +82,8 @@ pub fn config(cmdline: &str) -> String {
                  \x20     echo \"sbc: slot {name} cannot be started\"\n\
                  \x20   fi\n\
                  \x20 fi\n",
-                args = slot_args(name, label)
+                args = slot_args(name, label),
+                part = slot_partition(name),
             ));
         }
         cfg.push_str("done\n");
@@ -193,4 +209,31 @@ pub fn install(image: &Path, work: &Path) -> Result<()> {
         .write_all(&core_patched)
         .with_context(|| format!("writing core.img into {}", image.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slot choice as GRUB reads it: valid script, the slots by their place on the boot disk.
+    #[test]
+    fn the_config_finds_slots_by_partition_and_is_valid_grub_script() {
+        let cfg = config("console=ttyS0");
+        assert!(cfg.contains("set slotdev=\"$bootdisk,gpt3\""), "{cfg}");
+        assert!(cfg.contains("set slotdev=\"$bootdisk,gpt4\""), "{cfg}");
+        assert!(!cfg.contains("--label sbc-root"), "{cfg}");
+        assert!(cfg.contains("sbc.root=sbc-root-b rauc.slot=B"), "{cfg}");
+        if Path::new("/usr/bin/grub-script-check").exists() {
+            let dir = std::env::temp_dir().join(format!("grub-cfg-{}", std::process::id()));
+            fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("grub.cfg");
+            fs::write(&file, &cfg).unwrap();
+            let status = Command::new("grub-script-check")
+                .arg(&file)
+                .status()
+                .unwrap();
+            let _ = fs::remove_dir_all(&dir);
+            assert!(status.success(), "grub-script-check refused:\n{cfg}");
+        }
+    }
 }

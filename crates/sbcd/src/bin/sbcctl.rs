@@ -2,7 +2,9 @@
 //!
 //! `sbcctl [--socket PATH] [--json] COMMAND...` joins its arguments into one line, reads it with
 //! the console grammar (so `sbcctl sh sys` works like the console), sends the request to `sbcd`
-//! and prints the answer. It never asks for confirmation: a script that runs it means it.
+//! and prints the answer. It never asks for confirmation: a script that runs it means it. The
+//! one exception is `install-update`, which replaces the system and restarts the box: it wants
+//! `--yes` (and `--no-restart` leaves the restart to the operator).
 //!
 //! Exit status: 0 success, 1 an error answer (or "not available"), 2 a usage or command error,
 //! 3 `sbcd` not running. `sbcctl watch` follows state events until interrupted.
@@ -18,11 +20,14 @@ use control::{Reply, Request, Response};
 const USAGE: &str = "\
 usage: sbcctl [--socket PATH] [--json] [--timeout SECS] COMMAND...
        sbcctl [--socket PATH] [--json] watch
+       sbcctl install-update (media [FILE] | url URL) --yes [--no-restart]
 
 Runs one console command against sbcd's control socket, e.g.
   sbcctl show system-state
   sbcctl set-system-state offline guard 30
   sbcctl --json show calls
+`install-update` installs a signed bundle into the other root slot with RAUC, showing its
+progress, then restarts the box into it (not with --no-restart); it asks for --yes.
 `sbcctl help` lists the commands. The socket is --socket, else $SBC_CONTROL_SOCKET,
 else /run/sbc/control.sock.
 Exit status: 0 ok, 1 error answer, 2 usage error, 3 sbcd not running.";
@@ -35,6 +40,10 @@ struct Args {
     socket: PathBuf,
     json: bool,
     timeout: Duration,
+    /// `--yes`: the service-affecting `install-update` may go ahead.
+    yes: bool,
+    /// `--no-restart`: `install-update` leaves the restart to the operator.
+    no_restart: bool,
     words: Vec<String>,
 }
 
@@ -43,7 +52,17 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut json = false;
     let mut timeout = DEFAULT_TIMEOUT;
     let mut words = Vec::new();
+    let (mut yes, mut no_restart) = (false, false);
     while let Some(arg) = argv.next() {
+        // No console command has these words, so they may come anywhere.
+        if arg == "--yes" || arg == "-y" {
+            yes = true;
+            continue;
+        }
+        if arg == "--no-restart" {
+            no_restart = true;
+            continue;
+        }
         if !words.is_empty() {
             // Everything after the first command word belongs to the command (`--hold-ms`).
             words.push(arg);
@@ -79,6 +98,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         socket: socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         json,
         timeout,
+        yes,
+        no_restart,
         words,
     })
 }
@@ -106,11 +127,22 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(console::Command::Exit) => return ExitCode::SUCCESS,
+        Ok(console::Command::Install(source)) => return install(&source, &args),
         Err(e) => {
             eprintln!("sbcctl: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Request::Reboot = request {
+        // The system restarts the box, not sbcd.
+        return match update::restart() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("sbcctl: {why}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let timeout = match &request {
         // The answer comes after the simulated button is released.
         Request::PanelPress { hold_ms } => {
@@ -132,6 +164,73 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => client_failure(&e),
+    }
+}
+
+/// `install-update`: the bundle found and checked, installed with RAUC's progress on standard
+/// output, then the restart. Exit 1 when it is refused or fails (the running slot unchanged), 2
+/// without `--yes`.
+fn install(source: &console::InstallSource, args: &Args) -> ExitCode {
+    let fail = |why: &str| {
+        eprintln!("sbcctl: {why}");
+        ExitCode::from(1)
+    };
+    let target = match update::locate(source, std::path::Path::new(update::MEDIA_DIR)) {
+        Ok(t) => t,
+        Err(why) => return fail(&why),
+    };
+    let path = match target.into_local(|line| println!("{line}")) {
+        Ok(p) => p,
+        Err(why) => return fail(&why),
+    };
+    let what = match update::info(&path) {
+        Ok(info) => format!("{} ({})", info.version, path.display()),
+        Err(why) => {
+            update::discard_download(&path);
+            return fail(&format!("the bundle is refused: {why}"));
+        }
+    };
+    let slots = match update::slots() {
+        Ok(s) => s,
+        Err(why) => return fail(&why),
+    };
+    let Some(other) = slots.other else {
+        return fail("RAUC knows no second root slot to install into");
+    };
+    let restart = if args.no_restart {
+        "; the box restarts into it when rebooted"
+    } else {
+        ", then restarts the box into it"
+    };
+    println!(
+        "installing {what} into slot {other} (running slot {}){restart}",
+        slots.booted
+    );
+    if !args.yes {
+        update::discard_download(&path);
+        eprintln!("sbcctl: install-update affects service: run it again with --yes");
+        return ExitCode::from(2);
+    }
+    let result = update::install(&path, |line| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    });
+    update::discard_download(&path);
+    if let Err(why) = result {
+        return fail(&format!(
+            "the install failed: {why}; nothing changed: the box keeps running slot {}",
+            slots.booted
+        ));
+    }
+    if args.no_restart {
+        println!("installed into slot {other}; it starts at the next reboot");
+        return ExitCode::SUCCESS;
+    }
+    println!("installed; restarting into slot {other}");
+    match update::restart() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => fail(&why),
     }
 }
 
