@@ -314,6 +314,44 @@ pub const DOWNLOAD_DIR: &str = "/run/sbc-update";
 /// the slot (256 MiB).
 pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
 
+/// What curl said went wrong: its own `curl: ...` line (the first: a usage error comes
+/// before its hint), else the last line it printed.
+fn curl_error(stderr: &str) -> String {
+    let own = stderr.lines().find_map(|l| l.strip_prefix("curl: "));
+    own.or_else(|| stderr.lines().rfind(|l| !l.trim().is_empty()))
+        .map_or("the download failed without saying why", str::trim)
+        .to_string()
+}
+
+/// curl's command line for a download of `url` into `file`: fails on an HTTP error, follows
+/// redirects, bounded in size and in silence.
+fn curl_args(url: &str, file: &Path) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--fail",
+        "--silent",
+        "--show-error",
+        "--location",
+        "--create-dirs",
+        "--connect-timeout",
+        "15",
+        // A server that stops sending for a minute is gone.
+        "--speed-limit",
+        "1",
+        "--speed-time",
+        "60",
+    ]
+    .map(String::from)
+    .to_vec();
+    // curl takes an option's value as the next argument, never after `=`.
+    args.extend(["--max-filesize".to_string(), MAX_BUNDLE_BYTES.to_string()]);
+    args.extend([
+        "--output".to_string(),
+        file.display().to_string(),
+        url.to_string(),
+    ]);
+    args
+}
+
 /// Fetches `url` into [`DOWNLOAD_DIR`] with curl, run as a transient systemd service (the console
 /// that asks has no network of its own), reporting the bytes received about once a second.
 /// Returns the local file, which RAUC then installs like one from the media.
@@ -323,14 +361,8 @@ pub fn fetch(url: &str, mut progress: impl FnMut(&str)) -> Result<PathBuf, Strin
         .args(["--quiet", "--wait", "--pipe", "--collect"])
         .arg("--unit=sbc-update-fetch")
         .arg("--description=Download of an update bundle")
-        .args(["--", "/usr/bin/curl", "--fail", "--silent", "--show-error"])
-        .args(["--location", "--create-dirs", "--connect-timeout", "15"])
-        .arg(format!("--max-filesize={MAX_BUNDLE_BYTES}"))
-        // A server that stops sending for a minute is gone.
-        .args(["--speed-limit", "1", "--speed-time", "60"])
-        .arg("--output")
-        .arg(&file)
-        .arg(url)
+        .args(["--", "/usr/bin/curl"])
+        .args(curl_args(url, &file))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -366,12 +398,7 @@ pub fn fetch(url: &str, mut progress: impl FnMut(&str)) -> Result<PathBuf, Strin
     let errors = errors.join().unwrap_or_default();
     if !status.success() {
         let _ = std::fs::remove_file(&file);
-        let why = errors
-            .lines()
-            .map(|l| l.trim_start_matches("curl: ").trim())
-            .rfind(|l| !l.is_empty())
-            .unwrap_or("the download failed without saying why")
-            .to_string();
+        let why = curl_error(&errors);
         return Err(format!("downloading {url}: {why}"));
     }
     let got = std::fs::metadata(&file).map_or(0, |m| m.len());
@@ -414,6 +441,47 @@ mod tests {
             fs::write(p, b"x").unwrap();
         }
         dir
+    }
+
+    /// The box's curl command line, run by the host's curl against a server that has nothing:
+    /// curl accepts every option and says why it failed in words the console can show.
+    #[test]
+    fn the_download_command_line_is_curls_and_its_refusal_is_readable() {
+        use std::io::{Read, Write};
+        let Ok(status) = Command::new("curl").arg("--version").output() else {
+            eprintln!("no curl on this host: the command line is checked on the box only");
+            return;
+        };
+        assert!(status.status.success());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head);
+            conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/bundle.raucb");
+        let url = format!("http://127.0.0.1:{port}/missing.raucb");
+        let out = Command::new("curl")
+            .args(curl_args(&url, &file))
+            .output()
+            .unwrap();
+        server.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(22), "{stderr}");
+        let why = curl_error(&stderr);
+        assert!(why.contains("404"), "{why}");
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn curls_own_line_is_the_reason_given() {
+        let usage = "curl: option --max-filesize=5: is unknown\ncurl: try 'curl --help' for more information\n";
+        assert_eq!(curl_error(usage), "option --max-filesize=5: is unknown");
+        assert_eq!(curl_error(""), "the download failed without saying why");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!    `show version` names the bundle's release, the password chosen in step 1 and the offline
 //!    state are still there;
 //! 4. a bundle whose engine cannot start (its sbcd exits at once; its trial deadline shortened
-//!    by a drop-in in the same bundle) goes into slot A: its trial boot ends at the deadline, GRUB
+//!    by a drop-in in the same bundle), downloaded with `install-update url` from a web server
+//!    the test runs on the host (the box's core network), goes into slot A: its trial boot ends at the deadline, GRUB
 //!    passes over the slot still on trial, slot B boots and says on the console that A was rolled
 //!    back;
 //! 5. QEMU killed through QMP while RAUC copies the image into slot A: the next start boots slot
@@ -197,15 +198,70 @@ impl Box {
 
     /// `install-update media FILE` up to its question; returns what it said.
     fn ask_install(&mut self, file: &str) -> String {
-        let line = format!("install-update media {file}");
-        self.guest.type_line(&line);
-        check(self.guest.wait_for(&line, ANSWER_TIMEOUT));
+        self.ask(&format!("install-update media {file}"))
+    }
+
+    fn ask(&mut self, line: &str) -> String {
+        self.guest.type_line(line);
+        check(self.guest.wait_for(line, ANSWER_TIMEOUT));
         check(self.guest.wait_for("Proceed? [y/N] ", ANSWER_TIMEOUT))
     }
 
     fn version(&mut self) -> String {
         self.command("show version")
     }
+}
+
+/// A web server on the host's loopback for the box's core network (QEMU's user networking
+/// takes the guest's 10.0.3.2 to the host's 127.0.0.1): GET of a file in `dir`, one request per
+/// connection, until the test ends. Returns the port.
+fn serve(dir: PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("a port for the web server: {e}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("its address: {e}"))
+        .port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(match conn.try_clone() {
+                Ok(c) => c,
+                Err(_) => continue,
+            });
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The rest of the head, up to the empty line.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let name = request
+                .strip_prefix("GET /")
+                .and_then(|r| r.split(' ').next())
+                .filter(|n| !n.contains('/') && !n.contains(".."))
+                .unwrap_or("");
+            match std::fs::read(dir.join(name)) {
+                Ok(body) if !name.is_empty() => {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes());
+                    let _ = conn.write_all(&body);
+                }
+                _ => {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+            }
+        }
+    });
+    port
 }
 
 #[test]
@@ -330,10 +386,24 @@ fn an_update_installs_keeps_the_operators_state_rolls_back_refuses_and_survives_
     timings.push(("install A -> B".into(), install));
     timings.push(("A -> B, install to logged in on B".into(), step.elapsed()));
 
-    // 4. An engine that never gets ready: back to B by itself.
+    // 4. An engine that never gets ready, from a server on the core network: back to B by
+    //    itself. First an address that serves nothing: a clear refusal, nothing asked.
     let step = Instant::now();
-    let asked = b.ask_install("broken.raucb");
-    assert!(asked.contains("into slot A"), "{asked}");
+    let web = serve(media.clone());
+    let missing = b.command(&format!(
+        "install-update url http://10.0.3.2:{web}/missing.raucb"
+    ));
+    assert!(
+        missing.contains("404") && !missing.contains("Proceed"),
+        "a missing bundle was not refused clearly:\n{missing}"
+    );
+    let asked = b.ask(&format!(
+        "install-update url http://10.0.3.2:{web}/broken.raucb"
+    ));
+    assert!(
+        asked.contains("downloaded") && asked.contains("into slot A"),
+        "{asked}"
+    );
     b.guest.type_line("y");
     check(b.guest.wait_for("Installed. Restarting", INSTALL_TIMEOUT));
     check(b.guest.wait_for("sbc: booting slot A", BOOT_TIMEOUT));
