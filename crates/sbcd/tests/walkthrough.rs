@@ -1,0 +1,360 @@
+//! The README's walkthrough (a call, the drain, a registration), run as written against sbcd on
+//! this host instead of the QEMU appliance, so that its steps cannot rot.
+//!
+//! The steps are read from README.md's section "A walkthrough": each line of an `sh` block is a
+//! command run from the workspace root as a person would type it (`cargo xtask lab ...`), each
+//! `sbc-a> ` line of a `text` block a console command, run with `sbcctl` (the same grammar).
+//! Only the environment differs from the appliance's: `SBC_LAB_TARGET` and `SBC_LAB_CORE_PORT`
+//! point the lab's peers at this sbcd's free ports, and sbcd runs the QEMU appliance's drain
+//! settings (`image/board/qemu/sbc.toml`) with a probe every second.
+//!
+//! A person waits for what they see, so the test does too:
+//! - `lab core` and `lab phone` run until the end (then Ctrl-C, to their process group); the
+//!   next step waits for them to say they listen;
+//! - `lab call --hold N` runs on while the next steps happen; the next step waits until it says
+//!   the call was answered, and at the end it must have hung up and exited 0;
+//! - any other command runs to its end and must exit 0; its `# comment`, up to any `<` or
+//!   `...`, is output it promises;
+//! - a console line's note `(word: ...)` names a word its answer must show, waited for (the
+//!   command re-run) as a person would look again.
+
+// A test's set-up failing (no README, no cargo) is a test failure: panicking with a message is
+// the right answer there.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::daemon::{Sbcd, SbcdConfig};
+use common::net::free_port;
+use common::{wait_for, wait_for_seen, PATIENCE};
+
+/// One step of the walkthrough, as the README writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// A command line and the output its comment promises (empty when none).
+    Shell { command: String, promise: String },
+    /// A console command and the word its note says the answer shows (empty when none).
+    Console { command: String, shows: String },
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/sbcd sits two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// The steps of the README section whose heading starts with `### A walkthrough`.
+fn walkthrough_steps(readme: &str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut in_section = false;
+    let mut fence: Option<String> = None;
+    for line in readme.lines() {
+        if let Some(rest) = line.strip_prefix("```") {
+            fence = match fence {
+                Some(_) => None,
+                None => Some(rest.trim().to_owned()),
+            };
+            continue;
+        }
+        match fence.as_deref() {
+            None if line.starts_with('#') => {
+                in_section = line.starts_with("### A walkthrough");
+            }
+            Some("sh") if in_section && !line.trim().is_empty() => {
+                let (command, comment) = line.split_once('#').unwrap_or((line, ""));
+                let promise = comment.split(['<']).next().unwrap_or_default();
+                let promise = promise.split("...").next().unwrap_or_default();
+                steps.push(Step::Shell {
+                    command: command.trim().to_owned(),
+                    promise: promise.trim().to_owned(),
+                });
+            }
+            Some("text") if in_section => {
+                if let Some(rest) = line.strip_prefix("sbc-a> ") {
+                    let (command, note) = rest.split_once("  (").unwrap_or((rest, ""));
+                    let shows = note
+                        .split_once(':')
+                        .map(|(word, _)| word.trim().to_owned())
+                        .unwrap_or_default();
+                    steps.push(Step::Console {
+                        command: command.trim().to_owned(),
+                        shows,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    steps
+}
+
+/// A command of the walkthrough running in its own process group (as in its own terminal),
+/// its stdout collected line by line; the group is killed when dropped.
+struct Terminal {
+    command: String,
+    child: Child,
+    output: Arc<Mutex<Vec<String>>>,
+    /// Set when its stdout reached its end: every line it printed is in `output`.
+    ended: Arc<AtomicBool>,
+}
+
+impl Terminal {
+    fn open(command: &str, env: &[(&str, String)]) -> Terminal {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let (program, args) = words.split_first().expect("a command has a program");
+        assert_eq!(
+            *program, "cargo",
+            "the walkthrough's commands are cargo tasks: {command}"
+        );
+        let mut child = Command::new(cargo())
+            .args(args)
+            .current_dir(workspace_root())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let output: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = Arc::clone(&output);
+        let ended = Arc::new(AtomicBool::new(false));
+        let at_end = Arc::clone(&ended);
+        let label = command.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                eprintln!("[{label}] {line}");
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+            at_end.store(true, Ordering::SeqCst);
+        });
+        Terminal {
+            command: command.to_owned(),
+            child,
+            output,
+            ended,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    fn wait_output(&mut self, needle: &str) {
+        let command = self.command.clone();
+        wait_for_seen(
+            &format!("`{command}` to print {needle:?}"),
+            PATIENCE,
+            || {
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    let output = self.collected_after_exit();
+                    assert!(
+                        output.contains(needle),
+                        "`{command}` exited ({status}) without printing {needle:?}:\n{output}"
+                    );
+                }
+                let output = self.output();
+                if output.contains(needle) {
+                    Ok(())
+                } else {
+                    Err(output)
+                }
+            },
+        )
+    }
+
+    /// Waits for the command to end by itself; returns its output, failing unless it exited 0.
+    fn wait_exit(mut self, bound: Duration) -> String {
+        let command = self.command.clone();
+        let status = wait_for(&format!("`{command}` to exit"), bound, || {
+            self.child.try_wait().ok().flatten()
+        });
+        let output = self.collected_after_exit();
+        assert!(status.success(), "`{command}` exited {status}:\n{output}");
+        output
+    }
+
+    /// Ctrl-C, as in its terminal: SIGINT to its process group; then waits for it to end.
+    fn interrupt(self) -> String {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+        self.wait_exit(PATIENCE)
+    }
+
+    fn collected_after_exit(&mut self) -> String {
+        // Its last lines may still be on their way through the pipe.
+        wait_for("its output to end", PATIENCE, || {
+            self.ended.load(Ordering::SeqCst).then_some(())
+        });
+        self.output()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The QEMU appliance's `[drain]` settings, which the README's promised outputs reflect.
+fn appliance_drain_settings() -> (u64, u64) {
+    let path = workspace_root().join("image/board/qemu/sbc.toml");
+    let text = std::fs::read_to_string(&path).expect("read the appliance's sbc.toml");
+    let config: toml::Table = text.parse().expect("the appliance's sbc.toml is TOML");
+    let drain = config["drain"].as_table().expect("a [drain] table");
+    let secs = |key: &str| {
+        drain[key]
+            .as_integer()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or_else(|| panic!("drain.{key} is a number of seconds"))
+    };
+    (secs("guard_secs"), secs("retry_after_secs"))
+}
+
+#[test]
+fn the_readme_walkthrough_works_as_written() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let steps = walkthrough_steps(&readme);
+    assert!(
+        steps.len() >= 6,
+        "README's walkthrough has too few steps: {steps:?}"
+    );
+
+    // Built before the clock starts: a person's `cargo xtask` is built by its first run too,
+    // but that may take longer than any step's patience.
+    let build = Command::new(cargo())
+        .args(["build", "--quiet", "--package", "xtask"])
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(build.success(), "cargo build -p xtask: {build}");
+
+    let core_port = free_port();
+    let mut config = SbcdConfig::with_upstreams(&[core_port]);
+    (config.guard_secs, config.retry_after_secs) = appliance_drain_settings();
+    let sbcd = Sbcd::start(config);
+    let env = [
+        ("SBC_LAB_TARGET", sbcd.access().to_string()),
+        ("SBC_LAB_CORE_PORT", core_port.to_string()),
+    ];
+
+    let started = Instant::now();
+    let mut running: Vec<Terminal> = Vec::new();
+    let mut held_calls: Vec<Terminal> = Vec::new();
+    for step in &steps {
+        eprintln!("WALKTHROUGH: {:?} at {:?}", step, started.elapsed());
+        match step {
+            Step::Shell { command, .. } if command.starts_with("cargo xtask lab core") => {
+                let mut core = Terminal::open(command, &env);
+                core.wait_output("lab core: listening");
+                running.push(core);
+            }
+            Step::Shell { command, .. } if command.starts_with("cargo xtask lab phone") => {
+                let mut phone = Terminal::open(command, &env);
+                phone.wait_output("answering calls");
+                running.push(phone);
+            }
+            Step::Shell { command, .. } if command.contains("--hold") => {
+                let mut call = Terminal::open(command, &env);
+                call.wait_output("lab call: answered");
+                held_calls.push(call);
+            }
+            Step::Shell { command, promise } => {
+                let output = Terminal::open(command, &env).wait_exit(PATIENCE * 3);
+                assert!(
+                    output.contains(promise.as_str()),
+                    "`{command}` promises {promise:?} in the README; it printed:\n{output}"
+                );
+            }
+            Step::Console { command, shows } => {
+                let mut last_shown = String::new();
+                wait_for_seen(&format!("`{command}` to show {shows:?}"), PATIENCE, || {
+                    let (ok, out, err) =
+                        sbcd.ctl_raw(&command.split_whitespace().collect::<Vec<_>>());
+                    if out != last_shown {
+                        eprintln!("[sbc-a> {command}] {}", out.trim_end());
+                        last_shown.clone_from(&out);
+                    }
+                    match (ok, out.contains(shows.as_str())) {
+                        (true, true) => Ok(()),
+                        _ => Err(format!("ok {ok}; {out}{err}")),
+                    }
+                });
+            }
+        }
+    }
+    for call in held_calls {
+        let output = call.wait_exit(PATIENCE * 3);
+        assert!(output.contains("hung up"), "the held call ended: {output}");
+    }
+    // The box probed the core all along and it answered: still in rotation (issue 18: SIPp's
+    // built-in uas never answered, and the upstream went out at the first probe).
+    let upstreams = sbcd.upstreams();
+    assert!(
+        upstreams.iter().all(|u| u.status == "in-rotation"),
+        "{upstreams:?}"
+    );
+    assert!(sbcd.stat("sip.probes_sent") >= 1, "the box probed the core");
+    for terminal in running {
+        let output = terminal.interrupt();
+        eprintln!("WALKTHROUGH: ended with Ctrl-C:\n{output}");
+    }
+    eprintln!(
+        "WALKTHROUGH: {} steps in {:?}",
+        steps.len(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_walkthrough_is_read_from_the_readme_as_expected() {
+    let readme = "intro\n```sh\ncargo xtask qemu\n```\n### A walkthrough: x\n\
+                  ```sh\ncargo xtask lab call          # refused: 503, Retry-After 60\n```\n\
+                  ```text\nsbc-a> show calls     (confirmed: up)\nsbc-a> set-system-state online\n```\n\
+                  ```sh\ncargo xtask lab register  # registered: Contact <sip:a@b>, ...\n```\n\
+                  ### Without QEMU\n```sh\ncargo run\n```\n";
+    assert_eq!(
+        walkthrough_steps(readme),
+        vec![
+            Step::Shell {
+                command: "cargo xtask lab call".into(),
+                promise: "refused: 503, Retry-After 60".into()
+            },
+            Step::Console {
+                command: "show calls".into(),
+                shows: "confirmed".into()
+            },
+            Step::Console {
+                command: "set-system-state online".into(),
+                shows: String::new()
+            },
+            Step::Shell {
+                command: "cargo xtask lab register".into(),
+                promise: "registered: Contact".into()
+            },
+        ]
+    );
+}
