@@ -6,7 +6,8 @@
 //!   online again; meanwhile the new calls go to the other box.
 //! - Behind the box, as the core's registrar with digest authentication (`registrar.cfg`):
 //!   the 401 challenge reaches the phone, only the 2xx caches a binding in the box, and a call
-//!   from the core reaches the registered phone through the box.
+//!   from the core reaches the registered phone through the box; and the same with the lab's
+//!   phone, `cargo xtask lab phone --password ...`, as docs/engine.md shows it.
 
 // A test's set-up failing (no port, no temp dir) is a test failure: panicking with a message is
 // the right answer there.
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Sbcd, SbcdConfig};
 use common::kamailio::{Kamailio, USER};
+use common::lab::{build_xtask, Terminal};
 use common::net::{free_port, header, status_code, UdpPeer};
 use common::sipp::{Sipp, SippRun};
 use common::{wait_for_seen, PATIENCE};
@@ -237,4 +239,40 @@ fn registrar_with_digest_auth_behind_the_box() {
         "through the box"
     );
     eprintln!("REGISTRAR: test took {:?}", started.elapsed());
+}
+
+#[test]
+fn the_lab_phone_registers_with_credentials_and_answers_a_call_from_the_core() {
+    build_xtask();
+    let started = Instant::now();
+    let mut config = SbcdConfig::with_upstreams(&[]);
+    let registrar = Kamailio::start_lab(
+        "registrar",
+        &[format!("BOX=\"sip:127.0.0.1:{}\"", config.core_port)],
+    );
+    config.upstreams = vec![(registrar.port(), 1)];
+    let sbcd = Sbcd::start(config);
+
+    let phone_port = free_port();
+    let command =
+        format!("cargo xtask lab phone --user {USER} --password phone-secret --port {phone_port}");
+    let mut phone = Terminal::open(&command, &[("SBC_LAB_TARGET", sbcd.access().to_string())]);
+    phone.wait_output("answering calls");
+    assert!(
+        phone.output().contains("registered: Contact"),
+        "{}",
+        phone.output()
+    );
+    assert_eq!(sbcd.registrations().len(), 1);
+
+    Sipp::uac("uac_call.xml", common::net::local(registrar.port()))
+        .service(USER)
+        .key("caller", "carol")
+        .calls(1)
+        .run()
+        .assert_all_succeeded(1);
+    phone.wait_output("BYE answered 200");
+    let output = phone.interrupt();
+    assert!(output.contains("call from <sip:carol@"), "{output}");
+    eprintln!("LAB PHONE: test took {:?}", started.elapsed());
 }
