@@ -188,6 +188,65 @@ fn the_readme_walkthrough_works_as_written() {
     );
 }
 
+/// The README's promise for the other order: a core started after the box's probe found
+/// nothing is taken into rotation at the next probe, and calls go through from then on.
+#[test]
+fn a_core_started_after_the_box_gave_up_on_it_is_taken_in_at_the_next_probe() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README");
+    let steps = walkthrough_steps(&readme);
+    let core_step = steps
+        .iter()
+        .find_map(|s| match s {
+            Step::Shell { command, .. } if command.starts_with("cargo xtask lab core") => {
+                Some(command.clone())
+            }
+            _ => None,
+        })
+        .expect("the walkthrough starts the core");
+    build_xtask();
+
+    let core_port = free_port();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core_port]));
+    let env = [
+        ("SBC_LAB_TARGET", sbcd.access().to_string()),
+        ("SBC_LAB_CORE_PORT", core_port.to_string()),
+    ];
+    let status = |sbcd: &Sbcd| {
+        sbcd.upstreams()
+            .first()
+            .map(|u| u.status.clone())
+            .unwrap_or_default()
+    };
+    // (`show upstreams` says `late` for an upstream that timed out, though it never said when
+    // it would be back; either word is out of rotation.)
+    wait_for_seen("the box to take the silent core out", PATIENCE, || {
+        let s = status(&sbcd);
+        if s == "out" || s == "late" {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
+    let started = Instant::now();
+    let mut core = Terminal::open(&core_step, &env);
+    core.wait_output("lab core: listening");
+    wait_for_seen("show upstreams to say in-rotation", PATIENCE, || {
+        let s = status(&sbcd);
+        if s == "in-rotation" {
+            Ok(())
+        } else {
+            Err(s)
+        }
+    });
+    eprintln!(
+        "WALKTHROUGH: the late core in rotation {:?} after it started",
+        started.elapsed()
+    );
+    let output = Terminal::open("cargo xtask lab call", &env).wait_exit(PATIENCE * 3);
+    assert!(output.contains("1 answered"), "{output}");
+    core.interrupt();
+}
+
 #[test]
 fn the_walkthrough_is_read_from_the_readme_as_expected() {
     let readme = "intro\n```sh\ncargo xtask qemu\n```\n### A walkthrough: x\n\
