@@ -111,9 +111,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let Some((role, rest)) = args.split_first() else {
         bail!("{USAGE}");
     };
-    if role == "--help" || role == "-h" {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return Ok(());
+    }
+    if !["core", "call", "register", "phone"].contains(&role.as_str()) {
+        bail!("unknown lab role `{role}`\n{USAGE}");
     }
     let options = parse(rest)?;
     util::ensure_debs(&["sip-tester"])?;
