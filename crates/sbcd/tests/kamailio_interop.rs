@@ -45,14 +45,20 @@ fn wait_dispatcher(kamailio: &Kamailio, box_uri: &str, state: char) -> Instant {
     )
 }
 
-/// `n` calls from a phone through the load balancer, all answered.
-fn calls_through(lb_port: u16, n: u32) {
-    Sipp::uac("uac_call.xml", common::net::local(lb_port))
+/// `n` calls from a phone through the load balancer, all answered; the load balancer's
+/// decisions are printed when they are not.
+fn calls_through(lb: &Kamailio, n: u32) {
+    let outcome = Sipp::uac("uac_call.xml", common::net::local(lb.port()))
         .service("1000")
         .key("caller", "pat")
         .calls(n)
-        .run()
-        .assert_all_succeeded(u64::from(n));
+        .run();
+    if outcome.successful() != u64::from(n) {
+        for line in lb.log().lines().filter(|l| l.contains("dispatcher")) {
+            eprintln!("kamailio: {line}");
+        }
+    }
+    outcome.assert_all_succeeded(u64::from(n));
 }
 
 #[test]
@@ -71,12 +77,11 @@ fn dispatcher_takes_a_draining_box_out_and_back_in() {
         "dispatcher",
         &[format!("DSLIST=\"{}\"", list_file.display())],
     );
-    let lb_port = lb.port();
     wait_dispatcher(&lb, &uri_a, 'A');
     wait_dispatcher(&lb, &uri_b, 'A');
 
     // Both boxes in the set: round-robin gives each its share.
-    calls_through(lb_port, 4);
+    calls_through(&lb, 4);
     let calls = |b: &Sbcd| b.stat("sip.calls_started");
     assert_eq!(
         (calls(&box_a), calls(&box_b)),
@@ -105,7 +110,7 @@ fn dispatcher_takes_a_draining_box_out_and_back_in() {
         "box B stays in"
     );
 
-    calls_through(lb_port, 4);
+    calls_through(&lb, 4);
     assert_eq!(
         (calls(&box_a), calls(&box_b)),
         (2, 6),
@@ -124,7 +129,7 @@ fn dispatcher_takes_a_draining_box_out_and_back_in() {
         "DISPATCHER: box A back in the set {:?} after set-system-state online",
         back_at - online_at
     );
-    calls_through(lb_port, 2);
+    calls_through(&lb, 2);
     assert_eq!(
         (calls(&box_a), calls(&box_b)),
         (3, 7),
@@ -132,6 +137,55 @@ fn dispatcher_takes_a_draining_box_out_and_back_in() {
     );
     core.stop().assert_none_failed();
     eprintln!("DISPATCHER: test took {:?}", started.elapsed());
+}
+
+/// Between a box's drain and the load balancer's next probe, the box refuses the calls it is
+/// given (503 + Retry-After); the load balancer's failure route sends each to the next box.
+#[test]
+fn a_call_refused_by_a_box_draining_before_the_next_probe_goes_to_the_other_box() {
+    let core = core();
+    let box_a = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let box_b = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let uri = |b: &Sbcd| format!("sip:{}", b.access());
+    let (uri_a, uri_b) = (uri(&box_a), uri(&box_b));
+    let list = tempfile::tempdir().expect("a temporary directory");
+    let list_file = list.path().join("dispatcher.list");
+    std::fs::write(&list_file, format!("1 {uri_a} 0 0\n1 {uri_b} 0 0\n")).expect("write the list");
+    // No probe within the test: the load balancer goes on believing box A is in.
+    let lb = Kamailio::start_lab(
+        "dispatcher",
+        &[
+            format!("DSLIST=\"{}\"", list_file.display()),
+            "PING_INTERVAL=3600".to_owned(),
+        ],
+    );
+    Sipp::uac("register.xml", box_a.access())
+        .service("keeper")
+        .key("expires", "300")
+        .calls(1)
+        .run()
+        .assert_all_succeeded(1);
+    box_a.drain(None);
+    assert_eq!(box_a.system_state().state, SystemState::Draining);
+
+    calls_through(&lb, 4);
+    assert!(
+        lb.dispatcher_flags(&uri_a)
+            .is_some_and(|f| f.starts_with('A')),
+        "box A still in the load balancer's set"
+    );
+    let calls = |b: &Sbcd| b.stat("sip.calls_started");
+    assert_eq!(
+        (calls(&box_a), calls(&box_b)),
+        (0, 4),
+        "every call on box B"
+    );
+    assert_eq!(
+        box_a.stat("sip.drain_rejected"),
+        2,
+        "box A refused the two calls round-robin gave it"
+    );
+    core.stop().assert_none_failed();
 }
 
 /// A REGISTER from `phone` for AoR `phone@127.0.0.1`, with `authorization` when given.
