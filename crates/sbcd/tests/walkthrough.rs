@@ -236,11 +236,9 @@ fn a_core_started_after_the_box_gave_up_on_it_is_taken_in_at_the_next_probe() {
             .map(|u| u.status.clone())
             .unwrap_or_default()
     };
-    // (`show upstreams` says `late` for an upstream that timed out, though it never said when
-    // it would be back; either word is out of rotation.)
     wait_for_seen("the box to take the silent core out", PATIENCE, || {
         let s = status(&sbcd);
-        if s == "out" || s == "late" {
+        if s == "out" {
             Ok(())
         } else {
             Err(s)
