@@ -13,9 +13,10 @@
 //! What each peer sees is printed as it happens (the scenarios' `<log>` lines), one line each,
 //! so a person (or the walkthrough test, `crates/sbcd/tests/walkthrough.rs`) can follow it
 //! without SIPp's screen. The defaults are the QEMU appliance's (README): the box's SIP on
-//! 127.0.0.1:5060, its upstream on 127.0.0.1:25070. `SBC_LAB_TARGET` and `SBC_LAB_CORE_PORT`
-//! change the defaults (the walkthrough test points them at a host sbcd on free ports); the
-//! options change them for one run.
+//! 127.0.0.1:5060, its upstream on 127.0.0.1:25070; phones register from 127.0.0.1:5090.
+//! `SBC_LAB_TARGET`, `SBC_LAB_CORE_PORT` and `SBC_LAB_PHONE_PORT` change the defaults (the
+//! walkthrough test points them at a host sbcd on free ports); the options change them for one
+//! run.
 
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -31,7 +32,8 @@ const USAGE: &str = "usage: cargo xtask lab core [--port N]
        cargo xtask lab phone [--target ADDR] [--port N] [--user U] [--password P] [--expires SECS]
 defaults: --target $SBC_LAB_TARGET or 127.0.0.1:5060 (the box's SIP), core --port
 $SBC_LAB_CORE_PORT or 25070 (the box's upstream), --hold 0, --calls 1, --to 1000,
---user alice, --expires 120, phone --port 5090";
+--user alice, --expires 120, register and phone --port $SBC_LAB_PHONE_PORT or 5090
+(the same contact each time: registering again refreshes the binding)";
 
 /// What a run of `lab` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,17 @@ fn default_core_port() -> Result<u16> {
             .parse()
             .with_context(|| format!("SBC_LAB_CORE_PORT={text} is not a port number")),
         Err(_) => Ok(25070),
+    }
+}
+
+/// The phone's port when `--port` is not given: one fixed address, so that registering again
+/// refreshes the same binding (and, while the box drains, removes it: SPEC §2 rule 5).
+fn default_phone_port() -> Result<u16> {
+    match std::env::var("SBC_LAB_PHONE_PORT") {
+        Ok(text) => text
+            .parse()
+            .with_context(|| format!("SBC_LAB_PHONE_PORT={text} is not a port number")),
+        Err(_) => Ok(5090),
     }
 }
 
@@ -194,7 +207,11 @@ fn register(o: &Options) -> Result<Registered> {
     if let Some(password) = &o.password {
         sipp.args(["-ap", password]);
     }
-    sipp.args(["-p", &local_port(o.port)?.to_string()]);
+    let port = match o.port {
+        Some(p) => p,
+        None => default_phone_port()?,
+    };
+    sipp.args(["-p", &port.to_string()]);
     sipp.args(["-timeout", "40s", "-timeout_error"]);
     let mut child = sipp.spawn()?;
     let status = sipp.follow(&mut child, || {})?;
@@ -210,7 +227,10 @@ fn register(o: &Options) -> Result<Registered> {
 }
 
 fn phone(o: &Options) -> Result<()> {
-    let port = o.port.unwrap_or(5090);
+    let port = match o.port {
+        Some(p) => p,
+        None => default_phone_port()?,
+    };
     let o = Options {
         port: Some(port),
         ..o.clone()

@@ -4,9 +4,9 @@
 //! The steps are read from README.md's section "A walkthrough": each line of an `sh` block is a
 //! command run from the workspace root as a person would type it (`cargo xtask lab ...`), each
 //! `sbc-a> ` line of a `text` block a console command, run with `sbcctl` (the same grammar).
-//! Only the environment differs from the appliance's: `SBC_LAB_TARGET` and `SBC_LAB_CORE_PORT`
-//! point the lab's peers at this sbcd's free ports, and sbcd runs the QEMU appliance's drain
-//! settings (`image/board/qemu/sbc.toml`) with a probe every second.
+//! Only the environment differs from the appliance's: `SBC_LAB_TARGET`, `SBC_LAB_CORE_PORT` and
+//! `SBC_LAB_PHONE_PORT` point the lab's peers at this sbcd's free ports, and sbcd runs the QEMU
+//! appliance's drain settings (`image/board/qemu/sbc.toml`) with a probe every second.
 //!
 //! A person waits for what they see, so the test does too:
 //! - `lab core` and `lab phone` run until the end (then Ctrl-C, to their process group); the
@@ -30,6 +30,7 @@ use common::daemon::{Sbcd, SbcdConfig};
 use common::lab::{build_xtask, workspace_root, Terminal};
 use common::net::free_port;
 use common::{wait_for_seen, PATIENCE};
+use control::SystemState;
 
 /// One step of the walkthrough, as the README writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +135,7 @@ fn the_readme_walkthrough_works_as_written() {
     let mut config = SbcdConfig::with_upstreams(&[core_port]);
     (config.guard_secs, config.retry_after_secs) = appliance_drain_settings();
     let sbcd = Sbcd::start(config);
-    let env = [
-        ("SBC_LAB_TARGET", sbcd.access().to_string()),
-        ("SBC_LAB_CORE_PORT", core_port.to_string()),
-    ];
+    let env = lab_env(&sbcd, core_port);
 
     let started = Instant::now();
     let mut running: Vec<Terminal> = Vec::new();
@@ -207,6 +205,45 @@ fn the_readme_walkthrough_works_as_written() {
     );
 }
 
+/// Where the lab's peers find this sbcd and its core (the appliance's addresses otherwise),
+/// and the phone's port.
+fn lab_env(sbcd: &Sbcd, core_port: u16) -> [(&'static str, String); 3] {
+    [
+        ("SBC_LAB_TARGET", sbcd.access().to_string()),
+        ("SBC_LAB_CORE_PORT", core_port.to_string()),
+        ("SBC_LAB_PHONE_PORT", free_port().to_string()),
+    ]
+}
+
+/// The README's promise for a registered phone: it holds a drain as a call does, until it
+/// registers again, which the drain refuses (rule 5) and which ends the drain.
+#[test]
+fn a_registered_phone_holds_the_drain_until_it_registers_again() {
+    build_xtask();
+    let core_port = free_port();
+    let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core_port]));
+    let env = lab_env(&sbcd, core_port);
+    let mut core = Terminal::open("cargo xtask lab core", &env);
+    core.wait_output("lab core: listening");
+
+    let first = Terminal::open("cargo xtask lab register", &env).wait_exit(PATIENCE * 3);
+    assert!(first.contains("registered: Contact"), "{first}");
+    sbcd.drain(None);
+    assert_eq!(sbcd.system_state().state, SystemState::Draining);
+    let again = Terminal::open("cargo xtask lab register", &env).wait_exit(PATIENCE * 3);
+    assert!(
+        again.contains("refused: 503 Service Unavailable"),
+        "{again}"
+    );
+    sbcd.wait_state(SystemState::Offline, PATIENCE);
+    assert!(sbcd.registrations().is_empty());
+    let output = core.interrupt();
+    assert!(
+        output.contains("Expires 0"),
+        "de-registered at the core: {output}"
+    );
+}
+
 /// The README's promise for the other order: a core started after the box's probe found
 /// nothing is taken into rotation at the next probe, and calls go through from then on.
 #[test]
@@ -226,10 +263,7 @@ fn a_core_started_after_the_box_gave_up_on_it_is_taken_in_at_the_next_probe() {
 
     let core_port = free_port();
     let sbcd = Sbcd::start(SbcdConfig::with_upstreams(&[core_port]));
-    let env = [
-        ("SBC_LAB_TARGET", sbcd.access().to_string()),
-        ("SBC_LAB_CORE_PORT", core_port.to_string()),
-    ];
+    let env = lab_env(&sbcd, core_port);
     let status = |sbcd: &Sbcd| {
         sbcd.upstreams()
             .first()
