@@ -10,6 +10,7 @@ mod flash;
 mod fuzz;
 mod image;
 mod keys;
+mod lab_sip;
 mod press;
 mod qemu;
 mod test;
@@ -34,6 +35,7 @@ const TASKS: &[Task] = &[
     ("flash", "write an image to a disk (`--image FILE --device DEV [--yes] [--allow-file] [--keep-data]`)", flash::run),
     ("qemu", "boot the appliance image under QEMU (`[--board qemu] [--twin] [--sip-port N] [--snapshot] [--fresh] [--bios] [--verbose] [--disk FILE] [--media FILE]`)", qemu::run),
     ("peer", "boot a small guest with kernel SCTP that runs the given programs (`--script FILE [--bin PATH]... [--file SRC:GUEST_PATH]... [--print-command]`)", qemu::peer::run),
+    ("lab", "the lab's SIP peers under SIPp: `lab core` (answers OPTIONS, REGISTER, calls), `lab call`, `lab register`, `lab phone` (`[--target ADDR] [--port N] [--hold SECS] [--calls N] [--user U] [--password P]`)", lab_sip::run),
     ("press", "press the panel button of a running QEMU appliance (`--hold-ms N`)", press::run),
     ("ci", "what CI runs (.ci/run): the test task", ci::run),
 ];

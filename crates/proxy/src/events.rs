@@ -205,7 +205,8 @@ pub struct Stats {
     pub malformed_dropped: u64,
     /// Malformed requests answered 400.
     pub bad_requests: u64,
-    /// Requests turned away by the drain or offline rules.
+    /// Calls (new INVITEs) and registrations turned away by the drain or offline rules; not
+    /// other requests, nor the 503 answered to a status-test OPTIONS (rule 9).
     pub drain_rejected: u64,
     /// Loops detected (482).
     pub loops: u64,

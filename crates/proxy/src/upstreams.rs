@@ -398,10 +398,16 @@ impl Upstreams {
                 priority: e.config.priority,
                 in_rotation: e.availability == Availability::InRotation,
                 back_in_secs: match e.availability {
-                    Availability::Out { until, .. } => {
-                        Some(until.saturating_duration_since(now).as_secs())
+                    Availability::Out {
+                        until,
+                        promised: true,
+                        ..
+                    } => Some(until.saturating_duration_since(now).as_secs()),
+                    // A silent upstream promised nothing: it is out, not late.
+                    Availability::Out {
+                        promised: false, ..
                     }
-                    Availability::InRotation => None,
+                    | Availability::InRotation => None,
                 },
                 attempts: e.attempts,
                 failures: e.failures,
@@ -499,5 +505,8 @@ mod tests {
             }]
         );
         assert!(u.select(t1, &[]).is_err());
+        // It never said when it would be back: no promised return to be late for.
+        let shown = u.snapshot(t1 + Duration::from_secs(60));
+        assert_eq!((shown[0].in_rotation, shown[0].back_in_secs), (false, None));
     }
 }

@@ -258,10 +258,9 @@ impl Proxy {
         let to_self = self.is_to_self(m);
         if method == Method::Options && to_self {
             // Rule 9: a peer's status test sees our state.
+            // Not counted in `drain_rejected`: a load balancer probing every few seconds would
+            // drown the calls and registrations the drain turned away.
             let answer = drain::self_options_answer(self.state, &self.config.drain);
-            if answer.code != 200 {
-                self.stats.drain_rejected += 1;
-            }
             let extra = retry_after_header(answer.retry_after);
             self.respond_stateless(m, from, answer.code, &extra);
             return;
@@ -300,7 +299,9 @@ impl Proxy {
             to_self,
         };
         if let Verdict::Reject(rejection) = drain::admit(self.state, &facts, &self.config.drain) {
-            self.stats.drain_rejected += 1;
+            if matches!(method, Method::Invite | Method::Register) {
+                self.stats.drain_rejected += 1;
+            }
             let extra = retry_after_header(rejection.retry_after);
             self.respond_stateless(m, from, rejection.code, &extra);
             return;

@@ -373,6 +373,31 @@ fn rule_09_options_to_the_box_gets_200_online_and_503_with_retry_after_otherwise
     );
     net.set_state(SystemState::Online);
     assert_eq!(code(&ping(&mut net, "o4")), 200);
+    assert_eq!(
+        net.proxy.stats().drain_rejected,
+        0,
+        "a status test is no refused call or registration"
+    );
+}
+
+#[test]
+fn offline_counts_refused_calls_and_registrations_but_not_other_requests() {
+    let mut net = net();
+    net.set_state(SystemState::Offline);
+    let message = Req::new("MESSAGE", "sip:+15550001@example.com", PBX).call_id("m1");
+    net.inject(Realm::Access, PBX, &message.bytes());
+    assert_eq!(code(&last_response(&net, PBX)), 503);
+    assert_eq!(net.proxy.stats().drain_rejected, 0);
+    call_from(&mut net, PBX, "sip:pbx@example.com", "c1");
+    assert_eq!(code(&last_response(&net, PBX)), 503);
+    assert_eq!(net.proxy.stats().drain_rejected, 1);
+    let register = Req::new("REGISTER", "sip:example.com", PBX)
+        .from("sip:pbx@example.com")
+        .to("sip:pbx@example.com", None)
+        .call_id("r1");
+    net.inject(Realm::Access, PBX, &register.bytes());
+    assert_eq!(code(&last_response(&net, PBX)), 503);
+    assert_eq!(net.proxy.stats().drain_rejected, 2);
 }
 
 #[test]

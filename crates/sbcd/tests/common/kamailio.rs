@@ -43,6 +43,21 @@ impl Kamailio {
     /// As [`Kamailio::start`], with the config's optional defines: `ONE_TIME_NONCE` (each
     /// nonce accepted once only), `NONCE_EXPIRE=N` (nonce lifetime in seconds).
     pub fn start_with(softswitch_port: u16, defines: &[&str]) -> Kamailio {
+        let mut all = vec![format!("SOFTSWITCH=\"sip:127.0.0.1:{softswitch_port}\"")];
+        all.extend(defines.iter().map(|d| (*d).to_owned()));
+        Kamailio::start_config(&config(), &all)
+    }
+
+    /// Kamailio on one of the lab's configurations (`lab/kamailio/NAME.cfg`: `dispatcher`,
+    /// `registrar`), with `-A` defines besides the db_text directory (`DBURL`, holding the
+    /// subscriber `phone` / `phone-secret`) and kamcmd's socket (`CTL`), which every one gets.
+    pub fn start_lab(name: &str, defines: &[String]) -> Kamailio {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let config = root.join("../../lab/kamailio").join(format!("{name}.cfg"));
+        Kamailio::start_config(&config, defines)
+    }
+
+    fn start_config(config: &std::path::Path, defines: &[String]) -> Kamailio {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let db = dir.path().join("db");
         std::fs::create_dir(&db).expect("create the db_text directory");
@@ -67,16 +82,12 @@ impl Kamailio {
         let log = std::fs::File::create(dir.path().join("kamailio.log")).expect("create the log");
         let child = Command::new("kamailio")
             .arg("-f")
-            .arg(config())
+            .arg(config)
             .args(["-DD", "-E", "-m", "64", "-M", "8"])
             .args(["-l", &format!("udp:127.0.0.1:{port}")])
             .args(["-A", &format!("DBURL=\"text://{}\"", db.display())])
             .args(["-A", &format!("CTL=\"unixs:{}\"", ctl.display())])
-            .args([
-                "-A",
-                &format!("SOFTSWITCH=\"sip:127.0.0.1:{softswitch_port}\""),
-            ])
-            .args(defines.iter().flat_map(|d| ["-A", d]))
+            .args(defines.iter().flat_map(|d| ["-A", d.as_str()]))
             .arg("-Y")
             .arg(dir.path())
             .arg("-w")
@@ -106,6 +117,22 @@ impl Kamailio {
     /// Where it listens (UDP on 127.0.0.1): sbcd's upstream.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its temporary directory (for files a configuration reads, such as a dispatcher list).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The flags `dispatcher.list` shows for destination `uri` (`AP`: active and probed, `IP`:
+    /// inactive and probed, ...), if it lists it.
+    pub fn dispatcher_flags(&self, uri: &str) -> Option<String> {
+        let text = self.kamcmd(&["dispatcher.list"]).ok()?;
+        let mut lines = text.lines().map(str::trim);
+        lines.find(|l| l.strip_prefix("URI: ") == Some(uri))?;
+        lines
+            .find_map(|l| l.strip_prefix("FLAGS: "))
+            .map(str::to_owned)
     }
 
     fn kamcmd(&self, args: &[&str]) -> Result<String, String> {

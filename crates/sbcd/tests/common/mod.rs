@@ -3,6 +3,8 @@
 //! - [`net`]: free ports, a raw UDP peer for hand-written (and malformed) SIP, a silent upstream.
 //! - [`daemon`]: writes a configuration into a temporary directory, starts `sbcd`, waits for
 //!   `sbcd: listening`, asks it questions through `sbcctl --json`, follows its state events.
+//! - [`lab`]: the lab's peers started as a person would (`cargo xtask lab ...`), in terminals of
+//!   their own.
 //! - [`kamailio`]: Kamailio as an authenticating core registrar, and what its location table holds.
 //! - [`netns`]: the twin lab, network namespaces made by the test (root only), and running code
 //!   in them.
@@ -24,6 +26,7 @@
 
 pub mod daemon;
 pub mod kamailio;
+pub mod lab;
 pub mod net;
 pub mod netns;
 pub mod sipp;
