@@ -528,7 +528,13 @@ fn command(
         disk.display(),
         if snapshot { ",snapshot=on" } else { "" }
     ));
-    cmd.args(["-device", "virtio-blk-pci,drive=disk,addr=0x6,bootindex=0"]);
+    // Through the firmware, the system disk boots before the stick. A kernel booted directly
+    // takes bootindex 0 itself (QEMU's linuxboot option ROM): no index then.
+    cmd.arg("-device").arg(if o.bios {
+        "virtio-blk-pci,drive=disk,addr=0x6,bootindex=0"
+    } else {
+        "virtio-blk-pci,drive=disk,addr=0x6"
+    });
     if let Some(media) = &o.media {
         // The stick: the second virtio disk (vdb), which the box mounts read-only.
         cmd.arg("-drive").arg(format!(
