@@ -59,8 +59,10 @@ enum Task {
     Press(press::Args),
     /// What CI runs (.ci/run): the test task.
     Ci(test::Args),
-    /// Print a shell completion script for the xtask binary (with `alias xtask='cargo xtask'`,
-    /// or target/debug/xtask on the PATH): `source <(cargo xtask completions bash)`.
+    /// Print a shell completion script.
+    ///
+    /// The script completes the `xtask` command: use it with `alias xtask='cargo xtask'` (or
+    /// target/debug/xtask on the PATH), e.g. `source <(cargo xtask completions bash)`.
     Completions {
         /// The shell the script is for.
         shell: clap_complete::Shell,
@@ -132,6 +134,22 @@ mod tests {
     #[test]
     fn the_command_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completion_scripts_name_the_tasks() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "xtask", &mut script);
+            let script = String::from_utf8_lossy(&script);
+            for word in ["qemu", "sip-port", "lab", "hold"] {
+                assert!(script.contains(word), "{shell}: {word} missing");
+            }
+        }
     }
 
     #[test]
