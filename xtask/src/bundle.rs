@@ -33,14 +33,50 @@ use std::process::Command;
 /// goal) with room to grow, and what each of the two root partitions will hold.
 pub const SLOT_BYTES: u64 = 256 << 20;
 
-#[derive(Debug)]
-struct Args {
+/// `cargo xtask bundle`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The board the bundle is for.
+    #[arg(long, value_name = "NAME", default_value = "qemu")]
     board: String,
-    flavour: Flavour,
-    cargo_build: bool,
-    pair: Option<KeyPair>,
-    content: Content,
+    /// Bundle the system tests' build (sbcd with its test port; never for a real box).
+    #[arg(long)]
+    testport: bool,
+    /// Use the release binaries already built instead of running cargo build.
+    #[arg(long)]
+    no_cargo_build: bool,
+    /// Sign with this private key instead of the development one (with --cert).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The certificate of --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The release the bundle calls itself, instead of the image's (one word, such as 1.2.0).
+    #[arg(long, value_name = "TEXT", value_parser = release_name)]
+    version: Option<String>,
+    /// Lay this folder's files over the image's root in the slot.
+    #[arg(long, value_name = "DIR", value_parser = folder)]
+    overlay: Option<PathBuf>,
+    /// Where the bundle goes (default out/image/<board>/sbc-<board>-<version>.raucb).
+    #[arg(long, value_name = "FILE")]
     output: Option<PathBuf>,
+}
+
+fn release_name(v: &str) -> Result<String, String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{v:?}: one word of printable characters, such as 1.2.0"
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+fn folder(v: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(v);
+    if !dir.is_dir() {
+        return Err(format!("{}: not a folder", dir.display()));
+    }
+    Ok(dir)
 }
 
 /// What goes into the slot besides the image's root as built.
@@ -52,61 +88,25 @@ pub struct Content {
     pub overlay: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let mut parsed = Args {
-        board: "qemu".into(),
-        flavour: Flavour::Product,
-        cargo_build: true,
-        pair: None,
-        content: Content::default(),
-        output: None,
+pub fn run(args: Args) -> Result<()> {
+    let flavour = if args.testport {
+        Flavour::Testport
+    } else {
+        Flavour::Product
     };
-    let (mut key, mut cert) = (None, None);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--board" => parsed.board = it.next().context("--board needs a name")?.clone(),
-            "--testport" => parsed.flavour = Flavour::Testport,
-            "--no-cargo-build" => parsed.cargo_build = false,
-            "--key" => key = Some(PathBuf::from(it.next().context("--key needs a file")?)),
-            "--cert" => cert = Some(PathBuf::from(it.next().context("--cert needs a file")?)),
-            "--version" => {
-                let v = it.next().context("--version needs a text")?;
-                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_graphic()) {
-                    bail!("--version {v:?}: one word of printable characters, such as 1.2.0");
-                }
-                parsed.content.version = Some(v.clone());
-            }
-            "--overlay" => {
-                let dir = PathBuf::from(it.next().context("--overlay needs a folder")?);
-                if !dir.is_dir() {
-                    bail!("--overlay {}: not a folder", dir.display());
-                }
-                parsed.content.overlay = Some(dir);
-            }
-            "--output" => {
-                parsed.output = Some(PathBuf::from(it.next().context("--output needs a file")?));
-            }
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bundle [--board NAME] [--testport] [--no-cargo-build] [--key FILE --cert FILE] [--version TEXT] [--overlay DIR] [--output FILE]"
-            ),
-        }
-    }
-    parsed.pair = match (key, cert) {
+    let pair = match (args.key, args.cert) {
         (Some(key), Some(cert)) => Some(KeyPair { key, cert }),
-        (None, None) => None,
-        _ => bail!("--key and --cert go together"),
+        _ => None,
     };
-    Ok(parsed)
-}
-
-pub fn run(args: &[String]) -> Result<()> {
-    let args = parse(args)?;
+    let content = Content {
+        version: args.version,
+        overlay: args.overlay,
+    };
     ensure_host()?;
     let trusted = keys::ensure()?;
-    let signer = args.pair.clone().unwrap_or_else(|| trusted.clone());
-    let built = image::build(&args.board, args.cargo_build, args.flavour)?;
-    let bundle = make(&built, &signer, &args.content, args.output.as_deref())?;
+    let signer = pair.unwrap_or_else(|| trusted.clone());
+    let built = image::build(&args.board, !args.no_cargo_build, flavour)?;
+    let bundle = make(&built, &signer, &content, args.output.as_deref())?;
     let meta = fs::metadata(&bundle).with_context(|| format!("reading {}", bundle.display()))?;
     println!("bundle: {}", bundle.display());
     println!("size:   {} bytes ({} MiB)", meta.len(), meta.len() >> 20);

@@ -22,44 +22,27 @@ use std::time::Instant;
 const CHUNK: usize = 4 << 20;
 const ALIGN: usize = 4096;
 
-#[derive(Debug)]
-struct Args {
+/// `cargo xtask flash`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The disk image to write.
+    #[arg(long, value_name = "FILE")]
     image: PathBuf,
+    /// The disk to write it to.
+    #[arg(long, value_name = "DEV")]
     device: PathBuf,
+    /// Do not ask for the device's name to be typed back.
+    #[arg(long)]
     yes: bool,
+    /// Allow a regular file as the target (created if missing).
+    #[arg(long)]
     allow_file: bool,
+    /// An update: write everything but the sbc-data partition, so config, state and journal stay.
+    #[arg(long)]
     keep_data: bool,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let usage =
-        "usage: cargo xtask flash --image FILE --device DEV [--yes] [--allow-file] [--keep-data]";
-    let (mut image, mut device, mut yes, mut allow_file, mut keep_data) =
-        (None, None, false, false, false);
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--image" => image = Some(PathBuf::from(it.next().context("--image needs a file")?)),
-            "--device" => {
-                device = Some(PathBuf::from(it.next().context("--device needs a device")?))
-            }
-            "--yes" => yes = true,
-            "--allow-file" => allow_file = true,
-            "--keep-data" => keep_data = true,
-            other => bail!("unknown argument `{other}`; {usage}"),
-        }
-    }
-    Ok(Args {
-        image: image.with_context(|| format!("--image is missing; {usage}"))?,
-        device: device.with_context(|| format!("--device is missing; {usage}"))?,
-        yes,
-        allow_file,
-        keep_data,
-    })
-}
-
-pub fn run(args: &[String]) -> Result<()> {
-    let args = parse(args)?;
+pub fn run(args: Args) -> Result<()> {
     let image_meta = fs::metadata(&args.image)
         .with_context(|| format!("reading the image {}", args.image.display()))?;
     if !image_meta.is_file() || image_meta.len() == 0 {

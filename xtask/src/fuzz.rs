@@ -12,39 +12,26 @@
 //! Fails when the fuzzer finds a crash (the input is left under `fuzz/artifacts/<target>/`).
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::process::Command;
 
 /// The targets of `fuzz/Cargo.toml`.
 const TARGETS: &[&str] = &["parse", "engine"];
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut seconds: u64 = 60;
-    let mut target = "parse".to_owned();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--seconds" => {
-                let value = it.next().context("--seconds needs a number")?;
-                seconds = value
-                    .parse()
-                    .with_context(|| format!("--seconds: `{value}` is not a whole number"))?;
-                if seconds == 0 {
-                    bail!("--seconds must be at least 1");
-                }
-            }
-            "--target" => {
-                let value = it.next().context("--target needs a name")?;
-                if !TARGETS.contains(&value.as_str()) {
-                    bail!("--target: `{value}` is not one of {TARGETS:?}");
-                }
-                value.clone_into(&mut target);
-            }
-            other => bail!(
-                "unknown argument `{other}` (expected `--target parse|engine`, `--seconds N`)"
-            ),
-        }
-    }
+/// `cargo xtask fuzz`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The fuzz target.
+    #[arg(long, default_value = "parse", value_parser = TARGETS.to_vec())]
+    target: String,
+    /// How long the fuzzer runs.
+    #[arg(long, value_name = "N", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    seconds: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { seconds, target } = args;
     ensure_cargo_fuzz()?;
     let root = util::root();
     let fuzz_dir = root.join("fuzz");

@@ -57,10 +57,18 @@ pub struct Built {
     pub rebuilt: bool,
 }
 
-#[derive(Debug)]
-struct Args {
+/// `cargo xtask image`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The board the image is for.
+    #[arg(long, default_value = "qemu", value_parser = BOARDS.to_vec())]
     board: String,
-    cargo_build: bool,
+    /// Use the release binaries already there instead of running cargo build (for working on
+    /// the image while the workspace does not build).
+    #[arg(long)]
+    no_cargo_build: bool,
+    /// The QEMU system tests' image: sbcd with its test port (never for a real box).
+    #[arg(long)]
     testport: bool,
 }
 
@@ -71,45 +79,14 @@ pub enum Flavour {
     Testport,
 }
 
-fn parse(args: &[String]) -> Result<Args> {
-    let mut parsed = Args {
-        board: "qemu".into(),
-        cargo_build: true,
-        testport: false,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--board" => {
-                parsed.board = it.next().context("--board needs a name (qemu or apu2)")?.clone()
-            }
-            // For working on the image while the workspace does not build: use the release
-            // binaries that are already there.
-            "--no-cargo-build" => parsed.cargo_build = false,
-            // The QEMU system tests' image: sbcd with its test port (never for a real box).
-            "--testport" => parsed.testport = true,
-            other => bail!("unknown argument `{other}`; usage: cargo xtask image [--board qemu|apu2] [--no-cargo-build] [--testport]"),
-        }
-    }
-    if !BOARDS.contains(&parsed.board.as_str()) {
-        bail!(
-            "unknown board `{}`; known boards: {}",
-            parsed.board,
-            BOARDS.join(", ")
-        );
-    }
-    Ok(parsed)
-}
-
-pub fn run(args: &[String]) -> Result<()> {
-    let args = parse(args)?;
+pub fn run(args: Args) -> Result<()> {
     let started = std::time::Instant::now();
     let flavour = if args.testport {
         Flavour::Testport
     } else {
         Flavour::Product
     };
-    let built = build(&args.board, args.cargo_build, flavour)?;
+    let built = build(&args.board, !args.no_cargo_build, flavour)?;
     report(&built, started.elapsed())
 }
 

@@ -7,7 +7,7 @@
 //! with a key kept elsewhere; its certificate replaces this one in the image.
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,14 +27,17 @@ pub fn dev_pair() -> KeyPair {
     }
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut force = false;
-    for a in args {
-        match a.as_str() {
-            "--force" => force = true,
-            other => bail!("unknown argument `{other}`; usage: cargo xtask keys [--force]"),
-        }
-    }
+/// `cargo xtask keys`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Make a new pair even when one exists (bundles signed with the old key are then refused
+    /// by images built with the new certificate).
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let force = args.force;
     let pair = dev_pair();
     if pair.key.exists() && pair.cert.exists() && !force {
         println!(

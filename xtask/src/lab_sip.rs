@@ -26,15 +26,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: cargo xtask lab core [--port N]
-       cargo xtask lab call [--target ADDR] [--port N] [--hold SECS] [--calls N] [--to USER]
-       cargo xtask lab register [--target ADDR] [--port N] [--user U] [--password P] [--expires SECS]
-       cargo xtask lab phone [--target ADDR] [--port N] [--user U] [--password P] [--expires SECS]
-defaults: --target $SBC_LAB_TARGET or 127.0.0.1:5060 (the box's SIP), core --port
-$SBC_LAB_CORE_PORT or 25070 (the box's upstream), --hold 0, --calls 1, --to 1000,
---user alice, --expires 120, register and phone --port $SBC_LAB_PHONE_PORT or 5090
-(the same contact each time: registering again refreshes the binding)";
-
 /// What a run of `lab` was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
@@ -74,72 +65,87 @@ fn default_phone_port() -> Result<u16> {
     }
 }
 
-fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options {
-        target: default_target()?,
-        port: None,
-        hold_secs: 0,
-        calls: 1,
-        to: "1000".into(),
-        user: "alice".into(),
-        password: None,
-        expires_secs: 120,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))
-        };
-        fn number<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
-            v.parse()
-                .ok()
-                .with_context(|| format!("{name} {v} is not a number"))
-        }
-        match a.as_str() {
-            "--target" => {
-                let v = value("--target")?;
-                o.target = v.parse().with_context(|| {
-                    format!("--target {v} is not an address such as 127.0.0.1:5060")
-                })?;
-            }
-            "--port" => o.port = Some(number("--port", &value("--port")?)?),
-            "--hold" => o.hold_secs = number("--hold", &value("--hold")?)?,
-            "--calls" => o.calls = number("--calls", &value("--calls")?)?,
-            "--to" => o.to = value("--to")?,
-            "--user" => o.user = value("--user")?,
-            "--password" => o.password = Some(value("--password")?),
-            "--expires" => o.expires_secs = number("--expires", &value("--expires")?)?,
-            other => bail!("unknown argument `{other}`\n{USAGE}"),
-        }
-    }
-    if o.calls == 0 {
-        bail!("--calls 0: nothing to do");
-    }
-    Ok(o)
+/// `cargo xtask lab`'s arguments: the peer and its options.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Defaults: --target $SBC_LAB_TARGET or 127.0.0.1:5060 (the box's SIP); \
+core --port $SBC_LAB_CORE_PORT or 25070 (the box's upstream); register and phone --port \
+$SBC_LAB_PHONE_PORT or 5090 (the same contact each time: registering again refreshes the binding)."
+)]
+pub struct Args {
+    #[command(subcommand)]
+    role: Role,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some((role, rest)) = args.split_first() else {
-        bail!("{USAGE}");
+/// The lab's peers. Every one takes the same options; each uses those that concern it.
+#[derive(Debug, clap::Subcommand)]
+enum Role {
+    /// The box's upstream: answers OPTIONS, REGISTER and calls, in any order, until Ctrl-C.
+    Core(LabOptions),
+    /// A phone places calls through the box and holds each for --hold seconds.
+    Call(LabOptions),
+    /// A phone registers through the box (answering a digest challenge with --password).
+    Register(LabOptions),
+    /// Registers, then answers calls on the address it registered until Ctrl-C.
+    Phone(LabOptions),
+}
+
+#[derive(Debug, clap::Args)]
+struct LabOptions {
+    /// The box's SIP address [default: $SBC_LAB_TARGET or 127.0.0.1:5060].
+    #[arg(long, value_name = "ADDR")]
+    target: Option<SocketAddr>,
+    /// The peer's own port (core: $SBC_LAB_CORE_PORT or 25070; register and phone:
+    /// $SBC_LAB_PHONE_PORT or 5090; call: a free one).
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+    /// How long each call is held, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    hold: u64,
+    /// How many calls to place.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    calls: u32,
+    /// The user called.
+    #[arg(long, value_name = "USER", default_value = "1000")]
+    to: String,
+    /// The user that registers or calls.
+    #[arg(long, value_name = "U", default_value = "alice")]
+    user: String,
+    /// The password for a digest challenge.
+    #[arg(long, value_name = "P")]
+    password: Option<String>,
+    /// The registration's lifetime, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    expires: u64,
+}
+
+fn parse(o: LabOptions) -> Result<Options> {
+    Ok(Options {
+        target: match o.target {
+            Some(target) => target,
+            None => default_target()?,
+        },
+        port: o.port,
+        hold_secs: o.hold,
+        calls: o.calls,
+        to: o.to,
+        user: o.user,
+        password: o.password,
+        expires_secs: o.expires,
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (peer, o): (fn(&Options) -> Result<()>, LabOptions) = match args.role {
+        Role::Core(o) => (core, o),
+        Role::Call(o) => (call, o),
+        Role::Register(o) => (|o| register(o).map(|_| ()), o),
+        Role::Phone(o) => (phone, o),
     };
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return Ok(());
-    }
-    if !["core", "call", "register", "phone"].contains(&role.as_str()) {
-        bail!("unknown lab role `{role}`\n{USAGE}");
-    }
-    let options = parse(rest)?;
+    let options = parse(o)?;
     util::ensure_debs(&["sip-tester"])?;
-    match role.as_str() {
-        "core" => core(&options),
-        "call" => call(&options),
-        "register" => register(&options).map(|_| ()),
-        "phone" => phone(&options),
-        other => bail!("unknown lab role `{other}`\n{USAGE}"),
-    }
+    peer(&options)
 }
 
 fn scenario(name: &str) -> PathBuf {
@@ -414,26 +420,40 @@ fn read_lossy(path: &Path) -> String {
 mod tests {
     use super::*;
 
-    fn args(words: &[&str]) -> Vec<String> {
-        words.iter().map(|w| (*w).to_owned()).collect()
+    #[derive(clap::Parser)]
+    struct Lab {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse_words(words: &[&str]) -> Result<Options> {
+        use clap::Parser;
+        let argv = ["lab", "call"].into_iter().chain(words.iter().copied());
+        let Role::Call(o) = Lab::try_parse_from(argv)?.args.role else {
+            unreachable!("parsed as call");
+        };
+        parse(o)
     }
 
     #[test]
     fn options_are_read_and_errors_name_the_argument() {
-        let o = parse(&args(&[
+        let o = parse_words(&[
             "--target",
             "127.0.0.1:15060",
             "--hold",
             "15",
             "--calls",
             "2",
-        ]))
+        ])
         .expect("valid");
         assert_eq!(o.target, "127.0.0.1:15060".parse().expect("address"));
         assert_eq!((o.hold_secs, o.calls), (15, 2));
-        let e = parse(&args(&["--hold", "soon"])).expect_err("not a number");
-        assert!(e.to_string().contains("--hold soon"), "{e}");
-        let e = parse(&args(&["--bogus"])).expect_err("unknown");
+        let e = parse_words(&["--hold", "soon"]).expect_err("not a number");
+        assert!(e.to_string().contains("--hold"), "{e}");
+        assert!(e.to_string().contains("soon"), "{e}");
+        let e = parse_words(&["--bogus"]).expect_err("unknown");
         assert!(e.to_string().contains("--bogus"), "{e}");
+        let e = parse_words(&["--calls", "0"]).expect_err("no calls");
+        assert!(e.to_string().contains("--calls"), "{e}");
     }
 }

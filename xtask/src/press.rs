@@ -12,29 +12,26 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut hold_ms: Option<u64> = None;
-    let mut node = String::from("a");
-    let mut qmp_path: Option<PathBuf> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match a.as_str() {
-            "--hold-ms" => {
-                let v = value("--hold-ms")?;
-                hold_ms = Some(v.parse().with_context(|| format!("--hold-ms {v} is not a number of milliseconds"))?);
-            }
-            "--node" => node = value("--node")?,
-            "--qmp" => qmp_path = Some(PathBuf::from(value("--qmp")?)),
-            other => bail!("unknown argument `{other}`; usage: cargo xtask press --hold-ms N [--node a|b] [--qmp PATH]"),
-        }
-    }
-    let hold_ms =
-        hold_ms.context("usage: cargo xtask press --hold-ms N [--node a|b] [--qmp PATH]")?;
+/// `cargo xtask press`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// How long the button is held, in milliseconds.
+    #[arg(long, value_name = "N")]
+    hold_ms: u64,
+    /// Which appliance: a (the single box or the twin's first node) or b.
+    #[arg(long, default_value = "a")]
+    node: String,
+    /// The machine's QMP socket (default: the most recently started node of that name).
+    #[arg(long, value_name = "PATH")]
+    qmp: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        hold_ms,
+        node,
+        qmp: qmp_path,
+    } = args;
     if hold_ms > 60_000 {
         bail!("--hold-ms {hold_ms}: a press longer than a minute is surely a mistake");
     }

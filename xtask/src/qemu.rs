@@ -99,7 +99,7 @@ enum LinkedPort {
 
 impl Link {
     fn parse(v: &str) -> Result<Link> {
-        let bad = || format!("--link {v}: expected access|core=LOCAL_PORT:REMOTE_PORT");
+        let bad = || format!("{v}: expected access|core=LOCAL_PORT:REMOTE_PORT");
         let (port, ports) = v.split_once('=').with_context(bad)?;
         let port = match port {
             "access" => LinkedPort::Access,
@@ -124,87 +124,100 @@ impl Link {
     }
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts {
-        board: "qemu".into(),
-        twin: false,
-        snapshot: false,
-        fresh: false,
-        bios: false,
-        build: true,
-        sip_port: 5060,
-        qmp: None,
-        print_command: false,
-        no_reboot: false,
-        verbose: false,
-        testport: false,
-        lab: "sbc-lab".into(),
-        links: Vec::new(),
-        config: None,
-        disk: None,
-        media: None,
+/// `cargo xtask qemu`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The board (only qemu boots in QEMU).
+    #[arg(long, default_value = "qemu")]
+    board: String,
+    /// Boot two appliances, nodes a and b, in a lab network namespace.
+    #[arg(long)]
+    twin: bool,
+    /// The host's UDP and TCP port forwarded to the guest's SIP on its access port.
+    #[arg(long, value_name = "N", default_value_t = 5060)]
+    sip_port: u16,
+    /// Throw the guest's writes away at exit.
+    #[arg(long)]
+    snapshot: bool,
+    /// Start from the built image again (a new overlay).
+    #[arg(long)]
+    fresh: bool,
+    /// Boot the disk through SeaBIOS and GRUB, as the APU2 does, instead of the kernel directly.
+    #[arg(long)]
+    bios: bool,
+    /// Boot the image that is there instead of building it first.
+    #[arg(long)]
+    no_build: bool,
+    /// Exit QEMU when the guest reboots.
+    #[arg(long)]
+    no_reboot: bool,
+    /// Show the whole boot on the console.
+    #[arg(long)]
+    verbose: bool,
+    /// The QMP socket's path.
+    #[arg(long, value_name = "PATH")]
+    qmp: Option<PathBuf>,
+    /// Print the QEMU command instead of running it.
+    #[arg(long)]
+    print_command: bool,
+    /// Boot the system tests' image (`cargo xtask image --testport`).
+    #[arg(long)]
+    testport: bool,
+    /// The twin lab's network namespace.
+    #[arg(long, value_name = "NETNS", default_value = "sbc-lab")]
+    lab: String,
+    /// Cable a port to a QEMU datagram socket on 127.0.0.1 instead of user networking
+    /// (repeatable, once per port).
+    #[arg(long, value_name = "access|core=LOCAL_PORT:REMOTE_PORT", value_parser = Link::parse)]
+    link: Vec<Link>,
+    /// Boot with this file as /etc/sbc/sbc.toml (implies --snapshot).
+    #[arg(long, value_name = "SBC_TOML")]
+    config: Option<PathBuf>,
+    /// Boot this disk (qcow2 or raw, written in place) instead of the node's overlay.
+    #[arg(long, value_name = "FILE")]
+    disk: Option<PathBuf>,
+    /// A second disk, read-only, standing for a USB stick: an image, or a bundle or folder to
+    /// put on one.
+    #[arg(long, value_name = "IMAGE|BUNDLE|DIR")]
+    media: Option<PathBuf>,
+}
+
+/// The options checked together, paths made absolute: QEMU reads the files from its own
+/// working directory.
+fn parse(args: Args) -> Result<Opts> {
+    let absolute = |name: &str, path: Option<PathBuf>| -> Result<Option<PathBuf>> {
+        path.map(|p| {
+            p.canonicalize()
+                .with_context(|| format!("{name} {}", p.display()))
+        })
+        .transpose()
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match a.as_str() {
-            "--board" => o.board = value("--board")?,
-            "--twin" => o.twin = true,
-            "--snapshot" => o.snapshot = true,
-            "--fresh" => o.fresh = true,
-            "--bios" => o.bios = true,
-            "--no-build" => o.build = false,
-            "--no-reboot" => o.no_reboot = true,
-            "--verbose" => o.verbose = true,
-            "--testport" => o.testport = true,
-            "--print-command" => o.print_command = true,
-            "--qmp" => o.qmp = Some(PathBuf::from(value("--qmp")?)),
-            "--lab" => o.lab = value("--lab")?,
-            "--config" => {
-                let path = PathBuf::from(value("--config")?);
-                // QEMU reads the file when it starts, from its own working directory.
-                o.config = Some(
-                    path.canonicalize()
-                        .with_context(|| format!("--config {}", path.display()))?,
-                );
-            }
-            "--disk" | "--media" => {
-                let path = PathBuf::from(value(a)?);
-                let path = path
-                    .canonicalize()
-                    .with_context(|| format!("{a} {}", path.display()))?;
-                if a == "--disk" {
-                    o.disk = Some(path);
-                } else {
-                    o.media = Some(path);
-                }
-            }
-            "--link" => {
-                let link = Link::parse(&value("--link")?)?;
-                if o.links.iter().any(|l| l.port == link.port) {
-                    bail!("--link: the {:?} port is linked twice", link.port);
-                }
-                o.links.push(link);
-            }
-            "--sip-port" => {
-                let v = value("--sip-port")?;
-                o.sip_port = v
-                    .parse()
-                    .with_context(|| format!("--sip-port {v} is not a port number"))?;
-            }
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask qemu [--board qemu] [--twin] \
-                 [--sip-port N] [--snapshot] [--fresh] [--bios] [--no-build] [--no-reboot] \
-                 [--verbose] [--qmp PATH] [--print-command] [--testport] [--lab NETNS] \
-                 [--link access|core=LOCAL_PORT:REMOTE_PORT]... [--config SBC_TOML] \
-                 [--disk FILE] [--media IMAGE|BUNDLE|DIR]"
-            ),
+    let mut links: Vec<Link> = Vec::new();
+    for link in args.link {
+        if links.iter().any(|l| l.port == link.port) {
+            bail!("--link: the {:?} port is linked twice", link.port);
         }
+        links.push(link);
     }
+    let mut o = Opts {
+        board: args.board,
+        twin: args.twin,
+        snapshot: args.snapshot,
+        fresh: args.fresh,
+        bios: args.bios,
+        build: !args.no_build,
+        sip_port: args.sip_port,
+        qmp: args.qmp,
+        print_command: args.print_command,
+        no_reboot: args.no_reboot,
+        verbose: args.verbose,
+        testport: args.testport,
+        lab: args.lab,
+        links,
+        config: absolute("--config", args.config)?,
+        disk: absolute("--disk", args.disk)?,
+        media: absolute("--media", args.media)?,
+    };
     if o.board != "qemu" {
         bail!(
             "only the qemu board boots in QEMU (the {} image expects its own hardware)",
@@ -254,7 +267,7 @@ enum TwinLink {
     },
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(args: Args) -> Result<()> {
     let o = parse(args)?;
     let flavour = if o.testport {
         image::Flavour::Testport
@@ -795,6 +808,19 @@ fn accel(qemu: &Qemu, built: &image::Built) -> Result<String> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Qemu {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// The words after `cargo xtask qemu`, parsed and checked as the task does.
+    fn parse_words(words: &[&str]) -> Result<Opts> {
+        use clap::Parser;
+        let cli = Qemu::try_parse_from(std::iter::once("qemu").chain(words.iter().copied()))?;
+        parse(cli.args)
+    }
+
     #[test]
     fn a_link_names_a_sip_port_and_two_udp_ports() {
         let link = Link::parse("core=40001:40002").unwrap_or_else(|e| panic!("{e:#}"));
@@ -820,10 +846,9 @@ mod tests {
         ] {
             assert!(Link::parse(bad).is_err(), "{bad} was taken");
         }
-        let twice = ["--link", "access=1:2", "--link", "access=3:4"].map(String::from);
-        assert!(parse(&twice).is_err());
-        let twin = ["--twin", "--link", "core=1:2"].map(String::from);
-        assert!(parse(&twin).is_err());
+        assert!(parse_words(&["--link", "access=1:2", "--link", "access=3:4"]).is_err());
+        assert!(parse_words(&["--twin", "--link", "core=1:2"]).is_err());
+        assert!(parse_words(&["--link", "access=1"]).is_err());
     }
 
     #[test]
@@ -831,10 +856,10 @@ mod tests {
         let file = std::env::temp_dir().join(format!("xtask-config-{}.toml", std::process::id()));
         fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
         let path = file.display().to_string();
-        let o = parse(&["--config".into(), path.clone()]).unwrap_or_else(|e| panic!("{e:#}"));
+        let o = parse_words(&["--config", &path]).unwrap_or_else(|e| panic!("{e:#}"));
         assert!(o.snapshot && o.config.is_some());
-        assert!(parse(&["--twin".into(), "--config".into(), path.clone()]).is_err());
-        assert!(parse(&["--bios".into(), "--config".into(), path]).is_err());
+        assert!(parse_words(&["--twin", "--config", &path]).is_err());
+        assert!(parse_words(&["--bios", "--config", &path]).is_err());
         let _ = fs::remove_file(&file);
     }
 }

@@ -13,14 +13,16 @@
 use crate::util;
 use std::process::Command;
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut host_only = false;
-    for a in args {
-        match a.as_str() {
-            "--host-only" => host_only = true,
-            other => anyhow::bail!("unknown option `{other}` (expected --host-only)"),
-        }
-    }
+/// `cargo xtask test`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only the host stage: leave out the QEMU system tests.
+    #[arg(long)]
+    host_only: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let host_only = args.host_only;
     // SIPp plays phones and cores; Kamailio is the authenticating registrar of the drain tests
     // (crates/sbcd/tests/drain_registrar.rs); sipvicious (svmap, svwar) is the scanner of the
     // hostile suite, which fails under CI=true when it is missing; nftables' `nft` drops the

@@ -30,61 +30,31 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
-const USAGE: &str = "\
-usage: sbc-console [--socket PATH] [--tty DEV] [--config PATH]
-       sbc-console --hash-password
-
-  --config PATH    configuration file (default /etc/sbc/sbc.toml): [node] name,
-                   [control] socket, [state] dir, [console] user, password_hash
-                   and idle_logout_secs
-  --socket PATH    sbcd's control socket (default: [control] socket, else /run/sbc/control.sock)
-  --tty DEV        run on this terminal device (e.g. /dev/ttyS0) instead of stdin/stdout
-  --hash-password  read a password on stdin, print its hash for [console] password_hash
-";
-
 /// How long to wait before trying `sbcd` or the terminal device again.
 const RETRY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Default)]
+/// The shell on the appliance's serial console.
+#[derive(Debug, clap::Parser)]
+#[command(name = "sbc-console", version)]
 struct Args {
+    /// sbcd's control socket (default: [control] socket, else /run/sbc/control.sock).
+    #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Run on this terminal device (e.g. /dev/ttyS0) instead of standard input and output.
+    #[arg(long, value_name = "DEV")]
     tty: Option<PathBuf>,
+    /// The configuration file (default /etc/sbc/sbc.toml): [node] name, [control] socket,
+    /// [state] dir, [console] user, password_hash and idle_logout_secs.
+    #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Read a password on standard input, print its hash for [console] password_hash.
+    #[arg(long)]
     hash_password: bool,
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut args = Args::default();
-    while let Some(arg) = argv.next() {
-        let mut value = |name: &str| {
-            argv.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--socket" => args.socket = Some(value("--socket")?),
-            "--tty" => args.tty = Some(value("--tty")?),
-            "--config" => args.config = Some(value("--config")?),
-            "--hash-password" => args.hash_password = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) if e.is_empty() => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprint!("sbc-console: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` and `--version` print and exit 0; a usage error names the argument and exits 2.
+    let args = <Args as clap::Parser>::parse();
     if args.hash_password {
         return hash_password();
     }
@@ -325,7 +295,9 @@ mod tests {
     use super::*;
 
     fn args(v: &[&str]) -> Result<Args, String> {
-        parse_args(v.iter().map(|s| s.to_string()))
+        use clap::Parser;
+        Args::try_parse_from(std::iter::once("sbc-console").chain(v.iter().copied()))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -335,8 +307,21 @@ mod tests {
         assert_eq!(a.tty, Some(PathBuf::from("/dev/ttyS0")));
         assert_eq!(a.config, Some(PathBuf::from("/c")));
         assert!(args(&["--hash-password"]).unwrap().hash_password);
-        assert!(args(&["--socket"]).unwrap_err().contains("needs a value"));
+        assert!(args(&["--socket"]).unwrap_err().contains("--socket"));
         assert!(args(&["--bogus"]).unwrap_err().contains("--bogus"));
-        assert_eq!(args(&["--help"]).unwrap_err(), "");
+    }
+
+    #[test]
+    fn help_answers_and_the_command_is_well_formed() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        let help = Args::command().try_get_matches_from(["sbc-console", "--help"]);
+        let e = help.expect_err("help is not a run");
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(e.exit_code(), 0);
+        let e = Args::command()
+            .try_get_matches_from(["sbc-console", "--bogus"])
+            .expect_err("unknown");
+        assert_eq!(e.exit_code(), 2);
     }
 }

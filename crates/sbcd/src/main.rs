@@ -6,84 +6,41 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
 use sbcd::config::Config;
 use sbcd::daemon::{self, Options};
 
-const USAGE: &str = "\
-usage: sbcd --config PATH [--check | --panel-alarm | --firewall OUT] [--board-dir DIR]
-
-  --config PATH     the configuration file (/etc/sbc/sbc.toml on the box)
-  --check           validate the configuration and exit
-  --firewall OUT    write the box's nftables ruleset for this configuration and board to OUT
-                    ('-' for standard output) and exit; a configuration that cannot be read
-                    gives a ruleset that admits no service (said on stderr, exit status 3)
-  --panel-alarm     show engine-down on the board's LEDs until killed (run by systemd
-                    while sbcd is down; see docs/panel.md)
-  --board-dir DIR   where board profiles live (default /usr/share/sbc/board)
-Logging: SBCD_LOG or RUST_LOG (default info); journald under systemd, else stderr.";
-
+/// The SBC daemon.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbcd",
+    version,
+    after_help = "Logging: SBCD_LOG or RUST_LOG (default info); journald under systemd, else stderr."
+)]
 struct Args {
+    /// The configuration file (/etc/sbc/sbc.toml on the box).
+    #[arg(short, long, value_name = "PATH")]
     config: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
     check: bool,
+    /// Show engine-down on the board's LEDs until killed (run by systemd while sbcd is down;
+    /// see docs/panel.md).
+    #[arg(long)]
     panel_alarm: bool,
+    /// Write the box's nftables ruleset for this configuration and board to OUT ('-' for
+    /// standard output) and exit; a configuration that cannot be read gives a ruleset that
+    /// admits no service (said on stderr, exit status 3).
+    #[arg(long, value_name = "OUT")]
     firewall: Option<PathBuf>,
+    /// Where board profiles live (default /usr/share/sbc/board).
+    #[arg(long, value_name = "DIR")]
     board_dir: Option<PathBuf>,
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut config = None;
-    let mut check = false;
-    let mut panel_alarm = false;
-    let mut board_dir = None;
-    let mut firewall = None;
-    while let Some(arg) = argv.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| argv.next())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag.as_str() {
-            "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
-            "--board-dir" => board_dir = Some(PathBuf::from(value("--board-dir")?)),
-            "--check" => check = true,
-            "--panel-alarm" => panel_alarm = true,
-            "--firewall" => firewall = Some(PathBuf::from(value("--firewall")?)),
-            "--help" | "-h" => return Err(String::new()),
-            "--version" | "-V" => return Err(format!("sbcd {}", env!("CARGO_PKG_VERSION"))),
-            other => return Err(format!("unexpected argument {other:?}")),
-        }
-    }
-    let config = config.ok_or("--config PATH is required")?;
-    Ok(Args {
-        config,
-        check,
-        panel_alarm,
-        firewall,
-        board_dir,
-    })
-}
-
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(msg) if msg.is_empty() => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) if msg.starts_with("sbcd ") => {
-            println!("{msg}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("sbcd: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // `--help` and `--version` print and exit 0; a usage error names the argument and exits 2.
+    let args = Args::parse();
     if let Some(out) = &args.firewall {
         return write_firewall(&args.config, args.board_dir.as_deref(), out);
     }

@@ -29,25 +29,25 @@ use std::process::Command;
 /// Calls before the measured ones (the steady state: about 320 calls' ended transactions).
 const WARMUP: u64 = 1000;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut calls, mut k1, mut k2) = (10_000u64, 200u64, 1200u64);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> Result<u64> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .filter(|&v| v > 0)
-                .with_context(|| format!("{name} needs a whole number above 0"))
-        };
-        match arg.as_str() {
-            "--calls" => calls = number("--calls")?,
-            "--k1" => k1 = number("--k1")?,
-            "--k2" => k2 = number("--k2")?,
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bench core [--calls N] [--k1 K1] [--k2 K2]"
-            ),
-        }
-    }
+/// `cargo xtask bench core`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Measured calls for the allocation counts.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    calls: u64,
+    /// Measured calls of the first callgrind run.
+    #[arg(long, value_name = "K1", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    k1: u64,
+    /// Measured calls of the second callgrind run (above K1).
+    #[arg(long, value_name = "K2", default_value_t = 1200,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    k2: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args { calls, k1, k2 } = args;
     if k2 <= k1 {
         bail!("--k2 ({k2}) must be above --k1 ({k1})");
     }

@@ -41,47 +41,47 @@ struct Options {
     sources: u32,
 }
 
+/// `cargo xtask bench flood`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Flood rates in datagrams a second, separated by commas (0: the baseline without a flood)
+    /// [default: 0,5000,20000].
+    #[arg(long, value_name = "R1,R2,..", value_parser = rate_list)]
+    rates: Option<Rates>,
+    /// Seconds of flood per rate.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SECS,
+          value_parser = clap::value_parser!(u32).range(1..=120))]
+    secs: u32,
+    /// Legitimate calls a second.
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_CALL_RATE,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    call_rate: u32,
+    /// Flooding hosts: 1 is 127.0.0.2, more are 127.0.1.1 ...
+    #[arg(long, value_name = "S", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=250))]
+    sources: u32,
+}
+
+/// `--rates`: a list like `0,5000,20000`.
+#[derive(Debug, Clone)]
+struct Rates(Vec<u32>);
+
+fn rate_list(v: &str) -> Result<Rates, String> {
+    v.split(',')
+        .map(|r| r.trim().parse::<u32>().ok())
+        .collect::<Option<Vec<_>>>()
+        .map(Rates)
+        .ok_or_else(|| format!("`{v}` is not a list of rates"))
+}
+
 impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
-        let mut o = Options {
-            rates: DEFAULT_RATES.to_vec(),
-            secs: DEFAULT_SECS,
-            call_rate: DEFAULT_CALL_RATE,
-            sources: 1,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let mut number = |name: &str, range: std::ops::RangeInclusive<u32>| -> Result<u32> {
-                let v = it
-                    .next()
-                    .with_context(|| format!("{name} needs a number"))?;
-                v.parse()
-                    .ok()
-                    .filter(|n| range.contains(n))
-                    .with_context(|| format!("{name}: `{v}` is not in {range:?}"))
-            };
-            match arg.as_str() {
-                "--secs" => o.secs = number("--secs", 1..=120)?,
-                "--call-rate" => o.call_rate = number("--call-rate", 1..=1000)?,
-                "--sources" => o.sources = number("--sources", 1..=250)?,
-                "--rates" => {
-                    let v = it
-                        .next()
-                        .context("--rates needs a list like 0,5000,20000")?;
-                    o.rates = v
-                        .split(',')
-                        .map(|r| r.trim().parse::<u32>().ok())
-                        .collect::<Option<Vec<_>>>()
-                        .with_context(|| format!("--rates: `{v}` is not a list of rates"))?;
-                }
-                other => {
-                    bail!(
-                        "unknown argument `{other}` (expected --rates A,B --secs N --call-rate C --sources S)"
-                    )
-                }
-            }
+    fn new(args: Args) -> Options {
+        Options {
+            rates: args.rates.map_or_else(|| DEFAULT_RATES.to_vec(), |r| r.0),
+            secs: args.secs,
+            call_rate: args.call_rate,
+            sources: args.sources,
         }
-        Ok(o)
     }
 }
 
@@ -96,8 +96,8 @@ struct Outcome {
     counters: Vec<(String, u64)>,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+pub fn run(args: Args) -> Result<()> {
+    let options = Options::new(args);
     util::ensure_debs(&["sip-tester"])?;
     let sbcd = build_sbcd()?;
     let sbcctl = sbcd.with_file_name("sbcctl");

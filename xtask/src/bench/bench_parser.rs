@@ -6,27 +6,27 @@
 //! parser (default 1).
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::process::Command;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut secs: Option<f64> = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "--secs" => {
-                let value = it.next().context("--secs needs a number of seconds")?;
-                let parsed: f64 = value
-                    .parse()
-                    .with_context(|| format!("--secs: `{value}` is not a number"))?;
-                if !(parsed > 0.0 && parsed <= 600.0) {
-                    bail!("--secs: {parsed} is outside 0..=600");
-                }
-                secs = Some(parsed);
-            }
-            other => bail!("unknown argument `{other}` (expected `--secs N`)"),
-        }
+/// `cargo xtask bench parser`'s options.
+#[derive(Debug, Default, clap::Args)]
+pub struct Args {
+    /// Seconds per message and parser (default 1; at most 600).
+    #[arg(long, value_name = "N", value_parser = seconds)]
+    secs: Option<f64>,
+}
+
+fn seconds(v: &str) -> Result<f64, String> {
+    let parsed: f64 = v.parse().map_err(|_| format!("`{v}` is not a number"))?;
+    if !(parsed > 0.0 && parsed <= 600.0) {
+        return Err(format!("{parsed} is outside 0..=600"));
     }
+    Ok(parsed)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let secs = args.secs;
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(util::root())
         .args(["bench", "-p", "sip", "--bench", "parse"]);

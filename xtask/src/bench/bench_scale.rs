@@ -13,27 +13,31 @@
 //! `out/bench/scale.json`), it never fails on a number.
 
 use super::bench_core::build_bench;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::process::Command;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut env: Vec<(&str, u64)> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> Result<u64> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{name} needs a whole number"))
-        };
-        match arg.as_str() {
-            "--bindings" => env.push(("SCALE_BENCH_BINDINGS", number("--bindings")?)),
-            "--dialogs" => env.push(("SCALE_BENCH_DIALOGS", number("--dialogs")?)),
-            "--calls" => env.push(("SCALE_BENCH_CALLS", number("--calls")?)),
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bench scale [--bindings N] [--dialogs N] [--calls N]"
-            ),
-        }
-    }
+/// `cargo xtask bench scale`'s options (the bench's own defaults when left out).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Bindings of the filled box.
+    #[arg(long, value_name = "N")]
+    bindings: Option<u64>,
+    /// Confirmed dialogs of the filled box.
+    #[arg(long, value_name = "N")]
+    dialogs: Option<u64>,
+    /// Measured calls.
+    #[arg(long, value_name = "N")]
+    calls: Option<u64>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let env = [
+        ("SCALE_BENCH_BINDINGS", args.bindings),
+        ("SCALE_BENCH_DIALOGS", args.dialogs),
+        ("SCALE_BENCH_CALLS", args.calls),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)));
     let bench = build_bench("scale")?;
     let mut cmd = Command::new(&bench);
     for (name, value) in env {

@@ -7,47 +7,45 @@
 //! bench writes `out/bench/shards.json`), it never fails on a number.
 
 use super::bench_core::build_bench;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::process::Command;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut env: Vec<(&str, String)> = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| -> Result<String> {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--shards" => {
-                let list = value("--shards")?;
-                if list.split(',').any(|s| s.trim().parse::<u32>().is_err()) {
-                    bail!("--shards takes whole numbers separated by commas, e.g. 1,2,4");
-                }
-                env.push(("SHARDS_BENCH_SHARDS", list));
-            }
-            "--ops" => env.push(("SHARDS_BENCH_OPS", number("--ops", &value("--ops")?)?)),
-            "--register-every" => env.push((
-                "SHARDS_BENCH_REGISTER_EVERY",
-                number("--register-every", &value("--register-every")?)?,
-            )),
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bench shards [--shards 1,2,4] [--ops N] [--register-every N]"
-            ),
-        }
+/// `cargo xtask bench shards`'s options (the bench's own defaults when left out).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Shard counts to measure, separated by commas.
+    #[arg(long, value_name = "1,2,4", value_parser = shard_list)]
+    shards: Option<String>,
+    /// Operations per run.
+    #[arg(long, value_name = "N")]
+    ops: Option<u64>,
+    /// A REGISTER every N operations.
+    #[arg(long, value_name = "N")]
+    register_every: Option<u64>,
+}
+
+fn shard_list(list: &str) -> Result<String, String> {
+    if list.split(',').any(|s| s.trim().parse::<u32>().is_err()) {
+        return Err("whole numbers separated by commas, e.g. 1,2,4".into());
     }
+    Ok(list.to_owned())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let env = [
+        ("SHARDS_BENCH_SHARDS", args.shards),
+        ("SHARDS_BENCH_OPS", args.ops.map(|n| n.to_string())),
+        (
+            "SHARDS_BENCH_REGISTER_EVERY",
+            args.register_every.map(|n| n.to_string()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)));
     let bench = build_bench("shards")?;
     let mut cmd = Command::new(&bench);
     for (name, value) in env {
         cmd.env(name, value);
     }
     crate::util::run(&mut cmd)
-}
-
-fn number(name: &str, value: &str) -> Result<String> {
-    value
-        .parse::<u64>()
-        .map(|n| n.to_string())
-        .with_context(|| format!("{name} needs a whole number"))
 }

@@ -39,8 +39,8 @@ const DEFAULT_STEP_SECS: u32 = 4;
 /// default: one per core here. `--workers N` sets both.
 pub(super) const WORKERS: u32 = 2;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let options = Options::parse(args)?;
+pub fn run(args: Args) -> Result<()> {
+    let options = Options::new(args);
     util::ensure_debs(&["sip-tester", "kamailio"])?;
     let sbcd = match &options.sbcd {
         Some(path) => path.clone(),
@@ -74,63 +74,58 @@ struct Options {
     workers: u32,
 }
 
+/// `cargo xtask bench sip`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds each rate is held.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_STEP_SECS,
+          value_parser = clap::value_parser!(u32).range(1..=60))]
+    step_secs: u32,
+    /// Call rates to step through, separated by commas
+    /// [default: 50,100,200,400,800,1200,1600,2000,2400].
+    #[arg(long, value_name = "R1,R2,..", value_parser = rate_list)]
+    rates: Option<Rates>,
+    /// Run this sbcd binary instead of building one.
+    #[arg(long, value_name = "PATH", value_parser = existing_file)]
+    sbcd: Option<PathBuf>,
+    /// Skip Kamailio: sbcd's own figures, to compare two builds of it.
+    #[arg(long, value_name = "sbcd", value_parser = ["sbcd"])]
+    only: Option<String>,
+    /// SIP workers of each proxy (Kamailio processes, sbcd threads).
+    #[arg(long, value_name = "N", default_value_t = WORKERS,
+          value_parser = clap::value_parser!(u32).range(1..=16))]
+    workers: u32,
+}
+
+/// `--rates`: a list like `100,200,400`, each above 0.
+#[derive(Debug, Clone)]
+struct Rates(Vec<u32>);
+
+fn rate_list(v: &str) -> Result<Rates, String> {
+    v.split(',')
+        .map(|r| r.trim().parse::<u32>().ok().filter(|&r| r > 0))
+        .collect::<Option<Vec<_>>>()
+        .map(Rates)
+        .ok_or_else(|| format!("`{v}` is not a list of rates"))
+}
+
+fn existing_file(v: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(v);
+    if !path.is_file() {
+        return Err(format!("no file {}", path.display()));
+    }
+    Ok(path)
+}
+
 impl Options {
-    fn parse(args: &[String]) -> Result<Options> {
-        let mut options = Options {
-            rates: DEFAULT_RATES.to_vec(),
-            step_secs: DEFAULT_STEP_SECS,
-            sbcd: None,
-            only_sbcd: false,
-            workers: WORKERS,
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            match arg.as_str() {
-                "--step-secs" => {
-                    let v = it.next().context("--step-secs needs a number of seconds")?;
-                    options.step_secs = v
-                        .parse()
-                        .ok()
-                        .filter(|s| (1..=60).contains(s))
-                        .with_context(|| format!("--step-secs: `{v}` is not 1..=60"))?;
-                }
-                "--rates" => {
-                    let v = it.next().context("--rates needs a list like 100,200,400")?;
-                    options.rates = v
-                        .split(',')
-                        .map(|r| r.trim().parse::<u32>().ok().filter(|&r| r > 0))
-                        .collect::<Option<Vec<_>>>()
-                        .with_context(|| format!("--rates: `{v}` is not a list of rates"))?;
-                }
-                "--sbcd" => {
-                    let v = it
-                        .next()
-                        .context("--sbcd needs the path of an sbcd binary")?;
-                    let path = PathBuf::from(v);
-                    if !path.is_file() {
-                        bail!("--sbcd: no file {}", path.display());
-                    }
-                    options.sbcd = Some(path);
-                }
-                "--workers" => {
-                    let v = it.next().context("--workers needs a number")?;
-                    options.workers = v
-                        .parse()
-                        .ok()
-                        .filter(|w| (1..=16).contains(w))
-                        .with_context(|| format!("--workers: `{v}` is not 1..=16"))?;
-                }
-                "--only" => match it.next().map(String::as_str) {
-                    Some("sbcd") => options.only_sbcd = true,
-                    _ => bail!("--only: the one choice is `sbcd`"),
-                },
-                other => bail!(
-                    "unknown argument `{other}` (expected --step-secs N, --rates A,B, --sbcd PATH, \
-                     --only sbcd, --workers N)"
-                ),
-            }
+    fn new(args: Args) -> Options {
+        Options {
+            rates: args.rates.map_or_else(|| DEFAULT_RATES.to_vec(), |r| r.0),
+            step_secs: args.step_secs,
+            sbcd: args.sbcd,
+            only_sbcd: args.only.is_some(),
+            workers: args.workers,
         }
-        Ok(options)
     }
 }
 

@@ -24,32 +24,42 @@
 //! namespaces); it sends only inside the namespaces it makes.
 
 use crate::util;
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::process::Command;
 
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut kills, mut soak) = (50u64, 600u64);
-    let (mut hot_kills, mut hot_rate) = (20u64, 20u64);
-    let (mut replication, mut lab) = (true, true);
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut number = |name: &str| -> Result<u64> {
-            it.next()
-                .and_then(|v| v.parse().ok())
-                .with_context(|| format!("{name} needs a whole number"))
-        };
-        match arg.as_str() {
-            "--kills" => kills = number("--kills")?,
-            "--soak-secs" => soak = number("--soak-secs")?,
-            "--hot-kills" => hot_kills = number("--hot-kills")?,
-            "--hot-rate" => hot_rate = number("--hot-rate")?,
-            "--only-replication" => lab = false,
-            "--skip-replication" => replication = false,
-            other => bail!(
-                "unknown argument `{other}`; usage: cargo xtask bench twin [--only-replication | --skip-replication] [--kills N] [--soak-secs S] [--hot-kills K] [--hot-rate R]"
-            ),
-        }
-    }
+/// `cargo xtask bench twin`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only the in-process replication bench: no lab.
+    #[arg(long, conflicts_with = "skip_replication")]
+    only_replication: bool,
+    /// Leave out the in-process replication bench.
+    #[arg(long)]
+    skip_replication: bool,
+    /// Kills of the active, each in a fresh lab.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    kills: u64,
+    /// Seconds with 10 % loss on the cross-connect, counting false takeovers.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    soak_secs: u64,
+    /// Kills of the active under load, in one lab.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    hot_kills: u64,
+    /// Calls a second during the hot kills.
+    #[arg(long, value_name = "R", default_value_t = 20)]
+    hot_rate: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let Args {
+        kills,
+        soak_secs: soak,
+        hot_kills,
+        hot_rate,
+        ..
+    } = args;
+    let replication = !args.skip_replication;
+    let lab = !args.only_replication;
     if replication {
         util::run(Command::new(env!("CARGO")).current_dir(util::root()).args([
             "bench",

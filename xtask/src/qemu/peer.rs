@@ -95,7 +95,7 @@ struct Nic {
 
 impl Nic {
     fn parse(v: &str) -> Result<Nic> {
-        let bad = || format!("--net {v}: expected ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT");
+        let bad = || format!("{v}: expected ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT");
         let mut parts = v.split(':');
         let (Some(address), Some(local), Some(remote), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -104,10 +104,10 @@ impl Nic {
         };
         let (ip, prefix) = address.split_once('/').with_context(bad)?;
         ip.parse::<std::net::Ipv4Addr>()
-            .with_context(|| format!("--net {v}: {ip} is not an IPv4 address"))?;
+            .with_context(|| format!("{v}: {ip} is not an IPv4 address"))?;
         match prefix.parse::<u8>() {
             Ok(p) if p <= 32 => {}
-            _ => bail!("--net {v}: /{prefix} is not a prefix length"),
+            _ => bail!("{v}: /{prefix} is not a prefix length"),
         }
         Ok(Nic {
             address: address.to_string(),
@@ -117,57 +117,57 @@ impl Nic {
     }
 }
 
-fn parse(args: &[String]) -> Result<Opts> {
-    let usage = "usage: cargo xtask peer --script FILE [--bin PATH]... [--file SRC:GUEST_PATH]... \
-                 [--net ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT]... [--out DIR] [--memory MIB] \
-                 [--print-command]";
-    let mut o = Opts {
-        bins: Vec::new(),
-        files: Vec::new(),
-        script: PathBuf::new(),
-        out: util::root().join("out/peer"),
-        print_command: false,
-        memory_mib: 512,
-        nics: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{name} needs a value; {usage}"))
-        };
-        match a.as_str() {
-            "--bin" => o.bins.push(PathBuf::from(value("--bin")?)),
-            "--file" => {
-                let v = value("--file")?;
-                let (src, dest) = v
-                    .split_once(':')
-                    .with_context(|| format!("--file {v}: expected SRC:GUEST_PATH"))?;
-                if !dest.starts_with('/') {
-                    bail!("--file {v}: the guest path must be absolute");
-                }
-                o.files.push((PathBuf::from(src), dest.to_string()));
-            }
-            "--script" => o.script = PathBuf::from(value("--script")?),
-            "--out" => o.out = PathBuf::from(value("--out")?),
-            "--memory" => {
-                let v = value("--memory")?;
-                o.memory_mib = v.parse().with_context(|| format!("--memory {v}"))?;
-            }
-            "--net" => o.nics.push(Nic::parse(&value("--net")?)?),
-            "--print-command" => o.print_command = true,
-            other => bail!("unknown argument `{other}`; {usage}"),
-        }
-    }
-    if o.script.as_os_str().is_empty() {
-        bail!("--script is required; {usage}");
-    }
-    Ok(o)
+/// `cargo xtask peer`'s options.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The shell script the guest runs (in /tmp) once it is up.
+    #[arg(long, value_name = "FILE")]
+    script: PathBuf,
+    /// A program to put in the guest, with the libraries it needs (repeatable).
+    #[arg(long, value_name = "PATH")]
+    bin: Vec<PathBuf>,
+    /// A file to put in the guest at an absolute path (repeatable).
+    #[arg(long, value_name = "SRC:GUEST_PATH", value_parser = guest_file)]
+    file: Vec<(PathBuf, String)>,
+    /// A virtio NIC on a QEMU datagram socket link (repeatable; eth0, eth1, ...).
+    #[arg(long, value_name = "ADDR/PREFIX:LOCAL_PORT:REMOTE_PORT", value_parser = Nic::parse)]
+    net: Vec<Nic>,
+    /// Where the guest's kernel and initramfs are put (default out/peer).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The guest's memory.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    memory: u32,
+    /// Print the QEMU command instead of running it.
+    #[arg(long)]
+    print_command: bool,
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let o = parse(args)?;
+/// `--file SRC:GUEST_PATH`.
+fn guest_file(v: &str) -> Result<(PathBuf, String)> {
+    let (src, dest) = v
+        .split_once(':')
+        .with_context(|| format!("{v}: expected SRC:GUEST_PATH"))?;
+    if !dest.starts_with('/') {
+        bail!("{v}: the guest path must be absolute");
+    }
+    Ok((PathBuf::from(src), dest.to_string()))
+}
+
+fn parse(args: Args) -> Opts {
+    Opts {
+        bins: args.bin,
+        files: args.file,
+        script: args.script,
+        out: args.out.unwrap_or_else(|| util::root().join("out/peer")),
+        print_command: args.print_command,
+        memory_mib: args.memory,
+        nics: args.net,
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let o = parse(args);
     let started = std::time::Instant::now();
     let booted = prepare(&o)?;
     eprintln!(

@@ -17,23 +17,50 @@ use std::time::Duration;
 use control::client::{Client, ClientError, DEFAULT_SOCKET};
 use control::{Reply, Request, Response};
 
-const USAGE: &str = "\
-usage: sbcctl [--socket PATH] [--json] [--timeout SECS] COMMAND...
-       sbcctl [--socket PATH] [--json] watch
-       sbcctl install-update (media [FILE] | url URL) --yes [--no-restart]
-
+/// What `--help` says after the options, before the console's commands.
+const ABOUT_COMMANDS: &str = "\
 Runs one console command against sbcd's control socket, e.g.
   sbcctl show system-state
   sbcctl set-system-state offline guard 30
   sbcctl --json show calls
+  sbcctl install-update (media [FILE] | url URL) --yes [--no-restart]
 `install-update` installs a signed bundle into the other root slot with RAUC, showing its
 progress, then restarts the box into it (not with --no-restart); it asks for --yes.
-`sbcctl help` lists the commands. The socket is --socket, else $SBC_CONTROL_SOCKET,
-else /run/sbc/control.sock.
+`sbcctl watch` follows state events until interrupted. The socket is --socket, else
+$SBC_CONTROL_SOCKET, else /run/sbc/control.sock.
 Exit status: 0 ok, 1 error answer, 2 usage error, 3 sbcd not running.";
 
 /// How long an answer may take unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The options; the command words are the console grammar's (`console::parse`).
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "sbcctl",
+    version,
+    about = "The console's commands for scripts and tests."
+)]
+struct Cli {
+    /// sbcd's control socket [default: $SBC_CONTROL_SOCKET or /run/sbc/control.sock].
+    #[arg(short, long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Print the answer as JSON, with raw numbers.
+    #[arg(short, long)]
+    json: bool,
+    /// How long an answer may take.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_TIMEOUT.as_secs())]
+    timeout: u64,
+    /// `install-update` may go ahead (it affects service). May come anywhere.
+    #[arg(short, long)]
+    yes: bool,
+    /// `install-update` leaves the restart to the operator. May come anywhere.
+    #[arg(long)]
+    no_restart: bool,
+    /// The console command, e.g. `show calls` (`sbcctl help` lists them). Everything from the
+    /// first word on belongs to the command.
+    #[arg(value_name = "COMMAND", required = true, trailing_var_arg = true)]
+    words: Vec<String>,
+}
 
 #[derive(Debug)]
 struct Args {
@@ -47,75 +74,39 @@ struct Args {
     words: Vec<String>,
 }
 
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut socket = std::env::var_os("SBC_CONTROL_SOCKET").map(PathBuf::from);
-    let mut json = false;
-    let mut timeout = DEFAULT_TIMEOUT;
-    let mut words = Vec::new();
-    let (mut yes, mut no_restart) = (false, false);
-    while let Some(arg) = argv.next() {
-        // No console command has these words, so they may come anywhere.
-        if arg == "--yes" || arg == "-y" {
-            yes = true;
-            continue;
-        }
-        if arg == "--no-restart" {
-            no_restart = true;
-            continue;
-        }
-        if !words.is_empty() {
-            // Everything after the first command word belongs to the command (`--hold-ms`).
-            words.push(arg);
-            continue;
-        }
-        match arg.as_str() {
-            "--socket" | "-s" => {
-                let path = argv.next().ok_or("--socket needs a path")?;
-                socket = Some(PathBuf::from(path));
-            }
-            "--json" | "-j" => json = true,
-            "--timeout" => {
-                let secs = argv.next().ok_or("--timeout needs a number of seconds")?;
-                let secs: u64 = secs
-                    .parse()
-                    .map_err(|_| format!("--timeout: {secs:?} is not a number of seconds"))?;
-                timeout = Duration::from_secs(secs.max(1));
-            }
-            "--help" | "-h" => return Err(String::new()),
-            other if other.starts_with("--socket=") => {
-                socket = Some(PathBuf::from(&other["--socket=".len()..]));
-            }
-            other if other.starts_with('-') && other.len() > 1 => {
-                return Err(format!("unknown option {other}"));
-            }
-            _ => words.push(arg),
-        }
+/// The options and the command words; `--help`, `--version` and usage errors end the process
+/// (exit 0, 0 and 2).
+fn parse_args(argv: impl Iterator<Item = String>) -> Args {
+    use clap::{CommandFactory, FromArgMatches};
+    // No console command has these words, so they may come anywhere, after the command's words
+    // too: put them before the command, where clap reads options.
+    let (flags, rest): (Vec<String>, Vec<String>) =
+        argv.partition(|a| matches!(a.as_str(), "--yes" | "-y" | "--no-restart"));
+    let after_help = format!("{ABOUT_COMMANDS}\n\n{}", console::help_text(None));
+    let matches = Cli::command().after_help(after_help).get_matches_from(
+        std::iter::once("sbcctl".to_owned())
+            .chain(flags)
+            .chain(rest),
+    );
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    Args {
+        socket: cli
+            .socket
+            .or_else(|| std::env::var_os("SBC_CONTROL_SOCKET").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        json: cli.json,
+        timeout: Duration::from_secs(cli.timeout.max(1)),
+        yes: cli.yes,
+        no_restart: cli.no_restart,
+        words: cli.words,
     }
-    if words.is_empty() {
-        return Err("no command given".into());
-    }
-    Ok(Args {
-        socket: socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
-        json,
-        timeout,
-        yes,
-        no_restart,
-        words,
-    })
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(why) => {
-            if why.is_empty() {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("sbcctl: {why}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let args = parse_args(std::env::args().skip(1));
     if args.words.len() == 1 && args.words[0].eq_ignore_ascii_case("watch") {
         return watch(&args);
     }
