@@ -14,6 +14,7 @@
 
 pub mod client;
 mod render;
+pub mod when;
 
 pub use render::terminal_safe;
 
@@ -159,7 +160,19 @@ pub struct UpstreamInfo {
     pub status: String,
     pub back_in_secs: Option<u64>,
     pub failures: u64,
-    pub last_probe: Option<String>,
+    /// The last OPTIONS probe that ended (answered or timed out); `None` before the first.
+    #[serde(default)]
+    pub last_probe: Option<ProbeInfo>,
+}
+
+/// How an upstream's last OPTIONS probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// When it ended (its final response came, or its wait ran out), in milliseconds since
+    /// the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The final response's status code; `None`: no final response in time.
+    pub code: Option<u16>,
 }
 
 /// A named counter of `show stats`.

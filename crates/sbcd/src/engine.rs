@@ -679,6 +679,7 @@ impl Engine {
                             .iter()
                             .map(crate::shard::Link::upstream_failures)
                             .collect::<Vec<_>>(),
+                        unix_ms(),
                     ),
                 ),
             },

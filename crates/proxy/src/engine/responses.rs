@@ -52,7 +52,7 @@ impl Proxy {
         match purpose {
             ClientPurpose::Probe(uid) if code >= 200 => {
                 let result = match code {
-                    200..=299 => ProbeResult::Ok,
+                    200..=299 => ProbeResult::Ok(code),
                     503 => {
                         let wait = m
                             .retry_after()
@@ -63,7 +63,7 @@ impl Proxy {
                         }
                         ProbeResult::Unavailable(wait)
                     }
-                    _ => ProbeResult::OtherResponse,
+                    _ => ProbeResult::OtherResponse(code),
                 };
                 self.remove_client(cid);
                 self.probe_done(uid, result);
