@@ -199,6 +199,19 @@ pub struct Stats {
     pub requests_forwarded: u64,
     /// Responses relayed.
     pub responses_relayed: u64,
+    /// Responses relayed, by class (`relayed_1xx` provisional ... `relayed_6xx` global
+    /// failures): the answers the box's calls and registrations got.
+    pub relayed_1xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_2xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_3xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_4xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_5xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_6xx: u64,
     /// Requests answered by the proxy itself.
     pub local_responses: u64,
     /// Malformed messages dropped without a reply.

@@ -49,6 +49,10 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     let codes: Vec<u16> = responses.iter().map(|r| code(r)).collect();
     assert_eq!(codes, vec![100, 180, 200]);
     assert_eq!(net.proxy.counts().confirmed, 1);
+    // The 180 and the 200 were relayed (the 100 is the proxy's own), each under its class.
+    let stats = net.proxy.stats();
+    assert_eq!((stats.relayed_1xx, stats.relayed_2xx), (1, 1), "{stats:?}");
+    assert_eq!(stats.relayed_4xx + stats.relayed_5xx, 0);
     let ok = responses[2].clone();
     assert!(
         !header(&ok, "Via").unwrap().contains(CORE),
