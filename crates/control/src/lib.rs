@@ -13,6 +13,7 @@
 //! codec, a blocking client, and the text rendering shared by both front ends.
 
 pub mod client;
+pub mod metrics;
 mod render;
 pub mod when;
 
@@ -48,6 +49,9 @@ pub enum Request {
     ShowHealth,
     ShowVersion,
     ShowStats,
+    /// The box's numbers in the Prometheus text format (`show metrics`): the answers of
+    /// `show system-state`, `stats`, `upstreams`, `health` and `twin` together.
+    ShowMetrics,
     ShowPanel,
     ShowLog {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +103,8 @@ pub enum Reply {
     Registrations(Vec<RegistrationInfo>),
     Upstreams(Vec<UpstreamInfo>),
     Stats(Vec<Counter>),
+    /// `show metrics`: shown as Prometheus text, carried (and `--json`) as the snapshot.
+    Metrics(Box<metrics::MetricsSnapshot>),
     Panel(PanelInfo),
     Health(HealthInfo),
     Version(VersionInfo),

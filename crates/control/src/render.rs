@@ -210,6 +210,7 @@ impl Reply {
                     let _ = writeln!(out, "{:<width$}  {}", c.name, c.value);
                 }
             }
+            Reply::Metrics(m) => out.push_str(&crate::metrics::exposition(m)),
             Reply::Panel(p) => {
                 let sim = if p.simulated {
                     " (simulated panel)"

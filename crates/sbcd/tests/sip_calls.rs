@@ -31,6 +31,43 @@ fn call_from_access_reaches_the_core() {
     assert_eq!(sbcd.stat("sip.calls_started"), 5);
     let state = sbcd.system_state();
     assert_eq!(state.active_sessions, 0, "every call ended: {state:?}");
+
+    // The same numbers the way operators collect them: `sbcctl show metrics` prints the
+    // Prometheus text format, `--json` the snapshot behind it.
+    let (ok, text, err) = sbcd.ctl_raw(&["show", "metrics"]);
+    assert!(ok, "{text}{err}");
+    for line in [
+        "# TYPE sbc_calls_started_total counter",
+        "sbc_calls_started_total 5",
+        "sbc_calls_active 0",
+        "sbc_system_state{state=\"online\"} 1",
+        "sbc_system_state{state=\"draining\"} 0",
+        "# TYPE sbc_sip_answers_total counter",
+        "# TYPE sbc_watchdog_recoveries_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+    }
+    let answered = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sbc_sip_answers_total{class=\"2xx\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        answered >= Some(10),
+        "5 INVITEs and 5 BYEs answered 2xx:\n{text}"
+    );
+    let up = format!("sbc_upstream_up{{upstream=\"sip:127.0.0.1:{}", core.port());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&up) && l.ends_with("} 1")),
+        "{up} in:\n{text}"
+    );
+    match sbcd.ctl("show metrics") {
+        control::Reply::Metrics(snapshot) => {
+            assert!(snapshot.stats.iter().any(|c| c.name == "sip.relayed_2xx"));
+            assert!(snapshot.system_state.is_some() && snapshot.health.is_some());
+        }
+        other => panic!("show metrics --json: {other:?}"),
+    }
     let core = core.stop();
     core.assert_none_failed();
     assert_eq!(core.logged("bye-reason").len(), 5, "the core saw every BYE");
