@@ -272,6 +272,7 @@ async fn serve(
         events: events_tx.clone(),
         state_dir: config.state.dir.clone(),
         since_unix_ms,
+        transitions: std::collections::BTreeMap::new(),
     };
     let engine_cpus: Option<board::cpus::CpuList> =
         (!sip_cores.is_empty()).then(|| sip_cores.iter().copied().collect());
