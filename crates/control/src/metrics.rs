@@ -231,6 +231,7 @@ const fn gauge(stat: &'static str, family: &'static str, help: &'static str) -> 
 const ANSWERS: &str = "Responses relayed by the box, by class.";
 const OWN_ANSWERS: &str =
     "Final responses to requests the box sent on its own (de-registrations, guard BYEs, CANCELs), by class.";
+const CAPPED: &str = "Requests answered 503 because a table was at its cap, by cap (transactions: limits.max_transactions; dialogs: max_dialogs; bindings: max_bindings).";
 const DROPPED: &str = "SIP messages dropped without an answer, by reason.";
 const REJECTED: &str = "Requests the box answered itself with a refusal, by reason (drain: 503 while draining or offline; cap: 503 at a table's cap; unknown_dialog: 481; loop: 482; too_many_hops: 483; bad_request: 400).";
 
@@ -264,6 +265,9 @@ const RULES: &[Rule] = &[
     counter("sip.oversized_answers", "sbc_sip_dropped_total", DROPPED, &[("reason", "oversized_answer")]),
     counter("sip.drain_rejected", "sbc_sip_rejected_total", REJECTED, &[("reason", "drain")]),
     counter("sip.cap_rejected", "sbc_sip_rejected_total", REJECTED, &[("reason", "cap")]),
+    counter("sip.cap_rejected_transactions", "sbc_sip_cap_rejected_total", CAPPED, &[("cap", "transactions")]),
+    counter("sip.cap_rejected_dialogs", "sbc_sip_cap_rejected_total", CAPPED, &[("cap", "dialogs")]),
+    counter("sip.cap_rejected_bindings", "sbc_sip_cap_rejected_total", CAPPED, &[("cap", "bindings")]),
     counter("sip.unknown_dialog", "sbc_sip_rejected_total", REJECTED, &[("reason", "unknown_dialog")]),
     counter("sip.loops", "sbc_sip_rejected_total", REJECTED, &[("reason", "loop")]),
     counter("sip.too_many_hops", "sbc_sip_rejected_total", REJECTED, &[("reason", "too_many_hops")]),

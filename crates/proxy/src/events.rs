@@ -242,6 +242,12 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Requests answered 503 because a table was at its cap (transactions, dialogs, bindings).
     pub cap_rejected: u64,
+    /// `cap_rejected` at `max_transactions`.
+    pub cap_rejected_transactions: u64,
+    /// `cap_rejected` at `max_dialogs`.
+    pub cap_rejected_dialogs: u64,
+    /// `cap_rejected` at `max_bindings`.
+    pub cap_rejected_bindings: u64,
     /// In-dialog requests for a dialog the box does not know and did not sign (481).
     pub unknown_dialog: u64,
     /// Dialogs learnt from a request carrying our signed route, with no record of them here

@@ -37,6 +37,9 @@ fn snapshot() -> MetricsSnapshot {
             counter("sip.relayed_4xx", 2),
             counter("sip.drain_rejected", 5),
             counter("sip.cap_rejected", 1),
+            counter("sip.cap_rejected_transactions", 0),
+            counter("sip.cap_rejected_dialogs", 1),
+            counter("sip.cap_rejected_bindings", 0),
             counter("sip.rate_limited", 9),
             counter("sip.malformed_dropped", 4),
             counter("sip.server_transactions", 6),
@@ -125,6 +128,14 @@ fn families_have_help_and_type_and_the_labels_operators_group_by() {
         [
             "sbc_sip_rejected_total{reason=\"drain\"} 5",
             "sbc_sip_rejected_total{reason=\"cap\"} 1",
+        ]
+    );
+    assert_eq!(
+        lines_of(&text, "sbc_sip_cap_rejected_total"),
+        [
+            "sbc_sip_cap_rejected_total{cap=\"transactions\"} 0",
+            "sbc_sip_cap_rejected_total{cap=\"dialogs\"} 1",
+            "sbc_sip_cap_rejected_total{cap=\"bindings\"} 0",
         ]
     );
     assert_eq!(
