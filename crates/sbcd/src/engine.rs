@@ -683,6 +683,7 @@ impl Engine {
                             .iter()
                             .map(crate::shard::Link::upstream_failures)
                             .collect::<Vec<_>>(),
+                        now,
                         unix_ms(),
                     ),
                 ),

@@ -369,11 +369,16 @@ impl SipCore {
 
     /// `show upstreams`: the rotation as this core (shard 0, the prober) sees it, with the
     /// failures of every shard (`others`: each other shard's, in configuration order). The
-    /// last probe's time is placed on the wall clock at `now_unix_ms`.
-    pub fn upstreams(&self, others: &[Vec<u64>], now_unix_ms: u64) -> Vec<control::UpstreamInfo> {
+    /// last probe's time is placed on the wall clock: `now` is `now_unix_ms`.
+    pub fn upstreams(
+        &self,
+        others: &[Vec<u64>],
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Vec<control::UpstreamInfo> {
         self.node
             .proxy()
-            .upstreams()
+            .upstreams_at(now)
             .into_iter()
             .enumerate()
             .map(|(i, u)| control::UpstreamInfo {

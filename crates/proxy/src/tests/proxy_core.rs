@@ -232,6 +232,15 @@ fn probes_put_an_upstream_back_and_a_late_one_is_reported() {
         .iter()
         .any(|e| matches!(e, Event::UpstreamBack { .. })));
     assert!(net.proxy.upstreams()[0].in_rotation);
+    // show upstreams: the probe that brought it back, aged to the moment of asking even
+    // though the proxy has seen nothing since.
+    let probe = |info: &[crate::UpstreamInfo]| info[0].last_probe.map(|p| (p.ago_ms, p.answer));
+    let at_probe = probe(&net.proxy.upstreams()).map(|(ago, _)| ago);
+    let later = probe(&net.proxy.upstreams_at(net.now + Duration::from_secs(20)));
+    assert_eq!(
+        later,
+        at_probe.map(|ago| (ago + 20_000, crate::ProbeAnswer::Code(200)))
+    );
 }
 
 #[test]
