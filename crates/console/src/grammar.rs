@@ -148,7 +148,7 @@ const MAX_GUARD_SECS: u64 = control::MAX_GUARD_SECS;
 const MAX_LOG_LINES: u64 = 100_000;
 const MAX_HOLD_MS: u64 = 600_000;
 
-static SHOW: [Node; 10] = [
+static SHOW: [Node; 11] = [
     key(
         "system-state",
         "online/draining/offline, counts, guard time left",
@@ -192,6 +192,12 @@ static SHOW: [Node; 10] = [
         &[],
     ),
     key("stats", "counters", Some(|_| req(Request::ShowStats)), &[]),
+    key(
+        "metrics",
+        "the counters and states in the Prometheus text format",
+        Some(|_| req(Request::ShowMetrics)),
+        &[],
+    ),
     key(
         "panel",
         "front panel: LEDs and button",
@@ -950,6 +956,7 @@ mod tests {
             ("show health", req(Request::ShowHealth)),
             ("show version", req(Request::ShowVersion)),
             ("show stats", req(Request::ShowStats)),
+            ("show metrics", req(Request::ShowMetrics)),
             ("show panel", req(Request::ShowPanel)),
             ("show log", req(Request::ShowLog { lines: None })),
             ("show log 20", req(Request::ShowLog { lines: Some(20) })),
@@ -1165,7 +1172,7 @@ mod tests {
         assert_eq!(c.common, "offline");
         let c = complete("show ");
         assert_eq!(c.start, 5);
-        assert_eq!(c.candidates.len(), 10);
+        assert_eq!(c.candidates.len(), 11);
         let c = complete("panel press --h");
         assert_eq!(c.common, "--hold-ms");
         // Nothing to complete after a bad word or at a number.

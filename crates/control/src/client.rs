@@ -101,3 +101,26 @@ impl Client {
         }
     }
 }
+
+/// The wall clock now, in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// The front ends' shorthand: the rendering itself (`render_text_at`) is pure and takes the
+// time; these read the clock here, in the client, the I/O side of this crate.
+impl Response {
+    /// [`Response::render_text_at`] with the wall clock's now.
+    pub fn render_text(&self) -> String {
+        self.render_text_at(now_unix_ms())
+    }
+}
+
+impl crate::Reply {
+    /// [`crate::Reply::render_text_at`] with the wall clock's now.
+    pub fn render_text(&self) -> String {
+        self.render_text_at(now_unix_ms())
+    }
+}

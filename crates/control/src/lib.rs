@@ -13,7 +13,9 @@
 //! codec, a blocking client, and the text rendering shared by both front ends.
 
 pub mod client;
+pub mod metrics;
 mod render;
+pub mod when;
 
 pub use render::terminal_safe;
 
@@ -47,6 +49,9 @@ pub enum Request {
     ShowHealth,
     ShowVersion,
     ShowStats,
+    /// The box's numbers in the Prometheus text format (`show metrics`): the answers of
+    /// `show system-state`, `stats`, `upstreams`, `health` and `twin` together.
+    ShowMetrics,
     ShowPanel,
     ShowLog {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -98,6 +103,8 @@ pub enum Reply {
     Registrations(Vec<RegistrationInfo>),
     Upstreams(Vec<UpstreamInfo>),
     Stats(Vec<Counter>),
+    /// `show metrics`: shown as Prometheus text, carried (and `--json`) as the snapshot.
+    Metrics(Box<metrics::MetricsSnapshot>),
     Panel(PanelInfo),
     Health(HealthInfo),
     Version(VersionInfo),
@@ -159,7 +166,19 @@ pub struct UpstreamInfo {
     pub status: String,
     pub back_in_secs: Option<u64>,
     pub failures: u64,
-    pub last_probe: Option<String>,
+    /// The last OPTIONS probe that ended (answered or timed out); `None` before the first.
+    #[serde(default)]
+    pub last_probe: Option<ProbeInfo>,
+}
+
+/// How an upstream's last OPTIONS probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    /// When it ended (its final response came, or its wait ran out), in milliseconds since
+    /// the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The final response's status code; `None`: no final response in time.
+    pub code: Option<u16>,
 }
 
 /// A named counter of `show stats`.

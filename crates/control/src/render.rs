@@ -9,6 +9,7 @@
 //! added later without it still cannot reach the terminal raw. JSON output is not rendered
 //! here: `encode` writes the same characters as JSON escapes.
 
+use crate::when::{date_time, date_time_and_age, span_secs};
 use crate::{Event, Reply, Response};
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -62,10 +63,11 @@ fn p(text: &str) -> Cow<'_, str> {
 }
 
 impl Response {
-    /// The answer as an operator reads it.
-    pub fn render_text(&self) -> String {
+    /// The answer as an operator reads it, its times shown against `now_unix_ms` (the caller's
+    /// wall clock, milliseconds since the Unix epoch).
+    pub fn render_text_at(&self, now_unix_ms: u64) -> String {
         match self {
-            Response::Ok { reply } => reply.render_text(),
+            Response::Ok { reply } => reply.render_text_at(now_unix_ms),
             Response::Error { message } => format!("error: {}\n", p(message)),
             Response::Event { event } => event.render_text(),
         }
@@ -85,24 +87,61 @@ impl Event {
     }
 }
 
+/// What a probe got, as `200 OK`, `503 Service Unavailable`, `486` or `timeout`: the reason
+/// phrase is RFC 3261's for the code, never the peer's (which could say anything).
+fn probe_answer(code: Option<u16>) -> String {
+    let Some(code) = code else {
+        return "timeout (no answer)".to_owned();
+    };
+    let phrase = match code {
+        100 => "Trying",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        486 => "Busy Here",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        _ => return code.to_string(),
+    };
+    format!("{code} {phrase}")
+}
+
 fn secs(ms: u64) -> String {
     format!("{}.{:01}s", ms / 1000, (ms % 1000) / 100)
 }
 
 impl Reply {
-    /// The reply as an operator reads it, newline-terminated, safe for a terminal.
-    pub fn render_text(&self) -> String {
-        safe_lines(self.render_unchecked())
+    /// The reply as an operator reads it, newline-terminated, safe for a terminal; times are
+    /// shown as a date plus their age at `now_unix_ms` (the caller's wall clock).
+    pub fn render_text_at(&self, now_unix_ms: u64) -> String {
+        safe_lines(self.render_unchecked(now_unix_ms))
     }
 
-    fn render_unchecked(&self) -> String {
+    fn render_unchecked(&self, now: u64) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail; the results are ignored for that reason.
         match self {
             Reply::SystemState(s) => {
                 let _ = writeln!(out, "node:              {}", s.node);
                 let _ = writeln!(out, "system-state:      {}", s.state);
-                let _ = writeln!(out, "since (unix ms):   {}", s.since_unix_ms);
+                let _ = writeln!(
+                    out,
+                    "since:             {}",
+                    date_time_and_age(s.since_unix_ms, now)
+                );
                 if let Some(ms) = s.guard_remaining_ms {
                     let _ = writeln!(out, "guard remaining:   {}", secs(ms));
                 }
@@ -141,17 +180,25 @@ impl Reply {
                 for u in ups {
                     let back = u
                         .back_in_secs
-                        .map(|s| format!(" (back in {s}s)"))
+                        .map(|s| format!(" (back in {})", span_secs(s)))
                         .unwrap_or_default();
-                    let probe = p(u.last_probe.as_deref().unwrap_or("-"));
                     let _ = writeln!(
                         out,
-                        "  prio {:<3} {:<12}{back}  failures {}  last probe {probe}  {}",
+                        "  prio {:<3} {:<12}{back}  failures {}  {}",
                         u.priority,
                         p(&u.status),
                         u.failures,
                         p(&u.uri)
                     );
+                    let probe = match &u.last_probe {
+                        Some(probe) => format!(
+                            "{} at {}",
+                            probe_answer(probe.code),
+                            date_time_and_age(probe.at_unix_ms, now)
+                        ),
+                        None => "none yet".to_owned(),
+                    };
+                    let _ = writeln!(out, "      last probe: {probe}");
                 }
                 if ups.is_empty() {
                     out.push_str("no upstreams configured\n");
@@ -163,6 +210,7 @@ impl Reply {
                     let _ = writeln!(out, "{:<width$}  {}", c.name, c.value);
                 }
             }
+            Reply::Metrics(m) => out.push_str(&crate::metrics::exposition(m)),
             Reply::Panel(p) => {
                 let sim = if p.simulated {
                     " (simulated panel)"
@@ -193,7 +241,13 @@ impl Reply {
                 }
             }
             Reply::Health(h) => {
-                let _ = writeln!(out, "uptime:      {}s", h.uptime_secs);
+                let started = now.saturating_sub(h.uptime_secs.saturating_mul(1000));
+                let _ = writeln!(
+                    out,
+                    "uptime:      {} (since {})",
+                    span_secs(h.uptime_secs),
+                    date_time(started)
+                );
                 let _ = writeln!(
                     out,
                     "watchdog:    {}",
@@ -232,7 +286,7 @@ impl Reply {
                     let _ = writeln!(out, "{}", p(l));
                 }
             }
-            Reply::Twin(t) => render_twin(&mut out, t),
+            Reply::Twin(t) => render_twin(&mut out, t, now),
             Reply::Done { message } => {
                 let _ = writeln!(out, "{}", p(message));
             }
@@ -247,7 +301,7 @@ impl Reply {
 
 /// `show twin`: own and twin's role, state, term and epoch; each path; the drops; the last
 /// takeover (SPEC §7).
-fn render_twin(out: &mut String, info: &crate::TwinInfo) {
+fn render_twin(out: &mut String, info: &crate::TwinInfo, now: u64) {
     let t = &info.status;
     let role = |r: twin::Role| match r {
         twin::Role::Active => "active",
@@ -324,10 +378,10 @@ fn render_twin(out: &mut String, info: &crate::TwinInfo) {
             );
             let _ = writeln!(
                 out,
-                "last takeover: {:?}, term {}, {} s ago; {silent}, decision to claim {} ms (probe {} ms, {} attempts)",
+                "last takeover: {:?}, term {}, {}; {silent}, decision to claim {} ms (probe {} ms, {} attempts)",
                 l.cause,
                 l.term,
-                l.ago_ms / 1000,
+                date_time_and_age(now.saturating_sub(l.ago_ms), now),
                 l.decision_to_claim_ms,
                 l.probe_ms,
                 l.attempts
@@ -386,6 +440,9 @@ mod tests {
     use super::*;
     use crate::{CallInfo, RegistrationInfo};
 
+    /// 2026-11-30 16:40:28.671 UTC: the tests' wall clock.
+    const NOW: u64 = 1_796_056_828_671;
+
     #[test]
     fn control_characters_are_escaped_and_the_rest_is_kept() {
         assert!(matches!(terminal_safe("abc@example.com"), Cow::Borrowed(_)));
@@ -413,7 +470,7 @@ mod tests {
             state: "confirmed".into(),
             age_secs: 3,
         }]);
-        let text = calls.render_text();
+        let text = calls.render_text_at(NOW);
         assert!(!text.contains('\u{1b}') && !text.contains('\u{9b}') && !text.contains('\u{7}'));
         assert!(
             text.contains("call-id abc\\x1b[2J\\x1b]0;owned\\x07"),
@@ -429,13 +486,13 @@ mod tests {
             flow: "udp 1.2.3.4:5060".into(),
             active_calls: 0,
         }]);
-        let text = regs.render_text();
+        let text = regs.render_text_at(NOW);
         assert!(
             text.contains("sip:\\x1bc@x  contact <sip:\\x7f@1.2.3.4>"),
             "{text}"
         );
 
-        let log = Reply::Log(vec!["call ended call_id=\u{1b}[31mred".into()]).render_text();
+        let log = Reply::Log(vec!["call ended call_id=\u{1b}[31mred".into()]).render_text_at(NOW);
         assert_eq!(log, "call ended call_id=\\x1b[31mred\n");
         let notice = Event::Notice {
             message: "\u{1b}c".into(),
@@ -444,7 +501,120 @@ mod tests {
         let error = Response::Error {
             message: "bad \u{1b}".into(),
         };
-        assert_eq!(error.render_text(), "error: bad \\x1b\n");
+        assert_eq!(error.render_text_at(NOW), "error: bad \\x1b\n");
+    }
+
+    #[test]
+    fn times_are_dates_with_their_age_and_json_keeps_the_numbers() {
+        let state = Reply::SystemState(crate::SystemStateInfo {
+            node: "sbc-a".into(),
+            state: crate::SystemState::Draining,
+            since_unix_ms: NOW - 180_000,
+            guard_remaining_ms: Some(12_300),
+            active_sessions: 2,
+            registrations: 3,
+        });
+        let text = state.render_text_at(NOW);
+        assert!(
+            text.contains("system-state:      draining\n"),
+            "the word scripts grep for stays: {text}"
+        );
+        assert!(
+            text.contains("since:             2026-11-30 16:37:28 UTC, 3 min ago\n"),
+            "{text}"
+        );
+        assert!(text.contains("guard remaining:   12.3s"), "{text}");
+        let line = crate::encode_response(&Response::Ok { reply: state });
+        assert!(line.contains(r#""since_unix_ms":1796056648671"#), "{line}");
+
+        let health = Reply::Health(crate::HealthInfo {
+            uptime_secs: 7_500,
+            threads: vec![],
+            watchdog: None,
+            recoveries: 1,
+            last_recovery: None,
+        });
+        assert!(
+            health
+                .render_text_at(NOW)
+                .contains("uptime:      2 h 5 min (since 2026-11-30 14:35:28 UTC)"),
+            "{}",
+            health.render_text_at(NOW)
+        );
+    }
+
+    #[test]
+    fn upstreams_show_their_last_probe_and_its_answer() {
+        let upstream = |uri: &str, status: &str, last_probe| crate::UpstreamInfo {
+            uri: uri.into(),
+            priority: 1,
+            status: status.into(),
+            back_in_secs: None,
+            failures: 0,
+            last_probe,
+        };
+        let ups = Reply::Upstreams(vec![
+            upstream(
+                "sip:core-a",
+                "in-rotation",
+                Some(crate::ProbeInfo {
+                    at_unix_ms: NOW - 12_000,
+                    code: Some(200),
+                }),
+            ),
+            crate::UpstreamInfo {
+                back_in_secs: Some(90),
+                ..upstream(
+                    "sip:core-b",
+                    "out",
+                    Some(crate::ProbeInfo {
+                        at_unix_ms: NOW - 3_000,
+                        code: Some(503),
+                    }),
+                )
+            },
+            upstream(
+                "sip:core-c",
+                "late",
+                Some(crate::ProbeInfo {
+                    at_unix_ms: NOW - 45_000,
+                    code: None,
+                }),
+            ),
+            upstream("sip:core-d", "in-rotation", None),
+            upstream(
+                "sip:core-e",
+                "in-rotation",
+                Some(crate::ProbeInfo {
+                    at_unix_ms: NOW,
+                    code: Some(699),
+                }),
+            ),
+        ]);
+        let text = ups.render_text_at(NOW);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "  prio 1   in-rotation   failures 0  sip:core-a",
+                "      last probe: 200 OK at 2026-11-30 16:40:16 UTC, 12 s ago",
+                "  prio 1   out          (back in 1 min)  failures 0  sip:core-b",
+                "      last probe: 503 Service Unavailable at 2026-11-30 16:40:25 UTC, 3 s ago",
+                "  prio 1   late          failures 0  sip:core-c",
+                "      last probe: timeout (no answer) at 2026-11-30 16:39:43 UTC, 45 s ago",
+                "  prio 1   in-rotation   failures 0  sip:core-d",
+                "      last probe: none yet",
+                "  prio 1   in-rotation   failures 0  sip:core-e",
+                "      last probe: 699 at 2026-11-30 16:40:28 UTC, 0 s ago",
+            ],
+            "{text}"
+        );
+        let line = crate::encode_response(&Response::Ok { reply: ups });
+        assert!(
+            line.contains(r#""last_probe":{"at_unix_ms":1796056816671,"code":200}"#),
+            "{line}"
+        );
+        assert!(line.contains(r#""code":null"#), "{line}");
     }
 
     #[test]

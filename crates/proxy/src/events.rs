@@ -199,6 +199,19 @@ pub struct Stats {
     pub requests_forwarded: u64,
     /// Responses relayed.
     pub responses_relayed: u64,
+    /// Responses relayed, by class (`relayed_1xx` provisional ... `relayed_6xx` global
+    /// failures): the answers the box's calls and registrations got.
+    pub relayed_1xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_2xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_3xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_4xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_5xx: u64,
+    /// See `relayed_1xx`.
+    pub relayed_6xx: u64,
     /// Requests answered by the proxy itself.
     pub local_responses: u64,
     /// Malformed messages dropped without a reply.
@@ -230,6 +243,12 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Requests answered 503 because a table was at its cap (transactions, dialogs, bindings).
     pub cap_rejected: u64,
+    /// `cap_rejected` at `max_transactions`.
+    pub cap_rejected_transactions: u64,
+    /// `cap_rejected` at `max_dialogs`.
+    pub cap_rejected_dialogs: u64,
+    /// `cap_rejected` at `max_bindings`.
+    pub cap_rejected_bindings: u64,
     /// In-dialog requests for a dialog the box does not know and did not sign (481).
     pub unknown_dialog: u64,
     /// Dialogs learnt from a request carrying our signed route, with no record of them here

@@ -28,7 +28,7 @@ pub use replication::{RecordError, RecordKey};
 pub use shard::Shards;
 pub use system_state::SystemState;
 pub use transport::{Close, Flow, FlowId, Input, ListenerId, Peer, Realm, Transmit, Transport};
-pub use upstreams::UpstreamInfo;
+pub use upstreams::{LastProbe, ProbeAnswer, UpstreamInfo};
 
 #[cfg(test)]
 mod tests;

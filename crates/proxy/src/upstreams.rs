@@ -39,17 +39,30 @@ struct Entry {
     probe_pending: bool,
     attempts: u64,
     failures: u64,
+    /// When the last probe ended and how, for `show upstreams`.
+    last_probe: Option<(Instant, ProbeAnswer)>,
+}
+
+/// How a probe ended, as the operator sees it: a final status code or none in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeAnswer {
+    /// A final response with this status code.
+    Code(u16),
+    /// No final response within the probe timeout.
+    Timeout,
 }
 
 /// What a probe got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeResult {
-    /// A 2xx.
-    Ok,
+    /// A 2xx, with its status code.
+    Ok(u16),
     /// A 503, with its Retry-After if any.
     Unavailable(Option<Duration>),
-    /// Some other response: the server is alive but unhappy with OPTIONS.
-    OtherResponse,
+    /// Some other final response (its status code): the server is alive but unhappy with
+    /// OPTIONS.
+    OtherResponse(u16),
     /// No answer within the probe timeout.
     Timeout,
 }
@@ -88,6 +101,26 @@ pub enum UpstreamNote {
     Back(UpstreamId),
 }
 
+impl ProbeResult {
+    /// What the operator is shown of it.
+    pub fn answer(self) -> ProbeAnswer {
+        match self {
+            ProbeResult::Ok(code) | ProbeResult::OtherResponse(code) => ProbeAnswer::Code(code),
+            ProbeResult::Unavailable(_) => ProbeAnswer::Code(503),
+            ProbeResult::Timeout => ProbeAnswer::Timeout,
+        }
+    }
+}
+
+/// The last probe of an upstream, as `show upstreams` sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastProbe {
+    /// How long before the snapshot it ended.
+    pub ago_ms: u64,
+    /// How.
+    pub answer: ProbeAnswer,
+}
+
 impl UpstreamChange {
     /// What the other shards must learn of this change (a late upstream is the prober's to
     /// report).
@@ -117,6 +150,9 @@ pub struct UpstreamInfo {
     pub attempts: u64,
     /// Attempts that failed (timeout, 503, transaction error).
     pub failures: u64,
+    /// The last probe that ended, if one has.
+    #[serde(default)]
+    pub last_probe: Option<LastProbe>,
 }
 
 /// The upstream list.
@@ -148,6 +184,7 @@ impl Upstreams {
                     probe_pending: false,
                     attempts: 0,
                     failures: 0,
+                    last_probe: None,
                 })
                 .collect(),
             cursors: HashMap::default(),
@@ -312,6 +349,7 @@ impl Upstreams {
             return changes;
         };
         e.probe_pending = false;
+        e.last_probe = Some((now, result.answer()));
         match (e.availability, result) {
             (Availability::InRotation, ProbeResult::Unavailable(Some(wait))) => {
                 e.availability = Availability::Out {
@@ -337,7 +375,7 @@ impl Upstreams {
                 });
             }
             (Availability::InRotation, _) => {}
-            (Availability::Out { .. }, ProbeResult::Ok) => {
+            (Availability::Out { .. }, ProbeResult::Ok(_)) => {
                 e.availability = Availability::InRotation;
                 changes.push(UpstreamChange::Back(id));
             }
@@ -411,6 +449,11 @@ impl Upstreams {
                 },
                 attempts: e.attempts,
                 failures: e.failures,
+                last_probe: e.last_probe.map(|(at, answer)| LastProbe {
+                    ago_ms: u64::try_from(now.saturating_duration_since(at).as_millis())
+                        .unwrap_or(u64::MAX),
+                    answer,
+                }),
             })
             .collect()
     }
@@ -485,7 +528,7 @@ mod tests {
         assert!(none.is_empty(), "late is reported once per outage");
         let t3 = t2 + Duration::from_secs(10);
         assert_eq!(u.due_probes(t3), vec![UpstreamId(0)]);
-        let back = u.probe_result(UpstreamId(0), ProbeResult::Ok, t3);
+        let back = u.probe_result(UpstreamId(0), ProbeResult::Ok(200), t3);
         assert_eq!(back, vec![UpstreamChange::Back(UpstreamId(0))]);
         assert_eq!(u.select(t3, &[]), Ok(UpstreamId(0)));
     }
@@ -508,5 +551,50 @@ mod tests {
         // It never said when it would be back: no promised return to be late for.
         let shown = u.snapshot(t1 + Duration::from_secs(60));
         assert_eq!((shown[0].in_rotation, shown[0].back_in_secs), (false, None));
+    }
+
+    #[test]
+    fn the_last_probe_and_its_answer_are_kept_for_show_upstreams() {
+        let t0 = Instant::now();
+        let mut u = Upstreams::new(&[cfg(1, 1), cfg(2, 1)], Duration::from_secs(10), t0);
+        assert!(u.snapshot(t0).iter().all(|i| i.last_probe.is_none()));
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(u.due_probes(t1), vec![UpstreamId(0), UpstreamId(1)]);
+        u.probe_result(UpstreamId(0), ProbeResult::Ok(200), t1);
+        u.probe_result(
+            UpstreamId(1),
+            ProbeResult::Timeout,
+            t1 + Duration::from_millis(500),
+        );
+        let snap = u.snapshot(t1 + Duration::from_secs(3));
+        assert_eq!(
+            snap[0].last_probe,
+            Some(LastProbe {
+                ago_ms: 3000,
+                answer: ProbeAnswer::Code(200)
+            })
+        );
+        assert_eq!(
+            snap[1].last_probe,
+            Some(LastProbe {
+                ago_ms: 2500,
+                answer: ProbeAnswer::Timeout
+            })
+        );
+        let t2 = t1 + Duration::from_secs(10);
+        assert_eq!(u.due_probes(t2), vec![UpstreamId(0), UpstreamId(1)]);
+        u.probe_result(
+            UpstreamId(0),
+            ProbeResult::Unavailable(Some(Duration::from_secs(30))),
+            t2,
+        );
+        u.probe_result(UpstreamId(1), ProbeResult::OtherResponse(404), t2);
+        let snap = u.snapshot(t2);
+        assert_eq!(
+            snap.iter()
+                .map(|i| i.last_probe.map(|p| p.answer))
+                .collect::<Vec<_>>(),
+            [Some(ProbeAnswer::Code(503)), Some(ProbeAnswer::Code(404))]
+        );
     }
 }

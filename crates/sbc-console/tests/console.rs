@@ -116,6 +116,13 @@ fn fake_sbcd_confirmation_notices_and_reconnect() {
     p.expect("%CONSOLE: connected to sbcd");
     let out = p.command("show system-state");
     assert!(out.contains("system-state:      online"), "{out:?}");
+    // A time for people: the date (the fake entered its state at the epoch) and its age.
+    assert!(
+        out.contains("since:             1970-01-01 00:00:00 UTC, ")
+            && out.contains(" d ")
+            && out.contains(" ago"),
+        "{out:?}"
+    );
 
     // A service-affecting command asks first; anything but yes cancels and sends nothing.
     p.send("set-system-state offline guard 5\r");

@@ -318,12 +318,16 @@ impl TryFrom<String> for Namespace {
 pub struct Control {
     /// The Unix socket `sbcctl` and `sbc-console` talk to.
     pub socket: PathBuf,
+    /// Where scrapers get `GET /metrics` (the Prometheus text of `show metrics`), if anywhere:
+    /// an address of a core listener, since metrics are for the operator's side only.
+    pub metrics_http: Option<Spanned<SocketAddr>>,
 }
 
 impl Default for Control {
     fn default() -> Self {
         Control {
             socket: PathBuf::from(control::client::DEFAULT_SOCKET),
+            metrics_http: None,
         }
     }
 }
@@ -741,7 +745,52 @@ impl Config {
                 .map_err(|e| rename_key(e, "listen.addr"));
             }
         }
-        Ok(())
+        self.check_metrics_http(text, path)
+    }
+
+    /// `[control] metrics_http` must be on the core side: the address of a core listener
+    /// (the firewall admits it on the core port only), with a port of its own.
+    fn check_metrics_http(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let Some(spanned) = &self.control.metrics_http else {
+            return Ok(());
+        };
+        let addr = *spanned.get_ref();
+        let core_ips: Vec<std::net::IpAddr> = self
+            .listeners()
+            .filter(|l| l.realm == Realm::Core)
+            .map(|l| l.addr.ip())
+            .collect();
+        let message = if !core_ips.contains(&addr.ip()) {
+            Some(format!(
+                "{addr} is not on the core side: metrics are served only on the address of a \
+                 realm = \"core\" listener ({})",
+                if core_ips.is_empty() {
+                    "there is none".to_owned()
+                } else {
+                    core_ips
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+        } else if addr.port() == 0 {
+            Some(format!("{addr}: give a port (9464 is the usual one)"))
+        } else if self
+            .listeners()
+            .any(|l| l.transport == Transport::Tcp && l.addr == addr)
+        {
+            Some(format!("{addr} is a SIP TCP listener already"))
+        } else {
+            None
+        };
+        match message {
+            Some(message) => Err(rename_key(
+                invalid(text, path, spanned.span(), message),
+                "control.metrics_http",
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The configured upstreams, without their spans.
@@ -921,6 +970,31 @@ dev = "eth1"
             e.to_string().contains("sip.tcp_message_timeout_secs"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_on_a_core_address_only() {
+        let with = |addr: &str| {
+            MINIMAL.replace(
+                "socket = \"/run/sbc/control.sock\"",
+                &format!("socket = \"/run/sbc/control.sock\"\nmetrics_http = \"{addr}\""),
+            )
+        };
+        assert!(parse(MINIMAL).unwrap().control.metrics_http.is_none());
+        let c = parse(&with("127.0.0.1:9464")).unwrap();
+        assert_eq!(
+            c.control.metrics_http.map(|a| *a.get_ref()),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        // MINIMAL's access listener is 127.0.0.1 too, so try an address of no core listener.
+        let e = parse(&with("192.0.2.1:9464")).unwrap_err();
+        assert_eq!(e.key(), Some("control.metrics_http"), "{e}");
+        assert!(e.to_string().contains("not on the core side"), "{e}");
+        assert_eq!(e.line(), Some(27), "{e}");
+        let e = parse(&with("127.0.0.1:0")).unwrap_err();
+        assert!(e.to_string().contains("give a port"), "{e}");
+        let e = parse(&with("not an address")).unwrap_err();
+        assert_eq!(e.key(), Some("control.metrics_http"), "{e}");
     }
 
     #[test]

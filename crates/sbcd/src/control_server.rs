@@ -41,6 +41,42 @@ pub struct Router {
 impl Router {
     /// Answers one request by asking its owner.
     pub async fn answer(&self, request: Request) -> Response {
+        if request == Request::ShowMetrics {
+            return Response::Ok {
+                reply: Reply::Metrics(Box::new(self.metrics().await)),
+            };
+        }
+        self.route(request).await
+    }
+
+    /// What `show metrics` (and the HTTP endpoint) export: the answers of the show commands
+    /// it is made of, each part that is absent or fails simply left out.
+    pub async fn metrics(&self) -> control::metrics::MetricsSnapshot {
+        let mut snapshot = control::metrics::MetricsSnapshot::default();
+        let ok = |response| match response {
+            Response::Ok { reply } => Some(reply),
+            _ => None,
+        };
+        if let Some(Reply::SystemState(s)) = ok(self.route(Request::ShowSystemState).await) {
+            snapshot.system_state = Some(s);
+        }
+        if let Some(Reply::Stats(stats)) = ok(self.route(Request::ShowStats).await) {
+            snapshot.stats = stats;
+        }
+        if let Some(Reply::Upstreams(ups)) = ok(self.route(Request::ShowUpstreams).await) {
+            snapshot.upstreams = ups;
+        }
+        if let Some(Reply::Health(h)) = ok(self.route(Request::ShowHealth).await) {
+            snapshot.health = Some(h);
+        }
+        if let Some(Reply::Twin(t)) = ok(self.route(Request::ShowTwin).await) {
+            snapshot.twin = Some(*t);
+        }
+        snapshot
+    }
+
+    /// Asks the part of the daemon that owns the answer.
+    async fn route(&self, request: Request) -> Response {
         let (target, what) =
             match &request {
                 Request::ShowSystemState
@@ -59,6 +95,12 @@ impl Router {
                     "reboot",
                     "sbcd does not reboot the box; use the console's reboot or systemctl reboot",
                 ),
+                // Answered by `answer`, from the others.
+                Request::ShowMetrics => {
+                    return Response::Ok {
+                        reply: Reply::Metrics(Box::default()),
+                    }
+                }
                 // Handled by the connection itself, before routing.
                 Request::Subscribe => {
                     return Response::Ok {

@@ -59,6 +59,11 @@ pub enum StartError {
     Keys(#[from] crate::keys::KeyError),
     #[error(transparent)]
     Control(#[from] control_server::BindError),
+    #[error("cannot listen for metrics scrapers on {addr} ([control] metrics_http): {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Transport(#[from] transport::BindError),
     #[error(transparent)]
@@ -272,6 +277,7 @@ async fn serve(
         events: events_tx.clone(),
         state_dir: config.state.dir.clone(),
         since_unix_ms,
+        transitions: std::collections::BTreeMap::new(),
     };
     let engine_cpus: Option<board::cpus::CpuList> =
         (!sip_cores.is_empty()).then(|| sip_cores.iter().copied().collect());
@@ -338,6 +344,12 @@ async fn serve(
         local: Some(local_tx),
         events: events_tx,
     };
+    if let Some(addr) = config.control.metrics_http.as_ref().map(|a| *a.get_ref()) {
+        let listener = crate::metrics_http::bind(addr)
+            .map_err(|source| StartError::Metrics { addr, source })?;
+        tracing::info!(%addr, "metrics endpoint listening (GET /metrics)");
+        tokio::spawn(crate::metrics_http::serve(listener, router.clone()));
+    }
     tokio::spawn(control_server::serve(control_listener, router));
 
     for spec in &specs {

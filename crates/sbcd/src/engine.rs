@@ -100,6 +100,9 @@ pub struct Engine {
     pub state_dir: std::path::PathBuf,
     /// Wall-clock time of entering the current state (for `since`).
     pub since_unix_ms: u64,
+    /// State changes since start, by (from, to): `show stats` lists them as
+    /// `state.transitions.<from>_to_<to>` (a drain begun is `online_to_draining`).
+    pub transitions: std::collections::BTreeMap<(SystemState, SystemState), u64>,
     /// Set by [`Engine::run`] from `twin`; `None` when building an engine.
     pub twin_out: Option<TwinOut>,
     /// `show registrations` under way, a page per turn of the loop (empty when building).
@@ -532,6 +535,7 @@ impl Engine {
         // The proxy already judges by the new state (the node saw to it); the transports
         // follow the core's word on connections (flush picks it up).
         self.since_unix_ms = unix_ms();
+        *self.transitions.entry((t.from, t.to)).or_default() += 1;
         self.view.send_modify(|v| {
             v.state = t.to;
             v.since_unix_ms = self.since_unix_ms;
@@ -679,6 +683,8 @@ impl Engine {
                             .iter()
                             .map(crate::shard::Link::upstream_failures)
                             .collect::<Vec<_>>(),
+                        now,
+                        unix_ms(),
                     ),
                 ),
             },
@@ -704,6 +710,12 @@ impl Engine {
                     name: "transport.tcp.queued_bytes".into(),
                     value: self.transports.queued_bytes() as u64,
                 });
+                counters.extend(self.transitions.iter().map(|((from, to), &value)| {
+                    control::Counter {
+                        name: format!("state.transitions.{from}_to_{to}"),
+                        value,
+                    }
+                }));
                 Response::Ok {
                     reply: Reply::Stats(counters),
                 }
@@ -876,6 +888,7 @@ mod tests {
             events: events_tx,
             state_dir: state_dir.path().to_path_buf(),
             since_unix_ms: 0,
+            transitions: Default::default(),
         };
         tokio::spawn(engine.run());
         Rig {

@@ -13,6 +13,8 @@
 //! - the twin protocol only on the cross-connect port (`ports.twin`) at `[twin] link.local`,
 //!   and on its second path (`[twin] second_path`, on the access port) only from the peer; with
 //!   no `[twin]` there is no twin rule;
+//! - the metrics endpoint (`[control] metrics_http`, when configured) only on the core port, at
+//!   its address and port, over TCP: scrapers sit on the operator's side, never on access;
 //! - IPv6 neighbour discovery (hop limit 255, so only from the link) passes, or no IPv6
 //!   listener could be reached at all.
 //!
@@ -59,12 +61,14 @@ pub struct TwinPaths {
 /// The nftables table this module owns; loading replaces it whole.
 const TABLE: &str = "inet sbc";
 
-/// The ruleset for these listeners on this board, with the twin rules when there is a twin.
+/// The ruleset for these listeners on this board, with the twin rules when there is a twin and
+/// the metrics rule when there is a metrics endpoint.
 pub fn ruleset(
     source: &str,
     ports: &Ports,
     listeners: &[Listener],
     twin: Option<&TwinPaths>,
+    metrics: Option<SocketAddr>,
 ) -> String {
     let mut rules = Vec::new();
     for l in listeners {
@@ -83,6 +87,14 @@ pub fn ruleset(
             l.transport.as_str(),
             l.addr.port(),
             l.transport.as_str(),
+        ));
+    }
+    if let Some(addr) = metrics {
+        rules.push(format!(
+            "iifname {} {} tcp dport {} accept comment \"metrics\"",
+            quoted(&ports.core),
+            daddr(addr.ip()),
+            addr.port(),
         ));
     }
     if let Some(t) = twin {
@@ -225,7 +237,8 @@ pub fn for_config(
         path.display(),
         profile.name
     );
-    Ok(ruleset(&source, &ports, &listeners, twin.as_ref()))
+    let metrics = config.control.metrics_http.as_ref().map(|a| *a.get_ref());
+    Ok(ruleset(&source, &ports, &listeners, twin.as_ref(), metrics))
 }
 
 /// The twin's paths from its configuration.
@@ -273,7 +286,7 @@ mod tests {
             listener(Realm::Core, Transport::Udp, "10.0.3.15:5062"),
             listener(Realm::Core, Transport::Sctp, "[2001:db8::1]:5062"),
         ];
-        let r = ruleset("test", &ports(), &listeners, None);
+        let r = ruleset("test", &ports(), &listeners, None, None);
         assert_eq!(
             service_rules(&r),
             [
@@ -292,6 +305,23 @@ mod tests {
         assert!(
             r.starts_with("#!/usr/sbin/nft -f\n# test\ntable inet sbc\ndelete table inet sbc\n")
         );
+    }
+
+    #[test]
+    fn the_metrics_endpoint_only_on_the_core_port_at_its_address() {
+        let listeners = [
+            listener(Realm::Access, Transport::Udp, "10.0.2.15:5060"),
+            listener(Realm::Core, Transport::Udp, "10.0.3.15:5062"),
+        ];
+        let metrics = "10.0.3.15:9464".parse().ok();
+        let r = ruleset("test", &ports(), &listeners, None, metrics);
+        let rules = service_rules(&r);
+        assert_eq!(
+            rules.last().copied(),
+            Some("iifname \"eth1\" ip daddr 10.0.3.15 tcp dport 9464 accept comment \"metrics\"")
+        );
+        assert_eq!(rules.iter().filter(|l| l.contains("9464")).count(), 1);
+        assert!(!ruleset("test", &ports(), &listeners, None, None).contains("9464"));
     }
 
     #[test]
@@ -314,7 +344,7 @@ second_path = { local = "192.0.2.11:7700", peer = "192.0.2.12:7700" }
         let config = crate::config::Config::parse(text, std::path::Path::new("sbc.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
         let twin = twin_paths(config.twin.as_ref().unwrap_or_else(|| panic!("no twin")));
-        let r = ruleset("t", &ports(), &[], Some(&twin));
+        let r = ruleset("t", &ports(), &[], Some(&twin), None);
         assert_eq!(
             service_rules(&r),
             [

@@ -15,6 +15,7 @@ pub mod firewall;
 pub mod health;
 pub mod keys;
 pub mod logging;
+pub mod metrics_http;
 pub mod panel;
 pub mod replica_link;
 pub mod shard;

@@ -368,11 +368,17 @@ impl SipCore {
     }
 
     /// `show upstreams`: the rotation as this core (shard 0, the prober) sees it, with the
-    /// failures of every shard (`others`: each other shard's, in configuration order).
-    pub fn upstreams(&self, others: &[Vec<u64>]) -> Vec<control::UpstreamInfo> {
+    /// failures of every shard (`others`: each other shard's, in configuration order). The
+    /// last probe's time is placed on the wall clock: `now` is `now_unix_ms`.
+    pub fn upstreams(
+        &self,
+        others: &[Vec<u64>],
+        now: Instant,
+        now_unix_ms: u64,
+    ) -> Vec<control::UpstreamInfo> {
         self.node
             .proxy()
-            .upstreams()
+            .upstreams_at(now)
             .into_iter()
             .enumerate()
             .map(|(i, u)| control::UpstreamInfo {
@@ -389,7 +395,13 @@ impl SipCore {
                     .iter()
                     .filter_map(|f| f.get(i))
                     .fold(u.failures, |sum, f| sum.saturating_add(*f)),
-                last_probe: None,
+                last_probe: u.last_probe.map(|probe| control::ProbeInfo {
+                    at_unix_ms: now_unix_ms.saturating_sub(probe.ago_ms),
+                    code: match probe.answer {
+                        proxy::ProbeAnswer::Code(code) => Some(code),
+                        proxy::ProbeAnswer::Timeout => None,
+                    },
+                }),
             })
             .collect()
     }

@@ -400,6 +400,15 @@ fn set_online_aborts_a_drain_at_once() {
             .collect::<Vec<_>>(),
         vec![SystemState::Draining, SystemState::Online]
     );
+    // Counted for the operator: one drain begun, one aborted, none completed.
+    assert_eq!(sbcd.stat("state.transitions.online_to_draining"), 1);
+    assert_eq!(sbcd.stat("state.transitions.draining_to_online"), 1);
+    let (ok, metrics, _) = sbcd.ctl_raw(&["show", "metrics"]);
+    assert!(ok);
+    assert!(
+        metrics.contains("sbc_system_state_transitions_total{from=\"draining\",to=\"online\"} 1\n"),
+        "{metrics}"
+    );
     core.stop().assert_none_failed();
 }
 

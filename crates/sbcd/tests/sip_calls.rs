@@ -31,9 +31,117 @@ fn call_from_access_reaches_the_core() {
     assert_eq!(sbcd.stat("sip.calls_started"), 5);
     let state = sbcd.system_state();
     assert_eq!(state.active_sessions, 0, "every call ended: {state:?}");
+
+    // The same numbers the way operators collect them: `sbcctl show metrics` prints the
+    // Prometheus text format, `--json` the snapshot behind it.
+    let (ok, text, err) = sbcd.ctl_raw(&["show", "metrics"]);
+    assert!(ok, "{text}{err}");
+    for line in [
+        "# TYPE sbc_calls_started_total counter",
+        "sbc_calls_started_total 5",
+        "sbc_calls_active 0",
+        "sbc_system_state{state=\"online\"} 1",
+        "sbc_system_state{state=\"draining\"} 0",
+        "# TYPE sbc_sip_answers_total counter",
+        "# TYPE sbc_watchdog_recoveries_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in:\n{text}");
+    }
+    let answered = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sbc_sip_answers_total{class=\"2xx\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        answered >= Some(10),
+        "5 INVITEs and 5 BYEs answered 2xx:\n{text}"
+    );
+    let up = format!("sbc_upstream_up{{upstream=\"sip:127.0.0.1:{}", core.port());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&up) && l.ends_with("} 1")),
+        "{up} in:\n{text}"
+    );
+    match sbcd.ctl("show metrics") {
+        control::Reply::Metrics(snapshot) => {
+            assert!(snapshot.stats.iter().any(|c| c.name == "sip.relayed_2xx"));
+            assert!(snapshot.system_state.is_some() && snapshot.health.is_some());
+        }
+        other => panic!("show metrics --json: {other:?}"),
+    }
     let core = core.stop();
     core.assert_none_failed();
     assert_eq!(core.logged("bye-reason").len(), 5, "the core saw every BYE");
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; the whole answer (the server closes).
+fn http_get(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let fail = |what: &str, e: std::io::Error| -> ! { panic!("{what} 127.0.0.1:{port}: {e}") };
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| fail("connect to", e));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| fail("timeout on", e));
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| fail("send to", e));
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .unwrap_or_else(|e| fail("read from", e));
+    answer
+}
+
+#[test]
+fn metrics_are_scraped_over_http_on_the_core_address() {
+    let core = core_uas();
+    let port = common::net::free_port();
+    let sbcd = Sbcd::start(SbcdConfig {
+        metrics_http_port: Some(port),
+        ..SbcdConfig::with_upstreams(&[core.port()])
+    });
+    Sipp::uac("uac_call.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "alice")
+        .calls(2)
+        .hold_ms(100)
+        .run()
+        .assert_all_succeeded(2);
+
+    let answer = http_get(port, "GET /metrics HTTP/1.1\r\nHost: sbc\r\n\r\n");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{head}"
+    );
+    for line in [
+        "# TYPE sbc_calls_started_total counter",
+        "sbc_calls_started_total 2",
+        "sbc_system_state{state=\"online\"} 1",
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line:?} in:\n{body}");
+    }
+    // The same families as `sbcctl show metrics`, in the same order.
+    let (ok, text, _) = sbcd.ctl_raw(&["show", "metrics"]);
+    assert!(ok);
+    let families = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(families(body), families(&text));
+
+    let other = http_get(port, "GET / HTTP/1.1\r\n\r\n");
+    assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
+    let post = http_get(port, "POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    core.stop().assert_none_failed();
 }
 
 #[test]

@@ -53,6 +53,29 @@ fn upstream_503_with_retry_after_is_skipped_until_a_probe_brings_it_back() {
         status_of(&sbcd, overloaded.port()).1 >= 1,
         "its failure is counted"
     );
+    // The probe that brought it back is shown: its 200, when (a wall-clock time in JSON, a
+    // date and an age for people).
+    let probe = sbcd
+        .upstreams()
+        .into_iter()
+        .find(|u| u.uri.contains(&format!(":{}", overloaded.port())))
+        .and_then(|u| u.last_probe)
+        .expect("the last probe is listed");
+    assert_eq!(probe.code, Some(200));
+    let now = common::unix_ms_now();
+    assert!(
+        probe.at_unix_ms <= now + 1000 && probe.at_unix_ms + 60_000 >= now,
+        "probe at {} ms, now {now} ms",
+        probe.at_unix_ms
+    );
+    let (ok, text, _) = sbcd.ctl_raw(&["show", "upstreams"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("last probe: 200 OK at 20")
+            && text.contains(" UTC, ")
+            && text.contains(" ago"),
+        "{text}"
+    );
     assert!(sbcd.stat("sip.upstream_failovers") >= 1);
     // Back in rotation, it is tried first again, and refuses again.
     one_call(&sbcd, "bob").assert_all_succeeded(1);

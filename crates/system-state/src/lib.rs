@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const MAX_GUARD: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Where the appliance stands in service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SystemState {
     /// Serving: new calls and registrations accepted.

@@ -629,9 +629,16 @@ impl Proxy {
         self.upstreams.failures()
     }
 
-    /// `show upstreams`.
+    /// `show upstreams`, as of the last time handed in.
     pub fn upstreams(&self) -> Vec<UpstreamInfo> {
         self.upstreams.snapshot(self.now)
+    }
+
+    /// `show upstreams` as of `now` (never before the last time handed in): an idle proxy's
+    /// clock stands still between events, and ages (the last probe's, the wait until a
+    /// promised return) must be counted to the moment of asking.
+    pub fn upstreams_at(&self, now: Instant) -> Vec<UpstreamInfo> {
+        self.upstreams.snapshot(now.max(self.now))
     }
 
     /// `show stats`.

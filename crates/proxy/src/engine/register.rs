@@ -94,7 +94,7 @@ impl Proxy {
         if self.registrations.len() >= self.config.limits.max_bindings
             && !self.registrations.is_registered(&aor)
         {
-            self.reject_at_cap(m, from);
+            self.reject_at_cap(m, from, super::requests::Cap::Bindings);
             return;
         }
         let contacts: Vec<NameAddr<'_>> = m.contacts().collect();

@@ -251,7 +251,7 @@ impl Proxy {
         }
 
         if !self.transaction_room(false) {
-            self.reject_at_cap(m, from);
+            self.reject_at_cap(m, from, Cap::Transactions);
             return;
         }
 
@@ -308,7 +308,7 @@ impl Proxy {
         }
 
         if method == Method::Invite && self.dialogs.len() >= self.config.limits.max_dialogs {
-            self.reject_at_cap(m, from);
+            self.reject_at_cap(m, from, Cap::Dialogs);
             return;
         }
 
@@ -548,9 +548,14 @@ impl Proxy {
         )
     }
 
-    /// A table is at its cap: 503, counted, nothing kept.
-    pub(super) fn reject_at_cap(&mut self, m: &Message<'_>, from: Flow) {
+    /// A table is at its cap: 503, counted (in total and under the table), nothing kept.
+    pub(super) fn reject_at_cap(&mut self, m: &Message<'_>, from: Flow, cap: Cap) {
         self.stats.cap_rejected += 1;
+        *match cap {
+            Cap::Transactions => &mut self.stats.cap_rejected_transactions,
+            Cap::Dialogs => &mut self.stats.cap_rejected_dialogs,
+            Cap::Bindings => &mut self.stats.cap_rejected_bindings,
+        } += 1;
         let extra = retry_after_header(Some(self.config.drain.retry_after_secs));
         self.respond_stateless(m, from, 503, &extra);
     }
@@ -774,7 +779,7 @@ impl Proxy {
             return;
         };
         if key.is_some() && !self.transaction_room(true) {
-            self.reject_at_cap(m, from);
+            self.reject_at_cap(m, from, Cap::Transactions);
             return;
         }
         if let Some((id, side, _)) = &found {
@@ -1209,6 +1214,17 @@ pub(super) fn retry_after_header(secs: Option<u32>) -> Vec<(&'static str, String
         Some(s) if s > 0 => vec![("Retry-After", s.to_string())],
         _ => Vec::new(),
     }
+}
+
+/// Which table's cap turned a request away (`limits.max_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cap {
+    /// `max_transactions`.
+    Transactions,
+    /// `max_dialogs`.
+    Dialogs,
+    /// `max_bindings`.
+    Bindings,
 }
 
 #[cfg(test)]

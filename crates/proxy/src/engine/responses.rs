@@ -52,7 +52,7 @@ impl Proxy {
         match purpose {
             ClientPurpose::Probe(uid) if code >= 200 => {
                 let result = match code {
-                    200..=299 => ProbeResult::Ok,
+                    200..=299 => ProbeResult::Ok(code),
                     503 => {
                         let wait = m
                             .retry_after()
@@ -63,7 +63,7 @@ impl Proxy {
                         }
                         ProbeResult::Unavailable(wait)
                     }
-                    _ => ProbeResult::OtherResponse,
+                    _ => ProbeResult::OtherResponse(code),
                 };
                 self.remove_client(cid);
                 self.probe_done(uid, result);
@@ -281,15 +281,29 @@ impl Proxy {
     /// (RFC 3261 §16.7).
     fn relay_message(&mut self, sid: TxId, m: &Message<'_>, code: u16) {
         if let Some(out) = without_top_via(m) {
-            self.stats.responses_relayed += 1;
+            self.count_relayed(code);
             self.send_on_server(sid, code, out);
         }
     }
 
     fn relay(&mut self, sid: TxId, mut draft: msg::Draft, code: u16) {
         draft.pop_first_of("Via");
-        self.stats.responses_relayed += 1;
+        self.count_relayed(code);
         self.send_on_server(sid, code, draft.to_bytes());
+    }
+
+    /// Counts a relayed response, and under its class (the operator's answers by class).
+    fn count_relayed(&mut self, code: u16) {
+        self.stats.responses_relayed += 1;
+        let class = match code {
+            100..=199 => &mut self.stats.relayed_1xx,
+            200..=299 => &mut self.stats.relayed_2xx,
+            300..=399 => &mut self.stats.relayed_3xx,
+            400..=499 => &mut self.stats.relayed_4xx,
+            500..=599 => &mut self.stats.relayed_5xx,
+            _ => &mut self.stats.relayed_6xx,
+        };
+        *class += 1;
     }
 
     /// A 2xx to an INVITE confirms the session: the callee's tag, contact and route set.
@@ -353,7 +367,7 @@ impl Proxy {
             self.after_change();
         }
         if let Some(out) = without_top_via(m) {
-            self.stats.responses_relayed += 1;
+            self.count_relayed(code);
             self.send(dest, out);
         }
     }

@@ -260,6 +260,7 @@ fn at_the_dialog_cap_a_new_call_gets_503_and_established_calls_go_on() {
     assert_eq!(codes.iter().filter(|c| **c == 200).count(), 2, "{codes:?}");
     assert_eq!(codes.last(), Some(&503));
     assert_eq!(net.proxy.stats().cap_rejected, 1);
+    assert_eq!(net.proxy.stats().cap_rejected_dialogs, 1);
     assert_eq!(net.proxy.counts().confirmed, 2);
 }
 
@@ -280,6 +281,10 @@ fn at_the_transaction_cap_new_requests_get_503_in_dialog_ones_pass() {
         .collect();
     assert_eq!(codes.last(), Some(&503), "{codes:?}");
     assert!(net.proxy.stats().cap_rejected >= 1);
+    assert_eq!(
+        net.proxy.stats().cap_rejected_transactions,
+        net.proxy.stats().cap_rejected
+    );
 }
 
 #[test]
@@ -292,6 +297,12 @@ fn at_the_binding_cap_a_new_aor_gets_503_and_a_refresh_passes() {
     assert_eq!(code(&net.register(PHONE, "bob", 600)), 503);
     assert_eq!(code(&net.register(PHONE, "alice", 600)), 200);
     assert_eq!(net.proxy.registrations().len(), 1);
+    let stats = net.proxy.stats();
+    assert_eq!(
+        (stats.cap_rejected, stats.cap_rejected_bindings),
+        (1, 1),
+        "{stats:?}"
+    );
 }
 
 #[test]

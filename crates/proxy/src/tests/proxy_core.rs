@@ -49,6 +49,10 @@ fn call_is_record_routed_twice_and_bye_follows_the_dialog() {
     let codes: Vec<u16> = responses.iter().map(|r| code(r)).collect();
     assert_eq!(codes, vec![100, 180, 200]);
     assert_eq!(net.proxy.counts().confirmed, 1);
+    // The 180 and the 200 were relayed (the 100 is the proxy's own), each under its class.
+    let stats = net.proxy.stats();
+    assert_eq!((stats.relayed_1xx, stats.relayed_2xx), (1, 1), "{stats:?}");
+    assert_eq!(stats.relayed_4xx + stats.relayed_5xx, 0);
     let ok = responses[2].clone();
     assert!(
         !header(&ok, "Via").unwrap().contains(CORE),
@@ -228,6 +232,15 @@ fn probes_put_an_upstream_back_and_a_late_one_is_reported() {
         .iter()
         .any(|e| matches!(e, Event::UpstreamBack { .. })));
     assert!(net.proxy.upstreams()[0].in_rotation);
+    // show upstreams: the probe that brought it back, aged to the moment of asking even
+    // though the proxy has seen nothing since.
+    let probe = |info: &[crate::UpstreamInfo]| info[0].last_probe.map(|p| (p.ago_ms, p.answer));
+    let at_probe = probe(&net.proxy.upstreams()).map(|(ago, _)| ago);
+    let later = probe(&net.proxy.upstreams_at(net.now + Duration::from_secs(20)));
+    assert_eq!(
+        later,
+        at_probe.map(|ago| (ago + 20_000, crate::ProbeAnswer::Code(200)))
+    );
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct SbcdConfig {
     /// `[sip] workers`: SIP shards (SPEC §6). Two by default, whatever the machine's cores, so
     /// every test runs the box's work spread over shards as a multi-core box does.
     pub workers: usize,
+    /// `[control] metrics_http` on 127.0.0.1 (the core listener's address) at this port.
+    pub metrics_http_port: Option<u16>,
 }
 
 impl SbcdConfig {
@@ -59,6 +61,7 @@ impl SbcdConfig {
             max_connections: None,
             tcp_message_timeout_secs: None,
             workers: 2,
+            metrics_http_port: None,
         }
     }
 
@@ -80,12 +83,15 @@ impl SbcdConfig {
             "[upstream_policy]\nupstream_timeout_ms = {}\nprobe_interval_secs = {}\n\n\
              [drain]\nguard_secs = {}\nretry_after_secs = {}\nreg_reject_code = 503\n\
              priority_namespaces = [\"ets\", \"wps\"]\n\n\
-             [control]\nsocket = \"{}\"\n\n[state]\ndir = \"{}\"\n\n[panel]\nboard = \"sim\"\n",
+             [control]\nsocket = \"{}\"\n{}\n[state]\ndir = \"{}\"\n\n[panel]\nboard = \"sim\"\n",
             self.upstream_timeout_ms,
             self.probe_interval_secs,
             self.guard_secs,
             self.retry_after_secs,
             dir.join("control.sock").display(),
+            self.metrics_http_port
+                .map(|p| format!("metrics_http = \"127.0.0.1:{p}\"\n"))
+                .unwrap_or_default(),
             dir.join("state").display(),
         ));
         t.push_str(&format!("\n[sip]\nworkers = {}\n", self.workers));
