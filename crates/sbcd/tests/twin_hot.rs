@@ -762,3 +762,82 @@ fn bench_twin_hot_kills_under_load() {
         busy[0], busy[1]
     );
 }
+
+/// Waits until node `i` says `replication: synced` (whatever it holds: under load the counts
+/// move). Returns what it last said.
+fn wait_synced(pair: &Pair, i: usize, what: &str) -> String {
+    let node = &pair.nodes[i];
+    wait_for_seen(
+        &format!("{} to be synced after {what}", name(i)),
+        PATIENCE,
+        || {
+            let (sync, r) = sync_of(node);
+            let seen = format!(
+                "sync {sync:?}, role {:?}, replication {r}",
+                node.twin().role
+            );
+            if sync.as_deref() == Some("synced") {
+                Ok(seen)
+            } else {
+                Err(seen)
+            }
+        },
+    )
+}
+
+/// The pair's update procedure (docs/twin.md, "Updating a pair") under a SIPp load, as the two
+/// engines live it: the standby restarts (its update's reboot: systemd stops sbcd with SIGTERM),
+/// comes back standby and syncs; a switchover hands the calls to it; the other node, now the
+/// standby, restarts and syncs. Every call of a load that spans the three steps is set up and
+/// ended: SIPp counts no failed call. What the image does around each restart (RAUC, the slots,
+/// the trial boot) is tests/system/tests/update.rs.
+#[test]
+fn the_pair_update_procedure_under_load_loses_no_call() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let Some(mut pair) = Pair::start_with(hot().preempt(false)) else {
+        return;
+    };
+    const CALLS: u32 = 1_000;
+    let calls = held_calls(&pair.lab, common::twin::PHONE_PORT, CALLS, 50, 2_000).start();
+    wait_byes(&calls, 50);
+
+    // 1. The standby, node-b, updates: its restart costs no call.
+    let step = Instant::now();
+    pair.nodes[1].restart();
+    let b = wait_synced(&pair, 1, "its restart");
+    eprintln!(
+        "twin hot: update procedure: node-b restarted and synced in {:?}: {b}",
+        step.elapsed()
+    );
+    // 2. The calls go to the updated node.
+    let step = Instant::now();
+    switchover(&pair, 0);
+    pair.wait_one_owner(1, "the switchover to the updated node-b");
+    eprintln!(
+        "twin hot: update procedure: switchover to node-b in {:?}",
+        step.elapsed()
+    );
+    // 3. node-a, now the standby, updates.
+    let step = Instant::now();
+    pair.nodes[0].restart();
+    let a = wait_synced(&pair, 0, "its restart");
+    eprintln!(
+        "twin hot: update procedure: node-a restarted and synced in {:?}: {a}",
+        step.elapsed()
+    );
+    pair.assert_owner(1, "node-a's restart (preempt = false)");
+    let ended = calls.logged_so_far("bye-answered").len();
+    assert!(
+        ended < CALLS as usize,
+        "the load was over before the last step ({ended} calls ended): it proves nothing"
+    );
+    let calls = calls.wait();
+    eprintln!(
+        "twin hot: update procedure under load: {} calls successful, {} failed, {:?} in all",
+        calls.successful(),
+        calls.failed(),
+        t0.elapsed()
+    );
+    calls.assert_all_succeeded(u64::from(CALLS));
+}
