@@ -465,10 +465,17 @@ fn is_ipv4(b: &[u8]) -> bool {
 
 /// A port: 1 to 5 digits fitting in u16.
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    p.parse().ok()
+    let mut n: u32 = 0;
+    for c in p.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    u16::try_from(n).ok()
 }
 
 fn is_user_char(c: u8) -> bool {

@@ -77,7 +77,7 @@ fn insert_first<'e>(
 fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
     // RFC 3261 §18.2.1: a sent-by that is a name, or an address other than the source.
     let received = via.host().ip() != Some(from.remote.ip());
-    let rport = via.params().has("rport");
+    let rport = via.rport() != sip::Rport::Absent;
     if !received && !rport {
         return None;
     }
