@@ -21,8 +21,8 @@ pub struct Message<'a> {
     /// The `sip` crate's view: every reading goes through it.
     pub sip: sip::Message<'a>,
     /// Its mandatory headers, parsed once (the engine reads the tags and the top Via of one
-    /// message many times).
-    parts: sip::Mandatory<'a>,
+    /// message many times); `None` only in a [`Message::blank`] not (successfully) parsed into.
+    parts: Option<sip::Mandatory<'a>>,
 }
 
 impl<'a> Message<'a> {
@@ -35,15 +35,33 @@ impl<'a> Message<'a> {
     /// (`sip::Message::validate`: the mandatory headers present once and readable).
     pub fn parse_with(bytes: &'a [u8], framing: sip::Framing) -> Result<Self, ParseError> {
         let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
-        let parts = sip.validate_mandatory()?;
+        let parts = Some(sip.validate_mandatory()?);
         Ok(Message { sip, parts })
+    }
+
+    /// A place to parse received messages into ([`Message::parse_into`]).
+    pub fn blank() -> Message<'static> {
+        Message {
+            sip: sip::Message::blank(),
+            parts: None,
+        }
+    }
+
+    /// As [`Message::parse_with`], into `self` (what it held is forgotten): the engine parses
+    /// every datagram where it is read, instead of moving a kilobyte-sized message around.
+    pub fn parse_into(&mut self, bytes: &'a [u8], framing: sip::Framing) -> Result<(), ParseError> {
+        self.parts = None;
+        self.sip
+            .parse_into(bytes, &sip::Limits::default(), framing)?;
+        self.parts = Some(self.sip.validate_mandatory()?);
+        Ok(())
     }
 
     /// Reads a message this box validated when it came (a transaction's copy of its
     /// request): parsed again, not checked again.
     pub fn stored(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), sip::Framing::Datagram)?;
-        let parts = sip.mandatory()?;
+        let parts = Some(sip.mandatory()?);
         Ok(Message { sip, parts })
     }
 
@@ -56,7 +74,11 @@ impl<'a> Message<'a> {
     /// (RFC 3261 §7.1), but the proxy has always treated `invite` as INVITE: a known method in
     /// another case is read as that method.
     pub fn method(&self) -> Method<'a> {
-        let method = self.sip.method().unwrap_or(self.parts.cseq.method);
+        let method = self
+            .sip
+            .method()
+            .or(self.parts.as_ref().map(|p| p.cseq.method))
+            .unwrap_or(Method::Other(""));
         known_in_any_case(method)
     }
 
@@ -86,7 +108,7 @@ impl<'a> Message<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Option<sip::Via<'a>> {
-        Some(self.parts.top_via)
+        self.parts.as_ref().map(|p| p.top_via)
     }
 
     /// Every Via, top first.
@@ -96,32 +118,32 @@ impl<'a> Message<'a> {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Option<&'a str> {
-        Some(self.parts.call_id)
+        self.parts.as_ref().map(|p| p.call_id)
     }
 
     /// The CSeq number.
     pub fn cseq(&self) -> Option<u32> {
-        Some(self.parts.cseq.seq)
+        self.parts.as_ref().map(|p| p.cseq.seq)
     }
 
     /// The From header.
     pub fn from(&self) -> Option<sip::NameAddr<'a>> {
-        Some(self.parts.from)
+        self.parts.as_ref().map(|p| p.from)
     }
 
     /// The To header.
     pub fn to(&self) -> Option<sip::NameAddr<'a>> {
-        Some(self.parts.to)
+        self.parts.as_ref().map(|p| p.to)
     }
 
     /// The From tag.
     pub fn from_tag(&self) -> Option<&'a str> {
-        self.parts.from.tag()
+        self.parts.as_ref()?.from.tag()
     }
 
     /// The To tag.
     pub fn to_tag(&self) -> Option<&'a str> {
-        self.parts.to.tag()
+        self.parts.as_ref()?.to.tag()
     }
 
     /// Every Route entry, top first (a validated message has only readable ones).

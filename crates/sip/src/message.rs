@@ -158,6 +158,44 @@ impl<'a> Message<'a> {
         crate::parse::parse(buf, limits, framing)
     }
 
+    /// Parses one message into `self` (what it held before is forgotten), as
+    /// [`Message::parse_with`] does, without moving a parsed `Message` (about a kilobyte) to
+    /// where it is used: a caller that parses every datagram keeps one in place.
+    pub fn parse_into(
+        &mut self,
+        buf: &'a [u8],
+        limits: &Limits,
+        framing: Framing,
+    ) -> Result<(), Error> {
+        let parsed = crate::parse::parse_into(self, buf, limits, framing);
+        if parsed.is_err() {
+            self.reset(0);
+        }
+        parsed
+    }
+
+    /// A message with no start line and no headers: a place for [`Message::parse_into`].
+    pub fn blank() -> Message<'static> {
+        Message::empty(&[], 0)
+    }
+
+    /// Forgets the header table (the slots past `count` are never read) before a parse.
+    pub(crate) fn reset(&mut self, max_via_hops: u16) {
+        self.buf = &[];
+        self.head = "";
+        self.start = StartLine::Response {
+            status: 0,
+            reason: "",
+        };
+        self.start_line_end = 0;
+        self.count = 0;
+        self.first = [0; KNOWN_NAMES];
+        self.counts = [0; KNOWN_NAMES];
+        self.body_start = 0;
+        self.content_length = None;
+        self.max_via_hops = max_via_hops;
+    }
+
     /// A message with no start line and no headers yet, for the parser to fill in place (a
     /// `Message` is about a kilobyte: building it where it will live saves copies).
     pub(crate) fn empty(buf: &'a [u8], max_via_hops: u16) -> Self {

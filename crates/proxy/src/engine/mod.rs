@@ -473,11 +473,12 @@ impl Proxy {
             self.stats.rate_limited += 1;
             return;
         }
-        match Message::parse_with(input.bytes, framing) {
-            Ok(message) if message.is_request() => {
+        let mut message = Message::blank();
+        match message.parse_into(input.bytes, framing) {
+            Ok(()) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
-            Ok(message) => self.on_response(&message, flow),
+            Ok(()) => self.on_response(&message, flow),
             Err(error) => {
                 let disposition = error.disposition();
                 self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
