@@ -335,7 +335,7 @@ impl<'a> Message<'a> {
         Headers {
             msg: self,
             next,
-            filter: Filter::Known(name as u8),
+            filter: Filter::Known(name as u8, self.counts[name as usize]),
         }
     }
 
@@ -627,7 +627,9 @@ pub(crate) fn id_of(name: &[u8]) -> u8 {
 #[derive(Debug, Clone, Copy)]
 enum Filter<'m> {
     All,
-    Known(u8),
+    /// A known name, and how many of its lines are still to come (the walk stops after the
+    /// last one instead of reading every line below it).
+    Known(u8, u8),
     Name(&'m str),
 }
 
@@ -643,13 +645,22 @@ impl<'a> Iterator for Headers<'_, 'a> {
     type Item = Header<'a>;
 
     fn next(&mut self) -> Option<Header<'a>> {
+        if let Filter::Known(_, 0) = self.filter {
+            return None;
+        }
         while self.next < self.msg.count {
             let i = self.next;
             self.next += 1;
             let slot = &self.msg.slots[usize::from(i)];
-            let hit = match self.filter {
+            let hit = match &mut self.filter {
                 Filter::All => true,
-                Filter::Known(id) => slot.id == id,
+                Filter::Known(id, left) => {
+                    let hit = slot.id == *id;
+                    if hit {
+                        *left -= 1;
+                    }
+                    hit
+                }
                 Filter::Name(name) => {
                     slot.id == UNKNOWN
                         && self

@@ -278,7 +278,21 @@ pub(crate) fn plain_value_end(b: &[u8], from: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::plain_value_end;
+    use super::{find_unquoted, plain_value_end};
+
+    #[test]
+    fn find_unquoted_skips_quotes_and_angles() {
+        assert_eq!(find_unquoted(r#""a,b" <sip:x,y>, z"#, b',', true), Some(15));
+        assert_eq!(
+            find_unquoted(r#""a,b" <sip:x,y>, z"#, b',', false),
+            Some(12)
+        );
+        assert_eq!(find_unquoted(r#""a\",b", c"#, b',', true), Some(7));
+        assert_eq!(find_unquoted(r#""unterminated, x"#, b',', true), None);
+        assert_eq!(find_unquoted("<sip:x, y", b',', true), None);
+        assert_eq!(find_unquoted("abc", b',', true), None);
+        assert_eq!(find_unquoted("", b',', true), None);
+    }
 
     #[test]
     fn plain_value_end_agrees_with_a_byte_loop() {

@@ -780,7 +780,12 @@ impl Proxy {
     }
 
     fn new_branch(&mut self, loop_hash: u64) -> String {
-        format!("{}{loop_hash:x}.{}", self.branch_prefix, self.ids.token())
+        let mut branch = String::with_capacity(self.branch_prefix.len() + 8 + 1 + 16);
+        branch.push_str(&self.branch_prefix);
+        crate::border::push_hex(&mut branch, loop_hash, 0);
+        branch.push('.');
+        self.ids.push_token(&mut branch);
+        branch
     }
 
     fn new_tag(&mut self) -> String {
