@@ -144,6 +144,9 @@ impl<'a> Uri<'a> {
     /// `sip`/`sips` must have a valid host; `tel`/`urn` and other schemes only need a
     /// non-empty opaque part without whitespace.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
+        if let Some(uri) = parse_plain_sip(s) {
+            return Ok(uri);
+        }
         let colon = s.find(':').ok_or(UriError("no scheme"))?;
         let scheme_text = &s[..colon];
         if scheme_text.is_empty()
@@ -363,6 +366,92 @@ impl fmt::Display for Uri<'_> {
     }
 }
 
+/// The first index at or after `from` whose byte has none of the `classes` bits.
+#[inline]
+fn skip_class(b: &[u8], from: usize, classes: u8) -> usize {
+    let mut i = from;
+    while i < b.len() && is(b[i], classes) {
+        i += 1;
+    }
+    i
+}
+
+/// A `sip:`/`sips:` URI written the plain way, in one pass: an optional user (no password,
+/// no escapes), a host name or IPv4 address, an optional port and parameters without escapes,
+/// no headers. `None` for anything else, which [`parse_sip`] reads with the general rules
+/// (the two agree wherever this one answers).
+fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
+    let b = raw.as_bytes();
+    let (scheme, at) = match b.get(..5)? {
+        [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (Scheme::Sip, 4),
+        [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => (Scheme::Sips, 5),
+        _ => return None,
+    };
+    // userinfo: the first `@` ends it; user characters and `:` are all it may hold.
+    let stop = skip_class(b, at, UNRESERVED | USER);
+    let (user, host_start) = match b.get(stop) {
+        Some(b'@') => {
+            let user = raw.get(at..stop)?;
+            if user.is_empty() || user.contains('%') {
+                return None;
+            }
+            (Some(user), stop + 1)
+        }
+        // No `@` anywhere: the host starts right after the scheme.
+        None => (None, at),
+        Some(_) if memchr::memchr(b'@', &b[stop..]).is_none() => (None, at),
+        Some(_) => return None,
+    };
+    let host_end = skip_class(b, host_start, HOST);
+    if host_end == host_start {
+        return None;
+    }
+    let host_raw = raw.get(host_start..host_end)?;
+    let (port, port_end) = match b.get(host_end) {
+        Some(b':') => {
+            let end = host_end
+                + 1
+                + b[host_end + 1..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit())
+                    .count();
+            (Some(parse_port(raw.get(host_end + 1..end)?)?), end)
+        }
+        _ => (None, host_end),
+    };
+    let params = match b.get(port_end) {
+        None => "",
+        Some(b';') => {
+            if skip_class(b, port_end, UNRESERVED | PARAM) != b.len() {
+                return None;
+            }
+            let params = raw.get(port_end..)?;
+            if params.contains('%') {
+                return None;
+            }
+            params
+        }
+        Some(_) => return None,
+    };
+    let host = if is_ipv4(host_raw.as_bytes()) {
+        Host::Ipv4(host_raw)
+    } else {
+        Host::Domain(host_raw)
+    };
+    Some(Uri {
+        raw,
+        scheme,
+        user,
+        password: None,
+        host: Some(host),
+        host_raw,
+        port,
+        params: Params::new(params),
+        headers: None,
+        opaque: "",
+    })
+}
+
 fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<'a>, UriError> {
     // user and password cannot hold an unescaped `@`, and neither can host, params or
     // headers: the first `@` ends the userinfo.
@@ -568,4 +657,60 @@ fn write_decoded<W: fmt::Write>(out: &mut W, s: &str) -> fmt::Result {
         i += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The general reading of a `sip:`/`sips:` URI, without the plain-form shortcut.
+    fn general(s: &str) -> Result<Uri<'_>, UriError> {
+        let colon = s.find(':').ok_or(UriError("no scheme"))?;
+        let scheme = if s[..colon].eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else {
+            Scheme::Sip
+        };
+        parse_sip(s, scheme, &s[colon + 1..])
+    }
+
+    #[test]
+    fn the_plain_form_reads_as_the_general_rules_do() {
+        let samples = [
+            "sip:example.com",
+            "SIP:Alice@Example.COM",
+            "sips:bob@192.0.2.1:5061",
+            "sip:10.1.0.1:5060;lr;rt=AbC-_09",
+            "sip:10.1.0.1:5060;transport=tcp;lr",
+            "sip:+1555@host;user=phone",
+            "sip:a;b@host",
+            "sip:user:pw@host",
+            "sip:user@host?subject=x",
+            "sip:%61lice@host",
+            "sip:alice@host;p=%41",
+            "sip:host:",
+            "sip:host:99999",
+            "sip:host:5060:1",
+            "sip:@host",
+            "sip:user@",
+            "sip:[::1]:5060",
+            "sip:user@[2001:db8::1];lr",
+            "sip:host;p=[x]",
+            "sip:host;a b",
+            "sip:ho st",
+            "sip:1.2.3.4.5",
+            "sip:1.2.3",
+            "sip:a@b@c",
+            "sip:abc;x=@",
+            "sip:h\u{e9}",
+            "sips:",
+            "sip:x",
+        ];
+        for s in samples {
+            if let Some(plain) = parse_plain_sip(s) {
+                assert_eq!(Ok(plain), general(s), "{s}");
+            }
+            assert_eq!(Uri::parse(s), general(s), "{s}");
+        }
+    }
 }
