@@ -381,13 +381,25 @@ fn skip_class(b: &[u8], from: usize, classes: u8) -> usize {
 /// no headers. `None` for anything else, which [`parse_sip`] reads with the general rules
 /// (the two agree wherever this one answers).
 fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
+    plain_sip_prefix(raw)
+        .filter(|(_, end)| *end == raw.len())
+        .map(|(uri, _)| uri)
+}
+
+/// The plain `sip:`/`sips:` URI that `raw` starts with, and where it ends: at the end of
+/// `raw` or at the first byte no part of a plain URI may hold (a name-addr's `>`). Neither
+/// `@` nor any byte outside the URI classes can be inside what it reads, so the URI is what
+/// [`parse_plain_sip`] would read from `raw[..end]`.
+pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     let b = raw.as_bytes();
     let (scheme, at) = match b.get(..5)? {
         [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (Scheme::Sip, 4),
         [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => (Scheme::Sips, 5),
         _ => return None,
     };
-    // userinfo: the first `@` ends it; user characters and `:` are all it may hold.
+    // userinfo: the first `@` ends it. When the user characters stop at anything else, the
+    // host starts after the scheme: host, port and parameters hold no `@`, so one further on
+    // stops their scans and the URI is not plain.
     let stop = skip_class(b, at, UNRESERVED | USER);
     let (user, host_start) = match b.get(stop) {
         Some(b'@') => {
@@ -397,10 +409,7 @@ fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
             }
             (Some(user), stop + 1)
         }
-        // No `@` anywhere: the host starts right after the scheme.
-        None => (None, at),
-        Some(_) if memchr::memchr(b'@', &b[stop..]).is_none() => (None, at),
-        Some(_) => return None,
+        _ => (None, at),
     };
     let host_end = skip_class(b, host_start, HOST);
     if host_end == host_start {
@@ -409,37 +418,33 @@ fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
     let host_raw = raw.get(host_start..host_end)?;
     let (port, port_end) = match b.get(host_end) {
         Some(b':') => {
-            let end = host_end
-                + 1
-                + b[host_end + 1..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit())
-                    .count();
+            let digits = b[host_end + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            let end = host_end + 1 + digits;
             (Some(parse_port(raw.get(host_end + 1..end)?)?), end)
         }
         _ => (None, host_end),
     };
-    let params = match b.get(port_end) {
-        None => "",
-        Some(b';') => {
-            if skip_class(b, port_end, UNRESERVED | PARAM) != b.len() {
-                return None;
-            }
-            let params = raw.get(port_end..)?;
-            if params.contains('%') {
-                return None;
-            }
-            params
-        }
-        Some(_) => return None,
+    let end = match b.get(port_end) {
+        Some(b';') => skip_class(b, port_end, UNRESERVED | PARAM),
+        _ => port_end,
     };
+    if matches!(b.get(end), Some(&c) if c != b'>') {
+        return None;
+    }
+    let params = raw.get(port_end..end)?;
+    if params.contains('%') {
+        return None;
+    }
     let host = if is_ipv4(host_raw.as_bytes()) {
         Host::Ipv4(host_raw)
     } else {
         Host::Domain(host_raw)
     };
-    Some(Uri {
-        raw,
+    let uri = Uri {
+        raw: raw.get(..end)?,
         scheme,
         user,
         password: None,
@@ -449,7 +454,8 @@ fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
         params: Params::new(params),
         headers: None,
         opaque: "",
-    })
+    };
+    Some((uri, end))
 }
 
 fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<'a>, UriError> {
@@ -707,6 +713,11 @@ mod tests {
             "sip:x",
         ];
         for s in samples {
+            let bracketed = format!("{s}>;tag=1");
+            if let Some((plain, end)) = plain_sip_prefix(&bracketed) {
+                assert_eq!(&bracketed[end..], ">;tag=1", "{s}");
+                assert_eq!(Ok(plain), general(s), "{s}");
+            }
             if let Some(plain) = parse_plain_sip(s) {
                 assert_eq!(Ok(plain), general(s), "{s}");
             }
