@@ -308,10 +308,30 @@ enum KeyKind {
 }
 
 /// A hasher with fixed keys: the same key on every run and every node.
-fn hasher(kind: KeyKind) -> std::collections::hash_map::DefaultHasher {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+fn hasher(kind: KeyKind) -> KeyHasher {
+    let mut h = KeyHasher(0xcbf2_9ce4_8422_2325);
     h.write_u8(kind as u8);
     h
+}
+
+/// FNV-1a over the bytes written: streams (pieces hash as their concatenation, which
+/// [`uri_aor_key`] relies on, writing a key a character at a time) and costs a few
+/// instructions a byte. The keys only name candidates, every one is checked on its dialog, so
+/// a weak hash costs at worst a longer look, never a wrong answer.
+#[derive(Debug, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn text_key(kind: KeyKind, text: &str) -> u64 {
@@ -346,7 +366,7 @@ fn uri_aor_key(uri: &str) -> u64 {
 /// Feeds text written into it to a hasher, so a key can be hashed while it is written. The
 /// hasher streams: pieces written one after the other hash as their concatenation does (as
 /// [`aor_key`] writes it).
-struct ByteHasher(std::collections::hash_map::DefaultHasher);
+struct ByteHasher(KeyHasher);
 
 impl std::fmt::Write for ByteHasher {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -365,7 +385,7 @@ fn remote_key(remote: SocketAddr) -> u64 {
 /// lower-cased, its user as is, its port with 5060 for none; the text itself when it does not
 /// parse (an unparsable contact is only ever the same as itself).
 fn contact_key(contact: &str) -> u64 {
-    let lower = |h: &mut std::collections::hash_map::DefaultHasher, s: &str| {
+    let lower = |h: &mut KeyHasher, s: &str| {
         // Lower-cased a piece at a time: the hasher streams, so the pieces hash as the whole.
         let mut piece = [0u8; 64];
         for chunk in s.as_bytes().chunks(piece.len()) {

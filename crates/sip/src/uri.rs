@@ -90,7 +90,8 @@ impl<'a> Host<'a> {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Host::Domain(_) => None,
-            Host::Ipv4(s) | Host::Ipv6(s) => s.parse().ok(),
+            Host::Ipv4(s) => ipv4(s).map(IpAddr::V4),
+            Host::Ipv6(s) => s.parse().ok(),
         }
     }
 
@@ -538,6 +539,36 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
     })
 }
 
+/// Dotted IPv4 text as `core::net::Ipv4Addr`'s parser reads it (four decimal octets up to
+/// 255, no leading zeros), without its general machinery: proxies compare the host of every
+/// Via and Route with their own addresses.
+fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
+    let (mut octets, mut at) = ([0u8; 4], 0);
+    let (mut value, mut digits, mut leading_zero) = (0u16, 0, false);
+    for &c in s.as_bytes() {
+        match c {
+            b'0'..=b'9' => {
+                if digits == 3 || leading_zero {
+                    return None;
+                }
+                leading_zero = digits == 0 && c == b'0';
+                value = value * 10 + u16::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && at < 3 => {
+                octets[at] = u8::try_from(value).ok()?;
+                (at, value, digits, leading_zero) = (at + 1, 0, 0, false);
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || at != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(core::net::Ipv4Addr::from(octets))
+}
+
 /// Four dot-separated runs of one to three digits.
 fn is_ipv4(b: &[u8]) -> bool {
     let mut dots = 0;
@@ -678,6 +709,38 @@ mod tests {
             Scheme::Sip
         };
         parse_sip(s, scheme, &s[colon + 1..])
+    }
+
+    #[test]
+    fn ipv4_reads_as_std_does() {
+        let samples = [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3.0",
+            "10.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "",
+            ".1.2.3",
+            "1.2.3.",
+            "999.1.1.1",
+            "1.2.3.4a",
+            "100.200.250.255",
+            "00.0.0.0",
+            "1.02.3.4",
+        ];
+        for s in samples {
+            assert_eq!(ipv4(s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
+        }
+        for a in [0u32, 7, 99, 100, 199, 200, 249, 250, 255] {
+            let s = format!("{a}.{a}.{a}.{a}");
+            assert_eq!(ipv4(&s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
+        }
     }
 
     #[test]
