@@ -61,6 +61,17 @@ enum TimerKey {
     Cancelled(TxId),
 }
 
+/// A client transaction's index key, borrowed: hashes as `(String, Cow<str>)` does (each
+/// part as its `str`), and equals a key with the same branch and method.
+#[derive(Debug, Clone, Copy, Hash)]
+struct ClientKeyRef<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, Cow<'static, str>)> for ClientKeyRef<'_> {
+    fn equivalent(&self, key: &(String, Cow<'static, str>)) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
+
 /// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ServerKey {
@@ -74,7 +85,9 @@ struct ServerKey {
 #[derive(Debug, Clone)]
 enum Targets {
     /// The upstream list, skipping those already tried for this request.
-    Upstreams { tried: Vec<UpstreamId> },
+    /// Shared: a `Forward` is cloned for every attempt and response, the list only grows at
+    /// an attempt.
+    Upstreams { tried: Arc<Vec<UpstreamId>> },
     /// One fixed next hop (a registered contact, an in-dialog peer).
     Fixed(Flow),
 }
@@ -117,6 +130,16 @@ impl ListenerTexts {
             record_route: format!("<sip:{}{transport};lr", l.addr),
         }
     }
+}
+
+/// Text written for one forwarded message (our Via and Record-Route entries, the sender's Via
+/// with received/rport), kept between messages: once the strings have grown to what a
+/// message needs, writing them allocates nothing. Taken out of the proxy while in use.
+#[derive(Debug, Default)]
+struct Scratch {
+    via: String,
+    record_route: [String; 2],
+    received: String,
 }
 
 /// The proxying state of one server transaction.
@@ -228,7 +251,9 @@ pub struct Proxy {
     servers: HashMap<TxId, ServerEntry>,
     server_index: HashMap<ServerKey, TxId>,
     clients: HashMap<TxId, ClientEntry>,
-    client_index: HashMap<(String, Cow<'static, str>), TxId>,
+    /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
+    /// finds its transaction without an owned key.
+    client_index: hashbrown::HashMap<(String, Cow<'static, str>), TxId, ahash::RandomState>,
     registrations: RegistrationCache,
     dialogs: DialogTable,
     /// The sessions of the other shards of this box, from their records
@@ -257,6 +282,8 @@ pub struct Proxy {
     ids: Ids,
     /// Requests per source.
     budget: SourceBudget,
+    /// Buffers for the text of forwarded messages.
+    scratch: Scratch,
     /// The route key, keyed once.
     signer: Signer,
 }
@@ -292,6 +319,7 @@ impl Proxy {
         Proxy {
             ids: Ids::new(config.keys.seed),
             budget: SourceBudget::new(config.limits.per_source_rps),
+            scratch: Scratch::default(),
             signer: Signer::new(&config.keys.route),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
@@ -304,7 +332,7 @@ impl Proxy {
             servers: HashMap::default(),
             server_index: HashMap::default(),
             clients: HashMap::default(),
-            client_index: HashMap::default(),
+            client_index: hashbrown::HashMap::default(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
             peer_dialogs: DialogTable::default(),
@@ -510,7 +538,13 @@ impl Proxy {
         trim(&mut self.servers);
         trim(&mut self.server_index);
         trim(&mut self.clients);
-        trim(&mut self.client_index);
+        {
+            const SMALL: usize = 1024;
+            let map = &mut self.client_index;
+            if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
+                map.shrink_to((map.len() * 2).max(SMALL));
+            }
+        }
         self.timers.trim();
     }
 
@@ -781,11 +815,16 @@ impl Proxy {
 
     fn new_branch(&mut self, loop_hash: u64) -> String {
         let mut branch = String::with_capacity(self.branch_prefix.len() + 8 + 1 + 16);
-        branch.push_str(&self.branch_prefix);
-        crate::border::push_hex(&mut branch, loop_hash, 0);
-        branch.push('.');
-        self.ids.push_token(&mut branch);
+        self.push_new_branch(&mut branch, loop_hash);
         branch
+    }
+
+    /// Appends a new branch id (see [`Proxy::new_branch`]) to `out`.
+    fn push_new_branch(&mut self, out: &mut String, loop_hash: u64) {
+        out.push_str(&self.branch_prefix);
+        crate::border::push_hex(out, loop_hash, 0);
+        out.push('.');
+        self.ids.push_token(out);
     }
 
     fn new_tag(&mut self) -> String {
@@ -872,11 +911,16 @@ impl Proxy {
             .map(|l| l.realm)
     }
 
-    /// Our Record-Route URI for a listener, with the dialog's signed token when there is one.
-    fn own_rr_uri(&self, id: ListenerId, token: Option<&str>) -> Option<String> {
+    /// Writes our Record-Route URI for a listener into `uri` (cleared first), with the
+    /// dialog's signed token when there is one. `None` for an unknown listener.
+    fn write_own_rr_uri(
+        &self,
+        uri: &mut String,
+        id: ListenerId,
+        token: Option<&str>,
+    ) -> Option<()> {
         let head = &self.listener_texts.get(usize::from(id.0))?.record_route;
-        let token_len = token.map_or(0, |t| t.len() + crate::border::TOKEN_PARAM.len() + 2);
-        let mut uri = String::with_capacity(head.len() + token_len + 1);
+        uri.clear();
         uri.push_str(head);
         if let Some(token) = token {
             uri.push(';');
@@ -885,17 +929,24 @@ impl Proxy {
             uri.push_str(token);
         }
         uri.push('>');
-        Some(uri)
+        Some(())
     }
 
     /// Our Via for a listener.
     fn own_via(&self, id: ListenerId, branch: &str) -> Option<String> {
+        let mut via = String::new();
+        self.write_own_via(&mut via, id, branch)?;
+        Some(via)
+    }
+
+    /// Writes our Via for a listener into `via` (cleared first); `None` for an unknown one.
+    fn write_own_via(&self, via: &mut String, id: ListenerId, branch: &str) -> Option<()> {
         let head = &self.listener_texts.get(usize::from(id.0))?.via;
-        let mut via = String::with_capacity(head.len() + branch.len() + 6);
+        via.clear();
         via.push_str(head);
         via.push_str(branch);
         via.push_str(";rport");
-        Some(via)
+        Some(())
     }
 
     /// A flow to `addr` over a listener of `realm`.

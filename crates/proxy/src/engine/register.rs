@@ -202,7 +202,9 @@ impl Proxy {
                 let forward = Forward {
                     retarget,
                     method: "REGISTER".into(),
-                    targets: Targets::Upstreams { tried: Vec::new() },
+                    targets: Targets::Upstreams {
+                        tried: Arc::default(),
+                    },
                     client: None,
                     provisional_seen: false,
                     cancelled: false,
@@ -324,7 +326,13 @@ impl Proxy {
                     .collect(),
             ),
         };
-        let bytes = self.forward_bytes(m, from, Some(&retarget), &OwnLines::default())?;
+        let bytes = self.forward_bytes(
+            m,
+            from,
+            Some(&retarget),
+            &OwnLines::default(),
+            &mut String::new(),
+        )?;
         let mut draft = Message::stored(&bytes).ok()?.to_draft();
         draft.remove("Via");
         draft.set("Max-Forwards", "70");

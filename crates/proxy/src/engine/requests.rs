@@ -74,7 +74,7 @@ fn insert_first<'e>(
 /// The sender's Via as we pass it on (RFC 3261 §18.2.1, RFC 3581): `received` when its
 /// sent-by is not the address it came from, `rport` filled in when it asked. `None` when
 /// neither applies and it goes as it came.
-fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
+fn via_as_received<'b>(via: &sip::Via<'_>, from: Flow, value: &'b mut String) -> Option<&'b str> {
     // RFC 3261 §18.2.1: a sent-by that is a name, or an address other than the source.
     let received = via.host().ip() != Some(from.remote.ip());
     let rport = via.rport() != sip::Rport::Absent;
@@ -82,7 +82,7 @@ fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
         return None;
     }
     let raw = via.raw();
-    let mut value = String::with_capacity(raw.len() + 72);
+    value.clear();
     // The sender's parameters, less a bare `rport` when it is filled in below.
     for (i, piece) in raw.split(';').enumerate() {
         if i > 0 {
@@ -101,7 +101,7 @@ fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
         value.push_str(";rport=");
         value.push_str(decimal(u64::from(from.remote.port()), &mut [0; 20]));
     }
-    Some(value)
+    Some(value.as_str())
 }
 
 /// `n` in decimal, written into `buf` (no allocation on the per-message path).
@@ -322,7 +322,9 @@ impl Proxy {
 
         let mut retarget = None;
         let targets = match realm {
-            Realm::Access => Targets::Upstreams { tried: Vec::new() },
+            Realm::Access => Targets::Upstreams {
+                tried: Arc::default(),
+            },
             Realm::Core => {
                 let found = match self.registrations.by_contact(request_uri) {
                     Some(b) => Some((b.flow, b.contact.clone())),
@@ -591,10 +593,13 @@ impl Proxy {
         if !entry.tx.on_send(code, now) {
             return;
         }
-        entry.last_response = Some(bytes.clone());
+        let terminated = entry.tx.state() == ServerState::Terminated;
+        if !terminated {
+            // Kept for retransmissions; a terminated transaction is removed below.
+            entry.last_response = Some(bytes.clone());
+        }
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
-        let terminated = entry.tx.state() == ServerState::Terminated;
         let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
         if code >= 200 {
             if let Some(f) = entry.forward.as_mut() {
@@ -648,12 +653,13 @@ impl Proxy {
         from: Flow,
         retarget: Option<&Retarget>,
         own: &OwnLines<'_>,
+        received: &mut String,
     ) -> Option<Vec<u8>> {
         let msg = &m.sip;
         let top_via = m.top_via();
-        let via_value = top_via.and_then(|via| via_as_received(&via, from));
+        let via_value = top_via.and_then(|via| via_as_received(&via, from, received));
         let mut editor = sip::Editor::new(msg);
-        if let (Some(via), Some(value)) = (top_via, via_value.as_deref()) {
+        if let (Some(via), Some(value)) = (top_via, via_value) {
             editor.replace_item(via.raw(), value);
         }
         let hops = m.max_forwards().map_or(70, |n| n.saturating_sub(1));
@@ -795,15 +801,20 @@ impl Proxy {
         match key {
             None => {
                 // ACK for a 2xx: end to end, forwarded without a transaction.
-                let branch = self.new_branch(loop_hash);
-                let Some(via) = self.own_via(dest.listener, &branch) else {
-                    return;
-                };
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let mut branch = std::mem::take(&mut scratch.record_route[0]);
+                branch.clear();
+                self.push_new_branch(&mut branch, loop_hash);
+                let written = self.write_own_via(&mut scratch.via, dest.listener, &branch);
                 let own = OwnLines {
-                    via: Some(&via),
+                    via: Some(&scratch.via),
                     record_route: [None, None],
                 };
-                if let Some(bytes) = self.forward_bytes(m, from, None, &own) {
+                let bytes = written
+                    .and_then(|()| self.forward_bytes(m, from, None, &own, &mut scratch.received));
+                scratch.record_route[0] = branch;
+                self.scratch = scratch;
+                if let Some(bytes) = bytes {
                     self.stats.requests_forwarded += 1;
                     self.send(dest, bytes);
                 }
@@ -953,14 +964,16 @@ impl Proxy {
         match &mut forward.targets {
             Targets::Upstreams { tried } => match self.upstreams.select(now, tried) {
                 Ok(uid) => {
-                    tried.push(uid);
+                    Arc::make_mut(tried).push(uid);
                     if tried.len() > 1 {
                         self.stats.upstream_failovers += 1;
                     }
-                    let Some(cfg) = self.upstreams.config(uid).cloned() else {
+                    let Some((transport, addr)) =
+                        self.upstreams.config(uid).map(|c| (c.transport, c.addr))
+                    else {
                         return;
                     };
-                    match self.flow_to(Realm::Core, cfg.transport, cfg.addr) {
+                    match self.flow_to(Realm::Core, transport, addr) {
                         Some(dest) => self.send_attempt(sid, dest, Some(uid), live),
                         None => self.respond(sid, 503, &[]),
                     }
@@ -1004,6 +1017,8 @@ impl Proxy {
         else {
             return;
         };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let [mut outgoing_text, mut incoming_text] = std::mem::take(&mut scratch.record_route);
         let (mut outgoing, mut incoming) = (None, None);
         if forward.record_route {
             let token = forward
@@ -1014,7 +1029,9 @@ impl Proxy {
                 });
             // One entry carries the token: every in-dialog request has both entries in its
             // Route, and each byte of it travels in every message of the dialog.
-            outgoing = self.own_rr_uri(dest.listener, token.as_deref());
+            outgoing = self
+                .write_own_rr_uri(&mut outgoing_text, dest.listener, token.as_deref())
+                .map(|()| outgoing_text.as_str());
             let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
                 || self
                     .config
@@ -1023,22 +1040,27 @@ impl Proxy {
                     .map(|l| l.transport)
                     != Some(dest.transport);
             if changes_side {
-                incoming = self.own_rr_uri(forward.incoming, None);
+                incoming = self
+                    .write_own_rr_uri(&mut incoming_text, forward.incoming, None)
+                    .map(|()| incoming_text.as_str());
             }
         }
         let branch = self.new_branch(forward.loop_hash);
-        let Some(via) = self.own_via(dest.listener, &branch) else {
+        if self
+            .write_own_via(&mut scratch.via, dest.listener, &branch)
+            .is_none()
+        {
             return;
-        };
+        }
         let own = OwnLines {
-            via: Some(&via),
-            record_route: [outgoing.as_deref(), incoming.as_deref()],
+            via: Some(&scratch.via),
+            record_route: [outgoing, incoming],
         };
         let starts_dialog =
             forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
         // The request as received: the caller's, or the transaction's copy read again.
-        let Some((bytes, dialog)) = self.servers.get(&sid).and_then(|entry| {
+        let forwarded = self.servers.get(&sid).and_then(|entry| {
             let stored;
             let m = match live {
                 Some(m) => m,
@@ -1047,12 +1069,21 @@ impl Proxy {
                     &stored
                 }
             };
-            let bytes = self.forward_bytes(m, source, forward.retarget.as_deref(), &own)?;
+            let bytes = self.forward_bytes(
+                m,
+                source,
+                forward.retarget.as_deref(),
+                &own,
+                &mut scratch.received,
+            )?;
             let dialog = starts_dialog
                 .then(|| new_dialog(m, caller_realm, source, dest, forward.priority))
                 .flatten();
             Some((bytes, dialog))
-        }) else {
+        });
+        scratch.record_route = [outgoing_text, incoming_text];
+        self.scratch = scratch;
+        let Some((bytes, dialog)) = forwarded else {
             return;
         };
         let cid = self.start_client(
