@@ -228,7 +228,9 @@ fn read_party(b: &[u8]) -> Option<(TokenParty, &[u8])> {
 
 impl RouteToken {
     fn body(&self) -> Vec<u8> {
-        let mut b = vec![TOKEN_VERSION, realm_byte(self.caller_realm)];
+        // Room for two IPv6 parties and the MAC that `sign` appends: no regrowing.
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&[TOKEN_VERSION, realm_byte(self.caller_realm)]);
         push_party(&mut b, &self.access);
         push_party(&mut b, &self.core);
         b

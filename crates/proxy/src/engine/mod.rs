@@ -156,7 +156,8 @@ struct Forward {
     client: Option<TxId>,
     provisional_seen: bool,
     cancelled: bool,
-    /// Record-Route this request (dialog-creating, out of dialog).
+    /// Record-Route this request (dialog-creating, out of dialog), with its Call-ID and
+    /// caller tag signed into our entry (read from the request at each attempt).
     record_route: bool,
     incoming: ListenerId,
     dialog: Option<Arc<DialogId>>,
@@ -165,8 +166,6 @@ struct Forward {
     done: bool,
     /// Goes into our branch so the request coming back unchanged is seen as a loop.
     loop_hash: u64,
-    /// Call-ID and caller tag of a dialog-creating request, signed into our Record-Route.
-    dialog_ids: Option<Arc<(String, String)>>,
 }
 
 /// A method as a transaction keeps it: a known one as static text, without copying.

@@ -215,7 +215,6 @@ impl Proxy {
                     register: Some(Arc::new(ctx)),
                     done: false,
                     loop_hash: self.loop_hash(m, from.listener),
-                    dialog_ids: None,
                 };
                 let sid = self.new_server(m, bytes, from, key, Some(forward));
                 self.try_next(sid);

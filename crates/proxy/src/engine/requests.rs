@@ -357,14 +357,7 @@ impl Proxy {
             }
         };
         let record_route = matches!(method, Method::Invite | Method::Subscribe | Method::Refer);
-        let dialog_ids = match (m.call_id(), m.from_tag()) {
-            (Some(call_id), Some(tag)) if record_route => {
-                Some(Arc::new((call_id.to_owned(), tag.to_owned())))
-            }
-            _ => None,
-        };
         let forward = Forward {
-            dialog_ids,
             retarget,
             method: super::kept_method(method),
             targets,
@@ -731,6 +724,9 @@ impl Proxy {
         let from_tag = m.from_tag().unwrap_or_default();
         let to_tag = m.to_tag().unwrap_or_default();
         let cseq = m.cseq().unwrap_or_default();
+        // An ACK (no transaction) neither updates its dialog nor is tracked with it: its id
+        // is not copied.
+        let keeps_id = key.is_some();
         let found = self
             .dialogs
             .find(call_id, from_tag, to_tag, realm)
@@ -740,7 +736,7 @@ impl Proxy {
                     Side::Caller => d.callee.flow,
                     Side::Callee => d.caller.flow,
                 };
-                (d.id.clone(), side, other)
+                (keeps_id.then(|| d.id.clone()), side, other)
             });
         let mut found = found;
         let dest = match &found {
@@ -758,7 +754,9 @@ impl Proxy {
                     if dest.is_some()
                         && !matches!(method, Method::Ack | Method::Cancel | Method::Bye)
                     {
-                        found = self.learn_dialog(m, realm, &token);
+                        found = self
+                            .learn_dialog(m, realm, &token)
+                            .map(|(id, side, other)| (Some(id), side, other));
                     }
                     dest
                 }
@@ -782,7 +780,7 @@ impl Proxy {
             self.reject_at_cap(m, from);
             return;
         }
-        if let Some((id, side, _)) = &found {
+        if let Some((Some(id), side, _)) = &found {
             if method != Method::Ack && method != Method::Cancel {
                 let side = *side;
                 let change = self.dialogs.update(id, |d| {
@@ -828,9 +826,8 @@ impl Proxy {
                     provisional_seen: false,
                     cancelled: false,
                     record_route: false,
-                    dialog_ids: None,
                     incoming: from.listener,
-                    dialog: found.map(|(id, _, _)| Arc::new(id)),
+                    dialog: found.and_then(|(id, _, _)| id).map(Arc::new),
                     priority: false,
                     register: None,
                     done: false,
@@ -1019,32 +1016,14 @@ impl Proxy {
         };
         let mut scratch = std::mem::take(&mut self.scratch);
         let [mut outgoing_text, mut incoming_text] = std::mem::take(&mut scratch.record_route);
-        let (mut outgoing, mut incoming) = (None, None);
-        if forward.record_route {
-            let token = forward
-                .dialog_ids
-                .as_deref()
-                .and_then(|(call_id, caller_tag)| {
-                    self.route_token(source, dest, call_id, caller_tag)
-                });
-            // One entry carries the token: every in-dialog request has both entries in its
-            // Route, and each byte of it travels in every message of the dialog.
-            outgoing = self
-                .write_own_rr_uri(&mut outgoing_text, dest.listener, token.as_deref())
-                .map(|()| outgoing_text.as_str());
-            let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
+        let changes_side = forward.record_route
+            && (self.realm_of(dest.listener) != self.realm_of(forward.incoming)
                 || self
                     .config
                     .listeners
                     .get(usize::from(forward.incoming.0))
                     .map(|l| l.transport)
-                    != Some(dest.transport);
-            if changes_side {
-                incoming = self
-                    .write_own_rr_uri(&mut incoming_text, forward.incoming, None)
-                    .map(|()| incoming_text.as_str());
-            }
-        }
+                    != Some(dest.transport));
         let branch = self.new_branch(forward.loop_hash);
         if self
             .write_own_via(&mut scratch.via, dest.listener, &branch)
@@ -1052,10 +1031,6 @@ impl Proxy {
         {
             return;
         }
-        let own = OwnLines {
-            via: Some(&scratch.via),
-            record_route: [outgoing, incoming],
-        };
         let starts_dialog =
             forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
@@ -1068,6 +1043,29 @@ impl Proxy {
                     stored = Message::stored(&entry.request).ok()?;
                     &stored
                 }
+            };
+            let (mut outgoing, mut incoming) = (None, None);
+            if forward.record_route {
+                let token = match (m.call_id(), m.from_tag()) {
+                    (Some(call_id), Some(caller_tag)) => {
+                        self.route_token(source, dest, call_id, caller_tag)
+                    }
+                    _ => None,
+                };
+                // One entry carries the token: every in-dialog request has both entries in
+                // its Route, and each byte of it travels in every message of the dialog.
+                outgoing = self
+                    .write_own_rr_uri(&mut outgoing_text, dest.listener, token.as_deref())
+                    .map(|()| outgoing_text.as_str());
+                if changes_side {
+                    incoming = self
+                        .write_own_rr_uri(&mut incoming_text, forward.incoming, None)
+                        .map(|()| incoming_text.as_str());
+                }
+            }
+            let own = OwnLines {
+                via: Some(&scratch.via),
+                record_route: [outgoing, incoming],
             };
             let bytes = self.forward_bytes(
                 m,
