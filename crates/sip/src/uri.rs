@@ -597,7 +597,7 @@ fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
 }
 
 /// Four dot-separated runs of one to three digits.
-fn is_ipv4(b: &[u8]) -> bool {
+pub(crate) fn is_ipv4(b: &[u8]) -> bool {
     let mut dots = 0;
     let mut run = 0;
     for &c in b {
