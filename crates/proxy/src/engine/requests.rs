@@ -222,14 +222,25 @@ impl Proxy {
         }
 
         let loop_hash = self.loop_hash(m, from.listener);
-        let looped = m.vias().any(|v| {
-            self.is_own_via(&v)
+        let mut hash_digits = String::with_capacity(0);
+        let ours = |v: &sip::Via<'_>, digits: &mut String| {
+            self.is_own_via(v)
                 && v.branch().is_some_and(|b| {
+                    if digits.is_empty() {
+                        crate::border::push_hex(digits, loop_hash, 0);
+                    }
                     b.strip_prefix(self.branch_prefix.as_str())
                         .and_then(|rest| rest.split('.').next())
-                        .is_some_and(|h| h == format!("{loop_hash:x}"))
+                        .is_some_and(|h| h == digits.as_str())
                 })
-        });
+        };
+        // The top hop was parsed with the message; only the ones below it are read here.
+        let looped = m.top_via().is_some_and(|v| ours(&v, &mut hash_digits))
+            || m.sip
+                .list_items(HeaderName::Via)
+                .skip(1)
+                .filter_map(|(_, hop)| sip::Via::parse(hop).ok())
+                .any(|v| ours(&v, &mut hash_digits));
         if looped {
             self.stats.loops += 1;
             self.respond_stateless(m, from, 482, &[]);
@@ -246,7 +257,7 @@ impl Proxy {
 
         let in_dialog = m.to_tag().is_some();
         if in_dialog {
-            self.forward_in_dialog(m, bytes, from, realm, Some(key));
+            self.forward_in_dialog(m, bytes, from, realm, Some((key, loop_hash)));
             return;
         }
 
@@ -710,15 +721,21 @@ impl Proxy {
     /// Routes a request inside a dialog (or an ACK for a 2xx) to the dialog's other party:
     /// from the dialog table, or from the signed token in our Route entry when the table has no
     /// record (SPEC §1a, §7). Anything else is answered 481 and goes nowhere, whatever its Route
-    /// and request URI say. `key` is `None` for ACK (forwarded without a transaction).
+    /// and request URI say. `key` (with the loop hash the caller computed) is `None`
+    /// for ACK (forwarded without a transaction).
     fn forward_in_dialog(
         &mut self,
         m: &Message<'_>,
         bytes: &[u8],
         from: Flow,
         realm: Realm,
-        key: Option<ServerKey>,
+        key: Option<(ServerKey, u64)>,
     ) {
+        // The loop hash comes with the key when the caller computed it.
+        let (key, loop_hash) = match key {
+            Some((key, hash)) => (Some(key), Some(hash)),
+            None => (None, None),
+        };
         let method = m.method();
         let call_id = m.call_id().unwrap_or_default();
         let from_tag = m.from_tag().unwrap_or_default();
@@ -795,7 +812,7 @@ impl Proxy {
                 }
             }
         }
-        let loop_hash = self.loop_hash(m, from.listener);
+        let loop_hash = loop_hash.unwrap_or_else(|| self.loop_hash(m, from.listener));
         match key {
             None => {
                 // ACK for a 2xx: end to end, forwarded without a transaction.
