@@ -23,6 +23,38 @@ pub struct Message<'a> {
     /// Its mandatory headers, parsed once (the engine reads the tags and the top Via of one
     /// message many times); `None` only in a [`Message::blank`] not (successfully) parsed into.
     parts: Option<sip::Mandatory<'a>>,
+    /// The Route, Record-Route and Contact addresses validation parsed, kept when few (the
+    /// engine reads them again to route, record and answer).
+    routes: Kept<'a>,
+    record_routes: Kept<'a>,
+    contacts: Kept<'a>,
+}
+
+/// How many entries of one header a message keeps parsed.
+const KEPT: usize = 4;
+
+/// Up to [`KEPT`] parsed entries of one header, and how many there were: all of them when
+/// that is at most `KEPT`, otherwise they are parsed again when read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept<'a> {
+    entries: [Option<sip::NameAddr<'a>>; KEPT],
+    seen: usize,
+    /// False until validation handed its entries over (a stored copy is not validated).
+    filled: bool,
+}
+
+impl<'a> Kept<'a> {
+    fn push(&mut self, entry: &sip::NameAddr<'a>) {
+        if let Some(slot) = self.entries.get_mut(self.seen) {
+            *slot = Some(*entry);
+        }
+        self.seen += 1;
+    }
+
+    /// Every entry, when all are kept.
+    fn all(&self) -> Option<&[Option<sip::NameAddr<'a>>]> {
+        (self.filled && self.seen <= KEPT).then(|| &self.entries[..self.seen])
+    }
 }
 
 impl<'a> Message<'a> {
@@ -34,9 +66,32 @@ impl<'a> Message<'a> {
     /// Reads a message with the framing of its transport, and checks what the proxy relies on
     /// (`sip::Message::validate`: the mandatory headers present once and readable).
     pub fn parse_with(bytes: &'a [u8], framing: sip::Framing) -> Result<Self, ParseError> {
-        let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
-        let parts = Some(sip.validate_mandatory()?);
-        Ok(Message { sip, parts })
+        let mut message = Message {
+            sip: sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?,
+            ..Message::blank()
+        };
+        message.validate()?;
+        Ok(message)
+    }
+
+    /// Validates the parsed `sip`, keeping its mandatory headers and the few Route,
+    /// Record-Route and Contact entries it parsed on the way.
+    fn validate(&mut self) -> Result<(), ParseError> {
+        let (mut routes, mut record_routes, mut contacts) =
+            (Kept::default(), Kept::default(), Kept::default());
+        let parts = self.sip.validate_mandatory_with(|name, entry| match name {
+            HeaderName::Route => routes.push(entry),
+            HeaderName::RecordRoute => record_routes.push(entry),
+            _ => contacts.push(entry),
+        })?;
+        for kept in [&mut routes, &mut record_routes, &mut contacts] {
+            kept.filled = true;
+        }
+        self.parts = Some(parts);
+        self.routes = routes;
+        self.record_routes = record_routes;
+        self.contacts = contacts;
+        Ok(())
     }
 
     /// A place to parse received messages into ([`Message::parse_into`]).
@@ -44,6 +99,9 @@ impl<'a> Message<'a> {
         Message {
             sip: sip::Message::blank(),
             parts: None,
+            routes: Kept::default(),
+            record_routes: Kept::default(),
+            contacts: Kept::default(),
         }
     }
 
@@ -51,10 +109,12 @@ impl<'a> Message<'a> {
     /// every datagram where it is read, instead of moving a kilobyte-sized message around.
     pub fn parse_into(&mut self, bytes: &'a [u8], framing: sip::Framing) -> Result<(), ParseError> {
         self.parts = None;
+        self.routes = Kept::default();
+        self.record_routes = Kept::default();
+        self.contacts = Kept::default();
         self.sip
             .parse_into(bytes, &sip::Limits::default(), framing)?;
-        self.parts = Some(self.sip.validate_mandatory()?);
-        Ok(())
+        self.validate()
     }
 
     /// Reads a message this box validated when it came (a transaction's copy of its
@@ -62,7 +122,11 @@ impl<'a> Message<'a> {
     pub fn stored(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), sip::Framing::Datagram)?;
         let parts = Some(sip.mandatory()?);
-        Ok(Message { sip, parts })
+        Ok(Message {
+            sip,
+            parts,
+            ..Message::blank()
+        })
     }
 
     /// Whether it is a request.
@@ -148,19 +212,36 @@ impl<'a> Message<'a> {
 
     /// Every Route entry, top first (a validated message has only readable ones).
     pub fn routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        self.sip.routes().filter_map(Result::ok)
+        let kept = self.routes.all();
+        let parse = if kept.is_some() { 0 } else { usize::MAX };
+        kept.into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .chain(self.sip.routes().take(parse).filter_map(Result::ok))
     }
 
     /// Every Record-Route entry, top first.
     pub fn record_routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        self.sip.record_routes().filter_map(Result::ok)
+        let kept = self.record_routes.all();
+        let parse = if kept.is_some() { 0 } else { usize::MAX };
+        kept.into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .chain(self.sip.record_routes().take(parse).filter_map(Result::ok))
     }
 
     /// Every Contact address (the wildcard left out), in order.
     pub fn contacts(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        self.sip
-            .contacts()
-            .filter_map(|c| c.ok().and_then(|c| c.addr().copied()))
+        let kept = self.contacts.all();
+        let parse = if kept.is_some() { 0 } else { usize::MAX };
+        kept.into_iter().flatten().flatten().copied().chain(
+            self.sip
+                .contacts()
+                .take(parse)
+                .filter_map(|c| c.ok().and_then(|c| c.addr().copied())),
+        )
     }
 
     /// Whether a Contact is `*`.

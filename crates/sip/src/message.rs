@@ -498,6 +498,17 @@ impl<'a> Message<'a> {
     /// caller that reads them again and again (a proxy reads the tags and the top Via of one
     /// message many times).
     pub fn validate_mandatory(&self) -> Result<Mandatory<'a>, Error> {
+        self.validate_mandatory_with(|_, _| {})
+    }
+
+    /// As [`Message::validate_mandatory`], handing every Contact address, Route and
+    /// Record-Route entry it parses on the way to `seen`, with the header it is in (in message
+    /// order per header), so a caller can keep them instead of parsing them again. On `Err`,
+    /// what was handed over is of a message to drop.
+    pub fn validate_mandatory_with(
+        &self,
+        mut seen: impl FnMut(HeaderName, &NameAddr<'a>),
+    ) -> Result<Mandatory<'a>, Error> {
         let mut top_via = None;
         for via in self.vias() {
             let via = via?;
@@ -518,13 +529,14 @@ impl<'a> Message<'a> {
         for c in self.contacts() {
             if let Contact::Addr(a) = c? {
                 a.expires()?;
+                seen(HeaderName::Contact, &a);
             }
         }
         for r in self.routes() {
-            r?;
+            seen(HeaderName::Route, &r?);
         }
         for r in self.record_routes() {
-            r?;
+            seen(HeaderName::RecordRoute, &r?);
         }
         Ok(Mandatory {
             top_via,

@@ -161,7 +161,9 @@ impl Proxy {
             },
         };
 
-        if let Some(&sid) = self.server_index.get(&key) {
+        // The index does not change before a transaction is created below: one lookup.
+        let existing = self.server_index.get(&key).copied();
+        if let Some(sid) = existing {
             if self
                 .servers
                 .get(&sid)
@@ -175,7 +177,7 @@ impl Proxy {
         }
 
         if method == Method::Ack {
-            if let Some(&sid) = self.server_index.get(&key) {
+            if let Some(sid) = existing {
                 if let Some(entry) = self.servers.get_mut(&sid) {
                     match entry.tx.state() {
                         ServerState::Completed | ServerState::Confirmed => {
@@ -192,7 +194,7 @@ impl Proxy {
             return;
         }
 
-        if let Some(&sid) = self.server_index.get(&key) {
+        if let Some(sid) = existing {
             self.on_retransmission(sid);
             return;
         }
