@@ -44,6 +44,12 @@ struct Kept<'a> {
 }
 
 impl<'a> Kept<'a> {
+    /// Empty, and not filled (the entries left behind are never read).
+    fn clear(&mut self) {
+        self.seen = 0;
+        self.filled = false;
+    }
+
     fn push(&mut self, entry: &sip::NameAddr<'a>) {
         if let Some(slot) = self.entries.get_mut(self.seen) {
             *slot = Some(*entry);
@@ -77,20 +83,32 @@ impl<'a> Message<'a> {
     /// Validates the parsed `sip`, keeping its mandatory headers and the few Route,
     /// Record-Route and Contact entries it parsed on the way.
     fn validate(&mut self) -> Result<(), ParseError> {
-        let (mut routes, mut record_routes, mut contacts) =
-            (Kept::default(), Kept::default(), Kept::default());
+        // Filled where they are kept: a few kilobytes of entries are not moved around.
+        for kept in [
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        ] {
+            kept.clear();
+        }
+        let (routes, record_routes, contacts) = (
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        );
         let parts = self.sip.validate_mandatory_with(|name, entry| match name {
             HeaderName::Route => routes.push(entry),
             HeaderName::RecordRoute => record_routes.push(entry),
             _ => contacts.push(entry),
         })?;
-        for kept in [&mut routes, &mut record_routes, &mut contacts] {
+        for kept in [
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        ] {
             kept.filled = true;
         }
         self.parts = Some(parts);
-        self.routes = routes;
-        self.record_routes = record_routes;
-        self.contacts = contacts;
         Ok(())
     }
 
@@ -109,9 +127,13 @@ impl<'a> Message<'a> {
     /// every datagram where it is read, instead of moving a kilobyte-sized message around.
     pub fn parse_into(&mut self, bytes: &'a [u8], framing: sip::Framing) -> Result<(), ParseError> {
         self.parts = None;
-        self.routes = Kept::default();
-        self.record_routes = Kept::default();
-        self.contacts = Kept::default();
+        for kept in [
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        ] {
+            kept.clear();
+        }
         self.sip
             .parse_into(bytes, &sip::Limits::default(), framing)?;
         self.validate()
