@@ -193,7 +193,9 @@ struct ServerEntry {
     source: Flow,
     request: Vec<u8>,
     last_response: Option<Vec<u8>>,
-    to_tag: String,
+    /// The To tag of the responses the proxy writes itself on this transaction, made at the
+    /// first one that carries a tag (a 100 does not; most transactions never need one).
+    to_tag: Option<String>,
     forward: Option<Forward>,
 }
 

@@ -496,7 +496,6 @@ impl Proxy {
             TxClass::NonInvite
         };
         let tx = ServerTransaction::new(class, from.transport.is_reliable(), self.config.timers);
-        let to_tag = self.new_tag();
         self.server_index.insert(key.clone(), id);
         self.servers.insert(
             id,
@@ -506,7 +505,7 @@ impl Proxy {
                 source: from,
                 request: bytes.to_vec(),
                 last_response: None,
-                to_tag,
+                to_tag: None,
                 forward,
             },
         );
@@ -564,14 +563,26 @@ impl Proxy {
 
     /// Sends a response of our own on server transaction `sid`.
     pub(super) fn respond(&mut self, sid: TxId, code: u16, extra: &[(&str, String)]) {
+        self.own_to_tag(sid, code);
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
         let Ok(request) = Message::stored(&entry.request) else {
             return;
         };
-        let bytes = msg::response_to(&request, code, Some(&entry.to_tag), extra);
+        let bytes = msg::response_to(&request, code, entry.to_tag.as_deref(), extra);
         self.send_on_server(sid, code, bytes);
+    }
+
+    /// Makes the To tag of server transaction `sid` when a response with status `code`
+    /// carries one (above 100) and it has none yet.
+    fn own_to_tag(&mut self, sid: TxId, code: u16) {
+        if code > 100 && self.servers.get(&sid).is_some_and(|e| e.to_tag.is_none()) {
+            let tag = self.new_tag();
+            if let Some(entry) = self.servers.get_mut(&sid) {
+                entry.to_tag = Some(tag);
+            }
+        }
     }
 
     /// As [`respond`](Self::respond), with `request` the transaction's request already parsed
@@ -583,10 +594,11 @@ impl Proxy {
         code: u16,
         extra: &[(&str, String)],
     ) {
+        self.own_to_tag(sid, code);
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
-        let bytes = msg::response_to(request, code, Some(&entry.to_tag), extra);
+        let bytes = msg::response_to(request, code, entry.to_tag.as_deref(), extra);
         self.send_on_server(sid, code, bytes);
     }
 
