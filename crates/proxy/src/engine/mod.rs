@@ -72,6 +72,21 @@ impl hashbrown::Equivalent<(String, Cow<'static, str>)> for ClientKeyRef<'_> {
     }
 }
 
+/// A server transaction's index key, borrowed: hashes as [`ServerKey`] does (its parts in
+/// the same order, each as its `str`) and equals a key with the same parts.
+#[derive(Debug, Clone, Copy, Hash)]
+struct ServerKeyRef<'a> {
+    branch: &'a str,
+    sent_by: &'a str,
+    method: &'a str,
+}
+
+impl hashbrown::Equivalent<ServerKey> for ServerKeyRef<'_> {
+    fn equivalent(&self, key: &ServerKey) -> bool {
+        self.branch == key.branch && self.sent_by == key.sent_by && self.method == key.method
+    }
+}
+
 /// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ServerKey {
@@ -250,7 +265,9 @@ pub struct Proxy {
     next_id: u64,
     timers: TimerTable<TimerKey>,
     servers: HashMap<TxId, ServerEntry>,
-    server_index: HashMap<ServerKey, TxId>,
+    /// Looked up with borrowed text ([`ServerKeyRef`]): an ACK or a retransmission finds its
+    /// transaction without an owned key.
+    server_index: hashbrown::HashMap<ServerKey, TxId, ahash::RandomState>,
     clients: HashMap<TxId, ClientEntry>,
     /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
     /// finds its transaction without an owned key.
@@ -331,7 +348,7 @@ impl Proxy {
             next_id: 1,
             timers: TimerTable::default(),
             servers: HashMap::default(),
-            server_index: HashMap::default(),
+            server_index: hashbrown::HashMap::default(),
             clients: HashMap::default(),
             client_index: hashbrown::HashMap::default(),
             registrations: RegistrationCache::default(),
@@ -537,15 +554,18 @@ impl Proxy {
             }
         }
         trim(&mut self.servers);
-        trim(&mut self.server_index);
+
         trim(&mut self.clients);
-        {
+        fn trim_indexed<K: std::hash::Hash + Eq, V>(
+            map: &mut hashbrown::HashMap<K, V, ahash::RandomState>,
+        ) {
             const SMALL: usize = 1024;
-            let map = &mut self.client_index;
             if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
                 map.shrink_to((map.len() * 2).max(SMALL));
             }
         }
+        trim_indexed(&mut self.server_index);
+        trim_indexed(&mut self.client_index);
         self.timers.trim();
     }
 

@@ -15,6 +15,7 @@ use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm};
 use sip::HeaderName;
 use sip::Method;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -33,7 +34,31 @@ fn starts_with_cookie(branch: &str) -> bool {
 
 /// The sent-by of a Via as a transaction key: host lower-cased (IPv6 without brackets), and
 /// the port when one is written.
-fn sent_by_key(via: &sip::Via<'_>) -> String {
+fn sent_by_key<'v>(via: &sip::Via<'v>) -> Cow<'v, str> {
+    let host = via.host().as_str();
+    if !host.bytes().any(|c| c.is_ascii_uppercase()) {
+        let Some(port) = via.port() else {
+            return Cow::Borrowed(host);
+        };
+        // `host:port` as the sender wrote it, when that is the key's text.
+        let mut digits = [0; 20];
+        let port = decimal(u64::from(port), &mut digits);
+        let raw = via.raw();
+        let start = (host.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+        let written = raw.get(start..start.saturating_add(host.len() + 1 + port.len()));
+        if let Some(text) = written.filter(|t| {
+            t.strip_prefix(host)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| rest == port)
+        }) {
+            return Cow::Borrowed(text);
+        }
+    }
+    Cow::Owned(owned_sent_by_key(via))
+}
+
+/// [`sent_by_key`], written out.
+fn owned_sent_by_key(via: &sip::Via<'_>) -> String {
     let host = via.host().as_str();
     let mut key = String::with_capacity(host.len() + 6);
     key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
@@ -143,26 +168,30 @@ impl Proxy {
         // RFC 3261 §17.2.3: only a branch with the magic cookie and something after it names a
         // transaction; a bare cookie (RFC 4475 `badbranch`) or none is matched the RFC 2543
         // way, by what the request itself says.
-        let branch = match via.branch() {
-            Some(b) if b.len() > MAGIC_COOKIE.len() && starts_with_cookie(b) => b.to_owned(),
-            _ => format!(
+        let branch: Cow<'_, str> = match via.branch() {
+            Some(b) if b.len() > MAGIC_COOKIE.len() && starts_with_cookie(b) => Cow::Borrowed(b),
+            _ => Cow::Owned(format!(
                 "rfc2543-{call_id}-{cseq}-{}-{}",
                 m.from_tag().unwrap_or_default(),
                 m.request_uri().unwrap_or_default()
-            ),
+            )),
         };
-        let key = ServerKey {
-            branch,
-            sent_by: sent_by_key(&via),
-            method: if method == Method::Ack {
-                "INVITE".into()
-            } else {
-                super::kept_method(method)
-            },
+        let sent_by = sent_by_key(&via);
+        let key_method = if method == Method::Ack {
+            "INVITE".into()
+        } else {
+            super::kept_method(method)
         };
-
-        // The index does not change before a transaction is created below: one lookup.
-        let existing = self.server_index.get(&key).copied();
+        // The index does not change before a transaction is created below: one lookup, with
+        // the key borrowed (an owned one is made only for a new transaction).
+        let existing = self
+            .server_index
+            .get(&super::ServerKeyRef {
+                branch: &branch,
+                sent_by: &sent_by,
+                method: &key_method,
+            })
+            .copied();
         if let Some(sid) = existing {
             if self
                 .servers
@@ -198,6 +227,11 @@ impl Proxy {
             self.on_retransmission(sid);
             return;
         }
+        let key = ServerKey {
+            branch: branch.into_owned(),
+            sent_by: sent_by.into_owned(),
+            method: key_method,
+        };
 
         if method == Method::Cancel {
             self.on_cancel(m, from, key);
@@ -1272,7 +1306,23 @@ pub(super) fn retry_after_header(secs: Option<u32>) -> Vec<(&'static str, String
 
 #[cfg(test)]
 mod tests {
-    use super::decimal;
+    use super::{decimal, owned_sent_by_key, sent_by_key};
+
+    #[test]
+    fn sent_by_keys_borrowed_or_written_are_the_same() {
+        for hop in [
+            "SIP/2.0/UDP 10.2.0.50:10001;branch=z9hG4bK-1",
+            "SIP/2.0/UDP Host.Example.COM:5060;branch=z9hG4bK-1",
+            "SIP/2.0/UDP host.example.com;branch=z9hG4bK-1",
+            "SIP/2.0/UDP host:05060;branch=z9hG4bK-1",
+            "SIP/2.0/UDP host : 5060;branch=z9hG4bK-1",
+            "SIP/2.0/TCP [2001:DB8::1]:5060;branch=z9hG4bK-1",
+            "SIP/2.0/TCP [2001:db8::1];branch=z9hG4bK-1",
+        ] {
+            let via = sip::Via::parse(hop).unwrap();
+            assert_eq!(sent_by_key(&via), owned_sent_by_key(&via), "{hop}");
+        }
+    }
 
     #[test]
     fn decimal_writes_what_to_string_writes() {
