@@ -81,6 +81,59 @@ struct ServerKeyRef<'a> {
     method: &'a str,
 }
 
+impl<'a> ServerKeyRef<'a> {
+    fn of(key: &'a ServerKey) -> Self {
+        ServerKeyRef {
+            branch: &key.branch,
+            sent_by: &key.sent_by,
+            method: &key.method,
+        }
+    }
+}
+
+/// The index hash of server transaction `id`'s key (0 when it is gone, which does not happen:
+/// an id leaves the index before its entry leaves `servers`).
+fn server_hash(hasher: &ahash::RandomState, servers: &HashMap<TxId, ServerEntry>, id: TxId) -> u64 {
+    servers
+        .get(&id)
+        .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(&e.key)))
+}
+
+impl Proxy {
+    /// The server transaction with this key, if any.
+    fn find_server(&self, key: ServerKeyRef<'_>) -> Option<TxId> {
+        let hash = self.index_hasher.hash_one(key);
+        self.server_index
+            .find(hash, |id| {
+                self.servers
+                    .get(id)
+                    .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+            })
+            .copied()
+    }
+
+    /// Indexes server transaction `id` (already in `servers`) under its key; an earlier
+    /// transaction with the same key is no longer found by it.
+    fn index_server(&mut self, id: TxId) {
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
+        let key = ServerKeyRef::of(&entry.key);
+        let hash = self.index_hasher.hash_one(key);
+        let servers = &self.servers;
+        if let Ok(earlier) = self.server_index.find_entry(hash, |other| {
+            servers
+                .get(other)
+                .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+        }) {
+            earlier.remove();
+        }
+        let hasher = &self.index_hasher;
+        self.server_index
+            .insert_unique(hash, id, |other| server_hash(hasher, servers, *other));
+    }
+}
+
 impl hashbrown::Equivalent<ServerKey> for ServerKeyRef<'_> {
     fn equivalent(&self, key: &ServerKey) -> bool {
         self.branch == key.branch && self.sent_by == key.sent_by && self.method == key.method
@@ -267,7 +320,11 @@ pub struct Proxy {
     servers: HashMap<TxId, ServerEntry>,
     /// Looked up with borrowed text ([`ServerKeyRef`]): an ACK or a retransmission finds its
     /// transaction without an owned key.
-    server_index: hashbrown::HashMap<ServerKey, TxId, ahash::RandomState>,
+    /// Holds transaction ids only: each key lives once, in its `ServerEntry`, and the table
+    /// hashes and compares through it.
+    server_index: hashbrown::HashTable<TxId>,
+    /// Hashes the server index's keys.
+    index_hasher: ahash::RandomState,
     clients: HashMap<TxId, ClientEntry>,
     /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
     /// finds its transaction without an owned key.
@@ -348,7 +405,8 @@ impl Proxy {
             next_id: 1,
             timers: TimerTable::default(),
             servers: HashMap::default(),
-            server_index: hashbrown::HashMap::default(),
+            server_index: hashbrown::HashTable::new(),
+            index_hasher: ahash::RandomState::new(),
             clients: HashMap::default(),
             client_index: hashbrown::HashMap::default(),
             registrations: RegistrationCache::default(),
@@ -564,7 +622,16 @@ impl Proxy {
                 map.shrink_to((map.len() * 2).max(SMALL));
             }
         }
-        trim_indexed(&mut self.server_index);
+        {
+            const SMALL: usize = 1024;
+            let (index, servers, hasher) =
+                (&mut self.server_index, &self.servers, &self.index_hasher);
+            if index.capacity() > SMALL && index.len() <= index.capacity() / 4 {
+                index.shrink_to((index.len() * 2).max(SMALL), |id| {
+                    server_hash(hasher, servers, *id)
+                });
+            }
+        }
         trim_indexed(&mut self.client_index);
         self.timers.trim();
     }
@@ -1130,9 +1197,13 @@ impl Proxy {
     }
 
     fn remove_server(&mut self, id: TxId) {
-        if let Some(entry) = self.servers.remove(&id) {
-            self.server_index.remove(&entry.key);
+        if let Some(entry) = self.servers.get(&id) {
+            let hash = self.index_hasher.hash_one(ServerKeyRef::of(&entry.key));
+            if let Ok(found) = self.server_index.find_entry(hash, |&x| x == id) {
+                found.remove();
+            }
         }
+        self.servers.remove(&id);
         self.timers.cancel(TimerKey::Server(id));
         self.timers.cancel(TimerKey::TimerC(id));
     }

@@ -184,14 +184,11 @@ impl Proxy {
         };
         // The index does not change before a transaction is created below: one lookup, with
         // the key borrowed (an owned one is made only for a new transaction).
-        let existing = self
-            .server_index
-            .get(&super::ServerKeyRef {
-                branch: &branch,
-                sent_by: &sent_by,
-                method: &key_method,
-            })
-            .copied();
+        let existing = self.find_server(super::ServerKeyRef {
+            branch: &branch,
+            sent_by: &sent_by,
+            method: &key_method,
+        });
         if let Some(sid) = existing {
             if self
                 .servers
@@ -477,11 +474,11 @@ impl Proxy {
     }
 
     fn on_cancel(&mut self, m: &Message<'_>, from: Flow, key: ServerKey) {
-        let invite_key = ServerKey {
-            method: "INVITE".into(),
-            ..key.clone()
+        let invite_key = super::ServerKeyRef {
+            method: "INVITE",
+            ..super::ServerKeyRef::of(&key)
         };
-        let Some(&sid) = self.server_index.get(&invite_key).filter(|sid| {
+        let Some(sid) = self.find_server(invite_key).filter(|sid| {
             self.servers
                 .get(sid)
                 .is_some_and(|e| e.source.remote == from.remote)
@@ -530,7 +527,6 @@ impl Proxy {
             TxClass::NonInvite
         };
         let tx = ServerTransaction::new(class, from.transport.is_reliable(), self.config.timers);
-        self.server_index.insert(key.clone(), id);
         self.servers.insert(
             id,
             ServerEntry {
@@ -543,6 +539,7 @@ impl Proxy {
                 forward,
             },
         );
+        self.index_server(id);
         id
     }
 
