@@ -61,16 +61,9 @@ enum TimerKey {
     Cancelled(TxId),
 }
 
-/// A client transaction's index key, borrowed: hashes as `(String, Cow<str>)` does (each
-/// part as its `str`), and equals a key with the same branch and method.
+/// A client transaction's index key, borrowed: its branch and method.
 #[derive(Debug, Clone, Copy, Hash)]
 struct ClientKeyRef<'a>(&'a str, &'a str);
-
-impl hashbrown::Equivalent<(String, Cow<'static, str>)> for ClientKeyRef<'_> {
-    fn equivalent(&self, key: &(String, Cow<'static, str>)) -> bool {
-        self.0 == key.0 && self.1 == key.1
-    }
-}
 
 /// A server transaction's index key, borrowed: hashes as [`ServerKey`] does (its parts in
 /// the same order, each as its `str`) and equals a key with the same parts.
@@ -79,6 +72,28 @@ struct ServerKeyRef<'a> {
     branch: &'a str,
     sent_by: &'a str,
     method: &'a str,
+}
+
+/// The index hash of client transaction `id`'s branch and method (0 when it is gone, which
+/// does not happen: an id leaves the index before its entry leaves `clients`).
+fn client_hash(hasher: &ahash::RandomState, clients: &HashMap<TxId, ClientEntry>, id: TxId) -> u64 {
+    clients
+        .get(&id)
+        .map_or(0, |e| hasher.hash_one(ClientKeyRef(&e.branch, &e.method)))
+}
+
+impl Proxy {
+    /// The client transaction with this branch and method, if any.
+    fn find_client(&self, key: ClientKeyRef<'_>) -> Option<TxId> {
+        let hash = self.index_hasher.hash_one(key);
+        self.client_index
+            .find(hash, |id| {
+                self.clients
+                    .get(id)
+                    .is_some_and(|e| e.branch == key.0 && e.method == key.1)
+            })
+            .copied()
+    }
 }
 
 impl<'a> ServerKeyRef<'a> {
@@ -328,7 +343,9 @@ pub struct Proxy {
     clients: HashMap<TxId, ClientEntry>,
     /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
     /// finds its transaction without an owned key.
-    client_index: hashbrown::HashMap<(String, Cow<'static, str>), TxId, ahash::RandomState>,
+    /// Holds ids only, hashing and comparing through the entry's branch and method (as the
+    /// server index does).
+    client_index: hashbrown::HashTable<TxId>,
     registrations: RegistrationCache,
     dialogs: DialogTable,
     /// The sessions of the other shards of this box, from their records
@@ -408,7 +425,7 @@ impl Proxy {
             server_index: hashbrown::HashTable::new(),
             index_hasher: ahash::RandomState::new(),
             clients: HashMap::default(),
-            client_index: hashbrown::HashMap::default(),
+            client_index: hashbrown::HashTable::new(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
             peer_dialogs: DialogTable::default(),
@@ -614,14 +631,6 @@ impl Proxy {
         trim(&mut self.servers);
 
         trim(&mut self.clients);
-        fn trim_indexed<K: std::hash::Hash + Eq, V>(
-            map: &mut hashbrown::HashMap<K, V, ahash::RandomState>,
-        ) {
-            const SMALL: usize = 1024;
-            if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
-                map.shrink_to((map.len() * 2).max(SMALL));
-            }
-        }
         {
             const SMALL: usize = 1024;
             let (index, servers, hasher) =
@@ -632,7 +641,16 @@ impl Proxy {
                 });
             }
         }
-        trim_indexed(&mut self.client_index);
+        {
+            const SMALL: usize = 1024;
+            let (index, clients, hasher) =
+                (&mut self.client_index, &self.clients, &self.index_hasher);
+            if index.capacity() > SMALL && index.len() <= index.capacity() / 4 {
+                index.shrink_to((index.len() * 2).max(SMALL), |id| {
+                    client_hash(hasher, clients, *id)
+                });
+            }
+        }
         self.timers.trim();
     }
 
@@ -1209,9 +1227,15 @@ impl Proxy {
     }
 
     fn remove_client(&mut self, id: TxId) {
-        if let Some(entry) = self.clients.remove(&id) {
-            self.client_index.remove(&(entry.branch, entry.method));
+        if let Some(entry) = self.clients.get(&id) {
+            let hash = self
+                .index_hasher
+                .hash_one(ClientKeyRef(&entry.branch, &entry.method));
+            if let Ok(found) = self.client_index.find_entry(hash, |&x| x == id) {
+                found.remove();
+            }
         }
+        self.clients.remove(&id);
         self.timers.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
@@ -1240,8 +1264,16 @@ impl Proxy {
             self.now,
         );
         self.send(dest, bytes.clone());
-        self.client_index
-            .insert((branch.clone(), method.clone()), id);
+        let hash = self.index_hasher.hash_one(ClientKeyRef(&branch, &method));
+        // An earlier transaction with this branch and method is no longer found by them.
+        let clients = &self.clients;
+        if let Ok(earlier) = self.client_index.find_entry(hash, |other| {
+            clients
+                .get(other)
+                .is_some_and(|e| e.branch == branch && e.method == method)
+        }) {
+            earlier.remove();
+        }
         self.clients.insert(
             id,
             ClientEntry {
@@ -1253,6 +1285,9 @@ impl Proxy {
                 purpose,
             },
         );
+        let (clients, hasher) = (&self.clients, &self.index_hasher);
+        self.client_index
+            .insert_unique(hash, id, |other| client_hash(hasher, clients, *other));
         self.sync_client_timers(id);
         id
     }
