@@ -764,11 +764,13 @@ impl DialogTable {
         self.entry(&as_callee).map(|e| (&e.dialog, Side::Callee))
     }
 
-    /// Stops tracking a session.
-    pub fn remove(&mut self, id: &DialogId) -> Option<(Dialog, DialogChange)> {
+    /// Stops tracking a session; the change record unless snapshots are off (as
+    /// [`update`](Self::update)).
+    pub fn remove(&mut self, id: &DialogId) -> Option<(Dialog, Option<DialogChange>)> {
         let (mut dialog, _) = self.take(id)?;
         dialog.state = DialogState::Ended;
-        Some((dialog, DialogChange::Remove(id.clone())))
+        let change = (!self.no_snapshots).then(|| DialogChange::Remove(id.clone()));
+        Some((dialog, change))
     }
 
     /// Counts by state.
@@ -944,7 +946,7 @@ mod tests {
         );
         assert!(table.find("c", "ft", "tt", Realm::Core).is_none());
         let (_, change) = table.remove(&id).unwrap();
-        assert_eq!(change, DialogChange::Remove(id));
+        assert_eq!(change, Some(DialogChange::Remove(id)));
         assert_eq!(table.counts().active(), 0);
     }
 
@@ -1104,7 +1106,7 @@ mod tests {
                         _ => d.caller.flow.flow = None,
                     })
                 }
-                13..=16 => table.remove(&id).map(|(_, change)| change),
+                13..=16 => table.remove(&id).and_then(|(_, change)| change),
                 17 => {
                     // A record from the twin lands on the primary too (a takeover).
                     let dialog = Dialog {

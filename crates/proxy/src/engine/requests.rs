@@ -683,7 +683,9 @@ impl Proxy {
 
     pub(super) fn end_dialog(&mut self, id: &DialogId, cause: crate::events::CallEndCause) {
         if let Some((dialog, change)) = self.dialogs.remove(id) {
-            self.emit_dialog(change);
+            if let Some(change) = change {
+                self.emit_dialog(change);
+            }
             self.events.push_back(Event::CallEnded {
                 call_id: dialog.id.call_id,
                 cause,
