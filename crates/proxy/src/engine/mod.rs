@@ -170,7 +170,8 @@ enum Targets {
     /// The upstream list, skipping those already tried for this request.
     /// Shared: a `Forward` is cloned for every attempt and response, the list only grows at
     /// an attempt.
-    Upstreams { tried: Arc<Vec<UpstreamId>> },
+    /// `None` before the first attempt (nothing to hold yet).
+    Upstreams { tried: Option<Arc<[UpstreamId]>> },
     /// One fixed next hop (a registered contact, an in-dialog peer).
     Fixed(Flow),
 }

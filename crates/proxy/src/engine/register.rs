@@ -202,9 +202,7 @@ impl Proxy {
                 let forward = Forward {
                     retarget,
                     method: "REGISTER".into(),
-                    targets: Targets::Upstreams {
-                        tried: Arc::default(),
-                    },
+                    targets: Targets::Upstreams { tried: None },
                     client: None,
                     provisional_seen: false,
                     cancelled: false,

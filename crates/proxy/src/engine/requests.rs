@@ -366,9 +366,7 @@ impl Proxy {
 
         let mut retarget = None;
         let targets = match realm {
-            Realm::Access => Targets::Upstreams {
-                tried: Arc::default(),
-            },
+            Realm::Access => Targets::Upstreams { tried: None },
             Realm::Core => {
                 let found = match self.registrations.by_contact(request_uri) {
                     Some(b) => Some((b.flow, b.contact.clone())),
@@ -1023,10 +1021,16 @@ impl Proxy {
         }
         let priority = forward.priority;
         match &mut forward.targets {
-            Targets::Upstreams { tried } => match self.upstreams.select(now, tried) {
+            Targets::Upstreams { tried } => match self
+                .upstreams
+                .select(now, tried.as_deref().unwrap_or_default())
+            {
                 Ok(uid) => {
-                    Arc::make_mut(tried).push(uid);
-                    if tried.len() > 1 {
+                    let before = tried.as_deref().unwrap_or_default();
+                    let now_tried: Arc<[_]> = before.iter().copied().chain([uid]).collect();
+                    let failover = !before.is_empty();
+                    *tried = Some(now_tried);
+                    if failover {
                         self.stats.upstream_failovers += 1;
                     }
                     let Some((transport, addr)) =
