@@ -59,7 +59,27 @@ impl Ids {
 
     /// 64 random bits, as 16 hex digits.
     pub(crate) fn token(&mut self) -> String {
-        format!("{:016x}", self.rng.next_u64())
+        let mut s = String::with_capacity(16);
+        self.push_token(&mut s);
+        s
+    }
+
+    /// Appends a [`Ids::token`] to `out` (no string of its own).
+    pub(crate) fn push_token(&mut self, out: &mut String) {
+        push_hex(out, self.rng.next_u64(), 16);
+    }
+}
+
+/// Appends `n` in lower-case hex, zero-padded to at least `width` digits (what `{:0width$x}`
+/// writes, without the formatting machinery on the per-message path).
+pub(crate) fn push_hex(out: &mut String, n: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.leading_zeros() as usize)
+        .div_ceil(4)
+        .max(1)
+        .max(width.min(16));
+    for i in (0..digits).rev() {
+        out.push(char::from(DIGITS[((n >> (i * 4)) & 0xf) as usize]));
     }
 }
 
@@ -208,7 +228,9 @@ fn read_party(b: &[u8]) -> Option<(TokenParty, &[u8])> {
 
 impl RouteToken {
     fn body(&self) -> Vec<u8> {
-        let mut b = vec![TOKEN_VERSION, realm_byte(self.caller_realm)];
+        // Room for two IPv6 parties and the MAC that `sign` appends: no regrowing.
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&[TOKEN_VERSION, realm_byte(self.caller_realm)]);
         push_party(&mut b, &self.access);
         push_party(&mut b, &self.core);
         b
@@ -452,6 +474,26 @@ mod tests {
         assert_eq!(sorted.len(), 100);
         assert_ne!(first[0], b.token());
         assert_eq!(first[0].len(), 16);
+    }
+
+    #[test]
+    fn push_hex_writes_what_format_writes() {
+        for n in [
+            0,
+            1,
+            0xf,
+            0x10,
+            0xdead_beef,
+            u64::from(u32::MAX),
+            u64::MAX,
+            1 << 63,
+        ] {
+            for width in [0, 1, 8, 16] {
+                let mut s = String::new();
+                push_hex(&mut s, n, width);
+                assert_eq!(s, format!("{n:0width$x}"), "{n} {width}");
+            }
+        }
     }
 
     #[test]

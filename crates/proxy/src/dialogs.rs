@@ -308,10 +308,30 @@ enum KeyKind {
 }
 
 /// A hasher with fixed keys: the same key on every run and every node.
-fn hasher(kind: KeyKind) -> std::collections::hash_map::DefaultHasher {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+fn hasher(kind: KeyKind) -> KeyHasher {
+    let mut h = KeyHasher(0xcbf2_9ce4_8422_2325);
     h.write_u8(kind as u8);
     h
+}
+
+/// FNV-1a over the bytes written: streams (pieces hash as their concatenation, which
+/// [`uri_aor_key`] relies on, writing a key a character at a time) and costs a few
+/// instructions a byte. The keys only name candidates, every one is checked on its dialog, so
+/// a weak hash costs at worst a longer look, never a wrong answer.
+#[derive(Debug, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn text_key(kind: KeyKind, text: &str) -> u64 {
@@ -346,7 +366,7 @@ fn uri_aor_key(uri: &str) -> u64 {
 /// Feeds text written into it to a hasher, so a key can be hashed while it is written. The
 /// hasher streams: pieces written one after the other hash as their concatenation does (as
 /// [`aor_key`] writes it).
-struct ByteHasher(std::collections::hash_map::DefaultHasher);
+struct ByteHasher(KeyHasher);
 
 impl std::fmt::Write for ByteHasher {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -365,7 +385,7 @@ fn remote_key(remote: SocketAddr) -> u64 {
 /// lower-cased, its user as is, its port with 5060 for none; the text itself when it does not
 /// parse (an unparsable contact is only ever the same as itself).
 fn contact_key(contact: &str) -> u64 {
-    let lower = |h: &mut std::collections::hash_map::DefaultHasher, s: &str| {
+    let lower = |h: &mut KeyHasher, s: &str| {
         // Lower-cased a piece at a time: the hasher streams, so the pieces hash as the whole.
         let mut piece = [0u8; 64];
         for chunk in s.as_bytes().chunks(piece.len()) {
@@ -464,8 +484,9 @@ struct Entry {
 /// connection costs what its own dialogs cost, not what the whole table does.
 #[derive(Debug, Default)]
 struct PartyIndex {
-    /// Dialogs by slot.
-    slots: HashMap<u64, DialogId>,
+    /// Dialogs by slot: the hash their entry is found under (each id lives once, in its
+    /// entry).
+    slots: HashMap<u64, u64>,
     /// Live dialogs by the keys of their access-side parties.
     access: HashMap<u64, Slots>,
     /// Dialogs by the connection of a party.
@@ -554,7 +575,10 @@ impl PartyIndex {
 /// The table.
 #[derive(Debug, Default)]
 pub struct DialogTable {
-    dialogs: hashbrown::HashMap<DialogId, Entry, ahash::RandomState>,
+    /// The entries, hashed by their dialog's id (held once, in the entry) with `hasher`;
+    /// looked up by a [`DialogId`] or a [`DialogKey`], which hash alike.
+    dialogs: hashbrown::HashTable<Entry>,
+    hasher: ahash::RandomState,
     /// Kept as the table changes: the counts are read after every message and every record a
     /// standby applies, and a count over every dialog each time made a busy box slower with
     /// every call it carried.
@@ -596,9 +620,11 @@ impl DialogTable {
         let mut memo = KeyMemo::default();
         let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
-        self.index.slots.insert(slot, dialog.id.clone());
-        self.dialogs.insert(
-            dialog.id.clone(),
+        let hash = self.hasher.hash_one(&dialog.id);
+        self.index.slots.insert(slot, hash);
+        let hasher = &self.hasher;
+        self.dialogs.insert_unique(
+            hash,
             Entry {
                 dialog,
                 started,
@@ -606,12 +632,30 @@ impl DialogTable {
                 keys,
                 memo,
             },
+            |e| hasher.hash_one(&e.dialog.id),
         );
+    }
+
+    /// The entry of the dialog `key` names (a [`DialogId`] or a [`DialogKey`]).
+    fn entry<K: Hash + hashbrown::Equivalent<DialogId> + ?Sized>(&self, key: &K) -> Option<&Entry> {
+        let hash = self.hasher.hash_one(key);
+        self.dialogs.find(hash, |e| key.equivalent(&e.dialog.id))
+    }
+
+    /// The entry in `slot`.
+    fn entry_in(&self, slot: u64) -> Option<&Entry> {
+        let hash = *self.index.slots.get(&slot)?;
+        self.dialogs.find(hash, |e| e.slot == slot)
     }
 
     /// Takes a dialog out, keeping the counts and the indexes.
     fn take(&mut self, id: &DialogId) -> Option<(Dialog, Instant)> {
-        let taken = self.dialogs.remove(id)?;
+        let hash = self.hasher.hash_one(id);
+        let (taken, _) = self
+            .dialogs
+            .find_entry(hash, |e| e.dialog.id == *id)
+            .ok()?
+            .remove();
         self.counts.sub(taken.dialog.state);
         self.index.drop_keys(taken.slot, &taken.keys);
         self.index.slots.remove(&taken.slot);
@@ -634,7 +678,7 @@ impl DialogTable {
 
     /// When the session started, if tracked.
     pub fn started(&self, id: &DialogId) -> Option<Instant> {
-        self.dialogs.get(id).map(|e| e.started)
+        self.entry(id).map(|e| e.started)
     }
 
     /// Forgets every session: a standby's table before its twin's snapshot replaces it.
@@ -659,19 +703,19 @@ impl DialogTable {
 
     /// The session as it travels to the twin, if tracked.
     pub fn record(&self, id: &DialogId, now: Instant) -> Option<DialogRecord> {
-        self.dialogs
-            .get(id)
+        self.entry(id)
             .map(|e| DialogRecord::of(&e.dialog, e.started, now))
     }
 
     /// The session, if tracked.
     pub fn get(&self, id: &DialogId) -> Option<&Dialog> {
-        self.dialogs.get(id).map(|e| &e.dialog)
+        self.entry(id).map(|e| &e.dialog)
     }
 
     /// Changes a session in place and returns the change record.
     pub fn update(&mut self, id: &DialogId, f: impl FnOnce(&mut Dialog)) -> Option<DialogChange> {
-        let entry = self.dialogs.get_mut(id)?;
+        let hash = self.hasher.hash_one(id);
+        let entry = self.dialogs.find_mut(hash, |e| e.dialog.id == *id)?;
         let before = entry.dialog.state;
         f(&mut entry.dialog);
         if entry.dialog.state != before {
@@ -705,7 +749,7 @@ impl DialogTable {
             caller_tag: from_tag,
             caller_realm: realm,
         };
-        if let Some(e) = self.dialogs.get(&as_caller) {
+        if let Some(e) = self.entry(&as_caller) {
             return Some((&e.dialog, Side::Caller));
         }
         let other = match realm {
@@ -717,16 +761,16 @@ impl DialogTable {
             caller_tag: to_tag,
             caller_realm: other,
         };
-        self.dialogs
-            .get(&as_callee)
-            .map(|e| (&e.dialog, Side::Callee))
+        self.entry(&as_callee).map(|e| (&e.dialog, Side::Callee))
     }
 
-    /// Stops tracking a session.
-    pub fn remove(&mut self, id: &DialogId) -> Option<(Dialog, DialogChange)> {
+    /// Stops tracking a session; the change record unless snapshots are off (as
+    /// [`update`](Self::update)).
+    pub fn remove(&mut self, id: &DialogId) -> Option<(Dialog, Option<DialogChange>)> {
         let (mut dialog, _) = self.take(id)?;
         dialog.state = DialogState::Ended;
-        Some((dialog, DialogChange::Remove(id.clone())))
+        let change = (!self.no_snapshots).then(|| DialogChange::Remove(id.clone()));
+        Some((dialog, change))
     }
 
     /// Counts by state.
@@ -738,7 +782,7 @@ impl DialogTable {
     /// The counts by a walk over every dialog (what [`counts`](Self::counts) keeps).
     fn recount(&self) -> DialogCounts {
         let mut counts = DialogCounts::default();
-        for e in self.dialogs.values() {
+        for e in self.dialogs.iter() {
             counts.add(e.dialog.state);
         }
         counts
@@ -746,7 +790,7 @@ impl DialogTable {
 
     /// Every session with when it started.
     pub fn iter(&self) -> impl Iterator<Item = (&Dialog, Instant)> {
-        self.dialogs.values().map(|e| (&e.dialog, e.started))
+        self.dialogs.iter().map(|e| (&e.dialog, e.started))
     }
 
     /// Whether an access-side party of a live session matches `pred` (for "has an active call").
@@ -754,7 +798,7 @@ impl DialogTable {
     /// drain's question from the index.
     pub fn any_access_party(&self, mut pred: impl FnMut(&Party) -> bool) -> bool {
         self.dialogs
-            .values()
+            .iter()
             .any(|e| is_live_access_match(&e.dialog, &mut pred))
     }
 
@@ -762,7 +806,7 @@ impl DialogTable {
     /// every dialog: [`endpoint_calls`](Self::endpoint_calls) answers from the index.
     pub fn count_access(&self, mut pred: impl FnMut(&Party) -> bool) -> usize {
         self.dialogs
-            .values()
+            .iter()
             .filter(|e| is_live_access_match(&e.dialog, &mut pred))
             .count()
     }
@@ -782,7 +826,7 @@ impl DialogTable {
             .filter_map(|key| self.index.access.get(&key))
             .flat_map(Slots::iter)
             .filter(move |slot| seen.insert(**slot))
-            .filter_map(|slot| self.dialogs.get(self.index.slots.get(slot)?))
+            .filter_map(|slot| self.entry_in(*slot))
             .map(|e| &e.dialog)
             .filter(|d| is_live_access_match(d, |p| endpoint.is(p)))
     }
@@ -805,15 +849,14 @@ impl DialogTable {
             .get(&(listener, flow))
             .into_iter()
             .flat_map(Slots::iter)
-            .filter_map(|slot| self.index.slots.get(slot))
-            .filter(|id| {
-                self.get(id).is_some_and(|d| {
-                    [&d.caller, &d.callee]
-                        .into_iter()
-                        .any(|p| p.flow.listener == listener && p.flow.flow == Some(flow))
-                })
+            .filter_map(|slot| self.entry_in(*slot))
+            .map(|e| &e.dialog)
+            .filter(|d| {
+                [&d.caller, &d.callee]
+                    .into_iter()
+                    .any(|p| p.flow.listener == listener && p.flow.flow == Some(flow))
             })
-            .cloned()
+            .map(|d| d.id.clone())
             .collect();
         ids.sort();
         ids
@@ -823,7 +866,8 @@ impl DialogTable {
     pub fn drain_all(&mut self) -> Vec<Dialog> {
         self.counts = DialogCounts::default();
         self.index = PartyIndex::default();
-        self.dialogs.drain().map(|(_, e)| e.dialog).collect()
+        self.index.slots.clear();
+        self.dialogs.drain().map(|e| e.dialog).collect()
     }
 
     /// Number of sessions tracked.
@@ -902,7 +946,7 @@ mod tests {
         );
         assert!(table.find("c", "ft", "tt", Realm::Core).is_none());
         let (_, change) = table.remove(&id).unwrap();
-        assert_eq!(change, DialogChange::Remove(id));
+        assert_eq!(change, Some(DialogChange::Remove(id)));
         assert_eq!(table.counts().active(), 0);
     }
 
@@ -1062,7 +1106,7 @@ mod tests {
                         _ => d.caller.flow.flow = None,
                     })
                 }
-                13..=16 => table.remove(&id).map(|(_, change)| change),
+                13..=16 => table.remove(&id).and_then(|(_, change)| change),
                 17 => {
                     // A record from the twin lands on the primary too (a takeover).
                     let dialog = Dialog {

@@ -21,8 +21,46 @@ pub struct Message<'a> {
     /// The `sip` crate's view: every reading goes through it.
     pub sip: sip::Message<'a>,
     /// Its mandatory headers, parsed once (the engine reads the tags and the top Via of one
-    /// message many times).
-    parts: sip::Mandatory<'a>,
+    /// message many times); `None` only in a [`Message::blank`] not (successfully) parsed into.
+    parts: Option<sip::Mandatory<'a>>,
+    /// The Route, Record-Route and Contact addresses validation parsed, kept when few (the
+    /// engine reads them again to route, record and answer).
+    routes: Kept<'a>,
+    record_routes: Kept<'a>,
+    contacts: Kept<'a>,
+}
+
+/// How many entries of one header a message keeps parsed.
+const KEPT: usize = 4;
+
+/// Up to [`KEPT`] parsed entries of one header, and how many there were: all of them when
+/// that is at most `KEPT`, otherwise they are parsed again when read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept<'a> {
+    entries: [Option<sip::NameAddr<'a>>; KEPT],
+    seen: usize,
+    /// False until validation handed its entries over (a stored copy is not validated).
+    filled: bool,
+}
+
+impl<'a> Kept<'a> {
+    /// Empty, and not filled (the entries left behind are never read).
+    fn clear(&mut self) {
+        self.seen = 0;
+        self.filled = false;
+    }
+
+    fn push(&mut self, entry: &sip::NameAddr<'a>) {
+        if let Some(slot) = self.entries.get_mut(self.seen) {
+            *slot = Some(*entry);
+        }
+        self.seen += 1;
+    }
+
+    /// Every entry, when all are kept.
+    fn all(&self) -> Option<&[Option<sip::NameAddr<'a>>]> {
+        (self.filled && self.seen <= KEPT).then(|| &self.entries[..self.seen])
+    }
 }
 
 impl<'a> Message<'a> {
@@ -34,17 +72,83 @@ impl<'a> Message<'a> {
     /// Reads a message with the framing of its transport, and checks what the proxy relies on
     /// (`sip::Message::validate`: the mandatory headers present once and readable).
     pub fn parse_with(bytes: &'a [u8], framing: sip::Framing) -> Result<Self, ParseError> {
-        let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?;
-        let parts = sip.validate_mandatory()?;
-        Ok(Message { sip, parts })
+        let mut message = Message {
+            sip: sip::Message::parse_with(bytes, &sip::Limits::default(), framing)?,
+            ..Message::blank()
+        };
+        message.validate()?;
+        Ok(message)
+    }
+
+    /// Validates the parsed `sip`, keeping its mandatory headers and the few Route,
+    /// Record-Route and Contact entries it parsed on the way.
+    fn validate(&mut self) -> Result<(), ParseError> {
+        // Filled where they are kept: a few kilobytes of entries are not moved around.
+        for kept in [
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        ] {
+            kept.clear();
+        }
+        let (routes, record_routes, contacts) = (
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        );
+        let parts = self.sip.validate_mandatory_with(|name, entry| match name {
+            HeaderName::Route => routes.push(entry),
+            HeaderName::RecordRoute => record_routes.push(entry),
+            _ => contacts.push(entry),
+        })?;
+        for kept in [
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        ] {
+            kept.filled = true;
+        }
+        self.parts = Some(parts);
+        Ok(())
+    }
+
+    /// A place to parse received messages into ([`Message::parse_into`]).
+    pub fn blank() -> Message<'static> {
+        Message {
+            sip: sip::Message::blank(),
+            parts: None,
+            routes: Kept::default(),
+            record_routes: Kept::default(),
+            contacts: Kept::default(),
+        }
+    }
+
+    /// As [`Message::parse_with`], into `self` (what it held is forgotten): the engine parses
+    /// every datagram where it is read, instead of moving a kilobyte-sized message around.
+    pub fn parse_into(&mut self, bytes: &'a [u8], framing: sip::Framing) -> Result<(), ParseError> {
+        self.parts = None;
+        for kept in [
+            &mut self.routes,
+            &mut self.record_routes,
+            &mut self.contacts,
+        ] {
+            kept.clear();
+        }
+        self.sip
+            .parse_into(bytes, &sip::Limits::default(), framing)?;
+        self.validate()
     }
 
     /// Reads a message this box validated when it came (a transaction's copy of its
     /// request): parsed again, not checked again.
     pub fn stored(bytes: &'a [u8]) -> Result<Self, ParseError> {
         let sip = sip::Message::parse_with(bytes, &sip::Limits::default(), sip::Framing::Datagram)?;
-        let parts = sip.mandatory()?;
-        Ok(Message { sip, parts })
+        let parts = Some(sip.mandatory()?);
+        Ok(Message {
+            sip,
+            parts,
+            ..Message::blank()
+        })
     }
 
     /// Whether it is a request.
@@ -56,7 +160,11 @@ impl<'a> Message<'a> {
     /// (RFC 3261 §7.1), but the proxy has always treated `invite` as INVITE: a known method in
     /// another case is read as that method.
     pub fn method(&self) -> Method<'a> {
-        let method = self.sip.method().unwrap_or(self.parts.cseq.method);
+        let method = self
+            .sip
+            .method()
+            .or(self.parts.as_ref().map(|p| p.cseq.method))
+            .unwrap_or(Method::Other(""));
         known_in_any_case(method)
     }
 
@@ -86,7 +194,7 @@ impl<'a> Message<'a> {
 
     /// The topmost Via.
     pub fn top_via(&self) -> Option<sip::Via<'a>> {
-        Some(self.parts.top_via)
+        self.parts.as_ref().map(|p| p.top_via)
     }
 
     /// Every Via, top first.
@@ -96,49 +204,66 @@ impl<'a> Message<'a> {
 
     /// The Call-ID.
     pub fn call_id(&self) -> Option<&'a str> {
-        Some(self.parts.call_id)
+        self.parts.as_ref().map(|p| p.call_id)
     }
 
     /// The CSeq number.
     pub fn cseq(&self) -> Option<u32> {
-        Some(self.parts.cseq.seq)
+        self.parts.as_ref().map(|p| p.cseq.seq)
     }
 
     /// The From header.
     pub fn from(&self) -> Option<sip::NameAddr<'a>> {
-        Some(self.parts.from)
+        self.parts.as_ref().map(|p| p.from)
     }
 
     /// The To header.
     pub fn to(&self) -> Option<sip::NameAddr<'a>> {
-        Some(self.parts.to)
+        self.parts.as_ref().map(|p| p.to)
     }
 
     /// The From tag.
     pub fn from_tag(&self) -> Option<&'a str> {
-        self.parts.from.tag()
+        self.parts.as_ref()?.from.tag()
     }
 
     /// The To tag.
     pub fn to_tag(&self) -> Option<&'a str> {
-        self.parts.to.tag()
+        self.parts.as_ref()?.to.tag()
     }
 
     /// Every Route entry, top first (a validated message has only readable ones).
     pub fn routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        self.sip.routes().filter_map(Result::ok)
+        let kept = self.routes.all();
+        let parse = if kept.is_some() { 0 } else { usize::MAX };
+        kept.into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .chain(self.sip.routes().take(parse).filter_map(Result::ok))
     }
 
     /// Every Record-Route entry, top first.
     pub fn record_routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        self.sip.record_routes().filter_map(Result::ok)
+        let kept = self.record_routes.all();
+        let parse = if kept.is_some() { 0 } else { usize::MAX };
+        kept.into_iter()
+            .flatten()
+            .flatten()
+            .copied()
+            .chain(self.sip.record_routes().take(parse).filter_map(Result::ok))
     }
 
     /// Every Contact address (the wildcard left out), in order.
     pub fn contacts(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        self.sip
-            .contacts()
-            .filter_map(|c| c.ok().and_then(|c| c.addr().copied()))
+        let kept = self.contacts.all();
+        let parse = if kept.is_some() { 0 } else { usize::MAX };
+        kept.into_iter().flatten().flatten().copied().chain(
+            self.sip
+                .contacts()
+                .take(parse)
+                .filter_map(|c| c.ok().and_then(|c| c.addr().copied())),
+        )
     }
 
     /// Whether a Contact is `*`.

@@ -158,6 +158,44 @@ impl<'a> Message<'a> {
         crate::parse::parse(buf, limits, framing)
     }
 
+    /// Parses one message into `self` (what it held before is forgotten), as
+    /// [`Message::parse_with`] does, without moving a parsed `Message` (about a kilobyte) to
+    /// where it is used: a caller that parses every datagram keeps one in place.
+    pub fn parse_into(
+        &mut self,
+        buf: &'a [u8],
+        limits: &Limits,
+        framing: Framing,
+    ) -> Result<(), Error> {
+        let parsed = crate::parse::parse_into(self, buf, limits, framing);
+        if parsed.is_err() {
+            self.reset(0);
+        }
+        parsed
+    }
+
+    /// A message with no start line and no headers: a place for [`Message::parse_into`].
+    pub fn blank() -> Message<'static> {
+        Message::empty(&[], 0)
+    }
+
+    /// Forgets the header table (the slots past `count` are never read) before a parse.
+    pub(crate) fn reset(&mut self, max_via_hops: u16) {
+        self.buf = &[];
+        self.head = "";
+        self.start = StartLine::Response {
+            status: 0,
+            reason: "",
+        };
+        self.start_line_end = 0;
+        self.count = 0;
+        self.first = [0; KNOWN_NAMES];
+        self.counts = [0; KNOWN_NAMES];
+        self.body_start = 0;
+        self.content_length = None;
+        self.max_via_hops = max_via_hops;
+    }
+
     /// A message with no start line and no headers yet, for the parser to fill in place (a
     /// `Message` is about a kilobyte: building it where it will live saves copies).
     pub(crate) fn empty(buf: &'a [u8], max_via_hops: u16) -> Self {
@@ -297,7 +335,7 @@ impl<'a> Message<'a> {
         Headers {
             msg: self,
             next,
-            filter: Filter::Known(name as u8),
+            filter: Filter::Known(name as u8, self.counts[name as usize]),
         }
     }
 
@@ -460,6 +498,17 @@ impl<'a> Message<'a> {
     /// caller that reads them again and again (a proxy reads the tags and the top Via of one
     /// message many times).
     pub fn validate_mandatory(&self) -> Result<Mandatory<'a>, Error> {
+        self.validate_mandatory_with(|_, _| {})
+    }
+
+    /// As [`Message::validate_mandatory`], handing every Contact address, Route and
+    /// Record-Route entry it parses on the way to `seen`, with the header it is in (in message
+    /// order per header), so a caller can keep them instead of parsing them again. On `Err`,
+    /// what was handed over is of a message to drop.
+    pub fn validate_mandatory_with(
+        &self,
+        mut seen: impl FnMut(HeaderName, &NameAddr<'a>),
+    ) -> Result<Mandatory<'a>, Error> {
         let mut top_via = None;
         for via in self.vias() {
             let via = via?;
@@ -480,13 +529,14 @@ impl<'a> Message<'a> {
         for c in self.contacts() {
             if let Contact::Addr(a) = c? {
                 a.expires()?;
+                seen(HeaderName::Contact, &a);
             }
         }
         for r in self.routes() {
-            r?;
+            seen(HeaderName::Route, &r?);
         }
         for r in self.record_routes() {
-            r?;
+            seen(HeaderName::RecordRoute, &r?);
         }
         Ok(Mandatory {
             top_via,
@@ -589,7 +639,9 @@ pub(crate) fn id_of(name: &[u8]) -> u8 {
 #[derive(Debug, Clone, Copy)]
 enum Filter<'m> {
     All,
-    Known(u8),
+    /// A known name, and how many of its lines are still to come (the walk stops after the
+    /// last one instead of reading every line below it).
+    Known(u8, u8),
     Name(&'m str),
 }
 
@@ -605,13 +657,22 @@ impl<'a> Iterator for Headers<'_, 'a> {
     type Item = Header<'a>;
 
     fn next(&mut self) -> Option<Header<'a>> {
+        if let Filter::Known(_, 0) = self.filter {
+            return None;
+        }
         while self.next < self.msg.count {
             let i = self.next;
             self.next += 1;
             let slot = &self.msg.slots[usize::from(i)];
-            let hit = match self.filter {
+            let hit = match &mut self.filter {
                 Filter::All => true,
-                Filter::Known(id) => slot.id == id,
+                Filter::Known(id, left) => {
+                    let hit = slot.id == *id;
+                    if hit {
+                        *left -= 1;
+                    }
+                    hit
+                }
                 Filter::Name(name) => {
                     slot.id == UNKNOWN
                         && self

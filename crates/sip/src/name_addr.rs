@@ -27,6 +27,22 @@ impl<'a> NameAddr<'a> {
         if raw.is_empty() {
             return Err(bad("empty value"));
         }
+        // `<sip:...>` without a display name, the form proxies and phones write: the URI and
+        // its closing `>` in one scan (what the general reading below finds too).
+        if let Some((uri, end)) = raw.strip_prefix('<').and_then(crate::uri::plain_sip_prefix) {
+            let rest = trim(raw.get(end + 2..).unwrap_or(""));
+            if rest.is_empty() || rest.starts_with(';') {
+                let params = Params::new(rest);
+                let tag = check_params(&params).map_err(bad)?;
+                return Ok(NameAddr {
+                    raw,
+                    display: None,
+                    uri,
+                    params,
+                    tag,
+                });
+            }
+        }
         match find_unquoted(raw, b'<', false) {
             Some(lt) => {
                 let display_text = trim(&raw[..lt]);

@@ -1,6 +1,6 @@
 //! `;name=value` parameter lists, as found after URIs, name-addrs and Via hops.
 
-use crate::scan::{is_token_str, trim, unquote};
+use crate::scan::{is_token, is_token_str, plain_value_end, trim, unquote};
 
 /// A borrowed parameter list: the raw text starting at the first `;` (or empty).
 ///
@@ -63,6 +63,11 @@ impl<'a> Params<'a> {
         let b = self.raw.as_bytes();
         let mut pos = next_semi(b, 0);
         while pos < b.len() {
+            if let Some((name, value, end)) = simple_param(self.raw, pos) {
+                seen(name, value);
+                pos = end;
+                continue;
+            }
             let end = next_semi(b, pos + 1);
             let (name, value) =
                 split_param(self.raw.get(pos + 1..end).unwrap_or("")).ok_or("empty parameter")?;
@@ -76,6 +81,36 @@ impl<'a> Params<'a> {
             pos = end;
         }
         Ok(())
+    }
+}
+
+/// The parameter after the `;` at `semi` when it is written the plain way (a token name, and
+/// `=` with a value free of whitespace, quotes and `;`), with the position of the `;` after
+/// it: one pass over its bytes instead of splitting and trimming. `None` for anything else,
+/// which [`split_param`] reads with the general rules (the two agree where both apply).
+#[inline]
+fn simple_param(raw: &str, semi: usize) -> Option<(&str, Option<&str>, usize)> {
+    let b = raw.as_bytes();
+    let start = semi + 1;
+    let mut i = start;
+    while i < b.len() && is_token(b[i]) {
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    let name = raw.get(start..i)?;
+    match b.get(i) {
+        None | Some(b';') => Some((name, None, i)),
+        Some(b'=') => {
+            let value_start = i + 1;
+            let j = plain_value_end(b, value_start);
+            if j == value_start || !matches!(b.get(j), None | Some(b';')) {
+                return None;
+            }
+            Some((name, Some(raw.get(value_start..j)?), j))
+        }
+        Some(_) => None,
     }
 }
 
@@ -125,6 +160,10 @@ impl<'a> Iterator for ParamIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let b = self.raw.as_bytes();
         while self.pos < b.len() {
+            if let Some((name, value, end)) = simple_param(self.raw, self.pos) {
+                self.pos = end;
+                return Some((name, value));
+            }
             let end = next_semi(b, self.pos + 1);
             let piece = self.raw.get(self.pos + 1..end).unwrap_or("");
             self.pos = end;

@@ -21,6 +21,20 @@ pub(crate) fn parse<'a>(
     limits: &Limits,
     framing: Framing,
 ) -> Result<Message<'a>, Error> {
+    let mut msg = Message::empty(buf, 0);
+    parse_into(&mut msg, buf, limits, framing)?;
+    Ok(msg)
+}
+
+/// [`parse`] into a message that already has its place (a `Message` is about a kilobyte:
+/// moving a parsed one around costs more than a short header's parse). What `msg` held before
+/// is forgotten.
+pub(crate) fn parse_into<'a>(
+    msg: &mut Message<'a>,
+    buf: &'a [u8],
+    limits: &Limits,
+    framing: Framing,
+) -> Result<(), Error> {
     let max_headers = limits.max_headers.min(MAX_HEADERS);
     let max_message = limits.max_message_bytes.min(MAX_MESSAGE_BYTES);
     // RFC 3261 §7.5: CRLFs before the start line are ignored (stream keep-alives, sloppy
@@ -62,7 +76,7 @@ pub(crate) fn parse<'a>(
     }
 
     // Header lines.
-    let mut msg = Message::empty(buf, limits.max_via_hops.min(usize::from(u16::MAX)) as u16);
+    msg.reset(limits.max_via_hops.min(usize::from(u16::MAX)) as u16);
     let mut count: usize = 0;
     let mut content_length: Option<u32> = None;
     let head_end;
@@ -207,7 +221,7 @@ pub(crate) fn parse<'a>(
     msg.count = count as u16;
     msg.body_start = head_end as u32;
     msg.content_length = content_length;
-    Ok(msg)
+    Ok(())
 }
 
 /// Content-Length: digits only (RFC 4475 `ncl` has a negative one).

@@ -235,3 +235,90 @@ pub(crate) fn unquote(s: &str) -> &str {
         s
     }
 }
+
+/// Eight copies of byte `b`.
+#[inline]
+const fn splat(b: u8) -> u64 {
+    0x0101_0101_0101_0101 * b as u64
+}
+
+/// High bit set in every byte of `w` that is zero; exact for the lowest such byte, which is
+/// all the scanners below read.
+#[inline]
+const fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(splat(1)) & !w & splat(0x80)
+}
+
+/// Index of the first byte at or after `from` that ends a plain parameter value: whitespace or
+/// a control character (anything up to SP), `;`, `"` or DEL; `b.len()` when none does. Eight
+/// bytes per step (SWAR): values are long (branch ids, tags, route tokens).
+#[inline]
+pub(crate) fn plain_value_end(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // Bytes below 0x21 (high bit clear: 0x80 and above are not flagged).
+        let low = w.wrapping_sub(splat(0x21)) & !w & splat(0x80);
+        let hits = low
+            | zero_bytes(w ^ splat(b';'))
+            | zero_bytes(w ^ splat(b'"'))
+            | zero_bytes(w ^ splat(0x7f));
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], 0..=b' ' | b';' | b'"' | 0x7f) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{find_unquoted, plain_value_end};
+
+    #[test]
+    fn find_unquoted_skips_quotes_and_angles() {
+        assert_eq!(find_unquoted(r#""a,b" <sip:x,y>, z"#, b',', true), Some(15));
+        assert_eq!(
+            find_unquoted(r#""a,b" <sip:x,y>, z"#, b',', false),
+            Some(12)
+        );
+        assert_eq!(find_unquoted(r#""a\",b", c"#, b',', true), Some(7));
+        assert_eq!(find_unquoted(r#""unterminated, x"#, b',', true), None);
+        assert_eq!(find_unquoted("<sip:x, y", b',', true), None);
+        assert_eq!(find_unquoted("abc", b',', true), None);
+        assert_eq!(find_unquoted("", b',', true), None);
+    }
+
+    #[test]
+    fn plain_value_end_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8], from: usize| {
+            (from..b.len())
+                .find(|&i| matches!(b[i], 0..=b' ' | b';' | b'"' | 0x7f))
+                .unwrap_or(b.len())
+        };
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"abc".to_vec()];
+        for stop in [b' ', b'\t', b'\r', b'\n', 0, 0x1f, b';', b'"', 0x7f] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    if at < len {
+                        v[at] = stop;
+                    }
+                    samples.push(v);
+                }
+            }
+        }
+        samples.push("z9hG4bK-\u{e9}\u{1F600}-x;y".as_bytes().to_vec());
+        samples.push(vec![0x80, 0xff, 0x21, 0x7e, 0x20, 0x3a, 0x3c]);
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(plain_value_end(s, from), slow(s, from), "{s:?} from {from}");
+            }
+        }
+    }
+}

@@ -90,7 +90,8 @@ impl<'a> Host<'a> {
     pub fn ip(&self) -> Option<IpAddr> {
         match self {
             Host::Domain(_) => None,
-            Host::Ipv4(s) | Host::Ipv6(s) => s.parse().ok(),
+            Host::Ipv4(s) => ipv4(s).map(IpAddr::V4),
+            Host::Ipv6(s) => s.parse().ok(),
         }
     }
 
@@ -144,6 +145,9 @@ impl<'a> Uri<'a> {
     /// `sip`/`sips` must have a valid host; `tel`/`urn` and other schemes only need a
     /// non-empty opaque part without whitespace.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
+        if let Some(uri) = parse_plain_sip(s) {
+            return Ok(uri);
+        }
         let colon = s.find(':').ok_or(UriError("no scheme"))?;
         let scheme_text = &s[..colon];
         if scheme_text.is_empty()
@@ -363,6 +367,125 @@ impl fmt::Display for Uri<'_> {
     }
 }
 
+/// For each byte: whether it has one of the `classes` bits and is not `%` (the plain form
+/// has no escapes: a `%` ends its scan and sends the URI to the general rules).
+const fn plain_table(classes: u8) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = crate::scan::CLASS[c] & classes != 0 && c != b'%' as usize;
+        c += 1;
+    }
+    t
+}
+
+/// User characters of the plain form.
+static PLAIN_USER: [bool; 256] = plain_table(UNRESERVED | USER);
+/// Host name characters.
+static PLAIN_HOST: [bool; 256] = plain_table(HOST);
+/// Parameter characters of the plain form.
+static PLAIN_PARAM: [bool; 256] = plain_table(UNRESERVED | PARAM);
+
+/// The first index at or after `from` whose byte is not in `table`; four bytes a step while
+/// all four are (route tokens and branch ids are long runs).
+#[inline]
+fn skip_class(b: &[u8], from: usize, table: &[bool; 256]) -> usize {
+    let mut i = from;
+    while let Some(&[b0, b1, b2, b3]) = b.get(i..i + 4) {
+        if !(table[usize::from(b0)]
+            & table[usize::from(b1)]
+            & table[usize::from(b2)]
+            & table[usize::from(b3)])
+        {
+            break;
+        }
+        i += 4;
+    }
+    while i < b.len() && table[usize::from(b[i])] {
+        i += 1;
+    }
+    i
+}
+
+/// A `sip:`/`sips:` URI written the plain way, in one pass: an optional user (no password,
+/// no escapes), a host name or IPv4 address, an optional port and parameters without escapes,
+/// no headers. `None` for anything else, which [`parse_sip`] reads with the general rules
+/// (the two agree wherever this one answers).
+fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
+    plain_sip_prefix(raw)
+        .filter(|(_, end)| *end == raw.len())
+        .map(|(uri, _)| uri)
+}
+
+/// The plain `sip:`/`sips:` URI that `raw` starts with, and where it ends: at the end of
+/// `raw` or at the first byte no part of a plain URI may hold (a name-addr's `>`). Neither
+/// `@` nor any byte outside the URI classes can be inside what it reads, so the URI is what
+/// [`parse_plain_sip`] would read from `raw[..end]`.
+pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
+    let b = raw.as_bytes();
+    let (scheme, at) = match b.get(..5)? {
+        [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (Scheme::Sip, 4),
+        [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => (Scheme::Sips, 5),
+        _ => return None,
+    };
+    // userinfo: the first `@` ends it. When the user characters stop at anything else, the
+    // host starts after the scheme: host, port and parameters hold no `@`, so one further on
+    // stops their scans and the URI is not plain.
+    let stop = skip_class(b, at, &PLAIN_USER);
+    let (user, host_start) = match b.get(stop) {
+        Some(b'@') => {
+            let user = raw.get(at..stop)?;
+            if user.is_empty() {
+                return None;
+            }
+            (Some(user), stop + 1)
+        }
+        _ => (None, at),
+    };
+    let host_end = skip_class(b, host_start, &PLAIN_HOST);
+    if host_end == host_start {
+        return None;
+    }
+    let host_raw = raw.get(host_start..host_end)?;
+    let (port, port_end) = match b.get(host_end) {
+        Some(b':') => {
+            let digits = b[host_end + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            let end = host_end + 1 + digits;
+            (Some(parse_port(raw.get(host_end + 1..end)?)?), end)
+        }
+        _ => (None, host_end),
+    };
+    let end = match b.get(port_end) {
+        Some(b';') => skip_class(b, port_end, &PLAIN_PARAM),
+        _ => port_end,
+    };
+    if matches!(b.get(end), Some(&c) if c != b'>') {
+        return None;
+    }
+    let params = raw.get(port_end..end)?;
+    let host = if is_ipv4(host_raw.as_bytes()) {
+        Host::Ipv4(host_raw)
+    } else {
+        Host::Domain(host_raw)
+    };
+    let uri = Uri {
+        raw: raw.get(..end)?,
+        scheme,
+        user,
+        password: None,
+        host: Some(host),
+        host_raw,
+        port,
+        params: Params::new(params),
+        headers: None,
+        opaque: "",
+    };
+    Some((uri, end))
+}
+
 fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<'a>, UriError> {
     // user and password cannot hold an unescaped `@`, and neither can host, params or
     // headers: the first `@` ends the userinfo.
@@ -443,8 +566,38 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
     })
 }
 
+/// Dotted IPv4 text as `core::net::Ipv4Addr`'s parser reads it (four decimal octets up to
+/// 255, no leading zeros), without its general machinery: proxies compare the host of every
+/// Via and Route with their own addresses.
+fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
+    let (mut octets, mut at) = ([0u8; 4], 0);
+    let (mut value, mut digits, mut leading_zero) = (0u16, 0, false);
+    for &c in s.as_bytes() {
+        match c {
+            b'0'..=b'9' => {
+                if digits == 3 || leading_zero {
+                    return None;
+                }
+                leading_zero = digits == 0 && c == b'0';
+                value = value * 10 + u16::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && at < 3 => {
+                octets[at] = u8::try_from(value).ok()?;
+                (at, value, digits, leading_zero) = (at + 1, 0, 0, false);
+            }
+            _ => return None,
+        }
+    }
+    if digits == 0 || at != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(core::net::Ipv4Addr::from(octets))
+}
+
 /// Four dot-separated runs of one to three digits.
-fn is_ipv4(b: &[u8]) -> bool {
+pub(crate) fn is_ipv4(b: &[u8]) -> bool {
     let mut dots = 0;
     let mut run = 0;
     for &c in b {
@@ -465,10 +618,17 @@ fn is_ipv4(b: &[u8]) -> bool {
 
 /// A port: 1 to 5 digits fitting in u16.
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|c| c.is_ascii_digit()) {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    p.parse().ok()
+    let mut n: u32 = 0;
+    for c in p.bytes() {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(c - b'0');
+    }
+    u16::try_from(n).ok()
 }
 
 fn is_user_char(c: u8) -> bool {
@@ -561,4 +721,97 @@ fn write_decoded<W: fmt::Write>(out: &mut W, s: &str) -> fmt::Result {
         i += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The general reading of a `sip:`/`sips:` URI, without the plain-form shortcut.
+    fn general(s: &str) -> Result<Uri<'_>, UriError> {
+        let colon = s.find(':').ok_or(UriError("no scheme"))?;
+        let scheme = if s[..colon].eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else {
+            Scheme::Sip
+        };
+        parse_sip(s, scheme, &s[colon + 1..])
+    }
+
+    #[test]
+    fn ipv4_reads_as_std_does() {
+        let samples = [
+            "1.2.3.4",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1.2.3.0",
+            "10.0.0.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "",
+            ".1.2.3",
+            "1.2.3.",
+            "999.1.1.1",
+            "1.2.3.4a",
+            "100.200.250.255",
+            "00.0.0.0",
+            "1.02.3.4",
+        ];
+        for s in samples {
+            assert_eq!(ipv4(s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
+        }
+        for a in [0u32, 7, 99, 100, 199, 200, 249, 250, 255] {
+            let s = format!("{a}.{a}.{a}.{a}");
+            assert_eq!(ipv4(&s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_plain_form_reads_as_the_general_rules_do() {
+        let samples = [
+            "sip:example.com",
+            "SIP:Alice@Example.COM",
+            "sips:bob@192.0.2.1:5061",
+            "sip:10.1.0.1:5060;lr;rt=AbC-_09",
+            "sip:10.1.0.1:5060;transport=tcp;lr",
+            "sip:+1555@host;user=phone",
+            "sip:a;b@host",
+            "sip:user:pw@host",
+            "sip:user@host?subject=x",
+            "sip:%61lice@host",
+            "sip:alice@host;p=%41",
+            "sip:host:",
+            "sip:host:99999",
+            "sip:host:5060:1",
+            "sip:@host",
+            "sip:user@",
+            "sip:[::1]:5060",
+            "sip:user@[2001:db8::1];lr",
+            "sip:host;p=[x]",
+            "sip:host;a b",
+            "sip:ho st",
+            "sip:1.2.3.4.5",
+            "sip:1.2.3",
+            "sip:a@b@c",
+            "sip:abc;x=@",
+            "sip:h\u{e9}",
+            "sips:",
+            "sip:x",
+        ];
+        for s in samples {
+            let bracketed = format!("{s}>;tag=1");
+            if let Some((plain, end)) = plain_sip_prefix(&bracketed) {
+                assert_eq!(&bracketed[end..], ">;tag=1", "{s}");
+                assert_eq!(Ok(plain), general(s), "{s}");
+            }
+            if let Some(plain) = parse_plain_sip(s) {
+                assert_eq!(Ok(plain), general(s), "{s}");
+            }
+            assert_eq!(Uri::parse(s), general(s), "{s}");
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use crate::params::Params;
 use crate::scan::{is_token, is_ws, trim};
-use crate::uri::{parse_port, Host};
+use crate::uri::{is_ipv4, parse_port, Host};
 use crate::Error;
 
 /// The transport named in a Via hop.
@@ -103,6 +103,17 @@ impl<'a> Via<'a> {
     pub fn parse(text: &'a str) -> Result<Via<'a>, Error> {
         let bad = |why| Error::BadHeader { name: "Via", why };
         let raw = trim(text);
+        if let Some((transport, host_raw, host, port, end)) = plain_sent_by(raw) {
+            let sent_by = SentBy {
+                protocol_name: &raw[..3],
+                protocol_version: &raw[4..7],
+                transport,
+                host_raw,
+                host,
+                port,
+            };
+            return Via::with_params(raw, sent_by, raw.get(end..).unwrap_or(""));
+        }
         let mut cur = Cursor { s: raw, pos: 0 };
         let (protocol_name, protocol_version) = if raw.starts_with("SIP/2.0/") {
             // The form every sender uses: skip the general grammar.
@@ -134,9 +145,32 @@ impl<'a> Via<'a> {
         };
         cur.skip_ws();
         let rest = raw.get(cur.pos..).unwrap_or("");
+        let sent_by = SentBy {
+            protocol_name,
+            protocol_version,
+            transport,
+            host_raw,
+            host,
+            port,
+        };
+        Via::with_params(raw, sent_by, rest)
+    }
+
+    /// The hop `raw` with its sent-protocol and sent-by read, and `rest` (what follows the
+    /// sent-by) as its parameters.
+    fn with_params(raw: &'a str, sent_by: SentBy<'a>, rest: &'a str) -> Result<Via<'a>, Error> {
+        let bad = |why| Error::BadHeader { name: "Via", why };
         if !rest.is_empty() && !rest.starts_with(';') {
             return Err(bad("junk after sent-by"));
         }
+        let SentBy {
+            protocol_name,
+            protocol_version,
+            transport,
+            host_raw,
+            host,
+            port,
+        } = sent_by;
         let params = Params::new(rest);
         // One pass validates the parameters (RFC 4475 badinv01 has empty ones) and keeps the
         // ones a proxy reads for every message.
@@ -241,6 +275,64 @@ impl<'a> Via<'a> {
     }
 }
 
+/// What a hop says before its parameters.
+struct SentBy<'a> {
+    protocol_name: &'a str,
+    protocol_version: &'a str,
+    transport: &'a str,
+    host_raw: &'a str,
+    host: Host<'a>,
+    port: Option<u16>,
+}
+
+/// A hop written the way senders write it, `SIP/2.0/UDP host[:port]` with one space and no
+/// other whitespace, read in one pass: transport, host (a name or an IPv4 address), port, and
+/// where the parameters start. `None` for anything else, which the general grammar reads
+/// (the two agree wherever this one answers).
+#[allow(clippy::type_complexity)]
+fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)> {
+    let b = raw.as_bytes();
+    if !raw.starts_with("SIP/2.0/") {
+        return None;
+    }
+    let mut i = 8;
+    while i < b.len() && is_token(b[i]) {
+        i += 1;
+    }
+    if i == 8 || b.get(i) != Some(&b' ') {
+        return None;
+    }
+    let transport = raw.get(8..i)?;
+    let host_start = i + 1;
+    let mut i = host_start;
+    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+        i += 1;
+    }
+    if i == host_start {
+        return None;
+    }
+    let host_raw = raw.get(host_start..i)?;
+    let host = if is_ipv4(host_raw.as_bytes()) {
+        Host::Ipv4(host_raw)
+    } else {
+        Host::Domain(host_raw)
+    };
+    let port = if b.get(i) == Some(&b':') {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        Some(parse_port(raw.get(start..i)?)?)
+    } else {
+        None
+    };
+    match b.get(i) {
+        None | Some(b';') => Some((transport, host_raw, host, port, i)),
+        _ => None,
+    }
+}
+
 /// A tiny cursor for the Via grammar.
 struct Cursor<'a> {
     s: &'a str,
@@ -295,5 +387,45 @@ impl<'a> Cursor<'a> {
         }
         let h = self.take_while(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.');
         (!h.is_empty()).then_some(h)
+    }
+}
+
+#[cfg(test)]
+mod plain_form_tests {
+    use super::*;
+
+    /// The fields of a hop, without its raw text.
+    fn fields<'a>(v: &Via<'a>) -> impl PartialEq + core::fmt::Debug + 'a {
+        (
+            (v.protocol_name(), v.protocol_version(), v.transport_str()),
+            (v.host(), v.host_raw(), v.port()),
+            (v.params().as_str(), v.branch(), v.received(), v.rport()),
+        )
+    }
+
+    #[test]
+    fn the_plain_form_reads_as_the_general_grammar_does() {
+        let samples = [
+            "SIP/2.0/UDP 10.2.0.50:10001;branch=z9hG4bK-1;rport",
+            "SIP/2.0/TCP example.com;branch=z9hG4bK-2;received=192.0.2.1",
+            "SIP/2.0/UDP host:5060",
+            "SIP/2.0/UDP host",
+            "SIP/2.0/UDP host:",
+            "SIP/2.0/UDP host:99999;branch=x",
+            "SIP/2.0/UDP host :5060;branch=x",
+            "SIP/2.0/UDP host;;branch=x",
+            "SIP/2.0/UDP  host;branch=x",
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=x",
+            "SIP/2.0/UDP 1.2.3.4;rport=5062",
+            "SIP/2.0/UDP host junk",
+        ];
+        for s in samples {
+            // The same hop with whitespace around the slashes takes the general grammar.
+            let general = s.replacen("SIP/2.0/", "SIP / 2.0 / ", 1);
+            match (Via::parse(s), Via::parse(&general)) {
+                (Ok(a), Ok(b)) => assert_eq!(fields(&a), fields(&b), "{s}"),
+                (a, b) => assert_eq!(a.is_ok(), b.is_ok(), "{s}"),
+            }
+        }
     }
 }

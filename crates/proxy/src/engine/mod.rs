@@ -61,6 +61,100 @@ enum TimerKey {
     Cancelled(TxId),
 }
 
+/// A client transaction's index key, borrowed: its branch and method.
+#[derive(Debug, Clone, Copy, Hash)]
+struct ClientKeyRef<'a>(&'a str, &'a str);
+
+/// A server transaction's index key, borrowed: hashes as [`ServerKey`] does (its parts in
+/// the same order, each as its `str`) and equals a key with the same parts.
+#[derive(Debug, Clone, Copy, Hash)]
+struct ServerKeyRef<'a> {
+    branch: &'a str,
+    sent_by: &'a str,
+    method: &'a str,
+}
+
+/// The index hash of client transaction `id`'s branch and method (0 when it is gone, which
+/// does not happen: an id leaves the index before its entry leaves `clients`).
+fn client_hash(hasher: &ahash::RandomState, clients: &HashMap<TxId, ClientEntry>, id: TxId) -> u64 {
+    clients
+        .get(&id)
+        .map_or(0, |e| hasher.hash_one(ClientKeyRef(&e.branch, &e.method)))
+}
+
+impl Proxy {
+    /// The client transaction with this branch and method, if any.
+    fn find_client(&self, key: ClientKeyRef<'_>) -> Option<TxId> {
+        let hash = self.index_hasher.hash_one(key);
+        self.client_index
+            .find(hash, |id| {
+                self.clients
+                    .get(id)
+                    .is_some_and(|e| e.branch == key.0 && e.method == key.1)
+            })
+            .copied()
+    }
+}
+
+impl<'a> ServerKeyRef<'a> {
+    fn of(key: &'a ServerKey) -> Self {
+        ServerKeyRef {
+            branch: &key.branch,
+            sent_by: &key.sent_by,
+            method: &key.method,
+        }
+    }
+}
+
+/// The index hash of server transaction `id`'s key (0 when it is gone, which does not happen:
+/// an id leaves the index before its entry leaves `servers`).
+fn server_hash(hasher: &ahash::RandomState, servers: &HashMap<TxId, ServerEntry>, id: TxId) -> u64 {
+    servers
+        .get(&id)
+        .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(&e.key)))
+}
+
+impl Proxy {
+    /// The server transaction with this key, if any.
+    fn find_server(&self, key: ServerKeyRef<'_>) -> Option<TxId> {
+        let hash = self.index_hasher.hash_one(key);
+        self.server_index
+            .find(hash, |id| {
+                self.servers
+                    .get(id)
+                    .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+            })
+            .copied()
+    }
+
+    /// Indexes server transaction `id` (already in `servers`) under its key; an earlier
+    /// transaction with the same key is no longer found by it.
+    fn index_server(&mut self, id: TxId) {
+        let Some(entry) = self.servers.get(&id) else {
+            return;
+        };
+        let key = ServerKeyRef::of(&entry.key);
+        let hash = self.index_hasher.hash_one(key);
+        let servers = &self.servers;
+        if let Ok(earlier) = self.server_index.find_entry(hash, |other| {
+            servers
+                .get(other)
+                .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+        }) {
+            earlier.remove();
+        }
+        let hasher = &self.index_hasher;
+        self.server_index
+            .insert_unique(hash, id, |other| server_hash(hasher, servers, *other));
+    }
+}
+
+impl hashbrown::Equivalent<ServerKey> for ServerKeyRef<'_> {
+    fn equivalent(&self, key: &ServerKey) -> bool {
+        self.branch == key.branch && self.sent_by == key.sent_by && self.method == key.method
+    }
+}
+
 /// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ServerKey {
@@ -74,7 +168,10 @@ struct ServerKey {
 #[derive(Debug, Clone)]
 enum Targets {
     /// The upstream list, skipping those already tried for this request.
-    Upstreams { tried: Vec<UpstreamId> },
+    /// Shared: a `Forward` is cloned for every attempt and response, the list only grows at
+    /// an attempt.
+    /// `None` before the first attempt (nothing to hold yet).
+    Upstreams { tried: Option<Arc<[UpstreamId]>> },
     /// One fixed next hop (a registered contact, an in-dialog peer).
     Fixed(Flow),
 }
@@ -119,6 +216,16 @@ impl ListenerTexts {
     }
 }
 
+/// Text written for one forwarded message (our Via and Record-Route entries, the sender's Via
+/// with received/rport), kept between messages: once the strings have grown to what a
+/// message needs, writing them allocates nothing. Taken out of the proxy while in use.
+#[derive(Debug, Default)]
+struct Scratch {
+    via: String,
+    record_route: [String; 2],
+    received: String,
+}
+
 /// The proxying state of one server transaction.
 #[derive(Debug, Clone)]
 struct Forward {
@@ -133,7 +240,8 @@ struct Forward {
     client: Option<TxId>,
     provisional_seen: bool,
     cancelled: bool,
-    /// Record-Route this request (dialog-creating, out of dialog).
+    /// Record-Route this request (dialog-creating, out of dialog), with its Call-ID and
+    /// caller tag signed into our entry (read from the request at each attempt).
     record_route: bool,
     incoming: ListenerId,
     dialog: Option<Arc<DialogId>>,
@@ -142,8 +250,6 @@ struct Forward {
     done: bool,
     /// Goes into our branch so the request coming back unchanged is seen as a loop.
     loop_hash: u64,
-    /// Call-ID and caller tag of a dialog-creating request, signed into our Record-Route.
-    dialog_ids: Option<Arc<(String, String)>>,
 }
 
 /// A method as a transaction keeps it: a known one as static text, without copying.
@@ -171,7 +277,9 @@ struct ServerEntry {
     source: Flow,
     request: Vec<u8>,
     last_response: Option<Vec<u8>>,
-    to_tag: String,
+    /// The To tag of the responses the proxy writes itself on this transaction, made at the
+    /// first one that carries a tag (a 100 does not; most transactions never need one).
+    to_tag: Option<String>,
     forward: Option<Forward>,
 }
 
@@ -226,9 +334,19 @@ pub struct Proxy {
     next_id: u64,
     timers: TimerTable<TimerKey>,
     servers: HashMap<TxId, ServerEntry>,
-    server_index: HashMap<ServerKey, TxId>,
+    /// Looked up with borrowed text ([`ServerKeyRef`]): an ACK or a retransmission finds its
+    /// transaction without an owned key.
+    /// Holds transaction ids only: each key lives once, in its `ServerEntry`, and the table
+    /// hashes and compares through it.
+    server_index: hashbrown::HashTable<TxId>,
+    /// Hashes the server index's keys.
+    index_hasher: ahash::RandomState,
     clients: HashMap<TxId, ClientEntry>,
-    client_index: HashMap<(String, Cow<'static, str>), TxId>,
+    /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
+    /// finds its transaction without an owned key.
+    /// Holds ids only, hashing and comparing through the entry's branch and method (as the
+    /// server index does).
+    client_index: hashbrown::HashTable<TxId>,
     registrations: RegistrationCache,
     dialogs: DialogTable,
     /// The sessions of the other shards of this box, from their records
@@ -257,6 +375,8 @@ pub struct Proxy {
     ids: Ids,
     /// Requests per source.
     budget: SourceBudget,
+    /// Buffers for the text of forwarded messages.
+    scratch: Scratch,
     /// The route key, keyed once.
     signer: Signer,
 }
@@ -292,6 +412,7 @@ impl Proxy {
         Proxy {
             ids: Ids::new(config.keys.seed),
             budget: SourceBudget::new(config.limits.per_source_rps),
+            scratch: Scratch::default(),
             signer: Signer::new(&config.keys.route),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
@@ -302,9 +423,10 @@ impl Proxy {
             next_id: 1,
             timers: TimerTable::default(),
             servers: HashMap::default(),
-            server_index: HashMap::default(),
+            server_index: hashbrown::HashTable::new(),
+            index_hasher: ahash::RandomState::new(),
             clients: HashMap::default(),
-            client_index: HashMap::default(),
+            client_index: hashbrown::HashTable::new(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
             peer_dialogs: DialogTable::default(),
@@ -473,11 +595,12 @@ impl Proxy {
             self.stats.rate_limited += 1;
             return;
         }
-        match Message::parse_with(input.bytes, framing) {
-            Ok(message) if message.is_request() => {
+        let mut message = Message::blank();
+        match message.parse_into(input.bytes, framing) {
+            Ok(()) if message.is_request() => {
                 self.on_request(&message, input.bytes, flow, listener.realm)
             }
-            Ok(message) => self.on_response(&message, flow),
+            Ok(()) => self.on_response(&message, flow),
             Err(error) => {
                 let disposition = error.disposition();
                 self.reject_unparsable(input.bytes, flow, disposition, &error.to_string());
@@ -507,9 +630,28 @@ impl Proxy {
             }
         }
         trim(&mut self.servers);
-        trim(&mut self.server_index);
+
         trim(&mut self.clients);
-        trim(&mut self.client_index);
+        {
+            const SMALL: usize = 1024;
+            let (index, servers, hasher) =
+                (&mut self.server_index, &self.servers, &self.index_hasher);
+            if index.capacity() > SMALL && index.len() <= index.capacity() / 4 {
+                index.shrink_to((index.len() * 2).max(SMALL), |id| {
+                    server_hash(hasher, servers, *id)
+                });
+            }
+        }
+        {
+            const SMALL: usize = 1024;
+            let (index, clients, hasher) =
+                (&mut self.client_index, &self.clients, &self.index_hasher);
+            if index.capacity() > SMALL && index.len() <= index.capacity() / 4 {
+                index.shrink_to((index.len() * 2).max(SMALL), |id| {
+                    client_hash(hasher, clients, *id)
+                });
+            }
+        }
         self.timers.trim();
     }
 
@@ -786,7 +928,17 @@ impl Proxy {
     }
 
     fn new_branch(&mut self, loop_hash: u64) -> String {
-        format!("{}{loop_hash:x}.{}", self.branch_prefix, self.ids.token())
+        let mut branch = String::with_capacity(self.branch_prefix.len() + 8 + 1 + 16);
+        self.push_new_branch(&mut branch, loop_hash);
+        branch
+    }
+
+    /// Appends a new branch id (see [`Proxy::new_branch`]) to `out`.
+    fn push_new_branch(&mut self, out: &mut String, loop_hash: u64) {
+        out.push_str(&self.branch_prefix);
+        crate::border::push_hex(out, loop_hash, 0);
+        out.push('.');
+        self.ids.push_token(out);
     }
 
     fn new_tag(&mut self) -> String {
@@ -873,11 +1025,16 @@ impl Proxy {
             .map(|l| l.realm)
     }
 
-    /// Our Record-Route URI for a listener, with the dialog's signed token when there is one.
-    fn own_rr_uri(&self, id: ListenerId, token: Option<&str>) -> Option<String> {
+    /// Writes our Record-Route URI for a listener into `uri` (cleared first), with the
+    /// dialog's signed token when there is one. `None` for an unknown listener.
+    fn write_own_rr_uri(
+        &self,
+        uri: &mut String,
+        id: ListenerId,
+        token: Option<&str>,
+    ) -> Option<()> {
         let head = &self.listener_texts.get(usize::from(id.0))?.record_route;
-        let token_len = token.map_or(0, |t| t.len() + crate::border::TOKEN_PARAM.len() + 2);
-        let mut uri = String::with_capacity(head.len() + token_len + 1);
+        uri.clear();
         uri.push_str(head);
         if let Some(token) = token {
             uri.push(';');
@@ -886,17 +1043,24 @@ impl Proxy {
             uri.push_str(token);
         }
         uri.push('>');
-        Some(uri)
+        Some(())
     }
 
     /// Our Via for a listener.
     fn own_via(&self, id: ListenerId, branch: &str) -> Option<String> {
+        let mut via = String::new();
+        self.write_own_via(&mut via, id, branch)?;
+        Some(via)
+    }
+
+    /// Writes our Via for a listener into `via` (cleared first); `None` for an unknown one.
+    fn write_own_via(&self, via: &mut String, id: ListenerId, branch: &str) -> Option<()> {
         let head = &self.listener_texts.get(usize::from(id.0))?.via;
-        let mut via = String::with_capacity(head.len() + branch.len() + 6);
+        via.clear();
         via.push_str(head);
         via.push_str(branch);
         via.push_str(";rport");
-        Some(via)
+        Some(())
     }
 
     /// A flow to `addr` over a listener of `realm`.
@@ -1059,17 +1223,27 @@ impl Proxy {
     }
 
     fn remove_server(&mut self, id: TxId) {
-        if let Some(entry) = self.servers.remove(&id) {
-            self.server_index.remove(&entry.key);
+        if let Some(entry) = self.servers.get(&id) {
+            let hash = self.index_hasher.hash_one(ServerKeyRef::of(&entry.key));
+            if let Ok(found) = self.server_index.find_entry(hash, |&x| x == id) {
+                found.remove();
+            }
         }
+        self.servers.remove(&id);
         self.timers.cancel(TimerKey::Server(id));
         self.timers.cancel(TimerKey::TimerC(id));
     }
 
     fn remove_client(&mut self, id: TxId) {
-        if let Some(entry) = self.clients.remove(&id) {
-            self.client_index.remove(&(entry.branch, entry.method));
+        if let Some(entry) = self.clients.get(&id) {
+            let hash = self
+                .index_hasher
+                .hash_one(ClientKeyRef(&entry.branch, &entry.method));
+            if let Ok(found) = self.client_index.find_entry(hash, |&x| x == id) {
+                found.remove();
+            }
         }
+        self.clients.remove(&id);
         self.timers.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
@@ -1098,8 +1272,16 @@ impl Proxy {
             self.now,
         );
         self.send(dest, bytes.clone());
-        self.client_index
-            .insert((branch.clone(), method.clone()), id);
+        let hash = self.index_hasher.hash_one(ClientKeyRef(&branch, &method));
+        // An earlier transaction with this branch and method is no longer found by them.
+        let clients = &self.clients;
+        if let Ok(earlier) = self.client_index.find_entry(hash, |other| {
+            clients
+                .get(other)
+                .is_some_and(|e| e.branch == branch && e.method == method)
+        }) {
+            earlier.remove();
+        }
         self.clients.insert(
             id,
             ClientEntry {
@@ -1111,6 +1293,9 @@ impl Proxy {
                 purpose,
             },
         );
+        let (clients, hasher) = (&self.clients, &self.index_hasher);
+        self.client_index
+            .insert_unique(hash, id, |other| client_hash(hasher, clients, *other));
         self.sync_client_timers(id);
         id
     }

@@ -202,7 +202,7 @@ impl Proxy {
                 let forward = Forward {
                     retarget,
                     method: "REGISTER".into(),
-                    targets: Targets::Upstreams { tried: Vec::new() },
+                    targets: Targets::Upstreams { tried: None },
                     client: None,
                     provisional_seen: false,
                     cancelled: false,
@@ -213,7 +213,6 @@ impl Proxy {
                     register: Some(Arc::new(ctx)),
                     done: false,
                     loop_hash: self.loop_hash(m, from.listener),
-                    dialog_ids: None,
                 };
                 let sid = self.new_server(m, bytes, from, key, Some(forward));
                 self.try_next(sid);
@@ -324,7 +323,13 @@ impl Proxy {
                     .collect(),
             ),
         };
-        let bytes = self.forward_bytes(m, from, Some(&retarget), &OwnLines::default())?;
+        let bytes = self.forward_bytes(
+            m,
+            from,
+            Some(&retarget),
+            &OwnLines::default(),
+            &mut String::new(),
+        )?;
         let mut draft = Message::stored(&bytes).ok()?.to_draft();
         draft.remove("Via");
         draft.set("Max-Forwards", "70");

@@ -15,6 +15,7 @@ use crate::transaction::{ServerAction, ServerState, ServerTransaction, TxClass};
 use crate::transport::{Flow, Realm};
 use sip::HeaderName;
 use sip::Method;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -33,7 +34,31 @@ fn starts_with_cookie(branch: &str) -> bool {
 
 /// The sent-by of a Via as a transaction key: host lower-cased (IPv6 without brackets), and
 /// the port when one is written.
-fn sent_by_key(via: &sip::Via<'_>) -> String {
+fn sent_by_key<'v>(via: &sip::Via<'v>) -> Cow<'v, str> {
+    let host = via.host().as_str();
+    if !host.bytes().any(|c| c.is_ascii_uppercase()) {
+        let Some(port) = via.port() else {
+            return Cow::Borrowed(host);
+        };
+        // `host:port` as the sender wrote it, when that is the key's text.
+        let mut digits = [0; 20];
+        let port = decimal(u64::from(port), &mut digits);
+        let raw = via.raw();
+        let start = (host.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
+        let written = raw.get(start..start.saturating_add(host.len() + 1 + port.len()));
+        if let Some(text) = written.filter(|t| {
+            t.strip_prefix(host)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|rest| rest == port)
+        }) {
+            return Cow::Borrowed(text);
+        }
+    }
+    Cow::Owned(owned_sent_by_key(via))
+}
+
+/// [`sent_by_key`], written out.
+fn owned_sent_by_key(via: &sip::Via<'_>) -> String {
     let host = via.host().as_str();
     let mut key = String::with_capacity(host.len() + 6);
     key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
@@ -74,15 +99,15 @@ fn insert_first<'e>(
 /// The sender's Via as we pass it on (RFC 3261 §18.2.1, RFC 3581): `received` when its
 /// sent-by is not the address it came from, `rport` filled in when it asked. `None` when
 /// neither applies and it goes as it came.
-fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
+fn via_as_received<'b>(via: &sip::Via<'_>, from: Flow, value: &'b mut String) -> Option<&'b str> {
     // RFC 3261 §18.2.1: a sent-by that is a name, or an address other than the source.
     let received = via.host().ip() != Some(from.remote.ip());
-    let rport = via.params().has("rport");
+    let rport = via.rport() != sip::Rport::Absent;
     if !received && !rport {
         return None;
     }
     let raw = via.raw();
-    let mut value = String::with_capacity(raw.len() + 72);
+    value.clear();
     // The sender's parameters, less a bare `rport` when it is filled in below.
     for (i, piece) in raw.split(';').enumerate() {
         if i > 0 {
@@ -101,7 +126,7 @@ fn via_as_received(via: &sip::Via<'_>, from: Flow) -> Option<String> {
         value.push_str(";rport=");
         value.push_str(decimal(u64::from(from.remote.port()), &mut [0; 20]));
     }
-    Some(value)
+    Some(value.as_str())
 }
 
 /// `n` in decimal, written into `buf` (no allocation on the per-message path).
@@ -143,25 +168,28 @@ impl Proxy {
         // RFC 3261 §17.2.3: only a branch with the magic cookie and something after it names a
         // transaction; a bare cookie (RFC 4475 `badbranch`) or none is matched the RFC 2543
         // way, by what the request itself says.
-        let branch = match via.branch() {
-            Some(b) if b.len() > MAGIC_COOKIE.len() && starts_with_cookie(b) => b.to_owned(),
-            _ => format!(
+        let branch: Cow<'_, str> = match via.branch() {
+            Some(b) if b.len() > MAGIC_COOKIE.len() && starts_with_cookie(b) => Cow::Borrowed(b),
+            _ => Cow::Owned(format!(
                 "rfc2543-{call_id}-{cseq}-{}-{}",
                 m.from_tag().unwrap_or_default(),
                 m.request_uri().unwrap_or_default()
-            ),
+            )),
         };
-        let key = ServerKey {
-            branch,
-            sent_by: sent_by_key(&via),
-            method: if method == Method::Ack {
-                "INVITE".into()
-            } else {
-                super::kept_method(method)
-            },
+        let sent_by = sent_by_key(&via);
+        let key_method = if method == Method::Ack {
+            "INVITE".into()
+        } else {
+            super::kept_method(method)
         };
-
-        if let Some(&sid) = self.server_index.get(&key) {
+        // The index does not change before a transaction is created below: one lookup, with
+        // the key borrowed (an owned one is made only for a new transaction).
+        let existing = self.find_server(super::ServerKeyRef {
+            branch: &branch,
+            sent_by: &sent_by,
+            method: &key_method,
+        });
+        if let Some(sid) = existing {
             if self
                 .servers
                 .get(&sid)
@@ -175,7 +203,7 @@ impl Proxy {
         }
 
         if method == Method::Ack {
-            if let Some(&sid) = self.server_index.get(&key) {
+            if let Some(sid) = existing {
                 if let Some(entry) = self.servers.get_mut(&sid) {
                     match entry.tx.state() {
                         ServerState::Completed | ServerState::Confirmed => {
@@ -192,10 +220,15 @@ impl Proxy {
             return;
         }
 
-        if let Some(&sid) = self.server_index.get(&key) {
+        if let Some(sid) = existing {
             self.on_retransmission(sid);
             return;
         }
+        let key = ServerKey {
+            branch: branch.into_owned(),
+            sent_by: sent_by.into_owned(),
+            method: key_method,
+        };
 
         if method == Method::Cancel {
             self.on_cancel(m, from, key);
@@ -222,14 +255,25 @@ impl Proxy {
         }
 
         let loop_hash = self.loop_hash(m, from.listener);
-        let looped = m.vias().any(|v| {
-            self.is_own_via(&v)
+        let mut hash_digits = String::with_capacity(0);
+        let ours = |v: &sip::Via<'_>, digits: &mut String| {
+            self.is_own_via(v)
                 && v.branch().is_some_and(|b| {
+                    if digits.is_empty() {
+                        crate::border::push_hex(digits, loop_hash, 0);
+                    }
                     b.strip_prefix(self.branch_prefix.as_str())
                         .and_then(|rest| rest.split('.').next())
-                        .is_some_and(|h| h == format!("{loop_hash:x}"))
+                        .is_some_and(|h| h == digits.as_str())
                 })
-        });
+        };
+        // The top hop was parsed with the message; only the ones below it are read here.
+        let looped = m.top_via().is_some_and(|v| ours(&v, &mut hash_digits))
+            || m.sip
+                .list_items(HeaderName::Via)
+                .skip(1)
+                .filter_map(|(_, hop)| sip::Via::parse(hop).ok())
+                .any(|v| ours(&v, &mut hash_digits));
         if looped {
             self.stats.loops += 1;
             self.respond_stateless(m, from, 482, &[]);
@@ -246,7 +290,7 @@ impl Proxy {
 
         let in_dialog = m.to_tag().is_some();
         if in_dialog {
-            self.forward_in_dialog(m, bytes, from, realm, Some(key));
+            self.forward_in_dialog(m, bytes, from, realm, Some((key, loop_hash)));
             return;
         }
 
@@ -323,7 +367,7 @@ impl Proxy {
 
         let mut retarget = None;
         let targets = match realm {
-            Realm::Access => Targets::Upstreams { tried: Vec::new() },
+            Realm::Access => Targets::Upstreams { tried: None },
             Realm::Core => {
                 let found = match self.registrations.by_contact(request_uri) {
                     Some(b) => Some((b.flow, b.contact.clone())),
@@ -356,14 +400,7 @@ impl Proxy {
             }
         };
         let record_route = matches!(method, Method::Invite | Method::Subscribe | Method::Refer);
-        let dialog_ids = match (m.call_id(), m.from_tag()) {
-            (Some(call_id), Some(tag)) if record_route => {
-                Some(Arc::new((call_id.to_owned(), tag.to_owned())))
-            }
-            _ => None,
-        };
         let forward = Forward {
-            dialog_ids,
             retarget,
             method: super::kept_method(method),
             targets,
@@ -436,11 +473,11 @@ impl Proxy {
     }
 
     fn on_cancel(&mut self, m: &Message<'_>, from: Flow, key: ServerKey) {
-        let invite_key = ServerKey {
-            method: "INVITE".into(),
-            ..key.clone()
+        let invite_key = super::ServerKeyRef {
+            method: "INVITE",
+            ..super::ServerKeyRef::of(&key)
         };
-        let Some(&sid) = self.server_index.get(&invite_key).filter(|sid| {
+        let Some(sid) = self.find_server(invite_key).filter(|sid| {
             self.servers
                 .get(sid)
                 .is_some_and(|e| e.source.remote == from.remote)
@@ -489,8 +526,6 @@ impl Proxy {
             TxClass::NonInvite
         };
         let tx = ServerTransaction::new(class, from.transport.is_reliable(), self.config.timers);
-        let to_tag = self.new_tag();
-        self.server_index.insert(key.clone(), id);
         self.servers.insert(
             id,
             ServerEntry {
@@ -499,10 +534,11 @@ impl Proxy {
                 source: from,
                 request: bytes.to_vec(),
                 last_response: None,
-                to_tag,
+                to_tag: None,
                 forward,
             },
         );
+        self.index_server(id);
         id
     }
 
@@ -562,14 +598,26 @@ impl Proxy {
 
     /// Sends a response of our own on server transaction `sid`.
     pub(super) fn respond(&mut self, sid: TxId, code: u16, extra: &[(&str, String)]) {
+        self.own_to_tag(sid, code);
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
         let Ok(request) = Message::stored(&entry.request) else {
             return;
         };
-        let bytes = msg::response_to(&request, code, Some(&entry.to_tag), extra);
+        let bytes = msg::response_to(&request, code, entry.to_tag.as_deref(), extra);
         self.send_on_server(sid, code, bytes);
+    }
+
+    /// Makes the To tag of server transaction `sid` when a response with status `code`
+    /// carries one (above 100) and it has none yet.
+    fn own_to_tag(&mut self, sid: TxId, code: u16) {
+        if code > 100 && self.servers.get(&sid).is_some_and(|e| e.to_tag.is_none()) {
+            let tag = self.new_tag();
+            if let Some(entry) = self.servers.get_mut(&sid) {
+                entry.to_tag = Some(tag);
+            }
+        }
     }
 
     /// As [`respond`](Self::respond), with `request` the transaction's request already parsed
@@ -581,10 +629,11 @@ impl Proxy {
         code: u16,
         extra: &[(&str, String)],
     ) {
+        self.own_to_tag(sid, code);
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
-        let bytes = msg::response_to(request, code, Some(&entry.to_tag), extra);
+        let bytes = msg::response_to(request, code, entry.to_tag.as_deref(), extra);
         self.send_on_server(sid, code, bytes);
     }
 
@@ -597,10 +646,13 @@ impl Proxy {
         if !entry.tx.on_send(code, now) {
             return;
         }
-        entry.last_response = Some(bytes.clone());
+        let terminated = entry.tx.state() == ServerState::Terminated;
+        if !terminated {
+            // Kept for retransmissions; a terminated transaction is removed below.
+            entry.last_response = Some(bytes.clone());
+        }
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
-        let terminated = entry.tx.state() == ServerState::Terminated;
         let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
         if code >= 200 {
             if let Some(f) = entry.forward.as_mut() {
@@ -635,7 +687,9 @@ impl Proxy {
 
     pub(super) fn end_dialog(&mut self, id: &DialogId, cause: crate::events::CallEndCause) {
         if let Some((dialog, change)) = self.dialogs.remove(id) {
-            self.emit_dialog(change);
+            if let Some(change) = change {
+                self.emit_dialog(change);
+            }
             self.events.push_back(Event::CallEnded {
                 call_id: dialog.id.call_id,
                 cause,
@@ -654,12 +708,13 @@ impl Proxy {
         from: Flow,
         retarget: Option<&Retarget>,
         own: &OwnLines<'_>,
+        received: &mut String,
     ) -> Option<Vec<u8>> {
         let msg = &m.sip;
         let top_via = m.top_via();
-        let via_value = top_via.and_then(|via| via_as_received(&via, from));
+        let via_value = top_via.and_then(|via| via_as_received(&via, from, received));
         let mut editor = sip::Editor::new(msg);
-        if let (Some(via), Some(value)) = (top_via, via_value.as_deref()) {
+        if let (Some(via), Some(value)) = (top_via, via_value) {
             editor.replace_item(via.raw(), value);
         }
         let hops = m.max_forwards().map_or(70, |n| n.saturating_sub(1));
@@ -717,20 +772,29 @@ impl Proxy {
     /// Routes a request inside a dialog (or an ACK for a 2xx) to the dialog's other party:
     /// from the dialog table, or from the signed token in our Route entry when the table has no
     /// record (SPEC §1a, §7). Anything else is answered 481 and goes nowhere, whatever its Route
-    /// and request URI say. `key` is `None` for ACK (forwarded without a transaction).
+    /// and request URI say. `key` (with the loop hash the caller computed) is `None`
+    /// for ACK (forwarded without a transaction).
     fn forward_in_dialog(
         &mut self,
         m: &Message<'_>,
         bytes: &[u8],
         from: Flow,
         realm: Realm,
-        key: Option<ServerKey>,
+        key: Option<(ServerKey, u64)>,
     ) {
+        // The loop hash comes with the key when the caller computed it.
+        let (key, loop_hash) = match key {
+            Some((key, hash)) => (Some(key), Some(hash)),
+            None => (None, None),
+        };
         let method = m.method();
         let call_id = m.call_id().unwrap_or_default();
         let from_tag = m.from_tag().unwrap_or_default();
         let to_tag = m.to_tag().unwrap_or_default();
         let cseq = m.cseq().unwrap_or_default();
+        // An ACK (no transaction) neither updates its dialog nor is tracked with it: its id
+        // is not copied.
+        let keeps_id = key.is_some();
         let found = self
             .dialogs
             .find(call_id, from_tag, to_tag, realm)
@@ -740,7 +804,7 @@ impl Proxy {
                     Side::Caller => d.callee.flow,
                     Side::Callee => d.caller.flow,
                 };
-                (d.id.clone(), side, other)
+                (keeps_id.then(|| d.id.clone()), side, other)
             });
         let mut found = found;
         let dest = match &found {
@@ -758,7 +822,9 @@ impl Proxy {
                     if dest.is_some()
                         && !matches!(method, Method::Ack | Method::Cancel | Method::Bye)
                     {
-                        found = self.learn_dialog(m, realm, &token);
+                        found = self
+                            .learn_dialog(m, realm, &token)
+                            .map(|(id, side, other)| (Some(id), side, other));
                     }
                     dest
                 }
@@ -782,7 +848,7 @@ impl Proxy {
             self.reject_at_cap(m, from, Cap::Transactions);
             return;
         }
-        if let Some((id, side, _)) = &found {
+        if let Some((Some(id), side, _)) = &found {
             if method != Method::Ack && method != Method::Cancel {
                 let side = *side;
                 let change = self.dialogs.update(id, |d| {
@@ -797,19 +863,24 @@ impl Proxy {
                 }
             }
         }
-        let loop_hash = self.loop_hash(m, from.listener);
+        let loop_hash = loop_hash.unwrap_or_else(|| self.loop_hash(m, from.listener));
         match key {
             None => {
                 // ACK for a 2xx: end to end, forwarded without a transaction.
-                let branch = self.new_branch(loop_hash);
-                let Some(via) = self.own_via(dest.listener, &branch) else {
-                    return;
-                };
+                let mut scratch = std::mem::take(&mut self.scratch);
+                let mut branch = std::mem::take(&mut scratch.record_route[0]);
+                branch.clear();
+                self.push_new_branch(&mut branch, loop_hash);
+                let written = self.write_own_via(&mut scratch.via, dest.listener, &branch);
                 let own = OwnLines {
-                    via: Some(&via),
+                    via: Some(&scratch.via),
                     record_route: [None, None],
                 };
-                if let Some(bytes) = self.forward_bytes(m, from, None, &own) {
+                let bytes = written
+                    .and_then(|()| self.forward_bytes(m, from, None, &own, &mut scratch.received));
+                scratch.record_route[0] = branch;
+                self.scratch = scratch;
+                if let Some(bytes) = bytes {
                     self.stats.requests_forwarded += 1;
                     self.send(dest, bytes);
                 }
@@ -823,9 +894,8 @@ impl Proxy {
                     provisional_seen: false,
                     cancelled: false,
                     record_route: false,
-                    dialog_ids: None,
                     incoming: from.listener,
-                    dialog: found.map(|(id, _, _)| Arc::new(id)),
+                    dialog: found.and_then(|(id, _, _)| id).map(Arc::new),
                     priority: false,
                     register: None,
                     done: false,
@@ -957,16 +1027,24 @@ impl Proxy {
         }
         let priority = forward.priority;
         match &mut forward.targets {
-            Targets::Upstreams { tried } => match self.upstreams.select(now, tried) {
+            Targets::Upstreams { tried } => match self
+                .upstreams
+                .select(now, tried.as_deref().unwrap_or_default())
+            {
                 Ok(uid) => {
-                    tried.push(uid);
-                    if tried.len() > 1 {
+                    let before = tried.as_deref().unwrap_or_default();
+                    let now_tried: Arc<[_]> = before.iter().copied().chain([uid]).collect();
+                    let failover = !before.is_empty();
+                    *tried = Some(now_tried);
+                    if failover {
                         self.stats.upstream_failovers += 1;
                     }
-                    let Some(cfg) = self.upstreams.config(uid).cloned() else {
+                    let Some((transport, addr)) =
+                        self.upstreams.config(uid).map(|c| (c.transport, c.addr))
+                    else {
                         return;
                     };
-                    match self.flow_to(Realm::Core, cfg.transport, cfg.addr) {
+                    match self.flow_to(Realm::Core, transport, addr) {
                         Some(dest) => self.send_attempt(sid, dest, Some(uid), live),
                         None => self.respond(sid, 503, &[]),
                     }
@@ -1010,41 +1088,28 @@ impl Proxy {
         else {
             return;
         };
-        let (mut outgoing, mut incoming) = (None, None);
-        if forward.record_route {
-            let token = forward
-                .dialog_ids
-                .as_deref()
-                .and_then(|(call_id, caller_tag)| {
-                    self.route_token(source, dest, call_id, caller_tag)
-                });
-            // One entry carries the token: every in-dialog request has both entries in its
-            // Route, and each byte of it travels in every message of the dialog.
-            outgoing = self.own_rr_uri(dest.listener, token.as_deref());
-            let changes_side = self.realm_of(dest.listener) != self.realm_of(forward.incoming)
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let [mut outgoing_text, mut incoming_text] = std::mem::take(&mut scratch.record_route);
+        let changes_side = forward.record_route
+            && (self.realm_of(dest.listener) != self.realm_of(forward.incoming)
                 || self
                     .config
                     .listeners
                     .get(usize::from(forward.incoming.0))
                     .map(|l| l.transport)
-                    != Some(dest.transport);
-            if changes_side {
-                incoming = self.own_rr_uri(forward.incoming, None);
-            }
-        }
+                    != Some(dest.transport));
         let branch = self.new_branch(forward.loop_hash);
-        let Some(via) = self.own_via(dest.listener, &branch) else {
+        if self
+            .write_own_via(&mut scratch.via, dest.listener, &branch)
+            .is_none()
+        {
             return;
-        };
-        let own = OwnLines {
-            via: Some(&via),
-            record_route: [outgoing.as_deref(), incoming.as_deref()],
-        };
+        }
         let starts_dialog =
             forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
         // The request as received: the caller's, or the transaction's copy read again.
-        let Some((bytes, dialog)) = self.servers.get(&sid).and_then(|entry| {
+        let forwarded = self.servers.get(&sid).and_then(|entry| {
             let stored;
             let m = match live {
                 Some(m) => m,
@@ -1053,12 +1118,44 @@ impl Proxy {
                     &stored
                 }
             };
-            let bytes = self.forward_bytes(m, source, forward.retarget.as_deref(), &own)?;
+            let (mut outgoing, mut incoming) = (None, None);
+            if forward.record_route {
+                let token = match (m.call_id(), m.from_tag()) {
+                    (Some(call_id), Some(caller_tag)) => {
+                        self.route_token(source, dest, call_id, caller_tag)
+                    }
+                    _ => None,
+                };
+                // One entry carries the token: every in-dialog request has both entries in
+                // its Route, and each byte of it travels in every message of the dialog.
+                outgoing = self
+                    .write_own_rr_uri(&mut outgoing_text, dest.listener, token.as_deref())
+                    .map(|()| outgoing_text.as_str());
+                if changes_side {
+                    incoming = self
+                        .write_own_rr_uri(&mut incoming_text, forward.incoming, None)
+                        .map(|()| incoming_text.as_str());
+                }
+            }
+            let own = OwnLines {
+                via: Some(&scratch.via),
+                record_route: [outgoing, incoming],
+            };
+            let bytes = self.forward_bytes(
+                m,
+                source,
+                forward.retarget.as_deref(),
+                &own,
+                &mut scratch.received,
+            )?;
             let dialog = starts_dialog
                 .then(|| new_dialog(m, caller_realm, source, dest, forward.priority))
                 .flatten();
             Some((bytes, dialog))
-        }) else {
+        });
+        scratch.record_route = [outgoing_text, incoming_text];
+        self.scratch = scratch;
+        let Some((bytes, dialog)) = forwarded else {
             return;
         };
         let cid = self.start_client(
@@ -1229,7 +1326,23 @@ pub(super) enum Cap {
 
 #[cfg(test)]
 mod tests {
-    use super::decimal;
+    use super::{decimal, owned_sent_by_key, sent_by_key};
+
+    #[test]
+    fn sent_by_keys_borrowed_or_written_are_the_same() {
+        for hop in [
+            "SIP/2.0/UDP 10.2.0.50:10001;branch=z9hG4bK-1",
+            "SIP/2.0/UDP Host.Example.COM:5060;branch=z9hG4bK-1",
+            "SIP/2.0/UDP host.example.com;branch=z9hG4bK-1",
+            "SIP/2.0/UDP host:05060;branch=z9hG4bK-1",
+            "SIP/2.0/UDP host : 5060;branch=z9hG4bK-1",
+            "SIP/2.0/TCP [2001:DB8::1]:5060;branch=z9hG4bK-1",
+            "SIP/2.0/TCP [2001:db8::1];branch=z9hG4bK-1",
+        ] {
+            let via = sip::Via::parse(hop).unwrap();
+            assert_eq!(sent_by_key(&via), owned_sent_by_key(&via), "{hop}");
+        }
+    }
 
     #[test]
     fn decimal_writes_what_to_string_writes() {

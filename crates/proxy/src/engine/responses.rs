@@ -24,10 +24,10 @@ impl Proxy {
             self.stats.stray_responses += 1;
             return;
         }
-        let branch = via.branch().unwrap_or_default().to_owned();
+        let branch = via.branch().unwrap_or_default();
         let method = super::kept_method(m.method());
         let code = m.code().unwrap_or(500);
-        let Some(&cid) = self.client_index.get(&(branch, method.clone())) else {
+        let Some(cid) = self.find_client(super::ClientKeyRef(branch, &method)) else {
             self.relay_stateless(m, from);
             return;
         };
