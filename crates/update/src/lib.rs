@@ -278,17 +278,7 @@ pub fn install(bundle: &Path, mut progress: impl FnMut(&str)) -> Result<(), Stri
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run rauc: {e}"))?;
-    let stderr = child.stderr.take();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(err) = stderr {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-        text
-    });
+    let errors = read_stderr(&mut child);
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             let line = line.trim_end();
@@ -313,6 +303,22 @@ pub const DOWNLOAD_DIR: &str = "/run/sbc-update";
 /// The largest bundle the box downloads: a root slot's file system compressed is a fraction of
 /// the slot (256 MiB).
 pub const MAX_BUNDLE_BYTES: u64 = 256 << 20;
+
+/// Reads `child`'s standard error to its end on a thread of its own (so that a full pipe never
+/// stalls the child while its standard output is read); join it for the text.
+fn read_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(err) = stderr {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        text
+    })
+}
 
 /// What curl said went wrong: its own `curl: ...` line (the first: a usage error comes
 /// before its hint), else the last line it printed.
@@ -368,17 +374,7 @@ pub fn fetch(url: &str, mut progress: impl FnMut(&str)) -> Result<PathBuf, Strin
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run systemd-run: {e}"))?;
-    let stderr = child.stderr.take();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(err) = stderr {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
-        text
-    });
+    let errors = read_stderr(&mut child);
     progress(&format!("downloading {url}"));
     let mut shown = 0u64;
     let status = loop {
