@@ -372,16 +372,8 @@ impl Session {
     /// `install-update`: finds the bundle, has RAUC check it, says what will happen and asks.
     fn prepare_install(&mut self, source: &console::InstallSource) {
         let located = update::locate(source, std::path::Path::new(update::MEDIA_DIR));
-        let mut out = self.out.try_clone().ok();
         let checked = located
-            .and_then(|target| {
-                target.into_local(|line| {
-                    if let Some(out) = out.as_mut() {
-                        let _ = out.write_all(&console::editor::crlf(&format!("{line}\n")));
-                        let _ = out.flush();
-                    }
-                })
-            })
+            .and_then(|target| target.into_local(self.progress_lines()))
             .and_then(|path| {
                 let info = update::info(&path).map_err(|why| {
                     update::discard_download(&path);
@@ -426,19 +418,25 @@ impl Session {
         }
     }
 
+    /// Writes each line it is given to the terminal at once: a long task's progress, shown
+    /// while the task runs (the session is busy with it).
+    fn progress_lines(&self) -> impl FnMut(&str) {
+        let mut out = self.out.try_clone().ok();
+        move |line| {
+            if let Some(out) = out.as_mut() {
+                let _ = out.write_all(&console::editor::crlf(&format!("{line}\n")));
+                let _ = out.flush();
+            }
+        }
+    }
+
     /// Installs with RAUC's progress shown line by line, then restarts into the new slot.
     fn install(&mut self, target: &std::path::Path) {
         report(&format!(
             "installing the update bundle {}",
             target.display()
         ));
-        let mut out = self.out.try_clone().ok();
-        let result = update::install(target, |line| {
-            if let Some(out) = out.as_mut() {
-                let _ = out.write_all(&console::editor::crlf(&format!("{line}\n")));
-                let _ = out.flush();
-            }
-        });
+        let result = update::install(target, self.progress_lines());
         update::discard_download(target);
         match result {
             Ok(()) => {
