@@ -153,9 +153,9 @@ impl Reply {
                 for c in calls {
                     let _ = writeln!(
                         out,
-                        "  {:<10} {:>6}s  {} -> {}  call-id {}",
+                        "  {:<10} {:>8}  {} -> {}  call-id {}",
                         p(&c.state),
-                        c.age_secs,
+                        span_secs(c.age_secs),
                         p(&c.from),
                         p(&c.to),
                         p(&c.call_id)
@@ -167,10 +167,10 @@ impl Reply {
                 for r in regs {
                     let _ = writeln!(
                         out,
-                        "  {}  contact {}  expires in {}s  via {}  calls {}",
+                        "  {}  contact {}  expires in {}  via {}  calls {}",
                         p(&r.aor),
                         p(&r.contact),
-                        r.expires_in_secs,
+                        span_secs(r.expires_in_secs),
                         p(&r.flow),
                         r.active_calls
                     );
@@ -478,6 +478,7 @@ mod tests {
         );
         assert!(text.contains("sip:b@y\\x0aforged line"), "{text}");
         assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("confirmed       3 s  sip:a@x"), "{text}");
 
         let regs = Reply::Registrations(vec![RegistrationInfo {
             aor: "sip:\u{1b}c@x".into(),
@@ -488,7 +489,7 @@ mod tests {
         }]);
         let text = regs.render_text_at(NOW);
         assert!(
-            text.contains("sip:\\x1bc@x  contact <sip:\\x7f@1.2.3.4>"),
+            text.contains("sip:\\x1bc@x  contact <sip:\\x7f@1.2.3.4>  expires in 1 min  via"),
             "{text}"
         );
 
