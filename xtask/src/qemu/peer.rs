@@ -237,7 +237,7 @@ fn prepare(o: &Opts) -> Result<Booted> {
         extra.push(initramfs::Extra {
             path: format!("/usr/bin/{}", name.to_string_lossy()),
             mode: 0o755,
-            data: fs::read(bin).with_context(|| format!("reading {}", bin.display()))?,
+            data: without_debug_info(bin, &o.out)?,
         });
         libraries.extend(shared_libraries(bin)?);
     }
@@ -290,6 +290,26 @@ fn net_config(nics: &[Nic]) -> String {
 }
 
 /// The shared libraries (and the dynamic loader) `ldd` lists for `bin`, as absolute paths.
+/// `bin` as the guest gets it: without its debug sections (`objcopy --strip-debug`, into
+/// `out`). A debug build of sbcd is mostly DWARF (125 MB of it), which the guest never reads
+/// and which, unpacked beside the initramfs that carried it, no longer fits the guest's memory.
+fn without_debug_info(bin: &Path, out: &Path) -> Result<Vec<u8>> {
+    let name = bin.file_name().unwrap_or_default().to_string_lossy();
+    let stripped = out.join(format!("{name}.stripped"));
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(bin)
+        .arg(&stripped)
+        .status()
+        .with_context(|| format!("running objcopy --strip-debug {} (binutils)", bin.display()))?;
+    if !status.success() {
+        bail!("objcopy --strip-debug {}: {status}", bin.display());
+    }
+    let data = fs::read(&stripped).with_context(|| format!("reading {}", stripped.display()))?;
+    let _ = fs::remove_file(&stripped);
+    Ok(data)
+}
+
 fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(bin)
