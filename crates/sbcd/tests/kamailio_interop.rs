@@ -45,6 +45,39 @@ fn wait_dispatcher(kamailio: &Kamailio, box_uri: &str, state: char) -> Instant {
     )
 }
 
+/// Two boxes in front of `core` and Kamailio's dispatcher in front of them, both in its list.
+struct Balanced {
+    box_a: Sbcd,
+    box_b: Sbcd,
+    uri_a: String,
+    uri_b: String,
+    lb: Kamailio,
+    /// Holds the dispatcher's list file for as long as Kamailio runs.
+    _list: tempfile::TempDir,
+}
+
+/// Starts [`Balanced`]; `defines` go to the dispatcher's configuration beside its list.
+fn behind_a_dispatcher(core: &SippRun, defines: &[&str]) -> Balanced {
+    let box_a = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let box_b = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
+    let uri = |b: &Sbcd| format!("sip:{}", b.access());
+    let (uri_a, uri_b) = (uri(&box_a), uri(&box_b));
+    let list = tempfile::tempdir().expect("a temporary directory");
+    let list_file = list.path().join("dispatcher.list");
+    std::fs::write(&list_file, format!("1 {uri_a} 0 0\n1 {uri_b} 0 0\n")).expect("write the list");
+    let mut all = vec![format!("DSLIST=\"{}\"", list_file.display())];
+    all.extend(defines.iter().map(|d| (*d).to_owned()));
+    let lb = Kamailio::start_lab("dispatcher", &all);
+    Balanced {
+        box_a,
+        box_b,
+        uri_a,
+        uri_b,
+        lb,
+        _list: list,
+    }
+}
+
 /// `n` calls from a phone through the load balancer, all answered; the load balancer's
 /// decisions are printed when they are not.
 fn calls_through(lb: &Kamailio, n: u32) {
@@ -65,18 +98,15 @@ fn calls_through(lb: &Kamailio, n: u32) {
 fn dispatcher_takes_a_draining_box_out_and_back_in() {
     let started = Instant::now();
     let core = core();
-    let box_a = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
-    let box_b = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
-    let uri = |b: &Sbcd| format!("sip:{}", b.access());
-    let (uri_a, uri_b) = (uri(&box_a), uri(&box_b));
-
-    let list = tempfile::tempdir().expect("a temporary directory");
-    let list_file = list.path().join("dispatcher.list");
-    std::fs::write(&list_file, format!("1 {uri_a} 0 0\n1 {uri_b} 0 0\n")).expect("write the list");
-    let lb = Kamailio::start_lab(
-        "dispatcher",
-        &[format!("DSLIST=\"{}\"", list_file.display())],
-    );
+    // `_list` first: bindings drop in reverse, so the list outlives Kamailio.
+    let Balanced {
+        _list,
+        box_a,
+        box_b,
+        uri_a,
+        uri_b,
+        lb,
+    } = behind_a_dispatcher(&core, &[]);
     wait_dispatcher(&lb, &uri_a, 'A');
     wait_dispatcher(&lb, &uri_b, 'A');
 
@@ -144,21 +174,15 @@ fn dispatcher_takes_a_draining_box_out_and_back_in() {
 #[test]
 fn a_call_refused_by_a_box_draining_before_the_next_probe_goes_to_the_other_box() {
     let core = core();
-    let box_a = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
-    let box_b = Sbcd::start(SbcdConfig::with_upstreams(&[core.port()]));
-    let uri = |b: &Sbcd| format!("sip:{}", b.access());
-    let (uri_a, uri_b) = (uri(&box_a), uri(&box_b));
-    let list = tempfile::tempdir().expect("a temporary directory");
-    let list_file = list.path().join("dispatcher.list");
-    std::fs::write(&list_file, format!("1 {uri_a} 0 0\n1 {uri_b} 0 0\n")).expect("write the list");
     // No probe within the test: the load balancer goes on believing box A is in.
-    let lb = Kamailio::start_lab(
-        "dispatcher",
-        &[
-            format!("DSLIST=\"{}\"", list_file.display()),
-            "PING_INTERVAL=3600".to_owned(),
-        ],
-    );
+    let Balanced {
+        _list,
+        box_a,
+        box_b,
+        uri_a,
+        lb,
+        ..
+    } = behind_a_dispatcher(&core, &["PING_INTERVAL=3600"]);
     Sipp::uac("register.xml", box_a.access())
         .service("keeper")
         .key("expires", "300")
