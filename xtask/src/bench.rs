@@ -1,4 +1,4 @@
-//! `cargo xtask bench [parser|sip|flood|twin|core|scale|shards]`: benchmarks, never timed assertions.
+//! `cargo xtask bench [parser|sip|flood|twin|core|scale|shards|boot]`: benchmarks, never timed assertions.
 //!
 //! - `bench` (or `bench parser`): our SIP parser and rsip on the same messages, side by side.
 //! - `bench sip`: SIPp UAC -> proxy -> SIPp UAS, through sbcd and through Kamailio, in one run.
@@ -14,7 +14,9 @@
 //!   20 000 dialogs, and the time of `show registrations` and `show calls` there.
 //! - `bench shards`: the pure core's throughput with 1, 2 and 4 shards on their own threads,
 //!   bindings shared as change records.
+//! - `bench boot`: QEMU start to SIP-online (the first OPTIONS answered 200), boot after boot.
 
+mod bench_boot;
 mod bench_core;
 mod bench_flood;
 mod bench_parser;
@@ -47,6 +49,8 @@ enum Bench {
     Scale(bench_scale::Args),
     /// The pure core's throughput with 1, 2 and 4 shards.
     Shards(bench_shards::Args),
+    /// QEMU start to SIP-online, boot after boot.
+    Boot(bench_boot::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -59,5 +63,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(Bench::Core(a)) => bench_core::run(a),
         Some(Bench::Scale(a)) => bench_scale::run(a),
         Some(Bench::Shards(a)) => bench_shards::run(a),
+        Some(Bench::Boot(a)) => bench_boot::run(a),
     }
 }

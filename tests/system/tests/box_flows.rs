@@ -32,8 +32,8 @@ const PROMPT: &str = "sbc-a> ";
 /// The host port the factory config's upstream (10.0.3.2:25070) reaches.
 const UPSTREAM_PORT: u16 = 25070;
 /// `[cores]` of board/qemu/board.toml: the SIP core and the housekeeping core.
-const SIP_CPUS: &str = "1";
-const HOUSEKEEPING_CPUS: &str = "0";
+const SIP_CPUS: &str = "2";
+const HOUSEKEEPING_CPUS: &str = "0-1";
 /// The panel button of board/qemu/board.toml, as a QMP qcode.
 const BUTTON: &str = "f12";
 /// `retry_after_secs` of the factory config.

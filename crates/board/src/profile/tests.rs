@@ -56,13 +56,13 @@ fn repo_boards() -> PathBuf {
 #[test]
 fn the_shipped_boards_load() {
     let qemu = load(&repo_boards(), "qemu").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(qemu.cores.sip, CoreSpec::List(CpuList::from_iter([1])));
+    assert_eq!(qemu.cores.sip, CoreSpec::List(CpuList::from_iter([2])));
     assert_eq!(qemu.console.as_ref().map(|c| c.baud), Some(115_200));
     assert!(qemu
         .kernel
         .cmdline
         .as_deref()
-        .is_some_and(|c| c.contains("isolcpus=managed_irq,domain,1 ")));
+        .is_some_and(|c| c.contains("isolcpus=managed_irq,domain,2 ")));
     let qemu_panel = qemu.panel.unwrap_or_else(|| panic!("qemu has a panel"));
     assert!(matches!(
         qemu_panel.button,
