@@ -199,6 +199,24 @@ async fn serve(
         per_source_connections: config.limits.per_source_connections.0,
         max_queued_bytes: config.limits.max_queued_bytes.0,
     };
+    // The network, as network-online.target would have had it (docs/image.md, "A fast boot").
+    let addresses: Vec<std::net::IpAddr> = specs
+        .iter()
+        .filter(|s| !s.freebind)
+        .map(|s| s.addr.ip())
+        .collect();
+    let upstreams: Vec<std::net::SocketAddr> = config.upstreams().map(|u| u.uri.addr).collect();
+    match crate::network_wait::wait(&addresses, &upstreams, crate::network_wait::WAIT).await {
+        (waited, None) if waited.is_zero() => {}
+        (waited, None) => {
+            tracing::info!(waited_ms = waited.as_millis() as u64, "network ready");
+        }
+        (waited, Some(missing)) => tracing::warn!(
+            waited_ms = waited.as_millis() as u64,
+            still = %missing,
+            "network not ready; starting anyway"
+        ),
+    }
     let (shared, per_worker) =
         transport::bind_all(specs.clone(), limits, workers, inbound_tx, serving_rx)?;
 

@@ -16,6 +16,7 @@ pub mod health;
 pub mod keys;
 pub mod logging;
 pub mod metrics_http;
+pub mod network_wait;
 pub mod panel;
 pub mod replica_link;
 pub mod shard;
