@@ -100,39 +100,12 @@ pub(crate) fn parse_into<'a>(
             });
         }
         let line_start = pos;
-        let mut nl = match memchr(b'\n', &buf[pos..]) {
-            Some(i) => pos + i,
-            None => return Err(Error::UnterminatedHeaders),
+        let (name_end, colon, nl) = match header_line_fast(buf, line_start) {
+            Some(found) => found,
+            None => header_line_general(buf, line_start)?,
         };
-        // Folding: the next line starts with whitespace.
-        while matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
-            nl = match memchr(b'\n', &buf[nl + 1..]) {
-                Some(i) => nl + 1 + i,
-                None => return Err(Error::UnterminatedHeaders),
-            };
-        }
         let line_end = nl + 1;
-        let line = &buf[line_start..nl];
-        let colon = match memchr(b':', line) {
-            Some(c) => line_start + c,
-            None => {
-                return Err(Error::BadHeaderLine {
-                    offset: line_start,
-                    why: "no colon",
-                });
-            }
-        };
-        let mut name_end = colon;
-        while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
-            name_end -= 1;
-        }
         let name = &buf[line_start..name_end];
-        if name.is_empty() || !name.iter().all(|&b| is_name_char(b)) {
-            return Err(Error::BadHeaderLine {
-                offset: line_start,
-                why: "invalid header name",
-            });
-        }
         let mut value_end = nl;
         while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             value_end -= 1;
@@ -222,6 +195,72 @@ pub(crate) fn parse_into<'a>(
     msg.body_start = head_end as u32;
     msg.content_length = content_length;
     Ok(())
+}
+
+/// The header line at `line_start` written the usual way: a name of token characters,
+/// optional blanks, `:`. Returns the end of the name, the colon and the line's final `\n`
+/// (folding followed) in one walk over the name, where [`header_line_general`] searches the
+/// line for its colon first. `None` for any other line (an error, which the general reading
+/// names), or when the line has no end.
+#[inline]
+fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, usize)> {
+    let mut name_end = line_start;
+    while name_end < buf.len() && is_name_char(buf[name_end]) {
+        name_end += 1;
+    }
+    let mut colon = name_end;
+    while matches!(buf.get(colon), Some(b' ' | b'\t')) {
+        colon += 1;
+    }
+    if name_end == line_start || buf.get(colon) != Some(&b':') {
+        return None;
+    }
+    // Neither the name nor the blanks hold a `\n`: the colon is the line's first one.
+    let nl = line_end_from(buf, colon + 1).ok()?;
+    Some((name_end, colon, nl))
+}
+
+/// The final `\n` of the header line that holds `from`, following folded continuation lines.
+#[inline]
+fn line_end_from(buf: &[u8], from: usize) -> Result<usize, Error> {
+    let mut nl = from + memchr(b'\n', &buf[from..]).ok_or(Error::UnterminatedHeaders)?;
+    // Folding: the next line starts with whitespace.
+    while matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+        nl = match memchr(b'\n', &buf[nl + 1..]) {
+            Some(i) => nl + 1 + i,
+            None => return Err(Error::UnterminatedHeaders),
+        };
+    }
+    Ok(nl)
+}
+
+/// The header line at `line_start` read by the general rules: its end (folding followed), the
+/// first colon in it and the name before that colon, blanks trimmed; the errors of a line
+/// without an end, without a colon or with a name that is not a token.
+fn header_line_general(buf: &[u8], line_start: usize) -> Result<(usize, usize, usize), Error> {
+    let nl = line_end_from(buf, line_start)?;
+    let line = &buf[line_start..nl];
+    let colon = match memchr(b':', line) {
+        Some(c) => line_start + c,
+        None => {
+            return Err(Error::BadHeaderLine {
+                offset: line_start,
+                why: "no colon",
+            });
+        }
+    };
+    let mut name_end = colon;
+    while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+        name_end -= 1;
+    }
+    let name = &buf[line_start..name_end];
+    if name.is_empty() || !name.iter().all(|&b| is_name_char(b)) {
+        return Err(Error::BadHeaderLine {
+            offset: line_start,
+            why: "invalid header name",
+        });
+    }
+    Ok((name_end, colon, nl))
 }
 
 /// Content-Length: digits only (RFC 4475 `ncl` has a negative one).
@@ -322,4 +361,45 @@ fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
     }
     let reason = rest.get(code_end + 1..).unwrap_or("");
     Ok(StartLine::Response { status, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{header_line_fast, header_line_general};
+
+    #[test]
+    fn the_fast_header_line_reads_as_the_general_one() {
+        let lines: &[&[u8]] = &[
+            b"Via: SIP/2.0/UDP h\r\n\r\n",
+            b"v:SIP/2.0/UDP h\n\n",
+            b"Call-ID \t : x@y\r\n\r\n",
+            b"To: <sip:a@b>\r\n ;tag=1\r\n\tx\r\n\r\n",
+            b"Subject:\r\n folded only\r\n\r\n",
+            b"X-Odd_Name.~!%*+`': a:b:c\r\n\r\n",
+            b"Na me: x\r\n\r\n",
+            b": no name\r\n\r\n",
+            b" : blank name\r\n\r\n",
+            b"NoColon\r\n\r\n",
+            b"No colon here\r\n: later\r\n\r\n",
+            b"Bad@Name: x\r\n\r\n",
+            b"Name\r\n : folded before the colon\r\n\r\n",
+            b"Unterminated: x",
+            b"Unterminated: x\r\n more",
+            b"Name:",
+            b"Name:\n",
+            b"Name:\r\n\r\n",
+            b"Contact: \"A: B\" <sip:[2001:db8::1]:5060>\r\n\r\n",
+            b"\xc3\xa9: x\r\n\r\n",
+        ];
+        for &line in lines {
+            let general = header_line_general(line, 0);
+            if let Some(fast) = header_line_fast(line, 0) {
+                assert_eq!(Ok(fast), general, "{:?}", String::from_utf8_lossy(line));
+            }
+        }
+        // Offsets other than 0.
+        let two = b"A: 1\r\nCSeq\t: 2 INVITE\r\n\r\n";
+        assert_eq!(header_line_fast(two, 6), Some((10, 11, 22)));
+        assert_eq!(header_line_general(two, 6), Ok((10, 11, 22)));
+    }
 }
