@@ -8,7 +8,7 @@ use crate::header_name::{HeaderName, KNOWN_NAMES};
 use crate::limits::{Framing, Limits, MAX_HEADERS};
 use crate::method::Method;
 use crate::name_addr::{Contact, NameAddr};
-use crate::scan::{is_token, is_token_str, is_ws, parse_u32, trim, ListItems};
+use crate::scan::{is_token, is_token_str, parse_u32, trim, ListItems};
 use crate::uri::{Scheme, Uri};
 use crate::values::{CSeq, Reason, ResourcePriority, RetryAfter};
 use crate::via::Via;
@@ -390,7 +390,7 @@ impl<'a> Message<'a> {
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&'a str, Error> {
         let v = self.single(HeaderName::CallId)?.value;
-        if v.is_empty() || v.bytes().any(is_ws) {
+        if v.is_empty() || crate::scan::has_ws(v.as_bytes()) {
             return Err(Error::BadHeader {
                 name: "Call-ID",
                 why: "empty or contains whitespace",

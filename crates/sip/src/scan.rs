@@ -119,6 +119,21 @@ pub(crate) fn trim(s: &str) -> &str {
     s.get(start..end).unwrap_or("")
 }
 
+/// True when `s` holds linear whitespace (SP, HT, CR or LF). Eight bytes a step look for any
+/// byte up to SP (a superset); only a word that has one is looked at byte by byte.
+pub(crate) fn has_ws(s: &[u8]) -> bool {
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if w.wrapping_sub(splat(0x21)) & !w & splat(0x80) != 0 && chunk.iter().any(|&b| is_ws(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| is_ws(b))
+}
+
 /// True when `s` is a non-empty token.
 pub(crate) fn is_token_str(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token)
@@ -202,7 +217,13 @@ impl<'a> Iterator for ListItems<'a> {
             if self.rest.is_empty() {
                 return None;
             }
-            let (item, rest) = match find_unquoted(self.rest, b',', self.angles) {
+            // Most values hold no comma at all, and then none is outside quotes or `<...>`:
+            // one search instead of stepping over every quote and angle bracket.
+            let comma = match memchr::memchr(b',', self.rest.as_bytes()) {
+                None => None,
+                Some(_) => find_unquoted(self.rest, b',', self.angles),
+            };
+            let (item, rest) = match comma {
                 Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
                 None => (self.rest, ""),
             };
@@ -292,6 +313,67 @@ mod tests {
         assert_eq!(find_unquoted("<sip:x, y", b',', true), None);
         assert_eq!(find_unquoted("abc", b',', true), None);
         assert_eq!(find_unquoted("", b',', true), None);
+    }
+
+    #[test]
+    fn has_ws_agrees_with_a_byte_loop() {
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"abc@host".to_vec()];
+        for c in [
+            b' ', b'\t', b'\r', b'\n', 0, 0x0b, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xa0, 0xff,
+        ] {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    v[at] = c;
+                    samples.push(v);
+                }
+            }
+        }
+        samples.push(
+            "f81d4fae-7dec-11d0-a765-00a0c91e6bf6@\u{e9}x.example"
+                .as_bytes()
+                .to_vec(),
+        );
+        for s in &samples {
+            assert_eq!(
+                super::has_ws(s),
+                s.iter().any(|&b| super::is_ws(b)),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_items_split_as_find_unquoted_does() {
+        let samples = [
+            "a, b,c",
+            "<sip:a,b@h>;lr, <sip:c@h>",
+            r#""x,y" <sip:a@h>, sip:b@h"#,
+            r#""a\",b", c"#,
+            "<sip:x, y",
+            "single <sip:a@h>;tag=1",
+            ",, ,a,",
+            "",
+        ];
+        for s in samples {
+            for angles in [false, true] {
+                let mut expected = Vec::new();
+                let mut rest = s;
+                while !rest.is_empty() {
+                    let (item, next) = match find_unquoted(rest, b',', angles) {
+                        Some(i) => (&rest[..i], &rest[i + 1..]),
+                        None => (rest, ""),
+                    };
+                    rest = next;
+                    let item = super::trim(item);
+                    if !item.is_empty() {
+                        expected.push(item);
+                    }
+                }
+                let got: Vec<_> = super::ListItems::new(s, angles).collect();
+                assert_eq!(got, expected, "{s} angles={angles}");
+            }
+        }
     }
 
     #[test]
