@@ -27,7 +27,7 @@ impl HeaderIndex {
 }
 
 /// Marker for header names the crate does not know.
-const UNKNOWN: u8 = u8::MAX;
+pub(crate) const UNKNOWN: u8 = u8::MAX;
 
 /// Where one header line lies in the buffer. Offsets are from the start of the buffer; 16 bits
 /// are enough because a message is at most [`crate::limits::MAX_MESSAGE_BYTES`] long, and they

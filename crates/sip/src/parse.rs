@@ -8,9 +8,9 @@ use memchr::memchr;
 
 use crate::header_name::HeaderName;
 use crate::limits::{Framing, Limits, MAX_HEADERS, MAX_MESSAGE_BYTES};
-use crate::message::{id_of, is_name_char, Message, Slot, StartLine};
+use crate::message::{id_of, is_name_char, Message, Slot, StartLine, UNKNOWN};
 use crate::method::Method;
-use crate::scan::{is_token_str, starts_with_ci};
+use crate::scan::{colon_or_newline, is_token_str, starts_with_ci};
 use crate::uri::Uri;
 use crate::Error;
 
@@ -100,12 +100,14 @@ pub(crate) fn parse_into<'a>(
             });
         }
         let line_start = pos;
-        let (name_end, colon, nl) = match header_line_fast(buf, line_start) {
+        let (name_end, colon, nl, id) = match header_line_fast(buf, line_start) {
             Some(found) => found,
-            None => header_line_general(buf, line_start)?,
+            None => {
+                let (name_end, colon, nl) = header_line_general(buf, line_start)?;
+                (name_end, colon, nl, id_of(&buf[line_start..name_end]))
+            }
         };
         let line_end = nl + 1;
-        let name = &buf[line_start..name_end];
         let mut value_end = nl;
         while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             value_end -= 1;
@@ -117,7 +119,6 @@ pub(crate) fn parse_into<'a>(
         if count == max_headers {
             return Err(Error::TooManyHeaders { limit: max_headers });
         }
-        let id = id_of(name);
         if id == CONTENT_LENGTH {
             let n = parse_content_length(&buf[value_start..value_end])?;
             match content_length {
@@ -197,27 +198,31 @@ pub(crate) fn parse_into<'a>(
     Ok(())
 }
 
-/// The header line at `line_start` written the usual way: a name of token characters,
-/// optional blanks, `:`. Returns the end of the name, the colon and the line's final `\n`
-/// (folding followed) in one walk over the name, where [`header_line_general`] searches the
-/// line for its colon first. `None` for any other line (an error, which the general reading
-/// names), or when the line has no end.
+/// The header line at `line_start` written the usual way: a name, optional blanks, `:`.
+/// Returns the end of the name, the colon, the line's final `\n` (folding followed) and the
+/// name's id, finding the colon with a word-at-a-time search that stops at the first `:` or
+/// `\n`, where [`header_line_general`] first searches for the line's end and then for its
+/// colon. A known name needs no check of its characters (known names are tokens). `None` for
+/// any other line (an error, which the general reading names), or when the line has no end.
 #[inline]
-fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, usize)> {
-    let mut name_end = line_start;
-    while name_end < buf.len() && is_name_char(buf[name_end]) {
-        name_end += 1;
-    }
-    let mut colon = name_end;
-    while matches!(buf.get(colon), Some(b' ' | b'\t')) {
-        colon += 1;
-    }
-    if name_end == line_start || buf.get(colon) != Some(&b':') {
+fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, usize, u8)> {
+    let colon = colon_or_newline(buf, line_start);
+    // A `\n` first: no colon on this line, or a name folded over lines.
+    if buf.get(colon) != Some(&b':') {
         return None;
     }
-    // Neither the name nor the blanks hold a `\n`: the colon is the line's first one.
+    let mut name_end = colon;
+    while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+        name_end -= 1;
+    }
+    let name = &buf[line_start..name_end];
+    let id = id_of(name);
+    if name.is_empty() || (id == UNKNOWN && !name.iter().all(|&b| is_name_char(b))) {
+        return None;
+    }
+    // The colon comes before the first `\n`: it is the line's first one.
     let nl = line_end_from(buf, colon + 1).ok()?;
-    Some((name_end, colon, nl))
+    Some((name_end, colon, nl, id))
 }
 
 /// The final `\n` of the header line that holds `from`, following folded continuation lines.
@@ -366,6 +371,8 @@ fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
 #[cfg(test)]
 mod tests {
     use super::{header_line_fast, header_line_general};
+    use crate::header_name::HeaderName;
+    use crate::message::id_of;
 
     #[test]
     fn the_fast_header_line_reads_as_the_general_one() {
@@ -390,16 +397,37 @@ mod tests {
             b"Name:\r\n\r\n",
             b"Contact: \"A: B\" <sip:[2001:db8::1]:5060>\r\n\r\n",
             b"\xc3\xa9: x\r\n\r\n",
+            b"Name\r: x\r\n\r\n",
+            b"Call\rID: x\r\n\r\n",
+            b"CONTENT-length : 0\r\n\r\n",
+            b"Record-Route: <sip:h;lr>\r\n\r\n",
+            b"Record-Routes: <sip:h;lr>\r\n\r\n",
+            b"Via \t:x\n\n",
+            b"X-Long-Unknown-Header-Name-Here: v\r\n\r\n",
+            b"X-Bad<Name>: v\r\n\r\n",
+            b"Na\tme: v\r\n\r\n",
+            b"NoColonButNewline\n: x\n\n",
+            b"abcdefgh",
+            b"abcdefg:",
         ];
         for &line in lines {
             let general = header_line_general(line, 0);
-            if let Some(fast) = header_line_fast(line, 0) {
-                assert_eq!(Ok(fast), general, "{:?}", String::from_utf8_lossy(line));
+            if let Some((name_end, colon, nl, id)) = header_line_fast(line, 0) {
+                assert_eq!(
+                    Ok((name_end, colon, nl)),
+                    general,
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                assert_eq!(id, id_of(&line[..name_end]));
             }
         }
         // Offsets other than 0.
         let two = b"A: 1\r\nCSeq\t: 2 INVITE\r\n\r\n";
-        assert_eq!(header_line_fast(two, 6), Some((10, 11, 22)));
+        assert_eq!(
+            header_line_fast(two, 6),
+            Some((10, 11, 22, HeaderName::CSeq as u8))
+        );
         assert_eq!(header_line_general(two, 6), Ok((10, 11, 22)));
     }
 }

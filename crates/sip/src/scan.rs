@@ -270,6 +270,27 @@ const fn zero_bytes(w: u64) -> u64 {
     w.wrapping_sub(splat(1)) & !w & splat(0x80)
 }
 
+/// Index of the first `:` or `\n` at or after `from` (`b.len()` when none), eight bytes a
+/// step: where a header line's name ends, or shows that it has no colon.
+#[inline]
+pub(crate) fn colon_or_newline(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hits = zero_bytes(w ^ splat(b':')) | zero_bytes(w ^ splat(b'\n'));
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b':' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
 /// Index of the first byte at or after `from` that ends a plain parameter value: whitespace or
 /// a control character (anything up to SP), `;`, `"` or DEL; `b.len()` when none does. Eight
 /// bytes per step (SWAR): values are long (branch ids, tags, route tokens).
@@ -313,6 +334,39 @@ mod tests {
         assert_eq!(find_unquoted("<sip:x, y", b',', true), None);
         assert_eq!(find_unquoted("abc", b',', true), None);
         assert_eq!(find_unquoted("", b',', true), None);
+    }
+
+    #[test]
+    fn colon_or_newline_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8], from: usize| {
+            (from..b.len())
+                .find(|&i| matches!(b[i], b':' | b'\n'))
+                .unwrap_or(b.len())
+        };
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"Via: x".to_vec()];
+        for stop in [b':', b'\n', b';', b'\r', 0x3b, 0x0b, 0xba, 0x8a] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
+                    if at < len {
+                        v[at] = stop;
+                        if at + 3 < len {
+                            v[at + 3] = b':';
+                        }
+                    }
+                    samples.push(v);
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(
+                    super::colon_or_newline(s, from),
+                    slow(s, from),
+                    "{s:?} from {from}"
+                );
+            }
+        }
     }
 
     #[test]
