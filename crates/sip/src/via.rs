@@ -177,15 +177,17 @@ impl<'a> Via<'a> {
         let (mut branch, mut received, mut rport) = (None, None, Rport::Absent);
         params
             .check(|name, value| {
-                if name.eq_ignore_ascii_case("branch") {
-                    branch = branch.or(value);
-                } else if name.eq_ignore_ascii_case("received") {
-                    received = received.or(value);
-                } else if name.eq_ignore_ascii_case("rport") && rport == Rport::Absent {
-                    rport = match value {
-                        None => Rport::Requested,
-                        Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Port),
-                    };
+                // The length picks the one name to compare with.
+                match name.len() {
+                    6 if name.eq_ignore_ascii_case("branch") => branch = branch.or(value),
+                    8 if name.eq_ignore_ascii_case("received") => received = received.or(value),
+                    5 if name.eq_ignore_ascii_case("rport") && rport == Rport::Absent => {
+                        rport = match value {
+                            None => Rport::Requested,
+                            Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Port),
+                        };
+                    }
+                    _ => {}
                 }
             })
             .map_err(bad)?;
