@@ -752,6 +752,7 @@ fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
 }
 
 /// Four dot-separated runs of one to three digits.
+#[inline]
 pub(crate) fn is_ipv4(b: &[u8]) -> bool {
     let mut dots = 0;
     let mut run = 0;
@@ -772,6 +773,7 @@ pub(crate) fn is_ipv4(b: &[u8]) -> bool {
 }
 
 /// A port: 1 to 5 digits fitting in u16.
+#[inline]
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
     if p.is_empty() || p.len() > 5 {
         return None;
