@@ -579,9 +579,24 @@ pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
         return None;
     }
     let (scheme, at) = match b.get(..5)? {
-        [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (Scheme::Sip, 4),
-        [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => (Scheme::Sips, 5),
+        [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (SchemeKind::Sip, 4),
+        [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => {
+            (SchemeKind::Sips, 5)
+        }
         _ => return None,
+    };
+    // The parts are found as byte offsets and kept as such (every one is bounded by ASCII
+    // delimiters, so the URI text slices there): no slice is made only to be turned back
+    // into offsets.
+    let span = |start: usize, end: usize| {
+        if start == end {
+            Span::EMPTY
+        } else {
+            Span {
+                start: start as u32,
+                end: end as u32,
+            }
+        }
     };
     // userinfo: the first `@` ends it. When the user characters stop at anything else, the
     // host starts after the scheme: host, port and parameters hold no `@`, so one further on
@@ -589,27 +604,32 @@ pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     let stop = skip_class(b, at, &PLAIN_USER);
     let (user, host_start) = match b.get(stop) {
         Some(b'@') => {
-            let user = raw.get(at..stop)?;
-            if user.is_empty() {
+            if stop == at {
                 return None;
             }
-            (Some(user), stop + 1)
+            (span(at, stop), stop + 1)
         }
-        _ => (None, at),
+        _ => (Span::NONE, at),
     };
     let host_end = skip_class(b, host_start, &PLAIN_HOST);
     if host_end == host_start {
         return None;
     }
-    let host_raw = raw.get(host_start..host_end)?;
     let (port, port_end) = match b.get(host_end) {
         Some(b':') => {
-            let digits = b[host_end + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-            let end = host_end + 1 + digits;
-            (Some(parse_port(raw.get(host_end + 1..end)?)?), end)
+            // As `parse_port` reads the digits: one to five of them, at most 65535.
+            let start = host_end + 1;
+            let (mut i, mut n) = (start, 0u32);
+            while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                if i - start < 5 {
+                    n = n * 10 + u32::from(c - b'0');
+                }
+                i += 1;
+            }
+            if i == start || i - start > 5 {
+                return None;
+            }
+            (Some(u16::try_from(n).ok()?), i)
         }
         _ => (None, host_end),
     };
@@ -620,24 +640,23 @@ pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     if matches!(b.get(end), Some(&c) if c != b'>') {
         return None;
     }
-    let params = raw.get(port_end..end)?;
-    let host = if is_ipv4(host_raw.as_bytes()) {
-        Host::Ipv4(host_raw)
+    let host = if is_ipv4(&b[host_start..host_end]) {
+        HostKind::Ipv4
     } else {
-        Host::Domain(host_raw)
+        HostKind::Domain
     };
-    let uri = Uri::pack(Parts {
+    let uri = Uri {
         raw: raw.get(..end)?,
-        scheme,
         user,
-        password: None,
-        host: Some(host),
-        host_raw,
+        password: Span::NONE,
+        host_raw: span(host_start, host_end),
+        params: span(port_end, end),
+        headers: Span::NONE,
+        opaque: Span::EMPTY,
         port,
-        params: Params::new(params),
-        headers: None,
-        opaque: "",
-    });
+        scheme,
+        host,
+    };
     Some((uri, end))
 }
 
@@ -967,6 +986,14 @@ mod tests {
             "sip:alice@host;p=%41",
             "sip:host:",
             "sip:host:99999",
+            "sip:host:65535",
+            "sip:host:65536",
+            "sip:host:05060",
+            "sip:host:000001",
+            "sip:host:0",
+            "SIPS:u@h:1;lr",
+            "sip:u@10.0.0.1:5060;lr;rt=AbC-_09.x~y",
+            "sip:u@10.0.0.256",
             "sip:host:5060:1",
             "sip:@host",
             "sip:user@",
