@@ -270,10 +270,7 @@ fn header_line_general(buf: &[u8], line_start: usize) -> Result<(usize, usize, u
 
 /// Content-Length: digits only (RFC 4475 `ncl` has a negative one).
 pub(crate) fn parse_content_length(v: &[u8]) -> Result<u32, Error> {
-    core::str::from_utf8(v)
-        .ok()
-        .and_then(crate::scan::parse_u32)
-        .ok_or(Error::BadContentLength)
+    crate::scan::parse_u32_bytes(v).ok_or(Error::BadContentLength)
 }
 
 /// A start line that is plausibly SIP: begins with `SIP/` (status line) or ends, after any

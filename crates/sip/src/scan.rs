@@ -140,19 +140,36 @@ pub(crate) fn is_token_str(s: &str) -> bool {
 }
 
 /// Parses decimal digits (leading zeros allowed) into a u32; `None` on anything else or overflow.
+#[inline]
 pub(crate) fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    parse_u32_bytes(s.as_bytes())
+}
+
+/// [`parse_u32`] on bytes: one pass, no UTF-8 check needed (any byte that is not a digit is
+/// refused).
+pub(crate) fn parse_u32_bytes(b: &[u8]) -> Option<u32> {
+    if b.is_empty() {
         return None;
     }
-    let significant = s.trim_start_matches('0');
-    if significant.len() > 10 {
+    // Up to ten significant digits fit in a u64 without overflow; more never fit in a u32.
+    let (mut n, mut significant) = (0u64, 0usize);
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        if n != 0 || c != b'0' {
+            significant += 1;
+            if significant > 10 {
+                // Keep checking that the rest are digits: the answer is `None` either way.
+                continue;
+            }
+            n = n * 10 + u64::from(c - b'0');
+        }
+    }
+    if significant > 10 {
         return None;
     }
-    let mut n: u32 = 0;
-    for b in significant.bytes() {
-        n = n.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
-    }
-    Some(n)
+    u32::try_from(n).ok()
 }
 
 /// Index of the first `needle` in `s` that is outside a quoted string (and, when `angles` is
@@ -321,6 +338,47 @@ pub(crate) fn plain_value_end(b: &[u8], from: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::{find_unquoted, plain_value_end};
+
+    #[test]
+    fn parse_u32_reads_as_a_checked_fold_does() {
+        let slow = |s: &str| -> Option<u32> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let significant = s.trim_start_matches('0');
+            if significant.len() > 10 {
+                return None;
+            }
+            significant.bytes().try_fold(0u32, |n, b| {
+                n.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+            })
+        };
+        for s in [
+            "",
+            "0",
+            "00",
+            "7",
+            "070",
+            "4294967295",
+            "4294967296",
+            "04294967295",
+            "9999999999",
+            "99999999999",
+            "00000000000000000001",
+            "12a",
+            "-1",
+            " 1",
+            "1 ",
+            "\u{e9}",
+            "+5",
+            "1000000000",
+            "10000000000",
+        ] {
+            assert_eq!(super::parse_u32(s), slow(s), "{s:?}");
+            assert_eq!(super::parse_u32_bytes(s.as_bytes()), slow(s), "{s:?}");
+        }
+        assert_eq!(super::parse_u32_bytes(b"1\xff"), None);
+    }
 
     #[test]
     fn find_unquoted_skips_quotes_and_angles() {
