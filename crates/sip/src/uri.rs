@@ -744,30 +744,29 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
 /// 255, no leading zeros), without its general machinery: proxies compare the host of every
 /// Via and Route with their own addresses.
 fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
-    let (mut octets, mut at) = ([0u8; 4], 0);
-    let (mut value, mut digits, mut leading_zero) = (0u16, 0, false);
-    for &c in s.as_bytes() {
-        match c {
-            b'0'..=b'9' => {
-                if digits == 3 || leading_zero {
-                    return None;
-                }
-                leading_zero = digits == 0 && c == b'0';
-                value = value * 10 + u16::from(c - b'0');
-                digits += 1;
+    let b = s.as_bytes();
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
             }
-            b'.' if digits > 0 && at < 3 => {
-                octets[at] = u8::try_from(value).ok()?;
-                (at, value, digits, leading_zero) = (at + 1, 0, 0, false);
-            }
-            _ => return None,
+            i += 1;
         }
+        // One to three digits; a fourth is left for the `.` test (or the end test) to refuse.
+        let start = i;
+        let mut value = 0u16;
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit() && i - start < 3) {
+            value = value * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        if i == start || (i - start > 1 && b[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
     }
-    if digits == 0 || at != 3 {
-        return None;
-    }
-    octets[3] = u8::try_from(value).ok()?;
-    Some(core::net::Ipv4Addr::from(octets))
+    (i == b.len()).then(|| core::net::Ipv4Addr::from(octets))
 }
 
 /// Four dot-separated runs of one to three digits.
@@ -960,6 +959,17 @@ mod tests {
             "100.200.250.255",
             "00.0.0.0",
             "1.02.3.4",
+            "1.2.3.4 ",
+            "1.2.3.4.",
+            "1.2.3.1234",
+            "1234.1.1.1",
+            "1.2.3.-4",
+            "1.2.+3.4",
+            "0.00.0.0",
+            "1.2.3.4\u{e9}",
+            "12.34.56.78",
+            "255.255.255.256",
+            "0000.1.1.1",
         ];
         for s in samples {
             assert_eq!(ipv4(s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
