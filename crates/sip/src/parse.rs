@@ -284,7 +284,7 @@ fn looks_like_sip(line: &[u8]) -> bool {
         end -= 1;
     }
     let line = &line[..end];
-    match line.iter().rposition(|&b| b == b' ') {
+    match memrchr(b' ', line) {
         Some(sp) => {
             let v = &line[sp + 1..];
             v.len() >= 5 && v[..4].eq_ignore_ascii_case(b"SIP/") && v[4].is_ascii_digit()
