@@ -107,6 +107,11 @@ pub(crate) fn is_token(b: u8) -> bool {
 #[inline]
 pub(crate) fn trim(s: &str) -> &str {
     let b = s.as_bytes();
+    // Most text handed here is trimmed already (header values are): no slicing then.
+    match (b.first(), b.last()) {
+        (Some(&first), Some(&last)) if !is_ws(first) && !is_ws(last) => return s,
+        _ => {}
+    }
     let mut start = 0;
     let mut end = b.len();
     while start < end && is_ws(b[start]) {
@@ -424,6 +429,31 @@ mod tests {
                     "{s:?} from {from}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn trim_trims_linear_whitespace_only() {
+        fn slow(s: &str) -> &str {
+            s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+        }
+        for s in [
+            "",
+            " ",
+            "\t\r\n ",
+            "a",
+            " a",
+            "a ",
+            " a ",
+            "a b",
+            "\r\n a\r\n\t",
+            "\u{e9}",
+            " \u{e9} ",
+            "\u{a0}x\u{a0}",
+            "\u{b}x\u{c}",
+            "x\r\n y",
+        ] {
+            assert_eq!(super::trim(s), slow(s), "{s:?}");
         }
     }
 
