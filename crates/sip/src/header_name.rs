@@ -253,6 +253,7 @@ fn folded_eq(name: &[u8], lower: &[u8; MAX_NAME_LEN], mask: &[u8; MAX_NAME_LEN])
 
 impl HeaderName {
     /// Recognises a header name in long or compact form, any case. `None` for unknown names.
+    #[inline]
     pub fn from_bytes(name: &[u8]) -> Option<HeaderName> {
         if name.len() == 1 {
             let c = name[0].to_ascii_lowercase();

@@ -635,6 +635,7 @@ fn known_name(id: u8) -> Option<HeaderName> {
     }
 }
 
+#[inline]
 pub(crate) fn id_of(name: &[u8]) -> u8 {
     HeaderName::from_bytes(name)
         .map(|n| n as u8)
