@@ -578,9 +578,11 @@ pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     if b.len() >= u32::MAX as usize {
         return None;
     }
+    // `| 0x20` folds exactly the two cases of a letter onto its lower case (and nothing else
+    // onto it): the scheme compared without a call per byte.
     let (scheme, at) = match b.get(..5)? {
-        [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (SchemeKind::Sip, 4),
-        [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => {
+        [s, i, p, b':', _] if [*s | 0x20, *i | 0x20, *p | 0x20] == *b"sip" => (SchemeKind::Sip, 4),
+        [s, i, p, s2, b':'] if [*s | 0x20, *i | 0x20, *p | 0x20, *s2 | 0x20] == *b"sips" => {
             (SchemeKind::Sips, 5)
         }
         _ => return None,
