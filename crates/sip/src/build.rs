@@ -576,7 +576,9 @@ pub(crate) fn format_u32(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 
 /// Refuses text that would break the message: CR, LF, NUL; empty unless `empty_ok`.
 pub(crate) fn check_text(s: &str, what: &'static str, empty_ok: bool) -> Result<(), WriteError> {
-    if (!empty_ok && s.is_empty()) || s.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+    // One vector search for the three bytes instead of a test per byte: values are long
+    // (Via lines, Record-Route URIs with route tokens).
+    if (!empty_ok && s.is_empty()) || memchr::memchr3(b'\r', b'\n', 0, s.as_bytes()).is_some() {
         return Err(WriteError::InvalidText { what });
     }
     Ok(())

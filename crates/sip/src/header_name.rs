@@ -140,25 +140,7 @@ pub(crate) const KNOWN_NAMES: usize = TABLE.len();
 
 /// Longest known name.
 const MAX_NAME_LEN: usize = 24;
-/// Most known names sharing one length.
-const PER_LEN: usize = 6;
 const NONE: u8 = u8::MAX;
-
-/// Table indexes of the names of each length: a lookup compares against one or a few names.
-const BY_LEN: [[u8; PER_LEN]; MAX_NAME_LEN + 1] = {
-    let mut t = [[NONE; PER_LEN]; MAX_NAME_LEN + 1];
-    let mut i = 0;
-    while i < TABLE.len() {
-        let len = TABLE[i].0.len();
-        let mut j = 0;
-        while t[len][j] != NONE {
-            j += 1;
-        }
-        t[len][j] = i as u8;
-        i += 1;
-    }
-    t
-};
 
 /// Table index of each compact form, by lower-case letter.
 const BY_COMPACT: [u8; 26] = {
@@ -173,8 +155,105 @@ const BY_COMPACT: [u8; 26] = {
     t
 };
 
+/// Slots of [`BY_KEY`]; a power of two.
+const KEY_SLOTS: usize = 128;
+
+/// Where a long name of `len` bytes whose first and last bytes are `first` and `last` (either
+/// case) would be in [`BY_KEY`]. No two known names share a slot (checked when the table is
+/// built), so a lookup compares against at most one name.
+#[inline]
+const fn key_slot(len: usize, first: u8, last: u8) -> usize {
+    (len.wrapping_mul(6) + (first | 0x20) as usize + ((last | 0x20) as usize).wrapping_mul(26))
+        & (KEY_SLOTS - 1)
+}
+
+/// Table index of the long name for each [`key_slot`].
+const BY_KEY: [u8; KEY_SLOTS] = {
+    let mut t = [NONE; KEY_SLOTS];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let name = TABLE[i].0.as_bytes();
+        assert!(name.len() >= 2 && name.len() <= MAX_NAME_LEN);
+        let slot = key_slot(name.len(), name[0], name[name.len() - 1]);
+        assert!(
+            t[slot] == NONE,
+            "two known header names share a lookup slot"
+        );
+        t[slot] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Every long name in lower case, and per byte the bit that folds case: `0x20` for letters,
+/// 0 for `-`. A byte `b` matches the name's byte at `i` exactly when
+/// `b | MASK[i] == LOWER[i]`: for a letter only its two cases do, for `-` only `-`.
+const FOLDED: [([u8; MAX_NAME_LEN], [u8; MAX_NAME_LEN]); TABLE.len()] = {
+    let mut t = [([0u8; MAX_NAME_LEN], [0u8; MAX_NAME_LEN]); TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        let name = TABLE[i].0.as_bytes();
+        let mut j = 0;
+        while j < name.len() {
+            let c = name[j];
+            assert!(c.is_ascii_alphabetic() || c == b'-');
+            if c.is_ascii_alphabetic() {
+                t[i].0[j] = c.to_ascii_lowercase();
+                t[i].1[j] = 0x20;
+            } else {
+                t[i].0[j] = c;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Bytes `at..at + 8` of `s` as a little-endian word.
+#[inline]
+fn word(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// Bytes `at..at + 4` of `s` as a little-endian word.
+#[inline]
+fn half(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// True when `name` is the known name with lower-case form `lower` and case mask `mask`
+/// (see [`FOLDED`]), compared a word at a time; `name` is at least 2 bytes long and no longer
+/// than `lower`. Overlapping words cover a length that is not a multiple of the word.
+#[inline]
+fn folded_eq(name: &[u8], lower: &[u8; MAX_NAME_LEN], mask: &[u8; MAX_NAME_LEN]) -> bool {
+    let n = name.len();
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if word(name, i) | word(mask, i) != word(lower, i) {
+                return false;
+            }
+            i += 8;
+        }
+        word(name, n - 8) | word(mask, n - 8) == word(lower, n - 8)
+    } else if n >= 4 {
+        half(name, 0) | half(mask, 0) == half(lower, 0)
+            && half(name, n - 4) | half(mask, n - 4) == half(lower, n - 4)
+    } else {
+        name.iter()
+            .zip(lower.iter().zip(mask))
+            .all(|(&b, (&l, &m))| b | m == l)
+    }
+}
+
 impl HeaderName {
     /// Recognises a header name in long or compact form, any case. `None` for unknown names.
+    #[inline]
     pub fn from_bytes(name: &[u8]) -> Option<HeaderName> {
         if name.len() == 1 {
             let c = name[0].to_ascii_lowercase();
@@ -183,13 +262,16 @@ impl HeaderName {
             }
             return from_index(BY_COMPACT[usize::from(c - b'a')]);
         }
-        BY_LEN
-            .get(name.len())?
-            .iter()
-            .take_while(|&&i| i != NONE)
-            .map(|&i| &TABLE[usize::from(i)])
-            .find(|(long, _, _)| same_name(long.as_bytes(), name))
-            .map(|e| e.2)
+        let (Some(&first), Some(&last)) = (name.first(), name.last()) else {
+            return None;
+        };
+        if name.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let index = BY_KEY[key_slot(name.len(), first, last)];
+        let (known, _, variant) = TABLE.get(usize::from(index))?;
+        let (lower, mask) = &FOLDED[usize::from(index)];
+        (known.len() == name.len() && folded_eq(name, lower, mask)).then_some(*variant)
     }
 
     /// Same as [`HeaderName::from_bytes`] for text.
@@ -242,19 +324,6 @@ impl core::fmt::Display for HeaderName {
     }
 }
 
-/// Case-insensitive equality of a known name (letters and `-` only) with any bytes of the same
-/// length. For a letter `k`, `b | 0x20 == k | 0x20` holds only for the same letter in either
-/// case; `-` must match exactly. The last byte is compared first: names of one length mostly
-/// differ there or at the start.
-fn same_name(known: &[u8], name: &[u8]) -> bool {
-    let same = |k: u8, b: u8| k == b || (k.is_ascii_alphabetic() && (k | 0x20) == (b | 0x20));
-    let n = known.len();
-    n == name.len()
-        && n > 0
-        && same(known[n - 1], name[n - 1])
-        && known.iter().zip(name).all(|(&k, &b)| same(k, b))
-}
-
 /// The variant stored at `index` of the table (the inverse of `as u8`).
 pub(crate) fn from_index(index: u8) -> Option<HeaderName> {
     TABLE.get(usize::from(index)).map(|e| e.2)
@@ -286,5 +355,66 @@ mod tests {
         );
         assert_eq!(HeaderName::from_bytes(b"Vi\x01"), None);
         assert_eq!(HeaderName::CallId.compact(), Some('i'));
+    }
+
+    /// The lookup by length, end bytes and folded words, against a plain byte-by-byte reading
+    /// of the table.
+    #[test]
+    fn lookup_agrees_with_a_plain_comparison() {
+        let slow = |name: &[u8]| -> Option<HeaderName> {
+            if name.len() == 1 {
+                let c = name[0].to_ascii_lowercase();
+                return TABLE.iter().find(|e| e.1 == Some(c)).map(|e| e.2);
+            }
+            TABLE
+                .iter()
+                .find(|(long, _, _)| {
+                    long.len() == name.len()
+                        && long.bytes().zip(name).all(|(k, &b)| {
+                            k == b || (k.is_ascii_alphabetic() && k.eq_ignore_ascii_case(&b))
+                        })
+                })
+                .map(|e| e.2)
+        };
+        let mut samples: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"x-custom".to_vec(),
+            b"Call\rID".to_vec(),
+            b"Contacz".to_vec(),
+            b"Accept-Resource-Priorityy".to_vec(),
+            vec![b'a'; 40],
+        ];
+        for c in 0..=255u8 {
+            samples.push(vec![c]);
+        }
+        for (long, _, _) in TABLE {
+            let b = long.as_bytes();
+            samples.push(b.to_vec());
+            samples.push(b.to_ascii_lowercase());
+            samples.push(b.to_ascii_uppercase());
+            samples.push(b[..b.len() - 1].to_vec());
+            samples.push([b, b"x"].concat());
+            for at in 0..b.len() {
+                // Bytes that fold onto a letter or `-` under `| 0x20`, and their neighbours.
+                for c in [
+                    b'\r', b'@', b'`', b'[', b'{', b'_', b'-', b'.', 0x80, 0xc1, 0xe1,
+                ] {
+                    let mut v = b.to_vec();
+                    v[at] = c;
+                    samples.push(v);
+                }
+                let mut v = b.to_vec();
+                v[at] ^= 0x20;
+                samples.push(v);
+            }
+        }
+        for s in &samples {
+            assert_eq!(
+                HeaderName::from_bytes(s),
+                slow(s),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+        }
     }
 }

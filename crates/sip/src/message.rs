@@ -8,7 +8,7 @@ use crate::header_name::{HeaderName, KNOWN_NAMES};
 use crate::limits::{Framing, Limits, MAX_HEADERS};
 use crate::method::Method;
 use crate::name_addr::{Contact, NameAddr};
-use crate::scan::{is_token, is_token_str, is_ws, parse_u32, trim, ListItems};
+use crate::scan::{is_token, is_token_str, parse_u32, trim, ListItems};
 use crate::uri::{Scheme, Uri};
 use crate::values::{CSeq, Reason, ResourcePriority, RetryAfter};
 use crate::via::Via;
@@ -27,7 +27,7 @@ impl HeaderIndex {
 }
 
 /// Marker for header names the crate does not know.
-const UNKNOWN: u8 = u8::MAX;
+pub(crate) const UNKNOWN: u8 = u8::MAX;
 
 /// Where one header line lies in the buffer. Offsets are from the start of the buffer; 16 bits
 /// are enough because a message is at most [`crate::limits::MAX_MESSAGE_BYTES`] long, and they
@@ -379,18 +379,18 @@ impl<'a> Message<'a> {
 
     /// The From header.
     pub fn from_header(&self) -> Result<NameAddr<'a>, Error> {
-        NameAddr::parse(self.single(HeaderName::From)?.value, "From")
+        NameAddr::parse(self.single(HeaderName::From)?, "From")
     }
 
     /// The To header.
     pub fn to_header(&self) -> Result<NameAddr<'a>, Error> {
-        NameAddr::parse(self.single(HeaderName::To)?.value, "To")
+        NameAddr::parse(self.single(HeaderName::To)?, "To")
     }
 
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&'a str, Error> {
-        let v = self.single(HeaderName::CallId)?.value;
-        if v.is_empty() || v.bytes().any(is_ws) {
+        let v = self.single(HeaderName::CallId)?;
+        if v.is_empty() || crate::scan::has_ws(v.as_bytes()) {
             return Err(Error::BadHeader {
                 name: "Call-ID",
                 why: "empty or contains whitespace",
@@ -401,14 +401,14 @@ impl<'a> Message<'a> {
 
     /// The CSeq.
     pub fn cseq(&self) -> Result<CSeq<'a>, Error> {
-        CSeq::parse(self.single(HeaderName::CSeq)?.value)
+        CSeq::parse(self.single(HeaderName::CSeq)?)
     }
 
     /// Max-Forwards (`Ok(None)` when absent). Values above 255 are refused.
     pub fn max_forwards(&self) -> Result<Option<u32>, Error> {
         match self.optional_single(HeaderName::MaxForwards)? {
             None => Ok(None),
-            Some(h) => parse_u32(h.value)
+            Some(v) => parse_u32(v)
                 .filter(|n| *n <= 255)
                 .map(Some)
                 .ok_or(Error::BadHeader {
@@ -441,7 +441,7 @@ impl<'a> Message<'a> {
     pub fn expires(&self) -> Result<Option<u32>, Error> {
         match self.optional_single(HeaderName::Expires)? {
             None => Ok(None),
-            Some(h) => parse_u32(h.value).map(Some).ok_or(Error::BadHeader {
+            Some(v) => parse_u32(v).map(Some).ok_or(Error::BadHeader {
                 name: "Expires",
                 why: "not a 32-bit number of seconds",
             }),
@@ -451,7 +451,7 @@ impl<'a> Message<'a> {
     /// The Retry-After header (`Ok(None)` when absent).
     pub fn retry_after(&self) -> Result<Option<RetryAfter<'a>>, Error> {
         self.optional_single(HeaderName::RetryAfter)?
-            .map(|h| RetryAfter::parse(h.value))
+            .map(RetryAfter::parse)
             .transpose()
     }
 
@@ -603,20 +603,25 @@ impl<'a> Message<'a> {
         self.headers_of(name).next()
     }
 
-    /// The one header called `name`: missing and repeated are errors.
-    fn single(&self, name: HeaderName) -> Result<Header<'a>, Error> {
+    /// The value of the one header called `name`: missing and repeated are errors.
+    fn single(&self, name: HeaderName) -> Result<&'a str, Error> {
         self.optional_single(name)?
             .ok_or(Error::MissingHeader(name.as_str()))
     }
 
-    /// The header called `name` if present; repeated is an error (RFC 4475 `multi01`).
-    fn optional_single(&self, name: HeaderName) -> Result<Option<Header<'a>>, Error> {
+    /// The value of the header called `name` if present; repeated is an error (RFC 4475
+    /// `multi01`). Only the value: every caller reads nothing else.
+    fn optional_single(&self, name: HeaderName) -> Result<Option<&'a str>, Error> {
         match self.first[name as usize] {
             0 => Ok(None),
             _ if self.counts[name as usize] > 1 => Err(Error::DuplicateHeader(name.as_str())),
             f => {
-                let i = u16::from(f) - 1;
-                Ok(Some(self.header_of(i, &self.slots[usize::from(i)])))
+                let s = &self.slots[usize::from(f) - 1];
+                Ok(Some(
+                    self.head
+                        .get(s.value_start as usize..s.value_end as usize)
+                        .unwrap_or(""),
+                ))
             }
         }
     }
@@ -630,6 +635,7 @@ fn known_name(id: u8) -> Option<HeaderName> {
     }
 }
 
+#[inline]
 pub(crate) fn id_of(name: &[u8]) -> u8 {
     HeaderName::from_bytes(name)
         .map(|n| n as u8)
@@ -653,10 +659,24 @@ pub struct Headers<'m, 'a> {
     filter: Filter<'m>,
 }
 
-impl<'a> Iterator for Headers<'_, 'a> {
-    type Item = Header<'a>;
+impl<'a> Headers<'_, 'a> {
+    /// The next matching line's position and value, without the name a [`Header`] also
+    /// carries: what the list iterators read.
+    #[inline]
+    fn next_value(&mut self) -> Option<(HeaderIndex, &'a str)> {
+        let (i, slot) = self.next_slot()?;
+        let value = self
+            .msg
+            .head
+            .get(slot.value_start as usize..slot.value_end as usize)
+            .unwrap_or("");
+        Some((HeaderIndex(i), value))
+    }
 
-    fn next(&mut self) -> Option<Header<'a>> {
+    /// The next matching line and its slot. Always inlined: a call costs as much as the
+    /// usual walk of one or two slots.
+    #[inline(always)]
+    fn next_slot(&mut self) -> Option<(u16, Slot)> {
         if let Filter::Known(_, 0) = self.filter {
             return None;
         }
@@ -683,10 +703,19 @@ impl<'a> Iterator for Headers<'_, 'a> {
                 }
             };
             if hit {
-                return Some(self.msg.header_of(i, slot));
+                return Some((i, *slot));
             }
         }
         None
+    }
+}
+
+impl<'a> Iterator for Headers<'_, 'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        let (i, slot) = self.next_slot()?;
+        Some(self.msg.header_of(i, &slot))
     }
 }
 
@@ -708,8 +737,8 @@ impl<'a> Iterator for ListIter<'_, 'a> {
                     return Some((*index, item));
                 }
             }
-            let h = self.headers.next()?;
-            self.current = Some((h.index, ListItems::new(h.value, true)));
+            let (index, value) = self.headers.next_value()?;
+            self.current = Some((index, ListItems::new(value, true)));
         }
     }
 }

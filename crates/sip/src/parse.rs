@@ -4,13 +4,13 @@
 //! lazy accessors. Header lines may end in CRLF or a bare LF; a line starting with SP or HT
 //! continues the previous one (folding).
 
-use memchr::memchr;
+use memchr::{memchr, memchr2, memrchr};
 
 use crate::header_name::HeaderName;
 use crate::limits::{Framing, Limits, MAX_HEADERS, MAX_MESSAGE_BYTES};
-use crate::message::{id_of, is_name_char, Message, Slot, StartLine};
+use crate::message::{id_of, is_name_char, Message, Slot, StartLine, UNKNOWN};
 use crate::method::Method;
-use crate::scan::{is_token_str, starts_with_ci};
+use crate::scan::{colon_or_newline, is_token_str, starts_with_ci};
 use crate::uri::Uri;
 use crate::Error;
 
@@ -100,39 +100,14 @@ pub(crate) fn parse_into<'a>(
             });
         }
         let line_start = pos;
-        let mut nl = match memchr(b'\n', &buf[pos..]) {
-            Some(i) => pos + i,
-            None => return Err(Error::UnterminatedHeaders),
-        };
-        // Folding: the next line starts with whitespace.
-        while matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
-            nl = match memchr(b'\n', &buf[nl + 1..]) {
-                Some(i) => nl + 1 + i,
-                None => return Err(Error::UnterminatedHeaders),
-            };
-        }
-        let line_end = nl + 1;
-        let line = &buf[line_start..nl];
-        let colon = match memchr(b':', line) {
-            Some(c) => line_start + c,
+        let (name_end, colon, nl, id) = match header_line_fast(buf, line_start) {
+            Some(found) => found,
             None => {
-                return Err(Error::BadHeaderLine {
-                    offset: line_start,
-                    why: "no colon",
-                });
+                let (name_end, colon, nl) = header_line_general(buf, line_start)?;
+                (name_end, colon, nl, id_of(&buf[line_start..name_end]))
             }
         };
-        let mut name_end = colon;
-        while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
-            name_end -= 1;
-        }
-        let name = &buf[line_start..name_end];
-        if name.is_empty() || !name.iter().all(|&b| is_name_char(b)) {
-            return Err(Error::BadHeaderLine {
-                offset: line_start,
-                why: "invalid header name",
-            });
-        }
+        let line_end = nl + 1;
         let mut value_end = nl;
         while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             value_end -= 1;
@@ -144,7 +119,6 @@ pub(crate) fn parse_into<'a>(
         if count == max_headers {
             return Err(Error::TooManyHeaders { limit: max_headers });
         }
-        let id = id_of(name);
         if id == CONTENT_LENGTH {
             let n = parse_content_length(&buf[value_start..value_end])?;
             match content_length {
@@ -224,12 +198,79 @@ pub(crate) fn parse_into<'a>(
     Ok(())
 }
 
+/// The header line at `line_start` written the usual way: a name, optional blanks, `:`.
+/// Returns the end of the name, the colon, the line's final `\n` (folding followed) and the
+/// name's id, finding the colon with a word-at-a-time search that stops at the first `:` or
+/// `\n`, where [`header_line_general`] first searches for the line's end and then for its
+/// colon. A known name needs no check of its characters (known names are tokens). `None` for
+/// any other line (an error, which the general reading names), or when the line has no end.
+#[inline]
+fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, usize, u8)> {
+    let colon = colon_or_newline(buf, line_start);
+    // A `\n` first: no colon on this line, or a name folded over lines.
+    if buf.get(colon) != Some(&b':') {
+        return None;
+    }
+    let mut name_end = colon;
+    while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+        name_end -= 1;
+    }
+    let name = &buf[line_start..name_end];
+    let id = id_of(name);
+    if name.is_empty() || (id == UNKNOWN && !name.iter().all(|&b| is_name_char(b))) {
+        return None;
+    }
+    // The colon comes before the first `\n`: it is the line's first one.
+    let nl = line_end_from(buf, colon + 1).ok()?;
+    Some((name_end, colon, nl, id))
+}
+
+/// The final `\n` of the header line that holds `from`, following folded continuation lines.
+#[inline]
+fn line_end_from(buf: &[u8], from: usize) -> Result<usize, Error> {
+    let mut nl = from + memchr(b'\n', &buf[from..]).ok_or(Error::UnterminatedHeaders)?;
+    // Folding: the next line starts with whitespace.
+    while matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+        nl = match memchr(b'\n', &buf[nl + 1..]) {
+            Some(i) => nl + 1 + i,
+            None => return Err(Error::UnterminatedHeaders),
+        };
+    }
+    Ok(nl)
+}
+
+/// The header line at `line_start` read by the general rules: its end (folding followed), the
+/// first colon in it and the name before that colon, blanks trimmed; the errors of a line
+/// without an end, without a colon or with a name that is not a token.
+fn header_line_general(buf: &[u8], line_start: usize) -> Result<(usize, usize, usize), Error> {
+    let nl = line_end_from(buf, line_start)?;
+    let line = &buf[line_start..nl];
+    let colon = match memchr(b':', line) {
+        Some(c) => line_start + c,
+        None => {
+            return Err(Error::BadHeaderLine {
+                offset: line_start,
+                why: "no colon",
+            });
+        }
+    };
+    let mut name_end = colon;
+    while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+        name_end -= 1;
+    }
+    let name = &buf[line_start..name_end];
+    if name.is_empty() || !name.iter().all(|&b| is_name_char(b)) {
+        return Err(Error::BadHeaderLine {
+            offset: line_start,
+            why: "invalid header name",
+        });
+    }
+    Ok((name_end, colon, nl))
+}
+
 /// Content-Length: digits only (RFC 4475 `ncl` has a negative one).
 pub(crate) fn parse_content_length(v: &[u8]) -> Result<u32, Error> {
-    core::str::from_utf8(v)
-        .ok()
-        .and_then(crate::scan::parse_u32)
-        .ok_or(Error::BadContentLength)
+    crate::scan::parse_u32_bytes(v).ok_or(Error::BadContentLength)
 }
 
 /// A start line that is plausibly SIP: begins with `SIP/` (status line) or ends, after any
@@ -243,7 +284,7 @@ fn looks_like_sip(line: &[u8]) -> bool {
         end -= 1;
     }
     let line = &line[..end];
-    match line.iter().rposition(|&b| b == b' ') {
+    match memrchr(b' ', line) {
         Some(sp) => {
             let v = &line[sp + 1..];
             v.len() >= 5 && v[..4].eq_ignore_ascii_case(b"SIP/") && v[4].is_ascii_digit()
@@ -256,17 +297,16 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
     if starts_with_ci(line, "SIP/") {
         return parse_status_line(line);
     }
-    let sp1 = line
-        .find(' ')
-        .ok_or(Error::BadRequestLine("no space after the method"))?;
+    // The memchr crate's searches: much cheaper than `str::find` with a char pattern on lines
+    // this short, and one is done for every message.
+    let sp1 =
+        memchr(b' ', line.as_bytes()).ok_or(Error::BadRequestLine("no space after the method"))?;
     let method = &line[..sp1];
     if !is_token_str(method) {
         return Err(Error::BadRequestLine("method is not a token"));
     }
     let rest = &line[sp1 + 1..];
-    let sp2 = rest
-        .rfind(' ')
-        .ok_or(Error::BadRequestLine("missing SIP version"))?;
+    let sp2 = memrchr(b' ', rest.as_bytes()).ok_or(Error::BadRequestLine("missing SIP version"))?;
     let uri_text = &rest[..sp2];
     let version = &rest[sp2 + 1..];
     if version.is_empty() {
@@ -286,7 +326,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
             "more than one space between elements",
         ));
     }
-    if uri_text.contains([' ', '\t']) {
+    if memchr2(b' ', b'\t', uri_text.as_bytes()).is_some() {
         return Err(Error::BadRequestUri("whitespace inside the Request-URI"));
     }
     let uri = Uri::parse(uri_text).map_err(|e| Error::BadRequestUri(e.0))?;
@@ -302,9 +342,8 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
 }
 
 fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
-    let sp1 = line
-        .find(' ')
-        .ok_or(Error::BadStatusLine("no space after the version"))?;
+    let sp1 =
+        memchr(b' ', line.as_bytes()).ok_or(Error::BadStatusLine("no space after the version"))?;
     if !line[..sp1].eq_ignore_ascii_case("SIP/2.0") {
         return Err(Error::BadStatusLine("unsupported SIP version"));
     }
@@ -322,4 +361,68 @@ fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
     }
     let reason = rest.get(code_end + 1..).unwrap_or("");
     Ok(StartLine::Response { status, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{header_line_fast, header_line_general};
+    use crate::header_name::HeaderName;
+    use crate::message::id_of;
+
+    #[test]
+    fn the_fast_header_line_reads_as_the_general_one() {
+        let lines: &[&[u8]] = &[
+            b"Via: SIP/2.0/UDP h\r\n\r\n",
+            b"v:SIP/2.0/UDP h\n\n",
+            b"Call-ID \t : x@y\r\n\r\n",
+            b"To: <sip:a@b>\r\n ;tag=1\r\n\tx\r\n\r\n",
+            b"Subject:\r\n folded only\r\n\r\n",
+            b"X-Odd_Name.~!%*+`': a:b:c\r\n\r\n",
+            b"Na me: x\r\n\r\n",
+            b": no name\r\n\r\n",
+            b" : blank name\r\n\r\n",
+            b"NoColon\r\n\r\n",
+            b"No colon here\r\n: later\r\n\r\n",
+            b"Bad@Name: x\r\n\r\n",
+            b"Name\r\n : folded before the colon\r\n\r\n",
+            b"Unterminated: x",
+            b"Unterminated: x\r\n more",
+            b"Name:",
+            b"Name:\n",
+            b"Name:\r\n\r\n",
+            b"Contact: \"A: B\" <sip:[2001:db8::1]:5060>\r\n\r\n",
+            b"\xc3\xa9: x\r\n\r\n",
+            b"Name\r: x\r\n\r\n",
+            b"Call\rID: x\r\n\r\n",
+            b"CONTENT-length : 0\r\n\r\n",
+            b"Record-Route: <sip:h;lr>\r\n\r\n",
+            b"Record-Routes: <sip:h;lr>\r\n\r\n",
+            b"Via \t:x\n\n",
+            b"X-Long-Unknown-Header-Name-Here: v\r\n\r\n",
+            b"X-Bad<Name>: v\r\n\r\n",
+            b"Na\tme: v\r\n\r\n",
+            b"NoColonButNewline\n: x\n\n",
+            b"abcdefgh",
+            b"abcdefg:",
+        ];
+        for &line in lines {
+            let general = header_line_general(line, 0);
+            if let Some((name_end, colon, nl, id)) = header_line_fast(line, 0) {
+                assert_eq!(
+                    Ok((name_end, colon, nl)),
+                    general,
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+                assert_eq!(id, id_of(&line[..name_end]));
+            }
+        }
+        // Offsets other than 0.
+        let two = b"A: 1\r\nCSeq\t: 2 INVITE\r\n\r\n";
+        assert_eq!(
+            header_line_fast(two, 6),
+            Some((10, 11, 22, HeaderName::CSeq as u8))
+        );
+        assert_eq!(header_line_general(two, 6), Ok((10, 11, 22)));
+    }
 }

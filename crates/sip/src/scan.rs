@@ -107,6 +107,11 @@ pub(crate) fn is_token(b: u8) -> bool {
 #[inline]
 pub(crate) fn trim(s: &str) -> &str {
     let b = s.as_bytes();
+    // Most text handed here is trimmed already (header values are): no slicing then.
+    match (b.first(), b.last()) {
+        (Some(&first), Some(&last)) if !is_ws(first) && !is_ws(last) => return s,
+        _ => {}
+    }
     let mut start = 0;
     let mut end = b.len();
     while start < end && is_ws(b[start]) {
@@ -119,25 +124,57 @@ pub(crate) fn trim(s: &str) -> &str {
     s.get(start..end).unwrap_or("")
 }
 
+/// True when `s` holds linear whitespace (SP, HT, CR or LF). Eight bytes a step look for any
+/// byte up to SP (a superset); only a word that has one is looked at byte by byte.
+pub(crate) fn has_ws(s: &[u8]) -> bool {
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if w.wrapping_sub(splat(0x21)) & !w & splat(0x80) != 0 && chunk.iter().any(|&b| is_ws(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| is_ws(b))
+}
+
 /// True when `s` is a non-empty token.
 pub(crate) fn is_token_str(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token)
 }
 
 /// Parses decimal digits (leading zeros allowed) into a u32; `None` on anything else or overflow.
+#[inline]
 pub(crate) fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+    parse_u32_bytes(s.as_bytes())
+}
+
+/// [`parse_u32`] on bytes: one pass, no UTF-8 check needed (any byte that is not a digit is
+/// refused).
+pub(crate) fn parse_u32_bytes(b: &[u8]) -> Option<u32> {
+    if b.is_empty() {
         return None;
     }
-    let significant = s.trim_start_matches('0');
-    if significant.len() > 10 {
+    // Up to ten significant digits fit in a u64 without overflow; more never fit in a u32.
+    let (mut n, mut significant) = (0u64, 0usize);
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        if n != 0 || c != b'0' {
+            significant += 1;
+            if significant > 10 {
+                // Keep checking that the rest are digits: the answer is `None` either way.
+                continue;
+            }
+            n = n * 10 + u64::from(c - b'0');
+        }
+    }
+    if significant > 10 {
         return None;
     }
-    let mut n: u32 = 0;
-    for b in significant.bytes() {
-        n = n.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
-    }
-    Some(n)
+    u32::try_from(n).ok()
 }
 
 /// Index of the first `needle` in `s` that is outside a quoted string (and, when `angles` is
@@ -202,7 +239,13 @@ impl<'a> Iterator for ListItems<'a> {
             if self.rest.is_empty() {
                 return None;
             }
-            let (item, rest) = match find_unquoted(self.rest, b',', self.angles) {
+            // Most values hold no comma at all, and then none is outside quotes or `<...>`:
+            // one search instead of stepping over every quote and angle bracket.
+            let comma = match memchr::memchr(b',', self.rest.as_bytes()) {
+                None => None,
+                Some(_) => find_unquoted(self.rest, b',', self.angles),
+            };
+            let (item, rest) = match comma {
                 Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
                 None => (self.rest, ""),
             };
@@ -249,6 +292,27 @@ const fn zero_bytes(w: u64) -> u64 {
     w.wrapping_sub(splat(1)) & !w & splat(0x80)
 }
 
+/// Index of the first `:` or `\n` at or after `from` (`b.len()` when none), eight bytes a
+/// step: where a header line's name ends, or shows that it has no colon.
+#[inline]
+pub(crate) fn colon_or_newline(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hits = zero_bytes(w ^ splat(b':')) | zero_bytes(w ^ splat(b'\n'));
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b':' | b'\n') {
+        i += 1;
+    }
+    i
+}
+
 /// Index of the first byte at or after `from` that ends a plain parameter value: whitespace or
 /// a control character (anything up to SP), `;`, `"` or DEL; `b.len()` when none does. Eight
 /// bytes per step (SWAR): values are long (branch ids, tags, route tokens).
@@ -281,6 +345,47 @@ mod tests {
     use super::{find_unquoted, plain_value_end};
 
     #[test]
+    fn parse_u32_reads_as_a_checked_fold_does() {
+        let slow = |s: &str| -> Option<u32> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let significant = s.trim_start_matches('0');
+            if significant.len() > 10 {
+                return None;
+            }
+            significant.bytes().try_fold(0u32, |n, b| {
+                n.checked_mul(10)?.checked_add(u32::from(b - b'0'))
+            })
+        };
+        for s in [
+            "",
+            "0",
+            "00",
+            "7",
+            "070",
+            "4294967295",
+            "4294967296",
+            "04294967295",
+            "9999999999",
+            "99999999999",
+            "00000000000000000001",
+            "12a",
+            "-1",
+            " 1",
+            "1 ",
+            "\u{e9}",
+            "+5",
+            "1000000000",
+            "10000000000",
+        ] {
+            assert_eq!(super::parse_u32(s), slow(s), "{s:?}");
+            assert_eq!(super::parse_u32_bytes(s.as_bytes()), slow(s), "{s:?}");
+        }
+        assert_eq!(super::parse_u32_bytes(b"1\xff"), None);
+    }
+
+    #[test]
     fn find_unquoted_skips_quotes_and_angles() {
         assert_eq!(find_unquoted(r#""a,b" <sip:x,y>, z"#, b',', true), Some(15));
         assert_eq!(
@@ -292,6 +397,125 @@ mod tests {
         assert_eq!(find_unquoted("<sip:x, y", b',', true), None);
         assert_eq!(find_unquoted("abc", b',', true), None);
         assert_eq!(find_unquoted("", b',', true), None);
+    }
+
+    #[test]
+    fn colon_or_newline_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8], from: usize| {
+            (from..b.len())
+                .find(|&i| matches!(b[i], b':' | b'\n'))
+                .unwrap_or(b.len())
+        };
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"Via: x".to_vec()];
+        for stop in [b':', b'\n', b';', b'\r', 0x3b, 0x0b, 0xba, 0x8a] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
+                    if at < len {
+                        v[at] = stop;
+                        if at + 3 < len {
+                            v[at + 3] = b':';
+                        }
+                    }
+                    samples.push(v);
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(
+                    super::colon_or_newline(s, from),
+                    slow(s, from),
+                    "{s:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trim_trims_linear_whitespace_only() {
+        fn slow(s: &str) -> &str {
+            s.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
+        }
+        for s in [
+            "",
+            " ",
+            "\t\r\n ",
+            "a",
+            " a",
+            "a ",
+            " a ",
+            "a b",
+            "\r\n a\r\n\t",
+            "\u{e9}",
+            " \u{e9} ",
+            "\u{a0}x\u{a0}",
+            "\u{b}x\u{c}",
+            "x\r\n y",
+        ] {
+            assert_eq!(super::trim(s), slow(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn has_ws_agrees_with_a_byte_loop() {
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"abc@host".to_vec()];
+        for c in [
+            b' ', b'\t', b'\r', b'\n', 0, 0x0b, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xa0, 0xff,
+        ] {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    v[at] = c;
+                    samples.push(v);
+                }
+            }
+        }
+        samples.push(
+            "f81d4fae-7dec-11d0-a765-00a0c91e6bf6@\u{e9}x.example"
+                .as_bytes()
+                .to_vec(),
+        );
+        for s in &samples {
+            assert_eq!(
+                super::has_ws(s),
+                s.iter().any(|&b| super::is_ws(b)),
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn list_items_split_as_find_unquoted_does() {
+        let samples = [
+            "a, b,c",
+            "<sip:a,b@h>;lr, <sip:c@h>",
+            r#""x,y" <sip:a@h>, sip:b@h"#,
+            r#""a\",b", c"#,
+            "<sip:x, y",
+            "single <sip:a@h>;tag=1",
+            ",, ,a,",
+            "",
+        ];
+        for s in samples {
+            for angles in [false, true] {
+                let mut expected = Vec::new();
+                let mut rest = s;
+                while !rest.is_empty() {
+                    let (item, next) = match find_unquoted(rest, b',', angles) {
+                        Some(i) => (&rest[..i], &rest[i + 1..]),
+                        None => (rest, ""),
+                    };
+                    rest = next;
+                    let item = super::trim(item);
+                    if !item.is_empty() {
+                        expected.push(item);
+                    }
+                }
+                let got: Vec<_> = super::ListItems::new(s, angles).collect();
+                assert_eq!(got, expected, "{s} angles={angles}");
+            }
+        }
     }
 
     #[test]

@@ -124,9 +124,78 @@ impl fmt::Display for UriError {
     }
 }
 
-/// A parsed URI borrowing from the message.
+/// Where a part of a URI lies in its text: byte offsets into [`Uri::as_str`]. Offsets
+/// instead of slices make a `Uri` (and the name-addrs, Mandatory and Via values holding
+/// one) less than half the size, and so cheaper to return and to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Uri<'a> {
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// An absent optional part.
+    const NONE: Span = Span {
+        start: u32::MAX,
+        end: u32::MAX,
+    };
+    /// Every empty part, wherever it was found: equal URIs have equal spans.
+    const EMPTY: Span = Span { start: 0, end: 0 };
+
+    /// The span of `part` within `raw`: a sub-slice of it, or empty.
+    #[inline(always)]
+    fn of(raw: &str, part: &str) -> Span {
+        if part.is_empty() {
+            return Span::EMPTY;
+        }
+        let start = crate::scan::offset_in(raw.as_bytes(), part.as_bytes());
+        // `Uri::pack` only sees parts of `raw`, and `raw` is shorter than `u32::MAX`.
+        Span {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    #[inline]
+    fn of_option(raw: &str, part: Option<&str>) -> Span {
+        part.map_or(Span::NONE, |p| Span::of(raw, p))
+    }
+
+    #[inline]
+    fn text(self, raw: &str) -> &str {
+        raw.get(self.start as usize..self.end as usize)
+            .unwrap_or("")
+    }
+
+    #[inline]
+    fn option(self, raw: &str) -> Option<&str> {
+        (self.start != u32::MAX).then(|| self.text(raw))
+    }
+}
+
+/// The scheme of a URI without its text (an `Other` scheme is the text before the colon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemeKind {
+    Sip,
+    Sips,
+    Tel,
+    Urn,
+    Other,
+}
+
+/// The kind of host of a URI; its text is the `host_raw` span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostKind {
+    None,
+    Domain,
+    Ipv4,
+    /// The span includes the brackets; [`Host::Ipv6`] does not.
+    Ipv6,
+}
+
+/// A URI's parts as slices of its text, as the parsers find them; [`Uri::pack`] turns
+/// them into spans.
+struct Parts<'a> {
     raw: &'a str,
     scheme: Scheme<'a>,
     user: Option<&'a str>,
@@ -139,12 +208,49 @@ pub struct Uri<'a> {
     opaque: &'a str,
 }
 
+/// A parsed URI borrowing from the message.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    raw: &'a str,
+    user: Span,
+    password: Span,
+    host_raw: Span,
+    params: Span,
+    headers: Span,
+    opaque: Span,
+    port: Option<u16>,
+    scheme: SchemeKind,
+    host: HostKind,
+}
+
+impl fmt::Debug for Uri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As `#[derive(Debug)]` printed the slices this type held before it held offsets.
+        f.debug_struct("Uri")
+            .field("raw", &self.raw)
+            .field("scheme", &self.scheme())
+            .field("user", &self.user())
+            .field("password", &self.password())
+            .field("host", &self.host())
+            .field("host_raw", &self.host_raw())
+            .field("port", &self.port)
+            .field("params", &self.params())
+            .field("headers", &self.headers())
+            .field("opaque", &self.opaque())
+            .finish()
+    }
+}
+
 impl<'a> Uri<'a> {
     /// Parses a URI (no surrounding whitespace or angle brackets).
     ///
     /// `sip`/`sips` must have a valid host; `tel`/`urn` and other schemes only need a
     /// non-empty opaque part without whitespace.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
+        if s.len() >= u32::MAX as usize {
+            // Parts are kept as 32-bit offsets (a message is at most 64 KiB).
+            return Err(UriError("URI longer than 4 GiB"));
+        }
         if let Some(uri) = parse_plain_sip(s) {
             return Ok(uri);
         }
@@ -189,7 +295,7 @@ impl<'a> Uri<'a> {
                     Some(i) => (&rest[..i], &rest[i..]),
                     None => (rest, ""),
                 };
-                Ok(Uri {
+                Ok(Uri::pack(Parts {
                     raw: s,
                     scheme,
                     user: None,
@@ -200,7 +306,7 @@ impl<'a> Uri<'a> {
                     params: Params::new(params),
                     headers: None,
                     opaque,
-                })
+                }))
             }
         }
     }
@@ -212,32 +318,46 @@ impl<'a> Uri<'a> {
 
     /// The scheme.
     pub fn scheme(&self) -> Scheme<'a> {
-        self.scheme
+        match self.scheme {
+            SchemeKind::Sip => Scheme::Sip,
+            SchemeKind::Sips => Scheme::Sips,
+            SchemeKind::Tel => Scheme::Tel,
+            SchemeKind::Urn => Scheme::Urn,
+            SchemeKind::Other => Scheme::Other(self.raw.split(':').next().unwrap_or("")),
+        }
     }
 
     /// True for `sip:` and `sips:`.
     pub fn is_sip(&self) -> bool {
-        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+        matches!(self.scheme, SchemeKind::Sip | SchemeKind::Sips)
     }
 
     /// The user part, still %-escaped, for SIP URIs (`None` when there is no `@`).
     pub fn user(&self) -> Option<&'a str> {
-        self.user
+        self.user.option(self.raw)
     }
 
     /// The password part (after `user:`), still escaped.
     pub fn password(&self) -> Option<&'a str> {
-        self.password
+        self.password.option(self.raw)
     }
 
     /// The host of a SIP URI (`None` for other schemes).
     pub fn host(&self) -> Option<Host<'a>> {
-        self.host
+        let text = self.host_raw();
+        match self.host {
+            HostKind::None => None,
+            HostKind::Domain => Some(Host::Domain(text)),
+            HostKind::Ipv4 => Some(Host::Ipv4(text)),
+            HostKind::Ipv6 => Some(Host::Ipv6(
+                text.get(1..text.len().saturating_sub(1)).unwrap_or(""),
+            )),
+        }
     }
 
     /// The host as written (IPv6 with brackets); empty for other schemes.
     pub fn host_raw(&self) -> &'a str {
-        self.host_raw
+        self.host_raw.text(self.raw)
     }
 
     /// The explicit port, if any.
@@ -248,35 +368,67 @@ impl<'a> Uri<'a> {
     /// URI parameters (`;transport=tcp;lr`). For `tel:`/`urn:` these are the `;` parameters
     /// after the opaque part.
     pub fn params(&self) -> Params<'a> {
-        self.params
+        Params::new(self.params.text(self.raw))
     }
 
     /// The header part after `?` (SIP URIs only), raw.
     pub fn headers(&self) -> Option<&'a str> {
-        self.headers
+        self.headers.option(self.raw)
     }
 
     /// For non-SIP schemes: the text after `scheme:` up to the first `;` (the telephone
     /// number of a `tel:` URI, `service:sos` of an `urn:` URI). Empty for SIP URIs.
     pub fn opaque(&self) -> &'a str {
-        self.opaque
+        self.opaque.text(self.raw)
+    }
+
+    /// A URI from the parts a parser found, all slices of `parts.raw`. Always inlined: the
+    /// parsers' slices then become offsets without being stored first.
+    #[inline(always)]
+    fn pack(parts: Parts<'a>) -> Uri<'a> {
+        let raw = parts.raw;
+        let scheme = match parts.scheme {
+            Scheme::Sip => SchemeKind::Sip,
+            Scheme::Sips => SchemeKind::Sips,
+            Scheme::Tel => SchemeKind::Tel,
+            Scheme::Urn => SchemeKind::Urn,
+            Scheme::Other(_) => SchemeKind::Other,
+        };
+        let host = match parts.host {
+            None => HostKind::None,
+            Some(Host::Domain(_)) => HostKind::Domain,
+            Some(Host::Ipv4(_)) => HostKind::Ipv4,
+            Some(Host::Ipv6(_)) => HostKind::Ipv6,
+        };
+        Uri {
+            raw,
+            user: Span::of_option(raw, parts.user),
+            password: Span::of_option(raw, parts.password),
+            host_raw: Span::of(raw, parts.host_raw),
+            params: Span::of(raw, parts.params.as_str()),
+            headers: Span::of_option(raw, parts.headers),
+            opaque: Span::of(raw, parts.opaque),
+            port: parts.port,
+            scheme,
+            host,
+        }
     }
 
     /// The `transport` URI parameter, if any.
     pub fn transport_param(&self) -> Option<&'a str> {
-        self.params.value("transport")
+        self.params().value("transport")
     }
 
     /// True when the URI carries the `lr` parameter (loose routing, RFC 3261 §19.1.1).
     pub fn is_loose_route(&self) -> bool {
-        self.params.has("lr")
+        self.params().has("lr")
     }
 
     /// True for an emergency service URN (`urn:service:sos` and its sub-services, RFC 5031).
     pub fn is_sos(&self) -> bool {
-        self.scheme == Scheme::Urn
-            && starts_with_ci(self.opaque, "service:sos")
-            && matches!(self.opaque.as_bytes().get(11), None | Some(b'.'))
+        self.scheme == SchemeKind::Urn
+            && starts_with_ci(self.opaque(), "service:sos")
+            && matches!(self.opaque().as_bytes().get(11), None | Some(b'.'))
     }
 
     /// Address-of-record equality: RFC 3261 §19.1.4 narrowed to scheme, user and host, as
@@ -288,26 +440,26 @@ impl<'a> Uri<'a> {
     /// (case-insensitively for `urn:`).
     pub fn aor_eq(&self, other: &Uri<'_>) -> bool {
         if !self
-            .scheme
+            .scheme()
             .as_str()
-            .eq_ignore_ascii_case(other.scheme.as_str())
+            .eq_ignore_ascii_case(other.scheme().as_str())
         {
             return false;
         }
         if !self.is_sip() {
-            return if self.scheme == Scheme::Urn {
-                self.opaque.eq_ignore_ascii_case(other.opaque)
+            return if self.scheme == SchemeKind::Urn {
+                self.opaque().eq_ignore_ascii_case(other.opaque())
             } else {
-                escaped_eq(self.opaque, other.opaque)
+                escaped_eq(self.opaque(), other.opaque())
             };
         }
-        let users_equal = match (self.user, other.user) {
+        let users_equal = match (self.user(), other.user()) {
             (None, None) => true,
             (Some(a), Some(b)) => escaped_eq(a, b),
             _ => false,
         };
         users_equal
-            && match (self.host, other.host) {
+            && match (self.host(), other.host()) {
                 (Some(a), Some(b)) => a.eq_host(&b),
                 _ => false,
             }
@@ -326,20 +478,20 @@ impl<'a> Uri<'a> {
     /// Writes [`Uri::aor_key`] into `out` without building the string: a caller that only
     /// hashes the key, or appends it to a buffer it has, allocates nothing.
     pub fn write_aor_key<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {
-        write_lower(out, self.scheme.as_str())?;
+        write_lower(out, self.scheme().as_str())?;
         out.write_char(':')?;
         if !self.is_sip() {
-            return if self.scheme == Scheme::Urn {
-                write_lower(out, self.opaque)
+            return if self.scheme == SchemeKind::Urn {
+                write_lower(out, self.opaque())
             } else {
-                write_decoded(out, self.opaque)
+                write_decoded(out, self.opaque())
             };
         }
-        if let Some(user) = self.user {
+        if let Some(user) = self.user() {
             write_decoded(out, user)?;
             out.write_char('@')?;
         }
-        match self.host {
+        match self.host() {
             Some(Host::Ipv6(h)) => {
                 out.write_char('[')?;
                 match h.parse::<core::net::Ipv6Addr>() {
@@ -423,10 +575,30 @@ fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
 /// [`parse_plain_sip`] would read from `raw[..end]`.
 pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     let b = raw.as_bytes();
+    if b.len() >= u32::MAX as usize {
+        return None;
+    }
+    // `| 0x20` folds exactly the two cases of a letter onto its lower case (and nothing else
+    // onto it): the scheme compared without a call per byte.
     let (scheme, at) = match b.get(..5)? {
-        [s, i, p, b':', _] if [*s, *i, *p].eq_ignore_ascii_case(b"sip") => (Scheme::Sip, 4),
-        [s, i, p, s2, b':'] if [*s, *i, *p, *s2].eq_ignore_ascii_case(b"sips") => (Scheme::Sips, 5),
+        [s, i, p, b':', _] if [*s | 0x20, *i | 0x20, *p | 0x20] == *b"sip" => (SchemeKind::Sip, 4),
+        [s, i, p, s2, b':'] if [*s | 0x20, *i | 0x20, *p | 0x20, *s2 | 0x20] == *b"sips" => {
+            (SchemeKind::Sips, 5)
+        }
         _ => return None,
+    };
+    // The parts are found as byte offsets and kept as such (every one is bounded by ASCII
+    // delimiters, so the URI text slices there): no slice is made only to be turned back
+    // into offsets.
+    let span = |start: usize, end: usize| {
+        if start == end {
+            Span::EMPTY
+        } else {
+            Span {
+                start: start as u32,
+                end: end as u32,
+            }
+        }
     };
     // userinfo: the first `@` ends it. When the user characters stop at anything else, the
     // host starts after the scheme: host, port and parameters hold no `@`, so one further on
@@ -434,27 +606,32 @@ pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     let stop = skip_class(b, at, &PLAIN_USER);
     let (user, host_start) = match b.get(stop) {
         Some(b'@') => {
-            let user = raw.get(at..stop)?;
-            if user.is_empty() {
+            if stop == at {
                 return None;
             }
-            (Some(user), stop + 1)
+            (span(at, stop), stop + 1)
         }
-        _ => (None, at),
+        _ => (Span::NONE, at),
     };
     let host_end = skip_class(b, host_start, &PLAIN_HOST);
     if host_end == host_start {
         return None;
     }
-    let host_raw = raw.get(host_start..host_end)?;
     let (port, port_end) = match b.get(host_end) {
         Some(b':') => {
-            let digits = b[host_end + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
-            let end = host_end + 1 + digits;
-            (Some(parse_port(raw.get(host_end + 1..end)?)?), end)
+            // As `parse_port` reads the digits: one to five of them, at most 65535.
+            let start = host_end + 1;
+            let (mut i, mut n) = (start, 0u32);
+            while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                if i - start < 5 {
+                    n = n * 10 + u32::from(c - b'0');
+                }
+                i += 1;
+            }
+            if i == start || i - start > 5 {
+                return None;
+            }
+            (Some(u16::try_from(n).ok()?), i)
         }
         _ => (None, host_end),
     };
@@ -465,23 +642,22 @@ pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     if matches!(b.get(end), Some(&c) if c != b'>') {
         return None;
     }
-    let params = raw.get(port_end..end)?;
-    let host = if is_ipv4(host_raw.as_bytes()) {
-        Host::Ipv4(host_raw)
+    let host = if is_ipv4(&b[host_start..host_end]) {
+        HostKind::Ipv4
     } else {
-        Host::Domain(host_raw)
+        HostKind::Domain
     };
     let uri = Uri {
         raw: raw.get(..end)?,
-        scheme,
         user,
-        password: None,
-        host: Some(host),
-        host_raw,
+        password: Span::NONE,
+        host_raw: span(host_start, host_end),
+        params: span(port_end, end),
+        headers: Span::NONE,
+        opaque: Span::EMPTY,
         port,
-        params: Params::new(params),
-        headers: None,
-        opaque: "",
+        scheme,
+        host,
     };
     Some((uri, end))
 }
@@ -552,7 +728,7 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
             return Err(UriError("invalid character in URI headers"));
         }
     }
-    Ok(Uri {
+    Ok(Uri::pack(Parts {
         raw,
         scheme,
         user,
@@ -563,40 +739,40 @@ fn parse_sip<'a>(raw: &'a str, scheme: Scheme<'a>, rest: &'a str) -> Result<Uri<
         params: Params::new(params),
         headers,
         opaque: "",
-    })
+    }))
 }
 
 /// Dotted IPv4 text as `core::net::Ipv4Addr`'s parser reads it (four decimal octets up to
 /// 255, no leading zeros), without its general machinery: proxies compare the host of every
 /// Via and Route with their own addresses.
 fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
-    let (mut octets, mut at) = ([0u8; 4], 0);
-    let (mut value, mut digits, mut leading_zero) = (0u16, 0, false);
-    for &c in s.as_bytes() {
-        match c {
-            b'0'..=b'9' => {
-                if digits == 3 || leading_zero {
-                    return None;
-                }
-                leading_zero = digits == 0 && c == b'0';
-                value = value * 10 + u16::from(c - b'0');
-                digits += 1;
+    let b = s.as_bytes();
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
             }
-            b'.' if digits > 0 && at < 3 => {
-                octets[at] = u8::try_from(value).ok()?;
-                (at, value, digits, leading_zero) = (at + 1, 0, 0, false);
-            }
-            _ => return None,
+            i += 1;
         }
+        // One to three digits; a fourth is left for the `.` test (or the end test) to refuse.
+        let start = i;
+        let mut value = 0u16;
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit() && i - start < 3) {
+            value = value * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        if i == start || (i - start > 1 && b[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(value).ok()?;
     }
-    if digits == 0 || at != 3 {
-        return None;
-    }
-    octets[3] = u8::try_from(value).ok()?;
-    Some(core::net::Ipv4Addr::from(octets))
+    (i == b.len()).then(|| core::net::Ipv4Addr::from(octets))
 }
 
 /// Four dot-separated runs of one to three digits.
+#[inline]
 pub(crate) fn is_ipv4(b: &[u8]) -> bool {
     let mut dots = 0;
     let mut run = 0;
@@ -617,6 +793,7 @@ pub(crate) fn is_ipv4(b: &[u8]) -> bool {
 }
 
 /// A port: 1 to 5 digits fitting in u16.
+#[inline]
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
     if p.is_empty() || p.len() > 5 {
         return None;
@@ -739,6 +916,30 @@ mod tests {
     }
 
     #[test]
+    fn parts_read_back_as_written() {
+        let u =
+            Uri::parse("sips:al%41ce:pw@[2001:db8::1]:5061;lr;transport=tls?subject=x").unwrap();
+        assert_eq!(
+            format!("{u:?}"),
+            r#"Uri { raw: "sips:al%41ce:pw@[2001:db8::1]:5061;lr;transport=tls?subject=x", scheme: Sips, user: Some("al%41ce"), password: Some("pw"), host: Some(Ipv6("2001:db8::1")), host_raw: "[2001:db8::1]", port: Some(5061), params: Params { raw: ";lr;transport=tls" }, headers: Some("subject=x"), opaque: "" }"#
+        );
+        let u = Uri::parse("sip:u:@h?").unwrap();
+        assert_eq!((u.password(), u.headers()), (Some(""), Some("")));
+        let u = Uri::parse("sip:h").unwrap();
+        assert_eq!((u.user(), u.password(), u.headers()), (None, None, None));
+        assert_eq!(u.host(), Some(Host::Domain("h")));
+        let u = Uri::parse("X-Foo.1:opaque;a=b").unwrap();
+        assert_eq!(u.scheme(), Scheme::Other("X-Foo.1"));
+        assert_eq!(
+            (u.opaque(), u.params().as_str(), u.host()),
+            ("opaque", ";a=b", None)
+        );
+        let u = Uri::parse("urn:service:sos.fire").unwrap();
+        assert!(u.is_sos());
+        assert_eq!(u.params().as_str(), "");
+    }
+
+    #[test]
     fn ipv4_reads_as_std_does() {
         let samples = [
             "1.2.3.4",
@@ -760,6 +961,17 @@ mod tests {
             "100.200.250.255",
             "00.0.0.0",
             "1.02.3.4",
+            "1.2.3.4 ",
+            "1.2.3.4.",
+            "1.2.3.1234",
+            "1234.1.1.1",
+            "1.2.3.-4",
+            "1.2.+3.4",
+            "0.00.0.0",
+            "1.2.3.4\u{e9}",
+            "12.34.56.78",
+            "255.255.255.256",
+            "0000.1.1.1",
         ];
         for s in samples {
             assert_eq!(ipv4(s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
@@ -786,6 +998,14 @@ mod tests {
             "sip:alice@host;p=%41",
             "sip:host:",
             "sip:host:99999",
+            "sip:host:65535",
+            "sip:host:65536",
+            "sip:host:05060",
+            "sip:host:000001",
+            "sip:host:0",
+            "SIPS:u@h:1;lr",
+            "sip:u@10.0.0.1:5060;lr;rt=AbC-_09.x~y",
+            "sip:u@10.0.0.256",
             "sip:host:5060:1",
             "sip:@host",
             "sip:user@",

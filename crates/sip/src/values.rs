@@ -19,8 +19,16 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     /// Parses a CSeq value (LWS, folding included, may separate the two parts).
     pub fn parse(text: &'a str) -> Result<CSeq<'a>, Error> {
-        let bad = |why| Error::BadHeader { name: "CSeq", why };
         let t = trim(text);
+        match plain_cseq(t) {
+            Some(cseq) => Ok(cseq),
+            None => CSeq::parse_general(t),
+        }
+    }
+
+    /// The general reading of a trimmed CSeq value.
+    fn parse_general(t: &'a str) -> Result<CSeq<'a>, Error> {
+        let bad = |why| Error::BadHeader { name: "CSeq", why };
         let split = t.bytes().position(is_ws).ok_or(bad("missing method"))?;
         let seq = parse_u32(&t[..split]).ok_or(bad("sequence number is not a 32-bit number"))?;
         let method = trim(&t[split..]);
@@ -32,6 +40,30 @@ impl<'a> CSeq<'a> {
             method: Method::from_token(method),
         })
     }
+}
+
+/// A trimmed CSeq value written the usual way, `digits SP method`, read in one pass: at most
+/// ten digits (the value checked against u32), one space, a token. `None` for anything else,
+/// which [`CSeq::parse_general`] reads (the two agree where this one answers).
+fn plain_cseq(t: &str) -> Option<CSeq<'_>> {
+    let b = t.as_bytes();
+    let (mut i, mut n) = (0, 0u64);
+    while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit() && i < 10) {
+        n = n * 10 + u64::from(c - b'0');
+        i += 1;
+    }
+    if i == 0 || b.get(i) != Some(&b' ') {
+        return None;
+    }
+    let seq = u32::try_from(n).ok()?;
+    let method = t.get(i + 1..)?;
+    if !is_token_str(method) {
+        return None;
+    }
+    Some(CSeq {
+        seq,
+        method: Method::from_token(method),
+    })
 }
 
 /// `Retry-After: 120 (comment);duration=3600`.
@@ -175,5 +207,45 @@ mod list_tests {
         assert_eq!(items, vec!["a", "\"x\\\",y\"", "<b,c>"]);
         assert_eq!(list_items("<sip:a,b@c>, \"x,y\" <sip:d@e>").count(), 2);
         assert_eq!(list_items("").count(), 0);
+    }
+}
+
+#[cfg(test)]
+mod cseq_tests {
+    use super::{plain_cseq, CSeq};
+    use crate::scan::trim;
+
+    #[test]
+    fn the_plain_cseq_reads_as_the_general_one() {
+        for text in [
+            "1 INVITE",
+            "4711 ACK",
+            "0 BYE",
+            "00001 OPTIONS",
+            "4294967295 INVITE",
+            "4294967296 INVITE",
+            "9999999999 INVITE",
+            "0000000000001 INVITE",
+            "12345678901 INVITE",
+            "1  INVITE",
+            "1\tINVITE",
+            "1\r\n INVITE",
+            "1 INVITE x",
+            "1 INV<ITE",
+            "1 invite",
+            "1 ",
+            "1",
+            " 7 CANCEL ",
+            "-1 INVITE",
+            "1a INVITE",
+            "1 \u{e9}",
+        ] {
+            let t = trim(text);
+            let general = CSeq::parse_general(t);
+            if let Some(plain) = plain_cseq(t) {
+                assert_eq!(Ok(plain), general, "{text:?}");
+            }
+            assert_eq!(CSeq::parse(text), general, "{text:?}");
+        }
     }
 }

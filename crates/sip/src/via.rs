@@ -177,15 +177,17 @@ impl<'a> Via<'a> {
         let (mut branch, mut received, mut rport) = (None, None, Rport::Absent);
         params
             .check(|name, value| {
-                if name.eq_ignore_ascii_case("branch") {
-                    branch = branch.or(value);
-                } else if name.eq_ignore_ascii_case("received") {
-                    received = received.or(value);
-                } else if name.eq_ignore_ascii_case("rport") && rport == Rport::Absent {
-                    rport = match value {
-                        None => Rport::Requested,
-                        Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Port),
-                    };
+                // The length picks the one name to compare with.
+                match name.len() {
+                    6 if name.eq_ignore_ascii_case("branch") => branch = branch.or(value),
+                    8 if name.eq_ignore_ascii_case("received") => received = received.or(value),
+                    5 if name.eq_ignore_ascii_case("rport") && rport == Rport::Absent => {
+                        rport = match value {
+                            None => Rport::Requested,
+                            Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Port),
+                        };
+                    }
+                    _ => {}
                 }
             })
             .map_err(bad)?;
@@ -305,7 +307,8 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
     let transport = raw.get(8..i)?;
     let host_start = i + 1;
     let mut i = host_start;
-    while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'-' || b[i] == b'.') {
+    // The HOST class is exactly alphanumerics, `-` and `.`: one table lookup a byte.
+    while i < b.len() && crate::scan::is(b[i], crate::scan::HOST) {
         i += 1;
     }
     if i == host_start {
