@@ -168,12 +168,39 @@ struct ServerKey {
 #[derive(Debug, Clone)]
 enum Targets {
     /// The upstream list, skipping those already tried for this request.
-    /// Shared: a `Forward` is cloned for every attempt and response, the list only grows at
-    /// an attempt.
-    /// `None` before the first attempt (nothing to hold yet).
-    Upstreams { tried: Option<Arc<[UpstreamId]>> },
+    Upstreams { tried: Tried },
     /// One fixed next hop (a registered contact, an in-dialog peer).
     Fixed(Flow),
+}
+
+/// The upstreams an out-of-dialog request has tried, in order.
+#[derive(Debug, Clone)]
+enum Tried {
+    /// Before the first attempt.
+    None,
+    /// After the first attempt (most requests make only one): nothing to allocate.
+    One(UpstreamId),
+    /// After a failover. Shared: a `Forward` is cloned for every attempt and response, the
+    /// list only grows at an attempt.
+    Many(Arc<[UpstreamId]>),
+}
+
+impl Tried {
+    fn as_slice(&self) -> &[UpstreamId] {
+        match self {
+            Tried::None => &[],
+            Tried::One(uid) => std::slice::from_ref(uid),
+            Tried::Many(list) => list,
+        }
+    }
+
+    /// These and `uid` after them.
+    fn with(&self, uid: UpstreamId) -> Tried {
+        match self {
+            Tried::None => Tried::One(uid),
+            other => Tried::Many(other.as_slice().iter().copied().chain([uid]).collect()),
+        }
+    }
 }
 
 /// What the proxy remembers about a REGISTER it forwarded, to cache the core's answer.
@@ -1026,21 +1053,22 @@ impl Proxy {
     }
 
     /// Writes our Record-Route URI for a listener into `uri` (cleared first), with the
-    /// dialog's signed token when there is one. `None` for an unknown listener.
+    /// dialog's token signed for its Call-ID and caller tag when there is one. `None` for an
+    /// unknown listener.
     fn write_own_rr_uri(
         &self,
         uri: &mut String,
         id: ListenerId,
-        token: Option<&str>,
+        token: Option<(&crate::border::RouteToken, &str, &str)>,
     ) -> Option<()> {
         let head = &self.listener_texts.get(usize::from(id.0))?.record_route;
         uri.clear();
         uri.push_str(head);
-        if let Some(token) = token {
+        if let Some((token, call_id, caller_tag)) = token {
             uri.push(';');
             uri.push_str(crate::border::TOKEN_PARAM);
             uri.push('=');
-            uri.push_str(token);
+            token.sign_into(&self.signer, call_id, caller_tag, uri);
         }
         uri.push('>');
         Some(())

@@ -202,7 +202,9 @@ impl Proxy {
                 let forward = Forward {
                     retarget,
                     method: "REGISTER".into(),
-                    targets: Targets::Upstreams { tried: None },
+                    targets: Targets::Upstreams {
+                        tried: super::Tried::None,
+                    },
                     client: None,
                     provisional_seen: false,
                     cancelled: false,

@@ -367,7 +367,9 @@ impl Proxy {
 
         let mut retarget = None;
         let targets = match realm {
-            Realm::Access => Targets::Upstreams { tried: None },
+            Realm::Access => Targets::Upstreams {
+                tried: super::Tried::None,
+            },
             Realm::Core => {
                 let found = match self.registrations.by_contact(request_uri) {
                     Some(b) => Some((b.flow, b.contact.clone())),
@@ -1027,15 +1029,10 @@ impl Proxy {
         }
         let priority = forward.priority;
         match &mut forward.targets {
-            Targets::Upstreams { tried } => match self
-                .upstreams
-                .select(now, tried.as_deref().unwrap_or_default())
-            {
+            Targets::Upstreams { tried } => match self.upstreams.select(now, tried.as_slice()) {
                 Ok(uid) => {
-                    let before = tried.as_deref().unwrap_or_default();
-                    let now_tried: Arc<[_]> = before.iter().copied().chain([uid]).collect();
-                    let failover = !before.is_empty();
-                    *tried = Some(now_tried);
+                    let failover = !tried.as_slice().is_empty();
+                    *tried = tried.with(uid);
                     if failover {
                         self.stats.upstream_failovers += 1;
                     }
@@ -1120,16 +1117,17 @@ impl Proxy {
             };
             let (mut outgoing, mut incoming) = (None, None);
             if forward.record_route {
-                let token = match (m.call_id(), m.from_tag()) {
-                    (Some(call_id), Some(caller_tag)) => {
-                        self.route_token(source, dest, call_id, caller_tag)
+                let token = self.route_token(source, dest);
+                let signed = match (&token, m.call_id(), m.from_tag()) {
+                    (Some(token), Some(call_id), Some(caller_tag)) => {
+                        Some((token, call_id, caller_tag))
                     }
                     _ => None,
                 };
                 // One entry carries the token: every in-dialog request has both entries in
                 // its Route, and each byte of it travels in every message of the dialog.
                 outgoing = self
-                    .write_own_rr_uri(&mut outgoing_text, dest.listener, token.as_deref())
+                    .write_own_rr_uri(&mut outgoing_text, dest.listener, signed)
                     .map(|()| outgoing_text.as_str());
                 if changes_side {
                     incoming = self
@@ -1190,14 +1188,9 @@ impl Proxy {
         }
     }
 
-    /// The signed token for our Record-Route entries of a dialog from `caller` to `callee`.
-    fn route_token(
-        &self,
-        caller: Flow,
-        callee: Flow,
-        call_id: &str,
-        caller_tag: &str,
-    ) -> Option<String> {
+    /// The token for our Record-Route entries of a dialog from `caller` to `callee` (signed
+    /// for its Call-ID and caller tag as it is written).
+    fn route_token(&self, caller: Flow, callee: Flow) -> Option<crate::border::RouteToken> {
         let caller_realm = self.realm_of(caller.listener)?;
         let party = |f: Flow| crate::border::TokenParty {
             addr: f.remote,
@@ -1207,12 +1200,11 @@ impl Proxy {
             Realm::Access => (party(caller), party(callee)),
             Realm::Core => (party(callee), party(caller)),
         };
-        let token = crate::border::RouteToken {
+        Some(crate::border::RouteToken {
             caller_realm,
             access,
             core,
-        };
-        Some(token.sign(&self.signer, call_id, caller_tag))
+        })
     }
 
     /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE: `dialog`

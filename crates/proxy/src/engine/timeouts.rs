@@ -60,9 +60,10 @@ impl Proxy {
                     return;
                 };
                 let action = entry.tx.on_timer(timer, now);
-                let (purpose, dest, request) = (entry.purpose, entry.dest, entry.request.clone());
+                let (purpose, dest) = (entry.purpose, entry.dest);
                 match action {
                     ClientAction::Retransmit => {
+                        let request = entry.request.clone();
                         self.sync_client_timers(id);
                         self.stats.retransmissions += 1;
                         self.send(dest, request);
@@ -74,14 +75,16 @@ impl Proxy {
                             }
                             ClientPurpose::Probe(uid) => self.probe_done(uid, ProbeResult::Timeout),
                             ClientPurpose::Own => {
-                                let aor = Message::stored(&request)
-                                    .ok()
-                                    .and_then(|r| r.to().map(|t| t.uri().aor_key()))
-                                    .unwrap_or_default();
-                                let method = self
+                                let (aor, method) = self
                                     .clients
                                     .get(&id)
-                                    .map(|e| e.method.clone())
+                                    .map(|e| {
+                                        let aor = Message::stored(&e.request)
+                                            .ok()
+                                            .and_then(|r| r.to().map(|t| t.uri().aor_key()))
+                                            .unwrap_or_default();
+                                        (aor, e.method.clone())
+                                    })
                                     .unwrap_or_default();
                                 self.own_request_done(method.into_owned(), aor, None);
                             }
