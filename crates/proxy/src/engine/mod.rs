@@ -406,7 +406,18 @@ pub struct Proxy {
     scratch: Scratch,
     /// The route key, keyed once.
     signer: Signer,
+    /// Message buffers to write into: given back by the shell ([`Proxy::recycle`]) once a
+    /// transmit is sent, and by transactions when they end. Written messages and the copies
+    /// transactions keep come from here, so a box in its stride allocates none for them.
+    buffers: Vec<Vec<u8>>,
 }
+
+/// How many buffers [`Proxy::recycle`] keeps: a few per message of a burst; beyond that they
+/// are freed.
+const BUFFERS_KEPT: usize = 256;
+
+/// A buffer that grew past this (a large message) is freed rather than kept.
+const BUFFER_KEPT_SIZE: usize = 16 * 1024;
 
 /// Whether a datagram or framed message is a response (starts with the SIP version), read
 /// before parsing so a flood of requests is counted against its source's budget cheaply.
@@ -441,6 +452,7 @@ impl Proxy {
             budget: SourceBudget::new(config.limits.per_source_rps),
             scratch: Scratch::default(),
             signer: Signer::new(&config.keys.route),
+            buffers: Vec::new(),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
             listener_texts: config.listeners.iter().map(ListenerTexts::of).collect(),
@@ -686,6 +698,30 @@ impl Proxy {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// Gives back the buffer of a sent [`Transmit`] (its `bytes`): the proxy writes a later
+    /// message into it instead of allocating. Optional; a shell that drops its transmits
+    /// costs an allocation per message.
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        if self.buffers.len() < BUFFERS_KEPT && bytes.capacity() <= BUFFER_KEPT_SIZE {
+            self.buffers.push(bytes);
+        }
+    }
+
+    /// An empty buffer with room for `room` bytes: a recycled one when there is one.
+    fn buffer(&mut self, room: usize) -> Vec<u8> {
+        let mut buffer = self.buffers.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve(room);
+        buffer
+    }
+
+    /// A copy of `bytes` in a [`Proxy::buffer`].
+    fn copy_of(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut copy = self.buffer(bytes.len());
+        copy.extend_from_slice(bytes);
+        copy
     }
 
     /// The next connection or association to end gracefully.
@@ -1257,7 +1293,12 @@ impl Proxy {
                 found.remove();
             }
         }
-        self.servers.remove(&id);
+        if let Some(entry) = self.servers.remove(&id) {
+            self.recycle(entry.request);
+            if let Some(last) = entry.last_response {
+                self.recycle(last);
+            }
+        }
         self.timers.cancel(TimerKey::Server(id));
         self.timers.cancel(TimerKey::TimerC(id));
     }
@@ -1271,7 +1312,9 @@ impl Proxy {
                 found.remove();
             }
         }
-        self.clients.remove(&id);
+        if let Some(entry) = self.clients.remove(&id) {
+            self.recycle(entry.request);
+        }
         self.timers.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
@@ -1299,7 +1342,8 @@ impl Proxy {
             self.config.timers,
             self.now,
         );
-        self.send(dest, bytes.clone());
+        let kept = self.copy_of(&bytes);
+        self.send(dest, bytes);
         let hash = self.index_hasher.hash_one(ClientKeyRef(&branch, &method));
         // An earlier transaction with this branch and method is no longer found by them.
         let clients = &self.clients;
@@ -1316,7 +1360,7 @@ impl Proxy {
                 tx,
                 branch,
                 method,
-                request: bytes,
+                request: kept,
                 dest,
                 purpose,
             },

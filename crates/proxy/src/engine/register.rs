@@ -331,6 +331,7 @@ impl Proxy {
             Some(&retarget),
             &OwnLines::default(),
             &mut String::new(),
+            Vec::new(),
         )?;
         let mut draft = Message::stored(&bytes).ok()?.to_draft();
         draft.remove("Via");

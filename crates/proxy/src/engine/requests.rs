@@ -466,11 +466,20 @@ impl Proxy {
             return;
         };
         if entry.tx.on_retransmission() == ServerAction::ResendLast {
-            if let Some(last) = entry.last_response.clone() {
-                let to = entry.source;
-                self.stats.retransmissions += 1;
-                self.send(to, last);
+            let to = entry.source;
+            let Some(last) = self
+                .servers
+                .get_mut(&sid)
+                .and_then(|e| e.last_response.take())
+            else {
+                return;
+            };
+            let resent = self.copy_of(&last);
+            if let Some(entry) = self.servers.get_mut(&sid) {
+                entry.last_response = Some(last);
             }
+            self.stats.retransmissions += 1;
+            self.send(to, resent);
         }
     }
 
@@ -528,13 +537,14 @@ impl Proxy {
             TxClass::NonInvite
         };
         let tx = ServerTransaction::new(class, from.transport.is_reliable(), self.config.timers);
+        let request = self.copy_of(bytes);
         self.servers.insert(
             id,
             ServerEntry {
                 tx,
                 key,
                 source: from,
-                request: bytes.to_vec(),
+                request,
                 last_response: None,
                 to_tag: None,
                 forward,
@@ -556,7 +566,8 @@ impl Proxy {
         extra: &[(&str, String)],
     ) {
         let tag = self.stateless_tag_for(m);
-        let bytes = msg::response_to(m, code, Some(&tag), extra);
+        let out = self.buffer(msg::response_room(m, extra));
+        let bytes = msg::response_into(m, code, Some(&tag), extra, out);
         let vias: usize = m
             .sip
             .headers_of(sip::HeaderName::Via)
@@ -601,13 +612,18 @@ impl Proxy {
     /// Sends a response of our own on server transaction `sid`.
     pub(super) fn respond(&mut self, sid: TxId, code: u16, extra: &[(&str, String)]) {
         self.own_to_tag(sid, code);
+        let out = match self.servers.get(&sid) {
+            Some(entry) => entry.request.len() + 64,
+            None => return,
+        };
+        let out = self.buffer(out);
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
         let Ok(request) = Message::stored(&entry.request) else {
             return;
         };
-        let bytes = msg::response_to(&request, code, entry.to_tag.as_deref(), extra);
+        let bytes = msg::response_into(&request, code, entry.to_tag.as_deref(), extra, out);
         self.send_on_server(sid, code, bytes);
     }
 
@@ -632,10 +648,11 @@ impl Proxy {
         extra: &[(&str, String)],
     ) {
         self.own_to_tag(sid, code);
+        let out = self.buffer(msg::response_room(request, extra));
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
-        let bytes = msg::response_to(request, code, entry.to_tag.as_deref(), extra);
+        let bytes = msg::response_into(request, code, entry.to_tag.as_deref(), extra, out);
         self.send_on_server(sid, code, bytes);
     }
 
@@ -651,8 +668,17 @@ impl Proxy {
         let terminated = entry.tx.state() == ServerState::Terminated;
         if !terminated {
             // Kept for retransmissions; a terminated transaction is removed below.
-            entry.last_response = Some(bytes.clone());
+            let copy = self.copy_of(&bytes);
+            let Some(entry) = self.servers.get_mut(&sid) else {
+                return;
+            };
+            if let Some(earlier) = entry.last_response.replace(copy) {
+                self.recycle(earlier);
+            }
         }
+        let Some(entry) = self.servers.get_mut(&sid) else {
+            return;
+        };
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
         let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
@@ -711,6 +737,7 @@ impl Proxy {
         retarget: Option<&Retarget>,
         own: &OwnLines<'_>,
         received: &mut String,
+        mut out: Vec<u8>,
     ) -> Option<Vec<u8>> {
         let msg = &m.sip;
         let top_via = m.top_via();
@@ -766,7 +793,7 @@ impl Proxy {
             // A stream on the other side needs one.
             editor.set_body(None, msg.body());
         }
-        let mut out = Vec::with_capacity(msg.as_bytes().len() + OWN_LINES_ROOM);
+        out.reserve(msg.as_bytes().len() + OWN_LINES_ROOM);
         editor.write(&mut out).ok()?;
         Some(out)
     }
@@ -878,8 +905,10 @@ impl Proxy {
                     via: Some(&scratch.via),
                     record_route: [None, None],
                 };
-                let bytes = written
-                    .and_then(|()| self.forward_bytes(m, from, None, &own, &mut scratch.received));
+                let out = self.buffer(m.sip.as_bytes().len() + OWN_LINES_ROOM);
+                let bytes = written.and_then(|()| {
+                    self.forward_bytes(m, from, None, &own, &mut scratch.received, out)
+                });
                 scratch.record_route[0] = branch;
                 self.scratch = scratch;
                 if let Some(bytes) = bytes {
@@ -1105,6 +1134,13 @@ impl Proxy {
         let starts_dialog =
             forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
+        let out = match live {
+            Some(m) => self.buffer(m.sip.as_bytes().len() + OWN_LINES_ROOM),
+            None => {
+                let room = self.servers.get(&sid).map_or(0, |e| e.request.len());
+                self.buffer(room + OWN_LINES_ROOM)
+            }
+        };
         // The request as received: the caller's, or the transaction's copy read again.
         let forwarded = self.servers.get(&sid).and_then(|entry| {
             let stored;
@@ -1145,6 +1181,7 @@ impl Proxy {
                 forward.retarget.as_deref(),
                 &own,
                 &mut scratch.received,
+                out,
             )?;
             let dialog = starts_dialog
                 .then(|| new_dialog(m, caller_realm, source, dest, forward.priority))

@@ -280,7 +280,8 @@ impl Proxy {
     /// Relays a response on server transaction `sid` as received minus its top Via
     /// (RFC 3261 §16.7).
     fn relay_message(&mut self, sid: TxId, m: &Message<'_>, code: u16) {
-        if let Some(out) = without_top_via(m) {
+        let out = self.buffer(m.sip.as_bytes().len() + 24);
+        if let Some(out) = without_top_via(m, out) {
             self.count_relayed(code);
             self.send_on_server(sid, code, out);
         }
@@ -366,7 +367,8 @@ impl Proxy {
             self.confirm_dialog(&id, m);
             self.after_change();
         }
-        if let Some(out) = without_top_via(m) {
+        let out = self.buffer(m.sip.as_bytes().len() + 24);
+        if let Some(out) = without_top_via(m, out) {
             self.count_relayed(code);
             self.send(dest, out);
         }
@@ -402,13 +404,12 @@ impl Proxy {
 /// A response as it is relayed: its top Via (ours) removed, every other byte copied as it came
 /// rather than rebuilt; Content-Length added when it had none (a stream on the other side
 /// needs it). `None` when it has no Via to remove.
-fn without_top_via(m: &Message<'_>) -> Option<Vec<u8>> {
+fn without_top_via(m: &Message<'_>, mut out: Vec<u8>) -> Option<Vec<u8>> {
     let mut editor = sip::Editor::new(&m.sip);
     editor.pop_first(sip::HeaderName::Via)?;
     if m.sip.content_length().is_none() {
         editor.set_body(None, m.sip.body());
     }
-    let mut out = Vec::with_capacity(m.sip.as_bytes().len() + 24);
     editor.write(&mut out).ok()?;
     Some(out)
 }

@@ -41,9 +41,14 @@ impl Proxy {
                 };
                 match entry.tx.on_timer(timer, now) {
                     ServerAction::ResendLast => {
-                        let (to, last) = (entry.source, entry.last_response.clone());
+                        let to = entry.source;
+                        let last = entry.last_response.take();
+                        let resent = last.as_deref().map(|last| self.copy_of(last));
+                        if let Some(entry) = self.servers.get_mut(&id) {
+                            entry.last_response = last;
+                        }
                         self.sync_server_timers(id);
-                        if let Some(last) = last {
+                        if let Some(last) = resent {
                             self.stats.retransmissions += 1;
                             self.send(to, last);
                         }
@@ -63,7 +68,12 @@ impl Proxy {
                 let (purpose, dest) = (entry.purpose, entry.dest);
                 match action {
                     ClientAction::Retransmit => {
-                        let request = entry.request.clone();
+                        let request = std::mem::take(&mut entry.request);
+                        let resent = self.copy_of(&request);
+                        if let Some(entry) = self.clients.get_mut(&id) {
+                            entry.request = request;
+                        }
+                        let request = resent;
                         self.sync_client_timers(id);
                         self.stats.retransmissions += 1;
                         self.send(dest, request);
