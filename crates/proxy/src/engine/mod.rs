@@ -271,7 +271,8 @@ struct Forward {
     /// caller tag signed into our entry (read from the request at each attempt).
     record_route: bool,
     incoming: ListenerId,
-    dialog: Option<Arc<DialogId>>,
+    /// The session it belongs to (its texts shared with the table's entry).
+    dialog: Option<DialogId>,
     priority: bool,
     register: Option<Arc<RegisterCtx>>,
     done: bool,
@@ -778,10 +779,10 @@ impl Proxy {
             .iter()
             .chain(self.peer_dialogs.iter())
             .map(|(d, started)| CallInfo {
-                call_id: d.id.call_id.clone(),
+                call_id: d.id.call_id.to_string(),
                 state: d.state,
-                caller: d.caller.uri.clone(),
-                callee: d.callee.uri.clone(),
+                caller: d.caller.uri.to_string(),
+                callee: d.callee.uri.to_string(),
                 caller_addr: d.caller.flow.remote,
                 callee_addr: d.callee.flow.remote,
                 priority: d.priority,

@@ -6,7 +6,7 @@
 //! dialog's other party for in-dialog ones); and how it is edited on the way (Max-Forwards,
 //! our Route entries removed, Record-Route, received/rport, our Via).
 
-use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side};
+use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side, Text};
 use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
 use crate::events::Event;
 use crate::msg::{self, aor_of, Message};
@@ -926,7 +926,7 @@ impl Proxy {
                     cancelled: false,
                     record_route: false,
                     incoming: from.listener,
-                    dialog: found.and_then(|(id, _, _)| id).map(Arc::new),
+                    dialog: found.and_then(|(id, _, _)| id),
                     priority: false,
                     register: None,
                     done: false,
@@ -979,13 +979,13 @@ impl Proxy {
             flow_of(self, caller_realm)?,
             flow_of(self, opposite(caller_realm))?,
         );
-        let contact = m.first_contact_uri().map(str::to_owned);
+        let contact = m.first_contact_uri().map(Text::from);
         let cseq = m.cseq().unwrap_or_default();
         let party = |realm: Realm, flow: Flow, uri: &str, tag: &str, sender: bool| Party {
             realm,
             flow,
-            uri: uri.to_owned(),
-            tag: Some(tag.to_owned()),
+            uri: uri.into(),
+            tag: Some(tag.into()),
             contact: if sender { contact.clone() } else { None },
             cseq: if sender { cseq } else { 0 },
             route: Vec::new(),
@@ -1008,8 +1008,8 @@ impl Proxy {
             ),
         };
         let id = DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: caller.tag.clone().unwrap_or_default(),
+            call_id: call_id.into(),
+            caller_tag: caller.tag.clone().unwrap_or_else(|| "".into()),
             caller_realm,
         };
         if self.dialogs.len() >= self.config.limits.max_dialogs {
@@ -1267,7 +1267,7 @@ impl Proxy {
             priority: forward.priority,
         });
         if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
-            f.dialog = Some(Arc::new(id));
+            f.dialog = Some(id);
         }
     }
 }
@@ -1283,27 +1283,28 @@ fn new_dialog(
     let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
         return None;
     };
-    let caller_tag = from.tag()?;
+    // The caller's tag is one copy, the session's id and its caller's.
+    let caller_tag = Text::from(from.tag()?);
     Some(Dialog {
         id: DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: caller_tag.to_owned(),
+            call_id: call_id.into(),
+            caller_tag: caller_tag.clone(),
             caller_realm,
         },
         state: DialogState::Early,
         caller: Party {
             realm: caller_realm,
             flow: source,
-            uri: from.uri().as_str().to_owned(),
-            tag: Some(caller_tag.to_owned()),
-            contact: m.first_contact_uri().map(str::to_owned),
+            uri: from.uri().as_str().into(),
+            tag: Some(caller_tag),
+            contact: m.first_contact_uri().map(Text::from),
             cseq: m.cseq().unwrap_or_default(),
             route: m.record_routes().map(|r| r.raw().to_owned()).collect(),
         },
         callee: Party {
             realm: opposite(caller_realm),
             flow: dest,
-            uri: to.uri().as_str().to_owned(),
+            uri: to.uri().as_str().into(),
             tag: None,
             contact: None,
             cseq: 0,

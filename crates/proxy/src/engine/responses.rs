@@ -1,7 +1,7 @@
 //! Responses: matching to client transactions, relaying upstream along the Via path, and the
 //! upstream failover rules of SPEC §3 (503 with or without Retry-After).
 
-use crate::dialogs::DialogState;
+use crate::dialogs::{DialogState, Text};
 use crate::events::{CallEndCause, Event};
 use crate::msg::{self, Message};
 use crate::transaction::ClientAction;
@@ -218,10 +218,10 @@ impl Proxy {
                 return;
             }
             if let (Some(id), Some(tag)) = (&forward.dialog, m.to_tag()) {
-                let tag = tag.to_owned();
                 if let Some(change) = self.dialogs.update(id, |d| {
-                    if d.state == DialogState::Early {
-                        d.callee.tag = Some(tag);
+                    // A copy only for a new tag (not at every provisional of the same one).
+                    if d.state == DialogState::Early && d.callee.tag.as_deref() != Some(tag) {
+                        d.callee.tag = Some(tag.into());
                     }
                 }) {
                     self.emit_dialog(change);
@@ -309,8 +309,7 @@ impl Proxy {
 
     /// A 2xx to an INVITE confirms the session: the callee's tag, contact and route set.
     fn confirm_dialog(&mut self, id: &crate::dialogs::DialogId, m: &Message<'_>) {
-        let tag = m.to_tag().map(str::to_owned);
-        let contact = m.first_contact_uri().map(str::to_owned);
+        let (tag, contact) = (m.to_tag(), m.first_contact_uri());
         // Record-Route entries above our own are the callee side's proxies; nearest first.
         let mut callee_route: Vec<String> = m
             .record_routes()
@@ -324,10 +323,13 @@ impl Proxy {
             .is_some_and(|d| d.state == DialogState::Early);
         if let Some(change) = self.dialogs.update(id, |d| {
             d.state = DialogState::Confirmed;
-            if tag.is_some() {
-                d.callee.tag = tag;
+            // A copy only of what changed: the tag usually came with a provisional.
+            if let Some(tag) = tag.filter(|t| d.callee.tag.as_deref() != Some(*t)) {
+                d.callee.tag = Some(tag.into());
             }
-            d.callee.contact = contact;
+            if d.callee.contact.as_deref() != contact {
+                d.callee.contact = contact.map(Text::from);
+            }
             d.callee.route = callee_route;
         }) {
             self.emit_dialog(change);
