@@ -68,19 +68,34 @@ impl Ids {
     pub(crate) fn push_token(&mut self, out: &mut String) {
         push_hex(out, self.rng.next_u64(), 16);
     }
+
+    /// The next 64 random bits (what a token shows in hex).
+    pub(crate) fn next(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
 }
 
 /// Appends `n` in lower-case hex, zero-padded to at least `width` digits (what `{:0width$x}`
 /// writes, without the formatting machinery on the per-message path).
 pub(crate) fn push_hex(out: &mut String, n: u64, width: usize) {
+    let mut digits = [0u8; 16];
+    let count = write_hex(&mut digits, n, width);
+    for &d in &digits[..count] {
+        out.push(char::from(d));
+    }
+}
+
+/// Writes [`push_hex`]'s digits into `out`; returns how many.
+pub(crate) fn write_hex(out: &mut [u8; 16], n: u64, width: usize) -> usize {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = (64 - n.leading_zeros() as usize)
         .div_ceil(4)
         .max(1)
         .max(width.min(16));
-    for i in (0..digits).rev() {
-        out.push(char::from(DIGITS[((n >> (i * 4)) & 0xf) as usize]));
+    for (slot, i) in out.iter_mut().zip((0..digits).rev()) {
+        *slot = DIGITS[((n >> (i * 4)) & 0xf) as usize];
     }
+    digits
 }
 
 /// HMAC-SHA256 under the route key, keyed once: each use clones the state after the key's

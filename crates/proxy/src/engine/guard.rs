@@ -62,13 +62,7 @@ impl Proxy {
                 let to_caller = bye(&dialog, &dialog.callee, &dialog.caller, &reason_header);
                 for (draft, party) in [(to_callee, &dialog.callee), (to_caller, &dialog.caller)] {
                     if let Some(draft) = draft {
-                        let _ = self.send_own_request(
-                            draft,
-                            "BYE",
-                            party.flow,
-                            ClientPurpose::Own,
-                            None,
-                        );
+                        let _ = self.send_own_request(draft, "BYE", party.flow, ClientPurpose::Own);
                     }
                 }
             }

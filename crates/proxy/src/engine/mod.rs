@@ -63,23 +63,74 @@ enum TimerKey {
 
 /// A client transaction's index key, borrowed: its branch and method.
 #[derive(Debug, Clone, Copy, Hash)]
-struct ClientKeyRef<'a>(&'a str, &'a str);
+struct ClientKeyRef<'a>(&'a [u8], &'a str);
 
-/// A server transaction's index key, borrowed: hashes as [`ServerKey`] does (its parts in
-/// the same order, each as its `str`) and equals a key with the same parts.
-#[derive(Debug, Clone, Copy, Hash)]
+/// Room for a branch id this box writes: `z9hG4bK-`, the node tag (6), `-`, the loop hash
+/// (at most 16 hex digits), `.`, 64 random bits (16).
+const BRANCH_ROOM: usize = 48;
+
+/// A branch id this box wrote ([`Proxy::new_branch`]), kept inline: a client transaction's
+/// key, no allocation of its own.
+#[derive(Clone, Copy)]
+struct Branch {
+    bytes: [u8; BRANCH_ROOM],
+    len: usize,
+}
+
+impl Branch {
+    fn empty() -> Branch {
+        Branch {
+            bytes: [0; BRANCH_ROOM],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, text: &[u8]) {
+        // The longest branch fits (see BRANCH_ROOM); nothing is ever cut here.
+        let end = (self.len + text.len()).min(BRANCH_ROOM);
+        let n = end - self.len;
+        self.bytes[self.len..end].copy_from_slice(&text[..n]);
+        self.len = end;
+    }
+
+    /// `n` in lower-case hex, zero-padded to `width` digits ([`crate::border::push_hex`]).
+    fn push_hex(&mut self, n: u64, width: usize) {
+        let mut digits = [0u8; 16];
+        let count = crate::border::write_hex(&mut digits, n, width);
+        self.push(&digits[..count]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // Written from ASCII only.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Branch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A server transaction's index key, borrowed (from a received message, or from an entry's
+/// [`ServerKey`] and request): what the index hashes and compares.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 struct ServerKeyRef<'a> {
-    branch: &'a str,
-    sent_by: &'a str,
+    branch: &'a [u8],
+    sent_by: &'a [u8],
     method: &'a str,
 }
 
 /// The index hash of client transaction `id`'s branch and method (0 when it is gone, which
 /// does not happen: an id leaves the index before its entry leaves `clients`).
 fn client_hash(hasher: &ahash::RandomState, clients: &HashMap<TxId, ClientEntry>, id: TxId) -> u64 {
-    clients
-        .get(&id)
-        .map_or(0, |e| hasher.hash_one(ClientKeyRef(&e.branch, &e.method)))
+    clients.get(&id).map_or(0, |e| {
+        hasher.hash_one(ClientKeyRef(e.branch.as_bytes(), &e.method))
+    })
 }
 
 impl Proxy {
@@ -90,18 +141,28 @@ impl Proxy {
             .find(hash, |id| {
                 self.clients
                     .get(id)
-                    .is_some_and(|e| e.branch == key.0 && e.method == key.1)
+                    .is_some_and(|e| e.branch.as_bytes() == key.0 && e.method == key.1)
             })
             .copied()
     }
 }
 
 impl<'a> ServerKeyRef<'a> {
-    fn of(key: &'a ServerKey) -> Self {
+    /// The key of a received request: its branch and sent-by key as text.
+    fn new(branch: &'a str, sent_by: &'a str, method: &'a str) -> Self {
         ServerKeyRef {
-            branch: &key.branch,
-            sent_by: &key.sent_by,
-            method: &key.method,
+            branch: branch.as_bytes(),
+            sent_by: sent_by.as_bytes(),
+            method,
+        }
+    }
+
+    /// The key of a server entry.
+    fn of(entry: &'a ServerEntry) -> Self {
+        ServerKeyRef {
+            branch: entry.key.branch.read(&entry.request),
+            sent_by: entry.key.sent_by.read(&entry.request),
+            method: &entry.key.method,
         }
     }
 }
@@ -111,7 +172,7 @@ impl<'a> ServerKeyRef<'a> {
 fn server_hash(hasher: &ahash::RandomState, servers: &HashMap<TxId, ServerEntry>, id: TxId) -> u64 {
     servers
         .get(&id)
-        .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(&e.key)))
+        .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(e)))
 }
 
 impl Proxy {
@@ -122,7 +183,7 @@ impl Proxy {
             .find(hash, |id| {
                 self.servers
                     .get(id)
-                    .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+                    .is_some_and(|e| ServerKeyRef::of(e) == key)
             })
             .copied()
     }
@@ -133,13 +194,14 @@ impl Proxy {
         let Some(entry) = self.servers.get(&id) else {
             return;
         };
-        let key = ServerKeyRef::of(&entry.key);
+        let key = ServerKeyRef::of(entry);
         let hash = self.index_hasher.hash_one(key);
         let servers = &self.servers;
         if let Ok(earlier) = self.server_index.find_entry(hash, |other| {
-            servers
-                .get(other)
-                .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+            *other != id
+                && servers
+                    .get(other)
+                    .is_some_and(|e| ServerKeyRef::of(e) == key)
         }) {
             earlier.remove();
         }
@@ -149,19 +211,44 @@ impl Proxy {
     }
 }
 
-impl hashbrown::Equivalent<ServerKey> for ServerKeyRef<'_> {
-    fn equivalent(&self, key: &ServerKey) -> bool {
-        self.branch == key.branch && self.sent_by == key.sent_by && self.method == key.method
-    }
-}
-
-/// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE). Read with the
+/// entry's request ([`ServerKeyRef::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ServerKey {
-    branch: String,
-    sent_by: String,
+    branch: KeyText,
+    sent_by: KeyText,
     /// A known method's name is static text (see [`kept_method`]).
     method: Cow<'static, str>,
+}
+
+/// A part of a server transaction's key: where it is in the transaction's copy of its request
+/// (almost always: the branch and the sent-by as the sender wrote them), or its own text (a
+/// key made from several parts, or lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyText {
+    /// Bytes `start..end` of the request.
+    In(u32, u32),
+    Own(Box<str>),
+}
+
+impl KeyText {
+    /// `text` as a key part of `request`: its place when it lies in `request`, else a copy.
+    fn of(text: &str, request: &[u8]) -> KeyText {
+        let start = (text.as_ptr() as usize).wrapping_sub(request.as_ptr() as usize);
+        match (u32::try_from(start), u32::try_from(start + text.len())) {
+            (Ok(start), Ok(end)) if (end as usize) <= request.len() => KeyText::In(start, end),
+            _ => KeyText::Own(text.into()),
+        }
+    }
+
+    fn read<'a>(&'a self, request: &'a [u8]) -> &'a [u8] {
+        match self {
+            KeyText::In(start, end) => request
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+            KeyText::Own(text) => text.as_bytes(),
+        }
+    }
 }
 
 /// Where a forwarded request may go.
@@ -327,7 +414,7 @@ enum ClientPurpose {
 #[derive(Debug)]
 struct ClientEntry {
     tx: ClientTransaction,
-    branch: String,
+    branch: Branch,
     method: Cow<'static, str>,
     request: Vec<u8>,
     dest: Flow,
@@ -991,9 +1078,13 @@ impl Proxy {
         id
     }
 
-    fn new_branch(&mut self, loop_hash: u64) -> String {
-        let mut branch = String::with_capacity(self.branch_prefix.len() + 8 + 1 + 16);
-        self.push_new_branch(&mut branch, loop_hash);
+    /// A branch id of ours: the prefix with the node tag, the loop hash, and 64 random bits.
+    fn new_branch(&mut self, loop_hash: u64) -> Branch {
+        let mut branch = Branch::empty();
+        branch.push(self.branch_prefix.as_bytes());
+        branch.push_hex(loop_hash, 0);
+        branch.push(b".");
+        branch.push_hex(self.ids.next(), 16);
         branch
     }
 
@@ -1289,7 +1380,7 @@ impl Proxy {
 
     fn remove_server(&mut self, id: TxId) {
         if let Some(entry) = self.servers.get(&id) {
-            let hash = self.index_hasher.hash_one(ServerKeyRef::of(&entry.key));
+            let hash = self.index_hasher.hash_one(ServerKeyRef::of(entry));
             if let Ok(found) = self.server_index.find_entry(hash, |&x| x == id) {
                 found.remove();
             }
@@ -1308,7 +1399,7 @@ impl Proxy {
         if let Some(entry) = self.clients.get(&id) {
             let hash = self
                 .index_hasher
-                .hash_one(ClientKeyRef(&entry.branch, &entry.method));
+                .hash_one(ClientKeyRef(entry.branch.as_bytes(), &entry.method));
             if let Ok(found) = self.client_index.find_entry(hash, |&x| x == id) {
                 found.remove();
             }
@@ -1326,7 +1417,7 @@ impl Proxy {
     fn start_client(
         &mut self,
         method: Cow<'static, str>,
-        branch: String,
+        branch: Branch,
         bytes: Vec<u8>,
         dest: Flow,
         purpose: ClientPurpose,
@@ -1345,13 +1436,15 @@ impl Proxy {
         );
         let kept = self.copy_of(&bytes);
         self.send(dest, bytes);
-        let hash = self.index_hasher.hash_one(ClientKeyRef(&branch, &method));
+        let hash = self
+            .index_hasher
+            .hash_one(ClientKeyRef(branch.as_bytes(), &method));
         // An earlier transaction with this branch and method is no longer found by them.
         let clients = &self.clients;
         if let Ok(earlier) = self.client_index.find_entry(hash, |other| {
             clients
                 .get(other)
-                .is_some_and(|e| e.branch == branch && e.method == method)
+                .is_some_and(|e| e.branch.as_bytes() == branch.as_bytes() && e.method == method)
         }) {
             earlier.remove();
         }
@@ -1380,10 +1473,9 @@ impl Proxy {
         method: &'static str,
         dest: Flow,
         purpose: ClientPurpose,
-        branch: Option<String>,
     ) -> Option<TxId> {
-        let branch = branch.unwrap_or_else(|| self.new_branch(0));
-        let via = self.own_via(dest.listener, &branch)?;
+        let branch = self.new_branch(0);
+        let via = self.own_via(dest.listener, branch.as_str())?;
         draft.prepend("Via", via);
         let bytes = draft.to_bytes();
         Some(self.start_client(method.into(), branch, bytes, dest, purpose))

@@ -351,7 +351,7 @@ impl Proxy {
         let Some(dest) = self.flow_to(Realm::Core, cfg.transport, cfg.addr) else {
             return;
         };
-        let _ = self.send_own_request(draft, "REGISTER", dest, ClientPurpose::Own, None);
+        let _ = self.send_own_request(draft, "REGISTER", dest, ClientPurpose::Own);
     }
 }
 

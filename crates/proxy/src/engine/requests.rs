@@ -184,11 +184,7 @@ impl Proxy {
         };
         // The index does not change before a transaction is created below: one lookup, with
         // the key borrowed (an owned one is made only for a new transaction).
-        let existing = self.find_server(super::ServerKeyRef {
-            branch: &branch,
-            sent_by: &sent_by,
-            method: &key_method,
-        });
+        let existing = self.find_server(super::ServerKeyRef::new(&branch, &sent_by, &key_method));
         if let Some(sid) = existing {
             if self
                 .servers
@@ -224,16 +220,20 @@ impl Proxy {
             self.on_retransmission(sid);
             return;
         }
-        let key = ServerKey {
-            branch: branch.into_owned(),
-            sent_by: sent_by.into_owned(),
-            method: key_method,
-        };
-
         if method == Method::Cancel {
-            self.on_cancel(m, from, key);
+            self.on_cancel(
+                m,
+                from,
+                super::ServerKeyRef::new(&branch, &sent_by, "INVITE"),
+            );
             return;
         }
+        // Where the branch and sent-by are in the request (the transaction keeps a copy).
+        let key = ServerKey {
+            branch: super::KeyText::of(&branch, bytes),
+            sent_by: super::KeyText::of(&sent_by, bytes),
+            method: key_method,
+        };
 
         if self.quiesced {
             // A switchover is handing the addresses to the twin: no new transaction starts
@@ -483,11 +483,8 @@ impl Proxy {
         }
     }
 
-    fn on_cancel(&mut self, m: &Message<'_>, from: Flow, key: ServerKey) {
-        let invite_key = super::ServerKeyRef {
-            method: "INVITE",
-            ..super::ServerKeyRef::of(&key)
-        };
+    /// A CANCEL, with `invite_key` the key of the INVITE it cancels.
+    fn on_cancel(&mut self, m: &Message<'_>, from: Flow, invite_key: super::ServerKeyRef<'_>) {
         let Some(sid) = self.find_server(invite_key).filter(|sid| {
             self.servers
                 .get(sid)
@@ -1126,7 +1123,7 @@ impl Proxy {
                     != Some(dest.transport));
         let branch = self.new_branch(forward.loop_hash);
         if self
-            .write_own_via(&mut scratch.via, dest.listener, &branch)
+            .write_own_via(&mut scratch.via, dest.listener, branch.as_str())
             .is_none()
         {
             return;
@@ -1320,7 +1317,7 @@ impl Proxy {
         let Some(entry) = self.clients.get(&cid) else {
             return;
         };
-        let (branch, dest) = (entry.branch.clone(), entry.dest);
+        let (branch, dest) = (entry.branch, entry.dest);
         // The INVITE as it was sent: same request URI, top Via and Route (RFC 3261 §9.1).
         let Ok(invite) = sip::Message::parse(&entry.request) else {
             return;

@@ -27,7 +27,7 @@ impl Proxy {
         let branch = via.branch().unwrap_or_default();
         let method = super::kept_method(m.method());
         let code = m.code().unwrap_or(500);
-        let Some(cid) = self.find_client(super::ClientKeyRef(branch, &method)) else {
+        let Some(cid) = self.find_client(super::ClientKeyRef(branch.as_bytes(), &method)) else {
             self.relay_stateless(m, from);
             return;
         };

@@ -176,8 +176,7 @@ impl Proxy {
         draft.push("To", format!("<sip:{}>", cfg.addr));
         draft.push("Call-ID", call_id);
         draft.push("CSeq", "1 OPTIONS");
-        let Some(cid) =
-            self.send_own_request(draft, "OPTIONS", dest, ClientPurpose::Probe(uid), None)
+        let Some(cid) = self.send_own_request(draft, "OPTIONS", dest, ClientPurpose::Probe(uid))
         else {
             return;
         };
