@@ -13,7 +13,6 @@
 use crate::hash::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -39,9 +38,7 @@ impl hashbrown::Equivalent<DialogId> for DialogKey<'_> {
     }
 }
 
-/// A text of a session (Call-ID, tag, URI): shared, so the table, the transactions and events
-/// that name a session and its change records hold one copy of it, made once.
-pub type Text = Arc<str>;
+pub use crate::text::Text;
 
 /// Identifies a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -338,6 +338,8 @@ struct Scratch {
     via: String,
     record_route: [String; 2],
     received: String,
+    /// A new session's texts, before they go into their one shared allocation.
+    dialog_texts: String,
 }
 
 /// The proxying state of one server transaction.

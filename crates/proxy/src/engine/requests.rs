@@ -1181,7 +1181,10 @@ impl Proxy {
                 out,
             )?;
             let dialog = starts_dialog
-                .then(|| new_dialog(m, caller_realm, source, dest, forward.priority))
+                .then(|| {
+                    let texts = &mut scratch.dialog_texts;
+                    new_dialog(m, caller_realm, source, dest, forward.priority, texts)
+                })
                 .flatten();
             Some((bytes, dialog))
         });
@@ -1269,22 +1272,33 @@ impl Proxy {
     }
 }
 
-/// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`.
+/// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`: its
+/// texts are pieces of one allocation, written through `scratch`.
 fn new_dialog(
     m: &Message<'_>,
     caller_realm: Realm,
     source: Flow,
     dest: Flow,
     priority: bool,
+    scratch: &mut String,
 ) -> Option<Dialog> {
     let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
         return None;
     };
-    // The caller's tag is one copy, the session's id and its caller's.
-    let caller_tag = Text::from(from.tag()?);
+    let contact = m.first_contact_uri();
+    let [call_id, caller_tag, caller_uri, caller_contact, callee_uri] = Text::joined(
+        [
+            call_id,
+            from.tag()?,
+            from.uri().as_str(),
+            contact.unwrap_or_default(),
+            to.uri().as_str(),
+        ],
+        scratch,
+    );
     Some(Dialog {
         id: DialogId {
-            call_id: call_id.into(),
+            call_id,
             caller_tag: caller_tag.clone(),
             caller_realm,
         },
@@ -1292,16 +1306,16 @@ fn new_dialog(
         caller: Party {
             realm: caller_realm,
             flow: source,
-            uri: from.uri().as_str().into(),
+            uri: caller_uri,
             tag: Some(caller_tag),
-            contact: m.first_contact_uri().map(Text::from),
+            contact: contact.map(|_| caller_contact),
             cseq: m.cseq().unwrap_or_default(),
             route: m.record_routes().map(|r| r.raw().to_owned()).collect(),
         },
         callee: Party {
             realm: opposite(caller_realm),
             flow: dest,
-            uri: to.uri().as_str().into(),
+            uri: callee_uri,
             tag: None,
             contact: None,
             cseq: 0,
