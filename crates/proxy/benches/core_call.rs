@@ -9,9 +9,10 @@
 //!
 //! Printed per measured call: heap allocations (`alloc` and `alloc_zeroed`), reallocations,
 //! and bytes asked for (alloc sizes plus realloc new sizes), counted by the `#[global_allocator]`
-//! below only while the proxy runs (inside `common::measured_step`: handle_input or
-//! handle_timeout, then every transmit and event taken out), so the bench's own SIP writing
-//! and reading is not counted. The last line, `RESULT ...`, is read by `cargo xtask bench core`,
+//! below only while the proxy runs (inside `common::measured_step`: the buffers of the last
+//! step's transmits given back with `Proxy::recycle`, as a shell does once it has sent them,
+//! handle_input or handle_timeout, then every transmit and event taken out), so the bench's
+//! own SIP writing and reading is not counted. The last line, `RESULT ...`, is read by `cargo xtask bench core`,
 //! which also runs this binary under callgrind for instructions per call.
 //!
 //! A benchmark: it prints, it never asserts a number.

@@ -68,19 +68,34 @@ impl Ids {
     pub(crate) fn push_token(&mut self, out: &mut String) {
         push_hex(out, self.rng.next_u64(), 16);
     }
+
+    /// The next 64 random bits (what a token shows in hex).
+    pub(crate) fn next(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
 }
 
 /// Appends `n` in lower-case hex, zero-padded to at least `width` digits (what `{:0width$x}`
 /// writes, without the formatting machinery on the per-message path).
 pub(crate) fn push_hex(out: &mut String, n: u64, width: usize) {
+    let mut digits = [0u8; 16];
+    let count = write_hex(&mut digits, n, width);
+    for &d in &digits[..count] {
+        out.push(char::from(d));
+    }
+}
+
+/// Writes [`push_hex`]'s digits into `out`; returns how many.
+pub(crate) fn write_hex(out: &mut [u8; 16], n: u64, width: usize) -> usize {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let digits = (64 - n.leading_zeros() as usize)
         .div_ceil(4)
         .max(1)
         .max(width.min(16));
-    for i in (0..digits).rev() {
-        out.push(char::from(DIGITS[((n >> (i * 4)) & 0xf) as usize]));
+    for (slot, i) in out.iter_mut().zip((0..digits).rev()) {
+        *slot = DIGITS[((n >> (i * 4)) & 0xf) as usize];
     }
+    digits
 }
 
 /// HMAC-SHA256 under the route key, keyed once: each use clones the state after the key's
@@ -114,10 +129,8 @@ impl Signer {
     }
 }
 
-/// Unpadded URL-safe base64: all of it is allowed in a URI parameter unescaped.
-fn encode(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+// Unpadded URL-safe base64 (`URL_SAFE_NO_PAD`): all of it is allowed in a URI parameter
+// unescaped.
 
 fn decode(s: &str) -> Option<Vec<u8>> {
     if s.len() > 200 {
@@ -181,21 +194,6 @@ fn transport_byte(t: Transport) -> u8 {
     }
 }
 
-fn push_party(out: &mut Vec<u8>, p: &TokenParty) {
-    out.push(transport_byte(p.transport));
-    match p.addr.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&p.addr.port().to_be_bytes());
-}
-
 fn read_party(b: &[u8]) -> Option<(TokenParty, &[u8])> {
     let (&t, rest) = b.split_first()?;
     let transport = match t {
@@ -226,11 +224,51 @@ fn read_party(b: &[u8]) -> Option<(TokenParty, &[u8])> {
     ))
 }
 
+/// Room for a token's body and MAC: two IPv6 parties (20 bytes each), version, realm, MAC.
+const TOKEN_ROOM: usize = 64;
+
+/// A token's bytes before base64, on the stack: a signature allocates nothing.
+struct TokenBytes {
+    bytes: [u8; TOKEN_ROOM],
+    len: usize,
+}
+
+impl TokenBytes {
+    fn push(&mut self, more: &[u8]) {
+        // Two parties, version, realm and MAC fit in TOKEN_ROOM: nothing is ever cut here.
+        let end = (self.len + more.len()).min(TOKEN_ROOM);
+        let n = end - self.len;
+        self.bytes[self.len..end].copy_from_slice(&more[..n]);
+        self.len = end;
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+fn push_party(out: &mut TokenBytes, p: &TokenParty) {
+    out.push(&[transport_byte(p.transport)]);
+    match p.addr.ip() {
+        IpAddr::V4(ip) => {
+            out.push(&[4]);
+            out.push(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            out.push(&[6]);
+            out.push(&ip.octets());
+        }
+    }
+    out.push(&p.addr.port().to_be_bytes());
+}
+
 impl RouteToken {
-    fn body(&self) -> Vec<u8> {
-        // Room for two IPv6 parties and the MAC that `sign` appends: no regrowing.
-        let mut b = Vec::with_capacity(64);
-        b.extend_from_slice(&[TOKEN_VERSION, realm_byte(self.caller_realm)]);
+    fn body(&self) -> TokenBytes {
+        let mut b = TokenBytes {
+            bytes: [0; TOKEN_ROOM],
+            len: 0,
+        };
+        b.push(&[TOKEN_VERSION, realm_byte(self.caller_realm)]);
         push_party(&mut b, &self.access);
         push_party(&mut b, &self.core);
         b
@@ -248,13 +286,19 @@ impl RouteToken {
 
     /// The parameter value for a dialog identified by `call_id` and the caller's tag.
     pub fn sign(&self, signer: &Signer, call_id: &str, caller_tag: &str) -> String {
-        let body = self.body();
-        let full = Self::mac(signer, &body, call_id, caller_tag)
+        let mut out = String::new();
+        self.sign_into(signer, call_id, caller_tag, &mut out);
+        out
+    }
+
+    /// [`RouteToken::sign`], appended to `out` (no allocation when it has room).
+    pub fn sign_into(&self, signer: &Signer, call_id: &str, caller_tag: &str, out: &mut String) {
+        let mut signed = self.body();
+        let full = Self::mac(signer, signed.as_slice(), call_id, caller_tag)
             .finalize()
             .into_bytes();
-        let mut signed = body;
-        signed.extend_from_slice(&full[..MAC_LEN]);
-        encode(&signed)
+        signed.push(&full[..MAC_LEN]);
+        URL_SAFE_NO_PAD.encode_string(signed.as_slice(), out);
     }
 
     /// The token in `value` if its signature holds for `call_id` and one of `tags` (an
@@ -457,7 +501,7 @@ mod tests {
         // Any change to the body (another destination) breaks the signature.
         let mut raw = decode(&value).unwrap();
         raw[3] ^= 1;
-        let forged = encode(&raw);
+        let forged = base64::Engine::encode(&URL_SAFE_NO_PAD, &raw);
         assert_eq!(RouteToken::verify(&key, &forged, "call-1", &["tagA"]), None);
         assert_eq!(RouteToken::verify(&key, "z.z", "call-1", &["tagA"]), None);
         assert_eq!(RouteToken::verify(&key, "", "call-1", &["tagA"]), None);

@@ -32,19 +32,21 @@ struct DialogKey<'a> {
 
 impl hashbrown::Equivalent<DialogId> for DialogKey<'_> {
     fn equivalent(&self, id: &DialogId) -> bool {
-        self.call_id == id.call_id
-            && self.caller_tag == id.caller_tag
+        self.call_id == &*id.call_id
+            && self.caller_tag == &*id.caller_tag
             && self.caller_realm == id.caller_realm
     }
 }
+
+pub use crate::text::Text;
 
 /// Identifies a session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DialogId {
     /// The Call-ID.
-    pub call_id: String,
+    pub call_id: Text,
     /// The caller's From tag.
-    pub caller_tag: String,
+    pub caller_tag: Text,
     /// The realm the INVITE came from. A call that spirals through the core (phone to core
     /// and back to another phone) passes twice with the same Call-ID and tags; each pass is
     /// its own session.
@@ -72,11 +74,11 @@ pub struct Party {
     pub flow: Flow,
     /// Its identity: From URI for the caller, To URI for the callee (as sent, with brackets
     /// removed).
-    pub uri: String,
+    pub uri: Text,
     /// Its tag (the callee's is known once it answers).
-    pub tag: Option<String>,
+    pub tag: Option<Text>,
     /// Its Contact (the remote target for requests to it).
-    pub contact: Option<String>,
+    pub contact: Option<Text>,
     /// The highest CSeq it has used in this dialog.
     pub cseq: u32,
     /// Route set beyond the proxy toward this party, nearest first.
@@ -118,11 +120,11 @@ pub struct PartyRecord {
     /// How to reach it.
     pub peer: Peer,
     /// Its identity (From or To URI).
-    pub uri: String,
+    pub uri: Text,
     /// Its tag.
-    pub tag: Option<String>,
+    pub tag: Option<Text>,
     /// Its Contact.
-    pub contact: Option<String>,
+    pub contact: Option<Text>,
     /// The highest CSeq it has used.
     pub cseq: u32,
     /// Route set beyond the proxy toward it, nearest first.
@@ -903,7 +905,7 @@ mod tests {
                 flow: None,
                 remote: "192.0.2.1:5060".parse().unwrap(),
             },
-            uri: "sip:a@x".to_owned(),
+            uri: "sip:a@x".into(),
             tag: None,
             contact: None,
             cseq: 1,
@@ -1057,14 +1059,14 @@ mod tests {
                 Realm::Access
             });
             p.uri = match next(3) {
-                0 => format!("sip:u{}@h", next(4)),
-                1 => format!("<sip:u{}@H;user=phone>", next(4)),
-                _ => "not a uri".to_owned(),
+                0 => format!("sip:u{}@h", next(4)).into(),
+                1 => format!("<sip:u{}@H;user=phone>", next(4)).into(),
+                _ => "not a uri".into(),
             };
             p.contact = match next(4) {
                 0 => None,
-                1 => Some(format!("sip:u{}@H:5060", next(4))),
-                _ => Some(format!("sip:u{}@h", next(4))),
+                1 => Some(format!("sip:u{}@H:5060", next(4)).into()),
+                _ => Some(format!("sip:u{}@h", next(4)).into()),
             };
             p.flow.remote = format!("192.0.2.{}:5060", next(4)).parse().unwrap();
             p.flow.listener = ListenerId(u16::try_from(next(2)).unwrap());
@@ -1075,7 +1077,7 @@ mod tests {
         for step in 0..1000u64 {
             let now = t0 + std::time::Duration::from_millis(step);
             let id = DialogId {
-                call_id: format!("c{}", next(16)),
+                call_id: format!("c{}", next(16)).into(),
                 caller_tag: "t".into(),
                 caller_realm: Realm::Access,
             };

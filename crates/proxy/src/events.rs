@@ -51,20 +51,20 @@ pub struct Counts {
 pub enum Event {
     /// An INVITE session was forwarded.
     CallStarted {
-        /// Its Call-ID.
-        call_id: String,
+        /// Its Call-ID (the session's own copy, shared).
+        call_id: crate::dialogs::Text,
         /// Whether it is a priority call.
         priority: bool,
     },
     /// The session got its 2xx.
     CallAnswered {
         /// Its Call-ID.
-        call_id: String,
+        call_id: crate::dialogs::Text,
     },
     /// The session is over.
     CallEnded {
         /// Its Call-ID.
-        call_id: String,
+        call_id: crate::dialogs::Text,
         /// Why.
         cause: CallEndCause,
     },

@@ -15,6 +15,7 @@ pub mod msg;
 pub mod registrations;
 pub mod replication;
 pub mod shard;
+pub mod text;
 pub mod timers;
 pub mod transaction;
 pub mod transport;

@@ -502,6 +502,26 @@ pub fn response_to(
     to_tag: Option<&str>,
     extra: &[(&str, String)],
 ) -> Vec<u8> {
+    let out = Vec::with_capacity(response_room(request, extra));
+    response_into(request, code, to_tag, extra, out)
+}
+
+/// Room for [`response_to`]'s answer: all of the request's head and the extras, so it is
+/// written without regrowing.
+pub fn response_room(request: &Message<'_>, extra: &[(&str, String)]) -> usize {
+    let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    request.sip.head().len() + extra_len + 32
+}
+
+/// [`response_to`], written into `out` (emptied first).
+pub fn response_into(
+    request: &Message<'_>,
+    code: u16,
+    to_tag: Option<&str>,
+    extra: &[(&str, String)],
+    mut out: Vec<u8>,
+) -> Vec<u8> {
+    out.clear();
     // The reason phrase is the builder's, `sip::error::reason_phrase`.
     let mut builder = sip::ResponseBuilder::new(&request.sip, code);
     if let Some(tag) = to_tag {
@@ -510,10 +530,9 @@ pub fn response_to(
     for (name, value) in extra {
         builder = builder.header(name, value);
     }
-    // A response holds a few of the request's lines and the extra ones: room for all of the
-    // request's head and the extras, so it is written without regrowing.
-    let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
-    let mut out = Vec::with_capacity(request.sip.head().len() + extra_len + 32);
+    // A response holds a few of the request's lines and the extra ones: the caller made room
+    // for all of the request's head and the extras.
+    out.reserve(response_room(request, extra));
     if builder.write(&mut out).is_ok() {
         return out;
     }

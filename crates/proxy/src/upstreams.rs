@@ -226,22 +226,26 @@ impl Upstreams {
                 retry_after: self.shortest_wait(now),
             });
         };
-        let group: Vec<usize> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.config.priority == priority)
-            .map(|(i, _)| i)
-            .collect();
-        let cursor = self.cursors.entry(priority).or_insert(0);
-        for step in 0..group.len() {
-            let index = group[(*cursor + step) % group.len()];
-            let entry = &self.entries[index];
-            if usable(&(index, entry)) {
-                *cursor = (*cursor + step + 1) % group.len();
-                self.entries[index].attempts += 1;
-                return Ok(UpstreamId(index));
-            }
+        // The group of that priority, in configuration order, taken round-robin from the
+        // group's cursor: the first usable at or after the cursor, else the first before it.
+        let group = || {
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(move |(_, e)| e.config.priority == priority)
+                .enumerate()
+        };
+        let size = group().count();
+        let cursor = self.cursors.get(&priority).copied().unwrap_or(0) % size.max(1);
+        let chosen = group()
+            .skip(cursor)
+            .chain(group().take(cursor))
+            .find(|(_, entry)| usable(entry))
+            .map(|(place, (index, _))| (place, index));
+        if let Some((place, index)) = chosen {
+            self.cursors.insert(priority, (place + 1) % size);
+            self.entries[index].attempts += 1;
+            return Ok(UpstreamId(index));
         }
         Err(NoneAvailable {
             retry_after: self.shortest_wait(now),

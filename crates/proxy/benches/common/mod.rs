@@ -145,12 +145,27 @@ pub fn find<'a>(sent: &'a Sent, to: SocketAddr, prefix: &str) -> Option<&'a str>
 
 // ---------------------------------------------------------------- the proxy, measured
 
-/// One step of the engine: a message in (or, with `None`, the deadlines due at `now`), then
-/// every transmit and event taken out. Everything the engine thread does per message; the only
-/// code the callgrind runs collect and the counting allocator counts.
+/// One step of the engine: the buffers of the transmits sent since the last step given back
+/// (`Proxy::recycle`, as a shell does once it has sent them), a message in (or, with `None`,
+/// the deadlines due at `now`), then every transmit and event taken out. Everything the engine
+/// thread does per message; the only code the callgrind runs collect and the counting
+/// allocator counts.
+///
+/// The transmits are put into `out` (empty, the bench's own list, kept from step to step):
+/// a shell sends each as it takes it out and keeps no list, so the bench's list is not
+/// counted as the proxy's.
 #[inline(never)]
-pub fn measured_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) -> Vec<Transmit> {
+pub fn measured_step(
+    proxy: &mut Proxy,
+    now: Instant,
+    input: Option<Input<'_>>,
+    sent: &mut Vec<Vec<u8>>,
+    mut out: Vec<Transmit>,
+) -> Vec<Transmit> {
     COUNTING.store(true, Ordering::Relaxed);
+    for bytes in sent.drain(..) {
+        proxy.recycle(bytes);
+    }
     match input {
         Some(input) => proxy.handle_input(now, input),
         None => {
@@ -159,7 +174,6 @@ pub fn measured_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) 
             }
         }
     }
-    let mut out = Vec::new();
     while let Some(t) = proxy.poll_transmit() {
         out.push(t);
     }
@@ -175,13 +189,19 @@ pub fn measured_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) 
 }
 
 /// [`measured_step`], its time added to [`STEP_TIME`] (in shard mode).
-fn timed_step(proxy: &mut Proxy, now: Instant, input: Option<Input<'_>>) -> Vec<Transmit> {
+fn timed_step(
+    proxy: &mut Proxy,
+    now: Instant,
+    input: Option<Input<'_>>,
+    sent: &mut Vec<Vec<u8>>,
+    out: Vec<Transmit>,
+) -> Vec<Transmit> {
     if !SHARD_MODE.get() {
-        return measured_step(proxy, now, input);
+        return measured_step(proxy, now, input, sent, out);
     }
     let message = u64::from(input.is_some());
     let t = Instant::now();
-    let out = measured_step(proxy, now, input);
+    let out = measured_step(proxy, now, input, sent, out);
     let ns = t.elapsed().as_nanos() as u64;
     let (time, n) = STEP_TIME.get();
     STEP_TIME.set((time + ns, n + message));
@@ -206,6 +226,10 @@ pub struct Driver {
     pub latencies: Option<[Vec<u64>; 6]>,
     /// OPTIONS probes the core answered.
     pub probes: u64,
+    /// The buffers of what the proxy sent, read: given back at the next step.
+    sent: Vec<Vec<u8>>,
+    /// The list [`measured_step`] puts the transmits of a step into, empty between steps.
+    transmits: Vec<Transmit>,
 }
 
 impl Driver {
@@ -220,6 +244,8 @@ impl Driver {
             now,
             latencies: None,
             probes: 0,
+            sent: Vec::new(),
+            transmits: Vec::new(),
         };
         d.timers();
         d
@@ -239,7 +265,8 @@ impl Driver {
             bytes: text.as_bytes(),
         };
         let t = Instant::now();
-        let out = timed_step(&mut self.proxy, self.now, Some(input));
+        let out = std::mem::take(&mut self.transmits);
+        let out = timed_step(&mut self.proxy, self.now, Some(input), &mut self.sent, out);
         let ns = t.elapsed().as_nanos() as u64;
         if let (Some(lat), Some(k)) = (self.latencies.as_mut(), kind) {
             lat[k].push(ns);
@@ -248,16 +275,16 @@ impl Driver {
     }
 
     /// Reads the transmits; the core answers the upstream probes (OPTIONS) at once.
-    fn collect(&mut self, out: Vec<Transmit>) -> Sent {
+    fn collect(&mut self, mut out: Vec<Transmit>) -> Sent {
         let sent: Sent = out
-            .into_iter()
+            .drain(..)
             .map(|t| {
-                (
-                    t.destination,
-                    String::from_utf8_lossy(&t.bytes).into_owned(),
-                )
+                let text = String::from_utf8_lossy(&t.bytes).into_owned();
+                self.sent.push(t.bytes);
+                (t.destination, text)
             })
             .collect();
+        self.transmits = out;
         let upstream = addr(UPSTREAM);
         for (d, text) in &sent {
             if *d == upstream && text.starts_with("OPTIONS ") {
@@ -271,7 +298,8 @@ impl Driver {
 
     /// Fires the deadlines due now.
     pub fn timers(&mut self) {
-        let out = timed_step(&mut self.proxy, self.now, None);
+        let out = std::mem::take(&mut self.transmits);
+        let out = timed_step(&mut self.proxy, self.now, None, &mut self.sent, out);
         self.collect(out);
     }
 

@@ -25,7 +25,7 @@ impl Proxy {
         let reason_header = format!("SIP;cause=503;text=\"{text}\"");
 
         // Early sessions: the pending INVITEs.
-        let pending: Vec<(u64, Option<std::sync::Arc<crate::dialogs::DialogId>>)> = self
+        let pending: Vec<(u64, Option<crate::dialogs::DialogId>)> = self
             .servers
             .iter()
             .filter(|(_, e)| !e.tx.is_final())
@@ -62,13 +62,7 @@ impl Proxy {
                 let to_caller = bye(&dialog, &dialog.callee, &dialog.caller, &reason_header);
                 for (draft, party) in [(to_callee, &dialog.callee), (to_caller, &dialog.caller)] {
                     if let Some(draft) = draft {
-                        let _ = self.send_own_request(
-                            draft,
-                            "BYE",
-                            party.flow,
-                            ClientPurpose::Own,
-                            None,
-                        );
+                        let _ = self.send_own_request(draft, "BYE", party.flow, ClientPurpose::Own);
                     }
                 }
             }
@@ -132,7 +126,7 @@ fn bye(dialog: &Dialog, from: &Party, to: &Party, reason: &str) -> Option<Draft>
         format!("<{}>;tag={}", from.uri, from.tag.as_deref()?),
     );
     draft.push("To", format!("<{}>;tag={}", to.uri, to.tag.as_deref()?));
-    draft.push("Call-ID", dialog.id.call_id.clone());
+    draft.push("Call-ID", &*dialog.id.call_id);
     draft.push("CSeq", format!("{} BYE", from.cseq.saturating_add(1)));
     draft.push("Reason", reason.to_owned());
     Some(draft)

@@ -63,23 +63,74 @@ enum TimerKey {
 
 /// A client transaction's index key, borrowed: its branch and method.
 #[derive(Debug, Clone, Copy, Hash)]
-struct ClientKeyRef<'a>(&'a str, &'a str);
+struct ClientKeyRef<'a>(&'a [u8], &'a str);
 
-/// A server transaction's index key, borrowed: hashes as [`ServerKey`] does (its parts in
-/// the same order, each as its `str`) and equals a key with the same parts.
-#[derive(Debug, Clone, Copy, Hash)]
+/// Room for a branch id this box writes: `z9hG4bK-`, the node tag (6), `-`, the loop hash
+/// (at most 16 hex digits), `.`, 64 random bits (16).
+const BRANCH_ROOM: usize = 48;
+
+/// A branch id this box wrote ([`Proxy::new_branch`]), kept inline: a client transaction's
+/// key, no allocation of its own.
+#[derive(Clone, Copy)]
+struct Branch {
+    bytes: [u8; BRANCH_ROOM],
+    len: usize,
+}
+
+impl Branch {
+    fn empty() -> Branch {
+        Branch {
+            bytes: [0; BRANCH_ROOM],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, text: &[u8]) {
+        // The longest branch fits (see BRANCH_ROOM); nothing is ever cut here.
+        let end = (self.len + text.len()).min(BRANCH_ROOM);
+        let n = end - self.len;
+        self.bytes[self.len..end].copy_from_slice(&text[..n]);
+        self.len = end;
+    }
+
+    /// `n` in lower-case hex, zero-padded to `width` digits ([`crate::border::push_hex`]).
+    fn push_hex(&mut self, n: u64, width: usize) {
+        let mut digits = [0u8; 16];
+        let count = crate::border::write_hex(&mut digits, n, width);
+        self.push(&digits[..count]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn as_str(&self) -> &str {
+        // Written from ASCII only.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Branch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A server transaction's index key, borrowed (from a received message, or from an entry's
+/// [`ServerKey`] and request): what the index hashes and compares.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 struct ServerKeyRef<'a> {
-    branch: &'a str,
-    sent_by: &'a str,
+    branch: &'a [u8],
+    sent_by: &'a [u8],
     method: &'a str,
 }
 
 /// The index hash of client transaction `id`'s branch and method (0 when it is gone, which
 /// does not happen: an id leaves the index before its entry leaves `clients`).
 fn client_hash(hasher: &ahash::RandomState, clients: &HashMap<TxId, ClientEntry>, id: TxId) -> u64 {
-    clients
-        .get(&id)
-        .map_or(0, |e| hasher.hash_one(ClientKeyRef(&e.branch, &e.method)))
+    clients.get(&id).map_or(0, |e| {
+        hasher.hash_one(ClientKeyRef(e.branch.as_bytes(), &e.method))
+    })
 }
 
 impl Proxy {
@@ -90,18 +141,28 @@ impl Proxy {
             .find(hash, |id| {
                 self.clients
                     .get(id)
-                    .is_some_and(|e| e.branch == key.0 && e.method == key.1)
+                    .is_some_and(|e| e.branch.as_bytes() == key.0 && e.method == key.1)
             })
             .copied()
     }
 }
 
 impl<'a> ServerKeyRef<'a> {
-    fn of(key: &'a ServerKey) -> Self {
+    /// The key of a received request: its branch and sent-by key as text.
+    fn new(branch: &'a str, sent_by: &'a str, method: &'a str) -> Self {
         ServerKeyRef {
-            branch: &key.branch,
-            sent_by: &key.sent_by,
-            method: &key.method,
+            branch: branch.as_bytes(),
+            sent_by: sent_by.as_bytes(),
+            method,
+        }
+    }
+
+    /// The key of a server entry.
+    fn of(entry: &'a ServerEntry) -> Self {
+        ServerKeyRef {
+            branch: entry.key.branch.read(&entry.request),
+            sent_by: entry.key.sent_by.read(&entry.request),
+            method: &entry.key.method,
         }
     }
 }
@@ -111,7 +172,7 @@ impl<'a> ServerKeyRef<'a> {
 fn server_hash(hasher: &ahash::RandomState, servers: &HashMap<TxId, ServerEntry>, id: TxId) -> u64 {
     servers
         .get(&id)
-        .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(&e.key)))
+        .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(e)))
 }
 
 impl Proxy {
@@ -122,7 +183,7 @@ impl Proxy {
             .find(hash, |id| {
                 self.servers
                     .get(id)
-                    .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+                    .is_some_and(|e| ServerKeyRef::of(e) == key)
             })
             .copied()
     }
@@ -133,13 +194,14 @@ impl Proxy {
         let Some(entry) = self.servers.get(&id) else {
             return;
         };
-        let key = ServerKeyRef::of(&entry.key);
+        let key = ServerKeyRef::of(entry);
         let hash = self.index_hasher.hash_one(key);
         let servers = &self.servers;
         if let Ok(earlier) = self.server_index.find_entry(hash, |other| {
-            servers
-                .get(other)
-                .is_some_and(|e| hashbrown::Equivalent::equivalent(&key, &e.key))
+            *other != id
+                && servers
+                    .get(other)
+                    .is_some_and(|e| ServerKeyRef::of(e) == key)
         }) {
             earlier.remove();
         }
@@ -149,31 +211,83 @@ impl Proxy {
     }
 }
 
-impl hashbrown::Equivalent<ServerKey> for ServerKeyRef<'_> {
-    fn equivalent(&self, key: &ServerKey) -> bool {
-        self.branch == key.branch && self.sent_by == key.sent_by && self.method == key.method
-    }
-}
-
-/// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// RFC 3261 §17.2.3 matching: branch, sent-by, method (ACK matches INVITE). Read with the
+/// entry's request ([`ServerKeyRef::of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ServerKey {
-    branch: String,
-    sent_by: String,
+    branch: KeyText,
+    sent_by: KeyText,
     /// A known method's name is static text (see [`kept_method`]).
     method: Cow<'static, str>,
+}
+
+/// A part of a server transaction's key: where it is in the transaction's copy of its request
+/// (almost always: the branch and the sent-by as the sender wrote them), or its own text (a
+/// key made from several parts, or lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyText {
+    /// Bytes `start..end` of the request.
+    In(u32, u32),
+    Own(Box<str>),
+}
+
+impl KeyText {
+    /// `text` as a key part of `request`: its place when it lies in `request`, else a copy.
+    fn of(text: &str, request: &[u8]) -> KeyText {
+        let start = (text.as_ptr() as usize).wrapping_sub(request.as_ptr() as usize);
+        match (u32::try_from(start), u32::try_from(start + text.len())) {
+            (Ok(start), Ok(end)) if (end as usize) <= request.len() => KeyText::In(start, end),
+            _ => KeyText::Own(text.into()),
+        }
+    }
+
+    fn read<'a>(&'a self, request: &'a [u8]) -> &'a [u8] {
+        match self {
+            KeyText::In(start, end) => request
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+            KeyText::Own(text) => text.as_bytes(),
+        }
+    }
 }
 
 /// Where a forwarded request may go.
 #[derive(Debug, Clone)]
 enum Targets {
     /// The upstream list, skipping those already tried for this request.
-    /// Shared: a `Forward` is cloned for every attempt and response, the list only grows at
-    /// an attempt.
-    /// `None` before the first attempt (nothing to hold yet).
-    Upstreams { tried: Option<Arc<[UpstreamId]>> },
+    Upstreams { tried: Tried },
     /// One fixed next hop (a registered contact, an in-dialog peer).
     Fixed(Flow),
+}
+
+/// The upstreams an out-of-dialog request has tried, in order.
+#[derive(Debug, Clone)]
+enum Tried {
+    /// Before the first attempt.
+    None,
+    /// After the first attempt (most requests make only one): nothing to allocate.
+    One(UpstreamId),
+    /// After a failover. Shared: a `Forward` is cloned for every attempt and response, the
+    /// list only grows at an attempt.
+    Many(Arc<[UpstreamId]>),
+}
+
+impl Tried {
+    fn as_slice(&self) -> &[UpstreamId] {
+        match self {
+            Tried::None => &[],
+            Tried::One(uid) => std::slice::from_ref(uid),
+            Tried::Many(list) => list,
+        }
+    }
+
+    /// These and `uid` after them.
+    fn with(&self, uid: UpstreamId) -> Tried {
+        match self {
+            Tried::None => Tried::One(uid),
+            other => Tried::Many(other.as_slice().iter().copied().chain([uid]).collect()),
+        }
+    }
 }
 
 /// What the proxy remembers about a REGISTER it forwarded, to cache the core's answer.
@@ -224,6 +338,8 @@ struct Scratch {
     via: String,
     record_route: [String; 2],
     received: String,
+    /// A new session's texts, before they go into their one shared allocation.
+    dialog_texts: String,
 }
 
 /// The proxying state of one server transaction.
@@ -244,7 +360,8 @@ struct Forward {
     /// caller tag signed into our entry (read from the request at each attempt).
     record_route: bool,
     incoming: ListenerId,
-    dialog: Option<Arc<DialogId>>,
+    /// The session it belongs to (its texts shared with the table's entry).
+    dialog: Option<DialogId>,
     priority: bool,
     register: Option<Arc<RegisterCtx>>,
     done: bool,
@@ -299,7 +416,7 @@ enum ClientPurpose {
 #[derive(Debug)]
 struct ClientEntry {
     tx: ClientTransaction,
-    branch: String,
+    branch: Branch,
     method: Cow<'static, str>,
     request: Vec<u8>,
     dest: Flow,
@@ -379,7 +496,18 @@ pub struct Proxy {
     scratch: Scratch,
     /// The route key, keyed once.
     signer: Signer,
+    /// Message buffers to write into: given back by the shell ([`Proxy::recycle`]) once a
+    /// transmit is sent, and by transactions when they end. Written messages and the copies
+    /// transactions keep come from here, so a box in its stride allocates none for them.
+    buffers: Vec<Vec<u8>>,
 }
+
+/// How many buffers [`Proxy::recycle`] keeps: a few per message of a burst; beyond that they
+/// are freed.
+const BUFFERS_KEPT: usize = 256;
+
+/// A buffer that grew past this (a large message) is freed rather than kept.
+const BUFFER_KEPT_SIZE: usize = 16 * 1024;
 
 /// Whether a datagram or framed message is a response (starts with the SIP version), read
 /// before parsing so a flood of requests is counted against its source's budget cheaply.
@@ -414,6 +542,7 @@ impl Proxy {
             budget: SourceBudget::new(config.limits.per_source_rps),
             scratch: Scratch::default(),
             signer: Signer::new(&config.keys.route),
+            buffers: Vec::new(),
             branch_prefix: format!("z9hG4bK-{node_tag}-"),
             node_tag,
             listener_texts: config.listeners.iter().map(ListenerTexts::of).collect(),
@@ -661,6 +790,30 @@ impl Proxy {
         self.transmits.pop_front()
     }
 
+    /// Gives back the buffer of a sent [`Transmit`] (its `bytes`): the proxy writes a later
+    /// message into it instead of allocating. Optional; a shell that drops its transmits
+    /// costs an allocation per message.
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        if self.buffers.len() < BUFFERS_KEPT && bytes.capacity() <= BUFFER_KEPT_SIZE {
+            self.buffers.push(bytes);
+        }
+    }
+
+    /// An empty buffer with room for `room` bytes: a recycled one when there is one.
+    fn buffer(&mut self, room: usize) -> Vec<u8> {
+        let mut buffer = self.buffers.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve(room);
+        buffer
+    }
+
+    /// A copy of `bytes` in a [`Proxy::buffer`].
+    fn copy_of(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut copy = self.buffer(bytes.len());
+        copy.extend_from_slice(bytes);
+        copy
+    }
+
     /// The next connection or association to end gracefully.
     #[must_use]
     pub fn poll_close(&mut self) -> Option<crate::transport::Close> {
@@ -715,10 +868,10 @@ impl Proxy {
             .iter()
             .chain(self.peer_dialogs.iter())
             .map(|(d, started)| CallInfo {
-                call_id: d.id.call_id.clone(),
+                call_id: d.id.call_id.to_string(),
                 state: d.state,
-                caller: d.caller.uri.clone(),
-                callee: d.callee.uri.clone(),
+                caller: d.caller.uri.to_string(),
+                callee: d.callee.uri.to_string(),
                 caller_addr: d.caller.flow.remote,
                 callee_addr: d.callee.flow.remote,
                 priority: d.priority,
@@ -927,9 +1080,13 @@ impl Proxy {
         id
     }
 
-    fn new_branch(&mut self, loop_hash: u64) -> String {
-        let mut branch = String::with_capacity(self.branch_prefix.len() + 8 + 1 + 16);
-        self.push_new_branch(&mut branch, loop_hash);
+    /// A branch id of ours: the prefix with the node tag, the loop hash, and 64 random bits.
+    fn new_branch(&mut self, loop_hash: u64) -> Branch {
+        let mut branch = Branch::empty();
+        branch.push(self.branch_prefix.as_bytes());
+        branch.push_hex(loop_hash, 0);
+        branch.push(b".");
+        branch.push_hex(self.ids.next(), 16);
         branch
     }
 
@@ -1026,21 +1183,22 @@ impl Proxy {
     }
 
     /// Writes our Record-Route URI for a listener into `uri` (cleared first), with the
-    /// dialog's signed token when there is one. `None` for an unknown listener.
+    /// dialog's token signed for its Call-ID and caller tag when there is one. `None` for an
+    /// unknown listener.
     fn write_own_rr_uri(
         &self,
         uri: &mut String,
         id: ListenerId,
-        token: Option<&str>,
+        token: Option<(&crate::border::RouteToken, &str, &str)>,
     ) -> Option<()> {
         let head = &self.listener_texts.get(usize::from(id.0))?.record_route;
         uri.clear();
         uri.push_str(head);
-        if let Some(token) = token {
+        if let Some((token, call_id, caller_tag)) = token {
             uri.push(';');
             uri.push_str(crate::border::TOKEN_PARAM);
             uri.push('=');
-            uri.push_str(token);
+            token.sign_into(&self.signer, call_id, caller_tag, uri);
         }
         uri.push('>');
         Some(())
@@ -1224,12 +1382,17 @@ impl Proxy {
 
     fn remove_server(&mut self, id: TxId) {
         if let Some(entry) = self.servers.get(&id) {
-            let hash = self.index_hasher.hash_one(ServerKeyRef::of(&entry.key));
+            let hash = self.index_hasher.hash_one(ServerKeyRef::of(entry));
             if let Ok(found) = self.server_index.find_entry(hash, |&x| x == id) {
                 found.remove();
             }
         }
-        self.servers.remove(&id);
+        if let Some(entry) = self.servers.remove(&id) {
+            self.recycle(entry.request);
+            if let Some(last) = entry.last_response {
+                self.recycle(last);
+            }
+        }
         self.timers.cancel(TimerKey::Server(id));
         self.timers.cancel(TimerKey::TimerC(id));
     }
@@ -1238,12 +1401,14 @@ impl Proxy {
         if let Some(entry) = self.clients.get(&id) {
             let hash = self
                 .index_hasher
-                .hash_one(ClientKeyRef(&entry.branch, &entry.method));
+                .hash_one(ClientKeyRef(entry.branch.as_bytes(), &entry.method));
             if let Ok(found) = self.client_index.find_entry(hash, |&x| x == id) {
                 found.remove();
             }
         }
-        self.clients.remove(&id);
+        if let Some(entry) = self.clients.remove(&id) {
+            self.recycle(entry.request);
+        }
         self.timers.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
@@ -1254,7 +1419,7 @@ impl Proxy {
     fn start_client(
         &mut self,
         method: Cow<'static, str>,
-        branch: String,
+        branch: Branch,
         bytes: Vec<u8>,
         dest: Flow,
         purpose: ClientPurpose,
@@ -1271,14 +1436,17 @@ impl Proxy {
             self.config.timers,
             self.now,
         );
-        self.send(dest, bytes.clone());
-        let hash = self.index_hasher.hash_one(ClientKeyRef(&branch, &method));
+        let kept = self.copy_of(&bytes);
+        self.send(dest, bytes);
+        let hash = self
+            .index_hasher
+            .hash_one(ClientKeyRef(branch.as_bytes(), &method));
         // An earlier transaction with this branch and method is no longer found by them.
         let clients = &self.clients;
         if let Ok(earlier) = self.client_index.find_entry(hash, |other| {
             clients
                 .get(other)
-                .is_some_and(|e| e.branch == branch && e.method == method)
+                .is_some_and(|e| e.branch.as_bytes() == branch.as_bytes() && e.method == method)
         }) {
             earlier.remove();
         }
@@ -1288,7 +1456,7 @@ impl Proxy {
                 tx,
                 branch,
                 method,
-                request: bytes,
+                request: kept,
                 dest,
                 purpose,
             },
@@ -1307,10 +1475,9 @@ impl Proxy {
         method: &'static str,
         dest: Flow,
         purpose: ClientPurpose,
-        branch: Option<String>,
     ) -> Option<TxId> {
-        let branch = branch.unwrap_or_else(|| self.new_branch(0));
-        let via = self.own_via(dest.listener, &branch)?;
+        let branch = self.new_branch(0);
+        let via = self.own_via(dest.listener, branch.as_str())?;
         draft.prepend("Via", via);
         let bytes = draft.to_bytes();
         Some(self.start_client(method.into(), branch, bytes, dest, purpose))

@@ -202,7 +202,9 @@ impl Proxy {
                 let forward = Forward {
                     retarget,
                     method: "REGISTER".into(),
-                    targets: Targets::Upstreams { tried: None },
+                    targets: Targets::Upstreams {
+                        tried: super::Tried::None,
+                    },
                     client: None,
                     provisional_seen: false,
                     cancelled: false,
@@ -329,6 +331,7 @@ impl Proxy {
             Some(&retarget),
             &OwnLines::default(),
             &mut String::new(),
+            Vec::new(),
         )?;
         let mut draft = Message::stored(&bytes).ok()?.to_draft();
         draft.remove("Via");
@@ -348,7 +351,7 @@ impl Proxy {
         let Some(dest) = self.flow_to(Realm::Core, cfg.transport, cfg.addr) else {
             return;
         };
-        let _ = self.send_own_request(draft, "REGISTER", dest, ClientPurpose::Own, None);
+        let _ = self.send_own_request(draft, "REGISTER", dest, ClientPurpose::Own);
     }
 }
 

@@ -6,7 +6,7 @@
 //! dialog's other party for in-dialog ones); and how it is edited on the way (Max-Forwards,
 //! our Route entries removed, Record-Route, received/rport, our Via).
 
-use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side};
+use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side, Text};
 use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
 use crate::events::Event;
 use crate::msg::{self, aor_of, Message};
@@ -184,11 +184,7 @@ impl Proxy {
         };
         // The index does not change before a transaction is created below: one lookup, with
         // the key borrowed (an owned one is made only for a new transaction).
-        let existing = self.find_server(super::ServerKeyRef {
-            branch: &branch,
-            sent_by: &sent_by,
-            method: &key_method,
-        });
+        let existing = self.find_server(super::ServerKeyRef::new(&branch, &sent_by, &key_method));
         if let Some(sid) = existing {
             if self
                 .servers
@@ -224,16 +220,20 @@ impl Proxy {
             self.on_retransmission(sid);
             return;
         }
-        let key = ServerKey {
-            branch: branch.into_owned(),
-            sent_by: sent_by.into_owned(),
-            method: key_method,
-        };
-
         if method == Method::Cancel {
-            self.on_cancel(m, from, key);
+            self.on_cancel(
+                m,
+                from,
+                super::ServerKeyRef::new(&branch, &sent_by, "INVITE"),
+            );
             return;
         }
+        // Where the branch and sent-by are in the request (the transaction keeps a copy).
+        let key = ServerKey {
+            branch: super::KeyText::of(&branch, bytes),
+            sent_by: super::KeyText::of(&sent_by, bytes),
+            method: key_method,
+        };
 
         if self.quiesced {
             // A switchover is handing the addresses to the twin: no new transaction starts
@@ -367,7 +367,9 @@ impl Proxy {
 
         let mut retarget = None;
         let targets = match realm {
-            Realm::Access => Targets::Upstreams { tried: None },
+            Realm::Access => Targets::Upstreams {
+                tried: super::Tried::None,
+            },
             Realm::Core => {
                 let found = match self.registrations.by_contact(request_uri) {
                     Some(b) => Some((b.flow, b.contact.clone())),
@@ -464,19 +466,25 @@ impl Proxy {
             return;
         };
         if entry.tx.on_retransmission() == ServerAction::ResendLast {
-            if let Some(last) = entry.last_response.clone() {
-                let to = entry.source;
-                self.stats.retransmissions += 1;
-                self.send(to, last);
+            let to = entry.source;
+            let Some(last) = self
+                .servers
+                .get_mut(&sid)
+                .and_then(|e| e.last_response.take())
+            else {
+                return;
+            };
+            let resent = self.copy_of(&last);
+            if let Some(entry) = self.servers.get_mut(&sid) {
+                entry.last_response = Some(last);
             }
+            self.stats.retransmissions += 1;
+            self.send(to, resent);
         }
     }
 
-    fn on_cancel(&mut self, m: &Message<'_>, from: Flow, key: ServerKey) {
-        let invite_key = super::ServerKeyRef {
-            method: "INVITE",
-            ..super::ServerKeyRef::of(&key)
-        };
+    /// A CANCEL, with `invite_key` the key of the INVITE it cancels.
+    fn on_cancel(&mut self, m: &Message<'_>, from: Flow, invite_key: super::ServerKeyRef<'_>) {
         let Some(sid) = self.find_server(invite_key).filter(|sid| {
             self.servers
                 .get(sid)
@@ -526,13 +534,14 @@ impl Proxy {
             TxClass::NonInvite
         };
         let tx = ServerTransaction::new(class, from.transport.is_reliable(), self.config.timers);
+        let request = self.copy_of(bytes);
         self.servers.insert(
             id,
             ServerEntry {
                 tx,
                 key,
                 source: from,
-                request: bytes.to_vec(),
+                request,
                 last_response: None,
                 to_tag: None,
                 forward,
@@ -554,7 +563,8 @@ impl Proxy {
         extra: &[(&str, String)],
     ) {
         let tag = self.stateless_tag_for(m);
-        let bytes = msg::response_to(m, code, Some(&tag), extra);
+        let out = self.buffer(msg::response_room(m, extra));
+        let bytes = msg::response_into(m, code, Some(&tag), extra, out);
         let vias: usize = m
             .sip
             .headers_of(sip::HeaderName::Via)
@@ -599,13 +609,18 @@ impl Proxy {
     /// Sends a response of our own on server transaction `sid`.
     pub(super) fn respond(&mut self, sid: TxId, code: u16, extra: &[(&str, String)]) {
         self.own_to_tag(sid, code);
+        let out = match self.servers.get(&sid) {
+            Some(entry) => entry.request.len() + 64,
+            None => return,
+        };
+        let out = self.buffer(out);
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
         let Ok(request) = Message::stored(&entry.request) else {
             return;
         };
-        let bytes = msg::response_to(&request, code, entry.to_tag.as_deref(), extra);
+        let bytes = msg::response_into(&request, code, entry.to_tag.as_deref(), extra, out);
         self.send_on_server(sid, code, bytes);
     }
 
@@ -630,10 +645,11 @@ impl Proxy {
         extra: &[(&str, String)],
     ) {
         self.own_to_tag(sid, code);
+        let out = self.buffer(msg::response_room(request, extra));
         let Some(entry) = self.servers.get(&sid) else {
             return;
         };
-        let bytes = msg::response_to(request, code, entry.to_tag.as_deref(), extra);
+        let bytes = msg::response_into(request, code, entry.to_tag.as_deref(), extra, out);
         self.send_on_server(sid, code, bytes);
     }
 
@@ -649,8 +665,17 @@ impl Proxy {
         let terminated = entry.tx.state() == ServerState::Terminated;
         if !terminated {
             // Kept for retransmissions; a terminated transaction is removed below.
-            entry.last_response = Some(bytes.clone());
+            let copy = self.copy_of(&bytes);
+            let Some(entry) = self.servers.get_mut(&sid) else {
+                return;
+            };
+            if let Some(earlier) = entry.last_response.replace(copy) {
+                self.recycle(earlier);
+            }
         }
+        let Some(entry) = self.servers.get_mut(&sid) else {
+            return;
+        };
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
         let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
@@ -709,6 +734,7 @@ impl Proxy {
         retarget: Option<&Retarget>,
         own: &OwnLines<'_>,
         received: &mut String,
+        mut out: Vec<u8>,
     ) -> Option<Vec<u8>> {
         let msg = &m.sip;
         let top_via = m.top_via();
@@ -764,7 +790,7 @@ impl Proxy {
             // A stream on the other side needs one.
             editor.set_body(None, msg.body());
         }
-        let mut out = Vec::with_capacity(msg.as_bytes().len() + OWN_LINES_ROOM);
+        out.reserve(msg.as_bytes().len() + OWN_LINES_ROOM);
         editor.write(&mut out).ok()?;
         Some(out)
     }
@@ -876,8 +902,10 @@ impl Proxy {
                     via: Some(&scratch.via),
                     record_route: [None, None],
                 };
-                let bytes = written
-                    .and_then(|()| self.forward_bytes(m, from, None, &own, &mut scratch.received));
+                let out = self.buffer(m.sip.as_bytes().len() + OWN_LINES_ROOM);
+                let bytes = written.and_then(|()| {
+                    self.forward_bytes(m, from, None, &own, &mut scratch.received, out)
+                });
                 scratch.record_route[0] = branch;
                 self.scratch = scratch;
                 if let Some(bytes) = bytes {
@@ -895,7 +923,7 @@ impl Proxy {
                     cancelled: false,
                     record_route: false,
                     incoming: from.listener,
-                    dialog: found.and_then(|(id, _, _)| id).map(Arc::new),
+                    dialog: found.and_then(|(id, _, _)| id),
                     priority: false,
                     register: None,
                     done: false,
@@ -948,13 +976,13 @@ impl Proxy {
             flow_of(self, caller_realm)?,
             flow_of(self, opposite(caller_realm))?,
         );
-        let contact = m.first_contact_uri().map(str::to_owned);
+        let contact = m.first_contact_uri().map(Text::from);
         let cseq = m.cseq().unwrap_or_default();
         let party = |realm: Realm, flow: Flow, uri: &str, tag: &str, sender: bool| Party {
             realm,
             flow,
-            uri: uri.to_owned(),
-            tag: Some(tag.to_owned()),
+            uri: uri.into(),
+            tag: Some(tag.into()),
             contact: if sender { contact.clone() } else { None },
             cseq: if sender { cseq } else { 0 },
             route: Vec::new(),
@@ -977,8 +1005,8 @@ impl Proxy {
             ),
         };
         let id = DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: caller.tag.clone().unwrap_or_default(),
+            call_id: call_id.into(),
+            caller_tag: caller.tag.clone().unwrap_or_else(|| "".into()),
             caller_realm,
         };
         if self.dialogs.len() >= self.config.limits.max_dialogs {
@@ -1027,15 +1055,10 @@ impl Proxy {
         }
         let priority = forward.priority;
         match &mut forward.targets {
-            Targets::Upstreams { tried } => match self
-                .upstreams
-                .select(now, tried.as_deref().unwrap_or_default())
-            {
+            Targets::Upstreams { tried } => match self.upstreams.select(now, tried.as_slice()) {
                 Ok(uid) => {
-                    let before = tried.as_deref().unwrap_or_default();
-                    let now_tried: Arc<[_]> = before.iter().copied().chain([uid]).collect();
-                    let failover = !before.is_empty();
-                    *tried = Some(now_tried);
+                    let failover = !tried.as_slice().is_empty();
+                    *tried = tried.with(uid);
                     if failover {
                         self.stats.upstream_failovers += 1;
                     }
@@ -1100,7 +1123,7 @@ impl Proxy {
                     != Some(dest.transport));
         let branch = self.new_branch(forward.loop_hash);
         if self
-            .write_own_via(&mut scratch.via, dest.listener, &branch)
+            .write_own_via(&mut scratch.via, dest.listener, branch.as_str())
             .is_none()
         {
             return;
@@ -1108,6 +1131,13 @@ impl Proxy {
         let starts_dialog =
             forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
+        let out = match live {
+            Some(m) => self.buffer(m.sip.as_bytes().len() + OWN_LINES_ROOM),
+            None => {
+                let room = self.servers.get(&sid).map_or(0, |e| e.request.len());
+                self.buffer(room + OWN_LINES_ROOM)
+            }
+        };
         // The request as received: the caller's, or the transaction's copy read again.
         let forwarded = self.servers.get(&sid).and_then(|entry| {
             let stored;
@@ -1120,16 +1150,17 @@ impl Proxy {
             };
             let (mut outgoing, mut incoming) = (None, None);
             if forward.record_route {
-                let token = match (m.call_id(), m.from_tag()) {
-                    (Some(call_id), Some(caller_tag)) => {
-                        self.route_token(source, dest, call_id, caller_tag)
+                let token = self.route_token(source, dest);
+                let signed = match (&token, m.call_id(), m.from_tag()) {
+                    (Some(token), Some(call_id), Some(caller_tag)) => {
+                        Some((token, call_id, caller_tag))
                     }
                     _ => None,
                 };
                 // One entry carries the token: every in-dialog request has both entries in
                 // its Route, and each byte of it travels in every message of the dialog.
                 outgoing = self
-                    .write_own_rr_uri(&mut outgoing_text, dest.listener, token.as_deref())
+                    .write_own_rr_uri(&mut outgoing_text, dest.listener, signed)
                     .map(|()| outgoing_text.as_str());
                 if changes_side {
                     incoming = self
@@ -1147,9 +1178,13 @@ impl Proxy {
                 forward.retarget.as_deref(),
                 &own,
                 &mut scratch.received,
+                out,
             )?;
             let dialog = starts_dialog
-                .then(|| new_dialog(m, caller_realm, source, dest, forward.priority))
+                .then(|| {
+                    let texts = &mut scratch.dialog_texts;
+                    new_dialog(m, caller_realm, source, dest, forward.priority, texts)
+                })
                 .flatten();
             Some((bytes, dialog))
         });
@@ -1190,14 +1225,9 @@ impl Proxy {
         }
     }
 
-    /// The signed token for our Record-Route entries of a dialog from `caller` to `callee`.
-    fn route_token(
-        &self,
-        caller: Flow,
-        callee: Flow,
-        call_id: &str,
-        caller_tag: &str,
-    ) -> Option<String> {
+    /// The token for our Record-Route entries of a dialog from `caller` to `callee` (signed
+    /// for its Call-ID and caller tag as it is written).
+    fn route_token(&self, caller: Flow, callee: Flow) -> Option<crate::border::RouteToken> {
         let caller_realm = self.realm_of(caller.listener)?;
         let party = |f: Flow| crate::border::TokenParty {
             addr: f.remote,
@@ -1207,12 +1237,11 @@ impl Proxy {
             Realm::Access => (party(caller), party(callee)),
             Realm::Core => (party(callee), party(caller)),
         };
-        let token = crate::border::RouteToken {
+        Some(crate::border::RouteToken {
             caller_realm,
             access,
             core,
-        };
-        Some(token.sign(&self.signer, call_id, caller_tag))
+        })
     }
 
     /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE: `dialog`
@@ -1238,43 +1267,55 @@ impl Proxy {
             priority: forward.priority,
         });
         if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
-            f.dialog = Some(Arc::new(id));
+            f.dialog = Some(id);
         }
     }
 }
 
-/// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`.
+/// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`: its
+/// texts are pieces of one allocation, written through `scratch`.
 fn new_dialog(
     m: &Message<'_>,
     caller_realm: Realm,
     source: Flow,
     dest: Flow,
     priority: bool,
+    scratch: &mut String,
 ) -> Option<Dialog> {
     let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
         return None;
     };
-    let caller_tag = from.tag()?;
+    let contact = m.first_contact_uri();
+    let [call_id, caller_tag, caller_uri, caller_contact, callee_uri] = Text::joined(
+        [
+            call_id,
+            from.tag()?,
+            from.uri().as_str(),
+            contact.unwrap_or_default(),
+            to.uri().as_str(),
+        ],
+        scratch,
+    );
     Some(Dialog {
         id: DialogId {
-            call_id: call_id.to_owned(),
-            caller_tag: caller_tag.to_owned(),
+            call_id,
+            caller_tag: caller_tag.clone(),
             caller_realm,
         },
         state: DialogState::Early,
         caller: Party {
             realm: caller_realm,
             flow: source,
-            uri: from.uri().as_str().to_owned(),
-            tag: Some(caller_tag.to_owned()),
-            contact: m.first_contact_uri().map(str::to_owned),
+            uri: caller_uri,
+            tag: Some(caller_tag),
+            contact: contact.map(|_| caller_contact),
             cseq: m.cseq().unwrap_or_default(),
             route: m.record_routes().map(|r| r.raw().to_owned()).collect(),
         },
         callee: Party {
             realm: opposite(caller_realm),
             flow: dest,
-            uri: to.uri().as_str().to_owned(),
+            uri: callee_uri,
             tag: None,
             contact: None,
             cseq: 0,
@@ -1290,7 +1331,7 @@ impl Proxy {
         let Some(entry) = self.clients.get(&cid) else {
             return;
         };
-        let (branch, dest) = (entry.branch.clone(), entry.dest);
+        let (branch, dest) = (entry.branch, entry.dest);
         // The INVITE as it was sent: same request URI, top Via and Route (RFC 3261 §9.1).
         let Ok(invite) = sip::Message::parse(&entry.request) else {
             return;

@@ -1,7 +1,7 @@
 //! Responses: matching to client transactions, relaying upstream along the Via path, and the
 //! upstream failover rules of SPEC §3 (503 with or without Retry-After).
 
-use crate::dialogs::DialogState;
+use crate::dialogs::{DialogState, Text};
 use crate::events::{CallEndCause, Event};
 use crate::msg::{self, Message};
 use crate::transaction::ClientAction;
@@ -27,7 +27,7 @@ impl Proxy {
         let branch = via.branch().unwrap_or_default();
         let method = super::kept_method(m.method());
         let code = m.code().unwrap_or(500);
-        let Some(cid) = self.find_client(super::ClientKeyRef(branch, &method)) else {
+        let Some(cid) = self.find_client(super::ClientKeyRef(branch.as_bytes(), &method)) else {
             self.relay_stateless(m, from);
             return;
         };
@@ -218,10 +218,10 @@ impl Proxy {
                 return;
             }
             if let (Some(id), Some(tag)) = (&forward.dialog, m.to_tag()) {
-                let tag = tag.to_owned();
                 if let Some(change) = self.dialogs.update(id, |d| {
-                    if d.state == DialogState::Early {
-                        d.callee.tag = Some(tag);
+                    // A copy only for a new tag (not at every provisional of the same one).
+                    if d.state == DialogState::Early && d.callee.tag.as_deref() != Some(tag) {
+                        d.callee.tag = Some(tag.into());
                     }
                 }) {
                     self.emit_dialog(change);
@@ -280,7 +280,8 @@ impl Proxy {
     /// Relays a response on server transaction `sid` as received minus its top Via
     /// (RFC 3261 §16.7).
     fn relay_message(&mut self, sid: TxId, m: &Message<'_>, code: u16) {
-        if let Some(out) = without_top_via(m) {
+        let out = self.buffer(m.sip.as_bytes().len() + 24);
+        if let Some(out) = without_top_via(m, out) {
             self.count_relayed(code);
             self.send_on_server(sid, code, out);
         }
@@ -308,8 +309,7 @@ impl Proxy {
 
     /// A 2xx to an INVITE confirms the session: the callee's tag, contact and route set.
     fn confirm_dialog(&mut self, id: &crate::dialogs::DialogId, m: &Message<'_>) {
-        let tag = m.to_tag().map(str::to_owned);
-        let contact = m.first_contact_uri().map(str::to_owned);
+        let (tag, contact) = (m.to_tag(), m.first_contact_uri());
         // Record-Route entries above our own are the callee side's proxies; nearest first.
         let mut callee_route: Vec<String> = m
             .record_routes()
@@ -323,10 +323,13 @@ impl Proxy {
             .is_some_and(|d| d.state == DialogState::Early);
         if let Some(change) = self.dialogs.update(id, |d| {
             d.state = DialogState::Confirmed;
-            if tag.is_some() {
-                d.callee.tag = tag;
+            // A copy only of what changed: the tag usually came with a provisional.
+            if let Some(tag) = tag.filter(|t| d.callee.tag.as_deref() != Some(*t)) {
+                d.callee.tag = Some(tag.into());
             }
-            d.callee.contact = contact;
+            if d.callee.contact.as_deref() != contact {
+                d.callee.contact = contact.map(Text::from);
+            }
             d.callee.route = callee_route;
         }) {
             self.emit_dialog(change);
@@ -366,7 +369,8 @@ impl Proxy {
             self.confirm_dialog(&id, m);
             self.after_change();
         }
-        if let Some(out) = without_top_via(m) {
+        let out = self.buffer(m.sip.as_bytes().len() + 24);
+        if let Some(out) = without_top_via(m, out) {
             self.count_relayed(code);
             self.send(dest, out);
         }
@@ -402,13 +406,12 @@ impl Proxy {
 /// A response as it is relayed: its top Via (ours) removed, every other byte copied as it came
 /// rather than rebuilt; Content-Length added when it had none (a stream on the other side
 /// needs it). `None` when it has no Via to remove.
-fn without_top_via(m: &Message<'_>) -> Option<Vec<u8>> {
+fn without_top_via(m: &Message<'_>, mut out: Vec<u8>) -> Option<Vec<u8>> {
     let mut editor = sip::Editor::new(&m.sip);
     editor.pop_first(sip::HeaderName::Via)?;
     if m.sip.content_length().is_none() {
         editor.set_body(None, m.sip.body());
     }
-    let mut out = Vec::with_capacity(m.sip.as_bytes().len() + 24);
     editor.write(&mut out).ok()?;
     Some(out)
 }

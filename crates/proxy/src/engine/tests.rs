@@ -96,16 +96,16 @@ fn show_registrations_counts_the_calls_the_walk_over_every_dialog_counted() {
             Realm::Access
         },
         flow: flow(next(80), (next(2) == 0).then(|| next(40))),
-        uri: format!("sip:u{}@H", next(150)),
+        uri: format!("sip:u{}@H", next(150)).into(),
         tag: None,
-        contact: (next(3) > 0).then(|| format!("sip:c{}@h", next(400))),
+        contact: (next(3) > 0).then(|| format!("sip:c{}@h", next(400)).into()),
         cseq: 1,
         route: Vec::new(),
     };
     for i in 0..400u64 {
         let id = DialogId {
-            call_id: format!("call{i}"),
-            caller_tag: "t".to_owned(),
+            call_id: format!("call{i}").into(),
+            caller_tag: "t".into(),
             caller_realm: Realm::Access,
         };
         let dialog = Dialog {

@@ -41,9 +41,14 @@ impl Proxy {
                 };
                 match entry.tx.on_timer(timer, now) {
                     ServerAction::ResendLast => {
-                        let (to, last) = (entry.source, entry.last_response.clone());
+                        let to = entry.source;
+                        let last = entry.last_response.take();
+                        let resent = last.as_deref().map(|last| self.copy_of(last));
+                        if let Some(entry) = self.servers.get_mut(&id) {
+                            entry.last_response = last;
+                        }
                         self.sync_server_timers(id);
-                        if let Some(last) = last {
+                        if let Some(last) = resent {
                             self.stats.retransmissions += 1;
                             self.send(to, last);
                         }
@@ -60,9 +65,15 @@ impl Proxy {
                     return;
                 };
                 let action = entry.tx.on_timer(timer, now);
-                let (purpose, dest, request) = (entry.purpose, entry.dest, entry.request.clone());
+                let (purpose, dest) = (entry.purpose, entry.dest);
                 match action {
                     ClientAction::Retransmit => {
+                        let request = std::mem::take(&mut entry.request);
+                        let resent = self.copy_of(&request);
+                        if let Some(entry) = self.clients.get_mut(&id) {
+                            entry.request = request;
+                        }
+                        let request = resent;
                         self.sync_client_timers(id);
                         self.stats.retransmissions += 1;
                         self.send(dest, request);
@@ -74,14 +85,16 @@ impl Proxy {
                             }
                             ClientPurpose::Probe(uid) => self.probe_done(uid, ProbeResult::Timeout),
                             ClientPurpose::Own => {
-                                let aor = Message::stored(&request)
-                                    .ok()
-                                    .and_then(|r| r.to().map(|t| t.uri().aor_key()))
-                                    .unwrap_or_default();
-                                let method = self
+                                let (aor, method) = self
                                     .clients
                                     .get(&id)
-                                    .map(|e| e.method.clone())
+                                    .map(|e| {
+                                        let aor = Message::stored(&e.request)
+                                            .ok()
+                                            .and_then(|r| r.to().map(|t| t.uri().aor_key()))
+                                            .unwrap_or_default();
+                                        (aor, e.method.clone())
+                                    })
                                     .unwrap_or_default();
                                 self.own_request_done(method.into_owned(), aor, None);
                             }
@@ -163,8 +176,7 @@ impl Proxy {
         draft.push("To", format!("<sip:{}>", cfg.addr));
         draft.push("Call-ID", call_id);
         draft.push("CSeq", "1 OPTIONS");
-        let Some(cid) =
-            self.send_own_request(draft, "OPTIONS", dest, ClientPurpose::Probe(uid), None)
+        let Some(cid) = self.send_own_request(draft, "OPTIONS", dest, ClientPurpose::Probe(uid))
         else {
             return;
         };

@@ -729,3 +729,27 @@ fn a_udp_upstream_that_asks_for_time_has_nothing_to_shut() {
     assert!(net.closed.is_empty());
     assert_eq!(net.proxy.stats().upstream_associations_shut, 0);
 }
+
+#[test]
+fn a_buffer_given_back_carries_the_next_message_written() {
+    let mut net = Net::standard();
+    let mut buffer = Vec::with_capacity(8192);
+    buffer.extend_from_slice(b"what was sent before");
+    let at = buffer.as_ptr();
+    net.proxy.recycle(buffer);
+    // An OPTIONS to the box is answered at once: the answer is written into that buffer.
+    let req = Req::new("OPTIONS", &format!("sip:{ACCESS}"), PHONE).call_id("recycled");
+    net.proxy.handle_input(
+        net.now,
+        crate::Input {
+            listener: crate::ListenerId(0),
+            flow: None,
+            source: addr(PHONE),
+            bytes: &req.bytes(),
+        },
+    );
+    let answer = net.proxy.poll_transmit().unwrap();
+    assert_eq!(answer.bytes.as_ptr(), at);
+    assert!(answer.bytes.starts_with(b"SIP/2.0 200"), "{answer:?}");
+    assert!(net.proxy.poll_transmit().is_none());
+}

@@ -149,7 +149,7 @@ fn a_record_that_does_not_fit_this_node_changes_nothing() {
 
     let mut r = dialog.clone();
     if let ChangeRecord::Dialog(DialogRecordChange::Upsert(d)) = &mut r {
-        d.callee.uri = "x".repeat(5000);
+        d.callee.uri = "x".repeat(5000).into();
     }
     assert!(matches!(
         twin.apply_change(net.now, r),
