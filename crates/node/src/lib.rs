@@ -260,10 +260,10 @@ impl Node {
     fn step_switchover(&mut self, now: Instant) {
         // Counting the forwards in flight walks every server transaction: only during a
         // switchover, not after every message (it was half the engine's time under load).
-        if !self
+        if self
             .replication
             .as_ref()
-            .is_some_and(|r| r.switchover.is_some())
+            .is_none_or(|r| r.switchover.is_none())
         {
             return;
         }
@@ -450,6 +450,12 @@ impl Node {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.proxy.poll_transmit()
+    }
+
+    /// Gives back a sent transmit's buffer, for a later message to be written into
+    /// ([`proxy::Proxy::recycle`]); a shell that drops its transmits costs an allocation each.
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        self.proxy.recycle(bytes);
     }
 
     /// The next connection or association to end gracefully.

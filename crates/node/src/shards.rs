@@ -135,6 +135,11 @@ impl Shard {
         self.proxy.poll_transmit()
     }
 
+    /// Gives back a sent transmit's buffer ([`proxy::Proxy::recycle`]).
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        self.proxy.recycle(bytes);
+    }
+
     /// The next connection or association to end gracefully.
     #[must_use]
     pub fn poll_close(&mut self) -> Option<proxy::Close> {

@@ -308,7 +308,9 @@ impl Engine {
     /// every follower.
     fn flush(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            self.transports.send(t);
+            if let Some(bytes) = self.transports.send(t) {
+                self.core.recycle(bytes);
+            }
         }
         // After the transmits: the ACK of the 503 that asked for a close leaves on the
         // association before its SHUTDOWN.
@@ -337,7 +339,9 @@ impl Engine {
         }
         // A state change's own transmits (the guard's BYEs) come after the events.
         while let Some(t) = self.core.poll_transmit() {
-            self.transports.send(t);
+            if let Some(bytes) = self.transports.send(t) {
+                self.core.recycle(bytes);
+            }
         }
         if let Some(out) = &self.twin_out {
             while let Some(t) = self.core.poll_twin_transmit() {

@@ -211,7 +211,9 @@ impl Worker {
     /// Transmits out, reports to the node, events to the journal.
     fn flush(&mut self, source: Option<std::net::SocketAddr>) {
         while let Some(t) = self.shard.poll_transmit() {
-            self.transports.send(t);
+            if let Some(bytes) = self.transports.send(t) {
+                self.shard.recycle(bytes);
+            }
         }
         while let Some(c) = self.shard.poll_close() {
             self.transports.close(&c);

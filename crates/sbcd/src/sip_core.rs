@@ -291,6 +291,11 @@ impl SipCore {
         self.node.poll_transmit()
     }
 
+    /// Gives back a sent datagram's buffer to the proxy, for its next message.
+    pub fn recycle(&mut self, bytes: Vec<u8>) {
+        self.node.recycle(bytes);
+    }
+
     /// The next association to shut down (an upstream that asked for time).
     pub fn poll_close(&mut self) -> Option<proxy::Close> {
         self.node.poll_close()

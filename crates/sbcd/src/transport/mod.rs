@@ -378,18 +378,26 @@ impl Shared {
 
     /// Sends one message the engine produced. Never blocks: a full queue or a full socket
     /// buffer drops the message (SIP over UDP retransmits; a stuck TCP peer is not waited for).
-    pub fn send(self: &Arc<Self>, t: Transmit) {
+    /// Sends `t`. A datagram leaves at once, and its buffer comes back for the proxy to write a
+    /// later message into (`Proxy::recycle`); a stream message's buffer goes to its connection.
+    pub fn send(self: &Arc<Self>, t: Transmit) -> Option<Vec<u8>> {
         let Some(spec) = self.listeners.get(usize::from(t.listener.0)) else {
             bump(&self.counters.unsendable);
             tracing::warn!(
                 listener = t.listener.0,
                 "transmit on an unknown listener dropped"
             );
-            return;
+            return Some(t.bytes);
         };
         match spec.transport {
-            Transport::Udp => self.send_udp(spec, &t),
-            Transport::Tcp | Transport::Sctp => self.send_stream(spec, t),
+            Transport::Udp => {
+                self.send_udp(spec, &t);
+                Some(t.bytes)
+            }
+            Transport::Tcp | Transport::Sctp => {
+                self.send_stream(spec, t);
+                None
+            }
         }
     }
 
