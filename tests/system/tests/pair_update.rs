@@ -4,11 +4,12 @@
 //! lab's site settings on its data partition), in the lab's network namespace, both with the
 //! same bundle on their stick (`--media`). A SIPp load runs from the lab's phone side
 //! (192.0.2.1) through the access service address 192.0.2.10 to the core's SIPp UAS
-//! (198.51.100.1:25070) from before step 1 to after step 4, a few calls a second, each held a few
-//! seconds:
+//! (198.51.100.1:25070) from the end of step 1 to after step 4, a few calls a second, each held
+//! a few seconds:
 //!
-//! 1. node 1 boots first and becomes active, then node 2, standby; both are synced and
-//!    `show version` names the factory release;
+//! 1. node 1 boots first and becomes active; node 2, started once node 1's slot is confirmed
+//!    (its engine ready), becomes standby; both are synced and `show version` names the factory
+//!    release;
 //! 2. on node 2, `install-update media FILE`: RAUC writes slot B, the box restarts (node 1 says
 //!    `%TWIN: twin lost` and serves on alone), GRUB boots slot B on trial, the slot is confirmed,
 //!    node 2 rejoins standby and synced, its `show version` the bundle's release;
@@ -17,8 +18,9 @@
 //!    on the new release; node 2 stays active (`preempt = false`).
 //!
 //! Then the load is ended (SIGUSR1: no new call, the calls in progress finish) and SIPp must
-//! count no failed call; calls must have been held across the switchover and set up while each
-//! node was away (from SIPp's own `<log>` times), else the load proved nothing.
+//! count no failed call; calls must have been held across the switchover and set up between
+//! each node's restart and its sync (from SIPp's own `<log>` times), else the load proved
+//! nothing. The lab detects a silent twin after 2 s, not 300 ms ([`TWIN_MISSES`]).
 //!
 //! Everything is done as an operator does it, on the serial consoles. Waits end on console text
 //! or SIP answers, never on a fixed sleep (a console that answered is asked again after a short
