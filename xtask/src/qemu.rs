@@ -34,6 +34,10 @@
 //! configuration, the lab's addresses and one shared key through fw_cfg. Node a's console is on
 //! the terminal, node b's on a socket. With `--print-command` both machines are printed (each
 //! after a `node NAME` line) and the namespace is left for the caller to delete.
+//! `--twin --bios` boots each node through SeaBIOS and GRUB from a disk of its own, a copy of
+//! the image made for the run with the node's files on its data partition, as a site sets up a
+//! box (`site.rs`): GRUB's command line cannot carry `sbc.lab`. Such a pair can be updated
+//! (`install-update`, A/B slots) as two boxes are; `--media` gives both nodes the same stick.
 //!
 //! Guest writes go to a qcow2 overlay per node (`out/qemu/<node>/disk.qcow2`, the twin's nodes
 //! being `twin-a` and `twin-b`), so the built image stays as built and the box's data survives
@@ -43,6 +47,7 @@ mod install;
 mod lab;
 pub mod peer;
 pub mod qmp;
+mod site;
 
 use crate::image;
 use crate::util;
@@ -71,6 +76,8 @@ struct Opts {
     testport: bool,
     /// The twin lab's network namespace.
     lab: String,
+    /// `--twin-misses N`: the lab's failure detection, in keep-alive intervals.
+    twin_misses: Option<u32>,
     /// Ports cabled to a datagram socket instead of user networking (`--link`).
     links: Vec<Link>,
     /// The single box's `/etc/sbc/sbc.toml` for this boot (`--config`), by fw_cfg.
@@ -166,6 +173,10 @@ pub struct Args {
     /// The twin lab's network namespace.
     #[arg(long, value_name = "NETNS", default_value = "sbc-lab")]
     lab: String,
+    /// The twins take over after N silent keep-alive intervals of 100 ms (default 3, SPEC §7's);
+    /// more for guests that stall under TCG on a loaded host.
+    #[arg(long, value_name = "N")]
+    twin_misses: Option<u32>,
     /// Cable a port to a QEMU datagram socket on 127.0.0.1 instead of user networking
     /// (repeatable, once per port).
     #[arg(long, value_name = "access|core=LOCAL_PORT:REMOTE_PORT", value_parser = Link::parse)]
@@ -213,6 +224,7 @@ fn parse(args: Args) -> Result<Opts> {
         verbose: args.verbose,
         testport: args.testport,
         lab: args.lab,
+        twin_misses: args.twin_misses,
         links,
         config: absolute("--config", args.config)?,
         disk: absolute("--disk", args.disk)?,
@@ -224,8 +236,14 @@ fn parse(args: Args) -> Result<Opts> {
             o.board
         );
     }
-    if o.twin && (o.disk.is_some() || o.media.is_some()) {
-        bail!("--disk and --media are the single box's");
+    if o.twin_misses.is_some() && !o.twin {
+        bail!("--twin-misses is the twin lab's");
+    }
+    if o.twin_misses == Some(0) {
+        bail!("--twin-misses 0: a node would take over at once");
+    }
+    if o.twin && o.disk.is_some() {
+        bail!("--disk is the single box's; with --twin each node gets its own");
     }
     if o.config.is_some() && (o.twin || o.bios) {
         bail!("--config is the single box's, and needs the kernel command line: leave out --twin and --bios");
@@ -237,9 +255,6 @@ fn parse(args: Args) -> Result<Opts> {
     }
     if o.twin && !o.links.is_empty() {
         bail!("--link cables the single box's ports; the twin's ports are on the lab's bridges");
-    }
-    if o.twin && o.bios {
-        bail!("--twin boots the kernel directly (its nodes' flags are on the kernel command line); leave out --bios");
     }
     Ok(o)
 }
@@ -303,7 +318,8 @@ pub fn run(args: Args) -> Result<()> {
         lab::write_key(&key)?;
         for (id, name) in [(1u8, "a"), (2, "b")] {
             let dir = base.join(format!("twin-{name}"));
-            let files = lab::node_files(id, &format!("sbc-{name}"), &dir, &key)?;
+            let misses = o.twin_misses.unwrap_or(lab::DEFAULT_MISSES);
+            let files = lab::node_files(id, &format!("sbc-{name}"), misses, &dir, &key)?;
             nodes.push(Node {
                 name,
                 sip_port: o.sip_port,
@@ -333,9 +349,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut commands = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
-        let disk = match &o.disk {
-            Some(disk) => disk.clone(),
-            None => prepare_disk(&built, node, &o)?,
+        let disk = match (&o.disk, &node.twin_link) {
+            (Some(disk), _) => disk.clone(),
+            // Through GRUB a node cannot be told `sbc.lab`: its settings go onto its disk.
+            (None, TwinLink::Lab { files, .. }) if o.bios => {
+                site::node_disk(&built.image, &node.dir, files)?
+            }
+            (None, _) => prepare_disk(&built, node, &o)?,
         };
         let on_terminal = i == 0 || o.print_command;
         commands.push(command(
@@ -534,8 +554,9 @@ fn command(
     } else {
         "raw"
     };
-    // The built image itself is never written; a disk given by --disk is.
-    let snapshot = o.snapshot || (format == "raw" && o.disk.is_none());
+    // The built image itself is never written; a disk given by --disk, or a twin node's copy
+    // (`--twin --bios`), is.
+    let snapshot = o.snapshot || disk == built.image;
     cmd.arg("-drive").arg(format!(
         "file={},if=none,id=disk,format={format},cache=unsafe{}",
         disk.display(),
@@ -572,9 +593,12 @@ fn command(
                 i + 3
             ));
         }
-        for (name, file) in files {
-            cmd.arg("-fw_cfg")
-                .arg(format!("name={name},file={}", file.display()));
+        // Through GRUB the files are on the node's disk instead (`site.rs`).
+        if !o.bios {
+            for (name, file) in files {
+                cmd.arg("-fw_cfg")
+                    .arg(format!("name={name},file={}", file.display()));
+            }
         }
     } else {
         user_networking(&mut cmd, node, &o.links, &mac);
@@ -860,6 +884,22 @@ mod tests {
         assert!(o.snapshot && o.config.is_some());
         assert!(parse_words(&["--twin", "--config", &path]).is_err());
         assert!(parse_words(&["--bios", "--config", &path]).is_err());
+        let _ = fs::remove_file(&file);
+    }
+
+    #[test]
+    fn a_twin_boots_through_grub_with_a_stick_but_not_from_a_given_disk() {
+        let file = std::env::temp_dir().join(format!("xtask-disk-{}.img", std::process::id()));
+        fs::write(&file, "").unwrap_or_else(|e| panic!("{e}"));
+        let path = file.display().to_string();
+        let o = parse_words(&["--twin", "--bios", "--media", &path])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(o.twin && o.bios && o.media.is_some());
+        assert!(parse_words(&["--twin", "--disk", &path]).is_err());
+        let o = parse_words(&["--twin", "--twin-misses", "20"]).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(o.twin_misses, Some(20));
+        assert!(parse_words(&["--twin-misses", "20"]).is_err());
+        assert!(parse_words(&["--twin", "--twin-misses", "0"]).is_err());
         let _ = fs::remove_file(&file);
     }
 }

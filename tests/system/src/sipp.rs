@@ -172,6 +172,34 @@ impl SippRun {
         Some(secs + usecs / 1e6)
     }
 
+    /// Every `<log>` line `<prefix> <secs> <usecs>` written so far, as Unix seconds.
+    pub fn logged_times(&self, prefix: &str) -> Vec<f64> {
+        self.logged(prefix)
+            .iter()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let secs: f64 = words.next()?.parse().ok()?;
+                let usecs: f64 = words.next()?.parse().ok()?;
+                Some(secs + usecs / 1e6)
+            })
+            .collect()
+    }
+
+    /// Whether SIPp has exited (by itself, or after [`SippRun::finish_calls`]).
+    pub fn has_exited(&mut self) -> bool {
+        self.exited().is_some()
+    }
+
+    /// Ends a load as SIPp's own `q` key does (SIGUSR1): no new call is placed, and SIPp exits
+    /// once the calls in progress are over; [`SippRun::wait_exit`] then waits for that.
+    pub fn finish_calls(&mut self) {
+        if self.exited().is_none() {
+            let _ = std::process::Command::new("kill")
+                .args(["-USR1", &self.child.id().to_string()])
+                .status();
+        }
+    }
+
     /// The last line of the statistics file, by column name (written at exit too).
     pub fn stats(&self) -> HashMap<String, String> {
         let text = self.read("stats.csv");

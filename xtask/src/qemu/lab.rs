@@ -30,6 +30,10 @@ use std::process::Command;
 pub const ACCESS_SERVICE: &str = "192.0.2.10";
 pub const CORE_SERVICE: &str = "198.51.100.10";
 
+/// Keep-alive intervals of silence before a node takes over: SPEC §7's default, unless
+/// `--twin-misses` says otherwise.
+pub const DEFAULT_MISSES: u32 = 3;
+
 /// The guest NICs, in the order QEMU gets them: (netdev id, bridge suffix).
 pub const NICS: [&str; 3] = ["access", "core", "twin"];
 
@@ -117,8 +121,15 @@ pub fn write_key(path: &Path) -> Result<()> {
         .with_context(|| format!("setting mode of {}", path.display()))
 }
 
-/// Writes node `id`'s files into `dir`; returns the fw_cfg entries (name, file).
-pub fn node_files(id: u8, name: &str, dir: &Path, key: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// Writes node `id`'s files into `dir`, its twin taking over after `misses` silent keep-alive
+/// intervals; returns the fw_cfg entries (name, file).
+pub fn node_files(
+    id: u8,
+    name: &str,
+    misses: u32,
+    dir: &Path,
+    key: &Path,
+) -> Result<Vec<(String, PathBuf)>> {
     let lab = dir.join("lab");
     fs::create_dir_all(lab.join("network"))
         .with_context(|| format!("creating {}", lab.display()))?;
@@ -129,7 +140,7 @@ pub fn node_files(id: u8, name: &str, dir: &Path, key: &Path) -> Result<Vec<(Str
         entries.push((format!("opt/sbc/{fw_name}"), path));
         Ok(())
     };
-    put("sbc.toml", "sbc.toml", &config(id, name)?)?;
+    put("sbc.toml", "sbc.toml", &config(id, name, misses)?)?;
     let network = |dev: &str, what: &str, addr: &str, required: bool| {
         format!(
             "# cargo xtask qemu --twin, node {id}: {what}.\n[Match]\nName={dev}\n\n{}\
@@ -171,7 +182,7 @@ pub fn node_files(id: u8, name: &str, dir: &Path, key: &Path) -> Result<Vec<(Str
 }
 
 /// The qemu board's factory configuration moved onto the lab's addresses, with `[twin]`.
-fn config(id: u8, name: &str) -> Result<String> {
+fn config(id: u8, name: &str, misses: u32) -> Result<String> {
     let factory_path = util::root().join("image/board/qemu/sbc.toml");
     let mut text = fs::read_to_string(&factory_path)
         .with_context(|| format!("reading {}", factory_path.display()))?;
@@ -204,7 +215,7 @@ fn config(id: u8, name: &str) -> Result<String> {
          node_id = {id}\n\
          mode = \"hot\"\n\
          interval_ms = 100\n\
-         misses = 3\n\
+         misses = {misses}\n\
          preempt = false\n\
          key_file = \"/etc/sbc/twin.key\"\n\
          link = {{ local = \"169.254.77.{id}:7700\", peer = \"169.254.77.{peer}:7700\" }}\n\
@@ -226,8 +237,9 @@ mod tests {
 
     #[test]
     fn each_node_gets_its_own_addresses_and_the_other_as_peer() {
-        let one = config(1, "sbc-a").unwrap_or_default();
-        let two = config(2, "sbc-b").unwrap_or_default();
+        let one = config(1, "sbc-a", DEFAULT_MISSES).unwrap_or_default();
+        let two = config(2, "sbc-b", 20).unwrap_or_default();
+        assert!(one.contains("misses = 3\n") && two.contains("misses = 20\n"));
         assert!(one.contains("node_id = 1") && one.contains("name = \"sbc-a\""));
         assert!(
             one.contains(r#"link = { local = "169.254.77.1:7700", peer = "169.254.77.2:7700" }"#)

@@ -1,6 +1,7 @@
 //! What the on-the-box tests (`box_*.rs`) add to the `Guest` harness: the guest's test port
 //! (ttyS1, served by sbcd only when the kernel command line carries `sbc.testport=ttyS1`,
-//! docs/box.md), a QMP client for key presses and QEMU's events, and a hand-made INVITE.
+//! docs/box.md), a QMP client for key presses and QEMU's events, a hand-made INVITE, and the
+//! guard that deletes a twin lab's network namespace.
 //!
 //! Like the harness, nothing here sleeps to let something happen: reads end on the awaited
 //! text or on a deadline.
@@ -371,5 +372,18 @@ pub fn invite_final_response(target: &str, timeout: Duration) -> Result<String, 
             let _ = socket.send_to(ack.as_bytes(), target);
             return Ok(text);
         }
+    }
+}
+
+/// A lab network namespace (`cargo xtask qemu --twin --print-command` leaves it to the caller),
+/// deleted when dropped, however the test ends: the bridges and taps in it go with it. Declare
+/// it before the guests and SIPp runs in it, so that they are dropped (stopped) first.
+pub struct LabNetns(pub String);
+
+impl Drop for LabNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
     }
 }
