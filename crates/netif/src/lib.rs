@@ -21,6 +21,6 @@ mod packet_socket;
 
 pub use address::{AddressError, Addresses};
 pub use arp::frame::{ArpOp, ArpPacket, MacAddr};
-pub use arp::{announce, probe, ArpError, ArpSocket, ProbeOutcome, ProbeTiming};
+pub use arp::{announce, ipv4_addresses, probe, ArpError, ArpSocket, ProbeOutcome, ProbeTiming};
 pub use freebind::{bind_tcp_listener_freebind, bind_udp_freebind};
 pub use keyfile::{read_key_file, KeyFileError, MIN_KEY_LEN};

@@ -386,6 +386,7 @@ async fn serve(
         "sbcd started"
     );
     tracing::info!("sbcd: listening");
+    tokio::spawn(async move { crate::network_wait::announce(&addresses).await });
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 

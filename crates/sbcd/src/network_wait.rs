@@ -11,6 +11,13 @@
 //! The wait is bounded. An address still missing at the end is left to the bind, which fails
 //! with the error that names the listener (and systemd starts sbcd again); an upstream still
 //! without a route is only logged: its probe will say so.
+//!
+//! Once bound, sbcd [`announce`]s its listeners' IPv4 addresses: one gratuitous ARP each, on
+//! the interface that holds it, so that a neighbour that queued a packet for the address while
+//! the box was still coming up (a router that asked, got no answer, and asks again only much
+//! later) can deliver it now. QEMU's user network is one: it asks once per packet and drops the
+//! packet a second later, so without the announcement a phone's first request waited up to a
+//! second after the box could answer it (docs/image.md, "A fast boot").
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -98,9 +105,73 @@ pub async fn wait(
     }
 }
 
+/// Which of `holders` (an interface's name and one of its addresses, as getifaddrs lists them)
+/// carry one of `addresses`: the pairs to announce, each address once, loopback never.
+pub fn to_announce(
+    addresses: &[IpAddr],
+    holders: impl IntoIterator<Item = (String, Ipv4Addr)>,
+) -> Vec<(String, Ipv4Addr)> {
+    let mut out: Vec<(String, Ipv4Addr)> = Vec::new();
+    for (dev, ip) in holders {
+        if !ip.is_loopback()
+            && addresses.contains(&IpAddr::V4(ip))
+            && !out.iter().any(|(_, seen)| *seen == ip)
+        {
+            out.push((dev, ip));
+        }
+    }
+    out
+}
+
+/// Sends one gratuitous ARP for each IPv4 address of `addresses` on the interface that holds
+/// it (see the module's doc). A courtesy to the neighbours, never a condition of serving: a
+/// failure (no `CAP_NET_RAW`, as in a host test) is logged at debug level and nothing else.
+pub async fn announce(addresses: &[IpAddr]) {
+    let holders = match netif::ipv4_addresses() {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!(error = %e, "listing interfaces to announce the listeners failed");
+            return;
+        }
+    };
+    for (dev, ip) in to_announce(addresses, holders) {
+        match netif::announce(&dev, ip, 1, Duration::ZERO).await {
+            Ok(()) => tracing::debug!(%ip, %dev, "listener address announced"),
+            Err(e) => {
+                tracing::debug!(%ip, %dev, error = %e, "announcing a listener address failed")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_listener_addresses_are_announced_once_each_and_never_loopback() {
+        let access = Ipv4Addr::new(10, 0, 2, 15);
+        let core = Ipv4Addr::new(10, 0, 3, 15);
+        let holders = vec![
+            ("lo".to_string(), Ipv4Addr::LOCALHOST),
+            ("eth0".to_string(), access),
+            ("eth1".to_string(), core),
+            ("eth2".to_string(), Ipv4Addr::new(169, 254, 7, 1)),
+            ("eth0".to_string(), access),
+        ];
+        let listeners = [
+            IpAddr::V4(access),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "2001:db8::1".parse().unwrap(),
+            IpAddr::V4(ABSENT_V4),
+        ];
+        assert_eq!(
+            to_announce(&listeners, holders),
+            vec![("eth0".to_string(), access)]
+        );
+    }
+
+    const ABSENT_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 77);
 
     /// An address of TEST-NET-3 (RFC 5737): on no interface of a test host.
     const ABSENT: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77));

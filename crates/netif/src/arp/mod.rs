@@ -264,6 +264,18 @@ impl ArpSocket {
     }
 }
 
+/// Every IPv4 address on the box's interfaces, with the interface's name, from getifaddrs (so
+/// in the calling thread's network namespace, as [`ArpSocket::open`] sees it): what to give
+/// [`announce`] for an address the caller knows but not the interface of.
+pub fn ipv4_addresses() -> Result<Vec<(String, Ipv4Addr)>, nix::Error> {
+    Ok(nix::ifaddrs::getifaddrs()?
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            Some((a.interface_name, ip))
+        })
+        .collect())
+}
+
 /// The index and MAC of `dev`, from getifaddrs: it asks the kernel through a socket, so it sees
 /// the calling thread's network namespace (/sys/class/net shows the namespace /sys was mounted
 /// in, which is not the same for a thread that entered another namespace).
