@@ -894,16 +894,7 @@ mod tests {
             since_unix_ms: 0,
             transitions: Default::default(),
         };
-        // On a thread of its own with a current-thread runtime, as the daemon runs it (the
-        // kernel headers it keeps for `recvmmsg` are not `Send`). It ends when the rig's
-        // senders are dropped.
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(engine.run());
-        });
+        tokio::spawn(engine.run());
         Rig {
             asks: ask_tx,
             commands: command_tx,

@@ -7,53 +7,28 @@
 //! `cargo xtask bench sip`, those hand-offs were the larger part of sbcd's CPU per call. The
 //! engine now drains every ready datagram after one readiness wake-up and judges each one where
 //! it lies in the receive buffer.
-//!
-//! Datagrams are read up to [`RECV_BATCH`] at a time with one `recvmmsg` (a `recvfrom` per
-//! datagram was a third of sbcd's system calls). Transmits still leave one `sendto` each, as
-//! the core makes them: sending them together (`sendmmsg`) after a batch was measured to cost
-//! more wake-ups than it saved in system calls (docs/engine.md, "System calls per call").
 
-use std::io::{ErrorKind, IoSliceMut};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage};
 use proxy::ListenerId;
-use tokio::io::Interest;
 
 use super::{ListenerSpec, Shared};
-
-/// Datagrams read by one `recvmmsg`.
-pub const RECV_BATCH: usize = 16;
 
 /// The UDP sockets of every listener, read by their one owner.
 #[derive(Debug)]
 pub struct Ingress {
     sockets: Vec<(ListenerSpec, tokio::net::UdpSocket)>,
-    /// One receive buffer per datagram of a batch, each one byte more than the limit, so an
-    /// oversize datagram shows as a full buffer instead of being passed on truncated.
-    bufs: [Vec<u8>; RECV_BATCH],
-    /// The kernel's headers for `recvmmsg`, kept from batch to batch.
-    headers: MultiHeaders<SockaddrStorage>,
-    /// The last batch read: its socket, each datagram's length and source, and how many of
-    /// them were handed out.
-    batch: Batch,
+    /// One byte more than the limit, so an oversize datagram shows as a full buffer instead of
+    /// being passed on truncated.
+    buf: Vec<u8>,
     /// The socket to look at first next time, so a busy listener cannot starve the others.
     next: usize,
     /// After a receive error that may repeat at once: when to look at the sockets again, so a
     /// failing socket does not spin the engine.
     backoff_until: Option<tokio::time::Instant>,
-}
-
-/// The datagrams of the last `recvmmsg`: its socket, each one's length and source, and how
-/// many of them were handed out.
-#[derive(Debug, Default)]
-struct Batch {
-    socket: usize,
-    got: Vec<(usize, Option<SocketAddr>)>,
-    next: usize,
 }
 
 /// One received datagram, borrowed from the ingress buffer until the next receive.
@@ -80,18 +55,10 @@ impl Ingress {
             .collect();
         Ingress {
             sockets,
-            bufs: std::array::from_fn(|_| vec![0u8; shared.limits.max_message_bytes + 1]),
-            headers: MultiHeaders::preallocate(RECV_BATCH, None),
-            batch: Batch::default(),
+            buf: vec![0u8; shared.limits.max_message_bytes + 1],
             next: 0,
             backoff_until: None,
         }
-    }
-
-    /// Whether every datagram of the last batch has been handed out (the next
-    /// [`try_recv`](Self::try_recv) reads the socket again).
-    fn batch_done(&self) -> bool {
-        self.batch.next >= self.batch.got.len()
     }
 
     /// Whether there is no UDP listener at all.
@@ -99,12 +66,8 @@ impl Ingress {
         self.sockets.is_empty()
     }
 
-    /// Ready when some socket may have a datagram (or datagrams of the last batch are still
-    /// to be handed out); gives that socket's index.
+    /// Ready when some socket may have a datagram; gives that socket's index.
     pub fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<usize> {
-        if !self.batch_done() {
-            return Poll::Ready(self.batch.socket);
-        }
         let n = self.sockets.len();
         for k in 0..n {
             let i = (self.next + k) % n;
@@ -124,74 +87,16 @@ impl Ingress {
         std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 
-    /// The next datagram waiting on socket `index` (or left from the last batch), without
-    /// waiting; `None` once it has none (its readiness is then cleared and
-    /// [`ready`](Self::ready) waits for the next). Oversize datagrams are dropped and counted
-    /// here.
+    /// The next datagram waiting on socket `index`, without waiting; `None` once it has none
+    /// (its readiness is then cleared and [`ready`](Self::ready) waits for the next).
+    /// Oversize datagrams are dropped and counted here.
     pub fn try_recv(&mut self, shared: &Shared, index: usize) -> Option<Datagram<'_>> {
-        loop {
-            if self.batch_done() && !self.fill(index) {
-                return None;
-            }
-            let k = self.batch.next;
-            self.batch.next += 1;
-            let (n, source) = self.batch.got[k];
-            let (spec, _) = self.sockets.get(self.batch.socket)?;
-            let Some(source) = source else {
-                continue;
-            };
-            if n > shared.limits.max_message_bytes {
-                shared
-                    .counters
-                    .udp_oversize_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(peer = %source, "oversize datagram dropped");
-                continue;
-            }
-            shared.counters.udp_received.fetch_add(1, Ordering::Relaxed);
-            return Some(Datagram {
-                listener: spec.id,
-                source,
-                bytes: &self.bufs[k][..n],
-            });
-        }
-    }
-
-    /// Reads the next batch from socket `index` with one `recvmmsg`; whether it got any.
-    fn fill(&mut self, index: usize) -> bool {
-        let Some((spec, sock)) = self.sockets.get(index) else {
-            return false;
-        };
+        let (spec, sock) = self.sockets.get(index)?;
         self.next = (index + 1) % self.sockets.len();
-        let batch = &mut self.batch;
-        batch.socket = index;
-        batch.got.clear();
-        batch.next = 0;
         loop {
-            let (bufs, headers) = (&mut self.bufs, &mut self.headers);
-            let read = sock.try_io(Interest::READABLE, || {
-                let mut slices = bufs.each_mut().map(|b| [IoSliceMut::new(b)]);
-                let results = nix::sys::socket::recvmmsg(
-                    sock.as_raw_fd(),
-                    headers,
-                    slices.iter_mut(),
-                    MsgFlags::MSG_DONTWAIT,
-                    None,
-                )
-                .map_err(std::io::Error::from)?;
-                for m in results {
-                    let source = m.address.and_then(|a: SockaddrStorage| {
-                        a.as_sockaddr_in()
-                            .map(|v4| SocketAddr::from(*v4))
-                            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
-                    });
-                    batch.got.push((m.bytes, source));
-                }
-                Ok(())
-            });
-            match read {
-                Ok(()) => return true,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            let (n, source) = match sock.try_recv_from(&mut self.buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
                 // ICMP errors from earlier sends surface here on some kernels; they say nothing
                 // about this socket's health.
                 Err(e)
@@ -208,9 +113,23 @@ impl Ingress {
                     tracing::debug!(addr = %spec.addr, error = %e, "UDP receive error");
                     self.backoff_until =
                         Some(tokio::time::Instant::now() + std::time::Duration::from_millis(10));
-                    return false;
+                    return None;
                 }
+            };
+            if n > shared.limits.max_message_bytes {
+                shared
+                    .counters
+                    .udp_oversize_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %source, "oversize datagram dropped");
+                continue;
             }
+            shared.counters.udp_received.fetch_add(1, Ordering::Relaxed);
+            return Some(Datagram {
+                listener: spec.id,
+                source,
+                bytes: &self.buf[..n],
+            });
         }
     }
 }
