@@ -1,16 +1,20 @@
-//! `cargo xtask bench core [--calls N] [--k1 K1] [--k2 K2]`: the pure core's cost per call,
+//! `cargo xtask bench core [--calls N] [--k1 K1] [--k2 K2] [--step-ms MS] [--warmup N]`: the pure core's cost per call,
 //! figures that do not move with a noisy machine.
 //!
-//! Runs `crates/proxy/benches/core_call.rs` (release): one INVITE-180-200-ACK-BYE-200 call
-//! through `proxy::Proxy` with hand-written SIP, repeated with distinct Call-IDs after a
-//! warm-up of 1000 calls.
+//! Runs `crates/proxy/benches/core_call.rs` and `crates/node/benches/node_call.rs` (release):
+//! one INVITE-180-200-ACK-BYE-200 call with hand-written SIP, repeated with distinct Call-IDs
+//! after a warm-up of 1000 calls, through the bare `proxy::Proxy` and through `node::Node`
+//! (the proxy, the system state and the shard hub composed: what sbcd's engine runs). Both
+//! figures are printed side by side with the difference: what the composition adds per call,
+//! so a per-message walk in the node (as `Node::settle` over every server transaction once
+//! was) shows here and not only under SIPp.
 //!
 //! - Allocations, reallocations and bytes per call: the bench's counting allocator, over
 //!   `--calls` measured calls (default 10 000).
 //! - Instructions per call: the same binary twice under `valgrind --tool=callgrind`, once with
 //!   `K1` and once with `K2` measured calls (defaults 200 and 1200), collecting only inside
 //!   the bench's `measured_step` (every call into the proxy: handle_input or handle_timeout,
-//!   then the transmits and events taken out; `--toggle-collect`), so the bench writing and
+//!   then the transmits, events and commands taken out; `--toggle-collect`), so the bench writing and
 //!   reading SIP is not counted. Instructions per call = (Ir(K2) - Ir(K1)) / (K2 - K1): the
 //!   warm-up and anything else both runs share cancels.
 //! - The top 10 functions by inclusive Ir of the K2 run (`callgrind_annotate --inclusive=yes`)
@@ -19,14 +23,16 @@
 //!
 //! Issue 15's goal: at most 20 000 instructions and 10 allocations per call. A benchmark: it
 //! prints (and writes one JSON line to `out/bench/core.json`), it never fails on a number.
-//! Callgrind's output files stay in `out/bench/` (`callgrind.core.K.out`).
+//! Callgrind's output files stay in `out/bench/` (`callgrind.core_call.K.out`,
+//! `callgrind.node_call.K.out`).
 
 use crate::util;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Calls before the measured ones (the steady state: about 320 calls' ended transactions).
+/// Calls before the measured ones by default (the steady state at 100 ms per call: about 320
+/// calls' ended transactions).
 const WARMUP: u64 = 1000;
 
 /// `cargo xtask bench core`'s options.
@@ -44,25 +50,180 @@ pub struct Args {
     #[arg(long, value_name = "K2", default_value_t = 1200,
           value_parser = clap::value_parser!(u64).range(1..))]
     k2: u64,
+    /// Simulated time between calls, in milliseconds: 100 is a box at 10 calls/s; 1 a box at
+    /// 1000 calls/s, whose tables hold about 32 000 calls' ended transactions (give it a
+    /// `--warmup` of 40 000 to reach that).
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    step_ms: u64,
+    /// Calls before the measured ones.
+    #[arg(long, value_name = "N", default_value_t = WARMUP)]
+    warmup: u64,
 }
 
+/// One core's figures: the allocation run and the two callgrind runs.
+struct Figures {
+    allocs: f64,
+    reallocs: f64,
+    bytes: f64,
+    failed: f64,
+    ir_per_call: f64,
+    totals: [u64; 2],
+    inclusive: Vec<Row>,
+    exclusive: Vec<Row>,
+}
+
+/// The two cores measured: the bare proxy, and the node the daemon runs around it.
+const CORES: [(&str, &str, &str); 2] = [
+    ("proxy", "core_call", "proxy::Proxy"),
+    ("node", "node_call", "node::Node"),
+];
+
 pub fn run(args: Args) -> Result<()> {
-    let Args { calls, k1, k2 } = args;
+    let Args {
+        calls,
+        k1,
+        k2,
+        step_ms,
+        warmup,
+    } = args;
     if k2 <= k1 {
         bail!("--k2 ({k2}) must be above --k1 ({k1})");
     }
-    let bench = build_bench("core_call")?;
+    util::ensure_debs(&["valgrind"])?;
     let out_dir = util::root().join("out/bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let mut figures = Vec::new();
+    for (package, name, _) in CORES {
+        let bench = build_bench_in(package, name)?;
+        let run = Run {
+            calls,
+            k1,
+            k2,
+            step_ms,
+            warmup,
+        };
+        figures.push(measure(&bench, name, &out_dir, &run)?);
+    }
+    let all_calls = (warmup + k2) as f64;
 
-    // Allocations: a plain run.
-    eprintln!(
-        "bench core: {} measured calls with the counting allocator",
-        calls
+    println!();
+    println!(
+        "per INVITE-180-200-ACK-BYE-200 call, {warmup} warm-up calls, clock +{step_ms} ms per call (issue 15 goal in brackets)"
     );
-    let output = Command::new(&bench)
+    println!(
+        "  {:<20}{:>14}{:>14}{:>10}",
+        "", CORES[0].2, CORES[1].2, "node adds"
+    );
+    let (p, n) = (&figures[0], &figures[1]);
+    let row = |label: &str, a: f64, b: f64, digits: usize, goal: &str| {
+        println!(
+            "  {label:<20}{a:>14.digits$}{b:>14.digits$}{:>10.digits$}   {goal}",
+            b - a
+        );
+    };
+    row("allocations/call", p.allocs, n.allocs, 1, "(<= 10)");
+    row("reallocations/call", p.reallocs, n.reallocs, 1, "");
+    row("bytes/call", p.bytes, n.bytes, 0, "");
+    row(
+        "instructions/call",
+        p.ir_per_call,
+        n.ir_per_call,
+        0,
+        "(<= 20 000)",
+    );
+    for ((_, name, core), f) in CORES.iter().zip(&figures) {
+        println!(
+            "  {core}: Ir {} with {k1} calls, {} with {k2}; {} failed calls in the allocation run ({name})",
+            f.totals[0], f.totals[1], f.failed
+        );
+    }
+    for ((_, _, core), f) in CORES.iter().zip(&figures) {
+        for (title, rows) in [
+            ("top 10 by inclusive Ir", &f.inclusive),
+            ("top 10 by self Ir", &f.exclusive),
+        ] {
+            println!();
+            println!(
+                "{core}, {title} ({k2}-call run; Ir/call over all {} calls it made):",
+                warmup + k2
+            );
+            println!("  {:>9} {:>6}  function", "Ir/call", "%");
+            for row in rows.iter() {
+                println!(
+                    "  {:>9.0} {:>5.1}%  {}",
+                    row.ir as f64 / all_calls,
+                    row.percent,
+                    row.function
+                );
+            }
+        }
+    }
+
+    let rows_json = |rows: &[Row]| {
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{{\"ir_per_call\":{:.0},\"percent\":{:.2},\"function\":\"{}\"}}",
+                    r.ir as f64 / all_calls,
+                    r.percent,
+                    json_escape(&r.function)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let core_json = |f: &Figures| {
+        format!(
+            "{{\"failed_calls\":{},\"allocs_per_call\":{:.3},\"reallocs_per_call\":{:.3},\"bytes_per_call\":{:.1},\"instructions_per_call\":{:.0},\"ir_k1\":{},\"ir_k2\":{},\"top_inclusive\":[{}],\"top_self\":[{}]}}",
+            f.failed,
+            f.allocs,
+            f.reallocs,
+            f.bytes,
+            f.ir_per_call,
+            f.totals[0],
+            f.totals[1],
+            rows_json(&f.inclusive),
+            rows_json(&f.exclusive),
+        )
+    };
+    // The proxy's figures stay at the top level, as before; the node's beside them.
+    let proxy_json = core_json(p);
+    let json = format!(
+        "{{\"bench\":\"core\",\"calls\":{calls},\"warmup\":{warmup},\"step_ms\":{step_ms},\"k1\":{k1},\"k2\":{k2},{},\"node\":{}}}\n",
+        &proxy_json[1..proxy_json.len() - 1],
+        core_json(n),
+    );
+    let path = out_dir.join("core.json");
+    std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
+    println!("\nwrote {}", path.display());
+    Ok(())
+}
+
+/// What one bench binary is run with.
+struct Run {
+    calls: u64,
+    k1: u64,
+    k2: u64,
+    step_ms: u64,
+    warmup: u64,
+}
+
+/// The allocation run and the two callgrind runs of one bench binary (`name`: its crate name,
+/// whose own functions are left out of the top lists).
+fn measure(bench: &Path, name: &str, out_dir: &Path, run: &Run) -> Result<Figures> {
+    let Run {
+        calls,
+        k1,
+        k2,
+        step_ms,
+        warmup,
+    } = *run;
+    eprintln!("bench core: {name}, {calls} measured calls with the counting allocator");
+    let output = Command::new(bench)
         .env("CORE_BENCH_CALLS", calls.to_string())
-        .env("CORE_BENCH_WARMUP", WARMUP.to_string())
+        .env("CORE_BENCH_WARMUP", warmup.to_string())
+        .env("CORE_BENCH_STEP_MS", step_ms.to_string())
         .output()
         .with_context(|| format!("run {}", bench.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -85,27 +246,23 @@ pub fn run(args: Args) -> Result<()> {
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no {name} in `{result}`"))
     };
-    let allocs = field("allocs_per_call")?;
-    let reallocs = field("reallocs_per_call")?;
-    let bytes = field("bytes_per_call")?;
-    let failed = field("failed")?;
 
     // Instructions: two callgrind runs.
-    util::ensure_debs(&["valgrind"])?;
-    let mut totals = Vec::new();
-    for k in [k1, k2] {
-        let file = out_dir.join(format!("callgrind.core.{k}.out"));
+    let mut totals = [0; 2];
+    for (i, k) in [k1, k2].into_iter().enumerate() {
+        let file = out_dir.join(format!("callgrind.{name}.{k}.out"));
         eprintln!(
-            "bench core: callgrind, {WARMUP} warm-up + {k} calls -> {}",
+            "bench core: callgrind, {warmup} warm-up + {k} calls -> {}",
             file.display()
         );
         let output = Command::new("valgrind")
             .arg("--tool=callgrind")
             .arg(format!("--callgrind-out-file={}", file.display()))
             .arg("--toggle-collect=*measured_step*")
-            .arg(&bench)
+            .arg(bench)
             .env("CORE_BENCH_CALLS", k.to_string())
-            .env("CORE_BENCH_WARMUP", WARMUP.to_string())
+            .env("CORE_BENCH_WARMUP", warmup.to_string())
+            .env("CORE_BENCH_STEP_MS", step_ms.to_string())
             .output()
             .context("run valgrind")?;
         if !output.status.success() {
@@ -114,78 +271,35 @@ pub fn run(args: Args) -> Result<()> {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        totals.push(total_ir(&file)?);
+        totals[i] = total_ir(&file)?;
     }
-    let ir_per_call = (totals[1] as f64 - totals[0] as f64) / (k2 - k1) as f64;
-    let k2_file = out_dir.join(format!("callgrind.core.{k2}.out"));
-    let inclusive = top_inclusive(annotate(&k2_file, true)?);
-    let exclusive = top_self(annotate(&k2_file, false)?);
-    let all_calls = (WARMUP + k2) as f64;
-
-    println!();
-    println!("pure core, per INVITE-180-200-ACK-BYE-200 call (issue 15 goal in brackets)");
-    println!("  allocations/call    {allocs:>12.1}   (<= 10)");
-    println!("  reallocations/call  {reallocs:>12.1}");
-    println!("  bytes/call          {bytes:>12.0}");
-    println!("  instructions/call   {ir_per_call:>12.0}   (<= 20 000)");
-    println!(
-        "  (Ir {} with {k1} calls, {} with {k2}; {failed} failed calls in the allocation run)",
-        totals[0], totals[1]
-    );
-    for (title, rows) in [
-        ("top 10 by inclusive Ir", &inclusive),
-        ("top 10 by self Ir", &exclusive),
-    ] {
-        println!();
-        println!(
-            "{title} ({k2}-call run; Ir/call over all {} calls it made):",
-            WARMUP + k2
-        );
-        println!("  {:>9} {:>6}  function", "Ir/call", "%");
-        for row in rows.iter() {
-            println!(
-                "  {:>9.0} {:>5.1}%  {}",
-                row.ir as f64 / all_calls,
-                row.percent,
-                row.function
-            );
-        }
-    }
-
-    let rows_json = |rows: &[Row]| {
-        rows.iter()
-            .map(|r| {
-                format!(
-                    "{{\"ir_per_call\":{:.0},\"percent\":{:.2},\"function\":\"{}\"}}",
-                    r.ir as f64 / all_calls,
-                    r.percent,
-                    json_escape(&r.function)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let json = format!(
-        "{{\"bench\":\"core\",\"calls\":{calls},\"warmup\":{WARMUP},\"failed_calls\":{failed},\"allocs_per_call\":{allocs:.3},\"reallocs_per_call\":{reallocs:.3},\"bytes_per_call\":{bytes:.1},\"instructions_per_call\":{ir_per_call:.0},\"k1\":{k1},\"k2\":{k2},\"ir_k1\":{},\"ir_k2\":{},\"top_inclusive\":[{}],\"top_self\":[{}]}}\n",
-        totals[0],
-        totals[1],
-        rows_json(&inclusive),
-        rows_json(&exclusive),
-    );
-    let path = out_dir.join("core.json");
-    std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
-    println!("\nwrote {}", path.display());
-    Ok(())
+    let k2_file = out_dir.join(format!("callgrind.{name}.{k2}.out"));
+    let own = format!("{name}::");
+    Ok(Figures {
+        allocs: field("allocs_per_call")?,
+        reallocs: field("reallocs_per_call")?,
+        bytes: field("bytes_per_call")?,
+        failed: field("failed")?,
+        ir_per_call: (totals[1] as f64 - totals[0] as f64) / (k2 - k1) as f64,
+        totals,
+        inclusive: top_inclusive(annotate(&k2_file, true)?, &own),
+        exclusive: top_self(annotate(&k2_file, false)?, &own),
+    })
 }
 
 /// Builds a bench target of the proxy crate (bench profile) and returns its executable.
 pub(super) fn build_bench(name: &str) -> Result<PathBuf> {
+    build_bench_in("proxy", name)
+}
+
+/// Builds bench `name` of crate `package` (bench profile) and returns its executable.
+fn build_bench_in(package: &str, name: &str) -> Result<PathBuf> {
     let output = Command::new(env!("CARGO"))
         .current_dir(util::root())
         .args([
             "bench",
             "-p",
-            "proxy",
+            package,
             "--bench",
             name,
             "--no-run",
@@ -195,7 +309,7 @@ pub(super) fn build_bench(name: &str) -> Result<PathBuf> {
         .output()
         .context("run cargo bench --no-run")?;
     if !output.status.success() {
-        bail!("cargo bench -p proxy --bench {name} --no-run failed");
+        bail!("cargo bench -p {package} --bench {name} --no-run failed");
     }
     // One JSON object per line; the bench's compiler-artifact names its executable.
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -292,7 +406,7 @@ fn annotate(file: &Path, inclusive: bool) -> Result<Vec<Row>> {
 /// or above its Ir is it or one of its callers (main, the runtime, the bench's loop). The
 /// bench's own functions and repeated names (a function's Ir split by the source files inlined
 /// into it: the first is its whole) are left out.
-fn top_inclusive(rows: Vec<Row>) -> Vec<Row> {
+fn top_inclusive(rows: Vec<Row>, own: &str) -> Vec<Row> {
     let ceiling = rows
         .iter()
         .filter(|r| r.function.contains("measured_step"))
@@ -301,7 +415,7 @@ fn top_inclusive(rows: Vec<Row>) -> Vec<Row> {
         .unwrap_or(u64::MAX);
     let mut seen = std::collections::HashSet::new();
     rows.into_iter()
-        .filter(|r| r.ir < ceiling && !r.function.starts_with("core_call::"))
+        .filter(|r| r.ir < ceiling && !r.function.starts_with(own))
         .filter(|r| seen.insert(r.function.clone()))
         .take(10)
         .collect()
@@ -309,10 +423,10 @@ fn top_inclusive(rows: Vec<Row>) -> Vec<Row> {
 
 /// The 10 functions with the most self Ir, a function's rows (one per source file inlined
 /// into it) summed; the bench's own functions left out.
-fn top_self(rows: Vec<Row>) -> Vec<Row> {
+fn top_self(rows: Vec<Row>, own: &str) -> Vec<Row> {
     let mut sum: Vec<Row> = Vec::new();
     for r in rows {
-        if r.function.starts_with("core_call::") {
+        if r.function.starts_with(own) {
             continue;
         }
         match sum.iter_mut().find(|s| s.function == r.function) {

@@ -1,6 +1,8 @@
 //! What the proxy benches share: the box's config, phones and a core written by hand (as
 //! `src/tests/harness.rs` does), and a driver that runs one INVITE-180-200-ACK-BYE-200 call
-//! through the pure [`proxy::Proxy`] on a simulated clock.
+//! through a pure core on a simulated clock: the bare [`proxy::Proxy`], or anything that
+//! wraps one and shows the same handle/poll surface ([`Core`]; `node`'s bench includes this
+//! file and drives `node::Node`, the composition the daemon runs).
 //!
 //! The bench reads what the proxy transmits with its own small line code (not `proxy::msg`,
 //! which is being replaced): the answers copy the proxy's Via, branch, Record-Route and tags.
@@ -143,7 +145,46 @@ pub fn find<'a>(sent: &'a Sent, to: SocketAddr, prefix: &str) -> Option<&'a str>
         .map(|(_, t)| t.as_str())
 }
 
-// ---------------------------------------------------------------- the proxy, measured
+// ---------------------------------------------------------------- the core, measured
+
+/// What the driver feeds and drains: the proxy's handle/poll surface, so the same call can be
+/// measured through the bare proxy and through what the daemon wraps around it.
+pub trait Core {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>);
+    fn handle_timeout(&mut self, now: Instant);
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    fn recycle(&mut self, bytes: Vec<u8>);
+    /// Takes every event out, as a shell does after every input.
+    fn drain_events(&mut self);
+}
+
+impl Core for Proxy {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        Proxy::handle_input(self, now, input);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        Proxy::handle_timeout(self, now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        Proxy::poll_timeout(self)
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Proxy::poll_transmit(self)
+    }
+    fn recycle(&mut self, bytes: Vec<u8>) {
+        Proxy::recycle(self, bytes);
+    }
+    fn drain_events(&mut self) {
+        while let Some(e) = self.poll_event() {
+            if let proxy::Event::Change(record) = e {
+                if SHARD_MODE.get() {
+                    PEER_RECORDS.with_borrow_mut(|r| r.push(record));
+                }
+            }
+        }
+    }
+}
 
 /// One step of the engine: the buffers of the transmits sent since the last step given back
 /// (`Proxy::recycle`, as a shell does once it has sent them), a message in (or, with `None`,
@@ -155,8 +196,8 @@ pub fn find<'a>(sent: &'a Sent, to: SocketAddr, prefix: &str) -> Option<&'a str>
 /// a shell sends each as it takes it out and keeps no list, so the bench's list is not
 /// counted as the proxy's.
 #[inline(never)]
-pub fn measured_step(
-    proxy: &mut Proxy,
+pub fn measured_step<C: Core>(
+    proxy: &mut C,
     now: Instant,
     input: Option<Input<'_>>,
     sent: &mut Vec<Vec<u8>>,
@@ -177,20 +218,14 @@ pub fn measured_step(
     while let Some(t) = proxy.poll_transmit() {
         out.push(t);
     }
-    while let Some(e) = proxy.poll_event() {
-        if let proxy::Event::Change(record) = e {
-            if SHARD_MODE.get() {
-                PEER_RECORDS.with_borrow_mut(|r| r.push(record));
-            }
-        }
-    }
+    proxy.drain_events();
     COUNTING.store(false, Ordering::Relaxed);
     out
 }
 
 /// [`measured_step`], its time added to [`STEP_TIME`] (in shard mode).
-fn timed_step(
-    proxy: &mut Proxy,
+fn timed_step<C: Core>(
+    proxy: &mut C,
     now: Instant,
     input: Option<Input<'_>>,
     sent: &mut Vec<Vec<u8>>,
@@ -218,9 +253,10 @@ pub const STEPS: [&str; 6] = [
     "200 BYE (core)",
 ];
 
-/// The proxy on a simulated clock, with the phones and the core written by hand.
-pub struct Driver {
-    pub proxy: Proxy,
+/// A core (the bare proxy by default) on a simulated clock, with the phones and the core
+/// upstream written by hand.
+pub struct Driver<C: Core = Proxy> {
+    pub proxy: C,
     pub now: Instant,
     /// When set, the nanoseconds of every [`measured_step`] of a call message, per step.
     pub latencies: Option<[Vec<u64>; 6]>,
@@ -232,15 +268,22 @@ pub struct Driver {
     transmits: Vec<Transmit>,
 }
 
-impl Driver {
+impl Driver<Proxy> {
     /// A proxy as a box without a twin runs it (`node::Node::new` turns the change records
     /// off; a hot twin or shards turn them on, and the shards bench makes its proxies shards).
     pub fn new() -> Driver {
         let now = Instant::now();
         let mut proxy = Proxy::new(config(), now);
         proxy.set_replication(false);
+        Driver::with_core(proxy, now)
+    }
+}
+
+impl<C: Core> Driver<C> {
+    /// Drives `core`, built at `now` (the simulated clock starts there).
+    pub fn with_core(core: C, now: Instant) -> Driver<C> {
         let mut d = Driver {
-            proxy,
+            proxy: core,
             now,
             latencies: None,
             probes: 0,
@@ -407,7 +450,7 @@ impl Driver {
     }
 }
 
-impl Default for Driver {
+impl Default for Driver<Proxy> {
     fn default() -> Self {
         Driver::new()
     }
