@@ -31,7 +31,7 @@ mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::LabNetns;
+use support::{lab_prerequisites, prerequisites_met, twin_commands, Console, LabNetns};
 use system_tests::sipp::{sbcd_scenario, system_scenario, SippRun};
 use system_tests::*;
 
@@ -81,8 +81,20 @@ fn unix_now() -> f64 {
 struct Node {
     /// 1 or 2, as the twin numbers them.
     id: u8,
-    guest: Guest,
-    prompt: String,
+    console: Console,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.console
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Console {
+        &mut self.console
+    }
 }
 
 impl Node {
@@ -90,8 +102,12 @@ impl Node {
         let name = if id == 1 { "a" } else { "b" };
         Node {
             id,
-            guest: Guest::start(cmd),
-            prompt: format!("sbc-{name}> "),
+            console: Console {
+                label: format!("node {id}"),
+                guest: Guest::start(cmd),
+                prompt: format!("sbc-{name}> "),
+                answer_timeout: ANSWER_TIMEOUT,
+            },
         }
     }
 
@@ -118,13 +134,12 @@ impl Node {
         // The login prompt may have come before the confirmation: ask for a fresh one.
         self.guest.type_line("");
         check(self.guest.wait_for("login: ", ANSWER_TIMEOUT));
-        check(console_login(&mut self.guest, &self.prompt, ANSWER_TIMEOUT))
-    }
-
-    fn command(&mut self, line: &str) -> String {
-        self.guest.type_line(line);
-        check(self.guest.wait_for(line, ANSWER_TIMEOUT));
-        check(self.guest.wait_for(&self.prompt, ANSWER_TIMEOUT))
+        let console = &mut self.console;
+        check(console_login(
+            &mut console.guest,
+            &console.prompt,
+            ANSWER_TIMEOUT,
+        ))
     }
 
     /// Types `line`, waits for its question and returns what was said up to it.
@@ -132,26 +147,6 @@ impl Node {
         self.guest.type_line(line);
         check(self.guest.wait_for(line, ANSWER_TIMEOUT));
         check(self.guest.wait_for("Proceed? [y/N] ", ANSWER_TIMEOUT))
-    }
-
-    /// Asks `show twin` until `done` holds for its answer; returns the answer.
-    fn wait_twin(&mut self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-        let started = Instant::now();
-        loop {
-            let answer = self.command("show twin");
-            if done(&answer) {
-                return answer;
-            }
-            if started.elapsed() > timeout {
-                let evidence = self.evidence();
-                panic!(
-                    "node {}: show twin never said {what} within {timeout:?}; last:\n{answer}\n\n{evidence}",
-                    self.id
-                );
-            }
-            // Between two questions to a console that answered: no event to wait on.
-            std::thread::sleep(Duration::from_millis(300));
-        }
     }
 
     /// Standby, synced with node `twin` active (which owns the service addresses).
@@ -194,32 +189,6 @@ impl Node {
         );
         started.elapsed()
     }
-
-    fn evidence(&mut self) -> String {
-        let twin = self.command("show twin");
-        let calls = self.command("show calls");
-        let log = self.command("show log 60");
-        format!(
-            "node {} (console):\n--- show twin\n{twin}\n--- show calls\n{calls}\n--- show log 60\n{log}",
-            self.id
-        )
-    }
-
-    /// Waits for `text` printed after `mark` in the transcript; returns when it was seen.
-    fn wait_notice(&mut self, text: &str, mark: usize, timeout: Duration) -> Instant {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if find_text(&self.guest.transcript[mark..], text) {
-                return Instant::now();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            check(self.guest.wait_for(text, left));
-        }
-    }
-}
-
-fn find_text(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// The `sbc-qemu ...` line of `show version`.
@@ -251,37 +220,12 @@ fn logged_within(times: &[f64], from: f64, to: f64) -> usize {
 
 #[test]
 fn a_pair_is_updated_one_node_at_a_time_under_load_without_losing_a_call() {
-    let prerequisites = [
-        (
-            is_root(),
-            "root (a network namespace with bridges and taps)",
-        ),
-        (have("ip"), "ip (iproute2)"),
-        (
-            have("sipp"),
-            "sipp (the Debian package sip-tester; `cargo xtask test` installs it)",
-        ),
+    let mut prerequisites = lab_prerequisites();
+    prerequisites.extend([
         (have("debugfs"), "debugfs (e2fsprogs)"),
         (have("rauc"), "rauc (cargo xtask bundle)"),
-        (
-            std::path::Path::new("/dev/net/tun").exists(),
-            "/dev/net/tun",
-        ),
-    ];
-    let missing: Vec<&str> = prerequisites
-        .iter()
-        .filter(|(ok, _)| !ok)
-        .map(|(_, what)| *what)
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the pair update test needs {missing:?}: under CI=true that fails rather than skips"
-        );
-        eprintln!(
-            "\nSKIPPED: the pair update system test needs {}\n",
-            missing.join(", ")
-        );
+    ]);
+    if !prerequisites_met("pair update system test", &prerequisites) {
         return;
     }
     let test_started = Instant::now();
@@ -340,25 +284,7 @@ fn a_pair_is_updated_one_node_at_a_time_under_load_without_losing_a_call() {
         "cargo xtask qemu --twin --bios --print-command failed:\n{}",
         String::from_utf8_lossy(&printed.stderr)
     );
-    let text = String::from_utf8_lossy(&printed.stdout).into_owned();
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("node ") {
-            sections.push((name.to_string(), String::new()));
-        } else if let Some((_, body)) = sections.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    assert_eq!(
-        sections.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-        ["a", "b"],
-        "cargo xtask qemu --twin did not print nodes a and b:\n{text}"
-    );
-    let commands: Vec<PrintedCommand> = sections
-        .iter()
-        .map(|(_, body)| PrintedCommand::parse(body))
-        .collect();
+    let commands = twin_commands(&String::from_utf8_lossy(&printed.stdout));
     for cmd in &commands {
         assert!(
             !cmd.args.iter().any(|a| a == "-kernel"),

@@ -26,7 +26,10 @@ use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{add_test_port, Leds, TestPort};
+use support::{
+    add_test_port, lab_prerequisites, prerequisites_met, twin_commands, Console, LabNetns, Leds,
+    TestPort,
+};
 use system_tests::sipp::{sbcd_scenario, system_scenario, SippRun};
 use system_tests::*;
 
@@ -65,30 +68,25 @@ fn check<T>(r: Result<T, String>) -> T {
     r.unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The lab's network namespace, deleted when the test ends however it ends (the guests in it
-/// are dropped first: they are declared after it).
-struct LabGuard(String);
+struct Node {
+    console: Console,
+    port: TestPort,
+}
 
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+impl std::ops::Deref for Node {
+    type Target = Console;
+    fn deref(&self) -> &Console {
+        &self.console
     }
 }
 
-struct Node {
-    name: &'static str,
-    guest: Guest,
-    port: TestPort,
-    prompt: String,
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Console {
+        &mut self.console
+    }
 }
 
 impl Node {
-    fn command(&mut self, line: &str) -> String {
-        self.guest.type_line(line);
-        check(self.guest.wait_for(line, ANSWER_TIMEOUT));
-        check(self.guest.wait_for(&self.prompt, ANSWER_TIMEOUT))
-    }
-
     /// Waits until `show upstreams` has the upstream in rotation (the core's UAS answers the
     /// probes).
     fn wait_upstream(&mut self, timeout: Duration) -> String {
@@ -100,37 +98,8 @@ impl Node {
             }
             assert!(
                 started.elapsed() < timeout,
-                "node {}: the upstream never came into rotation within {timeout:?}:\n{answer}",
-                self.name
-            );
-            // Between two questions to a console that answered: no event to wait on.
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// What the console shows of the twin and the calls, for a failure's evidence.
-    fn evidence(&mut self) -> String {
-        let twin = self.command("show twin");
-        let calls = self.command("show calls");
-        let log = self.command("show log 80");
-        format!(
-            "node {} (console):\n--- show twin\n{twin}\n--- show calls\n{calls}\n--- show log 80\n{log}",
-            self.name
-        )
-    }
-
-    /// Asks `show twin` until `done` holds for its answer; returns the answer.
-    fn wait_twin(&mut self, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
-        let started = Instant::now();
-        loop {
-            let answer = self.command("show twin");
-            if done(&answer) {
-                return answer;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "node {}: show twin never showed what was awaited within {timeout:?}; last:\n{answer}",
-                self.name
+                "{}: the upstream never came into rotation within {timeout:?}:\n{answer}",
+                self.label
             );
             // Between two questions to a console that answered: no event to wait on.
             std::thread::sleep(Duration::from_millis(200));
@@ -296,10 +265,6 @@ fn unix_secs(t: SystemTime) -> f64 {
         .unwrap_or_default()
 }
 
-fn find_text(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 const DARK: Leds = Leds {
     green: false,
     amber: false,
@@ -308,37 +273,7 @@ const DARK: Leds = Leds {
 
 #[test]
 fn twin_takeover_in_qemu() {
-    let prerequisites = [
-        (
-            is_root(),
-            "root (a network namespace with bridges and taps)",
-        ),
-        (have("ip"), "ip (iproute2)"),
-        (
-            have("sipp"),
-            "sipp (the Debian package sip-tester; `cargo xtask test` installs it)",
-        ),
-        (
-            std::path::Path::new("/dev/net/tun").exists(),
-            "/dev/net/tun",
-        ),
-    ];
-    let missing: Vec<&str> = prerequisites
-        .iter()
-        .filter(|(ok, _)| !ok)
-        .map(|(_, what)| *what)
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the twin test needs {missing:?}: under CI=true that fails rather than skips"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\nSKIPPED: the twin system test needs {}\n",
-            missing.join(", ")
-        );
+    if !prerequisites_met("twin system test", &lab_prerequisites()) {
         return;
     }
     let test_started = Instant::now();
@@ -365,7 +300,7 @@ fn twin_takeover_in_qemu() {
         "--print-command",
     ]);
     // The namespace exists from here on (xtask leaves it to us when it printed).
-    let _lab = LabGuard(netns.clone());
+    let _lab = LabNetns(netns.clone());
     assert!(
         printed.status.success(),
         "cargo xtask qemu --twin --print-command failed:\n{}",
@@ -385,25 +320,10 @@ fn twin_takeover_in_qemu() {
         ],
     );
     check(core_uas.wait_bound(ANSWER_TIMEOUT));
-    let text = String::from_utf8_lossy(&printed.stdout).into_owned();
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("node ") {
-            sections.push((name.to_string(), String::new()));
-        } else if let Some((_, body)) = sections.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    assert_eq!(
-        sections.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-        ["a", "b"],
-        "cargo xtask qemu --twin --print-command did not print nodes a and b:\n{text}"
-    );
+    let commands = twin_commands(&String::from_utf8_lossy(&printed.stdout));
 
     let mut nodes: Vec<Node> = Vec::new();
-    for (name, body) in &sections {
-        let mut cmd = PrintedCommand::parse(body);
+    for (name, mut cmd) in ["a", "b"].into_iter().zip(commands) {
         assert_eq!(
             cmd.program, "ip",
             "a lab node does not run in the lab's namespace"
@@ -412,7 +332,6 @@ fn twin_takeover_in_qemu() {
         add_test_port(&mut cmd, &port_socket);
         let guest = Guest::start(&cmd);
         let mut port = TestPort::connect(&port_socket);
-        let name = if name == "a" { "a" } else { "b" };
         if name == "a" {
             // Node 1 first, so that it is the one to find no twin and take the addresses: two
             // nodes settle it by node id only when they start within the detection time, and
@@ -421,10 +340,13 @@ fn twin_takeover_in_qemu() {
             note("boot to sbcd started, node a", guest.started.elapsed());
         }
         nodes.push(Node {
-            name,
-            guest,
+            console: Console {
+                label: format!("node {name}"),
+                guest,
+                prompt: format!("sbc-{name}> "),
+                answer_timeout: ANSWER_TIMEOUT,
+            },
             port,
-            prompt: format!("sbc-{name}> "),
         });
     }
     let boot_started = nodes[0].guest.started;
@@ -432,18 +354,27 @@ fn twin_takeover_in_qemu() {
 
     for node in nodes.iter_mut() {
         check(node.guest.wait_for("login: ", BOOT_TIMEOUT));
-        check(console_login(&mut node.guest, &node.prompt, ANSWER_TIMEOUT));
+        let console = &mut node.console;
+        check(console_login(
+            &mut console.guest,
+            &console.prompt,
+            ANSWER_TIMEOUT,
+        ));
         note(
-            &format!("boot to login, node {}", node.name),
+            &format!("boot to login, {}", node.label),
             node.guest.started.elapsed(),
         );
     }
-    let active = nodes[0].wait_twin(SETTLE_TIMEOUT, |t| {
-        t.contains("this node:   1 active")
-            && t.contains("owns the service addresses")
-            && t.contains("twin:        2 standby")
-    });
-    let standby = nodes[1].wait_twin(SETTLE_TIMEOUT, |t| {
+    let active = nodes[0].wait_twin(
+        "active, owning the addresses, with a standby twin",
+        SETTLE_TIMEOUT,
+        |t| {
+            t.contains("this node:   1 active")
+                && t.contains("owns the service addresses")
+                && t.contains("twin:        2 standby")
+        },
+    );
+    let standby = nodes[1].wait_twin("standby with an active twin", SETTLE_TIMEOUT, |t| {
         t.contains("this node:   2 standby") && t.contains("twin:        1 active")
     });
     assert!(
@@ -581,15 +512,13 @@ fn twin_takeover_in_qemu() {
 
     // The notices the death causes (one printed before the kill, such as a path coming up
     // late at boot, does not count): the twin lost, then the addresses claimed.
-    let mut notice = |text: &str| loop {
-        check(b.guest.wait_for(text, TAKEOVER_TIMEOUT));
-        if find_text(&b.guest.transcript[mark..], text) {
-            return killed.elapsed();
-        }
+    let mut notice = |text: &str| {
+        b.wait_notice(text, mark, TAKEOVER_TIMEOUT)
+            .duration_since(killed)
     };
     let lost_at = notice("%TWIN: twin lost");
     let claimed_at = notice("%TWIN: service addresses claimed");
-    let survivor = b.wait_twin(TAKEOVER_TIMEOUT, |t| {
+    let survivor = b.wait_twin("active, owning the addresses", TAKEOVER_TIMEOUT, |t| {
         t.contains("this node:   2 active") && t.contains("owns the service addresses")
     });
     let active_at = killed.elapsed();

@@ -387,3 +387,140 @@ impl Drop for LabNetns {
             .status();
     }
 }
+
+/// A QEMU appliance driven on its serial console, logged in at `prompt` (the twin's tests).
+pub struct Console {
+    /// How failures name it ("node 1").
+    pub label: String,
+    pub guest: system_tests::Guest,
+    pub prompt: String,
+    /// How long one command may take to be answered.
+    pub answer_timeout: Duration,
+}
+
+impl Console {
+    /// Types `line` and returns the answer, up to the next prompt.
+    pub fn command(&mut self, line: &str) -> String {
+        self.guest.type_line(line);
+        let answered = self
+            .guest
+            .wait_for(line, self.answer_timeout)
+            .and_then(|_| self.guest.wait_for(&self.prompt, self.answer_timeout));
+        answered.unwrap_or_else(|e| panic!("{}: {line}: {e}", self.label))
+    }
+
+    /// What the console shows of the twin, the calls and the log, for a failure's evidence.
+    pub fn evidence(&mut self) -> String {
+        let twin = self.command("show twin");
+        let calls = self.command("show calls");
+        let log = self.command("show log 80");
+        format!(
+            "{} (console):\n--- show twin\n{twin}\n--- show calls\n{calls}\n--- show log 80\n{log}",
+            self.label
+        )
+    }
+
+    /// Asks `show twin` until `done` holds for its answer, and returns the answer; after
+    /// `timeout` fails saying it never showed `what`, with the console's evidence.
+    pub fn wait_twin(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let started = Instant::now();
+        loop {
+            let answer = self.command("show twin");
+            if done(&answer) {
+                return answer;
+            }
+            if started.elapsed() > timeout {
+                let evidence = self.evidence();
+                panic!(
+                    "{}: show twin never said {what} within {timeout:?}; last:\n{answer}\n\n{evidence}",
+                    self.label
+                );
+            }
+            // Between two questions to a console that answered: no event to wait on.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits for `text` printed after `mark` (a length of the transcript) and returns when it
+    /// was seen: a notice printed before the mark does not count.
+    pub fn wait_notice(&mut self, text: &str, mark: usize, timeout: Duration) -> Instant {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if find_text(&self.guest.transcript[mark..], text) {
+                return Instant::now();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(e) = self.guest.wait_for(text, left) {
+                panic!("{}: {e}", self.label);
+            }
+        }
+    }
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn find_text(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// What a test of the twin lab needs of the host: root, iproute2, SIPp and a tun device.
+pub fn lab_prerequisites() -> Vec<(bool, &'static str)> {
+    vec![
+        (
+            system_tests::is_root(),
+            "root (a network namespace with bridges and taps)",
+        ),
+        (system_tests::have("ip"), "ip (iproute2)"),
+        (
+            system_tests::have("sipp"),
+            "sipp (the Debian package sip-tester; `cargo xtask test` installs it)",
+        ),
+        (Path::new("/dev/net/tun").exists(), "/dev/net/tun"),
+    ]
+}
+
+/// Whether every prerequisite holds. Otherwise the test is skipped, saying what `test` lacks;
+/// under `CI=true` it fails instead, so that CI never passes a test it did not run.
+pub fn prerequisites_met(test: &str, prerequisites: &[(bool, &str)]) -> bool {
+    let missing: Vec<&str> = prerequisites
+        .iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, what)| *what)
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the {test} needs {missing:?}: under CI=true that fails rather than skips"
+    );
+    eprintln!("\nSKIPPED: the {test} needs {}\n", missing.join(", "));
+    false
+}
+
+/// The two nodes' QEMU commands that `cargo xtask qemu --twin --print-command` printed, each
+/// after its `node NAME` line: node a's, then node b's.
+pub fn twin_commands(printed: &str) -> Vec<system_tests::PrintedCommand> {
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in printed.lines() {
+        if let Some(name) = line.strip_prefix("node ") {
+            sections.push((name.to_string(), String::new()));
+        } else if let Some((_, body)) = sections.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    assert_eq!(
+        sections.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["a", "b"],
+        "cargo xtask qemu --twin --print-command did not print nodes a and b:\n{printed}"
+    );
+    sections
+        .iter()
+        .map(|(_, body)| system_tests::PrintedCommand::parse(body))
+        .collect()
+}
