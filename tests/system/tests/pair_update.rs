@@ -191,6 +191,55 @@ impl Node {
     }
 }
 
+/// Steps 2 and 4: `node`, the standby, installs the bundle, restarts into slot B and comes back
+/// synced on the new release, while `active` serves alone and goes on doing so (`preempt =
+/// false`: the updated node stays standby). Each phase is noted; `step` is when the step began.
+/// Returns the Unix times at which `node` left (its restart) and came back synced.
+fn update_standby(
+    node: &mut Node,
+    active: &mut Node,
+    step_name: &str,
+    step: Instant,
+    note: &mut impl FnMut(&str, Duration),
+) -> (f64, f64) {
+    let (n, other) = (node.id, active.id);
+    let mark = active.guest.transcript.len();
+    note(&format!("node {n}: install (RAUC, slot B)"), node.install());
+    let restart = Instant::now();
+    let away = unix_now();
+    let lost = active.wait_notice("%TWIN: twin lost", mark, BOOT_TIMEOUT);
+    note(
+        &format!("node {n}: restart to node {other}'s %TWIN: twin lost"),
+        lost.saturating_duration_since(restart),
+    );
+    assert!(
+        !node.booted("B"),
+        "node {n}'s password was lost with its update"
+    );
+    note(
+        &format!("node {n}: restart to slot B confirmed, logged in"),
+        restart.elapsed(),
+    );
+    let version = version_line(&node.command("show version"));
+    assert!(
+        version.contains(&format!("sbc-qemu {NEW_VERSION}")),
+        "node {n} is not on the bundle's release after its update: {version}"
+    );
+    let twin = node.wait_synced_standby(SETTLE_TIMEOUT);
+    let back = unix_now();
+    note(
+        &format!("node {n}: restart to standby, synced"),
+        restart.elapsed(),
+    );
+    note(
+        &format!("{step_name}, node {n} updated: in all"),
+        step.elapsed(),
+    );
+    eprintln!("pair update: node {n} on {version}; show twin:\n{twin}");
+    active.wait_active_owner(ANSWER_TIMEOUT);
+    (away, back)
+}
+
 /// The `sbc-qemu ...` line of `show version`.
 fn version_line(answer: &str) -> String {
     answer
@@ -392,33 +441,7 @@ fn a_pair_is_updated_one_node_at_a_time_under_load_without_losing_a_call() {
     }
 
     // 2. Node 2, the standby, is updated.
-    let step = Instant::now();
-    let mark = a.guest.transcript.len();
-    note("node 2: install (RAUC, slot B)", b.install());
-    let restart = Instant::now();
-    let b_away = unix_now();
-    let lost = a.wait_notice("%TWIN: twin lost", mark, BOOT_TIMEOUT);
-    note(
-        "node 2: restart to node 1's %TWIN: twin lost",
-        lost.saturating_duration_since(restart),
-    );
-    assert!(!b.booted("B"), "node 2's password was lost with its update");
-    note(
-        "node 2: restart to slot B confirmed, logged in",
-        restart.elapsed(),
-    );
-    let version = version_line(&b.command("show version"));
-    assert!(
-        version.contains(&format!("sbc-qemu {NEW_VERSION}")),
-        "node 2 is not on the bundle's release after its update: {version}"
-    );
-    let twin_b = b.wait_synced_standby(SETTLE_TIMEOUT);
-    let b_back = unix_now();
-    note("node 2: restart to standby, synced", restart.elapsed());
-    note("step 2, node 2 updated: in all", step.elapsed());
-    eprintln!("pair update: node 2 on {version}; show twin:\n{twin_b}");
-    // Node 1 served on alone, and still does.
-    a.wait_active_owner(ANSWER_TIMEOUT);
+    let (b_away, b_back) = update_standby(&mut b, &mut a, "step 2", Instant::now(), &mut note);
 
     // 3. The calls go to the updated node.
     let step = Instant::now();
@@ -447,32 +470,7 @@ fn a_pair_is_updated_one_node_at_a_time_under_load_without_losing_a_call() {
     a.wait_twin("standby", ANSWER_TIMEOUT, |t| {
         t.contains("this node:   1 standby") && !t.contains("owns the service addresses")
     });
-    let mark = b.guest.transcript.len();
-    note("node 1: install (RAUC, slot B)", a.install());
-    let restart = Instant::now();
-    let a_away = unix_now();
-    let lost = b.wait_notice("%TWIN: twin lost", mark, BOOT_TIMEOUT);
-    note(
-        "node 1: restart to node 2's %TWIN: twin lost",
-        lost.saturating_duration_since(restart),
-    );
-    assert!(!a.booted("B"), "node 1's password was lost with its update");
-    note(
-        "node 1: restart to slot B confirmed, logged in",
-        restart.elapsed(),
-    );
-    let version = version_line(&a.command("show version"));
-    assert!(
-        version.contains(&format!("sbc-qemu {NEW_VERSION}")),
-        "node 1 is not on the bundle's release after its update: {version}"
-    );
-    let twin_a = a.wait_synced_standby(SETTLE_TIMEOUT);
-    let a_back = unix_now();
-    note("node 1: restart to standby, synced", restart.elapsed());
-    note("step 4, node 1 updated: in all", step.elapsed());
-    eprintln!("pair update: node 1 on {version}; show twin:\n{twin_a}");
-    // preempt = false: node 2 keeps the active role.
-    b.wait_active_owner(ANSWER_TIMEOUT);
+    let (a_away, a_back) = update_standby(&mut a, &mut b, "step 4", step, &mut note);
 
     // The load ends: no new call, the calls up finish; not one may have failed.
     assert!(
