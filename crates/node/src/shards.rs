@@ -56,7 +56,7 @@ pub enum ShardReport {
     /// An upstream left or rejoined the rotation here.
     Upstream(UpstreamNote),
     /// How many requests it forwarded are still waiting for a final answer (a switchover
-    /// waits for them).
+    /// waits for them): counted while quiesced only, 0 otherwise.
     InFlight(usize),
 }
 
@@ -71,6 +71,9 @@ pub enum ShardReport {
 #[derive(Debug)]
 pub struct Shard {
     proxy: Proxy,
+    /// A switchover is under way: only then are the forwards in flight counted (a walk over
+    /// every server transaction, tens of thousands on a busy box).
+    quiesced: bool,
     /// The forwards in flight last reported.
     in_flight: usize,
     reports: VecDeque<ShardReport>,
@@ -92,6 +95,7 @@ impl Shard {
         proxy.set_system_state(initial);
         let mut shard = Shard {
             proxy,
+            quiesced: false,
             in_flight: 0,
             reports: VecDeque::new(),
             events: VecDeque::new(),
@@ -122,7 +126,10 @@ impl Shard {
                 let _ = self.proxy.apply_change(now, record);
             }
             ShardCommand::ClearReplicated => self.proxy.clear_replicated(now),
-            ShardCommand::Quiesced(on) => self.proxy.set_quiesced(on),
+            ShardCommand::Quiesced(on) => {
+                self.quiesced = on;
+                self.proxy.set_quiesced(on);
+            }
             ShardCommand::FlowClosed { listener, flow } => {
                 self.proxy.handle_flow_closed(now, listener, flow)
             }
@@ -184,7 +191,12 @@ impl Shard {
             }
         }
         // After the records: a node that hears "none in flight" has the records before it.
-        let in_flight = self.proxy.forwards_in_flight();
+        // Counted only while a switchover waits for them; otherwise the node reads none.
+        let in_flight = if self.quiesced {
+            self.proxy.forwards_in_flight()
+        } else {
+            0
+        };
         if in_flight != self.in_flight {
             self.in_flight = in_flight;
             self.reports.push_back(ShardReport::InFlight(in_flight));

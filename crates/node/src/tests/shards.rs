@@ -430,3 +430,33 @@ fn a_standby_of_several_shards_holds_each_replicated_call_on_the_shard_of_its_ca
     sbc.pump();
     assert_eq!(sbc.shards[0].proxy().counts(), proxy::Counts::default());
 }
+
+#[test]
+fn a_shard_counts_its_forwards_in_flight_only_while_a_switchover_waits_for_them() {
+    let mut sbc = Box::new(2);
+    let id = sbc.call_id_on(1, "flight");
+    sbc.deliver(Realm::Access, PHONE, &invite_request(&id));
+    let forwarded = sbc.last_to(UPSTREAM, "INVITE", &id);
+    assert_eq!(sbc.shards[0].proxy().forwards_in_flight(), 1);
+    // Not counted after every message: nobody waits for the figure.
+    assert_eq!(sbc.node.remote.in_flight, vec![0]);
+    let quiesce = |sbc: &mut Box, on: bool| {
+        sbc.node
+            .remote
+            .broadcast(&crate::shards::ShardCommand::Quiesced(on), None);
+        sbc.pump();
+    };
+    quiesce(&mut sbc, true);
+    assert_eq!(sbc.node.remote.in_flight, vec![1]);
+    quiesce(&mut sbc, false);
+    assert_eq!(sbc.node.remote.in_flight, vec![0], "the switchover is over");
+    quiesce(&mut sbc, true);
+    assert_eq!(sbc.node.remote.in_flight, vec![1]);
+    let ok = response(
+        &forwarded,
+        "200 OK",
+        &[&format!("Contact: <sip:core@{UPSTREAM}>")],
+    );
+    sbc.deliver(Realm::Core, UPSTREAM, &ok);
+    assert_eq!(sbc.node.remote.in_flight, vec![0], "answered: none left");
+}
