@@ -483,10 +483,17 @@ fn start_shards(
     let now = Instant::now();
     engine.core.add_shards(now, map.clone());
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let timers = Arc::new(tokio::sync::Notify::new());
     let mut links = Vec::new();
     for k in 1..count {
         let shard = node::shards::Shard::new(config.clone(), k, map.clone(), initial, now);
-        let (link, worker) = crate::shard::pair(k, shard, reports_tx.clone(), Arc::clone(shared));
+        let (link, worker) = crate::shard::pair(
+            k,
+            shard,
+            reports_tx.clone(),
+            Arc::clone(shared),
+            Arc::clone(&timers),
+        );
         links.push(link);
         let core = (!sip_cores.is_empty()).then(|| sip_cores[k % sip_cores.len()]);
         spawn_shard(worker, core, Arc::clone(beats), first_beat + k - 1)?;
@@ -495,6 +502,7 @@ fn start_shards(
         links,
         map,
         reports: Some(reports_rx),
+        timers,
     })
 }
 

@@ -31,6 +31,11 @@ use crate::transport::{udp, FromTransport, Shared};
 /// How many queued messages the engine handles before it looks at commands and timers again.
 const BATCH: usize = 64;
 
+/// How many messages of one batch the engine may run on another shard itself (when that
+/// shard is idle, `crate::shard`); past them it has a backlog, and hands the rest to the
+/// shards' workers.
+const INLINE: usize = 4;
+
 /// The state as the rest of the daemon follows it (panel, health).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateView {
@@ -118,6 +123,18 @@ pub struct Shards {
     pub links: Vec<crate::shard::Link>,
     pub map: proxy::Shards,
     pub reports: Option<mpsc::UnboundedReceiver<(usize, node::shards::ShardReport)>>,
+    /// A worker left its shard with a deadline the engine's timer must include.
+    pub timers: Arc<tokio::sync::Notify>,
+}
+
+impl Shards {
+    /// The earliest deadline of the shards the engine runs the timers of.
+    fn deadline(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .filter_map(crate::shard::Link::deadline)
+            .min()
+    }
 }
 
 /// How many bindings `show registrations` reads per turn of the engine loop: a few
@@ -165,7 +182,12 @@ impl Engine {
         let mut armed = None;
         loop {
             self.step_listing();
-            let deadline = self.core.poll_timeout();
+            let deadline = self
+                .core
+                .poll_timeout()
+                .into_iter()
+                .chain(self.shards.deadline())
+                .min();
             if deadline != armed {
                 if let Some(at) = deadline {
                     sleep.as_mut().reset(at.into());
@@ -195,6 +217,9 @@ impl Engine {
                     }
                     self.flush();
                 }
+                // A worker is done with its shard, which has a deadline: the loop's top
+                // arms the timer for it.
+                () = self.shards.timers.notified() => {}
                 // The other shards' counts and records: a drain ends on them.
                 Some((shard, report)) = recv_unbounded(&mut shard_reports) => {
                     let now = Instant::now();
@@ -219,18 +244,17 @@ impl Engine {
                         let now = Instant::now();
                         // Flushed after every message: a state change one message causes (the
                         // last BYE ending a drain) is in force for the next one.
-                        self.dispatch(now, message);
-                        for _ in 1..BATCH {
+                        self.dispatch(now, message, true);
+                        for i in 1..BATCH {
                             match self.inbound.try_recv() {
-                                Ok(message) => self.dispatch(now, message),
+                                Ok(message) => self.dispatch(now, message, i < INLINE),
                                 Err(_) => break,
                             }
                         }
                         // Under sustained load this branch always wins the biased select:
                         // run what is due here so retransmissions and the guard never starve.
                         if deadline.is_some_and(|at| at <= now) {
-                            self.drain_twin(now);
-                            self.core.handle_timeout(now);
+                            self.timers(now);
                         }
                         self.flush();
                     }
@@ -240,7 +264,7 @@ impl Engine {
                     let now = Instant::now();
                     // Every datagram waiting on the socket after one wake-up, each judged (and
                     // its effects flushed) before the next, as for queued messages.
-                    for _ in 0..BATCH {
+                    for i in 0..BATCH {
                         let Some(d) = udp.try_recv(&self.transports, index) else {
                             break;
                         };
@@ -251,42 +275,40 @@ impl Engine {
                             }
                             k => {
                                 if let Some(link) = self.shards.links.get(k - 1) {
-                                    link.send(
-                                        &self.transports,
-                                        crate::transport::Inbound {
-                                            listener: d.listener,
-                                            flow: None,
-                                            source: d.source,
-                                            bytes: d.bytes.to_vec(),
-                                        },
-                                    );
+                                    link.datagram(&self.transports, now, i < INLINE, d.listener, d.source, d.bytes);
                                 }
                             }
                         }
                     }
                     if deadline.is_some_and(|at| at <= now) {
-                        self.drain_twin(now);
-                        self.core.handle_timeout(now);
+                        self.timers(now);
                     }
                     self.flush();
                 }
                 // Nothing else ready: the next page of a listing (at the loop's top).
                 () = std::future::ready(()), if !self.listings.is_empty() => {}
                 () = &mut sleep, if deadline.is_some() => {
-                    let now = Instant::now();
-                    // What the twin sent is judged before time is: after a stall (a loaded
-                    // machine, a long batch) the silence timers would otherwise fire while its
-                    // keep-alives sit unread in the socket.
-                    self.drain_twin(now);
-                    self.core.handle_timeout(now);
+                    self.timers(Instant::now());
                     self.flush();
                 }
             }
         }
     }
 
-    /// A message from a transport worker: to the core, or to the shard its Call-ID hashes to.
-    fn dispatch(&mut self, now: Instant, message: FromTransport) {
+    /// Whatever is due at `now`: the twin's keep-alives first (after a stall, a loaded
+    /// machine or a long batch, the silence timers would otherwise fire while they sit unread
+    /// in the socket), then the core's timers and those of the idle shards.
+    fn timers(&mut self, now: Instant) {
+        self.drain_twin(now);
+        self.core.handle_timeout(now);
+        for link in &self.shards.links {
+            link.timers(now);
+        }
+    }
+
+    /// A message from a transport worker: to the core, or to the shard its Call-ID hashes to
+    /// (run here if `inline` and that shard is idle).
+    fn dispatch(&mut self, now: Instant, message: FromTransport, inline: bool) {
         let shard = match &message {
             FromTransport::Message(m) => self.shards.map.of_message(&m.bytes),
             FromTransport::Closed { .. } => 0,
@@ -294,7 +316,7 @@ impl Engine {
         match (shard, message) {
             (k @ 1.., FromTransport::Message(m)) => {
                 if let Some(link) = self.shards.links.get(k - 1) {
-                    link.send(&self.transports, m);
+                    link.message(&self.transports, now, inline, m);
                 }
             }
             (_, message) => {
@@ -362,7 +384,7 @@ impl Engine {
         self.flush_stream();
         while let Some((shard, command)) = self.core.poll_shard_command() {
             if let Some(link) = shard.checked_sub(1).and_then(|i| self.shards.links.get(i)) {
-                link.command(command);
+                link.command(Instant::now(), command);
             }
         }
     }

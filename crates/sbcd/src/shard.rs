@@ -3,20 +3,32 @@
 //!
 //! The engine thread reads the sockets (UDP itself, TCP from the transport workers) and hands
 //! each message to the shard its Call-ID hashes to (`proxy::Shards::of_message`): its own
-//! proxy is shard 0, and every other shard runs here, on its own thread, as a
-//! `node::shards::Shard`. A shard sends what it produces itself (the transports are shared), and
-//! talks to the node on the engine thread only through two channels: commands in (the system
-//! state, the guard, the twin's role, the other shards' records), reports out (its counts and
-//! its records). Both are unbounded: neither may lose anything, and both carry little (a
-//! state change, a few records per call). The messages from the reader are bounded: a shard
-//! that cannot keep up loses what an overloaded UDP socket would, counted.
+//! proxy is shard 0, and every other shard is a `node::shards::Shard` that its SIP worker
+//! thread owns. A shard sends what it produces itself (the transports are shared), and talks to
+//! the node on the engine thread only through its reports (its counts and its records).
+//!
+//! **Who runs a shard.** Handing a message to another thread costs a queue push and, when that
+//! thread sleeps, waking it (a system call on one side, a context switch on the other): on a
+//! VM, more than the message's own work. So the engine runs a shard's work itself while the
+//! shard's worker has nothing queued and is not running (the shard's lock is free), and hands
+//! it to the worker when the engine has a backlog of its own (a long batch of datagrams), or
+//! the worker is already busy. A shard's work is then done by one thread at a time, in the
+//! order the engine read it: whatever was queued is handled before the engine may run the
+//! shard itself again (the queue's count falls only after its messages are handled, under the
+//! lock). So a lightly loaded box wakes one thread per message, and a busy one spreads its
+//! messages over every SIP core. The node's commands (system state, guard, records of the other
+//! shards) go the same way, in the same order as messages; the shard's timers are the engine's
+//! to run, or the worker's at the end of a batch while it holds the shard.
+//!
+//! The queue is bounded for messages (a shard that cannot keep up loses what an overloaded UDP
+//! socket would, counted), never for commands, which may not be lost.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::Instant;
 
 use node::shards::{Shard, ShardCommand, ShardReport};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::sip_core::log_event;
 use crate::transport::{Inbound, Shared};
@@ -24,177 +36,134 @@ use crate::transport::{Inbound, Shared};
 /// Messages queued for one shard; beyond it they are dropped and counted.
 pub const QUEUE: usize = 4096;
 
-/// How many queued messages a shard handles before it looks at commands and timers again.
+/// How many queued items a worker handles before it lets go of its shard.
 const BATCH: usize = 64;
+
+/// No deadline, in [`Cell::deadline`].
+const NONE: u64 = u64::MAX;
+
+/// Work for a shard's worker, in the order the engine produced it.
+#[derive(Debug)]
+enum Work {
+    Message(Inbound),
+    Command(ShardCommand),
+}
+
+/// A shard and what it shares with the engine.
+#[derive(Debug)]
+struct Cell {
+    shard: Mutex<Running>,
+    /// Items queued for the worker and not yet handled: the engine runs the shard itself only
+    /// at 0, so nothing it reads later overtakes what it queued.
+    pending: AtomicUsize,
+    /// The shard's next deadline as of the last time anyone ran it, in nanoseconds after
+    /// `epoch` ([`NONE`]: none), for the engine's timer.
+    deadline: AtomicU64,
+    epoch: Instant,
+}
+
+/// The shard, with where its outputs go.
+#[derive(Debug)]
+struct Running {
+    index: usize,
+    shard: Shard,
+    reports: mpsc::UnboundedSender<(usize, ShardReport)>,
+    transports: Arc<Shared>,
+}
 
 /// The engine's side of one shard.
 #[derive(Debug)]
 pub struct Link {
-    messages: mpsc::Sender<Inbound>,
-    commands: mpsc::UnboundedSender<ShardCommand>,
-    /// The shard's counters as of the end of its last turn, for `show stats` and `show
-    /// upstreams`.
-    published: Arc<Mutex<Published>>,
+    cell: Arc<Cell>,
+    work: mpsc::UnboundedSender<Work>,
 }
 
-/// What a shard publishes at the end of each turn of its loop.
-#[derive(Debug, Default)]
-pub struct Published {
-    pub stats: proxy::Stats,
-    /// Failures per upstream, in configuration order.
-    pub upstream_failures: Vec<u64>,
-}
-
-impl Published {
-    fn of(shard: &Shard) -> Published {
-        let mut p = Published::default();
-        p.update(shard);
-        p
-    }
-
-    /// Written in place: no allocation once the vector has its length.
-    fn update(&mut self, shard: &Shard) {
-        self.stats = shard.proxy().stats();
-        self.upstream_failures.clear();
-        self.upstream_failures
-            .extend(shard.proxy().upstream_failures());
-    }
-}
-
-impl Link {
-    /// Hands a message to the shard; a full queue drops it (counted).
-    pub fn send(&self, shared: &Shared, message: Inbound) {
-        if self.messages.try_send(message).is_err() {
-            shared
-                .counters
-                .shard_queue_full
-                .fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The shard's counters as of the end of its last turn.
-    pub fn stats(&self) -> proxy::Stats {
-        self.published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .stats
-    }
-
-    /// The shard's failures per upstream as of the end of its last turn.
-    pub fn upstream_failures(&self) -> Vec<u64> {
-        self.published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .upstream_failures
-            .clone()
-    }
-
-    pub fn command(&self, command: ShardCommand) {
-        if self.commands.send(command).is_err() {
-            tracing::error!("a SIP shard has stopped");
-        }
-    }
-}
-
-/// One shard's thread state, consumed by [`Worker::run`].
+/// One shard's worker thread state, consumed by [`Worker::run`].
 #[derive(Debug)]
 pub struct Worker {
     pub index: usize,
-    pub shard: Shard,
-    messages: mpsc::Receiver<Inbound>,
-    commands: mpsc::UnboundedReceiver<ShardCommand>,
-    reports: mpsc::UnboundedSender<(usize, ShardReport)>,
-    transports: Arc<Shared>,
-    published: Arc<Mutex<Published>>,
+    cell: Arc<Cell>,
+    work: mpsc::UnboundedReceiver<Work>,
+    /// Tells the engine a deadline it did not know of: set after a batch.
+    timers: Arc<Notify>,
 }
 
 /// A shard and the engine's link to it; `reports` is the engine's one receiver of every
-/// shard's reports.
+/// shard's reports, `timers` wakes the engine when a worker leaves the shard with a deadline.
 pub fn pair(
     index: usize,
     shard: Shard,
     reports: mpsc::UnboundedSender<(usize, ShardReport)>,
     transports: Arc<Shared>,
+    timers: Arc<Notify>,
 ) -> (Link, Worker) {
-    let (messages_tx, messages) = mpsc::channel(QUEUE);
-    let (commands_tx, commands) = mpsc::unbounded_channel();
-    let published = Arc::new(Mutex::new(Published::of(&shard)));
+    let epoch = Instant::now();
+    let cell = Arc::new(Cell {
+        deadline: AtomicU64::new(NONE),
+        shard: Mutex::new(Running {
+            index,
+            shard,
+            reports,
+            transports,
+        }),
+        pending: AtomicUsize::new(0),
+        epoch,
+    });
+    {
+        let running = cell.lock();
+        cell.publish(&running);
+    }
+    let (work_tx, work) = mpsc::unbounded_channel();
     (
         Link {
-            messages: messages_tx,
-            commands: commands_tx,
-            published: Arc::clone(&published),
+            cell: Arc::clone(&cell),
+            work: work_tx,
         },
         Worker {
             index,
-            shard,
-            messages,
-            commands,
-            reports,
-            transports,
-            published,
+            cell,
+            work,
+            timers,
         },
     )
 }
 
-impl Worker {
-    /// Runs until the engine drops its link.
-    pub async fn run(mut self) {
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
-        tokio::pin!(sleep);
-        let mut armed = None;
-        loop {
-            // Published once a turn: `show stats` reads it from the engine's thread.
-            self.published
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .update(&self.shard);
-            let deadline = self.shard.poll_timeout();
-            if deadline != armed {
-                if let Some(at) = deadline {
-                    sleep.as_mut().reset(at.into());
-                }
-                armed = deadline;
-            }
-            tokio::select! {
-                biased;
-                // Commands first: a state change must reach the proxy before queued messages
-                // are judged, as on the engine's own shard.
-                command = self.commands.recv() => match command {
-                    Some(command) => {
-                        self.shard.handle_command(Instant::now(), command);
-                        while let Ok(command) = self.commands.try_recv() {
-                            self.shard.handle_command(Instant::now(), command);
-                        }
-                        self.flush(None);
-                    }
-                    None => return,
-                },
-                message = self.messages.recv() => match message {
-                    Some(message) => {
-                        let now = Instant::now();
-                        self.handle(now, &message);
-                        for _ in 1..BATCH {
-                            match self.messages.try_recv() {
-                                Ok(message) => self.handle(now, &message),
-                                Err(_) => break,
-                            }
-                        }
-                        if deadline.is_some_and(|at| at <= now) {
-                            self.shard.handle_timeout(now);
-                            self.flush(None);
-                        }
-                    }
-                    None => return,
-                },
-                () = &mut sleep, if deadline.is_some() => {
-                    self.shard.handle_timeout(Instant::now());
-                    self.flush(None);
-                }
-            }
+impl Cell {
+    fn lock(&self) -> MutexGuard<'_, Running> {
+        self.shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The shard, if nothing is queued for it and nobody runs it.
+    fn try_idle(&self) -> Option<MutexGuard<'_, Running>> {
+        if self.pending.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        match self.shard.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 
+    /// Records the shard's next deadline (call with the shard held).
+    fn publish(&self, running: &Running) {
+        let at = running.shard.poll_timeout().map_or(NONE, |at| {
+            u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(NONE - 1)
+        });
+        self.deadline.store(at, Ordering::Release);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.deadline.load(Ordering::Acquire) {
+            NONE => None,
+            nanos => Some(self.epoch + std::time::Duration::from_nanos(nanos)),
+        }
+    }
+}
+
+impl Running {
     fn handle(&mut self, now: Instant, message: &Inbound) {
         self.shard.handle_input(
             now,
@@ -206,6 +175,19 @@ impl Worker {
             },
         );
         self.flush(Some(message.source));
+    }
+
+    fn command(&mut self, now: Instant, command: ShardCommand) {
+        self.shard.handle_command(now, command);
+        self.flush(None);
+    }
+
+    /// Runs what is due at `now`, if anything.
+    fn timers(&mut self, now: Instant) {
+        if self.shard.poll_timeout().is_some_and(|at| at <= now) {
+            self.shard.handle_timeout(now);
+            self.flush(None);
+        }
     }
 
     /// Transmits out, reports to the node, events to the journal.
@@ -226,5 +208,225 @@ impl Worker {
         while let Some(event) = self.shard.poll_event() {
             log_event(event, source);
         }
+    }
+}
+
+impl Link {
+    /// A datagram for the shard: run here if `inline` and the shard is idle, else queued for
+    /// its worker (a full queue drops it, counted).
+    pub fn datagram(
+        &self,
+        shared: &Shared,
+        now: Instant,
+        inline: bool,
+        listener: proxy::ListenerId,
+        source: std::net::SocketAddr,
+        bytes: &[u8],
+    ) {
+        if let Some(mut running) = inline.then(|| self.cell.try_idle()).flatten() {
+            running.shard.handle_input(
+                now,
+                proxy::Input {
+                    listener,
+                    flow: None,
+                    source,
+                    bytes,
+                },
+            );
+            running.flush(Some(source));
+            self.cell.publish(&running);
+            return;
+        }
+        self.queue_message(
+            shared,
+            Inbound {
+                listener,
+                flow: None,
+                source,
+                bytes: bytes.to_vec(),
+            },
+        );
+    }
+
+    /// A stream message for the shard, as [`datagram`](Self::datagram).
+    pub fn message(&self, shared: &Shared, now: Instant, inline: bool, message: Inbound) {
+        if let Some(mut running) = inline.then(|| self.cell.try_idle()).flatten() {
+            running.handle(now, &message);
+            self.cell.publish(&running);
+            return;
+        }
+        self.queue_message(shared, message);
+    }
+
+    fn queue_message(&self, shared: &Shared, message: Inbound) {
+        if self.cell.pending.load(Ordering::Acquire) >= QUEUE {
+            shared
+                .counters
+                .shard_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queue(Work::Message(message));
+    }
+
+    /// A command of the node: run here when the shard is idle, else queued behind what is.
+    pub fn command(&self, now: Instant, command: ShardCommand) {
+        if let Some(mut running) = self.cell.try_idle() {
+            running.command(now, command);
+            self.cell.publish(&running);
+            return;
+        }
+        self.queue(Work::Command(command));
+    }
+
+    fn queue(&self, work: Work) {
+        // Counted before it is sent: the worker counts it off only after handling it.
+        self.cell.pending.fetch_add(1, Ordering::AcqRel);
+        if self.work.send(work).is_err() {
+            self.cell.pending.fetch_sub(1, Ordering::AcqRel);
+            tracing::error!("a SIP shard has stopped");
+        }
+    }
+
+    /// The shard's next deadline, unless its worker has work queued (it runs the timers due
+    /// when it is done).
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.cell.pending.load(Ordering::Acquire) != 0 {
+            return None;
+        }
+        self.cell.deadline()
+    }
+
+    /// Runs the shard's timers due at `now` when it is idle; a busy worker runs them at the
+    /// end of its batch.
+    pub fn timers(&self, now: Instant) {
+        if self.cell.deadline().is_none_or(|at| at > now) {
+            return;
+        }
+        if let Some(mut running) = self.cell.try_idle() {
+            running.timers(now);
+            self.cell.publish(&running);
+        }
+    }
+
+    /// The shard's counters, now.
+    pub fn stats(&self) -> proxy::Stats {
+        self.cell.lock().shard.proxy().stats()
+    }
+
+    /// The shard's failures per upstream, in configuration order.
+    pub fn upstream_failures(&self) -> Vec<u64> {
+        self.cell.lock().shard.proxy().upstream_failures().collect()
+    }
+}
+
+impl Worker {
+    /// Runs until the engine drops its link.
+    pub async fn run(mut self) {
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            if self.work.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+            let handled = batch.len();
+            {
+                let mut running = self.cell.lock();
+                let now = Instant::now();
+                for work in batch.drain(..) {
+                    match work {
+                        Work::Message(message) => running.handle(now, &message),
+                        Work::Command(command) => running.command(now, command),
+                    }
+                }
+                running.timers(now);
+                self.cell.publish(&running);
+                // Under the lock: the engine may run the shard itself from here on.
+                self.cell.pending.fetch_sub(handled, Ordering::AcqRel);
+            }
+            // The engine left this shard's timers to the worker while it had work: it must
+            // look at them again.
+            if self.cell.pending.load(Ordering::Acquire) == 0 && self.cell.deadline().is_some() {
+                self.timers.notify_one();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{self, Limits};
+    use std::time::Duration;
+
+    fn link() -> (Link, Worker, mpsc::UnboundedReceiver<(usize, ShardReport)>) {
+        let (inbound, _) = mpsc::channel(1);
+        let (_, serving) = tokio::sync::watch::channel(true);
+        let limits = Limits {
+            max_message_bytes: 65535,
+            tcp_idle_timeout: Duration::from_secs(60),
+            tcp_message_timeout: Duration::from_secs(32),
+            tcp_max_connections: 1,
+            max_connections: 1,
+            per_source_connections: 1,
+            max_queued_bytes: 1 << 16,
+        };
+        let (shared, _) = transport::bind_all(Vec::new(), limits, 1, inbound, serving).unwrap();
+        let now = Instant::now();
+        let shard = Shard::new(
+            proxy::Config::default(),
+            1,
+            proxy::Shards::new(2, [1, 2, 3, 4]),
+            proxy::SystemState::Online,
+            now,
+        );
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (link, worker) = pair(1, shard, reports_tx, shared, Arc::new(Notify::new()));
+        (link, worker, reports)
+    }
+
+    fn received(link: &Link) -> u64 {
+        link.stats().received
+    }
+
+    const SOURCE: &str = "127.0.0.1:5099";
+
+    #[tokio::test]
+    async fn an_idle_shard_runs_on_the_engine_and_a_queued_one_keeps_the_engine_order() {
+        let (link, worker, _reports) = link();
+        let shared = Arc::clone(&link.cell.lock().transports);
+        let now = Instant::now();
+        let source = SOURCE.parse().unwrap();
+        let datagram = |inline| {
+            link.datagram(&shared, now, inline, proxy::ListenerId(0), source, b"junk");
+        };
+        // Idle: the engine runs it at once, no worker involved.
+        datagram(true);
+        assert_eq!(received(&link), 1);
+        // A backlog: queued for the worker, which is not running yet.
+        datagram(false);
+        assert_eq!(received(&link), 1);
+        // Something is queued: even a message the engine could run waits behind it, and so
+        // does a command, and the engine leaves the shard's timers to the worker.
+        datagram(true);
+        link.command(now, ShardCommand::Standby(false));
+        assert_eq!(received(&link), 1);
+        assert_eq!(link.cell.pending.load(Ordering::Acquire), 3);
+        assert_eq!(link.deadline(), None);
+        // The worker handles the queue in order and hands the shard back.
+        let worker = tokio::spawn(worker.run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while link.cell.pending.load(Ordering::Acquire) != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the worker never emptied its queue"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(received(&link), 3);
+        assert_eq!(link.deadline(), link.cell.deadline());
+        datagram(true);
+        assert_eq!(received(&link), 4, "idle again: run by the engine");
+        drop(link);
+        worker.await.unwrap();
     }
 }
