@@ -31,11 +31,6 @@ use crate::transport::{udp, FromTransport, Shared};
 /// How many queued messages the engine handles before it looks at commands and timers again.
 const BATCH: usize = 64;
 
-/// How many messages of one batch the engine may run on another shard itself (when that
-/// shard is idle, `crate::shard`); past them it has a backlog, and hands the rest to the
-/// shards' workers.
-const INLINE: usize = 4;
-
 /// The state as the rest of the daemon follows it (panel, health).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateView {
@@ -180,6 +175,10 @@ impl Engine {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed = None;
+        // The last batch read ended at `BATCH` with more waiting: the engine is behind, so it
+        // hands other shards' messages to their workers instead of running them itself
+        // (`crate::shard`), until a batch empties what was waiting.
+        let mut backlog = false;
         loop {
             self.step_listing();
             let deadline = self
@@ -244,11 +243,16 @@ impl Engine {
                         let now = Instant::now();
                         // Flushed after every message: a state change one message causes (the
                         // last BYE ending a drain) is in force for the next one.
-                        self.dispatch(now, message, true);
-                        for i in 1..BATCH {
+                        let inline = !backlog;
+                        self.dispatch(now, message, inline);
+                        backlog = true;
+                        for _ in 1..BATCH {
                             match self.inbound.try_recv() {
-                                Ok(message) => self.dispatch(now, message, i < INLINE),
-                                Err(_) => break,
+                                Ok(message) => self.dispatch(now, message, inline),
+                                Err(_) => {
+                                    backlog = false;
+                                    break;
+                                }
                             }
                         }
                         // Under sustained load this branch always wins the biased select:
@@ -264,8 +268,11 @@ impl Engine {
                     let now = Instant::now();
                     // Every datagram waiting on the socket after one wake-up, each judged (and
                     // its effects flushed) before the next, as for queued messages.
-                    for i in 0..BATCH {
+                    let inline = !backlog;
+                    backlog = true;
+                    for _ in 0..BATCH {
                         let Some(d) = udp.try_recv(&self.transports, index) else {
+                            backlog = false;
                             break;
                         };
                         match self.shards.map.of_message(d.bytes) {
@@ -275,7 +282,7 @@ impl Engine {
                             }
                             k => {
                                 if let Some(link) = self.shards.links.get(k - 1) {
-                                    link.datagram(&self.transports, now, i < INLINE, d.listener, d.source, d.bytes);
+                                    link.datagram(&self.transports, now, inline, d.listener, d.source, d.bytes);
                                 }
                             }
                         }

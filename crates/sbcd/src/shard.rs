@@ -11,8 +11,8 @@
 //! thread sleeps, waking it (a system call on one side, a context switch on the other): on a
 //! VM, more than the message's own work. So the engine runs a shard's work itself while the
 //! shard's worker has nothing queued and is not running (the shard's lock is free), and hands
-//! it to the worker when the engine has a backlog of its own (a long batch of datagrams), or
-//! the worker is already busy. A shard's work is then done by one thread at a time, in the
+//! it to the worker when the engine has a backlog of its own (its last batch of datagrams
+//! stopped at the batch's limit with more waiting), or the worker is already busy. A shard's work is then done by one thread at a time, in the
 //! order the engine read it: whatever was queued is handled before the engine may run the
 //! shard itself again (the queue's count falls only after its messages are handled, under the
 //! lock). So a lightly loaded box wakes one thread per message, and a busy one spreads its
