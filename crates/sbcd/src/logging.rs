@@ -34,6 +34,18 @@ impl Recent {
         lines.iter().skip(skip).cloned().collect()
     }
 
+    /// A buffer for the next line: the oldest line's once the ring is full (its room reused,
+    /// so a busy box allocates nothing per line), else a new one.
+    fn buffer(&self) -> String {
+        let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() < RECENT_LINES {
+            return String::with_capacity(128);
+        }
+        let mut line = lines.pop_front().unwrap_or_default();
+        line.clear();
+        line
+    }
+
     fn push(&self, line: String) {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         if lines.len() == RECENT_LINES {
@@ -105,26 +117,34 @@ impl<S: Subscriber> Layer<S> for RecentLayer {
         if level > Level::INFO {
             return;
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let line = format!(
-            "{} {:<5} {}{}",
-            utc_clock(),
-            level,
-            fields.message,
-            fields.rest
-        );
+        // `HH:MM:SS.mmm LEVEL message name=value...`, written into a reused buffer; the
+        // fields other than the message go to a scratch of this thread's and follow it.
+        let mut line = self.0.buffer();
+        write_utc_clock(&mut line);
+        let _ = write!(line, " {level:<5} ");
+        REST.with_borrow_mut(|rest| {
+            rest.clear();
+            event.record(&mut Fields {
+                message: &mut line,
+                rest,
+            });
+            line.push_str(rest);
+        });
         self.0.push(line);
     }
 }
 
-#[derive(Default)]
-struct Fields {
-    message: String,
-    rest: String,
+thread_local! {
+    /// The fields after the message, while one line is written.
+    static REST: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-impl Visit for Fields {
+struct Fields<'a> {
+    message: &'a mut String,
+    rest: &'a mut String,
+}
+
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message.push_str(value);
@@ -142,15 +162,49 @@ impl Visit for Fields {
     }
 }
 
-/// `HH:MM:SS.mmm` UTC: enough to read a recent log without pulling in a calendar.
-fn utc_clock() -> String {
+/// `HH:MM:SS.mmmZ` UTC: enough to read a recent log without pulling in a calendar.
+fn write_utc_clock(line: &mut String) {
     let ms = crate::engine::unix_ms();
     let secs = ms / 1000;
-    format!(
+    let _ = write!(
+        line,
         "{:02}:{:02}:{:02}.{:03}Z",
         (secs / 3600) % 24,
         (secs / 60) % 60,
         secs % 60,
         ms % 1000
-    )
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_keeps_the_last_lines_in_order_with_time_level_message_and_fields() {
+        let recent = Arc::new(Recent::default());
+        let subscriber = tracing_subscriber::registry().with(ring_layer(&recent));
+        tracing::subscriber::with_default(subscriber, || {
+            for n in 0..RECENT_LINES + 5 {
+                tracing::info!(n, call_id = %"a@b", cause = ?Some(1), "call ended");
+            }
+            tracing::debug!("below the ring's level");
+            tracing::warn!(upstream = "sip:10.0.0.1", "upstream out of rotation");
+        });
+        let all = recent.last(usize::MAX);
+        assert_eq!(all.len(), RECENT_LINES);
+        let first = &all[0];
+        // 12:34:56.789Z
+        assert_eq!(first.as_bytes()[12], b'Z', "{first}");
+        assert_eq!(
+            &first[13..],
+            " INFO  call ended n=6 call_id=a@b cause=Some(1)",
+            "the five oldest lines are gone, the sixth is first"
+        );
+        assert_eq!(
+            &all[RECENT_LINES - 1][13..],
+            " WARN  upstream out of rotation upstream=sip:10.0.0.1"
+        );
+        assert_eq!(recent.last(2)[0], all[RECENT_LINES - 2]);
+    }
 }
