@@ -106,18 +106,8 @@ fn via_as_received<'b>(via: &sip::Via<'_>, from: Flow, value: &'b mut String) ->
     if !received && !rport {
         return None;
     }
-    let raw = via.raw();
     value.clear();
-    // The sender's parameters, less a bare `rport` when it is filled in below.
-    for (i, piece) in raw.split(';').enumerate() {
-        if i > 0 {
-            if rport && piece.trim().eq_ignore_ascii_case("rport") {
-                continue;
-            }
-            value.push(';');
-        }
-        value.push_str(piece);
-    }
+    push_without_bare_rport(via.raw(), rport, value);
     if received {
         // Writing into a String cannot fail.
         let _ = write!(value, ";received={}", from.remote.ip());
@@ -127,6 +117,54 @@ fn via_as_received<'b>(via: &sip::Via<'_>, from: Flow, value: &'b mut String) ->
         value.push_str(decimal(u64::from(from.remote.port()), &mut [0; 20]));
     }
     Some(value.as_str())
+}
+
+/// The Via hop `raw` appended to `value`, less every bare `rport` parameter (a `;`-separated
+/// piece that is `rport` once trimmed) when `drop_rport`. What is kept is copied in runs, not
+/// piece by piece: usually the whole text but the one `;rport`.
+fn push_without_bare_rport(raw: &str, drop_rport: bool, value: &mut String) {
+    if !drop_rport {
+        value.push_str(raw);
+        return;
+    }
+    let b = raw.as_bytes();
+    // `kept` is where the run not yet copied starts; `at` is the `;` before the next piece
+    // (the first piece is never a parameter).
+    let mut kept = 0;
+    let mut at = next_semicolon(b, 0);
+    while at < b.len() {
+        let next = next_semicolon(b, at + 1);
+        let piece = &raw[at + 1..next];
+        if piece.len() >= 5 && piece.trim().eq_ignore_ascii_case("rport") {
+            value.push_str(&raw[kept..at]);
+            kept = next;
+        }
+        at = next;
+    }
+    value.push_str(&raw[kept..]);
+}
+
+/// Index of the first `;` at or after `from` (`b.len()` when none), eight bytes a step: a
+/// Via hop is some sixty bytes with two or three parameters.
+fn next_semicolon(b: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // High bit set in the bytes of `w` that are zero, exact for the lowest one.
+        let w = u64::from_le_bytes(word) ^ (ONES * u64::from(b';'));
+        let hits = w.wrapping_sub(ONES) & !w & HIGHS;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] != b';' {
+        i += 1;
+    }
+    i
 }
 
 /// `n` in decimal, written into `buf` (no allocation on the per-message path).
@@ -1367,7 +1405,33 @@ pub(super) enum Cap {
 
 #[cfg(test)]
 mod tests {
-    use super::{decimal, owned_sent_by_key, sent_by_key};
+    use super::{decimal, next_semicolon, owned_sent_by_key, push_without_bare_rport, sent_by_key};
+
+    #[test]
+    fn next_semicolon_agrees_with_a_byte_loop() {
+        let slow =
+            |b: &[u8], from: usize| (from..b.len()).find(|&i| b[i] == b';').unwrap_or(b.len());
+        let mut samples: Vec<Vec<u8>> = vec![Vec::new()];
+        for stop in [b';', b':', 0x3a, 0xbb, 0x3b + 0x80] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    if at < len {
+                        v[at] = stop;
+                        if at + 2 < len {
+                            v[at + 2] = b';';
+                        }
+                    }
+                    samples.push(v);
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(next_semicolon(s, from), slow(s, from), "{s:?} from {from}");
+            }
+        }
+    }
 
     #[test]
     fn sent_by_keys_borrowed_or_written_are_the_same() {
@@ -1382,6 +1446,49 @@ mod tests {
         ] {
             let via = sip::Via::parse(hop).unwrap();
             assert_eq!(sent_by_key(&via), owned_sent_by_key(&via), "{hop}");
+        }
+    }
+
+    #[test]
+    fn bare_rport_is_dropped_as_splitting_on_semicolons_drops_it() {
+        // What the hop was written as before: split on `;`, every piece but the first kept
+        // unless it trims to `rport`.
+        fn by_pieces(raw: &str, drop_rport: bool) -> String {
+            let mut value = String::new();
+            for (i, piece) in raw.split(';').enumerate() {
+                if i > 0 {
+                    if drop_rport && piece.trim().eq_ignore_ascii_case("rport") {
+                        continue;
+                    }
+                    value.push(';');
+                }
+                value.push_str(piece);
+            }
+            value
+        }
+        for raw in [
+            "SIP/2.0/UDP 10.2.0.50:10000;branch=z9hG4bK-1;rport",
+            "SIP/2.0/UDP 10.2.0.50:10000;rport;branch=z9hG4bK-1",
+            "SIP/2.0/UDP h;RPORT ;branch=z9hG4bK-1; rport\t;x",
+            "SIP/2.0/UDP h;rport=5060;branch=z9hG4bK-1",
+            "SIP/2.0/UDP h;rports;xrport;rport;rport",
+            "SIP/2.0/UDP h;\u{a0}rport\u{a0};branch=\u{e9}",
+            "SIP/2.0/UDP h",
+            "SIP/2.0/UDP h;",
+            "SIP/2.0/UDP h;;rport;;",
+            ";rport",
+            "rport;rport",
+            "",
+        ] {
+            for drop_rport in [false, true] {
+                let mut value = String::from("kept ");
+                push_without_bare_rport(raw, drop_rport, &mut value);
+                assert_eq!(
+                    value,
+                    format!("kept {}", by_pieces(raw, drop_rport)),
+                    "{raw:?}"
+                );
+            }
         }
     }
 
