@@ -43,6 +43,9 @@ pub(crate) struct Slot {
     pub(crate) line_end: u16,
     /// `HeaderName as u8`, or `UNKNOWN`.
     pub(crate) id: u8,
+    /// Whether the value holds a comma: without one it is one list element (the header pass
+    /// finds it on its way to the line's end).
+    pub(crate) comma: bool,
 }
 
 /// The first line of a message.
@@ -663,14 +666,14 @@ impl<'a> Headers<'_, 'a> {
     /// The next matching line's position and value, without the name a [`Header`] also
     /// carries: what the list iterators read.
     #[inline]
-    fn next_value(&mut self) -> Option<(HeaderIndex, &'a str)> {
+    fn next_value(&mut self) -> Option<(HeaderIndex, &'a str, bool)> {
         let (i, slot) = self.next_slot()?;
         let value = self
             .msg
             .head
             .get(slot.value_start as usize..slot.value_end as usize)
             .unwrap_or("");
-        Some((HeaderIndex(i), value))
+        Some((HeaderIndex(i), value, slot.comma))
     }
 
     /// The next matching line and its slot. Always inlined: a call costs as much as the
@@ -737,7 +740,15 @@ impl<'a> Iterator for ListIter<'_, 'a> {
                     return Some((*index, item));
                 }
             }
-            let (index, value) = self.headers.next_value()?;
+            let (index, value, comma) = self.headers.next_value()?;
+            if !comma {
+                // One element: the value, trimmed by the header pass as `ListItems` trims.
+                self.current = None;
+                if !value.is_empty() {
+                    return Some((index, value));
+                }
+                continue;
+            }
             self.current = Some((index, ListItems::new(value, true)));
         }
     }

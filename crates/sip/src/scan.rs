@@ -313,6 +313,24 @@ pub(crate) fn colon_or_newline(b: &[u8], from: usize) -> usize {
     i
 }
 
+/// Index of the first `\n` at or after `from` (`b.len()` when none), and whether a `,` comes
+/// before it. The header pass reads a value's end this way and notes for the list readers
+/// whether it can hold more than one element: one search for either byte, a second one only
+/// past a comma.
+#[inline]
+pub(crate) fn newline_and_comma(b: &[u8], from: usize) -> (usize, bool) {
+    let rest = b.get(from..).unwrap_or(&[]);
+    match memchr::memchr2(b'\n', b',', rest) {
+        None => (b.len(), false),
+        Some(i) if rest[i] == b'\n' => (from + i, false),
+        Some(i) => {
+            let after = from + i + 1;
+            let nl = memchr::memchr(b'\n', &b[after..]).map_or(b.len(), |j| after + j);
+            (nl, true)
+        }
+    }
+}
+
 /// Index of the first byte at or after `from` that ends a plain parameter value: whitespace or
 /// a control character (anything up to SP), `;`, `"` or DEL; `b.len()` when none does. Eight
 /// bytes per step (SWAR): values are long (branch ids, tags, route tokens).
@@ -425,6 +443,44 @@ mod tests {
             for from in 0..=s.len() {
                 assert_eq!(
                     super::colon_or_newline(s, from),
+                    slow(s, from),
+                    "{s:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn newline_and_comma_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8], from: usize| {
+            let nl = (from..b.len()).find(|&i| b[i] == b'\n').unwrap_or(b.len());
+            (nl, b[from..nl].contains(&b','))
+        };
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"a, b\r\n".to_vec()];
+        for first in [b'\n', b',', b'\r', 0x2d, 0x0b, 0x8a, 0xac] {
+            for second in [b'\n', b',', b'x', 0x2b] {
+                for len in 0..20 {
+                    for at in 0..=len {
+                        let mut v: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
+                        if at < len {
+                            v[at] = first;
+                            for gap in [1, 2, 5, 9] {
+                                if at + gap < len {
+                                    let mut w = v.clone();
+                                    w[at + gap] = second;
+                                    samples.push(w);
+                                }
+                            }
+                        }
+                        samples.push(v);
+                    }
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(
+                    super::newline_and_comma(s, from),
                     slow(s, from),
                     "{s:?} from {from}"
                 );
