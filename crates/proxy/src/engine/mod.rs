@@ -520,13 +520,23 @@ fn looks_like_response(bytes: &[u8]) -> bool {
 }
 
 /// A short stable hash (FNV-1a) for loop detection.
+/// Each part is followed by a 0xff byte (which no UTF-8 text holds), so the parts' borders
+/// are part of what is hashed.
 fn fnv(parts: &[&str]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
-        for b in part.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        // Four bytes a step: the same bytes in the same order, less loop per byte.
+        let mut quads = part.as_bytes().chunks_exact(4);
+        for q in &mut quads {
+            for &b in q {
+                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            }
         }
+        for &b in quads.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+        h = (h ^ 0xff).wrapping_mul(PRIME);
     }
     h
 }

@@ -200,3 +200,36 @@ fn a_burst_of_transactions_gives_its_room_back_once_they_end() {
     );
     assert_eq!(net.proxy.counts().registrations, 1, "the binding stays");
 }
+
+#[test]
+fn fnv_hashes_as_the_byte_chain_did() {
+    // The definition it had: every part's bytes then 0xff, one byte a step.
+    fn by_chain(parts: &[&str]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in parts {
+            for b in part.bytes().chain(std::iter::once(0xff)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+    let samples: [&[&str]; 6] = [
+        &[],
+        &[""],
+        &["", ""],
+        &[
+            "0",
+            "sip:+15550001@example.com",
+            "caller1",
+            "",
+            "call-1",
+            "1",
+        ],
+        &["abc", "defgh", "\u{e9}t\u{e9}", "1234567"],
+        &["sbc-a"],
+    ];
+    for parts in samples {
+        assert_eq!(super::fnv(parts), by_chain(parts), "{parts:?}");
+    }
+}
