@@ -520,14 +520,14 @@ fn looks_like_response(bytes: &[u8]) -> bool {
 }
 
 /// A short stable hash (FNV-1a) for loop detection.
-/// Each part is followed by a 0xff byte (which no UTF-8 text holds), so the parts' borders
-/// are part of what is hashed.
-fn fnv(parts: &[&str]) -> u64 {
+/// Each part is followed by a 0xff byte (which no UTF-8 text holds: the parts are text or
+/// digits), so the parts' borders are part of what is hashed.
+fn fnv(parts: &[&[u8]]) -> u64 {
     const PRIME: u64 = 0x0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         // Four bytes a step: the same bytes in the same order, less loop per byte.
-        let mut quads = part.as_bytes().chunks_exact(4);
+        let mut quads = part.chunks_exact(4);
         for q in &mut quads {
             for &b in q {
                 h = (h ^ u64::from(b)).wrapping_mul(PRIME);
@@ -545,7 +545,7 @@ impl Proxy {
     /// A proxy that starts online at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
         let scope = config.branch_scope.as_deref().unwrap_or(&config.node_name);
-        let node_tag = format!("{:06x}", fnv(&[scope]) & 0xff_ffff);
+        let node_tag = format!("{:06x}", fnv(&[scope.as_bytes()]) & 0xff_ffff);
         let upstreams = Upstreams::new(&config.upstreams, config.probe_interval, now);
         Proxy {
             ids: Ids::new(config.keys.seed),

@@ -42,14 +42,14 @@ fn sent_by_key<'v>(via: &sip::Via<'v>) -> Cow<'v, str> {
         };
         // `host:port` as the sender wrote it, when that is the key's text.
         let mut digits = [0; 20];
-        let port = decimal(u64::from(port), &mut digits);
+        let port = decimal_bytes(u64::from(port), &mut digits);
         let raw = via.raw();
         let start = (host.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
         let written = raw.get(start..start.saturating_add(host.len() + 1 + port.len()));
         if let Some(text) = written.filter(|t| {
             t.strip_prefix(host)
                 .and_then(|rest| rest.strip_prefix(':'))
-                .is_some_and(|rest| rest == port)
+                .is_some_and(|rest| rest.as_bytes() == port)
         }) {
             return Cow::Borrowed(text);
         }
@@ -114,7 +114,7 @@ fn via_as_received<'b>(via: &sip::Via<'_>, from: Flow, value: &'b mut String) ->
     }
     if rport {
         value.push_str(";rport=");
-        value.push_str(decimal(u64::from(from.remote.port()), &mut [0; 20]));
+        push_decimal(value, u64::from(from.remote.port()));
     }
     Some(value.as_str())
 }
@@ -168,7 +168,13 @@ fn next_semicolon(b: &[u8], from: usize) -> usize {
 }
 
 /// `n` in decimal, written into `buf` (no allocation on the per-message path).
-pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub(super) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    std::str::from_utf8(decimal_bytes(n, buf)).unwrap_or_default()
+}
+
+/// [`decimal`]'s digits as bytes: what a hash or a comparison reads, without the UTF-8 check
+/// that makes them text.
+pub(super) fn decimal_bytes(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -178,7 +184,14 @@ pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+    &buf[at..]
+}
+
+/// [`decimal`] appended to `out`, a digit at a time.
+fn push_decimal(out: &mut String, n: u64) {
+    for &digit in decimal_bytes(n, &mut [0; 20]) {
+        out.push(char::from(digit));
+    }
 }
 
 /// The other realm.
@@ -481,12 +494,12 @@ impl Proxy {
         let to_tag = m.to_tag().unwrap_or_default();
         let (mut cseq, mut listener_digits) = ([0; 20], [0; 20]);
         super::fnv(&[
-            decimal(u64::from(listener.0), &mut listener_digits),
-            m.request_uri().unwrap_or_default(),
-            from_tag,
-            to_tag,
-            m.call_id().unwrap_or_default(),
-            decimal(u64::from(m.cseq().unwrap_or_default()), &mut cseq),
+            decimal_bytes(u64::from(listener.0), &mut listener_digits),
+            m.request_uri().unwrap_or_default().as_bytes(),
+            from_tag.as_bytes(),
+            to_tag.as_bytes(),
+            m.call_id().unwrap_or_default().as_bytes(),
+            decimal_bytes(u64::from(m.cseq().unwrap_or_default()), &mut cseq),
         ]) & 0xffff_ffff
     }
 
@@ -1405,7 +1418,10 @@ pub(super) enum Cap {
 
 #[cfg(test)]
 mod tests {
-    use super::{decimal, next_semicolon, owned_sent_by_key, push_without_bare_rport, sent_by_key};
+    use super::{
+        decimal, decimal_bytes, next_semicolon, owned_sent_by_key, push_decimal,
+        push_without_bare_rport, sent_by_key,
+    };
 
     #[test]
     fn next_semicolon_agrees_with_a_byte_loop() {
@@ -1496,6 +1512,10 @@ mod tests {
     fn decimal_writes_what_to_string_writes() {
         for n in [0, 7, 10, 5060, 65_535, u64::from(u32::MAX), u64::MAX] {
             assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+            assert_eq!(decimal_bytes(n, &mut [0; 20]), n.to_string().as_bytes());
+            let mut pushed = String::from("x");
+            push_decimal(&mut pushed, n);
+            assert_eq!(pushed, format!("x{n}"));
         }
     }
 }

@@ -230,6 +230,7 @@ fn fnv_hashes_as_the_byte_chain_did() {
         &["sbc-a"],
     ];
     for parts in samples {
-        assert_eq!(super::fnv(parts), by_chain(parts), "{parts:?}");
+        let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        assert_eq!(super::fnv(&bytes), by_chain(parts), "{parts:?}");
     }
 }
