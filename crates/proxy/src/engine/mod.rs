@@ -315,6 +315,9 @@ struct ListenerTexts {
     via: String,
     /// `<sip:192.0.2.1:5060;transport=tcp;lr` (the token and `>` follow)
     record_route: String,
+    /// `192.0.2.1`, for an IPv4 listener: the one way `sip` reads as that address (dotted
+    /// decimal without leading zeros), so a host written so is the listener's address.
+    ipv4: Option<String>,
 }
 
 impl ListenerTexts {
@@ -326,6 +329,10 @@ impl ListenerTexts {
         ListenerTexts {
             via: format!("SIP/2.0/{} {};branch=", l.transport.via_token(), l.addr),
             record_route: format!("<sip:{}{transport};lr", l.addr),
+            ipv4: match l.addr.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip.to_string()),
+                std::net::IpAddr::V6(_) => None,
+            },
         }
     }
 }
@@ -1157,10 +1164,20 @@ impl Proxy {
         {
             return true;
         }
+        let port = u.port().unwrap_or(5060);
+        if let sip::Host::Ipv4(text) = host {
+            // Read as an address, the text is a listener's exactly when it is written as that
+            // listener's address is (see `ListenerTexts::ipv4`): compared, not parsed.
+            return self
+                .config
+                .listeners
+                .iter()
+                .zip(&self.listener_texts)
+                .any(|(l, t)| l.addr.port() == port && t.ipv4.as_deref() == Some(text));
+        }
         let Some(ip) = host.ip() else {
             return false;
         };
-        let port = u.port().unwrap_or(5060);
         self.config
             .listeners
             .iter()
