@@ -354,14 +354,13 @@ fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
         return Err(Error::BadStatusLine("unsupported SIP version"));
     }
     let rest = &line[sp1 + 1..];
-    let code_end = rest.find(' ').unwrap_or(rest.len());
-    let code = &rest[..code_end];
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::BadStatusLine("status code is not three digits"));
-    }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| Error::BadStatusLine("status code"))?;
+    let code_end = memchr(b' ', rest.as_bytes()).unwrap_or(rest.len());
+    let status = match rest.as_bytes()[..code_end] {
+        [a, b, c] if [a, b, c].iter().all(u8::is_ascii_digit) => {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(Error::BadStatusLine("status code is not three digits")),
+    };
     if !(100..=699).contains(&status) {
         return Err(Error::BadStatusLine("status code outside 100..=699"));
     }
@@ -374,6 +373,57 @@ mod tests {
     use super::{header_line_fast, header_line_general};
     use crate::header_name::HeaderName;
     use crate::message::id_of;
+
+    #[test]
+    fn status_lines_read_as_str_parsing_read_them() {
+        use crate::message::StartLine;
+        use crate::Error;
+        // The status code as it was read: `str::find` for its end, `str::parse` for its value.
+        fn by_str(line: &str) -> Result<StartLine<'_>, Error> {
+            let sp1 = line
+                .find(' ')
+                .ok_or(Error::BadStatusLine("no space after the version"))?;
+            if !line[..sp1].eq_ignore_ascii_case("SIP/2.0") {
+                return Err(Error::BadStatusLine("unsupported SIP version"));
+            }
+            let rest = &line[sp1 + 1..];
+            let code_end = rest.find(' ').unwrap_or(rest.len());
+            let code = &rest[..code_end];
+            if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::BadStatusLine("status code is not three digits"));
+            }
+            let status: u16 = code
+                .parse()
+                .map_err(|_| Error::BadStatusLine("status code"))?;
+            if !(100..=699).contains(&status) {
+                return Err(Error::BadStatusLine("status code outside 100..=699"));
+            }
+            let reason = rest.get(code_end + 1..).unwrap_or("");
+            Ok(StartLine::Response { status, reason })
+        }
+        for line in [
+            "SIP/2.0 200 OK",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 100",
+            "SIP/2.0 100 ",
+            "SIP/2.0 699 x y",
+            "SIP/2.0 700 Too big",
+            "SIP/2.0 099 Small",
+            "SIP/2.0 2000 OK",
+            "SIP/2.0 20 OK",
+            "SIP/2.0 2a0 OK",
+            "SIP/2.0 -20 OK",
+            "SIP/2.0 +20 OK",
+            "SIP/2.0  200 OK",
+            "SIP/2.0 \u{e9}00 OK",
+            "SIP/2.0 20\u{e9} OK",
+            "SIP/3.0 200 OK",
+            "SIP/2.0",
+            "sip/2.0 486 Busy Here",
+        ] {
+            assert_eq!(super::parse_status_line(line), by_str(line), "{line:?}");
+        }
+    }
 
     #[test]
     fn the_fast_header_line_reads_as_the_general_one() {
