@@ -355,8 +355,16 @@ impl<'a> Message<'a> {
     /// The comma-separated elements of every `name` header, in order, with the header each
     /// comes from. Quoted strings and `<...>` do not split.
     pub fn list_items(&self, name: HeaderName) -> ListIter<'_, 'a> {
+        // Start at the first line with that name; past the end when there is none.
+        let next = match self.first[name as usize] {
+            0 => self.count,
+            f => u16::from(f) - 1,
+        };
         ListIter {
-            headers: self.headers_of(name),
+            msg: self,
+            next,
+            id: name as u8,
+            left: self.counts[name as usize],
             current: None,
         }
     }
@@ -663,19 +671,6 @@ pub struct Headers<'m, 'a> {
 }
 
 impl<'a> Headers<'_, 'a> {
-    /// The next matching line's position and value, without the name a [`Header`] also
-    /// carries: what the list iterators read.
-    #[inline]
-    fn next_value(&mut self) -> Option<(HeaderIndex, &'a str, bool)> {
-        let (i, slot) = self.next_slot()?;
-        let value = self
-            .msg
-            .head
-            .get(slot.value_start as usize..slot.value_end as usize)
-            .unwrap_or("");
-        Some((HeaderIndex(i), value, slot.comma))
-    }
-
     /// The next matching line and its slot. Always inlined: a call costs as much as the
     /// usual walk of one or two slots.
     #[inline(always)]
@@ -724,10 +719,47 @@ impl<'a> Iterator for Headers<'_, 'a> {
 
 /// Iterator over the comma-separated elements of a list header, across all its lines:
 /// `(header the element is in, element text)`.
+///
+/// It walks the header table itself, for its one known name (not through [`Headers`], whose
+/// filter also serves any name and every line): the list readers run for every header of
+/// every message validated.
 #[derive(Debug, Clone)]
 pub struct ListIter<'m, 'a> {
-    headers: Headers<'m, 'a>,
+    msg: &'m Message<'a>,
+    /// The next line to look at.
+    next: u16,
+    /// The name's id, and how many of its lines are still to come (the walk stops after the
+    /// last one instead of reading every line below it).
+    id: u8,
+    left: u8,
     current: Option<(HeaderIndex, ListItems<'a>)>,
+}
+
+impl<'a> ListIter<'_, 'a> {
+    /// The next line of the name: its position, value and whether the value holds a comma.
+    #[inline]
+    fn next_line(&mut self) -> Option<(HeaderIndex, &'a str, bool)> {
+        if self.left == 0 {
+            return None;
+        }
+        let slots = self.msg.slots();
+        let mut i = usize::from(self.next);
+        let slot = loop {
+            let slot = slots.get(i)?;
+            i += 1;
+            if slot.id == self.id {
+                break slot;
+            }
+        };
+        self.next = i as u16;
+        self.left -= 1;
+        let value = self
+            .msg
+            .head
+            .get(slot.value_start as usize..slot.value_end as usize)
+            .unwrap_or("");
+        Some((HeaderIndex((i - 1) as u16), value, slot.comma))
+    }
 }
 
 impl<'a> Iterator for ListIter<'_, 'a> {
@@ -740,7 +772,7 @@ impl<'a> Iterator for ListIter<'_, 'a> {
                     return Some((*index, item));
                 }
             }
-            let (index, value, comma) = self.headers.next_value()?;
+            let (index, value, comma) = self.next_line()?;
             if !comma {
                 // One element: the value, trimmed by the header pass as `ListItems` trims.
                 self.current = None;
@@ -821,4 +853,44 @@ impl<'a> Iterator for Tokens<'_, 'a> {
 /// True when `b` may appear in a header name.
 pub(crate) fn is_name_char(b: u8) -> bool {
     is_token(b)
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::Message;
+    use crate::header_name::HeaderName;
+    use crate::scan::ListItems;
+
+    #[test]
+    fn list_items_are_the_lines_of_the_name_split() {
+        let raw = "INVITE sip:b@h SIP/2.0\r\n\
+Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2\r\n\
+Route: <sip:r1;lr>\r\n\
+v: SIP/2.0/UDP c;branch=z9hG4bK3\r\n\
+X-Other: x, y\r\n\
+Route: <sip:r2;lr>,\r\n <sip:r3;lr>\r\n\
+Contact: \"A, B\" <sip:a@h>\r\n\
+Record-Route: \r\n\
+Route: ,, \r\n\
+Via: SIP/2.0/UDP d;branch=z9hG4bK4\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        for name in [
+            HeaderName::Via,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+            HeaderName::Contact,
+            HeaderName::From,
+            HeaderName::Supported,
+        ] {
+            let by_lines: Vec<_> = m
+                .headers_of(name)
+                .flat_map(|h| ListItems::new(h.value, true).map(move |item| (h.index, item)))
+                .collect();
+            let listed: Vec<_> = m.list_items(name).collect();
+            assert_eq!(listed, by_lines, "{name:?}");
+        }
+        assert_eq!(m.list_items(HeaderName::Via).count(), 4);
+        assert_eq!(m.list_items(HeaderName::Route).count(), 3);
+    }
 }
