@@ -518,6 +518,26 @@ impl<'a> Message<'a> {
     /// what was handed over is of a message to drop.
     pub fn validate_mandatory_with(
         &self,
+        seen: impl FnMut(HeaderName, &NameAddr<'a>),
+    ) -> Result<Mandatory<'a>, Error> {
+        self.check_mandatory(seen)
+    }
+
+    /// As [`Message::validate_mandatory_with`], the mandatory headers put into `out` (left
+    /// as it was on `Err`): a caller that keeps them gets them where it keeps them, without
+    /// a copy of the half kilobyte on the way.
+    pub fn validate_mandatory_into(
+        &self,
+        out: &mut Option<Mandatory<'a>>,
+        seen: impl FnMut(HeaderName, &NameAddr<'a>),
+    ) -> Result<(), Error> {
+        *out = Some(self.check_mandatory(seen)?);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn check_mandatory(
+        &self,
         mut seen: impl FnMut(HeaderName, &NameAddr<'a>),
     ) -> Result<Mandatory<'a>, Error> {
         let mut top_via = None;
@@ -892,5 +912,30 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
         }
         assert_eq!(m.list_items(HeaderName::Via).count(), 4);
         assert_eq!(m.list_items(HeaderName::Route).count(), 3);
+    }
+
+    #[test]
+    fn validation_into_a_place_is_validation_returned() {
+        let good = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+Record-Route: <sip:p;lr>\r\nContact: <sip:b@h>\r\n\r\n";
+        let bad = good.replace("CSeq: 1 INVITE", "CSeq: x INVITE");
+        let m = Message::parse(good.as_bytes()).unwrap();
+        let (mut returned, mut placed) = (Vec::new(), Vec::new());
+        let mut out = None;
+        let ok = m.validate_mandatory_into(&mut out, |n, a| placed.push((n, *a)));
+        let expected = m.validate_mandatory_with(|n, a| returned.push((n, *a)));
+        assert_eq!(ok, Ok(()));
+        assert_eq!(out, Some(expected.unwrap()));
+        assert_eq!(placed, returned);
+        // On `Err`, what the place held stays.
+        let m = Message::parse(bad.as_bytes()).unwrap();
+        let before = out;
+        assert_eq!(
+            m.validate_mandatory_into(&mut out, |_, _| {}),
+            m.validate_mandatory().map(|_| ())
+        );
+        assert!(m.validate().is_err());
+        assert_eq!(out, before);
     }
 }
