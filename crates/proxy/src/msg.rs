@@ -193,8 +193,8 @@ impl<'a> Message<'a> {
     }
 
     /// The topmost Via.
-    pub fn top_via(&self) -> Option<sip::Via<'a>> {
-        self.parts.as_ref().map(|p| p.top_via)
+    pub fn top_via(&self) -> Option<&sip::Via<'a>> {
+        self.parts.as_ref().map(|p| &p.top_via)
     }
 
     /// Every Via, top first.

@@ -227,7 +227,7 @@ impl Proxy {
                 m.request_uri().unwrap_or_default()
             )),
         };
-        let sent_by = sent_by_key(&via);
+        let sent_by = sent_by_key(via);
         let key_method = if method == Method::Ack {
             "INVITE".into()
         } else {
@@ -319,7 +319,7 @@ impl Proxy {
                 })
         };
         // The top hop was parsed with the message; only the ones below it are read here.
-        let looped = m.top_via().is_some_and(|v| ours(&v, &mut hash_digits))
+        let looped = m.top_via().is_some_and(|v| ours(v, &mut hash_digits))
             || m.sip
                 .list_items(HeaderName::Via)
                 .skip(1)
@@ -789,7 +789,7 @@ impl Proxy {
     ) -> Option<Vec<u8>> {
         let msg = &m.sip;
         let top_via = m.top_via();
-        let via_value = top_via.and_then(|via| via_as_received(&via, from, received));
+        let via_value = top_via.and_then(|via| via_as_received(via, from, received));
         let mut editor = sip::Editor::new(msg);
         if let (Some(via), Some(value)) = (top_via, via_value) {
             editor.replace_item(via.raw(), value);
