@@ -19,7 +19,7 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use crate::hash::HashMap;
+use crate::hash::IdMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ struct ServerKeyRef<'a> {
 
 /// The index hash of client transaction `id`'s branch and method (0 when it is gone, which
 /// does not happen: an id leaves the index before its entry leaves `clients`).
-fn client_hash(hasher: &ahash::RandomState, clients: &HashMap<TxId, ClientEntry>, id: TxId) -> u64 {
+fn client_hash(hasher: &ahash::RandomState, clients: &IdMap<TxId, ClientEntry>, id: TxId) -> u64 {
     clients.get(&id).map_or(0, |e| {
         hasher.hash_one(ClientKeyRef(e.branch.as_bytes(), &e.method))
     })
@@ -169,7 +169,7 @@ impl<'a> ServerKeyRef<'a> {
 
 /// The index hash of server transaction `id`'s key (0 when it is gone, which does not happen:
 /// an id leaves the index before its entry leaves `servers`).
-fn server_hash(hasher: &ahash::RandomState, servers: &HashMap<TxId, ServerEntry>, id: TxId) -> u64 {
+fn server_hash(hasher: &ahash::RandomState, servers: &IdMap<TxId, ServerEntry>, id: TxId) -> u64 {
     servers
         .get(&id)
         .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(e)))
@@ -457,7 +457,7 @@ pub struct Proxy {
     branch_prefix: String,
     next_id: u64,
     timers: TimerTable<TimerKey>,
-    servers: HashMap<TxId, ServerEntry>,
+    servers: IdMap<TxId, ServerEntry>,
     /// Looked up with borrowed text ([`ServerKeyRef`]): an ACK or a retransmission finds its
     /// transaction without an owned key.
     /// Holds transaction ids only: each key lives once, in its `ServerEntry`, and the table
@@ -465,7 +465,7 @@ pub struct Proxy {
     server_index: hashbrown::HashTable<TxId>,
     /// Hashes the server index's keys.
     index_hasher: ahash::RandomState,
-    clients: HashMap<TxId, ClientEntry>,
+    clients: IdMap<TxId, ClientEntry>,
     /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
     /// finds its transaction without an owned key.
     /// Holds ids only, hashing and comparing through the entry's branch and method (as the
@@ -568,10 +568,10 @@ impl Proxy {
             now,
             next_id: 1,
             timers: TimerTable::default(),
-            servers: HashMap::default(),
+            servers: IdMap::default(),
             server_index: hashbrown::HashTable::new(),
             index_hasher: ahash::RandomState::new(),
-            clients: HashMap::default(),
+            clients: IdMap::default(),
             client_index: hashbrown::HashTable::new(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
@@ -769,7 +769,9 @@ impl Proxy {
     /// at a quarter of its room or less is shrunk to twice what it holds; small tables are
     /// left alone (growing them back is cheap).
     fn trim_tables(&mut self) {
-        fn trim<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+        fn trim<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+            map: &mut std::collections::HashMap<K, V, S>,
+        ) {
             const SMALL: usize = 1024;
             if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
                 map.shrink_to((map.len() * 2).max(SMALL));
