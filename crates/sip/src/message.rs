@@ -342,6 +342,26 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// The position of the first header line with a known name: where an editor inserts
+    /// above it, without walking to it.
+    pub fn first_index(&self, name: HeaderName) -> Option<HeaderIndex> {
+        match self.first[name as usize] {
+            0 => None,
+            f => Some(HeaderIndex(u16::from(f) - 1)),
+        }
+    }
+
+    /// The value of the first header line with a known name, as written (trimmed).
+    pub(crate) fn first_value(&self, name: HeaderName) -> Option<&'a str> {
+        let f = usize::from(self.first[name as usize]).checked_sub(1)?;
+        let s = self.slots.get(f)?;
+        Some(
+            self.head
+                .get(s.value_start as usize..s.value_end as usize)
+                .unwrap_or(""),
+        )
+    }
+
     /// How many header lines carry this known name.
     pub fn count_of(&self, name: HeaderName) -> usize {
         usize::from(self.counts[name as usize])
@@ -912,6 +932,19 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
         }
         assert_eq!(m.list_items(HeaderName::Via).count(), 4);
         assert_eq!(m.list_items(HeaderName::Route).count(), 3);
+    }
+
+    #[test]
+    fn the_first_line_of_a_name_is_the_first_its_walk_finds() {
+        let raw = "INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+Max-Forwards: 70\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\nf: <sip:a@h>;tag=1\r\n\
+To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nSubject:\r\n\r\n";
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        for name in (0..=u8::MAX).map_while(crate::header_name::from_index) {
+            let walked = m.headers_of(name).next();
+            assert_eq!(m.first_index(name), walked.map(|h| h.index), "{name:?}");
+            assert_eq!(m.first_value(name), walked.map(|h| h.value), "{name:?}");
+        }
     }
 
     #[test]

@@ -90,8 +90,8 @@ fn insert_first<'e>(
     name: HeaderName,
     value: &'e str,
 ) {
-    match msg.headers_of(name).next() {
-        Some(first) => editor.insert_before(first.index, name.as_str(), value),
+    match msg.first_index(name) {
+        Some(first) => editor.insert_before(first, name.as_str(), value),
         None => editor.prepend_header(name.as_str(), value),
     };
 }
@@ -795,8 +795,8 @@ impl Proxy {
             editor.replace_item(via.raw(), value);
         }
         let hops = m.max_forwards().map_or(70, |n| n.saturating_sub(1));
-        match msg.headers_of(HeaderName::MaxForwards).next() {
-            Some(h) => editor.replace_value_u32(h.index, hops),
+        match msg.first_index(HeaderName::MaxForwards) {
+            Some(first) => editor.replace_value_u32(first, hops),
             None => editor.append_header("Max-Forwards", "70"),
         };
         // RFC 3261 §16.4: our own entries on top of Route were for us. A strict router before
