@@ -264,6 +264,15 @@ pub(crate) fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
     (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize)
 }
 
+/// `s.eq_ignore_ascii_case(lower)` for a `lower` of lower-case ASCII letters only (a
+/// parameter name the parsers look for): a byte matches a letter when it is that letter with
+/// or without the case bit, which `| 0x20` tests without a lower-casing of both sides.
+#[inline]
+pub(crate) fn eq_letters_ci(s: &str, lower: &str) -> bool {
+    debug_assert!(lower.bytes().all(|b| b.is_ascii_lowercase()));
+    s.len() == lower.len() && s.bytes().zip(lower.bytes()).all(|(a, b)| a | 0x20 == b)
+}
+
 /// Case-insensitive ASCII prefix test.
 #[inline]
 pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
@@ -483,6 +492,38 @@ mod tests {
                     super::newline_and_comma(s, from),
                     slow(s, from),
                     "{s:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn eq_letters_ci_is_eq_ignore_ascii_case_for_lower_case_letters() {
+        let names = ["branch", "received", "rport", "tag", "lr", "x"];
+        let mut samples: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        samples.extend(names.iter().map(|s| s.to_ascii_uppercase()));
+        samples.extend(
+            [
+                "Branch", "bRaNcH", "branc", "branchh", "", "\u{e9}", "TAG", "t@g",
+            ]
+            .map(String::from),
+        );
+        // Every byte in every position of a few names: the case bit's neighbours included.
+        for name in ["tag", "rport"] {
+            for at in 0..name.len() {
+                for b in 0..=0x7fu8 {
+                    let mut v = name.as_bytes().to_vec();
+                    v[at] = b;
+                    samples.push(String::from_utf8(v).unwrap());
+                }
+            }
+        }
+        for s in &samples {
+            for lower in names {
+                assert_eq!(
+                    super::eq_letters_ci(s, lower),
+                    s.eq_ignore_ascii_case(lower),
+                    "{s:?} {lower}"
                 );
             }
         }
