@@ -540,7 +540,10 @@ impl<'a> Message<'a> {
         &self,
         seen: impl FnMut(HeaderName, &NameAddr<'a>),
     ) -> Result<Mandatory<'a>, Error> {
-        self.check_mandatory(seen)
+        let mut out = None;
+        self.validate_mandatory_into(&mut out, seen)?;
+        // A validation that passed has filled `out`.
+        out.ok_or(Error::MissingHeader("Via"))
     }
 
     /// As [`Message::validate_mandatory_with`], the mandatory headers put into `out` (left
@@ -549,17 +552,8 @@ impl<'a> Message<'a> {
     pub fn validate_mandatory_into(
         &self,
         out: &mut Option<Mandatory<'a>>,
-        seen: impl FnMut(HeaderName, &NameAddr<'a>),
-    ) -> Result<(), Error> {
-        *out = Some(self.check_mandatory(seen)?);
-        Ok(())
-    }
-
-    #[inline(always)]
-    fn check_mandatory(
-        &self,
         mut seen: impl FnMut(HeaderName, &NameAddr<'a>),
-    ) -> Result<Mandatory<'a>, Error> {
+    ) -> Result<(), Error> {
         let mut top_via = None;
         for via in self.vias() {
             let via = via?;
@@ -589,13 +583,14 @@ impl<'a> Message<'a> {
         for r in self.record_routes() {
             seen(HeaderName::RecordRoute, &r?);
         }
-        Ok(Mandatory {
+        *out = Some(Mandatory {
             top_via,
             from,
             to,
             call_id,
             cseq,
-        })
+        });
+        Ok(())
     }
 
     /// The mandatory headers, parsed, without the rest of [`Message::validate`]'s checks: for
