@@ -800,6 +800,7 @@ impl<'a> ListIter<'_, 'a> {
 impl<'a> Iterator for ListIter<'_, 'a> {
     type Item = (HeaderIndex, &'a str);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some((index, items)) = &mut self.current {
