@@ -201,6 +201,7 @@ fn parse_display(s: &str) -> Option<&str> {
 }
 
 /// Parameter names must be tokens and no parameter may be empty; returns the tag on the way.
+#[inline]
 fn check_params<'a>(p: &Params<'a>) -> Result<Option<&'a str>, &'static str> {
     let mut tag = None;
     p.check(|name, value| {
