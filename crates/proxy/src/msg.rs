@@ -96,11 +96,12 @@ impl<'a> Message<'a> {
             &mut self.record_routes,
             &mut self.contacts,
         );
-        let parts = self.sip.validate_mandatory_with(|name, entry| match name {
-            HeaderName::Route => routes.push(entry),
-            HeaderName::RecordRoute => record_routes.push(entry),
-            _ => contacts.push(entry),
-        })?;
+        self.sip
+            .validate_mandatory_into(&mut self.parts, |name, entry| match name {
+                HeaderName::Route => routes.push(entry),
+                HeaderName::RecordRoute => record_routes.push(entry),
+                _ => contacts.push(entry),
+            })?;
         for kept in [
             &mut self.routes,
             &mut self.record_routes,
@@ -108,7 +109,6 @@ impl<'a> Message<'a> {
         ] {
             kept.filled = true;
         }
-        self.parts = Some(parts);
         Ok(())
     }
 
@@ -193,8 +193,8 @@ impl<'a> Message<'a> {
     }
 
     /// The topmost Via.
-    pub fn top_via(&self) -> Option<sip::Via<'a>> {
-        self.parts.as_ref().map(|p| p.top_via)
+    pub fn top_via(&self) -> Option<&sip::Via<'a>> {
+        self.parts.as_ref().map(|p| &p.top_via)
     }
 
     /// Every Via, top first.

@@ -6,22 +6,23 @@
 
 use std::collections::BTreeSet;
 
-use crate::hash::HashMap;
+use crate::hash::IdMap;
 use std::hash::Hash;
 use std::time::Instant;
 
-/// Deadlines by key.
+/// Deadlines by key. The keys are the proxy's own (transaction ids), so the key map hashes
+/// them with [`IdMap`]'s multiply.
 #[derive(Debug)]
 pub struct TimerTable<K> {
     by_deadline: BTreeSet<(Instant, K)>,
-    by_key: HashMap<K, Instant>,
+    by_key: IdMap<K, Instant>,
 }
 
 impl<K> Default for TimerTable<K> {
     fn default() -> Self {
         TimerTable {
             by_deadline: BTreeSet::new(),
-            by_key: HashMap::default(),
+            by_key: IdMap::default(),
         }
     }
 }

@@ -85,7 +85,17 @@ impl TxTimers {
     /// The armed timer due first; among those due at the same instant, the first letter in
     /// declaration order (the order the core's table fired them in when it held every letter).
     pub fn next(&self) -> Option<(TxTimer, Instant)> {
-        self.armed().min_by_key(|(_, at)| *at)
+        // The slots are in declaration order (`ALL_TIMERS[i] as usize == i`): one pass over
+        // them, a later slot taken only when strictly earlier.
+        let mut first: Option<(TxTimer, Instant)> = None;
+        for (timer, slot) in ALL_TIMERS.iter().zip(&self.slots) {
+            if let Some(at) = *slot {
+                if first.is_none_or(|(_, best)| at < best) {
+                    first = Some((*timer, at));
+                }
+            }
+        }
+        first
     }
 
     /// Every armed timer with its deadline.
@@ -448,6 +458,31 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn next_timer_is_the_first_minimum_in_declaration_order() {
+        for (i, timer) in ALL_TIMERS.iter().enumerate() {
+            assert_eq!(*timer as usize, i);
+        }
+        let t0 = Instant::now();
+        // Every pattern of armed slots, deadlines from a few values so that ties happen.
+        for pattern in 0u32..(1 << 10) {
+            for spread in [1u64, 2, 3] {
+                let mut timers = TxTimers::default();
+                for (i, timer) in ALL_TIMERS.iter().enumerate() {
+                    if pattern & (1 << i) != 0 {
+                        let at = (u64::from(pattern) * 7 + i as u64 * 5) % (spread + 1);
+                        timers.set(*timer, t0 + ms(at));
+                    }
+                }
+                assert_eq!(
+                    timers.next(),
+                    timers.armed().min_by_key(|(_, at)| *at),
+                    "{pattern:b} {spread}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -131,20 +131,16 @@ impl<'r> ResponseBuilder<'r> {
             return Err(missing(HeaderName::Via));
         }
         let from = req
-            .headers_of(HeaderName::From)
-            .next()
+            .first_value(HeaderName::From)
             .ok_or(missing(HeaderName::From))?;
         let to = req
-            .headers_of(HeaderName::To)
-            .next()
+            .first_value(HeaderName::To)
             .ok_or(missing(HeaderName::To))?;
         let call_id = req
-            .headers_of(HeaderName::CallId)
-            .next()
+            .first_value(HeaderName::CallId)
             .ok_or(missing(HeaderName::CallId))?;
         let cseq = req
-            .headers_of(HeaderName::CSeq)
-            .next()
+            .first_value(HeaderName::CSeq)
             .ok_or(missing(HeaderName::CSeq))?;
 
         out.extend_from_slice(b"SIP/2.0 ");
@@ -155,11 +151,11 @@ impl<'r> ResponseBuilder<'r> {
         for via in vias {
             put_header(out, "Via", via.value);
         }
-        put_header(out, "From", from.value);
+        put_header(out, "From", from);
         out.extend_from_slice(b"To: ");
-        out.extend_from_slice(to.value.as_bytes());
+        out.extend_from_slice(to.as_bytes());
         if let Some(tag) = self.to_tag {
-            let has_tag = NameAddr::parse(to.value, "To")
+            let has_tag = NameAddr::parse(to, "To")
                 .map(|t| t.tag().is_some())
                 .unwrap_or(false);
             if self.status > 100 && !has_tag {
@@ -168,8 +164,8 @@ impl<'r> ResponseBuilder<'r> {
             }
         }
         out.extend_from_slice(b"\r\n");
-        put_header(out, "Call-ID", call_id.value);
-        put_header(out, "CSeq", cseq.value);
+        put_header(out, "Call-ID", call_id);
+        put_header(out, "CSeq", cseq);
         for (name, value) in self.extra.as_slice() {
             put_header(out, name, value);
         }
@@ -476,17 +472,14 @@ fn in_transaction_request(
     let cseq = invite.cseq().map_err(WriteError::Template)?;
     let missing = |h: HeaderName| WriteError::Template(Error::MissingHeader(h.as_str()));
     let from = invite
-        .headers_of(HeaderName::From)
-        .next()
+        .first_value(HeaderName::From)
         .ok_or(missing(HeaderName::From))?;
     let to_source = response.unwrap_or(invite);
     let to = to_source
-        .headers_of(HeaderName::To)
-        .next()
+        .first_value(HeaderName::To)
         .ok_or(missing(HeaderName::To))?;
     let call_id = invite
-        .headers_of(HeaderName::CallId)
-        .next()
+        .first_value(HeaderName::CallId)
         .ok_or(missing(HeaderName::CallId))?;
 
     out.extend_from_slice(method.as_bytes());
@@ -498,9 +491,9 @@ fn in_transaction_request(
     for route in invite.headers_of(HeaderName::Route) {
         put_header(out, "Route", route.value);
     }
-    put_header(out, "From", from.value);
-    put_header(out, "To", to.value);
-    put_header(out, "Call-ID", call_id.value);
+    put_header(out, "From", from);
+    put_header(out, "To", to);
+    put_header(out, "Call-ID", call_id);
     out.extend_from_slice(b"CSeq: ");
     push_u32(out, cseq.seq);
     out.push(b' ');

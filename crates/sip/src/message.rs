@@ -43,6 +43,9 @@ pub(crate) struct Slot {
     pub(crate) line_end: u16,
     /// `HeaderName as u8`, or `UNKNOWN`.
     pub(crate) id: u8,
+    /// Whether the value holds a comma: without one it is one list element (the header pass
+    /// finds it on its way to the line's end).
+    pub(crate) comma: bool,
 }
 
 /// The first line of a message.
@@ -339,6 +342,26 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// The position of the first header line with a known name: where an editor inserts
+    /// above it, without walking to it.
+    pub fn first_index(&self, name: HeaderName) -> Option<HeaderIndex> {
+        match self.first[name as usize] {
+            0 => None,
+            f => Some(HeaderIndex(u16::from(f) - 1)),
+        }
+    }
+
+    /// The value of the first header line with a known name, as written (trimmed).
+    pub(crate) fn first_value(&self, name: HeaderName) -> Option<&'a str> {
+        let f = usize::from(self.first[name as usize]).checked_sub(1)?;
+        let s = self.slots.get(f)?;
+        Some(
+            self.head
+                .get(s.value_start as usize..s.value_end as usize)
+                .unwrap_or(""),
+        )
+    }
+
     /// How many header lines carry this known name.
     pub fn count_of(&self, name: HeaderName) -> usize {
         usize::from(self.counts[name as usize])
@@ -352,8 +375,16 @@ impl<'a> Message<'a> {
     /// The comma-separated elements of every `name` header, in order, with the header each
     /// comes from. Quoted strings and `<...>` do not split.
     pub fn list_items(&self, name: HeaderName) -> ListIter<'_, 'a> {
+        // Start at the first line with that name; past the end when there is none.
+        let next = match self.first[name as usize] {
+            0 => self.count,
+            f => u16::from(f) - 1,
+        };
         ListIter {
-            headers: self.headers_of(name),
+            msg: self,
+            next,
+            id: name as u8,
+            left: self.counts[name as usize],
             current: None,
         }
     }
@@ -507,8 +538,22 @@ impl<'a> Message<'a> {
     /// what was handed over is of a message to drop.
     pub fn validate_mandatory_with(
         &self,
-        mut seen: impl FnMut(HeaderName, &NameAddr<'a>),
+        seen: impl FnMut(HeaderName, &NameAddr<'a>),
     ) -> Result<Mandatory<'a>, Error> {
+        let mut out = None;
+        self.validate_mandatory_into(&mut out, seen)?;
+        // A validation that passed has filled `out`.
+        out.ok_or(Error::MissingHeader("Via"))
+    }
+
+    /// As [`Message::validate_mandatory_with`], the mandatory headers put into `out` (left
+    /// as it was on `Err`): a caller that keeps them gets them where it keeps them, without
+    /// a copy of the half kilobyte on the way.
+    pub fn validate_mandatory_into(
+        &self,
+        out: &mut Option<Mandatory<'a>>,
+        mut seen: impl FnMut(HeaderName, &NameAddr<'a>),
+    ) -> Result<(), Error> {
         let mut top_via = None;
         for via in self.vias() {
             let via = via?;
@@ -538,13 +583,14 @@ impl<'a> Message<'a> {
         for r in self.record_routes() {
             seen(HeaderName::RecordRoute, &r?);
         }
-        Ok(Mandatory {
+        *out = Some(Mandatory {
             top_via,
             from,
             to,
             call_id,
             cseq,
-        })
+        });
+        Ok(())
     }
 
     /// The mandatory headers, parsed, without the rest of [`Message::validate`]'s checks: for
@@ -660,19 +706,6 @@ pub struct Headers<'m, 'a> {
 }
 
 impl<'a> Headers<'_, 'a> {
-    /// The next matching line's position and value, without the name a [`Header`] also
-    /// carries: what the list iterators read.
-    #[inline]
-    fn next_value(&mut self) -> Option<(HeaderIndex, &'a str)> {
-        let (i, slot) = self.next_slot()?;
-        let value = self
-            .msg
-            .head
-            .get(slot.value_start as usize..slot.value_end as usize)
-            .unwrap_or("");
-        Some((HeaderIndex(i), value))
-    }
-
     /// The next matching line and its slot. Always inlined: a call costs as much as the
     /// usual walk of one or two slots.
     #[inline(always)]
@@ -721,15 +754,53 @@ impl<'a> Iterator for Headers<'_, 'a> {
 
 /// Iterator over the comma-separated elements of a list header, across all its lines:
 /// `(header the element is in, element text)`.
+///
+/// It walks the header table itself, for its one known name (not through [`Headers`], whose
+/// filter also serves any name and every line): the list readers run for every header of
+/// every message validated.
 #[derive(Debug, Clone)]
 pub struct ListIter<'m, 'a> {
-    headers: Headers<'m, 'a>,
+    msg: &'m Message<'a>,
+    /// The next line to look at.
+    next: u16,
+    /// The name's id, and how many of its lines are still to come (the walk stops after the
+    /// last one instead of reading every line below it).
+    id: u8,
+    left: u8,
     current: Option<(HeaderIndex, ListItems<'a>)>,
+}
+
+impl<'a> ListIter<'_, 'a> {
+    /// The next line of the name: its position, value and whether the value holds a comma.
+    #[inline]
+    fn next_line(&mut self) -> Option<(HeaderIndex, &'a str, bool)> {
+        if self.left == 0 {
+            return None;
+        }
+        let slots = self.msg.slots();
+        let mut i = usize::from(self.next);
+        let slot = loop {
+            let slot = slots.get(i)?;
+            i += 1;
+            if slot.id == self.id {
+                break slot;
+            }
+        };
+        self.next = i as u16;
+        self.left -= 1;
+        let value = self
+            .msg
+            .head
+            .get(slot.value_start as usize..slot.value_end as usize)
+            .unwrap_or("");
+        Some((HeaderIndex((i - 1) as u16), value, slot.comma))
+    }
 }
 
 impl<'a> Iterator for ListIter<'_, 'a> {
     type Item = (HeaderIndex, &'a str);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some((index, items)) = &mut self.current {
@@ -737,7 +808,15 @@ impl<'a> Iterator for ListIter<'_, 'a> {
                     return Some((*index, item));
                 }
             }
-            let (index, value) = self.headers.next_value()?;
+            let (index, value, comma) = self.next_line()?;
+            if !comma {
+                // One element: the value, trimmed by the header pass as `ListItems` trims.
+                self.current = None;
+                if !value.is_empty() {
+                    return Some((index, value));
+                }
+                continue;
+            }
             self.current = Some((index, ListItems::new(value, true)));
         }
     }
@@ -810,4 +889,82 @@ impl<'a> Iterator for Tokens<'_, 'a> {
 /// True when `b` may appear in a header name.
 pub(crate) fn is_name_char(b: u8) -> bool {
     is_token(b)
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::Message;
+    use crate::header_name::HeaderName;
+    use crate::scan::ListItems;
+
+    #[test]
+    fn list_items_are_the_lines_of_the_name_split() {
+        let raw = "INVITE sip:b@h SIP/2.0\r\n\
+Via: SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2\r\n\
+Route: <sip:r1;lr>\r\n\
+v: SIP/2.0/UDP c;branch=z9hG4bK3\r\n\
+X-Other: x, y\r\n\
+Route: <sip:r2;lr>,\r\n <sip:r3;lr>\r\n\
+Contact: \"A, B\" <sip:a@h>\r\n\
+Record-Route: \r\n\
+Route: ,, \r\n\
+Via: SIP/2.0/UDP d;branch=z9hG4bK4\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        for name in [
+            HeaderName::Via,
+            HeaderName::Route,
+            HeaderName::RecordRoute,
+            HeaderName::Contact,
+            HeaderName::From,
+            HeaderName::Supported,
+        ] {
+            let by_lines: Vec<_> = m
+                .headers_of(name)
+                .flat_map(|h| ListItems::new(h.value, true).map(move |item| (h.index, item)))
+                .collect();
+            let listed: Vec<_> = m.list_items(name).collect();
+            assert_eq!(listed, by_lines, "{name:?}");
+        }
+        assert_eq!(m.list_items(HeaderName::Via).count(), 4);
+        assert_eq!(m.list_items(HeaderName::Route).count(), 3);
+    }
+
+    #[test]
+    fn the_first_line_of_a_name_is_the_first_its_walk_finds() {
+        let raw = "INVITE sip:b@h SIP/2.0\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+Max-Forwards: 70\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\nf: <sip:a@h>;tag=1\r\n\
+To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nSubject:\r\n\r\n";
+        let m = Message::parse(raw.as_bytes()).unwrap();
+        for name in (0..=u8::MAX).map_while(crate::header_name::from_index) {
+            let walked = m.headers_of(name).next();
+            assert_eq!(m.first_index(name), walked.map(|h| h.index), "{name:?}");
+            assert_eq!(m.first_value(name), walked.map(|h| h.value), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn validation_into_a_place_is_validation_returned() {
+        let good = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+Record-Route: <sip:p;lr>\r\nContact: <sip:b@h>\r\n\r\n";
+        let bad = good.replace("CSeq: 1 INVITE", "CSeq: x INVITE");
+        let m = Message::parse(good.as_bytes()).unwrap();
+        let (mut returned, mut placed) = (Vec::new(), Vec::new());
+        let mut out = None;
+        let ok = m.validate_mandatory_into(&mut out, |n, a| placed.push((n, *a)));
+        let expected = m.validate_mandatory_with(|n, a| returned.push((n, *a)));
+        assert_eq!(ok, Ok(()));
+        assert_eq!(out, Some(expected.unwrap()));
+        assert_eq!(placed, returned);
+        // On `Err`, what the place held stays.
+        let m = Message::parse(bad.as_bytes()).unwrap();
+        let before = out;
+        assert_eq!(
+            m.validate_mandatory_into(&mut out, |_, _| {}),
+            m.validate_mandatory().map(|_| ())
+        );
+        assert!(m.validate().is_err());
+        assert_eq!(out, before);
+    }
 }

@@ -5,7 +5,7 @@
 //! (RFC 3261 §20; RFC 4475 `regbadct`).
 
 use crate::params::Params;
-use crate::scan::{find_unquoted, is_token, is_ws, parse_u32, trim};
+use crate::scan::{eq_letters_ci, find_unquoted, is_token, is_ws, parse_u32, trim};
 use crate::uri::Uri;
 use crate::Error;
 
@@ -201,10 +201,11 @@ fn parse_display(s: &str) -> Option<&str> {
 }
 
 /// Parameter names must be tokens and no parameter may be empty; returns the tag on the way.
+#[inline]
 fn check_params<'a>(p: &Params<'a>) -> Result<Option<&'a str>, &'static str> {
     let mut tag = None;
     p.check(|name, value| {
-        if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+        if tag.is_none() && eq_letters_ci(name, "tag") {
             tag = value;
         }
     })?;

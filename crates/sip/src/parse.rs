@@ -10,7 +10,7 @@ use crate::header_name::HeaderName;
 use crate::limits::{Framing, Limits, MAX_HEADERS, MAX_MESSAGE_BYTES};
 use crate::message::{id_of, is_name_char, Message, Slot, StartLine, UNKNOWN};
 use crate::method::Method;
-use crate::scan::{colon_or_newline, is_token_str, starts_with_ci};
+use crate::scan::{colon_or_newline, is_token_str, newline_and_comma, starts_with_ci};
 use crate::uri::Uri;
 use crate::Error;
 
@@ -100,7 +100,7 @@ pub(crate) fn parse_into<'a>(
             });
         }
         let line_start = pos;
-        let (name_end, colon, nl, id) = match header_line_fast(buf, line_start) {
+        let (name_end, colon, (nl, comma), id) = match header_line_fast(buf, line_start) {
             Some(found) => found,
             None => {
                 let (name_end, colon, nl) = header_line_general(buf, line_start)?;
@@ -133,6 +133,7 @@ pub(crate) fn parse_into<'a>(
             value_end: value_end as u16,
             line_end: line_end as u16,
             id,
+            comma,
         };
         // Index the first line and the count of each known name for O(1) lookups.
         if let Some(c) = msg.counts.get_mut(usize::from(id)) {
@@ -205,7 +206,7 @@ pub(crate) fn parse_into<'a>(
 /// colon. A known name needs no check of its characters (known names are tokens). `None` for
 /// any other line (an error, which the general reading names), or when the line has no end.
 #[inline]
-fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, usize, u8)> {
+fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, (usize, bool), u8)> {
     let colon = colon_or_newline(buf, line_start);
     // A `\n` first: no colon on this line, or a name folded over lines.
     if buf.get(colon) != Some(&b':') {
@@ -225,25 +226,31 @@ fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, usiz
     Some((name_end, colon, nl, id))
 }
 
-/// The final `\n` of the header line that holds `from`, following folded continuation lines.
-#[inline]
-fn line_end_from(buf: &[u8], from: usize) -> Result<usize, Error> {
-    let mut nl = from + memchr(b'\n', &buf[from..]).ok_or(Error::UnterminatedHeaders)?;
+/// The final `\n` of the header line that holds `from`, following folded continuation lines,
+/// and whether a `,` comes between `from` and it. Always inlined: it runs for every header
+/// line, and a call costs as much as the usual line's search.
+#[inline(always)]
+fn line_end_from(buf: &[u8], from: usize) -> Result<(usize, bool), Error> {
+    let (mut nl, mut comma) = newline_and_comma(buf, from);
     // Folding: the next line starts with whitespace.
-    while matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
-        nl = match memchr(b'\n', &buf[nl + 1..]) {
-            Some(i) => nl + 1 + i,
-            None => return Err(Error::UnterminatedHeaders),
-        };
+    while nl < buf.len() && matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+        let (next, more) = newline_and_comma(buf, nl + 1);
+        (nl, comma) = (next, comma || more);
     }
-    Ok(nl)
+    if nl == buf.len() {
+        return Err(Error::UnterminatedHeaders);
+    }
+    Ok((nl, comma))
 }
 
 /// The header line at `line_start` read by the general rules: its end (folding followed), the
 /// first colon in it and the name before that colon, blanks trimmed; the errors of a line
 /// without an end, without a colon or with a name that is not a token.
-fn header_line_general(buf: &[u8], line_start: usize) -> Result<(usize, usize, usize), Error> {
-    let nl = line_end_from(buf, line_start)?;
+fn header_line_general(
+    buf: &[u8],
+    line_start: usize,
+) -> Result<(usize, usize, (usize, bool)), Error> {
+    let (nl, comma) = line_end_from(buf, line_start)?;
     let line = &buf[line_start..nl];
     let colon = match memchr(b':', line) {
         Some(c) => line_start + c,
@@ -265,7 +272,7 @@ fn header_line_general(buf: &[u8], line_start: usize) -> Result<(usize, usize, u
             why: "invalid header name",
         });
     }
-    Ok((name_end, colon, nl))
+    Ok((name_end, colon, (nl, comma)))
 }
 
 /// Content-Length: digits only (RFC 4475 `ncl` has a negative one).
@@ -348,14 +355,13 @@ fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
         return Err(Error::BadStatusLine("unsupported SIP version"));
     }
     let rest = &line[sp1 + 1..];
-    let code_end = rest.find(' ').unwrap_or(rest.len());
-    let code = &rest[..code_end];
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::BadStatusLine("status code is not three digits"));
-    }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| Error::BadStatusLine("status code"))?;
+    let code_end = memchr(b' ', rest.as_bytes()).unwrap_or(rest.len());
+    let status = match rest.as_bytes()[..code_end] {
+        [a, b, c] if [a, b, c].iter().all(u8::is_ascii_digit) => {
+            u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+        }
+        _ => return Err(Error::BadStatusLine("status code is not three digits")),
+    };
     if !(100..=699).contains(&status) {
         return Err(Error::BadStatusLine("status code outside 100..=699"));
     }
@@ -368,6 +374,57 @@ mod tests {
     use super::{header_line_fast, header_line_general};
     use crate::header_name::HeaderName;
     use crate::message::id_of;
+
+    #[test]
+    fn status_lines_read_as_str_parsing_read_them() {
+        use crate::message::StartLine;
+        use crate::Error;
+        // The status code as it was read: `str::find` for its end, `str::parse` for its value.
+        fn by_str(line: &str) -> Result<StartLine<'_>, Error> {
+            let sp1 = line
+                .find(' ')
+                .ok_or(Error::BadStatusLine("no space after the version"))?;
+            if !line[..sp1].eq_ignore_ascii_case("SIP/2.0") {
+                return Err(Error::BadStatusLine("unsupported SIP version"));
+            }
+            let rest = &line[sp1 + 1..];
+            let code_end = rest.find(' ').unwrap_or(rest.len());
+            let code = &rest[..code_end];
+            if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::BadStatusLine("status code is not three digits"));
+            }
+            let status: u16 = code
+                .parse()
+                .map_err(|_| Error::BadStatusLine("status code"))?;
+            if !(100..=699).contains(&status) {
+                return Err(Error::BadStatusLine("status code outside 100..=699"));
+            }
+            let reason = rest.get(code_end + 1..).unwrap_or("");
+            Ok(StartLine::Response { status, reason })
+        }
+        for line in [
+            "SIP/2.0 200 OK",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 100",
+            "SIP/2.0 100 ",
+            "SIP/2.0 699 x y",
+            "SIP/2.0 700 Too big",
+            "SIP/2.0 099 Small",
+            "SIP/2.0 2000 OK",
+            "SIP/2.0 20 OK",
+            "SIP/2.0 2a0 OK",
+            "SIP/2.0 -20 OK",
+            "SIP/2.0 +20 OK",
+            "SIP/2.0  200 OK",
+            "SIP/2.0 \u{e9}00 OK",
+            "SIP/2.0 20\u{e9} OK",
+            "SIP/3.0 200 OK",
+            "SIP/2.0",
+            "sip/2.0 486 Busy Here",
+        ] {
+            assert_eq!(super::parse_status_line(line), by_str(line), "{line:?}");
+        }
+    }
 
     #[test]
     fn the_fast_header_line_reads_as_the_general_one() {
@@ -404,12 +461,16 @@ mod tests {
             b"NoColonButNewline\n: x\n\n",
             b"abcdefgh",
             b"abcdefg:",
+            b"Route: <sip:a,b>;lr, <sip:c>\r\n\r\n",
+            b"Contact: \"a,b\" <sip:x>\r\n\r\n",
+            b"To: x\r\n ,y\r\n\r\n",
+            b"Via: a\r\nVia: b, c\r\n\r\n",
         ];
         for &line in lines {
             let general = header_line_general(line, 0);
-            if let Some((name_end, colon, nl, id)) = header_line_fast(line, 0) {
+            if let Some((name_end, colon, end, id)) = header_line_fast(line, 0) {
                 assert_eq!(
-                    Ok((name_end, colon, nl)),
+                    Ok((name_end, colon, end)),
                     general,
                     "{:?}",
                     String::from_utf8_lossy(line)
@@ -421,8 +482,17 @@ mod tests {
         let two = b"A: 1\r\nCSeq\t: 2 INVITE\r\n\r\n";
         assert_eq!(
             header_line_fast(two, 6),
-            Some((10, 11, 22, HeaderName::CSeq as u8))
+            Some((10, 11, (22, false), HeaderName::CSeq as u8))
         );
-        assert_eq!(header_line_general(two, 6), Ok((10, 11, 22)));
+        assert_eq!(header_line_general(two, 6), Ok((10, 11, (22, false))));
+        // A comma, on the first line or on a folded one.
+        let list = b"Route: <sip:a>, <sip:b>\r\nX: 1\r\n\r\n";
+        assert_eq!(header_line_general(list, 0), Ok((5, 5, (24, true))));
+        assert_eq!(
+            header_line_fast(list, 0),
+            Some((5, 5, (24, true), HeaderName::Route as u8))
+        );
+        let folded = b"Route: <sip:a>\r\n , <sip:b>\r\n\r\n";
+        assert_eq!(header_line_general(folded, 0), Ok((5, 5, (27, true))));
     }
 }

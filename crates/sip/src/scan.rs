@@ -264,6 +264,15 @@ pub(crate) fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
     (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize)
 }
 
+/// `s.eq_ignore_ascii_case(lower)` for a `lower` of lower-case ASCII letters only (a
+/// parameter name the parsers look for): a byte matches a letter when it is that letter with
+/// or without the case bit, which `| 0x20` tests without a lower-casing of both sides.
+#[inline]
+pub(crate) fn eq_letters_ci(s: &str, lower: &str) -> bool {
+    debug_assert!(lower.bytes().all(|b| b.is_ascii_lowercase()));
+    s.len() == lower.len() && s.bytes().zip(lower.bytes()).all(|(a, b)| a | 0x20 == b)
+}
+
 /// Case-insensitive ASCII prefix test.
 #[inline]
 pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
@@ -311,6 +320,24 @@ pub(crate) fn colon_or_newline(b: &[u8], from: usize) -> usize {
         i += 1;
     }
     i
+}
+
+/// Index of the first `\n` at or after `from` (`b.len()` when none), and whether a `,` comes
+/// before it. The header pass reads a value's end this way and notes for the list readers
+/// whether it can hold more than one element: one search for either byte, a second one only
+/// past a comma.
+#[inline]
+pub(crate) fn newline_and_comma(b: &[u8], from: usize) -> (usize, bool) {
+    let rest = b.get(from..).unwrap_or(&[]);
+    match memchr::memchr2(b'\n', b',', rest) {
+        None => (b.len(), false),
+        Some(i) if rest[i] == b'\n' => (from + i, false),
+        Some(i) => {
+            let after = from + i + 1;
+            let nl = memchr::memchr(b'\n', &b[after..]).map_or(b.len(), |j| after + j);
+            (nl, true)
+        }
+    }
 }
 
 /// Index of the first byte at or after `from` that ends a plain parameter value: whitespace or
@@ -427,6 +454,76 @@ mod tests {
                     super::colon_or_newline(s, from),
                     slow(s, from),
                     "{s:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn newline_and_comma_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8], from: usize| {
+            let nl = (from..b.len()).find(|&i| b[i] == b'\n').unwrap_or(b.len());
+            (nl, b[from..nl].contains(&b','))
+        };
+        let mut samples: Vec<Vec<u8>> = vec![b"".to_vec(), b"a, b\r\n".to_vec()];
+        for first in [b'\n', b',', b'\r', 0x2d, 0x0b, 0x8a, 0xac] {
+            for second in [b'\n', b',', b'x', 0x2b] {
+                for len in 0..20 {
+                    for at in 0..=len {
+                        let mut v: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
+                        if at < len {
+                            v[at] = first;
+                            for gap in [1, 2, 5, 9] {
+                                if at + gap < len {
+                                    let mut w = v.clone();
+                                    w[at + gap] = second;
+                                    samples.push(w);
+                                }
+                            }
+                        }
+                        samples.push(v);
+                    }
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(
+                    super::newline_and_comma(s, from),
+                    slow(s, from),
+                    "{s:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn eq_letters_ci_is_eq_ignore_ascii_case_for_lower_case_letters() {
+        let names = ["branch", "received", "rport", "tag", "lr", "x"];
+        let mut samples: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        samples.extend(names.iter().map(|s| s.to_ascii_uppercase()));
+        samples.extend(
+            [
+                "Branch", "bRaNcH", "branc", "branchh", "", "\u{e9}", "TAG", "t@g",
+            ]
+            .map(String::from),
+        );
+        // Every byte in every position of a few names: the case bit's neighbours included.
+        for name in ["tag", "rport"] {
+            for at in 0..name.len() {
+                for b in 0..=0x7fu8 {
+                    let mut v = name.as_bytes().to_vec();
+                    v[at] = b;
+                    samples.push(String::from_utf8(v).unwrap());
+                }
+            }
+        }
+        for s in &samples {
+            for lower in names {
+                assert_eq!(
+                    super::eq_letters_ci(s, lower),
+                    s.eq_ignore_ascii_case(lower),
+                    "{s:?} {lower}"
                 );
             }
         }

@@ -4,7 +4,7 @@
 //! `wsinv` exercises.
 
 use crate::params::Params;
-use crate::scan::{is_token, is_ws, trim};
+use crate::scan::{eq_letters_ci, is_token, is_ws, trim};
 use crate::uri::{is_ipv4, parse_port, Host};
 use crate::Error;
 
@@ -179,9 +179,9 @@ impl<'a> Via<'a> {
             .check(|name, value| {
                 // The length picks the one name to compare with.
                 match name.len() {
-                    6 if name.eq_ignore_ascii_case("branch") => branch = branch.or(value),
-                    8 if name.eq_ignore_ascii_case("received") => received = received.or(value),
-                    5 if name.eq_ignore_ascii_case("rport") && rport == Rport::Absent => {
+                    6 if eq_letters_ci(name, "branch") => branch = branch.or(value),
+                    8 if eq_letters_ci(name, "received") => received = received.or(value),
+                    5 if eq_letters_ci(name, "rport") && rport == Rport::Absent => {
                         rport = match value {
                             None => Rport::Requested,
                             Some(v) => parse_port(v).map_or(Rport::Requested, Rport::Port),

@@ -19,7 +19,7 @@ mod tests;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use crate::hash::HashMap;
+use crate::hash::IdMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ struct ServerKeyRef<'a> {
 
 /// The index hash of client transaction `id`'s branch and method (0 when it is gone, which
 /// does not happen: an id leaves the index before its entry leaves `clients`).
-fn client_hash(hasher: &ahash::RandomState, clients: &HashMap<TxId, ClientEntry>, id: TxId) -> u64 {
+fn client_hash(hasher: &ahash::RandomState, clients: &IdMap<TxId, ClientEntry>, id: TxId) -> u64 {
     clients.get(&id).map_or(0, |e| {
         hasher.hash_one(ClientKeyRef(e.branch.as_bytes(), &e.method))
     })
@@ -169,7 +169,7 @@ impl<'a> ServerKeyRef<'a> {
 
 /// The index hash of server transaction `id`'s key (0 when it is gone, which does not happen:
 /// an id leaves the index before its entry leaves `servers`).
-fn server_hash(hasher: &ahash::RandomState, servers: &HashMap<TxId, ServerEntry>, id: TxId) -> u64 {
+fn server_hash(hasher: &ahash::RandomState, servers: &IdMap<TxId, ServerEntry>, id: TxId) -> u64 {
     servers
         .get(&id)
         .map_or(0, |e| hasher.hash_one(ServerKeyRef::of(e)))
@@ -315,6 +315,9 @@ struct ListenerTexts {
     via: String,
     /// `<sip:192.0.2.1:5060;transport=tcp;lr` (the token and `>` follow)
     record_route: String,
+    /// `192.0.2.1`, for an IPv4 listener: the one way `sip` reads as that address (dotted
+    /// decimal without leading zeros), so a host written so is the listener's address.
+    ipv4: Option<String>,
 }
 
 impl ListenerTexts {
@@ -326,6 +329,10 @@ impl ListenerTexts {
         ListenerTexts {
             via: format!("SIP/2.0/{} {};branch=", l.transport.via_token(), l.addr),
             record_route: format!("<sip:{}{transport};lr", l.addr),
+            ipv4: match l.addr.ip() {
+                std::net::IpAddr::V4(ip) => Some(ip.to_string()),
+                std::net::IpAddr::V6(_) => None,
+            },
         }
     }
 }
@@ -450,7 +457,7 @@ pub struct Proxy {
     branch_prefix: String,
     next_id: u64,
     timers: TimerTable<TimerKey>,
-    servers: HashMap<TxId, ServerEntry>,
+    servers: IdMap<TxId, ServerEntry>,
     /// Looked up with borrowed text ([`ServerKeyRef`]): an ACK or a retransmission finds its
     /// transaction without an owned key.
     /// Holds transaction ids only: each key lives once, in its `ServerEntry`, and the table
@@ -458,7 +465,7 @@ pub struct Proxy {
     server_index: hashbrown::HashTable<TxId>,
     /// Hashes the server index's keys.
     index_hasher: ahash::RandomState,
-    clients: HashMap<TxId, ClientEntry>,
+    clients: IdMap<TxId, ClientEntry>,
     /// By branch and method; looked up with borrowed text ([`ClientKeyRef`]), so a response
     /// finds its transaction without an owned key.
     /// Holds ids only, hashing and comparing through the entry's branch and method (as the
@@ -520,13 +527,23 @@ fn looks_like_response(bytes: &[u8]) -> bool {
 }
 
 /// A short stable hash (FNV-1a) for loop detection.
-fn fnv(parts: &[&str]) -> u64 {
+/// Each part is followed by a 0xff byte (which no UTF-8 text holds: the parts are text or
+/// digits), so the parts' borders are part of what is hashed.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    const PRIME: u64 = 0x0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
-        for b in part.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        // Four bytes a step: the same bytes in the same order, less loop per byte.
+        let mut quads = part.chunks_exact(4);
+        for q in &mut quads {
+            for &b in q {
+                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            }
         }
+        for &b in quads.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+        h = (h ^ 0xff).wrapping_mul(PRIME);
     }
     h
 }
@@ -535,7 +552,7 @@ impl Proxy {
     /// A proxy that starts online at `now`.
     pub fn new(config: Config, now: Instant) -> Self {
         let scope = config.branch_scope.as_deref().unwrap_or(&config.node_name);
-        let node_tag = format!("{:06x}", fnv(&[scope]) & 0xff_ffff);
+        let node_tag = format!("{:06x}", fnv(&[scope.as_bytes()]) & 0xff_ffff);
         let upstreams = Upstreams::new(&config.upstreams, config.probe_interval, now);
         Proxy {
             ids: Ids::new(config.keys.seed),
@@ -551,10 +568,10 @@ impl Proxy {
             now,
             next_id: 1,
             timers: TimerTable::default(),
-            servers: HashMap::default(),
+            servers: IdMap::default(),
             server_index: hashbrown::HashTable::new(),
             index_hasher: ahash::RandomState::new(),
-            clients: HashMap::default(),
+            clients: IdMap::default(),
             client_index: hashbrown::HashTable::new(),
             registrations: RegistrationCache::default(),
             dialogs: DialogTable::default(),
@@ -752,7 +769,9 @@ impl Proxy {
     /// at a quarter of its room or less is shrunk to twice what it holds; small tables are
     /// left alone (growing them back is cheap).
     fn trim_tables(&mut self) {
-        fn trim<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+        fn trim<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+            map: &mut std::collections::HashMap<K, V, S>,
+        ) {
             const SMALL: usize = 1024;
             if map.capacity() > SMALL && map.len() <= map.capacity() / 4 {
                 map.shrink_to((map.len() * 2).max(SMALL));
@@ -1147,10 +1166,20 @@ impl Proxy {
         {
             return true;
         }
+        let port = u.port().unwrap_or(5060);
+        if let sip::Host::Ipv4(text) = host {
+            // Read as an address, the text is a listener's exactly when it is written as that
+            // listener's address is (see `ListenerTexts::ipv4`): compared, not parsed.
+            return self
+                .config
+                .listeners
+                .iter()
+                .zip(&self.listener_texts)
+                .any(|(l, t)| l.addr.port() == port && t.ipv4.as_deref() == Some(text));
+        }
         let Some(ip) = host.ip() else {
             return false;
         };
-        let port = u.port().unwrap_or(5060);
         self.config
             .listeners
             .iter()

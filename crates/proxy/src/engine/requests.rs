@@ -42,14 +42,14 @@ fn sent_by_key<'v>(via: &sip::Via<'v>) -> Cow<'v, str> {
         };
         // `host:port` as the sender wrote it, when that is the key's text.
         let mut digits = [0; 20];
-        let port = decimal(u64::from(port), &mut digits);
+        let port = decimal_bytes(u64::from(port), &mut digits);
         let raw = via.raw();
         let start = (host.as_ptr() as usize).wrapping_sub(raw.as_ptr() as usize);
         let written = raw.get(start..start.saturating_add(host.len() + 1 + port.len()));
         if let Some(text) = written.filter(|t| {
             t.strip_prefix(host)
                 .and_then(|rest| rest.strip_prefix(':'))
-                .is_some_and(|rest| rest == port)
+                .is_some_and(|rest| rest.as_bytes() == port)
         }) {
             return Cow::Borrowed(text);
         }
@@ -90,8 +90,8 @@ fn insert_first<'e>(
     name: HeaderName,
     value: &'e str,
 ) {
-    match msg.headers_of(name).next() {
-        Some(first) => editor.insert_before(first.index, name.as_str(), value),
+    match msg.first_index(name) {
+        Some(first) => editor.insert_before(first, name.as_str(), value),
         None => editor.prepend_header(name.as_str(), value),
     };
 }
@@ -106,31 +106,75 @@ fn via_as_received<'b>(via: &sip::Via<'_>, from: Flow, value: &'b mut String) ->
     if !received && !rport {
         return None;
     }
-    let raw = via.raw();
     value.clear();
-    // The sender's parameters, less a bare `rport` when it is filled in below.
-    for (i, piece) in raw.split(';').enumerate() {
-        if i > 0 {
-            if rport && piece.trim().eq_ignore_ascii_case("rport") {
-                continue;
-            }
-            value.push(';');
-        }
-        value.push_str(piece);
-    }
+    push_without_bare_rport(via.raw(), rport, value);
     if received {
         // Writing into a String cannot fail.
         let _ = write!(value, ";received={}", from.remote.ip());
     }
     if rport {
         value.push_str(";rport=");
-        value.push_str(decimal(u64::from(from.remote.port()), &mut [0; 20]));
+        push_decimal(value, u64::from(from.remote.port()));
     }
     Some(value.as_str())
 }
 
+/// The Via hop `raw` appended to `value`, less every bare `rport` parameter (a `;`-separated
+/// piece that is `rport` once trimmed) when `drop_rport`. What is kept is copied in runs, not
+/// piece by piece: usually the whole text but the one `;rport`.
+fn push_without_bare_rport(raw: &str, drop_rport: bool, value: &mut String) {
+    if !drop_rport {
+        value.push_str(raw);
+        return;
+    }
+    let b = raw.as_bytes();
+    // `kept` is where the run not yet copied starts; `at` is the `;` before the next piece
+    // (the first piece is never a parameter).
+    let mut kept = 0;
+    let mut at = next_semicolon(b, 0);
+    while at < b.len() {
+        let next = next_semicolon(b, at + 1);
+        let piece = &raw[at + 1..next];
+        if piece.len() >= 5 && piece.trim().eq_ignore_ascii_case("rport") {
+            value.push_str(&raw[kept..at]);
+            kept = next;
+        }
+        at = next;
+    }
+    value.push_str(&raw[kept..]);
+}
+
+/// Index of the first `;` at or after `from` (`b.len()` when none), eight bytes a step: a
+/// Via hop is some sixty bytes with two or three parameters.
+fn next_semicolon(b: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // High bit set in the bytes of `w` that are zero, exact for the lowest one.
+        let w = u64::from_le_bytes(word) ^ (ONES * u64::from(b';'));
+        let hits = w.wrapping_sub(ONES) & !w & HIGHS;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i] != b';' {
+        i += 1;
+    }
+    i
+}
+
 /// `n` in decimal, written into `buf` (no allocation on the per-message path).
-pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub(super) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    std::str::from_utf8(decimal_bytes(n, buf)).unwrap_or_default()
+}
+
+/// [`decimal`]'s digits as bytes: what a hash or a comparison reads, without the UTF-8 check
+/// that makes them text.
+pub(super) fn decimal_bytes(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
@@ -140,7 +184,14 @@ pub(super) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+    &buf[at..]
+}
+
+/// [`decimal`] appended to `out`, a digit at a time.
+fn push_decimal(out: &mut String, n: u64) {
+    for &digit in decimal_bytes(n, &mut [0; 20]) {
+        out.push(char::from(digit));
+    }
 }
 
 /// The other realm.
@@ -176,7 +227,7 @@ impl Proxy {
                 m.request_uri().unwrap_or_default()
             )),
         };
-        let sent_by = sent_by_key(&via);
+        let sent_by = sent_by_key(via);
         let key_method = if method == Method::Ack {
             "INVITE".into()
         } else {
@@ -268,7 +319,7 @@ impl Proxy {
                 })
         };
         // The top hop was parsed with the message; only the ones below it are read here.
-        let looped = m.top_via().is_some_and(|v| ours(&v, &mut hash_digits))
+        let looped = m.top_via().is_some_and(|v| ours(v, &mut hash_digits))
             || m.sip
                 .list_items(HeaderName::Via)
                 .skip(1)
@@ -443,12 +494,12 @@ impl Proxy {
         let to_tag = m.to_tag().unwrap_or_default();
         let (mut cseq, mut listener_digits) = ([0; 20], [0; 20]);
         super::fnv(&[
-            decimal(u64::from(listener.0), &mut listener_digits),
-            m.request_uri().unwrap_or_default(),
-            from_tag,
-            to_tag,
-            m.call_id().unwrap_or_default(),
-            decimal(u64::from(m.cseq().unwrap_or_default()), &mut cseq),
+            decimal_bytes(u64::from(listener.0), &mut listener_digits),
+            m.request_uri().unwrap_or_default().as_bytes(),
+            from_tag.as_bytes(),
+            to_tag.as_bytes(),
+            m.call_id().unwrap_or_default().as_bytes(),
+            decimal_bytes(u64::from(m.cseq().unwrap_or_default()), &mut cseq),
         ]) & 0xffff_ffff
     }
 
@@ -738,14 +789,14 @@ impl Proxy {
     ) -> Option<Vec<u8>> {
         let msg = &m.sip;
         let top_via = m.top_via();
-        let via_value = top_via.and_then(|via| via_as_received(&via, from, received));
+        let via_value = top_via.and_then(|via| via_as_received(via, from, received));
         let mut editor = sip::Editor::new(msg);
         if let (Some(via), Some(value)) = (top_via, via_value) {
             editor.replace_item(via.raw(), value);
         }
         let hops = m.max_forwards().map_or(70, |n| n.saturating_sub(1));
-        match msg.headers_of(HeaderName::MaxForwards).next() {
-            Some(h) => editor.replace_value_u32(h.index, hops),
+        match msg.first_index(HeaderName::MaxForwards) {
+            Some(first) => editor.replace_value_u32(first, hops),
             None => editor.append_header("Max-Forwards", "70"),
         };
         // RFC 3261 §16.4: our own entries on top of Route were for us. A strict router before
@@ -1367,7 +1418,36 @@ pub(super) enum Cap {
 
 #[cfg(test)]
 mod tests {
-    use super::{decimal, owned_sent_by_key, sent_by_key};
+    use super::{
+        decimal, decimal_bytes, next_semicolon, owned_sent_by_key, push_decimal,
+        push_without_bare_rport, sent_by_key,
+    };
+
+    #[test]
+    fn next_semicolon_agrees_with_a_byte_loop() {
+        let slow =
+            |b: &[u8], from: usize| (from..b.len()).find(|&i| b[i] == b';').unwrap_or(b.len());
+        let mut samples: Vec<Vec<u8>> = vec![Vec::new()];
+        for stop in [b';', b':', 0x3a, 0xbb, 0x3b + 0x80] {
+            for len in 0..20 {
+                for at in 0..=len {
+                    let mut v: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                    if at < len {
+                        v[at] = stop;
+                        if at + 2 < len {
+                            v[at + 2] = b';';
+                        }
+                    }
+                    samples.push(v);
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() {
+                assert_eq!(next_semicolon(s, from), slow(s, from), "{s:?} from {from}");
+            }
+        }
+    }
 
     #[test]
     fn sent_by_keys_borrowed_or_written_are_the_same() {
@@ -1386,9 +1466,56 @@ mod tests {
     }
 
     #[test]
+    fn bare_rport_is_dropped_as_splitting_on_semicolons_drops_it() {
+        // What the hop was written as before: split on `;`, every piece but the first kept
+        // unless it trims to `rport`.
+        fn by_pieces(raw: &str, drop_rport: bool) -> String {
+            let mut value = String::new();
+            for (i, piece) in raw.split(';').enumerate() {
+                if i > 0 {
+                    if drop_rport && piece.trim().eq_ignore_ascii_case("rport") {
+                        continue;
+                    }
+                    value.push(';');
+                }
+                value.push_str(piece);
+            }
+            value
+        }
+        for raw in [
+            "SIP/2.0/UDP 10.2.0.50:10000;branch=z9hG4bK-1;rport",
+            "SIP/2.0/UDP 10.2.0.50:10000;rport;branch=z9hG4bK-1",
+            "SIP/2.0/UDP h;RPORT ;branch=z9hG4bK-1; rport\t;x",
+            "SIP/2.0/UDP h;rport=5060;branch=z9hG4bK-1",
+            "SIP/2.0/UDP h;rports;xrport;rport;rport",
+            "SIP/2.0/UDP h;\u{a0}rport\u{a0};branch=\u{e9}",
+            "SIP/2.0/UDP h",
+            "SIP/2.0/UDP h;",
+            "SIP/2.0/UDP h;;rport;;",
+            ";rport",
+            "rport;rport",
+            "",
+        ] {
+            for drop_rport in [false, true] {
+                let mut value = String::from("kept ");
+                push_without_bare_rport(raw, drop_rport, &mut value);
+                assert_eq!(
+                    value,
+                    format!("kept {}", by_pieces(raw, drop_rport)),
+                    "{raw:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn decimal_writes_what_to_string_writes() {
         for n in [0, 7, 10, 5060, 65_535, u64::from(u32::MAX), u64::MAX] {
             assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
+            assert_eq!(decimal_bytes(n, &mut [0; 20]), n.to_string().as_bytes());
+            let mut pushed = String::from("x");
+            push_decimal(&mut pushed, n);
+            assert_eq!(pushed, format!("x{n}"));
         }
     }
 }

@@ -20,7 +20,7 @@ impl Proxy {
         let Some(via) = m.top_via() else {
             return;
         };
-        if !self.is_own_via(&via) {
+        if !self.is_own_via(via) {
             self.stats.stray_responses += 1;
             return;
         }

@@ -200,3 +200,104 @@ fn a_burst_of_transactions_gives_its_room_back_once_they_end() {
     );
     assert_eq!(net.proxy.counts().registrations, 1, "the binding stays");
 }
+
+#[test]
+fn fnv_hashes_as_the_byte_chain_did() {
+    // The definition it had: every part's bytes then 0xff, one byte a step.
+    fn by_chain(parts: &[&str]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in parts {
+            for b in part.bytes().chain(std::iter::once(0xff)) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+    let samples: [&[&str]; 6] = [
+        &[],
+        &[""],
+        &["", ""],
+        &[
+            "0",
+            "sip:+15550001@example.com",
+            "caller1",
+            "",
+            "call-1",
+            "1",
+        ],
+        &["abc", "defgh", "\u{e9}t\u{e9}", "1234567"],
+        &["sbc-a"],
+    ];
+    for parts in samples {
+        let bytes: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        assert_eq!(super::fnv(&bytes), by_chain(parts), "{parts:?}");
+    }
+}
+
+#[test]
+fn is_own_compares_ipv4_text_as_parsing_it_did() {
+    use crate::config::ListenerConfig;
+    let listener = |addr: &str| ListenerConfig {
+        realm: Realm::Access,
+        transport: Transport::Udp,
+        addr: addr.parse().unwrap(),
+    };
+    let config = Config {
+        listeners: vec![
+            listener("10.0.0.1:5060"),
+            listener("10.1.0.1:5070"),
+            listener("[2001:db8::1]:5060"),
+            listener("0.0.0.0:5080"),
+        ],
+        local_names: vec!["sbc.example.com".into()],
+        ..Config::default()
+    };
+    let proxy = Proxy::new(config, Instant::now());
+    // What `is_own` did for every host: parse it as an address, compare with each listener.
+    let by_parsing = |u: &sip::Uri<'_>| {
+        let Some(host) = u.host() else {
+            return false;
+        };
+        if proxy
+            .config
+            .local_names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(host.as_str()))
+        {
+            return true;
+        }
+        let Some(ip) = host.ip() else {
+            return false;
+        };
+        let port = u.port().unwrap_or(5060);
+        proxy
+            .config
+            .listeners
+            .iter()
+            .any(|l| l.addr.ip() == ip && l.addr.port() == port)
+    };
+    for text in [
+        "sip:10.0.0.1",
+        "sip:10.0.0.1:5060",
+        "sip:10.0.0.1:5061",
+        "sip:x@10.0.0.1;lr",
+        "sip:010.0.0.1",
+        "sip:10.0.0.01:5060",
+        "sip:10.0.0.1.5",
+        "sip:10.1.0.1:5070;lr;sbc=abc",
+        "sip:10.1.0.1",
+        "sip:0.0.0.0:5080",
+        "sip:0.0.0.00:5080",
+        "sip:[2001:db8::1]",
+        "sip:[2001:DB8:0::1]:5060",
+        "sip:sbc.example.com",
+        "sip:SBC.example.com:5999",
+        "sip:other.example.com",
+        "sip:999.0.0.1",
+        "tel:+15550001",
+    ] {
+        let uri = sip::Uri::parse(text).unwrap();
+        assert_eq!(proxy.is_own(&uri), by_parsing(&uri), "{text}");
+    }
+}
