@@ -877,15 +877,7 @@ mod tests {
     fn rig(initial: SystemState) -> Rig {
         let (inbound_tx, inbound) = mpsc::channel(8);
         let (serving_tx, serving) = watch::channel(initial != SystemState::Offline);
-        let limits = Limits {
-            max_message_bytes: 65535,
-            tcp_idle_timeout: Duration::from_secs(60),
-            tcp_message_timeout: Duration::from_secs(32),
-            tcp_max_connections: 1,
-            max_connections: 1,
-            per_source_connections: 1,
-            max_queued_bytes: 1 << 16,
-        };
+        let limits = Limits::no_streams();
         let (shared, _) =
             transport::bind_all(Vec::new(), limits, 1, inbound_tx.clone(), serving.clone())
                 .unwrap();

@@ -361,15 +361,7 @@ mod tests {
     fn link() -> (Link, Worker, mpsc::UnboundedReceiver<(usize, ShardReport)>) {
         let (inbound, _) = mpsc::channel(1);
         let (_, serving) = tokio::sync::watch::channel(true);
-        let limits = Limits {
-            max_message_bytes: 65535,
-            tcp_idle_timeout: Duration::from_secs(60),
-            tcp_message_timeout: Duration::from_secs(32),
-            tcp_max_connections: 1,
-            max_connections: 1,
-            per_source_connections: 1,
-            max_queued_bytes: 1 << 16,
-        };
+        let limits = Limits::no_streams();
         let (shared, _) = transport::bind_all(Vec::new(), limits, 1, inbound, serving).unwrap();
         let now = Instant::now();
         let shard = Shard::new(

@@ -86,6 +86,22 @@ pub struct Limits {
     pub max_queued_bytes: usize,
 }
 
+#[cfg(test)]
+impl Limits {
+    /// Limits for a test that opens no connection.
+    pub fn no_streams() -> Limits {
+        Limits {
+            max_message_bytes: 65535,
+            tcp_idle_timeout: Duration::from_secs(60),
+            tcp_message_timeout: Duration::from_secs(32),
+            tcp_max_connections: 1,
+            max_connections: 1,
+            per_source_connections: 1,
+            max_queued_bytes: 1 << 16,
+        }
+    }
+}
+
 /// Counters of the transports, shown by `show stats`.
 #[derive(Debug, Default)]
 pub struct Counters {
