@@ -7,6 +7,12 @@
 //! `cargo xtask bench sip`, those hand-offs were the larger part of sbcd's CPU per call. The
 //! engine now drains every ready datagram after one readiness wake-up and judges each one where
 //! it lies in the receive buffer.
+//!
+//! The sockets are registered for reading only: registered for writing too (as
+//! `tokio::net::UdpSocket` does), every datagram sent made the socket writable again, an edge
+//! the kernel reports, so after each batch the engine's runtime made one more `epoll_wait`
+//! that returned at once with nothing to read. Sending never waits (a full socket buffer drops
+//! the datagram, counted), so nothing needs to hear of writability.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -14,13 +20,15 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use proxy::ListenerId;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use super::{ListenerSpec, Shared};
 
 /// The UDP sockets of every listener, read by their one owner.
 #[derive(Debug)]
 pub struct Ingress {
-    sockets: Vec<(ListenerSpec, tokio::net::UdpSocket)>,
+    sockets: Vec<(ListenerSpec, AsyncFd<std::net::UdpSocket>)>,
     /// One byte more than the limit, so an oversize datagram shows as a full buffer instead of
     /// being passed on truncated.
     buf: Vec<u8>,
@@ -29,6 +37,17 @@ pub struct Ingress {
     /// After a receive error that may repeat at once: when to look at the sockets again, so a
     /// failing socket does not spin the engine.
     backoff_until: Option<tokio::time::Instant>,
+}
+
+/// `sock` registered with the current runtime for reading only.
+#[allow(unsafe_code)]
+fn register_for_reading(
+    sock: std::net::UdpSocket,
+) -> Result<AsyncFd<std::net::UdpSocket>, std::io::Error> {
+    // SAFETY: the `AsyncFd` owns the socket, and a `std::net::UdpSocket` owns its descriptor:
+    // it stays open and the same for as long as the `AsyncFd` lives.
+    unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
 }
 
 /// One received datagram, borrowed from the ingress buffer until the next receive.
@@ -45,7 +64,7 @@ impl Ingress {
     pub fn new(shared: &Shared, sockets: Vec<(ListenerSpec, std::net::UdpSocket)>) -> Ingress {
         let sockets = sockets
             .into_iter()
-            .filter_map(|(spec, sock)| match tokio::net::UdpSocket::from_std(sock) {
+            .filter_map(|(spec, sock)| match register_for_reading(sock) {
                 Ok(sock) => Some((spec, sock)),
                 Err(e) => {
                     tracing::error!(addr = %spec.addr, error = %e, "UDP socket unusable");
@@ -71,7 +90,9 @@ impl Ingress {
         let n = self.sockets.len();
         for k in 0..n {
             let i = (self.next + k) % n;
-            if self.sockets[i].1.poll_recv_ready(cx).is_ready() {
+            // The guard is let go without clearing: the socket stays ready until a receive
+            // finds it empty (`try_recv`). An error is for the receive to report.
+            if self.sockets[i].1.poll_read_ready(cx).is_ready() {
                 return Poll::Ready(i);
             }
         }
@@ -94,7 +115,8 @@ impl Ingress {
         let (spec, sock) = self.sockets.get(index)?;
         self.next = (index + 1) % self.sockets.len();
         loop {
-            let (n, source) = match sock.try_recv_from(&mut self.buf) {
+            let buf = &mut self.buf;
+            let (n, source) = match sock.try_io(Interest::READABLE, |s| s.recv_from(buf)) {
                 Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
                 // ICMP errors from earlier sends surface here on some kernels; they say nothing
