@@ -610,11 +610,15 @@ impl DialogCounts {
 impl DialogTable {
     /// Puts a dialog in, replacing any with its key, keeping the counts.
     fn put(&mut self, dialog: Dialog, started: Instant) {
-        self.take(&dialog.id);
+        // A dialog put again (a peer's or the twin's record of it) mostly has the texts it
+        // had: the keys derived from them are kept.
+        let mut memo = self
+            .take_entry(&dialog.id)
+            .map(|e| e.memo)
+            .unwrap_or_default();
         self.counts.add(dialog.state);
         let slot = self.next_slot;
         self.next_slot += 1;
-        let mut memo = KeyMemo::default();
         let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
         let hash = self.hasher.hash_one(&dialog.id);
@@ -657,6 +661,21 @@ impl DialogTable {
         self.index.drop_keys(taken.slot, &taken.keys);
         self.index.slots.remove(&taken.slot);
         Some((taken.dialog, taken.started))
+    }
+
+    /// [`take`](Self::take), the whole entry (a separate walk: moving the whole entry out
+    /// costs `take`'s callers a copy they do not need).
+    fn take_entry(&mut self, id: &DialogId) -> Option<Entry> {
+        let hash = self.hasher.hash_one(id);
+        let (taken, _) = self
+            .dialogs
+            .find_entry(hash, |e| e.dialog.id == *id)
+            .ok()?
+            .remove();
+        self.counts.sub(taken.dialog.state);
+        self.index.drop_keys(taken.slot, &taken.keys);
+        self.index.slots.remove(&taken.slot);
+        Some(taken)
     }
 
     /// Whether [`update`](Self::update) returns change records (on by default). Each one is a
