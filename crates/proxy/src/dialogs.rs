@@ -610,18 +610,29 @@ impl DialogCounts {
 impl DialogTable {
     /// Puts a dialog in, replacing any with its key, keeping the counts.
     fn put(&mut self, dialog: Dialog, started: Instant) {
-        // A dialog put again (a peer's or the twin's record of it) mostly has the texts it
-        // had: the keys derived from them are kept.
-        let mut memo = self
-            .take_entry(&dialog.id)
-            .map(|e| e.memo)
-            .unwrap_or_default();
+        let hash = self.hasher.hash_one(&dialog.id);
+        if let Some(entry) = self.dialogs.find_mut(hash, |e| e.dialog.id == dialog.id) {
+            // Put again (a peer's or the twin's record of it): replaced in place, in its slot
+            // as an update leaves it, its index keys moved only when they changed. The texts
+            // are mostly those it had, so the memo mostly gives their keys back.
+            self.counts.sub(entry.dialog.state);
+            self.counts.add(dialog.state);
+            entry.dialog = dialog;
+            entry.started = started;
+            let keys = PartyKeys::of(&entry.dialog, &mut entry.memo);
+            if keys != entry.keys {
+                self.index.drop_keys(entry.slot, &entry.keys);
+                self.index.add(entry.slot, &keys);
+                entry.keys = keys;
+            }
+            return;
+        }
         self.counts.add(dialog.state);
         let slot = self.next_slot;
         self.next_slot += 1;
+        let mut memo = KeyMemo::default();
         let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
-        let hash = self.hasher.hash_one(&dialog.id);
         self.index.slots.insert(slot, hash);
         let hasher = &self.hasher;
         self.dialogs.insert_unique(
@@ -661,21 +672,6 @@ impl DialogTable {
         self.index.drop_keys(taken.slot, &taken.keys);
         self.index.slots.remove(&taken.slot);
         Some((taken.dialog, taken.started))
-    }
-
-    /// [`take`](Self::take), the whole entry (a separate walk: moving the whole entry out
-    /// costs `take`'s callers a copy they do not need).
-    fn take_entry(&mut self, id: &DialogId) -> Option<Entry> {
-        let hash = self.hasher.hash_one(id);
-        let (taken, _) = self
-            .dialogs
-            .find_entry(hash, |e| e.dialog.id == *id)
-            .ok()?
-            .remove();
-        self.counts.sub(taken.dialog.state);
-        self.index.drop_keys(taken.slot, &taken.keys);
-        self.index.slots.remove(&taken.slot);
-        Some(taken)
     }
 
     /// Whether [`update`](Self::update) returns change records (on by default). Each one is a
