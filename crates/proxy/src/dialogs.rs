@@ -434,7 +434,7 @@ impl PartyKeys {
             }
             keys.access[3 * i] = p
                 .contact
-                .as_deref()
+                .as_ref()
                 .map(|c| memo.derive(2 * i, c, contact_key));
             keys.access[3 * i + 1] = Some(memo.derive(2 * i + 1, &p.uri, uri_aor_key));
             keys.access[3 * i + 2] = Some(remote_key(p.flow.remote));
@@ -443,29 +443,24 @@ impl PartyKeys {
     }
 }
 
-/// For each text a dialog's keys come from (contact and URI of caller and callee), a hash of
-/// the text as written and the key derived from it. A stale entry is only a miss: the text's
-/// hash is compared before the key is reused.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyMemo([Option<(u64, u64)>; 4]);
+/// For each text a dialog's keys come from (contact and URI of caller and callee), the text
+/// the last key was derived from (a shared copy, no allocation) and that key. A session's texts
+/// are rarely replaced, so the same piece of the same allocation is the usual answer; a text
+/// written again with the same content is found equal, and anything else is derived again.
+#[derive(Debug, Clone, Default)]
+struct KeyMemo([Option<(Text, u64)>; 4]);
 
 impl KeyMemo {
-    fn derive(&mut self, which: usize, text: &str, key: fn(&str) -> u64) -> u64 {
-        let seen = text_fingerprint(text);
-        match self.0[which] {
-            Some((fp, derived)) if fp == seen => derived,
+    fn derive(&mut self, which: usize, text: &Text, key: fn(&str) -> u64) -> u64 {
+        match &self.0[which] {
+            Some((seen, derived)) if seen.is(text) || seen == text => *derived,
             _ => {
                 let derived = key(text);
-                self.0[which] = Some((seen, derived));
+                self.0[which] = Some((text.clone(), derived));
                 derived
             }
         }
     }
-}
-
-/// A fast hash of a text as written (not normalised): tells whether a text changed.
-fn text_fingerprint(text: &str) -> u64 {
-    ahash::RandomState::with_seeds(0x5eed, 0xd1a1, 0x0c0d, 0xe5).hash_one(text)
 }
 
 /// A dialog in the table.
@@ -615,14 +610,29 @@ impl DialogCounts {
 impl DialogTable {
     /// Puts a dialog in, replacing any with its key, keeping the counts.
     fn put(&mut self, dialog: Dialog, started: Instant) {
-        self.take(&dialog.id);
+        let hash = self.hasher.hash_one(&dialog.id);
+        if let Some(entry) = self.dialogs.find_mut(hash, |e| e.dialog.id == dialog.id) {
+            // Put again (a peer's or the twin's record of it): replaced in place, in its slot
+            // as an update leaves it, its index keys moved only when they changed. The texts
+            // are mostly those it had, so the memo mostly gives their keys back.
+            self.counts.sub(entry.dialog.state);
+            self.counts.add(dialog.state);
+            entry.dialog = dialog;
+            entry.started = started;
+            let keys = PartyKeys::of(&entry.dialog, &mut entry.memo);
+            if keys != entry.keys {
+                self.index.drop_keys(entry.slot, &entry.keys);
+                self.index.add(entry.slot, &keys);
+                entry.keys = keys;
+            }
+            return;
+        }
         self.counts.add(dialog.state);
         let slot = self.next_slot;
         self.next_slot += 1;
         let mut memo = KeyMemo::default();
         let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
-        let hash = self.hasher.hash_one(&dialog.id);
         self.index.slots.insert(slot, hash);
         let hasher = &self.hasher;
         self.dialogs.insert_unique(

@@ -22,6 +22,12 @@ impl Text {
         self.all.get(self.start..self.end).unwrap_or_default()
     }
 
+    /// Whether both are the same piece of the same allocation (so they read the same text,
+    /// without reading it).
+    pub fn is(&self, other: &Text) -> bool {
+        Arc::ptr_eq(&self.all, &other.all) && self.start == other.start && self.end == other.end
+    }
+
     /// `parts` as pieces of one allocation, written through `scratch` (cleared first).
     pub fn joined<const N: usize>(parts: [&str; N], scratch: &mut String) -> [Text; N] {
         scratch.clear();
