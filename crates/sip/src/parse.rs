@@ -10,7 +10,9 @@ use crate::header_name::HeaderName;
 use crate::limits::{Framing, Limits, MAX_HEADERS, MAX_MESSAGE_BYTES};
 use crate::message::{id_of, is_name_char, Message, Slot, StartLine, UNKNOWN};
 use crate::method::Method;
-use crate::scan::{colon_or_newline, is_token_str, newline_and_comma, starts_with_ci};
+use crate::scan::{
+    colon_or_newline, is_sip_2_0, is_token_str, newline_and_comma, starts_with_sip_slash,
+};
 use crate::uri::Uri;
 use crate::Error;
 
@@ -283,7 +285,7 @@ pub(crate) fn parse_content_length(v: &[u8]) -> Result<u32, Error> {
 /// A start line that is plausibly SIP: begins with `SIP/` (status line) or ends, after any
 /// trailing whitespace, with ` SIP/` and a version (request line). Anything else is noise.
 fn looks_like_sip(line: &[u8]) -> bool {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+    if starts_with_sip_slash(line) {
         return true;
     }
     let mut end = line.len();
@@ -294,14 +296,14 @@ fn looks_like_sip(line: &[u8]) -> bool {
     match memrchr(b' ', line) {
         Some(sp) => {
             let v = &line[sp + 1..];
-            v.len() >= 5 && v[..4].eq_ignore_ascii_case(b"SIP/") && v[4].is_ascii_digit()
+            v.len() >= 5 && starts_with_sip_slash(v) && v[4].is_ascii_digit()
         }
         None => false,
     }
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
-    if starts_with_ci(line, "SIP/") {
+    if starts_with_sip_slash(line.as_bytes()) {
         return parse_status_line(line);
     }
     // The memchr crate's searches: much cheaper than `str::find` with a char pattern on lines
@@ -321,8 +323,8 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
             "trailing whitespace after the SIP version",
         ));
     }
-    if !version.eq_ignore_ascii_case("SIP/2.0") {
-        return Err(if starts_with_ci(version, "SIP/") {
+    if !is_sip_2_0(version.as_bytes()) {
+        return Err(if starts_with_sip_slash(version.as_bytes()) {
             Error::UnsupportedVersion
         } else {
             Error::BadRequestLine("malformed SIP version")
@@ -351,7 +353,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
 fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
     let sp1 =
         memchr(b' ', line.as_bytes()).ok_or(Error::BadStatusLine("no space after the version"))?;
-    if !line[..sp1].eq_ignore_ascii_case("SIP/2.0") {
+    if !is_sip_2_0(&line.as_bytes()[..sp1]) {
         return Err(Error::BadStatusLine("unsupported SIP version"));
     }
     let rest = &line[sp1 + 1..];

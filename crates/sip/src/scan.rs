@@ -279,6 +279,20 @@ pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
+/// `s.eq_ignore_ascii_case(b"SIP/2.0")`, read as one pattern: `| 0x20` folds exactly the two
+/// cases of a letter, and the other bytes compare as they are (every message has the version
+/// once, a request twice with the plausibility check).
+#[inline]
+pub(crate) fn is_sip_2_0(s: &[u8]) -> bool {
+    matches!(s, [a, b, c, b'/', b'2', b'.', b'0'] if [*a | 0x20, *b | 0x20, *c | 0x20] == *b"sip")
+}
+
+/// `s` starts with `SIP/` in any letter case, as [`is_sip_2_0`] compares it.
+#[inline]
+pub(crate) fn starts_with_sip_slash(s: &[u8]) -> bool {
+    matches!(s, [a, b, c, b'/', ..] if [*a | 0x20, *b | 0x20, *c | 0x20] == *b"sip")
+}
+
 /// Strips one pair of surrounding double quotes, if present.
 pub(crate) fn unquote(s: &str) -> &str {
     if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
@@ -494,6 +508,38 @@ mod tests {
                     "{s:?} from {from}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_sip_version_patterns_are_eq_ignore_ascii_case() {
+        let mut samples: Vec<Vec<u8>> = [
+            "SIP/2.0", "sip/2.0", "SiP/2.0", "SIP/2.0 ", "SIP/2.", "SIP/", "SIP", "",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        // Every byte in every position, the case bit's neighbours included.
+        for at in 0..7 {
+            for b in 0..=u8::MAX {
+                let mut v = b"SIP/2.0".to_vec();
+                v[at] = b;
+                samples.push(v.clone());
+                v.push(b'x');
+                samples.push(v);
+            }
+        }
+        for s in &samples {
+            assert_eq!(
+                super::is_sip_2_0(s),
+                s.eq_ignore_ascii_case(b"SIP/2.0"),
+                "{s:?}"
+            );
+            assert_eq!(
+                super::starts_with_sip_slash(s),
+                s.len() >= 4 && s[..4].eq_ignore_ascii_case(b"SIP/"),
+                "{s:?}"
+            );
         }
     }
 
