@@ -321,12 +321,21 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
         Host::Domain(host_raw)
     };
     let port = if b.get(i) == Some(&b':') {
+        // As `parse_port` reads the digits (one to five of them, at most 65535), on the way
+        // over them.
         let start = i + 1;
+        let mut n = 0u32;
         i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            if i - start < 5 {
+                n = n * 10 + u32::from(c - b'0');
+            }
             i += 1;
         }
-        Some(parse_port(raw.get(start..i)?)?)
+        if i == start || i - start > 5 {
+            return None;
+        }
+        Some(u16::try_from(n).ok()?)
     } else {
         None
     };
@@ -421,6 +430,13 @@ mod plain_form_tests {
             "SIP/2.0/UDP [2001:db8::1]:5060;branch=x",
             "SIP/2.0/UDP 1.2.3.4;rport=5062",
             "SIP/2.0/UDP host junk",
+            "SIP/2.0/UDP host:0",
+            "SIP/2.0/UDP host:00080;rport",
+            "SIP/2.0/UDP host:65535",
+            "SIP/2.0/UDP host:65536",
+            "SIP/2.0/UDP host:000001",
+            "SIP/2.0/UDP host:123456;branch=x",
+            "SIP/2.0/UDP host:5x",
         ];
         for s in samples {
             // The same hop with whitespace around the slashes takes the general grammar.
