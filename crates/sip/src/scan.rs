@@ -125,18 +125,20 @@ pub(crate) fn trim(s: &str) -> &str {
 }
 
 /// True when `s` holds linear whitespace (SP, HT, CR or LF). Eight bytes a step look for any
-/// byte up to SP (a superset); only a word that has one is looked at byte by byte.
+/// byte up to SP (a superset); only a word that has one is looked at byte by byte, and a tail
+/// shorter than a word is read with the word that ends the text.
 pub(crate) fn has_ws(s: &[u8]) -> bool {
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
+    let word_has_ws = |chunk: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
-        if w.wrapping_sub(splat(0x21)) & !w & splat(0x80) != 0 && chunk.iter().any(|&b| is_ws(b)) {
-            return true;
-        }
+        w.wrapping_sub(splat(0x21)) & !w & splat(0x80) != 0 && chunk.iter().any(|&b| is_ws(b))
+    };
+    if s.len() < 8 {
+        return s.iter().any(|&b| is_ws(b));
     }
-    chunks.remainder().iter().any(|&b| is_ws(b))
+    // The bytes after the last whole word are read as the (overlapping) last eight.
+    s.chunks_exact(8).any(word_has_ws) || word_has_ws(&s[s.len() - 8..])
 }
 
 /// True when `s` is a non-empty token.
