@@ -110,7 +110,12 @@ pub(crate) fn parse_into<'a>(
             }
         };
         let line_end = nl + 1;
-        let mut value_end = nl;
+        // A CRLF line's CR goes first, without the general loop's test of each blank.
+        let mut value_end = if nl > colon + 1 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
         while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             value_end -= 1;
         }
@@ -425,6 +430,35 @@ mod tests {
             "sip/2.0 486 Busy Here",
         ] {
             assert_eq!(super::parse_status_line(line), by_str(line), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_is_its_line_after_the_colon_trimmed() {
+        use crate::message::Message;
+        let lines = [
+            "X-A: v\r\n",
+            "X-A:v\r\n",
+            "X-A:\r\n",
+            "X-A: \r\n",
+            "X-A:\r\r\n",
+            "X-A: v \r\n",
+            "X-A: v\t\r\n",
+            "X-A: v\r \r\n",
+            "X-A: v\n",
+            "X-A:\n",
+            "X-A: \r\n folded\r\n",
+            "X-A: v\r\n \r\n",
+        ];
+        for line in lines {
+            let raw = format!("OPTIONS sip:h SIP/2.0\r\n{line}Call-ID: c\r\n\r\n");
+            let m = Message::parse(raw.as_bytes()).unwrap();
+            // The text between the colon and the line's last `\n`, trimmed of blanks and line
+            // endings on both ends.
+            let after = &line[line.find(':').unwrap() + 1..line.len() - 1];
+            let lws = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+            let expected = after.trim_matches(lws);
+            assert_eq!(m.header("X-A"), Some(expected), "{line:?}");
         }
     }
 
