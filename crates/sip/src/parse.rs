@@ -119,7 +119,12 @@ pub(crate) fn parse_into<'a>(
         while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             value_end -= 1;
         }
-        let mut value_start = colon + 1;
+        // And the one space after the colon, as usually written, before the blank loop.
+        let mut value_start = if colon + 1 < value_end && buf[colon + 1] == b' ' {
+            colon + 2
+        } else {
+            colon + 1
+        };
         while value_start < value_end && matches!(buf[value_start], b' ' | b'\t' | b'\r' | b'\n') {
             value_start += 1;
         }
@@ -449,6 +454,12 @@ mod tests {
             "X-A:\n",
             "X-A: \r\n folded\r\n",
             "X-A: v\r\n \r\n",
+            "X-A:  v\r\n",
+            "X-A: \tv\r\n",
+            "X-A:\tv\r\n",
+            "X-A: \r\n v\r\n",
+            "X-A : v\r\n",
+            "X-A: v w\r\n",
         ];
         for line in lines {
             let raw = format!("OPTIONS sip:h SIP/2.0\r\n{line}Call-ID: c\r\n\r\n");
