@@ -306,11 +306,8 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
     }
     let transport = raw.get(8..i)?;
     let host_start = i + 1;
-    let mut i = host_start;
-    // The HOST class is exactly alphanumerics, `-` and `.`: one table lookup a byte.
-    while i < b.len() && crate::scan::is(b[i], crate::scan::HOST) {
-        i += 1;
-    }
+    // The HOST class is exactly alphanumerics, `-` and `.`.
+    let mut i = crate::uri::skip_host(b, host_start);
     if i == host_start {
         return None;
     }
@@ -437,6 +434,10 @@ mod plain_form_tests {
             "SIP/2.0/UDP host:000001",
             "SIP/2.0/UDP host:123456;branch=x",
             "SIP/2.0/UDP host:5x",
+            "SIP/2.0/UDP a.b-c.example.org:5060;branch=x",
+            "SIP/2.0/UDP h;branch=x",
+            "SIP/2.0/UDP host_name;branch=x",
+            "SIP/2.0/UDP 192.0.2.1%25x;branch=x",
         ];
         for s in samples {
             // The same hop with whitespace around the slashes takes the general grammar.
