@@ -297,7 +297,8 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
     if !raw.starts_with("SIP/2.0/") {
         return None;
     }
-    let mut i = 8;
+    // UDP, as most hops are sent, without the walk over its token.
+    let mut i = if b.get(8..12) == Some(b"UDP ") { 11 } else { 8 };
     while i < b.len() && is_token(b[i]) {
         i += 1;
     }
@@ -438,6 +439,10 @@ mod plain_form_tests {
             "SIP/2.0/UDP h;branch=x",
             "SIP/2.0/UDP host_name;branch=x",
             "SIP/2.0/UDP 192.0.2.1%25x;branch=x",
+            "SIP/2.0/UDPX host;branch=x",
+            "SIP/2.0/udp host;branch=x",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP ",
         ];
         for s in samples {
             // The same hop with whitespace around the slashes takes the general grammar.
