@@ -224,9 +224,12 @@ fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, (usi
     if buf.get(colon) != Some(&b':') {
         return None;
     }
+    // A name written against its colon, as usual, needs no walk back over blanks.
     let mut name_end = colon;
-    while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
-        name_end -= 1;
+    if colon > line_start && matches!(buf[colon - 1], b' ' | b'\t') {
+        while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+            name_end -= 1;
+        }
     }
     let name = &buf[line_start..name_end];
     let id = id_of(name);
