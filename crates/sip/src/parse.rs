@@ -247,10 +247,12 @@ fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, (usi
 #[inline(always)]
 fn line_end_from(buf: &[u8], from: usize) -> Result<(usize, bool), Error> {
     let (mut nl, mut comma) = newline_and_comma(buf, from);
-    // Folding: the next line starts with whitespace.
-    while nl < buf.len() && matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
-        let (next, more) = newline_and_comma(buf, nl + 1);
-        (nl, comma) = (next, comma || more);
+    // Folding: the next line starts with whitespace (rarely: one test, then the loop).
+    if matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+        while nl < buf.len() && matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+            let (next, more) = newline_and_comma(buf, nl + 1);
+            (nl, comma) = (next, comma || more);
+        }
     }
     if nl == buf.len() {
         return Err(Error::UnterminatedHeaders);
