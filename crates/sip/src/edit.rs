@@ -53,7 +53,10 @@ const NO_EDIT: Edit<'static> = Edit {
 #[derive(Debug, Clone)]
 pub struct Editor<'e> {
     msg: &'e Message<'e>,
-    edits: [Edit<'e>; MAX_EDITS],
+    /// The recorded edits, `Some` below `len`. Empty slots are `None` rather than a blank
+    /// edit: a new editor (one per forwarded or relayed message) then writes a tag per slot
+    /// instead of copying a kilobyte and a half of blank edits.
+    edits: [Option<Edit<'e>>; MAX_EDITS],
     len: usize,
     overflow: bool,
     body: Option<(Option<&'e str>, &'e [u8])>,
@@ -64,7 +67,7 @@ impl<'e> Editor<'e> {
     pub fn new(msg: &'e Message<'e>) -> Self {
         Editor {
             msg,
-            edits: [NO_EDIT; MAX_EDITS],
+            edits: [None; MAX_EDITS],
             len: 0,
             overflow: false,
             body: None,
@@ -75,11 +78,11 @@ impl<'e> Editor<'e> {
         if self.len == MAX_EDITS {
             self.overflow = true;
         } else {
-            self.edits[self.len] = Edit {
+            self.edits[self.len] = Some(Edit {
                 start: start as u32,
                 end: end as u32,
                 op,
-            };
+            });
             self.len += 1;
         }
         self
@@ -244,7 +247,7 @@ impl<'e> Editor<'e> {
 
     /// True when a recorded removal covers `start..end`.
     fn is_deleted(&self, start: usize, end: usize) -> bool {
-        self.edits[..self.len].iter().any(|e| {
+        self.recorded().any(|e| {
             matches!(e.op, Op::Delete) && e.start as usize <= start && end <= e.end as usize
         })
     }
@@ -253,7 +256,7 @@ impl<'e> Editor<'e> {
     fn retain(&mut self, keep: impl Fn(&Edit<'e>) -> bool) {
         let mut kept = 0;
         for i in 0..self.len {
-            if keep(&self.edits[i]) {
+            if self.edits[i].as_ref().is_some_and(&keep) {
                 self.edits[kept] = self.edits[i];
                 kept += 1;
             }
@@ -345,14 +348,19 @@ impl<'e> Editor<'e> {
         if self.len == MAX_EDITS {
             self.overflow = true;
         } else {
-            self.edits[self.len] = Edit {
+            self.edits[self.len] = Some(Edit {
                 start: u32::MAX,
                 end: 0,
                 op: Op::Delete,
-            };
+            });
             self.len += 1;
         }
         self
+    }
+
+    /// The recorded edits, in record order.
+    fn recorded(&self) -> impl Iterator<Item = &Edit<'e>> {
+        self.edits[..self.len].iter().flatten()
     }
 
     fn slot(&self, index: HeaderIndex) -> Option<crate::message::Slot> {
@@ -428,7 +436,7 @@ impl<'e> Editor<'e> {
         let edit = |i: u8| -> &Edit<'e> {
             let i = usize::from(i);
             if i < self.len {
-                &self.edits[i]
+                self.edits[i].as_ref().unwrap_or(&NO_EDIT)
             } else {
                 &extra[i - self.len]
             }

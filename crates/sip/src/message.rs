@@ -800,8 +800,20 @@ impl<'a> ListIter<'_, 'a> {
 impl<'a> Iterator for ListIter<'_, 'a> {
     type Item = (HeaderIndex, &'a str);
 
+    /// The end is found inline (most walks end after one line, and walks of a name the
+    /// message lacks end at once): only a walk with more to read pays for the call below.
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 && self.current.is_none() {
+            return None;
+        }
+        self.next_element()
+    }
+}
+
+impl<'a> ListIter<'_, 'a> {
+    /// [`ListIter::next`] when a line or a split line's elements are left.
+    fn next_element(&mut self) -> Option<(HeaderIndex, &'a str)> {
         loop {
             if let Some((index, items)) = &mut self.current {
                 if let Some(item) = items.next() {

@@ -10,7 +10,9 @@ use crate::header_name::HeaderName;
 use crate::limits::{Framing, Limits, MAX_HEADERS, MAX_MESSAGE_BYTES};
 use crate::message::{id_of, is_name_char, Message, Slot, StartLine, UNKNOWN};
 use crate::method::Method;
-use crate::scan::{colon_or_newline, is_token_str, newline_and_comma, starts_with_ci};
+use crate::scan::{
+    colon_or_newline, is_sip_2_0, is_token_str, newline_and_comma, starts_with_sip_slash,
+};
 use crate::uri::Uri;
 use crate::Error;
 
@@ -108,11 +110,21 @@ pub(crate) fn parse_into<'a>(
             }
         };
         let line_end = nl + 1;
-        let mut value_end = nl;
+        // A CRLF line's CR goes first, without the general loop's test of each blank.
+        let mut value_end = if nl > colon + 1 && buf[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
         while value_end > colon + 1 && matches!(buf[value_end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             value_end -= 1;
         }
-        let mut value_start = colon + 1;
+        // And the one space after the colon, as usually written, before the blank loop.
+        let mut value_start = if colon + 1 < value_end && buf[colon + 1] == b' ' {
+            colon + 2
+        } else {
+            colon + 1
+        };
         while value_start < value_end && matches!(buf[value_start], b' ' | b'\t' | b'\r' | b'\n') {
             value_start += 1;
         }
@@ -212,9 +224,12 @@ fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, (usi
     if buf.get(colon) != Some(&b':') {
         return None;
     }
+    // A name written against its colon, as usual, needs no walk back over blanks.
     let mut name_end = colon;
-    while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
-        name_end -= 1;
+    if colon > line_start && matches!(buf[colon - 1], b' ' | b'\t') {
+        while name_end > line_start && matches!(buf[name_end - 1], b' ' | b'\t') {
+            name_end -= 1;
+        }
     }
     let name = &buf[line_start..name_end];
     let id = id_of(name);
@@ -232,10 +247,12 @@ fn header_line_fast(buf: &[u8], line_start: usize) -> Option<(usize, usize, (usi
 #[inline(always)]
 fn line_end_from(buf: &[u8], from: usize) -> Result<(usize, bool), Error> {
     let (mut nl, mut comma) = newline_and_comma(buf, from);
-    // Folding: the next line starts with whitespace.
-    while nl < buf.len() && matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
-        let (next, more) = newline_and_comma(buf, nl + 1);
-        (nl, comma) = (next, comma || more);
+    // Folding: the next line starts with whitespace (rarely: one test, then the loop).
+    if matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+        while nl < buf.len() && matches!(buf.get(nl + 1), Some(b' ' | b'\t')) {
+            let (next, more) = newline_and_comma(buf, nl + 1);
+            (nl, comma) = (next, comma || more);
+        }
     }
     if nl == buf.len() {
         return Err(Error::UnterminatedHeaders);
@@ -283,7 +300,7 @@ pub(crate) fn parse_content_length(v: &[u8]) -> Result<u32, Error> {
 /// A start line that is plausibly SIP: begins with `SIP/` (status line) or ends, after any
 /// trailing whitespace, with ` SIP/` and a version (request line). Anything else is noise.
 fn looks_like_sip(line: &[u8]) -> bool {
-    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+    if starts_with_sip_slash(line) {
         return true;
     }
     let mut end = line.len();
@@ -294,14 +311,14 @@ fn looks_like_sip(line: &[u8]) -> bool {
     match memrchr(b' ', line) {
         Some(sp) => {
             let v = &line[sp + 1..];
-            v.len() >= 5 && v[..4].eq_ignore_ascii_case(b"SIP/") && v[4].is_ascii_digit()
+            v.len() >= 5 && starts_with_sip_slash(v) && v[4].is_ascii_digit()
         }
         None => false,
     }
 }
 
 fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
-    if starts_with_ci(line, "SIP/") {
+    if starts_with_sip_slash(line.as_bytes()) {
         return parse_status_line(line);
     }
     // The memchr crate's searches: much cheaper than `str::find` with a char pattern on lines
@@ -321,8 +338,8 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
             "trailing whitespace after the SIP version",
         ));
     }
-    if !version.eq_ignore_ascii_case("SIP/2.0") {
-        return Err(if starts_with_ci(version, "SIP/") {
+    if !is_sip_2_0(version.as_bytes()) {
+        return Err(if starts_with_sip_slash(version.as_bytes()) {
             Error::UnsupportedVersion
         } else {
             Error::BadRequestLine("malformed SIP version")
@@ -351,7 +368,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
 fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
     let sp1 =
         memchr(b' ', line.as_bytes()).ok_or(Error::BadStatusLine("no space after the version"))?;
-    if !line[..sp1].eq_ignore_ascii_case("SIP/2.0") {
+    if !is_sip_2_0(&line.as_bytes()[..sp1]) {
         return Err(Error::BadStatusLine("unsupported SIP version"));
     }
     let rest = &line[sp1 + 1..];
@@ -423,6 +440,41 @@ mod tests {
             "sip/2.0 486 Busy Here",
         ] {
             assert_eq!(super::parse_status_line(line), by_str(line), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_value_is_its_line_after_the_colon_trimmed() {
+        use crate::message::Message;
+        let lines = [
+            "X-A: v\r\n",
+            "X-A:v\r\n",
+            "X-A:\r\n",
+            "X-A: \r\n",
+            "X-A:\r\r\n",
+            "X-A: v \r\n",
+            "X-A: v\t\r\n",
+            "X-A: v\r \r\n",
+            "X-A: v\n",
+            "X-A:\n",
+            "X-A: \r\n folded\r\n",
+            "X-A: v\r\n \r\n",
+            "X-A:  v\r\n",
+            "X-A: \tv\r\n",
+            "X-A:\tv\r\n",
+            "X-A: \r\n v\r\n",
+            "X-A : v\r\n",
+            "X-A: v w\r\n",
+        ];
+        for line in lines {
+            let raw = format!("OPTIONS sip:h SIP/2.0\r\n{line}Call-ID: c\r\n\r\n");
+            let m = Message::parse(raw.as_bytes()).unwrap();
+            // The text between the colon and the line's last `\n`, trimmed of blanks and line
+            // endings on both ends.
+            let after = &line[line.find(':').unwrap() + 1..line.len() - 1];
+            let lws = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+            let expected = after.trim_matches(lws);
+            assert_eq!(m.header("X-A"), Some(expected), "{line:?}");
         }
     }
 

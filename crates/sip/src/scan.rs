@@ -125,18 +125,20 @@ pub(crate) fn trim(s: &str) -> &str {
 }
 
 /// True when `s` holds linear whitespace (SP, HT, CR or LF). Eight bytes a step look for any
-/// byte up to SP (a superset); only a word that has one is looked at byte by byte.
+/// byte up to SP (a superset); only a word that has one is looked at byte by byte, and a tail
+/// shorter than a word is read with the word that ends the text.
 pub(crate) fn has_ws(s: &[u8]) -> bool {
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
+    let word_has_ws = |chunk: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
-        if w.wrapping_sub(splat(0x21)) & !w & splat(0x80) != 0 && chunk.iter().any(|&b| is_ws(b)) {
-            return true;
-        }
+        w.wrapping_sub(splat(0x21)) & !w & splat(0x80) != 0 && chunk.iter().any(|&b| is_ws(b))
+    };
+    if s.len() < 8 {
+        return s.iter().any(|&b| is_ws(b));
     }
-    chunks.remainder().iter().any(|&b| is_ws(b))
+    // The bytes after the last whole word are read as the (overlapping) last eight.
+    s.chunks_exact(8).any(word_has_ws) || word_has_ws(&s[s.len() - 8..])
 }
 
 /// True when `s` is a non-empty token.
@@ -277,6 +279,20 @@ pub(crate) fn eq_letters_ci(s: &str, lower: &str) -> bool {
 #[inline]
 pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
     s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// `s.eq_ignore_ascii_case(b"SIP/2.0")`, read as one pattern: `| 0x20` folds exactly the two
+/// cases of a letter, and the other bytes compare as they are (every message has the version
+/// once, a request twice with the plausibility check).
+#[inline]
+pub(crate) fn is_sip_2_0(s: &[u8]) -> bool {
+    matches!(s, [a, b, c, b'/', b'2', b'.', b'0'] if [*a | 0x20, *b | 0x20, *c | 0x20] == *b"sip")
+}
+
+/// `s` starts with `SIP/` in any letter case, as [`is_sip_2_0`] compares it.
+#[inline]
+pub(crate) fn starts_with_sip_slash(s: &[u8]) -> bool {
+    matches!(s, [a, b, c, b'/', ..] if [*a | 0x20, *b | 0x20, *c | 0x20] == *b"sip")
 }
 
 /// Strips one pair of surrounding double quotes, if present.
@@ -494,6 +510,38 @@ mod tests {
                     "{s:?} from {from}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_sip_version_patterns_are_eq_ignore_ascii_case() {
+        let mut samples: Vec<Vec<u8>> = [
+            "SIP/2.0", "sip/2.0", "SiP/2.0", "SIP/2.0 ", "SIP/2.", "SIP/", "SIP", "",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        // Every byte in every position, the case bit's neighbours included.
+        for at in 0..7 {
+            for b in 0..=u8::MAX {
+                let mut v = b"SIP/2.0".to_vec();
+                v[at] = b;
+                samples.push(v.clone());
+                v.push(b'x');
+                samples.push(v);
+            }
+        }
+        for s in &samples {
+            assert_eq!(
+                super::is_sip_2_0(s),
+                s.eq_ignore_ascii_case(b"SIP/2.0"),
+                "{s:?}"
+            );
+            assert_eq!(
+                super::starts_with_sip_slash(s),
+                s.len() >= 4 && s[..4].eq_ignore_ascii_case(b"SIP/"),
+                "{s:?}"
+            );
         }
     }
 

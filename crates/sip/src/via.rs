@@ -297,7 +297,8 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
     if !raw.starts_with("SIP/2.0/") {
         return None;
     }
-    let mut i = 8;
+    // UDP, as most hops are sent, without the walk over its token.
+    let mut i = if b.get(8..12) == Some(b"UDP ") { 11 } else { 8 };
     while i < b.len() && is_token(b[i]) {
         i += 1;
     }
@@ -306,11 +307,8 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
     }
     let transport = raw.get(8..i)?;
     let host_start = i + 1;
-    let mut i = host_start;
-    // The HOST class is exactly alphanumerics, `-` and `.`: one table lookup a byte.
-    while i < b.len() && crate::scan::is(b[i], crate::scan::HOST) {
-        i += 1;
-    }
+    // The HOST class is exactly alphanumerics, `-` and `.`.
+    let mut i = crate::uri::skip_host(b, host_start);
     if i == host_start {
         return None;
     }
@@ -321,12 +319,21 @@ fn plain_sent_by(raw: &str) -> Option<(&str, &str, Host<'_>, Option<u16>, usize)
         Host::Domain(host_raw)
     };
     let port = if b.get(i) == Some(&b':') {
+        // As `parse_port` reads the digits (one to five of them, at most 65535), on the way
+        // over them.
         let start = i + 1;
+        let mut n = 0u32;
         i = start;
-        while i < b.len() && b[i].is_ascii_digit() {
+        while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            if i - start < 5 {
+                n = n * 10 + u32::from(c - b'0');
+            }
             i += 1;
         }
-        Some(parse_port(raw.get(start..i)?)?)
+        if i == start || i - start > 5 {
+            return None;
+        }
+        Some(u16::try_from(n).ok()?)
     } else {
         None
     };
@@ -421,6 +428,21 @@ mod plain_form_tests {
             "SIP/2.0/UDP [2001:db8::1]:5060;branch=x",
             "SIP/2.0/UDP 1.2.3.4;rport=5062",
             "SIP/2.0/UDP host junk",
+            "SIP/2.0/UDP host:0",
+            "SIP/2.0/UDP host:00080;rport",
+            "SIP/2.0/UDP host:65535",
+            "SIP/2.0/UDP host:65536",
+            "SIP/2.0/UDP host:000001",
+            "SIP/2.0/UDP host:123456;branch=x",
+            "SIP/2.0/UDP host:5x",
+            "SIP/2.0/UDP a.b-c.example.org:5060;branch=x",
+            "SIP/2.0/UDP h;branch=x",
+            "SIP/2.0/UDP host_name;branch=x",
+            "SIP/2.0/UDP 192.0.2.1%25x;branch=x",
+            "SIP/2.0/UDPX host;branch=x",
+            "SIP/2.0/udp host;branch=x",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP ",
         ];
         for s in samples {
             // The same hop with whitespace around the slashes takes the general grammar.
