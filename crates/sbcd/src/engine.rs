@@ -277,12 +277,12 @@ impl Engine {
                         };
                         match self.shards.map.of_message(d.bytes) {
                             0 => {
-                                self.core.handle_datagram(now, d.listener, d.source, d.bytes);
+                                self.core.handle_datagram(now, d.input());
                                 self.flush();
                             }
                             k => {
                                 if let Some(link) = self.shards.links.get(k - 1) {
-                                    link.datagram(&self.transports, now, inline, d.listener, d.source, d.bytes);
+                                    link.datagram(&self.transports, now, inline, d.input());
                                 }
                             }
                         }

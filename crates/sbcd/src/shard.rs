@@ -164,17 +164,10 @@ impl Cell {
 }
 
 impl Running {
-    fn handle(&mut self, now: Instant, message: &Inbound) {
-        self.shard.handle_input(
-            now,
-            proxy::Input {
-                listener: message.listener,
-                flow: message.flow,
-                source: message.source,
-                bytes: &message.bytes,
-            },
-        );
-        self.flush(Some(message.source));
+    fn handle(&mut self, now: Instant, input: proxy::Input<'_>) {
+        let source = input.source;
+        self.shard.handle_input(now, input);
+        self.flush(Some(source));
     }
 
     fn command(&mut self, now: Instant, command: ShardCommand) {
@@ -214,36 +207,19 @@ impl Running {
 impl Link {
     /// A datagram for the shard: run here if `inline` and the shard is idle, else queued for
     /// its worker (a full queue drops it, counted).
-    pub fn datagram(
-        &self,
-        shared: &Shared,
-        now: Instant,
-        inline: bool,
-        listener: proxy::ListenerId,
-        source: std::net::SocketAddr,
-        bytes: &[u8],
-    ) {
+    pub fn datagram(&self, shared: &Shared, now: Instant, inline: bool, input: proxy::Input<'_>) {
         if let Some(mut running) = inline.then(|| self.cell.try_idle()).flatten() {
-            running.shard.handle_input(
-                now,
-                proxy::Input {
-                    listener,
-                    flow: None,
-                    source,
-                    bytes,
-                },
-            );
-            running.flush(Some(source));
+            running.handle(now, input);
             self.cell.publish(&running);
             return;
         }
         self.queue_message(
             shared,
             Inbound {
-                listener,
-                flow: None,
-                source,
-                bytes: bytes.to_vec(),
+                listener: input.listener,
+                flow: input.flow,
+                source: input.source,
+                bytes: input.bytes.to_vec(),
             },
         );
     }
@@ -251,7 +227,7 @@ impl Link {
     /// A stream message for the shard, as [`datagram`](Self::datagram).
     pub fn message(&self, shared: &Shared, now: Instant, inline: bool, message: Inbound) {
         if let Some(mut running) = inline.then(|| self.cell.try_idle()).flatten() {
-            running.handle(now, &message);
+            running.handle(now, message.input());
             self.cell.publish(&running);
             return;
         }
@@ -334,7 +310,7 @@ impl Worker {
                 let now = Instant::now();
                 for work in batch.drain(..) {
                     match work {
-                        Work::Message(message) => running.handle(now, &message),
+                        Work::Message(message) => running.handle(now, message.input()),
                         Work::Command(command) => running.command(now, command),
                     }
                 }
@@ -389,7 +365,13 @@ mod tests {
         let now = Instant::now();
         let source = SOURCE.parse().unwrap();
         let datagram = |inline| {
-            link.datagram(&shared, now, inline, proxy::ListenerId(0), source, b"junk");
+            let input = proxy::Input {
+                listener: proxy::ListenerId(0),
+                flow: None,
+                source,
+                bytes: b"junk",
+            };
+            link.datagram(&shared, now, inline, input);
         };
         // Idle: the engine runs it at once, no worker involved.
         datagram(true);

@@ -127,15 +127,7 @@ impl SipCore {
     pub fn handle(&mut self, now: Instant, input: FromTransport) {
         match input {
             FromTransport::Message(m) => {
-                self.node.handle_input(
-                    now,
-                    proxy::Input {
-                        listener: m.listener,
-                        flow: m.flow,
-                        source: m.source,
-                        bytes: &m.bytes,
-                    },
-                );
+                self.node.handle_input(now, m.input());
                 // Events from this message are logged with its sender as the peer.
                 self.pump_events_from(Some(m.source));
             }
@@ -153,22 +145,9 @@ impl SipCore {
     }
 
     /// One datagram, judged where it lies in the receive buffer.
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        listener: proxy::ListenerId,
-        source: SocketAddr,
-        bytes: &[u8],
-    ) {
-        self.node.handle_input(
-            now,
-            proxy::Input {
-                listener,
-                flow: None,
-                source,
-                bytes,
-            },
-        );
+    pub fn handle_datagram(&mut self, now: Instant, input: proxy::Input<'_>) {
+        let source = input.source;
+        self.node.handle_input(now, input);
         self.pump_events_from(Some(source));
     }
 

@@ -58,6 +58,18 @@ pub struct Inbound {
     pub bytes: Vec<u8>,
 }
 
+impl Inbound {
+    /// The message as the core takes it.
+    pub fn input(&self) -> proxy::Input<'_> {
+        proxy::Input {
+            listener: self.listener,
+            flow: self.flow,
+            source: self.source,
+            bytes: &self.bytes,
+        }
+    }
+}
+
 /// One listener of the configuration, numbered by its position in the file.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerSpec {

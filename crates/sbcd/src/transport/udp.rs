@@ -58,6 +58,18 @@ pub struct Datagram<'a> {
     pub bytes: &'a [u8],
 }
 
+impl<'a> Datagram<'a> {
+    /// The datagram as the core takes it, where it lies in the receive buffer.
+    pub fn input(&self) -> proxy::Input<'a> {
+        proxy::Input {
+            listener: self.listener,
+            flow: None,
+            source: self.source,
+            bytes: self.bytes,
+        }
+    }
+}
+
 impl Ingress {
     /// Registers the sockets with the current tokio runtime (call it on the owner's thread). A
     /// socket the runtime refuses is logged and left out; the others still serve.
