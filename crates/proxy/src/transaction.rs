@@ -44,6 +44,15 @@ pub enum TxTimer {
     J,
 }
 
+impl TxTimer {
+    /// Whether firing late only keeps the transaction a little longer: the timers that end a
+    /// transaction's absorbing of retransmissions (D, I, J, K) send nothing and decide
+    /// nothing, so the proxy fires them when it is awake anyway (see `Proxy::poll_timeout`).
+    pub fn is_lazy(self) -> bool {
+        matches!(self, TxTimer::D | TxTimer::I | TxTimer::J | TxTimer::K)
+    }
+}
+
 /// Every transaction timer, in the order a transaction's deadlines are scanned.
 pub(crate) const ALL_TIMERS: [TxTimer; 10] = [
     TxTimer::A,

@@ -35,7 +35,7 @@ use crate::registrations::{AorKey, BindingChange, RegistrationCache};
 use crate::replication::RecordError;
 use crate::shard::Shards;
 use crate::timers::TimerTable;
-use crate::transaction::{ClientTransaction, ServerTransaction};
+use crate::transaction::{ClientTransaction, ServerTransaction, TxTimer};
 use crate::transport::{Flow, FlowId, Input, ListenerId, Realm, Transmit, Transport};
 use crate::upstreams::{UpstreamId, UpstreamInfo, Upstreams};
 
@@ -68,6 +68,10 @@ struct ClientKeyRef<'a>(&'a [u8], &'a str);
 /// Room for a branch id this box writes: `z9hG4bK-`, the node tag (6), `-`, the loop hash
 /// (at most 16 hex digits), `.`, 64 random bits (16).
 const BRANCH_ROOM: usize = 48;
+
+/// How late a lazy transaction timer ([`TxTimer::is_lazy`]) may fire when nothing else wakes
+/// the proxy: a second more of absorbing retransmissions, nothing else.
+const LAZY_SLACK: Duration = Duration::from_secs(1);
 
 /// A branch id this box wrote ([`Proxy::new_branch`]), kept inline: a client transaction's
 /// key, no allocation of its own.
@@ -457,6 +461,11 @@ pub struct Proxy {
     branch_prefix: String,
     next_id: u64,
     timers: TimerTable<TimerKey>,
+    /// The transactions whose first timer only ends their absorbing of retransmissions
+    /// ([`TxTimer::is_lazy`]): fired by any message or deadline that wakes the proxy after
+    /// them, and at the latest [`LAZY_SLACK`] late, so a box at a few calls per second is not
+    /// woken once more per transaction only to forget it.
+    lazy: TimerTable<TimerKey>,
     servers: IdMap<TxId, ServerEntry>,
     /// Looked up with borrowed text ([`ServerKeyRef`]): an ACK or a retransmission finds its
     /// transaction without an owned key.
@@ -568,6 +577,7 @@ impl Proxy {
             now,
             next_id: 1,
             timers: TimerTable::default(),
+            lazy: TimerTable::default(),
             servers: IdMap::default(),
             server_index: hashbrown::HashTable::new(),
             index_hasher: ahash::RandomState::new(),
@@ -682,6 +692,7 @@ impl Proxy {
             self.clients.clear();
             self.client_index.clear();
             self.timers = TimerTable::default();
+            self.lazy = TimerTable::default();
         } else {
             self.upstreams.probe_all_at(self.now);
         }
@@ -714,6 +725,9 @@ impl Proxy {
     /// Handles one received message at `now`.
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.advance_clock(now);
+        // Awake anyway: the transactions done absorbing retransmissions go now, as if their
+        // timers had fired on time, before this message could have been absorbed by one.
+        self.run_lazy_timers();
         self.stats.received += 1;
         let Some(listener) = self
             .config
@@ -801,6 +815,7 @@ impl Proxy {
             }
         }
         self.timers.trim();
+        self.lazy.trim();
     }
 
     /// The next message to send.
@@ -850,6 +865,7 @@ impl Proxy {
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.timers.next_deadline(),
+            self.lazy.next_deadline().map(|at| at + LAZY_SLACK),
             // A standby's bindings are its twin's: it removes none by itself.
             self.registrations.next_expiry().filter(|_| !self.standby),
             self.upstreams
@@ -961,7 +977,7 @@ impl Proxy {
         Stats {
             server_transactions: held(self.servers.len()),
             client_transactions: held(self.clients.len()),
-            timers_armed: held(self.timers.len()),
+            timers_armed: held(self.timers.len() + self.lazy.len()),
             ..self.stats
         }
     }
@@ -1367,22 +1383,14 @@ impl Proxy {
 
     /// Keeps the table's deadline of server transaction `id` at its machine's first timer.
     fn sync_server_timers(&mut self, id: TxId) {
-        let next = self
-            .servers
-            .get(&id)
-            .and_then(|e| e.tx.timers().next())
-            .map(|(_, at)| at);
-        self.rearm(TimerKey::Server(id), next);
+        let next = self.servers.get(&id).and_then(|e| e.tx.timers().next());
+        self.rearm_transaction(TimerKey::Server(id), next);
     }
 
     /// Keeps the table's deadline of client transaction `id` at its machine's first timer.
     fn sync_client_timers(&mut self, id: TxId) {
-        let next = self
-            .clients
-            .get(&id)
-            .and_then(|e| e.tx.timers().next())
-            .map(|(_, at)| at);
-        self.rearm(TimerKey::Client(id), next);
+        let next = self.clients.get(&id).and_then(|e| e.tx.timers().next());
+        self.rearm_transaction(TimerKey::Client(id), next);
     }
 
     /// Panics unless the timer table holds, for every transaction, the deadline of its first
@@ -1390,12 +1398,41 @@ impl Proxy {
     #[cfg(test)]
     pub(crate) fn assert_one_deadline_per_transaction(&self) {
         for (id, entry) in &self.servers {
-            let first = entry.tx.timers().next().map(|(_, at)| at);
-            assert_eq!(self.timers.get(TimerKey::Server(*id)), first, "server {id}");
+            self.assert_transaction_deadline(TimerKey::Server(*id), entry.tx.timers().next());
         }
         for (id, entry) in &self.clients {
-            let first = entry.tx.timers().next().map(|(_, at)| at);
-            assert_eq!(self.timers.get(TimerKey::Client(*id)), first, "client {id}");
+            self.assert_transaction_deadline(TimerKey::Client(*id), entry.tx.timers().next());
+        }
+    }
+
+    /// Panics unless `key` is armed at `first`'s deadline in the table its letter belongs to,
+    /// and not in the other.
+    #[cfg(test)]
+    fn assert_transaction_deadline(&self, key: TimerKey, first: Option<(TxTimer, Instant)>) {
+        let lazy = first.is_some_and(|(timer, _)| timer.is_lazy());
+        let (held, other) = if lazy {
+            (&self.lazy, &self.timers)
+        } else {
+            (&self.timers, &self.lazy)
+        };
+        assert_eq!(held.get(key), first.map(|(_, at)| at), "{key:?}");
+        assert_eq!(other.get(key), None, "{key:?} in both tables");
+    }
+
+    /// Keeps a transaction's one deadline at its machine's first timer: in the lazy table if
+    /// that timer is lazy, in the main one otherwise.
+    fn rearm_transaction(&mut self, key: TimerKey, first: Option<(TxTimer, Instant)>) {
+        match first {
+            Some((timer, at)) if timer.is_lazy() => {
+                self.timers.cancel(key);
+                if self.lazy.get(key) != Some(at) {
+                    self.lazy.set(key, at);
+                }
+            }
+            other => {
+                self.lazy.cancel(key);
+                self.rearm(key, other.map(|(_, at)| at));
+            }
         }
     }
 
@@ -1423,6 +1460,7 @@ impl Proxy {
             }
         }
         self.timers.cancel(TimerKey::Server(id));
+        self.lazy.cancel(TimerKey::Server(id));
         self.timers.cancel(TimerKey::TimerC(id));
     }
 
@@ -1439,6 +1477,7 @@ impl Proxy {
             self.recycle(entry.request);
         }
         self.timers.cancel(TimerKey::Client(id));
+        self.lazy.cancel(TimerKey::Client(id));
         self.timers.cancel(TimerKey::UpstreamTimeout(id));
         self.timers.cancel(TimerKey::ProbeTimeout(id));
         self.timers.cancel(TimerKey::Cancelled(id));

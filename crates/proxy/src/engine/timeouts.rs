@@ -7,10 +7,11 @@ use crate::transport::Realm;
 use crate::upstreams::{ProbeResult, UpstreamId};
 
 use super::{ClientPurpose, Proxy, TimerKey};
+use std::time::Instant;
 
 impl Proxy {
     pub(super) fn run_timers(&mut self) {
-        while let Some(key) = self.timers.pop_due(self.now) {
+        while let Some(key) = self.pop_due() {
             self.on_timer(key);
         }
         if !self.standby {
@@ -24,6 +25,28 @@ impl Proxy {
                     self.send_probe(uid);
                 }
             }
+        }
+    }
+
+    /// The lazy transaction timers due now, and only those (a message is being handled).
+    pub(super) fn run_lazy_timers(&mut self) {
+        while let Some(key) = self.lazy.pop_due(self.now) {
+            self.on_timer(key);
+        }
+    }
+
+    /// The earliest deadline due now of either table: they fire in deadline order.
+    fn pop_due(&mut self) -> Option<TimerKey> {
+        let now = self.now;
+        let due = |at: Option<Instant>| at.filter(|at| *at <= now);
+        match (
+            due(self.timers.next_deadline()),
+            due(self.lazy.next_deadline()),
+        ) {
+            (Some(urgent), Some(lazy)) if lazy < urgent => self.lazy.pop_due(now),
+            (Some(_), _) => self.timers.pop_due(now),
+            (None, Some(_)) => self.lazy.pop_due(now),
+            (None, None) => None,
         }
     }
 

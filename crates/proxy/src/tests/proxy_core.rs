@@ -753,3 +753,45 @@ fn a_buffer_given_back_carries_the_next_message_written() {
     assert!(answer.bytes.starts_with(b"SIP/2.0 200"), "{answer:?}");
     assert!(net.proxy.poll_transmit().is_none());
 }
+
+#[test]
+fn a_finished_transaction_is_forgotten_by_the_next_message_and_wakes_nobody_on_time() {
+    let mut net = Net::standard();
+    net.add_phone(PHONE);
+    net.register(PHONE, "bob", 3600);
+    let stats = net.proxy.stats();
+    assert_eq!(
+        (stats.server_transactions, stats.client_transactions),
+        (1, 1)
+    );
+    // The REGISTER's client transaction absorbs retransmitted answers for T4 (timer K), its
+    // server transaction retransmitted requests for 64*T1 (timer J): neither is reason to wake
+    // the box on time.
+    let k = net.now + Duration::from_secs(5);
+    let woken = net.proxy.poll_timeout().expect("timers are armed");
+    assert!(woken > k, "the proxy asks to be woken at timer K");
+    assert!(
+        woken <= k + Duration::from_secs(1),
+        "timer K waits more than its slack"
+    );
+    // Any message after timer K ends the client transaction, as if it had fired on time.
+    net.now += Duration::from_millis(5500);
+    let options = Req::new("OPTIONS", "sip:example.com", PHONE).call_id("lazy-1");
+    net.inject(Realm::Access, PHONE, &options.bytes());
+    let stats = net.proxy.stats();
+    assert_eq!(
+        stats.server_transactions, 2,
+        "the REGISTER's and the OPTIONS'"
+    );
+    assert_eq!(
+        stats.client_transactions, 1,
+        "timer K fired: the OPTIONS' only"
+    );
+    // With nothing arriving, the table's deadlines still fire when asked.
+    net.advance(Duration::from_secs(64));
+    let stats = net.proxy.stats();
+    assert_eq!(
+        (stats.server_transactions, stats.client_transactions),
+        (0, 0)
+    );
+}
