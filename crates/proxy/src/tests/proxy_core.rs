@@ -733,12 +733,36 @@ fn a_udp_upstream_that_asks_for_time_has_nothing_to_shut() {
 #[test]
 fn a_buffer_given_back_carries_the_next_message_written() {
     let mut net = Net::standard();
-    let mut buffer = Vec::with_capacity(8192);
+    let mut buffer = Vec::with_capacity(1024);
     buffer.extend_from_slice(b"what was sent before");
     let at = buffer.as_ptr();
     net.proxy.recycle(buffer);
     // An OPTIONS to the box is answered at once: the answer is written into that buffer.
-    let req = Req::new("OPTIONS", &format!("sip:{ACCESS}"), PHONE).call_id("recycled");
+    let answer = answer_options(&mut net, "recycled");
+    assert_eq!(answer.bytes.as_ptr(), at);
+    assert!(answer.bytes.starts_with(b"SIP/2.0 200"), "{answer:?}");
+    assert!(net.proxy.poll_transmit().is_none());
+}
+
+#[test]
+fn a_buffer_far_larger_than_the_message_is_not_what_it_is_written_into() {
+    let mut net = Net::standard();
+    let buffer = Vec::<u8>::with_capacity(16 * 1024);
+    let at = buffer.as_ptr();
+    net.proxy.recycle(buffer);
+    // What is written may be kept for 32 s by a transaction: not in 16 KB of room.
+    let answer = answer_options(&mut net, "not-recycled");
+    assert_ne!(answer.bytes.as_ptr(), at);
+    assert!(
+        answer.bytes.capacity() < 2048,
+        "{}",
+        answer.bytes.capacity()
+    );
+}
+
+/// An OPTIONS to the box from the phone, and the answer the box sends at once.
+fn answer_options(net: &mut Net, call_id: &str) -> crate::Transmit {
+    let req = Req::new("OPTIONS", &format!("sip:{ACCESS}"), PHONE).call_id(call_id);
     net.proxy.handle_input(
         net.now,
         crate::Input {
@@ -748,10 +772,7 @@ fn a_buffer_given_back_carries_the_next_message_written() {
             bytes: &req.bytes(),
         },
     );
-    let answer = net.proxy.poll_transmit().unwrap();
-    assert_eq!(answer.bytes.as_ptr(), at);
-    assert!(answer.bytes.starts_with(b"SIP/2.0 200"), "{answer:?}");
-    assert!(net.proxy.poll_transmit().is_none());
+    net.proxy.poll_transmit().unwrap()
 }
 
 #[test]
