@@ -76,25 +76,36 @@ impl Shards {
 /// The value of the first Call-ID header (`Call-ID` or its compact form `i`, any case, space
 /// before the colon allowed), trimmed, as `sip::Message::call_id` reads it; `None` when the
 /// header part ends (or the bytes do) before one.
+///
+/// Read for every datagram before the parser sees it, so it jumps from line to line with
+/// `memchr` and looks into a line only when its first byte after blanks can start the name
+/// (`c` or `i`): Via, Route and Record-Route lines are most of a message and are not walked.
 pub fn call_id_of(bytes: &[u8]) -> Option<&[u8]> {
-    let mut lines = bytes.split(|b| *b == b'\n');
     // The start line.
-    lines.next()?;
-    for line in lines {
+    let mut rest = &bytes[memchr::memchr(b'\n', bytes)? + 1..];
+    loop {
+        let end = memchr::memchr(b'\n', rest);
+        let line = &rest[..end.unwrap_or(rest.len())];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return None;
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
-            continue;
-        };
-        let (name, value) = (trim(&line[..colon]), &line[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            let value = trim(value);
-            return (!value.is_empty()).then_some(value);
+        let first = line.iter().find(|b| !matches!(b, b' ' | b'\t'));
+        if matches!(first, Some(b'c' | b'C' | b'i' | b'I')) {
+            if let Some(value) = call_id_in(line) {
+                return (!value.is_empty()).then_some(value);
+            }
         }
+        rest = &rest[end? + 1..];
     }
-    None
+}
+
+/// The trimmed value of `line` if it is a Call-ID header line.
+fn call_id_in(line: &[u8]) -> Option<&[u8]> {
+    let colon = memchr::memchr(b':', line)?;
+    let name = trim(&line[..colon]);
+    (name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i"))
+        .then(|| trim(&line[colon + 1..]))
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -121,6 +132,77 @@ mod tests {
              CSeq: 1 INVITE\r\n\
              Content-Length: 0\r\n\r\n"
         )
+    }
+
+    /// The scan as first written, line by line and byte by byte: what `call_id_of` must
+    /// agree with.
+    fn call_id_line_by_line(bytes: &[u8]) -> Option<&[u8]> {
+        let mut lines = bytes.split(|b| *b == b'\n');
+        lines.next()?;
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                return None;
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                continue;
+            };
+            let (name, value) = (trim(&line[..colon]), &line[colon + 1..]);
+            if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+                let value = trim(value);
+                return (!value.is_empty()).then_some(value);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_jumping_scan_agrees_with_the_line_by_line_one() {
+        let pieces: [&[u8]; 16] = [
+            b"Call-ID: a@b",
+            b"i:x",
+            b" call-id : y ",
+            b"\tI: z",
+            b"Call-ID:",
+            b"C: no",
+            b"Contact: <sip:c@d>",
+            b"Via: SIP/2.0/UDP h",
+            b"",
+            b"\r",
+            b"X",
+            b"ii: w",
+            b"Call-IDx: v",
+            b"i :\t",
+            b"cALL-iD:\tq\t",
+            b"CSeq: 1 INVITE",
+        ];
+        // Every sequence of up to four lines, after a start line, with both line ends.
+        let mut seeds = vec![0u64];
+        for _ in 0..4 {
+            seeds = seeds
+                .iter()
+                .flat_map(|s| (0..pieces.len() as u64 * 2).map(move |p| s * 64 + p + 1))
+                .collect();
+            for &seed in &seeds {
+                let mut text = b"INVITE sip:x SIP/2.0\r\n".to_vec();
+                let mut n = seed;
+                while n > 0 {
+                    let p = ((n - 1) % 64) as usize;
+                    text.extend_from_slice(pieces[p / 2]);
+                    text.extend_from_slice(if p % 2 == 0 { b"\r\n" } else { b"\n" });
+                    n = (n - 1) / 64;
+                }
+                for cut in [text.len(), text.len().saturating_sub(1), text.len() / 2] {
+                    let bytes = &text[..cut];
+                    assert_eq!(
+                        call_id_of(bytes),
+                        call_id_line_by_line(bytes),
+                        "{:?}",
+                        String::from_utf8_lossy(bytes)
+                    );
+                }
+            }
+        }
     }
 
     #[test]
