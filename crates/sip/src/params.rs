@@ -1,6 +1,6 @@
 //! `;name=value` parameter lists, as found after URIs, name-addrs and Via hops.
 
-use crate::scan::{is_token, is_token_str, plain_value_end, trim, unquote};
+use crate::scan::{is_token_str, plain_value_end, token_end, trim, unquote};
 
 /// A borrowed parameter list: the raw text starting at the first `;` (or empty).
 ///
@@ -92,10 +92,7 @@ impl<'a> Params<'a> {
 fn simple_param(raw: &str, semi: usize) -> Option<(&str, Option<&str>, usize)> {
     let b = raw.as_bytes();
     let start = semi + 1;
-    let mut i = start;
-    while i < b.len() && is_token(b[i]) {
-        i += 1;
-    }
+    let i = token_end(b, start);
     if i == start {
         return None;
     }
