@@ -90,7 +90,8 @@ impl<'a> Params<'a> {
 /// `=` with a value free of whitespace, quotes and `;`), with the position of the `;` after
 /// it: one pass over its bytes instead of splitting and trimming. `None` for anything else,
 /// which [`split_param`] reads with the general rules (the two agree where both apply).
-#[inline]
+/// Always inlined into the check's loop: it runs for every parameter.
+#[inline(always)]
 fn simple_param(raw: &str, semi: usize) -> Option<(&str, Option<&str>, usize)> {
     let b = raw.as_bytes();
     let start = semi + 1;
