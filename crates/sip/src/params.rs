@@ -65,25 +65,31 @@ impl<'a> Params<'a> {
         let b = self.raw.as_bytes();
         let mut pos = next_semi(b, 0);
         while pos < b.len() {
-            if let Some((name, value, end)) = simple_param(self.raw, pos) {
-                seen(name, value);
-                pos = end;
-                continue;
-            }
-            let end = next_semi(b, pos + 1);
-            let (name, value) =
-                split_param(self.raw.get(pos + 1..end).unwrap_or("")).ok_or("empty parameter")?;
-            if !is_token_str(name) {
-                return Err("parameter name is not a token");
-            }
-            if value == Some("") {
-                return Err("parameter with = but no value");
-            }
+            // One call of `seen` for both readings, which the compiler then inlines.
+            let (name, value, end) = match simple_param(self.raw, pos) {
+                Some(found) => found,
+                None => general_param(self.raw, pos)?,
+            };
             seen(name, value);
             pos = end;
         }
         Ok(())
     }
+}
+
+/// The parameter after the `;` at `semi` by the general rules, with the position of the `;`
+/// after it; the errors of an empty parameter, a name that is not a token or an empty value.
+fn general_param(raw: &str, semi: usize) -> Result<(&str, Option<&str>, usize), &'static str> {
+    let end = next_semi(raw.as_bytes(), semi + 1);
+    let (name, value) =
+        split_param(raw.get(semi + 1..end).unwrap_or("")).ok_or("empty parameter")?;
+    if !is_token_str(name) {
+        return Err("parameter name is not a token");
+    }
+    if value == Some("") {
+        return Err("parameter with = but no value");
+    }
+    Ok((name, value, end))
 }
 
 /// The parameter after the `;` at `semi` when it is written the plain way (a token name, and
