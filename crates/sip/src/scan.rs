@@ -155,6 +155,18 @@ pub(crate) fn parse_u32(s: &str) -> Option<u32> {
 /// [`parse_u32`] on bytes: one pass, no UTF-8 check needed (any byte that is not a digit is
 /// refused).
 pub(crate) fn parse_u32_bytes(b: &[u8]) -> Option<u32> {
+    // Nine digits or fewer never overflow a u32: one fold, without the count of significant
+    // digits below (Max-Forwards, CSeq numbers and Content-Length are short).
+    if (1..=9).contains(&b.len()) {
+        let mut n = 0u32;
+        for &c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        return Some(n);
+    }
     if b.is_empty() {
         return None;
     }
@@ -451,6 +463,12 @@ mod tests {
             "+5",
             "1000000000",
             "10000000000",
+            "999999999",
+            "000000000",
+            "12345678a",
+            "a23456789",
+            "0999999999",
+            "1234 5678",
         ] {
             assert_eq!(super::parse_u32(s), slow(s), "{s:?}");
             assert_eq!(super::parse_u32_bytes(s.as_bytes()), slow(s), "{s:?}");
