@@ -432,7 +432,6 @@ impl<'e> Editor<'e> {
         let n_extra = self.body_edits(&mut extra);
         // Order: by start; at equal starts, insertions before removals, then record order.
         let total = self.len + n_extra;
-        let mut order = [0u8; MAX_EDITS + 4];
         let edit = |i: u8| -> &Edit<'e> {
             let i = usize::from(i);
             if i < self.len {
@@ -441,25 +440,27 @@ impl<'e> Editor<'e> {
                 &extra[i - self.len]
             }
         };
-        let key = |e: &Edit<'_>| (e.start, !matches!(e.op, Op::InsertHeader(..)));
-        for i in 0..total {
-            order[i] = i as u8;
-            let mut j = i;
-            while j > 0 && key(edit(order[j - 1])) > key(edit(order[j])) {
-                order.swap(j - 1, j);
-                j -= 1;
-            }
-        }
         let buf = self.msg.as_bytes();
         let copy_end = if self.body.is_some() {
             self.msg.body_start()
         } else {
             buf.len()
         };
+        // Each edit's place as one number (start, then insertion before the rest, then record
+        // order): the sort compares numbers, not edits looked up again at every step.
+        let mut keys = [0u32; MAX_EDITS + 4];
+        for i in 0..total {
+            keys[i] = sort_key(edit(i as u8), i as u8, copy_end);
+            let mut j = i;
+            while j > 0 && keys[j - 1] > keys[j] {
+                keys.swap(j - 1, j);
+                j -= 1;
+            }
+        }
         let mut cursor = 0usize;
         let mut last_was_delete = false;
-        for &i in &order[..total] {
-            let e = edit(i);
+        for &key in &keys[..total] {
+            let e = edit(key as u8);
             let (start, end) = (e.start as usize, e.end as usize);
             if start > end || end > copy_end {
                 return Err(WriteError::Template(Error::BadHeader {
@@ -498,6 +499,24 @@ impl<'e> Editor<'e> {
         Ok(())
     }
 }
+
+/// Where an edit goes among the others, as one number that sorts as the tuple (start, not an
+/// insertion, record index `i`): by start; at equal starts, insertions before removals and
+/// replacements, then in record order. `i` is its low byte. A start past `copy_end` (where the
+/// copied text ends) counts as `copy_end + 1`: the first such edit in the order is refused
+/// whatever its start, and the edits before it keep their order, so the key fits 32 bits for
+/// any message (at most [`crate::limits::MAX_MESSAGE_BYTES`] long).
+#[inline]
+fn sort_key(e: &Edit<'_>, i: u8, copy_end: usize) -> u32 {
+    let start = (e.start as usize).min(copy_end + 1).min(PAST_ANY_MESSAGE) as u32;
+    let later = u32::from(!matches!(e.op, Op::InsertHeader(..)));
+    start << 9 | later << 8 | u32::from(i)
+}
+
+/// A start past the end of any message's text: what [`sort_key`] counts every later one as
+/// (and 23 bits, so that the key keeps nine below it).
+const PAST_ANY_MESSAGE: usize = 1 << 22;
+const _: () = assert!(crate::limits::MAX_MESSAGE_BYTES < PAST_ANY_MESSAGE);
 
 fn put_text(sink: &mut impl Sink, t: Text<'_>, what: &'static str) -> Result<(), WriteError> {
     match t {
@@ -628,5 +647,56 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nConten
         let mut out = Vec::new();
         ed.write(&mut out).unwrap();
         assert!(!String::from_utf8(out).unwrap().contains("z9hG4bK1"));
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::{sort_key, Edit, Op, Text};
+
+    /// The packed keys sort edits as the stable sort on (start, not an insertion) that `emit`
+    /// did before: every mix of starts and kinds, in every record order tried.
+    #[test]
+    fn packed_keys_sort_as_the_stable_tuple_sort() {
+        let kinds = [
+            Op::Delete,
+            Op::InsertHeader("X", Text::Str("v")),
+            Op::Replace(Text::Num(7)),
+        ];
+        let copy_end = 1000;
+        let mut seed = 0x9e37_79b9_u32;
+        for round in 0..500 {
+            let n = round % 12;
+            let edits: Vec<Edit<'_>> = (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    let start = [0, 1, 5, 999, 1000, 1001, 70_000, u32::MAX][(seed % 8) as usize];
+                    Edit {
+                        start,
+                        end: start,
+                        op: kinds[(seed / 8 % 3) as usize],
+                    }
+                })
+                .collect();
+            let mut by_tuple: Vec<usize> = (0..n).collect();
+            by_tuple
+                .sort_by_key(|&i| (edits[i].start, !matches!(edits[i].op, Op::InsertHeader(..))));
+            // Past the copied text only the first edit's place matters: it is refused.
+            let valid = by_tuple
+                .iter()
+                .take_while(|&&i| edits[i].start <= copy_end as u32);
+            let valid = valid.count();
+            let mut by_key: Vec<u32> = (0..n)
+                .map(|i| sort_key(&edits[i], i as u8, copy_end))
+                .collect();
+            by_key.sort_unstable();
+            let by_key: Vec<usize> = by_key.iter().map(|&k| usize::from(k as u8)).collect();
+            assert_eq!(by_key[..valid], by_tuple[..valid]);
+            if valid < n {
+                assert!(edits[by_key[valid]].start > copy_end as u32);
+            }
+        }
     }
 }

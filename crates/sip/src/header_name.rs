@@ -245,10 +245,16 @@ fn folded_eq(name: &[u8], lower: &[u8; MAX_NAME_LEN], mask: &[u8; MAX_NAME_LEN])
         half(name, 0) | half(mask, 0) == half(lower, 0)
             && half(name, n - 4) | half(mask, n - 4) == half(lower, n - 4)
     } else {
-        name.iter()
-            .zip(lower.iter().zip(mask))
-            .all(|(&b, (&l, &m))| b | m == l)
+        // Two or three bytes (`To`, `Via`): two overlapping pairs.
+        pair(name, 0) | pair(mask, 0) == pair(lower, 0)
+            && pair(name, n - 2) | pair(mask, n - 2) == pair(lower, n - 2)
     }
+}
+
+/// Bytes `at..at + 2` of `s` as a little-endian number.
+#[inline]
+fn pair(s: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([s[at], s[at + 1]])
 }
 
 impl HeaderName {

@@ -1,6 +1,6 @@
 //! `;name=value` parameter lists, as found after URIs, name-addrs and Via hops.
 
-use crate::scan::{is_token, is_token_str, plain_value_end, trim, unquote};
+use crate::scan::{is_token_str, plain_value_end, token_end, trim, unquote};
 
 /// A borrowed parameter list: the raw text starting at the first `;` (or empty).
 ///
@@ -55,7 +55,9 @@ impl<'a> Params<'a> {
     }
 
     /// One pass over the list for the parsers: calls `seen(name, value)` for every parameter;
-    /// `Err` on an empty parameter, a name that is not a token or an empty value.
+    /// `Err` on an empty parameter, a name that is not a token or an empty value. Always
+    /// inlined: each parser's `seen` then runs in its loop without a call per parameter.
+    #[inline(always)]
     pub(crate) fn check(
         &self,
         mut seen: impl FnMut(&'a str, Option<&'a str>),
@@ -63,20 +65,11 @@ impl<'a> Params<'a> {
         let b = self.raw.as_bytes();
         let mut pos = next_semi(b, 0);
         while pos < b.len() {
-            if let Some((name, value, end)) = simple_param(self.raw, pos) {
-                seen(name, value);
-                pos = end;
-                continue;
-            }
-            let end = next_semi(b, pos + 1);
-            let (name, value) =
-                split_param(self.raw.get(pos + 1..end).unwrap_or("")).ok_or("empty parameter")?;
-            if !is_token_str(name) {
-                return Err("parameter name is not a token");
-            }
-            if value == Some("") {
-                return Err("parameter with = but no value");
-            }
+            // One call of `seen` for both readings, which the compiler then inlines.
+            let (name, value, end) = match simple_param(self.raw, pos) {
+                Some(found) => found,
+                None => general_param(self.raw, pos)?,
+            };
             seen(name, value);
             pos = end;
         }
@@ -84,18 +77,31 @@ impl<'a> Params<'a> {
     }
 }
 
+/// The parameter after the `;` at `semi` by the general rules, with the position of the `;`
+/// after it; the errors of an empty parameter, a name that is not a token or an empty value.
+fn general_param(raw: &str, semi: usize) -> Result<(&str, Option<&str>, usize), &'static str> {
+    let end = next_semi(raw.as_bytes(), semi + 1);
+    let (name, value) =
+        split_param(raw.get(semi + 1..end).unwrap_or("")).ok_or("empty parameter")?;
+    if !is_token_str(name) {
+        return Err("parameter name is not a token");
+    }
+    if value == Some("") {
+        return Err("parameter with = but no value");
+    }
+    Ok((name, value, end))
+}
+
 /// The parameter after the `;` at `semi` when it is written the plain way (a token name, and
 /// `=` with a value free of whitespace, quotes and `;`), with the position of the `;` after
 /// it: one pass over its bytes instead of splitting and trimming. `None` for anything else,
 /// which [`split_param`] reads with the general rules (the two agree where both apply).
-#[inline]
+/// Always inlined into the check's loop: it runs for every parameter.
+#[inline(always)]
 fn simple_param(raw: &str, semi: usize) -> Option<(&str, Option<&str>, usize)> {
     let b = raw.as_bytes();
     let start = semi + 1;
-    let mut i = start;
-    while i < b.len() && is_token(b[i]) {
-        i += 1;
-    }
+    let i = token_end(b, start);
     if i == start {
         return None;
     }

@@ -300,9 +300,12 @@ pub(crate) fn parse_content_length(v: &[u8]) -> Result<u32, Error> {
 /// A start line that is plausibly SIP: begins with `SIP/` (status line) or ends, after any
 /// trailing whitespace, with ` SIP/` and a version (request line). Anything else is noise.
 fn looks_like_sip(line: &[u8]) -> bool {
-    if starts_with_sip_slash(line) {
-        return true;
-    }
+    starts_with_sip_slash(line) || ends_with_sp_sip_2_0(line) || ends_with_version(line)
+}
+
+/// True when `line` ends, after any trailing whitespace, with a space, `SIP/` and a digit:
+/// what a request line ends with by the general rules.
+fn ends_with_version(line: &[u8]) -> bool {
     let mut end = line.len();
     while end > 0 && matches!(line[end - 1], b' ' | b'\t' | b'\r') {
         end -= 1;
@@ -317,10 +320,65 @@ fn looks_like_sip(line: &[u8]) -> bool {
     }
 }
 
+/// True when `line` ends with ` SIP/2.0` (the version in any letter case), as a request line
+/// is written: its last space and version then need no search, and nothing after the version
+/// needs trimming.
+#[inline]
+fn ends_with_sp_sip_2_0(line: &[u8]) -> bool {
+    match line.len().checked_sub(8).map(|at| &line[at..]) {
+        Some([b' ', version @ ..]) => is_sip_2_0(version),
+        _ => false,
+    }
+}
+
+/// The request line written the usual way: a method token, one space, a Request-URI, one
+/// space and ` SIP/2.0` at its end. Returns the method and the URI's text, found without the
+/// searches of [`parse_start_line`]'s general reading, which reads anything else (and agrees
+/// wherever this answers; the URI's own checks are left to it either way).
+#[inline]
+fn plain_request_line(line: &str) -> Option<(&str, &str)> {
+    let b = line.as_bytes();
+    if !ends_with_sp_sip_2_0(b) {
+        return None;
+    }
+    let sp1 = crate::scan::token_end(b, 0);
+    if sp1 == 0 || b.get(sp1) != Some(&b' ') {
+        return None;
+    }
+    Some((line.get(..sp1)?, line.get(sp1 + 1..b.len() - 8)?))
+}
+
 fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
     if starts_with_sip_slash(line.as_bytes()) {
         return parse_status_line(line);
     }
+    let (method, uri_text) = match plain_request_line(line) {
+        Some(found) => found,
+        None => request_line_general(line)?,
+    };
+    if uri_text.is_empty() || uri_text.starts_with([' ', '\t']) {
+        return Err(Error::BadRequestLine(
+            "more than one space between elements",
+        ));
+    }
+    if memchr2(b' ', b'\t', uri_text.as_bytes()).is_some() {
+        return Err(Error::BadRequestUri("whitespace inside the Request-URI"));
+    }
+    let uri = Uri::parse(uri_text).map_err(|e| Error::BadRequestUri(e.0))?;
+    if uri.is_sip() && uri.headers().is_some() {
+        // RFC 3261 §19.1.1, table 1: headers are not allowed in a Request-URI (RFC 4475
+        // `escruri`).
+        return Err(Error::BadRequestUri("header part in a Request-URI"));
+    }
+    Ok(StartLine::Request {
+        method: Method::from_token(method),
+        uri,
+    })
+}
+
+/// The method and the Request-URI's text of a request line by the general rules, with the
+/// errors of a line whose method, spaces or version are wrong.
+fn request_line_general(line: &str) -> Result<(&str, &str), Error> {
     // The memchr crate's searches: much cheaper than `str::find` with a char pattern on lines
     // this short, and one is done for every message.
     let sp1 =
@@ -345,24 +403,7 @@ fn parse_start_line(line: &str) -> Result<StartLine<'_>, Error> {
             Error::BadRequestLine("malformed SIP version")
         });
     }
-    if uri_text.is_empty() || uri_text.starts_with([' ', '\t']) {
-        return Err(Error::BadRequestLine(
-            "more than one space between elements",
-        ));
-    }
-    if memchr2(b' ', b'\t', uri_text.as_bytes()).is_some() {
-        return Err(Error::BadRequestUri("whitespace inside the Request-URI"));
-    }
-    let uri = Uri::parse(uri_text).map_err(|e| Error::BadRequestUri(e.0))?;
-    if uri.is_sip() && uri.headers().is_some() {
-        // RFC 3261 §19.1.1, table 1: headers are not allowed in a Request-URI (RFC 4475
-        // `escruri`).
-        return Err(Error::BadRequestUri("header part in a Request-URI"));
-    }
-    Ok(StartLine::Request {
-        method: Method::from_token(method),
-        uri,
-    })
+    Ok((method, uri_text))
 }
 
 fn parse_status_line(line: &str) -> Result<StartLine<'_>, Error> {
@@ -440,6 +481,53 @@ mod tests {
             "sip/2.0 486 Busy Here",
         ] {
             assert_eq!(super::parse_status_line(line), by_str(line), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_plain_request_line_reads_as_the_general_one() {
+        use super::{ends_with_sp_sip_2_0, ends_with_version, plain_request_line};
+        use super::{parse_start_line, request_line_general};
+        let lines = [
+            "INVITE sip:+15550001@example.com SIP/2.0",
+            "BYE sip:core@192.0.2.1:5060;transport=udp sip/2.0",
+            "ACK sip:a@b SIP/2.0",
+            "INVITE  sip:a@b SIP/2.0",
+            "INVITE sip:a@b  SIP/2.0",
+            "INVITE sip:a b SIP/2.0",
+            "INVITE sip:a\tb SIP/2.0",
+            "INVITE\tsip:a@b SIP/2.0",
+            "INVITE SIP/2.0",
+            " SIP/2.0",
+            "  SIP/2.0",
+            "I SIP/2.0",
+            "I  SIP/2.0",
+            "IN@VITE sip:a@b SIP/2.0",
+            "INVITE sip:a@b SIP/2.1",
+            "INVITE sip:a@b SIP/2.0 ",
+            "INVITE sip:a@b SIP/3.0",
+            "INVITE sip:a@b SIPS/2.0",
+            "INVITE sip:a@b XIP/2.0",
+            "INVITE sip:a@b",
+            "INVITE",
+            "",
+            "SIP/2.0",
+            "INVITE sip:\u{e9}@b SIP/2.0",
+            "\u{e9} sip:a@b SIP/2.0",
+            "INVITE sip:a@b?x=y SIP/2.0",
+            "MESSAGE tel:+1555 SIP/2.0",
+            "X-Long-Method-Name sip:[2001:db8::1]:5060 SIP/2.0",
+            "INVITE sip:a@b SIP/2.0\r",
+        ];
+        for line in lines {
+            if let Some(found) = plain_request_line(line) {
+                assert_eq!(Ok(found), request_line_general(line), "{line:?}");
+            }
+            if ends_with_sp_sip_2_0(line.as_bytes()) {
+                assert!(ends_with_version(line.as_bytes()), "{line:?}");
+            }
+            // And the whole start line, errors included, as before.
+            let _ = parse_start_line(line);
         }
     }
 

@@ -155,6 +155,18 @@ pub(crate) fn parse_u32(s: &str) -> Option<u32> {
 /// [`parse_u32`] on bytes: one pass, no UTF-8 check needed (any byte that is not a digit is
 /// refused).
 pub(crate) fn parse_u32_bytes(b: &[u8]) -> Option<u32> {
+    // Nine digits or fewer never overflow a u32: one fold, without the count of significant
+    // digits below (Max-Forwards, CSeq numbers and Content-Length are short).
+    if (1..=9).contains(&b.len()) {
+        let mut n = 0u32;
+        for &c in b {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        return Some(n);
+    }
     if b.is_empty() {
         return None;
     }
@@ -356,6 +368,36 @@ pub(crate) fn newline_and_comma(b: &[u8], from: usize) -> (usize, bool) {
     }
 }
 
+/// Index of the first byte at or after `from` that is not a `token` character (`b.len()` when
+/// all are). Parameter names (`branch`, `tag`, `lr`, `rport`) are mostly lower-case letters:
+/// the run of those at the start is found eight bytes at once, and only what follows it is
+/// looked up a byte at a time.
+#[inline]
+pub(crate) fn token_end(b: &[u8], from: usize) -> usize {
+    let mut i = from;
+    if let Some(chunk) = b.get(from..from.wrapping_add(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        i += lower_letters_in(u64::from_le_bytes(word));
+    }
+    while i < b.len() && is_token(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// How many of the bytes of `w` (little-endian), from the first on, are `a`..=`z`.
+#[inline]
+const fn lower_letters_in(w: u64) -> usize {
+    // For a byte below 0x80, `+ 0x1f` sets its high bit exactly when it is at least `a`, and
+    // `+ 0x05` exactly when it is above `z`; neither carries into the next byte.
+    let low = w & splat(0x7f);
+    let at_least_a = low.wrapping_add(splat(0x1f));
+    let above_z = low.wrapping_add(splat(0x05));
+    let letters = at_least_a & !above_z & !w & splat(0x80);
+    ((!letters & splat(0x80)).trailing_zeros() / 8) as usize
+}
+
 /// Index of the first byte at or after `from` that ends a plain parameter value: whitespace or
 /// a control character (anything up to SP), `;`, `"` or DEL; `b.len()` when none does. Eight
 /// bytes per step (SWAR): values are long (branch ids, tags, route tokens).
@@ -421,6 +463,12 @@ mod tests {
             "+5",
             "1000000000",
             "10000000000",
+            "999999999",
+            "000000000",
+            "12345678a",
+            "a23456789",
+            "0999999999",
+            "1234 5678",
         ] {
             assert_eq!(super::parse_u32(s), slow(s), "{s:?}");
             assert_eq!(super::parse_u32_bytes(s.as_bytes()), slow(s), "{s:?}");
@@ -659,6 +707,45 @@ mod tests {
                 }
                 let got: Vec<_> = super::ListItems::new(s, angles).collect();
                 assert_eq!(got, expected, "{s} angles={angles}");
+            }
+        }
+    }
+
+    #[test]
+    fn token_end_agrees_with_a_byte_loop() {
+        let slow = |b: &[u8], from: usize| {
+            (from..b.len())
+                .find(|&i| !super::is_token(b[i]))
+                .unwrap_or(b.len().max(from))
+        };
+        let mut samples: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"branch=z9hG4bK-1;rport".to_vec(),
+            b"tag=x".to_vec(),
+            b"lr>".to_vec(),
+            "received=1.2.3.4;\u{e9}x".as_bytes().to_vec(),
+        ];
+        // Every byte value at every place of a run of letters, digits or upper case.
+        for fill in [b'a', b'z', b'Q', b'5', b'-'] {
+            for len in 0..18 {
+                for at in 0..=len {
+                    for stop in 0..=255u8 {
+                        let mut v = vec![fill; len];
+                        if at < len {
+                            v[at] = stop;
+                        }
+                        samples.push(v);
+                    }
+                }
+            }
+        }
+        for s in &samples {
+            for from in 0..=s.len() + 1 {
+                assert_eq!(
+                    super::token_end(s, from),
+                    slow(s, from),
+                    "{s:?} from {from}"
+                );
             }
         }
     }

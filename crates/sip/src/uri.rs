@@ -579,7 +579,9 @@ fn parse_plain_sip(raw: &str) -> Option<Uri<'_>> {
 /// The plain `sip:`/`sips:` URI that `raw` starts with, and where it ends: at the end of
 /// `raw` or at the first byte no part of a plain URI may hold (a name-addr's `>`). Neither
 /// `@` nor any byte outside the URI classes can be inside what it reads, so the URI is what
-/// [`parse_plain_sip`] would read from `raw[..end]`.
+/// [`parse_plain_sip`] would read from `raw[..end]`. Always inlined: each caller's use of the
+/// URI it returns then needs no copy of it.
+#[inline(always)]
 pub(crate) fn plain_sip_prefix(raw: &str) -> Option<(Uri<'_>, usize)> {
     let b = raw.as_bytes();
     if b.len() >= u32::MAX as usize {
@@ -778,8 +780,9 @@ fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
     (i == b.len()).then(|| core::net::Ipv4Addr::from(octets))
 }
 
-/// Four dot-separated runs of one to three digits.
-#[inline]
+/// Four dot-separated runs of one to three digits. Always inlined: the URI and sent-by scans
+/// run it on every host they read.
+#[inline(always)]
 pub(crate) fn is_ipv4(b: &[u8]) -> bool {
     let mut dots = 0;
     let mut run = 0;
