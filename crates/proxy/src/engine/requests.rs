@@ -6,7 +6,7 @@
 //! dialog's other party for in-dialog ones); and how it is edited on the way (Max-Forwards,
 //! our Route entries removed, Record-Route, received/rport, our Via).
 
-use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side, Text};
+use crate::dialogs::{CallerKeys, Dialog, DialogId, DialogState, Party, Side, Text};
 use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
 use crate::events::Event;
 use crate::msg::{self, aor_of, Message};
@@ -362,7 +362,11 @@ impl Proxy {
         }
 
         let request_uri = m.request_uri().unwrap_or_default();
-        let resource_priority = m.list("resource-priority");
+        let resource_priority: Vec<&str> = m
+            .sip
+            .list_items(HeaderName::ResourcePriority)
+            .map(|(_, item)| item)
+            .collect();
         let priority = drain::is_priority(request_uri, &resource_priority, &self.config.drain);
         // Whether a party is registered matters only to a new INVITE while draining (rules 1
         // and 3): online, an INVITE from a phone to the core looks nothing up.
@@ -1297,7 +1301,13 @@ impl Proxy {
 
     /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE: `dialog`
     /// is the record read from the request, for the first attempt.
-    fn track_invite(&mut self, sid: TxId, dest: Flow, forward: &Forward, dialog: Option<Dialog>) {
+    fn track_invite(
+        &mut self,
+        sid: TxId,
+        dest: Flow,
+        forward: &Forward,
+        dialog: Option<(Dialog, CallerKeys)>,
+    ) {
         if let Some(id) = &forward.dialog {
             let change = self.dialogs.update(id, |d| d.callee.flow = dest);
             if let Some(change) = change {
@@ -1305,11 +1315,11 @@ impl Proxy {
             }
             return;
         }
-        let Some(dialog) = dialog else {
+        let Some((dialog, known)) = dialog else {
             return;
         };
         let id = dialog.id.clone();
-        if let Some(change) = self.dialogs.insert(dialog, self.now) {
+        if let Some(change) = self.dialogs.insert_known(dialog, self.now, known) {
             self.emit_dialog(change);
         }
         self.stats.calls_started += 1;
@@ -1324,7 +1334,7 @@ impl Proxy {
 }
 
 /// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`: its
-/// texts are pieces of one allocation, written through `scratch`.
+/// texts are pieces of one allocation, written through `scratch`; with its caller's index keys.
 fn new_dialog(
     m: &Message<'_>,
     caller_realm: Realm,
@@ -1332,11 +1342,18 @@ fn new_dialog(
     dest: Flow,
     priority: bool,
     scratch: &mut String,
-) -> Option<Dialog> {
+) -> Option<(Dialog, CallerKeys)> {
     let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
         return None;
     };
-    let contact = m.first_contact_uri();
+    let contact_uri = m.contacts().next().map(|c| c.uri());
+    let contact = contact_uri.as_ref().map(|u| u.as_str());
+    // Only an access-side party is indexed (by its contact and AoR): its keys come from the
+    // URIs parsed here rather than from parsing its texts again in the table.
+    let known = match caller_realm {
+        Realm::Access => CallerKeys::of(contact_uri.as_ref(), &from.uri()),
+        Realm::Core => CallerKeys::default(),
+    };
     let [call_id, caller_tag, caller_uri, caller_contact, callee_uri] = Text::joined(
         [
             call_id,
@@ -1347,7 +1364,7 @@ fn new_dialog(
         ],
         scratch,
     );
-    Some(Dialog {
+    let dialog = Dialog {
         id: DialogId {
             call_id,
             caller_tag: caller_tag.clone(),
@@ -1373,7 +1390,8 @@ fn new_dialog(
             route: Vec::new(),
         },
         priority,
-    })
+    };
+    Some((dialog, known))
 }
 
 impl Proxy {
