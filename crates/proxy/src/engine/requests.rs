@@ -1162,7 +1162,7 @@ impl Proxy {
         let Some((forward, source)) = self
             .servers
             .get(&sid)
-            .and_then(|e| Some((e.forward.clone()?, e.source)))
+            .and_then(|e| Some((Attempt::of(e.forward.as_ref()?), e.source)))
         else {
             return;
         };
@@ -1184,7 +1184,7 @@ impl Proxy {
             return;
         }
         let starts_dialog =
-            forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
+            forward.method == "INVITE" && forward.record_route && !forward.in_session;
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
         let out = match live {
             Some(m) => self.buffer(m.sip.as_bytes().len() + OWN_LINES_ROOM),
@@ -1227,14 +1227,9 @@ impl Proxy {
                 via: Some(&scratch.via),
                 record_route: [outgoing, incoming],
             };
-            let bytes = self.forward_bytes(
-                m,
-                source,
-                forward.retarget.as_deref(),
-                &own,
-                &mut scratch.received,
-                out,
-            )?;
+            let retarget = entry.forward.as_ref().and_then(|f| f.retarget.as_deref());
+            let bytes =
+                self.forward_bytes(m, source, retarget, &own, &mut scratch.received, out)?;
             let dialog = starts_dialog
                 .then(|| {
                     let texts = &mut scratch.dialog_texts;
@@ -1275,7 +1270,7 @@ impl Proxy {
                     .set(TimerKey::TimerC(sid), self.now + self.config.timers.timer_c);
             }
             if forward.record_route {
-                self.track_invite(sid, dest, &forward, dialog);
+                self.track_invite(sid, dest, forward.priority, dialog);
             }
         }
     }
@@ -1305,10 +1300,14 @@ impl Proxy {
         &mut self,
         sid: TxId,
         dest: Flow,
-        forward: &Forward,
+        priority: bool,
         dialog: Option<(Dialog, CallerKeys)>,
     ) {
-        if let Some(id) = &forward.dialog {
+        let tracked = self
+            .servers
+            .get(&sid)
+            .and_then(|e| e.forward.as_ref()?.dialog.as_ref());
+        if let Some(id) = tracked {
             let change = self.dialogs.update(id, |d| d.callee.flow = dest);
             if let Some(change) = change {
                 self.emit_dialog(change);
@@ -1325,10 +1324,35 @@ impl Proxy {
         self.stats.calls_started += 1;
         self.events.push_back(Event::CallStarted {
             call_id: id.call_id.clone(),
-            priority: forward.priority,
+            priority,
         });
         if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
             f.dialog = Some(id);
+        }
+    }
+}
+
+/// What one attempt reads of its transaction's [`Forward`]: the few values, not a clone of
+/// the whole (its session id and shared edits are read where they are kept).
+struct Attempt {
+    method: Cow<'static, str>,
+    record_route: bool,
+    incoming: crate::transport::ListenerId,
+    /// Whether the request already belongs to a session (a later attempt of an INVITE).
+    in_session: bool,
+    priority: bool,
+    loop_hash: u64,
+}
+
+impl Attempt {
+    fn of(forward: &Forward) -> Attempt {
+        Attempt {
+            method: forward.method.clone(),
+            record_route: forward.record_route,
+            incoming: forward.incoming,
+            in_session: forward.dialog.is_some(),
+            priority: forward.priority,
+            loop_hash: forward.loop_hash,
         }
     }
 }
