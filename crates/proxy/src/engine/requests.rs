@@ -176,16 +176,35 @@ pub(super) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
 /// that makes them text.
 pub(super) fn decimal_bytes(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
-    loop {
+    // Two digits a division: a port takes three steps instead of five.
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[at] = b'0' + n as u8;
     }
     &buf[at..]
 }
+
+/// `00`, `01`, ... `99`: the two digits of each number below a hundred.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
 
 /// [`decimal`] appended to `out`, a digit at a time.
 fn push_decimal(out: &mut String, n: u64) {
@@ -1552,7 +1571,7 @@ mod tests {
 
     #[test]
     fn decimal_writes_what_to_string_writes() {
-        for n in [0, 7, 10, 5060, 65_535, u64::from(u32::MAX), u64::MAX] {
+        for n in (0..1_200).chain([5060, 10_000, 65_535, u64::from(u32::MAX), u64::MAX]) {
             assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
             assert_eq!(decimal_bytes(n, &mut [0; 20]), n.to_string().as_bytes());
             let mut pushed = String::from("x");
