@@ -12,6 +12,7 @@
 //! `(deadline, key)`, as when the table was a sorted set of those pairs.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::BinaryHeap;
 
 use crate::hash::IdMap;
@@ -54,11 +55,26 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
     /// the 292 years either side of the base that an `i64` of nanoseconds spans (beyond, the
     /// ticks saturate: such deadlines would fire in the order they were read, never too soon).
     fn tick(&self, at: Instant) -> u64 {
-        let base = self.base.unwrap_or(at);
-        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        match at.checked_duration_since(base) {
-            Some(after) => TICK_ZERO.saturating_add(nanos(after).min(TICK_ZERO - 1)),
-            None => TICK_ZERO - nanos(base.duration_since(at)).min(TICK_ZERO),
+        tick_from(self.base.unwrap_or(at), at)
+    }
+
+    /// Arms `key` at `at` unless it is armed there already: [`set`](Self::set) after a
+    /// [`get`](Self::get) that differs, in one lookup of the key.
+    pub fn set_unless_at(&mut self, key: K, at: Instant) {
+        let base = *self.base.get_or_insert(at);
+        match self.by_key.entry(key) {
+            Entry::Occupied(armed) if armed.get().0 == at => {}
+            Entry::Occupied(mut armed) => {
+                let tick = tick_from(base, at);
+                armed.insert((at, tick));
+                self.heap.push(Reverse((tick, key)));
+                self.drop_stale();
+            }
+            Entry::Vacant(slot) => {
+                let tick = tick_from(base, at);
+                slot.insert((at, tick));
+                self.heap.push(Reverse((tick, key)));
+            }
         }
     }
 
@@ -146,6 +162,15 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
     }
 }
 
+/// [`TimerTable::tick`] with `base` the table's base.
+fn tick_from(base: Instant, at: Instant) -> u64 {
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(base) {
+        Some(after) => TICK_ZERO.saturating_add(nanos(after).min(TICK_ZERO - 1)),
+        None => TICK_ZERO - nanos(base.duration_since(at)).min(TICK_ZERO),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,8 +231,8 @@ mod tests {
     }
 
     /// The table against a sorted set of `(deadline, key)` pairs, the order it keeps: the same
-    /// next deadline after every step and the same keys fired in the same order, through moves,
-    /// cancels, re-arms at an old deadline and rebuilds.
+    /// next deadline after every step and the same keys fired in the same order, through moves
+    /// (`set` and `set_unless_at`), cancels, re-arms at an old deadline and rebuilds.
     #[test]
     fn fires_as_a_sorted_set_of_pairs_would() {
         use std::collections::{BTreeSet, HashMap};
@@ -226,13 +251,17 @@ mod tests {
         for _ in 0..20_000 {
             let key = (next() % 300) as u32;
             match next() % 4 {
-                0 | 1 => {
+                choice @ (0 | 1) => {
                     let at = now + Duration::from_millis(next() % 50);
                     if let Some(old) = armed.insert(key, at) {
                         model.remove(&(old, key));
                     }
                     model.insert((at, key));
-                    table.set(key, at);
+                    if choice == 0 {
+                        table.set(key, at);
+                    } else {
+                        table.set_unless_at(key, at);
+                    }
                 }
                 2 => {
                     if let Some(old) = armed.remove(&key) {
