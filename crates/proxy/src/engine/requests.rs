@@ -752,7 +752,10 @@ impl Proxy {
         };
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
-        let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
+        // The session is read (a copy of its id) only where a failure may end it.
+        let dialog = (invite && code >= 300)
+            .then(|| entry.forward.as_ref().and_then(|f| f.dialog.clone()))
+            .flatten();
         if code >= 200 {
             if let Some(f) = entry.forward.as_mut() {
                 f.done = true;
