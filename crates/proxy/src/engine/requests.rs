@@ -738,18 +738,13 @@ impl Proxy {
         }
         let terminated = entry.tx.state() == ServerState::Terminated;
         if !terminated {
-            // Kept for retransmissions; a terminated transaction is removed below.
-            let copy = self.copy_of(&bytes);
-            let Some(entry) = self.servers.get_mut(&sid) else {
-                return;
-            };
+            // Kept for retransmissions (in a buffer of the pool, while the entry is held); a
+            // terminated transaction is removed below.
+            let copy = super::pool_copy(&mut self.buffers, &bytes);
             if let Some(earlier) = entry.last_response.replace(copy) {
-                self.recycle(earlier);
+                super::pool_recycle(&mut self.buffers, earlier);
             }
         }
-        let Some(entry) = self.servers.get_mut(&sid) else {
-            return;
-        };
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
         // The session is read (a copy of its id) only where a failure may end it.

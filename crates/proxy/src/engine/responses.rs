@@ -45,7 +45,9 @@ impl Proxy {
         let action = entry.tx.on_response(code, now);
         let purpose = entry.purpose;
         let terminated = entry.tx.state() == crate::transaction::ClientState::Terminated;
-        self.sync_client_timers(cid);
+        // `sync_client_timers`, from the entry in hand.
+        let next = entry.tx.timers().next().map(|(_, at)| at);
+        self.rearm(TimerKey::Client(cid), next);
         if matches!(action, ClientAction::PassUpAndAck | ClientAction::AckAgain) {
             self.send_hop_ack(cid, m);
         }
