@@ -430,28 +430,6 @@ struct ClientEntry {
     purpose: ClientPurpose,
 }
 
-/// [`Proxy::recycle`] on the pool alone: for a caller that holds an entry of another table.
-fn pool_recycle(buffers: &mut Vec<Vec<u8>>, bytes: Vec<u8>) {
-    if buffers.len() < BUFFERS_KEPT && bytes.capacity() <= BUFFER_KEPT_SIZE {
-        buffers.push(bytes);
-    }
-}
-
-/// [`Proxy::buffer`] on the pool alone.
-fn pool_buffer(buffers: &mut Vec<Vec<u8>>, room: usize) -> Vec<u8> {
-    let mut buffer = buffers.pop().unwrap_or_default();
-    buffer.clear();
-    buffer.reserve(room);
-    buffer
-}
-
-/// [`Proxy::copy_of`] on the pool alone.
-fn pool_copy(buffers: &mut Vec<Vec<u8>>, bytes: &[u8]) -> Vec<u8> {
-    let mut copy = pool_buffer(buffers, bytes.len());
-    copy.extend_from_slice(bytes);
-    copy
-}
-
 /// The SIP proxy core.
 ///
 /// # Contract
@@ -835,17 +813,24 @@ impl Proxy {
     /// message into it instead of allocating. Optional; a shell that drops its transmits
     /// costs an allocation per message.
     pub fn recycle(&mut self, bytes: Vec<u8>) {
-        pool_recycle(&mut self.buffers, bytes);
+        if self.buffers.len() < BUFFERS_KEPT && bytes.capacity() <= BUFFER_KEPT_SIZE {
+            self.buffers.push(bytes);
+        }
     }
 
     /// An empty buffer with room for `room` bytes: a recycled one when there is one.
     fn buffer(&mut self, room: usize) -> Vec<u8> {
-        pool_buffer(&mut self.buffers, room)
+        let mut buffer = self.buffers.pop().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve(room);
+        buffer
     }
 
     /// A copy of `bytes` in a [`Proxy::buffer`].
     fn copy_of(&mut self, bytes: &[u8]) -> Vec<u8> {
-        pool_copy(&mut self.buffers, bytes)
+        let mut copy = self.buffer(bytes.len());
+        copy.extend_from_slice(bytes);
+        copy
     }
 
     /// The next connection or association to end gracefully.

@@ -738,13 +738,18 @@ impl Proxy {
         }
         let terminated = entry.tx.state() == ServerState::Terminated;
         if !terminated {
-            // Kept for retransmissions (in a buffer of the pool, while the entry is held); a
-            // terminated transaction is removed below.
-            let copy = super::pool_copy(&mut self.buffers, &bytes);
+            // Kept for retransmissions; a terminated transaction is removed below.
+            let copy = self.copy_of(&bytes);
+            let Some(entry) = self.servers.get_mut(&sid) else {
+                return;
+            };
             if let Some(earlier) = entry.last_response.replace(copy) {
-                super::pool_recycle(&mut self.buffers, earlier);
+                self.recycle(earlier);
             }
         }
+        let Some(entry) = self.servers.get_mut(&sid) else {
+            return;
+        };
         let to = entry.source;
         // `sync_server_timers` below, read from the entry in hand (nothing after this point
         // moves the transaction's timers).
