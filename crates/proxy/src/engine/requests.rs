@@ -751,9 +751,6 @@ impl Proxy {
             return;
         };
         let to = entry.source;
-        // `sync_server_timers` below, read from the entry in hand (nothing after this point
-        // moves the transaction's timers).
-        let next = entry.tx.timers().next().map(|(_, at)| at);
         let invite = entry.tx.class() == TxClass::Invite;
         // The session is read (a copy of its id) only where a failure may end it.
         let dialog = (invite && code >= 300)
@@ -774,7 +771,7 @@ impl Proxy {
         if terminated {
             self.remove_server(sid);
         } else {
-            self.rearm(TimerKey::Server(sid), next);
+            self.sync_server_timers(sid);
         }
     }
 

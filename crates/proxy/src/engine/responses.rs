@@ -45,9 +45,7 @@ impl Proxy {
         let action = entry.tx.on_response(code, now);
         let purpose = entry.purpose;
         let terminated = entry.tx.state() == crate::transaction::ClientState::Terminated;
-        // `sync_client_timers`, from the entry in hand.
-        let next = entry.tx.timers().next().map(|(_, at)| at);
-        self.rearm(TimerKey::Client(cid), next);
+        self.sync_client_timers(cid);
         if matches!(action, ClientAction::PassUpAndAck | ClientAction::AckAgain) {
             self.send_hop_ack(cid, m);
         }
