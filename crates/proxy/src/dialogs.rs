@@ -352,16 +352,22 @@ fn aor_key(aor: &str) -> u64 {
 /// [`aor_key`] of `aor_of(uri)`, without building that string: the index reads it at every
 /// change of a dialog. The same bytes, one at a time, in the same order.
 fn uri_aor_key(uri: &str) -> u64 {
-    let mut h = ByteHasher(hasher(KeyKind::Aor));
     match Uri::parse(uri) {
-        // Hashing cannot fail.
-        Ok(u) => {
-            let _ = u.write_aor_key(&mut h);
-        }
+        Ok(u) => parsed_aor_key(&u),
         Err(_) => {
+            let mut h = ByteHasher(hasher(KeyKind::Aor));
+            // Hashing cannot fail.
             let _ = std::fmt::Write::write_str(&mut h, uri);
+            h.0.finish()
         }
     }
+}
+
+/// [`uri_aor_key`] of a URI already parsed.
+fn parsed_aor_key(u: &Uri<'_>) -> u64 {
+    let mut h = ByteHasher(hasher(KeyKind::Aor));
+    // Hashing cannot fail.
+    let _ = u.write_aor_key(&mut h);
     h.0.finish()
 }
 
@@ -373,6 +379,17 @@ struct ByteHasher(KeyHasher);
 impl std::fmt::Write for ByteHasher {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.write(s.as_bytes());
+        Ok(())
+    }
+
+    /// The character's UTF-8 bytes, as `write_str` of it hashes them: the key writers
+    /// lower-case and decode a character at a time, and the default goes through a buffer
+    /// and `write_str` for each.
+    fn write_char(&mut self, c: char) -> std::fmt::Result {
+        match u8::try_from(c) {
+            Ok(byte) if byte.is_ascii() => self.0.write_u8(byte),
+            _ => self.0.write(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
         Ok(())
     }
 }
@@ -387,6 +404,14 @@ fn remote_key(remote: SocketAddr) -> u64 {
 /// lower-cased, its user as is, its port with 5060 for none; the text itself when it does not
 /// parse (an unparsable contact is only ever the same as itself).
 fn contact_key(contact: &str) -> u64 {
+    match Uri::parse(contact) {
+        Ok(u) => parsed_contact_key(&u),
+        Err(_) => text_key(KeyKind::ContactText, contact),
+    }
+}
+
+/// [`contact_key`] of a URI already parsed.
+fn parsed_contact_key(u: &Uri<'_>) -> u64 {
     let lower = |h: &mut KeyHasher, s: &str| {
         // Lower-cased a piece at a time: the hasher streams, so the pieces hash as the whole.
         let mut piece = [0u8; 64];
@@ -398,16 +423,44 @@ fn contact_key(contact: &str) -> u64 {
         }
         h.write_u8(0xff);
     };
-    match Uri::parse(contact) {
-        Ok(u) => {
-            let mut h = hasher(KeyKind::ContactUri);
-            lower(&mut h, u.scheme().as_str());
-            u.user().hash(&mut h);
-            lower(&mut h, host_text(&u));
-            h.write_u16(u.port().unwrap_or(5060));
-            h.finish()
+    let mut h = hasher(KeyKind::ContactUri);
+    lower(&mut h, u.scheme().as_str());
+    u.user().hash(&mut h);
+    lower(&mut h, host_text(u));
+    h.write_u16(u.port().unwrap_or(5060));
+    h.finish()
+}
+
+/// The caller's index keys of a new session, derived by whoever read its texts from a message
+/// and has their URIs parsed already (the From URI and the first Contact of an INVITE), so
+/// the table does not parse them again: what [`PartyKeys::of`] would derive from
+/// `caller.contact` and `caller.uri`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallerKeys {
+    contact: Option<u64>,
+    uri: Option<u64>,
+}
+
+impl CallerKeys {
+    /// The keys of a caller whose contact and identity are these URIs (each exactly what
+    /// parsing its party's text gives).
+    pub fn of(contact: Option<&Uri<'_>>, uri: &Uri<'_>) -> CallerKeys {
+        CallerKeys {
+            contact: contact.map(parsed_contact_key),
+            uri: Some(parsed_aor_key(uri)),
         }
-        Err(_) => text_key(KeyKind::ContactText, contact),
+    }
+
+    /// A memo holding these keys for `d`'s caller texts.
+    fn memo(self, d: &Dialog) -> KeyMemo {
+        let mut memo = KeyMemo::default();
+        if let (Some(key), Some(text)) = (self.contact, &d.caller.contact) {
+            memo.0[0] = Some((text.clone(), key));
+        }
+        if let Some(key) = self.uri {
+            memo.0[1] = Some((d.caller.uri.clone(), key));
+        }
+        memo
     }
 }
 
@@ -609,7 +662,7 @@ impl DialogCounts {
 
 impl DialogTable {
     /// Puts a dialog in, replacing any with its key, keeping the counts.
-    fn put(&mut self, dialog: Dialog, started: Instant) {
+    fn put(&mut self, dialog: Dialog, started: Instant, known: CallerKeys) {
         let hash = self.hasher.hash_one(&dialog.id);
         if let Some(entry) = self.dialogs.find_mut(hash, |e| e.dialog.id == dialog.id) {
             // Put again (a peer's or the twin's record of it): replaced in place, in its slot
@@ -630,7 +683,7 @@ impl DialogTable {
         self.counts.add(dialog.state);
         let slot = self.next_slot;
         self.next_slot += 1;
-        let mut memo = KeyMemo::default();
+        let mut memo = known.memo(&dialog);
         let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
         self.index.slots.insert(slot, hash);
@@ -683,8 +736,18 @@ impl DialogTable {
     /// Starts tracking a session in the early state; the change record unless snapshots are
     /// off.
     pub fn insert(&mut self, dialog: Dialog, now: Instant) -> Option<DialogChange> {
+        self.insert_known(dialog, now, CallerKeys::default())
+    }
+
+    /// As [`insert`](Self::insert), with the caller's index keys `known` already.
+    pub fn insert_known(
+        &mut self,
+        dialog: Dialog,
+        now: Instant,
+        known: CallerKeys,
+    ) -> Option<DialogChange> {
         let change = (!self.no_snapshots).then(|| DialogChange::Upsert(dialog.id.clone()));
-        self.put(dialog, now);
+        self.put(dialog, now, known);
         change
     }
 
@@ -705,7 +768,7 @@ impl DialogTable {
         match change {
             DialogRecordChange::Upsert(record) => {
                 let (dialog, started) = record.into_dialog(now);
-                self.put(dialog, started);
+                self.put(dialog, started, CallerKeys::default());
             }
             DialogRecordChange::Remove(id) => {
                 self.take(&id);
@@ -996,6 +1059,67 @@ mod tests {
             "x",
         ] {
             assert_eq!(uri_aor_key(uri), aor_key(&aor_of(uri)), "{uri:?}");
+        }
+    }
+
+    /// The keys a caller derives from URIs parsed in a name-addr are the ones the table
+    /// derives from their texts, and a session put in with them is indexed as one without.
+    #[test]
+    fn caller_keys_from_parsed_uris_are_the_tables() {
+        let t0 = Instant::now();
+        for (contact, from) in [
+            (
+                "<sip:alice@192.0.2.1:5062>",
+                "<sip:alice@example.com>;tag=1",
+            ),
+            (
+                "<SIP:Alice@EXAMPLE.com;transport=tcp>",
+                "\"A\" <sips:a%62c@Example.COM:5071>",
+            ),
+            ("sip:a:pw@[2001:db8::1]:5060;x=y", "sip:b@host;user=phone"),
+            ("<sip:host-only>", "<tel:+15550001>"),
+            ("<sip:a@x?subject=hi>", "<sip:%41@x>"),
+        ] {
+            let contact = sip::NameAddr::parse(contact, "Contact").unwrap();
+            let from = sip::NameAddr::parse(from, "From").unwrap();
+            let known = CallerKeys::of(Some(&contact.uri()), &from.uri());
+            assert_eq!(known.contact, Some(contact_key(contact.uri().as_str())));
+            assert_eq!(known.uri, Some(uri_aor_key(from.uri().as_str())));
+            let mut caller = party(Realm::Access);
+            caller.uri = from.uri().as_str().into();
+            caller.contact = Some(contact.uri().as_str().into());
+            let dialog = Dialog {
+                id: DialogId {
+                    call_id: "c".into(),
+                    caller_tag: "ft".into(),
+                    caller_realm: Realm::Access,
+                },
+                state: DialogState::Early,
+                caller,
+                callee: party(Realm::Core),
+                priority: false,
+            };
+            let (mut plain, mut seeded) = (DialogTable::default(), DialogTable::default());
+            plain.insert(dialog.clone(), t0);
+            seeded.insert_known(dialog.clone(), t0, known);
+            let keys = |t: &DialogTable| t.entry(&dialog.id).map(|e| e.keys);
+            assert_eq!(keys(&plain), keys(&seeded));
+            assert!(keys(&plain).is_some_and(|k| k.access[0].is_some()));
+        }
+    }
+
+    /// A character written hashes as its text written does, ASCII or not.
+    #[test]
+    fn chars_hash_as_their_text() {
+        use std::fmt::Write as _;
+        for text in ["sip:alice@example.com", "é", "a\u{10348}z", ""] {
+            let mut by_char = ByteHasher(hasher(KeyKind::Aor));
+            for c in text.chars() {
+                by_char.write_char(c).unwrap();
+            }
+            let mut by_text = ByteHasher(hasher(KeyKind::Aor));
+            by_text.write_str(text).unwrap();
+            assert_eq!(by_char.0.finish(), by_text.0.finish(), "{text:?}");
         }
     }
 

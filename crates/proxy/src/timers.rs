@@ -12,6 +12,7 @@
 //! `(deadline, key)`, as when the table was a sorted set of those pairs.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::BinaryHeap;
 
 use crate::hash::IdMap;
@@ -21,13 +22,21 @@ use std::time::Instant;
 /// Below this many heap entries, stale ones are left for the top to drop.
 const REBUILD_FLOOR: usize = 64;
 
+/// Where the ticks of the deadlines at or after the table's base start (see [`TimerTable::tick`]).
+const TICK_ZERO: u64 = 1 << 63;
+
 /// Deadlines by key. The keys are the proxy's own (transaction ids), so the key map hashes
 /// them with [`IdMap`]'s multiply.
 #[derive(Debug)]
 pub struct TimerTable<K> {
-    /// Every armed deadline, and the stale ones of keys moved or cancelled since.
-    heap: BinaryHeap<Reverse<(Instant, K)>>,
-    by_key: IdMap<K, Instant>,
+    /// Every armed deadline, and the stale ones of keys moved or cancelled since, as ticks:
+    /// a number per deadline instead of an `Instant` (seconds and nanoseconds), so the heap
+    /// moves and compares smaller entries (most of what arming and firing cost).
+    heap: BinaryHeap<Reverse<(u64, K)>>,
+    /// The truth: each armed key's deadline, and its tick.
+    by_key: IdMap<K, (Instant, u64)>,
+    /// What the ticks count from: the first deadline ever set.
+    base: Option<Instant>,
 }
 
 impl<K: Ord> Default for TimerTable<K> {
@@ -35,15 +44,46 @@ impl<K: Ord> Default for TimerTable<K> {
         TimerTable {
             heap: BinaryHeap::new(),
             by_key: IdMap::default(),
+            base: None,
         }
     }
 }
 
 impl<K: Ord + Hash + Copy> TimerTable<K> {
+    /// `at` as a tick: nanoseconds from the base, offset by [`TICK_ZERO`] so an instant before
+    /// the base orders before it. In the order of the instants, and one tick per instant for
+    /// the 292 years either side of the base that an `i64` of nanoseconds spans (beyond, the
+    /// ticks saturate: such deadlines would fire in the order they were read, never too soon).
+    fn tick(&self, at: Instant) -> u64 {
+        tick_from(self.base.unwrap_or(at), at)
+    }
+
+    /// Arms `key` at `at` unless it is armed there already: [`set`](Self::set) after a
+    /// [`get`](Self::get) that differs, in one lookup of the key.
+    pub fn set_unless_at(&mut self, key: K, at: Instant) {
+        let base = *self.base.get_or_insert(at);
+        match self.by_key.entry(key) {
+            Entry::Occupied(armed) if armed.get().0 == at => {}
+            Entry::Occupied(mut armed) => {
+                let tick = tick_from(base, at);
+                armed.insert((at, tick));
+                self.heap.push(Reverse((tick, key)));
+                self.drop_stale();
+            }
+            Entry::Vacant(slot) => {
+                let tick = tick_from(base, at);
+                slot.insert((at, tick));
+                self.heap.push(Reverse((tick, key)));
+            }
+        }
+    }
+
     /// Arms `key` at `at`, replacing any earlier deadline for it.
     pub fn set(&mut self, key: K, at: Instant) {
-        let old = self.by_key.insert(key, at);
-        self.heap.push(Reverse((at, key)));
+        self.base.get_or_insert(at);
+        let tick = self.tick(at);
+        let old = self.by_key.insert(key, (at, tick));
+        self.heap.push(Reverse((tick, key)));
         if old.is_some() {
             self.drop_stale();
         }
@@ -58,18 +98,19 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
 
     /// The deadline of `key`, if armed.
     pub fn get(&self, key: K) -> Option<Instant> {
-        self.by_key.get(&key).copied()
+        self.by_key.get(&key).map(|(at, _)| *at)
     }
 
-    /// The earliest deadline.
+    /// The earliest deadline (the top of the heap is never stale).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        let Reverse((_, key)) = self.heap.peek()?;
+        self.get(*key)
     }
 
     /// Removes and returns one key whose deadline is at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: Instant) -> Option<K> {
-        let &Reverse((at, key)) = self.heap.peek()?;
-        if at > now {
+        let &Reverse((tick, key)) = self.heap.peek()?;
+        if tick > self.tick(now) {
             return None;
         }
         self.heap.pop();
@@ -84,12 +125,12 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
             self.heap = self
                 .by_key
                 .iter()
-                .map(|(key, at)| Reverse((*at, *key)))
+                .map(|(key, (_, tick))| Reverse((*tick, *key)))
                 .collect();
             return;
         }
-        while let Some(&Reverse((at, key))) = self.heap.peek() {
-            if self.by_key.get(&key) == Some(&at) {
+        while let Some(&Reverse((tick, key))) = self.heap.peek() {
+            if self.by_key.get(&key).is_some_and(|(_, t)| *t == tick) {
                 return;
             }
             self.heap.pop();
@@ -121,6 +162,15 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
     }
 }
 
+/// [`TimerTable::tick`] with `base` the table's base.
+fn tick_from(base: Instant, at: Instant) -> u64 {
+    let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match at.checked_duration_since(base) {
+        Some(after) => TICK_ZERO.saturating_add(nanos(after).min(TICK_ZERO - 1)),
+        None => TICK_ZERO - nanos(base.duration_since(at)).min(TICK_ZERO),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,9 +193,46 @@ mod tests {
         assert_eq!(table.next_deadline(), None);
     }
 
+    /// Ticks keep the order of the instants on both sides of the base, and one tick is one
+    /// instant.
+    #[test]
+    fn ticks_order_as_instants_do() {
+        let t0 = Instant::now() + Duration::from_secs(1000);
+        let mut table = TimerTable::default();
+        table.set(0u32, t0);
+        let offsets = [
+            -999_000_000_001i64,
+            -1,
+            0,
+            1,
+            7,
+            1_000_000_000,
+            86_400_000_000_000,
+        ];
+        let at = |ns: i64| {
+            let d = Duration::from_nanos(ns.unsigned_abs());
+            if ns < 0 {
+                t0 - d
+            } else {
+                t0 + d
+            }
+        };
+        for w in offsets.windows(2) {
+            assert!(table.tick(at(w[0])) < table.tick(at(w[1])), "{w:?}");
+        }
+        assert_eq!(table.tick(t0), TICK_ZERO);
+        for (i, ns) in offsets.iter().enumerate() {
+            table.set(i as u32 + 1, at(*ns));
+        }
+        assert_eq!(table.next_deadline(), Some(at(offsets[0])));
+        assert_eq!(table.pop_due(at(-2)), Some(1));
+        assert_eq!(table.pop_due(at(-2)), None);
+        assert_eq!(table.pop_due(at(-1)), Some(2));
+    }
+
     /// The table against a sorted set of `(deadline, key)` pairs, the order it keeps: the same
-    /// next deadline after every step and the same keys fired in the same order, through moves,
-    /// cancels, re-arms at an old deadline and rebuilds.
+    /// next deadline after every step and the same keys fired in the same order, through moves
+    /// (`set` and `set_unless_at`), cancels, re-arms at an old deadline and rebuilds.
     #[test]
     fn fires_as_a_sorted_set_of_pairs_would() {
         use std::collections::{BTreeSet, HashMap};
@@ -164,13 +251,17 @@ mod tests {
         for _ in 0..20_000 {
             let key = (next() % 300) as u32;
             match next() % 4 {
-                0 | 1 => {
+                choice @ (0 | 1) => {
                     let at = now + Duration::from_millis(next() % 50);
                     if let Some(old) = armed.insert(key, at) {
                         model.remove(&(old, key));
                     }
                     model.insert((at, key));
-                    table.set(key, at);
+                    if choice == 0 {
+                        table.set(key, at);
+                    } else {
+                        table.set_unless_at(key, at);
+                    }
                 }
                 2 => {
                     if let Some(old) = armed.remove(&key) {

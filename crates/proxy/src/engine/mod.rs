@@ -1450,8 +1450,7 @@ impl Proxy {
     /// already.
     fn rearm(&mut self, key: TimerKey, at: Option<Instant>) {
         match at {
-            Some(at) if self.timers.get(key) == Some(at) => {}
-            Some(at) => self.timers.set(key, at),
+            Some(at) => self.timers.set_unless_at(key, at),
             None => self.timers.cancel(key),
         }
     }

@@ -6,7 +6,7 @@
 //! dialog's other party for in-dialog ones); and how it is edited on the way (Max-Forwards,
 //! our Route entries removed, Record-Route, received/rport, our Via).
 
-use crate::dialogs::{Dialog, DialogId, DialogState, Party, Side, Text};
+use crate::dialogs::{CallerKeys, Dialog, DialogId, DialogState, Party, Side, Text};
 use crate::drain::{self, DrainMethod, RequestFacts, Verdict};
 use crate::events::Event;
 use crate::msg::{self, aor_of, Message};
@@ -176,16 +176,35 @@ pub(super) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
 /// that makes them text.
 pub(super) fn decimal_bytes(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut at = buf.len();
-    loop {
+    // Two digits a division: a port takes three steps instead of five.
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        at -= 2;
+        buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        buf[at] = b'0' + n as u8;
     }
     &buf[at..]
 }
+
+/// `00`, `01`, ... `99`: the two digits of each number below a hundred.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
 
 /// [`decimal`] appended to `out`, a digit at a time.
 fn push_decimal(out: &mut String, n: u64) {
@@ -362,7 +381,11 @@ impl Proxy {
         }
 
         let request_uri = m.request_uri().unwrap_or_default();
-        let resource_priority = m.list("resource-priority");
+        let resource_priority: Vec<&str> = m
+            .sip
+            .list_items(HeaderName::ResourcePriority)
+            .map(|(_, item)| item)
+            .collect();
         let priority = drain::is_priority(request_uri, &resource_priority, &self.config.drain);
         // Whether a party is registered matters only to a new INVITE while draining (rules 1
         // and 3): online, an INVITE from a phone to the core looks nothing up.
@@ -729,7 +752,10 @@ impl Proxy {
         };
         let to = entry.source;
         let invite = entry.tx.class() == TxClass::Invite;
-        let dialog = entry.forward.as_ref().and_then(|f| f.dialog.clone());
+        // The session is read (a copy of its id) only where a failure may end it.
+        let dialog = (invite && code >= 300)
+            .then(|| entry.forward.as_ref().and_then(|f| f.dialog.clone()))
+            .flatten();
         if code >= 200 {
             if let Some(f) = entry.forward.as_mut() {
                 f.done = true;
@@ -1158,7 +1184,7 @@ impl Proxy {
         let Some((forward, source)) = self
             .servers
             .get(&sid)
-            .and_then(|e| Some((e.forward.clone()?, e.source)))
+            .and_then(|e| Some((Attempt::of(e.forward.as_ref()?), e.source)))
         else {
             return;
         };
@@ -1180,7 +1206,7 @@ impl Proxy {
             return;
         }
         let starts_dialog =
-            forward.method == "INVITE" && forward.record_route && forward.dialog.is_none();
+            forward.method == "INVITE" && forward.record_route && !forward.in_session;
         let caller_realm = self.realm_of(source.listener).unwrap_or(Realm::Access);
         let out = match live {
             Some(m) => self.buffer(m.sip.as_bytes().len() + OWN_LINES_ROOM),
@@ -1223,14 +1249,9 @@ impl Proxy {
                 via: Some(&scratch.via),
                 record_route: [outgoing, incoming],
             };
-            let bytes = self.forward_bytes(
-                m,
-                source,
-                forward.retarget.as_deref(),
-                &own,
-                &mut scratch.received,
-                out,
-            )?;
+            let retarget = entry.forward.as_ref().and_then(|f| f.retarget.as_deref());
+            let bytes =
+                self.forward_bytes(m, source, retarget, &own, &mut scratch.received, out)?;
             let dialog = starts_dialog
                 .then(|| {
                     let texts = &mut scratch.dialog_texts;
@@ -1271,7 +1292,7 @@ impl Proxy {
                     .set(TimerKey::TimerC(sid), self.now + self.config.timers.timer_c);
             }
             if forward.record_route {
-                self.track_invite(sid, dest, &forward, dialog);
+                self.track_invite(sid, dest, forward.priority, dialog);
             }
         }
     }
@@ -1297,25 +1318,35 @@ impl Proxy {
 
     /// Starts (or re-points) the session record of a proxied out-of-dialog INVITE: `dialog`
     /// is the record read from the request, for the first attempt.
-    fn track_invite(&mut self, sid: TxId, dest: Flow, forward: &Forward, dialog: Option<Dialog>) {
-        if let Some(id) = &forward.dialog {
+    fn track_invite(
+        &mut self,
+        sid: TxId,
+        dest: Flow,
+        priority: bool,
+        dialog: Option<(Dialog, CallerKeys)>,
+    ) {
+        let tracked = self
+            .servers
+            .get(&sid)
+            .and_then(|e| e.forward.as_ref()?.dialog.as_ref());
+        if let Some(id) = tracked {
             let change = self.dialogs.update(id, |d| d.callee.flow = dest);
             if let Some(change) = change {
                 self.emit_dialog(change);
             }
             return;
         }
-        let Some(dialog) = dialog else {
+        let Some((dialog, known)) = dialog else {
             return;
         };
         let id = dialog.id.clone();
-        if let Some(change) = self.dialogs.insert(dialog, self.now) {
+        if let Some(change) = self.dialogs.insert_known(dialog, self.now, known) {
             self.emit_dialog(change);
         }
         self.stats.calls_started += 1;
         self.events.push_back(Event::CallStarted {
             call_id: id.call_id.clone(),
-            priority: forward.priority,
+            priority,
         });
         if let Some(f) = self.servers.get_mut(&sid).and_then(|e| e.forward.as_mut()) {
             f.dialog = Some(id);
@@ -1323,8 +1354,33 @@ impl Proxy {
     }
 }
 
+/// What one attempt reads of its transaction's [`Forward`]: the few values, not a clone of
+/// the whole (its session id and shared edits are read where they are kept).
+struct Attempt {
+    method: Cow<'static, str>,
+    record_route: bool,
+    incoming: crate::transport::ListenerId,
+    /// Whether the request already belongs to a session (a later attempt of an INVITE).
+    in_session: bool,
+    priority: bool,
+    loop_hash: u64,
+}
+
+impl Attempt {
+    fn of(forward: &Forward) -> Attempt {
+        Attempt {
+            method: forward.method.clone(),
+            record_route: forward.record_route,
+            incoming: forward.incoming,
+            in_session: forward.dialog.is_some(),
+            priority: forward.priority,
+            loop_hash: forward.loop_hash,
+        }
+    }
+}
+
 /// The session record of an out-of-dialog INVITE `m` from `source`, sent on to `dest`: its
-/// texts are pieces of one allocation, written through `scratch`.
+/// texts are pieces of one allocation, written through `scratch`; with its caller's index keys.
 fn new_dialog(
     m: &Message<'_>,
     caller_realm: Realm,
@@ -1332,11 +1388,18 @@ fn new_dialog(
     dest: Flow,
     priority: bool,
     scratch: &mut String,
-) -> Option<Dialog> {
+) -> Option<(Dialog, CallerKeys)> {
     let (Some(from), Some(to), Some(call_id)) = (m.from(), m.to(), m.call_id()) else {
         return None;
     };
-    let contact = m.first_contact_uri();
+    let contact_uri = m.contacts().next().map(|c| c.uri());
+    let contact = contact_uri.as_ref().map(|u| u.as_str());
+    // Only an access-side party is indexed (by its contact and AoR): its keys come from the
+    // URIs parsed here rather than from parsing its texts again in the table.
+    let known = match caller_realm {
+        Realm::Access => CallerKeys::of(contact_uri.as_ref(), &from.uri()),
+        Realm::Core => CallerKeys::default(),
+    };
     let [call_id, caller_tag, caller_uri, caller_contact, callee_uri] = Text::joined(
         [
             call_id,
@@ -1347,7 +1410,7 @@ fn new_dialog(
         ],
         scratch,
     );
-    Some(Dialog {
+    let dialog = Dialog {
         id: DialogId {
             call_id,
             caller_tag: caller_tag.clone(),
@@ -1373,7 +1436,8 @@ fn new_dialog(
             route: Vec::new(),
         },
         priority,
-    })
+    };
+    Some((dialog, known))
 }
 
 impl Proxy {
@@ -1510,7 +1574,7 @@ mod tests {
 
     #[test]
     fn decimal_writes_what_to_string_writes() {
-        for n in [0, 7, 10, 5060, 65_535, u64::from(u32::MAX), u64::MAX] {
+        for n in (0..1_200).chain([5060, 10_000, 65_535, u64::from(u32::MAX), u64::MAX]) {
             assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
             assert_eq!(decimal_bytes(n, &mut [0; 20]), n.to_string().as_bytes());
             let mut pushed = String::from("x");

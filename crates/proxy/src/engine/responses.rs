@@ -317,11 +317,10 @@ impl Proxy {
             .map(|r| r.raw().to_owned())
             .collect();
         callee_route.reverse();
-        let was_early = self
-            .dialogs
-            .get(id)
-            .is_some_and(|d| d.state == DialogState::Early);
+        // Read in the update's own lookup of the session, not in one of its own.
+        let mut was_early = false;
         if let Some(change) = self.dialogs.update(id, |d| {
+            was_early = d.state == DialogState::Early;
             d.state = DialogState::Confirmed;
             // A copy only of what changed: the tag usually came with a provisional.
             if let Some(tag) = tag.filter(|t| d.callee.tag.as_deref() != Some(*t)) {
