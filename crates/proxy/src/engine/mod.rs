@@ -1435,9 +1435,7 @@ impl Proxy {
         match first {
             Some((timer, at)) if timer.is_lazy() => {
                 self.timers.cancel(key);
-                if self.lazy.get(key) != Some(at) {
-                    self.lazy.set(key, at);
-                }
+                self.lazy.set_unless_at(key, at);
             }
             other => {
                 self.lazy.cancel(key);
