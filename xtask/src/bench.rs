@@ -1,4 +1,4 @@
-//! `cargo xtask bench [parser|sip|flood|twin|core|scale|shards|boot]`: benchmarks, never timed assertions.
+//! `cargo xtask bench [parser|sip|flood|twin|core|daemon|scale|shards|boot]`: benchmarks, never timed assertions.
 //!
 //! - `bench` (or `bench parser`): our SIP parser and rsip on the same messages, side by side.
 //! - `bench sip`: SIPp UAC -> proxy -> SIPp UAS, through sbcd and through Kamailio, in one run.
@@ -10,6 +10,8 @@
 //!   cross-connect, in network namespaces.
 //! - `bench core`: the pure core's allocations and (callgrind) instructions per
 //!   INVITE-180-200-ACK-BYE-200 call, and the functions the instructions go to.
+//! - `bench daemon`: the whole sbcd's (callgrind) instructions per call under SIPp, and the
+//!   core's, the call log's and the sends' shares of them.
 //! - `bench scale`: the pure core's per-message latency empty and with 100 000 bindings and
 //!   20 000 dialogs, and the time of `show registrations` and `show calls` there.
 //! - `bench shards`: the pure core's throughput with 1, 2 and 4 shards on their own threads,
@@ -18,6 +20,7 @@
 
 mod bench_boot;
 mod bench_core;
+mod bench_daemon;
 mod bench_flood;
 mod bench_parser;
 mod bench_scale;
@@ -45,6 +48,8 @@ enum Bench {
     Twin(bench_twin::Args),
     /// The pure core's allocations and instructions per call.
     Core(bench_core::Args),
+    /// The whole daemon's instructions per call under SIPp.
+    Daemon(bench_daemon::Args),
     /// The pure core's per-message latency empty and with 100 000 bindings.
     Scale(bench_scale::Args),
     /// The pure core's throughput with 1, 2 and 4 shards.
@@ -61,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(Bench::Flood(a)) => bench_flood::run(a),
         Some(Bench::Twin(a)) => bench_twin::run(a),
         Some(Bench::Core(a)) => bench_core::run(a),
+        Some(Bench::Daemon(a)) => bench_daemon::run(a),
         Some(Bench::Scale(a)) => bench_scale::run(a),
         Some(Bench::Shards(a)) => bench_shards::run(a),
         Some(Bench::Boot(a)) => bench_boot::run(a),

@@ -130,12 +130,12 @@ impl Options {
 }
 
 /// A temporary directory for configs, logs and SIPp statistics, removed at the end.
-struct WorkDir {
-    path: PathBuf,
+pub(super) struct WorkDir {
+    pub(super) path: PathBuf,
 }
 
 impl WorkDir {
-    fn create() -> Result<WorkDir> {
+    pub(super) fn create() -> Result<WorkDir> {
         let path = std::env::temp_dir().join(format!("bench-sip-{}", std::process::id()));
         std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
         Ok(WorkDir { path })
@@ -455,7 +455,7 @@ pub(super) fn sipp(dir: &Path, scenario_file: &str, port: u16) -> Command {
 }
 
 /// Runs one rate step and returns SIPp's final statistics row.
-fn run_uac(
+pub(super) fn run_uac(
     dir: &Path,
     proxy_port: u16,
     rate: u32,
@@ -512,6 +512,19 @@ pub(super) fn start_sbcd(
     uas_port: u16,
     workers: u32,
 ) -> Result<Guard> {
+    start_sbcd_under(&[], bin, dir, access_port, uas_port, workers)
+}
+
+/// [`start_sbcd`], run by the command `under` (a program and its arguments, the sbcd binary and
+/// its own arguments after them; none: sbcd itself), as `bench daemon` runs it under valgrind.
+pub(super) fn start_sbcd_under(
+    under: &[String],
+    bin: &Path,
+    dir: &Path,
+    access_port: u16,
+    uas_port: u16,
+    workers: u32,
+) -> Result<Guard> {
     let core_port = free_port()?;
     let config = dir.join("sbc.toml");
     std::fs::write(
@@ -527,7 +540,15 @@ pub(super) fn start_sbcd(
             dir.join("state").display(),
         ),
     )?;
-    let mut child = Command::new(bin)
+    let mut command = match under.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    };
+    let mut child = command
         .arg("--config")
         .arg(&config)
         // Calls are logged at info; a benchmark measures the proxy, not its logging.
