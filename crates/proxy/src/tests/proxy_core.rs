@@ -747,12 +747,10 @@ fn a_buffer_given_back_carries_the_next_message_written() {
 #[test]
 fn a_buffer_far_larger_than_the_message_is_not_what_it_is_written_into() {
     let mut net = Net::standard();
-    let buffer = Vec::<u8>::with_capacity(16 * 1024);
-    let at = buffer.as_ptr();
-    net.proxy.recycle(buffer);
-    // What is written may be kept for 32 s by a transaction: not in 16 KB of room.
+    net.proxy.recycle(Vec::with_capacity(16 * 1024));
+    // What is written may be kept for 32 s by a transaction: not in 16 KB of room. (Not told
+    // by its address: the allocator may hand the freed block's start out again.)
     let answer = answer_options(&mut net, "not-recycled");
-    assert_ne!(answer.bytes.as_ptr(), at);
     assert!(
         answer.bytes.capacity() < 2048,
         "{}",
