@@ -17,7 +17,7 @@
 //! on a number. It installs `sip-tester` and `valgrind` when missing; sends only to 127.0.0.1.
 
 use super::bench_sip::{
-    build_sbcd, free_port, run_uac, sipp, start_sbcd_under, stat, wait_bound, Guard, WorkDir,
+    build_sbcd, free_port, run_uac, start_sbcd_under, start_uas, stat, Guard, WorkDir,
 };
 use crate::util;
 use anyhow::{bail, Context, Result};
@@ -118,14 +118,7 @@ fn one_run(sbcd: &Path, rate: u32, secs: u32, workers: u32) -> Result<Run> {
     let dir = &work.path;
     let uas_port = free_port()?;
     let proxy_port = free_port()?;
-    let mut uas = Guard::new(
-        sipp(dir, "uas_answer.xml", uas_port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start the SIPp UAS (sipp)")?,
-    );
-    wait_bound(uas_port, &mut uas.0, "SIPp UAS")?;
+    let _uas = start_uas(dir, uas_port)?;
     let profile = dir.join("callgrind.out");
     let valgrind = [
         "valgrind".to_string(),

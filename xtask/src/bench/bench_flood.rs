@@ -14,9 +14,7 @@
 //!
 //! A benchmark: it prints, it never fails on a number. Sends only to 127.0.0.0/8.
 
-use super::bench_sip::{
-    build_sbcd, free_port, last_stats_row, sipp, start_sbcd, stat, wait_bound, Guard,
-};
+use super::bench_sip::{build_sbcd, free_port, last_stats_row, sipp, start_sbcd, start_uas, stat};
 use crate::util;
 use anyhow::{bail, Context, Result};
 use std::net::{SocketAddr, UdpSocket};
@@ -128,14 +126,7 @@ pub fn run(args: Args) -> Result<()> {
 fn one_rate(sbcd_bin: &Path, sbcctl: &Path, dir: &Path, rate: u32, o: &Options) -> Result<Outcome> {
     let uas_port = free_port()?;
     let access_port = free_port()?;
-    let mut uas = Guard::new(
-        sipp(dir, "uas_answer.xml", uas_port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start the SIPp UAS (sipp)")?,
-    );
-    wait_bound(uas_port, &mut uas.0, "SIPp UAS")?;
+    let mut uas = start_uas(dir, uas_port)?;
     let mut sbcd = start_sbcd(
         sbcd_bin,
         dir,

@@ -242,14 +242,7 @@ fn bench_proxy(kind: &ProxyKind, options: &Options, work: &Path) -> Result<Proxy
     std::fs::create_dir_all(&dir)?;
     let uas_port = free_port()?;
     let proxy_port = free_port()?;
-    let mut uas = Guard::new(
-        sipp(&dir, "uas_answer.xml", uas_port)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start the SIPp UAS (sipp)")?,
-    );
-    wait_bound(uas_port, &mut uas.0, "SIPp UAS")?;
+    let mut uas = start_uas(&dir, uas_port)?;
 
     let mut proxy = match kind {
         ProxyKind::Sbcd(bin) => start_sbcd(bin, &dir, proxy_port, uas_port, options.workers)?,
@@ -442,6 +435,20 @@ impl Drop for Guard {
 
 fn scenario(name: &str) -> PathBuf {
     util::root().join("crates/sbcd/tests/scenarios").join(name)
+}
+
+/// SIPp answering every call (`uas_answer.xml`) on 127.0.0.1:`port`, once it is listening;
+/// stopped when the guard is dropped.
+pub(super) fn start_uas(dir: &Path, port: u16) -> Result<Guard> {
+    let mut uas = Guard::new(
+        sipp(dir, "uas_answer.xml", port)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the SIPp UAS (sipp)")?,
+    );
+    wait_bound(port, &mut uas.0, "SIPp UAS")?;
+    Ok(uas)
 }
 
 pub(super) fn sipp(dir: &Path, scenario_file: &str, port: u16) -> Command {
