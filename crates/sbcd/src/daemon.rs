@@ -483,17 +483,10 @@ fn start_shards(
     let now = Instant::now();
     engine.core.add_shards(now, map.clone());
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-    let timers = Arc::new(tokio::sync::Notify::new());
     let mut links = Vec::new();
     for k in 1..count {
         let shard = node::shards::Shard::new(config.clone(), k, map.clone(), initial, now);
-        let (link, worker) = crate::shard::pair(
-            k,
-            shard,
-            reports_tx.clone(),
-            Arc::clone(shared),
-            Arc::clone(&timers),
-        );
+        let (link, worker) = crate::shard::pair(k, shard, reports_tx.clone(), Arc::clone(shared));
         links.push(link);
         let core = (!sip_cores.is_empty()).then(|| sip_cores[k % sip_cores.len()]);
         spawn_shard(worker, core, Arc::clone(beats), first_beat + k - 1)?;
@@ -502,7 +495,6 @@ fn start_shards(
         links,
         map,
         reports: Some(reports_rx),
-        timers,
     })
 }
 

@@ -117,9 +117,9 @@ pub struct Engine {
 pub struct Shards {
     pub links: Vec<crate::shard::Link>,
     pub map: proxy::Shards,
-    pub reports: Option<mpsc::UnboundedReceiver<(usize, node::shards::ShardReport)>>,
-    /// A worker left its shard with a deadline the engine's timer must include.
-    pub timers: Arc<tokio::sync::Notify>,
+    /// Every shard's reports, and the notes of workers that left their shard with a
+    /// deadline the engine's timer must include.
+    pub reports: Option<mpsc::UnboundedReceiver<(usize, crate::shard::FromShard)>>,
 }
 
 impl Shards {
@@ -216,15 +216,13 @@ impl Engine {
                     }
                     self.flush();
                 }
-                // A worker is done with its shard, which has a deadline: the loop's top
-                // arms the timer for it.
-                () = self.shards.timers.notified() => {}
-                // The other shards' counts and records: a drain ends on them.
+                // The other shards' counts and records (a drain ends on them), and workers
+                // done with a shard that has a deadline (the loop's top arms the timer for it).
                 Some((shard, report)) = recv_unbounded(&mut shard_reports) => {
                     let now = Instant::now();
-                    self.core.handle_shard_report(now, shard, report);
+                    self.shard_report(now, shard, report);
                     while let Some(Ok((shard, report))) = shard_reports.as_mut().map(mpsc::UnboundedReceiver::try_recv) {
-                        self.core.handle_shard_report(now, shard, report);
+                        self.shard_report(now, shard, report);
                     }
                     self.flush();
                 }
@@ -299,6 +297,14 @@ impl Engine {
                     self.flush();
                 }
             }
+        }
+    }
+
+    /// What a shard told the engine: a report for the node; a deadline note needs nothing
+    /// here (the loop's top arms the timer).
+    fn shard_report(&mut self, now: Instant, shard: usize, report: crate::shard::FromShard) {
+        if let crate::shard::FromShard::Report(report) = report {
+            self.core.handle_shard_report(now, shard, report);
         }
     }
 

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use node::shards::{Shard, ShardCommand, ShardReport};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::sip_core::log_event;
 use crate::transport::{Inbound, Shared};
@@ -41,6 +41,21 @@ const BATCH: usize = 64;
 
 /// No deadline, in [`Cell::deadline`].
 const NONE: u64 = u64::MAX;
+
+/// What a shard tells the engine, on the one channel of every shard's.
+#[derive(Debug)]
+pub enum FromShard {
+    /// Counts and records for the node.
+    Report(ShardReport),
+    /// The worker let go of the shard with a deadline the engine must arm its timer for: the
+    /// engine left the shard's timers to the worker while it had work. A note on the channel
+    /// the engine already waits on, rather than a wake-up source of its own that every turn
+    /// of the engine's loop would poll.
+    Deadline,
+}
+
+/// The sending side of [`FromShard`]s, with the shard's index.
+pub type ReportSender = mpsc::UnboundedSender<(usize, FromShard)>;
 
 /// Work for a shard's worker, in the order the engine produced it.
 #[derive(Debug)]
@@ -67,7 +82,7 @@ struct Cell {
 struct Running {
     index: usize,
     shard: Shard,
-    reports: mpsc::UnboundedSender<(usize, ShardReport)>,
+    reports: ReportSender,
     transports: Arc<Shared>,
 }
 
@@ -84,18 +99,18 @@ pub struct Worker {
     pub index: usize,
     cell: Arc<Cell>,
     work: mpsc::UnboundedReceiver<Work>,
-    /// Tells the engine a deadline it did not know of: set after a batch.
-    timers: Arc<Notify>,
+    /// Tells the engine a deadline it did not know of ([`FromShard::Deadline`]), after a
+    /// batch.
+    reports: ReportSender,
 }
 
-/// A shard and the engine's link to it; `reports` is the engine's one receiver of every
-/// shard's reports, `timers` wakes the engine when a worker leaves the shard with a deadline.
+/// A shard and the engine's link to it; `reports` goes to the engine's one receiver of every
+/// shard's reports (and of the workers' deadline notes).
 pub fn pair(
     index: usize,
     shard: Shard,
-    reports: mpsc::UnboundedSender<(usize, ShardReport)>,
+    reports: ReportSender,
     transports: Arc<Shared>,
-    timers: Arc<Notify>,
 ) -> (Link, Worker) {
     let epoch = Instant::now();
     let cell = Arc::new(Cell {
@@ -103,7 +118,7 @@ pub fn pair(
         shard: Mutex::new(Running {
             index,
             shard,
-            reports,
+            reports: reports.clone(),
             transports,
         }),
         pending: AtomicUsize::new(0),
@@ -123,7 +138,7 @@ pub fn pair(
             index,
             cell,
             work,
-            timers,
+            reports,
         },
     )
 }
@@ -194,7 +209,11 @@ impl Running {
             self.transports.close(&c);
         }
         while let Some(report) = self.shard.poll_report() {
-            if self.reports.send((self.index, report)).is_err() {
+            if self
+                .reports
+                .send((self.index, FromShard::Report(report)))
+                .is_err()
+            {
                 tracing::error!(shard = self.index, "the SIP engine has stopped");
             }
         }
@@ -321,8 +340,14 @@ impl Worker {
             }
             // The engine left this shard's timers to the worker while it had work: it must
             // look at them again.
-            if self.cell.pending.load(Ordering::Acquire) == 0 && self.cell.deadline().is_some() {
-                self.timers.notify_one();
+            if self.cell.pending.load(Ordering::Acquire) == 0
+                && self.cell.deadline().is_some()
+                && self
+                    .reports
+                    .send((self.index, FromShard::Deadline))
+                    .is_err()
+            {
+                return;
             }
         }
     }
@@ -334,7 +359,7 @@ mod tests {
     use crate::transport::{self, Limits};
     use std::time::Duration;
 
-    fn link() -> (Link, Worker, mpsc::UnboundedReceiver<(usize, ShardReport)>) {
+    fn link() -> (Link, Worker, mpsc::UnboundedReceiver<(usize, FromShard)>) {
         let (inbound, _) = mpsc::channel(1);
         let (_, serving) = tokio::sync::watch::channel(true);
         let limits = Limits::no_streams();
@@ -348,7 +373,7 @@ mod tests {
             now,
         );
         let (reports_tx, reports) = mpsc::unbounded_channel();
-        let (link, worker) = pair(1, shard, reports_tx, shared, Arc::new(Notify::new()));
+        let (link, worker) = pair(1, shard, reports_tx, shared);
         (link, worker, reports)
     }
 

@@ -133,6 +133,12 @@ fn one_run(sbcd: &Path, rate: u32, secs: u32, workers: u32) -> Result<Run> {
         .with_context(|| format!("callgrind wrote no {}", profile.display()))?;
     let total = totals(&text).context("no totals in callgrind's output")?;
     let parts = inclusive(&profile)?;
+    // Kept beside `bench core`'s, for reading with callgrind_annotate: the difference of the
+    // two runs' self costs by function is what a call costs where.
+    let out = util::root().join("out/bench");
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let kept = out.join(format!("callgrind.daemon.{secs}.out"));
+    std::fs::copy(&profile, &kept).with_context(|| format!("copy to {}", kept.display()))?;
     eprintln!("bench daemon: {secs} s: {calls} calls, {total} instructions");
     Ok(Run {
         calls,
