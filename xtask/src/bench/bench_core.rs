@@ -21,6 +21,11 @@
 //!   and the top 10 by self Ir, so the cost can be found; their Ir per call is the run's Ir
 //!   divided by all the calls it made (warm-up included).
 //!
+//! - What any proxy of this box spends on the same call whatever its parser
+//!   (`crates/proxy/benches/call_floor.rs`, once under callgrind): the UTF-8 check and the
+//!   line ends of the six messages received, the Record-Route token's MAC, writing the seven
+//!   sent; beside them, what the `sip` crate's parse and validation of the six cost today.
+//!
 //! Issue 15's goal: at most 20 000 instructions and 10 allocations per call. A benchmark: it
 //! prints (and writes one JSON line to `out/bench/core.json`), it never fails on a number.
 //! Callgrind's output files stay in `out/bench/` (`callgrind.core_call.K.out`,
@@ -105,6 +110,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         figures.push(measure(&bench, name, &out_dir, &run)?);
     }
+    let floor = measure_floor(&out_dir)?;
     let all_calls = (warmup + k2) as f64;
 
     println!();
@@ -137,6 +143,18 @@ pub fn run(args: Args) -> Result<()> {
             "  {core}: Ir {} with {k1} calls, {} with {k2}; {} failed calls in the allocation run ({name})",
             f.totals[0], f.totals[1], f.failed
         );
+    }
+    println!();
+    println!(
+        "what any parser spends on the same call (call_floor: {} messages received, {} bytes; {} sent, {} bytes), instructions per call:",
+        floor.received, floor.received_bytes, floor.sent, floor.sent_bytes
+    );
+    for (label, ir) in &floor.parts {
+        println!("  {label:<52}{ir:>8.0}");
+    }
+    println!("  {:<52}{:>8.0}", "the four together", floor.sum());
+    for (label, ir) in &floor.today {
+        println!("  {label:<52}{ir:>8.0}");
     }
     for ((_, _, core), f) in CORES.iter().zip(&figures) {
         for (title, rows) in [
@@ -189,8 +207,15 @@ pub fn run(args: Args) -> Result<()> {
     };
     // The proxy's figures stay at the top level, as before; the node's beside them.
     let proxy_json = core_json(p);
+    let floor_json = floor
+        .parts
+        .iter()
+        .chain(&floor.today)
+        .map(|(label, ir)| format!("\"{}\":{ir:.0}", json_escape(label)))
+        .collect::<Vec<_>>()
+        .join(",");
     let json = format!(
-        "{{\"bench\":\"core\",\"calls\":{calls},\"warmup\":{warmup},\"step_ms\":{step_ms},\"k1\":{k1},\"k2\":{k2},{},\"node\":{}}}\n",
+        "{{\"bench\":\"core\",\"calls\":{calls},\"warmup\":{warmup},\"step_ms\":{step_ms},\"k1\":{k1},\"k2\":{k2},{},\"node\":{},\"floor\":{{{floor_json}}}}}\n",
         &proxy_json[1..proxy_json.len() - 1],
         core_json(n),
     );
@@ -198,6 +223,96 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::write(&path, json).with_context(|| format!("write {}", path.display()))?;
     println!("\nwrote {}", path.display());
     Ok(())
+}
+
+/// What the call costs whatever the parser (`call_floor`), per call.
+struct Floor {
+    received: u64,
+    received_bytes: u64,
+    sent: u64,
+    sent_bytes: u64,
+    /// The parts no design avoids.
+    parts: Vec<(&'static str, f64)>,
+    /// What the `sip` crate spends today, for comparison.
+    today: Vec<(&'static str, f64)>,
+}
+
+impl Floor {
+    fn sum(&self) -> f64 {
+        self.parts.iter().map(|(_, ir)| ir).sum()
+    }
+}
+
+/// Runs `call_floor` once under callgrind and reads each part's inclusive Ir.
+fn measure_floor(out_dir: &Path) -> Result<Floor> {
+    const REPS: u64 = 1000;
+    let bench = build_bench_in("proxy", "call_floor")?;
+    let file = out_dir.join("callgrind.call_floor.out");
+    eprintln!(
+        "bench core: call_floor under callgrind -> {}",
+        file.display()
+    );
+    let output = Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg(format!("--callgrind-out-file={}", file.display()))
+        .arg(&bench)
+        .env("CALL_FLOOR_REPS", REPS.to_string())
+        .output()
+        .context("run valgrind")?;
+    if !output.status.success() {
+        bail!(
+            "valgrind call_floor failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("call_floor printed no RESULT line")?;
+    let field = |name: &str| -> Result<u64> {
+        result
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {name} in `{result}`"))
+    };
+    let rows = annotate(&file, true)?;
+    // A function's Ir is split by the files inlined into it; the largest row is the whole.
+    let ir = |function: &str| {
+        let wanted = format!("call_floor::{function}");
+        rows.iter()
+            .filter(|r| r.function == wanted)
+            .map(|r| r.ir)
+            .max()
+            .map(|ir| ir as f64 / REPS as f64)
+            .with_context(|| format!("no {wanted} in callgrind's profile"))
+    };
+    Ok(Floor {
+        received: field("received")?,
+        received_bytes: field("received_bytes")?,
+        sent: field("sent")?,
+        sent_bytes: field("sent_bytes")?,
+        parts: vec![
+            ("UTF-8 check of what is received", ir("part_utf8")?),
+            (
+                "line ends of what is received (memchr)",
+                ir("part_line_ends")?,
+            ),
+            (
+                "Record-Route token MAC (HMAC-SHA256)",
+                ir("part_route_mac")?,
+            ),
+            ("writing what is sent (one copy each)", ir("part_write")?),
+        ],
+        today: vec![
+            ("today: sip parse of what is received", ir("sip_parse")?),
+            (
+                "today: sip parse and validation of what is received",
+                ir("sip_parse_validate")?,
+            ),
+        ],
+    })
 }
 
 /// What one bench binary is run with.
