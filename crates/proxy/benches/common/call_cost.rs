@@ -31,6 +31,9 @@ struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static REALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes held now by everyone (the bench's own included), counted always: what the core
+/// keeps shows as the difference between two moments with the same bench state.
+static HELD: AtomicU64 = AtomicU64::new(0);
 
 fn count(calls: &AtomicU64, bytes: usize) {
     if COUNTING.load(Ordering::Relaxed) {
@@ -41,6 +44,7 @@ fn count(calls: &AtomicU64, bytes: usize) {
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size() as u64, Ordering::Relaxed);
         count(&ALLOCS, layout.size());
         // SAFETY: the caller's contract for `alloc` (a layout of non-zero size) is passed on
         // unchanged to the system allocator.
@@ -48,12 +52,14 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size() as u64, Ordering::Relaxed);
         count(&ALLOCS, layout.size());
         // SAFETY: as for `alloc`: the caller's layout goes unchanged to the system allocator.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HELD.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: `ptr` was allocated by `System` (every allocation here is) with `layout`,
         // as the caller guarantees.
         unsafe { System.dealloc(ptr, layout) }
@@ -61,6 +67,8 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(&REALLOCS, new_size);
+        HELD.fetch_add(new_size as u64, Ordering::Relaxed);
+        HELD.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: `ptr` was allocated by `System` with `layout` and `new_size` is valid, as the
         // caller guarantees; passed on unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -101,10 +109,12 @@ pub fn run<C: Core>(mut driver: Driver<C>, what: &str, counts: impl Fn(&C) -> pr
     let step = Duration::from_millis(env_u64("CORE_BENCH_STEP_MS", 100));
 
     let warm_failed = run_calls(&mut driver, 0, warmup, step);
+    let held_before = HELD.load(Ordering::Relaxed);
     let probes_before = driver.probes;
     let before = snapshot();
     let failed = run_calls(&mut driver, warmup, calls, step);
     let after = snapshot();
+    let held_after = HELD.load(Ordering::Relaxed);
     let per = |a: u64, b: u64| (b - a) as f64 / f64::from(calls);
     let allocs = per(before.0, after.0);
     let reallocs = per(before.1, after.1);
@@ -123,11 +133,19 @@ pub fn run<C: Core>(mut driver: Driver<C>, what: &str, counts: impl Fn(&C) -> pr
         "after the run: {} active sessions, {} bindings",
         counts.active_sessions, counts.registrations
     );
+    // A core that forgets what it is done with holds as much after the measured calls as
+    // after the warm-up (its tables full of ended transactions at both moments): growth
+    // per call here is what it never gives back.
+    println!(
+        "heap held: {held_before} bytes after the warm-up, {held_after} after the measured calls ({:+.2} per measured call)",
+        (held_after as f64 - held_before as f64) / f64::from(calls)
+    );
     println!("per call, counted only inside the core:");
     println!("  allocations  {allocs:>10.2}");
     println!("  reallocations{reallocs:>10.2}");
     println!("  bytes        {bytes:>10.1}");
     println!(
-        "RESULT calls={calls} warmup={warmup} failed={failed} allocs_per_call={allocs:.3} reallocs_per_call={reallocs:.3} bytes_per_call={bytes:.1}"
+        "RESULT calls={calls} warmup={warmup} failed={failed} allocs_per_call={allocs:.3} reallocs_per_call={reallocs:.3} bytes_per_call={bytes:.1} held_growth_per_call={:.2}",
+        (held_after as f64 - held_before as f64) / f64::from(calls)
     );
 }
