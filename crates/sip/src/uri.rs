@@ -782,8 +782,43 @@ fn ipv4(s: &str) -> Option<core::net::Ipv4Addr> {
 
 /// Four dot-separated runs of one to three digits. Always inlined: the URI and sent-by scans
 /// run it on every host they read.
+///
+/// Read a group at a time: a group's first digit is required and its second and third are
+/// each one test, where a walk over the bytes would ask of every byte whether it is a dot, a
+/// digit, and the how-manieth of its run.
 #[inline(always)]
 pub(crate) fn is_ipv4(b: &[u8]) -> bool {
+    // Four groups of one to three digits and three dots: 7 to 15 bytes (a domain name is
+    // mostly refused here, or at its first byte below).
+    if !(7..=15).contains(&b.len()) {
+        return false;
+    }
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let mut i = 0;
+    for group in 0..4 {
+        if group > 0 {
+            if b.get(i) != Some(&b'.') {
+                return false;
+            }
+            i += 1;
+        }
+        if !digit(i) {
+            return false;
+        }
+        i += 1;
+        if digit(i) {
+            i += 1;
+            if digit(i) {
+                i += 1;
+            }
+        }
+    }
+    i == b.len()
+}
+
+/// [`is_ipv4`] as a walk over the bytes: the rule it reads, kept to test it against.
+#[cfg(test)]
+fn is_ipv4_walk(b: &[u8]) -> bool {
     let mut dots = 0;
     let mut run = 0;
     for &c in b {
@@ -989,6 +1024,71 @@ mod tests {
         for a in [0u32, 7, 99, 100, 199, 200, 249, 250, 255] {
             let s = format!("{a}.{a}.{a}.{a}");
             assert_eq!(ipv4(&s), s.parse::<core::net::Ipv4Addr>().ok(), "{s}");
+        }
+    }
+
+    #[test]
+    fn is_ipv4_reads_as_the_walk_over_the_bytes_does() {
+        let mut samples: Vec<Vec<u8>> = [
+            "1.2.3.4",
+            "10.2.0.50",
+            "255.255.255.255",
+            "999.999.999.999",
+            "1234.1.1.1",
+            "1.2.3.4.5",
+            "1.2.3",
+            "1..3.4",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4a",
+            "a.2.3.4",
+            "example.com",
+            "",
+            "1",
+            "1.2.3.4\u{e9}",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        // Every split of up to five groups of zero to four digits, then each of those with one
+        // byte changed to a dot, a letter, a digit or a byte outside ASCII, or cut short.
+        let mut groups: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for g in &groups {
+                for len in 0..=4usize {
+                    let mut v = g.clone();
+                    if !v.is_empty() {
+                        v.push(b'.');
+                    }
+                    v.extend((0..len).map(|i| b'1' + i as u8));
+                    next.push(v);
+                }
+            }
+            samples.extend(next.iter().cloned());
+            groups = next;
+        }
+        let whole = samples.clone();
+        for s in &whole {
+            if s.len() > 16 {
+                continue;
+            }
+            for at in 0..s.len() {
+                for c in [b'.', b'a', b'7', b'-', b'/', b':', 0xc3] {
+                    let mut v = s.clone();
+                    v[at] = c;
+                    samples.push(v);
+                }
+                samples.push(s[..at].to_vec());
+            }
+        }
+        for s in &samples {
+            assert_eq!(
+                is_ipv4(s),
+                is_ipv4_walk(s),
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
         }
     }
 
