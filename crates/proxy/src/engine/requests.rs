@@ -836,10 +836,12 @@ impl Proxy {
                 last_route = Some(route);
             }
         }
-        let strict_target = match msg.request_uri() {
-            Some(u) if self.is_own(&u) && u.is_loose_route() => last_route,
-            _ => None,
-        };
+        // Asked only when some Route entry is left: with none there is no target to take,
+        // whatever the request URI is (most requests, and reading it as ours costs).
+        let strict_target = last_route.filter(|_| {
+            msg.request_uri()
+                .is_some_and(|u| self.is_own(&u) && u.is_loose_route())
+        });
         if let Some(target) = strict_target {
             editor.remove_item(target.raw());
         }
