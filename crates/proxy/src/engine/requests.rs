@@ -135,13 +135,26 @@ fn push_without_bare_rport(raw: &str, drop_rport: bool, value: &mut String) {
     while at < b.len() {
         let next = next_semicolon(b, at + 1);
         let piece = &raw[at + 1..next];
-        if piece.len() >= 5 && piece.trim().eq_ignore_ascii_case("rport") {
+        if is_bare_rport(piece) {
             value.push_str(&raw[kept..at]);
             kept = next;
         }
         at = next;
     }
     value.push_str(&raw[kept..]);
+}
+
+/// Whether a Via parameter is `rport` once trimmed of white space. A piece that starts and
+/// ends with a visible ASCII character has nothing to trim, so one of more than five bytes is
+/// not `rport` without trimming it (the usual `branch=...`); only a padded one is trimmed.
+fn is_bare_rport(piece: &str) -> bool {
+    let b = piece.as_bytes();
+    match (b.first(), b.last()) {
+        _ if b.len() < 5 => false,
+        _ if b.len() == 5 => piece.eq_ignore_ascii_case("rport"),
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => false,
+        _ => piece.trim().eq_ignore_ascii_case("rport"),
+    }
 }
 
 /// Index of the first `;` at or after `from` (`b.len()` when none), eight bytes a step: a
@@ -1485,9 +1498,41 @@ pub(super) enum Cap {
 #[cfg(test)]
 mod tests {
     use super::{
-        decimal, decimal_bytes, next_semicolon, owned_sent_by_key, push_decimal,
+        decimal, decimal_bytes, is_bare_rport, next_semicolon, owned_sent_by_key, push_decimal,
         push_without_bare_rport, sent_by_key,
     };
+
+    #[test]
+    fn bare_rport_is_what_trimming_finds() {
+        for piece in [
+            "",
+            "r",
+            "rport",
+            "RPort",
+            "rpor",
+            "rports",
+            " rport",
+            "rport ",
+            "\trport\t",
+            "\u{b}rport",
+            "rport\u{b}",
+            "\u{a0}rport",
+            "rport\u{a0}",
+            "\u{3000}rport",
+            "branch=z9hG4bK-1",
+            "rport=5060",
+            " rport=1",
+            "xrport",
+            "rport;",
+            "\u{e9}rport",
+        ] {
+            assert_eq!(
+                is_bare_rport(piece),
+                piece.trim().eq_ignore_ascii_case("rport"),
+                "{piece:?}"
+            );
+        }
+    }
 
     #[test]
     fn next_semicolon_agrees_with_a_byte_loop() {
