@@ -243,6 +243,12 @@ impl<'a> Message<'a> {
             .chain(self.sip.routes().take(parse).filter_map(Result::ok))
     }
 
+    /// Every Route entry, top first, read in place: `None` unless validation kept them all
+    /// (then [`Message::routes`] parses them).
+    pub fn kept_routes(&self) -> Option<impl Iterator<Item = &sip::NameAddr<'a>> + '_> {
+        self.routes.all().map(|all| all.iter().flatten())
+    }
+
     /// Every Record-Route entry, top first.
     pub fn record_routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
         let kept = self.record_routes.all();

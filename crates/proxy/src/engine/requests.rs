@@ -817,9 +817,9 @@ impl Proxy {
     /// repaired), `retarget` applied, and `own` lines on top. Every byte not edited is copied
     /// as it came (`sip::Editor`). `None` when the editor refuses the edits (more than it
     /// records: a request with dozens of Contact lines to rewrite).
-    pub(super) fn forward_bytes(
+    pub(super) fn forward_bytes<'m>(
         &self,
-        m: &Message<'_>,
+        m: &Message<'m>,
         from: Flow,
         retarget: Option<&Retarget>,
         own: &OwnLines<'_>,
@@ -841,13 +841,19 @@ impl Proxy {
         // RFC 3261 §16.4: our own entries on top of Route were for us. A strict router before
         // us put our URI in the request URI and the target last in Route. One pass over Route.
         let (mut others, mut last_route) = (false, None);
-        for route in m.routes() {
+        let mut visit = |route: &sip::NameAddr<'m>| {
             if !others && self.is_own(&route.uri()) {
                 editor.remove_item(route.raw());
             } else {
                 others = true;
-                last_route = Some(route);
+                last_route = Some(*route);
             }
+        };
+        // The entries validation kept are read where they are: the iterator over every entry
+        // copies each one out, and most requests have their Route entries kept.
+        match m.kept_routes() {
+            Some(kept) => kept.for_each(&mut visit),
+            None => m.routes().for_each(|route| visit(&route)),
         }
         // Asked only when some Route entry is left: with none there is no target to take,
         // whatever the request URI is (most requests, and reading it as ours costs).
