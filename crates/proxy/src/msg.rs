@@ -63,6 +63,29 @@ impl<'a> Kept<'a> {
     }
 }
 
+/// The entries of one header: those validation kept, or (when it did not keep them all) the
+/// header parsed again. One or the other, so the parse is not even set up when it is not
+/// needed (a chain of both set it up for every reading).
+enum Entries<K, P> {
+    Kept(K),
+    Parsed(P),
+}
+
+impl<'a, K, P> Iterator for Entries<K, P>
+where
+    K: Iterator<Item = sip::NameAddr<'a>>,
+    P: Iterator<Item = sip::NameAddr<'a>>,
+{
+    type Item = sip::NameAddr<'a>;
+
+    fn next(&mut self) -> Option<sip::NameAddr<'a>> {
+        match self {
+            Entries::Kept(kept) => kept.next(),
+            Entries::Parsed(parsed) => parsed.next(),
+        }
+    }
+}
+
 impl<'a> Message<'a> {
     /// Reads a datagram.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ParseError> {
@@ -234,36 +257,36 @@ impl<'a> Message<'a> {
 
     /// Every Route entry, top first (a validated message has only readable ones).
     pub fn routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        let kept = self.routes.all();
-        let parse = if kept.is_some() { 0 } else { usize::MAX };
-        kept.into_iter()
-            .flatten()
-            .flatten()
-            .copied()
-            .chain(self.sip.routes().take(parse).filter_map(Result::ok))
+        match self.routes.all() {
+            Some(kept) => Entries::Kept(kept.iter().flatten().copied()),
+            None => Entries::Parsed(self.sip.routes().filter_map(Result::ok)),
+        }
+    }
+
+    /// Every Route entry, top first, read in place: `None` unless validation kept them all
+    /// (then [`Message::routes`] parses them).
+    pub fn kept_routes(&self) -> Option<impl Iterator<Item = &sip::NameAddr<'a>> + '_> {
+        self.routes.all().map(|all| all.iter().flatten())
     }
 
     /// Every Record-Route entry, top first.
     pub fn record_routes(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        let kept = self.record_routes.all();
-        let parse = if kept.is_some() { 0 } else { usize::MAX };
-        kept.into_iter()
-            .flatten()
-            .flatten()
-            .copied()
-            .chain(self.sip.record_routes().take(parse).filter_map(Result::ok))
+        match self.record_routes.all() {
+            Some(kept) => Entries::Kept(kept.iter().flatten().copied()),
+            None => Entries::Parsed(self.sip.record_routes().filter_map(Result::ok)),
+        }
     }
 
     /// Every Contact address (the wildcard left out), in order.
     pub fn contacts(&self) -> impl Iterator<Item = sip::NameAddr<'a>> + '_ {
-        let kept = self.contacts.all();
-        let parse = if kept.is_some() { 0 } else { usize::MAX };
-        kept.into_iter().flatten().flatten().copied().chain(
-            self.sip
-                .contacts()
-                .take(parse)
-                .filter_map(|c| c.ok().and_then(|c| c.addr().copied())),
-        )
+        match self.contacts.all() {
+            Some(kept) => Entries::Kept(kept.iter().flatten().copied()),
+            None => Entries::Parsed(
+                self.sip
+                    .contacts()
+                    .filter_map(|c| c.ok().and_then(|c| c.addr().copied())),
+            ),
+        }
     }
 
     /// Whether a Contact is `*`.

@@ -37,6 +37,10 @@ pub struct TimerTable<K> {
     by_key: IdMap<K, (Instant, u64)>,
     /// What the ticks count from: the first deadline ever set.
     base: Option<Instant>,
+    /// The last instant [`pop_due`](Self::pop_due) was asked about, with its tick: the proxy
+    /// asks about the same `now` for every message and timer handled at it, and working a
+    /// tick out of an `Instant` costs more than comparing two.
+    due_tick: Option<(Instant, u64)>,
 }
 
 impl<K: Ord> Default for TimerTable<K> {
@@ -45,6 +49,7 @@ impl<K: Ord> Default for TimerTable<K> {
             heap: BinaryHeap::new(),
             by_key: IdMap::default(),
             base: None,
+            due_tick: None,
         }
     }
 }
@@ -110,7 +115,17 @@ impl<K: Ord + Hash + Copy> TimerTable<K> {
     /// Removes and returns one key whose deadline is at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: Instant) -> Option<K> {
         let &Reverse((tick, key)) = self.heap.peek()?;
-        if tick > self.tick(now) {
+        // The base is set (something was armed), and it never moves: a tick worked out for
+        // `now` before holds.
+        let now_tick = match self.due_tick {
+            Some((at, tick)) if at == now => tick,
+            _ => {
+                let tick = self.tick(now);
+                self.due_tick = Some((now, tick));
+                tick
+            }
+        };
+        if tick > now_tick {
             return None;
         }
         self.heap.pop();

@@ -135,13 +135,26 @@ fn push_without_bare_rport(raw: &str, drop_rport: bool, value: &mut String) {
     while at < b.len() {
         let next = next_semicolon(b, at + 1);
         let piece = &raw[at + 1..next];
-        if piece.len() >= 5 && piece.trim().eq_ignore_ascii_case("rport") {
+        if is_bare_rport(piece) {
             value.push_str(&raw[kept..at]);
             kept = next;
         }
         at = next;
     }
     value.push_str(&raw[kept..]);
+}
+
+/// Whether a Via parameter is `rport` once trimmed of white space. A piece that starts and
+/// ends with a visible ASCII character has nothing to trim, so one of more than five bytes is
+/// not `rport` without trimming it (the usual `branch=...`); only a padded one is trimmed.
+fn is_bare_rport(piece: &str) -> bool {
+    let b = piece.as_bytes();
+    match (b.first(), b.last()) {
+        _ if b.len() < 5 => false,
+        _ if b.len() == 5 => piece.eq_ignore_ascii_case("rport"),
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => false,
+        _ => piece.trim().eq_ignore_ascii_case("rport"),
+    }
 }
 
 /// Index of the first `;` at or after `from` (`b.len()` when none), eight bytes a step: a
@@ -804,9 +817,9 @@ impl Proxy {
     /// repaired), `retarget` applied, and `own` lines on top. Every byte not edited is copied
     /// as it came (`sip::Editor`). `None` when the editor refuses the edits (more than it
     /// records: a request with dozens of Contact lines to rewrite).
-    pub(super) fn forward_bytes(
+    pub(super) fn forward_bytes<'m>(
         &self,
-        m: &Message<'_>,
+        m: &Message<'m>,
         from: Flow,
         retarget: Option<&Retarget>,
         own: &OwnLines<'_>,
@@ -828,18 +841,26 @@ impl Proxy {
         // RFC 3261 §16.4: our own entries on top of Route were for us. A strict router before
         // us put our URI in the request URI and the target last in Route. One pass over Route.
         let (mut others, mut last_route) = (false, None);
-        for route in m.routes() {
+        let mut visit = |route: &sip::NameAddr<'m>| {
             if !others && self.is_own(&route.uri()) {
                 editor.remove_item(route.raw());
             } else {
                 others = true;
-                last_route = Some(route);
+                last_route = Some(*route);
             }
-        }
-        let strict_target = match msg.request_uri() {
-            Some(u) if self.is_own(&u) && u.is_loose_route() => last_route,
-            _ => None,
         };
+        // The entries validation kept are read where they are: the iterator over every entry
+        // copies each one out, and most requests have their Route entries kept.
+        match m.kept_routes() {
+            Some(kept) => kept.for_each(&mut visit),
+            None => m.routes().for_each(|route| visit(&route)),
+        }
+        // Asked only when some Route entry is left: with none there is no target to take,
+        // whatever the request URI is (most requests, and reading it as ours costs).
+        let strict_target = last_route.filter(|_| {
+            msg.request_uri()
+                .is_some_and(|u| self.is_own(&u) && u.is_loose_route())
+        });
         if let Some(target) = strict_target {
             editor.remove_item(target.raw());
         }
@@ -1483,9 +1504,41 @@ pub(super) enum Cap {
 #[cfg(test)]
 mod tests {
     use super::{
-        decimal, decimal_bytes, next_semicolon, owned_sent_by_key, push_decimal,
+        decimal, decimal_bytes, is_bare_rport, next_semicolon, owned_sent_by_key, push_decimal,
         push_without_bare_rport, sent_by_key,
     };
+
+    #[test]
+    fn bare_rport_is_what_trimming_finds() {
+        for piece in [
+            "",
+            "r",
+            "rport",
+            "RPort",
+            "rpor",
+            "rports",
+            " rport",
+            "rport ",
+            "\trport\t",
+            "\u{b}rport",
+            "rport\u{b}",
+            "\u{a0}rport",
+            "rport\u{a0}",
+            "\u{3000}rport",
+            "branch=z9hG4bK-1",
+            "rport=5060",
+            " rport=1",
+            "xrport",
+            "rport;",
+            "\u{e9}rport",
+        ] {
+            assert_eq!(
+                is_bare_rport(piece),
+                piece.trim().eq_ignore_ascii_case("rport"),
+                "{piece:?}"
+            );
+        }
+    }
 
     #[test]
     fn next_semicolon_agrees_with_a_byte_loop() {
