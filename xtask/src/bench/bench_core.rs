@@ -266,17 +266,7 @@ fn measure_floor(out_dir: &Path) -> Result<Floor> {
         );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let result = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .context("call_floor printed no RESULT line")?;
-    let field = |name: &str| -> Result<u64> {
-        result
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {name} in `{result}`"))
-    };
+    let field = |name: &str| result_field::<u64>(&stdout, name);
     let rows = annotate(&file, true)?;
     // A function's Ir is split by the files inlined into it; the largest row is the whole.
     let ir = |function: &str| {
@@ -350,17 +340,7 @@ fn measure(bench: &Path, name: &str, out_dir: &Path, run: &Run) -> Result<Figure
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let result = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .context("the bench printed no RESULT line")?;
-    let field = |name: &str| -> Result<f64> {
-        result
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {name} in `{result}`"))
-    };
+    let field = |name: &str| result_field::<f64>(&stdout, name);
 
     // Instructions: two callgrind runs.
     let mut totals = [0; 2];
@@ -400,6 +380,19 @@ fn measure(bench: &Path, name: &str, out_dir: &Path, run: &Run) -> Result<Figure
         inclusive: top_inclusive(annotate(&k2_file, true)?, &own),
         exclusive: top_self(annotate(&k2_file, false)?, &own),
     })
+}
+
+/// Field `name` of the `RESULT name=value ...` line a bench binary printed last.
+fn result_field<T: std::str::FromStr>(stdout: &str, name: &str) -> Result<T> {
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .context("the bench printed no RESULT line")?;
+    result
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {name} in `{result}`"))
 }
 
 /// Builds a bench target of the proxy crate (bench profile) and returns its executable.
