@@ -22,7 +22,9 @@
 //!   [`Node::request_offline`] / [`Node::request_online`] / [`Node::toggle`] for the operator's
 //!   and the button's commands.
 //!   With a twin: [`Node::handle_twin_datagram`] for every keep-alive received on a path, and
-//!   [`Node::handle_probe_result`] once for every [`twin::AddressAction::Probe`].
+//!   [`Node::handle_probe_result`] once for every [`twin::AddressAction::Probe`],
+//!   [`Node::handle_addresses_announced`] once for every [`twin::AddressAction::Announce`]
+//!   carried out.
 //! - Out: after every call above, drain [`Node::poll_transmit`], [`Node::poll_twin_transmit`],
 //!   [`Node::poll_address_action`] and [`Node::poll_event`] until `None`, then re-arm the timer
 //!   from [`Node::poll_timeout`].
@@ -79,6 +81,9 @@ pub struct Node {
     events: VecDeque<Event>,
     /// The other shards of the box ([`Node::add_shards`]); none by default.
     remote: Remote,
+    /// Became active, and the shell has not yet said the addresses are announced: the
+    /// upstreams are probed then ([`Node::handle_addresses_announced`]).
+    probe_when_announced: bool,
 }
 
 impl Node {
@@ -102,6 +107,7 @@ impl Node {
             advertised: None,
             events: VecDeque::new(),
             remote: Remote::default(),
+            probe_when_announced: false,
         };
         // The machine needs a first count before it can end a drain restored at start.
         node.feed_load(now);
@@ -319,6 +325,17 @@ impl Node {
     pub fn handle_probe_result(&mut self, now: Instant, conflicts: Vec<std::net::IpAddr>) {
         if let Some(t) = &mut self.twin {
             t.handle_probe_result(conflicts, now);
+        }
+        self.settle(now);
+    }
+
+    /// The shell carried out an [`twin::AddressAction::Announce`]: the gratuitous ARP is out.
+    /// The first after becoming active probes every upstream at once (shard 0 probes for the
+    /// box), now that their answers come to this node.
+    pub fn handle_addresses_announced(&mut self, now: Instant) {
+        if std::mem::take(&mut self.probe_when_announced) {
+            self.proxy.probe_upstreams_now();
+            self.proxy.handle_timeout(now);
         }
         self.settle(now);
     }
@@ -607,6 +624,7 @@ impl Node {
             while let Some(event) = t.poll_event() {
                 if let twin::Event::RoleChanged { to, .. } = event {
                     self.proxy.set_standby(to == twin::Role::Standby);
+                    self.probe_when_announced = to == twin::Role::Active;
                     self.remote
                         .broadcast(&ShardCommand::Standby(to == twin::Role::Standby), None);
                 }

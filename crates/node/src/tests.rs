@@ -391,6 +391,8 @@ struct TwinLab {
     peer_dead: bool,
     /// Address actions the node asked for, in order.
     actions: Vec<twin::AddressAction>,
+    /// The shell says when an announce went out (else it is slow: the node hears nothing).
+    announces_reported: bool,
 }
 
 fn twin_config(id: u8) -> twin::Config {
@@ -428,6 +430,7 @@ impl TwinLab {
             dead: false,
             peer_dead: false,
             actions: Vec::new(),
+            announces_reported: true,
         }
     }
 
@@ -459,6 +462,9 @@ impl TwinLab {
                         Vec::new()
                     };
                     self.lab.node.handle_probe_result(self.lab.now, conflicts);
+                }
+                if matches!(action, twin::AddressAction::Announce(_)) && self.announces_reported {
+                    self.lab.node.handle_addresses_announced(self.lab.now);
                 }
                 self.actions.push(action);
             }
@@ -631,4 +637,36 @@ fn a_standby_node_probes_no_upstream_and_probes_at_once_when_it_takes_over() {
         "the new active probes its upstreams at once, {:?} after the death",
         pair.lab.now - died
     );
+}
+
+#[test]
+fn a_node_that_takes_over_probes_its_upstreams_only_once_its_addresses_are_announced() {
+    // A probe sent before the gratuitous ARP is out is answered to the twin's MAC and times
+    // out: the upstream would be out of rotation until the next probe, 30 s of 503s (CI, the
+    // pair update's switchover).
+    let mut pair = TwinLab::with_ids(2, 1);
+    pair.run_for(Duration::from_secs(5));
+    assert!(!pair.node_owns());
+    pair.announces_reported = false;
+    pair.peer_dead = true;
+    pair.run_for(Duration::from_secs(2));
+    assert!(pair.node_owns(), "the node took over");
+    assert!(pair
+        .actions
+        .iter()
+        .any(|a| matches!(a, twin::AddressAction::Announce(_))));
+    assert_eq!(
+        pair.lab.sent_to(UPSTREAM, "OPTIONS"),
+        0,
+        "no probe before the shell said the addresses are announced"
+    );
+
+    let now = pair.lab.now;
+    pair.lab.node.handle_addresses_announced(now);
+    pair.lab.collect();
+    assert_eq!(pair.lab.sent_to(UPSTREAM, "OPTIONS"), 1, "probed at once");
+    // Later announces (the twin repeats them) probe nothing more.
+    pair.lab.node.handle_addresses_announced(now);
+    pair.lab.collect();
+    assert_eq!(pair.lab.sent_to(UPSTREAM, "OPTIONS"), 1);
 }

@@ -15,7 +15,7 @@
 //! the transports, the panel, subscribers and the disk).
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,7 @@ use crate::control_server::Ask;
 use crate::replica_link::{StreamIn, StreamOut};
 use crate::sip_core::SipCore;
 use crate::transport::{udp, FromTransport, Shared};
+use crate::twin_link;
 
 /// How many queued messages the engine handles before it looks at commands and timers again.
 const BATCH: usize = 64;
@@ -58,7 +59,7 @@ pub enum Command {
 pub struct TwinLink {
     pub sockets: Vec<(twin::PathId, std::net::UdpSocket, SocketAddr)>,
     pub actions: mpsc::UnboundedSender<twin::AddressAction>,
-    pub found: mpsc::UnboundedReceiver<Vec<IpAddr>>,
+    pub found: mpsc::UnboundedReceiver<twin_link::ActionDone>,
     /// The replication connection's task (hot standby): writes to it, what it read.
     pub stream: Option<(
         mpsc::UnboundedSender<StreamOut>,
@@ -226,9 +227,14 @@ impl Engine {
                     }
                     self.flush();
                 }
-                Some(conflicts) = recv_unbounded(&mut twin_found) => {
+                Some(done) = recv_unbounded(&mut twin_found) => {
                     let now = Instant::now();
-                    self.core.handle_probe_result(now, conflicts);
+                    match done {
+                        twin_link::ActionDone::Probed(conflicts) => {
+                            self.core.handle_probe_result(now, conflicts)
+                        }
+                        twin_link::ActionDone::Announced => self.core.handle_addresses_announced(now),
+                    }
                     self.flush();
                 }
                 command = self.commands.recv(), if commands_open => match command {
@@ -817,7 +823,11 @@ type StreamInbox = Option<mpsc::UnboundedReceiver<StreamIn>>;
 /// Makes the twin's sockets tokio sockets on the engine's runtime.
 fn start_twin(
     link: TwinLink,
-) -> std::io::Result<(mpsc::UnboundedReceiver<Vec<IpAddr>>, StreamInbox, TwinOut)> {
+) -> std::io::Result<(
+    mpsc::UnboundedReceiver<twin_link::ActionDone>,
+    StreamInbox,
+    TwinOut,
+)> {
     let mut paths = Vec::new();
     for (path, socket, peer) in link.sockets {
         paths.push((path, tokio::net::UdpSocket::from_std(socket)?, peer));

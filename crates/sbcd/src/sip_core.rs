@@ -211,6 +211,11 @@ impl SipCore {
         self.pump_events();
     }
 
+    pub fn handle_addresses_announced(&mut self, now: Instant) {
+        self.node.handle_addresses_announced(now);
+        self.pump_events();
+    }
+
     #[must_use]
     pub fn poll_twin_transmit(&mut self) -> Option<twin::Transmit> {
         self.node.poll_twin_transmit()

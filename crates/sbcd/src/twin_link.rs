@@ -182,14 +182,23 @@ pub async fn release_all(devices: &HashMap<IpAddr, (String, u8)>) {
     }
 }
 
+/// What the address task reports back to the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionDone {
+    /// A `Probe` found these addresses in use, for `Node::handle_probe_result`.
+    Probed(Vec<IpAddr>),
+    /// An `Announce` went out, for `Node::handle_addresses_announced`.
+    Announced,
+}
+
 /// Starts the task that carries out the twin's address actions in order, on the current
-/// runtime (the control plane's). Probe findings come back on the returned receiver, one
-/// message per `Probe`, for `Node::handle_probe_result`.
+/// runtime (the control plane's). What it did comes back on the returned receiver: one
+/// message per `Probe` and per `Announce`.
 pub fn spawn_actions(
     devices: HashMap<IpAddr, (String, u8)>,
 ) -> (
     mpsc::UnboundedSender<twin::AddressAction>,
-    mpsc::UnboundedReceiver<Vec<IpAddr>>,
+    mpsc::UnboundedReceiver<ActionDone>,
 ) {
     let (actions_tx, mut actions) = mpsc::unbounded_channel::<twin::AddressAction>();
     let (found_tx, found) = mpsc::unbounded_channel();
@@ -206,7 +215,7 @@ pub fn spawn_actions(
             match action {
                 twin::AddressAction::Probe(ips) => {
                     let conflicts = probe_all(&mut arp, &devices, ips).await;
-                    let _ = found_tx.send(conflicts);
+                    let _ = found_tx.send(ActionDone::Probed(conflicts));
                 }
                 twin::AddressAction::Claim(ips) => {
                     for ip in ips {
@@ -244,6 +253,7 @@ pub fn spawn_actions(
                             }
                         }
                     }
+                    let _ = found_tx.send(ActionDone::Announced);
                 }
                 twin::AddressAction::Release(ips) => {
                     for ip in ips {

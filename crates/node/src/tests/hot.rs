@@ -119,6 +119,9 @@ impl Pair {
                         };
                         self.labs[i].node.handle_probe_result(now, conflicts);
                     }
+                    if matches!(action, twin::AddressAction::Announce(_)) {
+                        self.labs[i].node.handle_addresses_announced(now);
+                    }
                 }
                 while let Some(bytes) = self.labs[i].node.poll_stream_bytes() {
                     if self.stream && !self.dead[i] {

@@ -673,8 +673,11 @@ impl Proxy {
     /// A twin's standby (`true`) acts on nothing: it sends no upstream probes (the addresses
     /// it would send from belong to its active twin, whose probes would get the answers) and
     /// lets no binding expire (its tables are its twin's, which removes them and says so).
-    /// Back to active (`false`), every upstream is probed at once, so the rotation it serves
-    /// with is its own, and bindings that lapsed meanwhile go at the next timeout.
+    /// Back to active (`false`), bindings that lapsed meanwhile go at the next timeout; its
+    /// upstreams are probed once the addresses are its own on the wire
+    /// ([`probe_upstreams_now`](Self::probe_upstreams_now)), not before: an answer to a probe
+    /// sent from an address still announced by the twin goes to the twin and is lost, and a
+    /// probe that times out takes the upstream out of rotation until the next one.
     ///
     /// Becoming standby hands every transaction under way to the twin, which now owns the
     /// addresses their answers come to: they are forgotten without a word (no 408 or 503 from an
@@ -696,9 +699,14 @@ impl Proxy {
             self.client_index.clear();
             self.timers = TimerTable::default();
             self.lazy = TimerTable::default();
-        } else {
-            self.upstreams.probe_all_at(self.now);
         }
+    }
+
+    /// Probes every upstream at the next timeout, so the rotation a node that became active
+    /// serves with is its own. For the shell once the service addresses are claimed and
+    /// announced (the first gratuitous ARP out), so the answers come back to this node.
+    pub fn probe_upstreams_now(&mut self) {
+        self.upstreams.probe_all_at(self.now);
     }
 
     /// Requests forwarded and not yet answered with a final response: what a switchover waits
