@@ -4,8 +4,12 @@
 //! Decisions: lowest priority number first, round-robin among equals; a 503 with Retry-After
 //! takes an upstream out for that long; a failed attempt without Retry-After only moves the
 //! request on. Every upstream is probed every `probe_interval` (an out-of-rotation one not
-//! before its Retry-After has passed); a 2xx to a probe puts it back. A promised return that
-//! does not happen is reported once per outage.
+//! before its Retry-After has passed); a 2xx to a probe puts it back. An upstream in rotation
+//! is taken out by a probe only when a second one, sent at once, fails too: one lost OPTIONS
+//! (a datagram dropped, a stalled host, a twin's takeover in progress) would otherwise refuse
+//! every call for a whole probe interval, while a dead upstream costs its calls only the
+//! probe timeout more before they stop going there. A promised return that does not happen is
+//! reported once per outage.
 
 use crate::hash::HashMap;
 use std::time::{Duration, Instant};
@@ -41,6 +45,8 @@ struct Entry {
     failures: u64,
     /// When the last probe ended and how, for `show upstreams`.
     last_probe: Option<(Instant, ProbeAnswer)>,
+    /// In rotation, its last probe failed: the next one (sent at once) decides.
+    suspect: bool,
 }
 
 /// How a probe ended, as the operator sees it: a final status code or none in time.
@@ -185,6 +191,7 @@ impl Upstreams {
                     attempts: 0,
                     failures: 0,
                     last_probe: None,
+                    suspect: false,
                 })
                 .collect(),
             cursors: HashMap::default(),
@@ -367,7 +374,15 @@ impl Upstreams {
                     retry_after: Some(wait),
                 });
             }
+            (Availability::InRotation, ProbeResult::Timeout | ProbeResult::Unavailable(None))
+                if !e.suspect =>
+            {
+                // Asked again at once before it is taken out.
+                e.suspect = true;
+                e.next_probe = now;
+            }
             (Availability::InRotation, ProbeResult::Timeout | ProbeResult::Unavailable(None)) => {
+                e.suspect = false;
                 e.availability = Availability::Out {
                     until: now,
                     promised: false,
@@ -378,7 +393,7 @@ impl Upstreams {
                     retry_after: None,
                 });
             }
-            (Availability::InRotation, _) => {}
+            (Availability::InRotation, _) => e.suspect = false,
             (Availability::Out { .. }, ProbeResult::Ok(_)) => {
                 e.availability = Availability::InRotation;
                 changes.push(UpstreamChange::Back(id));
@@ -538,11 +553,17 @@ mod tests {
     }
 
     #[test]
-    fn silent_upstream_in_rotation_is_taken_out_by_its_probe() {
+    fn silent_upstream_in_rotation_is_taken_out_by_its_second_probe() {
         let t0 = Instant::now();
         let mut u = Upstreams::new(&[cfg(1, 1)], Duration::from_secs(10), t0);
         let t1 = t0 + Duration::from_secs(10);
         assert_eq!(u.due_probes(t1), vec![UpstreamId(0)]);
+        let first = u.probe_result(UpstreamId(0), ProbeResult::Timeout, t1);
+        assert!(first.is_empty(), "one lost probe takes nothing out");
+        assert_eq!(u.select(t1, &[]), Ok(UpstreamId(0)));
+        assert_eq!(u.next_deadline(), Some(t1), "asked again at once");
+        assert_eq!(u.due_probes(t1), vec![UpstreamId(0)]);
+        let t1 = t1 + Duration::from_secs(2);
         let out = u.probe_result(UpstreamId(0), ProbeResult::Timeout, t1);
         assert_eq!(
             out,
@@ -555,6 +576,34 @@ mod tests {
         // It never said when it would be back: no promised return to be late for.
         let shown = u.snapshot(t1 + Duration::from_secs(60));
         assert_eq!((shown[0].in_rotation, shown[0].back_in_secs), (false, None));
+    }
+
+    #[test]
+    fn a_lost_probe_answered_at_the_second_try_leaves_the_upstream_in_rotation() {
+        let t0 = Instant::now();
+        let mut u = Upstreams::new(&[cfg(1, 1)], Duration::from_secs(30), t0);
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(u.due_probes(t1), vec![UpstreamId(0)]);
+        assert!(u
+            .probe_result(UpstreamId(0), ProbeResult::Timeout, t1)
+            .is_empty());
+        assert_eq!(u.due_probes(t1), vec![UpstreamId(0)]);
+        let t2 = t1 + Duration::from_millis(5);
+        assert!(u
+            .probe_result(UpstreamId(0), ProbeResult::Ok(200), t2)
+            .is_empty());
+        assert_eq!(u.select(t2, &[]), Ok(UpstreamId(0)));
+        // Back to the interval, and the next failure is a first one again.
+        assert_eq!(u.next_deadline(), Some(t1 + Duration::from_secs(30)));
+        let t3 = t1 + Duration::from_secs(30);
+        assert_eq!(u.due_probes(t3), vec![UpstreamId(0)]);
+        assert!(u
+            .probe_result(
+                UpstreamId(0),
+                ProbeResult::Unavailable(None),
+                t3 + Duration::from_secs(2)
+            )
+            .is_empty());
     }
 
     #[test]

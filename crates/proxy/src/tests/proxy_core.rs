@@ -244,10 +244,13 @@ fn probes_put_an_upstream_back_and_a_late_one_is_reported() {
 }
 
 #[test]
-fn a_silent_upstream_in_rotation_is_noticed_by_its_probe() {
+fn a_silent_upstream_in_rotation_is_noticed_by_its_probe_and_the_one_sent_at_once_after() {
     let mut net = two_upstreams(1, 2);
     net.peer(CORE1).options = None;
+    // Probed at 10 s, silent until 12 s, asked again at once: still in rotation till 14 s.
     net.advance(Duration::from_secs(13));
+    assert!(net.proxy.upstreams()[0].in_rotation);
+    net.advance(Duration::from_secs(2));
     assert!(!net.proxy.upstreams()[0].in_rotation);
     net.call_out(PHONE, "s1");
     assert_eq!(net.received(CORE1, "INVITE").len(), 0);
