@@ -59,6 +59,11 @@ pub struct Limits {
     pub max_dialogs: usize,
     /// Bindings cached at once; at the cap a REGISTER for a new AoR gets 503.
     pub max_bindings: usize,
+    /// A session with no request for this long is forgotten (`None`: never): what a lost BYE
+    /// would otherwise hold for as long as the box runs. Its later requests still pass on the
+    /// signed Record-Route entry.
+    #[serde(default)]
+    pub dialog_idle: Option<Duration>,
     /// The longest an upstream's Retry-After takes it out of rotation.
     pub max_retry_after: Duration,
     /// Largest response the box builds itself, beyond the request's Via headers.
@@ -72,6 +77,7 @@ impl Default for Limits {
             max_transactions: 100_000,
             max_dialogs: 50_000,
             max_bindings: 100_000,
+            dialog_idle: Some(Duration::from_secs(12 * 3600)),
             max_retry_after: Duration::from_secs(3600),
             max_own_response: 2048,
         }

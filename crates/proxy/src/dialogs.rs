@@ -5,6 +5,14 @@
 //! which is what the drain counts ("active INVITE sessions"). Every change is returned as a
 //! [`DialogChange`] for events and replication.
 //!
+//! A session nobody sent a request in for `[limits] dialog_idle_secs` is forgotten
+//! ([`DialogTable::pop_idle`]): a BYE lost on the way (a phone that died, a network that
+//! dropped it) would otherwise hold its entry for as long as the box runs, and enough of them
+//! fill `max_dialogs` and refuse every new call. Forgetting ends nothing on the wire: the box's
+//! signed Record-Route entry still carries the session's later requests (SPEC §7), and a
+//! re-INVITE or UPDATE learns it again. Each entry has one deadline, moved only when it comes
+//! due, so a request in a session costs a store of the time, not a timer operation.
+//!
 //! The table keeps its counts and two indexes as it changes (insert, update, remove, applied
 //! records, clear, drain): live access-side parties by contact, AoR and address, for "which
 //! calls is this registered endpoint in" ([`Endpoint`]), and every party by connection. No
@@ -13,9 +21,11 @@
 use crate::hash::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::timers::TimerTable;
 
 use crate::msg::aor_of;
 use crate::transport::{Flow, FlowId, ListenerId, Peer, Realm};
@@ -521,6 +531,8 @@ impl KeyMemo {
 struct Entry {
     dialog: Dialog,
     started: Instant,
+    /// When it was last put, updated or applied: a request in it, or its twin's record.
+    active: Instant,
     /// Its number in the indexes (a number, not the key: the indexes hold many entries per
     /// dialog).
     slot: u64,
@@ -640,6 +652,11 @@ pub struct DialogTable {
     next_slot: u64,
     /// No change records from [`update`](Self::update): nobody replicates them.
     no_snapshots: bool,
+    /// How long a session may go without a request before it is forgotten (`None`: never).
+    idle: Option<Duration>,
+    /// One deadline per entry (by slot), at least `idle` after it was armed: when it comes,
+    /// the entry is forgotten or, if active since, armed again from its last activity.
+    idle_deadlines: TimerTable<u64>,
 }
 
 impl DialogCounts {
@@ -661,8 +678,8 @@ impl DialogCounts {
 }
 
 impl DialogTable {
-    /// Puts a dialog in, replacing any with its key, keeping the counts.
-    fn put(&mut self, dialog: Dialog, started: Instant, known: CallerKeys) {
+    /// Puts a dialog in, replacing any with its key, keeping the counts; active at `now`.
+    fn put(&mut self, dialog: Dialog, started: Instant, now: Instant, known: CallerKeys) {
         let hash = self.hasher.hash_one(&dialog.id);
         if let Some(entry) = self.dialogs.find_mut(hash, |e| e.dialog.id == dialog.id) {
             // Put again (a peer's or the twin's record of it): replaced in place, in its slot
@@ -672,6 +689,7 @@ impl DialogTable {
             self.counts.add(dialog.state);
             entry.dialog = dialog;
             entry.started = started;
+            entry.active = entry.active.max(now);
             let keys = PartyKeys::of(&entry.dialog, &mut entry.memo);
             if keys != entry.keys {
                 self.index.drop_keys(entry.slot, &entry.keys);
@@ -687,12 +705,16 @@ impl DialogTable {
         let keys = PartyKeys::of(&dialog, &mut memo);
         self.index.add(slot, &keys);
         self.index.slots.insert(slot, hash);
+        if let Some(idle) = self.idle {
+            self.idle_deadlines.set(slot, now + idle);
+        }
         let hasher = &self.hasher;
         self.dialogs.insert_unique(
             hash,
             Entry {
                 dialog,
                 started,
+                active: now,
                 slot,
                 keys,
                 memo,
@@ -724,6 +746,9 @@ impl DialogTable {
         self.counts.sub(taken.dialog.state);
         self.index.drop_keys(taken.slot, &taken.keys);
         self.index.slots.remove(&taken.slot);
+        if self.idle.is_some() {
+            self.idle_deadlines.cancel(taken.slot);
+        }
         Some((taken.dialog, taken.started))
     }
 
@@ -747,8 +772,49 @@ impl DialogTable {
         known: CallerKeys,
     ) -> Option<DialogChange> {
         let change = (!self.no_snapshots).then(|| DialogChange::Upsert(dialog.id.clone()));
-        self.put(dialog, now, known);
+        self.put(dialog, now, now, known);
         change
+    }
+
+    /// Forget a session with no request for `idle` (`None`: never, the default). Sessions
+    /// already held count as active now.
+    pub fn set_idle(&mut self, idle: Option<Duration>, now: Instant) {
+        self.idle = idle.filter(|d| !d.is_zero());
+        self.idle_deadlines = TimerTable::default();
+        if let Some(idle) = self.idle {
+            for e in self.dialogs.iter_mut() {
+                e.active = e.active.max(now);
+                self.idle_deadlines.set(e.slot, e.active + idle);
+            }
+        }
+    }
+
+    /// Gives back the room a burst left in the idle deadlines (see `Proxy::trim_tables`).
+    pub fn trim(&mut self) {
+        self.idle_deadlines.trim();
+    }
+
+    /// When [`pop_idle`](Self::pop_idle) may next have a session to give.
+    pub fn next_idle(&self) -> Option<Instant> {
+        self.idle_deadlines.next_deadline()
+    }
+
+    /// A session with no request for the idle time as of `now`, to forget; `None` when there
+    /// is none. A session active since its deadline was armed is armed again from then.
+    pub fn pop_idle(&mut self, now: Instant) -> Option<DialogId> {
+        let idle = self.idle?;
+        while let Some(slot) = self.idle_deadlines.pop_due(now) {
+            let Some(entry) = self.entry_in(slot) else {
+                continue;
+            };
+            let due = entry.active + idle;
+            if due > now {
+                self.idle_deadlines.set(slot, due);
+                continue;
+            }
+            return Some(entry.dialog.id.clone());
+        }
+        None
     }
 
     /// When the session started, if tracked.
@@ -761,6 +827,7 @@ impl DialogTable {
         self.dialogs.clear();
         self.counts = DialogCounts::default();
         self.index = PartyIndex::default();
+        self.idle_deadlines = TimerTable::default();
     }
 
     /// Applies a record made on the twin, keeping the session's start time.
@@ -768,7 +835,7 @@ impl DialogTable {
         match change {
             DialogRecordChange::Upsert(record) => {
                 let (dialog, started) = record.into_dialog(now);
-                self.put(dialog, started, CallerKeys::default());
+                self.put(dialog, started, now, CallerKeys::default());
             }
             DialogRecordChange::Remove(id) => {
                 self.take(&id);
@@ -787,10 +854,16 @@ impl DialogTable {
         self.entry(id).map(|e| &e.dialog)
     }
 
-    /// Changes a session in place and returns the change record.
-    pub fn update(&mut self, id: &DialogId, f: impl FnOnce(&mut Dialog)) -> Option<DialogChange> {
+    /// Changes a session in place at `now` (it is active then) and returns the change record.
+    pub fn update(
+        &mut self,
+        id: &DialogId,
+        now: Instant,
+        f: impl FnOnce(&mut Dialog),
+    ) -> Option<DialogChange> {
         let hash = self.hasher.hash_one(id);
         let entry = self.dialogs.find_mut(hash, |e| e.dialog.id == *id)?;
+        entry.active = entry.active.max(now);
         let before = entry.dialog.state;
         f(&mut entry.dialog);
         if entry.dialog.state != before {
@@ -941,6 +1014,7 @@ impl DialogTable {
     pub fn drain_all(&mut self) -> Vec<Dialog> {
         self.counts = DialogCounts::default();
         self.index = PartyIndex::default();
+        self.idle_deadlines = TimerTable::default();
         self.index.slots.clear();
         self.dialogs.drain().map(|e| e.dialog).collect()
     }
@@ -1006,7 +1080,7 @@ mod tests {
             t0,
         );
         assert_eq!(table.counts().early, 1);
-        table.update(&id, |d| {
+        table.update(&id, t0, |d| {
             d.state = DialogState::Confirmed;
             d.callee.tag = Some("tt".into());
         });
@@ -1234,7 +1308,7 @@ mod tests {
                         1 => DialogState::Confirmed,
                         _ => DialogState::Ended,
                     };
-                    table.update(&id, |d| match what {
+                    table.update(&id, now, |d| match what {
                         0 => d.state = state,
                         1 => d.callee.contact = callee.contact,
                         2 => d.caller.uri = callee.uri,

@@ -31,6 +31,9 @@ pub enum CallEndCause {
     Failed,
     /// The guard timer ended it (SPEC §2 rule 11).
     Guard,
+    /// No request in it for `[limits] dialog_idle_secs`: forgotten, not ended on the wire (its
+    /// later requests still pass on the signed Record-Route entry).
+    Idle,
 }
 
 /// The two counts the drain watches (SPEC §1, §2 rule 10).
@@ -255,6 +258,9 @@ pub struct Stats {
     /// (a twin's calls set up just before it died; SPEC §7).
     #[serde(default)]
     pub dialogs_learnt: u64,
+    /// Sessions forgotten after `[limits] dialog_idle_secs` without a request (a lost BYE).
+    #[serde(default)]
+    pub dialogs_idle_forgotten: u64,
     /// New requests left unanswered while a switchover handed the addresses over (their
     /// retransmissions reach the twin).
     #[serde(default)]

@@ -455,6 +455,9 @@ pub struct Limits {
     pub max_transactions: Count,
     /// Dialogs tracked at once; at the cap new INVITEs get 503.
     pub max_dialogs: Count,
+    /// A dialog with no request for this long is forgotten (0: never), so lost BYEs do not
+    /// fill `max_dialogs`; its later requests still pass on the box's signed Record-Route.
+    pub dialog_idle_secs: SecsOrZero,
     /// Cached registration bindings; at the cap new REGISTERs get 503.
     pub max_bindings: Count,
     /// TCP (and SCTP) connections, inbound and outbound together.
@@ -473,6 +476,8 @@ impl Default for Limits {
             per_source_rps: Count(200),
             max_transactions: Count(100_000),
             max_dialogs: Count(50_000),
+            // Twelve hours, as Kamailio's and OpenSIPS's dialog modules default to.
+            dialog_idle_secs: SecsOrZero(43_200),
             max_bindings: Count(100_000),
             max_connections: Count(4096),
             per_source_connections: Count(64),
@@ -940,6 +945,7 @@ dev = "eth1"
         assert_eq!(c.panel.board.0, "sim");
         assert_eq!(c.limits.per_source_rps, Count(200));
         assert_eq!(c.limits.max_retry_after_secs, Secs(3600));
+        assert_eq!(c.limits.dialog_idle_secs, SecsOrZero(43_200));
         let twin = c.twin.unwrap();
         assert_eq!(twin.node_id, TwinNodeId(1));
         assert_eq!(twin.service_address.len(), 2);
@@ -951,6 +957,17 @@ dev = "eth1"
         let spec = format!("{MINIMAL}{SPEC_LIMITS_AND_TWIN}");
         let e = parse(&spec.replace("max_dialogs = 50000", "max_dialogs = 0")).unwrap_err();
         assert!(e.to_string().contains("limits.max_dialogs"), "{e}");
+        let idle = spec.replace(
+            "max_dialogs = 50000",
+            "max_dialogs = 50000\ndialog_idle_secs = 90000",
+        );
+        let e = parse(&idle).unwrap_err();
+        assert!(e.to_string().contains("limits.dialog_idle_secs"), "{e}");
+        let off = spec.replace(
+            "max_dialogs = 50000",
+            "max_dialogs = 50000\ndialog_idle_secs = 0",
+        );
+        assert_eq!(parse(&off).unwrap().limits.dialog_idle_secs, SecsOrZero(0));
         let e = parse(&spec.replace("node_id = 1 ", "node_id = 3 ")).unwrap_err();
         assert!(e.to_string().contains("twin.node_id"), "{e}");
         let e = parse(&spec.replace("192.0.2.10/24", "192.0.2.10/33")).unwrap_err();

@@ -81,6 +81,8 @@ pub fn proxy_config(config: &Config, listeners: &[ListenerSpec]) -> proxy::Confi
             per_source_rps: u32::try_from(config.limits.per_source_rps.0).unwrap_or(u32::MAX),
             max_transactions: config.limits.max_transactions.0,
             max_dialogs: config.limits.max_dialogs.0,
+            dialog_idle: (config.limits.dialog_idle_secs.0 > 0)
+                .then(|| Duration::from_secs(config.limits.dialog_idle_secs.0)),
             max_bindings: config.limits.max_bindings.0,
             max_retry_after: Duration::from_secs(config.limits.max_retry_after_secs.0),
             ..defaults.limits.clone()

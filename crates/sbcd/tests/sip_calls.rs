@@ -73,6 +73,41 @@ fn call_from_access_reaches_the_core() {
     assert_eq!(core.logged("bye-reason").len(), 5, "the core saw every BYE");
 }
 
+/// A call held well past `[limits] dialog_idle_secs` with no request in it: the box forgets
+/// its record (what a lost BYE would otherwise hold for good), and the BYE that comes after
+/// all still reaches the core on the box's signed Record-Route and ends the call.
+#[test]
+fn a_call_held_past_the_dialog_idle_time_is_forgotten_and_its_bye_still_ends_it() {
+    let core = core_uas();
+    let mut config = SbcdConfig::with_upstreams(&[core.port()]);
+    config.dialog_idle_secs = Some(1);
+    let sbcd = Sbcd::start(config);
+    // Held 6 s from the ACK: forgotten about 1 s after the 200, 5 s before the BYE.
+    let call = Sipp::uac("uac_call.xml", sbcd.access())
+        .service("core-user")
+        .key("caller", "idle")
+        .calls(1)
+        .hold_ms(6000)
+        .start();
+    sbcd.wait_log("cause=Idle", PATIENCE);
+    assert_eq!(
+        sbcd.system_state().active_sessions,
+        0,
+        "the held call is no longer counted"
+    );
+    let outcome = call.wait();
+    outcome.assert_all_succeeded(1);
+    assert_eq!(sbcd.stat("sip.dialogs_idle_forgotten"), 1);
+    assert_eq!(
+        sbcd.stat("sip.unknown_dialog"),
+        0,
+        "the BYE was not refused"
+    );
+    let core = core.stop();
+    core.assert_none_failed();
+    assert_eq!(core.logged("bye-reason").len(), 1, "the core saw the BYE");
+}
+
 /// One HTTP/1.1 request to 127.0.0.1:`port`; the whole answer (the server closes).
 fn http_get(port: u16, request: &str) -> String {
     use std::io::{Read, Write};

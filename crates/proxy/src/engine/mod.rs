@@ -566,6 +566,8 @@ impl Proxy {
         let scope = config.branch_scope.as_deref().unwrap_or(&config.node_name);
         let node_tag = format!("{:06x}", fnv(&[scope.as_bytes()]) & 0xff_ffff);
         let upstreams = Upstreams::new(&config.upstreams, config.probe_interval, now);
+        let mut dialogs = DialogTable::default();
+        dialogs.set_idle(config.limits.dialog_idle, now);
         Proxy {
             ids: Ids::new(config.keys.seed),
             budget: SourceBudget::new(config.limits.per_source_rps),
@@ -587,7 +589,7 @@ impl Proxy {
             clients: IdMap::default(),
             client_index: hashbrown::HashTable::new(),
             registrations: RegistrationCache::default(),
-            dialogs: DialogTable::default(),
+            dialogs,
             peer_dialogs: DialogTable::default(),
             shard: 0,
             shards: Shards::single(),
@@ -827,6 +829,7 @@ impl Proxy {
         }
         self.timers.trim();
         self.lazy.trim();
+        self.dialogs.trim();
     }
 
     /// The next message to send.
@@ -884,8 +887,9 @@ impl Proxy {
         [
             self.timers.next_deadline(),
             self.lazy.next_deadline().map(|at| at + LAZY_SLACK),
-            // A standby's bindings are its twin's: it removes none by itself.
+            // A standby's bindings and sessions are its twin's: it removes none by itself.
             self.registrations.next_expiry().filter(|_| !self.standby),
+            self.dialogs.next_idle().filter(|_| !self.standby),
             self.upstreams
                 .next_deadline()
                 .filter(|_| !self.standby && self.shard == 0),
@@ -1023,7 +1027,7 @@ impl Proxy {
             self.emit_binding(change);
         }
         for id in self.dialogs.on_connection(listener, flow) {
-            let change = self.dialogs.update(&id, |d| {
+            let change = self.dialogs.update(&id, self.now, |d| {
                 for party in [&mut d.caller, &mut d.callee] {
                     if gone(&party.flow) {
                         party.flow.flow = None;

@@ -975,7 +975,7 @@ impl Proxy {
         if let Some((Some(id), side, _)) = &found {
             if method != Method::Ack && method != Method::Cancel {
                 let side = *side;
-                let change = self.dialogs.update(id, |d| {
+                let change = self.dialogs.update(id, self.now, |d| {
                     let party = match side {
                         Side::Caller => &mut d.caller,
                         Side::Callee => &mut d.callee,
@@ -1351,7 +1351,7 @@ impl Proxy {
             .get(&sid)
             .and_then(|e| e.forward.as_ref()?.dialog.as_ref());
         if let Some(id) = tracked {
-            let change = self.dialogs.update(id, |d| d.callee.flow = dest);
+            let change = self.dialogs.update(id, self.now, |d| d.callee.flow = dest);
             if let Some(change) = change {
                 self.emit_dialog(change);
             }

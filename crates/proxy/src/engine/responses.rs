@@ -218,7 +218,7 @@ impl Proxy {
                 return;
             }
             if let (Some(id), Some(tag)) = (&forward.dialog, m.to_tag()) {
-                if let Some(change) = self.dialogs.update(id, |d| {
+                if let Some(change) = self.dialogs.update(id, self.now, |d| {
                     // A copy only for a new tag (not at every provisional of the same one).
                     if d.state == DialogState::Early && d.callee.tag.as_deref() != Some(tag) {
                         d.callee.tag = Some(tag.into());
@@ -319,7 +319,7 @@ impl Proxy {
         callee_route.reverse();
         // Read in the update's own lookup of the session, not in one of its own.
         let mut was_early = false;
-        if let Some(change) = self.dialogs.update(id, |d| {
+        if let Some(change) = self.dialogs.update(id, self.now, |d| {
             was_early = d.state == DialogState::Early;
             d.state = DialogState::Confirmed;
             // A copy only of what changed: the tag usually came with a provisional.

@@ -120,14 +120,16 @@ fn show_registrations_counts_the_calls_the_walk_over_every_dialog_counted() {
             0 => {
                 let _ = proxy
                     .dialogs
-                    .update(&id, |d| d.state = DialogState::Confirmed);
+                    .update(&id, t0, |d| d.state = DialogState::Confirmed);
             }
             1 => {
-                let _ = proxy.dialogs.update(&id, |d| d.state = DialogState::Ended);
+                let _ = proxy
+                    .dialogs
+                    .update(&id, t0, |d| d.state = DialogState::Ended);
             }
             2 => {
                 let callee = party(&mut next);
-                let _ = proxy.dialogs.update(&id, |d| {
+                let _ = proxy.dialogs.update(&id, t0, |d| {
                     d.state = DialogState::Confirmed;
                     d.callee.contact = callee.contact;
                 });

@@ -19,6 +19,10 @@ impl Proxy {
             for change in self.registrations.expire(self.now, memory) {
                 self.emit_binding(change);
             }
+            while let Some(id) = self.dialogs.pop_idle(self.now) {
+                self.stats.dialogs_idle_forgotten += 1;
+                self.end_dialog(&id, crate::events::CallEndCause::Idle);
+            }
             // With shards, shard 0 probes for the box and the others learn what it found.
             if self.shard == 0 {
                 for uid in self.upstreams.due_probes(self.now) {

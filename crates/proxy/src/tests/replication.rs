@@ -362,3 +362,112 @@ fn the_twin_relays_the_2xx_of_an_invite_it_did_not_send_and_confirms_the_call() 
     );
     assert_eq!(twin.counts().confirmed, 1);
 }
+
+/// The to-tag of the core's answer to `invite` and the Route set for requests in its dialog.
+fn answered(net: &Net) -> (String, Vec<String>) {
+    let ok = net.received(PHONE, "SIP/2.0").pop().unwrap();
+    assert_eq!(code(&ok), 200);
+    let to_tag = Message::parse(ok.as_bytes())
+        .unwrap()
+        .to()
+        .unwrap()
+        .tag()
+        .unwrap()
+        .to_owned();
+    let routes = route_set(&net.received(CORE1, "INVITE").pop().unwrap());
+    (to_tag, routes)
+}
+
+fn in_dialog(invite: &Req, method: &str, cseq: u32, to_tag: &str, routes: &[String]) -> Vec<u8> {
+    let mut req = invite
+        .clone()
+        .method(method)
+        .cseq(cseq)
+        .to("sip:+15550001@example.com", Some(to_tag))
+        .branch(&format!("z9hG4bK-{method}-{cseq}"));
+    for r in routes {
+        req = req.add_header("Route", r);
+    }
+    req.bytes()
+}
+
+fn idle_config(idle: Duration) -> Config {
+    let mut cfg = config();
+    cfg.limits.dialog_idle = Some(idle);
+    cfg
+}
+
+#[test]
+fn a_session_with_no_request_for_the_idle_time_is_forgotten_and_its_bye_still_passes() {
+    // A BYE lost on the way would hold the session for as long as the box runs.
+    let mut net = Net::new(idle_config(Duration::from_secs(60)));
+    net.add_phone(PHONE);
+    let invite = net.call_out(PHONE, "idle-1");
+    let (to_tag, routes) = answered(&net);
+    assert_eq!(net.proxy.counts().confirmed, 1);
+
+    // A request in it at 30 s: idle from then, not from the INVITE.
+    net.advance(Duration::from_secs(30));
+    net.inject(
+        Realm::Access,
+        PHONE,
+        &in_dialog(&invite, "INVITE", 2, &to_tag, &routes),
+    );
+    assert_eq!(net.received(CORE1, "INVITE").len(), 2);
+    net.advance(Duration::from_secs(55));
+    assert_eq!(net.proxy.counts().confirmed, 1, "active 55 s ago: kept");
+    assert_eq!(net.proxy.stats().dialogs_idle_forgotten, 0);
+
+    net.advance(Duration::from_secs(10));
+    assert_eq!(
+        net.proxy.counts().active_sessions,
+        0,
+        "idle 65 s: forgotten"
+    );
+    assert_eq!(net.proxy.stats().dialogs_idle_forgotten, 1);
+    assert!(net.events.iter().any(|e| matches!(
+        e,
+        Event::CallEnded {
+            cause: crate::events::CallEndCause::Idle,
+            ..
+        }
+    )));
+    assert!(
+        net.received(CORE1, "BYE").is_empty() && net.received(PHONE, "BYE").is_empty(),
+        "forgetting sends nothing"
+    );
+
+    // The BYE that comes after all still goes through, on the signed Record-Route.
+    net.inject(
+        Realm::Access,
+        PHONE,
+        &in_dialog(&invite, "BYE", 3, &to_tag, &routes),
+    );
+    assert_eq!(net.received(CORE1, "BYE").len(), 1);
+    assert_eq!(code(&net.received(PHONE, "SIP/2.0").pop().unwrap()), 200);
+    assert_eq!(net.proxy.stats().unknown_dialog, 0);
+}
+
+#[test]
+fn an_idle_session_is_the_active_twins_to_forget_and_a_zero_idle_time_keeps_it() {
+    let mut net = Net::new(idle_config(Duration::from_secs(60)));
+    net.add_phone(PHONE);
+    net.call_out(PHONE, "idle-standby");
+    assert_eq!(net.proxy.counts().confirmed, 1);
+    net.proxy.set_standby(true);
+    net.advance(Duration::from_secs(600));
+    assert_eq!(net.proxy.counts().confirmed, 1, "a standby forgets nothing");
+    // Active again: forgotten at its deadline, not before the next timeout.
+    net.proxy.set_standby(false);
+    net.advance(Duration::from_secs(1));
+    assert_eq!(net.proxy.counts().confirmed, 0);
+
+    let mut cfg = config();
+    cfg.limits.dialog_idle = None;
+    let mut net = Net::new(cfg);
+    net.add_phone(PHONE);
+    net.call_out(PHONE, "never");
+    // Longer than the default's twelve hours (the probes every 10 s make each hour cost).
+    net.advance(Duration::from_secs(13 * 3600));
+    assert_eq!(net.proxy.counts().confirmed, 1, "no idle time: kept");
+}

@@ -33,6 +33,8 @@ pub struct SbcdConfig {
     pub per_source_connections: Option<usize>,
     /// `[limits] max_connections`; `None` leaves sbcd's default.
     pub max_connections: Option<usize>,
+    /// `[limits] dialog_idle_secs`; `None` leaves sbcd's default.
+    pub dialog_idle_secs: Option<usize>,
     /// `[sip] tcp_message_timeout_secs`; `None` leaves sbcd's default.
     pub tcp_message_timeout_secs: Option<u64>,
     /// `[sip] workers`: SIP shards (SPEC §6). Two by default, whatever the machine's cores, so
@@ -59,6 +61,7 @@ impl SbcdConfig {
             probe_interval_secs: 1,
             per_source_connections: None,
             max_connections: None,
+            dialog_idle_secs: None,
             tcp_message_timeout_secs: None,
             workers: 2,
             metrics_http_port: None,
@@ -101,6 +104,7 @@ impl SbcdConfig {
         let limits: Vec<String> = [
             ("per_source_connections", self.per_source_connections),
             ("max_connections", self.max_connections),
+            ("dialog_idle_secs", self.dialog_idle_secs),
         ]
         .iter()
         .filter_map(|(key, value)| value.map(|v| format!("{key} = {v}\n")))
