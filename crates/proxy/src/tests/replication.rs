@@ -212,16 +212,7 @@ fn a_request_of_a_dialog_only_the_twin_knew_is_learnt_from_the_signed_route() {
     let mut net = Net::new(cfg.clone());
     net.add_phone(PHONE);
     let invite = net.call_out(PHONE, "c-twin");
-    let ok = net.received(PHONE, "SIP/2.0").pop().unwrap();
-    assert_eq!(code(&ok), 200);
-    let to_tag = Message::parse(ok.as_bytes())
-        .unwrap()
-        .to()
-        .unwrap()
-        .tag()
-        .unwrap()
-        .to_owned();
-    let routes = route_set(&net.received(CORE1, "INVITE").pop().unwrap());
+    let (to_tag, routes) = answered(&net);
     // The twin, sharing the route key, never heard of the call.
     net.proxy = Proxy::new(
         Config {
